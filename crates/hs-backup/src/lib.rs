@@ -1,0 +1,2 @@
+//! hs-backup: see the crate description.
+#![deny(missing_docs)]

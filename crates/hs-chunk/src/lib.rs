@@ -1,0 +1,2 @@
+//! hs-chunk: see the crate description.
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! The `pg_hardstorage` binary.
+fn main() {}

@@ -1,0 +1,2 @@
+//! hs-crypt: see the crate description.
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! hs-pitr: see the crate description.
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! hs-proto: see the crate description.
+#![deny(missing_docs)]

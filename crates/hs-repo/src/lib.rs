@@ -1,0 +1,2 @@
+//! hs-repo: see the crate description.
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! hs-testkit: see the crate description.
+#![deny(missing_docs)]
