@@ -1,0 +1,607 @@
+//! Sans-IO message codec: frontend messages are written into a `BytesMut`, backend messages
+//! are parsed out of one. Nothing here touches a socket.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::error::{Error, Result};
+
+/// Largest backend message we accept (CopyData chunks are ~32 KiB; this is generous).
+pub const MAX_MESSAGE_LEN: usize = 256 * 1024 * 1024;
+
+/// Protocol version 3.0 as sent in the startup packet.
+const PROTOCOL_3_0: i32 = 196_608;
+const SSL_REQUEST_CODE: i32 = 80_877_103;
+
+fn put_cstr(buf: &mut BytesMut, s: &[u8]) -> Result<()> {
+    if s.contains(&0) {
+        return Err(Error::usage(
+            "usage.nul_in_string",
+            "string sent to the server contains a NUL byte",
+        ));
+    }
+    buf.put_slice(s);
+    buf.put_u8(0);
+    Ok(())
+}
+
+/// Writes a message with a type byte: fills in the length after `body` wrote the payload.
+fn with_len(
+    tag: Option<u8>,
+    buf: &mut BytesMut,
+    body: impl FnOnce(&mut BytesMut) -> Result<()>,
+) -> Result<()> {
+    let start = buf.len();
+    if let Some(t) = tag {
+        buf.put_u8(t);
+    }
+    let len_at = buf.len();
+    buf.put_i32(0);
+    if let Err(e) = body(buf) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    let len = buf.len() - len_at;
+    let len = i32::try_from(len).map_err(|_| {
+        buf.truncate(start);
+        Error::usage(
+            "usage.message_too_large",
+            "message to the server is too large",
+        )
+    })?;
+    buf[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Frontend (client to server) message writers.
+pub mod frontend {
+    use super::*;
+
+    /// StartupMessage (protocol 3.0) with the given parameters.
+    pub fn startup_message(params: &[(&str, &str)], buf: &mut BytesMut) -> Result<()> {
+        with_len(None, buf, |b| {
+            b.put_i32(PROTOCOL_3_0);
+            for (k, v) in params {
+                put_cstr(b, k.as_bytes())?;
+                put_cstr(b, v.as_bytes())?;
+            }
+            b.put_u8(0);
+            Ok(())
+        })
+    }
+
+    /// SSLRequest: asks the server whether it will speak TLS; it answers one byte `S` or `N`.
+    pub fn ssl_request(buf: &mut BytesMut) {
+        buf.put_i32(8);
+        buf.put_i32(SSL_REQUEST_CODE);
+    }
+
+    /// Simple Query.
+    pub fn query(sql: &str, buf: &mut BytesMut) -> Result<()> {
+        with_len(Some(b'Q'), buf, |b| put_cstr(b, sql.as_bytes()))
+    }
+
+    /// PasswordMessage (cleartext or md5 hash, NUL-terminated).
+    pub fn password_message(password: &[u8], buf: &mut BytesMut) -> Result<()> {
+        with_len(Some(b'p'), buf, |b| put_cstr(b, password))
+    }
+
+    /// SASLInitialResponse.
+    pub fn sasl_initial_response(mechanism: &str, data: &[u8], buf: &mut BytesMut) -> Result<()> {
+        with_len(Some(b'p'), buf, |b| {
+            put_cstr(b, mechanism.as_bytes())?;
+            let n = i32::try_from(data.len()).map_err(|_| {
+                Error::usage("usage.message_too_large", "SASL message is too large")
+            })?;
+            b.put_i32(n);
+            b.put_slice(data);
+            Ok(())
+        })
+    }
+
+    /// SASLResponse.
+    pub fn sasl_response(data: &[u8], buf: &mut BytesMut) -> Result<()> {
+        with_len(Some(b'p'), buf, |b| {
+            b.put_slice(data);
+            Ok(())
+        })
+    }
+
+    /// CopyData.
+    pub fn copy_data(data: &[u8], buf: &mut BytesMut) -> Result<()> {
+        with_len(Some(b'd'), buf, |b| {
+            b.put_slice(data);
+            Ok(())
+        })
+    }
+
+    /// CopyDone.
+    pub fn copy_done(buf: &mut BytesMut) {
+        buf.put_u8(b'c');
+        buf.put_i32(4);
+    }
+
+    /// Terminate.
+    pub fn terminate(buf: &mut BytesMut) {
+        buf.put_u8(b'X');
+        buf.put_i32(4);
+    }
+}
+
+/// An authentication request from the server (`R` message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthRequest {
+    /// Authentication succeeded.
+    Ok,
+    /// Send the password in clear text.
+    CleartextPassword,
+    /// Send `md5(md5(password || user) || salt)`.
+    Md5Password {
+        /// The 4-byte salt.
+        salt: [u8; 4],
+    },
+    /// Start SASL with one of these mechanisms.
+    Sasl {
+        /// Mechanism names, e.g. `SCRAM-SHA-256`, `SCRAM-SHA-256-PLUS`.
+        mechanisms: Vec<String>,
+    },
+    /// SASL challenge.
+    SaslContinue(Bytes),
+    /// SASL outcome (server signature).
+    SaslFinal(Bytes),
+    /// Some other method (Kerberos, GSS, SSPI, ...), by its code.
+    Other(i32),
+}
+
+/// Fields of an ErrorResponse or NoticeResponse.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerMessage {
+    /// Severity (non-localized when the server sends `V`), e.g. `ERROR`, `FATAL`.
+    pub severity: String,
+    /// SQLSTATE code, e.g. `28P01`.
+    pub code: String,
+    /// Primary message.
+    pub message: String,
+    /// Optional detail.
+    pub detail: Option<String>,
+    /// Optional hint.
+    pub hint: Option<String>,
+}
+
+/// A column of a RowDescription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldDescription {
+    /// Column name.
+    pub name: String,
+    /// Type OID.
+    pub type_oid: u32,
+}
+
+/// A message from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendMessage {
+    /// `R`.
+    Authentication(AuthRequest),
+    /// `S`: a run-time parameter's value.
+    ParameterStatus {
+        /// Parameter name.
+        name: String,
+        /// Its value.
+        value: String,
+    },
+    /// `K`: cancellation key.
+    BackendKeyData {
+        /// Backend process id.
+        process_id: i32,
+        /// Secret key.
+        secret_key: i32,
+    },
+    /// `Z`: ready for a new query; status `I`, `T` or `E`.
+    ReadyForQuery {
+        /// Transaction status byte.
+        status: u8,
+    },
+    /// `T`.
+    RowDescription(Vec<FieldDescription>),
+    /// `D`: column values in text format, `None` for NULL.
+    DataRow(Vec<Option<Bytes>>),
+    /// `C`.
+    CommandComplete {
+        /// Command tag, e.g. `SELECT`.
+        tag: String,
+    },
+    /// `I`.
+    EmptyQueryResponse,
+    /// `E`.
+    ErrorResponse(ServerMessage),
+    /// `N`.
+    NoticeResponse(ServerMessage),
+    /// `H`.
+    CopyOutResponse,
+    /// `G`.
+    CopyInResponse,
+    /// `W`.
+    CopyBothResponse,
+    /// `d`.
+    CopyData(Bytes),
+    /// `c`.
+    CopyDone,
+    /// `v`: the server does not support the requested minor version or options.
+    NegotiateProtocolVersion {
+        /// Newest minor version the server supports.
+        minor: i32,
+        /// Options it did not recognize.
+        unrecognized: Vec<String>,
+    },
+    /// Any other message, kept raw.
+    Other {
+        /// Type byte.
+        tag: u8,
+        /// Body after the length.
+        body: Bytes,
+    },
+}
+
+fn short(what: &str) -> Error {
+    Error::invalid_message(format!("truncated {what} message from the server"))
+}
+
+fn get_i32(b: &mut Bytes, what: &str) -> Result<i32> {
+    if b.remaining() < 4 {
+        return Err(short(what));
+    }
+    Ok(b.get_i32())
+}
+
+fn get_i16(b: &mut Bytes, what: &str) -> Result<i16> {
+    if b.remaining() < 2 {
+        return Err(short(what));
+    }
+    Ok(b.get_i16())
+}
+
+fn get_cstr(b: &mut Bytes, what: &str) -> Result<String> {
+    let end = b.iter().position(|&c| c == 0).ok_or_else(|| short(what))?;
+    let s = b.split_to(end);
+    b.advance(1);
+    String::from_utf8(s.to_vec())
+        .map_err(|_| Error::invalid_message(format!("non-UTF-8 string in {what} message")))
+}
+
+fn parse_fields(mut b: Bytes, what: &str) -> Result<ServerMessage> {
+    let mut m = ServerMessage::default();
+    let mut localized_severity = String::new();
+    loop {
+        if !b.has_remaining() {
+            return Err(short(what));
+        }
+        let t = b.get_u8();
+        if t == 0 {
+            break;
+        }
+        let v = get_cstr(&mut b, what)?;
+        match t {
+            b'V' => m.severity = v,
+            b'S' => localized_severity = v,
+            b'C' => m.code = v,
+            b'M' => m.message = v,
+            b'D' => m.detail = Some(v),
+            b'H' => m.hint = Some(v),
+            _ => {}
+        }
+    }
+    if m.severity.is_empty() {
+        m.severity = localized_severity;
+    }
+    Ok(m)
+}
+
+impl BackendMessage {
+    /// Parses one message from the front of `buf`.
+    ///
+    /// Returns `Ok(None)` (consuming nothing) when `buf` does not yet hold a whole message,
+    /// and an error (code `protocol.invalid_message`) for malformed input. Never panics.
+    pub fn parse(buf: &mut BytesMut) -> Result<Option<BackendMessage>> {
+        if buf.len() < 5 {
+            return Ok(None);
+        }
+        let tag = buf[0];
+        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        if len < 4 || len as usize > MAX_MESSAGE_LEN {
+            return Err(Error::invalid_message(format!(
+                "invalid length {len} for message type {:?} from the server",
+                tag as char
+            )));
+        }
+        let total = 1 + len as usize;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        let mut frame = buf.split_to(total).freeze();
+        frame.advance(5);
+        BackendMessage::parse_body(tag, frame).map(Some)
+    }
+
+    fn parse_body(tag: u8, mut b: Bytes) -> Result<BackendMessage> {
+        let msg = match tag {
+            b'R' => {
+                let code = get_i32(&mut b, "authentication")?;
+                BackendMessage::Authentication(match code {
+                    0 => AuthRequest::Ok,
+                    3 => AuthRequest::CleartextPassword,
+                    5 => {
+                        if b.remaining() < 4 {
+                            return Err(short("md5 authentication"));
+                        }
+                        let mut salt = [0u8; 4];
+                        b.copy_to_slice(&mut salt);
+                        AuthRequest::Md5Password { salt }
+                    }
+                    10 => {
+                        let mut mechanisms = Vec::new();
+                        loop {
+                            let m = get_cstr(&mut b, "SASL authentication")?;
+                            if m.is_empty() {
+                                break;
+                            }
+                            mechanisms.push(m);
+                        }
+                        AuthRequest::Sasl { mechanisms }
+                    }
+                    11 => AuthRequest::SaslContinue(b.split_off(0)),
+                    12 => AuthRequest::SaslFinal(b.split_off(0)),
+                    other => AuthRequest::Other(other),
+                })
+            }
+            b'S' => {
+                let name = get_cstr(&mut b, "ParameterStatus")?;
+                let value = get_cstr(&mut b, "ParameterStatus")?;
+                BackendMessage::ParameterStatus { name, value }
+            }
+            b'K' => BackendMessage::BackendKeyData {
+                process_id: get_i32(&mut b, "BackendKeyData")?,
+                secret_key: get_i32(&mut b, "BackendKeyData")?,
+            },
+            b'Z' => {
+                if !b.has_remaining() {
+                    return Err(short("ReadyForQuery"));
+                }
+                BackendMessage::ReadyForQuery { status: b.get_u8() }
+            }
+            b'T' => {
+                let n = get_i16(&mut b, "RowDescription")?;
+                if n < 0 {
+                    return Err(Error::invalid_message(
+                        "negative column count in RowDescription",
+                    ));
+                }
+                let mut fields = Vec::with_capacity((n as usize).min(64));
+                for _ in 0..n {
+                    let name = get_cstr(&mut b, "RowDescription")?;
+                    if b.remaining() < 18 {
+                        return Err(short("RowDescription"));
+                    }
+                    b.advance(6); // table oid, column number
+                    let type_oid = b.get_u32();
+                    b.advance(8); // type size, modifier, format
+                    fields.push(FieldDescription { name, type_oid });
+                }
+                BackendMessage::RowDescription(fields)
+            }
+            b'D' => {
+                let n = get_i16(&mut b, "DataRow")?;
+                if n < 0 {
+                    return Err(Error::invalid_message("negative column count in DataRow"));
+                }
+                let mut values = Vec::with_capacity((n as usize).min(64));
+                for _ in 0..n {
+                    let len = get_i32(&mut b, "DataRow")?;
+                    if len < 0 {
+                        values.push(None);
+                    } else {
+                        if b.remaining() < len as usize {
+                            return Err(short("DataRow"));
+                        }
+                        values.push(Some(b.split_to(len as usize)));
+                    }
+                }
+                BackendMessage::DataRow(values)
+            }
+            b'C' => BackendMessage::CommandComplete {
+                tag: get_cstr(&mut b, "CommandComplete")?,
+            },
+            b'I' => BackendMessage::EmptyQueryResponse,
+            b'E' => BackendMessage::ErrorResponse(parse_fields(b, "ErrorResponse")?),
+            b'N' => BackendMessage::NoticeResponse(parse_fields(b, "NoticeResponse")?),
+            b'H' => BackendMessage::CopyOutResponse,
+            b'G' => BackendMessage::CopyInResponse,
+            b'W' => BackendMessage::CopyBothResponse,
+            b'd' => BackendMessage::CopyData(b),
+            b'c' => BackendMessage::CopyDone,
+            b'v' => {
+                let minor = get_i32(&mut b, "NegotiateProtocolVersion")?;
+                let n = get_i32(&mut b, "NegotiateProtocolVersion")?;
+                let mut unrecognized = Vec::new();
+                for _ in 0..n.max(0) {
+                    unrecognized.push(get_cstr(&mut b, "NegotiateProtocolVersion")?);
+                }
+                BackendMessage::NegotiateProtocolVersion {
+                    minor,
+                    unrecognized,
+                }
+            }
+            tag => BackendMessage::Other { tag, body: b },
+        };
+        Ok(msg)
+    }
+}
+
+/// Test and fuzz helpers: encoders for backend messages and a parser for frontend ones.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    pub(crate) fn backend(tag: u8, body: &[u8], out: &mut BytesMut) {
+        out.put_u8(tag);
+        out.put_i32(body.len() as i32 + 4);
+        out.put_slice(body);
+    }
+
+    /// A parsed frontend message (only what we send).
+    #[derive(Debug, PartialEq, Eq)]
+    pub(crate) enum Frontend {
+        Startup(Vec<(String, String)>),
+        SslRequest,
+        Query(String),
+        Password(Vec<u8>),
+        CopyDone,
+        Terminate,
+        Raw(u8, Vec<u8>),
+    }
+
+    pub(crate) fn parse_frontend(buf: &mut BytesMut, startup: bool) -> Option<Frontend> {
+        if startup {
+            if buf.len() < 8 {
+                return None;
+            }
+            let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            let mut body = buf.split_to(len).freeze();
+            body.advance(4);
+            let code = body.get_i32();
+            if code == SSL_REQUEST_CODE {
+                return Some(Frontend::SslRequest);
+            }
+            assert_eq!(code, PROTOCOL_3_0);
+            let mut params = Vec::new();
+            loop {
+                let k = get_cstr(&mut body, "x").ok()?;
+                if k.is_empty() {
+                    break;
+                }
+                let v = get_cstr(&mut body, "x").ok()?;
+                params.push((k, v));
+            }
+            return Some(Frontend::Startup(params));
+        }
+        let tag = buf[0];
+        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        let mut body = buf.split_to(len + 1).freeze();
+        body.advance(5);
+        Some(match tag {
+            b'Q' => Frontend::Query(get_cstr(&mut body, "x").ok()?),
+            b'p' => {
+                let mut v = body.to_vec();
+                v.pop();
+                Frontend::Password(v)
+            }
+            b'c' => Frontend::CopyDone,
+            b'X' => Frontend::Terminate,
+            t => Frontend::Raw(t, body.to_vec()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn partial_input_returns_none() {
+        let mut all = BytesMut::new();
+        backend(b'C', b"SELECT 1\0", &mut all);
+        backend(b'Z', b"I", &mut all);
+        let whole = all.clone().freeze();
+        for cut in 0..whole.len() {
+            let mut b = BytesMut::from(&whole[..cut]);
+            let first = BackendMessage::parse(&mut b).unwrap();
+            if cut < 14 {
+                assert!(first.is_none());
+                assert_eq!(b.len(), cut);
+            }
+        }
+        let mut b = BytesMut::from(&whole[..]);
+        assert_eq!(
+            BackendMessage::parse(&mut b).unwrap(),
+            Some(BackendMessage::CommandComplete {
+                tag: "SELECT 1".into()
+            })
+        );
+        assert_eq!(
+            BackendMessage::parse(&mut b).unwrap(),
+            Some(BackendMessage::ReadyForQuery { status: b'I' })
+        );
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn error_response_fields() {
+        let mut b = BytesMut::new();
+        backend(
+            b'E',
+            b"SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed for user \"x\"\0\0",
+            &mut b,
+        );
+        match BackendMessage::parse(&mut b).unwrap() {
+            Some(BackendMessage::ErrorResponse(m)) => {
+                assert_eq!(m.code, "28P01");
+                assert_eq!(m.severity, "FATAL");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_length_is_error() {
+        let mut b = BytesMut::from(&[b'Z', 0, 0, 0, 2, b'I'][..]);
+        assert_eq!(
+            BackendMessage::parse(&mut b).unwrap_err().code(),
+            "protocol.invalid_message"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn frontend_roundtrip(
+            params in proptest::collection::vec(("[a-z_]{1,10}", "[ -~]{0,20}"), 0..5),
+            sql in "[ -~]{0,100}",
+            pw in proptest::collection::vec(1u8.., 0..40),
+        ) {
+            let mut b = BytesMut::new();
+            let p: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            frontend::startup_message(&p, &mut b).unwrap();
+            prop_assert_eq!(parse_frontend(&mut b, true), Some(Frontend::Startup(params.clone())));
+            frontend::ssl_request(&mut b);
+            prop_assert_eq!(parse_frontend(&mut b, true), Some(Frontend::SslRequest));
+            frontend::query(&sql, &mut b).unwrap();
+            frontend::password_message(&pw, &mut b).unwrap();
+            frontend::copy_done(&mut b);
+            frontend::terminate(&mut b);
+            prop_assert_eq!(parse_frontend(&mut b, false), Some(Frontend::Query(sql.clone())));
+            prop_assert_eq!(parse_frontend(&mut b, false), Some(Frontend::Password(pw.clone())));
+            prop_assert_eq!(parse_frontend(&mut b, false), Some(Frontend::CopyDone));
+            prop_assert_eq!(parse_frontend(&mut b, false), Some(Frontend::Terminate));
+            prop_assert!(b.is_empty());
+        }
+
+        #[test]
+        fn backend_datarow_roundtrip(vals in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..50)), 0..8)) {
+            let mut body = BytesMut::new();
+            body.put_i16(vals.len() as i16);
+            for v in &vals {
+                match v {
+                    None => body.put_i32(-1),
+                    Some(v) => { body.put_i32(v.len() as i32); body.put_slice(v); }
+                }
+            }
+            let mut b = BytesMut::new();
+            backend(b'D', &body, &mut b);
+            let got = BackendMessage::parse(&mut b).unwrap();
+            let want: Vec<Option<Bytes>> = vals.into_iter().map(|v| v.map(Bytes::from)).collect();
+            prop_assert_eq!(got, Some(BackendMessage::DataRow(want)));
+        }
+    }
+}

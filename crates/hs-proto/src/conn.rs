@@ -1,0 +1,143 @@
+//! The only I/O in the crate: a socket (TCP, TLS over TCP, or Unix) plus read and write
+//! buffers, moving bytes between the network and the sans-IO codec.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+#[cfg(unix)]
+use tokio::net::UnixStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::codec::BackendMessage;
+use crate::error::{Error, Result};
+
+/// A connected byte stream.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    #[cfg(unix)]
+    Unix(UnixStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(unix)]
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(unix)]
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Stream + buffers. `wbuf` is filled by the codec's frontend writers, then sent.
+pub(crate) struct Connection {
+    pub(crate) stream: Stream,
+    rbuf: BytesMut,
+    pub(crate) wbuf: BytesMut,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Connection {
+    pub(crate) fn new(stream: Stream) -> Connection {
+        Connection {
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::new(),
+        }
+    }
+
+    /// Writes out everything in `wbuf`.
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        self.stream
+            .write_all(&self.wbuf)
+            .await
+            .map_err(|e| Error::io("sending to the server failed", e))?;
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| Error::io("sending to the server failed", e))?;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// Reads the next whole backend message.
+    pub(crate) async fn recv(&mut self) -> Result<BackendMessage> {
+        loop {
+            if let Some(m) = BackendMessage::parse(&mut self.rbuf)? {
+                return Ok(m);
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.rbuf)
+                .await
+                .map_err(|e| Error::io("reading from the server failed", e))?;
+            if n == 0 {
+                return Err(Error::io(
+                    "the server closed the connection unexpectedly",
+                    io::Error::from(io::ErrorKind::UnexpectedEof),
+                ));
+            }
+        }
+    }
+
+    /// Reads exactly one raw byte (the answer to SSLRequest). Must be called with an empty
+    /// read buffer, so that nothing sent before the TLS handshake can be mistaken for
+    /// encrypted data.
+    pub(crate) async fn read_byte(&mut self) -> Result<u8> {
+        debug_assert!(self.rbuf.is_empty());
+        self.stream
+            .read_u8()
+            .await
+            .map_err(|e| Error::io("reading from the server failed", e))
+    }
+
+    pub(crate) fn into_stream(self) -> Stream {
+        self.stream
+    }
+}

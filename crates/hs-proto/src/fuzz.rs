@@ -1,0 +1,67 @@
+//! Fuzz entry points: feed arbitrary bytes to every parser that reads bytes from outside.
+//! They must never panic, whatever the input; errors are fine.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::client::BackupMachine;
+use crate::codec::BackendMessage;
+use crate::tar::TarParser;
+
+/// Parses `data` as a sequence of backend messages, then as a tar stream, then drives the
+/// BASE_BACKUP state machine with whatever messages parsed. Returns the number of events
+/// produced (so the optimizer cannot drop the work). Never panics.
+pub fn fuzz_input(data: &[u8]) -> usize {
+    let mut events = 0;
+    let mut buf = BytesMut::from(data);
+    let mut machine = BackupMachine::new();
+    let mut machine_ok = true;
+    while let Ok(Some(msg)) = BackendMessage::parse(&mut buf) {
+        events += 1;
+        if machine_ok {
+            machine_ok = machine.feed(msg).is_ok();
+            while machine_ok {
+                match machine.poll_event() {
+                    Ok(Some(_)) => events += 1,
+                    Ok(None) => break,
+                    Err(_) => machine_ok = false,
+                }
+            }
+        }
+    }
+    let mut tar = TarParser::new();
+    let mut input = Bytes::copy_from_slice(data);
+    while let Ok(Some(_)) = tar.next_event(&mut input) {
+        events += 1;
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            fuzz_input(&data);
+        }
+
+        #[test]
+        fn plausible_messages_never_panic(
+            msgs in proptest::collection::vec(
+                (prop::sample::select(b"RSKZTDCEHdcNnvW".to_vec()), proptest::collection::vec(any::<u8>(), 0..600)),
+                0..30,
+            )
+        ) {
+            let mut b = Vec::new();
+            for (tag, body) in msgs {
+                b.push(tag);
+                b.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+                b.extend_from_slice(&body);
+            }
+            fuzz_input(&b);
+        }
+    }
+}
