@@ -1,0 +1,357 @@
+//! The local keyring file: an age X25519 identity and an ed25519 signing key.
+//!
+//! Format (JSON, mode 0600):
+//! `{"version":1,"age_identity":"AGE-SECRET-KEY-1...","signing_key":"<64 hex>"}`.
+
+use std::fmt;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use age::secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::sign::SigningKey;
+
+/// The only keyring file format version.
+const KEYRING_VERSION: u32 = 1;
+/// A keyring is a few hundred bytes; anything much larger is not one.
+const MAX_KEYRING_LEN: u64 = 64 * 1024;
+
+/// The local secrets of one operator or host: an age X25519 identity (which
+/// unwraps repository master keys) and an ed25519 signing key (which signs
+/// manifests). `Debug` shows the path and the public recipient only.
+pub struct Keyring {
+    path: PathBuf,
+    identity: age::x25519::Identity,
+    signing_key: SigningKey,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyringFile {
+    version: u32,
+    age_identity: String,
+    signing_key: String,
+}
+
+impl Drop for KeyringFile {
+    fn drop(&mut self) {
+        self.age_identity.zeroize();
+        self.signing_key.zeroize();
+    }
+}
+
+impl Keyring {
+    /// Where the keyring lives unless told otherwise: `$PG_HARDSTORAGE_KEYRING`
+    /// if set, else `$XDG_CONFIG_HOME/pg_hardstorage/keyring`, else
+    /// `~/.config/pg_hardstorage/keyring`.
+    pub fn default_path() -> PathBuf {
+        default_path_from(
+            std::env::var_os("PG_HARDSTORAGE_KEYRING"),
+            std::env::var_os("XDG_CONFIG_HOME"),
+            std::env::var_os("HOME"),
+        )
+    }
+
+    /// Reads a keyring file.
+    ///
+    /// Errors: `notfound.keyring` if missing, `preflight.keyring_permissions`
+    /// if group or others have any access, `usage.keyring_invalid` if it does
+    /// not parse, `io.keyring_read_failed` on other I/O failures.
+    pub fn load(path: &Path) -> Result<Keyring> {
+        let mut file = File::open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::new(
+                    ErrorKind::KeyringNotFound,
+                    "notfound.keyring",
+                    format!("no keyring at {}", path.display()),
+                )
+                .with_suggestion(
+                    "run `pg_hardstorage repo init` to create one, or pass --keyring <path>",
+                )
+                .with_source(e)
+            } else {
+                Error::keyring_io(
+                    "io.keyring_read_failed",
+                    format!("cannot open keyring {}", path.display()),
+                    e,
+                )
+            }
+        })?;
+        // Check the mode of the file we opened, not of whatever the path names now.
+        let meta = file.metadata().map_err(|e| {
+            Error::keyring_io(
+                "io.keyring_read_failed",
+                format!("cannot stat keyring {}", path.display()),
+                e,
+            )
+        })?;
+        if !meta.is_file() {
+            return Err(invalid(path, "not a regular file"));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::new(
+                ErrorKind::KeyringPermissions,
+                "preflight.keyring_permissions",
+                format!(
+                    "keyring {} has mode {mode:04o}; it must not be accessible by group or others",
+                    path.display()
+                ),
+            )
+            .with_suggestion(format!("chmod 600 {}", path.display())));
+        }
+        let mut text = Zeroizing::new(String::new());
+        (&mut file)
+            .take(MAX_KEYRING_LEN + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    invalid(path, "not UTF-8 text")
+                } else {
+                    Error::keyring_io(
+                        "io.keyring_read_failed",
+                        format!("cannot read keyring {}", path.display()),
+                        e,
+                    )
+                }
+            })?;
+        if text.len() as u64 > MAX_KEYRING_LEN {
+            return Err(invalid(path, "file is too large"));
+        }
+        Keyring::parse(path, &text)
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<Keyring> {
+        // serde_json's messages can quote string values (secrets), so report
+        // only the category and position.
+        let f: KeyringFile = serde_json::from_str(text).map_err(|e| {
+            invalid(
+                path,
+                &format!(
+                    "not a valid keyring file ({:?} error at line {}, column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        if f.version != KEYRING_VERSION {
+            return Err(invalid(
+                path,
+                &format!(
+                    "unsupported keyring version {} (this build reads version {KEYRING_VERSION})",
+                    f.version
+                ),
+            ));
+        }
+        let identity = age::x25519::Identity::from_str(&f.age_identity)
+            .map_err(|_| invalid(path, "age_identity is not an AGE-SECRET-KEY-1 identity"))?;
+        let mut secret = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(&f.signing_key, secret.as_mut())
+            .map_err(|_| invalid(path, "signing_key is not 64 hex digits"))?;
+        Ok(Keyring {
+            path: path.to_path_buf(),
+            identity,
+            signing_key: SigningKey::from_secret(&secret),
+        })
+    }
+
+    /// Creates a new keyring with a fresh identity and signing key.
+    ///
+    /// The file is created exclusively with mode 0600 (missing parent
+    /// directories get 0700), written completely and fsynced. Errors with
+    /// `conflict.keyring_exists` if the path exists, `io.keyring_write_failed`
+    /// on I/O failures (a partial file is removed).
+    pub fn create(path: &Path) -> Result<Keyring> {
+        let write_err = |what: &str, e: std::io::Error| {
+            Error::keyring_io(
+                "io.keyring_write_failed",
+                format!("cannot {what} {}", path.display()),
+                e,
+            )
+        };
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(parent) = parent {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| write_err("create the directory of keyring", e))?;
+        }
+        let keyring = Keyring {
+            path: path.to_path_buf(),
+            identity: age::x25519::Identity::generate(),
+            signing_key: SigningKey::generate(),
+        };
+        let file = KeyringFile {
+            version: KEYRING_VERSION,
+            age_identity: keyring.identity.to_string().expose_secret().to_owned(),
+            signing_key: keyring.signing_key.secret_hex().to_string(),
+        };
+        let mut text = Zeroizing::new(serde_json::to_string(&file).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                "internal.keyring_encode_failed",
+                "cannot encode keyring",
+            )
+            .with_source(e)
+        })?);
+        text.push('\n');
+
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::new(
+                        ErrorKind::KeyringExists,
+                        "conflict.keyring_exists",
+                        format!("a keyring already exists at {}", path.display()),
+                    )
+                    .with_suggestion("use the existing keyring, or pass another --keyring path")
+                    .with_source(e)
+                } else {
+                    write_err("create keyring", e)
+                }
+            })?;
+        if let Err(e) = f.write_all(text.as_bytes()).and_then(|()| f.sync_all()) {
+            drop(f);
+            let _ = std::fs::remove_file(path);
+            return Err(write_err("write keyring", e));
+        }
+        drop(f);
+        // Make the new directory entry durable too.
+        if let Some(parent) = parent {
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| write_err("sync the directory of keyring", e))?;
+        }
+        Ok(keyring)
+    }
+
+    /// Loads the keyring at `path`, creating it first if it does not exist.
+    /// Returns whether it was created.
+    pub fn load_or_create(path: &Path) -> Result<(Keyring, bool)> {
+        match Keyring::load(path) {
+            Ok(k) => Ok((k, false)),
+            Err(e) if e.kind() == ErrorKind::KeyringNotFound => match Keyring::create(path) {
+                Ok(k) => Ok((k, true)),
+                // Someone else created it between our load and create.
+                Err(e) if e.kind() == ErrorKind::KeyringExists => {
+                    Keyring::load(path).map(|k| (k, false))
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The file this keyring was loaded from or created at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The public age recipient (`age1...`) that secrets for this keyring
+    /// are wrapped to.
+    pub fn recipient(&self) -> String {
+        self.identity.to_public().to_string()
+    }
+
+    /// The ed25519 signing key.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing_key
+    }
+
+    pub(crate) fn identity(&self) -> &age::x25519::Identity {
+        &self.identity
+    }
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("path", &self.path)
+            .field("recipient", &self.recipient())
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(path: &Path, why: &str) -> Error {
+    Error::new(
+        ErrorKind::KeyringInvalid,
+        "usage.keyring_invalid",
+        format!("keyring {} is invalid: {why}", path.display()),
+    )
+    .with_suggestion("restore the keyring from your backup copy, or pass another --keyring path")
+}
+
+fn default_path_from(
+    explicit: Option<std::ffi::OsString>,
+    xdg_config_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> PathBuf {
+    if let Some(p) = explicit.filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    // XDG: a relative XDG_CONFIG_HOME is invalid and must be ignored.
+    let config = xdg_config_home
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            home.filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        })
+        .unwrap_or_else(|| PathBuf::from(".config"));
+    config.join("pg_hardstorage").join("keyring")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(s: &str) -> Option<std::ffi::OsString> {
+        Some(s.into())
+    }
+
+    #[test]
+    fn default_path_precedence() {
+        assert_eq!(
+            default_path_from(os("/k/ring"), os("/x"), os("/h")),
+            PathBuf::from("/k/ring")
+        );
+        assert_eq!(
+            default_path_from(os(""), os("/x"), os("/h")),
+            PathBuf::from("/x/pg_hardstorage/keyring")
+        );
+        assert_eq!(
+            default_path_from(None, os("relative"), os("/h")),
+            PathBuf::from("/h/.config/pg_hardstorage/keyring")
+        );
+        assert_eq!(
+            default_path_from(None, None, os("/h")),
+            PathBuf::from("/h/.config/pg_hardstorage/keyring")
+        );
+    }
+
+    #[test]
+    fn parse_rejects_bad_fields_without_echoing_them() {
+        let p = Path::new("/k");
+        let secret_looking = "AGE-SECRET-KEY-1NOTREALLYVALIDBUTSECRETISH";
+        let text =
+            format!(r#"{{"version":1,"age_identity":"{secret_looking}","signing_key":"00"}}"#);
+        let e = Keyring::parse(p, &text).unwrap_err();
+        assert_eq!(e.code(), "usage.keyring_invalid");
+        assert!(!e.to_string().contains(secret_looking));
+        let e =
+            Keyring::parse(p, r#"{"version":2,"age_identity":"","signing_key":""}"#).unwrap_err();
+        assert_eq!(e.code(), "usage.keyring_invalid");
+        assert!(e.to_string().contains("version 2"));
+    }
+}
