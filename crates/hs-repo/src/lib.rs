@@ -1,2 +1,47 @@
-//! hs-repo: see the crate description.
+//! hs-repo: the pg_hardstorage repository — storage backends, layout,
+//! packs, index objects and backup manifests.
+//!
+//! - [`open_backend`] turns a URL into a [`Backend`] (`file://` today:
+//!   [`FsBackend`], crash-safe via temp file + fsync + link/rename + dir fsync).
+//! - [`Repository::init`] / [`Repository::open`] handle the plaintext marker
+//!   and the age-wrapped key object.
+//! - [`ChunkWriter`] deduplicates, compresses and seals chunks on worker
+//!   threads into packs of ~16 MiB and writes index objects only for packs
+//!   that are already durable (every 256 packs and at `finish`).
+//! - [`ChunkReader`] reads chunks back and checks their keyed ids.
+//! - [`Repository::put_manifest`] stores a signed, sealed [`BackupManifest`],
+//!   create-if-absent, and is meant to be the last write of a backup.
+//!
+//! Nothing leaves this crate for the backend in plaintext except the marker
+//! and object names. The format is described in docs/repository-format.md.
+//!
+//! ```no_run
+//! # async fn demo(keyring: &hs_crypt::Keyring) -> hs_repo::Result<()> {
+//! use hs_repo::Repository;
+//! let repo = Repository::init("file:///var/backups/pg", keyring).await?;
+//! let mut w = repo.writer().await?;
+//! let r = w.add(bytes::Bytes::from_static(b"some chunk")).await?;
+//! w.finish().await?;
+//! let data = repo.reader().await?.read(&r).await?;
+//! assert_eq!(&data[..], b"some chunk");
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
+
+mod backend;
+mod error;
+mod index;
+mod manifest;
+mod reader;
+mod repo;
+mod writer;
+
+pub use backend::{open_backend, Backend, FsBackend, ObjectInfo};
+pub use error::{Error, ErrorKind, Result};
+pub use hs_chunk::{ChunkId, Chunker, ChunkerConfig, FileClass, PackEntry};
+pub use manifest::{
+    ArchiveEntry, BackupManifest, BackupStats, ChunkRef, FileEntry, FileKind, MANIFEST_FORMAT,
+};
+pub use reader::ChunkReader;
+pub use repo::{Repository, DEFAULT_PACK_TARGET_SIZE, MARKER_NAME, REPO_VERSION};
+pub use writer::{ChunkWriter, WriteStats, DEFAULT_INDEX_INTERVAL, MAX_CHUNK_LEN};

@@ -1,0 +1,138 @@
+//! zstd compression of chunks, with reusable contexts for the hot path.
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The default zstd level.
+pub const DEFAULT_LEVEL: i32 = 3;
+
+fn clamp_level(level: i32) -> i32 {
+    let range = zstd::compression_level_range();
+    level.clamp(*range.start(), *range.end())
+}
+
+/// Compresses `data` with zstd at `level` (clamped to zstd's range).
+/// Allocates a fresh context; use [`Compressor`] in loops.
+///
+/// # Panics
+/// Only if zstd cannot allocate its working memory.
+pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
+    let level = clamp_level(level);
+    // With a valid level, zstd fails only when it cannot allocate; never
+    // return something that is not a frame of `data`.
+    match zstd::bulk::compress(data, level) {
+        Ok(v) => v,
+        Err(_) => zstd::stream::encode_all(data, level)
+            .expect("zstd with a valid level fails only when out of memory"),
+    }
+}
+
+/// Decompresses one zstd frame, refusing output larger than `max_len`.
+/// Corrupt input is an error with code `verify.decompress_failed`.
+pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
+    // Allocate what the frame header declares (our frames always declare
+    // it), not `max_len`, which may be a generous upper bound.
+    let capacity = match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(n)) if n <= max_len as u64 => n as usize,
+        Ok(Some(n)) => {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                "verify.decompress_failed",
+                format!("compressed data declares {n} bytes, more than the {max_len} allowed"),
+            ))
+        }
+        _ => max_len,
+    };
+    zstd::bulk::decompress(data, capacity).map_err(|e| {
+        Error::new(
+            ErrorKind::Corrupt,
+            "verify.decompress_failed",
+            format!("compressed data is corrupt or larger than {max_len} bytes"),
+        )
+        .with_source(e)
+    })
+}
+
+/// A reusable zstd compression context (one per worker thread).
+pub struct Compressor {
+    ctx: zstd::bulk::Compressor<'static>,
+}
+
+impl Compressor {
+    /// A context compressing at `level` (clamped to zstd's range).
+    pub fn new(level: i32) -> Result<Compressor> {
+        let ctx = zstd::bulk::Compressor::new(clamp_level(level)).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                "io.compressor_init_failed",
+                "could not create a zstd compression context",
+            )
+            .with_source(e)
+        })?;
+        Ok(Compressor { ctx })
+    }
+
+    /// Compresses `data` into `out` (cleared first) if that makes it
+    /// strictly smaller, returning `true`; otherwise returns `false` and the
+    /// contents of `out` are unspecified. `out` keeps its capacity across
+    /// calls, so a loop does not allocate per chunk.
+    pub fn compress_if_smaller(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        out.clear();
+        if data.len() < 16 {
+            return false;
+        }
+        // Room for one byte less than the input: zstd fails with
+        // "destination too small" when compression would not help.
+        let room = data.len() - 1;
+        out.resize(room, 0);
+        match self.ctx.compress_to_buffer(data, &mut out[..room]) {
+            Ok(n) => {
+                out.truncate(n);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_limits() {
+        let data = b"hello hello hello hello hello hello hello hello".repeat(100);
+        let c = compress(&data, DEFAULT_LEVEL);
+        assert!(c.len() < data.len());
+        assert_eq!(decompress(&c, data.len()).unwrap(), data);
+        assert_eq!(
+            decompress(&c, data.len() - 1).unwrap_err().code(),
+            "verify.decompress_failed"
+        );
+        assert_eq!(
+            decompress(b"not zstd at all", 100).unwrap_err().code(),
+            "verify.decompress_failed"
+        );
+    }
+
+    #[test]
+    fn compressor_only_when_smaller() {
+        let mut c = Compressor::new(DEFAULT_LEVEL).unwrap();
+        let mut out = Vec::new();
+        let text = vec![b'a'; 8192];
+        assert!(c.compress_if_smaller(&text, &mut out));
+        assert_eq!(decompress(&out, 8192).unwrap(), text);
+        let mut x: u32 = 12345;
+        let random: Vec<u8> = (0..8192)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        assert!(!c.compress_if_smaller(&random, &mut out));
+        // Reuses the buffer afterwards.
+        assert!(c.compress_if_smaller(&text, &mut out));
+        assert_eq!(decompress(&out, 8192).unwrap(), text);
+    }
+}

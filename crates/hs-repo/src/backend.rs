@@ -1,0 +1,478 @@
+//! Storage backends: a small object-store trait and the crash-safe `file://` backend.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+/// Name and size of one stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Object name relative to the repository root, `/`-separated.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// An object store keyed by `/`-separated names (see docs/repository-format.md
+/// for the layout). Objects are written whole and, apart from the explicit
+/// [`put`](Backend::put), never replaced.
+///
+/// Names consist of segments of ASCII letters, digits, `.`, `_` and `-`,
+/// none empty or starting with `.`; anything else is `usage.invalid_object_name`.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Where the objects live, for messages (a URL without credentials).
+    fn location(&self) -> &str;
+
+    /// Stores `data` under `name` only if no object of that name exists.
+    /// Returns `false` (and changes nothing) if one does. When this returns
+    /// `true` the object is durable.
+    async fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool>;
+
+    /// Stores `data` under `name`, atomically replacing any existing object.
+    async fn put(&self, name: &str, data: Bytes) -> Result<()>;
+
+    /// The whole object; `notfound.object` if it does not exist.
+    async fn get(&self, name: &str) -> Result<Bytes>;
+
+    /// `len` bytes of the object from `offset`; `verify.object_truncated` if
+    /// the object is shorter.
+    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes>;
+
+    /// All objects whose name starts with `prefix`, sorted by name.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// Removes an object; removing a missing object is not an error.
+    async fn delete(&self, name: &str) -> Result<()>;
+
+    /// Size of an object, or `None` if it does not exist.
+    async fn stat(&self, name: &str) -> Result<Option<ObjectInfo>>;
+}
+
+/// Opens the backend for a repository URL. Supported: `file:///absolute/path`.
+pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(Error::new(
+            "usage.invalid_url",
+            format!("{url:?} is not a repository URL"),
+        )
+        .with_suggestion("write it as file:///absolute/path"));
+    };
+    match scheme {
+        "file" => {
+            if !rest.starts_with('/') {
+                return Err(Error::new(
+                    "usage.invalid_url",
+                    format!("file URL {url:?} must have an absolute path and no host"),
+                )
+                .with_suggestion("write it as file:///absolute/path (three slashes)"));
+            }
+            if rest.contains(['?', '#', '%']) {
+                return Err(Error::new(
+                    "usage.invalid_url",
+                    format!("file URL {url:?} has a query, fragment or percent-escape"),
+                )
+                .with_suggestion("use a plain absolute path without ?, # or %"));
+            }
+            Ok(Arc::new(FsBackend::new(url, Path::new(rest))))
+        }
+        other => Err(Error::new(
+            "usage.unsupported_scheme",
+            format!("repository URL scheme {other:?} is not supported by this build"),
+        )
+        .with_suggestion(
+            "use file:///absolute/path (s3://, gcs://, azblob://, sftp:// and scp:// are planned)",
+        )),
+    }
+}
+
+/// Checks an object name and returns its segments.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 1024
+        && name.split('/').all(|seg| {
+            !seg.is_empty()
+                && !seg.starts_with('.')
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(
+            "usage.invalid_object_name",
+            format!("{name:?} is not a valid object name"),
+        ))
+    }
+}
+
+/// A repository in a local (or locally mounted) directory.
+///
+/// Crash safety: every write goes to a temporary file in the target's
+/// directory, is written fully and fsynced, then published with `link(2)`
+/// (create-if-absent: an existing name fails with `EEXIST`) or `rename(2)`
+/// (replace), and the directory is fsynced. Directories created on the way
+/// are fsynced into their parents. Temporary files start with `.tmp-` and
+/// are never listed.
+#[derive(Debug, Clone)]
+pub struct FsBackend {
+    url: String,
+    root: PathBuf,
+}
+
+impl FsBackend {
+    /// A backend rooted at `root` (created on first write); `url` is only
+    /// used in messages.
+    pub fn new(url: &str, root: &Path) -> FsBackend {
+        FsBackend {
+            url: url.to_string(),
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn path(&self, name: &str) -> Result<PathBuf> {
+        check_name(name)?;
+        Ok(self.root.join(name))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        tokio::task::spawn_blocking(f).await.map_err(|e| {
+            Error::new(
+                "aborted.task_failed",
+                "a storage task panicked or was cancelled",
+            )
+            .with_source(e)
+        })?
+    }
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and missing ancestors below `root`, fsyncing each new
+/// directory's parent so the new entries are durable.
+fn ensure_dir(root: &Path, dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.is_dir() {
+        missing.push(d.to_path_buf());
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    fs::create_dir_all(dir)?;
+    for m in missing.iter().rev() {
+        if let Some(p) = m.parent() {
+            // The root's own parent may be outside our control; best effort there.
+            let r = fsync_dir(p);
+            if p.starts_with(root) {
+                r?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn temp_name(final_path: &Path) -> PathBuf {
+    let base = final_path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let r: u64 = rand::random();
+    final_path.with_file_name(format!(".tmp-{base}-{r:016x}"))
+}
+
+fn write_temp(tmp: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+fn walk(dir: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for ent in rd {
+        let ent = ent?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') {
+            continue; // temp files and anything hidden
+        }
+        let child = if rel.is_empty() {
+            name.to_string()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let ft = ent.file_type()?;
+        if ft.is_dir() {
+            walk(&ent.path(), &child, out)?;
+        } else if ft.is_file() {
+            out.push(ObjectInfo {
+                name: child,
+                size: ent.metadata()?.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Backend for FsBackend {
+    fn location(&self) -> &str {
+        &self.url
+    }
+
+    async fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool> {
+        let path = self.path(name)?;
+        let root = self.root.clone();
+        let name = name.to_string();
+        Self::blocking(move || {
+            let dir = path.parent().unwrap_or(&root).to_path_buf();
+            ensure_dir(&root, &dir).map_err(|e| Error::io(e, true, &name))?;
+            let tmp = temp_name(&path);
+            let res = write_temp(&tmp, &data).and_then(|()| match fs::hard_link(&tmp, &path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            });
+            let _ = fs::remove_file(&tmp);
+            let created = res.map_err(|e| Error::io(e, true, &name))?;
+            fsync_dir(&dir).map_err(|e| Error::io(e, true, &name))?;
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn put(&self, name: &str, data: Bytes) -> Result<()> {
+        let path = self.path(name)?;
+        let root = self.root.clone();
+        let name = name.to_string();
+        Self::blocking(move || {
+            let dir = path.parent().unwrap_or(&root).to_path_buf();
+            ensure_dir(&root, &dir).map_err(|e| Error::io(e, true, &name))?;
+            let tmp = temp_name(&path);
+            let res = write_temp(&tmp, &data).and_then(|()| fs::rename(&tmp, &path));
+            if res.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            res.map_err(|e| Error::io(e, true, &name))?;
+            fsync_dir(&dir).map_err(|e| Error::io(e, true, &name))
+        })
+        .await
+    }
+
+    async fn get(&self, name: &str) -> Result<Bytes> {
+        let path = self.path(name)?;
+        let name = name.to_string();
+        Self::blocking(move || {
+            fs::read(&path)
+                .map(Bytes::from)
+                .map_err(|e| Error::io(e, false, &name))
+        })
+        .await
+    }
+
+    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let path = self.path(name)?;
+        let name = name.to_string();
+        let len = usize::try_from(len).map_err(|_| {
+            Error::new(
+                "usage.range_too_large",
+                "requested range does not fit in memory",
+            )
+        })?;
+        Self::blocking(move || {
+            let f = File::open(&path).map_err(|e| Error::io(e, false, &name))?;
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, offset).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    Error::new(
+                        "verify.object_truncated",
+                        format!(
+                            "object {name} is shorter than {} bytes",
+                            offset + len as u64
+                        ),
+                    )
+                    .with_suggestion("run a repository check; the object was truncated")
+                } else {
+                    Error::io(e, false, &name)
+                }
+            })?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let dir_part = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        if !dir_part.is_empty() {
+            check_name(dir_part)?;
+        }
+        let start = self.root.join(dir_part);
+        let prefix = prefix.to_string();
+        let dir_part = dir_part.to_string();
+        Self::blocking(move || {
+            let mut out = Vec::new();
+            walk(&start, &dir_part, &mut out).map_err(|e| Error::io(e, false, &prefix))?;
+            out.retain(|o| o.name.starts_with(&prefix));
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        let path = self.path(name)?;
+        let root = self.root.clone();
+        let name = name.to_string();
+        Self::blocking(move || {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::io(e, true, &name)),
+            }
+            let dir = path.parent().unwrap_or(&root);
+            fsync_dir(dir).map_err(|e| Error::io(e, true, &name))
+        })
+        .await
+    }
+
+    async fn stat(&self, name: &str) -> Result<Option<ObjectInfo>> {
+        let path = self.path(name)?;
+        let name = name.to_string();
+        Self::blocking(move || match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
+                name,
+                size: m.len(),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(e, false, &name)),
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_urls() {
+        assert!(check_name("data/ab/abcdef").is_ok());
+        assert!(check_name("config").is_ok());
+        for bad in [
+            "", "/abs", "a//b", "../x", "a/../b", "a/.tmp-x", "a b", "a/",
+        ] {
+            assert_eq!(
+                check_name(bad).unwrap_err().code(),
+                "usage.invalid_object_name",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            open_backend("s3://bucket/").err().unwrap().code(),
+            "usage.unsupported_scheme"
+        );
+        assert!(open_backend("s3://bucket/")
+            .err()
+            .unwrap()
+            .suggestion()
+            .unwrap()
+            .contains("file:///"));
+        assert_eq!(
+            open_backend("file://relative/x").err().unwrap().code(),
+            "usage.invalid_url"
+        );
+        assert_eq!(
+            open_backend("/just/a/path").err().unwrap().code(),
+            "usage.invalid_url"
+        );
+        assert!(open_backend("file:///tmp/x").is_ok());
+    }
+
+    #[tokio::test]
+    async fn fs_backend_basics() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/repo", dir.path().display());
+        let b = open_backend(&url).unwrap();
+        assert!(b.stat("a/b/c").await.unwrap().is_none());
+        assert!(b
+            .put_if_absent("a/b/c", Bytes::from_static(b"one"))
+            .await
+            .unwrap());
+        assert!(!b
+            .put_if_absent("a/b/c", Bytes::from_static(b"two"))
+            .await
+            .unwrap());
+        assert_eq!(&b.get("a/b/c").await.unwrap()[..], b"one");
+        b.put("a/b/c", Bytes::from_static(b"three")).await.unwrap();
+        assert_eq!(&b.get_range("a/b/c", 1, 3).await.unwrap()[..], b"hre");
+        assert_eq!(
+            b.get_range("a/b/c", 3, 10).await.unwrap_err().code(),
+            "verify.object_truncated"
+        );
+        assert_eq!(b.get("nope").await.unwrap_err().code(), "notfound.object");
+        b.put_if_absent("a/x", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        b.put_if_absent("ab", Bytes::from_static(b"22"))
+            .await
+            .unwrap();
+        let names: Vec<String> = b
+            .list("a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, vec!["a/b/c", "a/x"]);
+        let all = b.list("").await.unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all.iter().map(|o| o.size).sum::<u64>(), 5 + 1 + 2);
+        assert_eq!(b.list("a").await.unwrap().len(), 3);
+        b.delete("a/x").await.unwrap();
+        b.delete("a/x").await.unwrap();
+        assert_eq!(b.stat("a/b/c").await.unwrap().unwrap().size, 5);
+        // No temp files left behind.
+        let leftovers: Vec<_> = walkdir(dir.path());
+        assert!(
+            leftovers.iter().all(|p| !p.contains(".tmp-")),
+            "{leftovers:?}"
+        );
+    }
+
+    fn walkdir(p: &Path) -> Vec<String> {
+        let mut v = Vec::new();
+        for e in fs::read_dir(p).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                v.extend(walkdir(&e.path()));
+            } else {
+                v.push(e.path().display().to_string());
+            }
+        }
+        v
+    }
+}

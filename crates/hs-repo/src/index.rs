@@ -1,0 +1,157 @@
+//! Index objects: which pack holds which chunk.
+//!
+//! Plaintext (sealed with `Domain::Index` before storing):
+//! ```text
+//! version:u8 (=1) pack_count:u32le
+//! per pack: pack_id:[u8;32] entry_count:u32le entry*entry_count
+//! entry = the 45-byte pack header entry (id, offset, length, raw_length, flags)
+//! ```
+
+use std::collections::HashMap;
+
+use hs_chunk::{ChunkId, PackEntry, PACK_ENTRY_LEN};
+
+use crate::error::{Error, Result};
+
+const INDEX_VERSION: u8 = 1;
+
+/// The entries of one pack as recorded in an index object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IndexedPack {
+    pub id: [u8; 32],
+    pub entries: Vec<PackEntry>,
+}
+
+fn corrupt(msg: &str) -> Error {
+    Error::new("verify.index_corrupt", msg.to_string())
+        .with_suggestion("run a repository check; an index object is damaged")
+}
+
+pub(crate) fn encode(packs: &[IndexedPack]) -> Vec<u8> {
+    let n: usize = packs
+        .iter()
+        .map(|p| 36 + p.entries.len() * PACK_ENTRY_LEN)
+        .sum();
+    let mut out = Vec::with_capacity(5 + n);
+    out.push(INDEX_VERSION);
+    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for p in packs {
+        out.extend_from_slice(&p.id);
+        out.extend_from_slice(&(p.entries.len() as u32).to_le_bytes());
+        for e in &p.entries {
+            e.encode_into(&mut out);
+        }
+    }
+    out
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+    if b.len() < n {
+        return Err(corrupt("an index object is truncated"));
+    }
+    let (h, t) = b.split_at(n);
+    *b = t;
+    Ok(h)
+}
+
+fn u32le(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+pub(crate) fn decode(mut b: &[u8]) -> Result<Vec<IndexedPack>> {
+    let b = &mut b;
+    if take(b, 1)?[0] != INDEX_VERSION {
+        return Err(corrupt("an index object has an unknown version"));
+    }
+    let count = u32le(take(b, 4)?) as usize;
+    let mut packs = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(take(b, 32)?);
+        let n = u32le(take(b, 4)?) as usize;
+        let raw = take(
+            b,
+            n.checked_mul(PACK_ENTRY_LEN)
+                .ok_or_else(|| corrupt("bad count"))?,
+        )?;
+        let entries = raw
+            .chunks_exact(PACK_ENTRY_LEN)
+            .map(PackEntry::decode)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        packs.push(IndexedPack { id, entries });
+    }
+    if !b.is_empty() {
+        return Err(corrupt("an index object has trailing bytes"));
+    }
+    Ok(packs)
+}
+
+/// Where a chunk is stored.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Location {
+    pub pack: u32,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_length: u32,
+    pub compressed: bool,
+}
+
+/// The merged in-memory index: pack names plus chunk locations.
+#[derive(Default)]
+pub(crate) struct Index {
+    pub pack_names: Vec<String>,
+    pub map: HashMap<ChunkId, Location>,
+}
+
+impl Index {
+    pub fn add(&mut self, pack_name: String, entries: &[PackEntry]) {
+        let pack = self.pack_names.len() as u32;
+        self.pack_names.push(pack_name);
+        for e in entries {
+            // The first location seen wins; duplicates (two writers storing
+            // the same chunk) are harmless.
+            self.map.entry(e.id).or_insert(Location {
+                pack,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+                compressed: e.compressed,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let packs = vec![
+            IndexedPack {
+                id: [9; 32],
+                entries: vec![PackEntry {
+                    id: ChunkId::from_bytes([1; 32]),
+                    offset: 0,
+                    length: 40,
+                    raw_length: 8192,
+                    compressed: true,
+                }],
+            },
+            IndexedPack {
+                id: [8; 32],
+                entries: vec![],
+            },
+        ];
+        let b = encode(&packs);
+        assert_eq!(decode(&b).unwrap(), packs);
+        assert_eq!(
+            decode(&b[..b.len() - 1]).unwrap_err().code(),
+            "verify.index_corrupt"
+        );
+        let mut extra = b.clone();
+        extra.push(0);
+        assert!(decode(&extra).is_err());
+        assert!(decode(&[]).is_err());
+    }
+}

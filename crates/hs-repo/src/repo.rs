@@ -1,0 +1,605 @@
+//! The repository: marker, key objects, index loading and manifests.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hs_chunk::{ChunkId, ChunkerConfig, PackEntry, PackHeader, PACK_TRAILER_LEN};
+use hs_crypt::{Domain, Keyring, MasterKey, Signature, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{open_backend, Backend};
+use crate::error::{Error, Result};
+use crate::index::{self, Index};
+use crate::manifest::BackupManifest;
+use crate::reader::ChunkReader;
+use crate::writer::ChunkWriter;
+
+/// Name of the plaintext marker object.
+pub const MARKER_NAME: &str = "config";
+/// Value of the marker's `format` field.
+pub const MARKER_FORMAT: &str = "pg_hardstorage";
+/// The repository format version this build reads and writes.
+pub const REPO_VERSION: u32 = 1;
+/// Default target size of a pack.
+pub const DEFAULT_PACK_TARGET_SIZE: u64 = 16 * 1024 * 1024;
+/// Largest manifest plaintext accepted when loading (after decompression).
+const MAX_MANIFEST_LEN: usize = 1 << 30;
+const MANIFEST_OBJECT_VERSION: u8 = 1;
+const MANIFEST_SIG_CONTEXT: &[u8] = b"pg_hardstorage manifest v1\0";
+
+pub(crate) fn pack_name(id: &[u8; 32]) -> String {
+    let h = hex::encode(id);
+    format!("data/{}/{}", &h[..2], h)
+}
+
+pub(crate) fn index_name(hex_id: &str) -> String {
+    format!("index/{hex_id}")
+}
+
+fn manifest_prefix(deployment: &str) -> String {
+    format!("deployments/{deployment}/backups/")
+}
+
+/// Checks a deployment name or backup id: 1 to 128 of `[A-Za-z0-9._-]`,
+/// not starting with `.`.
+fn check_ident(s: &str, code: &'static str, what: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            Error::new(code, format!("{s:?} is not a valid {what}")).with_suggestion(
+                "use 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'",
+            ),
+        )
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The plaintext marker object (`config`).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Marker {
+    format: String,
+    version: u32,
+    repo_id: String,
+    created: String,
+    chunker: ChunkerConfig,
+    pack_target_size: u64,
+    #[serde(default = "default_zstd_level")]
+    zstd_level: i32,
+}
+
+fn default_zstd_level() -> i32 {
+    hs_chunk::DEFAULT_LEVEL
+}
+
+/// The plaintext of a key object (before age wrapping).
+#[derive(Serialize, Deserialize)]
+struct KeyPayload {
+    version: u32,
+    repo_id: String,
+    master_key: String,
+    verifying_key: String,
+    created: String,
+}
+
+pub(crate) struct Inner {
+    pub(crate) backend: Arc<dyn Backend>,
+    url: String,
+    marker: Marker,
+    pub(crate) master: MasterKey,
+    id_key: [u8; 32],
+    verifying: VerifyingKey,
+    signer: Keyring,
+}
+
+/// An opened repository: marker read, master key unwrapped. Cheap to clone.
+#[derive(Clone)]
+pub struct Repository {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("url", &self.inner.url)
+            .field("id", &self.inner.marker.repo_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `SigningKey` is deliberately not `Clone`; the repository keeps its own
+/// copy of the keyring (re-read from the same file) to sign manifests later.
+fn own_keyring(keyring: &Keyring) -> Result<Keyring> {
+    Ok(Keyring::load(keyring.path())?)
+}
+
+impl Repository {
+    /// Creates a repository at `url`: a new master key, wrapped for the
+    /// keyring's age recipient into `keys/<id>`, then the marker `config`
+    /// written create-if-absent. An existing marker is
+    /// `conflict.repo_exists`.
+    pub async fn init(url: &str, keyring: &Keyring) -> Result<Repository> {
+        Self::init_with(
+            url,
+            keyring,
+            ChunkerConfig::default(),
+            DEFAULT_PACK_TARGET_SIZE,
+        )
+        .await
+    }
+
+    /// [`init`](Repository::init) with explicit chunker settings and pack
+    /// target size (1 MiB to 1 GiB).
+    pub async fn init_with(
+        url: &str,
+        keyring: &Keyring,
+        chunker: ChunkerConfig,
+        pack_target_size: u64,
+    ) -> Result<Repository> {
+        chunker.validate()?;
+        if !(1 << 20..=1 << 30).contains(&pack_target_size) {
+            return Err(Error::new(
+                "usage.invalid_pack_size",
+                format!("pack target size {pack_target_size} is outside 1 MiB to 1 GiB"),
+            ));
+        }
+        let backend = open_backend(url)?;
+        if backend.stat(MARKER_NAME).await?.is_some() {
+            return Err(exists(url));
+        }
+        let master = MasterKey::generate();
+        let signer = own_keyring(keyring)?;
+        let verifying = signer.signing_key().verifying_key();
+        let mut rid = [0u8; 16];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut rid);
+        let created = now_rfc3339();
+        let marker = Marker {
+            format: MARKER_FORMAT.to_string(),
+            version: REPO_VERSION,
+            repo_id: hex::encode(rid),
+            created: created.clone(),
+            chunker,
+            pack_target_size,
+            zstd_level: hs_chunk::DEFAULT_LEVEL,
+        };
+        let payload = KeyPayload {
+            version: 1,
+            repo_id: marker.repo_id.clone(),
+            master_key: hex::encode(master.to_bytes()),
+            verifying_key: verifying.to_hex(),
+            created,
+        };
+        let plain = serde_json::to_vec(&payload).map_err(|e| {
+            Error::new("io.encode_failed", "could not encode key object").with_source(e)
+        })?;
+        let wrapped = hs_crypt::wrap_secret(&plain, &[keyring.recipient()])?;
+        let key_name = format!("keys/{}", blake3::hash(&wrapped).to_hex());
+        backend
+            .put_if_absent(&key_name, Bytes::from(wrapped))
+            .await?;
+        let marker_json = serde_json::to_vec_pretty(&marker).map_err(|e| {
+            Error::new("io.encode_failed", "could not encode marker").with_source(e)
+        })?;
+        if !backend
+            .put_if_absent(MARKER_NAME, Bytes::from(marker_json))
+            .await?
+        {
+            // Someone else initialised it first; our key object is useless.
+            let _ = backend.delete(&key_name).await;
+            return Err(exists(url));
+        }
+        let id_key = master.chunk_id_key();
+        Ok(Repository {
+            inner: Arc::new(Inner {
+                backend,
+                url: url.to_string(),
+                marker,
+                master,
+                id_key,
+                verifying,
+                signer,
+            }),
+        })
+    }
+
+    /// Opens an existing repository: reads the marker (`notfound.repo` if
+    /// absent), then unwraps the first key object the keyring can open
+    /// (`auth.keyring_no_matching_identity` if none).
+    pub async fn open(url: &str, keyring: &Keyring) -> Result<Repository> {
+        let backend = open_backend(url)?;
+        let raw = match backend.get(MARKER_NAME).await {
+            Ok(b) => b,
+            Err(e) if e.code() == "notfound.object" => {
+                return Err(Error::new(
+                    "notfound.repo",
+                    format!("no pg_hardstorage repository at {url}"),
+                )
+                .with_suggestion(format!(
+                    "check the URL, or create one with `pg_hardstorage repo init {url}`"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let marker: Marker = serde_json::from_slice(&raw).map_err(|e| {
+            Error::new(
+                "verify.marker_invalid",
+                format!("the marker object at {url} is not valid JSON of this format"),
+            )
+            .with_source(e)
+        })?;
+        if marker.format != MARKER_FORMAT {
+            return Err(Error::new(
+                "verify.marker_invalid",
+                format!(
+                    "{url} holds a {:?} marker, not pg_hardstorage",
+                    marker.format
+                ),
+            ));
+        }
+        if marker.version != REPO_VERSION {
+            return Err(Error::new(
+                "usage.unsupported_repo_version",
+                format!(
+                    "the repository has format version {}, this build reads version {REPO_VERSION}",
+                    marker.version
+                ),
+            )
+            .with_suggestion("use a pg_hardstorage release that supports this format version"));
+        }
+        marker.chunker.validate()?;
+        let keys = backend.list("keys/").await?;
+        if keys.is_empty() {
+            return Err(Error::new(
+                "notfound.repo_key",
+                format!("the repository at {url} has no key objects"),
+            )
+            .with_suggestion("the repository is damaged or was not fully initialised"));
+        }
+        let mut last_err = None;
+        for k in &keys {
+            let wrapped = backend.get(&k.name).await?;
+            match hs_crypt::unwrap_secret(&wrapped, keyring) {
+                Ok(plain) => {
+                    let p: KeyPayload = serde_json::from_slice(&plain).map_err(|e| {
+                        Error::new(
+                            "verify.key_object_invalid",
+                            format!("key object {} is malformed", k.name),
+                        )
+                        .with_source(e)
+                    })?;
+                    if p.repo_id != marker.repo_id {
+                        return Err(Error::new(
+                            "verify.key_object_invalid",
+                            format!("key object {} belongs to another repository", k.name),
+                        ));
+                    }
+                    let mk = hex::decode(&p.master_key).map_err(|e| {
+                        Error::new(
+                            "verify.key_object_invalid",
+                            format!("key object {} is malformed", k.name),
+                        )
+                        .with_source(e)
+                    })?;
+                    let master = MasterKey::from_bytes(&mk)?;
+                    let verifying = VerifyingKey::from_hex(&p.verifying_key)?;
+                    let id_key = master.chunk_id_key();
+                    return Ok(Repository {
+                        inner: Arc::new(Inner {
+                            backend,
+                            url: url.to_string(),
+                            marker,
+                            master,
+                            id_key,
+                            verifying,
+                            signer: own_keyring(keyring)?,
+                        }),
+                    });
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(match last_err {
+            Some(e) => e.into(),
+            None => Error::new(
+                "auth.keyring_no_matching_identity",
+                "no key object matches the keyring",
+            ),
+        })
+    }
+
+    /// The repository id (32 hex digits, from the marker).
+    pub fn id(&self) -> &str {
+        &self.inner.marker.repo_id
+    }
+
+    /// The URL the repository was opened with.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Chunking parameters every writer of this repository uses.
+    pub fn chunker_config(&self) -> &ChunkerConfig {
+        &self.inner.marker.chunker
+    }
+
+    /// Target size of packs written to this repository.
+    pub fn pack_target_size(&self) -> u64 {
+        self.inner.marker.pack_target_size
+    }
+
+    /// zstd level used for chunks.
+    pub fn compression_level(&self) -> i32 {
+        self.inner.marker.zstd_level
+    }
+
+    /// The storage backend (for layers above that store their own objects).
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// The keyed id of `data` in this repository.
+    pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
+        ChunkId::compute(&self.inner.id_key, data)
+    }
+
+    /// A writer that deduplicates against everything indexed so far.
+    pub async fn writer(&self) -> Result<ChunkWriter> {
+        let index = self.load_index().await?;
+        Ok(ChunkWriter::new(
+            self.clone(),
+            index.map.into_keys().collect(),
+        ))
+    }
+
+    /// A reader over everything indexed so far.
+    pub async fn reader(&self) -> Result<ChunkReader> {
+        let index = self.load_index().await?;
+        Ok(ChunkReader::new(self.clone(), index))
+    }
+
+    pub(crate) async fn load_index(&self) -> Result<Index> {
+        const PARALLEL_GETS: usize = 8;
+        let names: Vec<String> = self
+            .inner
+            .backend
+            .list("index/")
+            .await?
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        let mut idx = Index::default();
+        // Fetch and open up to PARALLEL_GETS index objects at a time; merge
+        // in name order so the result does not depend on timing.
+        for batch in names.chunks(PARALLEL_GETS) {
+            let mut set = tokio::task::JoinSet::new();
+            for (i, name) in batch.iter().enumerate() {
+                let repo = self.clone();
+                let name = name.clone();
+                set.spawn(async move {
+                    let sealed = repo.inner.backend.get(&name).await?;
+                    let plain = repo.inner.master.open(Domain::Index, &sealed)?;
+                    Ok::<_, Error>((i, index::decode(&plain)?))
+                });
+            }
+            let mut got = Vec::with_capacity(batch.len());
+            while let Some(r) = set.join_next().await {
+                let r = r.map_err(|e| {
+                    Error::new("aborted.task_failed", "loading an index object failed")
+                        .with_source(e)
+                })?;
+                got.push(r?);
+            }
+            got.sort_by_key(|(i, _)| *i);
+            for (_, packs) in got {
+                for p in packs {
+                    idx.add(pack_name(&p.id), &p.entries);
+                }
+            }
+        }
+        Ok(idx)
+    }
+
+    /// Names and sizes of all packs (`data/`), including unreferenced ones.
+    pub async fn list_packs(&self) -> Result<Vec<crate::ObjectInfo>> {
+        self.inner.backend.list("data/").await
+    }
+
+    /// Reads and opens the header at the end of a pack: the list of its
+    /// blobs. This is what makes the index rebuildable from packs alone.
+    pub async fn read_pack_header(&self, pack: &str) -> Result<Vec<PackEntry>> {
+        let b = &self.inner.backend;
+        let Some(info) = b.stat(pack).await? else {
+            return Err(Error::new(
+                "notfound.object",
+                format!("object {pack} does not exist"),
+            ));
+        };
+        let trailer_len = PACK_TRAILER_LEN as u64;
+        if info.size < trailer_len {
+            return Err(Error::new(
+                "verify.pack_corrupt",
+                format!("pack {pack} is too short to hold a trailer"),
+            ));
+        }
+        let trailer = b
+            .get_range(pack, info.size - trailer_len, trailer_len)
+            .await?;
+        let (off, len) = hs_chunk::parse_trailer(info.size, &trailer)?;
+        let sealed = b.get_range(pack, off, u64::from(len)).await?;
+        let plain = self.inner.master.open(Domain::PackHeader, &sealed)?;
+        Ok(PackHeader::decode(&plain, off)?.entries)
+    }
+
+    fn manifest_message(&self, deployment: &str, backup_id: &str, body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(MANIFEST_SIG_CONTEXT.len() + 100 + body.len());
+        m.extend_from_slice(MANIFEST_SIG_CONTEXT);
+        for part in [self.id(), deployment, backup_id] {
+            m.extend_from_slice(part.as_bytes());
+            m.push(0);
+        }
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// Stores a backup manifest: JSON, zstd, signed with the keyring's
+    /// ed25519 key, sealed, written create-if-absent to
+    /// `deployments/<deployment>/backups/<backup_id>`. Call it only after
+    /// every chunk it references was written by a finished [`ChunkWriter`].
+    /// An existing backup of that id is `conflict.backup_exists`.
+    pub async fn put_manifest(&self, m: &BackupManifest) -> Result<()> {
+        check_ident(
+            &m.deployment,
+            "usage.invalid_deployment_name",
+            "deployment name",
+        )?;
+        check_ident(&m.backup_id, "usage.invalid_backup_id", "backup id")?;
+        if self.inner.signer.signing_key().verifying_key() != self.inner.verifying {
+            return Err(Error::new(
+                "auth.signing_key_mismatch",
+                "the keyring's signing key is not the one recorded in the repository's key object",
+            )
+            .with_suggestion("use the keyring the repository was initialised with"));
+        }
+        let json = serde_json::to_vec(m).map_err(|e| {
+            Error::new("io.encode_failed", "could not encode manifest").with_source(e)
+        })?;
+        let body = hs_chunk::compress(&json, self.compression_level());
+        let sig = self.inner.signer.signing_key().sign(&self.manifest_message(
+            &m.deployment,
+            &m.backup_id,
+            &body,
+        ));
+        let mut plain = Vec::with_capacity(1 + 64 + body.len());
+        plain.push(MANIFEST_OBJECT_VERSION);
+        plain.extend_from_slice(&sig.to_bytes());
+        plain.extend_from_slice(&body);
+        let sealed = self.inner.master.seal(Domain::Manifest, &plain);
+        let name = format!("{}{}", manifest_prefix(&m.deployment), m.backup_id);
+        if !self
+            .inner
+            .backend
+            .put_if_absent(&name, Bytes::from(sealed))
+            .await?
+        {
+            return Err(Error::new(
+                "conflict.backup_exists",
+                format!(
+                    "backup {} of deployment {} already exists",
+                    m.backup_id, m.deployment
+                ),
+            )
+            .with_suggestion("backup ids are never reused; pick a new id"));
+        }
+        Ok(())
+    }
+
+    /// Loads and verifies one manifest (`notfound.backup` if absent,
+    /// `verify.*` if it was tampered with).
+    pub async fn load_manifest(&self, deployment: &str, backup_id: &str) -> Result<BackupManifest> {
+        check_ident(
+            deployment,
+            "usage.invalid_deployment_name",
+            "deployment name",
+        )?;
+        check_ident(backup_id, "usage.invalid_backup_id", "backup id")?;
+        let name = format!("{}{}", manifest_prefix(deployment), backup_id);
+        let sealed = match self.inner.backend.get(&name).await {
+            Ok(b) => b,
+            Err(e) if e.code() == "notfound.object" => {
+                return Err(Error::new(
+                    "notfound.backup",
+                    format!("deployment {deployment} has no backup {backup_id}"),
+                )
+                .with_suggestion("list the deployment's backups to see which exist"))
+            }
+            Err(e) => return Err(e),
+        };
+        let plain = self.inner.master.open(Domain::Manifest, &sealed)?;
+        if plain.len() < 65 || plain[0] != MANIFEST_OBJECT_VERSION {
+            return Err(Error::new(
+                "verify.manifest_invalid",
+                format!("manifest {name} has an unknown layout"),
+            ));
+        }
+        let sig = Signature::from_bytes(&plain[1..65])?;
+        let body = &plain[65..];
+        self.inner
+            .verifying
+            .verify(&self.manifest_message(deployment, backup_id, body), &sig)?;
+        let json = hs_chunk::decompress(body, MAX_MANIFEST_LEN)?;
+        let m: BackupManifest = serde_json::from_slice(&json).map_err(|e| {
+            Error::new(
+                "verify.manifest_invalid",
+                format!("manifest {name} is not valid JSON"),
+            )
+            .with_source(e)
+        })?;
+        if m.deployment != deployment || m.backup_id != backup_id {
+            return Err(Error::new(
+                "verify.manifest_invalid",
+                format!("manifest {name} names another deployment or backup id"),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// All backups of a deployment, verified, sorted by start time (then id).
+    pub async fn list_backups(&self, deployment: &str) -> Result<Vec<BackupManifest>> {
+        check_ident(
+            deployment,
+            "usage.invalid_deployment_name",
+            "deployment name",
+        )?;
+        let prefix = manifest_prefix(deployment);
+        let mut out = Vec::new();
+        for o in self.inner.backend.list(&prefix).await? {
+            let id = &o.name[prefix.len()..];
+            if id.contains('/') {
+                continue;
+            }
+            out.push(self.load_manifest(deployment, id).await?);
+        }
+        out.sort_by(|a, b| {
+            (a.start_time.as_str(), a.backup_id.as_str())
+                .cmp(&(b.start_time.as_str(), b.backup_id.as_str()))
+        });
+        Ok(out)
+    }
+
+    /// Total size of all objects in the repository.
+    pub async fn stored_bytes(&self) -> Result<u64> {
+        Ok(self
+            .inner
+            .backend
+            .list("")
+            .await?
+            .iter()
+            .map(|o| o.size)
+            .sum())
+    }
+}
+
+fn exists(url: &str) -> Error {
+    Error::new(
+        "conflict.repo_exists",
+        format!("a pg_hardstorage repository already exists at {url}"),
+    )
+    .with_suggestion(
+        "use the existing repository as it is, or choose an empty location for a new one",
+    )
+}

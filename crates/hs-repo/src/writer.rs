@@ -1,0 +1,428 @@
+//! ChunkWriter: dedup, compress + seal on worker threads, packs, index.
+//!
+//! Data flow: [`ChunkWriter::add`] hashes the chunk on the caller's task and
+//! drops it if its id is already known; new chunks go through a bounded
+//! queue (backpressure) to worker threads. Each worker compresses (reusing
+//! one zstd context and one buffer), seals, and appends to its own pack;
+//! a full pack is sealed, named by its BLAKE3 hash, and handed to an
+//! uploader task that keeps up to four uploads in flight. Index objects only
+//! ever name packs whose upload has completed: one every
+//! [`DEFAULT_INDEX_INTERVAL`] packs while the session runs, and one for the
+//! rest in [`ChunkWriter::finish`], after the last pack is durable.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use hs_chunk::{ChunkId, Compressor, PackBuilder, PackEntry};
+use hs_crypt::Domain;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::error::{Error, Result};
+use crate::index::{self, IndexedPack};
+use crate::manifest::ChunkRef;
+use crate::repo::{index_name, pack_name, Repository};
+
+/// Largest chunk accepted by [`ChunkWriter::add`] (64 MiB).
+pub const MAX_CHUNK_LEN: usize = 64 << 20;
+/// Chunks are handed to the workers in batches, so that a worker is woken
+/// once per batch rather than once per 8 KiB page.
+const BATCH_JOBS: usize = 64;
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches queued before `add` waits (backpressure).
+const QUEUE_DEPTH: usize = 4;
+const UPLOADS_IN_FLIGHT: usize = 4;
+/// Default for [`ChunkWriter::set_index_interval`]: 256 packs, about 4 GiB.
+pub const DEFAULT_INDEX_INTERVAL: usize = 256;
+
+/// Counters of one writer session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Chunks passed to `add`.
+    pub chunks: u64,
+    /// Of those, chunks not already in the repository (or earlier in this session).
+    pub new_chunks: u64,
+    /// Bytes passed to `add`.
+    pub logical_bytes: u64,
+    /// Bytes of the new chunks (before compression).
+    pub new_logical_bytes: u64,
+    /// Bytes written to the backend (packs and the index object).
+    pub stored_bytes: u64,
+    /// Packs written.
+    pub packs: u64,
+}
+
+struct Job {
+    id: ChunkId,
+    data: Bytes,
+}
+
+struct FinishedPack {
+    id: [u8; 32],
+    bytes: Bytes,
+    entries: Vec<PackEntry>,
+}
+
+#[derive(Default)]
+struct Shared {
+    index_interval: AtomicUsize,
+    failed: AtomicBool,
+    cancelled: AtomicBool,
+    error: Mutex<Option<Error>>,
+    done: Mutex<Vec<IndexedPack>>,
+    stored_bytes: AtomicU64,
+    packs: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn fail(&self, e: Error) {
+        let mut g = lock(&self.error);
+        if g.is_none() {
+            *g = Some(e);
+        }
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    fn error(&self) -> Error {
+        lock(&self.error).clone().unwrap_or_else(|| {
+            Error::new(
+                "aborted.writer_failed",
+                "the chunk writer's workers stopped unexpectedly",
+            )
+        })
+    }
+}
+
+/// Writes chunks into packs; see the module docs. Dropping it without
+/// [`finish`](ChunkWriter::finish) abandons the session: packs already
+/// uploaded stay as unreferenced objects (no index entry points at them)
+/// and are removed by garbage collection.
+pub struct ChunkWriter {
+    repo: Repository,
+    ids: HashSet<ChunkId>,
+    tx: Option<mpsc::Sender<Vec<Job>>>,
+    batch: Vec<Job>,
+    batch_bytes: usize,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    uploader: Option<tokio::task::JoinHandle<()>>,
+    shared: Arc<Shared>,
+    stats: WriteStats,
+    finished: bool,
+}
+
+impl ChunkWriter {
+    pub(crate) fn new(repo: Repository, ids: HashSet<ChunkId>) -> ChunkWriter {
+        let shared = Arc::new(Shared::default());
+        shared
+            .index_interval
+            .store(DEFAULT_INDEX_INTERVAL, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel::<Vec<Job>>(QUEUE_DEPTH);
+        let rx = Arc::new(Mutex::new(rx));
+        let (pack_tx, pack_rx) = mpsc::channel::<FinishedPack>(1);
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 4);
+        let target = usize::try_from(repo.pack_target_size()).unwrap_or(16 << 20);
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
+            let (r, q, out, sh) = (repo.clone(), rx.clone(), pack_tx.clone(), shared.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("hs-pack-{i}"))
+                .spawn(move || worker(r, q, out, sh, target));
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(e) => shared_fail_spawn(&shared, e),
+            }
+        }
+        drop(pack_tx);
+        let uploader = tokio::spawn(uploader(repo.clone(), pack_rx, shared.clone()));
+        ChunkWriter {
+            repo,
+            ids,
+            tx: Some(tx),
+            batch: Vec::with_capacity(BATCH_JOBS),
+            batch_bytes: 0,
+            workers,
+            uploader: Some(uploader),
+            shared,
+            stats: WriteStats::default(),
+            finished: false,
+        }
+    }
+
+    /// Adds one chunk and returns its reference. New chunks are queued for
+    /// the workers; when the queue is full this waits (backpressure).
+    /// Errors of earlier background work (an upload that failed) surface
+    /// here or in `finish`.
+    pub async fn add(&mut self, data: Bytes) -> Result<ChunkRef> {
+        if self.shared.failed.load(Ordering::Relaxed) {
+            return Err(self.shared.error());
+        }
+        if data.len() > MAX_CHUNK_LEN {
+            return Err(Error::new(
+                "usage.chunk_too_large",
+                format!(
+                    "a chunk of {} bytes is larger than the 64 MiB limit",
+                    data.len()
+                ),
+            ));
+        }
+        let len = data.len() as u32;
+        let id = self.repo.chunk_id(&data);
+        self.stats.chunks += 1;
+        self.stats.logical_bytes += u64::from(len);
+        if self.ids.insert(id) {
+            self.stats.new_chunks += 1;
+            self.stats.new_logical_bytes += u64::from(len);
+            self.batch_bytes += data.len();
+            self.batch.push(Job { id, data });
+            if self.batch.len() >= BATCH_JOBS || self.batch_bytes >= BATCH_BYTES {
+                self.flush_batch().await?;
+            }
+        }
+        Ok(ChunkRef { id, len })
+    }
+
+    async fn flush_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_JOBS));
+        self.batch_bytes = 0;
+        let Some(tx) = &self.tx else {
+            return Err(self.shared.error());
+        };
+        if tx.send(batch).await.is_err() {
+            return Err(self.shared.error());
+        }
+        Ok(())
+    }
+
+    /// Writes an index object every `packs` durable packs (minimum 1)
+    /// instead of only at `finish`, so that after a crash a new session
+    /// deduplicates against most of what this one uploaded. Each such index
+    /// object references only packs that are already durable.
+    pub fn set_index_interval(&mut self, packs: usize) {
+        self.shared
+            .index_interval
+            .store(packs.max(1), Ordering::Relaxed);
+    }
+
+    /// Counters so far (`stored_bytes` and `packs` are final only after `finish`).
+    pub fn stats(&self) -> WriteStats {
+        self.stats
+    }
+
+    /// Flushes the last packs, waits until every pack is durable, then
+    /// writes one index object for the new chunks of this session.
+    pub async fn finish(mut self) -> Result<WriteStats> {
+        self.flush_batch().await?;
+        drop(self.tx.take());
+        let workers = std::mem::take(&mut self.workers);
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            for w in workers {
+                if w.join().is_err() {
+                    shared.fail(Error::new(
+                        "aborted.worker_panicked",
+                        "a pack worker panicked",
+                    ));
+                }
+            }
+        })
+        .await
+        .map_err(|e| {
+            Error::new("aborted.task_failed", "joining pack workers failed").with_source(e)
+        })?;
+        if let Some(u) = self.uploader.take() {
+            u.await.map_err(|e| {
+                Error::new("aborted.task_failed", "the pack uploader failed").with_source(e)
+            })?;
+        }
+        if self.shared.failed.load(Ordering::SeqCst) {
+            return Err(self.shared.error());
+        }
+        let packs = std::mem::take(&mut *lock(&self.shared.done));
+        let index_bytes = write_index(&self.repo, packs).await?;
+        let mut stats = self.stats;
+        stats.packs = self.shared.packs.load(Ordering::SeqCst);
+        stats.stored_bytes = self.shared.stored_bytes.load(Ordering::SeqCst) + index_bytes;
+        self.finished = true;
+        Ok(stats)
+    }
+}
+
+impl Drop for ChunkWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.cancelled.store(true, Ordering::SeqCst);
+            self.tx.take();
+            if let Some(u) = self.uploader.take() {
+                u.abort();
+            }
+        }
+    }
+}
+
+fn shared_fail_spawn(shared: &Shared, e: std::io::Error) {
+    shared.fail(
+        Error::new(
+            "aborted.worker_spawn_failed",
+            "could not start a pack worker",
+        )
+        .with_source(e),
+    );
+}
+
+fn worker(
+    repo: Repository,
+    rx: Arc<Mutex<mpsc::Receiver<Vec<Job>>>>,
+    out: mpsc::Sender<FinishedPack>,
+    shared: Arc<Shared>,
+    target: usize,
+) {
+    let mut comp = match Compressor::new(repo.compression_level()) {
+        Ok(c) => c,
+        Err(e) => return shared.fail(e.into()),
+    };
+    let cap = target + target / 16 + (2 << 20);
+    let mut cbuf = Vec::new();
+    let mut pack = PackBuilder::with_capacity(cap);
+    let master = &repo.inner.master;
+    loop {
+        let batch = lock(&rx).blocking_recv();
+        let Some(batch) = batch else { break };
+        for job in batch {
+            if shared.cancelled.load(Ordering::Relaxed) || shared.failed.load(Ordering::Relaxed) {
+                break; // keep receiving (and dropping) so senders are released
+            }
+            let compressed = comp.compress_if_smaller(&job.data, &mut cbuf);
+            let payload: &[u8] = if compressed { &cbuf } else { &job.data };
+            let sealed = master.seal(Domain::Chunk, payload);
+            if !pack.is_empty() && pack.len() + sealed.len() > target {
+                // Keep packs near the target: a big blob starts a new pack.
+                let full = std::mem::replace(&mut pack, PackBuilder::with_capacity(cap));
+                send_pack(&repo, full, &out, &shared);
+            }
+            if let Err(e) = pack.add_blob(job.id, &sealed, job.data.len() as u32, compressed) {
+                shared.fail(e.into());
+                continue;
+            }
+            if pack.len() >= target {
+                let full = std::mem::replace(&mut pack, PackBuilder::with_capacity(cap));
+                send_pack(&repo, full, &out, &shared);
+            }
+        }
+    }
+    if !pack.is_empty() && !shared.cancelled.load(Ordering::SeqCst) {
+        send_pack(&repo, pack, &out, &shared);
+    }
+}
+
+fn send_pack(
+    repo: &Repository,
+    pack: PackBuilder,
+    out: &mpsc::Sender<FinishedPack>,
+    shared: &Shared,
+) {
+    match pack.finish(|h| repo.inner.master.seal(Domain::PackHeader, h)) {
+        Ok((bytes, header)) => {
+            let id = *blake3::hash(&bytes).as_bytes();
+            let p = FinishedPack {
+                id,
+                bytes: Bytes::from(bytes),
+                entries: header.entries,
+            };
+            if out.blocking_send(p).is_err() && !shared.cancelled.load(Ordering::SeqCst) {
+                shared.fail(Error::new(
+                    "aborted.uploader_gone",
+                    "the pack uploader stopped",
+                ));
+            }
+        }
+        Err(e) => shared.fail(e.into()),
+    }
+}
+
+/// Seals and stores one index object for `packs` (all already durable).
+/// Returns the bytes written.
+async fn write_index(repo: &Repository, mut packs: Vec<IndexedPack>) -> Result<u64> {
+    if packs.is_empty() {
+        return Ok(0);
+    }
+    packs.sort_by_key(|p| p.id);
+    let plain = index::encode(&packs);
+    let sealed = repo.inner.master.seal(Domain::Index, &plain);
+    let name = index_name(blake3::hash(&sealed).to_hex().as_str());
+    let n = sealed.len() as u64;
+    let created = repo
+        .inner
+        .backend
+        .put_if_absent(&name, Bytes::from(sealed))
+        .await?;
+    Ok(if created { n } else { 0 })
+}
+
+async fn uploader(repo: Repository, mut rx: mpsc::Receiver<FinishedPack>, shared: Arc<Shared>) {
+    let mut set: JoinSet<()> = JoinSet::new();
+    let reap = |r: std::result::Result<(), tokio::task::JoinError>, shared: &Shared| {
+        if let Err(e) = r {
+            shared.fail(
+                Error::new("aborted.task_failed", "a pack upload task failed").with_source(e),
+            );
+        }
+    };
+    while let Some(p) = rx.recv().await {
+        while set.len() >= UPLOADS_IN_FLIGHT {
+            if let Some(r) = set.join_next().await {
+                reap(r, &shared);
+            }
+        }
+        if shared.failed.load(Ordering::Relaxed) || shared.cancelled.load(Ordering::Relaxed) {
+            continue;
+        }
+        let ready = {
+            let mut done = lock(&shared.done);
+            if done.len() >= shared.index_interval.load(Ordering::Relaxed) {
+                std::mem::take(&mut *done)
+            } else {
+                Vec::new()
+            }
+        };
+        match write_index(&repo, ready).await {
+            Ok(n) => {
+                shared.stored_bytes.fetch_add(n, Ordering::SeqCst);
+            }
+            Err(e) => shared.fail(e),
+        }
+        let backend = repo.inner.backend.clone();
+        let shared = shared.clone();
+        set.spawn(async move {
+            let name = pack_name(&p.id);
+            let size = p.bytes.len() as u64;
+            match backend.put_if_absent(&name, p.bytes).await {
+                Ok(created) => {
+                    if created {
+                        shared.stored_bytes.fetch_add(size, Ordering::SeqCst);
+                        shared.packs.fetch_add(1, Ordering::SeqCst);
+                    }
+                    lock(&shared.done).push(IndexedPack {
+                        id: p.id,
+                        entries: p.entries,
+                    });
+                }
+                Err(e) => shared.fail(e),
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        reap(r, &shared);
+    }
+}

@@ -1,0 +1,93 @@
+//! Backend conformance: the behaviour every `Backend` must have, run
+//! against each backend (today: `file://`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hs_repo::{open_backend, Backend};
+
+/// Checks create-if-absent, replace, ranges, listing, delete and stat.
+pub async fn conformance(b: Arc<dyn Backend>) {
+    assert!(b.stat("c/x/one").await.unwrap().is_none());
+    assert_eq!(
+        b.get("c/x/one").await.unwrap_err().code(),
+        "notfound.object"
+    );
+    assert!(b
+        .put_if_absent("c/x/one", Bytes::from_static(b"first"))
+        .await
+        .unwrap());
+    assert!(!b
+        .put_if_absent("c/x/one", Bytes::from_static(b"second"))
+        .await
+        .unwrap());
+    assert_eq!(&b.get("c/x/one").await.unwrap()[..], b"first");
+    b.put("c/x/one", Bytes::from_static(b"replaced"))
+        .await
+        .unwrap();
+    assert_eq!(&b.get("c/x/one").await.unwrap()[..], b"replaced");
+    assert_eq!(&b.get_range("c/x/one", 2, 4).await.unwrap()[..], b"plac");
+    assert_eq!(&b.get_range("c/x/one", 8, 0).await.unwrap()[..], b"");
+    assert!(b
+        .get_range("c/x/one", 6, 10)
+        .await
+        .unwrap_err()
+        .code()
+        .starts_with("verify."));
+    assert_eq!(b.stat("c/x/one").await.unwrap().unwrap().size, 8);
+    assert_eq!(
+        b.put_if_absent("../escape", Bytes::new())
+            .await
+            .unwrap_err()
+            .code(),
+        "usage.invalid_object_name"
+    );
+
+    // Exactly one of many concurrent creators wins.
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            b.put_if_absent("c/race", Bytes::from(vec![i; 1000]))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(t.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    let race = b.get("c/race").await.unwrap();
+    assert!(race.iter().all(|&x| x == race[0]) && race.len() == 1000);
+
+    b.put_if_absent("c/y", Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    b.put_if_absent("cz", Bytes::from_static(b"22"))
+        .await
+        .unwrap();
+    let names = |v: Vec<hs_repo::ObjectInfo>| v.into_iter().map(|o| o.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(b.list("c/").await.unwrap()),
+        ["c/race", "c/x/one", "c/y"]
+    );
+    assert_eq!(names(b.list("c").await.unwrap()).len(), 4);
+    assert_eq!(names(b.list("").await.unwrap()).len(), 4);
+    assert!(b.list("nothing/").await.unwrap().is_empty());
+    b.delete("c/y").await.unwrap();
+    b.delete("c/y").await.unwrap();
+    assert!(b.stat("c/y").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_backend_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_backend(&format!("file://{}/repo", dir.path().display())).unwrap();
+    conformance(b).await;
+    // No temporary files are left behind.
+    for f in crate::files_under(dir.path()) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.starts_with(".tmp-"), "{}", f.display());
+    }
+}

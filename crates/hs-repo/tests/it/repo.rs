@@ -1,0 +1,321 @@
+//! Repository init/open, write/read round trips, dedup, confidentiality, tamper and crash tests.
+
+use bytes::Bytes;
+use hs_repo::{ChunkRef, Repository};
+
+use crate::{files_under, noise, page, Env};
+
+const MIB: u64 = 1 << 20;
+
+#[tokio::test]
+async fn init_twice_is_conflict_and_open_needs_marker() {
+    let env = Env::new();
+    assert_eq!(
+        Repository::open(&env.url, &env.keyring)
+            .await
+            .unwrap_err()
+            .code(),
+        "notfound.repo"
+    );
+    let repo = Repository::init(&env.url, &env.keyring).await.unwrap();
+    let err = Repository::init(&env.url, &env.keyring).await.unwrap_err();
+    assert_eq!(err.code(), "conflict.repo_exists");
+    assert!(err.suggestion().is_some());
+    let again = Repository::open(&env.url, &env.keyring).await.unwrap();
+    assert_eq!(again.id(), repo.id());
+    assert_eq!(again.chunk_id(b"x"), repo.chunk_id(b"x"));
+    assert_eq!(again.chunker_config(), &hs_repo::ChunkerConfig::default());
+
+    // The marker is plaintext JSON with the documented fields.
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.repo_path().join("config")).unwrap()).unwrap();
+    assert_eq!(marker["format"], "pg_hardstorage");
+    assert_eq!(marker["version"], 1);
+    assert_eq!(marker["repo_id"], repo.id());
+    assert_eq!(marker["chunker"]["page_size"], 8192);
+    assert_eq!(marker["pack_target_size"], 16 * MIB);
+
+    // Another keyring cannot open it.
+    let other = hs_crypt::Keyring::create(&env.dir.path().join("kr2").join("keyring")).unwrap();
+    let err = Repository::open(&env.url, &other).await.unwrap_err();
+    assert!(err.code().starts_with("auth."), "{}", err.code());
+
+    assert_eq!(
+        Repository::open("s3://bucket/x", &env.keyring)
+            .await
+            .unwrap_err()
+            .code(),
+        "usage.unsupported_scheme"
+    );
+}
+
+async fn small_pack_repo(env: &Env) -> Repository {
+    Repository::init_with(&env.url, &env.keyring, Default::default(), MIB)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn write_finish_reopen_read_every_chunk() {
+    let env = Env::new();
+    let repo = small_pack_repo(&env).await;
+    let mut w = repo.writer().await.unwrap();
+    let mut refs = Vec::new();
+    let mut datas = Vec::new();
+    for i in 0..600u64 {
+        let d = if i % 3 == 0 { noise(i, 8192) } else { page(i) };
+        refs.push(w.add(Bytes::from(d.clone())).await.unwrap());
+        datas.push(d);
+    }
+    // Odd sizes: empty, tiny, large.
+    for d in [Vec::new(), b"x".to_vec(), noise(7777, 3 * MIB as usize + 5)] {
+        refs.push(w.add(Bytes::from(d.clone())).await.unwrap());
+        datas.push(d);
+    }
+    let stats = w.finish().await.unwrap();
+    assert_eq!(stats.chunks, 603);
+    assert_eq!(stats.new_chunks, 603);
+    assert!(stats.packs >= 2, "{stats:?}");
+    // No pack is much larger than the target unless it holds one big blob.
+    for p in crate::files_under(&env.repo_path().join("data")) {
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert!(!(MIB + 64 * 1024..=3 * MIB).contains(&len), "{len}");
+    }
+    assert!(stats.stored_bytes > 0);
+    assert!(repo.stored_bytes().await.unwrap() > stats.stored_bytes);
+
+    let repo = Repository::open(&env.url, &env.keyring).await.unwrap();
+    let reader = repo.reader().await.unwrap();
+    assert_eq!(reader.len(), 603);
+    // The pack headers alone list every chunk (the index is rebuildable).
+    let mut from_headers = std::collections::HashSet::new();
+    for p in repo.list_packs().await.unwrap() {
+        for e in repo.read_pack_header(&p.name).await.unwrap() {
+            assert!(from_headers.insert(e.id));
+        }
+    }
+    let written: std::collections::HashSet<_> = refs.iter().map(|r| r.id).collect();
+    assert_eq!(from_headers, written);
+    let mut tasks = Vec::new();
+    for (r, d) in refs.iter().zip(datas) {
+        let reader = reader.clone();
+        let r = *r;
+        tasks.push(tokio::spawn(async move {
+            assert_eq!(&reader.read(&r).await.unwrap()[..], &d[..]);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let missing = ChunkRef {
+        id: repo.chunk_id(b"never written"),
+        len: 13,
+    };
+    assert_eq!(
+        reader.read(&missing).await.unwrap_err().code(),
+        "notfound.chunk"
+    );
+    let wrong_len = ChunkRef {
+        id: refs[0].id,
+        len: refs[0].len + 1,
+    };
+    assert!(reader
+        .read(&wrong_len)
+        .await
+        .unwrap_err()
+        .code()
+        .starts_with("verify."));
+}
+
+#[tokio::test]
+async fn same_data_twice_is_stored_once() {
+    let env = Env::new();
+    let repo = small_pack_repo(&env).await;
+    let mut w = repo.writer().await.unwrap();
+    for round in 0..2 {
+        for i in 0..100u64 {
+            let r = w.add(Bytes::from(page(i))).await.unwrap();
+            assert_eq!(r.len, 8192, "round {round}");
+        }
+    }
+    let s = w.finish().await.unwrap();
+    assert_eq!((s.chunks, s.new_chunks), (200, 100));
+    assert_eq!(s.logical_bytes, 200 * 8192);
+    assert_eq!(s.new_logical_bytes, 100 * 8192);
+    let before = files_under(&env.repo_path());
+
+    // A second session dedups against the index and writes nothing.
+    let mut w = repo.writer().await.unwrap();
+    for i in 0..100u64 {
+        w.add(Bytes::from(page(i))).await.unwrap();
+    }
+    let s2 = w.finish().await.unwrap();
+    assert_eq!((s2.new_chunks, s2.packs, s2.stored_bytes), (0, 0, 0));
+    assert_eq!(files_under(&env.repo_path()), before);
+}
+
+#[tokio::test]
+async fn plaintext_never_reaches_the_repository() {
+    let env = Env::new();
+    let repo = small_pack_repo(&env).await;
+    const MARK: &[u8] = b"SECRET-PLAINTEXT-MARKER-7f3a9c";
+    let mut w = repo.writer().await.unwrap();
+    let mut refs = Vec::new();
+    // Compressible chunk full of markers, an incompressible one with a
+    // marker inside, and one that is exactly the marker.
+    let mut a = Vec::new();
+    while a.len() < 8192 {
+        a.extend_from_slice(MARK);
+    }
+    let mut b = noise(1, 8192);
+    b[100..100 + MARK.len()].copy_from_slice(MARK);
+    for d in [a, b, MARK.to_vec()] {
+        refs.push(w.add(Bytes::from(d)).await.unwrap());
+    }
+    w.finish().await.unwrap();
+    let mut m = crate::manifest::sample_manifest("dep1", "b1", &refs);
+    m.label = String::from_utf8(MARK.to_vec()).unwrap();
+    repo.put_manifest(&m).await.unwrap();
+
+    let files = files_under(&env.repo_path());
+    assert!(files.len() >= 5, "{files:?}");
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(MARK.len()).any(|w| w == MARK),
+            "plaintext marker found in {}",
+            f.display()
+        );
+    }
+    assert_eq!(
+        repo.load_manifest("dep1", "b1")
+            .await
+            .unwrap()
+            .label
+            .as_bytes(),
+        MARK
+    );
+}
+
+#[tokio::test]
+async fn flipped_byte_in_pack_fails_verification() {
+    let env = Env::new();
+    let repo = small_pack_repo(&env).await;
+    let mut w = repo.writer().await.unwrap();
+    let mut refs = Vec::new();
+    for i in 0..20u64 {
+        refs.push(w.add(Bytes::from(page(i))).await.unwrap());
+    }
+    w.finish().await.unwrap();
+    let packs: Vec<_> = files_under(&env.repo_path().join("data"));
+    // One pack per worker thread at most, for this little data.
+    assert!(!packs.is_empty() && packs.len() <= 4, "{packs:?}");
+    let mut bytes = std::fs::read(&packs[0]).unwrap();
+    bytes[40] ^= 0x01; // inside the first blob
+    std::fs::write(&packs[0], &bytes).unwrap();
+
+    let reader = repo.reader().await.unwrap();
+    let mut failures = 0;
+    for r in &refs {
+        match reader.read(r).await {
+            Ok(d) => assert_eq!(repo.chunk_id(&d), r.id),
+            Err(e) => {
+                assert!(e.code().starts_with("verify."), "{}", e.code());
+                failures += 1;
+            }
+        }
+    }
+    assert_eq!(failures, 1);
+}
+
+#[tokio::test]
+async fn dropped_writer_leaves_no_dangling_index_entry() {
+    let env = Env::new();
+    let repo = small_pack_repo(&env).await;
+    // A finished session first, so the index is not empty.
+    let mut w = repo.writer().await.unwrap();
+    let kept = w.add(Bytes::from(page(1))).await.unwrap();
+    w.finish().await.unwrap();
+    let index_before = files_under(&env.repo_path().join("index"));
+
+    // Enough data for several packs, then drop without finish.
+    let mut w = repo.writer().await.unwrap();
+    let mut lost = Vec::new();
+    for i in 0..1000u64 {
+        lost.push(w.add(Bytes::from(noise(i + 10, 8192))).await.unwrap());
+    }
+    drop(w);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    assert_eq!(files_under(&env.repo_path().join("index")), index_before);
+    let reader = Repository::open(&env.url, &env.keyring)
+        .await
+        .unwrap()
+        .reader()
+        .await
+        .unwrap();
+    assert!(lost.iter().all(|r| !reader.contains(&r.id)));
+    // Orphan packs are complete and self-describing: their headers open.
+    let mut in_packs = std::collections::HashSet::new();
+    for p in repo.list_packs().await.unwrap() {
+        for e in repo.read_pack_header(&p.name).await.unwrap() {
+            in_packs.insert(e.id);
+        }
+    }
+    assert!(in_packs.contains(&kept.id));
+    assert_eq!(reader.len(), 1);
+    reader.read(&kept).await.unwrap();
+    // No temp files are visible as objects.
+    for o in repo.backend().list("").await.unwrap() {
+        assert!(!o.name.contains(".tmp-"), "{}", o.name);
+    }
+}
+
+#[tokio::test]
+async fn periodic_index_objects_only_name_durable_packs() {
+    let env = Env::new();
+    let repo = small_pack_repo(&env).await;
+    let index_dir = env.repo_path().join("index");
+
+    // Finished session with an index object every 2 packs.
+    let mut w = repo.writer().await.unwrap();
+    w.set_index_interval(2);
+    let mut refs = Vec::new();
+    for i in 0..1200u64 {
+        refs.push(w.add(Bytes::from(noise(i, 8192))).await.unwrap());
+    }
+    let s = w.finish().await.unwrap();
+    assert!(s.packs >= 8, "{s:?}");
+    assert!(files_under(&index_dir).len() >= 2);
+    let reader = repo.reader().await.unwrap();
+    assert_eq!(reader.len(), 1200);
+    for r in &refs {
+        reader.read(r).await.unwrap();
+    }
+
+    // Dropped session: wait until a periodic index object appears, then
+    // drop. Every indexed chunk must still be readable.
+    let before = files_under(&index_dir).len();
+    let mut w = repo.writer().await.unwrap();
+    w.set_index_interval(2);
+    let mut i = 10_000u64;
+    while files_under(&index_dir).len() == before {
+        w.add(Bytes::from(noise(i, 8192))).await.unwrap();
+        i += 1;
+        assert!(i < 100_000, "no periodic index object was written");
+    }
+    drop(w);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let reader = repo.reader().await.unwrap();
+    assert!(reader.len() > 1200);
+    for j in 10_000..i {
+        let d = noise(j, 8192);
+        let r = ChunkRef {
+            id: repo.chunk_id(&d),
+            len: 8192,
+        };
+        if reader.contains(&r.id) {
+            assert_eq!(&reader.read(&r).await.unwrap()[..], &d[..]);
+        }
+    }
+}
