@@ -1,2 +1,54 @@
-//! The `pg_hardstorage` binary.
-fn main() {}
+//! The `pg_hardstorage` binary: argument parsing, output and exit codes. Each command
+//! is a clap struct plus one library call; the logic lives in the library crates.
+
+mod cli;
+mod commands;
+mod errors;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+use crate::errors::CliError;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return output::usage_error(e),
+    };
+    init_tracing(cli.global.verbose);
+    let format = cli.global.output;
+    let command = cli.command.name();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let err = CliError::new("io.runtime_failed", format!("cannot start the runtime: {e}"));
+            return output::emit_error(format, command, &err);
+        }
+    };
+    let result = runtime.block_on(commands::run(cli));
+    match result {
+        Ok(out) => output::emit_ok(format, command, out),
+        Err(e) => output::emit_error(format, command, &errors::classify(&e)),
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PG_HARDSTORAGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+

@@ -1,2 +1,28 @@
-//! hs-pitr: see the crate description.
+//! hs-pitr: restore planning and execution for pg_hardstorage.
+//!
+//! [`restore`] lays a data directory down from a base backup in the repository:
+//! chunks are fetched and decrypted in parallel, every file is synced once at the end,
+//! `global/pg_control` is written last (so a failed restore leaves a directory that
+//! PostgreSQL refuses to start), PostgreSQL's own `backup_manifest` is put back, and
+//! `pg_verifybackup` checks the result before success is reported.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use hs_pitr::{restore, BackupSelector, NoRestoreProgress, RestoreOptions};
+//! let keyring = hs_crypt::Keyring::load(&hs_crypt::Keyring::default_path())?;
+//! let repo = hs_repo::Repository::open("file:///var/lib/pg_hardstorage/repo", &keyring).await?;
+//! let opts = RestoreOptions::new("main", BackupSelector::Latest, "/srv/restore".into());
+//! let done = restore(&repo, &opts, &NoRestoreProgress).await?;
+//! println!("restored {} into {}", done.backup_id, done.target.display());
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
+
+mod error;
+mod restore;
+
+pub use error::{Error, ErrorKind, Result};
+pub use restore::{
+    find_pg_program, restore, select_backup, BackupSelector, NoRestoreProgress, RestoreOptions,
+    RestoreProgress, RestoreSummary, VerifyMode,
+};

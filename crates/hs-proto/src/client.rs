@@ -154,11 +154,11 @@ pub enum BackupEvent {
 
 /// A physical replication connection (`replication=true`).
 pub struct ReplicationClient {
-    conn: Connection,
+    pub(crate) conn: Connection,
     params: HashMap<String, String>,
     server_version_num: u32,
     tls: bool,
-    busy: bool,
+    pub(crate) busy: bool,
 }
 
 impl std::fmt::Debug for ReplicationClient {
@@ -233,7 +233,7 @@ pub(crate) fn server_error(m: &ServerMessage, user: &str) -> Error {
     e
 }
 
-fn unexpected(what: &str, m: &BackendMessage) -> Error {
+pub(crate) fn unexpected(what: &str, m: &BackendMessage) -> Error {
     let name = match m {
         BackendMessage::Other { tag, .. } => format!("message type {:?}", *tag as char),
         other => {
@@ -609,7 +609,7 @@ impl ReplicationClient {
         self.tls
     }
 
-    fn check_idle(&self) -> Result<()> {
+    pub(crate) fn check_idle(&self) -> Result<()> {
         if self.busy {
             return Err(Error::new(
                 ErrorKind::Protocol,
@@ -623,6 +623,26 @@ impl ReplicationClient {
 
     /// Runs a simple-protocol command and returns its rows (text values, `None` for NULL).
     pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        self.simple_query_raw(sql)
+            .await?
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|v| {
+                        v.map(|b| {
+                            String::from_utf8(b.to_vec()).map_err(|_| {
+                                Error::invalid_message("non-UTF-8 value in a query result")
+                            })
+                        })
+                        .transpose()
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect()
+    }
+
+    /// Like [`ReplicationClient::simple_query`], with the raw bytes of each value.
+    pub async fn simple_query_raw(&mut self, sql: &str) -> Result<Vec<Vec<Option<Bytes>>>> {
         self.check_idle()?;
         frontend::query(sql, &mut self.conn.wbuf)?;
         self.busy = true;
@@ -631,20 +651,7 @@ impl ReplicationClient {
         let mut err: Option<Error> = None;
         loop {
             match self.conn.recv().await? {
-                BackendMessage::DataRow(vals) => {
-                    let row = vals
-                        .into_iter()
-                        .map(|v| {
-                            v.map(|b| {
-                                String::from_utf8(b.to_vec()).map_err(|_| {
-                                    Error::invalid_message("non-UTF-8 value in a query result")
-                                })
-                            })
-                            .transpose()
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    rows.push(row);
-                }
+                BackendMessage::DataRow(vals) => rows.push(vals),
                 BackendMessage::RowDescription(_)
                 | BackendMessage::CommandComplete { .. }
                 | BackendMessage::EmptyQueryResponse => {}
@@ -745,7 +752,7 @@ impl ReplicationClient {
     }
 }
 
-fn log_notice(n: &ServerMessage) {
+pub(crate) fn log_notice(n: &ServerMessage) {
     tracing::info!(severity = %n.severity, code = %n.code, "server notice: {}", n.message);
 }
 

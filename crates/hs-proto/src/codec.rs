@@ -4,6 +4,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::{Error, Result};
+use crate::lsn::{Lsn, TimelineId};
 
 /// Largest backend message we accept (CopyData chunks are ~32 KiB; this is generous).
 pub const MAX_MESSAGE_LEN: usize = 256 * 1024 * 1024;
@@ -124,6 +125,200 @@ pub mod frontend {
     pub fn terminate(buf: &mut BytesMut) {
         buf.put_u8(b'X');
         buf.put_i32(4);
+    }
+
+    /// CopyData carrying a standby status update (`r`), see [`StandbyStatusUpdate`].
+    pub fn standby_status_update(s: &StandbyStatusUpdate, buf: &mut BytesMut) {
+        buf.put_u8(b'd');
+        buf.put_i32(4 + STANDBY_STATUS_LEN as i32);
+        s.encode(buf);
+    }
+}
+
+/// Microseconds between the Unix epoch and the PostgreSQL epoch (2000-01-01 00:00 UTC).
+pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800 * 1_000_000;
+
+/// The current time in PostgreSQL epoch microseconds, the clock of replication messages.
+pub fn pg_now_micros() -> i64 {
+    let unix = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
+    };
+    unix.saturating_sub(PG_EPOCH_OFFSET_MICROS)
+}
+
+/// A message of a `START_REPLICATION ... PHYSICAL` stream.
+///
+/// `XLogData` and `Keepalive` come from CopyData payloads ([`StreamMessage::parse_copy_data`]);
+/// `EndOfTimeline` is produced by [`crate::PhysicalStream`] from the result set the server
+/// sends after it ends the COPY because the requested (historic) timeline is complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamMessage {
+    /// WAL bytes (`w`): `data` belongs at `wal_start .. wal_start + data.len()`.
+    XLogData {
+        /// LSN of the first byte of `data`.
+        wal_start: Lsn,
+        /// The server's current end of WAL.
+        wal_end: Lsn,
+        /// Server clock at sending, PostgreSQL epoch microseconds.
+        server_time: i64,
+        /// The WAL bytes.
+        data: Bytes,
+    },
+    /// Primary keepalive (`k`).
+    Keepalive {
+        /// The server's current end of WAL.
+        wal_end: Lsn,
+        /// Server clock at sending, PostgreSQL epoch microseconds.
+        server_time: i64,
+        /// The server wants a status update soon (or it may time us out).
+        reply_requested: bool,
+    },
+    /// The streamed timeline ended (the server switched timelines); continue with
+    /// `START_REPLICATION ... next_tli_start TIMELINE next_tli` on a new stream.
+    EndOfTimeline {
+        /// The timeline that follows.
+        next_tli: TimelineId,
+        /// Where it begins (the old timeline's switch point).
+        next_tli_start: Lsn,
+    },
+}
+
+fn get_u64(b: &mut Bytes, what: &str) -> Result<u64> {
+    if b.remaining() < 8 {
+        return Err(short(what));
+    }
+    Ok(b.get_u64())
+}
+
+impl StreamMessage {
+    /// Parses the payload of a CopyData message of a physical replication stream.
+    /// Errors with `protocol.invalid_message` on truncated or unknown messages.
+    pub fn parse_copy_data(mut data: Bytes) -> Result<StreamMessage> {
+        if !data.has_remaining() {
+            return Err(Error::invalid_message(
+                "empty CopyData in the replication stream",
+            ));
+        }
+        match data.get_u8() {
+            b'w' => {
+                let wal_start = Lsn(get_u64(&mut data, "XLogData")?);
+                let wal_end = Lsn(get_u64(&mut data, "XLogData")?);
+                let server_time = get_u64(&mut data, "XLogData")? as i64;
+                if wal_start.0.checked_add(data.len() as u64).is_none() {
+                    return Err(Error::invalid_message(
+                        "XLogData runs past the end of the WAL address space",
+                    ));
+                }
+                Ok(StreamMessage::XLogData {
+                    wal_start,
+                    wal_end,
+                    server_time,
+                    data,
+                })
+            }
+            b'k' => {
+                let wal_end = Lsn(get_u64(&mut data, "keepalive")?);
+                let server_time = get_u64(&mut data, "keepalive")? as i64;
+                if !data.has_remaining() {
+                    return Err(short("keepalive"));
+                }
+                let reply_requested = data.get_u8() != 0;
+                Ok(StreamMessage::Keepalive {
+                    wal_end,
+                    server_time,
+                    reply_requested,
+                })
+            }
+            other => Err(Error::invalid_message(format!(
+                "unknown replication stream message type {:?}",
+                other as char
+            ))),
+        }
+    }
+
+    /// Writes the CopyData payload of an `XLogData` or `Keepalive` message (what a server
+    /// sends; for tests and fake servers). `EndOfTimeline` is not a CopyData message and is
+    /// refused with `usage.not_copy_data`.
+    pub fn encode_copy_data(&self, out: &mut BytesMut) -> Result<()> {
+        match self {
+            StreamMessage::XLogData {
+                wal_start,
+                wal_end,
+                server_time,
+                data,
+            } => {
+                out.put_u8(b'w');
+                out.put_u64(wal_start.0);
+                out.put_u64(wal_end.0);
+                out.put_i64(*server_time);
+                out.put_slice(data);
+            }
+            StreamMessage::Keepalive {
+                wal_end,
+                server_time,
+                reply_requested,
+            } => {
+                out.put_u8(b'k');
+                out.put_u64(wal_end.0);
+                out.put_i64(*server_time);
+                out.put_u8(u8::from(*reply_requested));
+            }
+            StreamMessage::EndOfTimeline { .. } => {
+                return Err(Error::usage(
+                    "usage.not_copy_data",
+                    "EndOfTimeline is not sent as CopyData",
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Length of a standby status update payload: tag, three LSNs, clock, reply flag.
+const STANDBY_STATUS_LEN: usize = 1 + 8 + 8 + 8 + 8 + 1;
+
+/// A standby status update (`r`), the client's report of how far it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandbyStatusUpdate {
+    /// Last WAL byte + 1 received and written.
+    pub write: Lsn,
+    /// Last WAL byte + 1 durably stored; a slot's `restart_lsn` follows this.
+    pub flush: Lsn,
+    /// Last WAL byte + 1 applied (for a backup tool, the same as `flush`).
+    pub apply: Lsn,
+    /// Client clock, PostgreSQL epoch microseconds ([`pg_now_micros`]).
+    pub clock: i64,
+    /// Ask the server to answer with a keepalive right away.
+    pub reply_requested: bool,
+}
+
+impl StandbyStatusUpdate {
+    /// Writes the CopyData payload (34 bytes).
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.reserve(STANDBY_STATUS_LEN);
+        out.put_u8(b'r');
+        out.put_u64(self.write.0);
+        out.put_u64(self.flush.0);
+        out.put_u64(self.apply.0);
+        out.put_i64(self.clock);
+        out.put_u8(u8::from(self.reply_requested));
+    }
+
+    /// Parses a CopyData payload written by [`StandbyStatusUpdate::encode`] (for tests and
+    /// fake servers).
+    pub fn parse(payload: &[u8]) -> Result<StandbyStatusUpdate> {
+        if payload.len() != STANDBY_STATUS_LEN || payload[0] != b'r' {
+            return Err(Error::invalid_message("not a standby status update"));
+        }
+        let mut b = &payload[1..];
+        Ok(StandbyStatusUpdate {
+            write: Lsn(b.get_u64()),
+            flush: Lsn(b.get_u64()),
+            apply: Lsn(b.get_u64()),
+            clock: b.get_i64(),
+            reply_requested: b.get_u8() != 0,
+        })
     }
 }
 
@@ -555,6 +750,34 @@ mod tests {
     }
 
     #[test]
+    fn stream_message_bytes() {
+        // A keepalive as PostgreSQL lays it out: 'k', walEnd, sendTime, replyRequested.
+        let mut raw = vec![b'k'];
+        raw.extend_from_slice(&0x0000_0001_0300_0000u64.to_be_bytes());
+        raw.extend_from_slice(&5i64.to_be_bytes());
+        raw.push(1);
+        assert_eq!(
+            StreamMessage::parse_copy_data(Bytes::from(raw)).unwrap(),
+            StreamMessage::Keepalive {
+                wal_end: Lsn(0x1_0300_0000),
+                server_time: 5,
+                reply_requested: true
+            }
+        );
+        assert!(StreamMessage::parse_copy_data(Bytes::from_static(b"z")).is_err());
+        assert!(StreamMessage::parse_copy_data(Bytes::new()).is_err());
+        let mut b = BytesMut::new();
+        let end = StreamMessage::EndOfTimeline {
+            next_tli: TimelineId(2),
+            next_tli_start: Lsn(1),
+        };
+        assert!(end.encode_copy_data(&mut b).is_err());
+        // The clock is PostgreSQL-epoch based: well after 2020 and before 2100.
+        let now = pg_now_micros();
+        assert!(now > 20 * 365 * 86_400 * 1_000_000 && now < 100 * 366 * 86_400 * 1_000_000);
+    }
+
+    #[test]
     fn bad_length_is_error() {
         let mut b = BytesMut::from(&[b'Z', 0, 0, 0, 2, b'I'][..]);
         assert_eq!(
@@ -584,6 +807,50 @@ mod tests {
             prop_assert_eq!(parse_frontend(&mut b, false), Some(Frontend::Password(pw.clone())));
             prop_assert_eq!(parse_frontend(&mut b, false), Some(Frontend::CopyDone));
             prop_assert_eq!(parse_frontend(&mut b, false), Some(Frontend::Terminate));
+            prop_assert!(b.is_empty());
+        }
+
+        #[test]
+        fn xlogdata_roundtrip(start in any::<u64>(), end in any::<u64>(), t in any::<i64>(),
+                              data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let start = start.saturating_sub(data.len() as u64);
+            let m = StreamMessage::XLogData {
+                wal_start: Lsn(start), wal_end: Lsn(end), server_time: t, data: Bytes::from(data),
+            };
+            let mut b = BytesMut::new();
+            m.encode_copy_data(&mut b).unwrap();
+            let frozen = b.freeze();
+            prop_assert_eq!(StreamMessage::parse_copy_data(frozen.clone()).unwrap(), m);
+            // Every truncation inside the header is an error, never a panic.
+            for cut in 0..25.min(frozen.len()) {
+                prop_assert!(StreamMessage::parse_copy_data(frozen.slice(..cut)).is_err());
+            }
+        }
+
+        #[test]
+        fn keepalive_roundtrip(end in any::<u64>(), t in any::<i64>(), r in any::<bool>()) {
+            let m = StreamMessage::Keepalive { wal_end: Lsn(end), server_time: t, reply_requested: r };
+            let mut b = BytesMut::new();
+            m.encode_copy_data(&mut b).unwrap();
+            prop_assert_eq!(b.len(), 18);
+            let frozen = b.freeze();
+            prop_assert_eq!(StreamMessage::parse_copy_data(frozen.clone()).unwrap(), m);
+            prop_assert!(StreamMessage::parse_copy_data(frozen.slice(..17)).is_err());
+        }
+
+        #[test]
+        fn standby_status_roundtrip(w in any::<u64>(), f in any::<u64>(), a in any::<u64>(),
+                                    clock in any::<i64>(), r in any::<bool>()) {
+            let s = StandbyStatusUpdate { write: Lsn(w), flush: Lsn(f), apply: Lsn(a), clock, reply_requested: r };
+            let mut b = BytesMut::new();
+            frontend::standby_status_update(&s, &mut b);
+            prop_assert_eq!(b.len(), 1 + 4 + 34);
+            match parse_frontend(&mut b, false) {
+                Some(Frontend::Raw(b'd', payload)) => {
+                    prop_assert_eq!(StandbyStatusUpdate::parse(&payload).unwrap(), s);
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
             prop_assert!(b.is_empty());
         }
 

@@ -90,20 +90,37 @@ impl Connection {
     }
 
     /// Writes out everything in `wbuf`.
+    ///
+    /// Cancel-safe: `wbuf` is advanced past each piece as the socket accepts it
+    /// (`write_buf` writes nothing when cancelled), so if this future is dropped, what is
+    /// left in `wbuf` is exactly what has not been sent, and the next `flush` sends it
+    /// without duplicating or losing bytes.
     pub(crate) async fn flush(&mut self) -> Result<()> {
-        self.stream
-            .write_all(&self.wbuf)
-            .await
-            .map_err(|e| Error::io("sending to the server failed", e))?;
+        while !self.wbuf.is_empty() {
+            let n = self
+                .stream
+                .write_buf(&mut self.wbuf)
+                .await
+                .map_err(|e| Error::io("sending to the server failed", e))?;
+            if n == 0 {
+                return Err(Error::io(
+                    "sending to the server failed",
+                    io::Error::from(io::ErrorKind::WriteZero),
+                ));
+            }
+        }
         self.stream
             .flush()
             .await
             .map_err(|e| Error::io("sending to the server failed", e))?;
-        self.wbuf.clear();
         Ok(())
     }
 
     /// Reads the next whole backend message.
+    ///
+    /// Cancel-safe: bytes are read into `rbuf`, which lives in the connection, and a
+    /// message is taken out of it only when it is complete and returned without a further
+    /// await; dropping this future loses no data.
     pub(crate) async fn recv(&mut self) -> Result<BackendMessage> {
         loop {
             if let Some(m) = BackendMessage::parse(&mut self.rbuf)? {

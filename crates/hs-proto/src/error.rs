@@ -20,6 +20,8 @@ pub enum ErrorKind {
     NotFound,
     /// Local I/O failure after the connection was established.
     Io,
+    /// The thing to create already exists, or is in use by someone else (e.g. a slot).
+    Conflict,
 }
 
 /// The error type of hs-proto.
@@ -73,6 +75,13 @@ impl Error {
 
     pub(crate) fn with_sqlstate(mut self, s: impl Into<String>) -> Error {
         self.sqlstate = Some(s.into());
+        self
+    }
+
+    /// The same error under another kind and code (keeps message, SQLSTATE and source).
+    pub(crate) fn recode(mut self, kind: ErrorKind, code: &'static str) -> Error {
+        self.kind = kind;
+        self.code = code;
         self
     }
 

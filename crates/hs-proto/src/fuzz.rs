@@ -4,11 +4,13 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::client::BackupMachine;
-use crate::codec::BackendMessage;
+use crate::codec::{BackendMessage, StreamMessage};
+use crate::lsn::TimelineId;
+use crate::stream::WalStreamMachine;
 use crate::tar::TarParser;
 
-/// Parses `data` as a sequence of backend messages, then as a tar stream, then drives the
-/// BASE_BACKUP state machine with whatever messages parsed. Returns the number of events
+/// Parses `data` as a sequence of backend messages, drives the BASE_BACKUP and WAL
+/// streaming state machines with whatever messages parsed, then parses it as a tar stream. Returns the number of events
 /// produced (so the optimizer cannot drop the work). Never panics.
 pub fn fuzz_input(data: &[u8]) -> usize {
     let mut events = 0;
@@ -26,6 +28,22 @@ pub fn fuzz_input(data: &[u8]) -> usize {
                     Err(_) => machine_ok = false,
                 }
             }
+        }
+    }
+    // The WAL streaming state machine, and the replication CopyData parser.
+    let mut buf = BytesMut::from(data);
+    let mut wal = WalStreamMachine::new(TimelineId(1));
+    let mut out = BytesMut::new();
+    while let Ok(Some(msg)) = BackendMessage::parse(&mut buf) {
+        if let BackendMessage::CopyData(d) = &msg {
+            if StreamMessage::parse_copy_data(d.clone()).is_ok() {
+                events += 1;
+            }
+        }
+        match wal.feed(msg, &mut out) {
+            Ok(Some(_)) => events += 1,
+            Ok(None) => {}
+            Err(_) => break,
         }
     }
     let mut tar = TarParser::new();

@@ -7,7 +7,12 @@
 //! - [`ReplicationClient::base_backup`]: `BASE_BACKUP` (PostgreSQL 15+) as a pull-based
 //!   stream of [`BackupEvent`]s; the tar archives are parsed incrementally, so file content
 //!   arrives as [`BackupEvent::Data`] pieces without buffering whole files.
-//! - [`Lsn`], [`TimelineId`]: typed WAL positions.
+//! - [`ReplicationClient::start_physical`]: `START_REPLICATION ... PHYSICAL` as a
+//!   cancel-safe pull stream of [`StreamMessage`]s ([`PhysicalStream`]), plus slot commands
+//!   (`CREATE_REPLICATION_SLOT`, `READ_REPLICATION_SLOT`, `DROP_REPLICATION_SLOT`) and
+//!   `TIMELINE_HISTORY`.
+//! - [`Lsn`], [`TimelineId`]: typed WAL positions; [`SegmentName`] for WAL file names and
+//!   segment math; [`parse_timeline_history`] for `.history` files.
 //!
 //! The message codec ([`BackendMessage::parse`], [`frontend`]) and the tar parser
 //! ([`TarParser`]) do no I/O; one thin tokio layer moves bytes between them and the socket.
@@ -45,18 +50,26 @@ mod conninfo;
 mod error;
 mod fuzz;
 mod lsn;
+mod stream;
 mod tar;
 mod tls;
+mod wal;
 
 pub use client::{
     BackupEvent, BaseBackupOptions, BaseBackupStream, ReplicationClient, SystemIdentity,
     TablespaceInfo,
 };
 pub use codec::{
-    frontend, AuthRequest, BackendMessage, FieldDescription, ServerMessage, MAX_MESSAGE_LEN,
+    frontend, pg_now_micros, AuthRequest, BackendMessage, FieldDescription, ServerMessage,
+    StandbyStatusUpdate, StreamMessage, MAX_MESSAGE_LEN, PG_EPOCH_OFFSET_MICROS,
 };
 pub use conninfo::{ChannelBindingMode, ConnConfig, SslMode};
 pub use error::{Error, ErrorKind, Result};
 pub use fuzz::fuzz_input;
 pub use lsn::{Lsn, TimelineId};
+pub use stream::{PhysicalStream, ReadSlot, SlotInfo, TimelineSwitch};
 pub use tar::{EntryKind, TarEntryHeader, TarEvent, TarParser};
+pub use wal::{
+    parse_timeline_history, parse_wal_segment_size, SegmentName, TimelineHistoryEntry,
+    DEFAULT_WAL_SEGMENT_SIZE,
+};

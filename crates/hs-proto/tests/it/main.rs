@@ -7,6 +7,8 @@ use hs_proto::{
 };
 use hs_testkit::{PgCluster, PgOptions};
 
+mod wal_stream;
+
 /// Test result: `?` works on hs-proto, io and serde errors alike.
 type R = Result<(), Box<dyn std::error::Error>>;
 

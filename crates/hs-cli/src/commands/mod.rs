@@ -1,0 +1,217 @@
+//! One function per command: parse nothing, decide nothing a library user would need,
+//! call the library and shape its answer for output.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::cli::{Cli, Command, GlobalArgs, OutputFormat, RepoCommand, VerifyArg};
+use crate::output::{human_bytes, Output};
+use crate::progress::Bar;
+
+pub async fn run(cli: Cli) -> Result<Output> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Version => Ok(version()),
+        Command::Repo(RepoCommand::Init(a)) => repo_init(g, &a.url).await,
+        Command::Backup(a) => backup(g, a).await,
+        Command::List(a) => list(g, &a.deployment, &a.repo.repo).await,
+        Command::Restore(a) => restore(g, a).await,
+    }
+}
+
+fn keyring_path(g: &GlobalArgs) -> PathBuf {
+    g.keyring.clone().unwrap_or_else(hs_crypt::Keyring::default_path)
+}
+
+async fn open_repo(g: &GlobalArgs, url: &str) -> Result<hs_repo::Repository> {
+    let keyring = hs_crypt::Keyring::load(&keyring_path(g))?;
+    Ok(hs_repo::Repository::open(url, &keyring).await?)
+}
+
+fn version() -> Output {
+    let version = env!("CARGO_PKG_VERSION");
+    let sha = env!("HS_GIT_SHA");
+    let epoch: i64 = env!("HS_BUILD_EPOCH").parse().unwrap_or(0);
+    let built = time::OffsetDateTime::from_unix_timestamp(epoch)
+        .map(hs_backup::rfc3339)
+        .unwrap_or_else(|_| "unknown".to_owned());
+    Output {
+        json: json!({"version": version, "git_sha": sha, "built": built}),
+        human: format!("pg_hardstorage v{version} ({sha}, built {built})\n"),
+    }
+}
+
+async fn repo_init(g: &GlobalArgs, url: &str) -> Result<Output> {
+    let path = keyring_path(g);
+    let (keyring, created) = hs_crypt::Keyring::load_or_create(&path)?;
+    let repo = hs_repo::Repository::init(url, &keyring).await?;
+    let mut human = format!("Initialized repository {} at {}\n", repo.id(), repo.url());
+    if created {
+        human.push_str(&format!(
+            "Created keyring {} (0600). Back it up: without it the repository cannot be read.\n",
+            path.display()
+        ));
+    } else {
+        human.push_str(&format!("Using keyring {}\n", path.display()));
+    }
+    Ok(Output {
+        json: json!({
+            "repo_id": repo.id(),
+            "url": repo.url(),
+            "keyring": path.display().to_string(),
+            "keyring_created": created,
+        }),
+        human,
+    })
+}
+
+async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
+    hs_backup::validate_deployment(&a.deployment)?;
+    let conn = hs_proto::ConnConfig::parse(&a.pg_connection)?;
+    let repo = open_repo(g, &a.repo.repo).await?;
+    let mut opts = hs_backup::BackupOptions::new(&a.deployment);
+    opts.fast_checkpoint = !a.spread_checkpoint;
+    opts.max_rate_kbps = a.max_rate;
+    let bar = Bar::new(g.output == OutputFormat::Human);
+    let started = std::time::Instant::now();
+    let done = hs_backup::run_backup(&conn, &repo, &opts, &bar).await;
+    if done.is_err() {
+        hs_backup::Progress::finish(&bar);
+    }
+    let m = done?.manifest;
+    let secs = started.elapsed().as_secs_f64();
+    let s = &m.stats;
+    let human = format!(
+        "Backup {id} of {dep} done in {secs:.1}s\n  start LSN {start}, stop LSN {stop}, timeline {tli}\n  {files} files, {logical} read, {stored} new in the repository (dedup {ratio})\n",
+        id = m.backup_id,
+        dep = m.deployment,
+        start = m.start_lsn,
+        stop = m.stop_lsn,
+        tli = m.timeline,
+        files = s.files,
+        logical = human_bytes(s.logical_bytes),
+        stored = human_bytes(s.stored_bytes),
+        ratio = dedup_ratio(s.logical_bytes, s.stored_bytes),
+    );
+    Ok(Output {
+        json: json!({
+            "backup_id": m.backup_id,
+            "deployment": m.deployment,
+            "system_identifier": m.system_identifier,
+            "timeline": m.timeline,
+            "start_lsn": m.start_lsn,
+            "stop_lsn": m.stop_lsn,
+            "start_time": m.start_time,
+            "stop_time": m.stop_time,
+            "pg_version": m.pg_version,
+            "files": s.files,
+            "logical_bytes": s.logical_bytes,
+            "stored_bytes": s.stored_bytes,
+            "chunks": s.chunks,
+            "new_chunks": s.new_chunks,
+            "seconds": secs,
+        }),
+        human,
+    })
+}
+
+fn dedup_ratio(logical: u64, stored: u64) -> String {
+    if stored == 0 {
+        "all chunks already stored".to_owned()
+    } else {
+        format!("{:.1}x", logical as f64 / stored as f64)
+    }
+}
+
+async fn list(g: &GlobalArgs, deployment: &str, url: &str) -> Result<Output> {
+    hs_backup::validate_deployment(deployment)?;
+    let repo = open_repo(g, url).await?;
+    let backups = repo.list_backups(deployment).await?;
+    let mut rows = Vec::new();
+    let mut human = format!(
+        "{:<18} {:<21} {:>3} {:>12} {:>12} {:>10} {:>10} {:>8}\n",
+        "BACKUP", "STARTED", "TLI", "START LSN", "STOP LSN", "SIZE", "NEW", "DEDUP"
+    );
+    for m in &backups {
+        let s = &m.stats;
+        human.push_str(&format!(
+            "{:<18} {:<21} {:>3} {:>12} {:>12} {:>10} {:>10} {:>8}\n",
+            m.backup_id,
+            m.start_time,
+            m.timeline,
+            m.start_lsn,
+            m.stop_lsn,
+            human_bytes(s.logical_bytes),
+            human_bytes(s.stored_bytes),
+            if s.stored_bytes == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}x", s.logical_bytes as f64 / s.stored_bytes as f64)
+            }
+        ));
+        rows.push(json!({
+            "backup_id": m.backup_id,
+            "start_time": m.start_time,
+            "stop_time": m.stop_time,
+            "timeline": m.timeline,
+            "start_lsn": m.start_lsn,
+            "stop_lsn": m.stop_lsn,
+            "pg_version": m.pg_version,
+            "logical_bytes": s.logical_bytes,
+            "stored_bytes": s.stored_bytes,
+            "files": s.files,
+        }));
+    }
+    if backups.is_empty() {
+        human = format!("No backups of deployment {deployment} in this repository.\n");
+    }
+    let total = repo.stored_bytes().await?;
+    Ok(Output {
+        json: json!({"deployment": deployment, "backups": rows, "repository_bytes": total}),
+        human,
+    })
+}
+
+async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
+    hs_backup::validate_deployment(&a.deployment)?;
+    let repo = open_repo(g, &a.repo.repo).await?;
+    let sel: hs_pitr::BackupSelector = a.backup.parse()?;
+    let mut opts = hs_pitr::RestoreOptions::new(&a.deployment, sel, a.target.clone());
+    opts.verify = match a.verify {
+        VerifyArg::Run => hs_pitr::VerifyMode::Run,
+        VerifyArg::Skip => hs_pitr::VerifyMode::Skip,
+    };
+    opts.pg_bin_dir = a.pg_bin_dir.clone();
+    let bar = Bar::new(g.output == OutputFormat::Human);
+    let started = std::time::Instant::now();
+    let done = hs_pitr::restore(&repo, &opts, &bar).await;
+    if done.is_err() {
+        hs_pitr::RestoreProgress::finish(&bar);
+    }
+    let r = done?;
+    let secs = started.elapsed().as_secs_f64();
+    let verified = if r.verified {
+        "verified by pg_verifybackup"
+    } else {
+        "NOT verified (--verify=skip)"
+    };
+    Ok(Output {
+        json: json!({
+            "backup_id": r.backup_id,
+            "target": r.target.display().to_string(),
+            "files": r.files,
+            "bytes": r.bytes,
+            "verified": r.verified,
+            "seconds": secs,
+        }),
+        human: format!(
+            "Restored backup {} into {} ({} files, {}) in {secs:.1}s, {verified}\n",
+            r.backup_id,
+            r.target.display(),
+            r.files,
+            human_bytes(r.bytes)
+        ),
+    })
+}

@@ -1,0 +1,124 @@
+//! Human and JSON output. JSON is one document on stdout with a stable envelope:
+//! `{"schema":"pg_hardstorage.v1","command":..,"ok":true,"result":..}` or
+//! `{"schema":"pg_hardstorage.v1","command":..,"ok":false,"error":{"code","message","suggestion","exit_code"}}`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use serde_json::{json, Value};
+
+use crate::cli::OutputFormat;
+use crate::errors::CliError;
+
+/// The JSON schema name; bumped only for incompatible changes.
+pub const SCHEMA: &str = "pg_hardstorage.v1";
+
+/// What a command produced: a JSON result and its human rendering.
+pub struct Output {
+    pub json: Value,
+    pub human: String,
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes()).and_then(|_| out.flush());
+}
+
+pub fn emit_ok(format: OutputFormat, command: &str, out: Output) -> ExitCode {
+    match format {
+        OutputFormat::Json => {
+            let doc = json!({"schema": SCHEMA, "command": command, "ok": true, "result": out.json});
+            write_stdout(&format!("{doc}\n"));
+        }
+        OutputFormat::Human => {
+            if !out.human.is_empty() {
+                write_stdout(&out.human);
+                if !out.human.ends_with('\n') {
+                    write_stdout("\n");
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn emit_error(format: OutputFormat, command: &str, err: &CliError) -> ExitCode {
+    let exit = err.exit_code();
+    match format {
+        OutputFormat::Json => {
+            let doc = json!({
+                "schema": SCHEMA,
+                "command": command,
+                "ok": false,
+                "error": {
+                    "code": err.code,
+                    "message": err.message,
+                    "suggestion": err.suggestion,
+                    "exit_code": exit,
+                }
+            });
+            write_stdout(&format!("{doc}\n"));
+        }
+        OutputFormat::Human => {
+            let mut s = format!("error[{}]: {}\n", err.code, err.message);
+            if let Some(sug) = &err.suggestion {
+                s.push_str(&format!("Suggestion: {sug}\n"));
+            }
+            let _ = std::io::stderr().write_all(s.as_bytes());
+        }
+    }
+    ExitCode::from(exit)
+}
+
+/// Reports a command-line parsing error (exit 2), as JSON when `-o json` was given.
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let json = args
+        .windows(2)
+        .any(|w| (w[0] == "-o" || w[0] == "--output") && w[1] == "json")
+        || args.iter().any(|a| a == "--output=json" || a == "-ojson");
+    if json {
+        let msg = e.to_string();
+        let first = msg.lines().next().unwrap_or("invalid arguments");
+        let err = CliError::new("usage.invalid_arguments", first.trim_start_matches("error: "))
+            .with_suggestion("run `pg_hardstorage --help` or `pg_hardstorage <command> --help`");
+        return emit_error(OutputFormat::Json, "", &err);
+    }
+    let _ = e.print();
+    ExitCode::from(2)
+}
+
+/// Formats a byte count with binary units.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_humane() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}

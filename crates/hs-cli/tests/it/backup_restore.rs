@@ -1,0 +1,119 @@
+//! Backup then restore on file://: the restored cluster answers with the same rows,
+//! the repository holds no plaintext, a second backup of an unchanged cluster is tiny.
+
+use hs_testkit::{PgCluster, PgOptions};
+
+use crate::support::{any_file_contains, dir_bytes, hs, Scratch};
+
+const MARKER: &str = "HS_PLAINTEXT_MARKER_b7e1c0d2";
+
+#[test]
+fn backup_restore_round_trip_on_file_repo() {
+    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
+    pg.psql(&format!(
+        "CREATE TABLE t (id int primary key, payload text);
+         INSERT INTO t SELECT g, md5(g::text) || '{MARKER}' FROM generate_series(1, 200000) g;
+         CHECKPOINT;"
+    ))
+    .expect("load data");
+    let expected = pg
+        .psql("SELECT count(*), sum(length(payload)), md5(string_agg(payload, ',' ORDER BY id)) FROM t")
+        .expect("checksum");
+
+    let s = Scratch::new();
+    let url = s.repo_url();
+    let init = hs(&s, &["repo", "init", &url]).ok();
+    assert_eq!(init["keyring_created"], true);
+
+    // A second init of the same URL is a conflict, exit 7.
+    let again = hs(&s, &["repo", "init", &url]);
+    assert_eq!(again.status, 7);
+    assert_eq!(again.err_code(), "conflict.repo_exists");
+
+    let conn = pg.replication_conninfo();
+    let first = hs(&s, &["backup", "demo", "--pg-connection", &conn, "--repo", &url]).ok();
+    let first_id = first["backup_id"].as_str().expect("backup id").to_owned();
+    let repo_after_first = dir_bytes(&s.repo_dir());
+    assert!(first["logical_bytes"].as_u64().unwrap() > 10 << 20);
+
+    // Nothing of the table's contents reaches the repository in plaintext.
+    assert_eq!(any_file_contains(&s.repo_dir(), MARKER.as_bytes()), None);
+
+    // A second backup of the unchanged cluster adds less than 2% of the first's bytes.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = hs(&s, &["backup", "demo", "--pg-connection", &conn, "--repo", &url]).ok();
+    let added = dir_bytes(&s.repo_dir()) - repo_after_first;
+    assert!(
+        (added as f64) < 0.02 * repo_after_first as f64,
+        "second backup added {added} bytes, first took {repo_after_first}"
+    );
+    assert_ne!(second["backup_id"], first["backup_id"]);
+
+    let list = hs(&s, &["list", "demo", "--repo", &url]).ok();
+    let ids: Vec<&str> = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["backup_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], first_id);
+
+    // Restore the first backup by id and check it with pg_verifybackup (default).
+    let target = s.path("restored");
+    let target_s = target.to_str().unwrap();
+    let r = hs(&s, &["restore", "demo", &first_id, "--target", target_s, "--repo", &url]).ok();
+    assert_eq!(r["verified"], true);
+
+    // Restoring onto a non-empty directory is refused with a conflict.
+    let again = hs(&s, &["restore", "demo", "latest", "--target", target_s, "--repo", &url]);
+    assert_eq!(again.status, 7);
+    assert_eq!(again.err_code(), "conflict.target_not_empty");
+
+    drop(pg);
+    let restored = PgCluster::start_existing(&target).expect("start restored cluster");
+    let got = restored
+        .psql("SELECT count(*), sum(length(payload)), md5(string_agg(payload, ',' ORDER BY id)) FROM t")
+        .expect("query restored");
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn missing_backup_and_bad_names_have_codes() {
+    let s = Scratch::new();
+    let url = s.repo_url();
+    hs(&s, &["repo", "init", &url]).ok();
+
+    let r = hs(&s, &["restore", "demo", "latest", "--target", s.path("t").to_str().unwrap(), "--repo", &url]);
+    assert_eq!(r.status, 6);
+    assert_eq!(r.err_code(), "notfound.backup");
+    assert!(!s.path("t").join("global").exists());
+
+    let r = hs(&s, &["list", "Bad/Name", "--repo", &url]);
+    assert_eq!(r.status, 2);
+    assert_eq!(r.err_code(), "usage.deployment_invalid");
+
+    let r = hs(&s, &["backup", "demo", "--pg-connection", "host=127.0.0.1 port=1 user=x", "--repo", &url]);
+    assert_eq!(r.status, 8, "{}", r.stdout);
+    assert!(r.err_code().starts_with("unreachable."));
+
+    let r = hs(&s, &["list", "demo", "--repo", "file:///nonexistent/hs-repo"]);
+    assert_eq!(r.status, 6);
+    assert_eq!(r.err_code(), "notfound.repo");
+
+    let r = hs(&s, &["list", "demo"]);
+    assert_eq!(r.status, 2);
+    assert_eq!(r.err_code(), "usage.invalid_arguments");
+}
+
+#[test]
+fn version_names_commit_and_build_time() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+        .arg("version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("pg_hardstorage v0."), "{line}");
+    assert!(line.contains(", built "), "{line}");
+}
