@@ -118,10 +118,7 @@ pub async fn run_backup(
                 tablespaces,
             } => {
                 start_lsn = Some(lsn);
-                let total: u64 = tablespaces
-                    .iter()
-                    .filter_map(|t| t.size_bytes)
-                    .sum();
+                let total: u64 = tablespaces.iter().filter_map(|t| t.size_bytes).sum();
                 tablespace_locations = tablespaces
                     .iter()
                     .map(|t| (t.oid, t.location.clone()))
@@ -166,7 +163,9 @@ pub async fn run_backup(
                 });
             }
             BackupEvent::Data(data) => {
-                let f = current.as_mut().ok_or_else(|| stream_error("file data outside a file"))?;
+                let f = current
+                    .as_mut()
+                    .ok_or_else(|| stream_error("file data outside a file"))?;
                 let chunker = f
                     .chunker
                     .as_mut()

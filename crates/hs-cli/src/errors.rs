@@ -84,8 +84,9 @@ pub fn classify(err: &anyhow::Error) -> CliError {
             hs_chunk::Error
         );
     }
-    CliError::new("internal.unexpected", format!("{err:#}"))
-        .with_suggestion("this is a bug in pg_hardstorage; please report it with the command you ran")
+    CliError::new("internal.unexpected", format!("{err:#}")).with_suggestion(
+        "this is a bug in pg_hardstorage; please report it with the command you ran",
+    )
 }
 
 #[cfg(test)]

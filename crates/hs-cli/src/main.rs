@@ -22,10 +22,16 @@ fn main() -> ExitCode {
     init_tracing(cli.global.verbose);
     let format = cli.global.output;
     let command = cli.command.name();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
-            let err = CliError::new("io.runtime_failed", format!("cannot start the runtime: {e}"));
+            let err = CliError::new(
+                "io.runtime_failed",
+                format!("cannot start the runtime: {e}"),
+            );
             return output::emit_error(format, command, &err);
         }
     };
@@ -51,4 +57,3 @@ fn init_tracing(verbose: u8) {
         .with_target(false)
         .try_init();
 }
-

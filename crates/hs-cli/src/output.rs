@@ -86,8 +86,11 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
     if json {
         let msg = e.to_string();
         let first = msg.lines().next().unwrap_or("invalid arguments");
-        let err = CliError::new("usage.invalid_arguments", first.trim_start_matches("error: "))
-            .with_suggestion("run `pg_hardstorage --help` or `pg_hardstorage <command> --help`");
+        let err = CliError::new(
+            "usage.invalid_arguments",
+            first.trim_start_matches("error: "),
+        )
+        .with_suggestion("run `pg_hardstorage --help` or `pg_hardstorage <command> --help`");
         return emit_error(OutputFormat::Json, "", &err);
     }
     let _ = e.print();

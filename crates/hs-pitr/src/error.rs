@@ -51,8 +51,12 @@ impl Error {
     }
 
     pub(crate) fn io(what: String, e: std::io::Error) -> Self {
-        let mut err = Error::new(ErrorKind::Io, "io.restore_write_failed", format!("{what}: {e}"))
-            .with_suggestion("check free space and permissions on the restore target");
+        let mut err = Error::new(
+            ErrorKind::Io,
+            "io.restore_write_failed",
+            format!("{what}: {e}"),
+        )
+        .with_suggestion("check free space and permissions on the restore target");
         err.source = Some(Box::new(e));
         err
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use hs_repo::{BackupManifest, ChunkRef, ChunkReader, FileKind, Repository};
+use hs_repo::{BackupManifest, ChunkReader, ChunkRef, FileKind, Repository};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -282,7 +282,11 @@ async fn run_units(
             break;
         };
         let n = res.map_err(|e| {
-            Error::new(ErrorKind::Io, "io.restore_task_failed", format!("restore task failed: {e}"))
+            Error::new(
+                ErrorKind::Io,
+                "io.restore_task_failed",
+                format!("restore task failed: {e}"),
+            )
         })??;
         written += n;
         progress.advance(n);
@@ -335,13 +339,17 @@ fn prepare_empty_dir(p: &Path, what: &str) -> Result<()> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(p).map_err(|e| Error::io(format!("create {}", p.display()), e))?;
+            std::fs::create_dir_all(p)
+                .map_err(|e| Error::io(format!("create {}", p.display()), e))?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
             return Err(Error::new(
                 ErrorKind::Target,
                 "conflict.target_not_empty",
-                format!("the restore {what} {} is a file, not a directory", p.display()),
+                format!(
+                    "the restore {what} {} is a file, not a directory",
+                    p.display()
+                ),
             )
             .with_suggestion("restore into a new or empty directory"));
         }
@@ -354,8 +362,12 @@ fn prepare_empty_dir(p: &Path, what: &str) -> Result<()> {
 fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
     let p = Path::new(rel);
     let ok = !rel.is_empty()
-        && p.components()
-            .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+        && p.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
     if !ok {
         return Err(Error::new(
             ErrorKind::Repository,
@@ -382,7 +394,11 @@ fn set_mode(p: &Path, mode: u32) -> Result<()> {
 }
 
 fn create_file(p: &Path, mode: u32, size: u64) -> Result<()> {
-    let mode = if mode & 0o777 == 0 { 0o600 } else { mode & 0o777 };
+    let mode = if mode & 0o777 == 0 {
+        0o600
+    } else {
+        mode & 0o777
+    };
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -408,7 +424,8 @@ fn sync_path(p: &Path) -> Result<()> {
 fn sync_dirs(root: &Path) -> Result<()> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let rd = std::fs::read_dir(&d).map_err(|e| Error::io(format!("read {}", d.display()), e))?;
+        let rd =
+            std::fs::read_dir(&d).map_err(|e| Error::io(format!("read {}", d.display()), e))?;
         for ent in rd {
             let ent = ent.map_err(|e| Error::io(format!("read {}", d.display()), e))?;
             let ft = ent
@@ -442,16 +459,17 @@ pub fn find_pg_program(bin_dir: Option<&Path>, major: u32, name: &str) -> Option
 
 fn run_pg_verifybackup(opts: &RestoreOptions, manifest: &BackupManifest) -> Result<()> {
     let major = manifest.pg_version / 10000;
-    let prog = find_pg_program(opts.pg_bin_dir.as_deref(), major, "pg_verifybackup").ok_or_else(|| {
-        Error::new(
-            ErrorKind::Preflight,
-            "preflight.pg_verifybackup_missing",
-            format!("pg_verifybackup for PostgreSQL {major} was not found"),
-        )
-        .with_suggestion(format!(
+    let prog =
+        find_pg_program(opts.pg_bin_dir.as_deref(), major, "pg_verifybackup").ok_or_else(|| {
+            Error::new(
+                ErrorKind::Preflight,
+                "preflight.pg_verifybackup_missing",
+                format!("pg_verifybackup for PostgreSQL {major} was not found"),
+            )
+            .with_suggestion(format!(
             "install PostgreSQL {major}'s client programs, pass --pg-bin-dir, or use --verify=skip"
         ))
-    })?;
+        })?;
     let out = std::process::Command::new(&prog)
         .arg(&opts.target)
         .output()
@@ -481,7 +499,10 @@ mod tests {
     #[test]
     fn safe_join_refuses_escapes() {
         let root = Path::new("/r");
-        assert_eq!(safe_join(root, "base/1/2").unwrap(), Path::new("/r/base/1/2"));
+        assert_eq!(
+            safe_join(root, "base/1/2").unwrap(),
+            Path::new("/r/base/1/2")
+        );
         for bad in ["", "../x", "/etc/passwd", "a/../../b"] {
             assert_eq!(
                 safe_join(root, bad).unwrap_err().code(),
@@ -502,7 +523,10 @@ mod tests {
 
     #[test]
     fn selector_parses() {
-        assert_eq!("latest".parse::<BackupSelector>().unwrap(), BackupSelector::Latest);
+        assert_eq!(
+            "latest".parse::<BackupSelector>().unwrap(),
+            BackupSelector::Latest
+        );
         assert_eq!(
             "20260101T000000Z".parse::<BackupSelector>().unwrap(),
             BackupSelector::Id("20260101T000000Z".into())

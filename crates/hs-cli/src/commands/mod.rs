@@ -22,7 +22,9 @@ pub async fn run(cli: Cli) -> Result<Output> {
 }
 
 fn keyring_path(g: &GlobalArgs) -> PathBuf {
-    g.keyring.clone().unwrap_or_else(hs_crypt::Keyring::default_path)
+    g.keyring
+        .clone()
+        .unwrap_or_else(hs_crypt::Keyring::default_path)
 }
 
 async fn open_repo(g: &GlobalArgs, url: &str) -> Result<hs_repo::Repository> {

@@ -31,7 +31,11 @@ fn backup_restore_round_trip_on_file_repo() {
     assert_eq!(again.err_code(), "conflict.repo_exists");
 
     let conn = pg.replication_conninfo();
-    let first = hs(&s, &["backup", "demo", "--pg-connection", &conn, "--repo", &url]).ok();
+    let first = hs(
+        &s,
+        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
+    )
+    .ok();
     let first_id = first["backup_id"].as_str().expect("backup id").to_owned();
     let repo_after_first = dir_bytes(&s.repo_dir());
     assert!(first["logical_bytes"].as_u64().unwrap() > 10 << 20);
@@ -41,7 +45,11 @@ fn backup_restore_round_trip_on_file_repo() {
 
     // A second backup of the unchanged cluster adds less than 2% of the first's bytes.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let second = hs(&s, &["backup", "demo", "--pg-connection", &conn, "--repo", &url]).ok();
+    let second = hs(
+        &s,
+        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
+    )
+    .ok();
     let added = dir_bytes(&s.repo_dir()) - repo_after_first;
     assert!(
         (added as f64) < 0.02 * repo_after_first as f64,
@@ -62,11 +70,22 @@ fn backup_restore_round_trip_on_file_repo() {
     // Restore the first backup by id and check it with pg_verifybackup (default).
     let target = s.path("restored");
     let target_s = target.to_str().unwrap();
-    let r = hs(&s, &["restore", "demo", &first_id, "--target", target_s, "--repo", &url]).ok();
+    let r = hs(
+        &s,
+        &[
+            "restore", "demo", &first_id, "--target", target_s, "--repo", &url,
+        ],
+    )
+    .ok();
     assert_eq!(r["verified"], true);
 
     // Restoring onto a non-empty directory is refused with a conflict.
-    let again = hs(&s, &["restore", "demo", "latest", "--target", target_s, "--repo", &url]);
+    let again = hs(
+        &s,
+        &[
+            "restore", "demo", "latest", "--target", target_s, "--repo", &url,
+        ],
+    );
     assert_eq!(again.status, 7);
     assert_eq!(again.err_code(), "conflict.target_not_empty");
 
@@ -84,7 +103,18 @@ fn missing_backup_and_bad_names_have_codes() {
     let url = s.repo_url();
     hs(&s, &["repo", "init", &url]).ok();
 
-    let r = hs(&s, &["restore", "demo", "latest", "--target", s.path("t").to_str().unwrap(), "--repo", &url]);
+    let r = hs(
+        &s,
+        &[
+            "restore",
+            "demo",
+            "latest",
+            "--target",
+            s.path("t").to_str().unwrap(),
+            "--repo",
+            &url,
+        ],
+    );
     assert_eq!(r.status, 6);
     assert_eq!(r.err_code(), "notfound.backup");
     assert!(!s.path("t").join("global").exists());
@@ -93,11 +123,24 @@ fn missing_backup_and_bad_names_have_codes() {
     assert_eq!(r.status, 2);
     assert_eq!(r.err_code(), "usage.deployment_invalid");
 
-    let r = hs(&s, &["backup", "demo", "--pg-connection", "host=127.0.0.1 port=1 user=x", "--repo", &url]);
+    let r = hs(
+        &s,
+        &[
+            "backup",
+            "demo",
+            "--pg-connection",
+            "host=127.0.0.1 port=1 user=x",
+            "--repo",
+            &url,
+        ],
+    );
     assert_eq!(r.status, 8, "{}", r.stdout);
     assert!(r.err_code().starts_with("unreachable."));
 
-    let r = hs(&s, &["list", "demo", "--repo", "file:///nonexistent/hs-repo"]);
+    let r = hs(
+        &s,
+        &["list", "demo", "--repo", "file:///nonexistent/hs-repo"],
+    );
     assert_eq!(r.status, 6);
     assert_eq!(r.err_code(), "notfound.repo");
 

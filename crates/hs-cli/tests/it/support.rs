@@ -63,9 +63,14 @@ impl Run {
     pub fn err_code(&self) -> String {
         let v = self.json();
         assert_eq!(v["ok"], false, "expected failure: {}", self.stdout);
-        assert_eq!(v["error"]["exit_code"].as_i64(), Some(i64::from(self.status)));
+        assert_eq!(
+            v["error"]["exit_code"].as_i64(),
+            Some(i64::from(self.status))
+        );
         assert!(
-            v["error"]["suggestion"].as_str().is_some_and(|s| !s.is_empty()),
+            v["error"]["suggestion"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
             "error without a suggestion: {}",
             self.stdout
         );
