@@ -1,2 +1,53 @@
 //! Project automation: `cargo xtask ci|demo|bench`.
-fn main() {}
+//!
+//! Run `cargo xtask help` for the list. Everything here shells out with
+//! `std::process::Command` and prints each command before it runs it.
+
+mod bench;
+mod ci;
+mod demo;
+mod tidy;
+mod util;
+
+use anyhow::{bail, Result};
+
+const HELP: &str = "\
+cargo xtask <task>
+
+tasks:
+  ci                 what CI runs: fmt, clippy, cargo-deny, tests, doc tests
+                     (installs PostgreSQL 15 server binaries and cargo-deny if missing)
+  demo [--dir DIR]   build pg_hardstorage, back up a throwaway cluster, list, restore, query
+  bench              list the benchmarks
+  bench backup [--scale N] [--keep] [--others-only]
+                     pg_basebackup vs pgBackRest vs pg_hardstorage on a pgbench database
+  help               this text
+";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((t, r)) => (t.as_str(), r),
+        None => {
+            print!("{HELP}");
+            return Ok(());
+        }
+    };
+    match task {
+        "ci" => ci::run(rest),
+        "demo" => demo::run(rest),
+        "bench" => bench::run(rest),
+        "help" | "-h" | "--help" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => bail!("unknown task {other:?}\n\n{HELP}"),
+    }
+}

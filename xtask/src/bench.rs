@@ -1,0 +1,324 @@
+//! `cargo xtask bench`: benchmark harnesses that compare pg_hardstorage with other tools on
+//! the same cluster in the same run. Not timed unit tests: numbers come from real tools.
+//!
+//! `bench backup [--scale N] [--keep] [--others-only]`: a pgbench database of scale N
+//! (default 100, about 1.5 GB), then wall time and output bytes of
+//! (a) `pg_basebackup -Ft -X none --checkpoint=fast` to local disk,
+//! (b) a pgBackRest full backup (zst, process-max=2, start-fast),
+//! (c) a first `pg_hardstorage backup` into a fresh file:// repository,
+//! (d) a second `pg_hardstorage backup` of the unchanged cluster (bytes added).
+//! pg_basebackup and pg_hardstorage run as the calling user over TCP as `hs_repl`; pgBackRest
+//! must read the data directory, so it runs as the `postgres` OS user over the unix socket.
+//! `--others-only` skips pg_hardstorage (to check the harness while it does not build);
+//! `--keep` keeps the scratch directory with every tool's output.
+
+use crate::util::{self, dir_bytes, sh};
+use anyhow::{bail, Context, Result};
+use hs_testkit::{postgres_user_command, PgCluster, PgOptions};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const LIST: &str = "\
+benchmarks (cargo xtask bench <name>):
+  backup [--scale N] [--keep] [--others-only]
+                                pg_basebackup vs pgBackRest vs pg_hardstorage on pgbench -i -s N
+                                (default N = 100, about 1.5 GB); wall time and bytes written
+";
+
+pub fn run(args: &[String]) -> Result<()> {
+    match args.split_first() {
+        None => {
+            print!("{LIST}");
+            Ok(())
+        }
+        Some((name, rest)) if name == "backup" => backup(rest),
+        Some((name, _)) => bail!("unknown benchmark {name:?}\n\n{LIST}"),
+    }
+}
+
+struct Row {
+    what: &'static str,
+    wall: Duration,
+    bytes: u64,
+}
+
+fn backup(args: &[String]) -> Result<()> {
+    let mut scale: u32 = 100;
+    let mut keep = false;
+    let mut others_only = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--scale" => {
+                scale = it
+                    .next()
+                    .context("--scale needs a number")?
+                    .parse()
+                    .context("--scale needs a positive integer")?
+            }
+            "--keep" => keep = true,
+            "--others-only" => others_only = true,
+            other => bail!("cargo xtask bench backup: unknown argument {other:?}"),
+        }
+    }
+    if scale == 0 {
+        bail!("--scale must be at least 1");
+    }
+    util::ensure_postgres()?;
+    if !util::succeeds("pgbackrest", &["version"]) {
+        util::apt_install(&["pgbackrest"])?;
+    }
+    let bin = if others_only {
+        None
+    } else {
+        Some(util::build_release_binary()?)
+    };
+
+    // One scratch directory for every tool's output, reachable by the postgres user
+    // (pgBackRest writes its repository as postgres).
+    let work = tempfile_dir()?;
+    eprintln!("xtask bench: scratch directory {}", work.display());
+    let result = backup_in(&work, bin.as_deref(), scale);
+    if keep {
+        eprintln!("xtask bench: keeping {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    result
+}
+
+fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
+    let pgbr_conf = work.join("pgbackrest.conf");
+    let pgbr_dir = work.join("pgbackrest");
+    for sub in ["repo", "log", "lock", "spool"] {
+        std::fs::create_dir_all(pgbr_dir.join(sub))?;
+    }
+    hs_testkit::chown_to_postgres(&pgbr_dir)?;
+
+    let pg = PgCluster::start(PgOptions {
+        extra_conf: vec![
+            "archive_mode = on".into(),
+            // Set for real below, once pgbackrest.conf exists (archive_command is reloadable).
+            "archive_command = '/bin/false'".into(),
+            "shared_buffers = '256MB'".into(),
+            "max_wal_size = '4GB'".into(),
+            "checkpoint_timeout = '30min'".into(),
+        ],
+        ..PgOptions::default()
+    })?;
+    eprintln!("xtask bench: cluster on 127.0.0.1:{}", pg.port());
+
+    // pgBackRest: stanza on the test cluster, WAL archiving through archive-push.
+    std::fs::write(
+        &pgbr_conf,
+        format!(
+            "[global]\n\
+             repo1-path={repo}\n\
+             log-path={dir}/log\n\
+             lock-path={dir}/lock\n\
+             spool-path={dir}/spool\n\
+             compress-type=zst\n\
+             process-max=2\n\
+             start-fast=y\n\
+             repo1-retention-full=100\n\
+             log-level-console=warn\n\
+             log-level-file=info\n\
+             \n\
+             [bench]\n\
+             pg1-path={data}\n\
+             pg1-port={port}\n\
+             pg1-socket-path={sock}\n\
+             pg1-user=postgres\n",
+            repo = pgbr_dir.join("repo").display(),
+            dir = pgbr_dir.display(),
+            data = pg.data_dir().display(),
+            port = pg.port(),
+            sock = pg.socket_dir().display(),
+        ),
+    )?;
+    let pgbackrest = |args: &[&str]| {
+        let mut cmd = postgres_user_command("pgbackrest");
+        cmd.arg(format!("--config={}", pgbr_conf.display()))
+            .arg("--stanza=bench")
+            .args(args);
+        cmd
+    };
+    sh(&mut pgbackrest(&["stanza-create"]))?;
+    pg.psql(&format!(
+        "ALTER SYSTEM SET archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'",
+        pgbr_conf.display()
+    ))?;
+    pg.psql("SELECT pg_reload_conf()")?;
+    sh(&mut pgbackrest(&["check"]))?;
+
+    eprintln!("\n==> pgbench -i -s {scale}");
+    let t = Instant::now();
+    let s = scale.to_string();
+    let mut init = pg.client_command("pgbench");
+    init.args(["-i", "-q", "-s", &s]);
+    sh(&mut init)?;
+    pg.psql("CHECKPOINT")?;
+    let db_bytes: u64 = pg
+        .psql("SELECT sum(pg_database_size(oid)) FROM pg_database")?
+        .parse()
+        .context("pg_database_size")?;
+    eprintln!(
+        "pgbench -i took {:.1}s; databases hold {}",
+        t.elapsed().as_secs_f64(),
+        human(db_bytes)
+    );
+
+    let mut rows = Vec::new();
+
+    eprintln!("\n==> (a) pg_basebackup -Ft -X none --checkpoint=fast");
+    let pgbb_dir = work.join("pg_basebackup");
+    let mut cmd = pg.client_command("pg_basebackup");
+    cmd.arg("-d")
+        .arg(pg.replication_conninfo())
+        .arg("-D")
+        .arg(&pgbb_dir)
+        .args(["-Ft", "-X", "none", "--checkpoint=fast"]);
+    let wall = timed(&mut cmd)?;
+    rows.push(Row {
+        what: "pg_basebackup -Ft -X none",
+        wall,
+        bytes: dir_bytes(&pgbb_dir)?,
+    });
+
+    eprintln!("\n==> (b) pgBackRest full backup (zst, process-max=2)");
+    let wall = timed(&mut pgbackrest(&["--type=full", "backup"]))?;
+    rows.push(Row {
+        what: "pgBackRest full (zst, 2 procs)",
+        wall,
+        bytes: dir_bytes(&pgbr_dir.join("repo").join("backup"))?,
+    });
+    sh(&mut pgbackrest(&["info"]))?;
+
+    if let Some(bin) = bin {
+        eprintln!("\n==> (c) pg_hardstorage backup (first, into a fresh repository)");
+        let repo_dir = work.join("hs-repo");
+        let repo_url = format!("file://{}", repo_dir.display());
+        let keyring = work.join("keyring");
+        let hs = |args: &[&str]| {
+            let mut cmd = Command::new(bin);
+            cmd.args(args).arg("--keyring").arg(&keyring);
+            cmd
+        };
+        sh(&mut hs(&["repo", "init", &repo_url]))?;
+        let before = dir_bytes(&repo_dir)?;
+        let conninfo = pg.replication_conninfo();
+        let backup_args = [
+            "backup",
+            "bench",
+            "--pg-connection",
+            conninfo.as_str(),
+            "--repo",
+            repo_url.as_str(),
+        ];
+        let wall = timed(&mut hs(&backup_args))?;
+        let after_first = dir_bytes(&repo_dir)?;
+        rows.push(Row {
+            what: "pg_hardstorage backup (1st)",
+            wall,
+            bytes: after_first - before.min(after_first),
+        });
+
+        eprintln!("\n==> (d) pg_hardstorage backup (2nd, cluster unchanged)");
+        let wall = timed(&mut hs(&backup_args))?;
+        let after_second = dir_bytes(&repo_dir)?;
+        rows.push(Row {
+            what: "pg_hardstorage backup (2nd)",
+            wall,
+            bytes: after_second - after_first.min(after_second),
+        });
+        sh(&mut hs(&["list", "bench", "--repo", &repo_url]))?;
+    }
+    println!();
+    println!(
+        "backup benchmark: pgbench scale {scale}, databases {} ({} bytes), 2 cores",
+        human(db_bytes),
+        db_bytes
+    );
+    println!(
+        "{:<34} {:>10} {:>16} {:>12}",
+        "tool", "wall s", "bytes written", "size"
+    );
+    for r in &rows {
+        println!(
+            "{:<34} {:>10.2} {:>16} {:>12}",
+            r.what,
+            r.wall.as_secs_f64(),
+            r.bytes,
+            human(r.bytes)
+        );
+    }
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    println!();
+    println!(
+        "pgBackRest/pg_basebackup: wall {:.2}, bytes {:.2}",
+        ratio(rows[1].wall.as_secs_f64(), rows[0].wall.as_secs_f64()),
+        ratio(rows[1].bytes as f64, rows[0].bytes as f64)
+    );
+    let Some(ours) = rows.get(2) else {
+        println!("(pg_hardstorage not measured: --others-only)");
+        return Ok(());
+    };
+    println!(
+        "ours/pg_basebackup wall:  {:.2}",
+        ratio(ours.wall.as_secs_f64(), rows[0].wall.as_secs_f64())
+    );
+    println!(
+        "ours/pgBackRest wall:     {:.2}",
+        ratio(ours.wall.as_secs_f64(), rows[1].wall.as_secs_f64())
+    );
+    println!(
+        "ours/pgBackRest bytes:    {:.2}",
+        ratio(ours.bytes as f64, rows[1].bytes as f64)
+    );
+    println!(
+        "2nd backup added:         {} ({:.2}% of the 1st)",
+        human(rows[3].bytes),
+        100.0 * ratio(rows[3].bytes as f64, ours.bytes as f64)
+    );
+    println!(
+        "notes: pg_basebackup output is uncompressed tar without WAL; pgBackRest bytes are its \
+         backup/ directory (WAL goes to archive/ separately; no encryption); pg_hardstorage bytes are what the \
+         repository grew by, including any WAL the backup stores itself."
+    );
+    Ok(())
+}
+
+/// Run `cmd` (printed), returning its wall time.
+fn timed(cmd: &mut Command) -> Result<Duration> {
+    let t = Instant::now();
+    sh(cmd)?;
+    let d = t.elapsed();
+    eprintln!("    wall {:.2}s", d.as_secs_f64());
+    Ok(d)
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::var_os("HS_TEST_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let dir = base.join(format!("hs-bench-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}

@@ -1,0 +1,222 @@
+//! Helpers shared by the tasks: running and printing commands, paths, sizes, installs.
+
+use anyhow::{bail, Context, Result};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The workspace root (the parent of `xtask/`).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// A `cargo` command from the toolchain that runs us.
+pub fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// The command line as a shell-like string, with any `scheme://user:password@` password
+/// replaced by `****` so that secrets never reach the terminal.
+pub fn show(cmd: &Command) -> String {
+    let mut parts = vec![quote(cmd.get_program())];
+    parts.extend(cmd.get_args().map(quote));
+    redact(&parts.join(" "))
+}
+
+fn quote(s: &OsStr) -> String {
+    let s = s.to_string_lossy();
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%*".contains(c))
+    {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Replace the password in `postgres[ql]://user:password@host` forms with `****`.
+pub fn redact(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '\'' || c == '/')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match (authority.find(':'), authority.rfind('@')) {
+            (Some(c), Some(a)) if c < a => {
+                out.push_str(&authority[..c]);
+                out.push_str(":****");
+                out.push_str(&authority[a..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Print and run `cmd` with inherited stdio; error if it exits non-zero.
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {}", show(cmd));
+    let status = cmd
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("could not start {}", show(cmd)))?;
+    if !status.success() {
+        bail!("command failed ({status}): {}", show(cmd));
+    }
+    Ok(())
+}
+
+/// Print and run `cmd`, returning its stdout (stderr passes through).
+pub fn run_capture(cmd: &mut Command) -> Result<String> {
+    eprintln!("$ {}", show(cmd));
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("could not start {}", show(cmd)))?;
+    if !out.status.success() {
+        bail!("command failed ({}): {}", out.status, show(cmd));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether `program args...` runs and exits 0 (quietly).
+pub fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Install Debian packages with apt-get (running `apt-get update` once first).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    if !hs_testkit::is_root() {
+        bail!(
+            "{} missing and we are not root: install with `sudo apt-get install -y {}`",
+            packages.join(", "),
+            packages.join(" ")
+        );
+    }
+    sh(Command::new("apt-get").arg("update").arg("-q"))?;
+    sh(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .arg("install")
+        .arg("-y")
+        .arg("-q")
+        .arg("--no-install-recommends")
+        .args(packages))
+}
+
+/// Make sure the PostgreSQL server binaries are in `hs_testkit::pg_bin_dir()`.
+pub fn ensure_postgres() -> Result<()> {
+    let initdb = hs_testkit::pg_bin_dir().join("initdb");
+    if initdb.is_file() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: {} is missing; installing postgresql-15",
+        initdb.display()
+    );
+    apt_install(&["postgresql-15", "postgresql-client-15"])?;
+    if !initdb.is_file() {
+        bail!(
+            "{} still missing after installing postgresql-15; set HS_PG_BIN to the directory \
+             that holds initdb",
+            initdb.display()
+        );
+    }
+    Ok(())
+}
+
+/// The cargo target directory (`$CARGO_TARGET_DIR` or `<workspace>/target`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                workspace_root().join(d)
+            }
+        }
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// Build `pg_hardstorage` in release mode and return the binary's path.
+pub fn build_release_binary() -> Result<PathBuf> {
+    sh(cargo()
+        .arg("build")
+        .arg("--release")
+        .arg("-p")
+        .arg("hs-cli")
+        .arg("--bin")
+        .arg("pg_hardstorage"))?;
+    let bin = target_dir().join("release").join("pg_hardstorage");
+    if !bin.is_file() {
+        bail!("built, but {} is not there", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Total apparent size of the regular files under `path` (symlinks are not followed).
+pub fn dir_bytes(path: &Path) -> Result<u64> {
+    let meta =
+        std::fs::symlink_metadata(path).with_context(|| format!("stat {}", path.display()))?;
+    if meta.is_file() {
+        return Ok(meta.len());
+    }
+    if !meta.is_dir() {
+        return Ok(0);
+    }
+    let mut total = 0;
+    for entry in std::fs::read_dir(path)? {
+        total += dir_bytes(&entry?.path())?;
+    }
+    Ok(total)
+}
+
+/// Whether the `postgres` OS user can reach `path` (always true when we are not root).
+pub fn postgres_can_reach(path: &Path) -> bool {
+    if !hs_testkit::is_root() {
+        return true;
+    }
+    hs_testkit::postgres_user_command("test")
+        .arg("-x")
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_url_passwords_only() {
+        assert_eq!(
+            redact("x postgresql://hs_repl:secret@127.0.0.1:5/postgres y"),
+            "x postgresql://hs_repl:****@127.0.0.1:5/postgres y"
+        );
+        assert_eq!(redact("file:///tmp/repo"), "file:///tmp/repo");
+        assert_eq!(redact("postgresql://u@h:5/db"), "postgresql://u@h:5/db");
+    }
+}
