@@ -158,6 +158,7 @@ pub async fn run_backup(
                         mtime: h.mtime,
                         size: h.size,
                         chunks: Vec::new(),
+                        chunk_lists: Vec::new(),
                     },
                     chunker,
                 });
@@ -196,6 +197,7 @@ pub async fn run_backup(
                         f.entry.path, f.entry.size
                     )));
                 }
+                writer.store_chunk_list(&mut f.entry).await?;
                 archives
                     .last_mut()
                     .ok_or_else(|| stream_error("file outside an archive"))?

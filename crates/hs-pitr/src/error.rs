@@ -18,6 +18,8 @@ pub enum ErrorKind {
     Preflight,
     /// Local file system I/O failed.
     Io,
+    /// A bad argument from the caller.
+    Usage,
 }
 
 /// An error from planning or running a restore.

@@ -4,7 +4,13 @@
 //! chunks are fetched and decrypted in parallel, every file is synced once at the end,
 //! `global/pg_control` is written last (so a failed restore leaves a directory that
 //! PostgreSQL refuses to start), PostgreSQL's own `backup_manifest` is put back, and
-//! `pg_verifybackup` checks the result before success is reported.
+//! `pg_verifybackup` checks the result before success is reported. With
+//! [`RestoreOptions::recovery`] set it then writes `recovery.signal` and a managed
+//! block in `postgresql.auto.conf` ([`write_recovery_config`]).
+//!
+//! [`wal_fetch`] is PostgreSQL's `restore_command` (verified, atomic, spool-backed
+//! prefetch with [`wal_prefetch`], serving the newest `.partial` at the end of WAL);
+//! [`wal_gaps`] finds missing WAL in a [`hs_repo::WalListing`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,10 +25,21 @@
 #![deny(missing_docs)]
 
 mod error;
+mod recovery;
 mod restore;
+mod wal;
 
 pub use error::{Error, ErrorKind, Result};
+pub use recovery::{
+    apply_managed_block, quote_conf_value, render_block, restore_command, shell_quote_for_command,
+    write_recovery_config, RecoveryConfig, RecoveryTarget, RecoveryTargetAction, BLOCK_BEGIN,
+    BLOCK_END,
+};
 pub use restore::{
     find_pg_program, restore, select_backup, BackupSelector, NoRestoreProgress, RestoreOptions,
     RestoreProgress, RestoreSummary, VerifyMode,
+};
+pub use wal::{
+    clean_spool, default_spool_dir, spawn_detached, wal_fetch, wal_gaps, wal_prefetch,
+    FetchOptions, FetchOutcome, FetchSource, PrefetchOutcome, SPOOL_DIR_NAME,
 };

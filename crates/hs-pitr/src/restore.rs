@@ -9,6 +9,7 @@ use hs_repo::{BackupManifest, ChunkReader, ChunkRef, FileKind, Repository};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::recovery::{write_recovery_config, RecoveryConfig};
 
 /// Which backup to restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,10 @@ pub struct RestoreOptions {
     /// Where PostgreSQL's client programs are; `None` looks in
     /// `/usr/lib/postgresql/<major>/bin` and then on `PATH`.
     pub pg_bin_dir: Option<PathBuf>,
+    /// When set, the restored directory is prepared for recovery:
+    /// `recovery.signal` and the managed block in `postgresql.auto.conf`
+    /// (written after the data is synced and `pg_verifybackup` accepted it).
+    pub recovery: Option<RecoveryConfig>,
 }
 
 impl RestoreOptions {
@@ -68,6 +73,7 @@ impl RestoreOptions {
             verify: VerifyMode::Run,
             parallelism: (cpus * 4).clamp(4, 64),
             pg_bin_dir: None,
+            recovery: None,
         }
     }
 }
@@ -100,6 +106,8 @@ pub struct RestoreSummary {
     pub bytes: u64,
     /// Whether `pg_verifybackup` ran and accepted the result.
     pub verified: bool,
+    /// Whether `recovery.signal` and the managed recovery block were written.
+    pub recovery_configured: bool,
 }
 
 /// Picks the manifest `sel` names for `deployment`.
@@ -202,7 +210,7 @@ pub async fn restore(
                     create_file(&path, f.mode, f.size)?;
                     files.push(path.clone());
                     let mut offset = 0;
-                    for group in f.chunks.chunks(64) {
+                    for group in reader.file_chunks(f).await?.chunks(64) {
                         let len: u64 = group.iter().map(|c| u64::from(c.len)).sum();
                         units.push(Unit {
                             path: path.clone(),
@@ -235,7 +243,7 @@ pub async fn restore(
     let control_units = vec![Unit {
         path: control_path.clone(),
         offset: 0,
-        chunks: control.chunks.clone(),
+        chunks: reader.file_chunks(&control).await?,
     }];
     let written = written + run_units(&reader, control_units, 1, progress).await?;
     sync_path(&control_path)?;
@@ -254,12 +262,19 @@ pub async fn restore(
             true
         }
     };
+    // pg_verifybackup ignores recovery.signal and postgresql.auto.conf, but
+    // writing them last means a directory that failed verification is never
+    // set up to recover.
+    if let Some(rc) = &opts.recovery {
+        write_recovery_config(&opts.target, rc)?;
+    }
     Ok(RestoreSummary {
         backup_id: manifest.backup_id.clone(),
         target: opts.target.clone(),
         files: files.len() as u64 + 1,
         bytes: written,
         verified,
+        recovery_configured: opts.recovery.is_some(),
     })
 }
 

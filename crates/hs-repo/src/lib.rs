@@ -11,6 +11,10 @@
 //! - [`ChunkReader`] reads chunks back and checks their keyed ids.
 //! - [`Repository::put_manifest`] stores a signed, sealed [`BackupManifest`],
 //!   create-if-absent, and is meant to be the last write of a backup.
+//! - WAL: [`Repository::put_wal_segment`], [`Repository::put_wal_partial`],
+//!   [`Repository::put_timeline_history`], [`Repository::put_wal_gap`],
+//!   [`Repository::get_wal`] and [`Repository::list_wal`] store and read
+//!   sealed, compressed WAL objects under `deployments/<d>/wal/`.
 //!
 //! Nothing leaves this crate for the backend in plaintext except the marker
 //! and object names. The format is described in docs/repository-format.md.
@@ -29,14 +33,17 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod chunklist;
 mod error;
 mod index;
 mod manifest;
 mod reader;
 mod repo;
+mod wal;
 mod writer;
 
 pub use backend::{open_backend, Backend, FsBackend, ObjectInfo};
+pub use chunklist::{decode_chunk_list, encode_chunk_list, CHUNK_LIST_GROUP, INLINE_CHUNK_LIMIT};
 pub use error::{Error, ErrorKind, Result};
 pub use hs_chunk::{ChunkId, Chunker, ChunkerConfig, FileClass, PackEntry};
 pub use manifest::{
@@ -44,4 +51,9 @@ pub use manifest::{
 };
 pub use reader::ChunkReader;
 pub use repo::{Repository, DEFAULT_PACK_TARGET_SIZE, MARKER_NAME, REPO_VERSION};
+pub use wal::{
+    is_valid_wal_segment_size, parse_wal_segment_name, segs_per_xlogid, timeline_history_name,
+    wal_segment_name, WalGap, WalListing, WalSegmentInfo, DEFAULT_WAL_SEGMENT_SIZE,
+    MAX_WAL_SEGMENT_SIZE, MIN_WAL_SEGMENT_SIZE, WAL_ZSTD_LEVEL,
+};
 pub use writer::{ChunkWriter, WriteStats, DEFAULT_INDEX_INTERVAL, MAX_CHUNK_LEN};

@@ -74,8 +74,13 @@ pub struct FileEntry {
     pub mtime: i64,
     /// Size in bytes (0 for directories and symlinks).
     pub size: u64,
-    /// The file's content, in order; empty for non-files.
+    /// The file's content, in order; empty for non-files and for files whose
+    /// references live in `chunk_lists`.
     pub chunks: Vec<ChunkRef>,
+    /// For long files: list chunks that hold the content references, in order
+    /// (see `ChunkReader::file_chunks`). Empty when `chunks` is used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunk_lists: Vec<ChunkRef>,
 }
 
 /// The type of an archive entry.

@@ -59,6 +59,11 @@ fn check_ident(s: &str, code: &'static str, what: &str) -> Result<()> {
     }
 }
 
+/// Checks a deployment name (`usage.invalid_deployment_name`).
+pub(crate) fn check_deployment(s: &str) -> Result<()> {
+    check_ident(s, "usage.invalid_deployment_name", "deployment name")
+}
+
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)

@@ -5,6 +5,7 @@ mod manifest;
 mod props;
 mod repo;
 mod throughput;
+mod wal;
 
 use std::path::{Path, PathBuf};
 

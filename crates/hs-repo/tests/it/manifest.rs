@@ -33,6 +33,7 @@ pub fn sample_manifest(dep: &str, id: &str, refs: &[ChunkRef]) -> BackupManifest
                     mtime: 1,
                     size: 0,
                     chunks: vec![],
+                    chunk_lists: vec![],
                 },
                 FileEntry {
                     path: "base/1/1259".into(),
@@ -41,6 +42,7 @@ pub fn sample_manifest(dep: &str, id: &str, refs: &[ChunkRef]) -> BackupManifest
                     mtime: 2,
                     size: refs.iter().map(|r| u64::from(r.len)).sum(),
                     chunks: refs.to_vec(),
+                    chunk_lists: vec![],
                 },
                 FileEntry {
                     path: "pg_tblspc/16400".into(),
@@ -51,6 +53,7 @@ pub fn sample_manifest(dep: &str, id: &str, refs: &[ChunkRef]) -> BackupManifest
                     mtime: 3,
                     size: 0,
                     chunks: vec![],
+                    chunk_lists: vec![],
                 },
             ],
         }],

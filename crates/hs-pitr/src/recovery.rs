@@ -1,0 +1,460 @@
+//! Recovery configuration of a restored data directory: `recovery.signal`
+//! and a managed block at the end of `postgresql.auto.conf`.
+//!
+//! ```text
+//! # BEGIN pg_hardstorage managed block (do not edit; replaced on every restore)
+//! restore_command = '...'
+//! recovery_target_timeline = 'latest'
+//! # END pg_hardstorage managed block
+//! ```
+//!
+//! Writing the block again replaces it (never duplicates it); every other
+//! line is kept, except that recovery settings outside the block
+//! (`restore_command`, `recovery_end_command`, `recovery_target*`, for
+//! example left by an earlier point-in-time recovery of the backed-up
+//! cluster) are commented out, since PostgreSQL refuses to start with two
+//! recovery targets and the block must be the only source of them.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// First line of the managed block.
+pub const BLOCK_BEGIN: &str =
+    "# BEGIN pg_hardstorage managed block (do not edit; replaced on every restore)";
+/// Last line of the managed block.
+pub const BLOCK_END: &str = "# END pg_hardstorage managed block";
+const DISABLED_PREFIX: &str = "# disabled by pg_hardstorage: ";
+
+/// Where recovery stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoveryTarget {
+    /// Replay all WAL that is available (no `recovery_target*` setting).
+    Latest,
+    /// Stop as soon as the backup is consistent (`recovery_target = 'immediate'`).
+    Immediate,
+    /// `recovery_target_time` (a timestamp PostgreSQL accepts, e.g. RFC 3339).
+    Time(String),
+    /// `recovery_target_lsn` (`X/Y`).
+    Lsn(String),
+    /// `recovery_target_name` (a `pg_create_restore_point` name).
+    Name(String),
+}
+
+/// What the server does when it reaches the target (`recovery_target_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryTargetAction {
+    /// End recovery and accept connections (PostgreSQL's default is `pause`).
+    Promote,
+    /// Pause; `pg_wal_replay_resume()` continues.
+    Pause,
+    /// Shut down.
+    Shutdown,
+}
+
+impl RecoveryTargetAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            RecoveryTargetAction::Promote => "promote",
+            RecoveryTargetAction::Pause => "pause",
+            RecoveryTargetAction::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Recovery settings written into a restored data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryConfig {
+    /// The complete `restore_command` (with `%f` and `%p`), as given; it is
+    /// quoted for the configuration file here.
+    pub restore_command: String,
+    /// Where recovery stops.
+    pub target: RecoveryTarget,
+    /// `recovery_target_action`, if set.
+    pub target_action: Option<RecoveryTargetAction>,
+    /// `recovery_target_timeline`; `None` writes `'latest'`.
+    pub target_timeline: Option<String>,
+    /// `recovery_target_inclusive` (only written with a time, LSN target).
+    pub target_inclusive: Option<bool>,
+    /// `recovery_end_command`, if set (for example to remove the WAL spool).
+    pub recovery_end_command: Option<String>,
+}
+
+impl RecoveryConfig {
+    /// Replay everything archived with `restore_command`, on the latest timeline.
+    pub fn latest(restore_command: impl Into<String>) -> RecoveryConfig {
+        RecoveryConfig {
+            restore_command: restore_command.into(),
+            target: RecoveryTarget::Latest,
+            target_action: None,
+            target_timeline: None,
+            target_inclusive: None,
+            recovery_end_command: None,
+        }
+    }
+}
+
+/// Quotes a value for postgresql.conf: single quotes, `'` doubled and `\`
+/// doubled (PostgreSQL reads backslash escapes inside quoted values).
+/// Line breaks and NUL cannot be represented and are refused.
+pub fn quote_conf_value(v: &str) -> Result<String> {
+    if v.contains(['\n', '\r', '\0']) {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            "usage.recovery_setting_invalid",
+            format!("{v:?} contains a line break or NUL, which postgresql.conf cannot hold"),
+        )
+        .with_suggestion("use paths and names without line breaks"));
+    }
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('\'');
+    for c in v.chars() {
+        match c {
+            '\'' => s.push_str("''"),
+            '\\' => s.push_str("\\\\"),
+            c => s.push(c),
+        }
+    }
+    s.push('\'');
+    Ok(s)
+}
+
+/// Quotes one word for `/bin/sh` (PostgreSQL runs `restore_command` with
+/// the shell) inside a `restore_command`: single quotes, `'` as `'\''`, and
+/// `%` doubled (PostgreSQL expands `%f`, `%p`, `%r` and `%%` first).
+pub fn shell_quote_for_command(word: &str) -> String {
+    let mut s = String::with_capacity(word.len() + 2);
+    s.push('\'');
+    for c in word.chars() {
+        match c {
+            '\'' => s.push_str(r"'\''"),
+            '%' => s.push_str("%%"),
+            c => s.push(c),
+        }
+    }
+    s.push('\'');
+    s
+}
+
+/// The `restore_command` for this tool:
+/// `'<program>' wal fetch '<deployment>' %f %p --repo '<url>' --keyring '<keyring>'`,
+/// every word quoted with [`shell_quote_for_command`]. `program` and
+/// `keyring` should be absolute (PostgreSQL runs the command in the data
+/// directory as its own OS user).
+pub fn restore_command(
+    program: &Path,
+    deployment: &str,
+    repo_url: &str,
+    keyring: &Path,
+) -> Result<String> {
+    let text = |p: &Path| {
+        p.to_str().map(str::to_owned).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Usage,
+                "usage.recovery_setting_invalid",
+                format!("{} is not valid UTF-8", p.display()),
+            )
+        })
+    };
+    let q = shell_quote_for_command;
+    Ok(format!(
+        "{} wal fetch {} %f %p --repo {} --keyring {}",
+        q(&text(program)?),
+        q(deployment),
+        q(repo_url),
+        q(&text(keyring)?)
+    ))
+}
+
+/// The managed block for `cfg`, with its BEGIN and END lines and a final newline.
+pub fn render_block(cfg: &RecoveryConfig) -> Result<String> {
+    let mut lines = vec![BLOCK_BEGIN.to_string()];
+    let mut set = |k: &str, v: &str| -> Result<()> {
+        lines.push(format!("{k} = {}", quote_conf_value(v)?));
+        Ok(())
+    };
+    if cfg.restore_command.trim().is_empty() {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            "usage.recovery_setting_invalid",
+            "restore_command is empty",
+        ));
+    }
+    set("restore_command", &cfg.restore_command)?;
+    if let Some(c) = &cfg.recovery_end_command {
+        set("recovery_end_command", c)?;
+    }
+    set(
+        "recovery_target_timeline",
+        cfg.target_timeline.as_deref().unwrap_or("latest"),
+    )?;
+    let mut inclusive_applies = false;
+    match &cfg.target {
+        RecoveryTarget::Latest => {}
+        RecoveryTarget::Immediate => set("recovery_target", "immediate")?,
+        RecoveryTarget::Time(t) => {
+            set("recovery_target_time", t)?;
+            inclusive_applies = true;
+        }
+        RecoveryTarget::Lsn(l) => {
+            set("recovery_target_lsn", l)?;
+            inclusive_applies = true;
+        }
+        RecoveryTarget::Name(n) => set("recovery_target_name", n)?,
+    }
+    if let (true, Some(i)) = (inclusive_applies, cfg.target_inclusive) {
+        set("recovery_target_inclusive", if i { "on" } else { "off" })?;
+    }
+    if let Some(a) = cfg.target_action {
+        set("recovery_target_action", a.as_str())?;
+    }
+    lines.push(BLOCK_END.to_string());
+    let mut out = lines.join("\n");
+    out.push('\n');
+    Ok(out)
+}
+
+/// The setting name of a `name = value` / `name value` line, lower-cased.
+fn setting_name(line: &str) -> Option<String> {
+    let t = line.trim_start();
+    if t.is_empty() || t.starts_with('#') {
+        return None;
+    }
+    let end = t
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .unwrap_or(t.len());
+    (end > 0).then(|| t[..end].to_ascii_lowercase())
+}
+
+fn is_recovery_setting(name: &str) -> bool {
+    name == "restore_command"
+        || name == "recovery_end_command"
+        || name.starts_with("recovery_target")
+}
+
+/// `existing` (the contents of `postgresql.auto.conf`) with every managed
+/// block removed, stray recovery settings commented out, and the block for
+/// `cfg` appended. Applying it twice gives the same text as applying it once.
+pub fn apply_managed_block(existing: &str, cfg: &RecoveryConfig) -> Result<String> {
+    let block = render_block(cfg)?;
+    let mut kept: Vec<String> = Vec::new();
+    let mut in_block = false;
+    for line in existing.lines() {
+        let t = line.trim_end();
+        if t == BLOCK_BEGIN {
+            in_block = true;
+            continue;
+        }
+        if t == BLOCK_END {
+            in_block = false;
+            continue;
+        }
+        let name = setting_name(line);
+        let recovery = name.as_deref().is_some_and(is_recovery_setting);
+        if in_block {
+            if name.is_none() || recovery {
+                continue; // our settings, comments and blank lines inside the block
+            }
+            // Someone else's setting: the block was not terminated (hand
+            // edit); keep it and everything after it.
+            in_block = false;
+        }
+        if recovery {
+            kept.push(format!("{DISABLED_PREFIX}{line}"));
+        } else {
+            kept.push(line.to_string());
+        }
+    }
+    while kept.last().is_some_and(|l| l.trim().is_empty()) {
+        kept.pop();
+    }
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(&block);
+    Ok(out)
+}
+
+/// Writes `recovery.signal` (empty, 0600, kept if present) and the managed
+/// block in `postgresql.auto.conf` (atomically replaced, 0600) in `data_dir`,
+/// both fsynced, then the directory.
+pub fn write_recovery_config(data_dir: &Path, cfg: &RecoveryConfig) -> Result<()> {
+    let auto = data_dir.join("postgresql.auto.conf");
+    let existing = match std::fs::read(&auto) {
+        Ok(b) => String::from_utf8(b).map_err(|_| {
+            Error::new(
+                ErrorKind::Target,
+                "usage.auto_conf_not_utf8",
+                format!("{} is not UTF-8 text", auto.display()),
+            )
+            .with_suggestion("fix or remove postgresql.auto.conf in the restored directory")
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(format!("read {}", auto.display()), e)),
+    };
+    let text = apply_managed_block(&existing, cfg)?;
+    let tmp = data_dir.join(".postgresql.auto.conf.hs-tmp");
+    let res = (|| {
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &auto)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map_err(|e| Error::io(format!("write {}", auto.display()), e))?;
+    let signal = data_dir.join("recovery.signal");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&signal)
+        .map_err(|e| Error::io(format!("create {}", signal.display()), e))?;
+    f.sync_all()
+        .map_err(|e| Error::io(format!("sync {}", signal.display()), e))?;
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("sync {}", data_dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RecoveryConfig {
+        RecoveryConfig::latest(
+            "'/usr/bin/pg_hardstorage' wal fetch main %f %p --repo file:///srv/r --keyring '/var/lib/postgresql/kr'",
+        )
+    }
+
+    #[test]
+    fn restore_command_quotes_for_shell_and_percent() {
+        let c = restore_command(
+            Path::new("/opt/it's/pg_hardstorage"),
+            "main",
+            "file:///srv/100%/r",
+            Path::new("/var/lib/postgresql/keyring"),
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            r"'/opt/it'\''s/pg_hardstorage' wal fetch 'main' %f %p --repo 'file:///srv/100%%/r' --keyring '/var/lib/postgresql/keyring'"
+        );
+        // In the conf file: ' doubled, \ doubled.
+        let block = render_block(&RecoveryConfig::latest(c)).unwrap();
+        assert!(
+            block.contains(r"restore_command = '''/opt/it''\\''''s/pg_hardstorage'' wal fetch"),
+            "{block}"
+        );
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_conf_value("a").unwrap(), "'a'");
+        assert_eq!(quote_conf_value("it's").unwrap(), "'it''s'");
+        assert_eq!(quote_conf_value(r"C:\x").unwrap(), r"'C:\\x'");
+        assert_eq!(
+            quote_conf_value("a\nb").unwrap_err().code(),
+            "usage.recovery_setting_invalid"
+        );
+    }
+
+    #[test]
+    fn block_on_empty_and_idempotent() {
+        let once = apply_managed_block("", &cfg()).unwrap();
+        assert_eq!(
+            once,
+            format!(
+                "{BLOCK_BEGIN}\nrestore_command = '''/usr/bin/pg_hardstorage'' wal fetch main %f %p --repo file:///srv/r --keyring ''/var/lib/postgresql/kr'''\nrecovery_target_timeline = 'latest'\n{BLOCK_END}\n"
+            )
+        );
+        assert_eq!(apply_managed_block(&once, &cfg()).unwrap(), once);
+    }
+
+    #[test]
+    fn other_settings_kept_block_replaced_not_duplicated() {
+        let existing = "# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\nwork_mem = '64MB'\nshared_buffers = '1GB'\n";
+        let first = apply_managed_block(existing, &cfg()).unwrap();
+        assert!(first.starts_with(existing));
+        let mut c2 = cfg();
+        c2.restore_command = "other %f %p".into();
+        c2.target = RecoveryTarget::Time("2026-11-26 03:00:00+00".into());
+        c2.target_action = Some(RecoveryTargetAction::Promote);
+        c2.target_inclusive = Some(false);
+        // Someone added a setting after our block, e.g. ALTER SYSTEM later.
+        let edited = format!("{first}max_connections = '50'\n");
+        let second = apply_managed_block(&edited, &c2).unwrap();
+        assert_eq!(second.matches(BLOCK_BEGIN).count(), 1);
+        assert_eq!(second.matches(BLOCK_END).count(), 1);
+        assert_eq!(second.matches("restore_command").count(), 1);
+        assert!(second.contains("work_mem = '64MB'\n"));
+        assert!(second.contains("max_connections = '50'\n"));
+        assert!(second.contains("restore_command = 'other %f %p'\n"));
+        assert!(second.contains("recovery_target_time = '2026-11-26 03:00:00+00'\n"));
+        assert!(second.contains("recovery_target_inclusive = 'off'\n"));
+        assert!(second.contains("recovery_target_action = 'promote'\n"));
+        assert!(second.ends_with(&format!("{BLOCK_END}\n")));
+        assert_eq!(apply_managed_block(&second, &c2).unwrap(), second);
+    }
+
+    #[test]
+    fn stray_recovery_settings_are_disabled() {
+        // Left as plain lines by ALTER SYSTEM on the source cluster after an earlier PITR.
+        let existing = "work_mem = '4MB'\nrestore_command = 'cp /old/%f %p'\nrecovery_target_time = '2020-01-01'\nRecovery_Target_Name 'x'\n";
+        let out = apply_managed_block(existing, &cfg()).unwrap();
+        assert!(out.contains("work_mem = '4MB'\n"));
+        assert!(out.contains(&format!(
+            "{DISABLED_PREFIX}restore_command = 'cp /old/%f %p'\n"
+        )));
+        assert!(out.contains(&format!(
+            "{DISABLED_PREFIX}recovery_target_time = '2020-01-01'\n"
+        )));
+        assert!(out.contains(&format!("{DISABLED_PREFIX}Recovery_Target_Name 'x'\n")));
+        let live: Vec<_> = out
+            .lines()
+            .filter(|l| setting_name(l).as_deref().is_some_and(is_recovery_setting))
+            .collect();
+        assert_eq!(live.len(), 2, "{out}");
+        assert_eq!(apply_managed_block(&out, &cfg()).unwrap(), out);
+    }
+
+    #[test]
+    fn unterminated_block_keeps_foreign_lines() {
+        let existing = format!("a = '1'\n{BLOCK_BEGIN}\nrestore_command = 'x'\nrecovery_target_timeline = 'latest'\nb = '2'\n");
+        let out = apply_managed_block(&existing, &cfg()).unwrap();
+        assert!(out.starts_with("a = '1'\nb = '2'\n"), "{out}");
+        assert_eq!(out.matches(BLOCK_BEGIN).count(), 1);
+        assert_eq!(out.matches("restore_command").count(), 1);
+    }
+
+    #[test]
+    fn writes_signal_and_conf() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("postgresql.auto.conf"), "port = '5433'\n").unwrap();
+        write_recovery_config(d.path(), &cfg()).unwrap();
+        write_recovery_config(d.path(), &cfg()).unwrap();
+        let text = std::fs::read_to_string(d.path().join("postgresql.auto.conf")).unwrap();
+        assert!(text.starts_with("port = '5433'\n"));
+        assert_eq!(text.matches(BLOCK_BEGIN).count(), 1);
+        assert!(d.path().join("recovery.signal").is_file());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.path().join("postgresql.auto.conf"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let leftovers = std::fs::read_dir(d.path()).unwrap().count();
+        assert_eq!(leftovers, 2);
+    }
+}
