@@ -16,6 +16,10 @@ pub enum ErrorKind {
     Protocol,
     /// The operation was stopped before it completed.
     Aborted,
+    /// The server is not configured for what was asked (preflight findings).
+    Preflight,
+    /// The repository's state conflicts with the request (e.g. another cluster's WAL).
+    Conflict,
 }
 
 /// An error from a backup or stream operation.
@@ -45,6 +49,11 @@ impl Error {
 
     pub(crate) fn with_suggestion(mut self, s: impl Into<String>) -> Self {
         self.suggestion = Some(s.into());
+        self
+    }
+
+    pub(crate) fn temporary(mut self) -> Self {
+        self.temporary = true;
         self
     }
 

@@ -19,7 +19,14 @@
 mod backup;
 mod error;
 mod names;
+mod preflight;
+mod stream;
 
 pub use backup::{run_backup, BackupOptions, BackupSummary, NoProgress, Progress};
 pub use error::{Error, ErrorKind, Result};
 pub use names::{backup_id_for, rfc3339, validate_deployment, MAX_DEPLOYMENT_LEN};
+pub use preflight::{preflight, Finding, PreflightReport, Severity};
+pub use stream::{
+    lag_bytes, slot_name_for, wal_stream, NoObserver, SlotMode, StreamExit, StreamObserver,
+    StreamOptions,
+};

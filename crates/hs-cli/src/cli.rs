@@ -49,6 +49,9 @@ pub enum Command {
     List(ListArgs),
     /// Restore a backup into an empty data directory and verify it.
     Restore(RestoreArgs),
+    /// Continuous WAL archiving: preflight, stream, fetch, list.
+    #[command(subcommand)]
+    Wal(WalCommand),
 }
 
 impl Command {
@@ -60,6 +63,10 @@ impl Command {
             Command::Backup(_) => "backup",
             Command::List(_) => "list",
             Command::Restore(_) => "restore",
+            Command::Wal(WalCommand::Preflight(_)) => "wal preflight",
+            Command::Wal(WalCommand::Stream(_)) => "wal stream",
+            Command::Wal(WalCommand::Fetch(_)) => "wal fetch",
+            Command::Wal(WalCommand::List(_)) => "wal list",
         }
     }
 }
@@ -131,8 +138,98 @@ pub struct RestoreArgs {
     /// Check the result with pg_verifybackup (`--verify=skip` to skip).
     #[arg(long, value_enum, default_value_t = VerifyArg::Run)]
     pub verify: VerifyArg,
+    /// Replay all archived WAL after the backup (the default when the repository
+    /// holds WAL of this deployment): writes recovery.signal and a managed block in
+    /// postgresql.auto.conf whose restore_command is `pg_hardstorage wal fetch`.
+    #[arg(long, conflicts_with = "no_recovery")]
+    pub to_latest: bool,
+    /// Do not configure recovery: the directory starts as of the backup's end.
+    #[arg(long)]
+    pub no_recovery: bool,
+    /// Keyring path to put in the restore_command, readable by the PostgreSQL
+    /// server's OS user [default: the keyring this command uses].
+    #[arg(long)]
+    pub restore_keyring: Option<PathBuf>,
     /// Directory with PostgreSQL's programs (pg_verifybackup)
     /// [default: /usr/lib/postgresql/<major>/bin, then PATH].
     #[arg(long, env = "PG_HARDSTORAGE_PG_BIN_DIR")]
     pub pg_bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Check that the server is ready for WAL streaming (exit 4 on fatal findings).
+    Preflight(WalPreflightArgs),
+    /// Stream WAL from a replication slot into the repository, 24/7.
+    Stream(WalStreamArgs),
+    /// PostgreSQL's restore_command: fetch one WAL file (`%f`) into a path (`%p`).
+    Fetch(WalFetchArgs),
+    /// List archived WAL segments per timeline, with any gaps.
+    List(WalListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WalPreflightArgs {
+    /// Deployment name.
+    pub deployment: String,
+    /// libpq connection string or URL of a role with the REPLICATION attribute.
+    #[arg(long, env = "PG_HARDSTORAGE_PG_CONNECTION")]
+    pub pg_connection: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WalStreamArgs {
+    /// Deployment name.
+    pub deployment: String,
+    /// libpq connection string or URL of a role with the REPLICATION attribute.
+    #[arg(long, env = "PG_HARDSTORAGE_PG_CONNECTION")]
+    pub pg_connection: String,
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Skip the preflight checks (not recommended).
+    #[arg(long)]
+    pub skip_preflight: bool,
+    /// Stream without a replication slot: the server may recycle WAL before it is archived.
+    #[arg(long)]
+    pub no_slot: bool,
+    /// Seconds between uploads of the in-progress segment
+    /// [default: 1 on file://, 10 on object stores].
+    #[arg(long)]
+    pub partial_interval: Option<f64>,
+    /// Report flush only for WAL made durable at once, so the server can use this
+    /// stream as a synchronous standby (RPO 0).
+    #[arg(long)]
+    pub synchronous: bool,
+    /// Accept a server whose system identifier differs from the deployment's.
+    #[arg(long)]
+    pub allow_system_id_change: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    /// Deployment name.
+    pub deployment: String,
+    /// WAL file name (`%f`): a segment, `.partial` or `.history` file.
+    pub segment: String,
+    /// Destination path (`%p`), relative to the current directory.
+    pub dest: PathBuf,
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Internal: only prefetch the segments after SEGMENT into the spool.
+    #[arg(long, hide = true)]
+    pub prefetch_only: bool,
+    /// Internal: the WAL segment size, for --prefetch-only.
+    #[arg(long, hide = true)]
+    pub segment_size: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct WalListArgs {
+    /// Deployment name.
+    pub deployment: String,
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Show only the gaps.
+    #[arg(long)]
+    pub gaps_only: bool,
 }

@@ -19,7 +19,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return output::usage_error(e),
     };
-    init_tracing(cli.global.verbose);
+    // A long-running streamer logs what it archives by default.
+    let base = u8::from(matches!(
+        cli.command,
+        cli::Command::Wal(cli::WalCommand::Stream(_))
+    ));
+    init_tracing(cli.global.verbose.max(base));
     let format = cli.global.output;
     let command = cli.command.name();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -17,6 +17,19 @@ pub const SCHEMA: &str = "pg_hardstorage.v1";
 pub struct Output {
     pub json: Value,
     pub human: String,
+    /// Set when the command produced a result but must still fail (e.g. preflight
+    /// findings): the result is printed and the error decides the exit code.
+    pub failure: Option<CliError>,
+}
+
+impl Output {
+    pub fn new(json: Value, human: String) -> Output {
+        Output {
+            json,
+            human,
+            failure: None,
+        }
+    }
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
@@ -28,8 +41,22 @@ fn write_stdout(s: &str) {
 pub fn emit_ok(format: OutputFormat, command: &str, out: Output) -> ExitCode {
     match format {
         OutputFormat::Json => {
-            let doc = json!({"schema": SCHEMA, "command": command, "ok": true, "result": out.json});
+            let doc = match &out.failure {
+                None => {
+                    json!({"schema": SCHEMA, "command": command, "ok": true, "result": out.json})
+                }
+                Some(err) => json!({
+                    "schema": SCHEMA,
+                    "command": command,
+                    "ok": false,
+                    "result": out.json,
+                    "error": error_json(err),
+                }),
+            };
             write_stdout(&format!("{doc}\n"));
+            if let Some(err) = &out.failure {
+                return ExitCode::from(err.exit_code());
+            }
         }
         OutputFormat::Human => {
             if !out.human.is_empty() {
@@ -38,9 +65,21 @@ pub fn emit_ok(format: OutputFormat, command: &str, out: Output) -> ExitCode {
                     write_stdout("\n");
                 }
             }
+            if let Some(err) = &out.failure {
+                return emit_error(format, command, err);
+            }
         }
     }
     ExitCode::SUCCESS
+}
+
+fn error_json(err: &CliError) -> Value {
+    json!({
+        "code": err.code,
+        "message": err.message,
+        "suggestion": err.suggestion,
+        "exit_code": err.exit_code(),
+    })
 }
 
 pub fn emit_error(format: OutputFormat, command: &str, err: &CliError) -> ExitCode {
@@ -51,12 +90,7 @@ pub fn emit_error(format: OutputFormat, command: &str, err: &CliError) -> ExitCo
                 "schema": SCHEMA,
                 "command": command,
                 "ok": false,
-                "error": {
-                    "code": err.code,
-                    "message": err.message,
-                    "suggestion": err.suggestion,
-                    "exit_code": exit,
-                }
+                "error": error_json(err),
             });
             write_stdout(&format!("{doc}\n"));
         }

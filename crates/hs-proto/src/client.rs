@@ -152,12 +152,15 @@ pub enum BackupEvent {
     },
 }
 
-/// A physical replication connection (`replication=true`).
+/// A physical replication connection (`replication=true`), or, when opened with
+/// [`ReplicationClient::connect_sql`], a normal SQL connection on which only
+/// [`ReplicationClient::simple_query`] (and `SHOW`) make sense.
 pub struct ReplicationClient {
     pub(crate) conn: Connection,
     params: HashMap<String, String>,
     server_version_num: u32,
     tls: bool,
+    replication: bool,
     pub(crate) busy: bool,
 }
 
@@ -166,6 +169,7 @@ impl std::fmt::Debug for ReplicationClient {
         f.debug_struct("ReplicationClient")
             .field("server_version_num", &self.server_version_num)
             .field("tls", &self.tls)
+            .field("replication", &self.replication)
             .finish_non_exhaustive()
     }
 }
@@ -249,6 +253,15 @@ enum Tls {
     Yes,
 }
 
+/// Which kind of session the startup message asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `replication=true`: the walsender's physical replication commands.
+    Replication,
+    /// A normal backend session on a database (default `postgres`).
+    Sql,
+}
+
 impl ReplicationClient {
     /// Opens a physical replication connection and authenticates.
     ///
@@ -256,7 +269,28 @@ impl ReplicationClient {
     /// and authenticates with trust, cleartext, md5 or SCRAM-SHA-256(-PLUS). When no
     /// password was given, the password file is consulted with dbname `replication`.
     pub async fn connect(cfg: &ConnConfig) -> Result<ReplicationClient> {
-        let fut = ReplicationClient::connect_inner(cfg);
+        ReplicationClient::connect_mode(cfg, Mode::Replication).await
+    }
+
+    /// Opens a normal (non-replication) SQL session with the same TLS and authentication
+    /// as [`ReplicationClient::connect`], on database `dbname` from `cfg` (default
+    /// `postgres`). Use [`ReplicationClient::simple_query`] and
+    /// [`ReplicationClient::show`] on it; replication commands fail on the server. The
+    /// password file is matched with the database name, not `replication`.
+    ///
+    /// A server whose pg_hba.conf only admits replication connections for this role
+    /// refuses it with `auth.rejected`.
+    pub async fn connect_sql(cfg: &ConnConfig) -> Result<ReplicationClient> {
+        ReplicationClient::connect_mode(cfg, Mode::Sql).await
+    }
+
+    /// Whether this is a replication connection (`false` for [`ReplicationClient::connect_sql`]).
+    pub fn is_replication(&self) -> bool {
+        self.replication
+    }
+
+    async fn connect_mode(cfg: &ConnConfig, mode: Mode) -> Result<ReplicationClient> {
+        let fut = ReplicationClient::connect_inner(cfg, mode);
         match cfg.connect_timeout() {
             None => fut.await,
             Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
@@ -278,7 +312,7 @@ impl ReplicationClient {
         }
     }
 
-    async fn connect_inner(cfg: &ConnConfig) -> Result<ReplicationClient> {
+    async fn connect_inner(cfg: &ConnConfig, mode: Mode) -> Result<ReplicationClient> {
         let unix = cfg.host().starts_with('/');
         let first = match cfg.sslmode() {
             SslMode::Disable | SslMode::Allow => Tls::No,
@@ -298,10 +332,10 @@ impl ReplicationClient {
             }
             _ => Tls::Yes,
         };
-        match ReplicationClient::attempt(cfg, first).await {
+        match ReplicationClient::attempt(cfg, first, mode).await {
             Err(e) if cfg.sslmode() == SslMode::Allow && !unix && e.sqlstate() == Some("28000") => {
                 tracing::debug!("plain connection rejected, retrying with TLS (sslmode=allow)");
-                ReplicationClient::attempt(cfg, Tls::Yes).await
+                ReplicationClient::attempt(cfg, Tls::Yes, mode).await
             }
             other => other,
         }
@@ -334,7 +368,7 @@ impl ReplicationClient {
         Ok(Stream::Tcp(s))
     }
 
-    async fn attempt(cfg: &ConnConfig, tls: Tls) -> Result<ReplicationClient> {
+    async fn attempt(cfg: &ConnConfig, tls: Tls, mode: Mode) -> Result<ReplicationClient> {
         let stream = ReplicationClient::open_socket(cfg).await?;
         let mut conn = Connection::new(stream);
         let mut tls_on = false;
@@ -390,10 +424,15 @@ impl ReplicationClient {
         let mut params: Vec<(&str, &str)> = vec![
             ("user", cfg.user()),
             ("application_name", cfg.application_name()),
-            ("replication", "true"),
         ];
-        if let Some(db) = cfg.dbname() {
-            params.push(("database", db));
+        match mode {
+            Mode::Replication => {
+                params.push(("replication", "true"));
+                if let Some(db) = cfg.dbname() {
+                    params.push(("database", db));
+                }
+            }
+            Mode::Sql => params.push(("database", cfg.dbname().unwrap_or("postgres"))),
         }
         frontend::startup_message(&params, &mut conn.wbuf)?;
         conn.flush().await?;
@@ -403,6 +442,7 @@ impl ReplicationClient {
             params: HashMap::new(),
             server_version_num: 0,
             tls: tls_on,
+            replication: mode == Mode::Replication,
             busy: false,
         };
         client.authenticate(cfg).await?;
@@ -428,7 +468,8 @@ impl ReplicationClient {
         tracing::debug!(
             server_version_num = client.server_version_num,
             tls = client.tls,
-            "replication connection established"
+            replication = client.replication,
+            "connection established"
         );
         Ok(client)
     }
@@ -436,9 +477,14 @@ impl ReplicationClient {
     async fn authenticate(&mut self, cfg: &ConnConfig) -> Result<()> {
         let mut used_channel_binding = false;
         let mut password: Option<String> = None;
+        let replication = self.replication;
         let get_password = |password: &mut Option<String>| -> Result<String> {
             if password.is_none() {
-                *password = cfg.resolve_password();
+                *password = if replication {
+                    cfg.resolve_password()
+                } else {
+                    cfg.resolve_password_for(cfg.dbname().unwrap_or("postgres"))
+                };
             }
             password.clone().ok_or_else(|| {
                 Error::new(

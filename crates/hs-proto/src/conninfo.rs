@@ -345,6 +345,12 @@ impl ConnConfig {
     /// The password to use for a replication connection: the explicit one, else the
     /// first matching line of the password file (matched with dbname `replication`).
     pub(crate) fn resolve_password(&self) -> Option<String> {
+        self.resolve_password_for("replication")
+    }
+
+    /// The password for a connection to database `db`: the explicit one, else the first
+    /// matching line of the password file (matched with `db`).
+    pub(crate) fn resolve_password_for(&self, db: &str) -> Option<String> {
         if let Some(p) = &self.password {
             return Some(p.clone());
         }
@@ -355,13 +361,7 @@ impl ConnConfig {
         } else {
             &self.host
         };
-        pgpass_lookup(
-            &contents,
-            host,
-            &self.port.to_string(),
-            "replication",
-            &self.user,
-        )
+        pgpass_lookup(&contents, host, &self.port.to_string(), db, &self.user)
     }
 }
 

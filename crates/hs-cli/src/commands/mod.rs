@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde_json::json;
 
-use crate::cli::{Cli, Command, GlobalArgs, OutputFormat, RepoCommand, VerifyArg};
+use crate::cli::{Cli, Command, GlobalArgs, OutputFormat, RepoCommand, VerifyArg, WalCommand};
 use crate::output::{human_bytes, Output};
 use crate::progress::Bar;
+
+mod stream;
+mod wal;
 
 pub async fn run(cli: Cli) -> Result<Output> {
     let g = &cli.global;
@@ -18,6 +21,10 @@ pub async fn run(cli: Cli) -> Result<Output> {
         Command::Backup(a) => backup(g, a).await,
         Command::List(a) => list(g, &a.deployment, &a.repo.repo).await,
         Command::Restore(a) => restore(g, a).await,
+        Command::Wal(WalCommand::Preflight(a)) => stream::preflight(g, a).await,
+        Command::Wal(WalCommand::Stream(a)) => stream::stream(g, a).await,
+        Command::Wal(WalCommand::Fetch(a)) => wal::fetch(g, a).await,
+        Command::Wal(WalCommand::List(a)) => wal::list(g, a).await,
     }
 }
 
@@ -27,7 +34,7 @@ fn keyring_path(g: &GlobalArgs) -> PathBuf {
         .unwrap_or_else(hs_crypt::Keyring::default_path)
 }
 
-async fn open_repo(g: &GlobalArgs, url: &str) -> Result<hs_repo::Repository> {
+pub(crate) async fn open_repo(g: &GlobalArgs, url: &str) -> Result<hs_repo::Repository> {
     let keyring = hs_crypt::Keyring::load(&keyring_path(g))?;
     Ok(hs_repo::Repository::open(url, &keyring).await?)
 }
@@ -39,10 +46,10 @@ fn version() -> Output {
     let built = time::OffsetDateTime::from_unix_timestamp(epoch)
         .map(hs_backup::rfc3339)
         .unwrap_or_else(|_| "unknown".to_owned());
-    Output {
-        json: json!({"version": version, "git_sha": sha, "built": built}),
-        human: format!("pg_hardstorage v{version} ({sha}, built {built})\n"),
-    }
+    Output::new(
+        json!({"version": version, "git_sha": sha, "built": built}),
+        format!("pg_hardstorage v{version} ({sha}, built {built})\n"),
+    )
 }
 
 async fn repo_init(g: &GlobalArgs, url: &str) -> Result<Output> {
@@ -59,6 +66,7 @@ async fn repo_init(g: &GlobalArgs, url: &str) -> Result<Output> {
         human.push_str(&format!("Using keyring {}\n", path.display()));
     }
     Ok(Output {
+        failure: None,
         json: json!({
             "repo_id": repo.id(),
             "url": repo.url(),
@@ -98,6 +106,7 @@ async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
         ratio = dedup_ratio(s.logical_bytes, s.stored_bytes),
     );
     Ok(Output {
+        failure: None,
         json: json!({
             "backup_id": m.backup_id,
             "deployment": m.deployment,
@@ -171,6 +180,7 @@ async fn list(g: &GlobalArgs, deployment: &str, url: &str) -> Result<Output> {
     }
     let total = repo.stored_bytes().await?;
     Ok(Output {
+        failure: None,
         json: json!({"deployment": deployment, "backups": rows, "repository_bytes": total}),
         human,
     })
@@ -186,6 +196,14 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
         VerifyArg::Skip => hs_pitr::VerifyMode::Skip,
     };
     opts.pg_bin_dir = a.pg_bin_dir.clone();
+    let has_wal = !repo.list_wal(&a.deployment).await?.segments.is_empty();
+    if a.to_latest || (has_wal && !a.no_recovery) {
+        let exe = std::env::current_exe()?;
+        let keyring = a.restore_keyring.clone().unwrap_or_else(|| keyring_path(g));
+        let keyring = std::path::absolute(&keyring)?;
+        let cmd = hs_pitr::restore_command(&exe, &a.deployment, &a.repo.repo, &keyring)?;
+        opts.recovery = Some(hs_pitr::RecoveryConfig::latest(cmd));
+    }
     let bar = Bar::new(g.output == OutputFormat::Human);
     let started = std::time::Instant::now();
     let done = hs_pitr::restore(&repo, &opts, &bar).await;
@@ -199,17 +217,24 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
     } else {
         "NOT verified (--verify=skip)"
     };
+    let recovery = if r.recovery_configured {
+        "\nRecovery is configured to replay all archived WAL (recovery.signal, restore_command = pg_hardstorage wal fetch).\n"
+    } else {
+        ""
+    };
     Ok(Output {
+        failure: None,
         json: json!({
             "backup_id": r.backup_id,
             "target": r.target.display().to_string(),
             "files": r.files,
             "bytes": r.bytes,
             "verified": r.verified,
+            "recovery_configured": r.recovery_configured,
             "seconds": secs,
         }),
         human: format!(
-            "Restored backup {} into {} ({} files, {}) in {secs:.1}s, {verified}\n",
+            "Restored backup {} into {} ({} files, {}) in {secs:.1}s, {verified}{recovery}\n",
             r.backup_id,
             r.target.display(),
             r.files,

@@ -3,3 +3,4 @@
 
 mod backup_restore;
 mod support;
+mod wal_stream;

@@ -340,3 +340,48 @@ async fn cleartext_and_md5_methods() -> R {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_connection_for_preflight() -> R {
+    let pg = PgCluster::start(PgOptions {
+        ssl: true,
+        ..Default::default()
+    })?;
+    // Same role and conninfo as the replication connection; a normal session on `postgres`.
+    let mut c = ReplicationClient::connect_sql(&cfg(&pg.replication_conninfo())).await?;
+    assert!(!c.is_replication());
+    assert!(c.is_tls(), "sslmode=prefer uses TLS when offered");
+    let rows = c
+        .simple_query(
+            "SELECT current_database(), current_user, (SELECT count(*) FROM pg_replication_slots)",
+        )
+        .await?;
+    assert_eq!(rows[0][0].as_deref(), Some("postgres"));
+    assert_eq!(rows[0][1].as_deref(), Some("hs_repl"));
+    assert_eq!(rows[0][2].as_deref(), Some("0"));
+    assert_eq!(c.show("wal_level").await?, "replica");
+    // Replication commands are not available on it.
+    assert!(c.identify_system().await.is_err());
+    c.close().await?;
+
+    // Without a dbname it defaults to `postgres`; with one, that database.
+    let url = format!(
+        "postgresql://hs_repl:{}@127.0.0.1:{}",
+        pg.replication_password(),
+        pg.port()
+    );
+    let mut c = ReplicationClient::connect_sql(&cfg(&url)).await?;
+    let rows = c.simple_query("SELECT current_database()").await?;
+    assert_eq!(rows[0][0].as_deref(), Some("postgres"));
+    c.close().await?;
+    let e = ReplicationClient::connect_sql(&cfg(&format!("{url}/nosuchdb")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "notfound.database", "{e}");
+
+    // The replication connection is still what `connect` gives.
+    let r = ReplicationClient::connect(&cfg(&pg.replication_conninfo())).await?;
+    assert!(r.is_replication());
+    r.close().await?;
+    Ok(())
+}

@@ -1,0 +1,434 @@
+//! `wal preflight`: checks that a server can feed a WAL stream, before streaming.
+//!
+//! Works for a role that has only `REPLICATION` and `LOGIN`: settings come from `SHOW`
+//! over the replication connection; slot and sender counts come from a normal SQL
+//! connection (`pg_replication_slots`, `pg_stat_replication`, `pg_roles`) when the server
+//! admits one, and an `info` finding says what could not be checked when it does not.
+
+use hs_proto::{ConnConfig, ReplicationClient};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::names::validate_deployment;
+use crate::stream::slot_name_for;
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Streaming cannot work (or cannot be safe) until this is fixed.
+    Fatal,
+    /// Streaming works, but something may bite later.
+    Warning,
+    /// For information (e.g. what the role was not allowed to see).
+    Info,
+}
+
+impl Severity {
+    /// `"fatal"`, `"warning"` or `"info"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Fatal => "fatal",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// One result of a preflight check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Dotted code, e.g. `preflight.wal_level.too_low`.
+    pub code: &'static str,
+    /// How serious it is.
+    pub severity: Severity,
+    /// What was found.
+    pub message: String,
+    /// The concrete fix (an `ALTER SYSTEM` / `ALTER ROLE` command and what else to do).
+    pub suggestion: Option<String>,
+}
+
+/// Everything [`preflight`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreflightReport {
+    /// The deployment checked.
+    pub deployment: String,
+    /// The replication slot the deployment's stream uses.
+    pub slot: String,
+    /// Server version (e.g. 150004), when a connection succeeded.
+    pub server_version_num: Option<u32>,
+    /// Settings that were read, `(name, value)` in the order checked.
+    pub settings: Vec<(String, String)>,
+    /// Findings, most serious first.
+    pub findings: Vec<Finding>,
+}
+
+impl PreflightReport {
+    /// Whether any finding is fatal.
+    pub fn has_fatal(&self) -> bool {
+        self.findings.iter().any(|f| f.severity == Severity::Fatal)
+    }
+
+    /// The first fatal finding as an error (code = the finding's code, exit 4), if any.
+    pub fn to_error(&self) -> Option<Error> {
+        let fatal: Vec<&Finding> = self
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Fatal)
+            .collect();
+        let first = fatal.first()?;
+        let mut msg = first.message.clone();
+        if fatal.len() > 1 {
+            msg.push_str(&format!(
+                " (and {} more fatal preflight finding(s); run `wal preflight`)",
+                fatal.len() - 1
+            ));
+        }
+        let mut e = Error::new(ErrorKind::Preflight, first.code, msg);
+        if let Some(s) = &first.suggestion {
+            e = e.with_suggestion(s.clone());
+        }
+        Some(e)
+    }
+
+    /// The value of a setting that was read.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn finding(
+    code: &'static str,
+    severity: Severity,
+    message: impl Into<String>,
+    suggestion: Option<String>,
+) -> Finding {
+    Finding {
+        code,
+        severity,
+        message: message.into(),
+        suggestion,
+    }
+}
+
+const RESTART: &str = "then restart PostgreSQL (this setting needs a restart)";
+const RELOAD: &str = "SELECT pg_reload_conf();";
+
+/// Checks the server at `conn` for deployment `deployment`. Returns `Err` only when the
+/// server cannot be reached or authentication fails; misconfigurations are findings.
+pub async fn preflight(conn: &ConnConfig, deployment: &str) -> Result<PreflightReport> {
+    validate_deployment(deployment)?;
+    let slot = slot_name_for(deployment);
+    let user = conn.user().to_string();
+    let mut report = PreflightReport {
+        deployment: deployment.to_string(),
+        slot: slot.clone(),
+        server_version_num: None,
+        settings: Vec::new(),
+        findings: Vec::new(),
+    };
+    let mut senders_refused = false;
+    let mut role_refused = false;
+    let mut slot_exists: Option<bool> = None;
+
+    // 1. The replication connection: SHOW settings, our slot.
+    let mut settings_from_repl = false;
+    match ReplicationClient::connect(conn).await {
+        Ok(mut c) => {
+            report.server_version_num = Some(c.server_version_num());
+            read_settings(&mut c, &mut report).await?;
+            settings_from_repl = true;
+            if c.server_version_num() >= 150_000 {
+                slot_exists = Some(c.read_replication_slot(&slot).await?.is_some());
+            }
+            // Close it before counting senders: it occupies one itself.
+            let _ = c.close().await;
+        }
+        Err(e) if e.code() == "auth.replication_not_permitted" => {
+            role_refused = true;
+            report.findings.push(finding(
+                "preflight.role.no_replication",
+                Severity::Fatal,
+                format!("role {user:?} may not open replication connections: {e}"),
+                Some(format!("ALTER ROLE {} REPLICATION;", quote_ident(&user))),
+            ));
+        }
+        Err(e) if e.code() == "unreachable.too_many_connections" => {
+            senders_refused = true;
+            tracing::debug!("replication connection refused: {e}");
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    // 2. The SQL connection: counts and role attributes, if the server lets us in.
+    let mut sql = match ReplicationClient::connect_sql(conn).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            report.findings.push(finding(
+                "preflight.visibility.sql_refused",
+                Severity::Info,
+                format!(
+                    "a normal SQL connection as {user:?} was refused ({e}); replication slot and WAL sender usage{} could not be checked",
+                    if settings_from_repl { "" } else { ", and the server settings," }
+                ),
+                Some(format!(
+                    "to let preflight see more, allow `host {} {user} <client-ip>/32 scram-sha-256` in pg_hba.conf (needs only LOGIN)",
+                    conn.dbname().unwrap_or("postgres")
+                )),
+            ));
+            None
+        }
+    };
+    if let Some(c) = sql.as_mut() {
+        if report.server_version_num.is_none() {
+            report.server_version_num = Some(c.server_version_num());
+        }
+        if !settings_from_repl {
+            read_settings(c, &mut report).await?;
+        }
+    }
+    let version = report.server_version_num.unwrap_or(0);
+
+    // wal_level
+    if let Some(level) = report.setting("wal_level") {
+        if level != "replica" && level != "logical" {
+            report.findings.push(finding(
+                "preflight.wal_level.too_low",
+                Severity::Fatal,
+                format!("wal_level is {level:?}; WAL streaming needs \"replica\" or \"logical\""),
+                Some(format!("ALTER SYSTEM SET wal_level = 'replica'; {RESTART}")),
+            ));
+        }
+    }
+
+    // max_wal_senders
+    let max_senders = report
+        .setting("max_wal_senders")
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut senders_used: Option<u64> = None;
+    if let Some(c) = sql.as_mut() {
+        match count(c, "SELECT count(*) FROM pg_stat_replication").await {
+            Ok(n) => senders_used = Some(n),
+            Err(e) => report.findings.push(cannot_see("pg_stat_replication", &e)),
+        }
+    }
+    match (max_senders, senders_used) {
+        (Some(0), _) => report.findings.push(finding(
+            "preflight.max_wal_senders.saturated",
+            Severity::Fatal,
+            "max_wal_senders is 0: the server accepts no replication connections",
+            Some(format!("ALTER SYSTEM SET max_wal_senders = 10; {RESTART}")),
+        )),
+        (Some(max), Some(used)) if used >= max => report.findings.push(finding(
+            "preflight.max_wal_senders.saturated",
+            Severity::Fatal,
+            format!("all {max} WAL senders (max_wal_senders) are in use"),
+            Some(format!(
+                "ALTER SYSTEM SET max_wal_senders = {}; {RESTART}; or stop an unused replication client",
+                max + 5
+            )),
+        )),
+        _ if senders_refused => report.findings.push(finding(
+            "preflight.max_wal_senders.saturated",
+            Severity::Fatal,
+            "the server refused a replication connection: all WAL senders (max_wal_senders) are in use",
+            Some(format!(
+                "ALTER SYSTEM SET max_wal_senders = {}; {RESTART}",
+                max_senders.map_or(10, |m| m + 5)
+            )),
+        )),
+        _ => {}
+    }
+
+    // max_replication_slots
+    let max_slots = report
+        .setting("max_replication_slots")
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut slots_used: Option<u64> = None;
+    if let Some(c) = sql.as_mut() {
+        match count(c, "SELECT count(*) FROM pg_replication_slots").await {
+            Ok(n) => slots_used = Some(n),
+            Err(e) => report.findings.push(cannot_see("pg_replication_slots", &e)),
+        }
+        if slot_exists.is_none() {
+            let q = format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'");
+            if let Ok(n) = count(c, &q).await {
+                slot_exists = Some(n > 0);
+            }
+        }
+    }
+    if slot_exists != Some(true) {
+        let full = match (max_slots, slots_used) {
+            (Some(0), _) => Some(0),
+            (Some(max), Some(used)) if used >= max => Some(max),
+            _ => None,
+        };
+        if let Some(max) = full {
+            report.findings.push(finding(
+                "preflight.max_replication_slots.full",
+                Severity::Fatal,
+                format!(
+                    "slot {slot} does not exist and no replication slot is free (max_replication_slots = {max})"
+                ),
+                Some(format!(
+                    "ALTER SYSTEM SET max_replication_slots = {}; {RESTART}; or drop an unused slot: SELECT pg_drop_replication_slot('<name>');",
+                    max + 5
+                )),
+            ));
+        }
+    }
+
+    // The role, seen from SQL (a superuser may replicate without the attribute).
+    if !role_refused {
+        if let Some(c) = sql.as_mut() {
+            let q = format!(
+                "SELECT (rolreplication OR rolsuper)::text FROM pg_roles WHERE rolname = '{}'",
+                user.replace('\'', "''")
+            );
+            if let Ok(rows) = c.simple_query(&q).await {
+                let v = rows.first().and_then(|r| r.first().cloned().flatten());
+                if v.as_deref() == Some("false") {
+                    report.findings.push(finding(
+                        "preflight.role.no_replication",
+                        Severity::Fatal,
+                        format!("role {user:?} lacks the REPLICATION attribute"),
+                        Some(format!("ALTER ROLE {} REPLICATION;", quote_ident(&user))),
+                    ));
+                }
+            }
+        }
+    }
+
+    // Warnings.
+    if let Some(v) = report.setting("max_slot_wal_keep_size") {
+        if v != "-1" {
+            report.findings.push(finding(
+                "preflight.max_slot_wal_keep_size.set",
+                Severity::Warning,
+                format!(
+                    "max_slot_wal_keep_size is {v}: if the stream falls that far behind, the server invalidates the slot and WAL is lost (recorded as a gap)"
+                ),
+                Some(format!("ALTER SYSTEM SET max_slot_wal_keep_size = -1; {RELOAD}")),
+            ));
+        }
+    }
+    if version >= 180_000 {
+        if let Some(v) = report.setting("idle_replication_slot_timeout") {
+            if !v
+                .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+                .bytes()
+                .all(|b| b == b'0')
+            {
+                report.findings.push(finding(
+                    "preflight.idle_replication_slot_timeout.set",
+                    Severity::Warning,
+                    format!(
+                        "idle_replication_slot_timeout is {v}: if the streamer is down that long, the server invalidates the slot and WAL is lost"
+                    ),
+                    Some(format!("ALTER SYSTEM SET idle_replication_slot_timeout = 0; {RELOAD}")),
+                ));
+            }
+        }
+    }
+    if version != 0 && version < 150_000 {
+        report.findings.push(finding(
+            "preflight.pg_version_unsupported",
+            Severity::Fatal,
+            format!("PostgreSQL server version {version} is not supported"),
+            Some("pg_hardstorage needs PostgreSQL 15 or newer".into()),
+        ));
+    }
+    if let Some(c) = sql {
+        let _ = c.close().await;
+    }
+    report.findings.sort_by_key(|f| f.severity);
+    Ok(report)
+}
+
+async fn read_settings(c: &mut ReplicationClient, report: &mut PreflightReport) -> Result<()> {
+    let mut names = vec![
+        "wal_level",
+        "max_wal_senders",
+        "max_replication_slots",
+        "max_slot_wal_keep_size",
+        "wal_segment_size",
+    ];
+    if c.server_version_num() >= 180_000 {
+        names.push("idle_replication_slot_timeout");
+    }
+    for n in names {
+        let v = c.show(n).await?;
+        report.settings.push((n.to_string(), v));
+    }
+    Ok(())
+}
+
+async fn count(c: &mut ReplicationClient, q: &str) -> Result<u64> {
+    let rows = c.simple_query(q).await?;
+    rows.first()
+        .and_then(|r| r.first().cloned().flatten())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Protocol,
+                "protocol.unexpected_result",
+                "count(*) returned no number",
+            )
+        })
+}
+
+fn cannot_see(what: &str, e: &Error) -> Finding {
+    finding(
+        "preflight.visibility.limited",
+        Severity::Info,
+        format!("could not read {what}: {e}"),
+        Some(format!(
+            "GRANT pg_monitor TO <role>; lets preflight read {what}"
+        )),
+    )
+}
+
+/// `"name"` quoting for identifiers that need it.
+fn quote_ident(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+    {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_to_error_and_order() {
+        let mut r = PreflightReport {
+            deployment: "main".into(),
+            slot: slot_name_for("main"),
+            server_version_num: Some(150004),
+            settings: vec![("wal_level".into(), "minimal".into())],
+            findings: vec![finding("preflight.x.warn", Severity::Warning, "w", None)],
+        };
+        assert!(!r.has_fatal() && r.to_error().is_none());
+        assert_eq!(r.setting("wal_level"), Some("minimal"));
+        r.findings.push(finding(
+            "preflight.wal_level.too_low",
+            Severity::Fatal,
+            "low",
+            Some("ALTER SYSTEM SET wal_level = 'replica'".into()),
+        ));
+        r.findings.sort_by_key(|f| f.severity);
+        assert_eq!(r.findings[0].severity, Severity::Fatal);
+        let e = r.to_error().unwrap();
+        assert_eq!(e.code(), "preflight.wal_level.too_low");
+        assert!(e.suggestion().unwrap().contains("ALTER SYSTEM"));
+        assert_eq!(quote_ident("hs_repl"), "hs_repl");
+        assert_eq!(quote_ident("Bob"), "\"Bob\"");
+    }
+}

@@ -1,0 +1,877 @@
+//! Continuous WAL streaming into the repository (`wal stream`): a physical replication
+//! slot, `START_REPLICATION`, segments assembled in memory and committed whole, partial
+//! segments flushed on a timer, timeline switches, clean shutdown and reconnects.
+//!
+//! Durability rule: the flush (and apply) position reported to PostgreSQL in standby
+//! status updates is only ever WAL that is durable in the repository. The slot's
+//! `restart_lsn` follows that position, so the server never recycles WAL we do not hold.
+//! Without `synchronous`, that is the end of the last committed full segment; with it,
+//! the end of the last partial segment written after each batch of WAL.
+//!
+//! Resume rule: where to start is decided from the repository alone (newest committed
+//! segment, partial or recorded gap), checked against the slot's `restart_lsn`. WAL that
+//! the server no longer has is recorded as an explicit gap object and reported loudly;
+//! it is never skipped silently.
+
+use std::time::{Duration, Instant};
+
+use hs_proto::{
+    parse_timeline_history, parse_wal_segment_size, ConnConfig, Lsn, ReplicationClient,
+    SegmentName, StreamMessage, TimelineId,
+};
+use hs_repo::{Repository, WalGap, WalListing};
+use tokio::sync::watch;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::names::{rfc3339, validate_deployment};
+use crate::preflight::preflight;
+
+/// Whether to stream through a replication slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotMode {
+    /// Use (and create if absent, `PHYSICAL RESERVE_WAL`) the slot of this name.
+    Create(String),
+    /// Stream without a slot: the server may recycle WAL before we stored it.
+    None,
+}
+
+impl SlotMode {
+    /// The default slot of a deployment: `pg_hardstorage_<deployment>`.
+    pub fn for_deployment(deployment: &str) -> SlotMode {
+        SlotMode::Create(slot_name_for(deployment))
+    }
+
+    fn name(&self) -> Option<&str> {
+        match self {
+            SlotMode::Create(n) => Some(n),
+            SlotMode::None => None,
+        }
+    }
+}
+
+/// `pg_hardstorage_<deployment>`: the replication slot a deployment's stream uses.
+pub fn slot_name_for(deployment: &str) -> String {
+    format!("pg_hardstorage_{deployment}")
+}
+
+/// How `wal_stream` runs.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// Deployment name (repository namespace).
+    pub deployment: String,
+    /// Replication slot to use.
+    pub slot: SlotMode,
+    /// How often the in-progress segment is written to the repository as `.partial`
+    /// when it changed (1 s suits file://, 10 s object stores; the caller decides).
+    pub partial_interval: Duration,
+    /// After each batch of WAL, write the partial segment and report it flushed, so
+    /// the server can use this stream as a synchronous standby (RPO 0).
+    pub synchronous: bool,
+    /// Do not run [`preflight`] first.
+    pub skip_preflight: bool,
+    /// Interval between standby status updates (the server also asks when it wants one).
+    pub status_interval: Duration,
+    /// Accept a server whose system identifier differs from the deployment's backups.
+    pub allow_system_id_change: bool,
+    /// Reconnect on connection loss (exponential backoff 1 s .. 30 s). When false, the
+    /// first connection error is returned.
+    pub reconnect: bool,
+}
+
+impl StreamOptions {
+    /// Defaults: the deployment's slot, partial every 10 s, status every 10 s,
+    /// preflight on, not synchronous, reconnect on.
+    pub fn new(deployment: impl Into<String>) -> StreamOptions {
+        let deployment = deployment.into();
+        StreamOptions {
+            slot: SlotMode::for_deployment(&deployment),
+            deployment,
+            partial_interval: Duration::from_secs(10),
+            synchronous: false,
+            skip_preflight: false,
+            status_interval: Duration::from_secs(10),
+            allow_system_id_change: false,
+            reconnect: true,
+        }
+    }
+}
+
+/// Why [`wal_stream`] returned successfully.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamExit {
+    /// The shutdown signal was received; everything received was committed (the last
+    /// segment as a partial) and the stream was ended cleanly.
+    Shutdown {
+        /// Timeline being streamed at the end.
+        timeline: TimelineId,
+        /// Last position reported flushed (durable in the repository).
+        flushed: Lsn,
+        /// Last position received.
+        received: Lsn,
+        /// Full segments committed by this call.
+        segments: u64,
+    },
+}
+
+/// Receives what the streamer does, for logs and metrics. All methods default to nothing.
+pub trait StreamObserver: Send + Sync {
+    /// Connected and about to stream `timeline` from `start`.
+    fn streaming(&self, _timeline: TimelineId, _start: Lsn) {}
+    /// A full segment is durable in the repository (`bytes` = segment size).
+    fn segment_archived(&self, _segment: &str, _bytes: u64) {}
+    /// The in-progress segment was written as a partial (`bytes` received so far).
+    fn partial_written(&self, _segment: &str, _bytes: u64) {}
+    /// Positions: received, durable in the repository, the server's end of WAL.
+    fn positions(&self, _received: Lsn, _flushed: Lsn, _server_end: Lsn) {}
+    /// WAL is missing and was recorded as a gap.
+    fn gap(&self, _gap: &WalGap) {}
+    /// The server switched to a new timeline.
+    fn timeline_switch(&self, _from: TimelineId, _to: TimelineId, _at: Lsn) {}
+    /// The connection was lost; retrying after `delay`.
+    fn reconnecting(&self, _error: &Error, _delay: Duration) {}
+}
+
+/// A [`StreamObserver`] that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+impl StreamObserver for NoObserver {}
+
+/// Lag in bytes between the server's end of WAL and what is durable.
+pub fn lag_bytes(server_end: Lsn, flushed: Lsn) -> u64 {
+    server_end.0.saturating_sub(flushed.0)
+}
+
+// ---------------------------------------------------------------------------------
+// Segment assembly
+
+/// Collects streamed WAL into one segment buffer; hands out each segment once full.
+#[derive(Debug)]
+pub(crate) struct SegmentAssembler {
+    seg: SegmentName,
+    seg_size: u64,
+    buf: Vec<u8>,
+    /// Bytes added since the last partial write.
+    dirty: bool,
+}
+
+impl SegmentAssembler {
+    /// Starts at `start`, which must be a segment start.
+    pub(crate) fn new(tli: TimelineId, start: Lsn, seg_size: u64) -> Result<SegmentAssembler> {
+        if start.segment_offset(seg_size) != 0 {
+            return Err(internal(format!(
+                "stream start {start} is not at a segment boundary"
+            )));
+        }
+        Ok(SegmentAssembler {
+            seg: SegmentName::from_lsn(tli, start, seg_size)?,
+            seg_size,
+            buf: Vec::new(),
+            dirty: false,
+        })
+    }
+
+    /// The segment being filled.
+    pub(crate) fn segment(&self) -> SegmentName {
+        self.seg
+    }
+
+    /// The first position not yet received.
+    pub(crate) fn received(&self) -> Lsn {
+        Lsn(self.seg.start_lsn(self.seg_size).0 + self.buf.len() as u64)
+    }
+
+    /// Adds WAL that starts at `wal_start`; returns the segments this completed.
+    pub(crate) fn push(
+        &mut self,
+        wal_start: Lsn,
+        mut data: &[u8],
+    ) -> Result<Vec<(SegmentName, Vec<u8>)>> {
+        let expected = self.received();
+        if wal_start != expected {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "protocol.wal_discontinuity",
+                format!("the server sent WAL from {wal_start}, but {expected} was expected next"),
+            )
+            .temporary()
+            .with_suggestion(
+                "this is retried automatically; if it persists, report it with the server version",
+            ));
+        }
+        let mut done = Vec::new();
+        while !data.is_empty() {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(self.seg_size as usize);
+            }
+            let room = self.seg_size as usize - self.buf.len();
+            let take = room.min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            self.dirty = true;
+            if self.buf.len() as u64 == self.seg_size {
+                let full = std::mem::take(&mut self.buf);
+                done.push((self.seg, full));
+                self.seg = self.seg.next();
+                self.dirty = false;
+            }
+        }
+        Ok(done)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Resume point
+
+/// Where to (re)start streaming, and WAL that must be recorded as missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResumePlan {
+    pub(crate) start: Lsn,
+    /// Missing segments (inclusive range), to record before streaming.
+    pub(crate) gap: Option<(SegmentName, SegmentName)>,
+}
+
+/// The first position the repository still needs: after the newest committed segment,
+/// at the newest partial's segment start, or after the newest recorded gap, whichever
+/// is latest (by timeline, then position). `None` for an empty repository.
+pub(crate) fn repo_next_needed(
+    listing: &WalListing,
+    seg_size: u64,
+) -> Result<Option<(TimelineId, Lsn)>> {
+    let mut best: Option<(TimelineId, Lsn)> = None;
+    let mut consider = |c: (TimelineId, Lsn)| {
+        if best.is_none_or(|b| c > b) {
+            best = Some(c);
+        }
+    };
+    for s in &listing.segments {
+        let n = SegmentName::parse(&s.name, seg_size)?;
+        consider((n.timeline(), n.end_lsn()));
+    }
+    for s in &listing.partials {
+        let n = SegmentName::parse(&s.name, seg_size)?;
+        consider((n.timeline(), n.start_lsn(seg_size)));
+    }
+    for g in &listing.gaps {
+        let n = SegmentName::parse(&g.to_segment, seg_size)?;
+        consider((n.timeline(), n.end_lsn()));
+    }
+    Ok(best)
+}
+
+/// Decides where to start: `next` (what the repository needs next, if anything),
+/// the slot's `restart_lsn`, or the server's current position, each rounded down to a
+/// segment start. When a slot that already existed no longer holds `next`, the segments
+/// in between are a gap. A slot we just created says nothing about older WAL (the
+/// server may still have it), so then we ask for `next` and let the server say whether
+/// it is gone.
+pub(crate) fn plan_resume(
+    next: Option<Lsn>,
+    slot_restart: Option<Lsn>,
+    slot_existed: bool,
+    server_pos: Lsn,
+    seg_size: u64,
+) -> ResumePlan {
+    match (next, slot_restart) {
+        (Some(n), Some(r)) if slot_existed => {
+            let n = n.segment_start(seg_size);
+            let r = r.segment_start(seg_size);
+            if r > n {
+                // Timeline is filled in by the caller; use a placeholder here.
+                let tli = TimelineId(1);
+                let first = SegmentName::from_lsn(tli, n, seg_size).ok();
+                let last = SegmentName::from_lsn(tli, Lsn(r.0 - 1), seg_size).ok();
+                ResumePlan {
+                    start: r,
+                    gap: first.zip(last),
+                }
+            } else {
+                ResumePlan {
+                    start: n,
+                    gap: None,
+                }
+            }
+        }
+        (Some(n), _) => ResumePlan {
+            start: n.segment_start(seg_size),
+            gap: None,
+        },
+        (None, Some(r)) => ResumePlan {
+            start: r.segment_start(seg_size),
+            gap: None,
+        },
+        (None, None) => ResumePlan {
+            start: server_pos.segment_start(seg_size),
+            gap: None,
+        },
+    }
+}
+
+/// The timeline that contains `lsn`, given the server's timeline and its history
+/// (parents with their switch points, ascending).
+pub(crate) fn timeline_of(
+    lsn: Lsn,
+    history: &[hs_proto::TimelineHistoryEntry],
+    server_tli: TimelineId,
+) -> TimelineId {
+    for e in history {
+        if lsn < e.switch_lsn {
+            return e.tli;
+        }
+    }
+    server_tli
+}
+
+// ---------------------------------------------------------------------------------
+// The streamer
+
+fn internal(msg: String) -> Error {
+    Error::new(ErrorKind::Protocol, "protocol.wal_stream_invalid", msg)
+}
+
+/// Whether an error ends the stream for good (as opposed to reconnecting).
+fn is_retryable(e: &Error) -> bool {
+    e.is_temporary() || e.code().starts_with("unreachable.")
+}
+
+/// Streams WAL from the server at `conn` into `repo` until `shutdown` turns true (or its
+/// sender is dropped).
+///
+/// Runs [`preflight`] first unless `opts.skip_preflight` (then warns loudly); a fatal
+/// finding is returned as an error with that finding's code. Reconnects with exponential
+/// backoff (1 s .. 30 s) on connection loss when `opts.reconnect`, resuming from the
+/// repository's state. See the module documentation for the durability and resume rules.
+pub async fn wal_stream(
+    conn: &ConnConfig,
+    repo: &Repository,
+    opts: &StreamOptions,
+    mut shutdown: watch::Receiver<bool>,
+    observer: &dyn StreamObserver,
+) -> Result<StreamExit> {
+    validate_deployment(&opts.deployment)?;
+    if opts.skip_preflight {
+        tracing::warn!(
+            deployment = %opts.deployment,
+            "preflight checks SKIPPED (--skip-preflight): server misconfiguration will surface only as streaming errors"
+        );
+    } else {
+        let report = preflight(conn, &opts.deployment).await?;
+        for f in &report.findings {
+            tracing::info!(code = f.code, severity = ?f.severity, "preflight: {}", f.message);
+        }
+        if let Some(e) = report.to_error() {
+            return Err(e);
+        }
+    }
+    if opts.slot == SlotMode::None {
+        tracing::warn!(
+            deployment = %opts.deployment,
+            "streaming WITHOUT a replication slot (--no-slot): the server may recycle WAL before it is archived, which leaves a recorded gap"
+        );
+    }
+
+    let mut state = Totals::default();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if *shutdown.borrow() {
+            return Ok(state.exit());
+        }
+        let started = Instant::now();
+        match session(conn, repo, opts, &mut shutdown, observer, &mut state).await {
+            Ok(()) => return Ok(state.exit()),
+            Err(e) if opts.reconnect && is_retryable(&e) => {
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_secs(1);
+                }
+                tracing::warn!(
+                    code = e.code(),
+                    delay_s = backoff.as_secs(),
+                    "WAL stream interrupted: {e}; reconnecting"
+                );
+                observer.reconnecting(&e, backoff);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    timeline: TimelineId,
+    flushed: Lsn,
+    received: Lsn,
+    segments: u64,
+}
+
+impl Totals {
+    fn exit(&self) -> StreamExit {
+        StreamExit::Shutdown {
+            timeline: self.timeline,
+            flushed: self.flushed,
+            received: self.received,
+            segments: self.segments,
+        }
+    }
+}
+
+async fn check_system_identifier(
+    repo: &Repository,
+    opts: &StreamOptions,
+    system_id: &str,
+) -> Result<()> {
+    let backups = repo.list_backups(&opts.deployment).await?;
+    if let Some(m) = backups.last() {
+        if m.system_identifier != system_id {
+            if opts.allow_system_id_change {
+                tracing::warn!(
+                    deployment = %opts.deployment,
+                    "server system identifier {system_id} differs from the deployment's ({}); continuing as allowed",
+                    m.system_identifier
+                );
+            } else {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    "conflict.system_identifier_mismatch",
+                    format!(
+                        "the server's system identifier {system_id} differs from deployment {}'s ({}, backup {})",
+                        opts.deployment, m.system_identifier, m.backup_id
+                    ),
+                )
+                .with_suggestion(
+                    "check --pg-connection points at the right cluster; use another deployment name, or allow the change explicitly",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the session loop is doing with the repository.
+struct Committer<'a> {
+    repo: &'a Repository,
+    deployment: &'a str,
+    observer: &'a dyn StreamObserver,
+}
+
+impl Committer<'_> {
+    async fn segment(&self, seg: SegmentName, data: &[u8]) -> Result<()> {
+        let name = seg.to_string();
+        self.repo
+            .put_wal_segment(self.deployment, &name, data)
+            .await?;
+        self.repo.delete_wal_partial(self.deployment, &name).await?;
+        tracing::debug!(segment = %name, "segment committed");
+        self.observer.segment_archived(&name, data.len() as u64);
+        Ok(())
+    }
+
+    async fn partial(&self, asm: &mut SegmentAssembler) -> Result<()> {
+        if !asm.dirty {
+            return Ok(());
+        }
+        let name = asm.segment().to_string();
+        self.repo
+            .put_wal_partial(self.deployment, &name, &asm.buf)
+            .await?;
+        asm.dirty = false;
+        self.observer.partial_written(&name, asm.buf.len() as u64);
+        Ok(())
+    }
+
+    async fn gap(&self, first: SegmentName, last: SegmentName, reason: String) -> Result<()> {
+        let gap = WalGap {
+            from_segment: first.to_string(),
+            to_segment: last.to_string(),
+            reason,
+            recorded_at: rfc3339(time::OffsetDateTime::now_utc()),
+        };
+        tracing::warn!(
+            deployment = %self.deployment,
+            from = %gap.from_segment,
+            to = %gap.to_segment,
+            "WAL GAP: segments {} .. {} are gone from the server and were recorded as missing: {}",
+            gap.from_segment, gap.to_segment, gap.reason
+        );
+        self.repo.put_wal_gap(self.deployment, &gap).await?;
+        self.observer.gap(&gap);
+        Ok(())
+    }
+}
+
+/// One connection's worth of streaming. `Ok(())` means shutdown was requested and done.
+async fn session(
+    conn: &ConnConfig,
+    repo: &Repository,
+    opts: &StreamOptions,
+    shutdown: &mut watch::Receiver<bool>,
+    observer: &dyn StreamObserver,
+    totals: &mut Totals,
+) -> Result<()> {
+    let mut client = ReplicationClient::connect(conn).await?;
+    let seg_size = parse_wal_segment_size(&client.show("wal_segment_size").await?)?;
+    let ident = client.identify_system().await?;
+    check_system_identifier(repo, opts, &ident.system_id).await?;
+
+    let slot = opts.slot.name();
+    let mut slot_restart = None;
+    let mut slot_existed = false;
+    if let Some(name) = slot {
+        match client.read_replication_slot(name).await? {
+            Some(s) => {
+                slot_existed = true;
+                slot_restart = s.restart_lsn;
+            }
+            None => {
+                let created = client.create_physical_slot(name, true).await?;
+                tracing::info!(slot = name, restart_lsn = ?created.restart_lsn, "replication slot created");
+                slot_restart = created.restart_lsn;
+            }
+        }
+    }
+
+    let history = if ident.timeline.0 > 1 {
+        let (_, content) = client.timeline_history(ident.timeline).await?;
+        repo.put_timeline_history(&opts.deployment, ident.timeline.0, &content)
+            .await?;
+        let text = String::from_utf8_lossy(&content);
+        parse_timeline_history(&text)?
+    } else {
+        Vec::new()
+    };
+
+    let listing = repo.list_wal(&opts.deployment).await?;
+    let next = repo_next_needed(&listing, seg_size)?;
+    if let Some((tli, _)) = next {
+        if tli > ident.timeline {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "conflict.timeline_ahead",
+                format!(
+                    "the repository holds WAL of timeline {tli}, but the server is on timeline {}",
+                    ident.timeline
+                ),
+            )
+            .with_suggestion(
+                "the server was restored to an older state; stream it into a new deployment",
+            ));
+        }
+    }
+    let plan = plan_resume(
+        next.map(|n| n.1),
+        slot_restart,
+        slot_existed,
+        ident.xlogpos,
+        seg_size,
+    );
+    let committer = Committer {
+        repo,
+        deployment: &opts.deployment,
+        observer,
+    };
+    if let Some((first, last)) = plan.gap {
+        let tli = timeline_of(first.start_lsn(seg_size), &history, ident.timeline);
+        committer
+            .gap(
+                first.with_timeline(tli),
+                last.with_timeline(timeline_of(
+                    last.start_lsn(seg_size),
+                    &history,
+                    ident.timeline,
+                )),
+                format!(
+                    "replication slot {} restart_lsn {} is past the next WAL the repository needs",
+                    slot.unwrap_or("-"),
+                    slot_restart.unwrap_or_default()
+                ),
+            )
+            .await?;
+    }
+
+    let mut start = plan.start;
+    let mut tli = timeline_of(start, &history, ident.timeline);
+    // Everything before `start` is in the repository (or recorded as missing).
+    let mut flushed = start;
+    let mut server_end = ident.xlogpos;
+    let mut received_any = false;
+    // Where to continue if the server says the WAL at `start` is gone: what the slot
+    // still holds, else the server's current segment.
+    let fallback = slot_restart
+        .unwrap_or(ident.xlogpos)
+        .segment_start(seg_size);
+    'timelines: loop {
+        totals.timeline = tli;
+        let mut asm = SegmentAssembler::new(tli, start, seg_size)?;
+        observer.streaming(tli, start);
+        tracing::info!(timeline = tli.0, start = %start, slot = slot.unwrap_or("-"), "streaming WAL");
+        let mut stream = match client.start_physical(slot, start, tli).await {
+            Ok(s) => s,
+            Err(e) if e.code() == "notfound.wal_removed" => {
+                start = wal_removed(&committer, start, tli, fallback, seg_size, e).await?;
+                flushed = start;
+                continue 'timelines;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut status_tick = tokio::time::interval(opts.status_interval);
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut partial_tick = tokio::time::interval(opts.partial_interval);
+        partial_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let switch = loop {
+            let mut reply = false;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    // Commit what we have, report it, end the stream cleanly.
+                    committer.partial(&mut asm).await?;
+                    if opts.synchronous {
+                        flushed = asm.received().max(flushed);
+                    }
+                    let received = asm.received();
+                    stream.send_status(received, flushed, flushed, false).await?;
+                    totals.flushed = flushed;
+                    totals.received = received;
+                    match tokio::time::timeout(Duration::from_secs(10), stream.finish()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::debug!("ending the stream: {e}"),
+                        Err(_) => tracing::debug!("ending the stream timed out"),
+                    }
+                    let _ = client.close().await;
+                    return Ok(());
+                }
+                msg = stream.next() => {
+                    match msg {
+                        Err(e) if e.code() == "notfound.wal_removed" && !received_any => {
+                            drop(stream);
+                            start = wal_removed(&committer, start, tli, fallback, seg_size, e).await?;
+                            flushed = start;
+                            continue 'timelines;
+                        }
+                        Err(e) => {
+                            // Keep what we received: the next session resumes from the repo.
+                            let _ = committer.partial(&mut asm).await;
+                            return Err(e.into());
+                        }
+                        Ok(None) => {
+                            let _ = committer.partial(&mut asm).await;
+                            return Err(Error::new(
+                                ErrorKind::Postgres,
+                                "unreachable.stream_ended",
+                                "the server ended the WAL stream",
+                            )
+                            .temporary());
+                        }
+                        Ok(Some(StreamMessage::XLogData { wal_start, wal_end, data, .. })) => {
+                            received_any = true;
+                            server_end = server_end.max(wal_end);
+                            let done = asm.push(wal_start, &data)?;
+                            for (seg, bytes) in done {
+                                committer.segment(seg, &bytes).await?;
+                                totals.segments += 1;
+                                flushed = flushed.max(seg.end_lsn());
+                            }
+                            if opts.synchronous {
+                                committer.partial(&mut asm).await?;
+                                flushed = flushed.max(asm.received());
+                                reply = true;
+                            }
+                            totals.flushed = flushed;
+                            totals.received = asm.received();
+                            observer.positions(asm.received(), flushed, server_end);
+                        }
+                        Ok(Some(StreamMessage::Keepalive { wal_end, reply_requested, .. })) => {
+                            server_end = server_end.max(wal_end);
+                            reply = reply_requested;
+                        }
+                        Ok(Some(StreamMessage::EndOfTimeline { next_tli, next_tli_start })) => {
+                            break Some((next_tli, next_tli_start));
+                        }
+                    }
+                }
+                _ = status_tick.tick() => reply = true,
+                _ = partial_tick.tick() => {
+                    committer.partial(&mut asm).await?;
+                }
+            }
+            if reply {
+                stream
+                    .send_status(asm.received(), flushed, flushed, false)
+                    .await?;
+            }
+        };
+        // End of the timeline: finish the COPY, keep the old timeline's last segment as
+        // a partial, store the new timeline's history, continue on it.
+        let finished = stream.finish().await?;
+        let Some((next_tli, next_start)) =
+            switch.or(finished.map(|s| (s.next_tli, s.next_tli_start)))
+        else {
+            return Err(internal(
+                "the WAL stream ended without a timeline switch".into(),
+            ));
+        };
+        committer.partial(&mut asm).await?;
+        let (_, content) = client.timeline_history(next_tli).await?;
+        repo.put_timeline_history(&opts.deployment, next_tli.0, &content)
+            .await?;
+        tracing::info!(from = tli.0, to = next_tli.0, at = %next_start, "timeline switch");
+        observer.timeline_switch(tli, next_tli, next_start);
+        tli = next_tli;
+        start = next_start.segment_start(seg_size);
+    }
+}
+
+/// The server no longer has the WAL at `start` (no slot, a new slot, or a slot that
+/// was lost): record the missing segments up to `resume` (a segment start) and return
+/// `resume`, where streaming continues.
+async fn wal_removed(
+    committer: &Committer<'_>,
+    start: Lsn,
+    tli: TimelineId,
+    resume: Lsn,
+    seg_size: u64,
+    e: hs_proto::Error,
+) -> Result<Lsn> {
+    if resume <= start {
+        return Err(e.into());
+    }
+    let first = SegmentName::from_lsn(tli, start, seg_size)?;
+    let last = SegmentName::from_lsn(tli, Lsn(resume.0 - 1), seg_size)?;
+    committer
+        .gap(
+            first,
+            last,
+            format!("the server already removed this WAL: {e}"),
+        )
+        .await?;
+    Ok(resume)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hs_repo::WalSegmentInfo;
+
+    const SEG: u64 = 16 * 1024 * 1024;
+
+    fn info(name: &str) -> WalSegmentInfo {
+        WalSegmentInfo {
+            name: name.into(),
+            timeline: u32::from_str_radix(&name[..8], 16).unwrap(),
+            log: u32::from_str_radix(&name[8..16], 16).unwrap(),
+            seg: u32::from_str_radix(&name[16..], 16).unwrap(),
+            stored_bytes: 1,
+        }
+    }
+
+    #[test]
+    fn assembler_splits_and_completes_segments() {
+        let seg = 1024 * 1024;
+        let mut a = SegmentAssembler::new(TimelineId(1), Lsn(3 * seg), seg).unwrap();
+        assert!(SegmentAssembler::new(TimelineId(1), Lsn(3 * seg + 8), seg).is_err());
+        let done = a.push(Lsn(3 * seg), &vec![1u8; seg as usize - 10]).unwrap();
+        assert!(done.is_empty());
+        assert!(a.dirty && !a.buf.is_empty());
+        // Crosses into the next segment.
+        let done = a.push(a.received(), &[2u8; 30]).unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].0.to_string(), "000000010000000000000003");
+        assert_eq!(done[0].1.len() as u64, seg);
+        assert_eq!(&done[0].1[seg as usize - 10..], &[2u8; 10]);
+        assert_eq!(a.segment().to_string(), "000000010000000000000004");
+        assert_eq!(a.received(), Lsn(4 * seg + 20));
+        // A discontinuity is an error.
+        let e = a.push(Lsn(4 * seg + 21), &[0]).unwrap_err();
+        assert_eq!(e.code(), "protocol.wal_discontinuity");
+        // Several segments at once.
+        let done = a.push(a.received(), &vec![3u8; 2 * seg as usize]).unwrap();
+        assert_eq!(done.len(), 2);
+        assert_eq!(a.received(), Lsn(6 * seg + 20));
+    }
+
+    #[test]
+    fn next_needed_from_listing() {
+        let mut l = WalListing::default();
+        assert_eq!(repo_next_needed(&l, SEG).unwrap(), None);
+        l.segments.push(info("000000010000000000000003"));
+        l.segments.push(info("000000010000000000000004"));
+        assert_eq!(
+            repo_next_needed(&l, SEG).unwrap(),
+            Some((TimelineId(1), Lsn(5 * SEG)))
+        );
+        l.partials.push(info("000000010000000000000005"));
+        assert_eq!(
+            repo_next_needed(&l, SEG).unwrap(),
+            Some((TimelineId(1), Lsn(5 * SEG)))
+        );
+        l.gaps.push(WalGap {
+            from_segment: "000000010000000000000005".into(),
+            to_segment: "000000010000000000000007".into(),
+            reason: "x".into(),
+            recorded_at: "2026-01-01T00:00:00Z".into(),
+        });
+        assert_eq!(
+            repo_next_needed(&l, SEG).unwrap(),
+            Some((TimelineId(1), Lsn(8 * SEG)))
+        );
+        // A newer timeline wins even at a lower position.
+        l.segments.push(info("000000020000000000000002"));
+        assert_eq!(
+            repo_next_needed(&l, SEG).unwrap(),
+            Some((TimelineId(2), Lsn(3 * SEG)))
+        );
+    }
+
+    #[test]
+    fn resume_decisions() {
+        let plan = |next: Option<u64>, slot: Option<u64>, existed: bool, server: u64| {
+            plan_resume(next.map(Lsn), slot.map(Lsn), existed, Lsn(server), SEG)
+        };
+        let at = |start: u64| ResumePlan {
+            start: Lsn(start),
+            gap: None,
+        };
+        // Repo has up to segment 5; the slot holds from inside segment 4: no gap.
+        let p = plan(Some(5 * SEG), Some(4 * SEG + 100), true, 9 * SEG);
+        assert_eq!(p, at(5 * SEG));
+        // An existing slot is past what we need: gap 5..=6, start at 7.
+        let p = plan(Some(5 * SEG), Some(7 * SEG + 5), true, 9 * SEG);
+        assert_eq!(p.start, Lsn(7 * SEG));
+        let (a, b) = p.gap.unwrap();
+        assert_eq!((a.segno(), b.segno()), (5, 6));
+        // A slot we just created: ask for what we need; the server says if it is gone.
+        let p = plan(Some(5 * SEG), Some(7 * SEG + 5), false, 9 * SEG);
+        assert_eq!(p, at(5 * SEG));
+        // Empty repo: the slot's restart segment, else the server's current segment.
+        assert_eq!(
+            plan(None, Some(7 * SEG + 5), false, 9 * SEG + 3),
+            at(7 * SEG)
+        );
+        assert_eq!(plan(None, None, false, 9 * SEG + 3), at(9 * SEG));
+        // No slot: trust the repo.
+        assert_eq!(plan(Some(5 * SEG), None, false, 9 * SEG), at(5 * SEG));
+    }
+
+    #[test]
+    fn timeline_lookup() {
+        let h =
+            parse_timeline_history("1\t0/5000000\tno recovery target\n2\t0/9000000\tx\n").unwrap();
+        assert_eq!(
+            timeline_of(Lsn(0x4000000), &h, TimelineId(3)),
+            TimelineId(1)
+        );
+        assert_eq!(
+            timeline_of(Lsn(0x5000000), &h, TimelineId(3)),
+            TimelineId(2)
+        );
+        assert_eq!(
+            timeline_of(Lsn(0x9000000), &h, TimelineId(3)),
+            TimelineId(3)
+        );
+        assert_eq!(lag_bytes(Lsn(10), Lsn(4)), 6);
+        assert_eq!(lag_bytes(Lsn(1), Lsn(4)), 0);
+    }
+}

@@ -1,0 +1,178 @@
+//! `wal preflight` and `wal stream` (the archiving side of WAL).
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::cli::{GlobalArgs, WalPreflightArgs, WalStreamArgs};
+use crate::commands::open_repo;
+use crate::errors::CliError;
+use crate::output::Output;
+
+pub async fn preflight(_g: &GlobalArgs, a: WalPreflightArgs) -> Result<Output> {
+    hs_backup::validate_deployment(&a.deployment)?;
+    let conn = hs_proto::ConnConfig::parse(&a.pg_connection)?;
+    let report = hs_backup::preflight(&conn, &a.deployment).await?;
+    let mut human = format!(
+        "Preflight for deployment {} (slot {}):\n",
+        report.deployment, report.slot
+    );
+    let mut findings = Vec::new();
+    for f in &report.findings {
+        let mark = match f.severity {
+            hs_backup::Severity::Fatal => "✗",
+            hs_backup::Severity::Warning => "!",
+            _ => "·",
+        };
+        human.push_str(&format!(
+            "{mark} {} [{}]: {}\n",
+            f.severity.as_str(),
+            f.code,
+            f.message
+        ));
+        if let Some(s) = &f.suggestion {
+            human.push_str(&format!(
+                "  Suggestion:\n    {}\n",
+                s.replace('\n', "\n    ")
+            ));
+        }
+        findings.push(json!({
+            "code": f.code,
+            "severity": f.severity.as_str(),
+            "message": f.message,
+            "suggestion": f.suggestion,
+        }));
+    }
+    let settings: serde_json::Map<String, serde_json::Value> = report
+        .settings
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let failure = report.to_error().map(|e| CliError {
+        code: e.code().to_owned(),
+        message: e.to_string(),
+        suggestion: e.suggestion().map(str::to_owned),
+    });
+    if failure.is_none() {
+        human.push_str("✓ ready for `pg_hardstorage wal stream`\n");
+    }
+    Ok(Output {
+        json: json!({
+            "deployment": report.deployment,
+            "slot": report.slot,
+            "server_version_num": report.server_version_num,
+            "settings": settings,
+            "findings": findings,
+            "ready": failure.is_none(),
+        }),
+        human,
+        failure,
+    })
+}
+
+/// Logs what the streamer does on stderr.
+struct LogObserver;
+
+impl hs_backup::StreamObserver for LogObserver {
+    fn streaming(&self, timeline: hs_proto::TimelineId, start: hs_proto::Lsn) {
+        tracing::warn!("streaming timeline {timeline} from {start}");
+    }
+    fn segment_archived(&self, segment: &str, bytes: u64) {
+        tracing::info!(segment, bytes, "segment archived");
+    }
+    fn gap(&self, gap: &hs_repo::WalGap) {
+        tracing::error!(
+            from = %gap.from_segment,
+            to = %gap.to_segment,
+            "WAL GAP recorded: {}",
+            gap.reason
+        );
+    }
+    fn timeline_switch(
+        &self,
+        from: hs_proto::TimelineId,
+        to: hs_proto::TimelineId,
+        at: hs_proto::Lsn,
+    ) {
+        tracing::warn!("timeline switch {from} -> {to} at {at}");
+    }
+    fn reconnecting(&self, error: &hs_backup::Error, delay: Duration) {
+        tracing::warn!(
+            code = error.code(),
+            "connection lost ({error}); reconnecting in {delay:?}"
+        );
+    }
+}
+
+pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
+    hs_backup::validate_deployment(&a.deployment)?;
+    let conn = hs_proto::ConnConfig::parse(&a.pg_connection)?;
+    let repo = open_repo(g, &a.repo.repo).await?;
+    let mut opts = hs_backup::StreamOptions::new(&a.deployment);
+    let default_partial = if a.repo.repo.starts_with("file://") {
+        1.0
+    } else {
+        10.0
+    };
+    let partial = a.partial_interval.unwrap_or(default_partial);
+    if !(partial.is_finite() && partial > 0.0 && partial <= 3600.0) {
+        return Err(CliError::new(
+            "usage.partial_interval_invalid",
+            format!("--partial-interval {partial} is out of range"),
+        )
+        .with_suggestion(
+            "give a number of seconds between 0.01 and 3600, e.g. --partial-interval 5",
+        )
+        .into());
+    }
+    opts.partial_interval = Duration::from_secs_f64(partial);
+    opts.synchronous = a.synchronous;
+    opts.skip_preflight = a.skip_preflight;
+    opts.allow_system_id_change = a.allow_system_id_change;
+    if a.no_slot {
+        tracing::warn!(
+            "streaming WITHOUT a replication slot (--no-slot): the server may remove WAL before it is archived, leaving a gap"
+        );
+        opts.slot = hs_backup::SlotMode::None;
+    }
+
+    // SIGTERM / SIGINT: stop cleanly after committing what was received.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::warn!("stop requested: committing received WAL and ending the stream");
+        let _ = tx.send(true);
+    });
+
+    let exit = hs_backup::wal_stream(&conn, &repo, &opts, rx, &LogObserver).await?;
+    let hs_backup::StreamExit::Shutdown {
+        timeline,
+        flushed,
+        received,
+        segments,
+    } = exit
+    else {
+        return Err(CliError::new(
+            "internal.unexpected",
+            "the streamer ended for an unknown reason",
+        )
+        .into());
+    };
+    Ok(Output::new(
+        json!({
+            "deployment": a.deployment,
+            "timeline": timeline.0,
+            "flushed_lsn": flushed.to_string(),
+            "received_lsn": received.to_string(),
+            "segments_archived": segments,
+        }),
+        format!(
+            "Stopped cleanly: timeline {timeline}, received up to {received}, durable up to {flushed}, {segments} segments archived.\n"
+        ),
+    ))
+}

@@ -1,0 +1,138 @@
+//! `wal fetch` and `wal list` (the restore side of WAL archiving).
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::cli::{GlobalArgs, WalFetchArgs, WalListArgs};
+use crate::commands::open_repo;
+use crate::output::{human_bytes, Output};
+
+pub async fn fetch(g: &GlobalArgs, a: WalFetchArgs) -> Result<Output> {
+    hs_backup::validate_deployment(&a.deployment)?;
+    let repo = open_repo(g, &a.repo.repo).await?;
+    let mut opts = hs_pitr::FetchOptions::for_dest(&a.dest);
+    if a.prefetch_only {
+        let size = a.segment_size.unwrap_or(hs_repo::DEFAULT_WAL_SEGMENT_SIZE);
+        let done = hs_pitr::wal_prefetch(&repo, &a.deployment, &a.segment, size, &opts).await?;
+        return Ok(Output::new(
+            json!({"prefetched": done.fetched, "locked": done.locked}),
+            String::new(),
+        ));
+    }
+    opts.segment_size = a.segment_size;
+    let out = hs_pitr::wal_fetch(&repo, &a.deployment, &a.segment, &a.dest, &opts).await?;
+    if let (true, Some(size)) = (out.wants_prefetch(), out.segment_size) {
+        // Fetch the next segments into the spool in the background, so the
+        // server's next restore_command call finds them locally.
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.args(["wal", "fetch", &a.deployment, &a.segment])
+            .arg(&a.dest)
+            .args(["--repo", &a.repo.repo, "--prefetch-only", "--segment-size"])
+            .arg(size.to_string());
+        if let Some(k) = &g.keyring {
+            cmd.arg("--keyring").arg(k);
+        }
+        // A failed prefetch only costs latency later; the fetch itself succeeded.
+        if let Err(e) = hs_pitr::spawn_detached(cmd) {
+            tracing::warn!(code = e.code(), "could not start the WAL prefetcher: {e}");
+        }
+    }
+    let source = match out.source {
+        hs_pitr::FetchSource::Spool => "spool",
+        hs_pitr::FetchSource::Repository => "repository",
+        hs_pitr::FetchSource::Partial => "partial",
+    };
+    Ok(Output::new(
+        json!({"name": out.name, "bytes": out.bytes, "source": source}),
+        String::new(),
+    ))
+}
+
+pub async fn list(g: &GlobalArgs, a: WalListArgs) -> Result<Output> {
+    hs_backup::validate_deployment(&a.deployment)?;
+    let repo = open_repo(g, &a.repo.repo).await?;
+    let listing = repo.list_wal(&a.deployment).await?;
+    // The segment size is the size of any complete segment.
+    let seg_size = match listing.segments.first() {
+        Some(s) => repo.get_wal(&a.deployment, &s.name).await?.len() as u64,
+        None => hs_repo::DEFAULT_WAL_SEGMENT_SIZE,
+    };
+    let gaps = hs_pitr::wal_gaps(&listing, seg_size);
+
+    // Contiguous runs per timeline.
+    let mut ranges: Vec<(u32, String, String, u64, u64)> = Vec::new();
+    let mut prev: Option<(u32, u64)> = None;
+    for s in &listing.segments {
+        let segno = s.segno(seg_size);
+        match (ranges.last_mut(), prev) {
+            (Some(r), Some((tli, p))) if tli == s.timeline && segno == p + 1 => {
+                r.2 = s.name.clone();
+                r.3 += 1;
+                r.4 += s.stored_bytes;
+            }
+            _ => ranges.push((
+                s.timeline,
+                s.name.clone(),
+                s.name.clone(),
+                1,
+                s.stored_bytes,
+            )),
+        }
+        prev = Some((s.timeline, segno));
+    }
+
+    let mut human = String::new();
+    if !a.gaps_only {
+        if ranges.is_empty() {
+            human.push_str(&format!(
+                "No WAL archived for deployment {}.\n",
+                a.deployment
+            ));
+        }
+        for (tli, first, last, n, bytes) in &ranges {
+            human.push_str(&format!(
+                "timeline {tli}: {first} .. {last}  {n} segments, {} stored\n",
+                human_bytes(*bytes)
+            ));
+        }
+        for p in &listing.partials {
+            human.push_str(&format!("partial: {} (in progress)\n", p.name));
+        }
+        for h in &listing.histories {
+            human.push_str(&format!("history: {h:08X}.history\n"));
+        }
+    }
+    if gaps.is_empty() {
+        if a.gaps_only {
+            human.push_str("No gaps.\n");
+        }
+    } else {
+        for (from, to) in &gaps {
+            human.push_str(&format!("GAP: {from} .. {to} missing\n"));
+        }
+    }
+    let json_ranges: Vec<_> = ranges
+        .iter()
+        .map(|(tli, first, last, n, bytes)| {
+            json!({"timeline": tli, "first": first, "last": last, "segments": n, "stored_bytes": bytes})
+        })
+        .collect();
+    let json_gaps: Vec<_> = gaps
+        .iter()
+        .map(|(from, to)| json!({"from": from, "to": to}))
+        .collect();
+    let partials: Vec<_> = listing.partials.iter().map(|p| p.name.clone()).collect();
+    let json = if a.gaps_only {
+        json!({"deployment": a.deployment, "gaps": json_gaps})
+    } else {
+        json!({
+            "deployment": a.deployment,
+            "segment_size": seg_size,
+            "ranges": json_ranges,
+            "partials": partials,
+            "histories": listing.histories,
+            "gaps": json_gaps,
+        })
+    };
+    Ok(Output::new(json, human))
+}
