@@ -3,7 +3,9 @@
 //! - every `.rs` file under `crates/`, `xtask/` and `tests/` starts with a `//!` line;
 //! - no `dbg!(` anywhere;
 //! - no `todo!(` or `unimplemented!(` outside test code (files under `tests/`, `benches/`,
-//!   `fuzz/`, or after a `#[cfg(test)]` line in a file).
+//!   `fuzz/`, or after a `#[cfg(test)]` line in a file);
+//! - every dotted error code in library and CLI code is listed in docs/exit-codes.md;
+//! - every CLI command is documented in README.md or docs/.
 
 #[cfg(test)]
 mod tests {
@@ -119,5 +121,80 @@ mod tests {
         let t = Path::new("crates/x/tests/it/main.rs");
         let body = format!("//! x\nfn f() {{ {UNIMPLEMENTED}) }}\n");
         assert_eq!(check(t, &body).len(), 0);
+    }
+
+    const NAMESPACES: [&str; 13] = [
+        "usage", "auth", "preflight", "aborted", "notfound", "conflict", "unreachable", "verify",
+        "doctor", "io", "protocol", "server", "internal",
+    ];
+
+    /// Dotted error codes written as string literals in non-test code.
+    fn codes_in(text: &str) -> Vec<String> {
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let mut out = Vec::new();
+        for lit in code.split('"').skip(1).step_by(2) {
+            let Some((ns, rest)) = lit.split_once('.') else {
+                continue;
+            };
+            let ok = NAMESPACES.contains(&ns)
+                && !rest.is_empty()
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.');
+            if ok {
+                out.push(lit.to_owned());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn tidy_every_error_code_is_documented() {
+        let doc = std::fs::read_to_string(workspace_root().join("docs/exit-codes.md"))
+            .expect("docs/exit-codes.md");
+        let mut missing = Vec::new();
+        for path in all_files() {
+            if is_test_path(&path) || !path.starts_with(workspace_root().join("crates")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for c in codes_in(&text) {
+                if !doc.contains(&format!("`{c}`")) && !missing.contains(&c) {
+                    missing.push(c);
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "error codes missing from docs/exit-codes.md: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn tidy_every_cli_command_is_documented() {
+        let root = workspace_root();
+        let cli = std::fs::read_to_string(root.join("crates/hs-cli/src/cli.rs")).expect("cli.rs");
+        let mut docs = std::fs::read_to_string(root.join("README.md")).unwrap_or_default();
+        for e in std::fs::read_dir(root.join("docs")).expect("docs/").flatten() {
+            docs.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+        // Command names are the quoted strings of `Command::name`.
+        let names: Vec<&str> = cli
+            .lines()
+            .filter(|l| l.contains("=> \""))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert!(names.len() >= 5, "found no command names in cli.rs");
+        let missing: Vec<&&str> = names
+            .iter()
+            .filter(|n| !docs.contains(&format!("pg_hardstorage {n}")))
+            .collect();
+        assert!(missing.is_empty(), "CLI commands without docs: {missing:?}");
+    }
+
+    #[test]
+    fn tidy_code_scan_finds_codes() {
+        let text = "let e = Error::new(\"conflict.repo_exists\", \"a.b\"); \"Hello. World\"";
+        assert_eq!(codes_in(text), vec!["conflict.repo_exists".to_owned()]);
     }
 }
