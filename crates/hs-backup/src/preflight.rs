@@ -51,7 +51,7 @@ pub struct Finding {
 pub struct PreflightReport {
     /// The deployment checked.
     pub deployment: String,
-    /// The replication slot the deployment's stream uses.
+    /// The replication slot the deployment's stream uses (empty: streaming without one).
     pub slot: String,
     /// Server version (e.g. 150004), when a connection succeeded.
     pub server_version_num: Option<u32>,
@@ -115,11 +115,22 @@ fn finding(
 const RESTART: &str = "then restart PostgreSQL (this setting needs a restart)";
 const RELOAD: &str = "SELECT pg_reload_conf();";
 
-/// Checks the server at `conn` for deployment `deployment`. Returns `Err` only when the
-/// server cannot be reached or authentication fails; misconfigurations are findings.
+/// Checks the server at `conn` for deployment `deployment` (and its default slot
+/// `pg_hardstorage_<deployment>`). Returns `Err` only when the server cannot be reached
+/// or authentication fails; misconfigurations are findings.
 pub async fn preflight(conn: &ConnConfig, deployment: &str) -> Result<PreflightReport> {
+    preflight_for_slot(conn, deployment, Some(&slot_name_for(deployment))).await
+}
+
+/// [`preflight`] for a stream that uses slot `slot` (`None`: no slot, so free slots do
+/// not matter).
+pub(crate) async fn preflight_for_slot(
+    conn: &ConnConfig,
+    deployment: &str,
+    slot_name: Option<&str>,
+) -> Result<PreflightReport> {
     validate_deployment(deployment)?;
-    let slot = slot_name_for(deployment);
+    let slot = slot_name.unwrap_or("").to_string();
     let user = conn.user().to_string();
     let mut report = PreflightReport {
         deployment: deployment.to_string(),
@@ -139,7 +150,7 @@ pub async fn preflight(conn: &ConnConfig, deployment: &str) -> Result<PreflightR
             report.server_version_num = Some(c.server_version_num());
             read_settings(&mut c, &mut report).await?;
             settings_from_repl = true;
-            if c.server_version_num() >= 150_000 {
+            if c.server_version_num() >= 150_000 && slot_name.is_some() {
                 slot_exists = Some(c.read_replication_slot(&slot).await?.is_some());
             }
             // Close it before counting senders: it occupies one itself.
@@ -251,14 +262,14 @@ pub async fn preflight(conn: &ConnConfig, deployment: &str) -> Result<PreflightR
             Ok(n) => slots_used = Some(n),
             Err(e) => report.findings.push(cannot_see("pg_replication_slots", &e)),
         }
-        if slot_exists.is_none() {
+        if slot_exists.is_none() && slot_name.is_some() {
             let q = format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'");
             if let Ok(n) = count(c, &q).await {
                 slot_exists = Some(n > 0);
             }
         }
     }
-    if slot_exists != Some(true) {
+    if slot_name.is_some() && slot_exists != Some(true) {
         let full = match (max_slots, slots_used) {
             (Some(0), _) => Some(0),
             (Some(max), Some(used)) if used >= max => Some(max),

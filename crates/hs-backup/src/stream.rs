@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{rfc3339, validate_deployment};
-use crate::preflight::preflight;
+use crate::preflight::preflight_for_slot;
 
 /// Whether to stream through a replication slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub struct StreamOptions {
     /// After each batch of WAL, write the partial segment and report it flushed, so
     /// the server can use this stream as a synchronous standby (RPO 0).
     pub synchronous: bool,
-    /// Do not run [`preflight`] first.
+    /// Do not run [`crate::preflight`] first.
     pub skip_preflight: bool,
     /// Interval between standby status updates (the server also asks when it wants one).
     pub status_interval: Duration,
@@ -334,10 +334,10 @@ fn is_retryable(e: &Error) -> bool {
     e.is_temporary() || e.code().starts_with("unreachable.")
 }
 
-/// Streams WAL from the server at `conn` into `repo` until `shutdown` turns true (or its
-/// sender is dropped).
+/// Streams WAL from the server at `conn` into `repo` until `shutdown` changes (send
+/// `true`) or its sender is dropped.
 ///
-/// Runs [`preflight`] first unless `opts.skip_preflight` (then warns loudly); a fatal
+/// Runs [`crate::preflight`] first unless `opts.skip_preflight` (then warns loudly); a fatal
 /// finding is returned as an error with that finding's code. Reconnects with exponential
 /// backoff (1 s .. 30 s) on connection loss when `opts.reconnect`, resuming from the
 /// repository's state. See the module documentation for the durability and resume rules.
@@ -355,7 +355,7 @@ pub async fn wal_stream(
             "preflight checks SKIPPED (--skip-preflight): server misconfiguration will surface only as streaming errors"
         );
     } else {
-        let report = preflight(conn, &opts.deployment).await?;
+        let report = preflight_for_slot(conn, &opts.deployment, opts.slot.name()).await?;
         for f in &report.findings {
             tracing::info!(code = f.code, severity = ?f.severity, "preflight: {}", f.message);
         }

@@ -505,3 +505,44 @@ async fn timeline_switch_continues_on_promoted_server() -> R {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abrupt_stops_and_connection_loss_leave_no_gap() -> R {
+    let pg = PgCluster::start(PgOptions::default())?;
+    let env = repo_env().await?;
+    let conn = cfg(&pg.replication_conninfo());
+    let dep = "crash";
+    blocking(|| pg.pgbench(&["-i", "-s", "1", "-q"]))?;
+    // Abort the streamer mid-flight (no final status, no last partial), like kill -9.
+    for _ in 0..3 {
+        let (_tx, h) = spawn_stream(
+            conn.clone(),
+            env.repo.clone(),
+            opts(dep),
+            Arc::new(Counter::default()),
+        );
+        blocking(|| -> std::io::Result<()> {
+            pg.pgbench(&["-T", "2", "-c", "2"])?;
+            pg.psql("SELECT pg_switch_wal()")?;
+            pg.pgbench(&["-T", "1", "-c", "2"])
+        })?;
+        h.abort();
+        let _ = h.await;
+    }
+    // Connection loss: the server kills the walsender; the streamer reconnects.
+    let mut o = opts(dep);
+    o.reconnect = true;
+    let (tx, h) = spawn_stream(conn, env.repo.clone(), o, Arc::new(Counter::default()));
+    blocking(|| pg.pgbench(&["-T", "2", "-c", "2"]))?;
+    let killed =
+        blocking(|| pg.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_replication"))?;
+    assert_eq!(killed, "1");
+    blocking(|| pg.pgbench(&["-T", "2", "-c", "2"]))?;
+    let end = current_lsn(&pg)?;
+    wait_committed(&pg, &env.repo, dep, end).await?;
+    tx.send(true)?;
+    tokio::time::timeout(Duration::from_secs(30), h).await???;
+    let (first, last) = check_contiguous(&pg, &env.repo, dep).await?;
+    assert!(last >= first + 4, "{first}..{last}");
+    Ok(())
+}
