@@ -124,8 +124,19 @@ mod tests {
     }
 
     const NAMESPACES: [&str; 13] = [
-        "usage", "auth", "preflight", "aborted", "notfound", "conflict", "unreachable", "verify",
-        "doctor", "io", "protocol", "server", "internal",
+        "usage",
+        "auth",
+        "preflight",
+        "aborted",
+        "notfound",
+        "conflict",
+        "unreachable",
+        "verify",
+        "doctor",
+        "io",
+        "protocol",
+        "server",
+        "internal",
     ];
 
     /// Dotted error codes written as string literals in non-test code.
@@ -175,7 +186,10 @@ mod tests {
         let root = workspace_root();
         let cli = std::fs::read_to_string(root.join("crates/hs-cli/src/cli.rs")).expect("cli.rs");
         let mut docs = std::fs::read_to_string(root.join("README.md")).unwrap_or_default();
-        for e in std::fs::read_dir(root.join("docs")).expect("docs/").flatten() {
+        for e in std::fs::read_dir(root.join("docs"))
+            .expect("docs/")
+            .flatten()
+        {
             docs.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
         }
         // Command names are the quoted strings of `Command::name`.
