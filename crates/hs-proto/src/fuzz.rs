@@ -10,7 +10,8 @@ use crate::stream::WalStreamMachine;
 use crate::tar::TarParser;
 
 /// Parses `data` as a sequence of backend messages, drives the BASE_BACKUP and WAL
-/// streaming state machines with whatever messages parsed, then parses it as a tar stream. Returns the number of events
+/// streaming state machines with whatever messages parsed, then parses it as a tar stream and
+/// decodes it as a WAL segment. Returns the number of events
 /// produced (so the optimizer cannot drop the work). Never panics.
 pub fn fuzz_input(data: &[u8]) -> usize {
     let mut events = 0;
@@ -51,6 +52,8 @@ pub fn fuzz_input(data: &[u8]) -> usize {
     while let Ok(Some(_)) = tar.next_event(&mut input) {
         events += 1;
     }
+    // The WAL segment decoder.
+    events += crate::waldecode::fuzz_decode(data);
     events
 }
 

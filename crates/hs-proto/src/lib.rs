@@ -13,6 +13,9 @@
 //!   `TIMELINE_HISTORY`.
 //! - [`Lsn`], [`TimelineId`]: typed WAL positions; [`SegmentName`] for WAL file names and
 //!   segment math; [`parse_timeline_history`] for `.history` files.
+//! - [`SegmentDecoder`] / [`decode_segment`]: a sans-IO WAL segment decoder (PostgreSQL
+//!   15-18) summarising commits, commit times and restore points per segment
+//!   ([`SegmentSummary`]) for point-in-time recovery.
 //!
 //! The message codec ([`BackendMessage::parse`], [`frontend`]) and the tar parser
 //! ([`TarParser`]) do no I/O; one thin tokio layer moves bytes between them and the socket.
@@ -54,6 +57,7 @@ mod stream;
 mod tar;
 mod tls;
 mod wal;
+mod waldecode;
 
 pub use client::{
     BackupEvent, BaseBackupOptions, BaseBackupStream, ReplicationClient, SystemIdentity,
@@ -72,4 +76,8 @@ pub use tar::{EntryKind, TarEntryHeader, TarEvent, TarParser};
 pub use wal::{
     parse_timeline_history, parse_wal_segment_size, SegmentName, TimelineHistoryEntry,
     DEFAULT_WAL_SEGMENT_SIZE,
+};
+pub use waldecode::{
+    decode_segment, pg_time_to_unix_micros, RestorePoint, SegmentDecoder, SegmentEnd,
+    SegmentSummary,
 };

@@ -8,6 +8,7 @@ use hs_proto::{
 use hs_testkit::{PgCluster, PgOptions};
 
 mod wal_stream;
+mod waldecode;
 
 /// Test result: `?` works on hs-proto, io and serde errors alike.
 type R = Result<(), Box<dyn std::error::Error>>;
