@@ -11,6 +11,8 @@
 //! must read the data directory, so it runs as the `postgres` OS user over the unix socket.
 //! `--others-only` skips pg_hardstorage (to check the harness while it does not build);
 //! `--keep` keeps the scratch directory with every tool's output.
+//!
+//! `bench wal`: see [`crate::bench_wal`].
 
 use crate::util::{self, dir_bytes, sh};
 use anyhow::{bail, Context, Result};
@@ -24,6 +26,10 @@ benchmarks (cargo xtask bench <name>):
   backup [--scale N] [--keep] [--others-only]
                                 pg_basebackup vs pgBackRest vs pg_hardstorage on pgbench -i -s N
                                 (default N = 100, about 1.5 GB); wall time and bytes written
+  wal [--seconds N] [--scale N] [--partial-interval S] [--keep]
+                                pg_hardstorage wal stream vs pg_receivewal under pgbench -c 4 -j 2
+                                for N seconds (default 60, scale 20): lag bytes/seconds, CPU;
+                                then wal fetch latency over 20 archived segments
 ";
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -33,6 +39,7 @@ pub fn run(args: &[String]) -> Result<()> {
             Ok(())
         }
         Some((name, rest)) if name == "backup" => backup(rest),
+        Some((name, rest)) if name == "wal" => crate::bench_wal::run(rest),
         Some((name, _)) => bail!("unknown benchmark {name:?}\n\n{LIST}"),
     }
 }
@@ -298,7 +305,7 @@ fn timed(cmd: &mut Command) -> Result<Duration> {
     Ok(d)
 }
 
-fn tempfile_dir() -> Result<PathBuf> {
+pub(crate) fn tempfile_dir() -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let base = std::env::var_os("HS_TEST_TMPDIR")
         .map(PathBuf::from)
@@ -312,7 +319,7 @@ fn tempfile_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn human(bytes: u64) -> String {
+pub(crate) fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut u = 0;

@@ -4,6 +4,7 @@
 //! `std::process::Command` and prints each command before it runs it.
 
 mod bench;
+mod bench_wal;
 mod ci;
 mod demo;
 mod tidy;
@@ -21,6 +22,8 @@ tasks:
   bench              list the benchmarks
   bench backup [--scale N] [--keep] [--others-only]
                      pg_basebackup vs pgBackRest vs pg_hardstorage on a pgbench database
+  bench wal [--seconds N] [--scale N] [--partial-interval S] [--keep]
+                     wal stream vs pg_receivewal under pgbench load (lag, CPU); wal fetch latency
   help               this text
 ";
 

@@ -18,12 +18,17 @@
 
 mod backup;
 mod error;
+mod metrics;
 mod names;
 mod preflight;
 mod stream;
 
 pub use backup::{run_backup, BackupOptions, BackupSummary, NoProgress, Progress};
 pub use error::{Error, ErrorKind, Result};
+pub use metrics::{
+    bind_metrics, serve_metrics, StreamMetrics, Tee, MAX_CONNECTIONS, MAX_REQUEST_HEAD,
+    REQUEST_TIMEOUT,
+};
 pub use names::{backup_id_for, rfc3339, validate_deployment, MAX_DEPLOYMENT_LEN};
 pub use preflight::{preflight, Finding, PreflightReport, Severity};
 pub use stream::{

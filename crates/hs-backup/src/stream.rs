@@ -673,6 +673,8 @@ async fn session(
                                 committer.segment(seg, &bytes).await?;
                                 totals.segments += 1;
                                 flushed = flushed.max(seg.end_lsn());
+                                // Tell the server at once, so the slot advances promptly.
+                                reply = true;
                             }
                             if opts.synchronous {
                                 committer.partial(&mut asm).await?;

@@ -203,6 +203,10 @@ pub struct WalStreamArgs {
     /// Accept a server whose system identifier differs from the deployment's.
     #[arg(long)]
     pub allow_system_id_change: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187). Read-only
+    /// and unauthenticated: any address is accepted, so prefer loopback or a private network.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,8 @@
 //! Integration tests for hs-backup against real PostgreSQL clusters (hs-testkit) and a
 //! file:// repository: WAL streaming under load, shutdown and resume, gaps, preflight.
 
+mod metrics;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

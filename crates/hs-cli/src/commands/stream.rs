@@ -149,7 +149,20 @@ pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
         let _ = tx.send(true);
     });
 
-    let exit = hs_backup::wal_stream(&conn, &repo, &opts, rx, &LogObserver).await?;
+    // --metrics-listen: count what the streamer does and serve it until the stream ends.
+    let metrics = std::sync::Arc::new(hs_backup::StreamMetrics::new(&a.deployment));
+    let mut metrics_server = None;
+    if let Some(addr) = a.metrics_listen {
+        let (bound, serve) = hs_backup::bind_metrics(addr, metrics.clone(), rx.clone()).await?;
+        tracing::warn!("Prometheus metrics at http://{bound}/metrics");
+        metrics_server = Some(tokio::spawn(serve));
+    }
+    let observer = hs_backup::Tee(&LogObserver, &*metrics);
+    let result = hs_backup::wal_stream(&conn, &repo, &opts, rx, &observer).await;
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
+    let exit = result?;
     let hs_backup::StreamExit::Shutdown {
         timeline,
         flushed,

@@ -9,7 +9,19 @@ use hs_testkit::{PgCluster, PgOptions};
 
 use crate::support::{hs, Scratch};
 
-fn start_streamer(s: &Scratch, conn: &str, url: &str) -> Child {
+/// A running `wal stream`; killed on drop so a failing test leaves no process behind.
+pub struct Streamer(pub Option<Child>);
+
+impl Drop for Streamer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn start_streamer(s: &Scratch, conn: &str, url: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
         .args([
             "wal",
@@ -28,13 +40,13 @@ fn start_streamer(s: &Scratch, conn: &str, url: &str) -> Child {
         .expect("spawn wal stream")
 }
 
-fn lsn(s: &str) -> u64 {
+pub fn lsn(s: &str) -> u64 {
     let (hi, lo) = s.trim().split_once('/').expect("an LSN");
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
 }
 
 /// Waits until the slot's restart_lsn (what the streamer reported durable) reaches `target`.
-fn wait_durable(pg: &PgCluster, target: u64, timeout: Duration) {
+pub fn wait_durable(pg: &PgCluster, target: u64, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         let r = pg
@@ -68,7 +80,7 @@ fn stream_survives_kill_9_and_restore_replays_every_commit() {
     let pre = hs(&s, &["wal", "preflight", "demo", "--pg-connection", &conn]).ok();
     assert_eq!(pre["ready"], true, "{pre}");
 
-    let mut streamer = start_streamer(&s, &conn, &url);
+    let mut guard = Streamer(Some(start_streamer(&s, &conn, &url)));
     let load = {
         let mut cmd = pg.client_command("pgbench");
         cmd.args(["-n", "-c", "2", "-j", "2", "-T", "8"]);
@@ -77,9 +89,10 @@ fn stream_survives_kill_9_and_restore_replays_every_commit() {
     // Kill the streamer with SIGKILL at different points while the load runs.
     for pause_ms in [700u64, 1300, 400, 1900] {
         std::thread::sleep(Duration::from_millis(pause_ms));
-        streamer.kill().expect("kill -9");
-        streamer.wait().expect("reap");
-        streamer = start_streamer(&s, &conn, &url);
+        let mut old = guard.0.take().expect("streamer");
+        old.kill().expect("kill -9");
+        old.wait().expect("reap");
+        guard.0 = Some(start_streamer(&s, &conn, &url));
     }
     let out = load.join().expect("load thread");
     assert!(
@@ -96,6 +109,7 @@ fn stream_survives_kill_9_and_restore_replays_every_commit() {
     wait_durable(&pg, end, Duration::from_secs(60));
 
     // SIGTERM: a clean stop with a JSON summary.
+    let streamer = guard.0.take().expect("streamer");
     let pid = streamer.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let done = streamer.wait_with_output().unwrap();
