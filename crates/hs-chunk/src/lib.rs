@@ -10,8 +10,9 @@
 //! - [`ChunkId`] is keyed BLAKE3 of a chunk's plaintext.
 //! - [`compress`], [`decompress`] and the reusable [`Compressor`] wrap zstd.
 //! - [`PackBuilder`], [`PackHeader`], [`split_pack`] and [`parse_trailer`]
-//!   implement the pack format (see the `pack` module docs and
-//!   docs/repository-format.md).
+//!   implement the pack format: chunks stored together are compressed as one
+//!   zstd frame, each chunk located by (frame, offset inside the frame); see
+//!   the `pack` module docs and docs/repository-format.md.
 //!
 //! This crate does no storage I/O and no encryption: sealing is a closure
 //! passed in by the caller (hs-repo, using hs-crypt).
@@ -40,6 +41,6 @@ pub use compress::{compress, decompress, Compressor, DEFAULT_LEVEL};
 pub use error::{Error, ErrorKind, Result};
 pub use id::ChunkId;
 pub use pack::{
-    parse_trailer, split_pack, PackBuilder, PackEntry, PackHeader, PACK_ENTRY_LEN, PACK_MAGIC,
-    PACK_TRAILER_LEN,
+    decode_entries, encode_entries, encoded_entries_len, parse_trailer, split_pack, PackBuilder,
+    PackEntry, PackHeader, PACK_CHUNK_DESC_LEN, PACK_FRAME_DESC_LEN, PACK_MAGIC, PACK_TRAILER_LEN,
 };

@@ -1,14 +1,23 @@
-//! The pack format: blobs, a sealed header, a length and a magic trailer.
+//! The pack format: frames, a sealed header, a length and a magic trailer.
 //!
 //! ```text
-//! pack    = blob* sealed_header header_len magic
-//! blob    = sealed (zstd-compressed or raw) chunk bytes
+//! pack       = frame* sealed_header header_len magic
+//! frame      = sealed (zstd-compressed or raw) concatenation of chunks
 //! header_len = u32 little-endian, length of sealed_header
-//! magic   = "HSPACK01" (8 bytes; "01" is the pack format version)
-//! header plaintext = version:u8 (=1) count:u32le entry*count
-//! entry   = chunk_id:[u8;32] offset:u32le length:u32le raw_length:u32le flags:u8
-//! flags   = bit 0: blob plaintext is zstd-compressed; other bits zero
+//! magic      = "HSPACK01" (8 bytes; "01" is the pack format version)
+//! header plaintext = version:u8 (=1) frames
+//! frames     = frame_count:u32le frame_desc*frame_count
+//! frame_desc = offset:u32le length:u32le raw_length:u32le flags:u8
+//!              chunk_count:u32le (chunk_id:[u8;32] chunk_raw_length:u32le)*chunk_count
+//! flags      = bit 0: the opened frame is one zstd frame; other bits zero
 //! ```
+//!
+//! Several chunks are compressed together as one frame, so zstd sees the
+//! redundancy between neighbouring 8 KiB pages; each chunk keeps its own id
+//! and is located by (frame, offset of the chunk inside the decompressed
+//! frame). A chunk's offset inside its frame is the sum of the raw lengths
+//! of the chunks listed before it; the raw lengths of a frame's chunks add up
+//! to the frame's `raw_length`.
 //!
 //! This module neither encrypts nor does I/O: sealing of the header is a
 //! closure supplied by the caller, and opening is done by the caller before
@@ -21,55 +30,39 @@ use crate::id::ChunkId;
 pub const PACK_MAGIC: [u8; 8] = *b"HSPACK01";
 /// Length of the trailer: 4-byte header length plus [`PACK_MAGIC`].
 pub const PACK_TRAILER_LEN: usize = 12;
-/// Encoded length of one header entry.
-pub const PACK_ENTRY_LEN: usize = 45;
+/// Encoded length of one frame description without its chunks.
+pub const PACK_FRAME_DESC_LEN: usize = 17;
+/// Encoded length of one chunk inside a frame description.
+pub const PACK_CHUNK_DESC_LEN: usize = 36;
 const HEADER_VERSION: u8 = 1;
 const FLAG_COMPRESSED: u8 = 1;
 
-/// Where one blob lives inside a pack and what it holds.
+/// Where one chunk lives: its frame inside a pack, and its place inside the
+/// decompressed frame. This is the flat, per-chunk view of a pack header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PackEntry {
-    /// The chunk's id (keyed hash of the uncompressed plaintext).
+    /// The chunk's id (keyed hash of the chunk's plaintext).
     pub id: ChunkId,
-    /// Byte offset of the blob from the start of the pack.
-    pub offset: u32,
-    /// Length of the blob as stored (sealed).
-    pub length: u32,
-    /// Length of the chunk's plaintext after opening and decompressing.
+    /// Byte offset of the sealed frame from the start of the pack.
+    pub frame_offset: u32,
+    /// Length of the sealed frame as stored.
+    pub frame_length: u32,
+    /// Length of the frame's plaintext after opening and decompressing.
+    pub frame_raw_length: u32,
+    /// Offset of the chunk inside the decompressed frame.
+    pub chunk_offset: u32,
+    /// Length of the chunk's plaintext.
     pub raw_length: u32,
-    /// Whether the opened blob is a zstd frame (otherwise it is the raw chunk).
+    /// Whether the opened frame is a zstd frame (otherwise it is raw).
     pub compressed: bool,
 }
 
 impl PackEntry {
-    /// Appends the 45-byte encoding of this entry to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.id.as_bytes());
-        out.extend_from_slice(&self.offset.to_le_bytes());
-        out.extend_from_slice(&self.length.to_le_bytes());
-        out.extend_from_slice(&self.raw_length.to_le_bytes());
-        out.push(if self.compressed { FLAG_COMPRESSED } else { 0 });
-    }
-
-    /// Decodes one entry from exactly [`PACK_ENTRY_LEN`] bytes.
-    pub fn decode(b: &[u8]) -> Result<PackEntry> {
-        if b.len() != PACK_ENTRY_LEN {
-            return Err(corrupt("a pack entry has the wrong length"));
-        }
-        let mut id = [0u8; 32];
-        id.copy_from_slice(&b[..32]);
-        let u = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let flags = b[44];
-        if flags & !FLAG_COMPRESSED != 0 {
-            return Err(corrupt("a pack entry has unknown flags"));
-        }
-        Ok(PackEntry {
-            id: ChunkId::from_bytes(id),
-            offset: u(32),
-            length: u(36),
-            raw_length: u(40),
-            compressed: flags & FLAG_COMPRESSED != 0,
-        })
+    fn same_frame(&self, o: &PackEntry) -> bool {
+        self.frame_offset == o.frame_offset
+            && self.frame_length == o.frame_length
+            && self.frame_raw_length == o.frame_raw_length
+            && self.compressed == o.compressed
     }
 }
 
@@ -78,46 +71,141 @@ fn corrupt(msg: &str) -> Error {
         .with_suggestion("run a repository check; the pack may have been damaged in storage")
 }
 
-/// The list of blobs in a pack (the header's plaintext).
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+    if b.len() < n {
+        return Err(corrupt("a pack header or index is truncated"));
+    }
+    let (h, t) = b.split_at(n);
+    *b = t;
+    Ok(h)
+}
+
+/// Appends the `frames` encoding (frame count, then each frame with its
+/// chunks) of `entries` to `out`. Entries must be grouped by frame, in
+/// frame order, with each frame's chunks in order of their offsets, as
+/// [`PackBuilder`] produces them and [`decode_entries`] returns them.
+pub fn encode_entries(entries: &[PackEntry], out: &mut Vec<u8>) {
+    let groups = frame_groups(entries);
+    out.extend_from_slice(&(groups.len() as u32).to_le_bytes());
+    for g in groups {
+        let f = &g[0];
+        out.extend_from_slice(&f.frame_offset.to_le_bytes());
+        out.extend_from_slice(&f.frame_length.to_le_bytes());
+        out.extend_from_slice(&f.frame_raw_length.to_le_bytes());
+        out.push(if f.compressed { FLAG_COMPRESSED } else { 0 });
+        out.extend_from_slice(&(g.len() as u32).to_le_bytes());
+        for e in g {
+            out.extend_from_slice(e.id.as_bytes());
+            out.extend_from_slice(&e.raw_length.to_le_bytes());
+        }
+    }
+}
+
+/// Length of [`encode_entries`]' output for `entries`.
+pub fn encoded_entries_len(entries: &[PackEntry]) -> usize {
+    4 + frame_groups(entries).len() * PACK_FRAME_DESC_LEN + entries.len() * PACK_CHUNK_DESC_LEN
+}
+
+fn frame_groups(entries: &[PackEntry]) -> Vec<&[PackEntry]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for i in 1..=entries.len() {
+        if i == entries.len() || !entries[i].same_frame(&entries[start]) {
+            if i > start {
+                groups.push(&entries[start..i]);
+            }
+            start = i;
+        }
+    }
+    groups
+}
+
+/// Reads one `frames` encoding from the front of `b` (advancing it) and
+/// returns the flat entries. Checks that every frame has at least one chunk,
+/// that its chunks' lengths add up to its raw length, and, when `blobs_len`
+/// is given, that every frame lies inside the first `blobs_len` bytes.
+pub fn decode_entries(b: &mut &[u8], blobs_len: Option<u64>) -> Result<Vec<PackEntry>> {
+    let frames = u32_at(take(b, 4)?, 0) as usize;
+    let mut entries = Vec::with_capacity(frames.min(b.len() / PACK_FRAME_DESC_LEN));
+    for _ in 0..frames {
+        let d = take(b, PACK_FRAME_DESC_LEN)?;
+        let (frame_offset, frame_length, frame_raw_length) =
+            (u32_at(d, 0), u32_at(d, 4), u32_at(d, 8));
+        let flags = d[12];
+        let count = u32_at(d, 13) as usize;
+        if flags & !FLAG_COMPRESSED != 0 {
+            return Err(corrupt("a pack frame has unknown flags"));
+        }
+        if count == 0 {
+            return Err(corrupt("a pack frame lists no chunks"));
+        }
+        if let Some(limit) = blobs_len {
+            if u64::from(frame_offset) + u64::from(frame_length) > limit {
+                return Err(corrupt("a pack frame lies outside the pack"));
+            }
+        }
+        let body = take(
+            b,
+            count
+                .checked_mul(PACK_CHUNK_DESC_LEN)
+                .ok_or_else(|| corrupt("a pack frame has too many chunks"))?,
+        )?;
+        let mut chunk_offset: u64 = 0;
+        for c in body.chunks_exact(PACK_CHUNK_DESC_LEN) {
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&c[..32]);
+            let raw_length = u32_at(c, 32);
+            entries.push(PackEntry {
+                id: ChunkId::from_bytes(id),
+                frame_offset,
+                frame_length,
+                frame_raw_length,
+                chunk_offset: chunk_offset as u32,
+                raw_length,
+                compressed: flags & FLAG_COMPRESSED != 0,
+            });
+            chunk_offset += u64::from(raw_length);
+        }
+        if chunk_offset != u64::from(frame_raw_length) {
+            return Err(corrupt(
+                "the chunks of a pack frame do not add up to the frame's length",
+            ));
+        }
+    }
+    Ok(entries)
+}
+
+/// The list of frames and chunks in a pack (the header's plaintext).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PackHeader {
-    /// The entries in the order the blobs were written.
+    /// One entry per chunk, grouped by frame, in the order written.
     pub entries: Vec<PackEntry>,
 }
 
 impl PackHeader {
     /// The header plaintext (to be sealed by the caller).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(5 + self.entries.len() * PACK_ENTRY_LEN);
+        let mut out = Vec::with_capacity(1 + encoded_entries_len(&self.entries));
         out.push(HEADER_VERSION);
-        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        for e in &self.entries {
-            e.encode_into(&mut out);
-        }
+        encode_entries(&self.entries, &mut out);
         out
     }
 
-    /// Parses an opened header. `blobs_len` is the length of the blob area
-    /// (pack length minus sealed header minus trailer); every entry must lie
+    /// Parses an opened header. `blobs_len` is the length of the frame area
+    /// (pack length minus sealed header minus trailer); every frame must lie
     /// inside it.
     pub fn decode(plain: &[u8], blobs_len: u64) -> Result<PackHeader> {
-        if plain.len() < 5 || plain[0] != HEADER_VERSION {
+        let mut b = plain;
+        if take(&mut b, 1)?[0] != HEADER_VERSION {
             return Err(corrupt("the pack header has an unknown version"));
         }
-        let count = u32::from_le_bytes([plain[1], plain[2], plain[3], plain[4]]) as usize;
-        let body = &plain[5..];
-        if body.len() != count.saturating_mul(PACK_ENTRY_LEN) {
-            return Err(corrupt(
-                "the pack header length does not match its entry count",
-            ));
-        }
-        let mut entries = Vec::with_capacity(count);
-        for b in body.chunks_exact(PACK_ENTRY_LEN) {
-            let e = PackEntry::decode(b)?;
-            if u64::from(e.offset) + u64::from(e.length) > blobs_len {
-                return Err(corrupt("a pack header entry points outside the pack"));
-            }
-            entries.push(e);
+        let entries = decode_entries(&mut b, Some(blobs_len))?;
+        if !b.is_empty() {
+            return Err(corrupt("the pack header has trailing bytes"));
         }
         Ok(PackHeader { entries })
     }
@@ -156,7 +244,7 @@ pub fn split_pack(pack: &[u8]) -> Result<(&[u8], &[u8])> {
     Ok((&pack[..off], &pack[off..off + len as usize]))
 }
 
-/// Accumulates sealed blobs into one pack buffer.
+/// Accumulates sealed frames into one pack buffer.
 pub struct PackBuilder {
     buf: Vec<u8>,
     header: PackHeader,
@@ -171,12 +259,12 @@ impl PackBuilder {
         }
     }
 
-    /// Bytes of blobs so far.
+    /// Bytes of frames so far.
     pub fn len(&self) -> usize {
         self.buf.len()
     }
 
-    /// Whether no blob was added yet.
+    /// Whether no frame was added yet.
     pub fn is_empty(&self) -> bool {
         self.header.entries.is_empty()
     }
@@ -186,33 +274,52 @@ impl PackBuilder {
         &self.header.entries
     }
 
-    /// Appends one sealed blob. Fails with `usage.pack_too_large` when the
-    /// pack would pass 4 GiB (offsets are 32-bit).
-    pub fn add_blob(
+    /// Appends one sealed frame holding `chunks` (id and plaintext length of
+    /// each, in the order they were concatenated; at least one). `compressed`
+    /// says whether the opened frame is a zstd frame. Returns the entries of
+    /// the frame's chunks. Fails with `usage.pack_too_large` when the pack
+    /// would pass 4 GiB or the frame's plaintext would pass 4 GiB (lengths and
+    /// offsets are 32-bit), and with `usage.empty_frame` for no chunks.
+    pub fn add_frame(
         &mut self,
-        id: ChunkId,
-        blob: &[u8],
-        raw_length: u32,
+        sealed: &[u8],
         compressed: bool,
-    ) -> Result<PackEntry> {
+        chunks: &[(ChunkId, u32)],
+    ) -> Result<&[PackEntry]> {
+        if chunks.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "usage.empty_frame",
+                "a pack frame must hold at least one chunk",
+            ));
+        }
         let offset = u32::try_from(self.buf.len()).ok();
-        let length = u32::try_from(blob.len()).ok();
-        let (Some(offset), Some(length)) = (offset, length) else {
+        let length = u32::try_from(sealed.len()).ok();
+        let raw: u64 = chunks.iter().map(|c| u64::from(c.1)).sum();
+        let (Some(frame_offset), Some(frame_length), Ok(frame_raw_length)) =
+            (offset, length, u32::try_from(raw))
+        else {
             return Err(too_large());
         };
-        if offset.checked_add(length).is_none() {
+        if frame_offset.checked_add(frame_length).is_none() {
             return Err(too_large());
         }
-        self.buf.extend_from_slice(blob);
-        let e = PackEntry {
-            id,
-            offset,
-            length,
-            raw_length,
-            compressed,
-        };
-        self.header.entries.push(e);
-        Ok(e)
+        self.buf.extend_from_slice(sealed);
+        let first = self.header.entries.len();
+        let mut chunk_offset = 0u32;
+        for &(id, raw_length) in chunks {
+            self.header.entries.push(PackEntry {
+                id,
+                frame_offset,
+                frame_length,
+                frame_raw_length,
+                chunk_offset,
+                raw_length,
+                compressed,
+            });
+            chunk_offset += raw_length; // cannot overflow: the sum fits in u32
+        }
+        Ok(&self.header.entries[first..])
     }
 
     /// Seals the header with `seal` (which receives the header plaintext),
@@ -232,7 +339,7 @@ fn too_large() -> Error {
     Error::new(
         ErrorKind::TooLarge,
         "usage.pack_too_large",
-        "a pack cannot be larger than 4 GiB",
+        "a pack (or one frame's plaintext) cannot be larger than 4 GiB",
     )
 }
 
@@ -240,23 +347,41 @@ fn too_large() -> Error {
 mod tests {
     use super::*;
 
+    fn id(b: u8) -> ChunkId {
+        ChunkId::from_bytes([b; 32])
+    }
+
     /// Golden bytes of a small pack with an identity "seal": the format of
     /// version 1 must not change silently.
     #[test]
     fn golden_pack_v1() {
         let mut b = PackBuilder::with_capacity(0);
-        b.add_blob(ChunkId::from_bytes([0xab; 32]), b"XY", 7, true)
+        b.add_frame(b"XY", true, &[(id(0xab), 7), (id(0xcd), 3)])
             .unwrap();
+        b.add_frame(b"Z", false, &[(id(0xef), 1)]).unwrap();
         let (pack, _) = b.finish(|p| p.to_vec()).unwrap();
-        let mut want = b"XY".to_vec();
+        let mut want = b"XYZ".to_vec();
         want.push(1); // header version
-        want.extend_from_slice(&1u32.to_le_bytes()); // count
-        want.extend_from_slice(&[0xab; 32]);
-        want.extend_from_slice(&0u32.to_le_bytes()); // offset
-        want.extend_from_slice(&2u32.to_le_bytes()); // length
-        want.extend_from_slice(&7u32.to_le_bytes()); // raw length
+        want.extend_from_slice(&2u32.to_le_bytes()); // frame count
+        want.extend_from_slice(&0u32.to_le_bytes()); // frame offset
+        want.extend_from_slice(&2u32.to_le_bytes()); // frame length
+        want.extend_from_slice(&10u32.to_le_bytes()); // frame raw length
         want.push(1); // flags: compressed
-        want.extend_from_slice(&50u32.to_le_bytes()); // header length
+        want.extend_from_slice(&2u32.to_le_bytes()); // chunk count
+        want.extend_from_slice(&[0xab; 32]);
+        want.extend_from_slice(&7u32.to_le_bytes());
+        want.extend_from_slice(&[0xcd; 32]);
+        want.extend_from_slice(&3u32.to_le_bytes());
+        want.extend_from_slice(&2u32.to_le_bytes()); // frame offset
+        want.extend_from_slice(&1u32.to_le_bytes()); // frame length
+        want.extend_from_slice(&1u32.to_le_bytes()); // frame raw length
+        want.push(0); // flags: raw
+        want.extend_from_slice(&1u32.to_le_bytes()); // chunk count
+        want.extend_from_slice(&[0xef; 32]);
+        want.extend_from_slice(&1u32.to_le_bytes());
+        let header_len = 1 + 4 + 2 * PACK_FRAME_DESC_LEN + 3 * PACK_CHUNK_DESC_LEN;
+        assert_eq!(header_len, 147);
+        want.extend_from_slice(&(header_len as u32).to_le_bytes()); // header length
         want.extend_from_slice(b"HSPACK01");
         assert_eq!(pack, want);
     }
@@ -264,13 +389,21 @@ mod tests {
     #[test]
     fn build_split_decode() {
         let mut b = PackBuilder::with_capacity(100);
-        let e1 = b
-            .add_blob(ChunkId::from_bytes([1; 32]), b"aaaa", 10, true)
-            .unwrap();
-        let e2 = b
-            .add_blob(ChunkId::from_bytes([2; 32]), b"bbbbbb", 6, false)
-            .unwrap();
-        assert_eq!((e2.offset, e2.length), (4, 6));
+        let f1 = b
+            .add_frame(b"aaaa", true, &[(id(1), 10), (id(2), 0), (id(3), 5)])
+            .unwrap()
+            .to_vec();
+        assert_eq!(
+            f1.iter().map(|e| e.chunk_offset).collect::<Vec<_>>(),
+            vec![0, 10, 10]
+        );
+        assert!(f1.iter().all(|e| e.frame_raw_length == 15));
+        let f2 = b
+            .add_frame(b"bbbbbb", false, &[(id(4), 6)])
+            .unwrap()
+            .to_vec();
+        assert_eq!((f2[0].frame_offset, f2[0].frame_length), (4, 6));
+        assert!(b.add_frame(b"c", false, &[]).is_err());
         // A toy "seal": reverse the bytes.
         let (pack, header) = b.finish(|p| p.iter().rev().copied().collect()).unwrap();
         assert!(pack.ends_with(b"HSPACK01"));
@@ -279,12 +412,25 @@ mod tests {
         let plain: Vec<u8> = sealed.iter().rev().copied().collect();
         let h = PackHeader::decode(&plain, blobs.len() as u64).unwrap();
         assert_eq!(h, header);
-        assert_eq!(h.entries, vec![e1, e2]);
-        // Entries outside the blob area are refused.
+        assert_eq!(h.entries, [f1, f2].concat());
+        assert_eq!(plain.len(), 1 + encoded_entries_len(&h.entries));
+        // Frames outside the blob area are refused.
         assert_eq!(
             PackHeader::decode(&plain, 5).unwrap_err().code(),
             "verify.pack_corrupt"
         );
+        // Chunk lengths must add up to the frame's raw length.
+        let mut bad = plain.clone();
+        bad[1 + 4 + 8] ^= 1;
+        assert!(PackHeader::decode(&bad, 100).is_err());
+        // Unknown flags, truncation and trailing bytes are refused.
+        let mut bad = plain.clone();
+        bad[1 + 4 + 12] = 2;
+        assert!(PackHeader::decode(&bad, 100).is_err());
+        assert!(PackHeader::decode(&plain[..plain.len() - 1], 100).is_err());
+        let mut bad = plain.clone();
+        bad.push(0);
+        assert!(PackHeader::decode(&bad, 100).is_err());
         let mut bad = pack.clone();
         let n = bad.len();
         bad[n - 1] ^= 1;
@@ -293,6 +439,11 @@ mod tests {
             "verify.pack_magic_mismatch"
         );
         assert!(split_pack(b"short").is_err());
-        assert!(PackHeader::decode(&[1, 5, 0, 0, 0], 0).is_err());
+        // A frame without chunks is refused.
+        assert!(PackHeader::decode(
+            &[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            0
+        )
+        .is_err());
     }
 }

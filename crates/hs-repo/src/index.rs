@@ -3,13 +3,15 @@
 //! Plaintext (sealed with `Domain::Index` before storing):
 //! ```text
 //! version:u8 (=1) pack_count:u32le
-//! per pack: pack_id:[u8;32] entry_count:u32le entry*entry_count
-//! entry = the 45-byte pack header entry (id, offset, length, raw_length, flags)
+//! per pack: pack_id:[u8;32] frames
+//! frames = the pack header's frame list (see hs_chunk's pack module):
+//!   frame_count:u32le, per frame offset, length, raw_length, flags and its
+//!   chunks (id, raw_length)
 //! ```
 
 use std::collections::HashMap;
 
-use hs_chunk::{ChunkId, PackEntry, PACK_ENTRY_LEN};
+use hs_chunk::{ChunkId, PackEntry};
 
 use crate::error::{Error, Result};
 
@@ -30,17 +32,14 @@ fn corrupt(msg: &str) -> Error {
 pub(crate) fn encode(packs: &[IndexedPack]) -> Vec<u8> {
     let n: usize = packs
         .iter()
-        .map(|p| 36 + p.entries.len() * PACK_ENTRY_LEN)
+        .map(|p| 32 + hs_chunk::encoded_entries_len(&p.entries))
         .sum();
     let mut out = Vec::with_capacity(5 + n);
     out.push(INDEX_VERSION);
     out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
     for p in packs {
         out.extend_from_slice(&p.id);
-        out.extend_from_slice(&(p.entries.len() as u32).to_le_bytes());
-        for e in &p.entries {
-            e.encode_into(&mut out);
-        }
+        hs_chunk::encode_entries(&p.entries, &mut out);
     }
     out
 }
@@ -54,30 +53,19 @@ fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
     Ok(h)
 }
 
-fn u32le(b: &[u8]) -> u32 {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-}
-
 pub(crate) fn decode(mut b: &[u8]) -> Result<Vec<IndexedPack>> {
     let b = &mut b;
     if take(b, 1)?[0] != INDEX_VERSION {
         return Err(corrupt("an index object has an unknown version"));
     }
-    let count = u32le(take(b, 4)?) as usize;
+    let c = take(b, 4)?;
+    let count = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
     let mut packs = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
         let mut id = [0u8; 32];
         id.copy_from_slice(take(b, 32)?);
-        let n = u32le(take(b, 4)?) as usize;
-        let raw = take(
-            b,
-            n.checked_mul(PACK_ENTRY_LEN)
-                .ok_or_else(|| corrupt("bad count"))?,
-        )?;
-        let entries = raw
-            .chunks_exact(PACK_ENTRY_LEN)
-            .map(PackEntry::decode)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let entries = hs_chunk::decode_entries(b, None)
+            .map_err(|e| corrupt(&format!("an index object is malformed: {e}")))?;
         packs.push(IndexedPack { id, entries });
     }
     if !b.is_empty() {
@@ -90,8 +78,10 @@ pub(crate) fn decode(mut b: &[u8]) -> Result<Vec<IndexedPack>> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Location {
     pub pack: u32,
-    pub offset: u32,
-    pub length: u32,
+    pub frame_offset: u32,
+    pub frame_length: u32,
+    pub frame_raw_length: u32,
+    pub chunk_offset: u32,
     pub raw_length: u32,
     pub compressed: bool,
 }
@@ -112,8 +102,10 @@ impl Index {
             // the same chunk) are harmless.
             self.map.entry(e.id).or_insert(Location {
                 pack,
-                offset: e.offset,
-                length: e.length,
+                frame_offset: e.frame_offset,
+                frame_length: e.frame_length,
+                frame_raw_length: e.frame_raw_length,
+                chunk_offset: e.chunk_offset,
                 raw_length: e.raw_length,
                 compressed: e.compressed,
             });
@@ -130,13 +122,18 @@ mod tests {
         let packs = vec![
             IndexedPack {
                 id: [9; 32],
-                entries: vec![PackEntry {
-                    id: ChunkId::from_bytes([1; 32]),
-                    offset: 0,
-                    length: 40,
-                    raw_length: 8192,
-                    compressed: true,
-                }],
+                entries: [(1u8, 0u32, 8192u32), (2, 8192, 100)]
+                    .iter()
+                    .map(|&(b, chunk_offset, raw_length)| PackEntry {
+                        id: ChunkId::from_bytes([b; 32]),
+                        frame_offset: 0,
+                        frame_length: 40,
+                        frame_raw_length: 8292,
+                        chunk_offset,
+                        raw_length,
+                        compressed: true,
+                    })
+                    .collect(),
             },
             IndexedPack {
                 id: [8; 32],

@@ -5,10 +5,13 @@
 //!   [`FsBackend`], crash-safe via temp file + fsync + link/rename + dir fsync).
 //! - [`Repository::init`] / [`Repository::open`] handle the plaintext marker
 //!   and the age-wrapped key object.
-//! - [`ChunkWriter`] deduplicates, compresses and seals chunks on worker
-//!   threads into packs of ~16 MiB and writes index objects only for packs
-//!   that are already durable (every 256 packs and at `finish`).
-//! - [`ChunkReader`] reads chunks back and checks their keyed ids.
+//! - [`ChunkWriter`] deduplicates chunks one by one, compresses new chunks
+//!   together in frames of up to [`FRAME_BYTES`] (one zstd frame, one sealed
+//!   blob each) on worker threads into packs of ~16 MiB, and writes index
+//!   objects only for packs that are already durable (every 256 packs and at
+//!   `finish`).
+//! - [`ChunkReader`] reads chunks back (decoding each frame once into a
+//!   bounded shared cache) and checks their keyed ids.
 //! - [`Repository::put_manifest`] stores a signed, sealed [`BackupManifest`],
 //!   create-if-absent, and is meant to be the last write of a backup.
 //! - WAL: [`Repository::put_wal_segment`], [`Repository::put_wal_partial`],
@@ -49,11 +52,11 @@ pub use hs_chunk::{ChunkId, Chunker, ChunkerConfig, FileClass, PackEntry};
 pub use manifest::{
     ArchiveEntry, BackupManifest, BackupStats, ChunkRef, FileEntry, FileKind, MANIFEST_FORMAT,
 };
-pub use reader::ChunkReader;
+pub use reader::{ChunkReader, DEFAULT_FRAME_CACHE_BYTES};
 pub use repo::{Repository, DEFAULT_PACK_TARGET_SIZE, MARKER_NAME, REPO_VERSION};
 pub use wal::{
     is_valid_wal_segment_size, parse_wal_segment_name, segs_per_xlogid, timeline_history_name,
     wal_segment_name, WalGap, WalListing, WalSegmentInfo, DEFAULT_WAL_SEGMENT_SIZE,
     MAX_WAL_SEGMENT_SIZE, MIN_WAL_SEGMENT_SIZE, WAL_ZSTD_LEVEL,
 };
-pub use writer::{ChunkWriter, WriteStats, DEFAULT_INDEX_INTERVAL, MAX_CHUNK_LEN};
+pub use writer::{ChunkWriter, WriteStats, DEFAULT_INDEX_INTERVAL, FRAME_BYTES, MAX_CHUNK_LEN};

@@ -373,8 +373,15 @@ impl Repository {
 
     /// A reader over everything indexed so far.
     pub async fn reader(&self) -> Result<ChunkReader> {
+        self.reader_with_frame_cache(crate::reader::DEFAULT_FRAME_CACHE_BYTES)
+            .await
+    }
+
+    /// A reader whose cache of decoded frames holds at most `bytes` bytes
+    /// (0 disables caching).
+    pub async fn reader_with_frame_cache(&self, bytes: usize) -> Result<ChunkReader> {
         let index = self.load_index().await?;
-        Ok(ChunkReader::new(self.clone(), index))
+        Ok(ChunkReader::new(self.clone(), index, bytes))
     }
 
     pub(crate) async fn load_index(&self) -> Result<Index> {
@@ -425,7 +432,7 @@ impl Repository {
     }
 
     /// Reads and opens the header at the end of a pack: the list of its
-    /// blobs. This is what makes the index rebuildable from packs alone.
+    /// chunks with their frames. This is what makes the index rebuildable from packs alone.
     pub async fn read_pack_header(&self, pack: &str) -> Result<Vec<PackEntry>> {
         let b = &self.inner.backend;
         let Some(info) = b.stat(pack).await? else {

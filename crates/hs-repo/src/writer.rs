@@ -1,9 +1,12 @@
 //! ChunkWriter: dedup, compress + seal on worker threads, packs, index.
 //!
 //! Data flow: [`ChunkWriter::add`] hashes the chunk on the caller's task and
-//! drops it if its id is already known; new chunks go through a bounded
-//! queue (backpressure) to worker threads. Each worker compresses (reusing
-//! one zstd context and one buffer), seals, and appends to its own pack;
+//! drops it if its id is already known; new chunks are grouped into frames
+//! (consecutive new chunks, up to [`FRAME_BYTES`] of plaintext) that go
+//! through a bounded queue (backpressure) to worker threads. Each worker
+//! compresses a frame's chunks together as one zstd frame (reusing one zstd
+//! context and its buffers), seals it as one blob, and appends it to its own
+//! pack;
 //! a full pack is sealed, named by its BLAKE3 hash, and handed to an
 //! uploader task that keeps up to four uploads in flight. Index objects only
 //! ever name packs whose upload has completed: one every
@@ -27,10 +30,15 @@ use crate::repo::{index_name, pack_name, Repository};
 
 /// Largest chunk accepted by [`ChunkWriter::add`] (64 MiB).
 pub const MAX_CHUNK_LEN: usize = 64 << 20;
-/// Chunks are handed to the workers in batches, so that a worker is woken
-/// once per batch rather than once per 8 KiB page.
-const BATCH_JOBS: usize = 64;
-const BATCH_BYTES: usize = 1 << 20;
+/// Plaintext bytes after which a frame is closed: consecutive new chunks are
+/// compressed together as one zstd frame (so zstd sees the redundancy
+/// between neighbouring 8 KiB pages) and sealed as one blob. A frame is
+/// also the unit handed to a worker thread. Chosen by measurement; see
+/// docs/repository-format.md.
+pub const FRAME_BYTES: usize = 1 << 20;
+/// At most this many chunks per frame (bounds the per-frame header size
+/// when chunks are tiny).
+const FRAME_JOBS: usize = 1024;
 /// Batches queued before `add` waits (backpressure).
 const QUEUE_DEPTH: usize = 4;
 const UPLOADS_IN_FLIGHT: usize = 4;
@@ -147,7 +155,7 @@ impl ChunkWriter {
             repo,
             ids,
             tx: Some(tx),
-            batch: Vec::with_capacity(BATCH_JOBS),
+            batch: Vec::with_capacity(FRAME_JOBS),
             batch_bytes: 0,
             workers,
             uploader: Some(uploader),
@@ -181,9 +189,13 @@ impl ChunkWriter {
         if self.ids.insert(id) {
             self.stats.new_chunks += 1;
             self.stats.new_logical_bytes += u64::from(len);
+            if !self.batch.is_empty() && self.batch_bytes + data.len() > FRAME_BYTES {
+                // Frames stay at most FRAME_BYTES unless one chunk is larger.
+                self.flush_batch().await?;
+            }
             self.batch_bytes += data.len();
             self.batch.push(Job { id, data });
-            if self.batch.len() >= BATCH_JOBS || self.batch_bytes >= BATCH_BYTES {
+            if self.batch.len() >= FRAME_JOBS || self.batch_bytes >= FRAME_BYTES {
                 self.flush_batch().await?;
             }
         }
@@ -194,7 +206,7 @@ impl ChunkWriter {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_JOBS));
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(FRAME_JOBS));
         self.batch_bytes = 0;
         let Some(tx) = &self.tx else {
             return Err(self.shared.error());
@@ -293,32 +305,45 @@ fn worker(
         Err(e) => return shared.fail(e.into()),
     };
     let cap = target + target / 16 + (2 << 20);
+    let mut raw = Vec::new();
     let mut cbuf = Vec::new();
+    let mut chunks: Vec<(ChunkId, u32)> = Vec::with_capacity(FRAME_JOBS);
     let mut pack = PackBuilder::with_capacity(cap);
     let master = &repo.inner.master;
     loop {
         let batch = lock(&rx).blocking_recv();
         let Some(batch) = batch else { break };
-        for job in batch {
-            if shared.cancelled.load(Ordering::Relaxed) || shared.failed.load(Ordering::Relaxed) {
-                break; // keep receiving (and dropping) so senders are released
-            }
-            let compressed = comp.compress_if_smaller(&job.data, &mut cbuf);
-            let payload: &[u8] = if compressed { &cbuf } else { &job.data };
-            let sealed = master.seal(Domain::Chunk, payload);
-            if !pack.is_empty() && pack.len() + sealed.len() > target {
-                // Keep packs near the target: a big blob starts a new pack.
-                let full = std::mem::replace(&mut pack, PackBuilder::with_capacity(cap));
-                send_pack(&repo, full, &out, &shared);
-            }
-            if let Err(e) = pack.add_blob(job.id, &sealed, job.data.len() as u32, compressed) {
-                shared.fail(e.into());
-                continue;
-            }
-            if pack.len() >= target {
-                let full = std::mem::replace(&mut pack, PackBuilder::with_capacity(cap));
-                send_pack(&repo, full, &out, &shared);
-            }
+        if shared.cancelled.load(Ordering::Relaxed) || shared.failed.load(Ordering::Relaxed) {
+            continue; // keep receiving (and dropping) so senders are released
+        }
+        // One frame: the batch's chunks concatenated, compressed together.
+        raw.clear();
+        chunks.clear();
+        for job in &batch {
+            raw.extend_from_slice(&job.data);
+            chunks.push((job.id, job.data.len() as u32));
+        }
+        drop(batch);
+        let compressed = comp.compress_if_smaller(&raw, &mut cbuf);
+        let payload: &[u8] = if compressed { &cbuf } else { &raw };
+        let sealed = master.seal(Domain::Chunk, payload);
+        if !pack.is_empty() && pack.len() + sealed.len() > target {
+            // Keep packs near the target: a big frame starts a new pack.
+            let full = std::mem::replace(&mut pack, PackBuilder::with_capacity(cap));
+            send_pack(&repo, full, &out, &shared);
+        }
+        if let Err(e) = pack.add_frame(&sealed, compressed, &chunks) {
+            shared.fail(e.into());
+            continue;
+        }
+        if pack.len() >= target {
+            let full = std::mem::replace(&mut pack, PackBuilder::with_capacity(cap));
+            send_pack(&repo, full, &out, &shared);
+        }
+        if raw.capacity() > 4 * FRAME_BYTES {
+            // One huge chunk passed through; do not keep its buffers.
+            raw = Vec::new();
+            cbuf = Vec::new();
         }
     }
     if !pack.is_empty() && !shared.cancelled.load(Ordering::SeqCst) {

@@ -197,35 +197,126 @@ async fn plaintext_never_reaches_the_repository() {
     );
 }
 
-#[tokio::test]
-async fn flipped_byte_in_pack_fails_verification() {
-    let env = Env::new();
-    let repo = small_pack_repo(&env).await;
+/// Writes `n` distinct pages and returns their references.
+async fn write_pages(repo: &Repository, n: u64) -> Vec<ChunkRef> {
     let mut w = repo.writer().await.unwrap();
     let mut refs = Vec::new();
-    for i in 0..20u64 {
+    for i in 0..n {
         refs.push(w.add(Bytes::from(page(i))).await.unwrap());
     }
     w.finish().await.unwrap();
-    let packs: Vec<_> = files_under(&env.repo_path().join("data"));
-    // One pack per worker thread at most, for this little data.
+    refs
+}
+
+#[tokio::test]
+async fn chunks_are_stored_in_shared_frames() {
+    let env = Env::new();
+    let repo = small_pack_repo(&env).await;
+    // 300 pages = 2.3 MiB: frames of FRAME_BYTES (128 pages) each.
+    let refs = write_pages(&repo, 300).await;
+    let mut entries = Vec::new();
+    for p in repo.list_packs().await.unwrap() {
+        for e in repo.read_pack_header(&p.name).await.unwrap() {
+            entries.push((p.name.clone(), e));
+        }
+    }
+    assert_eq!(entries.len(), 300);
+    let frames: std::collections::HashSet<_> = entries
+        .iter()
+        .map(|(p, e)| (p.clone(), e.frame_offset))
+        .collect();
+    let per_frame = hs_repo::FRAME_BYTES / 8192;
+    assert_eq!(frames.len(), 300usize.div_ceil(per_frame), "{frames:?}");
+    for (_, e) in &entries {
+        assert!(e.compressed);
+        assert!(e.chunk_offset + e.raw_length <= e.frame_raw_length);
+        assert!(e.frame_length < e.frame_raw_length / 4, "{e:?}");
+    }
+    // Reading every chunk of a frame decodes the frame once.
+    let reader = repo.reader().await.unwrap();
+    for (i, r) in refs.iter().enumerate() {
+        assert_eq!(&reader.read(r).await.unwrap()[..], &page(i as u64)[..]);
+    }
+    assert_eq!(reader.frames_decoded(), frames.len() as u64);
+    // Without a cache, every read decodes its frame.
+    let uncached = repo.reader_with_frame_cache(0).await.unwrap();
+    for r in &refs[..10] {
+        uncached.read(r).await.unwrap();
+    }
+    assert_eq!(uncached.frames_decoded(), 10);
+    assert_eq!(uncached.frame_cache_bytes(), 0);
+}
+
+#[tokio::test]
+async fn frame_cache_is_bounded() {
+    let env = Env::new();
+    let repo = small_pack_repo(&env).await;
+    let refs = write_pages(&repo, 1000).await; // 8 frames of 1 MiB
+    let limit = 3 * hs_repo::FRAME_BYTES + 100;
+    let reader = repo.reader_with_frame_cache(limit).await.unwrap();
+    assert_eq!(reader.frame_cache_limit(), limit);
+    let mut tasks = Vec::new();
+    for t in 0..8usize {
+        let (reader, refs) = (reader.clone(), refs.clone());
+        tasks.push(tokio::spawn(async move {
+            for r in refs.iter().skip(t).step_by(8) {
+                reader.read(r).await.unwrap();
+                assert!(reader.frame_cache_bytes() <= reader.frame_cache_limit());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(reader.frame_cache_bytes() <= limit);
+    assert!(reader.frame_cache_bytes() >= hs_repo::FRAME_BYTES);
+    // Reading the file again from the start evicts and re-decodes.
+    let before = reader.frames_decoded();
+    for r in &refs {
+        reader.read(r).await.unwrap();
+    }
+    assert!(reader.frames_decoded() > before);
+    assert!(reader.frame_cache_bytes() <= limit);
+}
+
+#[tokio::test]
+async fn flipped_byte_in_a_frame_fails_exactly_its_chunks() {
+    let env = Env::new();
+    let repo = small_pack_repo(&env).await;
+    let refs = write_pages(&repo, 300).await;
+    let packs = repo.list_packs().await.unwrap();
     assert!(!packs.is_empty() && packs.len() <= 4, "{packs:?}");
-    let mut bytes = std::fs::read(&packs[0]).unwrap();
-    bytes[40] ^= 0x01; // inside the first blob
-    std::fs::write(&packs[0], &bytes).unwrap();
+    let entries = repo.read_pack_header(&packs[0].name).await.unwrap();
+    // Damage the second frame of the first pack if it has one, else the first.
+    let mut offsets: Vec<u32> = entries.iter().map(|e| e.frame_offset).collect();
+    offsets.dedup();
+    let victim = *offsets.last().unwrap();
+    let damaged: std::collections::HashSet<_> = entries
+        .iter()
+        .filter(|e| e.frame_offset == victim)
+        .map(|e| e.id)
+        .collect();
+    assert!(damaged.len() > 1);
+    let path = env.repo_path().join(&packs[0].name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[victim as usize + 60] ^= 0x01; // inside the sealed frame
+    std::fs::write(&path, &bytes).unwrap();
 
     let reader = repo.reader().await.unwrap();
-    let mut failures = 0;
-    for r in &refs {
-        match reader.read(r).await {
-            Ok(d) => assert_eq!(repo.chunk_id(&d), r.id),
-            Err(e) => {
-                assert!(e.code().starts_with("verify."), "{}", e.code());
-                failures += 1;
+    let mut failed = std::collections::HashSet::new();
+    // Twice: a failed decode is not cached, and good frames stay readable.
+    for _ in 0..2 {
+        for r in &refs {
+            match reader.read(r).await {
+                Ok(d) => assert_eq!(repo.chunk_id(&d), r.id),
+                Err(e) => {
+                    assert_eq!(e.code(), "verify.auth_tag_mismatch");
+                    failed.insert(r.id);
+                }
             }
         }
     }
-    assert_eq!(failures, 1);
+    assert_eq!(failed, damaged);
 }
 
 #[tokio::test]
