@@ -1,8 +1,10 @@
 //! `cargo xtask demo`: the README's first command, end to end on this machine.
 //!
 //! Builds the release `pg_hardstorage`, starts a throwaway PostgreSQL cluster from the local
-//! binaries (hs-testkit), writes a demo row, then runs `repo init`, `backup`, `list` and
-//! `restore`, starts the restored data directory and shows the row. Everything lives in one
+//! binaries (hs-testkit), writes a demo row, then runs `repo init`, `wal preflight`,
+//! `wal stream` (in the background), `backup`, writes a second row after the backup,
+//! `list`, `wal list` and `restore`, starts the restored data directory, lets it replay the
+//! archived WAL through `wal fetch`, and shows both rows. Everything lives in one
 //! demo directory (default `<workspace>/.demo`, or `/tmp/pg_hardstorage-demo` when the
 //! `postgres` OS user cannot reach the workspace), including the keyring, so the demo never
 //! touches `~/.config`.
@@ -66,15 +68,35 @@ pub fn run(args: &[String]) -> Result<()> {
     eprintln!("\n==> repository");
     sh(&mut hs(&["repo", "init", &repo_url]))?;
 
-    // ------------------------------------------------------------------------------------
-    // WAL STREAMING GOES HERE. `pg_hardstorage wal stream demo --pg-connection .. --repo ..`
-    // does not exist yet. When it does, start it here as a child process, wait until it
-    // reports its slot is streaming, and stop it (SIGTERM) after the backup below. Until
-    // then the backup must carry the WAL it needs itself.
-    // ------------------------------------------------------------------------------------
+    eprintln!("\n==> WAL streaming (a background process; under systemd in production)");
+    let conninfo = pg.replication_conninfo();
+    sh(&mut hs(&[
+        "wal",
+        "preflight",
+        DEPLOYMENT,
+        "--pg-connection",
+        &conninfo,
+    ]))?;
+    let mut stream_cmd = hs(&[
+        "wal",
+        "stream",
+        DEPLOYMENT,
+        "--pg-connection",
+        &conninfo,
+        "--repo",
+        &repo_url,
+    ]);
+    eprintln!("$ {} &", util::show(&stream_cmd));
+    let mut streamer = Streamer(Some(
+        stream_cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting wal stream")?,
+    ));
+    wait_for_slot(&pg)?;
 
     eprintln!("\n==> backup");
-    let conninfo = pg.replication_conninfo();
     sh(&mut hs(&[
         "backup",
         DEPLOYMENT,
@@ -84,8 +106,18 @@ pub fn run(args: &[String]) -> Result<()> {
         &repo_url,
     ]))?;
 
+    eprintln!("\n==> a second row, written after the backup: only the WAL stream has it");
+    let note2 = format!("{note}, committed after the backup");
+    pg.psql(&format!("INSERT INTO demo(id, note) VALUES (2, '{note2}')"))?;
+    let lsn = pg.psql("SELECT pg_current_wal_lsn()")?;
+    pg.psql("SELECT pg_switch_wal()")?;
+    wait_durable(&pg, &lsn)?;
+    eprintln!("$ kill -TERM <wal stream>   # stops cleanly after committing what it has");
+    streamer.stop()?;
+
     eprintln!("\n==> list");
     sh(&mut hs(&["list", DEPLOYMENT, "--repo", &repo_url]))?;
+    sh(&mut hs(&["wal", "list", DEPLOYMENT, "--repo", &repo_url]))?;
 
     eprintln!("\n==> restore");
     let restored_s = restored.display().to_string();
@@ -100,17 +132,26 @@ pub fn run(args: &[String]) -> Result<()> {
     ]))?;
 
     drop(pg); // the source cluster goes away: what follows uses only the restored copy
+    if hs_testkit::is_root() {
+        // The restored server runs `restore_command` as the postgres OS user.
+        for p in [dir.join("repo"), keyring.clone()] {
+            hs_testkit::chown_to_postgres(&p)?;
+        }
+    }
 
     eprintln!("\n==> start the restored data directory");
     let restored_pg = PgCluster::start_existing(&restored)
         .map_err(|e| anyhow::anyhow!("starting the restored cluster failed: {e}"))?;
+    restored_pg
+        .wait_for_promotion(std::time::Duration::from_secs(120))
+        .map_err(|e| anyhow::anyhow!("recovery of the restored cluster failed: {e}"))?;
     let mut q = restored_pg.client_command("psql");
-    q.args(["-X", "-c", "SELECT id, note, at FROM demo"]);
+    q.args(["-X", "-c", "SELECT id, note, at FROM demo ORDER BY id"]);
     let out = run_capture(&mut q)?;
     print!("{out}");
-    if !out.contains(&note) {
+    if !out.contains(&note) || !out.contains(&note2) {
         bail!(
-            "the restored cluster does not have the demo row\n--- server log ---\n{}",
+            "the restored cluster does not have both demo rows\n--- server log ---\n{}",
             restored_pg.log_tail(40)
         );
     }
@@ -137,4 +178,66 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(())
+}
+
+/// The background `wal stream`; killed on drop so a failing demo leaves nothing running.
+struct Streamer(Option<std::process::Child>);
+
+impl Streamer {
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.0.take() else {
+            return Ok(());
+        };
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("could not signal wal stream");
+        }
+        let exit = child.wait()?;
+        if !exit.success() {
+            bail!("wal stream exited with {exit}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Streamer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+const SLOT_LSN: &str = "SELECT coalesce(restart_lsn::text, '') FROM pg_replication_slots \
+                        WHERE slot_name = 'pg_hardstorage_demo' AND active";
+
+fn wait_for_slot(pg: &PgCluster) -> Result<()> {
+    for _ in 0..150 {
+        if !pg.psql(SLOT_LSN)?.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    bail!("wal stream did not start streaming within 30 s")
+}
+
+fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// Waits until the slot says WAL up to `lsn` is durable in the repository.
+fn wait_durable(pg: &PgCluster, lsn: &str) -> Result<()> {
+    let want = parse_lsn(lsn).context("pg_current_wal_lsn")?;
+    for _ in 0..300 {
+        if parse_lsn(&pg.psql(SLOT_LSN)?).is_some_and(|l| l >= want) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    bail!("wal stream did not archive up to {lsn} within 60 s")
 }
