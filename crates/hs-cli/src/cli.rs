@@ -124,6 +124,17 @@ pub enum VerifyArg {
     Skip,
 }
 
+/// `recovery_target_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetActionArg {
+    /// End recovery and accept connections.
+    Promote,
+    /// Pause recovery at the target.
+    Pause,
+    /// Shut the server down at the target.
+    Shutdown,
+}
+
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Deployment name.
@@ -141,10 +152,31 @@ pub struct RestoreArgs {
     /// Replay all archived WAL after the backup (the default when the repository
     /// holds WAL of this deployment): writes recovery.signal and a managed block in
     /// postgresql.auto.conf whose restore_command is `pg_hardstorage wal fetch`.
-    #[arg(long, conflicts_with = "no_recovery")]
+    #[arg(long, conflicts_with = "no_recovery", group = "pitr_target")]
     pub to_latest: bool,
-    /// Do not configure recovery: the directory starts as of the backup's end.
+    /// Recover to a point in time (UTC): RFC 3339, "2026-11-26 14:00[:00]", "now",
+    /// "5 minutes ago", "90s ago", "today 14:00", "yesterday 14:00". With `latest`,
+    /// the newest backup that ends before it is restored.
+    #[arg(long = "to", value_name = "TIME", group = "pitr_target")]
+    pub to_time: Option<String>,
+    /// Recover up to this WAL position (X/Y, as pg_current_wal_lsn() prints it).
+    #[arg(long, value_name = "LSN", group = "pitr_target")]
+    pub to_lsn: Option<String>,
+    /// Recover up to this restore point (a pg_create_restore_point name).
+    #[arg(long, value_name = "NAME", group = "pitr_target")]
+    pub to_name: Option<String>,
+    /// What the server does at the target: promote (default: it comes up usable),
+    /// pause (pg_wal_replay_resume() continues) or shutdown.
+    #[arg(long, value_enum, default_value_t = TargetActionArg::Promote)]
+    pub to_action: TargetActionArg,
+    /// recovery_target_timeline: `latest` (default), `current` or a timeline number.
+    #[arg(long, value_name = "TLI")]
+    pub to_timeline: Option<String>,
+    /// Print the plan (backup chosen, WAL needed, resolved target) and write nothing.
     #[arg(long)]
+    pub preview: bool,
+    /// Do not configure recovery: the directory starts as of the backup's end.
+    #[arg(long, conflicts_with_all = ["to_time", "to_lsn", "to_name"])]
     pub no_recovery: bool,
     /// Keyring path to put in the restore_command, readable by the PostgreSQL
     /// server's OS user [default: the keyring this command uses].

@@ -8,6 +8,11 @@
 //! [`RestoreOptions::recovery`] set it then writes `recovery.signal` and a managed
 //! block in `postgresql.auto.conf` ([`write_recovery_config`]).
 //!
+//! [`plan_restore`] decides, before anything is written, which backup and
+//! which archived WAL a point-in-time target ([`PitrTarget`], parsed by
+//! [`parse_target_time`], [`parse_target_lsn`], [`parse_target_name`])
+//! needs, and fails with `conflict.target_*` when the WAL is not there.
+//!
 //! [`wal_fetch`] is PostgreSQL's `restore_command` (verified, atomic, spool-backed
 //! prefetch with [`wal_prefetch`], serving the newest `.partial` at the end of WAL);
 //! [`wal_gaps`] finds missing WAL in a [`hs_repo::WalListing`].
@@ -25,11 +30,14 @@
 #![deny(missing_docs)]
 
 mod error;
+mod plan;
 mod recovery;
 mod restore;
+mod target;
 mod wal;
 
 pub use error::{Error, ErrorKind, Result};
+pub use plan::{plan_restore, PlannedBackup, RestorePlan};
 pub use recovery::{
     apply_managed_block, quote_conf_value, render_block, restore_command, shell_quote_for_command,
     write_recovery_config, RecoveryConfig, RecoveryTarget, RecoveryTargetAction, BLOCK_BEGIN,
@@ -38,6 +46,10 @@ pub use recovery::{
 pub use restore::{
     find_pg_program, restore, select_backup, BackupSelector, NoRestoreProgress, RestoreOptions,
     RestoreProgress, RestoreSummary, VerifyMode,
+};
+pub use target::{
+    format_recovery_target_time, format_utc, from_unix_micros, parse_target_lsn, parse_target_name,
+    parse_target_time, unix_micros, PitrTarget,
 };
 pub use wal::{
     clean_spool, default_spool_dir, spawn_detached, wal_fetch, wal_gaps, wal_prefetch,

@@ -42,6 +42,7 @@ enum Kind {
     Partial = 2,
     History = 3,
     Gap = 4,
+    Summary = 5,
 }
 
 /// An explicit record that WAL between two segments is missing from the
@@ -486,6 +487,45 @@ impl Repository {
         Ok(())
     }
 
+    /// Stores a small summary of completed segment `segment` (what
+    /// `hs-pitr` decodes from it for planning: commit times, restore
+    /// points) at `deployments/<d>/wal/summaries/<segment>`, sealed like
+    /// every WAL object. The content is opaque to this crate. A summary is
+    /// derived from immutable content, so it is create-if-absent: an
+    /// existing one is kept. At most 1 MiB.
+    pub async fn put_wal_summary(
+        &self,
+        deployment: &str,
+        segment: &str,
+        content: &[u8],
+    ) -> Result<()> {
+        check_deployment(deployment)?;
+        check_segment(segment)?;
+        if content.len() as u64 > MIN_WAL_SEGMENT_SIZE {
+            return Err(Error::new(
+                "usage.wal_summary_too_large",
+                format!("the summary of segment {segment} is larger than 1 MiB"),
+            ));
+        }
+        let object = format!("{}summaries/{segment}", wal_prefix(deployment));
+        let sealed = self.wal_object(Kind::Summary, &object, content).await?;
+        self.inner.backend.put_if_absent(&object, sealed).await?;
+        Ok(())
+    }
+
+    /// The summary stored by [`Repository::put_wal_summary`], verified, or
+    /// `None` if there is none.
+    pub async fn get_wal_summary(&self, deployment: &str, segment: &str) -> Result<Option<Bytes>> {
+        check_deployment(deployment)?;
+        check_segment(segment)?;
+        let object = format!("{}summaries/{segment}", wal_prefix(deployment));
+        match self.open_wal(Kind::Summary, &object, true).await {
+            Err(e) if e.code() == "notfound.object" => Ok(None),
+            Err(e) => Err(e),
+            Ok((_, _, raw)) => Ok(Some(Bytes::from(raw.unwrap_or_default()))),
+        }
+    }
+
     /// Reads one WAL file by the name PostgreSQL uses: `<segment>`,
     /// `<segment>.partial` or `TTTTTTTT.history`. Verified (AEAD, name
     /// binding, length and hash) and decompressed. Absent:
@@ -527,6 +567,7 @@ impl Repository {
                     }
                 }
                 "gaps" => gap_objects.push(o.name.clone()),
+                "summaries" => {}
                 _ => {
                     let (seg, partial) = match file.strip_suffix(".partial") {
                         Some(s) => (s, true),

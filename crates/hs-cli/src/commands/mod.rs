@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde_json::json;
 
-use crate::cli::{Cli, Command, GlobalArgs, OutputFormat, RepoCommand, VerifyArg, WalCommand};
+use crate::cli::{
+    Cli, Command, GlobalArgs, OutputFormat, RepoCommand, TargetActionArg, VerifyArg, WalCommand,
+};
 use crate::output::{human_bytes, Output};
 use crate::progress::Bar;
 
@@ -186,10 +188,134 @@ async fn list(g: &GlobalArgs, deployment: &str, url: &str) -> Result<Output> {
     })
 }
 
+fn pitr_target(a: &crate::cli::RestoreArgs) -> Result<hs_pitr::PitrTarget> {
+    Ok(if let Some(t) = &a.to_time {
+        hs_pitr::PitrTarget::Time(hs_pitr::parse_target_time(
+            t,
+            time::OffsetDateTime::now_utc(),
+        )?)
+    } else if let Some(l) = &a.to_lsn {
+        hs_pitr::PitrTarget::Lsn(hs_pitr::parse_target_lsn(l)?)
+    } else if let Some(n) = &a.to_name {
+        hs_pitr::PitrTarget::Name(hs_pitr::parse_target_name(n)?)
+    } else {
+        hs_pitr::PitrTarget::Latest
+    })
+}
+
+fn target_timeline(v: Option<&str>) -> Result<Option<String>> {
+    let Some(v) = v else { return Ok(None) };
+    let ok = v == "latest" || v == "current" || v.parse::<u32>().is_ok_and(|n| n > 0);
+    if !ok {
+        return Err(crate::errors::CliError::new(
+            "usage.timeline_invalid",
+            format!("--to-timeline {v:?} is not `latest`, `current` or a timeline number"),
+        )
+        .with_suggestion("pass --to-timeline latest, current, or a number such as 2")
+        .into());
+    }
+    Ok(Some(v.to_owned()))
+}
+
+fn plan_json(p: &hs_pitr::RestorePlan) -> serde_json::Value {
+    json!({
+        "backup": {
+            "backup_id": p.backup.backup_id,
+            "timeline": p.backup.timeline,
+            "start_lsn": p.backup.start_lsn.to_string(),
+            "stop_lsn": p.backup.stop_lsn.to_string(),
+            "start_time": p.backup.start_time,
+            "stop_time": p.backup.stop_time,
+        },
+        "target": {
+            "kind": p.target.kind(),
+            "time": p.resolved_time.map(hs_pitr::format_utc),
+            "lsn": p.resolved_lsn.map(|l| l.to_string()),
+            "name": match &p.target { hs_pitr::PitrTarget::Name(n) => Some(n.clone()), _ => None },
+        },
+        "wal": {
+            "from": p.wal_from,
+            "to": p.wal_to,
+            "to_partial": p.wal_to_partial,
+            "segments": p.wal_segments,
+            "segment_size": p.wal_segment_size,
+        },
+        "notes": p.notes,
+    })
+}
+
+fn plan_human(p: &hs_pitr::RestorePlan, asked: Option<&str>) -> String {
+    let mut h = String::new();
+    let target = match (&p.target, asked) {
+        (hs_pitr::PitrTarget::Time(t), Some(a)) => {
+            format!("time {} (UTC, from {a:?})", hs_pitr::format_utc(*t))
+        }
+        (t, _) => t.to_string(),
+    };
+    h.push_str(&format!(
+        "Target:  {target}
+"
+    ));
+    h.push_str(&format!(
+        "Backup:  {} (timeline {}, ends at {}, LSN {})
+",
+        p.backup.backup_id, p.backup.timeline, p.backup.stop_time, p.backup.stop_lsn
+    ));
+    match (&p.wal_from, &p.wal_to) {
+        (Some(f), Some(t)) => h.push_str(&format!(
+            "WAL:     {f} .. {t}{} ({} segment{}, all archived)
+",
+            if p.wal_to_partial { ".partial" } else { "" },
+            p.wal_segments,
+            if p.wal_segments == 1 { "" } else { "s" }
+        )),
+        _ => h.push_str(
+            "WAL:     none needed from the archive
+",
+        ),
+    }
+    if let hs_pitr::PitrTarget::Name(_) = p.target {
+        if let (Some(l), Some(t)) = (p.resolved_lsn, p.resolved_time) {
+            h.push_str(&format!(
+                "         restore point at LSN {l}, created {}
+",
+                hs_pitr::format_utc(t)
+            ));
+        }
+    }
+    for n in &p.notes {
+        h.push_str(&format!(
+            "Note:    {n}
+"
+        ));
+    }
+    h
+}
+
 async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
+    let target = pitr_target(&a)?;
+    let timeline = target_timeline(a.to_timeline.as_deref())?;
     let repo = open_repo(g, &a.repo.repo).await?;
     let sel: hs_pitr::BackupSelector = a.backup.parse()?;
+    // Plan (and check the archived WAL) unless recovery is off: then no WAL is needed.
+    let plan = if a.no_recovery && !a.preview {
+        None
+    } else {
+        Some(hs_pitr::plan_restore(&repo, &a.deployment, &sel, &target).await?)
+    };
+    let plan_text = plan
+        .as_ref()
+        .map(|p| plan_human(p, a.to_time.as_deref()))
+        .unwrap_or_default();
+    if a.preview {
+        return Ok(Output {
+            failure: None,
+            json: json!({"preview": true, "deployment": a.deployment, "plan": plan.as_ref().map(plan_json)}),
+            human: format!("Restore plan (nothing written):\n{plan_text}"),
+        });
+    }
+    let sel = plan.as_ref().map_or(sel, |p| p.backup_selector());
     let mut opts = hs_pitr::RestoreOptions::new(&a.deployment, sel, a.target.clone());
     opts.verify = match a.verify {
         VerifyArg::Run => hs_pitr::VerifyMode::Run,
@@ -197,12 +323,25 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
     };
     opts.pg_bin_dir = a.pg_bin_dir.clone();
     let has_wal = !repo.list_wal(&a.deployment).await?.segments.is_empty();
-    if a.to_latest || (has_wal && !a.no_recovery) {
+    let is_latest = target == hs_pitr::PitrTarget::Latest;
+    if !is_latest || a.to_latest || (has_wal && !a.no_recovery) {
         let exe = std::env::current_exe()?;
         let keyring = a.restore_keyring.clone().unwrap_or_else(|| keyring_path(g));
         let keyring = std::path::absolute(&keyring)?;
         let cmd = hs_pitr::restore_command(&exe, &a.deployment, &a.repo.repo, &keyring)?;
-        opts.recovery = Some(hs_pitr::RecoveryConfig::latest(cmd));
+        let mut rc = hs_pitr::RecoveryConfig::latest(cmd);
+        rc.target = plan
+            .as_ref()
+            .map_or(hs_pitr::RecoveryTarget::Latest, |p| p.recovery_target());
+        rc.target_timeline = timeline;
+        if !is_latest {
+            rc.target_action = Some(match a.to_action {
+                TargetActionArg::Promote => hs_pitr::RecoveryTargetAction::Promote,
+                TargetActionArg::Pause => hs_pitr::RecoveryTargetAction::Pause,
+                TargetActionArg::Shutdown => hs_pitr::RecoveryTargetAction::Shutdown,
+            });
+        }
+        opts.recovery = Some(rc);
     }
     let bar = Bar::new(g.output == OutputFormat::Human);
     let started = std::time::Instant::now();
@@ -217,10 +356,18 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
     } else {
         "NOT verified (--verify=skip)"
     };
-    let recovery = if r.recovery_configured {
-        "\nRecovery is configured to replay all archived WAL (recovery.signal, restore_command = pg_hardstorage wal fetch).\n"
-    } else {
-        ""
+    let recovery = match (r.recovery_configured, is_latest) {
+        (false, _) => String::new(),
+        (true, true) => "\nRecovery is configured to replay all archived WAL (recovery.signal, restore_command = pg_hardstorage wal fetch).\n".to_owned(),
+        (true, false) => format!(
+            "\nRecovery is configured to stop at the {} and {} there (recovery.signal, restore_command = pg_hardstorage wal fetch).\n{plan_text}",
+            target,
+            match a.to_action {
+                TargetActionArg::Promote => "promote",
+                TargetActionArg::Pause => "pause",
+                TargetActionArg::Shutdown => "shut down",
+            }
+        ),
     };
     Ok(Output {
         failure: None,
@@ -231,6 +378,7 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
             "bytes": r.bytes,
             "verified": r.verified,
             "recovery_configured": r.recovery_configured,
+            "plan": plan.as_ref().map(plan_json),
             "seconds": secs,
         }),
         human: format!(

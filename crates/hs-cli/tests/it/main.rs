@@ -2,5 +2,6 @@
 //! and real file:// repositories. One test binary; modules by topic.
 
 mod backup_restore;
+mod pitr;
 mod support;
 mod wal_stream;

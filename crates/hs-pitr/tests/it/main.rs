@@ -1,5 +1,7 @@
-//! Integration tests of hs-pitr's WAL fetch against real `file://` repositories.
+//! Integration tests of hs-pitr's WAL fetch and restore planning against real `file://`
+//! repositories.
 
+mod plan;
 mod wal;
 
 use hs_crypt::Keyring;

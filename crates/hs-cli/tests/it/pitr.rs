@@ -1,0 +1,315 @@
+//! Point-in-time restore end to end: one cluster, one backup, `wal stream`
+//! archiving five batches of rows; restores to a timestamp, to "N seconds
+//! ago", to an LSN and to a restore point each hold exactly the rows
+//! committed before the target; a target past the archived WAL fails up front.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use hs_testkit::{PgCluster, PgOptions};
+
+use crate::support::{hs, Scratch};
+
+const SLOT: &str = "pg_hardstorage_pitr";
+
+fn start_streamer(s: &Scratch, conn: &str, url: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+        .args([
+            "wal",
+            "stream",
+            "pitr",
+            "--pg-connection",
+            conn,
+            "--repo",
+            url,
+        ])
+        .args(["-o", "json", "--keyring"])
+        .arg(s.keyring())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn wal stream")
+}
+
+fn lsn(s: &str) -> u64 {
+    let (hi, lo) = s.trim().split_once('/').expect("an LSN");
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+fn slot_lsn(pg: &PgCluster) -> Option<u64> {
+    let r = pg
+        .psql(&format!(
+            "SELECT coalesce(restart_lsn::text, '') FROM pg_replication_slots WHERE slot_name = '{SLOT}'"
+        ))
+        .unwrap_or_default();
+    (!r.is_empty()).then(|| lsn(&r))
+}
+
+/// Waits until the slot's restart_lsn (what the streamer reported durable) reaches `target`.
+fn wait_durable(pg: &PgCluster, target: u64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if slot_lsn(pg).is_some_and(|l| l >= target) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "streamer did not reach {target:X}; slot at {:?}",
+            slot_lsn(pg)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn batch(pg: &PgCluster, n: u32) {
+    pg.psql(&format!(
+        "INSERT INTO marks SELECT {n}, 'batch{n}-' || g FROM generate_series(1, 25) g"
+    ))
+    .unwrap();
+}
+
+/// Restores with `extra` target flags into a fresh directory, starts it and
+/// returns the batches it holds ("1,2,3").
+fn restore_and_read(
+    s: &Scratch,
+    url: &str,
+    dir: &str,
+    extra: &[&str],
+) -> (String, serde_json::Value) {
+    let target = s.path(dir);
+    let mut args = vec![
+        "restore",
+        "pitr",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--repo",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    let r = hs(s, &args).ok();
+    assert_eq!(r["recovery_configured"], true, "{r}");
+    let restored = PgCluster::start_existing(&target).expect("start restored cluster");
+    restored
+        .wait_for_promotion(Duration::from_secs(120))
+        .unwrap_or_else(|e| {
+            panic!(
+                "recovery to {extra:?} did not finish: {e}\n{}",
+                restored.log_tail(30)
+            )
+        });
+    let got = restored
+        .psql("SELECT string_agg(DISTINCT batch::text, ',' ORDER BY batch::text) || ' ' || count(*) FROM marks")
+        .unwrap();
+    (got, r)
+}
+
+#[test]
+fn restore_to_time_ago_lsn_and_restore_point() {
+    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
+    pg.psql("CREATE TABLE marks (batch int NOT NULL, marker text NOT NULL)")
+        .unwrap();
+    let s = Scratch::new();
+    let url = s.repo_url();
+    hs(&s, &["repo", "init", &url]).ok();
+    let conn = pg.replication_conninfo();
+    hs(
+        &s,
+        &["backup", "pitr", "--pg-connection", &conn, "--repo", &url],
+    )
+    .ok();
+
+    let streamer = start_streamer(&s, &conn, &url);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while slot_lsn(&pg).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the streamer did not create its slot"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let step = Duration::from_millis(1500);
+    batch(&pg, 1);
+    std::thread::sleep(step);
+    let t_after_1 = pg
+        .psql(r#"SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#)
+        .unwrap();
+    std::thread::sleep(step);
+    batch(&pg, 2);
+    pg.psql("SELECT pg_create_restore_point('before_batch3')")
+        .unwrap();
+    batch(&pg, 3);
+    let lsn_after_3 = pg.psql("SELECT pg_current_wal_lsn()").unwrap();
+    batch(&pg, 4);
+    std::thread::sleep(Duration::from_secs(1));
+    let between_4_and_5 = SystemTime::now();
+    std::thread::sleep(Duration::from_secs(2));
+    batch(&pg, 5);
+
+    let end = lsn(&pg.psql("SELECT pg_current_wal_lsn()").unwrap());
+    pg.psql("SELECT pg_switch_wal()").unwrap();
+    wait_durable(&pg, end, Duration::from_secs(60));
+    let pid = streamer.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let done = streamer.wait_with_output().unwrap();
+    assert!(done.status.success(), "wal stream exit {:?}", done.status);
+    drop(pg);
+
+    // A target past the archived WAL fails before anything is written.
+    let never = s.path("never");
+    let r = hs(
+        &s,
+        &[
+            "restore",
+            "pitr",
+            "latest",
+            "--target",
+            never.to_str().unwrap(),
+            "--repo",
+            &url,
+            "--to",
+            "now",
+        ],
+    );
+    assert_eq!(r.status, 7, "{}", r.stdout);
+    assert_eq!(r.err_code(), "conflict.target_unreachable");
+    assert!(!never.exists(), "the failed restore wrote its target");
+    let r = hs(
+        &s,
+        &[
+            "restore",
+            "pitr",
+            "latest",
+            "--target",
+            never.to_str().unwrap(),
+            "--repo",
+            &url,
+            "--to-lsn",
+            "FF/0",
+        ],
+    );
+    assert_eq!(r.err_code(), "conflict.target_unreachable");
+    let r = hs(
+        &s,
+        &[
+            "restore",
+            "pitr",
+            "latest",
+            "--target",
+            never.to_str().unwrap(),
+            "--repo",
+            &url,
+            "--to-name",
+            "no_such_point",
+        ],
+    );
+    assert_eq!(r.err_code(), "conflict.target_unreachable");
+    let r = hs(
+        &s,
+        &[
+            "restore",
+            "pitr",
+            "latest",
+            "--target",
+            never.to_str().unwrap(),
+            "--repo",
+            &url,
+            "--to",
+            "2001-01-01 00:00",
+        ],
+    );
+    assert_eq!(r.status, 7);
+    assert_eq!(r.err_code(), "conflict.target_before_backup");
+    let r = hs(
+        &s,
+        &[
+            "restore",
+            "pitr",
+            "latest",
+            "--target",
+            never.to_str().unwrap(),
+            "--repo",
+            &url,
+            "--to",
+            "next tuesday",
+        ],
+    );
+    assert_eq!(r.status, 2);
+    assert_eq!(r.err_code(), "usage.target_time_invalid");
+    assert!(!never.exists());
+
+    // --preview prints the plan and writes nothing.
+    let p = hs(
+        &s,
+        &[
+            "restore",
+            "pitr",
+            "latest",
+            "--target",
+            never.to_str().unwrap(),
+            "--repo",
+            &url,
+            "--to-name",
+            "before_batch3",
+            "--preview",
+        ],
+    )
+    .ok();
+    assert_eq!(p["preview"], true);
+    assert_eq!(p["plan"]["target"]["kind"], "name", "{p}");
+    assert!(p["plan"]["target"]["lsn"].is_string(), "{p}");
+    assert!(p["plan"]["wal"]["from"].is_string(), "{p}");
+    assert!(p["plan"]["backup"]["backup_id"].is_string(), "{p}");
+    assert!(!never.exists());
+    // The human preview prints the resolved UTC time and the WAL range.
+    let human = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+        .args(["restore", "pitr", "latest", "--target"])
+        .arg(&never)
+        .args(["--repo", &url, "--to", &t_after_1, "--preview", "--keyring"])
+        .arg(s.keyring())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(human.status.success(), "{text}");
+    assert!(
+        text.contains("Restore plan (nothing written)")
+            && text.contains(&format!("(UTC, from {t_after_1:?})"))
+            && text.contains("WAL:"),
+        "{text}"
+    );
+    println!("{text}");
+    assert!(!never.exists());
+    // Planning left summaries of the segments it decoded for the next plan.
+    let summaries = s.repo_dir().join("deployments/pitr/wal/summaries");
+    assert!(
+        std::fs::read_dir(&summaries).is_ok_and(|mut d| d.next().is_some()),
+        "no segment summaries in {}",
+        summaries.display()
+    );
+
+    // The restored clusters run restore_command as the postgres OS user.
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    hs_testkit::chown_to_postgres(&s.repo_dir()).unwrap();
+    hs_testkit::chown_to_postgres(&s.keyring()).unwrap();
+
+    let (got, r) = restore_and_read(&s, &url, "to_time", &["--to", &t_after_1]);
+    assert_eq!(got, "1 25", "restore to {t_after_1}");
+    assert_eq!(r["plan"]["target"]["kind"], "time");
+
+    let (got, _) = restore_and_read(&s, &url, "to_name", &["--to-name", "before_batch3"]);
+    assert_eq!(got, "1,2 50", "restore to restore point before_batch3");
+
+    let (got, _) = restore_and_read(&s, &url, "to_lsn", &["--to-lsn", &lsn_after_3]);
+    assert_eq!(got, "1,2,3 75", "restore to LSN {lsn_after_3}");
+
+    // Last, so that "N seconds ago" is computed right before the restore.
+    let ago = SystemTime::now()
+        .duration_since(between_4_and_5)
+        .unwrap()
+        .as_secs();
+    let ago = format!("{ago} seconds ago");
+    let (got, r) = restore_and_read(&s, &url, "to_ago", &["--to", &ago]);
+    assert_eq!(got, "1,2,3,4 100", "restore to {ago:?}: {r}");
+}

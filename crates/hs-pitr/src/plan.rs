@@ -1,0 +1,740 @@
+//! Restore planning: which backup serves a point-in-time target, which
+//! archived WAL segments recovery needs, and whether they are all there,
+//! decided before anything is written.
+//!
+//! Time and restore-point targets are resolved by decoding archived
+//! segments with [`hs_proto::decode_segment`] (commit-time ranges and
+//! restore points per segment), starting at the chosen backup's end and
+//! stopping at the target's segment. What a completed segment holds is
+//! kept in the repository as a small sealed summary object
+//! ([`Repository::put_wal_summary`], written best-effort: a read-only
+//! repository only costs decoding again), so the next plan reads a few
+//! hundred bytes per segment instead of the segment.
+//!
+//! The WAL between a backup's start and end is inside the backup
+//! (`pg_wal/`), so the archive must hold the segments from the one holding
+//! the backup's stop LSN (or, when that one is not archived, the next one;
+//! PostgreSQL switches segments at the end of a backup) up to the target's
+//! segment, without gaps. Only the backup's own timeline is examined.
+
+use std::collections::HashMap;
+
+use hs_proto::{
+    decode_segment, pg_time_to_unix_micros, Lsn, RestorePoint, SegmentName, TimelineId,
+};
+use hs_repo::{wal_segment_name, BackupManifest, Repository, WalListing, DEFAULT_WAL_SEGMENT_SIZE};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::recovery::RecoveryTarget;
+use crate::restore::{select_backup, BackupSelector};
+use crate::target::{
+    format_recovery_target_time, format_utc, from_unix_micros, unix_micros, PitrTarget,
+};
+
+/// The backup a plan restores, in short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedBackup {
+    /// Backup id.
+    pub backup_id: String,
+    /// Timeline the backup was taken on.
+    pub timeline: u32,
+    /// Backup start LSN.
+    pub start_lsn: Lsn,
+    /// Backup stop LSN (where it is consistent).
+    pub stop_lsn: Lsn,
+    /// Start time, RFC 3339 UTC.
+    pub start_time: String,
+    /// Stop time, RFC 3339 UTC.
+    pub stop_time: String,
+}
+
+/// What a restore to a target will do, decided before writing anything.
+#[derive(Debug, Clone)]
+pub struct RestorePlan {
+    /// Deployment.
+    pub deployment: String,
+    /// The backup chosen.
+    pub backup: PlannedBackup,
+    /// The target as asked.
+    pub target: PitrTarget,
+    /// The cluster's WAL segment size (from an archived segment; 16 MiB when none is archived).
+    pub wal_segment_size: u64,
+    /// First archived segment recovery needs (`None`: none, the backup suffices).
+    pub wal_from: Option<String>,
+    /// Last archived segment recovery needs (the target's segment).
+    pub wal_to: Option<String>,
+    /// Whether `wal_to` is the in-progress `.partial` segment.
+    pub wal_to_partial: bool,
+    /// Number of archived segments from `wal_from` to `wal_to`.
+    pub wal_segments: u64,
+    /// The target time: as asked, or the restore point's creation time.
+    pub resolved_time: Option<OffsetDateTime>,
+    /// The target LSN: as asked, or the end of the restore point record.
+    pub resolved_lsn: Option<Lsn>,
+    /// Things a human should know (for example how the target was found).
+    pub notes: Vec<String>,
+}
+
+impl RestorePlan {
+    /// The `recovery_target_*` setting for this plan.
+    pub fn recovery_target(&self) -> RecoveryTarget {
+        match &self.target {
+            PitrTarget::Latest => RecoveryTarget::Latest,
+            PitrTarget::Time(t) => RecoveryTarget::Time(format_recovery_target_time(*t)),
+            PitrTarget::Lsn(l) => RecoveryTarget::Lsn(l.to_string()),
+            PitrTarget::Name(n) => RecoveryTarget::Name(n.clone()),
+        }
+    }
+
+    /// The selector that restores exactly the planned backup.
+    pub fn backup_selector(&self) -> BackupSelector {
+        BackupSelector::Id(self.backup.backup_id.clone())
+    }
+}
+
+fn proto_err(e: hs_proto::Error) -> Error {
+    let code = e.code();
+    let msg = e.to_string();
+    let kind = if code.starts_with("usage.") {
+        ErrorKind::Usage
+    } else {
+        ErrorKind::Repository
+    };
+    let mut err = Error::new(kind, code, msg);
+    if let Some(s) = e.suggestion() {
+        err = err.with_suggestion(s.to_owned());
+    }
+    err
+}
+
+fn parse_lsn(m: &BackupManifest, which: &str, v: &str) -> Result<Lsn> {
+    v.parse::<Lsn>().map_err(|_| {
+        Error::new(
+            ErrorKind::Repository,
+            "verify.manifest_invalid",
+            format!("backup {} has an invalid {which} {v:?}", m.backup_id),
+        )
+        .with_suggestion("run `pg_hardstorage verify` on this backup and restore another one")
+    })
+}
+
+fn planned(m: &BackupManifest) -> Result<PlannedBackup> {
+    Ok(PlannedBackup {
+        backup_id: m.backup_id.clone(),
+        timeline: m.timeline,
+        start_lsn: parse_lsn(m, "start LSN", &m.start_lsn)?,
+        stop_lsn: parse_lsn(m, "stop LSN", &m.stop_lsn)?,
+        start_time: m.start_time.clone(),
+        stop_time: m.stop_time.clone(),
+    })
+}
+
+fn stop_time(b: &PlannedBackup) -> Result<OffsetDateTime> {
+    OffsetDateTime::parse(&b.stop_time, &Rfc3339).map_err(|_| {
+        Error::new(
+            ErrorKind::Repository,
+            "verify.manifest_invalid",
+            format!(
+                "backup {} has an invalid stop time {:?}",
+                b.backup_id, b.stop_time
+            ),
+        )
+        .with_suggestion("run `pg_hardstorage verify` on this backup and restore another one")
+    })
+}
+
+fn before_backup(target: &PitrTarget, b: &PlannedBackup, explicit: bool) -> Error {
+    let what = if explicit {
+        format!("backup {}", b.backup_id)
+    } else {
+        format!("the oldest backup, {},", b.backup_id)
+    };
+    Error::new(
+        ErrorKind::Target,
+        "conflict.target_before_backup",
+        format!(
+            "the {target} lies before the end of {what} which ends at {} (LSN {})",
+            b.stop_time, b.stop_lsn
+        ),
+    )
+    .with_suggestion(if explicit {
+        "restore `latest` to let pg_hardstorage choose a backup that ends before the target, or pick an older backup id from `pg_hardstorage list`"
+    } else {
+        "choose a target after the oldest backup's end; `pg_hardstorage list` shows the backups"
+    })
+}
+
+/// What planning needs to know about one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SegInfo {
+    end_of_valid_wal: Lsn,
+    max_commit_time: Option<i64>,
+    restore_points: Vec<RestorePoint>,
+}
+
+const SUMMARY_MAGIC: &str = "hs-wal-summary 1";
+
+impl SegInfo {
+    /// A small line-based text form (names hex-encoded).
+    fn encode(&self) -> Vec<u8> {
+        let mut out = format!("{SUMMARY_MAGIC}\nend {:x}\n", self.end_of_valid_wal.0);
+        if let Some(m) = self.max_commit_time {
+            out.push_str(&format!("max {m}\n"));
+        }
+        for rp in &self.restore_points {
+            let hex: String = rp.name.bytes().map(|b| format!("{b:02x}")).collect();
+            out.push_str(&format!(
+                "rp {:x} {:x} {} {hex}\n",
+                rp.start_lsn.0, rp.lsn.0, rp.time
+            ));
+        }
+        out.into_bytes()
+    }
+
+    fn decode(data: &[u8]) -> Option<SegInfo> {
+        let text = std::str::from_utf8(data).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != SUMMARY_MAGIC {
+            return None;
+        }
+        let hex64 = |v: &str| u64::from_str_radix(v, 16).ok();
+        let mut info = SegInfo {
+            end_of_valid_wal: Lsn(0),
+            max_commit_time: None,
+            restore_points: Vec::new(),
+        };
+        let mut have_end = false;
+        for line in lines {
+            let mut f = line.split(' ');
+            match (f.next()?, f.next()) {
+                ("end", Some(v)) => {
+                    info.end_of_valid_wal = Lsn(hex64(v)?);
+                    have_end = true;
+                }
+                ("max", Some(v)) => info.max_commit_time = Some(v.parse().ok()?),
+                ("rp", Some(start)) => {
+                    let (end, time, name) = (f.next()?, f.next()?, f.next()?);
+                    if name.len() % 2 != 0 {
+                        return None;
+                    }
+                    let bytes = (0..name.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(name.get(i..i + 2)?, 16).ok())
+                        .collect::<Option<Vec<u8>>>()?;
+                    info.restore_points.push(RestorePoint {
+                        name: String::from_utf8(bytes).ok()?,
+                        lsn: Lsn(hex64(end)?),
+                        start_lsn: Lsn(hex64(start)?),
+                        time: time.parse().ok()?,
+                    });
+                }
+                _ => return None,
+            }
+            if f.next().is_some() {
+                return None;
+            }
+        }
+        have_end.then_some(info)
+    }
+}
+
+/// Archived WAL of one deployment, with segment summaries cached for the run.
+struct Archive<'a> {
+    repo: &'a Repository,
+    deployment: &'a str,
+    listing: WalListing,
+    seg_size: u64,
+    summaries: HashMap<(u32, u64), SegInfo>,
+}
+
+impl<'a> Archive<'a> {
+    async fn open(repo: &'a Repository, deployment: &'a str, tli: u32) -> Result<Archive<'a>> {
+        let listing = repo.list_wal(deployment).await?;
+        // The segment size is the length of a complete segment.
+        let probe = listing
+            .segments
+            .iter()
+            .find(|s| s.timeline == tli)
+            .or_else(|| listing.segments.first());
+        let seg_size = match probe {
+            Some(s) => repo.get_wal(deployment, &s.name).await?.len() as u64,
+            None => DEFAULT_WAL_SEGMENT_SIZE,
+        };
+        Ok(Archive {
+            repo,
+            deployment,
+            listing,
+            seg_size,
+            summaries: HashMap::new(),
+        })
+    }
+
+    fn name(&self, tli: u32, segno: u64) -> String {
+        wal_segment_name(tli, segno, self.seg_size)
+    }
+
+    fn complete(&self, tli: u32, segno: u64) -> bool {
+        self.listing
+            .segments
+            .iter()
+            .any(|s| s.timeline == tli && s.segno(self.seg_size) == segno)
+    }
+
+    /// The partial segment is usable only when it is the newest on its timeline.
+    fn partial(&self, tli: u32, segno: u64) -> bool {
+        self.listing
+            .partials
+            .iter()
+            .any(|s| s.timeline == tli && s.segno(self.seg_size) == segno)
+            && self.newest(tli).is_some_and(|n| n == segno)
+    }
+
+    fn archived(&self, tli: u32, segno: u64) -> bool {
+        self.complete(tli, segno) || self.partial(tli, segno)
+    }
+
+    /// The newest archived segment number of `tli` (complete or partial).
+    fn newest(&self, tli: u32) -> Option<u64> {
+        self.listing
+            .segments
+            .iter()
+            .chain(self.listing.partials.iter())
+            .filter(|s| s.timeline == tli)
+            .map(|s| s.segno(self.seg_size))
+            .max()
+    }
+
+    /// The first missing segment range in `from..=to`, if any.
+    fn first_gap(&self, tli: u32, from: u64, to: u64) -> Option<(u64, u64)> {
+        let mut s = from;
+        while s <= to {
+            if !self.archived(tli, s) {
+                let mut e = s;
+                while e < to && !self.archived(tli, e + 1) {
+                    e += 1;
+                }
+                return Some((s, e));
+            }
+            s += 1;
+        }
+        None
+    }
+
+    fn gap_error(&self, tli: u32, (a, b): (u64, u64), target: &PitrTarget) -> Error {
+        let (fa, fb) = (self.name(tli, a), self.name(tli, b));
+        let recorded = self
+            .listing
+            .gaps
+            .iter()
+            .find(|g| g.from_segment <= fb && g.to_segment >= fa)
+            .map(|g| format!(" (recorded gap: {})", g.reason))
+            .unwrap_or_default();
+        let range = if a == b {
+            format!("segment {fa} is")
+        } else {
+            format!("segments {fa} to {fb} are")
+        };
+        Error::new(
+            ErrorKind::Target,
+            "conflict.target_in_wal_gap",
+            format!("WAL needed to reach the {target} is missing: {range} not in the repository{recorded}"),
+        )
+        .with_suggestion(format!(
+            "choose a target before {} (e.g. --to-lsn {}), or a backup taken after the gap; `pg_hardstorage wal list --gaps-only` shows what is missing",
+            fa,
+            Lsn(a * self.seg_size)
+        ))
+    }
+
+    /// Summary of an archived segment (complete, or the newest partial):
+    /// from the repository's summary object when there is a valid one, else
+    /// decoded (and, for a complete segment, stored for next time).
+    async fn summary(&mut self, tli: u32, segno: u64) -> Result<Option<&SegInfo>> {
+        if !self.summaries.contains_key(&(tli, segno)) {
+            let name = self.name(tli, segno);
+            let complete = self.complete(tli, segno);
+            if complete {
+                let cached = match self.repo.get_wal_summary(self.deployment, &name).await {
+                    Ok(c) => c.and_then(|b| SegInfo::decode(&b)),
+                    Err(e) => {
+                        tracing::debug!("summary of {name} not usable: {e}");
+                        None
+                    }
+                };
+                if let Some(info) = cached {
+                    self.summaries.insert((tli, segno), info);
+                    return Ok(self.summaries.get(&(tli, segno)));
+                }
+            }
+            let data = if complete {
+                self.repo.get_wal(self.deployment, &name).await?
+            } else if self.partial(tli, segno) {
+                self.repo
+                    .get_wal(self.deployment, &format!("{name}.partial"))
+                    .await?
+            } else {
+                return Ok(None);
+            };
+            let seg = SegmentName::from_segno(TimelineId(tli), segno, self.seg_size)
+                .map_err(proto_err)?;
+            let mut data = &data[..];
+            if data.len() as u64 > self.seg_size {
+                data = &data[..self.seg_size as usize];
+            }
+            let s = decode_segment(seg, data).map_err(proto_err)?;
+            let info = SegInfo {
+                end_of_valid_wal: s.end_of_valid_wal,
+                max_commit_time: s.max_commit_time,
+                restore_points: s.restore_points,
+            };
+            if complete {
+                if let Err(e) = self
+                    .repo
+                    .put_wal_summary(self.deployment, &name, &info.encode())
+                    .await
+                {
+                    tracing::debug!("could not store the summary of {name}: {e}");
+                }
+            }
+            self.summaries.insert((tli, segno), info);
+        }
+        Ok(self.summaries.get(&(tli, segno)))
+    }
+
+    /// A description of the newest archived WAL of `tli`, for error messages.
+    async fn newest_description(&mut self, tli: u32) -> Result<String> {
+        let Some(n) = self.newest(tli) else {
+            return Ok(format!("no WAL of timeline {tli} is archived"));
+        };
+        let partial = !self.complete(tli, n);
+        let name = self.name(tli, n);
+        let s = self.summary(tli, n).await?.cloned();
+        let mut d = format!(
+            "the newest archived WAL is segment {name}{}",
+            if partial { " (in progress)" } else { "" }
+        );
+        if let Some(s) = s {
+            d.push_str(&format!(", valid up to LSN {}", s.end_of_valid_wal));
+        }
+        Ok(d)
+    }
+}
+
+fn pg_time(t: OffsetDateTime) -> i64 {
+    unix_micros(t).saturating_sub(pg_time_to_unix_micros(0))
+}
+
+fn pg_time_text(pg: i64) -> String {
+    from_unix_micros(pg_time_to_unix_micros(pg)).map_or_else(|| pg.to_string(), format_utc)
+}
+
+/// Plans a restore of `deployment` to `target`: picks the backup (with
+/// [`BackupSelector::Latest`], the newest one that ends before the target),
+/// resolves time and restore-point targets against archived WAL, and checks
+/// that every archived segment recovery needs is present.
+///
+/// Errors: `notfound.backup`; `conflict.target_before_backup` (the target
+/// lies before the backup's end); `conflict.target_in_wal_gap` (a needed
+/// segment is missing; the range is named); `conflict.target_unreachable`
+/// (the target is past the newest archived WAL, which is described).
+pub async fn plan_restore(
+    repo: &Repository,
+    deployment: &str,
+    selector: &BackupSelector,
+    target: &PitrTarget,
+) -> Result<RestorePlan> {
+    let explicit = matches!(selector, BackupSelector::Id(_));
+    let manifests = match selector {
+        BackupSelector::Id(_) => vec![select_backup(repo, deployment, selector).await?],
+        BackupSelector::Latest => {
+            let all = repo.list_backups(deployment).await?;
+            if all.is_empty() {
+                // The usual "no backups" error.
+                select_backup(repo, deployment, selector).await?;
+            }
+            all
+        }
+    };
+    let mut backups = manifests.iter().map(planned).collect::<Result<Vec<_>>>()?;
+    backups.sort_by_key(|b| b.stop_lsn);
+    let newest_tli = backups.last().map_or(1, |b| b.timeline);
+    let mut ar = Archive::open(repo, deployment, newest_tli).await?;
+
+    // Candidates, newest first, that end before the target.
+    let mut candidates: Vec<PlannedBackup> = Vec::new();
+    for b in backups.iter().rev() {
+        let ok = match target {
+            PitrTarget::Latest | PitrTarget::Name(_) => true,
+            PitrTarget::Lsn(l) => b.stop_lsn <= *l,
+            // Manifest times are truncated to the second and taken after
+            // the backup's end: only a target a second later is surely after it.
+            PitrTarget::Time(t) => stop_time(b)? + time::Duration::SECOND <= *t,
+        };
+        if ok {
+            candidates.push(b.clone());
+        }
+    }
+    let Some(first_candidate) = candidates.first().cloned() else {
+        let oldest = &backups[0];
+        return Err(before_backup(target, oldest, explicit));
+    };
+
+    let mut notes = Vec::new();
+    let (backup, tseg, resolved_time, resolved_lsn) = match target {
+        PitrTarget::Latest => {
+            let b = first_candidate;
+            let tli = b.timeline;
+            let first = b.stop_lsn.0 / ar.seg_size;
+            let tseg = ar
+                .newest(tli)
+                .filter(|n| *n > first || ar.archived(tli, first));
+            match tseg {
+                None => notes.push(format!(
+                    "no WAL after backup {} is archived on timeline {tli}: the restored cluster ends at the backup's end",
+                    b.backup_id
+                )),
+                Some(n) => {
+                    if let Some(gap) = ar.first_gap(tli, first + 1, n) {
+                        return Err(ar.gap_error(tli, gap, target));
+                    }
+                }
+            }
+            (b, tseg, None, None)
+        }
+        PitrTarget::Lsn(l) => {
+            let b = first_candidate;
+            let tli = b.timeline;
+            let first = b.stop_lsn.0 / ar.seg_size;
+            // When the backup's last segment is not archived, PostgreSQL
+            // reads it from the backup's pg_wal, which ends at the segment
+            // switch of the backup's end: the target is found in the next one.
+            let tseg = if ar.archived(tli, first) {
+                l.0 / ar.seg_size
+            } else {
+                (l.0 / ar.seg_size).max(first + 1)
+            };
+            let newest = ar.newest(tli);
+            let reachable = match newest {
+                Some(n) if n > tseg => true,
+                Some(n) if n == tseg => ar
+                    .summary(tli, tseg)
+                    .await?
+                    .is_some_and(|s| s.end_of_valid_wal > *l),
+                _ => false,
+            };
+            if !reachable {
+                let newest = ar.newest_description(tli).await?;
+                return Err(unreachable(target, &newest));
+            }
+            if tseg > first {
+                if let Some(gap) = ar.first_gap(tli, first + 1, tseg) {
+                    return Err(ar.gap_error(tli, gap, target));
+                }
+            }
+            (b, Some(tseg), None, Some(*l))
+        }
+        PitrTarget::Time(t) => {
+            let b = first_candidate;
+            let tli = b.timeline;
+            let want = pg_time(*t);
+            let (tseg, _) = scan(&mut ar, &b, target, |s| {
+                s.max_commit_time.is_some_and(|m| m > want).then_some(())
+            })
+            .await?;
+            notes.push(format!(
+                "recovery stops before the first transaction that committed after {} (in segment {})",
+                format_utc(*t),
+                ar.name(tli, tseg)
+            ));
+            (b, Some(tseg), Some(*t), None)
+        }
+        PitrTarget::Name(n) => {
+            let mut found = None;
+            let mut last_err = None;
+            for b in &candidates {
+                let stop = b.stop_lsn;
+                let res = scan(&mut ar, b, target, |s| {
+                    s.restore_points
+                        .iter()
+                        .find(|rp| rp.name == *n && rp.start_lsn >= stop)
+                        .cloned()
+                })
+                .await;
+                match res {
+                    Ok((tseg, rp)) => {
+                        found = Some((b.clone(), tseg, rp));
+                        break;
+                    }
+                    Err(e) => {
+                        if last_err.is_none() {
+                            last_err = Some(e);
+                        }
+                    }
+                }
+            }
+            let Some((b, tseg, rp)) = found else {
+                return Err(
+                    last_err.unwrap_or_else(|| unreachable(target, "no archived WAL was examined"))
+                );
+            };
+            notes.push(format!(
+                "restore point {n:?} was created at {} and ends at LSN {}",
+                pg_time_text(rp.time),
+                rp.lsn
+            ));
+            let t = from_unix_micros(pg_time_to_unix_micros(rp.time));
+            (b, Some(tseg), t, Some(rp.lsn))
+        }
+    };
+
+    if explicit {
+        // An explicit backup id: it was the only candidate, checked above.
+    } else if backup.backup_id != backups.last().map_or("", |b| b.backup_id.as_str()) {
+        notes.push(format!(
+            "backup {} is the newest one that ends before the target",
+            backup.backup_id
+        ));
+    }
+
+    let tli = backup.timeline;
+    let first = backup.stop_lsn.0 / ar.seg_size;
+    let from = if ar.archived(tli, first) {
+        first
+    } else {
+        first + 1
+    };
+    let (wal_from, wal_to, wal_to_partial, wal_segments) = match tseg {
+        Some(t) if t >= from => (
+            Some(ar.name(tli, from)),
+            Some(ar.name(tli, t)),
+            !ar.complete(tli, t),
+            t - from + 1,
+        ),
+        _ => (None, None, false, 0),
+    };
+    if !ar.archived(tli, first) && wal_from.is_some() {
+        notes.push(format!(
+            "segment {} (the backup's last) is not archived; recovery reads it from the backup's pg_wal",
+            ar.name(tli, first)
+        ));
+    }
+    Ok(RestorePlan {
+        deployment: deployment.to_owned(),
+        backup,
+        target: target.clone(),
+        wal_segment_size: ar.seg_size,
+        wal_from,
+        wal_to,
+        wal_to_partial,
+        wal_segments,
+        resolved_time,
+        resolved_lsn,
+        notes,
+    })
+}
+
+fn unreachable(target: &PitrTarget, newest: &str) -> Error {
+    Error::new(
+        ErrorKind::Target,
+        "conflict.target_unreachable",
+        format!("the {target} is past the archived WAL: {newest}"),
+    )
+    .with_suggestion(
+        "choose an earlier target, or wait until `pg_hardstorage wal stream` has archived WAL past it (`pg_hardstorage wal list` shows what is stored)",
+    )
+}
+
+/// Decodes archived segments of `b`'s timeline from its end onwards until
+/// `hit` finds the target; a missing segment before that is a gap, the end
+/// of the archive is "unreachable".
+async fn scan<T>(
+    ar: &mut Archive<'_>,
+    b: &PlannedBackup,
+    target: &PitrTarget,
+    mut hit: impl FnMut(&SegInfo) -> Option<T>,
+) -> Result<(u64, T)> {
+    let tli = b.timeline;
+    let first = b.stop_lsn.0 / ar.seg_size;
+    let Some(newest) = ar.newest(tli) else {
+        return Err(unreachable(
+            target,
+            &format!("no WAL of timeline {tli} is archived"),
+        ));
+    };
+    let mut segno = if ar.archived(tli, first) {
+        first
+    } else {
+        first + 1
+    };
+    let mut max_commit: Option<i64> = None;
+    while segno <= newest {
+        if !ar.archived(tli, segno) {
+            let gap = ar.first_gap(tli, segno, newest).unwrap_or((segno, segno));
+            return Err(ar.gap_error(tli, gap, target));
+        }
+        if let Some(s) = ar.summary(tli, segno).await? {
+            if let Some(v) = hit(s) {
+                return Ok((segno, v));
+            }
+            max_commit = max_commit.max(s.max_commit_time);
+        }
+        segno += 1;
+    }
+    let mut newest_desc = ar.newest_description(tli).await?;
+    if let Some(m) = max_commit {
+        newest_desc.push_str(&format!(
+            "; the newest archived commit after backup {} is at {}",
+            b.backup_id,
+            pg_time_text(m)
+        ));
+    }
+    Err(unreachable(target, &newest_desc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_text_round_trip_and_rejects_garbage() {
+        let info = SegInfo {
+            end_of_valid_wal: Lsn(0x1_0300_0028),
+            max_commit_time: Some(817_350_000_123_456),
+            restore_points: vec![RestorePoint {
+                name: "before batch 3 é".into(),
+                lsn: Lsn(0x300_0100),
+                start_lsn: Lsn(0x300_00B8),
+                time: -5,
+            }],
+        };
+        let enc = info.encode();
+        assert_eq!(SegInfo::decode(&enc), Some(info.clone()));
+        let none = SegInfo {
+            max_commit_time: None,
+            restore_points: Vec::new(),
+            ..info
+        };
+        assert_eq!(SegInfo::decode(&none.encode()), Some(none));
+        for bad in [
+            &b""[..],
+            b"hs-wal-summary 2\nend 0\n",
+            b"hs-wal-summary 1\n",
+            b"hs-wal-summary 1\nend zz\n",
+            b"hs-wal-summary 1\nend 0\nrp 1 2 3 abc\n",
+            b"hs-wal-summary 1\nend 0\nmax 1 2\n",
+            b"hs-wal-summary 1\nend 0\nwhat 1\n",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(SegInfo::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn summary_decode_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = SegInfo::decode(&data);
+        }
+    }
+}
