@@ -324,7 +324,18 @@ async fn cleartext_and_md5_methods() -> R {
         bad.set_password(Some("nope".into()));
         let e = ReplicationClient::connect(&bad).await.unwrap_err();
         assert_eq!(e.code(), "auth.password_failed", "{method}: {e}");
-        let mut c = ReplicationClient::connect(&cfg(&pg.replication_conninfo())).await?;
+        // The rejected connection's backend may still hold the only walsender slot for a
+        // moment after it answered; that error is temporary, so wait it out.
+        let mut attempts = 0;
+        let mut c = loop {
+            match ReplicationClient::connect(&cfg(&pg.replication_conninfo())).await {
+                Err(e) if e.code() == "unreachable.too_many_connections" && attempts < 50 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                other => break other?,
+            }
+        };
         c.identify_system().await?;
         // max_wal_senders = 1 and `c` holds the only walsender slot (the server checks
         // this before authentication).
