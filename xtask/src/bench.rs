@@ -12,7 +12,7 @@
 //! `--others-only` skips pg_hardstorage (to check the harness while it does not build);
 //! `--keep` keeps the scratch directory with every tool's output.
 //!
-//! `bench wal`: see [`crate::bench_wal`].
+//! `bench wal`: see [`crate::bench_wal`]; `bench restore`: see [`crate::bench_restore`].
 
 use crate::util::{self, dir_bytes, sh};
 use anyhow::{bail, Context, Result};
@@ -30,6 +30,11 @@ benchmarks (cargo xtask bench <name>):
                                 pg_hardstorage wal stream vs pg_receivewal under pgbench -c 4 -j 2
                                 for N seconds (default 60, scale 20): lag bytes/seconds, CPU;
                                 then wal fetch latency over 20 archived segments
+  restore [--scale N] [--runs R] [--keep]
+                                restore wall time on pgbench -i -s N (default 100):
+                                pg_hardstorage vs pgBackRest (process-max=2) vs tar -xf of a
+                                pg_basebackup tar, page cache dropped before each;
+                                median of R interleaved rounds (default 3)
 ";
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -40,6 +45,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         Some((name, rest)) if name == "backup" => backup(rest),
         Some((name, rest)) if name == "wal" => crate::bench_wal::run(rest),
+        Some((name, rest)) if name == "restore" => crate::bench_restore::run(rest),
         Some((name, _)) => bail!("unknown benchmark {name:?}\n\n{LIST}"),
     }
 }

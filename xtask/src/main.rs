@@ -4,6 +4,7 @@
 //! `std::process::Command` and prints each command before it runs it.
 
 mod bench;
+mod bench_restore;
 mod bench_wal;
 mod ci;
 mod demo;
@@ -24,6 +25,8 @@ tasks:
                      pg_basebackup vs pgBackRest vs pg_hardstorage on a pgbench database
   bench wal [--seconds N] [--scale N] [--partial-interval S] [--keep]
                      wal stream vs pg_receivewal under pgbench load (lag, CPU); wal fetch latency
+  bench restore [--scale N] [--runs R] [--keep]
+                     restore wall time: pg_hardstorage vs pgBackRest vs tar -xf of a pg_basebackup
   help               this text
 ";
 

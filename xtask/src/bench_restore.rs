@@ -1,0 +1,388 @@
+//! `cargo xtask bench restore [--scale N] [--runs R] [--keep]`: restore wall time of one pgbench
+//! database (scale N, default 100, about 1.5 GB), by pg_hardstorage, pgBackRest and a plain
+//! `tar -xf` of a `pg_basebackup -Ft -X fetch` tar, all taken from the same cluster in the
+//! same run.
+//!
+//! Each restore goes into a fresh, empty directory; before each one the page cache is dropped
+//! (`sync; echo 3 > /proc/sys/vm/drop_caches`, root only; the table says when that failed) so
+//! that every tool reads its backup from disk. Each row reports the tool's own wall time and
+//! the wall time including a `sync` right after it (tar does not fsync what it writes; the
+//! other tools do, so "+ sync" is the fairer column for tar). The four restores are repeated
+//! in R interleaved rounds (default 3); the table shows the median, min and max.
+//!
+//! Measured:
+//! (a) `pg_hardstorage restore <dep> latest --target DIR --repo URL --verify=skip --no-recovery`,
+//! (b) the same with verification (pg_verifybackup, the default), for information,
+//! (c) `pgbackrest restore --pg1-path=DIR --type=none --process-max=2` as the `postgres` user
+//!     (`--type=none`: no recovery settings written, like `--no-recovery`),
+//! (d) `tar -xf base.tar -C DIR` (a copy baseline).
+
+use crate::bench::{human, tempfile_dir};
+use crate::util::{self, dir_bytes, sh};
+use anyhow::{bail, Context, Result};
+use hs_testkit::{postgres_user_command, PgCluster, PgOptions};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// One measured restore.
+struct Row {
+    what: &'static str,
+    walls: Vec<Duration>,
+    syncs: Vec<Duration>,
+    bytes: u64,
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut scale: u32 = 100;
+    let mut runs: u32 = 3;
+    let mut keep = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--scale" => {
+                scale = it
+                    .next()
+                    .context("--scale needs a number")?
+                    .parse()
+                    .context("--scale needs a positive integer")?
+            }
+            "--runs" => {
+                runs = it
+                    .next()
+                    .context("--runs needs a number")?
+                    .parse()
+                    .context("--runs needs a positive integer")?
+            }
+            "--keep" => keep = true,
+            other => bail!("cargo xtask bench restore: unknown argument {other:?}"),
+        }
+    }
+    if scale == 0 || runs == 0 {
+        bail!("--scale and --runs must be at least 1");
+    }
+    util::ensure_postgres()?;
+    if !util::succeeds("pgbackrest", &["version"]) {
+        util::apt_install(&["pgbackrest"])?;
+    }
+    let bin = util::build_release_binary()?;
+
+    let work = tempfile_dir()?;
+    eprintln!("xtask bench: scratch directory {}", work.display());
+    let result = run_in(&work, &bin, scale, runs);
+    if keep {
+        eprintln!("xtask bench: keeping {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    result
+}
+
+/// `sync` then drop the page cache; false (with a message) when that is not allowed.
+fn drop_caches() -> bool {
+    let _ = Command::new("sync").status();
+    match std::fs::write("/proc/sys/vm/drop_caches", "3\n") {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("xtask bench: could not drop the page cache: {e}");
+            false
+        }
+    }
+}
+
+/// Run `cmd` after dropping the page cache, then `sync`; returns (tool wall, wall incl. sync).
+fn measure(cmd: &mut Command, caches_dropped: &mut bool) -> Result<(Duration, Duration)> {
+    *caches_dropped &= drop_caches();
+    let t = Instant::now();
+    sh(cmd)?;
+    let wall = t.elapsed();
+    let _ = Command::new("sync").status();
+    let with_sync = t.elapsed();
+    eprintln!(
+        "    wall {:.2}s, {:.2}s including a final sync",
+        wall.as_secs_f64(),
+        with_sync.as_secs_f64()
+    );
+    Ok((wall, with_sync))
+}
+
+fn run_in(work: &Path, bin: &Path, scale: u32, runs: u32) -> Result<()> {
+    let pgbr_conf = work.join("pgbackrest.conf");
+    let pgbr_dir = work.join("pgbackrest");
+    for sub in ["repo", "log", "lock", "spool"] {
+        std::fs::create_dir_all(pgbr_dir.join(sub))?;
+    }
+    hs_testkit::chown_to_postgres(&pgbr_dir)?;
+
+    let mut pg = PgCluster::start(PgOptions {
+        extra_conf: vec![
+            "archive_mode = on".into(),
+            "archive_command = '/bin/false'".into(),
+            "shared_buffers = '256MB'".into(),
+            "max_wal_size = '4GB'".into(),
+            "checkpoint_timeout = '30min'".into(),
+        ],
+        ..PgOptions::default()
+    })?;
+    eprintln!("xtask bench: cluster on 127.0.0.1:{}", pg.port());
+
+    std::fs::write(
+        &pgbr_conf,
+        format!(
+            "[global]\n\
+             repo1-path={repo}\n\
+             log-path={dir}/log\n\
+             lock-path={dir}/lock\n\
+             spool-path={dir}/spool\n\
+             compress-type=zst\n\
+             process-max=2\n\
+             start-fast=y\n\
+             repo1-retention-full=100\n\
+             log-level-console=warn\n\
+             log-level-file=info\n\
+             \n\
+             [bench]\n\
+             pg1-path={data}\n\
+             pg1-port={port}\n\
+             pg1-socket-path={sock}\n\
+             pg1-user=postgres\n",
+            repo = pgbr_dir.join("repo").display(),
+            dir = pgbr_dir.display(),
+            data = pg.data_dir().display(),
+            port = pg.port(),
+            sock = pg.socket_dir().display(),
+        ),
+    )?;
+    let pgbackrest = |args: &[&str]| {
+        let mut cmd = postgres_user_command("pgbackrest");
+        cmd.arg(format!("--config={}", pgbr_conf.display()))
+            .arg("--stanza=bench")
+            .args(args);
+        cmd
+    };
+    sh(&mut pgbackrest(&["stanza-create"]))?;
+    pg.psql(&format!(
+        "ALTER SYSTEM SET archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'",
+        pgbr_conf.display()
+    ))?;
+    pg.psql("SELECT pg_reload_conf()")?;
+    sh(&mut pgbackrest(&["check"]))?;
+
+    eprintln!("\n==> pgbench -i -s {scale}");
+    let s = scale.to_string();
+    let mut init = pg.client_command("pgbench");
+    init.args(["-i", "-q", "-s", &s]);
+    sh(&mut init)?;
+    pg.psql("CHECKPOINT")?;
+    let db_bytes: u64 = pg
+        .psql("SELECT sum(pg_database_size(oid)) FROM pg_database")?
+        .parse()
+        .context("pg_database_size")?;
+
+    eprintln!("\n==> backups to restore from");
+    let repo_dir = work.join("hs-repo");
+    let repo_url = format!("file://{}", repo_dir.display());
+    let keyring = work.join("keyring");
+    let hs = |args: &[&str]| {
+        let mut cmd = Command::new(bin);
+        cmd.args(args).arg("--keyring").arg(&keyring);
+        cmd
+    };
+    sh(&mut hs(&["repo", "init", &repo_url]))?;
+    let conninfo = pg.replication_conninfo();
+    sh(&mut hs(&[
+        "backup",
+        "bench",
+        "--pg-connection",
+        conninfo.as_str(),
+        "--repo",
+        repo_url.as_str(),
+    ]))?;
+    sh(&mut pgbackrest(&["--type=full", "backup"]))?;
+    let pgbb_dir = work.join("pg_basebackup");
+    let mut cmd = pg.client_command("pg_basebackup");
+    cmd.arg("-d").arg(&conninfo).arg("-D").arg(&pgbb_dir).args([
+        "-Ft",
+        "-X",
+        "fetch",
+        "--checkpoint=fast",
+    ]);
+    sh(&mut cmd)?;
+    let base_tar = pgbb_dir.join("base.tar");
+    if !base_tar.is_file() {
+        bail!("pg_basebackup wrote no {}", base_tar.display());
+    }
+    let backup_sizes = [
+        ("pg_hardstorage repository", dir_bytes(&repo_dir)?),
+        (
+            "pgBackRest backup/ (zst)",
+            dir_bytes(&pgbr_dir.join("repo").join("backup"))?,
+        ),
+        ("pg_basebackup -Ft -X fetch", dir_bytes(&pgbb_dir)?),
+    ];
+    // Restores need nothing from the server; stop it so it adds no noise.
+    pg.stop()?;
+
+    let mut caches_dropped = true;
+    let names = [
+        "pg_hardstorage restore (no verify)",
+        "pg_hardstorage restore (verify)",
+        "pgBackRest restore (2 procs)",
+        "tar -xf (pg_basebackup tar)",
+    ];
+    let mut rows: Vec<Row> = names
+        .iter()
+        .map(|&what| Row {
+            what,
+            walls: Vec::new(),
+            syncs: Vec::new(),
+            bytes: 0,
+        })
+        .collect();
+    let dir = work.join("restore-target");
+    let dir_s = dir.display().to_string();
+    let pg1 = format!("--pg1-path={}", dir.display());
+    // Rounds interleave the tools so that a burst of load elsewhere hits them all alike.
+    for round in 1..=runs {
+        for (i, row) in rows.iter_mut().enumerate() {
+            eprintln!("\n==> round {round}/{runs}: {}", row.what);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            let mut cmd = match i {
+                0 | 1 => {
+                    let mut args = vec![
+                        "restore",
+                        "bench",
+                        "latest",
+                        "--target",
+                        &dir_s,
+                        "--repo",
+                        &repo_url,
+                        "--no-recovery",
+                    ];
+                    if i == 0 {
+                        args.push("--verify=skip");
+                    }
+                    hs(&args)
+                }
+                2 => {
+                    // pgBackRest wants an existing directory it owns, mode 0700.
+                    std::fs::create_dir_all(&dir)?;
+                    {
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+                    }
+                    hs_testkit::chown_to_postgres(&dir)?;
+                    pgbackrest(&[&pg1, "--type=none", "--process-max=2", "restore"])
+                }
+                _ => {
+                    std::fs::create_dir_all(&dir)?;
+                    let mut tar = Command::new("tar");
+                    tar.arg("-xf").arg(&base_tar).arg("-C").arg(&dir);
+                    tar
+                }
+            };
+            let (wall, with_sync) = measure(&mut cmd, &mut caches_dropped)?;
+            row.walls.push(wall);
+            row.syncs.push(with_sync);
+            row.bytes = dir_bytes(&dir)?;
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+
+    println!();
+    println!(
+        "restore benchmark: pgbench scale {scale}, databases {} ({db_bytes} bytes), {} cores, \
+         {runs} interleaved rounds (median shown), page cache {}",
+        human(db_bytes),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if caches_dropped {
+            "dropped before each restore"
+        } else {
+            "NOT dropped (drop_caches failed; numbers may favour later runs)"
+        }
+    );
+    for (what, bytes) in backup_sizes {
+        println!("  source: {what:<30} {:>12}", human(bytes));
+    }
+    println!(
+        "{:<36} {:>9} {:>10} {:>9} {:>9} {:>16}",
+        "tool", "wall s", "+ sync s", "min s", "max s", "bytes restored"
+    );
+    for r in &rows {
+        println!(
+            "{:<36} {:>9.2} {:>10.2} {:>9.2} {:>9.2} {:>16}",
+            r.what,
+            median(&r.walls).as_secs_f64(),
+            median(&r.syncs).as_secs_f64(),
+            r.walls
+                .iter()
+                .min()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64(),
+            r.walls
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64(),
+            r.bytes,
+        );
+    }
+    let ratio = |a: &[Duration], b: &[Duration]| {
+        let b = median(b).as_secs_f64();
+        if b > 0.0 {
+            median(a).as_secs_f64() / b
+        } else {
+            f64::NAN
+        }
+    };
+    let (ours, ours_v, pgbr, tar) = (&rows[0], &rows[1], &rows[2], &rows[3]);
+    let target = ratio(&ours.syncs, &pgbr.syncs);
+    println!();
+    println!(
+        "ours/pgBackRest:           {:.2} (+ sync {target:.2}); target <= 0.80: {}",
+        ratio(&ours.walls, &pgbr.walls),
+        if target <= 0.8 { "met" } else { "NOT met" }
+    );
+    println!(
+        "ours (verify)/pgBackRest:  {:.2} (+ sync {:.2})",
+        ratio(&ours_v.walls, &pgbr.walls),
+        ratio(&ours_v.syncs, &pgbr.syncs)
+    );
+    println!(
+        "ours/tar:                  {:.2} (+ sync {:.2})",
+        ratio(&ours.walls, &tar.walls),
+        ratio(&ours.syncs, &tar.syncs)
+    );
+    println!(
+        "notes: restores are without WAL replay (pg_hardstorage --no-recovery, pgBackRest \
+         --type=none); the pg_basebackup tar includes the backup's WAL (-X fetch); pgBackRest's \
+         backup has none (archive-copy off). \"+ sync\" adds a `sync` after the tool exits."
+    );
+    Ok(())
+}
+
+/// The median of `v` (the upper one for an even count); zero when empty.
+fn median(v: &[Duration]) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    s.get(s.len() / 2).copied().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+    use std::time::Duration;
+
+    #[test]
+    fn median_picks_the_middle() {
+        let s = Duration::from_secs;
+        assert_eq!(median(&[s(5), s(1), s(3)]), s(3));
+        assert_eq!(median(&[]), Duration::ZERO);
+    }
+}
