@@ -102,68 +102,9 @@ fn backup(args: &[String]) -> Result<()> {
 }
 
 fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
-    let pgbr_conf = work.join("pgbackrest.conf");
+    let (pg, pgbr_conf) = pgbackrest_cluster(work)?;
     let pgbr_dir = work.join("pgbackrest");
-    for sub in ["repo", "log", "lock", "spool"] {
-        std::fs::create_dir_all(pgbr_dir.join(sub))?;
-    }
-    hs_testkit::chown_to_postgres(&pgbr_dir)?;
-
-    let pg = PgCluster::start(PgOptions {
-        extra_conf: vec![
-            "archive_mode = on".into(),
-            // Set for real below, once pgbackrest.conf exists (archive_command is reloadable).
-            "archive_command = '/bin/false'".into(),
-            "shared_buffers = '256MB'".into(),
-            "max_wal_size = '4GB'".into(),
-            "checkpoint_timeout = '30min'".into(),
-        ],
-        ..PgOptions::default()
-    })?;
-    eprintln!("xtask bench: cluster on 127.0.0.1:{}", pg.port());
-
-    // pgBackRest: stanza on the test cluster, WAL archiving through archive-push.
-    std::fs::write(
-        &pgbr_conf,
-        format!(
-            "[global]\n\
-             repo1-path={repo}\n\
-             log-path={dir}/log\n\
-             lock-path={dir}/lock\n\
-             spool-path={dir}/spool\n\
-             compress-type=zst\n\
-             process-max=2\n\
-             start-fast=y\n\
-             repo1-retention-full=100\n\
-             log-level-console=warn\n\
-             log-level-file=info\n\
-             \n\
-             [bench]\n\
-             pg1-path={data}\n\
-             pg1-port={port}\n\
-             pg1-socket-path={sock}\n\
-             pg1-user=postgres\n",
-            repo = pgbr_dir.join("repo").display(),
-            dir = pgbr_dir.display(),
-            data = pg.data_dir().display(),
-            port = pg.port(),
-            sock = pg.socket_dir().display(),
-        ),
-    )?;
-    let pgbackrest = |args: &[&str]| {
-        let mut cmd = postgres_user_command("pgbackrest");
-        cmd.arg(format!("--config={}", pgbr_conf.display()))
-            .arg("--stanza=bench")
-            .args(args);
-        cmd
-    };
-    sh(&mut pgbackrest(&["stanza-create"]))?;
-    pg.psql(&format!(
-        "ALTER SYSTEM SET archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'",
-        pgbr_conf.display()
-    ))?;
-    pg.psql("SELECT pg_reload_conf()")?;
-    sh(&mut pgbackrest(&["check"]))?;
+    let pgbackrest = |args: &[&str]| pgbackrest_cmd(&pgbr_conf, args);
 
     eprintln!("\n==> pgbench -i -s {scale}");
     let t = Instant::now();
@@ -334,4 +275,72 @@ pub(crate) fn human(bytes: u64) -> String {
         u += 1;
     }
     format!("{v:.1} {}", UNITS[u])
+}
+
+/// A cluster with WAL archiving through pgBackRest (stanza `bench`, zst, process-max 2,
+/// start-fast) set up under `work`. Returns the cluster and pgBackRest's config file.
+pub(crate) fn pgbackrest_cluster(work: &Path) -> Result<(PgCluster, PathBuf)> {
+    let pgbr_conf = work.join("pgbackrest.conf");
+    let pgbr_dir = work.join("pgbackrest");
+    for sub in ["repo", "log", "lock", "spool"] {
+        std::fs::create_dir_all(pgbr_dir.join(sub))?;
+    }
+    hs_testkit::chown_to_postgres(&pgbr_dir)?;
+
+    let pg = PgCluster::start(PgOptions {
+        extra_conf: vec![
+            "archive_mode = on".into(),
+            // Set for real below, once pgbackrest.conf exists (archive_command is reloadable).
+            "archive_command = '/bin/false'".into(),
+            "shared_buffers = '256MB'".into(),
+            "max_wal_size = '4GB'".into(),
+            "checkpoint_timeout = '30min'".into(),
+        ],
+        ..PgOptions::default()
+    })?;
+    eprintln!("xtask bench: cluster on 127.0.0.1:{}", pg.port());
+    std::fs::write(
+        &pgbr_conf,
+        format!(
+            "[global]\n\
+             repo1-path={repo}\n\
+             log-path={dir}/log\n\
+             lock-path={dir}/lock\n\
+             spool-path={dir}/spool\n\
+             compress-type=zst\n\
+             process-max=2\n\
+             start-fast=y\n\
+             repo1-retention-full=100\n\
+             log-level-console=warn\n\
+             log-level-file=info\n\
+             \n\
+             [bench]\n\
+             pg1-path={data}\n\
+             pg1-port={port}\n\
+             pg1-socket-path={sock}\n\
+             pg1-user=postgres\n",
+            repo = pgbr_dir.join("repo").display(),
+            dir = pgbr_dir.display(),
+            data = pg.data_dir().display(),
+            port = pg.port(),
+            sock = pg.socket_dir().display(),
+        ),
+    )?;
+    sh(&mut pgbackrest_cmd(&pgbr_conf, &["stanza-create"]))?;
+    pg.psql(&format!(
+        "ALTER SYSTEM SET archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'",
+        pgbr_conf.display()
+    ))?;
+    pg.psql("SELECT pg_reload_conf()")?;
+    sh(&mut pgbackrest_cmd(&pgbr_conf, &["check"]))?;
+    Ok((pg, pgbr_conf))
+}
+
+/// `pgbackrest --config=<conf> --stanza=bench <args>`, run as the postgres OS user.
+pub(crate) fn pgbackrest_cmd(conf: &Path, args: &[&str]) -> Command {
+    let mut cmd = postgres_user_command("pgbackrest");
+    cmd.arg(format!("--config={}", conf.display()))
+        .arg("--stanza=bench")
+        .args(args);
+    cmd
 }

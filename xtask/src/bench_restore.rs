@@ -17,10 +17,9 @@
 //!     (`--type=none`: no recovery settings written, like `--no-recovery`),
 //! (d) `tar -xf base.tar -C DIR` (a copy baseline).
 
-use crate::bench::{human, tempfile_dir};
+use crate::bench::{human, pgbackrest_cmd, tempfile_dir};
 use crate::util::{self, dir_bytes, sh};
 use anyhow::{bail, Context, Result};
-use hs_testkit::{postgres_user_command, PgCluster, PgOptions};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -107,66 +106,9 @@ fn measure(cmd: &mut Command, caches_dropped: &mut bool) -> Result<(Duration, Du
 }
 
 fn run_in(work: &Path, bin: &Path, scale: u32, runs: u32) -> Result<()> {
-    let pgbr_conf = work.join("pgbackrest.conf");
+    let (mut pg, pgbr_conf) = crate::bench::pgbackrest_cluster(work)?;
     let pgbr_dir = work.join("pgbackrest");
-    for sub in ["repo", "log", "lock", "spool"] {
-        std::fs::create_dir_all(pgbr_dir.join(sub))?;
-    }
-    hs_testkit::chown_to_postgres(&pgbr_dir)?;
-
-    let mut pg = PgCluster::start(PgOptions {
-        extra_conf: vec![
-            "archive_mode = on".into(),
-            "archive_command = '/bin/false'".into(),
-            "shared_buffers = '256MB'".into(),
-            "max_wal_size = '4GB'".into(),
-            "checkpoint_timeout = '30min'".into(),
-        ],
-        ..PgOptions::default()
-    })?;
-    eprintln!("xtask bench: cluster on 127.0.0.1:{}", pg.port());
-
-    std::fs::write(
-        &pgbr_conf,
-        format!(
-            "[global]\n\
-             repo1-path={repo}\n\
-             log-path={dir}/log\n\
-             lock-path={dir}/lock\n\
-             spool-path={dir}/spool\n\
-             compress-type=zst\n\
-             process-max=2\n\
-             start-fast=y\n\
-             repo1-retention-full=100\n\
-             log-level-console=warn\n\
-             log-level-file=info\n\
-             \n\
-             [bench]\n\
-             pg1-path={data}\n\
-             pg1-port={port}\n\
-             pg1-socket-path={sock}\n\
-             pg1-user=postgres\n",
-            repo = pgbr_dir.join("repo").display(),
-            dir = pgbr_dir.display(),
-            data = pg.data_dir().display(),
-            port = pg.port(),
-            sock = pg.socket_dir().display(),
-        ),
-    )?;
-    let pgbackrest = |args: &[&str]| {
-        let mut cmd = postgres_user_command("pgbackrest");
-        cmd.arg(format!("--config={}", pgbr_conf.display()))
-            .arg("--stanza=bench")
-            .args(args);
-        cmd
-    };
-    sh(&mut pgbackrest(&["stanza-create"]))?;
-    pg.psql(&format!(
-        "ALTER SYSTEM SET archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'",
-        pgbr_conf.display()
-    ))?;
-    pg.psql("SELECT pg_reload_conf()")?;
-    sh(&mut pgbackrest(&["check"]))?;
+    let pgbackrest = |args: &[&str]| pgbackrest_cmd(&pgbr_conf, args);
 
     eprintln!("\n==> pgbench -i -s {scale}");
     let s = scale.to_string();

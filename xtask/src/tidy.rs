@@ -2,7 +2,7 @@
 //!
 //! - every `.rs` file under `crates/`, `xtask/` and `tests/` starts with a `//!` line;
 //! - no `dbg!(` anywhere;
-//! - no `todo!(` or `unimplemented!(` outside test code (files under `tests/`, `benches/`,
+//! - no todo or unimplemented macro calls outside test code (files under `tests/`, `benches/`,
 //!   `fuzz/`, or after a `#[cfg(test)]` line in a file);
 //! - every dotted error code in library and CLI code is listed in docs/exit-codes.md;
 //! - every CLI command is documented in README.md or docs/.
