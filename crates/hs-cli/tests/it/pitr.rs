@@ -159,104 +159,37 @@ fn restore_to_time_ago_lsn_and_restore_point() {
 
     // A target past the archived WAL fails before anything is written.
     let never = s.path("never");
-    let r = hs(
-        &s,
-        &[
+    // A restore into `never` that must fail before writing anything.
+    let restore_never = |flags: &[&str]| {
+        let mut args = vec![
             "restore",
             "pitr",
             "latest",
             "--target",
             never.to_str().unwrap(),
-            "--repo",
-            &url,
-            "--to",
-            "now",
-        ],
-    );
+        ];
+        args.extend(["--repo", url.as_str()]);
+        args.extend(flags);
+        hs(&s, &args)
+    };
+    let r = restore_never(&["--to", "now"]);
     assert_eq!(r.status, 7, "{}", r.stdout);
     assert_eq!(r.err_code(), "conflict.target_unreachable");
     assert!(!never.exists(), "the failed restore wrote its target");
-    let r = hs(
-        &s,
-        &[
-            "restore",
-            "pitr",
-            "latest",
-            "--target",
-            never.to_str().unwrap(),
-            "--repo",
-            &url,
-            "--to-lsn",
-            "FF/0",
-        ],
-    );
+    let r = restore_never(&["--to-lsn", "FF/0"]);
     assert_eq!(r.err_code(), "conflict.target_unreachable");
-    let r = hs(
-        &s,
-        &[
-            "restore",
-            "pitr",
-            "latest",
-            "--target",
-            never.to_str().unwrap(),
-            "--repo",
-            &url,
-            "--to-name",
-            "no_such_point",
-        ],
-    );
+    let r = restore_never(&["--to-name", "no_such_point"]);
     assert_eq!(r.err_code(), "conflict.target_unreachable");
-    let r = hs(
-        &s,
-        &[
-            "restore",
-            "pitr",
-            "latest",
-            "--target",
-            never.to_str().unwrap(),
-            "--repo",
-            &url,
-            "--to",
-            "2001-01-01 00:00",
-        ],
-    );
+    let r = restore_never(&["--to", "2001-01-01 00:00"]);
     assert_eq!(r.status, 7);
     assert_eq!(r.err_code(), "conflict.target_before_backup");
-    let r = hs(
-        &s,
-        &[
-            "restore",
-            "pitr",
-            "latest",
-            "--target",
-            never.to_str().unwrap(),
-            "--repo",
-            &url,
-            "--to",
-            "next tuesday",
-        ],
-    );
+    let r = restore_never(&["--to", "next tuesday"]);
     assert_eq!(r.status, 2);
     assert_eq!(r.err_code(), "usage.target_time_invalid");
     assert!(!never.exists());
 
     // --preview prints the plan and writes nothing.
-    let p = hs(
-        &s,
-        &[
-            "restore",
-            "pitr",
-            "latest",
-            "--target",
-            never.to_str().unwrap(),
-            "--repo",
-            &url,
-            "--to-name",
-            "before_batch3",
-            "--preview",
-        ],
-    )
-    .ok();
+    let p = restore_never(&["--to-name", "before_batch3", "--preview"]).ok();
     assert_eq!(p["preview"], true);
     assert_eq!(p["plan"]["target"]["kind"], "name", "{p}");
     assert!(p["plan"]["target"]["lsn"].is_string(), "{p}");
