@@ -18,6 +18,14 @@ pub struct ObjectInfo {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+    /// Last modification time in Unix seconds, when the store reports one.
+    pub modified: Option<i64>,
+}
+
+fn unix_secs(m: &fs::Metadata) -> Option<i64> {
+    let t = m.modified().ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_secs()).ok()
 }
 
 /// An object store keyed by `/`-separated names (see docs/repository-format.md
@@ -225,9 +233,11 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()>
         if ft.is_dir() {
             walk(&ent.path(), &child, out)?;
         } else if ft.is_file() {
+            let m = ent.metadata()?;
             out.push(ObjectInfo {
                 name: child,
-                size: ent.metadata()?.len(),
+                size: m.len(),
+                modified: unix_secs(&m),
             });
         }
     }
@@ -365,6 +375,7 @@ impl Backend for FsBackend {
             Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
                 name,
                 size: m.len(),
+                modified: unix_secs(&m),
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
