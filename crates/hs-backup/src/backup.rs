@@ -4,7 +4,10 @@
 use bytes::Bytes;
 use hs_chunk::{Chunker, FileClass};
 use hs_proto::{BackupEvent, BaseBackupOptions, ConnConfig, EntryKind, ReplicationClient};
-use hs_repo::{ArchiveEntry, BackupManifest, BackupStats, FileEntry, FileKind, Repository};
+use hs_repo::{
+    ArchiveEntry, BackupManifest, BackupStats, FileEntry, FileKind, LeaseKind, LeaseOptions,
+    Repository,
+};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::{backup_id_for, rfc3339, validate_deployment};
@@ -76,6 +79,15 @@ pub async fn run_backup(
     validate_deployment(&opts.deployment)?;
     let started = time::OffsetDateTime::now_utc();
     let backup_id = backup_id_for(started);
+    // Held until the manifest is written: `repo gc` does not delete packs this
+    // backup may deduplicate against while the lease is live (hs-repo gc.rs).
+    let lease = repo
+        .acquire_lease(
+            LeaseKind::Shared,
+            &format!("backup {}", opts.deployment),
+            &LeaseOptions::backup(),
+        )
+        .await?;
 
     let mut client = ReplicationClient::connect(conn).await?;
     let pg_version = client.server_version_num();
@@ -243,7 +255,11 @@ pub async fn run_backup(
             files,
         },
     };
+    lease.check()?;
     repo.put_manifest(&manifest).await?;
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, "releasing the repository lease failed; it lapses on its own");
+    }
     progress.finish();
     Ok(BackupSummary { manifest })
 }

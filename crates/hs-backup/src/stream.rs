@@ -345,7 +345,7 @@ pub async fn wal_stream(
     conn: &ConnConfig,
     repo: &Repository,
     opts: &StreamOptions,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     observer: &dyn StreamObserver,
 ) -> Result<StreamExit> {
     validate_deployment(&opts.deployment)?;
@@ -370,6 +370,41 @@ pub async fn wal_stream(
         );
     }
 
+    // An announcing lease (it protects no packs, so `repo gc` never waits for
+    // it); failing to take or refresh it is logged, never fatal.
+    let lease = match repo
+        .acquire_lease(
+            hs_repo::LeaseKind::Shared,
+            &format!("wal stream {}", opts.deployment),
+            &hs_repo::LeaseOptions::announce(),
+        )
+        .await
+    {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(code = e.code(), "could not take a repository lease: {e}");
+            None
+        }
+    };
+    let res = stream_until_stopped(conn, repo, opts, shutdown, observer).await;
+    if let Some(l) = lease {
+        if let Err(e) = l.release().await {
+            tracing::warn!(
+                code = e.code(),
+                "releasing the repository lease failed: {e}"
+            );
+        }
+    }
+    res
+}
+
+async fn stream_until_stopped(
+    conn: &ConnConfig,
+    repo: &Repository,
+    opts: &StreamOptions,
+    mut shutdown: watch::Receiver<bool>,
+    observer: &dyn StreamObserver,
+) -> Result<StreamExit> {
     let mut state = Totals::default();
     let mut backoff = Duration::from_secs(1);
     loop {

@@ -25,6 +25,13 @@ pub struct GlobalArgs {
     /// [default: ~/.config/pg_hardstorage/keyring].
     #[arg(long, env = "PG_HARDSTORAGE_KEYRING", global = true)]
     pub keyring: Option<PathBuf>,
+    /// Config file [default: the first of ./pg_hardstorage.yaml,
+    /// ~/.config/pg_hardstorage/pg_hardstorage.yaml, /etc/pg_hardstorage/pg_hardstorage.yaml].
+    #[arg(long, env = "PG_HARDSTORAGE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// The config file that was loaded (filled in before a command runs).
+    #[arg(skip)]
+    pub file: Option<hs_backup::ConfigFile>,
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -49,9 +56,31 @@ pub enum Command {
     List(ListArgs),
     /// Restore a backup into an empty data directory and verify it.
     Restore(RestoreArgs),
+    /// Retention: which backups and WAL a policy keeps; deletes the rest with --apply
+    /// (space is freed by `repo gc`).
+    Rotate(RotateArgs),
+    /// Read a backup back and check it: manifest signature, every chunk, the WAL
+    /// to consistency (exit 9 on problems).
+    Verify(VerifyBackupArgs),
+    /// Repository keys: add a recipient, list, rotate the keyring's identity.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Continuous WAL archiving: preflight, stream, fetch, list.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Set up a deployment: probe PostgreSQL, create the repository and keyring if
+    /// absent, write pg_hardstorage.yaml and take the first backup.
+    Init(InitArgs),
+    /// Check each deployment's health: PostgreSQL, slot, backup and WAL age,
+    /// repository, keyring, config (exit 10 with --exit-on-issues).
+    Doctor(DoctorArgs),
+    /// Show each deployment's last backup, stream position and lag, and repository usage.
+    Status(StatusArgs),
+    /// Serve the REST API (/v1, /metrics) for the configured deployments.
+    Serve(ServeArgs),
+    /// Internal (packaging): write man pages and shell completions into DIR.
+    #[command(name = "__generate-docs", hide = true)]
+    GenerateDocs(GenerateDocsArgs),
 }
 
 impl Command {
@@ -60,6 +89,13 @@ impl Command {
         match self {
             Command::Version => "version",
             Command::Repo(RepoCommand::Init(_)) => "repo init",
+            Command::Repo(RepoCommand::Verify(_)) => "repo verify",
+            Command::Repo(RepoCommand::Gc(_)) => "repo gc",
+            Command::Rotate(_) => "rotate",
+            Command::Verify(_) => "verify",
+            Command::Key(KeyCommand::Add(_)) => "key add",
+            Command::Key(KeyCommand::List(_)) => "key list",
+            Command::Key(KeyCommand::Rotate(_)) => "key rotate",
             Command::Backup(_) => "backup",
             Command::List(_) => "list",
             Command::Restore(_) => "restore",
@@ -67,6 +103,11 @@ impl Command {
             Command::Wal(WalCommand::Stream(_)) => "wal stream",
             Command::Wal(WalCommand::Fetch(_)) => "wal fetch",
             Command::Wal(WalCommand::List(_)) => "wal list",
+            Command::Init(_) => "init",
+            Command::Doctor(_) => "doctor",
+            Command::Status(_) => "status",
+            Command::Serve(_) => "serve",
+            Command::GenerateDocs(_) => "__generate-docs",
         }
     }
 }
@@ -75,6 +116,115 @@ impl Command {
 pub enum RepoCommand {
     /// Create a new repository at URL (and the local keyring if absent).
     Init(RepoInitArgs),
+    /// Check the whole repository: keys, every pack, index, manifests, WAL (exit 9 on problems).
+    Verify(RepoVerifyArgs),
+    /// Delete packs no backup references, after a grace period; safe while backups
+    /// and `wal stream` run. Dry run unless --apply.
+    Gc(RepoGcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RepoGcArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Packs younger than this are left alone, and condemned packs are deleted only
+    /// this long after a gc run condemned them (e.g. 1h, 30m, 0s).
+    #[arg(long, default_value = "1h", value_parser = crate::commands::parse_duration)]
+    pub grace: std::time::Duration,
+    /// Condemn and delete; without it, only report what would happen.
+    #[arg(long)]
+    pub apply: bool,
+}
+
+/// A retention policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyArg {
+    /// Keep the newest --keep N backups.
+    Count,
+    /// Keep every backup of the last --within DURATION, plus the newest one before it.
+    Within,
+    /// Keep the newest backup of each of the last --keep-daily days, --keep-weekly
+    /// weeks and --keep-monthly months.
+    Gfs,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Deployment name.
+    pub deployment: String,
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Which backups to keep (the newest backup is always kept).
+    #[arg(long, value_enum)]
+    pub policy: PolicyArg,
+    /// With --policy count: how many backups to keep.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+    /// With --policy within: the window, e.g. 7d, 36h.
+    #[arg(long, value_parser = crate::commands::parse_duration)]
+    pub within: Option<std::time::Duration>,
+    /// With --policy gfs: days to keep one backup for.
+    #[arg(long, default_value_t = 0)]
+    pub keep_daily: u32,
+    /// With --policy gfs: ISO weeks to keep one backup for.
+    #[arg(long, default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// With --policy gfs: months to keep one backup for.
+    #[arg(long, default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// Delete what the plan deletes; without it, only print the plan.
+    #[arg(long)]
+    pub apply: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RepoVerifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyBackupArgs {
+    /// Deployment name.
+    pub deployment: String,
+    /// `latest` or a backup id from `pg_hardstorage list`.
+    pub backup: String,
+    #[command(flatten)]
+    pub repo: RepoArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Wrap the master key for another age recipient (age1...), e.g. a second operator.
+    Add(KeyAddArgs),
+    /// List the key objects: recipient, creation time, whether this keyring opens them.
+    List(KeyListArgs),
+    /// New keyring identity: re-wrap the master key for it, keep the old keyring file,
+    /// delete key objects only the old identity opens. Data is not re-encrypted.
+    Rotate(KeyRotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyAddArgs {
+    /// The age recipient to add, `age1...`.
+    pub recipient: String,
+    #[command(flatten)]
+    pub repo: RepoArg,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyListArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRotateArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Where to keep the old keyring file [default: <keyring>.old-<UTC timestamp>].
+    #[arg(long, value_name = "PATH")]
+    pub keep_old: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -83,11 +233,14 @@ pub struct RepoInitArgs {
     pub url: String,
 }
 
-/// The repository a command works on.
+/// The repository a command works on. Empty when neither the flag nor the environment
+/// gave one: the command then takes it from pg_hardstorage.yaml (`usage.repo_missing`
+/// if that has none either).
 #[derive(Debug, Args)]
 pub struct RepoArg {
     /// Repository URL, e.g. file:///var/lib/pg_hardstorage/repo
-    #[arg(long, env = "PG_HARDSTORAGE_REPO")]
+    /// [default: from pg_hardstorage.yaml]
+    #[arg(long, env = "PG_HARDSTORAGE_REPO", default_value = "", hide_default_value = true)]
     pub repo: String,
 }
 
@@ -95,9 +248,10 @@ pub struct RepoArg {
 pub struct BackupArgs {
     /// Deployment name (a-z, 0-9, _): the namespace of this cluster's backups.
     pub deployment: String,
-    /// libpq connection string or URL of a role with the REPLICATION attribute.
+    /// libpq connection string or URL of a role with the REPLICATION attribute
+    /// [default: from pg_hardstorage.yaml].
     #[arg(long, env = "PG_HARDSTORAGE_PG_CONNECTION")]
-    pub pg_connection: String,
+    pub pg_connection: Option<String>,
     #[command(flatten)]
     pub repo: RepoArg,
     /// Wait for the next scheduled checkpoint instead of requesting an immediate one.
@@ -141,11 +295,20 @@ pub struct RestoreArgs {
     pub deployment: String,
     /// `latest` or a backup id from `pg_hardstorage list`.
     pub backup: String,
-    /// Data directory to create; must be absent or empty.
+    /// Data directory to create; must be absent or empty (unless --delta).
     #[arg(long)]
     pub target: PathBuf,
     #[command(flatten)]
     pub repo: RepoArg,
+    /// Restore over an existing data directory (its server stopped): keep files that
+    /// already match the backup, rewrite only chunks that differ, remove the rest.
+    #[arg(long)]
+    pub delta: bool,
+    /// Restore the tablespace at OLDDIR into NEWDIR and point its pg_tblspc link there
+    /// (repeatable; like pg_basebackup -T). Unmapped tablespaces go to their original
+    /// location, which must be absent or empty.
+    #[arg(long, short = 'T', value_name = "OLDDIR=NEWDIR")]
+    pub tablespace_mapping: Vec<String>,
     /// Check the result with pg_verifybackup (`--verify=skip` to skip).
     #[arg(long, value_enum, default_value_t = VerifyArg::Run)]
     pub verify: VerifyArg,
@@ -204,18 +367,20 @@ pub enum WalCommand {
 pub struct WalPreflightArgs {
     /// Deployment name.
     pub deployment: String,
-    /// libpq connection string or URL of a role with the REPLICATION attribute.
+    /// libpq connection string or URL of a role with the REPLICATION attribute
+    /// [default: from pg_hardstorage.yaml].
     #[arg(long, env = "PG_HARDSTORAGE_PG_CONNECTION")]
-    pub pg_connection: String,
+    pub pg_connection: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct WalStreamArgs {
     /// Deployment name.
     pub deployment: String,
-    /// libpq connection string or URL of a role with the REPLICATION attribute.
+    /// libpq connection string or URL of a role with the REPLICATION attribute
+    /// [default: from pg_hardstorage.yaml].
     #[arg(long, env = "PG_HARDSTORAGE_PG_CONNECTION")]
-    pub pg_connection: String,
+    pub pg_connection: Option<String>,
     #[command(flatten)]
     pub repo: RepoArg,
     /// Skip the preflight checks (not recommended).
@@ -268,4 +433,73 @@ pub struct WalListArgs {
     /// Show only the gaps.
     #[arg(long)]
     pub gaps_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Without an API token only a loopback address is accepted.
+    #[arg(long, env = "PG_HARDSTORAGE_API_LISTEN", default_value = "127.0.0.1:7480")]
+    pub listen: std::net::SocketAddr,
+    /// Read the bearer token from the first line of this file
+    /// [default: the PG_HARDSTORAGE_API_TOKEN environment variable].
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Serve this deployment too (repeatable); the config file's deployments are always served.
+    #[arg(long, value_name = "NAME")]
+    pub deployment: Vec<String>,
+    /// Repository URL for every deployment (else each deployment's config entry, then the
+    /// config's top level).
+    #[arg(long, env = "PG_HARDSTORAGE_REPO")]
+    pub repo: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateDocsArgs {
+    /// Output directory (man/ and completions/ are created in it).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// libpq connection string or URL of a role with the REPLICATION attribute.
+    #[arg(long, env = "PG_HARDSTORAGE_PG_CONNECTION")]
+    pub pg_connection: Option<String>,
+    /// Repository URL; created when absent
+    /// [default with --yes: the config's repo, else file:///var/lib/pg_hardstorage/repo].
+    #[arg(long, env = "PG_HARDSTORAGE_REPO")]
+    pub repo: Option<String>,
+    /// Deployment name (a-z, 0-9, _) [default with --yes: main].
+    #[arg(long)]
+    pub deployment: Option<String>,
+    /// Do not ask: take the given values and the defaults.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Do not take the first backup.
+    #[arg(long)]
+    pub no_backup: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Check only this deployment [default: every deployment in the config].
+    pub deployment: Option<String>,
+    /// libpq connection string [default: from pg_hardstorage.yaml].
+    #[arg(long, env = "PG_HARDSTORAGE_PG_CONNECTION")]
+    pub pg_connection: Option<String>,
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Exit with code 10 (`doctor.issues_found`) when any check finds an issue.
+    #[arg(long)]
+    pub exit_on_issues: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Show only this deployment [default: every deployment in the config].
+    pub deployment: Option<String>,
+    /// libpq connection string [default: from pg_hardstorage.yaml].
+    #[arg(long, env = "PG_HARDSTORAGE_PG_CONNECTION")]
+    pub pg_connection: Option<String>,
+    #[command(flatten)]
+    pub repo: RepoArg,
 }

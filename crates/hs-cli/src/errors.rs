@@ -81,7 +81,8 @@ pub fn classify(err: &anyhow::Error) -> CliError {
             hs_repo::Error,
             hs_crypt::Error,
             hs_proto::Error,
-            hs_chunk::Error
+            hs_chunk::Error,
+            hs_api::Error
         );
     }
     CliError::new("internal.unexpected", format!("{err:#}")).with_suggestion(

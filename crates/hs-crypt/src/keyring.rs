@@ -168,6 +168,76 @@ impl Keyring {
     /// `conflict.keyring_exists` if the path exists, `io.keyring_write_failed`
     /// on I/O failures (a partial file is removed).
     pub fn create(path: &Path) -> Result<Keyring> {
+        let keyring = Keyring {
+            path: path.to_path_buf(),
+            identity: age::x25519::Identity::generate(),
+            signing_key: SigningKey::generate(),
+        };
+        keyring.write_new()?;
+        Ok(keyring)
+    }
+
+    /// Creates a new keyring file at `path` (same rules as [`Keyring::create`])
+    /// with a fresh age identity and a copy of this keyring's signing key: the
+    /// first step of a key rotation, which changes the identity that unwraps
+    /// the master key but keeps the key that signs (and verifies) manifests.
+    pub fn create_with_new_identity(&self, path: &Path) -> Result<Keyring> {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(self.signing_key.secret_hex().as_str(), secret.as_mut()).map_err(
+            |_| {
+                Error::new(
+                    ErrorKind::Internal,
+                    "internal.keyring_encode_failed",
+                    "cannot copy the signing key",
+                )
+            },
+        )?;
+        let keyring = Keyring {
+            path: path.to_path_buf(),
+            identity: age::x25519::Identity::generate(),
+            signing_key: SigningKey::from_secret(&secret),
+        };
+        keyring.write_new()?;
+        Ok(keyring)
+    }
+
+    /// Moves this keyring's file to `dest`, atomically replacing whatever is
+    /// there (`rename`), and fsyncs the directory. If `keep_old` is given and
+    /// `dest` exists, the old file is first hard-linked there (same inode, so
+    /// it keeps its 0600 mode); `keep_old` must not exist. Both paths must be
+    /// on the file system of this keyring's file. Returns the keyring at `dest`.
+    pub fn replace(self, dest: &Path, keep_old: Option<&Path>) -> Result<Keyring> {
+        let write_err = |what: &str, e: std::io::Error| {
+            Error::keyring_io(
+                "io.keyring_write_failed",
+                format!("cannot {what} {}", dest.display()),
+                e,
+            )
+        };
+        if let Some(old) = keep_old {
+            match std::fs::hard_link(dest, old) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(write_err("keep a copy of keyring", e)),
+            }
+        }
+        std::fs::rename(&self.path, dest).map_err(|e| write_err("replace keyring", e))?;
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| write_err("sync the directory of keyring", e))?;
+        }
+        Ok(Keyring {
+            path: dest.to_path_buf(),
+            identity: self.identity,
+            signing_key: self.signing_key,
+        })
+    }
+
+    /// Writes this keyring to its path: created exclusively with mode 0600
+    /// (missing parent directories get 0700), written completely and fsynced.
+    fn write_new(&self) -> Result<()> {
+        let path = self.path.as_path();
         let write_err = |what: &str, e: std::io::Error| {
             Error::keyring_io(
                 "io.keyring_write_failed",
@@ -183,15 +253,10 @@ impl Keyring {
                 .create(parent)
                 .map_err(|e| write_err("create the directory of keyring", e))?;
         }
-        let keyring = Keyring {
-            path: path.to_path_buf(),
-            identity: age::x25519::Identity::generate(),
-            signing_key: SigningKey::generate(),
-        };
         let file = KeyringFile {
             version: KEYRING_VERSION,
-            age_identity: keyring.identity.to_string().expose_secret().to_owned(),
-            signing_key: keyring.signing_key.secret_hex().to_string(),
+            age_identity: self.identity.to_string().expose_secret().to_owned(),
+            signing_key: self.signing_key.secret_hex().to_string(),
         };
         let mut text = Zeroizing::new(serde_json::to_string(&file).map_err(|e| {
             Error::new(
@@ -233,7 +298,7 @@ impl Keyring {
                 .and_then(|d| d.sync_all())
                 .map_err(|e| write_err("sync the directory of keyring", e))?;
         }
-        Ok(keyring)
+        Ok(())
     }
 
     /// Loads the keyring at `path`, creating it first if it does not exist.

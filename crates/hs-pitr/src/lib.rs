@@ -45,7 +45,7 @@ pub use recovery::{
 };
 pub use restore::{
     find_pg_program, restore, select_backup, BackupSelector, NoRestoreProgress, RestoreOptions,
-    RestoreProgress, RestoreSummary, VerifyMode,
+    RestoreProgress, RestoreSummary, TablespaceMapping, VerifyMode,
 };
 pub use target::{
     format_recovery_target_time, format_utc, from_unix_micros, parse_target_lsn, parse_target_name,

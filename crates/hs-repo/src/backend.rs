@@ -1,4 +1,14 @@
-//! Storage backends: a small object-store trait and the crash-safe `file://` backend.
+//! Storage backends: a small object-store trait, the crash-safe `file://`
+//! backend, the object stores (`object`), the retry and fault-injection
+//! wrappers, and the URL dispatch [`open_backend`].
+
+mod fault;
+mod object;
+mod retry;
+
+pub use fault::{FaultBackend, FaultConfig, FaultCounts};
+pub use object::{ObjectBackend, MULTIPART_THRESHOLD};
+pub use retry::{RetryBackend, RetryPolicy};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -64,15 +74,23 @@ pub trait Backend: Send + Sync + 'static {
     async fn stat(&self, name: &str) -> Result<Option<ObjectInfo>>;
 }
 
-/// Opens the backend for a repository URL. Supported: `file:///absolute/path`.
+/// Opens the backend for a repository URL: `file:///absolute/path`,
+/// `s3://`, `gcs://`, `azblob://` (see [`ObjectBackend`]), `sftp://` and
+/// `scp://`. Every store but `file://` is wrapped in a [`RetryBackend`] with
+/// the default [`RetryPolicy`].
 pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(Error::new(
             "usage.invalid_url",
             format!("{url:?} is not a repository URL"),
         )
-        .with_suggestion("write it as file:///absolute/path"));
+        .with_suggestion(
+            "write it as file:///absolute/path, s3://bucket/prefix, gcs://bucket/prefix, \
+             azblob://account.blob.core.windows.net/container/prefix or sftp://user@host/path",
+        ));
     };
+    let retrying =
+        |b: Arc<dyn Backend>| -> Arc<dyn Backend> { Arc::new(RetryBackend::new(b, RetryPolicy::default())) };
     match scheme {
         "file" => {
             if !rest.starts_with('/') {
@@ -91,14 +109,45 @@ pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
             }
             Ok(Arc::new(FsBackend::new(url, Path::new(rest))))
         }
+        "s3" | "gcs" | "azblob" => Ok(retrying(object::open(url)?)),
+        "sftp" | "scp" => Ok(retrying(crate::ssh::open(url)?)),
         other => Err(Error::new(
             "usage.unsupported_scheme",
-            format!("repository URL scheme {other:?} is not supported by this build"),
+            format!("repository URL scheme {other:?} is not supported"),
         )
-        .with_suggestion(
-            "use file:///absolute/path (s3://, gcs://, azblob://, sftp:// and scp:// are planned)",
-        )),
+        .with_suggestion("use file://, s3://, gcs://, azblob://, sftp:// or scp://")),
     }
+}
+
+/// Name of the object [`probe_conditional_writes`] writes and deletes.
+pub const PROBE_NAME: &str = "locks/conditional-write-probe";
+
+/// Checks that `b` honours create-if-absent: writes a probe object twice with
+/// `put_if_absent` and deletes it. Returns a warning when the second write
+/// also reported success (the store ignores conditional writes, so two
+/// concurrent `repo init`s or backups could overwrite each other's objects).
+pub async fn probe_conditional_writes(b: &dyn Backend) -> Result<Option<String>> {
+    let mut nonce = [0u8; 16];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut nonce);
+    let name = format!("{PROBE_NAME}-{}", hex::encode(nonce));
+    let first = b
+        .put_if_absent(&name, Bytes::from_static(b"probe 1"))
+        .await?;
+    let second = b
+        .put_if_absent(&name, Bytes::from_static(b"probe 2"))
+        .await;
+    let deleted = b.delete(&name).await;
+    let second = second?;
+    deleted?;
+    Ok(if first && second {
+        Some(format!(
+            "the store at {} ignores conditional writes (create-if-absent); \
+             concurrent writers could overwrite each other's markers and manifests",
+            b.location()
+        ))
+    } else {
+        None
+    })
 }
 
 /// Checks an object name and returns its segments.
@@ -214,7 +263,14 @@ fn write_temp(tmp: &Path, data: &[u8]) -> std::io::Result<()> {
 fn walk(dir: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(())
+        }
         Err(e) => return Err(e),
     };
     for ent in rd {
@@ -403,15 +459,32 @@ mod tests {
             );
         }
         assert_eq!(
-            open_backend("s3://bucket/").err().unwrap().code(),
+            open_backend("ftp://host/x").err().unwrap().code(),
             "usage.unsupported_scheme"
         );
-        assert!(open_backend("s3://bucket/")
+        assert!(open_backend("ftp://host/x")
             .err()
             .unwrap()
             .suggestion()
             .unwrap()
-            .contains("file:///"));
+            .contains("s3://"));
+        assert!(open_backend("s3://bucket/p?region=eu-west-1").is_ok());
+        for bad in [
+            "s3://bucket/p?secret_key=x",
+            "s3://bucket/p?addressing=sideways",
+            "s3:///p",
+            "s3://bucket/a b",
+            "gcs://b/p?anonymous=maybe",
+            "azblob://acct.blob.core.windows.net",
+            "s3://bucket/p#frag",
+            "s3://bucket/p?endpoint=%zz",
+        ] {
+            assert_eq!(
+                open_backend(bad).err().unwrap().code(),
+                "usage.invalid_url",
+                "{bad}"
+            );
+        }
         assert_eq!(
             open_backend("file://relative/x").err().unwrap().code(),
             "usage.invalid_url"

@@ -18,6 +18,10 @@
 //!   [`Repository::put_timeline_history`], [`Repository::put_wal_gap`],
 //!   [`Repository::get_wal`] and [`Repository::list_wal`] store and read
 //!   sealed, compressed WAL objects under `deployments/<d>/wal/`.
+//! - Verification: [`Repository::verify_backup`] and [`Repository::verify_repo`]
+//!   read everything back and return a [`VerifyReport`] of problems.
+//! - Keys: [`Repository::add_key`], [`Repository::list_keys`],
+//!   [`Repository::rotate_keyring`] (re-wrap the master key, never re-encrypt).
 //!
 //! Nothing leaves this crate for the backend in plaintext except the marker
 //! and object names. The format is described in docs/repository-format.md.
@@ -38,22 +42,42 @@
 mod backend;
 mod chunklist;
 mod error;
+mod gc;
 mod index;
+mod keys;
+mod lock;
 mod manifest;
 mod reader;
 mod repo;
+mod retention;
+mod ssh;
+mod verify;
 mod wal;
 mod writer;
 
-pub use backend::{open_backend, Backend, FsBackend, ObjectInfo};
+pub use backend::{
+    open_backend, probe_conditional_writes, Backend, FaultBackend, FaultConfig, FaultCounts,
+    FsBackend, ObjectBackend, ObjectInfo, RetryBackend, RetryPolicy, MULTIPART_THRESHOLD,
+    PROBE_NAME,
+};
 pub use chunklist::{decode_chunk_list, encode_chunk_list, CHUNK_LIST_GROUP, INLINE_CHUNK_LIMIT};
 pub use error::{Error, ErrorKind, Result};
-pub use hs_chunk::{ChunkId, Chunker, ChunkerConfig, FileClass, PackEntry};
-pub use manifest::{
-    ArchiveEntry, BackupManifest, BackupStats, ChunkRef, FileEntry, FileKind, MANIFEST_FORMAT,
+pub use gc::{GcOptions, GcReport, GcWaiting, DEFAULT_GC_GRACE};
+pub use lock::{Lease, LeaseInfo, LeaseKind, LeaseOptions, DEFAULT_LEASE_TTL};
+pub use retention::{
+    parse_lsn, plan_retention, BackupDecision, BackupPoint, RetentionApplied, RetentionPlan,
+    RetentionPolicy,
 };
+pub use hs_chunk::{ChunkId, Chunker, ChunkerConfig, FileClass, PackEntry};
+pub use index::fuzz_index;
+pub use manifest::{
+    fuzz_manifest, ArchiveEntry, BackupManifest, BackupStats, ChunkRef, FileEntry, FileKind,
+    MANIFEST_FORMAT,
+};
+pub use keys::{KeyInfo, KeyRotation};
 pub use reader::{ChunkReader, DEFAULT_FRAME_CACHE_BYTES};
 pub use repo::{Repository, DEFAULT_PACK_TARGET_SIZE, MARKER_NAME, REPO_VERSION};
+pub use verify::{VerifyCheck, VerifyProblem, VerifyReport, MAX_PROBLEMS};
 pub use wal::{
     is_valid_wal_segment_size, parse_wal_segment_name, segs_per_xlogid, timeline_history_name,
     wal_segment_name, WalGap, WalListing, WalSegmentInfo, DEFAULT_WAL_SEGMENT_SIZE,

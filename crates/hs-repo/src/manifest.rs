@@ -112,3 +112,13 @@ pub struct BackupStats {
     /// Number of regular files.
     pub files: u64,
 }
+
+/// Fuzzing entry point: parses `data` as a manifest body the way loading one does after
+/// the signature check (zstd-compressed JSON; plain JSON is accepted too, so a fuzzer can
+/// reach the JSON parser) and returns how many file entries it holds. Never panics.
+pub fn fuzz_manifest(data: &[u8]) -> usize {
+    let json = hs_chunk::decompress(data, 16 << 20).unwrap_or_else(|_| data.to_vec());
+    serde_json::from_slice::<BackupManifest>(&json)
+        .map(|m| m.archives.iter().map(|a| a.files.len()).sum())
+        .unwrap_or(0)
+}

@@ -163,6 +163,16 @@ impl ChunkReader {
         lock(&self.inner.cache).limit
     }
 
+    /// The pack that holds a chunk, according to this reader's index.
+    pub(crate) fn pack_of(&self, id: &ChunkId) -> Option<&str> {
+        let loc = self.inner.index.map.get(id)?;
+        self.inner
+            .index
+            .pack_names
+            .get(loc.pack as usize)
+            .map(String::as_str)
+    }
+
     /// How many frames this reader (and its clones) fetched and decoded so far.
     pub fn frames_decoded(&self) -> u64 {
         self.inner.frames_decoded.load(Ordering::Relaxed)

@@ -64,7 +64,7 @@ pub(crate) fn check_deployment(s: &str) -> Result<()> {
     check_ident(s, "usage.invalid_deployment_name", "deployment name")
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()
@@ -94,12 +94,12 @@ fn default_zstd_level() -> i32 {
 
 /// The plaintext of a key object (before age wrapping).
 #[derive(Serialize, Deserialize)]
-struct KeyPayload {
-    version: u32,
-    repo_id: String,
-    master_key: String,
-    verifying_key: String,
-    created: String,
+pub(crate) struct KeyPayload {
+    pub(crate) version: u32,
+    pub(crate) repo_id: String,
+    pub(crate) master_key: String,
+    pub(crate) verifying_key: String,
+    pub(crate) created: String,
 }
 
 pub(crate) struct Inner {
@@ -108,8 +108,9 @@ pub(crate) struct Inner {
     marker: Marker,
     pub(crate) master: MasterKey,
     id_key: [u8; 32],
-    verifying: VerifyingKey,
-    signer: Keyring,
+    pub(crate) verifying: VerifyingKey,
+    pub(crate) signer: Keyring,
+    init_warnings: Vec<String>,
 }
 
 /// An opened repository: marker read, master key unwrapped. Cheap to clone.
@@ -156,6 +157,20 @@ impl Repository {
         chunker: ChunkerConfig,
         pack_target_size: u64,
     ) -> Result<Repository> {
+        Self::init_with_backend(open_backend(url)?, url, keyring, chunker, pack_target_size).await
+    }
+
+    /// [`init_with`](Repository::init_with) on an already opened backend
+    /// (for wrappers such as [`FaultBackend`](crate::FaultBackend)); `url` is
+    /// only used in messages. Probes whether the store honours conditional
+    /// writes; see [`init_warnings`](Repository::init_warnings).
+    pub async fn init_with_backend(
+        backend: Arc<dyn Backend>,
+        url: &str,
+        keyring: &Keyring,
+        chunker: ChunkerConfig,
+        pack_target_size: u64,
+    ) -> Result<Repository> {
         chunker.validate()?;
         if !(1 << 20..=1 << 30).contains(&pack_target_size) {
             return Err(Error::new(
@@ -163,10 +178,13 @@ impl Repository {
                 format!("pack target size {pack_target_size} is outside 1 MiB to 1 GiB"),
             ));
         }
-        let backend = open_backend(url)?;
         if backend.stat(MARKER_NAME).await?.is_some() {
             return Err(exists(url));
         }
+        let init_warnings: Vec<String> = crate::backend::probe_conditional_writes(&*backend)
+            .await?
+            .into_iter()
+            .collect();
         let master = MasterKey::generate();
         let signer = own_keyring(keyring)?;
         let verifying = signer.signing_key().verifying_key();
@@ -189,14 +207,9 @@ impl Repository {
             verifying_key: verifying.to_hex(),
             created,
         };
-        let plain = serde_json::to_vec(&payload).map_err(|e| {
-            Error::new("io.encode_failed", "could not encode key object").with_source(e)
-        })?;
-        let wrapped = hs_crypt::wrap_secret(&plain, &[keyring.recipient()])?;
-        let key_name = format!("keys/{}", blake3::hash(&wrapped).to_hex());
-        backend
-            .put_if_absent(&key_name, Bytes::from(wrapped))
-            .await?;
+        let key_name =
+            crate::keys::put_key_object(&*backend, &master, &payload, &keyring.recipient())
+                .await?;
         let marker_json = serde_json::to_vec_pretty(&marker).map_err(|e| {
             Error::new("io.encode_failed", "could not encode marker").with_source(e)
         })?;
@@ -206,6 +219,7 @@ impl Repository {
         {
             // Someone else initialised it first; our key object is useless.
             let _ = backend.delete(&key_name).await;
+            let _ = backend.delete(&crate::keys::key_info_name(&key_name)).await;
             return Err(exists(url));
         }
         let id_key = master.chunk_id_key();
@@ -218,6 +232,7 @@ impl Repository {
                 id_key,
                 verifying,
                 signer,
+                init_warnings,
             }),
         })
     }
@@ -226,7 +241,16 @@ impl Repository {
     /// absent), then unwraps the first key object the keyring can open
     /// (`auth.keyring_no_matching_identity` if none).
     pub async fn open(url: &str, keyring: &Keyring) -> Result<Repository> {
-        let backend = open_backend(url)?;
+        Self::open_with_backend(open_backend(url)?, url, keyring).await
+    }
+
+    /// [`open`](Repository::open) on an already opened backend; `url` is only
+    /// used in messages.
+    pub async fn open_with_backend(
+        backend: Arc<dyn Backend>,
+        url: &str,
+        keyring: &Keyring,
+    ) -> Result<Repository> {
         let raw = match backend.get(MARKER_NAME).await {
             Ok(b) => b,
             Err(e) if e.code() == "notfound.object" => {
@@ -312,6 +336,7 @@ impl Repository {
                             id_key,
                             verifying,
                             signer: own_keyring(keyring)?,
+                            init_warnings: Vec::new(),
                         }),
                     });
                 }
@@ -330,6 +355,12 @@ impl Repository {
     /// The repository id (32 hex digits, from the marker).
     pub fn id(&self) -> &str {
         &self.inner.marker.repo_id
+    }
+
+    /// Warnings found while creating the repository (empty after `open`):
+    /// today, a store that ignores conditional writes.
+    pub fn init_warnings(&self) -> &[String] {
+        &self.inner.init_warnings
     }
 
     /// The URL the repository was opened with.
@@ -362,9 +393,11 @@ impl Repository {
         ChunkId::compute(&self.inner.id_key, data)
     }
 
-    /// A writer that deduplicates against everything indexed so far.
+    /// A writer that deduplicates against everything indexed so far, except
+    /// packs that garbage collection condemned.
     pub async fn writer(&self) -> Result<ChunkWriter> {
-        let index = self.load_index().await?;
+        // Condemned packs count as absent (see gc.rs); take a lease first.
+        let index = self.writer_index().await?;
         Ok(ChunkWriter::new(
             self.clone(),
             index.map.into_keys().collect(),
@@ -385,6 +418,19 @@ impl Repository {
     }
 
     pub(crate) async fn load_index(&self) -> Result<Index> {
+        // `repo gc` replaces index objects (new one first, then deletes the
+        // old): one that vanishes between list and get means "list again".
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.load_index_once().await {
+                Err(e) if e.code() == "notfound.object" && attempt < 5 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn load_index_once(&self) -> Result<Index> {
         const PARALLEL_GETS: usize = 8;
         let names: Vec<String> = self
             .inner
@@ -395,6 +441,10 @@ impl Repository {
             .map(|o| o.name)
             .collect();
         let mut idx = Index::default();
+        // Packs condemned by gc are merged last, so a chunk that also lives in
+        // another pack is read from there (gc may delete the condemned copy).
+        let condemned = self.condemned_packs().await?;
+        let mut late = Vec::new();
         // Fetch and open up to PARALLEL_GETS index objects at a time; merge
         // in name order so the result does not depend on timing.
         for batch in names.chunks(PARALLEL_GETS) {
@@ -419,9 +469,17 @@ impl Repository {
             got.sort_by_key(|(i, _)| *i);
             for (_, packs) in got {
                 for p in packs {
-                    idx.add(pack_name(&p.id), &p.entries);
+                    let name = pack_name(&p.id);
+                    if condemned.contains(&name) {
+                        late.push((name, p.entries));
+                    } else {
+                        idx.add(name, &p.entries);
+                    }
                 }
             }
+        }
+        for (name, entries) in late {
+            idx.add(name, &entries);
         }
         Ok(idx)
     }

@@ -37,7 +37,7 @@ const HASH_LEN: usize = 32;
 
 /// What a WAL object holds (stored in its frame).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Segment = 1,
     Partial = 2,
     History = 3,
@@ -316,7 +316,7 @@ impl Repository {
 
     /// Reads, opens and checks the frame of `object`, returning
     /// (raw_len, hash, body-decoded-or-not).
-    async fn open_wal(
+    pub(crate) async fn open_wal(
         &self,
         kind: Kind,
         object: &str,

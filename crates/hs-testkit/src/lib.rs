@@ -31,6 +31,14 @@
 //! - `HS_KEEP_TEST_DIRS`: keep directories after the test, for post-mortems.
 #![deny(missing_docs)]
 
+pub mod crash;
+mod sshd;
+pub use sshd::{sshd_available, sshd_or_skip, Sshd, SshdOptions, SSHD_PATH};
+mod storage;
+pub use storage::{
+    http_request, skip_or_fail, Bucket, StorageKind, StorageServer, AZURITE_ACCOUNT, AZURITE_KEY,
+};
+
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::TcpListener;

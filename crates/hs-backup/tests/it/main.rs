@@ -2,6 +2,7 @@
 //! file:// repository: WAL streaming under load, shutdown and resume, gaps, preflight.
 
 mod metrics;
+mod name_props;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

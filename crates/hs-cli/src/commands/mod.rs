@@ -12,31 +12,77 @@ use crate::cli::{
 use crate::output::{human_bytes, Output};
 use crate::progress::Bar;
 
+pub(crate) use retention::parse_duration;
+
+mod doctor;
+mod gendocs;
+mod init;
+mod key;
+mod retention;
+mod serve;
+mod status;
 mod stream;
+mod verify;
 mod wal;
 
-pub async fn run(cli: Cli) -> Result<Output> {
+pub async fn run(mut cli: Cli) -> Result<Output> {
+    // pg_hardstorage.yaml: not for `version`; `init` and `doctor` read it themselves
+    // (init may create it, doctor reports a broken one as a finding); not for
+    // `wal fetch` (restore_command passes everything it needs).
+    let skip_config = matches!(
+        cli.command,
+        Command::Version
+            | Command::Init(_)
+            | Command::Doctor(_)
+            | Command::Wal(WalCommand::Fetch(_))
+    );
+    if !skip_config {
+        crate::config::load(&mut cli.global)?;
+    }
     let g = &cli.global;
     match cli.command {
         Command::Version => Ok(version()),
         Command::Repo(RepoCommand::Init(a)) => repo_init(g, &a.url).await,
+        Command::Repo(RepoCommand::Verify(a)) => verify::verify_repo(g, a).await,
+        Command::Repo(RepoCommand::Gc(a)) => retention::gc(g, a).await,
+        Command::Rotate(a) => retention::rotate(g, a).await,
+        Command::Verify(a) => verify::verify_backup(g, a).await,
+        Command::Key(crate::cli::KeyCommand::Add(a)) => key::add(g, a).await,
+        Command::Key(crate::cli::KeyCommand::List(a)) => key::list(g, a).await,
+        Command::Key(crate::cli::KeyCommand::Rotate(a)) => key::rotate(g, a).await,
         Command::Backup(a) => backup(g, a).await,
         Command::List(a) => list(g, &a.deployment, &a.repo.repo).await,
-        Command::Restore(a) => restore(g, a).await,
+        Command::Restore(mut a) => {
+            a.repo.repo = crate::config::repo(g, Some(&a.deployment), &a.repo.repo)?;
+            restore(g, a).await
+        }
         Command::Wal(WalCommand::Preflight(a)) => stream::preflight(g, a).await,
         Command::Wal(WalCommand::Stream(a)) => stream::stream(g, a).await,
-        Command::Wal(WalCommand::Fetch(a)) => wal::fetch(g, a).await,
-        Command::Wal(WalCommand::List(a)) => wal::list(g, a).await,
+        Command::Wal(WalCommand::Fetch(mut a)) => {
+            a.repo.repo = crate::config::repo(g, Some(&a.deployment), &a.repo.repo)?;
+            wal::fetch(g, a).await
+        }
+        Command::Wal(WalCommand::List(mut a)) => {
+            a.repo.repo = crate::config::repo(g, Some(&a.deployment), &a.repo.repo)?;
+            wal::list(g, a).await
+        }
+        Command::Init(a) => init::init(g, a).await,
+        Command::Doctor(a) => doctor::doctor(g, a).await,
+        Command::Status(a) => status::status(g, a).await,
+        Command::Serve(a) => serve::serve(g, a).await,
+        Command::GenerateDocs(a) => gendocs::generate(&a.dir),
     }
 }
 
-fn keyring_path(g: &GlobalArgs) -> PathBuf {
+pub(crate) fn keyring_path(g: &GlobalArgs) -> PathBuf {
     g.keyring
         .clone()
         .unwrap_or_else(hs_crypt::Keyring::default_path)
 }
 
 pub(crate) async fn open_repo(g: &GlobalArgs, url: &str) -> Result<hs_repo::Repository> {
+    // A command that did not resolve its URL itself gets the config's top-level repo.
+    let url = &crate::config::repo(g, None, url)?;
     let keyring = hs_crypt::Keyring::load(&keyring_path(g))?;
     Ok(hs_repo::Repository::open(url, &keyring).await?)
 }
@@ -67,6 +113,9 @@ async fn repo_init(g: &GlobalArgs, url: &str) -> Result<Output> {
     } else {
         human.push_str(&format!("Using keyring {}\n", path.display()));
     }
+    for w in repo.init_warnings() {
+        human.push_str(&format!("Warning: {w}\n"));
+    }
     Ok(Output {
         failure: None,
         json: json!({
@@ -74,6 +123,7 @@ async fn repo_init(g: &GlobalArgs, url: &str) -> Result<Output> {
             "url": repo.url(),
             "keyring": path.display().to_string(),
             "keyring_created": created,
+            "warnings": repo.init_warnings(),
         }),
         human,
     })
@@ -81,8 +131,10 @@ async fn repo_init(g: &GlobalArgs, url: &str) -> Result<Output> {
 
 async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
-    let conn = hs_proto::ConnConfig::parse(&a.pg_connection)?;
-    let repo = open_repo(g, &a.repo.repo).await?;
+    let pg = crate::config::pg_connection(g, &a.deployment, a.pg_connection.as_deref())?;
+    let conn = hs_proto::ConnConfig::parse(&pg)?;
+    let url = crate::config::repo(g, Some(&a.deployment), &a.repo.repo)?;
+    let repo = open_repo(g, &url).await?;
     let mut opts = hs_backup::BackupOptions::new(&a.deployment);
     opts.fast_checkpoint = !a.spread_checkpoint;
     opts.max_rate_kbps = a.max_rate;
@@ -140,6 +192,7 @@ fn dedup_ratio(logical: u64, stored: u64) -> String {
 
 async fn list(g: &GlobalArgs, deployment: &str, url: &str) -> Result<Output> {
     hs_backup::validate_deployment(deployment)?;
+    let url = &crate::config::repo(g, Some(deployment), url)?;
     let repo = open_repo(g, url).await?;
     let backups = repo.list_backups(deployment).await?;
     let mut rows = Vec::new();
@@ -322,6 +375,12 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
         VerifyArg::Skip => hs_pitr::VerifyMode::Skip,
     };
     opts.pg_bin_dir = a.pg_bin_dir.clone();
+    opts.delta = a.delta;
+    opts.tablespace_mapping = a
+        .tablespace_mapping
+        .iter()
+        .map(|m| m.parse())
+        .collect::<Result<_, hs_pitr::Error>>()?;
     let has_wal = !repo.list_wal(&a.deployment).await?.segments.is_empty();
     let is_latest = target == hs_pitr::PitrTarget::Latest;
     if !is_latest || a.to_latest || (has_wal && !a.no_recovery) {
@@ -356,6 +415,14 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
     } else {
         "NOT verified (--verify=skip)"
     };
+    let delta = if a.delta {
+        format!(
+            "; delta: {} kept, {} written, {} removed",
+            r.files_kept, r.files_written, r.removed
+        )
+    } else {
+        String::new()
+    };
     let recovery = match (r.recovery_configured, is_latest) {
         (false, _) => String::new(),
         (true, true) => "\nRecovery is configured to replay all archived WAL (recovery.signal, restore_command = pg_hardstorage wal fetch).\n".to_owned(),
@@ -378,11 +445,16 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
             "bytes": r.bytes,
             "verified": r.verified,
             "recovery_configured": r.recovery_configured,
+            "delta": a.delta,
+            "files_kept": r.files_kept,
+            "files_written": r.files_written,
+            "removed": r.removed,
+            "tablespaces": r.tablespaces.iter().map(|(oid, dir)| json!({"oid": oid, "directory": dir.display().to_string()})).collect::<Vec<_>>(),
             "plan": plan.as_ref().map(plan_json),
             "seconds": secs,
         }),
         human: format!(
-            "Restored backup {} into {} ({} files, {}) in {secs:.1}s, {verified}{recovery}\n",
+            "Restored backup {} into {} ({} files, {} fetched{delta}) in {secs:.1}s, {verified}{recovery}\n",
             r.backup_id,
             r.target.display(),
             r.files,

@@ -12,7 +12,8 @@ use crate::output::Output;
 
 pub async fn preflight(_g: &GlobalArgs, a: WalPreflightArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
-    let conn = hs_proto::ConnConfig::parse(&a.pg_connection)?;
+    let pg = crate::config::pg_connection(_g, &a.deployment, a.pg_connection.as_deref())?;
+    let conn = hs_proto::ConnConfig::parse(&pg)?;
     let report = hs_backup::preflight(&conn, &a.deployment).await?;
     let mut human = format!(
         "Preflight for deployment {} (slot {}):\n",
@@ -107,15 +108,20 @@ impl hs_backup::StreamObserver for LogObserver {
 
 pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
-    let conn = hs_proto::ConnConfig::parse(&a.pg_connection)?;
-    let repo = open_repo(g, &a.repo.repo).await?;
+    let pg = crate::config::pg_connection(g, &a.deployment, a.pg_connection.as_deref())?;
+    let conn = hs_proto::ConnConfig::parse(&pg)?;
+    let url = crate::config::repo(g, Some(&a.deployment), &a.repo.repo)?;
+    let repo = open_repo(g, &url).await?;
     let mut opts = hs_backup::StreamOptions::new(&a.deployment);
-    let default_partial = if a.repo.repo.starts_with("file://") {
+    let default_partial = if url.starts_with("file://") {
         1.0
     } else {
         10.0
     };
-    let partial = a.partial_interval.unwrap_or(default_partial);
+    let partial = a
+        .partial_interval
+        .or_else(|| crate::config::deployment(g, &a.deployment).and_then(|d| d.partial_interval))
+        .unwrap_or(default_partial);
     if !(partial.is_finite() && partial > 0.0 && partial <= 3600.0) {
         return Err(CliError::new(
             "usage.partial_interval_invalid",

@@ -1,7 +1,18 @@
 //! End-to-end tests of the `pg_hardstorage` binary against real PostgreSQL clusters
 //! and real file:// repositories. One test binary; modules by topic.
 
+mod backends;
 mod backup_restore;
+mod bad_input;
+mod crash;
+mod fuzz_corpus;
+mod ops;
 mod pitr;
+mod restore_delta;
+mod retention;
+mod secrets;
+mod ssh_backends;
 mod support;
+mod tablespaces;
+mod verify;
 mod wal_stream;

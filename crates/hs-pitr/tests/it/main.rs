@@ -2,6 +2,7 @@
 //! repositories.
 
 mod plan;
+mod target_props;
 mod wal;
 
 use hs_crypt::Keyring;

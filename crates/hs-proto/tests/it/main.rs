@@ -7,6 +7,7 @@ use hs_proto::{
 };
 use hs_testkit::{PgCluster, PgOptions};
 
+mod parser_props;
 mod wal_stream;
 mod waldecode;
 

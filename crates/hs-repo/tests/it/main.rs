@@ -1,10 +1,17 @@
 //! Integration tests of hs-repo against real `file://` repositories in temp dirs.
 
 mod backend;
+mod conformance;
+mod faults;
+mod gc;
 mod manifest;
 mod props;
 mod repo;
+mod retention;
+mod ssh;
 mod throughput;
+mod url_props;
+mod verify;
 mod wal;
 
 use std::path::{Path, PathBuf};

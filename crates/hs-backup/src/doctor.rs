@@ -1,0 +1,750 @@
+//! `doctor`: health checks of one deployment — config, PostgreSQL, the replication
+//! slot, backup and WAL freshness, the repository and the keyring. Each check ends as
+//! ok, an issue (with a suggested fix) or skipped (an earlier check failed).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hs_proto::{ConnConfig, Lsn, ReplicationClient};
+
+use crate::config::{DEFAULT_BACKUP_MAX_AGE, DEFAULT_WAL_MAX_AGE};
+use crate::stream::slot_name_for;
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckState {
+    /// Healthy.
+    Ok,
+    /// Something is wrong; see [`Check::fix`].
+    Issue,
+    /// Not checked, because something it needs failed (see [`Check::detail`]).
+    Skipped,
+}
+
+impl CheckState {
+    /// `"ok"`, `"issue"` or `"skipped"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckState::Ok => "ok",
+            CheckState::Issue => "issue",
+            CheckState::Skipped => "skipped",
+        }
+    }
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Short stable name, e.g. `pg_reachable`.
+    pub name: &'static str,
+    /// The outcome.
+    pub state: CheckState,
+    /// What was found (one line).
+    pub detail: String,
+    /// For an issue: what to do about it (may span lines).
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn ok(name: &'static str, detail: impl Into<String>) -> Check {
+        Check {
+            name,
+            state: CheckState::Ok,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+    fn issue(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            name,
+            state: CheckState::Issue,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+    fn skipped(name: &'static str, why: impl Into<String>) -> Check {
+        Check {
+            name,
+            state: CheckState::Skipped,
+            detail: why.into(),
+            fix: None,
+        }
+    }
+}
+
+/// What to check for one deployment: settings already resolved from flags, env and config.
+#[derive(Clone)]
+pub struct DoctorTarget {
+    /// Deployment name.
+    pub deployment: String,
+    /// Repository URL, or why there is none (the resolution error's message and fix).
+    pub repo: Result<String, (String, String)>,
+    /// Connection string, or why there is none.
+    pub pg_connection: Result<String, (String, String)>,
+    /// Keyring file.
+    pub keyring: PathBuf,
+    /// The config file the deployment came from, if any.
+    pub config_path: Option<PathBuf>,
+    /// A problem with the config itself (message, fix), if any.
+    pub config_problem: Option<(String, String)>,
+    /// The newest backup is an issue when older than this.
+    pub backup_max_age: Duration,
+    /// The newest archived WAL is an issue when older than this while the server has
+    /// WAL the stream has not confirmed.
+    pub wal_max_age: Duration,
+    /// Limit for each PostgreSQL connection attempt and query.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for DoctorTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DoctorTarget")
+            .field("deployment", &self.deployment)
+            .field("repo", &self.repo)
+            .field("keyring", &self.keyring)
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DoctorTarget {
+    /// A target with the default thresholds and a 10 s PostgreSQL timeout.
+    pub fn new(deployment: &str, repo: &str, pg_connection: &str, keyring: &Path) -> DoctorTarget {
+        DoctorTarget {
+            deployment: deployment.to_owned(),
+            repo: Ok(repo.to_owned()),
+            pg_connection: Ok(pg_connection.to_owned()),
+            keyring: keyring.to_path_buf(),
+            config_path: None,
+            config_problem: None,
+            backup_max_age: DEFAULT_BACKUP_MAX_AGE,
+            wal_max_age: DEFAULT_WAL_MAX_AGE,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// All checks of one deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentReport {
+    /// Deployment name.
+    pub deployment: String,
+    /// Checks in a fixed order.
+    pub checks: Vec<Check>,
+}
+
+impl DeploymentReport {
+    /// No check found an issue.
+    pub fn healthy(&self) -> bool {
+        self.checks.iter().all(|c| c.state != CheckState::Issue)
+    }
+}
+
+/// "3m 12s", "2h 5m", "4d 3h": an age for humans.
+pub fn format_age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+pub(crate) fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Seconds since an RFC 3339 time (0 if it is in the future or does not parse).
+pub(crate) fn age_of(rfc3339: &str) -> Option<Duration> {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    Some(Duration::from_secs(
+        u64::try_from(now_unix() - t.unix_timestamp()).unwrap_or(0),
+    ))
+}
+
+/// What PostgreSQL said about the deployment's slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotProbe {
+    /// `server_version` as the server reports it.
+    pub server_version: String,
+    /// The server's timeline.
+    pub timeline: u32,
+    /// The server's current WAL position (IDENTIFY_SYSTEM).
+    pub server_lsn: Lsn,
+    /// The slot, when it exists: its restart LSN (what the stream confirmed durable).
+    pub slot_restart_lsn: Option<Option<Lsn>>,
+    /// Whether a stream holds the slot; `None` when a SQL connection was refused.
+    pub slot_active: Option<bool>,
+}
+
+impl SlotProbe {
+    /// Bytes of WAL the server has that the stream has not confirmed, when the slot
+    /// exists and reserves WAL.
+    pub fn lag_bytes(&self) -> Option<u64> {
+        match self.slot_restart_lsn {
+            Some(Some(r)) => Some(self.server_lsn.0.saturating_sub(r.0)),
+            _ => None,
+        }
+    }
+}
+
+/// Connects over replication (IDENTIFY_SYSTEM, READ_REPLICATION_SLOT) and, when the
+/// role may, over SQL (`pg_replication_slots.active`). Each step is bounded by `timeout`.
+pub async fn probe_slot(
+    conn: &ConnConfig,
+    deployment: &str,
+    timeout: Duration,
+) -> crate::Result<SlotProbe> {
+    let slot = slot_name_for(deployment);
+    let timed_out = || {
+        crate::Error::new(
+            crate::ErrorKind::Postgres,
+            "unreachable.timeout",
+            format!(
+                "PostgreSQL at {}:{} did not answer within {}s",
+                conn.host(),
+                conn.port(),
+                timeout.as_secs()
+            ),
+        )
+        .with_suggestion("check that the server is up and that nothing blocks the port")
+        .temporary()
+    };
+    let mut c = tokio::time::timeout(timeout, ReplicationClient::connect(conn))
+        .await
+        .map_err(|_| timed_out())??;
+    let ident = tokio::time::timeout(timeout, c.identify_system())
+        .await
+        .map_err(|_| timed_out())??;
+    let server_version = c.parameter("server_version").unwrap_or("?").to_owned();
+    let read = tokio::time::timeout(timeout, c.read_replication_slot(&slot))
+        .await
+        .map_err(|_| timed_out())??;
+    let _ = c.close().await;
+    let mut probe = SlotProbe {
+        server_version,
+        timeline: ident.timeline.0,
+        server_lsn: ident.xlogpos,
+        slot_restart_lsn: read.map(|r| r.restart_lsn),
+        slot_active: None,
+    };
+    if probe.slot_restart_lsn.is_some() {
+        let sql = async {
+            let mut s = ReplicationClient::connect_sql(conn).await?;
+            let rows = s
+                .simple_query(&format!(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"
+                ))
+                .await?;
+            let _ = s.close().await;
+            Ok::<_, hs_proto::Error>(rows)
+        };
+        match tokio::time::timeout(timeout, sql).await {
+            Ok(Ok(rows)) => {
+                probe.slot_active = rows
+                    .first()
+                    .and_then(|r| r.first().cloned().flatten())
+                    .map(|v| v == "t");
+            }
+            Ok(Err(e)) => tracing::debug!("SQL connection for slot activity refused: {e}"),
+            Err(_) => tracing::debug!("SQL connection for slot activity timed out"),
+        }
+    }
+    Ok(probe)
+}
+
+fn fix_or(e: &dyn ErrorLike, default: &str) -> String {
+    e.suggestion()
+        .map_or_else(|| default.to_owned(), str::to_owned)
+}
+
+trait ErrorLike {
+    fn suggestion(&self) -> Option<&str>;
+}
+impl ErrorLike for crate::Error {
+    fn suggestion(&self) -> Option<&str> {
+        crate::Error::suggestion(self)
+    }
+}
+impl ErrorLike for hs_repo::Error {
+    fn suggestion(&self) -> Option<&str> {
+        hs_repo::Error::suggestion(self)
+    }
+}
+impl ErrorLike for hs_crypt::Error {
+    fn suggestion(&self) -> Option<&str> {
+        hs_crypt::Error::suggestion(self)
+    }
+}
+
+/// Newest modification time (Unix seconds) of the deployment's WAL segments and
+/// partial segments, and how many complete segments there are.
+pub(crate) async fn newest_wal(
+    backend: &dyn hs_repo::Backend,
+    deployment: &str,
+) -> hs_repo::Result<(Option<(String, i64)>, usize)> {
+    let prefix = format!("deployments/{deployment}/wal/");
+    let mut newest: Option<(String, i64)> = None;
+    let mut segments = 0;
+    for o in backend.list(&prefix).await? {
+        let rel = &o.name[prefix.len()..];
+        let Some((dir, file)) = rel.split_once('/') else {
+            continue;
+        };
+        if matches!(dir, "history" | "gaps" | "summaries") || file.contains('/') {
+            continue;
+        }
+        let seg = file.strip_suffix(".partial").unwrap_or(file);
+        if hs_repo::parse_wal_segment_name(seg).is_none() {
+            continue;
+        }
+        if !file.ends_with(".partial") {
+            segments += 1;
+        }
+        if let Some(m) = o.modified {
+            if newest.as_ref().is_none_or(|(_, t)| m > *t) {
+                newest = Some((file.to_owned(), m));
+            }
+        }
+    }
+    Ok((newest, segments))
+}
+
+/// Runs every check for one deployment. Never fails: what goes wrong is a check's issue.
+pub async fn diagnose(t: &DoctorTarget) -> DeploymentReport {
+    let dep = t.deployment.as_str();
+    let mut checks = Vec::new();
+
+    // 1. config
+    checks.push(match (&t.config_problem, &t.repo, &t.pg_connection) {
+        (Some((m, f)), _, _) => Check::issue("config", m.clone(), f.clone()),
+        (None, Err((m, f)), _) | (None, _, Err((m, f))) => {
+            Check::issue("config", m.clone(), f.clone())
+        }
+        (None, Ok(_), Ok(_)) => Check::ok(
+            "config",
+            match &t.config_path {
+                Some(p) => format!("{} is valid", p.display()),
+                None => "no config file; settings from flags and environment".to_owned(),
+            },
+        ),
+    });
+
+    // 2. PostgreSQL and the slot
+    let slot = slot_name_for(dep);
+    let mut probe = None;
+    match &t.pg_connection {
+        Err(_) => {
+            checks.push(Check::skipped(
+                "pg_reachable",
+                "no connection string (see config)",
+            ));
+            checks.push(Check::skipped("slot", "no connection string (see config)"));
+        }
+        Ok(pg) => match ConnConfig::parse(pg) {
+            Err(e) => {
+                let e = crate::Error::from(e);
+                checks.push(Check::issue(
+                    "pg_reachable",
+                    format!("the connection string is invalid: {e}"),
+                    fix_or(
+                        &e,
+                        "fix pg_connection (libpq key=value or postgresql:// URL)",
+                    ),
+                ));
+                checks.push(Check::skipped("slot", "PostgreSQL not reachable"));
+            }
+            Ok(conn) => match probe_slot(&conn, dep, t.timeout).await {
+                Err(e) => {
+                    checks.push(Check::issue(
+                        "pg_reachable",
+                        format!(
+                            "cannot reach PostgreSQL at {}:{} as {} [{}]: {e}",
+                            conn.host(),
+                            conn.port(),
+                            conn.user(),
+                            e.code()
+                        ),
+                        format!(
+                            "{}\nthen check again with `pg_hardstorage doctor {dep}`",
+                            fix_or(
+                                &e,
+                                "start PostgreSQL, or fix host/port/user in pg_connection"
+                            )
+                        ),
+                    ));
+                    checks.push(Check::skipped("slot", "PostgreSQL not reachable"));
+                }
+                Ok(p) => {
+                    checks.push(Check::ok(
+                        "pg_reachable",
+                        format!(
+                            "PostgreSQL {} at {}:{}, timeline {}, WAL at {}",
+                            p.server_version,
+                            conn.host(),
+                            conn.port(),
+                            p.timeline,
+                            p.server_lsn
+                        ),
+                    ));
+                    checks.push(slot_check(dep, &slot, &p));
+                    probe = Some(p);
+                }
+            },
+        },
+    }
+
+    // 3. The repository: backups, WAL, writability, keyring.
+    let keyring = load_keyring(&t.keyring);
+    let (backup, wal, writable, key) = match &t.repo {
+        Err(_) => {
+            let s = |n| Check::skipped(n, "no repository URL (see config)");
+            let key = match &keyring {
+                Ok(_) => Check::ok("keyring", format!("{} (0600) loads", t.keyring.display())),
+                Err(c) => c.clone(),
+            };
+            (s("last_backup"), s("last_wal"), s("repo_writable"), key)
+        }
+        Ok(url) => repo_checks(t, url, keyring, probe.as_ref()).await,
+    };
+    checks.extend([backup, wal, writable, key]);
+    DeploymentReport {
+        deployment: dep.to_owned(),
+        checks,
+    }
+}
+
+fn slot_check(dep: &str, slot: &str, p: &SlotProbe) -> Check {
+    let start = format!(
+        "start `pg_hardstorage wal stream {dep}` and keep it running (systemd, k8s); it creates the slot if absent"
+    );
+    match (&p.slot_restart_lsn, p.slot_active) {
+        (None, _) => Check::issue(
+            "slot",
+            format!(
+                "replication slot {slot} does not exist: WAL is not being kept for this deployment"
+            ),
+            start,
+        ),
+        (Some(_), Some(false)) => Check::issue(
+            "slot",
+            format!(
+                "replication slot {slot} exists but no stream is connected{}",
+                p.lag_bytes()
+                    .map(|l| format!(" ({} of WAL retained on the server)", human_bytes(l)))
+                    .unwrap_or_default()
+            ),
+            start,
+        ),
+        (Some(_), active) => {
+            let lag = p
+                .lag_bytes()
+                .map_or("lag unknown (slot reserves no WAL yet)".to_owned(), |l| {
+                    format!("lag {}", human_bytes(l))
+                });
+            let act = match active {
+                Some(_) => "active",
+                None => "exists (activity not visible: the role may not open a SQL session)",
+            };
+            Check::ok("slot", format!("{slot} {act}, {lag}"))
+        }
+    }
+}
+
+/// `1.5 MiB`-style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn load_keyring(path: &Path) -> Result<hs_crypt::Keyring, Check> {
+    hs_crypt::Keyring::load(path).map_err(|e| {
+        let fix = match e.code() {
+            "preflight.keyring_permissions" => format!(
+                "chmod 600 {p} (and chown it to the user that runs pg_hardstorage)",
+                p = path.display()
+            ),
+            "notfound.keyring" => format!(
+                "restore the keyring from your backup copy to {p}, or pass --keyring PATH; without it the repository cannot be read",
+                p = path.display()
+            ),
+            _ => fix_or(&e, "restore the keyring file from your backup copy"),
+        };
+        Check::issue("keyring", format!("{} [{}]: {e}", path.display(), e.code()), fix)
+    })
+}
+
+async fn repo_checks(
+    t: &DoctorTarget,
+    url: &str,
+    keyring: Result<hs_crypt::Keyring, Check>,
+    probe: Option<&SlotProbe>,
+) -> (Check, Check, Check, Check) {
+    let dep = t.deployment.as_str();
+    let backend = match hs_repo::open_backend(url) {
+        Ok(b) => b,
+        Err(e) => {
+            let c = Check::issue(
+                "repo_writable",
+                format!("{url}: {e}"),
+                fix_or(&e, "fix the repository URL"),
+            );
+            let s = |n| Check::skipped(n, "repository URL invalid");
+            let key = keyring.err().unwrap_or_else(|| s("keyring"));
+            return (s("last_backup"), s("last_wal"), c, key);
+        }
+    };
+
+    // Writable: the marker is there, and a probe object can be created and removed.
+    let writable = match backend.stat(hs_repo::MARKER_NAME).await {
+        Ok(None) => Check::issue(
+            "repo_writable",
+            format!("no pg_hardstorage repository at {url}"),
+            format!("create it with `pg_hardstorage repo init {url}` (or `pg_hardstorage init`)"),
+        ),
+        Err(e) => Check::issue(
+            "repo_writable",
+            format!("cannot read {url} [{}]: {e}", e.code()),
+            fix_or(
+                &e,
+                "check that the storage is reachable and the path is right",
+            ),
+        ),
+        Ok(Some(_)) => {
+            let name = format!(
+                "doctor/probe-{}-{}",
+                dep,
+                hex::encode(rand::random::<[u8; 8]>())
+            );
+            let put = backend
+                .put_if_absent(
+                    &name,
+                    bytes::Bytes::from_static(b"pg_hardstorage doctor probe\n"),
+                )
+                .await;
+            let del = backend.delete(&name).await;
+            match (put, del) {
+                (Ok(true), Ok(())) => Check::ok(
+                    "repo_writable",
+                    format!("{url} accepts writes (probe object created and removed)"),
+                ),
+                (Ok(false), _) => Check::issue(
+                    "repo_writable",
+                    format!("probe object {name} already existed in {url}"),
+                    "run doctor again; if this repeats, remove the doctor/ prefix in the repository",
+                ),
+                (Err(e), _) | (_, Err(e)) => Check::issue(
+                    "repo_writable",
+                    format!("cannot write to {url} [{}]: {e}", e.code()),
+                    fix_or(
+                        &e,
+                        "give the user running pg_hardstorage write access to the repository",
+                    ),
+                ),
+            }
+        }
+    };
+
+    // Last WAL: object modification times, no keyring needed.
+    let wal = match newest_wal(backend.as_ref(), dep).await {
+        Err(e) => Check::issue(
+            "last_wal",
+            format!("cannot list WAL in {url}: {e}"),
+            fix_or(&e, "check that the repository is reachable"),
+        ),
+        Ok((None, _)) => Check::issue(
+            "last_wal",
+            format!("no WAL archived for {dep}"),
+            format!("start `pg_hardstorage wal stream {dep}` and keep it running"),
+        ),
+        Ok((Some((name, at)), _)) => {
+            let age = Duration::from_secs(u64::try_from(now_unix() - at).unwrap_or(0));
+            let idle = probe
+                .and_then(|p| p.lag_bytes())
+                .is_some_and(|l| l < hs_repo::DEFAULT_WAL_SEGMENT_SIZE)
+                && probe.and_then(|p| p.slot_active) != Some(false);
+            if age <= t.wal_max_age {
+                Check::ok(
+                    "last_wal",
+                    format!("{name} archived {} ago", format_age(age)),
+                )
+            } else if idle {
+                Check::ok(
+                    "last_wal",
+                    format!(
+                        "{name} archived {} ago; the stream has confirmed all but the server's newest WAL (server idle)",
+                        format_age(age)
+                    ),
+                )
+            } else {
+                Check::issue(
+                    "last_wal",
+                    format!(
+                        "newest archived WAL {name} is {} old (limit {})",
+                        format_age(age),
+                        format_age(t.wal_max_age)
+                    ),
+                    format!(
+                        "check that `pg_hardstorage wal stream {dep}` is running and read its log (-v); raise wal_max_age in pg_hardstorage.yaml if this server is often idle"
+                    ),
+                )
+            }
+        }
+    };
+
+    // Keyring: present, 0600, unwraps the repository key; then the backups.
+    let key_skip = |why: &str| Check::skipped("last_backup", why.to_owned());
+    let (key, backup) = match keyring {
+        Err(c) => (c, key_skip("needs the keyring")),
+        Ok(k) => match hs_repo::Repository::open(url, &k).await {
+            Err(e) if e.code() == "notfound.repo" => (
+                Check::ok(
+                    "keyring",
+                    format!(
+                        "{} (0600) loads; no repository to unwrap yet",
+                        t.keyring.display()
+                    ),
+                ),
+                key_skip("no repository"),
+            ),
+            Err(e) => (
+                Check::issue(
+                    "keyring",
+                    format!(
+                        "{} cannot open the repository at {url} [{}]: {e}",
+                        t.keyring.display(),
+                        e.code()
+                    ),
+                    fix_or(
+                        &e,
+                        "use the keyring the repository was created with (--keyring PATH)",
+                    ),
+                ),
+                key_skip("needs the repository key"),
+            ),
+            Ok(repo) => {
+                let key = Check::ok(
+                    "keyring",
+                    format!(
+                        "{} (0600) unwraps the key of repository {}",
+                        t.keyring.display(),
+                        repo.id()
+                    ),
+                );
+                (key, backup_check(t, &repo).await)
+            }
+        },
+    };
+    (backup, wal, writable, key)
+}
+
+async fn backup_check(t: &DoctorTarget, repo: &hs_repo::Repository) -> Check {
+    let dep = t.deployment.as_str();
+    let run = format!(
+        "run `pg_hardstorage backup {dep}` now, and schedule it (cron, systemd timer) at least every {}",
+        format_age(t.backup_max_age)
+    );
+    match repo.list_backups(dep).await {
+        Err(e) => Check::issue(
+            "last_backup",
+            format!("cannot list backups [{}]: {e}", e.code()),
+            fix_or(&e, "check the repository with `pg_hardstorage list`"),
+        ),
+        Ok(list) => match list.iter().max_by(|a, b| a.stop_time.cmp(&b.stop_time)) {
+            None => Check::issue("last_backup", format!("no backups of {dep} yet"), run),
+            Some(m) => {
+                let age = age_of(&m.stop_time).unwrap_or(Duration::MAX);
+                if age <= t.backup_max_age {
+                    Check::ok(
+                        "last_backup",
+                        format!("{} finished {} ago", m.backup_id, format_age(age)),
+                    )
+                } else {
+                    Check::issue(
+                        "last_backup",
+                        format!(
+                            "newest backup {} finished {} ago (limit {})",
+                            m.backup_id,
+                            format_age(age),
+                            format_age(t.backup_max_age)
+                        ),
+                        run,
+                    )
+                }
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(format_age(Duration::from_secs(5)), "5s");
+        assert_eq!(format_age(Duration::from_secs(192)), "3m 12s");
+        assert_eq!(format_age(Duration::from_secs(7500)), "2h 5m");
+        assert_eq!(format_age(Duration::from_secs(97_200)), "1d 3h");
+    }
+
+    #[test]
+    fn slot_states() {
+        let mut p = SlotProbe {
+            server_version: "15".into(),
+            timeline: 1,
+            server_lsn: Lsn(0x3000000),
+            slot_restart_lsn: None,
+            slot_active: None,
+        };
+        assert_eq!(
+            slot_check("d", "pg_hardstorage_d", &p).state,
+            CheckState::Issue
+        );
+        p.slot_restart_lsn = Some(Some(Lsn(0x2000000)));
+        p.slot_active = Some(false);
+        let c = slot_check("d", "pg_hardstorage_d", &p);
+        assert_eq!(c.state, CheckState::Issue);
+        assert!(c.detail.contains("16.0 MiB"), "{}", c.detail);
+        p.slot_active = Some(true);
+        let c = slot_check("d", "pg_hardstorage_d", &p);
+        assert_eq!(c.state, CheckState::Ok);
+        assert!(c.detail.contains("lag 16.0 MiB"), "{}", c.detail);
+    }
+
+    #[tokio::test]
+    async fn missing_everything_is_reported_not_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().join("repo").display());
+        let mut t = DoctorTarget::new(
+            "demo",
+            &url,
+            "host=127.0.0.1 port=1 user=x connect_timeout=2",
+            &dir.path().join("kr"),
+        );
+        t.timeout = Duration::from_secs(5);
+        let r = diagnose(&t).await;
+        assert!(!r.healthy());
+        let state = |n: &str| r.checks.iter().find(|c| c.name == n).unwrap().state;
+        assert_eq!(state("config"), CheckState::Ok);
+        assert_eq!(state("pg_reachable"), CheckState::Issue);
+        assert_eq!(state("slot"), CheckState::Skipped);
+        assert_eq!(state("repo_writable"), CheckState::Issue);
+        assert_eq!(state("keyring"), CheckState::Issue);
+        for c in &r.checks {
+            assert_eq!(c.state == CheckState::Issue, c.fix.is_some(), "{c:?}");
+        }
+    }
+}

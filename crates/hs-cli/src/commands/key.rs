@@ -1,0 +1,59 @@
+//! `key add`, `key list`, `key rotate`: who can open the repository. The master key is
+//! re-wrapped, never changed; data is never re-encrypted.
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::cli::{KeyAddArgs, KeyListArgs, KeyRotateArgs};
+use crate::cli::GlobalArgs;
+use crate::output::Output;
+
+pub async fn add(g: &GlobalArgs, a: KeyAddArgs) -> Result<Output> {
+    let repo = super::open_repo(g, &a.repo.repo).await?;
+    let k = repo.add_key(&a.recipient).await?;
+    let human = format!(
+        "Added key object {} for {}.\nThe holder of that identity can now open the repository \
+         (list and restore; signing new backups needs the original keyring).\n",
+        k.name,
+        k.recipient.as_deref().unwrap_or("?")
+    );
+    Ok(Output::new(serde_json::to_value(&k)?, human))
+}
+
+pub async fn list(g: &GlobalArgs, a: KeyListArgs) -> Result<Output> {
+    let repo = super::open_repo(g, &a.repo.repo).await?;
+    let keys = repo.list_keys().await?;
+    let mut human = format!(
+        "{:<20} {:<21} {:<5} {}\n",
+        "KEY", "CREATED", "MINE", "RECIPIENT"
+    );
+    for k in &keys {
+        let short = k.name.strip_prefix("keys/").unwrap_or(&k.name);
+        human.push_str(&format!(
+            "{:<20} {:<21} {:<5} {}\n",
+            short.get(..16).unwrap_or(short),
+            k.created.as_deref().unwrap_or("-"),
+            if k.opens_with_keyring { "yes" } else { "no" },
+            k.recipient.as_deref().unwrap_or("(not recorded)")
+        ));
+    }
+    Ok(Output::new(json!({"keys": keys}), human))
+}
+
+pub async fn rotate(g: &GlobalArgs, a: KeyRotateArgs) -> Result<Output> {
+    let repo = super::open_repo(g, &a.repo.repo).await?;
+    let r = repo.rotate_keyring(a.keep_old.as_deref()).await?;
+    let mut human = format!(
+        "Rotated keyring {}: new identity {}\n  old keyring kept at {} (0600); it no longer opens \
+         this repository\n  added key object {}\n",
+        r.keyring.display(),
+        r.new_recipient,
+        r.old_keyring.display(),
+        r.added
+    );
+    for k in &r.removed {
+        human.push_str(&format!("  removed key object {k} (old identity only)\n"));
+    }
+    human.push_str("Back up the new keyring: without it the repository cannot be read.\n");
+    Ok(Output::new(serde_json::to_value(&r)?, human))
+}

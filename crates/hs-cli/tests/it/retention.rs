@@ -1,0 +1,168 @@
+//! `rotate` and `repo gc` end to end: three backups of a real cluster with WAL
+//! streamed beside them, rotate to one backup, gc with no grace period while
+//! the streamer still runs, then the kept backup restores and replays every commit.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use hs_testkit::{PgCluster, PgOptions};
+
+use crate::support::{dir_bytes, hs, Scratch};
+use crate::wal_stream::{lsn, start_streamer, wait_durable, Streamer};
+
+#[test]
+fn rotate_keep_one_then_gc_frees_space_and_latest_restores() {
+    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
+    pg.psql("CREATE TABLE t (id int primary key, v int, pad text)")
+        .unwrap();
+    pg.psql("INSERT INTO t SELECT g, 0, repeat('x', 200) FROM generate_series(1, 20000) g")
+        .unwrap();
+    let s = Scratch::new();
+    let url = s.repo_url();
+    hs(&s, &["repo", "init", &url]).ok();
+    let conn = pg.replication_conninfo();
+    let mut streamer = Streamer(Some(start_streamer(&s, &conn, &url)));
+
+    let mut ids = Vec::new();
+    for round in 1..=3 {
+        let b = hs(
+            &s,
+            &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
+        )
+        .ok();
+        ids.push(b["backup_id"].as_str().unwrap().to_owned());
+        // Rewrite every row: the next backup shares none of these pages.
+        pg.psql(&format!("UPDATE t SET v = {round}")).unwrap();
+        pg.psql("CHECKPOINT").unwrap();
+    }
+    pg.psql("INSERT INTO t VALUES (0, 99, 'after the last backup')")
+        .unwrap();
+    let end = lsn(&pg.psql("SELECT pg_current_wal_lsn()").unwrap());
+    pg.psql("SELECT pg_switch_wal()").unwrap();
+    wait_durable(&pg, end, Duration::from_secs(60));
+    let expected = pg.psql("SELECT count(*), sum(v) FROM t").unwrap();
+
+    let segments = |s: &Scratch| -> u64 {
+        hs(s, &["wal", "list", "demo", "--repo", &url]).ok()["ranges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["segments"].as_u64().unwrap())
+            .sum()
+    };
+    let segs_before = segments(&s);
+    let bytes_before = dir_bytes(&s.repo_dir());
+
+    // Usage errors: a policy without its parameter.
+    let r = hs(&s, &["rotate", "demo", "--repo", &url, "--policy", "count"]);
+    assert_eq!(r.status, 2);
+    assert_eq!(r.err_code(), "usage.retention_policy_incomplete");
+
+    // Dry run: the plan, nothing deleted.
+    let args = [
+        "rotate", "demo", "--repo", &url, "--policy", "count", "--keep", "1",
+    ];
+    let plan = hs(&s, &args).ok();
+    assert_eq!(plan["applied"], false);
+    let decisions = plan["backups"].as_array().unwrap();
+    assert_eq!(decisions.len(), 3);
+    assert_eq!(decisions[0]["backup_id"], ids[2].as_str());
+    assert_eq!(decisions[0]["keep"], true);
+    assert!(decisions[1..].iter().all(|d| d["keep"] == false), "{plan}");
+    assert!(
+        plan["wal"]["segments_deleted"].as_u64().unwrap() > 0,
+        "{plan}"
+    );
+    let listed = hs(&s, &["list", "demo", "--repo", &url]).ok();
+    assert_eq!(listed["backups"].as_array().unwrap().len(), 3);
+
+    // Apply: two manifests and the WAL below the kept backup go.
+    let mut apply = args.to_vec();
+    apply.push("--apply");
+    let done = hs(&s, &apply).ok();
+    assert_eq!(done["applied"], true);
+    assert_eq!(done["deleted"]["backups"], 2);
+    let listed = hs(&s, &["list", "demo", "--repo", &url]).ok();
+    let left: Vec<&str> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["backup_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, [ids[2].as_str()]);
+    assert!(segments(&s) < segs_before);
+
+    // gc with the default grace period leaves the fresh packs alone; with none,
+    // it deletes what only the old backups used, while the streamer runs.
+    let gc = hs(&s, &["repo", "gc", "--repo", &url, "--apply"]).ok();
+    assert!(gc["deleted"].as_array().unwrap().is_empty(), "{gc}");
+    let dry = hs(&s, &["repo", "gc", "--repo", &url, "--grace", "0s"]).ok();
+    assert_eq!(dry["applied"], false);
+    let gc = hs(
+        &s,
+        &["repo", "gc", "--repo", &url, "--grace", "0s", "--apply"],
+    )
+    .ok();
+    assert!(gc["deleted_bytes"].as_u64().unwrap() > 0, "{gc}");
+    assert_eq!(gc["deleted"], dry["deleted"], "{gc}\n{dry}");
+    assert!(gc["waiting"].as_array().unwrap().is_empty(), "{gc}");
+    let bytes_after = dir_bytes(&s.repo_dir());
+    assert!(
+        bytes_after < bytes_before,
+        "repository did not shrink: {bytes_before} -> {bytes_after}"
+    );
+
+    // The old backups are gone for good.
+    let old = hs(
+        &s,
+        &[
+            "restore",
+            "demo",
+            &ids[0],
+            "--target",
+            s.path("old").to_str().unwrap(),
+            "--repo",
+            &url,
+        ],
+    );
+    assert_eq!(old.status, 6, "{}", old.stdout);
+
+    // Stop the streamer cleanly, then restore the latest backup and replay.
+    let child = streamer.0.take().expect("streamer");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "wal stream exit {:?}", out.status);
+    drop(pg);
+
+    let target = s.path("restored");
+    let r = hs(
+        &s,
+        &[
+            "restore",
+            "demo",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+            "--repo",
+            &url,
+        ],
+    )
+    .ok();
+    assert_eq!(r["backup_id"], ids[2].as_str());
+    assert_eq!(r["recovery_configured"], true);
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    hs_testkit::chown_to_postgres(&s.repo_dir()).unwrap();
+    hs_testkit::chown_to_postgres(&s.keyring()).unwrap();
+    let restored = PgCluster::start_existing(&target).expect("start restored cluster");
+    restored
+        .wait_for_promotion(Duration::from_secs(120))
+        .expect("recovery finishes");
+    assert_eq!(
+        restored.psql("SELECT count(*), sum(v) FROM t").unwrap(),
+        expected
+    );
+}

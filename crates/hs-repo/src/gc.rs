@@ -1,0 +1,574 @@
+//! Garbage collection of packs no backup references, safe while `backup` and
+//! `wal stream` run (see docs/repository-format.md, "Locks and garbage
+//! collection").
+//!
+//! Two phases, each run of [`Repository::gc`] doing both:
+//!
+//! 1. **Condemn.** Packs that no manifest references (and that are older than
+//!    the grace period) are listed in a sealed record `gc/condemned/<id>`.
+//!    Only after that record is durable, gc lists the live leases that may
+//!    reference existing chunks and stores their ids in `gc/holders/<id>`.
+//!    Writers that start later load the condemned list after taking their
+//!    lease and treat condemned packs as absent (they store such chunks
+//!    again instead of deduplicating against them).
+//! 2. **Delete.** A record is due when its grace period has passed and none
+//!    of its holder leases is live any more. gc then reloads every manifest
+//!    and the index, keeps any condemned pack that holds the only copy of a
+//!    chunk some manifest now references, deletes the rest, writes a new
+//!    index object without them, deletes the index objects it replaces and
+//!    finally the records.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hs_chunk::ChunkId;
+use hs_crypt::Domain;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::index::{self, Index, IndexedPack};
+use crate::lock::{now_unix, open_record, seal_record, LeaseKind, LeaseOptions};
+use crate::repo::{index_name, pack_name, Repository};
+
+const CONDEMNED_PREFIX: &str = "gc/condemned/";
+const HOLDERS_PREFIX: &str = "gc/holders/";
+const CONDEMNED_MAGIC: &[u8; 8] = b"HSGCCON1";
+const HOLDERS_MAGIC: &[u8; 8] = b"HSGCHLD1";
+/// Default grace period of `repo gc` (one hour).
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+
+/// What [`Repository::gc`] should do.
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    /// Packs younger than this are not condemned, and condemned packs are
+    /// deleted only this long after their condemnation.
+    pub grace: Duration,
+    /// Write and delete; `false` only reports what would happen.
+    pub apply: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> GcOptions {
+        GcOptions {
+            grace: DEFAULT_GC_GRACE,
+            apply: false,
+        }
+    }
+}
+
+/// A condemnation record that is not due yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GcWaiting {
+    /// The record id (`gc/condemned/<id>`).
+    pub record: String,
+    /// How many packs it condemns.
+    pub packs: usize,
+    /// Why it is not due: the grace period, or leases still live.
+    pub reason: String,
+}
+
+/// What a garbage collection run did (or, without `apply`, would do).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    /// Whether anything was written or deleted.
+    pub applied: bool,
+    /// Packs in the repository before the run.
+    pub packs_total: usize,
+    /// Their total size.
+    pub bytes_total: u64,
+    /// Packs holding at least one chunk a manifest references.
+    pub packs_referenced: usize,
+    /// Packs condemned by this run.
+    pub condemned: Vec<String>,
+    /// Their total size.
+    pub condemned_bytes: u64,
+    /// Condemned packs deleted by this run.
+    pub deleted: Vec<String>,
+    /// Their total size.
+    pub deleted_bytes: u64,
+    /// Condemned packs that a manifest written since references: kept.
+    pub reprieved: Vec<String>,
+    /// Condemnation records that are not due yet.
+    pub waiting: Vec<GcWaiting>,
+    /// Index objects replaced by a rewritten one.
+    pub index_objects_replaced: usize,
+    /// Expired lease objects removed.
+    pub expired_leases_removed: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CondemnedRecord {
+    id: String,
+    created: i64,
+    packs: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct HoldersRecord {
+    id: String,
+    recorded: i64,
+    leases: Vec<String>,
+}
+
+struct Record {
+    condemned: CondemnedRecord,
+    holders: Option<HoldersRecord>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v)
+        .map_err(|e| Error::new("io.encode_failed", "could not encode a gc record").with_source(e))
+}
+
+fn decode<T: for<'a> Deserialize<'a>>(json: &[u8], name: &str) -> Result<T> {
+    serde_json::from_slice(json).map_err(|e| {
+        Error::new(
+            "verify.gc_record_invalid",
+            format!("gc record {name} is not valid JSON"),
+        )
+        .with_source(e)
+    })
+}
+
+/// The index objects as stored: (object name, packs), in name order.
+type RawIndex = Vec<(String, Vec<IndexedPack>)>;
+
+impl Repository {
+    /// Names of every pack listed in a condemnation record.
+    pub(crate) async fn condemned_packs(&self) -> Result<HashSet<String>> {
+        Ok(self
+            .load_gc_records()
+            .await?
+            .into_iter()
+            .flat_map(|r| r.condemned.packs)
+            .collect())
+    }
+
+    /// The index a writer deduplicates against: every index object, minus
+    /// condemned packs (loaded after the caller took its lease).
+    pub(crate) async fn writer_index(&self) -> Result<Index> {
+        let condemned = self.condemned_packs().await?;
+        let mut idx = Index::default();
+        for (_, packs) in self.load_raw_index().await? {
+            for p in packs {
+                let name = pack_name(&p.id);
+                if !condemned.contains(&name) {
+                    idx.add(name, &p.entries);
+                }
+            }
+        }
+        Ok(idx)
+    }
+
+    async fn load_gc_records(&self) -> Result<Vec<Record>> {
+        let b = &self.inner.backend;
+        let mut holders = HashMap::new();
+        for o in b.list(HOLDERS_PREFIX).await? {
+            let sealed = match b.get(&o.name).await {
+                Ok(s) => s,
+                Err(e) if e.code() == "notfound.object" => continue,
+                Err(e) => return Err(e),
+            };
+            let json = open_record(
+                self,
+                HOLDERS_MAGIC,
+                &o.name,
+                &sealed,
+                "verify.gc_record_invalid",
+            )?;
+            let h: HoldersRecord = decode(&json, &o.name)?;
+            holders.insert(h.id.clone(), h);
+        }
+        let mut out = Vec::new();
+        for o in b.list(CONDEMNED_PREFIX).await? {
+            let sealed = match b.get(&o.name).await {
+                Ok(s) => s,
+                Err(e) if e.code() == "notfound.object" => continue,
+                Err(e) => return Err(e),
+            };
+            let json = open_record(
+                self,
+                CONDEMNED_MAGIC,
+                &o.name,
+                &sealed,
+                "verify.gc_record_invalid",
+            )?;
+            let c: CondemnedRecord = decode(&json, &o.name)?;
+            let h = holders.remove(&c.id);
+            out.push(Record {
+                condemned: c,
+                holders: h,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every index object, decoded. An object that vanishes between list and
+    /// get (gc replaced it) restarts the load.
+    async fn load_raw_index(&self) -> Result<RawIndex> {
+        let b = &self.inner.backend;
+        let mut attempt = 0;
+        'again: loop {
+            attempt += 1;
+            let mut out = Vec::new();
+            for o in b.list("index/").await? {
+                let sealed = match b.get(&o.name).await {
+                    Ok(s) => s,
+                    Err(e) if e.code() == "notfound.object" && attempt < 5 => continue 'again,
+                    Err(e) => return Err(e),
+                };
+                let plain = self.inner.master.open(Domain::Index, &sealed)?;
+                out.push((o.name, index::decode(&plain)?));
+            }
+            return Ok(out);
+        }
+    }
+
+    /// Every chunk id some manifest of some deployment references, including
+    /// list chunks and the chunks they list.
+    async fn referenced_chunks(&self) -> Result<HashSet<ChunkId>> {
+        let mut deployments = BTreeSet::new();
+        for o in self.inner.backend.list("deployments/").await? {
+            let mut parts = o.name.split('/');
+            if let (Some(_), Some(d), Some("backups"), Some(_), None) = (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) {
+                deployments.insert(d.to_string());
+            }
+        }
+        let mut refs = HashSet::new();
+        let mut reader = None;
+        for d in deployments {
+            let prefix = format!("deployments/{d}/backups/");
+            for o in self.inner.backend.list(&prefix).await? {
+                let id = &o.name[prefix.len()..];
+                if id.contains('/') {
+                    continue;
+                }
+                let m = match self.load_manifest(&d, id).await {
+                    Ok(m) => m,
+                    // Deleted since the listing: it references nothing any more.
+                    Err(e) if e.code() == "notfound.backup" => continue,
+                    Err(e) => return Err(e),
+                };
+                for a in &m.archives {
+                    for f in &a.files {
+                        refs.extend(f.chunks.iter().map(|c| c.id));
+                        if f.chunk_lists.is_empty() {
+                            continue;
+                        }
+                        refs.extend(f.chunk_lists.iter().map(|c| c.id));
+                        if reader.is_none() {
+                            reader = Some(self.reader_with_frame_cache(8 << 20).await?);
+                        }
+                        if let Some(r) = &reader {
+                            refs.extend(r.file_chunks(f).await?.into_iter().map(|c| c.id));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(refs)
+    }
+
+    /// Packs no manifest references, after the grace period, and removes
+    /// them safely; see the module documentation. With `apply` it holds an
+    /// exclusive lease for the run (`conflict.repo_locked` if another
+    /// maintenance run holds one).
+    pub async fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
+        let lease = if opts.apply {
+            Some(
+                self.acquire_lease(LeaseKind::Exclusive, "repo gc", &LeaseOptions::announce())
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let res = self.gc_inner(opts).await;
+        if let Some(l) = lease {
+            l.release().await?;
+        }
+        res
+    }
+
+    async fn gc_inner(&self, opts: &GcOptions) -> Result<GcReport> {
+        let grace = i64::try_from(opts.grace.as_secs()).unwrap_or(i64::MAX / 4);
+        let mut report = GcReport {
+            applied: opts.apply,
+            ..GcReport::default()
+        };
+        let now = now_unix();
+        if opts.apply {
+            report.expired_leases_removed = self.remove_expired_leases(now).await?;
+        }
+
+        // Phase 1: condemn what no manifest references.
+        let mut records = self.load_gc_records().await?;
+        let view = View::load(self).await?;
+        report.packs_total = view.packs.len();
+        report.bytes_total = view.packs.values().sum();
+        report.packs_referenced = view.packs.keys().filter(|p| view.is_referenced(p)).count();
+        let already: HashSet<&String> = records
+            .iter()
+            .flat_map(|r| r.condemned.packs.iter())
+            .collect();
+        let candidates: Vec<String> = view
+            .packs
+            .keys()
+            .filter(|p| !already.contains(p) && !view.is_referenced(p))
+            .filter(|p| {
+                view.modified
+                    .get(*p)
+                    .copied()
+                    .flatten()
+                    .is_none_or(|m| m <= now - grace)
+            })
+            .cloned()
+            .collect();
+        drop(already);
+        let mut candidates = candidates;
+        candidates.sort();
+        if !candidates.is_empty() {
+            report.condemned_bytes = candidates.iter().map(|p| view.packs[p]).sum();
+            report.condemned = candidates.clone();
+            let mut rid = [0u8; 16];
+            rand::Rng::fill(&mut rand::thread_rng(), &mut rid);
+            let condemned = CondemnedRecord {
+                id: hex::encode(rid),
+                created: now,
+                packs: candidates,
+            };
+            let holders = if opts.apply {
+                let name = format!("{CONDEMNED_PREFIX}{}", condemned.id);
+                let sealed = seal_record(self, CONDEMNED_MAGIC, &name, &encode(&condemned)?)?;
+                self.inner
+                    .backend
+                    .put_if_absent(&name, Bytes::from(sealed))
+                    .await?;
+                // Listed only now that the record is durable: a writer whose
+                // lease is not in this list started after it and sees it.
+                Some(self.write_holders(&condemned.id).await?)
+            } else {
+                None
+            };
+            records.push(Record { condemned, holders });
+        }
+
+        // Phase 2: delete what is due. Leases first, then (re)load manifests
+        // and index: a holder that finished before the check has its manifest
+        // visible to the load that follows it.
+        let leases = self.list_leases().await?;
+        let now = now_unix();
+        let live_pack_leases: HashSet<String> = leases
+            .iter()
+            .filter(|l| l.is_live(now) && l.packs && l.kind == LeaseKind::Shared)
+            .map(|l| l.id.clone())
+            .collect();
+        let mut due = Vec::new();
+        for mut r in records {
+            if r.holders.is_none() && opts.apply {
+                r.holders = Some(self.write_holders(&r.condemned.id).await?);
+            }
+            let holders: Vec<&String> = match &r.holders {
+                Some(h) => h.leases.iter().collect(),
+                None => live_pack_leases.iter().collect(),
+            };
+            let live = holders
+                .iter()
+                .filter(|h| live_pack_leases.contains(**h))
+                .count();
+            let age = now - r.condemned.created;
+            if age < grace {
+                report.waiting.push(GcWaiting {
+                    record: r.condemned.id.clone(),
+                    packs: r.condemned.packs.len(),
+                    reason: format!("grace period: {}s left", grace - age),
+                });
+            } else if live > 0 {
+                report.waiting.push(GcWaiting {
+                    record: r.condemned.id.clone(),
+                    packs: r.condemned.packs.len(),
+                    reason: format!(
+                        "{live} backup lease(s) older than the condemnation still live"
+                    ),
+                });
+            } else {
+                due.push(r.condemned);
+            }
+        }
+        if due.is_empty() {
+            return Ok(report);
+        }
+        let view = if opts.apply {
+            View::load(self).await?
+        } else {
+            view
+        };
+        let mut doomed: HashSet<String> =
+            due.iter().flat_map(|r| r.packs.iter().cloned()).collect();
+        // Keep a condemned pack that holds the only remaining copy of a chunk
+        // a manifest references now (one written since the condemnation).
+        loop {
+            let keep: Vec<String> = doomed
+                .iter()
+                .filter(|p| {
+                    view.contents.get(*p).is_some_and(|ids| {
+                        ids.iter().any(|id| {
+                            view.refs.contains(id)
+                                && view.locations[id]
+                                    .iter()
+                                    .all(|q| doomed.contains(q) || !view.packs.contains_key(q))
+                        })
+                    })
+                })
+                .cloned()
+                .collect();
+            if keep.is_empty() {
+                break;
+            }
+            for p in keep {
+                doomed.remove(&p);
+                report.reprieved.push(p);
+            }
+        }
+        let mut deleted: Vec<String> = doomed
+            .iter()
+            .filter(|p| view.packs.contains_key(*p))
+            .cloned()
+            .collect();
+        deleted.sort();
+        report.deleted_bytes = deleted.iter().map(|p| view.packs[p]).sum();
+        report.deleted = deleted;
+        report.reprieved.sort();
+        if !opts.apply {
+            return Ok(report);
+        }
+        let b = &self.inner.backend;
+        for p in &report.deleted {
+            b.delete(p).await?;
+        }
+        // A new index object without the deleted packs, written before the
+        // objects it replaces are deleted.
+        let affected: Vec<&(String, Vec<IndexedPack>)> = view
+            .raw
+            .iter()
+            .filter(|(_, packs)| packs.iter().any(|p| doomed.contains(&pack_name(&p.id))))
+            .collect();
+        if !affected.is_empty() {
+            let mut seen = HashSet::new();
+            let mut survivors: Vec<IndexedPack> = Vec::new();
+            for (_, packs) in &affected {
+                for p in packs {
+                    if !doomed.contains(&pack_name(&p.id)) && seen.insert(p.id) {
+                        survivors.push(p.clone());
+                    }
+                }
+            }
+            if !survivors.is_empty() {
+                survivors.sort_by_key(|p| p.id);
+                let sealed = self
+                    .inner
+                    .master
+                    .seal(Domain::Index, &index::encode(&survivors));
+                let name = index_name(blake3::hash(&sealed).to_hex().as_str());
+                b.put_if_absent(&name, Bytes::from(sealed)).await?;
+            }
+            for (name, _) in &affected {
+                b.delete(name).await?;
+            }
+            report.index_objects_replaced = affected.len();
+        }
+        for r in &due {
+            b.delete(&format!("{CONDEMNED_PREFIX}{}", r.id)).await?;
+            b.delete(&format!("{HOLDERS_PREFIX}{}", r.id)).await?;
+        }
+        Ok(report)
+    }
+
+    /// Lists the live leases that may reference existing chunks and stores
+    /// their ids as the holders of condemnation record `id`.
+    async fn write_holders(&self, id: &str) -> Result<HoldersRecord> {
+        let now = now_unix();
+        let leases = self
+            .list_leases()
+            .await?
+            .into_iter()
+            .filter(|l| l.is_live(now) && l.packs && l.kind == LeaseKind::Shared)
+            .map(|l| l.id)
+            .collect();
+        let h = HoldersRecord {
+            id: id.to_string(),
+            recorded: now,
+            leases,
+        };
+        let name = format!("{HOLDERS_PREFIX}{id}");
+        let sealed = seal_record(self, HOLDERS_MAGIC, &name, &encode(&h)?)?;
+        self.inner.backend.put(&name, Bytes::from(sealed)).await?;
+        Ok(h)
+    }
+}
+
+/// Packs, index and references as loaded at one moment.
+struct View {
+    /// Pack name -> size.
+    packs: HashMap<String, u64>,
+    modified: HashMap<String, Option<i64>>,
+    raw: RawIndex,
+    /// Pack name -> chunk ids (from the index).
+    contents: HashMap<String, Vec<ChunkId>>,
+    /// Referenced chunk id -> packs holding it.
+    locations: HashMap<ChunkId, Vec<String>>,
+    refs: HashSet<ChunkId>,
+}
+
+impl View {
+    async fn load(repo: &Repository) -> Result<View> {
+        // Manifests before the index and the packs: everything a manifest
+        // references was indexed before the manifest was written.
+        let refs = repo.referenced_chunks().await?;
+        let raw = repo.load_raw_index().await?;
+        let listed = repo.list_packs().await?;
+        let mut contents: HashMap<String, Vec<ChunkId>> = HashMap::new();
+        let mut locations: HashMap<ChunkId, Vec<String>> = HashMap::new();
+        for (_, packs) in &raw {
+            for p in packs {
+                let name = pack_name(&p.id);
+                let ids = contents.entry(name.clone()).or_default();
+                for e in &p.entries {
+                    ids.push(e.id);
+                    if refs.contains(&e.id) {
+                        let l = locations.entry(e.id).or_default();
+                        if !l.contains(&name) {
+                            l.push(name.clone());
+                        }
+                    }
+                }
+            }
+        }
+        for id in &refs {
+            locations.entry(*id).or_default();
+        }
+        Ok(View {
+            packs: listed.iter().map(|o| (o.name.clone(), o.size)).collect(),
+            modified: listed
+                .iter()
+                .map(|o| (o.name.clone(), o.modified))
+                .collect(),
+            raw,
+            contents,
+            locations,
+            refs,
+        })
+    }
+
+    fn is_referenced(&self, pack: &str) -> bool {
+        self.contents
+            .get(pack)
+            .is_some_and(|ids| ids.iter().any(|id| self.refs.contains(id)))
+    }
+}

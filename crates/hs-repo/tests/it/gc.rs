@@ -1,0 +1,447 @@
+//! Leases, rotate + gc on real `file://` repositories, and gc running
+//! concurrently with writers that deduplicate against packs gc condemns.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hs_repo::{
+    BackupManifest, ChunkRef, FileEntry, FileKind, GcOptions, LeaseKind, LeaseOptions, Repository,
+    RetentionPolicy,
+};
+
+use crate::manifest::sample_manifest;
+use crate::{noise, page, Env};
+
+const MIB: u64 = 1 << 20;
+
+fn gc_now() -> GcOptions {
+    GcOptions {
+        grace: Duration::ZERO,
+        apply: true,
+    }
+}
+
+async fn small_repo(env: &Env) -> Repository {
+    Repository::init_with(&env.url, &env.keyring, Default::default(), MIB)
+        .await
+        .unwrap()
+}
+
+/// A manifest `id` of deployment `dep` whose file lists `refs` in its
+/// manifest and `listed` through list chunks, at position `n` (LSN, time).
+fn manifest_at(dep: &str, id: &str, n: u64, entry: FileEntry) -> BackupManifest {
+    let mut m = sample_manifest(dep, id, &[]);
+    m.archives[0].files[1] = entry;
+    m.start_lsn = format!("0/{:X}", n * 0x100_0000 + 0x28);
+    m.stop_lsn = format!("0/{:X}", n * 0x100_0000 + 0x100);
+    m.start_time = format!("2026-11-{:02}T01:00:00Z", n + 1);
+    m.stop_time = format!("2026-11-{:02}T01:01:00Z", n + 1);
+    m
+}
+
+fn file(refs: Vec<ChunkRef>) -> FileEntry {
+    FileEntry {
+        path: "base/1/16384".into(),
+        kind: FileKind::File,
+        mode: 0o600,
+        mtime: 1,
+        size: refs.iter().map(|r| u64::from(r.len)).sum(),
+        chunks: refs,
+        chunk_lists: vec![],
+    }
+}
+
+/// Reads every chunk of every file of `m` with a fresh reader.
+async fn read_all(repo: &Repository, m: &BackupManifest) -> hs_repo::Result<usize> {
+    let reader = repo.reader().await?;
+    let mut n = 0;
+    for a in &m.archives {
+        for f in &a.files {
+            for c in reader.file_chunks(f).await? {
+                let data = reader.read(&c).await?;
+                assert_eq!(data.len(), c.len as usize);
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[tokio::test]
+async fn rotate_then_gc_frees_space_and_kept_backups_read_back() {
+    let env = Env::new();
+    let repo = small_repo(&env).await;
+    let shared: Vec<Bytes> = (0..100).map(|i| Bytes::from(page(i))).collect();
+    let mut manifests = Vec::new();
+    for b in 0..3u64 {
+        let lease = repo
+            .acquire_lease(LeaseKind::Shared, "test backup", &LeaseOptions::backup())
+            .await
+            .unwrap();
+        // Unique data in a session of its own, so whole packs belong to one backup.
+        let mut w = repo.writer().await.unwrap();
+        let mut refs = Vec::new();
+        for i in 0..300 {
+            refs.push(
+                w.add(Bytes::from(noise(b * 10_000 + i, 8192)))
+                    .await
+                    .unwrap(),
+            );
+        }
+        w.finish().await.unwrap();
+        let mut w = repo.writer().await.unwrap();
+        for s in &shared {
+            refs.push(w.add(s.clone()).await.unwrap());
+        }
+        let mut entry = file(refs);
+        // Long lists go through list chunks: gc must follow them.
+        w.store_chunk_list(&mut entry).await.unwrap();
+        assert!(!entry.chunk_lists.is_empty());
+        w.finish().await.unwrap();
+        let m = manifest_at("db1", &format!("b{b}"), b + 1, entry);
+        lease.check().unwrap();
+        repo.put_manifest(&m).await.unwrap();
+        lease.release().await.unwrap();
+        manifests.push(m);
+    }
+    assert!(repo.list_leases().await.unwrap().is_empty());
+    let before = repo.stored_bytes().await.unwrap();
+
+    // Nothing is garbage yet.
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert!(r.condemned.is_empty() && r.deleted.is_empty(), "{r:?}");
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let plan = repo
+        .plan_retention("db1", &RetentionPolicy::Count(1), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        plan.kept()
+            .map(|b| b.backup_id.as_str())
+            .collect::<Vec<_>>(),
+        ["b2"]
+    );
+    let done = repo.apply_retention("db1", &plan).await.unwrap();
+    assert_eq!(done.backups, 2);
+    assert_eq!(repo.list_backups("db1").await.unwrap().len(), 1);
+
+    // A dry run reports without touching anything.
+    let rotated = repo.stored_bytes().await.unwrap();
+    let dry = repo
+        .gc(&GcOptions {
+            grace: Duration::ZERO,
+            apply: false,
+        })
+        .await
+        .unwrap();
+    assert!(!dry.condemned.is_empty());
+    assert_eq!(dry.deleted, dry.condemned);
+    assert_eq!(repo.stored_bytes().await.unwrap(), rotated);
+
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert_eq!(r.deleted, dry.deleted, "{r:?}");
+    assert!(r.deleted_bytes > 2 * 300 * 4096, "{r:?}");
+    assert!(r.index_objects_replaced > 0);
+    let after = repo.stored_bytes().await.unwrap();
+    assert!(after < before - r.deleted_bytes / 2, "{before} -> {after}");
+
+    // The kept backup reads back completely; a second run finds nothing.
+    let kept = repo.load_manifest("db1", "b2").await.unwrap();
+    assert_eq!(read_all(&repo, &kept).await.unwrap(), 400);
+    let reopened = Repository::open(&env.url, &env.keyring).await.unwrap();
+    assert_eq!(read_all(&reopened, &kept).await.unwrap(), 400);
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert!(
+        r.condemned.is_empty() && r.deleted.is_empty() && r.waiting.is_empty(),
+        "{r:?}"
+    );
+    assert!(std::fs::read_dir(env.repo_path().join("gc/condemned"))
+        .map(|d| d.count() == 0)
+        .unwrap_or(true));
+}
+
+#[tokio::test]
+async fn gc_waits_for_a_backup_that_deduplicated_against_a_condemned_pack() {
+    let env = Env::new();
+    let repo = small_repo(&env).await;
+    // Backup b0 stores X; it is then deleted, so X's pack is garbage.
+    let x = Bytes::from(noise(1, 64 * 1024));
+    let mut w = repo.writer().await.unwrap();
+    let rx = w.add(x.clone()).await.unwrap();
+    w.finish().await.unwrap();
+    let m0 = manifest_at("db1", "b0", 1, file(vec![rx]));
+    repo.put_manifest(&m0).await.unwrap();
+    std::fs::remove_file(env.repo_path().join("deployments/db1/backups/b0")).unwrap();
+
+    // A backup starts before gc and deduplicates against X.
+    let lease = repo
+        .acquire_lease(LeaseKind::Shared, "backup db1", &LeaseOptions::backup())
+        .await
+        .unwrap();
+    let mut w = repo.writer().await.unwrap();
+    assert_eq!(w.add(x.clone()).await.unwrap(), rx);
+    assert_eq!(w.stats().new_chunks, 0, "X was deduplicated");
+
+    // gc condemns X's pack but must not delete it while that lease is live.
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert_eq!(r.condemned.len(), 1, "{r:?}");
+    assert!(r.deleted.is_empty(), "{r:?}");
+    assert_eq!(r.waiting.len(), 1);
+    assert!(r.waiting[0].reason.contains("lease"), "{r:?}");
+
+    // A writer that starts now treats the condemned pack as absent.
+    let mut w2 = repo.writer().await.unwrap();
+    w2.add(x.clone()).await.unwrap();
+    assert_eq!(
+        w2.stats().new_chunks,
+        1,
+        "condemned chunks are stored again"
+    );
+    drop(w2);
+
+    w.finish().await.unwrap();
+    let m1 = manifest_at("db1", "b1", 2, file(vec![rx]));
+    lease.check().unwrap();
+    repo.put_manifest(&m1).await.unwrap();
+    lease.release().await.unwrap();
+
+    // Now due, but b1 references X: the pack is reprieved, not deleted.
+    let x_pack = {
+        let r = repo.list_packs().await.unwrap();
+        assert!(!r.is_empty());
+        r
+    };
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert_eq!(r.reprieved.len(), 1, "{r:?}");
+    assert!(!r.deleted.contains(&r.reprieved[0]), "{r:?}");
+    assert!(x_pack.iter().any(|p| p.name == r.reprieved[0]));
+    assert_eq!(read_all(&repo, &m1).await.unwrap(), 1);
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert!(r.condemned.is_empty() && r.deleted.is_empty(), "{r:?}");
+    assert_eq!(read_all(&repo, &m1).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn leases_exclusive_conflict_expiry_and_grace() {
+    let env = Env::new();
+    let repo = small_repo(&env).await;
+    let ex = repo
+        .acquire_lease(
+            LeaseKind::Exclusive,
+            "rotate db1",
+            &LeaseOptions::announce(),
+        )
+        .await
+        .unwrap();
+    let err = repo.gc(&gc_now()).await.unwrap_err();
+    assert_eq!(err.code(), "conflict.repo_locked");
+    assert!(err.to_string().contains("rotate db1"), "{err}");
+    assert_eq!(
+        repo.list_leases().await.unwrap().len(),
+        1,
+        "the loser removed its lease"
+    );
+    // Shared leases coexist with it.
+    let sh = repo
+        .acquire_lease(
+            LeaseKind::Shared,
+            "wal stream db1",
+            &LeaseOptions::announce(),
+        )
+        .await
+        .unwrap();
+    ex.release().await.unwrap();
+    sh.release().await.unwrap();
+    assert!(repo.list_leases().await.unwrap().is_empty());
+
+    // Garbage: a finished session whose backup never wrote its manifest.
+    let mut w = repo.writer().await.unwrap();
+    w.add(Bytes::from(noise(5, 2 * MIB as usize)))
+        .await
+        .unwrap();
+    w.finish().await.unwrap();
+    assert_eq!(repo.list_packs().await.unwrap().len(), 1);
+
+    // A backup lease whose holder died (1 s TTL, never refreshed).
+    let dead = repo
+        .acquire_lease(
+            LeaseKind::Shared,
+            "backup db1",
+            &LeaseOptions {
+                ttl: Duration::from_secs(1),
+                packs: true,
+            },
+        )
+        .await
+        .unwrap();
+    let dead_id = dead.info().id.clone();
+    dead.leak();
+
+    // A long grace period: the fresh packs are not even condemned.
+    let r0 = repo
+        .gc(&GcOptions {
+            grace: Duration::from_secs(3600),
+            apply: true,
+        })
+        .await
+        .unwrap();
+    assert!(r0.condemned.is_empty(), "{r0:?}");
+
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert_eq!(r.condemned.len(), 1, "{r:?}");
+    assert!(r.deleted.is_empty() || r.deleted.len() == 1, "{r:?}");
+    // Wait until the dead lease has lapsed, then gc ignores and removes it.
+    let start = std::time::Instant::now();
+    loop {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let ls = repo.list_leases().await.unwrap();
+        if ls.iter().all(|l| !l.is_live(now)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "lease never lapsed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r2 = repo.gc(&gc_now()).await.unwrap();
+    assert_eq!(
+        r0.expired_leases_removed + r.expired_leases_removed + r2.expired_leases_removed,
+        1
+    );
+    assert!(!repo
+        .list_leases()
+        .await
+        .unwrap()
+        .iter()
+        .any(|l| l.id == dead_id));
+    assert_eq!(r.deleted.len() + r2.deleted.len(), 1, "{r:?} {r2:?}");
+    assert!(repo.list_packs().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn lease_is_refreshed_while_held() {
+    let env = Env::new();
+    let repo = small_repo(&env).await;
+    let lease = repo
+        .acquire_lease(
+            LeaseKind::Shared,
+            "backup db1",
+            &LeaseOptions {
+                ttl: Duration::from_secs(2),
+                packs: true,
+            },
+        )
+        .await
+        .unwrap();
+    let first = lease.info().expires;
+    let start = std::time::Instant::now();
+    loop {
+        let l = repo.list_leases().await.unwrap();
+        if l[0].expires > first {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never refreshed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    lease.check().unwrap();
+    lease.release().await.unwrap();
+    assert!(repo.list_leases().await.unwrap().is_empty());
+}
+
+/// The hazard gc must close: a writer deduplicates against a chunk in a pack
+/// gc considers unreferenced, then writes a manifest referencing it. Backup
+/// `i` references data(i) (new) and data(i - 2), which at that moment only
+/// deleted backups reference; gc runs in a loop with no grace period. Every
+/// manifest must read back completely while it exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_in_a_loop_never_deletes_what_a_concurrent_writer_references() {
+    let env = Env::new();
+    let repo = small_repo(&env).await;
+    let data = |i: u64| -> Vec<Bytes> {
+        (0..40)
+            .map(|j| Bytes::from(noise(i * 1000 + j, 16 * 1024)))
+            .collect()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let deleted = Arc::new(AtomicUsize::new(0));
+    let gc_task = {
+        let (repo, stop, deleted) = (repo.clone(), stop.clone(), deleted.clone());
+        tokio::spawn(async move {
+            let mut runs = 0;
+            while !stop.load(Ordering::SeqCst) {
+                match repo.gc(&gc_now()).await {
+                    Ok(r) => {
+                        deleted.fetch_add(r.deleted.len(), Ordering::SeqCst);
+                        runs += 1;
+                    }
+                    Err(e) if e.code() == "conflict.repo_locked" => {}
+                    Err(e) => panic!("gc failed: {e} ({})", e.code()),
+                }
+                tokio::task::yield_now().await;
+            }
+            runs
+        })
+    };
+    const ROUNDS: u64 = 14;
+    let mut prev: Option<BackupManifest> = None;
+    for i in 0..ROUNDS {
+        let lease = repo
+            .acquire_lease(LeaseKind::Shared, "backup db1", &LeaseOptions::backup())
+            .await
+            .unwrap();
+        let mut w = repo.writer().await.unwrap();
+        let mut refs = Vec::new();
+        if i >= 2 {
+            for c in data(i - 2) {
+                refs.push(w.add(c).await.unwrap());
+                tokio::task::yield_now().await;
+            }
+        }
+        for c in data(i) {
+            refs.push(w.add(c).await.unwrap());
+        }
+        w.finish().await.unwrap();
+        let m = manifest_at("db1", &format!("b{i:02}"), i + 1, file(refs));
+        lease.check().unwrap();
+        repo.put_manifest(&m).await.unwrap();
+        lease.release().await.unwrap();
+        if let Some(p) = prev.take() {
+            // Still present: it must read back in full, whatever gc did.
+            let n = read_all(&repo, &p)
+                .await
+                .unwrap_or_else(|e| panic!("backup {} lost data: {e} ({})", p.backup_id, e.code()));
+            assert_eq!(
+                n,
+                if p.backup_id.as_str() >= "b02" {
+                    80
+                } else {
+                    40
+                }
+            );
+            std::fs::remove_file(
+                env.repo_path()
+                    .join(format!("deployments/db1/backups/{}", p.backup_id)),
+            )
+            .unwrap();
+        }
+        prev = Some(m);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let runs = gc_task.await.unwrap();
+    assert!(runs > 0);
+    let last = prev.unwrap();
+    let r = repo.gc(&gc_now()).await.unwrap();
+    deleted.fetch_add(r.deleted.len(), Ordering::SeqCst);
+    assert_eq!(read_all(&repo, &last).await.unwrap(), 80);
+    assert!(
+        deleted.load(Ordering::SeqCst) > 0,
+        "gc never deleted anything"
+    );
+    // Only what the last backup references is left (plus nothing condemned).
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert!(r.deleted.is_empty() && r.waiting.is_empty(), "{r:?}");
+}

@@ -1,0 +1,754 @@
+//! Crash suite driver: `kill -9` of `wal stream` and `backup` at random moments under load,
+//! then proof that nothing acknowledged was lost.
+//!
+//! [`run_crash_suite`] is shared by the CI test (`crates/hs-cli/tests/it/crash.rs`, about 20
+//! kills) and `cargo xtask soak` (100 kills). It drives the real `pg_hardstorage` binary
+//! against a real PostgreSQL cluster and a `file://` repository:
+//!
+//! 1. `repo init`, `wal stream --synchronous` with `application_name=hs_crash_stream`, and
+//!    once that stream is connected, `synchronous_standby_names = 'hs_crash_stream'`: from
+//!    then on a commit returns to the client only after the streamer reported the WAL
+//!    durable in the repository.
+//! 2. Load: `psql` clients that each insert unique ids, one autocommit transaction at a
+//!    time, and print `ack <id>` only when the transaction succeeded (`\if :ERROR`);
+//!    those are the ids the clients saw committed. `pgbench` runs beside them, and the
+//!    driver switches WAL segments now and then so that segments complete.
+//! 3. Kills, in a random order from a seeded generator: the streamer is killed with
+//!    SIGKILL after a random pause and restarted at once (as a supervisor would); a
+//!    `backup` is started and killed after a random fraction of the time a backup takes
+//!    (a backup that finishes first is a completed backup, not a kill).
+//! 4. Checks: the load is stopped, the streamer killed one last time, the server stopped.
+//!    `wal list --gaps-only` shows no gap; every backup `list` shows restores with
+//!    `--no-recovery` and passes `pg_verifybackup` (the restore runs it); every backup that
+//!    reported success is listed; `repo verify` exits 0 when the binary has that command;
+//!    `restore latest --to-latest` is started, recovers through `wal fetch`, and holds every
+//!    acknowledged id.
+//!
+//! Any broken invariant is an `Err` whose message says what broke and the seed, so a run
+//! can be repeated with [`CrashOptions::seed`].
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::{PgCluster, PgOptions};
+
+/// The `application_name` of the crash suite's streamer, named in `synchronous_standby_names`.
+pub const CRASH_STREAM_APP: &str = "hs_crash_stream";
+const DEPLOYMENT: &str = "crash";
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct CrashOptions {
+    /// The `pg_hardstorage` binary.
+    pub binary: PathBuf,
+    /// How many times `wal stream` is killed with SIGKILL during the load (plus one final
+    /// kill after the load stopped).
+    pub stream_kills: u32,
+    /// How many `backup` runs are killed with SIGKILL part way.
+    pub backup_kills: u32,
+    /// Seed of the random schedule (`None`: a random seed, printed in the report).
+    pub seed: Option<u64>,
+    /// Concurrent `psql` clients inserting tracked ids.
+    pub clients: u32,
+    /// Print progress lines on stderr.
+    pub verbose: bool,
+}
+
+impl CrashOptions {
+    /// 14 stream kills and 6 backup kills, 2 clients, random seed, quiet.
+    pub fn new(binary: impl Into<PathBuf>) -> CrashOptions {
+        CrashOptions {
+            binary: binary.into(),
+            stream_kills: 14,
+            backup_kills: 6,
+            seed: None,
+            clients: 2,
+            verbose: false,
+        }
+    }
+}
+
+/// What a crash suite run did; every check passed when this is returned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CrashReport {
+    /// Seed of the schedule (pass it back in [`CrashOptions::seed`] to repeat the run).
+    pub seed: u64,
+    /// `wal stream` processes killed with SIGKILL (including the final one).
+    pub stream_kills: u32,
+    /// `backup` processes killed with SIGKILL before they finished.
+    pub backup_kills: u32,
+    /// Backups that reported success (including the first one, taken before the kills).
+    pub backups_completed: u32,
+    /// Backups restored with `--no-recovery` and checked by `pg_verifybackup`.
+    pub backups_restored: u32,
+    /// Acknowledged transactions found in the cluster restored to the latest WAL.
+    pub transactions_checked: u64,
+    /// Whether `repo verify` existed and passed.
+    pub repo_verified: bool,
+}
+
+impl CrashReport {
+    /// All SIGKILLs survived.
+    pub fn kills(&self) -> u32 {
+        self.stream_kills + self.backup_kills
+    }
+}
+
+/// A small seeded generator (xorshift64*), so a schedule can be repeated from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform-ish in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+fn fail(seed: u64, msg: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("crash suite (seed {seed}): {msg}"))
+}
+
+/// A child process killed (SIGKILL) and reaped on drop, so a failing run leaves nothing behind.
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn kill9(&mut self) -> io::Result<()> {
+        if let Some(mut c) = self.0.take() {
+            // Child::kill sends SIGKILL on Unix.
+            let _ = c.kill();
+            c.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.kill9();
+    }
+}
+
+/// One run of the binary.
+struct Run {
+    status: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.stdout.trim()).ok()
+    }
+}
+
+struct Ctx {
+    binary: PathBuf,
+    keyring: PathBuf,
+    url: String,
+    stream_log: PathBuf,
+    seed: u64,
+    verbose: bool,
+    started: Instant,
+}
+
+impl Ctx {
+    fn log(&self, msg: impl std::fmt::Display) {
+        if self.verbose {
+            eprintln!(
+                "[crash {:6.1}s] {msg}",
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(args)
+            .args(["-o", "json", "--keyring"])
+            .arg(&self.keyring)
+            .env_remove("PG_HARDSTORAGE_REPO")
+            .env_remove("PG_HARDSTORAGE_PG_CONNECTION")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> io::Result<Run> {
+        let out = self.command(args).output()?;
+        Ok(Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Runs and requires exit 0 with `"ok": true`; returns `result`.
+    fn ok(&self, args: &[&str]) -> io::Result<serde_json::Value> {
+        let r = self.run(args)?;
+        match r.json() {
+            Some(v) if r.status == 0 && v["ok"] == true => Ok(v["result"].clone()),
+            _ => Err(fail(
+                self.seed,
+                format!(
+                    "`pg_hardstorage {}` failed (exit {})\nstdout: {}\nstderr: {}",
+                    args.join(" "),
+                    r.status,
+                    r.stdout.trim(),
+                    tail(&r.stderr, 30)
+                ),
+            )),
+        }
+    }
+
+    fn spawn_streamer(&self, conn: &str) -> io::Result<Proc> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stream_log)?;
+        let child = self
+            .command(&[
+                "wal",
+                "stream",
+                DEPLOYMENT,
+                "--pg-connection",
+                conn,
+                "--repo",
+                &self.url,
+                "--synchronous",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Proc(Some(child)))
+    }
+
+    fn spawn_backup(&self, conn: &str) -> io::Result<Child> {
+        self.command(&[
+            "backup",
+            DEPLOYMENT,
+            "--pg-connection",
+            conn,
+            "--repo",
+            &self.url,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    }
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A `psql` client inserting ids `first, first + step, ...` and collecting the acknowledged ones.
+struct Client {
+    child: Arc<Mutex<Option<Child>>>,
+    writer: Option<JoinHandle<()>>,
+    reader: Option<JoinHandle<Vec<u64>>>,
+}
+
+impl Client {
+    fn start(pg: &PgCluster, first: u64, step: u64, stop: Arc<AtomicBool>) -> io::Result<Client> {
+        let mut cmd = pg.client_command("psql");
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn()?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("psql has no stdin"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("psql has no stdout"))?;
+        let writer = std::thread::spawn(move || {
+            let mut id = first;
+            while !stop.load(Ordering::Relaxed) {
+                let stmt = format!(
+                    "INSERT INTO hs_crash_ids (id) VALUES ({id});\n\
+                     \\if :ERROR\n\\echo fail {id}\n\\else\n\\echo ack {id}\n\\endif\n"
+                );
+                if stdin.write_all(stmt.as_bytes()).is_err() {
+                    return;
+                }
+                id += step;
+                std::thread::sleep(Duration::from_millis(15));
+            }
+            // Dropping stdin ends psql after the statements already sent.
+        });
+        let reader = std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(id) = line.strip_prefix("ack ") {
+                    if let Ok(id) = id.trim().parse() {
+                        acked.push(id);
+                    }
+                }
+            }
+            acked
+        });
+        Ok(Client {
+            child: Arc::new(Mutex::new(Some(child))),
+            writer: Some(writer),
+            reader: Some(reader),
+        })
+    }
+
+    /// Waits for psql to finish what it was sent (at most `timeout`, then kills it: ids it
+    /// had not acknowledged by then simply do not count) and returns the acknowledged ids.
+    fn finish(mut self, timeout: Duration) -> io::Result<Vec<u64>> {
+        // The writer sees the stop flag and closes stdin; psql then ends by itself. If it
+        // is stuck, the kill below also unblocks a writer waiting on a full pipe.
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut guard = self
+                .child
+                .lock()
+                .map_err(|_| io::Error::other("client lock poisoned"))?;
+            let Some(child) = guard.as_mut() else { break };
+            if child.try_wait()?.is_some() {
+                guard.take();
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                guard.take();
+                break;
+            }
+            drop(guard);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        match self.reader.take() {
+            Some(r) => r
+                .join()
+                .map_err(|_| io::Error::other("client reader thread panicked")),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.child.lock() {
+            if let Some(mut c) = g.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes.
+fn wait_until(timeout: Duration, mut check: impl FnMut() -> io::Result<bool>) -> io::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check()? {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn random_seed() -> u64 {
+    let mut buf = [0u8; 8];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        let _ = io::Read::read_exact(&mut f, &mut buf);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    u64::from_le_bytes(buf) ^ nanos
+}
+
+/// Runs the whole suite (see the module docs); `Ok` only if every check passed.
+pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
+    let seed = opts.seed.unwrap_or_else(random_seed);
+    let mut rng = Rng::new(seed);
+    let mut report = CrashReport {
+        seed,
+        ..CrashReport::default()
+    };
+    let work = tempfile::Builder::new()
+        .prefix("hs-crash-")
+        .tempdir_in(std::env::var_os("HS_TEST_TMPDIR").unwrap_or_else(|| "/tmp".into()))?;
+    // The postgres OS user runs `wal fetch` with the repository and keyring in here.
+    fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755))?;
+    let ctx = Ctx {
+        binary: opts.binary.clone(),
+        keyring: work.path().join("keyring"),
+        url: format!("file://{}", work.path().join("repo").display()),
+        stream_log: work.path().join("stream.log"),
+        seed,
+        verbose: opts.verbose,
+        started: Instant::now(),
+    };
+    ctx.log(format!(
+        "seed {seed}; {} stream kills, {} backup kills; work dir {}",
+        opts.stream_kills,
+        opts.backup_kills,
+        work.path().display()
+    ));
+
+    let mut pg = PgCluster::start(PgOptions::default())?;
+    pg.pgbench(&["-i", "-s", "1", "-q"])?;
+    pg.psql("CREATE TABLE hs_crash_ids (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")?;
+    ctx.ok(&["repo", "init", &ctx.url])?;
+    let stream_conn = format!(
+        "{}?application_name={CRASH_STREAM_APP}",
+        pg.replication_conninfo()
+    );
+    let backup_conn = pg.replication_conninfo();
+
+    // The streamer first, then synchronous replication to it, then the first backup:
+    // the archived WAL covers everything after that backup.
+    let mut streamer = ctx.spawn_streamer(&stream_conn)?;
+    let streaming = format!(
+        "SELECT count(*) FROM pg_stat_replication WHERE application_name = '{CRASH_STREAM_APP}' \
+         AND state = 'streaming'"
+    );
+    if !wait_until(Duration::from_secs(60), || {
+        Ok(pg.psql(&streaming).unwrap_or_default() == "1")
+    })? {
+        return Err(fail(seed, "the streamer did not connect within 60 s"));
+    }
+    pg.psql(&format!(
+        "ALTER SYSTEM SET synchronous_standby_names = '{CRASH_STREAM_APP}'"
+    ))?;
+    pg.psql("SELECT pg_reload_conf()")?;
+    let sync = format!(
+        "SELECT count(*) FROM pg_stat_replication WHERE application_name = '{CRASH_STREAM_APP}' \
+         AND sync_state = 'sync'"
+    );
+    if !wait_until(Duration::from_secs(60), || {
+        Ok(pg.psql(&sync).unwrap_or_default() == "1")
+    })? {
+        return Err(fail(
+            seed,
+            "the streamer did not become the synchronous standby",
+        ));
+    }
+    let t0 = Instant::now();
+    let first = ctx.ok(&[
+        "backup",
+        DEPLOYMENT,
+        "--pg-connection",
+        &backup_conn,
+        "--repo",
+        &ctx.url,
+    ])?;
+    let backup_ms = (t0.elapsed().as_millis() as u64).clamp(300, 20_000);
+    let mut completed: Vec<String> = vec![first["backup_id"].as_str().unwrap_or("").to_owned()];
+    ctx.log(format!("first backup took {backup_ms} ms; load starts"));
+
+    // Load: tracked id clients plus pgbench beside them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = opts.clients.max(1);
+    let mut load = Vec::new();
+    for c in 0..clients {
+        load.push(Client::start(
+            &pg,
+            u64::from(c) + 1,
+            u64::from(clients),
+            stop.clone(),
+        )?);
+    }
+    let mut pgbench = {
+        let mut cmd = pg.client_command("pgbench");
+        cmd.args(["-n", "-c", "2", "-j", "1", "-R", "40", "-T", "100000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Proc(Some(cmd.spawn()?))
+    };
+
+    // The schedule: stream and backup kills in a random order.
+    let mut events: Vec<bool> = (0..opts.stream_kills)
+        .map(|_| true)
+        .chain((0..opts.backup_kills).map(|_| false))
+        .collect();
+    for i in (1..events.len()).rev() {
+        let j = rng.range(0, i as u64) as usize;
+        events.swap(i, j);
+    }
+    let mut backup_attempts = 0u32;
+    let max_backup_attempts = opts.backup_kills.saturating_mul(4) + 4;
+    let mut i = 0;
+    while i < events.len() {
+        if rng.range(0, 2) == 0 {
+            pg.psql("SELECT pg_switch_wal()")?;
+        }
+        if let Some(st) = streamer
+            .0
+            .as_mut()
+            .map(Child::try_wait)
+            .transpose()?
+            .flatten()
+        {
+            return Err(fail(
+                seed,
+                format!(
+                    "wal stream exited by itself ({st}); its log:\n{}",
+                    tail(&fs::read_to_string(&ctx.stream_log).unwrap_or_default(), 30)
+                ),
+            ));
+        }
+        if events[i] {
+            std::thread::sleep(Duration::from_millis(rng.range(100, 1500)));
+            streamer.kill9()?;
+            report.stream_kills += 1;
+            streamer = ctx.spawn_streamer(&stream_conn)?;
+            ctx.log(format!("stream kill {}", report.stream_kills));
+            i += 1;
+            continue;
+        }
+        // A backup, killed after a random part of the time a backup takes.
+        backup_attempts += 1;
+        let delay = Duration::from_millis(rng.range(backup_ms / 20, backup_ms * 11 / 10));
+        let started = Instant::now();
+        let mut child = ctx.spawn_backup(&backup_conn)?;
+        let mut finished = None;
+        while started.elapsed() < delay {
+            if let Some(st) = child.try_wait()? {
+                finished = Some(st);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if finished.is_none() {
+            let _ = child.kill();
+            child.wait()?;
+            report.backup_kills += 1;
+            ctx.log(format!(
+                "backup kill {} after {} ms",
+                report.backup_kills,
+                delay.as_millis()
+            ));
+            i += 1;
+        } else {
+            let out = child.wait_with_output()?;
+            let run = Run {
+                status: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            };
+            match run.json() {
+                Some(v) if run.status == 0 && v["ok"] == true => {
+                    let id = v["result"]["backup_id"].as_str().unwrap_or("").to_owned();
+                    ctx.log(format!("backup {id} completed before its kill"));
+                    completed.push(id);
+                }
+                _ => {
+                    return Err(fail(
+                        seed,
+                        format!(
+                            "a backup failed on its own (exit {})\nstdout: {}\nstderr: {}",
+                            run.status,
+                            run.stdout.trim(),
+                            tail(&run.stderr, 30)
+                        ),
+                    ))
+                }
+            }
+            if backup_attempts >= max_backup_attempts {
+                // Backups are too quick to catch: count the rest as done.
+                i += 1;
+            }
+        }
+    }
+    // One more backup that runs to completion while the streamer is busy.
+    let last = ctx.ok(&[
+        "backup",
+        DEPLOYMENT,
+        "--pg-connection",
+        &backup_conn,
+        "--repo",
+        &ctx.url,
+    ])?;
+    completed.push(last["backup_id"].as_str().unwrap_or("").to_owned());
+    std::thread::sleep(Duration::from_millis(rng.range(200, 1000)));
+
+    // Stop the load; every psql finishes the statements it was sent (the streamer is up,
+    // so synchronous commits complete).
+    stop.store(true, Ordering::Relaxed);
+    pgbench.kill9()?;
+    let mut acked: BTreeSet<u64> = BTreeSet::new();
+    for c in load {
+        acked.extend(c.finish(Duration::from_secs(120))?);
+    }
+    if acked.is_empty() {
+        return Err(fail(seed, "the load clients saw no transaction committed"));
+    }
+    // The last kill: after it, only what the streamer already made durable may count.
+    streamer.kill9()?;
+    report.stream_kills += 1;
+    pg.stop()?;
+    drop(pg);
+    report.backups_completed = completed.len() as u32;
+    ctx.log(format!(
+        "load stopped: {} ids acknowledged; {} backups completed",
+        acked.len(),
+        completed.len()
+    ));
+
+    // No gap in the archived WAL.
+    let gaps = ctx.ok(&["wal", "list", DEPLOYMENT, "--repo", &ctx.url, "--gaps-only"])?;
+    if gaps["gaps"].as_array().map(Vec::len) != Some(0) {
+        return Err(fail(seed, format!("WAL gaps after the kills: {gaps}")));
+    }
+
+    // Every listed backup restores and passes pg_verifybackup; every completed one is listed.
+    let listing = ctx.ok(&["list", DEPLOYMENT, "--repo", &ctx.url])?;
+    let listed: Vec<String> = listing["backups"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|b| b["backup_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for id in &completed {
+        if !listed.contains(id) {
+            return Err(fail(
+                seed,
+                format!("backup {id} reported success but is not listed: {listing}"),
+            ));
+        }
+    }
+    for id in &listed {
+        let dir = work.path().join(format!("restore-{id}"));
+        ctx.ok(&[
+            "restore",
+            DEPLOYMENT,
+            id,
+            "--target",
+            &dir.display().to_string(),
+            "--repo",
+            &ctx.url,
+            "--no-recovery",
+        ])
+        .map_err(|e| fail(seed, format!("listed backup {id} does not restore: {e}")))?;
+        fs::remove_dir_all(&dir)?;
+        report.backups_restored += 1;
+    }
+    ctx.log(format!("{} backups restored and verified", listed.len()));
+
+    // `repo verify`, once the binary has it.
+    let has_verify = ctx
+        .command(&["repo", "verify", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success();
+    if has_verify {
+        let r = ctx.run(&["repo", "verify", &ctx.url])?;
+        if r.status != 0 {
+            return Err(fail(
+                seed,
+                format!(
+                    "repo verify exit {}\nstdout: {}\nstderr: {}",
+                    r.status,
+                    r.stdout.trim(),
+                    tail(&r.stderr, 30)
+                ),
+            ));
+        }
+        report.repo_verified = true;
+    }
+
+    // Restore to the latest WAL and look for every acknowledged id.
+    let target = work.path().join("latest");
+    ctx.ok(&[
+        "restore",
+        DEPLOYMENT,
+        "latest",
+        "--to-latest",
+        "--target",
+        &target.display().to_string(),
+        "--repo",
+        &ctx.url,
+    ])?;
+    // The backups carry synchronous_standby_names; the restored server has no standby.
+    let mut auto = fs::OpenOptions::new()
+        .append(true)
+        .open(target.join("postgresql.auto.conf"))?;
+    auto.write_all(b"\nsynchronous_standby_names = ''\n")?;
+    drop(auto);
+    crate::chown_to_postgres(&work.path().join("repo"))?;
+    crate::chown_to_postgres(&ctx.keyring)?;
+    let restored = PgCluster::start_existing(&target)?;
+    restored.wait_for_promotion(Duration::from_secs(180))?;
+    let got = restored.psql("SELECT id FROM hs_crash_ids ORDER BY id")?;
+    let present: BTreeSet<u64> = got.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let missing: Vec<u64> = acked.difference(&present).copied().collect();
+    if !missing.is_empty() {
+        return Err(fail(
+            seed,
+            format!(
+                "{} of {} acknowledged transactions are missing after restore to latest \
+                 (first: {:?})",
+                missing.len(),
+                acked.len(),
+                &missing[..missing.len().min(10)]
+            ),
+        ));
+    }
+    report.transactions_checked = acked.len() as u64;
+    drop(restored);
+    ctx.log(format!(
+        "done: {} kills survived, {} transactions checked",
+        report.kills(),
+        report.transactions_checked
+    ));
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rng;
+
+    #[test]
+    fn the_schedule_generator_repeats_from_its_seed_and_stays_in_range() {
+        let mut a = Rng::new(42);
+        let mut b = Rng::new(42);
+        for _ in 0..1000 {
+            let x = a.range(5, 9);
+            assert_eq!(x, b.range(5, 9));
+            assert!((5..=9).contains(&x));
+        }
+        assert_eq!(Rng::new(7).range(3, 3), 3);
+    }
+}

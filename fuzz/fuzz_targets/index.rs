@@ -1,0 +1,6 @@
+//! libFuzzer target `index`: arbitrary bytes into [`hs_fuzz::index`]; it must never panic.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    hs_fuzz::index(data);
+});

@@ -1,0 +1,6 @@
+//! libFuzzer target `manifest`: arbitrary bytes into [`hs_fuzz::manifest`]; it must never panic.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    hs_fuzz::manifest(data);
+});
