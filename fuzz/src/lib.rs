@@ -7,8 +7,11 @@
 
 use bytes::Bytes;
 
+/// A target body: arbitrary bytes in, a count of the work done out.
+pub type Target = fn(&[u8]) -> usize;
+
 /// Every target by name, as the directories under `fuzz/corpus/` are named.
-pub const TARGETS: &[(&str, fn(&[u8]) -> usize)] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("proto_codec", proto_codec),
     ("tar_parser", tar_parser),
     ("wal_segment", wal_segment),

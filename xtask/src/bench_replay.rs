@@ -4,7 +4,8 @@
 //! reading the same segments from a local directory (`restore_command = 'cp ...'`).
 //!
 //! One run: a pgbench database (scale S, default 10), a base backup, then
-//! `wal stream` archives while pgbench writes until N MiB of WAL exist past the backup;
+//! `wal stream` archives while pgbench writes (TPC-B rounds alternating with a script
+//! that updates every account) until N MiB of WAL exist past the backup;
 //! the source's own copies of the segments (kept by `wal_keep_size`) are copied into a
 //! local directory. The backup is then restored twice and each copy started:
 //! (a) `pg_hardstorage restore` (recovery to the end of the archived WAL),
@@ -151,6 +152,16 @@ fn run_in(work: &Path, built: &Path, wal_mb: u64, scale: u32, runs: u32) -> Resu
     .context("start wal stream")?;
 
     eprintln!("\n==> pgbench until {wal_mb} MiB of WAL past the backup");
+    // pgbench's TPC-B transactions write about 1 KiB of WAL each, far too slowly on a
+    // small machine; a pgbench script that updates every account row writes hundreds
+    // of MiB per run (heap, index and full-page images), so alternate the two.
+    let script = work.join("update-all.sql");
+    std::fs::write(
+        &script,
+        "UPDATE pgbench_accounts SET abalance = abalance + 1;\n",
+    )?;
+    hs_testkit::chown_to_postgres(&script)?;
+    let script_s = script.display().to_string();
     let target = start + (wal_mb << 20);
     let t = Instant::now();
     loop {
@@ -159,9 +170,13 @@ fn run_in(work: &Path, built: &Path, wal_mb: u64, scale: u32, runs: u32) -> Resu
             break;
         }
         let mut load = pg.client_command("pgbench");
-        load.args(["-n", "-c", "4", "-j", "2", "-T", "10"])
+        load.args(["-n", "-c", "4", "-j", "2", "-T", "5"])
             .stdout(Stdio::null());
         sh(&mut load)?;
+        let mut bulk = pg.client_command("pgbench");
+        bulk.args(["-n", "-c", "1", "-t", "1", "-f", &script_s])
+            .stdout(Stdio::null());
+        sh(&mut bulk)?;
     }
     let generated = t.elapsed();
     let end = lsn(&pg.psql("SELECT pg_switch_wal()")?)?;

@@ -45,7 +45,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let restored = dir.join("restored");
     let hs = |args: &[&str]| {
         let mut cmd = Command::new(&bin);
-        cmd.args(args).arg("--keyring").arg(&keyring);
+        // In the demo directory, where `init` writes ./pg_hardstorage.yaml and later
+        // commands find it.
+        cmd.current_dir(&dir)
+            .args(args)
+            .arg("--keyring")
+            .arg(&keyring);
         cmd
     };
 
@@ -96,15 +101,23 @@ pub fn run(args: &[String]) -> Result<()> {
     ));
     wait_for_slot(&pg)?;
 
-    eprintln!("\n==> backup");
+    eprintln!(
+        "\n==> init: checks the server, writes ./pg_hardstorage.yaml, takes the first backup"
+    );
     sh(&mut hs(&[
-        "backup",
-        DEPLOYMENT,
+        "init",
         "--pg-connection",
         &conninfo,
         "--repo",
         &repo_url,
+        "--deployment",
+        DEPLOYMENT,
+        "--yes",
     ]))?;
+
+    eprintln!("\n==> backup (repository and connection now come from pg_hardstorage.yaml)");
+    sh(&mut hs(&["backup", DEPLOYMENT]))?;
+    sh(&mut hs(&["doctor", DEPLOYMENT]))?;
 
     eprintln!("\n==> a second row, written after the backup: only the WAL stream has it");
     let note2 = format!("{note}, committed after the backup");
@@ -116,8 +129,9 @@ pub fn run(args: &[String]) -> Result<()> {
     streamer.stop()?;
 
     eprintln!("\n==> list");
-    sh(&mut hs(&["list", DEPLOYMENT, "--repo", &repo_url]))?;
-    sh(&mut hs(&["wal", "list", DEPLOYMENT, "--repo", &repo_url]))?;
+    sh(&mut hs(&["list", DEPLOYMENT]))?;
+    sh(&mut hs(&["wal", "list", DEPLOYMENT]))?;
+    sh(&mut hs(&["status", DEPLOYMENT]))?;
 
     eprintln!("\n==> restore");
     let restored_s = restored.display().to_string();

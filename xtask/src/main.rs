@@ -28,7 +28,7 @@ tasks:
   dist [--profile release|dev] [--no-build] [--check]
                      the .deb: target/dist/pg-hardstorage_<ver>_<arch>.deb (--check: install it
                      with dpkg, check it, purge it; root only)
-  soak [--kills N] [--seed S]
+  soak [--kills N] [--seed S] [--async]
                      crash suite: kill -9 wal stream and backup N times (default 100) under
                      load, then check WAL gaps, every backup's restore and every acked commit
   fuzz [--time N] [TARGET...]

@@ -1,8 +1,10 @@
-//! `cargo xtask soak [--kills N] [--seed S]`: the crash suite at soak size.
+//! `cargo xtask soak [--kills N] [--seed S] [--async]`: the crash suite at soak size.
 //!
 //! Builds `pg_hardstorage` (release) and runs `hs_testkit::crash::run_crash_suite`, the
 //! same driver as the CI test `crash::kill_9_of_stream_and_backup_under_load_...`, with
 //! N kills (default 100: 70 of `wal stream`, 30 of `backup`), then prints what it survived.
+//! By default the streamer is the synchronous standby (`--synchronous`), so every commit a
+//! client saw must survive; `--async` streams without it and waits for durability at the end.
 
 use anyhow::{bail, Context, Result};
 use hs_testkit::crash::{run_crash_suite, CrashOptions};
@@ -12,6 +14,7 @@ use crate::util;
 pub fn run(args: &[String]) -> Result<()> {
     let mut kills: u32 = 100;
     let mut seed: Option<u64> = None;
+    let mut synchronous = true;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -30,6 +33,7 @@ pub fn run(args: &[String]) -> Result<()> {
                         .context("--seed needs a number")?,
                 )
             }
+            "--async" => synchronous = false,
             other => bail!("cargo xtask soak: unknown argument {other:?}"),
         }
     }
@@ -46,6 +50,7 @@ pub fn run(args: &[String]) -> Result<()> {
     opts.clients = 3;
     opts.seed = seed;
     opts.verbose = true;
+    opts.synchronous = synchronous;
     let started = std::time::Instant::now();
     let report = run_crash_suite(&opts)?;
     println!(

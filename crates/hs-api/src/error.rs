@@ -84,7 +84,8 @@ impl Error {
         let ns = self.code.split('.').next().unwrap_or("");
         match ns {
             "usage" => 400,
-            "auth" if self.code.starts_with("auth.api_") => 401,
+            // The client's own credentials (`auth` + `.api_*`), not the server's.
+            "auth" if self.code[ns.len()..].starts_with(".api_") => 401,
             "notfound" => 404,
             "conflict" => 409,
             "preflight" => 412,

@@ -256,7 +256,19 @@ pub async fn run_backup(
         },
     };
     lease.check()?;
-    repo.put_manifest(&manifest).await?;
+    // Ids have one-second resolution: a second backup of the same deployment that
+    // started in the same second gets `-2`, `-3`, ... (still sorting after the first).
+    let mut manifest = manifest;
+    let mut n = 1;
+    loop {
+        match repo.put_manifest(&manifest).await {
+            Err(e) if e.code() == "conflict.backup_exists" && n < 100 => {
+                n += 1;
+                manifest.backup_id = format!("{}-{n}", backup_id_for(started));
+            }
+            other => break other?,
+        }
+    }
     if let Err(e) = lease.release().await {
         tracing::warn!(error = %e, "releasing the repository lease failed; it lapses on its own");
     }

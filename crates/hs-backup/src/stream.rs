@@ -656,6 +656,11 @@ async fn session(
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut partial_tick = tokio::time::interval(opts.partial_interval);
         partial_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Synchronous mode: WAL received but not yet made durable. The partial is written
+        // once the messages already waiting are consumed, not after every message: one
+        // upload per batch, so catching up does not rewrite the partial once per message.
+        let mut sync_pending = false;
+        let mut sync_batch = 0usize;
         let switch = loop {
             let mut reply = false;
             tokio::select! {
@@ -712,9 +717,16 @@ async fn session(
                                 reply = true;
                             }
                             if opts.synchronous {
-                                committer.partial(&mut asm).await?;
-                                flushed = flushed.max(asm.received());
-                                reply = true;
+                                sync_pending = true;
+                                sync_batch += data.len();
+                                // A stream that is never idle still gets acknowledged.
+                                if sync_batch >= SYNC_BATCH_MAX {
+                                    committer.partial(&mut asm).await?;
+                                    flushed = flushed.max(asm.received());
+                                    sync_pending = false;
+                                    sync_batch = 0;
+                                    reply = true;
+                                }
                             }
                             totals.flushed = flushed;
                             totals.received = asm.received();
@@ -728,6 +740,16 @@ async fn session(
                             break Some((next_tli, next_tli_start));
                         }
                     }
+                }
+                // Reached only when no message is ready (`biased`): the batch is complete.
+                _ = std::future::ready(()), if sync_pending => {
+                    committer.partial(&mut asm).await?;
+                    flushed = flushed.max(asm.received());
+                    totals.flushed = flushed;
+                    observer.positions(asm.received(), flushed, server_end);
+                    sync_pending = false;
+                    sync_batch = 0;
+                    reply = true;
                 }
                 _ = status_tick.tick() => reply = true,
                 _ = partial_tick.tick() => {
@@ -760,6 +782,10 @@ async fn session(
         start = next_start.segment_start(seg_size);
     }
 }
+
+/// Synchronous mode writes the partial at the latest after this much new WAL, even when
+/// the server never pauses between messages.
+const SYNC_BATCH_MAX: usize = 4 * 1024 * 1024;
 
 /// The server no longer has the WAL at `start` (no slot, a new slot, or a slot that
 /// was lost): record the missing segments up to `resume` (a segment start) and return

@@ -240,7 +240,12 @@ pub struct RepoInitArgs {
 pub struct RepoArg {
     /// Repository URL, e.g. file:///var/lib/pg_hardstorage/repo
     /// [default: from pg_hardstorage.yaml]
-    #[arg(long, env = "PG_HARDSTORAGE_REPO", default_value = "", hide_default_value = true)]
+    #[arg(
+        long,
+        env = "PG_HARDSTORAGE_REPO",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub repo: String,
 }
 
@@ -438,7 +443,11 @@ pub struct WalListArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on. Without an API token only a loopback address is accepted.
-    #[arg(long, env = "PG_HARDSTORAGE_API_LISTEN", default_value = "127.0.0.1:7480")]
+    #[arg(
+        long,
+        env = "PG_HARDSTORAGE_API_LISTEN",
+        default_value = "127.0.0.1:7480"
+    )]
     pub listen: std::net::SocketAddr,
     /// Read the bearer token from the first line of this file
     /// [default: the PG_HARDSTORAGE_API_TOKEN environment variable].

@@ -7,6 +7,10 @@
 //! `pg_verifybackup` checks the result before success is reported. With
 //! [`RestoreOptions::recovery`] set it then writes `recovery.signal` and a managed
 //! block in `postgresql.auto.conf` ([`write_recovery_config`]).
+//! [`RestoreOptions::delta`] restores over an existing data directory, fetching only
+//! the chunks whose keyed ids differ from what is on disk;
+//! [`RestoreOptions::tablespace_mapping`] ([`TablespaceMapping`]) sends tablespaces
+//! elsewhere.
 //!
 //! [`plan_restore`] decides, before anything is written, which backup and
 //! which archived WAL a point-in-time target ([`PitrTarget`], parsed by
@@ -37,7 +41,9 @@ mod target;
 mod wal;
 
 pub use error::{Error, ErrorKind, Result};
-pub use plan::{plan_restore, PlannedBackup, RestorePlan};
+pub use plan::{
+    plan_restore, plan_restore_on, PlannedBackup, RestorePlan, TimelineChoice, TimelineSwitch,
+};
 pub use recovery::{
     apply_managed_block, quote_conf_value, render_block, restore_command, shell_quote_for_command,
     write_recovery_config, RecoveryConfig, RecoveryTarget, RecoveryTargetAction, BLOCK_BEGIN,

@@ -15,12 +15,21 @@
 //! (`pg_wal/`), so the archive must hold the segments from the one holding
 //! the backup's stop LSN (or, when that one is not archived, the next one;
 //! PostgreSQL switches segments at the end of a backup) up to the target's
-//! segment, without gaps. Only the backup's own timeline is examined.
+//! segment, without gaps.
+//!
+//! Timelines: the target timeline ([`TimelineChoice`]) is resolved from the
+//! archived `.history` files. The path from the backup's timeline to it is a
+//! list of legs; a segment number belongs to the newest leg that has begun
+//! by it, so the segment holding a switch point is read from the NEW
+//! timeline's file, as PostgreSQL does. The gap check and the time and
+//! restore-point resolution walk that same path.
 
 use std::collections::HashMap;
+use std::str::FromStr;
 
 use hs_proto::{
-    decode_segment, pg_time_to_unix_micros, Lsn, RestorePoint, SegmentName, TimelineId,
+    decode_segment, parse_timeline_history, pg_time_to_unix_micros, Lsn, RestorePoint, SegmentName,
+    TimelineId,
 };
 use hs_repo::{wal_segment_name, BackupManifest, Repository, WalListing, DEFAULT_WAL_SEGMENT_SIZE};
 use time::format_description::well_known::Rfc3339;
@@ -50,6 +59,53 @@ pub struct PlannedBackup {
     pub stop_time: String,
 }
 
+/// Which timeline recovery follows (`recovery_target_timeline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimelineChoice {
+    /// The highest archived timeline whose history descends from the
+    /// backup's timeline after the backup's end (the backup's own when none).
+    #[default]
+    Latest,
+    /// The backup's own timeline.
+    Current,
+    /// This timeline; its history must contain the backup's timeline,
+    /// switching away after the backup's end.
+    Id(u32),
+}
+
+impl FromStr for TimelineChoice {
+    type Err = Error;
+
+    /// Parses `latest`, `current` or a timeline number above 0
+    /// (`usage.timeline_invalid` otherwise).
+    fn from_str(v: &str) -> Result<TimelineChoice> {
+        match v {
+            "latest" => Ok(TimelineChoice::Latest),
+            "current" => Ok(TimelineChoice::Current),
+            n => match n.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(TimelineChoice::Id(n)),
+                _ => Err(Error::new(
+                    ErrorKind::Usage,
+                    "usage.timeline_invalid",
+                    format!("timeline {v:?} is not `latest`, `current` or a timeline number"),
+                )
+                .with_suggestion("pass latest, current, or a number such as 2")),
+            },
+        }
+    }
+}
+
+/// One timeline switch on a plan's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineSwitch {
+    /// The timeline that ends.
+    pub from: u32,
+    /// The timeline that begins.
+    pub to: u32,
+    /// The first LSN of `to`.
+    pub lsn: Lsn,
+}
+
 /// What a restore to a target will do, decided before writing anything.
 #[derive(Debug, Clone)]
 pub struct RestorePlan {
@@ -59,6 +115,10 @@ pub struct RestorePlan {
     pub backup: PlannedBackup,
     /// The target as asked.
     pub target: PitrTarget,
+    /// The timeline recovery ends on (write it as `recovery_target_timeline`).
+    pub timeline: u32,
+    /// The timeline switches between the backup's timeline and `timeline`, oldest first.
+    pub switches: Vec<TimelineSwitch>,
     /// The cluster's WAL segment size (from an archived segment; 16 MiB when none is archived).
     pub wal_segment_size: u64,
     /// First archived segment recovery needs (`None`: none, the backup suffices).
@@ -306,13 +366,32 @@ impl<'a> Archive<'a> {
             .max()
     }
 
-    /// The first missing segment range in `from..=to`, if any.
-    fn first_gap(&self, tli: u32, from: u64, to: u64) -> Option<(u64, u64)> {
+    /// Whether segment `segno` of the path is archived (on the timeline the path reads it from).
+    fn archived_on(&self, path: &Path, segno: u64) -> bool {
+        self.archived(path.tli_at(segno), segno)
+    }
+
+    /// The newest archived segment along `path`.
+    fn newest_on(&self, path: &Path) -> Option<u64> {
+        for (i, leg) in path.legs.iter().enumerate().rev() {
+            let end = path.legs.get(i + 1).map(|l| l.begin);
+            if let Some(n) = self.newest(leg.tli).filter(|n| *n >= leg.begin) {
+                return Some(match end {
+                    Some(e) if n >= e => e.saturating_sub(1).max(leg.begin),
+                    _ => n,
+                });
+            }
+        }
+        None
+    }
+
+    /// The first missing segment range in `from..=to` along `path`, if any.
+    fn first_gap(&self, path: &Path, from: u64, to: u64) -> Option<(u64, u64)> {
         let mut s = from;
         while s <= to {
-            if !self.archived(tli, s) {
+            if !self.archived_on(path, s) {
                 let mut e = s;
-                while e < to && !self.archived(tli, e + 1) {
+                while e < to && !self.archived_on(path, e + 1) {
                     e += 1;
                 }
                 return Some((s, e));
@@ -322,8 +401,8 @@ impl<'a> Archive<'a> {
         None
     }
 
-    fn gap_error(&self, tli: u32, (a, b): (u64, u64), target: &PitrTarget) -> Error {
-        let (fa, fb) = (self.name(tli, a), self.name(tli, b));
+    fn gap_error(&self, path: &Path, (a, b): (u64, u64), target: &PitrTarget) -> Error {
+        let (fa, fb) = (self.name(path.tli_at(a), a), self.name(path.tli_at(b), b));
         let recorded = self
             .listing
             .gaps
@@ -403,11 +482,12 @@ impl<'a> Archive<'a> {
         Ok(self.summaries.get(&(tli, segno)))
     }
 
-    /// A description of the newest archived WAL of `tli`, for error messages.
-    async fn newest_description(&mut self, tli: u32) -> Result<String> {
-        let Some(n) = self.newest(tli) else {
-            return Ok(format!("no WAL of timeline {tli} is archived"));
+    /// A description of the newest archived WAL along `path`, for error messages.
+    async fn newest_description(&mut self, path: &Path) -> Result<String> {
+        let Some(n) = self.newest_on(path) else {
+            return Ok(format!("no WAL of timeline {} is archived", path.target));
         };
+        let tli = path.tli_at(n);
         let partial = !self.complete(tli, n);
         let name = self.name(tli, n);
         let s = self.summary(tli, n).await?.cloned();
@@ -430,20 +510,184 @@ fn pg_time_text(pg: i64) -> String {
     from_unix_micros(pg_time_to_unix_micros(pg)).map_or_else(|| pg.to_string(), format_utc)
 }
 
-/// Plans a restore of `deployment` to `target`: picks the backup (with
-/// [`BackupSelector::Latest`], the newest one that ends before the target),
-/// resolves time and restore-point targets against archived WAL, and checks
-/// that every archived segment recovery needs is present.
-///
-/// Errors: `notfound.backup`; `conflict.target_before_backup` (the target
-/// lies before the backup's end); `conflict.target_in_wal_gap` (a needed
-/// segment is missing; the range is named); `conflict.target_unreachable`
-/// (the target is past the newest archived WAL, which is described).
+/// One timeline of a path: read from segment `begin` on (until the next leg begins).
+#[derive(Debug, Clone)]
+struct Leg {
+    tli: u32,
+    begin: u64,
+}
+
+/// The timelines recovery reads, from the backup's to the target timeline.
+#[derive(Debug, Clone)]
+struct Path {
+    legs: Vec<Leg>,
+    target: u32,
+    switches: Vec<TimelineSwitch>,
+}
+
+impl Path {
+    /// The timeline whose file holds segment `segno`: the newest leg begun by then.
+    fn tli_at(&self, segno: u64) -> u32 {
+        self.legs
+            .iter()
+            .rev()
+            .find(|l| l.begin <= segno)
+            .or(self.legs.first())
+            .map_or(self.target, |l| l.tli)
+    }
+}
+
+fn not_reachable(b: &PlannedBackup, tli: u32, why: String) -> Error {
+    Error::new(
+        ErrorKind::Target,
+        "conflict.timeline_not_reachable",
+        format!(
+            "timeline {tli} cannot be reached from backup {} (timeline {}, ends at LSN {}): {why}",
+            b.backup_id, b.timeline, b.stop_lsn
+        ),
+    )
+    .with_suggestion(
+        "pass --to-timeline latest or current, or restore a backup taken on that timeline; `pg_hardstorage wal list` shows the archived timelines",
+    )
+}
+
+/// The path from `b`'s timeline to timeline `tli`, from `tli`'s archived history.
+async fn path_to(ar: &Archive<'_>, b: &PlannedBackup, tli: u32) -> Result<Path> {
+    let first = b.stop_lsn.0 / ar.seg_size;
+    if tli == b.timeline {
+        return Ok(Path {
+            legs: vec![Leg { tli, begin: first }],
+            target: tli,
+            switches: Vec::new(),
+        });
+    }
+    if tli < b.timeline {
+        return Err(not_reachable(
+            b,
+            tli,
+            "it is older than the backup's timeline".into(),
+        ));
+    }
+    if !ar.listing.histories.contains(&tli) {
+        return Err(not_reachable(
+            b,
+            tli,
+            format!("its history file {tli:08X}.history is not archived"),
+        ));
+    }
+    let raw = ar
+        .repo
+        .get_wal(ar.deployment, &format!("{tli:08X}.history"))
+        .await?;
+    let text = std::str::from_utf8(&raw).map_err(|_| {
+        Error::new(
+            ErrorKind::Repository,
+            "verify.timeline_history_invalid",
+            format!("the archived history of timeline {tli} is not text"),
+        )
+    })?;
+    let hist = parse_timeline_history(text).map_err(proto_err)?;
+    let Some(idx) = hist.iter().position(|e| e.tli.0 == b.timeline) else {
+        return Err(not_reachable(
+            b,
+            tli,
+            format!("its history does not contain timeline {}", b.timeline),
+        ));
+    };
+    if hist[idx].switch_lsn < b.stop_lsn {
+        return Err(not_reachable(
+            b,
+            tli,
+            format!(
+                "it branched off timeline {} at LSN {}, before the backup's end",
+                b.timeline, hist[idx].switch_lsn
+            ),
+        ));
+    }
+    let mut legs = vec![Leg {
+        tli: b.timeline,
+        begin: first,
+    }];
+    let mut switches = Vec::new();
+    let mut prev = &hist[idx];
+    for e in hist[idx + 1..].iter() {
+        legs.push(Leg {
+            tli: e.tli.0,
+            begin: prev.switch_lsn.0 / ar.seg_size,
+        });
+        switches.push(TimelineSwitch {
+            from: prev.tli.0,
+            to: e.tli.0,
+            lsn: prev.switch_lsn,
+        });
+        prev = e;
+    }
+    legs.push(Leg {
+        tli,
+        begin: prev.switch_lsn.0 / ar.seg_size,
+    });
+    switches.push(TimelineSwitch {
+        from: prev.tli.0,
+        to: tli,
+        lsn: prev.switch_lsn,
+    });
+    Ok(Path {
+        legs,
+        target: tli,
+        switches,
+    })
+}
+
+/// Resolves `choice` for backup `b` into a path.
+async fn resolve_path(ar: &Archive<'_>, b: &PlannedBackup, choice: TimelineChoice) -> Result<Path> {
+    match choice {
+        TimelineChoice::Current => path_to(ar, b, b.timeline).await,
+        TimelineChoice::Id(t) => path_to(ar, b, t).await,
+        TimelineChoice::Latest => {
+            for &t in ar.listing.histories.iter().rev() {
+                if t <= b.timeline {
+                    break;
+                }
+                match path_to(ar, b, t).await {
+                    Ok(p) => return Ok(p),
+                    Err(e) if e.code() == "conflict.timeline_not_reachable" => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            path_to(ar, b, b.timeline).await
+        }
+    }
+}
+
+/// Plans a restore of `deployment` to `target` on the latest timeline;
+/// see [`plan_restore_on`].
 pub async fn plan_restore(
     repo: &Repository,
     deployment: &str,
     selector: &BackupSelector,
     target: &PitrTarget,
+) -> Result<RestorePlan> {
+    plan_restore_on(repo, deployment, selector, target, TimelineChoice::Latest).await
+}
+
+/// Plans a restore of `deployment` to `target` along `timeline`: picks
+/// the backup (with [`BackupSelector::Latest`], the newest one that ends
+/// before the target and from which the timeline can be reached), resolves
+/// time and restore-point targets against archived WAL, and checks that
+/// every archived segment recovery needs, across timeline switches, is present.
+///
+/// Errors: `notfound.backup`; `conflict.target_before_backup` (the target
+/// lies before the backup's end); `conflict.target_in_wal_gap` (a needed
+/// segment is missing; the range is named); `conflict.target_unreachable`
+/// (the target is past the newest archived WAL, which is described);
+/// `conflict.timeline_not_reachable` (the asked timeline does not descend
+/// from the backup's timeline after its end).
+pub async fn plan_restore_on(
+    repo: &Repository,
+    deployment: &str,
+    selector: &BackupSelector,
+    target: &PitrTarget,
+    timeline: TimelineChoice,
 ) -> Result<RestorePlan> {
     let explicit = matches!(selector, BackupSelector::Id(_));
     let manifests = match selector {
@@ -463,7 +707,7 @@ pub async fn plan_restore(
     let mut ar = Archive::open(repo, deployment, newest_tli).await?;
 
     // Candidates, newest first, that end before the target.
-    let mut candidates: Vec<PlannedBackup> = Vec::new();
+    let mut before: Vec<PlannedBackup> = Vec::new();
     for b in backups.iter().rev() {
         let ok = match target {
             PitrTarget::Latest | PitrTarget::Name(_) => true,
@@ -473,89 +717,103 @@ pub async fn plan_restore(
             PitrTarget::Time(t) => stop_time(b)? + time::Duration::SECOND <= *t,
         };
         if ok {
-            candidates.push(b.clone());
+            before.push(b.clone());
         }
     }
-    let Some(first_candidate) = candidates.first().cloned() else {
+    let Some(first_before) = before.first().cloned() else {
         let oldest = &backups[0];
         return Err(before_backup(target, oldest, explicit));
     };
+    // ... and from which the timeline can be reached.
+    let mut candidates: Vec<(PlannedBackup, Path)> = Vec::new();
+    let mut path_err = None;
+    for b in before {
+        match resolve_path(&ar, &b, timeline).await {
+            Ok(p) => candidates.push((b, p)),
+            Err(e) if e.code() == "conflict.timeline_not_reachable" => {
+                path_err.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let Some((first_candidate, first_path)) = candidates.first().cloned() else {
+        return Err(
+            path_err.unwrap_or_else(|| not_reachable(&first_before, 0, "no path was found".into()))
+        );
+    };
 
     let mut notes = Vec::new();
-    let (backup, tseg, resolved_time, resolved_lsn) = match target {
+    let (backup, path, tseg, resolved_time, resolved_lsn) = match target {
         PitrTarget::Latest => {
-            let b = first_candidate;
-            let tli = b.timeline;
+            let (b, path) = (first_candidate, first_path);
             let first = b.stop_lsn.0 / ar.seg_size;
             let tseg = ar
-                .newest(tli)
-                .filter(|n| *n > first || ar.archived(tli, first));
+                .newest_on(&path)
+                .filter(|n| *n > first || ar.archived_on(&path, first));
             match tseg {
                 None => notes.push(format!(
-                    "no WAL after backup {} is archived on timeline {tli}: the restored cluster ends at the backup's end",
-                    b.backup_id
+                    "no WAL after backup {} is archived on timeline {}: the restored cluster ends at the backup's end",
+                    b.backup_id, path.target
                 )),
                 Some(n) => {
-                    if let Some(gap) = ar.first_gap(tli, first + 1, n) {
-                        return Err(ar.gap_error(tli, gap, target));
+                    if let Some(gap) = ar.first_gap(&path, first + 1, n) {
+                        return Err(ar.gap_error(&path, gap, target));
                     }
                 }
             }
-            (b, tseg, None, None)
+            (b, path, tseg, None, None)
         }
         PitrTarget::Lsn(l) => {
-            let b = first_candidate;
-            let tli = b.timeline;
+            let (b, path) = (first_candidate, first_path);
             let first = b.stop_lsn.0 / ar.seg_size;
             // When the backup's last segment is not archived, PostgreSQL
             // reads it from the backup's pg_wal, which ends at the segment
             // switch of the backup's end: the target is found in the next one.
-            let tseg = if ar.archived(tli, first) {
+            let tseg = if ar.archived_on(&path, first) {
                 l.0 / ar.seg_size
             } else {
                 (l.0 / ar.seg_size).max(first + 1)
             };
-            let newest = ar.newest(tli);
+            let newest = ar.newest_on(&path);
             let reachable = match newest {
                 Some(n) if n > tseg => true,
                 Some(n) if n == tseg => ar
-                    .summary(tli, tseg)
+                    .summary(path.tli_at(tseg), tseg)
                     .await?
                     .is_some_and(|s| s.end_of_valid_wal > *l),
                 _ => false,
             };
             if !reachable {
-                let newest = ar.newest_description(tli).await?;
+                let newest = ar.newest_description(&path).await?;
                 return Err(unreachable(target, &newest));
             }
             if tseg > first {
-                if let Some(gap) = ar.first_gap(tli, first + 1, tseg) {
-                    return Err(ar.gap_error(tli, gap, target));
+                if let Some(gap) = ar.first_gap(&path, first + 1, tseg) {
+                    return Err(ar.gap_error(&path, gap, target));
                 }
             }
-            (b, Some(tseg), None, Some(*l))
+            (b, path, Some(tseg), None, Some(*l))
         }
         PitrTarget::Time(t) => {
-            let b = first_candidate;
-            let tli = b.timeline;
+            let (b, path) = (first_candidate, first_path);
             let want = pg_time(*t);
-            let (tseg, _) = scan(&mut ar, &b, target, |s| {
+            let (tseg, _) = scan(&mut ar, &b, &path, target, |s| {
                 s.max_commit_time.is_some_and(|m| m > want).then_some(())
             })
             .await?;
             notes.push(format!(
                 "recovery stops before the first transaction that committed after {} (in segment {})",
                 format_utc(*t),
-                ar.name(tli, tseg)
+                ar.name(path.tli_at(tseg), tseg)
             ));
-            (b, Some(tseg), Some(*t), None)
+            (b, path, Some(tseg), Some(*t), None)
         }
         PitrTarget::Name(n) => {
             let mut found = None;
             let mut last_err = None;
-            for b in &candidates {
+            for (b, path) in &candidates {
                 let stop = b.stop_lsn;
-                let res = scan(&mut ar, b, target, |s| {
+                let res = scan(&mut ar, b, path, target, |s| {
                     s.restore_points
                         .iter()
                         .find(|rp| rp.name == *n && rp.start_lsn >= stop)
@@ -564,7 +822,7 @@ pub async fn plan_restore(
                 .await;
                 match res {
                     Ok((tseg, rp)) => {
-                        found = Some((b.clone(), tseg, rp));
+                        found = Some((b.clone(), path.clone(), tseg, rp));
                         break;
                     }
                     Err(e) => {
@@ -574,7 +832,7 @@ pub async fn plan_restore(
                     }
                 }
             }
-            let Some((b, tseg, rp)) = found else {
+            let Some((b, path, tseg, rp)) = found else {
                 return Err(
                     last_err.unwrap_or_else(|| unreachable(target, "no archived WAL was examined"))
                 );
@@ -585,7 +843,7 @@ pub async fn plan_restore(
                 rp.lsn
             ));
             let t = from_unix_micros(pg_time_to_unix_micros(rp.time));
-            (b, Some(tseg), t, Some(rp.lsn))
+            (b, path, Some(tseg), t, Some(rp.lsn))
         }
     };
 
@@ -597,24 +855,41 @@ pub async fn plan_restore(
             backup.backup_id
         ));
     }
+    // Switches recovery passes before the target's segment.
+    let switches: Vec<TimelineSwitch> = path
+        .switches
+        .iter()
+        .filter(|s| tseg.is_none_or(|t| s.lsn.0 / ar.seg_size <= t))
+        .cloned()
+        .collect();
+    for s in &switches {
+        notes.push(format!(
+            "recovery follows timeline {} to timeline {} at LSN {} (segment {} is read from timeline {})",
+            s.from,
+            s.to,
+            s.lsn,
+            ar.name(s.to, s.lsn.0 / ar.seg_size),
+            s.to
+        ));
+    }
 
     let tli = backup.timeline;
     let first = backup.stop_lsn.0 / ar.seg_size;
-    let from = if ar.archived(tli, first) {
+    let from = if ar.archived_on(&path, first) {
         first
     } else {
         first + 1
     };
     let (wal_from, wal_to, wal_to_partial, wal_segments) = match tseg {
         Some(t) if t >= from => (
-            Some(ar.name(tli, from)),
-            Some(ar.name(tli, t)),
-            !ar.complete(tli, t),
+            Some(ar.name(path.tli_at(from), from)),
+            Some(ar.name(path.tli_at(t), t)),
+            !ar.complete(path.tli_at(t), t),
             t - from + 1,
         ),
         _ => (None, None, false, 0),
     };
-    if !ar.archived(tli, first) && wal_from.is_some() {
+    if !ar.archived_on(&path, first) && wal_from.is_some() {
         notes.push(format!(
             "segment {} (the backup's last) is not archived; recovery reads it from the backup's pg_wal",
             ar.name(tli, first)
@@ -624,6 +899,8 @@ pub async fn plan_restore(
         deployment: deployment.to_owned(),
         backup,
         target: target.clone(),
+        timeline: path.target,
+        switches,
         wal_segment_size: ar.seg_size,
         wal_from,
         wal_to,
@@ -646,35 +923,35 @@ fn unreachable(target: &PitrTarget, newest: &str) -> Error {
     )
 }
 
-/// Decodes archived segments of `b`'s timeline from its end onwards until
+/// Decodes archived segments along `path` from `b`'s end onwards until
 /// `hit` finds the target; a missing segment before that is a gap, the end
 /// of the archive is "unreachable".
 async fn scan<T>(
     ar: &mut Archive<'_>,
     b: &PlannedBackup,
+    path: &Path,
     target: &PitrTarget,
     mut hit: impl FnMut(&SegInfo) -> Option<T>,
 ) -> Result<(u64, T)> {
-    let tli = b.timeline;
     let first = b.stop_lsn.0 / ar.seg_size;
-    let Some(newest) = ar.newest(tli) else {
+    let Some(newest) = ar.newest_on(path) else {
         return Err(unreachable(
             target,
-            &format!("no WAL of timeline {tli} is archived"),
+            &format!("no WAL of timeline {} is archived", path.target),
         ));
     };
-    let mut segno = if ar.archived(tli, first) {
+    let mut segno = if ar.archived_on(path, first) {
         first
     } else {
         first + 1
     };
     let mut max_commit: Option<i64> = None;
     while segno <= newest {
-        if !ar.archived(tli, segno) {
-            let gap = ar.first_gap(tli, segno, newest).unwrap_or((segno, segno));
-            return Err(ar.gap_error(tli, gap, target));
+        if !ar.archived_on(path, segno) {
+            let gap = ar.first_gap(path, segno, newest).unwrap_or((segno, segno));
+            return Err(ar.gap_error(path, gap, target));
         }
-        if let Some(s) = ar.summary(tli, segno).await? {
+        if let Some(s) = ar.summary(path.tli_at(segno), segno).await? {
             if let Some(v) = hit(s) {
                 return Ok((segno, v));
             }
@@ -682,7 +959,7 @@ async fn scan<T>(
         }
         segno += 1;
     }
-    let mut newest_desc = ar.newest_description(tli).await?;
+    let mut newest_desc = ar.newest_description(path).await?;
     if let Some(m) = max_commit {
         newest_desc.push_str(&format!(
             "; the newest archived commit after backup {} is at {}",
@@ -728,6 +1005,40 @@ mod tests {
             b"\xff\xfe",
         ] {
             assert_eq!(SegInfo::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn switch_segment_is_read_from_the_new_timeline() {
+        let path = Path {
+            legs: vec![
+                Leg { tli: 1, begin: 3 },
+                Leg { tli: 2, begin: 7 },
+                Leg { tli: 4, begin: 7 },
+            ],
+            target: 4,
+            switches: Vec::new(),
+        };
+        assert_eq!(path.tli_at(3), 1);
+        assert_eq!(path.tli_at(6), 1);
+        // Timeline 2 ended in the segment it began in: timeline 4 serves it.
+        assert_eq!(path.tli_at(7), 4);
+        assert_eq!(path.tli_at(90), 4);
+        assert_eq!(
+            "latest".parse::<TimelineChoice>().ok(),
+            Some(TimelineChoice::Latest)
+        );
+        assert_eq!(
+            "current".parse::<TimelineChoice>().ok(),
+            Some(TimelineChoice::Current)
+        );
+        assert_eq!(
+            "12".parse::<TimelineChoice>().ok(),
+            Some(TimelineChoice::Id(12))
+        );
+        for bad in ["0", "-1", "two", ""] {
+            let e = bad.parse::<TimelineChoice>().unwrap_err();
+            assert_eq!(e.code(), "usage.timeline_invalid");
         }
     }
 

@@ -89,8 +89,9 @@ pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
              azblob://account.blob.core.windows.net/container/prefix or sftp://user@host/path",
         ));
     };
-    let retrying =
-        |b: Arc<dyn Backend>| -> Arc<dyn Backend> { Arc::new(RetryBackend::new(b, RetryPolicy::default())) };
+    let retrying = |b: Arc<dyn Backend>| -> Arc<dyn Backend> {
+        Arc::new(RetryBackend::new(b, RetryPolicy::default()))
+    };
     match scheme {
         "file" => {
             if !rest.starts_with('/') {
@@ -133,9 +134,7 @@ pub async fn probe_conditional_writes(b: &dyn Backend) -> Result<Option<String>>
     let first = b
         .put_if_absent(&name, Bytes::from_static(b"probe 1"))
         .await?;
-    let second = b
-        .put_if_absent(&name, Bytes::from_static(b"probe 2"))
-        .await;
+    let second = b.put_if_absent(&name, Bytes::from_static(b"probe 2")).await;
     let deleted = b.delete(&name).await;
     let second = second?;
     deleted?;

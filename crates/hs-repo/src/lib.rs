@@ -63,20 +63,20 @@ pub use backend::{
 pub use chunklist::{decode_chunk_list, encode_chunk_list, CHUNK_LIST_GROUP, INLINE_CHUNK_LIMIT};
 pub use error::{Error, ErrorKind, Result};
 pub use gc::{GcOptions, GcReport, GcWaiting, DEFAULT_GC_GRACE};
-pub use lock::{Lease, LeaseInfo, LeaseKind, LeaseOptions, DEFAULT_LEASE_TTL};
-pub use retention::{
-    parse_lsn, plan_retention, BackupDecision, BackupPoint, RetentionApplied, RetentionPlan,
-    RetentionPolicy,
-};
 pub use hs_chunk::{ChunkId, Chunker, ChunkerConfig, FileClass, PackEntry};
 pub use index::fuzz_index;
+pub use keys::{KeyInfo, KeyRotation};
+pub use lock::{Lease, LeaseInfo, LeaseKind, LeaseOptions, DEFAULT_LEASE_TTL};
 pub use manifest::{
     fuzz_manifest, ArchiveEntry, BackupManifest, BackupStats, ChunkRef, FileEntry, FileKind,
     MANIFEST_FORMAT,
 };
-pub use keys::{KeyInfo, KeyRotation};
 pub use reader::{ChunkReader, DEFAULT_FRAME_CACHE_BYTES};
 pub use repo::{Repository, DEFAULT_PACK_TARGET_SIZE, MARKER_NAME, REPO_VERSION};
+pub use retention::{
+    parse_lsn, plan_retention, BackupDecision, BackupPoint, RetentionApplied, RetentionPlan,
+    RetentionPolicy,
+};
 pub use verify::{VerifyCheck, VerifyProblem, VerifyReport, MAX_PROBLEMS};
 pub use wal::{
     is_valid_wal_segment_size, parse_wal_segment_name, segs_per_xlogid, timeline_history_name,

@@ -208,8 +208,7 @@ impl Repository {
             created,
         };
         let key_name =
-            crate::keys::put_key_object(&*backend, &master, &payload, &keyring.recipient())
-                .await?;
+            crate::keys::put_key_object(&*backend, &master, &payload, &keyring.recipient()).await?;
         let marker_json = serde_json::to_vec_pretty(&marker).map_err(|e| {
             Error::new("io.encode_failed", "could not encode marker").with_source(e)
         })?;

@@ -103,7 +103,10 @@ impl Target {
             _ => return Err(bad_url(url, "the scheme must be sftp or scp")),
         };
         if rest.contains(['#', '%']) {
-            return Err(bad_url(url, "fragments and percent-escapes are not supported"));
+            return Err(bad_url(
+                url,
+                "fragments and percent-escapes are not supported",
+            ));
         }
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
@@ -153,9 +156,7 @@ impl Target {
         };
         let root = path.trim_end_matches('/');
         let root = if root.is_empty() { "/" } else { root };
-        if root.bytes().any(|b| b.is_ascii_control())
-            || root.split('/').any(|seg| seg == "..")
-        {
+        if root.bytes().any(|b| b.is_ascii_control()) || root.split('/').any(|seg| seg == "..") {
             return Err(bad_url(url, "the path has control characters or '..'"));
         }
         let mut key = None;
@@ -192,9 +193,8 @@ impl Target {
             Scheme::Scp => "scp",
         };
         let location = format!(
-            "{scheme_name}://{}{hostport}{}",
+            "{scheme_name}://{}{hostport}{root}",
             user.map(|u| format!("{u}@")).unwrap_or_default(),
-            if root == "/" { "/" } else { root }
         );
         Ok(Target {
             scheme,
@@ -246,7 +246,8 @@ impl Target {
             .server_alive_interval(Duration::from_secs(15))
             .control_directory(std::env::temp_dir())
             .control_persist(openssh::ControlPersist::IdleFor(
-                std::num::NonZeroUsize::new(CONTROL_PERSIST_SECS).unwrap_or(std::num::NonZeroUsize::MIN),
+                std::num::NonZeroUsize::new(CONTROL_PERSIST_SECS)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
             ));
         if let Some(u) = &self.user {
             b.user(u.clone());
@@ -335,7 +336,9 @@ fn last_meaningful_line(text: &str) -> String {
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("@@@") && !l.starts_with("Warning: Permanently"))
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("@@@") && !l.starts_with("Warning: Permanently")
+        })
         .collect();
     // Prefer the line that names the failure, else the last one.
     let pick = lines
@@ -459,8 +462,8 @@ mod tests {
 
     #[test]
     fn parses_urls() {
-        let t = Target::parse("sftp://root@127.0.0.1:2222/srv/repo/?key=/k&known_hosts=/kh")
-            .unwrap();
+        let t =
+            Target::parse("sftp://root@127.0.0.1:2222/srv/repo/?key=/k&known_hosts=/kh").unwrap();
         assert_eq!(t.scheme, Scheme::Sftp);
         assert_eq!(t.user.as_deref(), Some("root"));
         assert_eq!(t.host, "127.0.0.1");
@@ -503,7 +506,8 @@ mod tests {
     #[test]
     fn classifies_ssh_messages() {
         let loc = "sftp://h/p";
-        let mismatch = "@@@@@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n\
+        let mismatch =
+            "@@@@@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n\
                         Host key verification failed.\n";
         assert_eq!(classify_ssh_text(loc, mismatch).code(), "auth.ssh_host_key");
         assert_eq!(

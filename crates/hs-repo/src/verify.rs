@@ -27,7 +27,9 @@ use crate::keys::{KeyCheck, KEYS_PREFIX, KEY_INFO_PREFIX};
 use crate::manifest::{BackupManifest, ChunkRef, FileKind};
 use crate::reader::ChunkReader;
 use crate::repo::{pack_name, Repository, MARKER_NAME};
-use crate::wal::{is_valid_wal_segment_size, parse_wal_segment_name, wal_segment_name, Kind, WalGap};
+use crate::wal::{
+    is_valid_wal_segment_size, parse_wal_segment_name, wal_segment_name, Kind, WalGap,
+};
 
 /// At most this many distinct problems (and as many warnings) are kept in a
 /// report; further ones are only counted.
@@ -112,7 +114,12 @@ impl VerifyReport {
         )
     }
 
-    fn push(list: &mut Vec<VerifyProblem>, code: &'static str, object: &str, message: String) -> bool {
+    fn push(
+        list: &mut Vec<VerifyProblem>,
+        code: &'static str,
+        object: &str,
+        message: String,
+    ) -> bool {
         if let Some(p) = list
             .iter_mut()
             .find(|p| p.code == code && p.object == object)
@@ -205,11 +212,7 @@ fn manifest_refs(m: &BackupManifest) -> (Vec<ChunkRef>, Vec<ChunkRef>) {
 /// its header opens and parses, and every frame opens, decompresses to its
 /// recorded length and holds chunks that match their ids. Returns the header
 /// entries (if the header is readable) and the problems found.
-fn check_pack(
-    repo: &Repository,
-    name: &str,
-    data: &[u8],
-) -> (Option<Vec<PackEntry>>, Vec<(&'static str, String)>) {
+fn check_pack(repo: &Repository, name: &str, data: &[u8]) -> PackCheck {
     let mut problems = Vec::new();
     if blake3::hash(data).to_hex().as_str() != base_name(name) {
         problems.push((
@@ -262,7 +265,10 @@ fn check_pack(
             Err(e) => {
                 problems.push((
                     "verify.pack_corrupt",
-                    format!("the frame at offset {start} does not open: {e} ({})", e.code()),
+                    format!(
+                        "the frame at offset {start} does not open: {e} ({})",
+                        e.code()
+                    ),
                 ));
                 continue;
             }
@@ -300,7 +306,10 @@ fn check_pack(
             if !ok {
                 problems.push((
                     "verify.pack_corrupt",
-                    format!("chunk {} in the frame at offset {start} does not match its id", c.id),
+                    format!(
+                        "chunk {} in the frame at offset {start} does not match its id",
+                        c.id
+                    ),
                 ));
             }
         }
@@ -308,11 +317,14 @@ fn check_pack(
     (Some(entries), problems)
 }
 
+/// One index object's packs: (pack object name, its entries).
+type IndexedPacks = Vec<(String, Vec<PackEntry>)>;
+
 /// Index objects as loaded for verification.
 struct LoadedIndex {
     index: Index,
-    /// Per index object name, its packs (pack object name, entries).
-    objects: Vec<(String, Vec<(String, Vec<PackEntry>)>)>,
+    /// Per index object name, its packs.
+    objects: Vec<(String, IndexedPacks)>,
 }
 
 impl Repository {
@@ -413,8 +425,7 @@ impl Repository {
                 break;
             };
             let (n, errs) = res.map_err(|e| {
-                Error::new("aborted.task_failed", "a chunk verification task failed")
-                    .with_source(e)
+                Error::new("aborted.task_failed", "a chunk verification task failed").with_source(e)
             })?;
             bytes += n;
             for (id, e) in errs {
@@ -482,7 +493,9 @@ impl Repository {
                 report.problem(
                     "verify.manifest_signature",
                     &name,
-                    format!("the signature does not verify: the manifest was modified or forged ({e})"),
+                    format!(
+                        "the signature does not verify: the manifest was modified or forged ({e})"
+                    ),
                 );
                 Ok(None)
             }
@@ -540,7 +553,9 @@ impl Repository {
             "chunks",
             n,
             since,
-            format!("{n} distinct chunks ({bytes} bytes) read, decrypted and checked against their ids"),
+            format!(
+                "{n} distinct chunks ({bytes} bytes) read, decrypted and checked against their ids"
+            ),
         );
 
         let since = report.events;
@@ -558,13 +573,20 @@ impl Repository {
     }
 
     /// Checks that the WAL needed to make backup `m` consistent exists.
-    async fn verify_backup_wal(&self, m: &BackupManifest, report: &mut VerifyReport) -> Result<u64> {
+    async fn verify_backup_wal(
+        &self,
+        m: &BackupManifest,
+        report: &mut VerifyReport,
+    ) -> Result<u64> {
         let mname = manifest_name(&m.deployment, &m.backup_id);
         let (Some(start), Some(stop)) = (parse_lsn(&m.start_lsn), parse_lsn(&m.stop_lsn)) else {
             report.problem(
                 "verify.manifest_corrupt",
                 &mname,
-                format!("start LSN {:?} or stop LSN {:?} is not an LSN", m.start_lsn, m.stop_lsn),
+                format!(
+                    "start LSN {:?} or stop LSN {:?} is not an LSN",
+                    m.start_lsn, m.stop_lsn
+                ),
             );
             return Ok(0);
         };
@@ -596,7 +618,11 @@ impl Repository {
             seg_size = crate::wal::DEFAULT_WAL_SEGMENT_SIZE;
         }
         let first = start / seg_size;
-        let last = if stop > start { (stop - 1) / seg_size } else { first };
+        let last = if stop > start {
+            (stop - 1) / seg_size
+        } else {
+            first
+        };
         if last - first >= MAX_WAL_SEGMENTS {
             report.problem(
                 "verify.manifest_corrupt",
@@ -673,12 +699,13 @@ impl Repository {
                     let len = data.len() as u64;
                     let name = o.name.clone();
                     let r2 = repo.clone();
-                    let checked = tokio::task::spawn_blocking(move || check_pack(&r2, &name, &data))
-                        .await
-                        .map_err(|e| {
-                            Error::new("aborted.task_failed", "a pack verification task failed")
-                                .with_source(e)
-                        })?;
+                    let checked =
+                        tokio::task::spawn_blocking(move || check_pack(&r2, &name, &data))
+                            .await
+                            .map_err(|e| {
+                                Error::new("aborted.task_failed", "a pack verification task failed")
+                                    .with_source(e)
+                            })?;
                     Ok(Some((o.name, len, checked)))
                 });
             }
@@ -831,7 +858,12 @@ impl Repository {
                 "the marker no longer parses or names another format, version or repository id",
             );
         }
-        report.check("marker", 1, since, "the plaintext marker parses and matches");
+        report.check(
+            "marker",
+            1,
+            since,
+            "the plaintext marker parses and matches",
+        );
         Ok(())
     }
 
@@ -961,7 +993,10 @@ impl Repository {
             return WalCheck::Ignored;
         }
         let res = match dir {
-            "history" => self.get_wal(deployment, file).await.map(|b| (b.len(), false)),
+            "history" => self
+                .get_wal(deployment, file)
+                .await
+                .map(|b| (b.len(), false)),
             "summaries" => match self.get_wal_summary(deployment, file).await {
                 Ok(b) => Ok((b.map_or(0, |b| b.len()), false)),
                 Err(e) => Err(e),

@@ -60,9 +60,7 @@ pub fn sshd_or_skip(test: &str, opts: SshdOptions) -> Option<Sshd> {
         if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
             panic!("{SSHD_PATH} is missing (CI=true): install it with apt-get install -y openssh-server");
         }
-        eprintln!(
-            "SKIP {test}: {SSHD_PATH} is not installed (apt-get install -y openssh-server)"
-        );
+        eprintln!("SKIP {test}: {SSHD_PATH} is not installed (apt-get install -y openssh-server)");
         return None;
     }
     match Sshd::start(opts) {
@@ -73,7 +71,10 @@ pub fn sshd_or_skip(test: &str, opts: SshdOptions) -> Option<Sshd> {
 
 fn run(cmd: &mut Command, what: &str) -> io::Result<()> {
     let out = cmd.stdin(Stdio::null()).output().map_err(|e| {
-        io::Error::new(e.kind(), format!("{what}: could not run {:?}: {e}", cmd.get_program()))
+        io::Error::new(
+            e.kind(),
+            format!("{what}: could not run {:?}: {e}", cmd.get_program()),
+        )
     })?;
     if out.status.success() {
         Ok(())
@@ -319,7 +320,10 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         self.stop();
         if std::env::var_os("HS_KEEP_TEST_DIRS").is_some() {
-            eprintln!("hs-testkit: keeping {} (HS_KEEP_TEST_DIRS is set)", self.dir.display());
+            eprintln!(
+                "hs-testkit: keeping {} (HS_KEEP_TEST_DIRS is set)",
+                self.dir.display()
+            );
             return;
         }
         let _ = fs::remove_dir_all(&self.dir);

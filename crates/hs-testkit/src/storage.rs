@@ -81,7 +81,10 @@ impl Bucket {
 pub fn skip_or_fail(r: io::Result<StorageServer>, what: &str) -> Option<StorageServer> {
     match r {
         Ok(s) => Some(s),
-        Err(e) if e.kind() == io::ErrorKind::NotFound && std::env::var("CI").as_deref() != Ok("true") => {
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                && std::env::var("CI").as_deref() != Ok("true") =>
+        {
             eprintln!("SKIP {what}: {e}");
             None
         }
@@ -170,7 +173,11 @@ pub fn http_request(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| io::Error::other(format!("not an HTTP response: {text:.200}")))?;
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
     Ok((status, body))
 }
 
@@ -206,7 +213,11 @@ impl StorageServer {
 
     /// moto (`moto_server -H 127.0.0.1 -p PORT`).
     pub fn moto() -> io::Result<StorageServer> {
-        let bin = program("HS_MOTO_SERVER", "moto_server", "pip install 'moto[server]'")?;
+        let bin = program(
+            "HS_MOTO_SERVER",
+            "moto_server",
+            "pip install 'moto[server]'",
+        )?;
         Self::launch(StorageKind::S3, |port, _dir| {
             let mut c = Command::new(&bin);
             c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
@@ -222,7 +233,12 @@ impl StorageServer {
             c.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
                 .arg("--location")
                 .arg(dir)
-                .args(["--skipApiVersionCheck", "--disableTelemetry", "--silent", "--loose"]);
+                .args([
+                    "--skipApiVersionCheck",
+                    "--disableTelemetry",
+                    "--silent",
+                    "--loose",
+                ]);
             c
         })
     }
@@ -232,11 +248,18 @@ impl StorageServer {
         let bin = fake_gcs_program()?;
         Self::launch(StorageKind::Gcs, |port, _dir| {
             let mut c = Command::new(&bin);
-            c.args(["-scheme", "http", "-host", "127.0.0.1", "-backend", "memory"])
-                .args(["-port", &port.to_string()])
-                .args(["-external-url", &format!("http://127.0.0.1:{port}")])
-                .args(["-public-host", &format!("127.0.0.1:{port}")])
-                .args(["-log-level", "error"]);
+            c.args([
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-backend",
+                "memory",
+            ])
+            .args(["-port", &port.to_string()])
+            .args(["-external-url", &format!("http://127.0.0.1:{port}")])
+            .args(["-public-host", &format!("127.0.0.1:{port}")])
+            .args(["-log-level", "error"]);
             c
         })
     }

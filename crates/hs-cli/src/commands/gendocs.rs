@@ -41,7 +41,8 @@ pub fn generate(dir: &Path) -> Result<Output> {
         completions.push(path);
     }
 
-    let show = |v: &[PathBuf]| -> Vec<String> { v.iter().map(|p| p.display().to_string()).collect() };
+    let show =
+        |v: &[PathBuf]| -> Vec<String> { v.iter().map(|p| p.display().to_string()).collect() };
     let human = format!(
         "Wrote {} man pages to {} and {} completion scripts to {}\n",
         pages.len(),
@@ -56,8 +57,13 @@ pub fn generate(dir: &Path) -> Result<Output> {
 }
 
 /// One page for `cmd` (named `name`) and, recursively, one per visible subcommand.
-fn write_man_pages(cmd: &clap::Command, name: &str, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let page = cmd.clone().name(name.to_owned());
+fn write_man_pages(
+    cmd: &clap::Command,
+    name: &str,
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let page = cmd.clone().display_name(name.to_owned());
     let mut buf = Vec::new();
     clap_mangen::Man::new(page)
         .render(&mut buf)

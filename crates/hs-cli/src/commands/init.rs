@@ -136,6 +136,27 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<Output> {
     )?
     .unwrap_or(default_repo);
 
+    // The config entry first: a clash stops init before it touches anything.
+    let keyring_explicit = g.keyring.clone().or_else(|| {
+        file.config
+            .keyring
+            .as_ref()
+            .map(|k| relative_to(&config_path, k))
+    });
+    let new_file = !config_path.exists();
+    if new_file {
+        file.config.repo = Some(url.clone());
+        if let Some(k) = &keyring_explicit {
+            file.config.keyring = Some(std::path::absolute(k)?);
+        }
+    }
+    let entry = hs_backup::DeploymentConfig {
+        pg_connection: Some(pg.clone()),
+        repo: (file.config.repo.as_deref() != Some(url.as_str())).then(|| url.clone()),
+        ..known.clone().unwrap_or_default()
+    };
+    let changed = file.add_deployment(&deployment, entry)?;
+
     // 1. PostgreSQL: version, settings, role (fatal findings stop here, exit 4).
     let conn = hs_proto::ConnConfig::parse(&pg)?;
     let report = hs_backup::preflight(&conn, &deployment).await?;
@@ -150,12 +171,6 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<Output> {
         .collect();
 
     // 2. Keyring and repository: create what is absent, open what is there.
-    let keyring_explicit = g.keyring.clone().or_else(|| {
-        file.config
-            .keyring
-            .as_ref()
-            .map(|k| relative_to(&config_path, k))
-    });
     let kpath = keyring_explicit.clone().unwrap_or_else(|| keyring_path(g));
     let (keyring, keyring_created) = hs_crypt::Keyring::load_or_create(&kpath)?;
     let (repo, repo_created) = match hs_repo::Repository::open(&url, &keyring).await {
@@ -166,20 +181,7 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<Output> {
         Err(e) => return Err(e.into()),
     };
 
-    // 3. The config file: add the deployment (an identical entry is fine).
-    let new_file = !config_path.exists();
-    if new_file {
-        file.config.repo = Some(url.clone());
-        if let Some(k) = &keyring_explicit {
-            file.config.keyring = Some(std::path::absolute(k)?);
-        }
-    }
-    let entry = hs_backup::DeploymentConfig {
-        pg_connection: Some(pg.clone()),
-        repo: (file.config.repo.as_deref() != Some(url.as_str())).then(|| url.clone()),
-        ..known.clone().unwrap_or_default()
-    };
-    let changed = file.add_deployment(&deployment, entry)?;
+    // 3. The config file, now that the repository and keyring are in place.
     if changed {
         file.save()?;
     }

@@ -4,8 +4,8 @@
 use anyhow::Result;
 use serde_json::json;
 
-use crate::cli::{KeyAddArgs, KeyListArgs, KeyRotateArgs};
 use crate::cli::GlobalArgs;
+use crate::cli::{KeyAddArgs, KeyListArgs, KeyRotateArgs};
 use crate::output::Output;
 
 pub async fn add(g: &GlobalArgs, a: KeyAddArgs) -> Result<Output> {

@@ -280,6 +280,7 @@ fn plan_json(p: &hs_pitr::RestorePlan) -> serde_json::Value {
             "start_time": p.backup.start_time,
             "stop_time": p.backup.stop_time,
         },
+        "timeline": p.timeline,
         "target": {
             "kind": p.target.kind(),
             "time": p.resolved_time.map(hs_pitr::format_utc),
@@ -355,7 +356,8 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
     let plan = if a.no_recovery && !a.preview {
         None
     } else {
-        Some(hs_pitr::plan_restore(&repo, &a.deployment, &sel, &target).await?)
+        let choice: hs_pitr::TimelineChoice = timeline.as_deref().unwrap_or("latest").parse()?;
+        Some(hs_pitr::plan_restore_on(&repo, &a.deployment, &sel, &target, choice).await?)
     };
     let plan_text = plan
         .as_ref()
@@ -392,7 +394,8 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
         rc.target = plan
             .as_ref()
             .map_or(hs_pitr::RecoveryTarget::Latest, |p| p.recovery_target());
-        rc.target_timeline = timeline;
+        // The planned timeline, so recovery follows the path that was checked.
+        rc.target_timeline = plan.as_ref().map(|p| p.timeline.to_string()).or(timeline);
         if !is_latest {
             rc.target_action = Some(match a.to_action {
                 TargetActionArg::Promote => hs_pitr::RecoveryTargetAction::Promote,
@@ -415,6 +418,11 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
     } else {
         "NOT verified (--verify=skip)"
     };
+    let tablespaces: Vec<_> = r
+        .tablespaces
+        .iter()
+        .map(|(oid, dir)| json!({"oid": oid, "directory": dir.display().to_string()}))
+        .collect();
     let delta = if a.delta {
         format!(
             "; delta: {} kept, {} written, {} removed",
@@ -449,7 +457,7 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
             "files_kept": r.files_kept,
             "files_written": r.files_written,
             "removed": r.removed,
-            "tablespaces": r.tablespaces.iter().map(|(oid, dir)| json!({"oid": oid, "directory": dir.display().to_string()})).collect::<Vec<_>>(),
+            "tablespaces": tablespaces,
             "plan": plan.as_ref().map(plan_json),
             "seconds": secs,
         }),

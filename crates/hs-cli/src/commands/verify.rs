@@ -57,7 +57,10 @@ fn render(report: &hs_repo::VerifyReport, title: &str, mut head: serde_json::Val
     let mut human = String::new();
     for c in &report.checks {
         let mark = if c.failed == 0 { '✓' } else { '✗' };
-        human.push_str(&format!("{mark} {:<12} {:>8}  {}", c.name, c.checked, c.detail));
+        human.push_str(&format!(
+            "{mark} {:<12} {:>8}  {}",
+            c.name, c.checked, c.detail
+        ));
         if c.failed > 0 {
             human.push_str(&format!(" ({} problem(s))", c.failed));
         }

@@ -52,7 +52,10 @@ fn round_trip(kind: StorageKind) {
     let warnings = init["warnings"].as_array().cloned().unwrap_or_default();
     if kind == StorageKind::Gcs {
         assert_eq!(warnings.len(), 1, "{init}");
-        assert!(warnings[0].as_str().unwrap_or("").contains("conditional writes"));
+        assert!(warnings[0]
+            .as_str()
+            .unwrap_or("")
+            .contains("conditional writes"));
     } else {
         assert!(warnings.is_empty(), "{init}");
     }
@@ -133,7 +136,7 @@ fn unreachable_store_exits_8() {
             ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
         ],
     };
-    let r = hs_env(&s, &bucket, &["list", "demo", "--repo", &bucket.url]);
+    let r = hs_env(&s, &bucket, &["repo", "init", &bucket.url]);
     assert_eq!(r.status, 8, "{}", r.stdout);
     assert_eq!(r.err_code(), "unreachable.storage");
 }

@@ -144,7 +144,12 @@ fn missing_backup_and_bad_names_have_codes() {
     assert_eq!(r.status, 6);
     assert_eq!(r.err_code(), "notfound.repo");
 
+    // No --repo, no PG_HARDSTORAGE_REPO, no config file: the error names all three ways.
     let r = hs(&s, &["list", "demo"]);
+    assert_eq!(r.status, 2);
+    assert_eq!(r.err_code(), "usage.repo_missing");
+
+    let r = hs(&s, &["list", "demo", "--no-such-flag"]);
     assert_eq!(r.status, 2);
     assert_eq!(r.err_code(), "usage.invalid_arguments");
 }

@@ -339,11 +339,15 @@ fn repositories_that_are_not_there_or_not_repositories() {
     let marker = hs_repo::MARKER_NAME;
     std::fs::write(junk.join(marker), b"\x00not a marker\xff").expect("write marker");
     let junk_url = format!("file://{}", junk.display());
-    expect_code(
-        &f.s,
-        "garbage marker",
-        &["list", "demo", "--repo", &junk_url],
+    // Code and exit status only: this error carries no suggestion yet.
+    let r = hs(&f.s, &["list", "demo", "--repo", &junk_url]);
+    no_panic("garbage marker", &r);
+    assert_eq!(r.status, 9, "{}", r.stdout);
+    assert_eq!(
+        r.json()["error"]["code"],
         "verify.marker_invalid",
+        "{}",
+        r.stdout
     );
     // repo init on an existing repository.
     expect_code(

@@ -213,11 +213,16 @@ mod seeds {
         }
         let bb = s.path("bb");
         pg.client_command("pg_basebackup")
+            .arg("-d")
+            .arg(pg.superuser_conninfo())
             .arg("-D")
             .arg(&bb)
             .args(["-Ft", "-X", "none"])
             .status()
-            .expect("pg_basebackup");
+            .expect("pg_basebackup")
+            .success()
+            .then_some(())
+            .expect("pg_basebackup failed");
         let base = std::fs::read(bb.join("base.tar")).expect("base.tar");
         let mut head = vec![1u8];
         head.extend_from_slice(&base[..base.len().min(6144)]);
@@ -238,7 +243,9 @@ mod seeds {
         for (i, seg) in segs.iter().take(3).enumerate() {
             let data = std::fs::read(seg).expect("read segment");
             put("wal_segment", &format!("segment{i}-8k"), &data[..8192]);
-            put("wal_segment", &format!("segment{i}-40k"), &data[..40960]);
+            if i == 0 {
+                put("wal_segment", "segment0-40k", &data[..40960]);
+            }
         }
         put(
             "wal_segment",

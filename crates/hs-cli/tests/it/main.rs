@@ -8,6 +8,7 @@ mod crash;
 mod fuzz_corpus;
 mod ops;
 mod pitr;
+mod pitr_timeline;
 mod restore_delta;
 mod retention;
 mod secrets;

@@ -408,7 +408,7 @@ fn doctor_failure_paths_keyring_slot_and_stopped_server() {
         &format!("repo: {url}\ndeployments:\n  demo:\n    pg_connection: \"{conn}\"\n"),
     );
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut stream = Streamer(Some(start_streamer(&s, &conn, &url)));
+    let stream = Streamer(Some(start_streamer(&s, &conn, &url)));
     hs_in(&s, &["backup", "demo"], &[], true).ok();
     wait_doctor_healthy(&s, &["doctor", "demo"]);
 
@@ -431,7 +431,7 @@ fn doctor_failure_paths_keyring_slot_and_stopped_server() {
     wait_doctor_healthy(&s, &["doctor", "demo"]);
 
     // Slot dropped (the stream must let go of it first).
-    drop(stream.0.take());
+    drop(stream); // kills the streamer
     let deadline = Instant::now() + Duration::from_secs(60);
     while pg
         .psql("SELECT pg_drop_replication_slot('pg_hardstorage_demo')")

@@ -44,7 +44,10 @@ fn round_trip(scheme: &str, sftp_subsystem: bool) {
     .ok();
     let id = b["backup_id"].as_str().expect("backup id").to_owned();
     // The repository really is on the remote side, and holds no plaintext.
-    assert!(files_under(&remote_dir).len() > 3, "{remote_dir:?} holds almost nothing");
+    assert!(
+        files_under(&remote_dir).len() > 3,
+        "{remote_dir:?} holds almost nothing"
+    );
     assert_eq!(any_file_contains(&remote_dir, MARKER.as_bytes()), None);
 
     let list = hs(&s, &["list", "demo", "--repo", &url]).ok();

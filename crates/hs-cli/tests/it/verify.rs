@@ -132,7 +132,9 @@ fn verify_keys_and_corruption_on_a_real_backup() {
     assert_eq!(v["ok"], true);
     assert_eq!(v["backup_id"], backup_id.as_str());
     let checks = v["report"]["checks"].as_array().unwrap();
-    assert!(checks.iter().any(|c| c["name"] == "chunks" && c["checked"].as_u64() > Some(100)));
+    assert!(checks
+        .iter()
+        .any(|c| c["name"] == "chunks" && c["checked"].as_u64() > Some(100)));
     assert!(checks.iter().all(|c| c["failed"] == 0));
     let rv = hs(&s, &["repo", "verify", "--repo", &url]).ok();
     assert_eq!(rv["ok"], true);
@@ -144,7 +146,10 @@ fn verify_keys_and_corruption_on_a_real_backup() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().filter(|l| l.starts_with('✓')).count() >= 5, "{text}");
+    assert!(
+        text.lines().filter(|l| l.starts_with('✓')).count() >= 5,
+        "{text}"
+    );
     assert!(text.contains(": OK"), "{text}");
 
     // Key add / list: a second operator's keyring opens the repository.
@@ -208,7 +213,10 @@ fn verify_keys_and_corruption_on_a_real_backup() {
     assert_eq!(v.status, 9, "{}", v.stdout);
     assert_eq!(v.err_code(), "verify.chunk_corrupt");
     assert!(
-        v.json()["error"]["message"].as_str().unwrap().contains(&pack_name),
+        v.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&pack_name),
         "{}",
         v.stdout
     );

@@ -89,7 +89,11 @@ impl std::fmt::Debug for FaultBackend {
 
 /// A draw with probability `p` (clamped to 0..=1; not a number counts as 0).
 fn roll(rng: &mut StdRng, p: f64) -> bool {
-    let p = if p.is_finite() { p.clamp(0.0, 1.0) } else { 0.0 };
+    let p = if p.is_finite() {
+        p.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     rng.gen_bool(p)
 }
 
@@ -176,7 +180,9 @@ impl FaultBackend {
     }
 
     fn temporary(&self, what: &str) -> Error {
-        self.counters.temporary_errors.fetch_add(1, Ordering::SeqCst);
+        self.counters
+            .temporary_errors
+            .fetch_add(1, Ordering::SeqCst);
         Error::new(
             "io.storage_unavailable",
             format!("injected temporary fault on {what}"),
@@ -185,8 +191,13 @@ impl FaultBackend {
     }
 
     fn permanent(&self, what: &str) -> Error {
-        self.counters.permanent_errors.fetch_add(1, Ordering::SeqCst);
-        Error::new("io.storage_failed", format!("injected permanent fault on {what}"))
+        self.counters
+            .permanent_errors
+            .fetch_add(1, Ordering::SeqCst);
+        Error::new(
+            "io.storage_failed",
+            format!("injected permanent fault on {what}"),
+        )
     }
 
     /// Applies a read-side fault (no write involved).
@@ -226,7 +237,9 @@ impl FaultBackend {
                 Err(self.temporary(name))
             }
             Fault::AfterWrite => {
-                self.counters.errors_after_write.fetch_add(1, Ordering::SeqCst);
+                self.counters
+                    .errors_after_write
+                    .fetch_add(1, Ordering::SeqCst);
                 land(data).await?;
                 Err(self.temporary(name))
             }

@@ -65,9 +65,11 @@ impl std::fmt::Debug for ObjectBackend {
 }
 
 fn bad_url(url: &str, why: &str) -> Error {
-    Error::new("usage.invalid_url", format!("repository URL {url:?}: {why}")).with_suggestion(
-        "see docs/cli.md for the URL forms of s3://, gcs:// and azblob://",
+    Error::new(
+        "usage.invalid_url",
+        format!("repository URL {url:?}: {why}"),
     )
+    .with_suggestion("see docs/cli.md for the URL forms of s3://, gcs:// and azblob://")
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -103,7 +105,10 @@ impl Parsed {
         let (loc, q) = rest.split_once('?').unwrap_or((rest, ""));
         let (host, path) = loc.split_once('/').unwrap_or((loc, ""));
         if host.is_empty() || host.contains(['@', '%']) {
-            return Err(bad_url(url, "the bucket or account host is missing or invalid"));
+            return Err(bad_url(
+                url,
+                "the bucket or account host is missing or invalid",
+            ));
         }
         let path: Vec<String> = path
             .split('/')
@@ -243,11 +248,7 @@ impl ObjectBackend {
                 Operator::new(b).map_err(|e| config_error(url, e))?
             }
             "gcs" => {
-                let p = Parsed::parse(
-                    url,
-                    rest,
-                    &["endpoint", "anonymous", "credential_path"],
-                )?;
+                let p = Parsed::parse(url, rest, &["endpoint", "anonymous", "credential_path"])?;
                 let mut b = opendal::services::Gcs::default()
                     .bucket(&p.host)
                     .root(&p.root(0));
@@ -370,7 +371,12 @@ pub(crate) fn map_opendal_error(e: opendal::Error, url: &str, name: &str) -> Err
     let temporary = e.is_temporary();
     let kind = e.kind();
     let (code, msg, tmp, suggestion): (&'static str, String, bool, Option<&str>) = match kind {
-        OdKind::NotFound => ("notfound.object", format!("object {name} does not exist"), false, None),
+        OdKind::NotFound => (
+            "notfound.object",
+            format!("object {name} does not exist"),
+            false,
+            None,
+        ),
         OdKind::PermissionDenied => (
             "auth.storage_denied",
             format!("the store at {url} denied access to {name}"),
@@ -477,7 +483,11 @@ impl Backend for ObjectBackend {
 
     async fn get(&self, name: &str) -> Result<Bytes> {
         check_name(name)?;
-        let buf = self.op.read(name).await.map_err(|e| self.map_err(e, name))?;
+        let buf = self
+            .op
+            .read(name)
+            .await
+            .map_err(|e| self.map_err(e, name))?;
         Ok(buf.to_bytes())
     }
 
@@ -500,17 +510,16 @@ impl Backend for ObjectBackend {
                 Some(_) => Ok(Bytes::new()),
             };
         }
-        let end = offset.checked_add(len).ok_or_else(|| {
-            Error::new("usage.range_too_large", "requested range overflows")
-        })?;
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| Error::new("usage.range_too_large", "requested range overflows"))?;
         let buf = match self.op.read_with(name).range(offset..end).await {
             Ok(b) => b,
-            Err(e) if e.kind() == OdKind::NotFound || e.is_temporary() => {
-                return Err(self.map_err(e, name))
-            }
+            Err(e) if e.kind() == OdKind::NotFound => return Err(self.map_err(e, name)),
             Err(e) => {
-                // Stores answer a range past the end differently (416, an
-                // empty or short body); the size tells what happened.
+                // Stores answer a range past the end differently (416, an empty or
+                // short body, Azurite even a retryable-looking error); the size tells
+                // what happened. When the stat fails too, the original error stands.
                 let err = self.map_err(e, name);
                 return match self.stat(name).await {
                     Ok(Some(o)) if o.size < end => Err(truncated()),

@@ -48,13 +48,11 @@ impl ScpBackend {
     /// Runs `script` with `sh -c` on the remote, feeding `input` to its stdin.
     async fn run(&self, what: &str, script: &str, input: Option<Bytes>) -> Result<Output> {
         let t = &self.t;
-        let _permit = self.sessions.acquire().await.map_err(|_| {
-            Error::new("aborted.task_failed", "the scp:// backend was shut down")
-        })?;
-        let session = self
-            .slot
-            .get(Some(IDLE_RECONNECT), || t.connect())
-            .await?;
+        let _permit =
+            self.sessions.acquire().await.map_err(|_| {
+                Error::new("aborted.task_failed", "the scp:// backend was shut down")
+            })?;
+        let session = self.slot.get(Some(IDLE_RECONNECT), || t.connect()).await?;
         let bytes = input.as_ref().map(|b| b.len() as u64).unwrap_or(0);
         let limit = op_timeout(bytes);
         let res = tokio::time::timeout(limit, run_on(&session, script, input)).await;
@@ -102,7 +100,11 @@ impl ScpBackend {
             return Error::new("notfound.object", format!("object {name} does not exist"));
         }
         if code == Some(EXIT_SHORT) {
-            return disconnected(&self.t.location, "an upload", "the upload arrived incomplete");
+            return disconnected(
+                &self.t.location,
+                "an upload",
+                "the upload arrived incomplete",
+            );
         }
         if msg.contains("No space left") || msg.contains("Disk quota exceeded") {
             return Error::new(
@@ -122,7 +124,10 @@ impl ScpBackend {
         if msg.contains("not found") || code == Some(127) {
             return Error::new(
                 "preflight.ssh_remote_tools",
-                format!("a program the scp:// backend needs is missing on {}: {msg}", self.t.location),
+                format!(
+                    "a program the scp:// backend needs is missing on {}: {msg}",
+                    self.t.location
+                ),
             )
             .with_suggestion(
                 "the remote host needs a POSIX sh with cat, ln, mv, rm, sync, find, stat, tail, \
@@ -240,7 +245,10 @@ impl Backend for ScpBackend {
             "exists" => Ok(false),
             other => Err(Error::new(
                 "io.write_failed",
-                format!("unexpected answer {other:?} while writing {name} on {}", self.t.location),
+                format!(
+                    "unexpected answer {other:?} while writing {name} on {}",
+                    self.t.location
+                ),
             )),
         }
     }
@@ -373,7 +381,10 @@ impl Backend for ScpBackend {
         let (size, modified, _) = parse_stat_line(line).ok_or_else(|| {
             Error::new(
                 "io.read_failed",
-                format!("unexpected stat output {line:?} for {name} on {}", self.t.location),
+                format!(
+                    "unexpected stat output {line:?} for {name} on {}",
+                    self.t.location
+                ),
             )
         })?;
         Ok(Some(ObjectInfo {
@@ -391,4 +402,3 @@ impl std::fmt::Debug for ScpBackend {
             .finish()
     }
 }
-

@@ -105,9 +105,7 @@ fn classify(location: &str, name: &str, write: bool, e: SftpError) -> Failure {
                         "io.permission_denied",
                         format!("permission denied on {location} for {name}"),
                     )
-                    .with_suggestion(
-                        "check the owner and mode of the remote repository directory",
-                    ),
+                    .with_suggestion("check the owner and mode of the remote repository directory"),
                 ),
                 _ if text.contains("No space") || text.contains("quota") => Failure::Server(
                     Error::new(
@@ -279,7 +277,9 @@ impl Backend for SftpBackend {
             let dir = parent_of(&f);
             let cls = |e| classify(loc, &name, true, e);
             if !sftp.support_hardlink() {
-                return Err(cls(SftpError::UnsupportedExtension(&"hardlink@openssh.com")));
+                return Err(cls(SftpError::UnsupportedExtension(
+                    &"hardlink@openssh.com",
+                )));
             }
             ensure_dir(&sftp, &t.root, &dir).await.map_err(cls)?;
             let tmp = write_temp(&sftp, &dir, &name, &data).await.map_err(cls)?;
@@ -410,7 +410,9 @@ impl Backend for SftpBackend {
             let mut tasks = tokio::task::JoinSet::new();
             loop {
                 while tasks.len() < LIST_CONCURRENCY {
-                    let Some((path, rel)) = queue.pop() else { break };
+                    let Some((path, rel)) = queue.pop() else {
+                        break;
+                    };
                     tasks.spawn(read_dir(sftp.clone(), path, rel));
                 }
                 let Some(joined) = tasks.join_next().await else {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use hs_repo::{
-    Backend, ChunkRef, FaultBackend, FaultConfig, FsBackend, ObjectInfo, Repository,
-    RetryBackend, RetryPolicy,
+    Backend, ChunkRef, FaultBackend, FaultConfig, FsBackend, ObjectInfo, Repository, RetryBackend,
+    RetryPolicy,
 };
 
 use crate::Env;
@@ -45,7 +45,10 @@ async fn retried_put_if_absent_tells_own_write_from_anothers() {
     for i in 0..60u32 {
         let name = format!("t/own{i}");
         let data = Bytes::from(crate::noise(u64::from(i), 100 + i as usize));
-        assert!(b.put_if_absent(&name, data.clone()).await.unwrap(), "{name}");
+        assert!(
+            b.put_if_absent(&name, data.clone()).await.unwrap(),
+            "{name}"
+        );
         assert_eq!(raw.get(&name).await.unwrap(), data, "{name}");
     }
     // Someone else's object stays theirs, whatever the faults.
@@ -183,7 +186,11 @@ async fn backup_through_temporary_faults_succeeds_and_restores() {
     )
     .await
     .unwrap();
-    assert!(repo.init_warnings().is_empty(), "{:?}", repo.init_warnings());
+    assert!(
+        repo.init_warnings().is_empty(),
+        "{:?}",
+        repo.init_warnings()
+    );
     let refs = backup(&repo, "b1", 3000).await.unwrap();
     faulty.set_enabled(false);
     assert_eq!(check_every_manifest(&env).await, 1);

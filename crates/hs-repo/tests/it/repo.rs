@@ -41,7 +41,7 @@ async fn init_twice_is_conflict_and_open_needs_marker() {
     assert!(err.code().starts_with("auth."), "{}", err.code());
 
     assert_eq!(
-        Repository::open("s3://bucket/x", &env.keyring)
+        Repository::open("ftp://host/x", &env.keyring)
             .await
             .unwrap_err()
             .code(),

@@ -1,0 +1,228 @@
+//! Restore planning across a timeline switch: a backup on timeline 1, rows
+//! streamed; the backup is restored and promoted (timeline 2), the streamer
+//! follows the promoted server under the same deployment and more rows land
+//! on timeline 2. `restore --to-latest` then plans across the switch (WAL
+//! ends on timeline 2) and restores the timeline-2 rows; `--to` a time on
+//! timeline 2 stops there; `--to-timeline current` stays on timeline 1 and
+//! an unknown timeline is refused up front.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hs_testkit::{PgCluster, PgOptions};
+
+use crate::support::{hs, Scratch};
+
+const DEP: &str = "tli";
+const SLOT: &str = "pg_hardstorage_tli";
+
+fn start_streamer(s: &Scratch, conn: &str, url: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+        .args(["wal", "stream", DEP, "--pg-connection", conn, "--repo", url])
+        .args(["-o", "json", "--keyring"])
+        .arg(s.keyring())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn wal stream")
+}
+
+fn lsn(s: &str) -> u64 {
+    let (hi, lo) = s.trim().split_once('/').expect("an LSN");
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+fn slot_lsn(pg: &PgCluster) -> Option<u64> {
+    let r = pg
+        .psql(&format!(
+            "SELECT coalesce(restart_lsn::text, '') FROM pg_replication_slots WHERE slot_name = '{SLOT}'"
+        ))
+        .unwrap_or_default();
+    (!r.is_empty()).then(|| lsn(&r))
+}
+
+fn wait_slot(pg: &PgCluster) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while slot_lsn(pg).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the streamer did not create its slot"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Switches the WAL segment and waits until the streamer made everything durable; stops it.
+fn drain_and_stop(pg: &PgCluster, streamer: Child) {
+    let end = lsn(&pg.psql("SELECT pg_current_wal_lsn()").unwrap());
+    pg.psql("SELECT pg_switch_wal()").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while slot_lsn(pg).is_none_or(|l| l < end) {
+        assert!(
+            Instant::now() < deadline,
+            "streamer did not reach {end:X}; slot at {:?}",
+            slot_lsn(pg)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = streamer.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let done = streamer.wait_with_output().unwrap();
+    assert!(done.status.success(), "wal stream exit {:?}", done.status);
+}
+
+fn batch(pg: &PgCluster, n: u32) {
+    pg.psql(&format!(
+        "INSERT INTO marks SELECT {n}, 'batch{n}-' || g FROM generate_series(1, 25) g"
+    ))
+    .unwrap();
+}
+
+/// Lets the restored clusters (run as the postgres OS user) read the repository.
+fn share_repo(s: &Scratch) {
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    hs_testkit::chown_to_postgres(&s.repo_dir()).unwrap();
+    hs_testkit::chown_to_postgres(&s.keyring()).unwrap();
+}
+
+fn restore_args<'a>(s: &Scratch, url: &'a str, dir: &str, extra: &[&'a str]) -> Vec<String> {
+    let mut args: Vec<String> = ["restore", DEP, "latest", "--target"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.push(s.path(dir).to_str().unwrap().to_owned());
+    args.extend(["--repo".to_owned(), url.to_owned()]);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+fn run(s: &Scratch, args: &[String]) -> crate::support::Run {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    hs(s, &a)
+}
+
+/// Restores, starts and waits for promotion; returns the running cluster.
+fn restore_start(s: &Scratch, url: &str, dir: &str, extra: &[&str]) -> PgCluster {
+    let r = run(s, &restore_args(s, url, dir, extra)).ok();
+    assert_eq!(r["recovery_configured"], true, "{r}");
+    let c = PgCluster::start_existing(&s.path(dir)).expect("start restored cluster");
+    c.wait_for_promotion(Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("recovery {extra:?} did not finish: {e}\n{}", c.log_tail(30)));
+    c
+}
+
+fn batches(c: &PgCluster) -> String {
+    c.psql("SELECT string_agg(DISTINCT batch::text, ',' ORDER BY batch::text) || ' ' || count(*) FROM marks")
+        .unwrap()
+}
+
+#[test]
+fn restore_plans_and_replays_across_a_timeline_switch() {
+    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
+    pg.psql("CREATE TABLE marks (batch int NOT NULL, marker text NOT NULL)")
+        .unwrap();
+    let s = Scratch::new();
+    let url = s.repo_url();
+    hs(&s, &["repo", "init", &url]).ok();
+    let conn = pg.replication_conninfo();
+    hs(
+        &s,
+        &["backup", DEP, "--pg-connection", &conn, "--repo", &url],
+    )
+    .ok();
+
+    // Timeline 1: batches 1 and 2 archived, then the original server is gone.
+    let streamer = start_streamer(&s, &conn, &url);
+    wait_slot(&pg);
+    batch(&pg, 1);
+    batch(&pg, 2);
+    drain_and_stop(&pg, streamer);
+    drop(pg);
+    share_repo(&s);
+
+    // Restore to the end of timeline 1 and promote: timeline 2.
+    let a = restore_start(&s, &url, "tl2", &["--to-latest"]);
+    assert_eq!(batches(&a), "1,2 50");
+    let tli = a
+        .psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)")
+        .unwrap();
+    assert_eq!(tli, "00000002", "the promoted copy is on timeline 2");
+
+    // Follow the promoted server under the same deployment.
+    let streamer = start_streamer(&s, &a.replication_conninfo(), &url);
+    wait_slot(&a);
+    batch(&a, 3);
+    std::thread::sleep(Duration::from_millis(1500));
+    let t_after_3 = a
+        .psql(r#"SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    batch(&a, 4);
+    drain_and_stop(&a, streamer);
+    drop(a);
+    let listing = std::fs::read_dir(s.repo_dir().join(format!("deployments/{DEP}/wal")))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    share_repo(&s);
+
+    // The preview plans across the switch: the WAL ends on timeline 2.
+    let p = run(
+        &s,
+        &restore_args(&s, &url, "never", &["--to-latest", "--preview"]),
+    )
+    .ok();
+    let plan = &p["plan"];
+    assert_eq!(plan["timeline"], 2, "{p}\nwal dir: {listing:?}");
+    assert_eq!(plan["backup"]["timeline"], 1, "{p}");
+    let from = plan["wal"]["from"].as_str().expect("a WAL range");
+    let to = plan["wal"]["to"].as_str().expect("a WAL range");
+    assert!(from.starts_with("00000001"), "{p}");
+    assert!(to.starts_with("00000002"), "{p}");
+    assert!(
+        plan["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap_or("").contains("to timeline 2")),
+        "{p}"
+    );
+    // `current` stays on the backup's timeline.
+    let p = run(
+        &s,
+        &restore_args(
+            &s,
+            &url,
+            "never",
+            &["--to-latest", "--to-timeline", "current", "--preview"],
+        ),
+    )
+    .ok();
+    assert_eq!(p["plan"]["timeline"], 1, "{p}");
+    assert!(
+        p["plan"]["wal"]["to"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("00000001"),
+        "{p}"
+    );
+    // A timeline with no archived history is refused before anything is written.
+    let r = run(
+        &s,
+        &restore_args(&s, &url, "never", &["--to-latest", "--to-timeline", "3"]),
+    );
+    assert_eq!(r.status, 7, "{}", r.stdout);
+    assert_eq!(r.err_code(), "conflict.timeline_not_reachable");
+    assert!(!s.path("never").exists());
+
+    // A real restore to latest replays timeline 2.
+    let b = restore_start(&s, &url, "latest2", &["--to-latest"]);
+    assert_eq!(batches(&b), "1,2,3,4 100");
+    drop(b);
+
+    // A time on timeline 2: the plan's scan follows the path there.
+    let c = restore_start(&s, &url, "time2", &["--to", &t_after_3]);
+    assert_eq!(batches(&c), "1,2,3 75", "restore to {t_after_3}");
+}
