@@ -54,6 +54,7 @@ pub(crate) async fn dispatch(
         RouteId::JobShow => state.jobs.get(p(0)).map(ok),
         RouteId::RestorePreview => restore_preview(state, p(0), body).await,
         RouteId::WalStatus => wal_status(state, p(0)).await,
+        RouteId::Doctor => doctor(state, p(0)).await,
     };
     r.unwrap_or_else(Reply::from)
 }
@@ -370,6 +371,47 @@ async fn restore_preview(state: &State, deployment: &str, body: &Bytes) -> Resul
             },
             "notes": p.notes,
         },
+    })))
+}
+
+/// The `doctor` checks of one deployment (the same as `pg_hardstorage doctor`), with the
+/// default age thresholds. Issues are findings, not errors: the reply is 200 either way.
+async fn doctor(state: &State, deployment: &str) -> Result<Reply> {
+    let d = state.deployment(deployment)?;
+    let target = hs_backup::DoctorTarget {
+        deployment: d.name.clone(),
+        repo: Ok(d.repo.clone()),
+        pg_connection: d.pg_connection.clone().ok_or_else(|| {
+            (
+                "no pg_connection is configured for this deployment".to_owned(),
+                "add pg_connection to the deployment in pg_hardstorage.yaml".to_owned(),
+            )
+        }),
+        keyring: state.keyring.path().to_path_buf(),
+        config_path: None,
+        config_problem: None,
+        backup_max_age: hs_backup::DEFAULT_BACKUP_MAX_AGE,
+        wal_max_age: hs_backup::DEFAULT_WAL_MAX_AGE,
+        timeout: std::time::Duration::from_secs(5),
+    };
+    let report = hs_backup::diagnose(&target).await;
+    let checks: Vec<Value> = report
+        .checks
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "state": c.state.as_str(),
+                "ok": c.state != hs_backup::CheckState::Issue,
+                "detail": c.detail,
+                "fix": c.fix,
+            })
+        })
+        .collect();
+    Ok(ok(json!({
+        "deployment": report.deployment,
+        "healthy": report.healthy(),
+        "checks": checks,
     })))
 }
 

@@ -17,6 +17,7 @@ pub(crate) enum RouteId {
     JobShow,
     RestorePreview,
     WalStatus,
+    Doctor,
 }
 
 /// One route of the API.
@@ -85,6 +86,12 @@ pub const ROUTES: &[Route] = &[
         "/v1/deployments/{deployment}/wal",
         true,
         RouteId::WalStatus,
+    ),
+    route(
+        "GET",
+        "/v1/deployments/{deployment}/doctor",
+        true,
+        RouteId::Doctor,
     ),
 ];
 

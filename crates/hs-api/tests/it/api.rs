@@ -195,6 +195,53 @@ async fn readiness_follows_the_repository() -> R {
 }
 
 #[tokio::test]
+async fn doctor_reports_issues_as_findings() -> R {
+    // A real repository, but no PostgreSQL connection configured and no backup yet:
+    // the repository and keyring checks pass, the others are issues with a fix.
+    let env = repo_env().await?;
+    let srv = start(config(&env, vec![Deployment::new("main", &env.url)], true)).await?;
+    let r = request(srv.addr, "GET", "/v1/deployments/main/doctor", None, None).await?;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = request(
+        srv.addr,
+        "GET",
+        "/v1/deployments/main/doctor",
+        Some(TOKEN),
+        None,
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["result"]["deployment"], "main");
+    assert_eq!(j["result"]["healthy"], false, "{j}");
+    let checks = j["result"]["checks"].as_array().ok_or("checks")?;
+    let state = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["state"].as_str().unwrap_or("").to_owned())
+    };
+    assert_eq!(state("repo_writable").as_deref(), Some("ok"), "{j}");
+    assert_eq!(state("keyring").as_deref(), Some("ok"), "{j}");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["state"] == "issue" && c["fix"].as_str().is_some_and(|f| !f.is_empty())),
+        "{j}"
+    );
+    let r = request(
+        srv.addr,
+        "GET",
+        "/v1/deployments/nope/doctor",
+        Some(TOKEN),
+        None,
+    )
+    .await?;
+    assert_eq!(r.status, 404, "{}", r.text());
+    Ok(())
+}
+
+#[tokio::test]
 async fn metrics_count_requests_in_prometheus_text() -> R {
     let env = repo_env().await?;
     let srv = start(config(&env, vec![Deployment::new("main", &env.url)], true)).await?;

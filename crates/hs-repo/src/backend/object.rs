@@ -521,7 +521,16 @@ impl Backend for ObjectBackend {
                 // short body, Azurite even a retryable-looking error); the size tells
                 // what happened. When the stat fails too, the original error stands.
                 let err = self.map_err(e, name);
-                return match self.stat(name).await {
+                // The size decides; a stat that fails on a busy emulator is asked again.
+                let mut st = self.stat(name).await;
+                for _ in 0..2 {
+                    if st.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    st = self.stat(name).await;
+                }
+                return match st {
                     Ok(Some(o)) if o.size < end => Err(truncated()),
                     Ok(None) => Err(Error::new(
                         "notfound.object",
