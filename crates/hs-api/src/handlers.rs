@@ -347,30 +347,7 @@ async fn restore_preview(state: &State, deployment: &str, body: &Bytes) -> Resul
     Ok(ok(json!({
         "preview": true,
         "deployment": deployment,
-        "plan": {
-            "backup": {
-                "backup_id": p.backup.backup_id,
-                "timeline": p.backup.timeline,
-                "start_lsn": p.backup.start_lsn.to_string(),
-                "stop_lsn": p.backup.stop_lsn.to_string(),
-                "start_time": p.backup.start_time,
-                "stop_time": p.backup.stop_time,
-            },
-            "target": {
-                "kind": p.target.kind(),
-                "time": p.resolved_time.map(hs_pitr::format_utc),
-                "lsn": p.resolved_lsn.map(|l| l.to_string()),
-                "name": match &p.target { hs_pitr::PitrTarget::Name(n) => Some(n.clone()), _ => None },
-            },
-            "wal": {
-                "from": p.wal_from,
-                "to": p.wal_to,
-                "to_partial": p.wal_to_partial,
-                "segments": p.wal_segments,
-                "segment_size": p.wal_segment_size,
-            },
-            "notes": p.notes,
-        },
+        "plan": p.to_json(),
     })))
 }
 

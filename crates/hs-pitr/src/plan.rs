@@ -138,6 +138,40 @@ pub struct RestorePlan {
 }
 
 impl RestorePlan {
+    /// The plan as JSON, as `restore --preview -o json` and the API's restore preview
+    /// print it: the backup chosen, the timeline recovery ends on, the resolved target,
+    /// the WAL range needed and the planner's notes.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        json!({
+            "backup": {
+                "backup_id": self.backup.backup_id,
+                "timeline": self.backup.timeline,
+                "start_lsn": self.backup.start_lsn.to_string(),
+                "stop_lsn": self.backup.stop_lsn.to_string(),
+                "start_time": self.backup.start_time,
+                "stop_time": self.backup.stop_time,
+            },
+            "timeline": self.timeline,
+            "target": {
+                "kind": self.target.kind(),
+                "time": self.resolved_time.map(crate::format_utc),
+                "lsn": self.resolved_lsn.map(|l| l.to_string()),
+                "name": match &self.target { crate::PitrTarget::Name(n) => Some(n.clone()), _ => None },
+            },
+            "wal": {
+                "from": self.wal_from,
+                "to": self.wal_to,
+                "to_partial": self.wal_to_partial,
+                "segments": self.wal_segments,
+                "segment_size": self.wal_segment_size,
+            },
+            "notes": self.notes,
+        })
+    }
+}
+
+impl RestorePlan {
     /// The `recovery_target_*` setting for this plan.
     pub fn recovery_target(&self) -> RecoveryTarget {
         match &self.target {

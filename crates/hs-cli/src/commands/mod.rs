@@ -270,34 +270,6 @@ fn target_timeline(v: Option<&str>) -> Result<Option<String>> {
     Ok(Some(v.to_owned()))
 }
 
-fn plan_json(p: &hs_pitr::RestorePlan) -> serde_json::Value {
-    json!({
-        "backup": {
-            "backup_id": p.backup.backup_id,
-            "timeline": p.backup.timeline,
-            "start_lsn": p.backup.start_lsn.to_string(),
-            "stop_lsn": p.backup.stop_lsn.to_string(),
-            "start_time": p.backup.start_time,
-            "stop_time": p.backup.stop_time,
-        },
-        "timeline": p.timeline,
-        "target": {
-            "kind": p.target.kind(),
-            "time": p.resolved_time.map(hs_pitr::format_utc),
-            "lsn": p.resolved_lsn.map(|l| l.to_string()),
-            "name": match &p.target { hs_pitr::PitrTarget::Name(n) => Some(n.clone()), _ => None },
-        },
-        "wal": {
-            "from": p.wal_from,
-            "to": p.wal_to,
-            "to_partial": p.wal_to_partial,
-            "segments": p.wal_segments,
-            "segment_size": p.wal_segment_size,
-        },
-        "notes": p.notes,
-    })
-}
-
 fn plan_human(p: &hs_pitr::RestorePlan, asked: Option<&str>) -> String {
     let mut h = String::new();
     let target = match (&p.target, asked) {
@@ -366,7 +338,7 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
     if a.preview {
         return Ok(Output {
             failure: None,
-            json: json!({"preview": true, "deployment": a.deployment, "plan": plan.as_ref().map(plan_json)}),
+            json: json!({"preview": true, "deployment": a.deployment, "plan": plan.as_ref().map(hs_pitr::RestorePlan::to_json)}),
             human: format!("Restore plan (nothing written):\n{plan_text}"),
         });
     }
@@ -458,7 +430,7 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
             "files_written": r.files_written,
             "removed": r.removed,
             "tablespaces": tablespaces,
-            "plan": plan.as_ref().map(plan_json),
+            "plan": plan.as_ref().map(hs_pitr::RestorePlan::to_json),
             "seconds": secs,
         }),
         human: format!(
