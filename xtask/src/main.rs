@@ -28,9 +28,10 @@ tasks:
   dist [--profile release|dev] [--no-build] [--check]
                      the .deb: target/dist/pg-hardstorage_<ver>_<arch>.deb (--check: install it
                      with dpkg, check it, purge it; root only)
-  soak [--kills N] [--seed S] [--async]
-                     crash suite: kill -9 wal stream and backup N times (default 100) under
-                     load, then check WAL gaps, every backup's restore and every acked commit
+  soak [--kills N] [--corruptions N] [--fault-rounds N] [--seed S] [--async]
+                     reliability at soak size: kill -9 wal stream and backup N times (100)
+                     under load and check WAL gaps, restores and every acked commit; damage
+                     100 repository objects (verify must name each); 200 storage-fault rounds
   fuzz [--time N] [TARGET...]
                      run the cargo-fuzz targets in fuzz/ N seconds each (default 60)
   bench              list the benchmarks

@@ -266,18 +266,25 @@ impl Repository {
         let marker: Marker = serde_json::from_slice(&raw).map_err(|e| {
             Error::new(
                 "verify.marker_invalid",
-                format!("the marker object at {url} is not valid JSON of this format"),
+                format!(
+                    "the marker object {MARKER_NAME} at {url} is damaged: not valid JSON of this format"
+                ),
             )
+            .with_suggestion(format!(
+                "restore {MARKER_NAME} from a copy of the repository; it is plaintext JSON \
+                 (format, version, repo_id, chunker) and never changes after `repo init`"
+            ))
             .with_source(e)
         })?;
         if marker.format != MARKER_FORMAT {
             return Err(Error::new(
                 "verify.marker_invalid",
                 format!(
-                    "{url} holds a {:?} marker, not pg_hardstorage",
+                    "{url} holds a {:?} marker in {MARKER_NAME}, not pg_hardstorage",
                     marker.format
                 ),
-            ));
+            )
+            .with_suggestion("check the URL: it names another tool's repository"));
         }
         if marker.version != REPO_VERSION {
             return Err(Error::new(
@@ -299,6 +306,7 @@ impl Repository {
             .with_suggestion("the repository is damaged or was not fully initialised"));
         }
         let mut last_err = None;
+        let mut damaged = None;
         for k in &keys {
             let wrapped = backend.get(&k.name).await?;
             match hs_crypt::unwrap_secret(&wrapped, keyring) {
@@ -339,12 +347,39 @@ impl Repository {
                         }),
                     });
                 }
-                Err(e) => last_err = Some(e),
+                Err(e) => {
+                    // A damaged key object (its name is the BLAKE3 of its content) is
+                    // reported by name: it may have been ours.
+                    let intact = blake3::hash(&wrapped).to_hex().as_str()
+                        == k.name.strip_prefix("keys/").unwrap_or(&k.name);
+                    let corrupt = !intact || e.code() == "verify.wrapped_secret_corrupt";
+                    if corrupt && damaged.is_none() {
+                        damaged = Some(
+                            Error::new(
+                                "verify.key_object_invalid",
+                                format!(
+                                    "key object {} is damaged or was modified, and no other key \
+                                     object opens with this keyring",
+                                    k.name
+                                ),
+                            )
+                            .with_suggestion(
+                                "open the repository with another registered keyring and \
+                                 `pg_hardstorage key add` this one again, or restore the object \
+                                 from a copy of the repository",
+                            )
+                            .with_source(e),
+                        );
+                    } else {
+                        last_err = Some(e);
+                    }
+                }
             }
         }
-        Err(match last_err {
-            Some(e) => e.into(),
-            None => Error::new(
+        Err(match (damaged, last_err) {
+            (Some(d), _) => d,
+            (None, Some(e)) => e.into(),
+            (None, None) => Error::new(
                 "auth.keyring_no_matching_identity",
                 "no key object matches the keyring",
             ),

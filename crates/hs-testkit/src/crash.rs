@@ -23,6 +23,9 @@
 //!    reported success is listed; `repo verify` exits 0 when the binary has that command;
 //!    `restore latest --to-latest` is started, recovers through `wal fetch`, and holds every
 //!    acknowledged id.
+//! 5. Corruption ([`CrashOptions::corruptions`]): repository objects of every kind are
+//!    damaged one at a time; `repo verify` must name each with exit 9, and a restore or
+//!    `wal fetch` reading it must fail with exit 9 and leave nothing that looks good.
 //!
 //! Any broken invariant is an `Err` whose message says what broke and the seed, so a run
 //! can be repeated with [`CrashOptions::seed`].
@@ -65,10 +68,17 @@ pub struct CrashOptions {
     /// SIGKILL. When false, the final check waits until the slot shows the WAL of the last
     /// acknowledged commit durable before that kill.
     pub synchronous: bool,
+    /// After the other checks, damage this many repository objects one at a time (a
+    /// flipped byte or a truncation, every kind of object in turn): `repo verify` must exit
+    /// 9 naming the object, and a restore or `wal fetch` reading it must fail with exit 9
+    /// without leaving a startable directory or a fetched file. Each object is put back
+    /// before the next, and `repo verify` must pass again at the end.
+    pub corruptions: u32,
 }
 
 impl CrashOptions {
-    /// 14 stream kills and 6 backup kills, 2 clients, random seed, quiet.
+    /// 14 stream kills and 6 backup kills, 2 clients, synchronous, no corruptions, random
+    /// seed, quiet.
     pub fn new(binary: impl Into<PathBuf>) -> CrashOptions {
         CrashOptions {
             binary: binary.into(),
@@ -78,6 +88,7 @@ impl CrashOptions {
             clients: 2,
             verbose: false,
             synchronous: true,
+            corruptions: 0,
         }
     }
 }
@@ -99,6 +110,13 @@ pub struct CrashReport {
     pub transactions_checked: u64,
     /// Whether `repo verify` existed and passed.
     pub repo_verified: bool,
+    /// Objects damaged, each named by `repo verify` with exit 9.
+    pub corruptions_detected: u32,
+    /// Restores and `wal fetch`es of damaged data refused with exit 9.
+    pub damaged_reads_refused: u32,
+    /// Restores that succeeded (and passed pg_verifybackup) although an object was damaged,
+    /// because that backup does not use the damaged object.
+    pub damaged_reads_unaffected: u32,
 }
 
 impl CrashReport {
@@ -392,7 +410,8 @@ fn wait_until(timeout: Duration, mut check: impl FnMut() -> io::Result<bool>) ->
     }
 }
 
-fn random_seed() -> u64 {
+/// A seed from /dev/urandom and the clock.
+pub(crate) fn random_seed() -> u64 {
     let mut buf = [0u8; 8];
     if let Ok(mut f) = fs::File::open("/dev/urandom") {
         let _ = io::Read::read_exact(&mut f, &mut buf);
@@ -522,9 +541,7 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
     let max_backup_attempts = opts.backup_kills.saturating_mul(4) + 4;
     let mut i = 0;
     while i < events.len() {
-        // Segments complete through the backups (each ends with a WAL switch). No
-        // extra pg_switch_wal: in synchronous mode the streamer rewrites the partial
-        // segment after every message, so a switched segment costs it seconds to minutes.
+        // Segments complete through the backups (each ends with a WAL switch).
         if let Some(st) = streamer
             .0
             .as_mut()
@@ -767,6 +784,16 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
     }
     report.transactions_checked = acked.len() as u64;
     drop(restored);
+    if opts.corruptions > 0 {
+        corrupt_and_detect(
+            &ctx,
+            &work.path().join("repo"),
+            &listed,
+            opts.corruptions,
+            &mut rng,
+            &mut report,
+        )?;
+    }
     ctx.log(format!(
         "done: {} kills survived, {} transactions checked",
         report.kills(),
@@ -775,9 +802,231 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
     Ok(report)
 }
 
+/// Every regular file under `dir`, as `/`-separated names relative to `root`.
+fn objects_under(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    out: &mut Vec<String>,
+) -> io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            objects_under(root, &e.path(), out)?;
+        } else if t.is_file() {
+            if let Ok(rel) = e.path().strip_prefix(root) {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The kind of a repository object by its name, or `None` for leases and gc records
+/// (transient objects `repo verify` does not judge).
+fn object_kind(name: &str) -> Option<&'static str> {
+    let wal = name
+        .strip_prefix("deployments/")
+        .and_then(|r| r.split_once("/wal/"))
+        .map(|(_, rest)| rest);
+    Some(match name {
+        "config" => "marker",
+        n if n.starts_with("keys/") => "key",
+        n if n.starts_with("keyinfo/") => "keyinfo",
+        n if n.starts_with("data/") => "pack",
+        n if n.starts_with("index/") => "index",
+        n if n.starts_with("deployments/") && n.contains("/backups/") => "manifest",
+        _ => match wal {
+            Some(w) if w.starts_with("history/") => "history",
+            Some(w) if w.starts_with("gaps/") => "gap",
+            Some(w) if w.starts_with("summaries/") => "summary",
+            Some(w) if w.ends_with(".partial") => "partial",
+            Some(_) => "segment",
+            None => return None,
+        },
+    })
+}
+
+/// The corruption phase of the suite (see [`CrashOptions::corruptions`]).
+fn corrupt_and_detect(
+    ctx: &Ctx,
+    root: &std::path::Path,
+    backups: &[String],
+    rounds: u32,
+    rng: &mut Rng,
+    report: &mut CrashReport,
+) -> io::Result<()> {
+    let seed = ctx.seed;
+    let mut names = Vec::new();
+    objects_under(root, root, &mut names)?;
+    names.sort();
+    let mut kinds: Vec<(&'static str, Vec<String>)> = Vec::new();
+    for n in names {
+        let Some(k) = object_kind(&n) else { continue };
+        match kinds.iter_mut().find(|(kind, _)| *kind == k) {
+            Some((_, v)) => v.push(n),
+            None => kinds.push((k, vec![n])),
+        }
+    }
+    ctx.log(format!(
+        "corruption phase: {rounds} objects, kinds {:?}",
+        kinds.iter().map(|(k, v)| (*k, v.len())).collect::<Vec<_>>()
+    ));
+    if kinds.is_empty() || backups.is_empty() {
+        return Err(fail(seed, "no objects or backups to damage"));
+    }
+    let scratch = root.with_file_name("corruption-scratch");
+    for round in 0..rounds {
+        let (kind, list) = &kinds[round as usize % kinds.len()];
+        let name = &list[rng.range(0, list.len() as u64 - 1) as usize];
+        let path = root.join(name);
+        let original = fs::read(&path)?;
+        let mut damaged = original.clone();
+        let what = if original.is_empty() || rng.range(0, 2) > 0 {
+            let i = rng.range(0, original.len().saturating_sub(1) as u64) as usize;
+            let flip = rng.range(1, 255) as u8;
+            if let Some(b) = damaged.get_mut(i) {
+                *b ^= flip;
+            } else {
+                damaged.push(flip);
+            }
+            format!("byte {i} xor {flip:#04x}")
+        } else {
+            let n = rng.range(0, original.len() as u64 - 1) as usize;
+            damaged.truncate(n);
+            format!("truncated to {n} of {} bytes", original.len())
+        };
+        fs::write(&path, &damaged)?;
+        let r = ctx.run(&["repo", "verify", "--repo", &ctx.url])?;
+        if r.status != 9 || !r.stdout.contains(name.as_str()) {
+            return Err(fail(
+                seed,
+                format!(
+                    "{kind} {name} ({what}): repo verify exit {} without naming it\nstdout: {}\nstderr: {}",
+                    r.status,
+                    tail(&r.stdout, 40),
+                    tail(&r.stderr, 20)
+                ),
+            ));
+        }
+        report.corruptions_detected += 1;
+        // Reading the damaged data: WAL through `wal fetch`, the rest through a restore.
+        let _ = fs::remove_dir_all(&scratch);
+        fs::create_dir_all(&scratch)?;
+        let (status, outcome) = if matches!(*kind, "segment" | "history") {
+            let seg = name.rsplit('/').next().unwrap_or(name);
+            let dest = scratch.join(seg);
+            let r = ctx.run(&[
+                "wal",
+                "fetch",
+                DEPLOYMENT,
+                seg,
+                &dest.display().to_string(),
+                "--repo",
+                &ctx.url,
+            ])?;
+            if dest.exists() {
+                return Err(fail(
+                    seed,
+                    format!(
+                        "{name} ({what}): wal fetch left {} (exit {})",
+                        dest.display(),
+                        r.status
+                    ),
+                ));
+            }
+            (r.status, "wal fetch")
+        } else {
+            let backup = if *kind == "manifest" {
+                name.rsplit('/').next().unwrap_or(name).to_owned()
+            } else {
+                backups[rng.range(0, backups.len() as u64 - 1) as usize].clone()
+            };
+            let target = scratch.join("restore");
+            let r = ctx.run(&[
+                "restore",
+                DEPLOYMENT,
+                &backup,
+                "--target",
+                &target.display().to_string(),
+                "--repo",
+                &ctx.url,
+                "--no-recovery",
+            ])?;
+            if r.status != 0 && target.join("global/pg_control").exists() {
+                return Err(fail(
+                    seed,
+                    format!(
+                        "{name} ({what}): restore of {backup} failed (exit {}) but left a \
+                         pg_control",
+                        r.status
+                    ),
+                ));
+            }
+            (r.status, "restore")
+        };
+        match status {
+            9 => report.damaged_reads_refused += 1,
+            // A restore that does not use the damaged object succeeds, and the restore
+            // itself ran pg_verifybackup on what it wrote.
+            0 if outcome == "restore" && !matches!(*kind, "marker" | "key") => {
+                report.damaged_reads_unaffected += 1
+            }
+            s => {
+                return Err(fail(
+                    seed,
+                    format!("{kind} {name} ({what}): {outcome} exit {s}, expected 9"),
+                ))
+            }
+        }
+        fs::write(&path, &original)?;
+    }
+    let _ = fs::remove_dir_all(&scratch);
+    let r = ctx.run(&["repo", "verify", "--repo", &ctx.url])?;
+    if r.status != 0 {
+        return Err(fail(
+            seed,
+            format!(
+                "repo verify after putting every object back: exit {}\n{}",
+                r.status,
+                tail(&r.stdout, 40)
+            ),
+        ));
+    }
+    ctx.log(format!(
+        "corruption phase: {} detected, {} reads refused, {} restores unaffected",
+        report.corruptions_detected, report.damaged_reads_refused, report.damaged_reads_unaffected
+    ));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Rng;
+    use super::{object_kind, Rng};
+
+    #[test]
+    fn object_kinds_follow_the_repository_layout() {
+        assert_eq!(object_kind("config"), Some("marker"));
+        assert_eq!(object_kind("data/ab/abcdef"), Some("pack"));
+        assert_eq!(
+            object_kind("deployments/d/backups/20261126T000000Z"),
+            Some("manifest")
+        );
+        assert_eq!(
+            object_kind("deployments/d/wal/00000001/000000010000000000000003"),
+            Some("segment")
+        );
+        assert_eq!(
+            object_kind("deployments/d/wal/00000001/000000010000000000000003.partial"),
+            Some("partial")
+        );
+        assert_eq!(
+            object_kind("deployments/d/wal/history/00000002.history"),
+            Some("history")
+        );
+        assert_eq!(object_kind("locks/x"), None);
+        assert_eq!(object_kind("gc/condemned/x"), None);
+    }
 
     #[test]
     fn the_schedule_generator_repeats_from_its_seed_and_stays_in_range() {

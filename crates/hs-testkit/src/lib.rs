@@ -32,6 +32,8 @@
 #![deny(missing_docs)]
 
 pub mod crash;
+#[cfg(feature = "repo")]
+pub mod faults;
 mod sshd;
 pub use sshd::{sshd_available, sshd_or_skip, Sshd, SshdOptions, SSHD_PATH};
 mod storage;

@@ -321,6 +321,33 @@ fn bad_keyrings_fail_with_their_codes() {
     // The right one works again.
     write(&good, 0o600);
     hs(&f.s, &list).ok();
+    // The right keyring, but its key object in the repository is damaged: exit 9 naming
+    // the object, not a keyring complaint.
+    let keys = f.s.repo_dir().join("keys");
+    let key = std::fs::read_dir(&keys)
+        .expect("keys/")
+        .next()
+        .expect("a key object")
+        .expect("dir entry")
+        .path();
+    let intact = std::fs::read(&key).expect("read key object");
+    let mut damaged = intact.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0x20;
+    std::fs::write(&key, &damaged).expect("damage key object");
+    let r = hs(&f.s, &list);
+    no_panic("damaged key object", &r);
+    assert_eq!(r.status, 9, "{}", r.stdout);
+    assert_eq!(
+        r.json()["error"]["code"],
+        "verify.key_object_invalid",
+        "{}",
+        r.stdout
+    );
+    let name = format!("keys/{}", key.file_name().unwrap().to_string_lossy());
+    assert!(r.stdout.contains(&name), "{}", r.stdout);
+    std::fs::write(&key, &intact).expect("restore key object");
+    hs(&f.s, &list).ok();
 }
 
 #[test]
@@ -339,13 +366,27 @@ fn repositories_that_are_not_there_or_not_repositories() {
     let marker = hs_repo::MARKER_NAME;
     std::fs::write(junk.join(marker), b"\x00not a marker\xff").expect("write marker");
     let junk_url = format!("file://{}", junk.display());
-    // Code and exit status only: this error carries no suggestion yet.
     let r = hs(&f.s, &["list", "demo", "--repo", &junk_url]);
     no_panic("garbage marker", &r);
     assert_eq!(r.status, 9, "{}", r.stdout);
     assert_eq!(
         r.json()["error"]["code"],
         "verify.marker_invalid",
+        "{}",
+        r.stdout
+    );
+    // It names the object and says what to do.
+    let e = &r.json()["error"];
+    assert!(
+        e["message"].as_str().unwrap_or("").contains(marker),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        e["suggestion"]
+            .as_str()
+            .unwrap_or("")
+            .contains("copy of the repository"),
         "{}",
         r.stdout
     );
