@@ -6,7 +6,7 @@
 //!
 //! 1. builds `pg_hardstorage` (release by default; `--no-build` takes the one already in
 //!    the target directory);
-//! 2. runs the hidden `pg_hardstorage __generate-docs DIR` for man pages and bash, zsh and
+//! 2. runs the internal `pg_hardstorage __generate-docs DIR` for man pages and bash, zsh and
 //!    fish completions generated from the clap definition (never committed);
 //! 3. stages `/usr/bin/pg_hardstorage`, the systemd units of `packaging/systemd/`, the
 //!    gzipped man pages, the completions and `/usr/share/doc/pg-hardstorage/` under

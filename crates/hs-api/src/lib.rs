@@ -5,7 +5,8 @@
 //!   version, the configured deployments, backups (list, show, trigger as a background
 //!   job), jobs, restore preview (a plan; nothing is written), WAL status, backup verify
 //!   (a job), plus `/metrics` in the Prometheus text format and the OpenAPI 3.1 document
-//!   at `/v1/openapi.json` ([`OPENAPI_JSON`], the committed `docs/api/openapi.json`).
+//!   at `/v1/openapi.json` ([`OPENAPI_JSON`], the committed `crates/hs-api/openapi.json`,
+//!   inside the crate so that it is packaged with it).
 //! - Every answer is JSON in the CLI's envelope: `{"schema":"pg_hardstorage.v1","ok":true,
 //!   "result":..}` or `{"schema":..,"ok":false,"error":{"code","message","suggestion"}}`,
 //!   with the HTTP status decided by the error code's namespace ([`Error::http_status`]).
@@ -43,9 +44,9 @@ pub use server::{
     MAX_CONNECTIONS, MIN_TOKEN_LEN, REQUEST_HEAD_TIMEOUT,
 };
 
-/// The OpenAPI 3.1 document of this API (the committed `docs/api/openapi.json`), served at
-/// `/v1/openapi.json`. A test checks that it lists exactly the routes of [`ROUTES`].
-pub const OPENAPI_JSON: &str = include_str!("../../../docs/api/openapi.json");
+/// The OpenAPI 3.1 document of this API (the committed `crates/hs-api/openapi.json`,
+/// inside the crate so that it is packaged with it), served at `/v1/openapi.json`. A test checks that it lists exactly the routes of [`ROUTES`].
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// The `schema` of every JSON envelope, the same as the CLI's `-o json` output.
 pub const SCHEMA: &str = "pg_hardstorage.v1";

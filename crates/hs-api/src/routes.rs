@@ -41,7 +41,7 @@ const fn route(method: &'static str, path: &'static str, auth: bool, id: RouteId
     }
 }
 
-/// Every route the server answers. `docs/api/openapi.json` lists exactly these.
+/// Every route the server answers. `crates/hs-api/openapi.json` lists exactly these.
 pub const ROUTES: &[Route] = &[
     route("GET", "/v1/healthz", false, RouteId::Healthz),
     route("GET", "/v1/readyz", true, RouteId::Readyz),

@@ -294,8 +294,24 @@ impl ConfigFile {
     /// `io.config_read_failed` if it cannot be read, `usage.config_invalid` if it is
     /// not a valid config.
     pub fn load(path: &Path) -> Result<ConfigFile> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        let text = match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(e) => {
+                    return Err(Error::new(
+                        ErrorKind::Usage,
+                        "usage.config_invalid",
+                        format!(
+                            "config file {} is not UTF-8 text (invalid byte at offset {})",
+                            path.display(),
+                            e.utf8_error().valid_up_to()
+                        ),
+                    )
+                    .with_suggestion(
+                        "pg_hardstorage.yaml is YAML in UTF-8; re-save it as UTF-8 or regenerate it with `pg_hardstorage init`",
+                    ))
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::new(
                     ErrorKind::Usage,

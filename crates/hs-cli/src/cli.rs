@@ -78,9 +78,6 @@ pub enum Command {
     Status(StatusArgs),
     /// Serve the REST API (/v1, /metrics) for the configured deployments.
     Serve(ServeArgs),
-    /// Internal (packaging): write man pages and shell completions into DIR.
-    #[command(name = "__generate-docs", hide = true)]
-    GenerateDocs(GenerateDocsArgs),
 }
 
 impl Command {
@@ -107,7 +104,6 @@ impl Command {
             Command::Doctor(_) => "doctor",
             Command::Status(_) => "status",
             Command::Serve(_) => "serve",
-            Command::GenerateDocs(_) => "__generate-docs",
         }
     }
 }
@@ -460,12 +456,6 @@ pub struct ServeArgs {
     /// config's top level).
     #[arg(long, env = "PG_HARDSTORAGE_REPO")]
     pub repo: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct GenerateDocsArgs {
-    /// Output directory (man/ and completions/ are created in it).
-    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,12 @@ use crate::cli::Cli;
 use crate::errors::CliError;
 
 fn main() -> ExitCode {
+    // Packaging's internal `__generate-docs DIR` is handled before clap, so that the
+    // generated completions and man pages cannot offer it.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == commands::gendocs::COMMAND) {
+        return commands::gendocs::main(&args[2..]);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return output::usage_error(e),

@@ -266,6 +266,42 @@ pub async fn restore(
     opts: &RestoreOptions,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreSummary> {
+    // A lease like a backup's, taken before the manifest is read and held to the end:
+    // if `rotate --apply` drops this backup meanwhile, `repo gc` waits for the restore
+    // before deleting its packs. A store that refuses the write (read-only credentials)
+    // does not stop a restore; it is logged and only gc's grace period protects it.
+    let lease = match repo
+        .acquire_lease(
+            hs_repo::LeaseKind::Shared,
+            &format!("restore {}", opts.deployment),
+            &hs_repo::LeaseOptions::backup(),
+        )
+        .await
+    {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(
+                code = e.code(),
+                "restoring without a repository lease ({e}); a concurrent `repo gc --apply` \
+                 could delete packs of a backup that `rotate` dropped meanwhile"
+            );
+            None
+        }
+    };
+    let summary = restore_leased(repo, opts, progress).await;
+    if let Some(l) = lease {
+        if let Err(e) = l.release().await {
+            tracing::warn!(error = %e, "releasing the restore's lease failed; it lapses on its own");
+        }
+    }
+    summary
+}
+
+async fn restore_leased(
+    repo: &Repository,
+    opts: &RestoreOptions,
+    progress: &dyn RestoreProgress,
+) -> Result<RestoreSummary> {
     let manifest = select_backup(repo, &opts.deployment, &opts.backup).await?;
     let roots = archive_roots(&manifest, opts)?;
 

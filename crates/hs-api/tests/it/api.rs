@@ -301,11 +301,11 @@ async fn openapi_document_matches_the_router() -> R {
     let phantom: Vec<_> = documented.difference(&router).collect();
     assert!(
         undocumented.is_empty(),
-        "routes missing from docs/api/openapi.json: {undocumented:?}"
+        "routes missing from crates/hs-api/openapi.json: {undocumented:?}"
     );
     assert!(
         phantom.is_empty(),
-        "docs/api/openapi.json lists routes the server lacks: {phantom:?}"
+        "crates/hs-api/openapi.json lists routes the server lacks: {phantom:?}"
     );
     // Unauthenticated routes say so (`security: []`); the others inherit the bearer scheme.
     for r in ROUTES {

@@ -1,6 +1,7 @@
-//! `pg_hardstorage __generate-docs DIR` (hidden): man pages and shell completions generated
-//! from the clap definition itself, so they can never drift from the binary. `cargo xtask
-//! dist` runs it and packages the result; it is not a user-facing command.
+//! `pg_hardstorage __generate-docs DIR` (internal): man pages and shell completions
+//! generated from the clap definition itself, so they can never drift from the binary.
+//! `cargo xtask dist` runs it and packages the result. It is not a clap subcommand (main
+//! dispatches it before parsing), so the completions it writes never offer it.
 //!
 //! Writes `DIR/man/pg_hardstorage.1` plus one page per (nested) visible subcommand
 //! (`pg_hardstorage-wal-stream.1`, ...), and `DIR/completions/` with `pg_hardstorage.bash`,
@@ -12,11 +13,30 @@ use anyhow::{Context, Result};
 use clap::CommandFactory;
 use serde_json::json;
 
-use crate::cli::Cli;
-use crate::output::Output;
+use crate::cli::{Cli, OutputFormat};
+use crate::errors::CliError;
+use crate::output::{self, Output};
 
 /// The binary's name, as users type it and as the generated files are named.
 const BIN: &str = "pg_hardstorage";
+
+/// The internal command's name (the binary's first argument).
+pub const COMMAND: &str = "__generate-docs";
+
+/// `pg_hardstorage __generate-docs DIR`: exactly one argument, the output directory.
+pub fn main(args: &[std::ffi::OsString]) -> std::process::ExitCode {
+    let [dir] = args else {
+        let err = CliError::new(
+            "usage.invalid_arguments",
+            format!("usage: {BIN} {COMMAND} DIR (an output directory; internal, for packaging)"),
+        );
+        return output::emit_error(OutputFormat::Human, COMMAND, &err);
+    };
+    match generate(Path::new(dir)) {
+        Ok(out) => output::emit_ok(OutputFormat::Human, COMMAND, out),
+        Err(e) => output::emit_error(OutputFormat::Human, COMMAND, &crate::errors::classify(&e)),
+    }
+}
 
 pub fn generate(dir: &Path) -> Result<Output> {
     let man_dir = dir.join("man");

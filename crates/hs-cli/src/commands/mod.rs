@@ -15,7 +15,7 @@ use crate::progress::Bar;
 pub(crate) use retention::parse_duration;
 
 mod doctor;
-mod gendocs;
+pub(crate) mod gendocs;
 mod init;
 mod key;
 mod retention;
@@ -70,7 +70,6 @@ pub async fn run(mut cli: Cli) -> Result<Output> {
         Command::Doctor(a) => doctor::doctor(g, a).await,
         Command::Status(a) => status::status(g, a).await,
         Command::Serve(a) => serve::serve(g, a).await,
-        Command::GenerateDocs(a) => gendocs::generate(&a.dir),
     }
 }
 

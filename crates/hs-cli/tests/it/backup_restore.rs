@@ -165,3 +165,62 @@ fn version_names_commit_and_build_time() {
     assert!(line.starts_with("pg_hardstorage v0."), "{line}");
     assert!(line.contains(", built "), "{line}");
 }
+
+/// Records the repository's live leases when the restore starts writing.
+struct LeaseSpy {
+    repo: hs_repo::Repository,
+    seen: std::sync::Mutex<Vec<hs_repo::LeaseInfo>>,
+}
+
+impl hs_pitr::RestoreProgress for LeaseSpy {
+    fn start(&self, _total: u64) {
+        let leases = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(self.repo.list_leases())
+        })
+        .expect("list leases");
+        self.seen.lock().unwrap().extend(leases);
+    }
+}
+
+#[test]
+fn a_restore_holds_a_lease_gc_waits_for_and_releases_it() {
+    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
+    let s = Scratch::new();
+    let url = s.repo_url();
+    hs(&s, &["repo", "init", &url]).ok();
+    let conn = pg.replication_conninfo();
+    hs(
+        &s,
+        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
+    )
+    .ok();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let keyring = hs_crypt::Keyring::load(&s.keyring()).unwrap();
+        let repo = hs_repo::Repository::open(&url, &keyring).await.unwrap();
+        let spy = LeaseSpy {
+            repo: repo.clone(),
+            seen: std::sync::Mutex::new(Vec::new()),
+        };
+        let mut opts = hs_pitr::RestoreOptions::new(
+            "demo",
+            hs_pitr::BackupSelector::Latest,
+            s.path("restored"),
+        );
+        opts.pg_bin_dir = Some(hs_testkit::pg_bin_dir());
+        hs_pitr::restore(&repo, &opts, &spy).await.unwrap();
+        let seen = spy.seen.lock().unwrap().clone();
+        assert!(
+            seen.iter().any(|l| l.command == "restore demo"
+                && l.packs
+                && l.kind == hs_repo::LeaseKind::Shared),
+            "no restore lease while restoring: {seen:?}"
+        );
+        // Released at the end.
+        assert!(repo.list_leases().await.unwrap().is_empty());
+    });
+}

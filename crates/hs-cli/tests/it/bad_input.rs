@@ -444,16 +444,20 @@ fn garbage_config_files_are_config_invalid() {
         &["--config", &cfg_arg, "list", "demo", "--repo", &f.url],
         "notfound.config",
     );
-    // Binary garbage: some coded error, never a panic or an internal error.
-    std::fs::write(&cfg, [0xffu8, 0x00, 0xfe, b':', 0x80]).expect("write config");
-    let r = hs(
-        &f.s,
-        &["--config", &cfg_arg, "list", "demo", "--repo", &f.url],
-    );
-    no_panic("binary config", &r);
-    let code = r.err_code();
-    assert!(
-        !code.starts_with("internal.") && code.contains('.'),
-        "binary config: {code}"
-    );
+    // Binary garbage or Latin-1 text: not UTF-8, so an invalid config (exit 2) that says
+    // where, never a read failure, a panic or an internal error.
+    for (what, bytes) in [
+        ("binary", &[0xffu8, 0x00, 0xfe, b':', 0x80][..]),
+        ("Latin-1", &b"repo: file:///srv/sauvegard\xe9\n"[..]),
+    ] {
+        std::fs::write(&cfg, bytes).expect("write config");
+        let r = hs(
+            &f.s,
+            &["--config", &cfg_arg, "list", "demo", "--repo", &f.url],
+        );
+        no_panic(what, &r);
+        assert_eq!(r.status, 2, "{what}: {}", r.stdout);
+        assert_eq!(r.err_code(), "usage.config_invalid", "{what}");
+        assert!(r.stdout.contains("UTF-8"), "{what}: {}", r.stdout);
+    }
 }

@@ -6,6 +6,7 @@ mod backup_restore;
 mod bad_input;
 mod crash;
 mod fuzz_corpus;
+mod gendocs;
 mod ops;
 mod pitr;
 mod pitr_timeline;
