@@ -177,6 +177,10 @@ pub struct RotateArgs {
 pub struct RepoVerifyArgs {
     #[command(flatten)]
     pub repo: RepoArg,
+    /// Quarantine every damaged pack found: new backups stop deduplicating against it
+    /// and store fresh copies of its chunks, which older backups then read instead.
+    #[arg(long)]
+    pub quarantine: bool,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +191,9 @@ pub struct VerifyBackupArgs {
     pub backup: String,
     #[command(flatten)]
     pub repo: RepoArg,
+    /// Quarantine every damaged pack found (see `repo verify --quarantine`).
+    #[arg(long)]
+    pub quarantine: bool,
 }
 
 #[derive(Debug, Subcommand)]

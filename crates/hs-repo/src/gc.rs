@@ -95,6 +95,8 @@ pub struct GcReport {
     pub index_objects_replaced: usize,
     /// Expired lease objects removed.
     pub expired_leases_removed: usize,
+    /// Quarantine records removed because their pack is gone.
+    pub quarantine_records_removed: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -146,9 +148,10 @@ impl Repository {
     }
 
     /// The index a writer deduplicates against: every index object, minus
-    /// condemned packs (loaded after the caller took its lease).
+    /// condemned and quarantined packs (loaded after the caller took its lease).
     pub(crate) async fn writer_index(&self) -> Result<Index> {
-        let condemned = self.condemned_packs().await?;
+        let mut condemned = self.condemned_packs().await?;
+        condemned.extend(self.quarantined_set().await?);
         let mut idx = Index::default();
         for (_, packs) in self.load_raw_index().await? {
             for p in packs {
@@ -227,7 +230,7 @@ impl Repository {
 
     /// Every chunk id some manifest of some deployment references, including
     /// list chunks and the chunks they list.
-    async fn referenced_chunks(&self) -> Result<HashSet<ChunkId>> {
+    pub(crate) async fn referenced_chunks(&self) -> Result<HashSet<ChunkId>> {
         let mut deployments = BTreeSet::new();
         for o in self.inner.backend.list("deployments/").await? {
             let mut parts = o.name.split('/');
@@ -310,6 +313,10 @@ impl Repository {
         // Phase 1: condemn what no manifest references.
         let mut records = self.load_gc_records().await?;
         let view = View::load(self).await?;
+        if opts.apply {
+            let existing: HashSet<String> = view.packs.keys().cloned().collect();
+            report.quarantine_records_removed = self.drop_stale_quarantine(&existing).await?;
+        }
         report.packs_total = view.packs.len();
         report.bytes_total = view.packs.values().sum();
         report.packs_referenced = view.packs.keys().filter(|p| view.is_referenced(p)).count();
@@ -412,7 +419,8 @@ impl Repository {
         let mut doomed: HashSet<String> =
             due.iter().flat_map(|r| r.packs.iter().cloned()).collect();
         // Keep a condemned pack that holds the only remaining copy of a chunk
-        // a manifest references now (one written since the condemnation).
+        // a manifest references now (one written since the condemnation); a
+        // copy in a quarantined pack does not count.
         loop {
             let keep: Vec<String> = doomed
                 .iter()
@@ -420,9 +428,11 @@ impl Repository {
                     view.contents.get(*p).is_some_and(|ids| {
                         ids.iter().any(|id| {
                             view.refs.contains(id)
-                                && view.locations[id]
-                                    .iter()
-                                    .all(|q| doomed.contains(q) || !view.packs.contains_key(q))
+                                && view.locations[id].iter().all(|q| {
+                                    doomed.contains(q)
+                                        || !view.packs.contains_key(q)
+                                        || view.quarantined.contains(q)
+                                })
                         })
                     })
                 })
@@ -487,6 +497,15 @@ impl Repository {
             b.delete(&format!("{CONDEMNED_PREFIX}{}", r.id)).await?;
             b.delete(&format!("{HOLDERS_PREFIX}{}", r.id)).await?;
         }
+        // The quarantine of a pack ends with the pack.
+        for p in &report.deleted {
+            if view.quarantined.contains(p) {
+                if let Some(name) = crate::quarantine::record_name(p) {
+                    b.delete(&name).await?;
+                    report.quarantine_records_removed += 1;
+                }
+            }
+        }
         Ok(report)
     }
 
@@ -524,6 +543,8 @@ struct View {
     /// Referenced chunk id -> packs holding it.
     locations: HashMap<ChunkId, Vec<String>>,
     refs: HashSet<ChunkId>,
+    /// Quarantined packs (see quarantine.rs).
+    quarantined: HashSet<String>,
 }
 
 impl View {
@@ -531,6 +552,7 @@ impl View {
         // Manifests before the index and the packs: everything a manifest
         // references was indexed before the manifest was written.
         let refs = repo.referenced_chunks().await?;
+        let quarantined = repo.quarantined_set().await?;
         let raw = repo.load_raw_index().await?;
         let listed = repo.list_packs().await?;
         let mut contents: HashMap<String, Vec<ChunkId>> = HashMap::new();
@@ -563,12 +585,25 @@ impl View {
             contents,
             locations,
             refs,
+            quarantined,
         })
     }
 
+    /// Whether a manifest needs `pack`: it holds a referenced chunk, and for a
+    /// quarantined pack, one that no other existing, unquarantined pack holds.
     fn is_referenced(&self, pack: &str) -> bool {
-        self.contents
-            .get(pack)
-            .is_some_and(|ids| ids.iter().any(|id| self.refs.contains(id)))
+        let Some(ids) = self.contents.get(pack) else {
+            return false;
+        };
+        let quarantined = self.quarantined.contains(pack);
+        ids.iter().any(|id| {
+            self.refs.contains(id)
+                && (!quarantined
+                    || !self.locations.get(id).is_some_and(|l| {
+                        l.iter().any(|q| {
+                            q != pack && !self.quarantined.contains(q) && self.packs.contains_key(q)
+                        })
+                    }))
+        })
     }
 }

@@ -47,6 +47,7 @@ mod index;
 mod keys;
 mod lock;
 mod manifest;
+mod quarantine;
 mod reader;
 mod repo;
 mod retention;
@@ -71,6 +72,7 @@ pub use manifest::{
     fuzz_manifest, ArchiveEntry, BackupManifest, BackupStats, ChunkRef, FileEntry, FileKind,
     MANIFEST_FORMAT,
 };
+pub use quarantine::QuarantineRecord;
 pub use reader::{ChunkReader, DEFAULT_FRAME_CACHE_BYTES};
 pub use repo::{Repository, DEFAULT_PACK_TARGET_SIZE, MARKER_NAME, REPO_VERSION};
 pub use retention::{

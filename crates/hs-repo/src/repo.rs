@@ -428,7 +428,7 @@ impl Repository {
     }
 
     /// A writer that deduplicates against everything indexed so far, except
-    /// packs that garbage collection condemned.
+    /// packs that garbage collection condemned or that are quarantined.
     pub async fn writer(&self) -> Result<ChunkWriter> {
         // Condemned packs count as absent (see gc.rs); take a lease first.
         let index = self.writer_index().await?;
@@ -475,9 +475,11 @@ impl Repository {
             .map(|o| o.name)
             .collect();
         let mut idx = Index::default();
-        // Packs condemned by gc are merged last, so a chunk that also lives in
-        // another pack is read from there (gc may delete the condemned copy).
-        let condemned = self.condemned_packs().await?;
+        // Packs condemned by gc or quarantined as damaged are merged last, so a
+        // chunk that also lives in another pack is read from there (gc may delete
+        // the condemned copy; the quarantined one may be damaged).
+        let mut condemned = self.condemned_packs().await?;
+        condemned.extend(self.quarantined_set().await?);
         let mut late = Vec::new();
         // Fetch and open up to PARALLEL_GETS index objects at a time; merge
         // in name order so the result does not depend on timing.

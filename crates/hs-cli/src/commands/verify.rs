@@ -32,28 +32,50 @@ pub async fn verify_backup(g: &GlobalArgs, a: VerifyBackupArgs) -> Result<Output
         a.backup.clone()
     };
     let report = repo.verify_backup(&a.deployment, &backup_id).await?;
+    let quarantined = quarantine(&repo, &report, a.quarantine).await?;
     let title = format!("Backup {backup_id} of deployment {}", a.deployment);
     Ok(render(
         &report,
         &title,
         json!({"deployment": a.deployment, "backup_id": backup_id}),
+        quarantined,
     ))
 }
 
 pub async fn verify_repo(g: &GlobalArgs, a: RepoVerifyArgs) -> Result<Output> {
     let repo = super::open_repo(g, &a.repo.repo).await?;
     let report = repo.verify_repo().await?;
+    let quarantined = quarantine(&repo, &report, a.quarantine).await?;
     let title = format!("Repository {}", repo.url());
     Ok(render(
         &report,
         &title,
         json!({"repo_id": repo.id(), "url": repo.url()}),
+        quarantined,
     ))
 }
 
+/// With `--quarantine`, quarantines the damaged packs the report names; `None` without.
+async fn quarantine(
+    repo: &hs_repo::Repository,
+    report: &hs_repo::VerifyReport,
+    on: bool,
+) -> Result<Option<Vec<(String, bool)>>> {
+    if !on {
+        return Ok(None);
+    }
+    Ok(Some(repo.quarantine_damaged(report).await?))
+}
+
 /// One line per check (✓/✗), each problem and warning under it, then a summary;
-/// a report with problems becomes the command's failure (exit 9).
-fn render(report: &hs_repo::VerifyReport, title: &str, mut head: serde_json::Value) -> Output {
+/// a report with problems becomes the command's failure (exit 9). `quarantined` lists
+/// the packs `--quarantine` handled (with whether they were new), `None` without it.
+fn render(
+    report: &hs_repo::VerifyReport,
+    title: &str,
+    mut head: serde_json::Value,
+    quarantined: Option<Vec<(String, bool)>>,
+) -> Output {
     let mut human = String::new();
     for c in &report.checks {
         let mark = if c.failed == 0 { '✓' } else { '✗' };
@@ -95,11 +117,41 @@ fn render(report: &hs_repo::VerifyReport, title: &str, mut head: serde_json::Val
             human_bytes(report.bytes_read)
         ));
     }
+    let damaged_packs = report
+        .problems
+        .iter()
+        .filter(|p| p.object.starts_with("data/"))
+        .count();
+    if let Some(q) = &quarantined {
+        for (pack, new) in q {
+            human.push_str(&format!(
+                "  quarantined {pack}{}\n",
+                if *new { "" } else { " (already)" }
+            ));
+        }
+        head["quarantined"] = json!(q.iter().map(|(p, _)| p).collect::<Vec<_>>());
+    }
     head["ok"] = json!(report.is_ok());
     head["report"] = serde_json::to_value(report).unwrap_or_default();
     let failure = report.to_error().map(|e| {
         let mut c = CliError::new(e.code(), e.to_string());
-        if let Some(s) = e.suggestion() {
+        let suggestion = match (&quarantined, damaged_packs) {
+            (_, 0) => e.suggestion().map(str::to_owned),
+            (Some(_), _) => Some(
+                "take a new backup of each deployment now: it stores fresh copies of the \
+                 quarantined packs' chunks, and older backups read those copies; \
+                 `pg_hardstorage repo gc --apply` deletes the damaged packs once no backup \
+                 needs them"
+                    .to_owned(),
+            ),
+            (None, _) => Some(
+                "run `pg_hardstorage repo verify --quarantine` so that new backups stop \
+                 using the damaged pack(s), then take a new backup; until then restore \
+                 another backup"
+                    .to_owned(),
+            ),
+        };
+        if let Some(s) = suggestion {
             c = c.with_suggestion(s);
         }
         c

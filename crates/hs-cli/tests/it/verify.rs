@@ -228,6 +228,53 @@ fn verify_keys_and_corruption_on_a_real_backup() {
     assert!(rv.stdout.contains(&pack_name));
     let code = restore_must_fail(&s, &s.keyring(), &url, &backup_id, "restored-bad-pack");
     assert!(code.starts_with("verify."), "{code}");
+    // The suggestion points at the quarantine.
+    let suggestion = rv.json()["error"]["suggestion"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(suggestion.contains("--quarantine"), "{}", rv.stdout);
+
+    // Quarantine it: still exit 9 (the damage is there), the pack listed, and the next
+    // backup stores fresh copies instead of referencing it, so it verifies and restores.
+    let q = hs(&s, &["repo", "verify", "--quarantine", "--repo", &url]);
+    assert_eq!(q.status, 9, "{}", q.stdout);
+    assert_eq!(
+        q.json()["result"]["quarantined"],
+        serde_json::json!([pack_name])
+    );
+    let suggestion = q.json()["error"]["suggestion"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(suggestion.contains("new backup"), "{}", q.stdout);
+    assert_eq!(
+        files_under(&repo.join("quarantine")).len(),
+        1,
+        "one quarantine record"
+    );
+    let b2 = hs(
+        &s,
+        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
+    )
+    .ok();
+    let second = b2["backup_id"].as_str().unwrap().to_owned();
+    hs(&s, &["verify", "demo", &second, "--repo", &url]).ok();
+    let target2 = s.path("restored-after-quarantine");
+    let r2 = hs(
+        &s,
+        &[
+            "restore",
+            "demo",
+            &second,
+            "--target",
+            target2.to_str().unwrap(),
+            "--repo",
+            &url,
+        ],
+    )
+    .ok();
+    assert_eq!(r2["verified"], true);
     std::fs::write(&pack, &original).unwrap();
 
     // A forged manifest (re-sealed by someone with the master key, keeping the old

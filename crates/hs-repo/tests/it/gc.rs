@@ -445,3 +445,126 @@ async fn gc_in_a_loop_never_deletes_what_a_concurrent_writer_references() {
     let r = repo.gc(&gc_now()).await.unwrap();
     assert!(r.deleted.is_empty() && r.waiting.is_empty(), "{r:?}");
 }
+
+/// A damaged pack, quarantined: the next backup stores fresh copies of its chunks
+/// instead of referencing it, the older backup reads those copies (healed), verify keeps
+/// naming the damaged pack until gc, and gc deletes it and its record.
+#[tokio::test]
+async fn a_quarantined_pack_is_not_reused_heals_older_backups_and_gc_removes_it() {
+    let env = Env::new();
+    let repo = small_repo(&env).await;
+    let write = |id: &'static str| {
+        let repo = repo.clone();
+        async move {
+            let mut w = repo.writer().await.unwrap();
+            let mut refs = Vec::new();
+            for i in 0..200u64 {
+                refs.push(w.add(Bytes::from(page(i))).await.unwrap());
+            }
+            w.finish().await.unwrap();
+            let m = manifest_at("dep", id, 1, file(refs.clone()));
+            repo.put_manifest(&m).await.unwrap();
+            (m, refs)
+        }
+    };
+    // The WAL the manifests need (segment 1 of timeline 1, 16 MiB), so that only the
+    // pack damage below is a problem.
+    repo.put_wal_segment("dep", "000000010000000000000001", &noise(7, 16 << 20))
+        .await
+        .unwrap();
+    let (old, old_refs) = write("a").await;
+    let packs_before = repo.list_packs().await.unwrap();
+    assert!(!packs_before.is_empty());
+    // Damage the first blob of the first pack.
+    let pack = packs_before[0].name.clone();
+    let path = env.repo_path().join(&pack);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+    let report = repo.verify_backup("dep", "a").await.unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.object == pack),
+        "{:#?}",
+        report.problems
+    );
+    assert!(read_all(&repo, &old).await.is_err());
+
+    // Quarantine it (twice: the second time it already is).
+    assert_eq!(
+        repo.quarantine_damaged(&report).await.unwrap(),
+        vec![(pack.clone(), true)]
+    );
+    assert_eq!(
+        repo.quarantine_damaged(&report).await.unwrap(),
+        vec![(pack.clone(), false)]
+    );
+    let q = repo.quarantined_packs().await.unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].pack, pack);
+    assert!(q[0].reason.starts_with("verify."), "{q:?}");
+    assert_eq!(
+        repo.quarantine_pack("index/abc", "x")
+            .await
+            .unwrap_err()
+            .code(),
+        "usage.invalid_object_name"
+    );
+
+    // The same data again: not deduplicated against the quarantined pack.
+    let (new, new_refs) = write("b").await;
+    assert_eq!(new_refs, old_refs, "chunk ids are content hashes");
+    assert!(repo.list_packs().await.unwrap().len() > packs_before.len());
+    assert_eq!(read_all(&repo, &new).await.unwrap(), 200);
+    // The older backup now reads the fresh copies: healed.
+    assert_eq!(read_all(&repo, &old).await.unwrap(), 200);
+    let healed = repo.verify_backup("dep", "a").await.unwrap();
+    assert!(healed.is_ok(), "{:#?}", healed.problems);
+    // The damaged pack is still there, and still a problem, marked quarantined.
+    let full = repo.verify_repo().await.unwrap();
+    let p = full
+        .problems
+        .iter()
+        .find(|p| p.object == pack)
+        .expect("the damaged pack is reported");
+    assert!(p.message.contains("quarantined"), "{p:?}");
+
+    // gc: no backup needs the damaged pack any more: condemned and deleted with its
+    // record; the repository verifies clean.
+    // (With no grace period and no lease, one run condemns and deletes.)
+    let run = repo.gc(&gc_now()).await.unwrap();
+    assert!(run.condemned.contains(&pack), "{run:?}");
+    assert!(run.deleted.contains(&pack), "{run:?}");
+    assert_eq!(run.deleted.len(), 1, "{run:?}");
+    assert_eq!(run.quarantine_records_removed, 1, "{run:?}");
+    assert!(repo.quarantined_packs().await.unwrap().is_empty());
+    let clean = repo.verify_repo().await.unwrap();
+    assert!(clean.is_ok(), "{:#?}", clean.problems);
+    assert_eq!(read_all(&repo, &old).await.unwrap(), 200);
+}
+
+/// A quarantined pack that still holds the only copy of a referenced chunk is kept by gc.
+#[tokio::test]
+async fn gc_keeps_a_quarantined_pack_that_holds_the_only_copy() {
+    let env = Env::new();
+    let repo = small_repo(&env).await;
+    let mut w = repo.writer().await.unwrap();
+    let mut refs = Vec::new();
+    for i in 0..50u64 {
+        refs.push(w.add(Bytes::from(noise(i, 9000))).await.unwrap());
+    }
+    w.finish().await.unwrap();
+    repo.put_manifest(&manifest_at("dep", "a", 1, file(refs)))
+        .await
+        .unwrap();
+    let packs = repo.list_packs().await.unwrap();
+    for p in &packs {
+        assert!(repo
+            .quarantine_pack(&p.name, "verify.pack_corrupt")
+            .await
+            .unwrap());
+    }
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert!(r.condemned.is_empty(), "{r:?}");
+    assert_eq!(r.packs_referenced, packs.len(), "{r:?}");
+    assert_eq!(repo.list_packs().await.unwrap().len(), packs.len());
+}
