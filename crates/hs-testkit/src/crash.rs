@@ -835,6 +835,7 @@ fn object_kind(name: &str) -> Option<&'static str> {
         n if n.starts_with("keyinfo/") => "keyinfo",
         n if n.starts_with("data/") => "pack",
         n if n.starts_with("index/") => "index",
+        n if n.starts_with("quarantine/") => "quarantine",
         n if n.starts_with("deployments/") && n.contains("/backups/") => "manifest",
         _ => match wal {
             Some(w) if w.starts_with("history/") => "history",

@@ -567,4 +567,32 @@ async fn gc_keeps_a_quarantined_pack_that_holds_the_only_copy() {
     assert!(r.condemned.is_empty(), "{r:?}");
     assert_eq!(r.packs_referenced, packs.len(), "{r:?}");
     assert_eq!(repo.list_packs().await.unwrap().len(), packs.len());
+
+    // A damaged record is reported by name, and its pack stays quarantined: a writer
+    // stores the same data again instead of deduplicating against it.
+    let id = packs[0].name.rsplit('/').next().unwrap();
+    let record = format!("quarantine/{id}");
+    let path = env.repo_path().join(&record);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let v = repo.verify_repo().await.unwrap();
+    assert!(
+        v.problems
+            .iter()
+            .any(|p| p.object == record && p.code == "verify.quarantine_record_invalid"),
+        "{:#?}",
+        v.problems
+    );
+    assert_eq!(
+        repo.quarantined_packs().await.unwrap_err().code(),
+        "verify.auth_tag_mismatch"
+    );
+    let before = repo.list_packs().await.unwrap().len();
+    let mut w = repo.writer().await.unwrap();
+    for i in 0..50u64 {
+        w.add(Bytes::from(noise(i, 9000))).await.unwrap();
+    }
+    w.finish().await.unwrap();
+    assert!(repo.list_packs().await.unwrap().len() > before);
 }
