@@ -284,11 +284,22 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()>
         } else {
             format!("{rel}/{name}")
         };
-        let ft = ent.file_type()?;
+        // An entry deleted while we list (a released lease, a replaced index
+        // object) is simply not listed.
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        let ft = match ent.file_type() {
+            Ok(ft) => ft,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
         if ft.is_dir() {
             walk(&ent.path(), &child, out)?;
         } else if ft.is_file() {
-            let m = ent.metadata()?;
+            let m = match ent.metadata() {
+                Ok(m) => m,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e),
+            };
             out.push(ObjectInfo {
                 name: child,
                 size: m.len(),
