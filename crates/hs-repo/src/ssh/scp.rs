@@ -318,11 +318,18 @@ impl Backend for ScpBackend {
             self.t.path_of(dir_part)
         };
         let script = format!(
-            "cd {} 2>/dev/null || exit 0\nfind . -name '.?*' -prune -o -type f -exec stat -c '%s %Y %n' {{}} +\n",
+            "export LC_ALL=C\ncd {} 2>/dev/null || exit 0\nfind . -name '.?*' -prune -o -type f -exec stat -c '%s %Y %n' {{}} +\n",
             sq(&start)
         );
         let out = self.run("a listing", &script, None).await?;
-        if !out.status.success() {
+        // An object deleted between find and stat (a released lease) makes both
+        // complain and exit 1: it is simply not listed. Any other complaint fails.
+        let only_vanished = || {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let mut lines = err.lines().filter(|l| !l.trim().is_empty()).peekable();
+            lines.peek().is_some() && lines.all(|l| l.ends_with("No such file or directory"))
+        };
+        if !out.status.success() && (out.status.code() != Some(1) || !only_vanished()) {
             return Err(self.failure(prefix, false, &out));
         }
         let text = String::from_utf8_lossy(&out.stdout);
