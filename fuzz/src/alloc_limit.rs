@@ -21,6 +21,8 @@ fn check(size: usize) {
              from its input",
             MAX_ALLOC >> 20
         );
+        // Where it happened (the backtrace's own small allocations pass the check).
+        eprintln!("{}", std::backtrace::Backtrace::force_capture());
         std::process::abort();
     }
 }

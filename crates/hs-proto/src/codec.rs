@@ -9,6 +9,11 @@ use crate::lsn::{Lsn, TimelineId};
 /// Largest backend message we accept (CopyData chunks are ~32 KiB; this is generous).
 pub const MAX_MESSAGE_LEN: usize = 256 * 1024 * 1024;
 
+/// At most this much buffer is reserved ahead for a message still arriving: the length in
+/// a message header comes from the server and must not size an allocation before the
+/// bytes are there (the buffer grows as they are read).
+const MAX_RESERVE_AHEAD: usize = 1024 * 1024;
+
 /// Protocol version 3.0 as sent in the startup packet.
 const PROTOCOL_3_0: i32 = 196_608;
 const SSL_REQUEST_CODE: i32 = 80_877_103;
@@ -511,7 +516,7 @@ impl BackendMessage {
         }
         let total = 1 + len as usize;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD));
             return Ok(None);
         }
         let mut frame = buf.split_to(total).freeze();

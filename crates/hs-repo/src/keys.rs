@@ -186,6 +186,14 @@ impl Repository {
             master_key: hex::encode(self.inner.master.to_bytes()),
             verifying_key: self.inner.verifying.to_hex(),
             created: created.clone(),
+            // The digest sealed at init carries over; a repository from before it existed
+            // gets the marker as it is now.
+            marker_blake3: Some(
+                self.inner
+                    .marker_sealed
+                    .clone()
+                    .unwrap_or_else(|| self.inner.marker_digest.clone()),
+            ),
         };
         let name = put_key_object(
             &*self.inner.backend,

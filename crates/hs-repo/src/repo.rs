@@ -100,6 +100,11 @@ pub(crate) struct KeyPayload {
     pub(crate) master_key: String,
     pub(crate) verifying_key: String,
     pub(crate) created: String,
+    /// BLAKE3 (hex) of the plaintext marker as `init` wrote it: the marker cannot be
+    /// sealed (it is read before any key), so its integrity is anchored here.
+    /// Absent in key objects written before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) marker_blake3: Option<String>,
 }
 
 pub(crate) struct Inner {
@@ -111,6 +116,10 @@ pub(crate) struct Inner {
     pub(crate) verifying: VerifyingKey,
     pub(crate) signer: Keyring,
     init_warnings: Vec<String>,
+    /// BLAKE3 (hex) of the marker bytes read at open (or written by init).
+    pub(crate) marker_digest: String,
+    /// The marker digest sealed in the key object that opened the repository.
+    pub(crate) marker_sealed: Option<String>,
 }
 
 /// An opened repository: marker read, master key unwrapped. Cheap to clone.
@@ -132,6 +141,142 @@ impl std::fmt::Debug for Repository {
 /// copy of the keyring (re-read from the same file) to sign manifests later.
 fn own_keyring(keyring: &Keyring) -> Result<Keyring> {
     Ok(Keyring::load(keyring.path())?)
+}
+
+/// The marker damaged (its digest no longer matches the one sealed at init).
+fn marker_damaged(url: &str, what: &str) -> Error {
+    Error::new(
+        "verify.marker_invalid",
+        format!(
+            "the marker object {MARKER_NAME} at {url} is damaged: {what}, and it differs from \
+             the digest sealed in the key objects at init"
+        ),
+    )
+    .with_suggestion(format!(
+        "restore {MARKER_NAME} from a copy of the repository; it is plaintext JSON (format, \
+         version, repo_id, created, chunker, pack_target_size, zstd_level) and never changes \
+         after `repo init` (docs/repository-format.md shows the layout)"
+    ))
+}
+
+/// Parses and checks the marker. `sealed_differs`: `None` when no key object was
+/// opened, else whether the marker's digest differs from the one sealed at init; when it
+/// does, any fault is reported as damage to the marker (`verify.marker_invalid`).
+fn check_marker(raw: &[u8], url: &str, sealed_differs: Option<bool>) -> Result<Marker> {
+    let damaged = sealed_differs == Some(true);
+    let marker: Marker = match serde_json::from_slice(raw) {
+        Ok(m) => m,
+        Err(e) => {
+            return Err(Error::new(
+                "verify.marker_invalid",
+                format!(
+                    "the marker object {MARKER_NAME} at {url} is damaged: not valid JSON of \
+                     this format"
+                ),
+            )
+            .with_suggestion(format!(
+                "restore {MARKER_NAME} from a copy of the repository; it is plaintext JSON \
+                 (format, version, repo_id, chunker) and never changes after `repo init`"
+            ))
+            .with_source(e))
+        }
+    };
+    if marker.format != MARKER_FORMAT {
+        if damaged {
+            return Err(marker_damaged(url, "its format field changed"));
+        }
+        return Err(Error::new(
+            "verify.marker_invalid",
+            format!(
+                "{url} holds a {:?} marker in {MARKER_NAME}, not pg_hardstorage",
+                marker.format
+            ),
+        )
+        .with_suggestion("check the URL: it names another tool's repository"));
+    }
+    if marker.version != REPO_VERSION {
+        if damaged {
+            return Err(marker_damaged(url, "its version field changed"));
+        }
+        return Err(Error::new(
+            "usage.unsupported_repo_version",
+            format!(
+                "the repository has format version {}, this build reads version {REPO_VERSION}",
+                marker.version
+            ),
+        )
+        .with_suggestion("use a pg_hardstorage release that supports this format version"));
+    }
+    if let Err(e) = marker.chunker.validate() {
+        if damaged {
+            return Err(marker_damaged(
+                url,
+                &format!("its chunker settings are invalid ({e})"),
+            ));
+        }
+        return Err(e.into());
+    }
+    Ok(marker)
+}
+
+/// Unwraps the first key object this keyring opens; a damaged key object is named.
+async fn open_key_payload(
+    backend: &dyn Backend,
+    keys: &[crate::ObjectInfo],
+    keyring: &Keyring,
+) -> Result<(String, KeyPayload)> {
+    let mut last_err = None;
+    let mut damaged = None;
+    for k in keys {
+        let wrapped = backend.get(&k.name).await?;
+        match hs_crypt::unwrap_secret(&wrapped, keyring) {
+            Ok(plain) => {
+                let p: KeyPayload = serde_json::from_slice(&plain).map_err(|e| {
+                    Error::new(
+                        "verify.key_object_invalid",
+                        format!("key object {} is malformed", k.name),
+                    )
+                    .with_source(e)
+                })?;
+                return Ok((k.name.clone(), p));
+            }
+            Err(e) => {
+                // A damaged key object (its name is the BLAKE3 of its content) is
+                // reported by name: it may have been ours.
+                let intact = blake3::hash(&wrapped).to_hex().as_str()
+                    == k.name.strip_prefix("keys/").unwrap_or(&k.name);
+                let corrupt = !intact || e.code() == "verify.wrapped_secret_corrupt";
+                if corrupt && damaged.is_none() {
+                    damaged = Some(
+                        Error::new(
+                            "verify.key_object_invalid",
+                            format!(
+                                "key object {} is damaged or was modified, and no other key \
+                                 object opens with this keyring",
+                                k.name
+                            ),
+                        )
+                        .with_suggestion(
+                            "open the repository with another registered keyring and \
+                             `pg_hardstorage key add` this one again, or restore the object \
+                             from a copy of the repository",
+                        )
+                        .with_source(e),
+                    );
+                } else {
+                    last_err = Some(e);
+                }
+            }
+        }
+    }
+    Err(match (damaged, last_err) {
+        (Some(d), _) => d,
+        (None, Some(e)) => e.into(),
+        (None, None) => Error::new(
+            "auth.keyring_no_matching_identity",
+            "no key object matches the keyring",
+        ),
+    })
 }
 
 impl Repository {
@@ -200,18 +345,20 @@ impl Repository {
             pack_target_size,
             zstd_level: hs_chunk::DEFAULT_LEVEL,
         };
+        let marker_json = serde_json::to_vec_pretty(&marker).map_err(|e| {
+            Error::new("io.encode_failed", "could not encode marker").with_source(e)
+        })?;
+        let marker_digest = blake3::hash(&marker_json).to_hex().to_string();
         let payload = KeyPayload {
             version: 1,
             repo_id: marker.repo_id.clone(),
             master_key: hex::encode(master.to_bytes()),
             verifying_key: verifying.to_hex(),
             created,
+            marker_blake3: Some(marker_digest.clone()),
         };
         let key_name =
             crate::keys::put_key_object(&*backend, &master, &payload, &keyring.recipient()).await?;
-        let marker_json = serde_json::to_vec_pretty(&marker).map_err(|e| {
-            Error::new("io.encode_failed", "could not encode marker").with_source(e)
-        })?;
         if !backend
             .put_if_absent(MARKER_NAME, Bytes::from(marker_json))
             .await?
@@ -232,6 +379,8 @@ impl Repository {
                 verifying,
                 signer,
                 init_warnings,
+                marker_sealed: Some(marker_digest.clone()),
+                marker_digest,
             }),
         })
     }
@@ -263,126 +412,56 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
-        let marker: Marker = serde_json::from_slice(&raw).map_err(|e| {
-            Error::new(
-                "verify.marker_invalid",
-                format!(
-                    "the marker object {MARKER_NAME} at {url} is damaged: not valid JSON of this format"
-                ),
-            )
-            .with_suggestion(format!(
-                "restore {MARKER_NAME} from a copy of the repository; it is plaintext JSON \
-                 (format, version, repo_id, chunker) and never changes after `repo init`"
-            ))
-            .with_source(e)
-        })?;
-        if marker.format != MARKER_FORMAT {
-            return Err(Error::new(
-                "verify.marker_invalid",
-                format!(
-                    "{url} holds a {:?} marker in {MARKER_NAME}, not pg_hardstorage",
-                    marker.format
-                ),
-            )
-            .with_suggestion("check the URL: it names another tool's repository"));
-        }
-        if marker.version != REPO_VERSION {
-            return Err(Error::new(
-                "usage.unsupported_repo_version",
-                format!(
-                    "the repository has format version {}, this build reads version {REPO_VERSION}",
-                    marker.version
-                ),
-            )
-            .with_suggestion("use a pg_hardstorage release that supports this format version"));
-        }
-        marker.chunker.validate()?;
+        let digest = blake3::hash(&raw).to_hex().to_string();
         let keys = backend.list("keys/").await?;
         if keys.is_empty() {
+            // Not a repository of ours, or a damaged one: judge the marker alone.
+            check_marker(&raw, url, None)?;
             return Err(Error::new(
                 "notfound.repo_key",
                 format!("the repository at {url} has no key objects"),
             )
             .with_suggestion("the repository is damaged or was not fully initialised"));
         }
-        let mut last_err = None;
-        let mut damaged = None;
-        for k in &keys {
-            let wrapped = backend.get(&k.name).await?;
-            match hs_crypt::unwrap_secret(&wrapped, keyring) {
-                Ok(plain) => {
-                    let p: KeyPayload = serde_json::from_slice(&plain).map_err(|e| {
-                        Error::new(
-                            "verify.key_object_invalid",
-                            format!("key object {} is malformed", k.name),
-                        )
-                        .with_source(e)
-                    })?;
-                    if p.repo_id != marker.repo_id {
-                        return Err(Error::new(
-                            "verify.key_object_invalid",
-                            format!("key object {} belongs to another repository", k.name),
-                        ));
-                    }
-                    let mk = hex::decode(&p.master_key).map_err(|e| {
-                        Error::new(
-                            "verify.key_object_invalid",
-                            format!("key object {} is malformed", k.name),
-                        )
-                        .with_source(e)
-                    })?;
-                    let master = MasterKey::from_bytes(&mk)?;
-                    let verifying = VerifyingKey::from_hex(&p.verifying_key)?;
-                    let id_key = master.chunk_id_key();
-                    return Ok(Repository {
-                        inner: Arc::new(Inner {
-                            backend,
-                            url: url.to_string(),
-                            marker,
-                            master,
-                            id_key,
-                            verifying,
-                            signer: own_keyring(keyring)?,
-                            init_warnings: Vec::new(),
-                        }),
-                    });
-                }
-                Err(e) => {
-                    // A damaged key object (its name is the BLAKE3 of its content) is
-                    // reported by name: it may have been ours.
-                    let intact = blake3::hash(&wrapped).to_hex().as_str()
-                        == k.name.strip_prefix("keys/").unwrap_or(&k.name);
-                    let corrupt = !intact || e.code() == "verify.wrapped_secret_corrupt";
-                    if corrupt && damaged.is_none() {
-                        damaged = Some(
-                            Error::new(
-                                "verify.key_object_invalid",
-                                format!(
-                                    "key object {} is damaged or was modified, and no other key \
-                                     object opens with this keyring",
-                                    k.name
-                                ),
-                            )
-                            .with_suggestion(
-                                "open the repository with another registered keyring and \
-                                 `pg_hardstorage key add` this one again, or restore the object \
-                                 from a copy of the repository",
-                            )
-                            .with_source(e),
-                        );
-                    } else {
-                        last_err = Some(e);
-                    }
-                }
-            }
+        // The key objects do not depend on the marker, and the one this keyring opens
+        // holds the marker's digest as init wrote it: with it, a marker that changed is
+        // known to be damage rather than another tool's or a newer format.
+        let (key_name, p) = open_key_payload(&*backend, &keys, keyring).await?;
+        let sealed_differs = p.marker_blake3.as_deref().is_some_and(|d| d != digest);
+        let marker = check_marker(&raw, url, Some(sealed_differs))?;
+        if p.repo_id != marker.repo_id {
+            return Err(if sealed_differs {
+                marker_damaged(url, "its repo_id no longer matches the key objects")
+            } else {
+                Error::new(
+                    "verify.key_object_invalid",
+                    format!("key object {key_name} belongs to another repository"),
+                )
+            });
         }
-        Err(match (damaged, last_err) {
-            (Some(d), _) => d,
-            (None, Some(e)) => e.into(),
-            (None, None) => Error::new(
-                "auth.keyring_no_matching_identity",
-                "no key object matches the keyring",
-            ),
+        let mk = hex::decode(&p.master_key).map_err(|e| {
+            Error::new(
+                "verify.key_object_invalid",
+                format!("key object {key_name} is malformed"),
+            )
+            .with_source(e)
+        })?;
+        let master = MasterKey::from_bytes(&mk)?;
+        let verifying = VerifyingKey::from_hex(&p.verifying_key)?;
+        let id_key = master.chunk_id_key();
+        Ok(Repository {
+            inner: Arc::new(Inner {
+                backend,
+                url: url.to_string(),
+                marker,
+                master,
+                id_key,
+                verifying,
+                signer: own_keyring(keyring)?,
+                init_warnings: Vec::new(),
+                marker_digest: digest,
+                marker_sealed: p.marker_blake3.clone(),
+            }),
         })
     }
 

@@ -889,18 +889,37 @@ impl Repository {
                 && v["version"] == crate::repo::REPO_VERSION
                 && v["repo_id"] == self.id()
         });
+        let digest = blake3::hash(&raw).to_hex().to_string();
         if !ok {
             report.problem(
                 "verify.marker_invalid",
                 MARKER_NAME,
                 "the marker no longer parses or names another format, version or repository id",
             );
+        } else {
+            match &self.inner.marker_sealed {
+                Some(sealed) if *sealed != digest => report.problem(
+                    "verify.marker_invalid",
+                    MARKER_NAME,
+                    "the marker was modified after the repository was created: its BLAKE3 \
+                     differs from the one sealed in the key objects (restore it from a copy; \
+                     it is plaintext JSON)",
+                ),
+                Some(_) => {}
+                None => report.warn(
+                    "verify.marker_unsealed",
+                    MARKER_NAME,
+                    "the key object that opened the repository predates sealed marker digests, \
+                     so a change to the marker cannot be detected; `pg_hardstorage key rotate` \
+                     writes key objects that carry it",
+                ),
+            }
         }
         report.check(
             "marker",
             1,
             since,
-            "the plaintext marker parses and matches",
+            "the plaintext marker parses, matches and has the digest sealed at init",
         );
         Ok(())
     }

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{PgCluster, PgOptions};
+use crate::{PgCluster, PgOptions, SeededRng};
 
 /// The `application_name` of the crash suite's streamer, named in `synchronous_standby_names`.
 pub const CRASH_STREAM_APP: &str = "hs_crash_stream";
@@ -123,30 +123,6 @@ impl CrashReport {
     /// All SIGKILLs survived.
     pub fn kills(&self) -> u32 {
         self.stream_kills + self.backup_kills
-    }
-}
-
-/// A small seeded generator (xorshift64*), so a schedule can be repeated from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform-ish in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo {
-            return lo;
-        }
-        lo + self.next() % (hi - lo + 1)
     }
 }
 
@@ -426,7 +402,7 @@ pub(crate) fn random_seed() -> u64 {
 /// Runs the whole suite (see the module docs); `Ok` only if every check passed.
 pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
     let seed = opts.seed.unwrap_or_else(random_seed);
-    let mut rng = Rng::new(seed);
+    let mut rng = SeededRng::new(seed);
     let mut report = CrashReport {
         seed,
         ..CrashReport::default()
@@ -854,7 +830,7 @@ fn corrupt_and_detect(
     root: &std::path::Path,
     backups: &[String],
     rounds: u32,
-    rng: &mut Rng,
+    rng: &mut SeededRng,
     report: &mut CrashReport,
 ) -> io::Result<()> {
     let seed = ctx.seed;
@@ -1003,7 +979,7 @@ fn corrupt_and_detect(
 
 #[cfg(test)]
 mod tests {
-    use super::{object_kind, Rng};
+    use super::object_kind;
 
     #[test]
     fn object_kinds_follow_the_repository_layout() {
@@ -1027,17 +1003,5 @@ mod tests {
         );
         assert_eq!(object_kind("locks/x"), None);
         assert_eq!(object_kind("gc/condemned/x"), None);
-    }
-
-    #[test]
-    fn the_schedule_generator_repeats_from_its_seed_and_stays_in_range() {
-        let mut a = Rng::new(42);
-        let mut b = Rng::new(42);
-        for _ in 0..1000 {
-            let x = a.range(5, 9);
-            assert_eq!(x, b.range(5, 9));
-            assert!((5..=9).contains(&x));
-        }
-        assert_eq!(Rng::new(7).range(3, 3), 3);
     }
 }

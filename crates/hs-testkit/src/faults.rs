@@ -38,6 +38,8 @@ use hs_repo::{
     MANIFEST_FORMAT,
 };
 
+use crate::SeededRng;
+
 const DEPLOYMENT: &str = "faults";
 const SEGMENT: usize = 1 << 20;
 const PAGE: usize = 8192;
@@ -109,24 +111,6 @@ impl FaultSuiteReport {
     }
 }
 
-/// A small seeded generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// A probability in `lo..hi`.
-    fn prob(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 fn fail(seed: u64, msg: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("fault suite (seed {seed}): {msg}"))
 }
@@ -149,15 +133,7 @@ fn page(round: u32, i: u32) -> Vec<u8> {
 }
 
 fn segment(round: u32) -> Vec<u8> {
-    let mut x = u64::from(round).wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
-    (0..SEGMENT)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    crate::noise(u64::from(round) ^ 0xD1B5_4A32_D192_ED03, SEGMENT)
 }
 
 /// Segment `round + 1` of timeline 1 with 1 MiB segments.
@@ -221,7 +197,7 @@ pub fn run_fault_suite(work: &Path, opts: &FaultSuiteOptions) -> io::Result<Faul
 
 async fn run(work: &Path, opts: &FaultSuiteOptions) -> io::Result<FaultSuiteReport> {
     let seed = opts.seed.unwrap_or_else(crate::crash::random_seed);
-    let mut rng = Rng(seed | 1);
+    let mut rng = SeededRng::new(seed);
     let mut report = FaultSuiteReport {
         seed,
         ..FaultSuiteReport::default()
@@ -240,10 +216,10 @@ async fn run(work: &Path, opts: &FaultSuiteOptions) -> io::Result<FaultSuiteRepo
     let mut backups: Vec<(String, u32, Vec<ChunkRef>)> = Vec::new();
     let mut wal: Vec<(String, u32)> = Vec::new();
     for round in 0..opts.rounds {
-        let rough = rng.next().is_multiple_of(2);
+        let rough = rng.next_u64().is_multiple_of(2);
         let config = if rough {
             FaultConfig {
-                seed: rng.next(),
+                seed: rng.next_u64(),
                 temporary_error: rng.prob(0.02, 0.2),
                 torn_write: rng.prob(0.0, 0.15),
                 error_after_write: rng.prob(0.0, 0.15),
@@ -253,7 +229,7 @@ async fn run(work: &Path, opts: &FaultSuiteOptions) -> io::Result<FaultSuiteRepo
             }
         } else {
             FaultConfig {
-                seed: rng.next(),
+                seed: rng.next_u64(),
                 temporary_error: rng.prob(0.0, 0.2),
                 permanent_error: rng.prob(0.0, 0.04),
                 error_after_write: rng.prob(0.0, 0.1),
@@ -427,17 +403,12 @@ async fn round_trip(
 
 #[cfg(test)]
 mod tests {
-    use super::{page, segment_name, Rng};
+    use super::{page, segment_name};
 
     #[test]
-    fn pages_differ_by_round_and_index_and_probabilities_stay_in_range() {
+    fn pages_differ_by_round_and_index() {
         assert_ne!(page(1, 2), page(2, 1));
         assert_eq!(page(3, 4), page(3, 4));
         assert_eq!(segment_name(0), "000000010000000000000001");
-        let mut r = Rng(7);
-        for _ in 0..1000 {
-            let p = r.prob(0.1, 0.2);
-            assert!((0.1..0.2).contains(&p), "{p}");
-        }
     }
 }

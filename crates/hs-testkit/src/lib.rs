@@ -32,6 +32,8 @@
 #![deny(missing_docs)]
 
 pub mod crash;
+mod rng;
+pub use rng::{noise, SeededRng};
 #[cfg(feature = "repo")]
 pub mod faults;
 mod sshd;

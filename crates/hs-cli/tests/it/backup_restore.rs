@@ -3,7 +3,7 @@
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{any_file_contains, dir_bytes, hs, Scratch};
+use crate::support::{any_file_contains, dir_bytes, hs, init_and_backup, Scratch};
 
 const MARKER: &str = "HS_PLAINTEXT_MARKER_b7e1c0d2";
 
@@ -186,14 +186,7 @@ impl hs_pitr::RestoreProgress for LeaseSpy {
 fn a_restore_holds_a_lease_gc_waits_for_and_releases_it() {
     let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
     let s = Scratch::new();
-    let url = s.repo_url();
-    hs(&s, &["repo", "init", &url]).ok();
-    let conn = pg.replication_conninfo();
-    hs(
-        &s,
-        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
-    )
-    .ok();
+    let (url, _, _) = init_and_backup(&s, &pg, "demo");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

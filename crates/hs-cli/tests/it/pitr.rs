@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{hs, Scratch};
+use crate::support::{hs, init_and_backup, Scratch};
 
 const SLOT: &str = "pg_hardstorage_pitr";
 
@@ -111,14 +111,7 @@ fn restore_to_time_ago_lsn_and_restore_point() {
     pg.psql("CREATE TABLE marks (batch int NOT NULL, marker text NOT NULL)")
         .unwrap();
     let s = Scratch::new();
-    let url = s.repo_url();
-    hs(&s, &["repo", "init", &url]).ok();
-    let conn = pg.replication_conninfo();
-    hs(
-        &s,
-        &["backup", "pitr", "--pg-connection", &conn, "--repo", &url],
-    )
-    .ok();
+    let (url, conn, _) = init_and_backup(&s, &pg, "pitr");
 
     let streamer = start_streamer(&s, &conn, &url);
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{hs, Scratch};
+use crate::support::{hs, init_and_backup, Scratch};
 
 const DEP: &str = "tli";
 const SLOT: &str = "pg_hardstorage_tli";
@@ -123,14 +123,7 @@ fn restore_plans_and_replays_across_a_timeline_switch() {
     pg.psql("CREATE TABLE marks (batch int NOT NULL, marker text NOT NULL)")
         .unwrap();
     let s = Scratch::new();
-    let url = s.repo_url();
-    hs(&s, &["repo", "init", &url]).ok();
-    let conn = pg.replication_conninfo();
-    hs(
-        &s,
-        &["backup", DEP, "--pg-connection", &conn, "--repo", &url],
-    )
-    .ok();
+    let (url, conn, _) = init_and_backup(&s, &pg, DEP);
 
     // Timeline 1: batches 1 and 2 archived, then the original server is gone.
     let streamer = start_streamer(&s, &conn, &url);

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{hs, Scratch};
+use crate::support::{hs, init_and_backup, Scratch};
 
 const COUNT_SQL: &str = "SELECT count(*), md5(string_agg(payload, ',' ORDER BY id)) FROM t";
 
@@ -42,14 +42,7 @@ fn delta_restore_rewrites_only_what_differs_and_refuses_a_running_server() {
 
     let s = Scratch::new();
     std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let url = s.repo_url();
-    hs(&s, &["repo", "init", &url]).ok();
-    let conn = pg.replication_conninfo();
-    hs(
-        &s,
-        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
-    )
-    .ok();
+    let (url, conn, _) = init_and_backup(&s, &pg, "demo");
 
     let target = s.path("restored");
     let first = restore(&s, &url, &target, &[]).ok();

@@ -95,6 +95,31 @@ pub fn hs(s: &Scratch, args: &[&str]) -> Run {
     }
 }
 
+/// `repo init` of the scratch repository, then one `backup` of `deployment` from `pg`;
+/// returns the repository URL, the replication conninfo and the backup's JSON result.
+pub fn init_and_backup(
+    s: &Scratch,
+    pg: &hs_testkit::PgCluster,
+    deployment: &str,
+) -> (String, String, Value) {
+    let url = s.repo_url();
+    hs(s, &["repo", "init", &url]).ok();
+    let conn = pg.replication_conninfo();
+    let backup = hs(
+        s,
+        &[
+            "backup",
+            deployment,
+            "--pg-connection",
+            &conn,
+            "--repo",
+            &url,
+        ],
+    )
+    .ok();
+    (url, conn, backup)
+}
+
 /// Total bytes of every file under `dir`.
 pub fn dir_bytes(dir: &Path) -> u64 {
     files_under(dir)

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{hs, Scratch};
+use crate::support::{hs, init_and_backup, Scratch};
 
 const SUM_SQL: &str = "SELECT count(*), sum(n), md5(string_agg(s, ',' ORDER BY n)) FROM in_ts";
 
@@ -36,14 +36,7 @@ fn tablespace_restores_with_mapping_and_refuses_an_occupied_location() {
         .psql("SELECT oid FROM pg_tablespace WHERE spcname = 'ts'")
         .unwrap();
 
-    let url = s.repo_url();
-    hs(&s, &["repo", "init", &url]).ok();
-    let conn = pg.replication_conninfo();
-    hs(
-        &s,
-        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
-    )
-    .ok();
+    let (url, _, _) = init_and_backup(&s, &pg, "demo");
     let orig = ts_orig.to_str().unwrap();
 
     // No mapping: the original location holds the running cluster's tablespace.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{hs, Scratch};
+use crate::support::{hs, init_and_backup, Scratch};
 
 /// A running `wal stream`; killed on drop so a failing test leaves no process behind.
 pub struct Streamer(pub Option<Child>);
@@ -68,14 +68,7 @@ fn stream_survives_kill_9_and_restore_replays_every_commit() {
     let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
     pg.pgbench(&["-i", "-s", "2"]).expect("pgbench -i");
     let s = Scratch::new();
-    let url = s.repo_url();
-    hs(&s, &["repo", "init", &url]).ok();
-    let conn = pg.replication_conninfo();
-    hs(
-        &s,
-        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
-    )
-    .ok();
+    let (url, conn, _) = init_and_backup(&s, &pg, "demo");
 
     let pre = hs(&s, &["wal", "preflight", "demo", "--pg-connection", &conn]).ok();
     assert_eq!(pre["ready"], true, "{pre}");

@@ -45,7 +45,7 @@ pub async fn run_with(b: Arc<dyn Backend>, conditional: bool, many: u32) {
         }
     }
     listing(&b).await;
-    listing_while_deleting(&b).await;
+    listing_while_deleting(&b, 30).await;
     many_objects(&b, many).await;
     large_object(&b, conditional).await;
 }
@@ -213,10 +213,10 @@ async fn listing(b: &Arc<dyn Backend>) {
     assert_eq!(names(b.list("c").await.unwrap()).len(), 4);
 }
 
-/// A listing while another task creates and deletes objects under the same prefix (as
-/// leases come and go while gc lists `locks/`): what vanishes is not listed, and the
+/// `lists` listings while another task creates and deletes objects under the same prefix
+/// (as leases come and go while gc lists `locks/`): what vanishes is not listed, and the
 /// listing never fails for it.
-async fn listing_while_deleting(b: &Arc<dyn Backend>) {
+pub async fn listing_while_deleting(b: &Arc<dyn Backend>, lists: u32) {
     for i in 0..10 {
         b.put(&format!("k/keep{i}"), Bytes::from_static(b"k"))
             .await
@@ -237,7 +237,7 @@ async fn listing_while_deleting(b: &Arc<dyn Backend>) {
             n
         })
     };
-    for _ in 0..30 {
+    for _ in 0..lists {
         let listed = b.list("k/").await.unwrap();
         assert_eq!(
             listed.iter().filter(|o| o.name.contains("keep")).count(),

@@ -63,17 +63,7 @@ pub fn files_under(p: &Path) -> Vec<PathBuf> {
 }
 
 /// Deterministic pseudo-random bytes.
-pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+pub use hs_testkit::noise;
 
 /// An 8 KiB page that looks a bit like a heap page: a header, compressible
 /// tuples, some noise.

@@ -410,3 +410,72 @@ async fn periodic_index_objects_only_name_durable_packs() {
         }
     }
 }
+
+/// The marker's digest sealed in the key objects tells damage from a newer format: the
+/// same changed `version` is `verify.marker_invalid` (naming `config`) against the key
+/// object init wrote, and `usage.unsupported_repo_version` against a key object that
+/// seals the changed marker (as a newer release would write it). A changed `created`
+/// leaves the repository usable and `verify_repo` reports it.
+#[tokio::test]
+async fn marker_changes_are_damage_unless_the_key_objects_seal_them() {
+    let env = Env::new();
+    Repository::init(&env.url, &env.keyring).await.unwrap();
+    let root = env.repo_path();
+    let marker_path = root.join("config");
+    let original = std::fs::read_to_string(&marker_path).unwrap();
+
+    // A changed `created`: still opens; verify names the marker.
+    let changed = original.replacen("\"created\": \"2", "\"created\": \"1", 1);
+    assert_ne!(changed, original);
+    std::fs::write(&marker_path, &changed).unwrap();
+    let repo = Repository::open(&env.url, &env.keyring).await.unwrap();
+    let v = repo.verify_repo().await.unwrap();
+    assert!(
+        v.problems
+            .iter()
+            .any(|p| p.object == "config" && p.code == "verify.marker_invalid"),
+        "{:#?}",
+        v.problems
+    );
+
+    // A changed version against the key object init wrote: damage.
+    let newer = original.replacen("\"version\": 1", "\"version\": 2", 1);
+    assert_ne!(newer, original);
+    std::fs::write(&marker_path, &newer).unwrap();
+    let e = Repository::open(&env.url, &env.keyring).await.unwrap_err();
+    assert_eq!(e.code(), "verify.marker_invalid", "{e}");
+    assert!(e.to_string().contains("config"), "{e}");
+    assert!(e.suggestion().unwrap().contains("copy of the repository"));
+
+    // The same marker sealed by its key object (a newer release's repository): a
+    // format this build does not read.
+    let keys = files_under(&root.join("keys"));
+    assert_eq!(keys.len(), 1);
+    let plain = hs_crypt::unwrap_secret(&std::fs::read(&keys[0]).unwrap(), &env.keyring).unwrap();
+    let mut payload: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(
+        payload["marker_blake3"],
+        blake3::hash(original.as_bytes()).to_hex().as_str()
+    );
+    payload["marker_blake3"] = blake3::hash(newer.as_bytes()).to_hex().as_str().into();
+    let wrapped = hs_crypt::wrap_secret(
+        &serde_json::to_vec(&payload).unwrap(),
+        &[env.keyring.recipient()],
+    )
+    .unwrap();
+    std::fs::remove_file(&keys[0]).unwrap();
+    let name = blake3::hash(&wrapped).to_hex().to_string();
+    std::fs::write(root.join("keys").join(name), &wrapped).unwrap();
+    let e = Repository::open(&env.url, &env.keyring).await.unwrap_err();
+    assert_eq!(e.code(), "usage.unsupported_repo_version", "{e}");
+
+    // And back: the original marker with the newer key object is damage again.
+    std::fs::write(&marker_path, &original).unwrap();
+    let repo = Repository::open(&env.url, &env.keyring).await.unwrap();
+    let v = repo.verify_repo().await.unwrap();
+    assert!(
+        v.problems.iter().any(|p| p.object == "config"),
+        "{:#?}",
+        v.problems
+    );
+}

@@ -129,6 +129,7 @@ fn objects(root: &Path, kind: &str) -> Vec<String> {
             "history" => n.contains("/wal/history/"),
             "gap" => n.contains("/wal/gaps/"),
             "summary" => n.contains("/wal/summaries/"),
+            "marker" => n == "config",
             _ => false,
         })
         .collect()
@@ -189,7 +190,7 @@ async fn random_damage_in_any_object_is_always_reported_by_name() {
     let root = env.repo_path();
     let kinds = [
         "pack", "index", "manifest", "segment", "partial", "key", "keyinfo", "history", "gap",
-        "summary",
+        "summary", "marker",
     ];
     let mut rng = Rng(0x5eed_1234_9876_abcd);
     let mut cases = 0;
@@ -226,7 +227,7 @@ async fn random_damage_in_any_object_is_always_reported_by_name() {
             cases += 1;
         }
     }
-    assert_eq!(cases, 40);
+    assert_eq!(cases, 44);
     assert!(repo.verify_repo().await.unwrap().is_ok());
 }
 
