@@ -77,14 +77,17 @@ impl Repository {
             return Err(Error::new(
                 "usage.invalid_object_name",
                 format!("{pack:?} is not a pack name (data/<xx>/<64 hex digits>)"),
-            ));
+            )
+            .with_suggestion("name a pack as `repo verify` reports it, e.g. data/ab/ab12..."));
         };
         let backend = self.backend();
         if backend.stat(pack).await?.is_none() {
-            return Err(Error::new(
-                "notfound.object",
-                format!("pack {pack} does not exist"),
-            ));
+            return Err(
+                Error::new("notfound.object", format!("pack {pack} does not exist"))
+                    .with_suggestion(
+                        "nothing to quarantine: run `pg_hardstorage repo verify` again",
+                    ),
+            );
         }
         let rec = QuarantineRecord {
             pack: pack.to_string(),
