@@ -875,7 +875,18 @@ fn corrupt_and_detect(
         };
         fs::write(&path, &damaged)?;
         let r = ctx.run(&["repo", "verify", "--repo", &ctx.url])?;
-        if r.status != 9 || !r.stdout.contains(name.as_str()) {
+        // Named: a problem of the report is about the object, or (when the repository
+        // does not even open, for the marker and key objects) the error message names it.
+        let named = r.json().is_some_and(|v| {
+            let in_report = v["result"]["report"]["problems"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["object"] == name.as_str()));
+            let in_error = v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(name.as_str()));
+            in_report || in_error
+        });
+        if r.status != 9 || !named {
             return Err(fail(
                 seed,
                 format!(
