@@ -229,7 +229,7 @@ fn wal_record(r: &mut Reader<'_>) -> Option<WalRecord> {
         3 => (0, 0x40, Vec::new()),
         // A large record of any resource manager, to span pages and segments.
         4 => {
-            let len = usize::from(variant) * 4096 + usize::from(r.u8().unwrap_or(0));
+            let len = usize::from(variant) * 1024 + usize::from(r.u8().unwrap_or(0));
             (r.u8().unwrap_or(0), r.u8().unwrap_or(0), vec![0x5a; len])
         }
         // Any resource manager and info, short main data.

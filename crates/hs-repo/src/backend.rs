@@ -72,6 +72,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Size of an object, or `None` if it does not exist.
     async fn stat(&self, name: &str) -> Result<Option<ObjectInfo>>;
+
+    /// Deletes the temporary files (`.tmp-*`) of writes whose writer died before
+    /// publishing them, if older than `older_than`; returns how many. Stores that
+    /// publish atomically without temporaries (the object stores) have none.
+    async fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        let _ = older_than;
+        Ok(0)
+    }
 }
 
 /// Opens the backend for a repository URL: `file:///absolute/path`,
@@ -449,6 +457,61 @@ impl Backend for FsBackend {
         })
         .await
     }
+
+    async fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        let root = self.root.clone();
+        Self::blocking(move || {
+            let cutoff = std::time::SystemTime::now()
+                .checked_sub(older_than)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let mut removed = 0;
+            remove_temporaries(&root, cutoff, &mut removed)
+                .map_err(|e| Error::io(e, true, "temporary files"))?;
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+/// Deletes `.tmp-*` files under `dir` last modified before `cutoff` (a file or
+/// directory that vanishes meanwhile is skipped).
+fn remove_temporaries(
+    dir: &Path,
+    cutoff: std::time::SystemTime,
+    removed: &mut u64,
+) -> std::io::Result<()> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for ent in rd {
+        let ent = ent?;
+        let ft = match ent.file_type() {
+            Ok(ft) => ft,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let name = ent.file_name();
+        if ft.is_dir() {
+            remove_temporaries(&ent.path(), cutoff, removed)?;
+        } else if ft.is_file() && name.to_string_lossy().starts_with(".tmp-") {
+            let old = match ent.metadata().and_then(|m| m.modified()) {
+                Ok(t) => t < cutoff,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            if old {
+                match fs::remove_file(ent.path()) {
+                    Ok(()) => *removed += 1,
+                    Err(e) if gone(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ const CONDEMNED_MAGIC: &[u8; 8] = b"HSGCCON1";
 const HOLDERS_MAGIC: &[u8; 8] = b"HSGCHLD1";
 /// Default grace period of `repo gc` (one hour).
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+/// Temporary files younger than this are never removed (a live write may own one).
+const TEMPORARY_MIN_AGE: Duration = Duration::from_secs(3600);
 
 /// What [`Repository::gc`] should do.
 #[derive(Clone, Debug)]
@@ -97,6 +99,9 @@ pub struct GcReport {
     pub expired_leases_removed: usize,
     /// Quarantine records removed because their pack is gone.
     pub quarantine_records_removed: usize,
+    /// Temporary files of writes whose writer died, removed (older than an hour and
+    /// than the grace period).
+    pub temporaries_removed: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -308,6 +313,13 @@ impl Repository {
         let now = now_unix();
         if opts.apply {
             report.expired_leases_removed = self.remove_expired_leases(now).await?;
+            // Temporary files of writers that died (file://, sftp://, scp://): never
+            // younger than an hour, whatever the grace, since a live write may own one.
+            report.temporaries_removed = self
+                .inner
+                .backend
+                .remove_stale_temporaries(opts.grace.max(TEMPORARY_MIN_AGE))
+                .await?;
         }
 
         // Phase 1: condemn what no manifest references.

@@ -778,7 +778,8 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
     Ok(report)
 }
 
-/// Every regular file under `dir`, as `/`-separated names relative to `root`.
+/// Every object (regular file, not hidden) under `dir`, as `/`-separated names relative
+/// to `root`.
 fn objects_under(
     root: &std::path::Path,
     dir: &std::path::Path,
@@ -786,6 +787,10 @@ fn objects_under(
 ) -> io::Result<()> {
     for e in fs::read_dir(dir)? {
         let e = e?;
+        // Temporary files of writes a kill interrupted are not objects (never listed).
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         let t = e.file_type()?;
         if t.is_dir() {
             objects_under(root, &e.path(), out)?;

@@ -227,6 +227,18 @@ pub async fn gc(g: &GlobalArgs, a: RepoGcArgs) -> Result<Output> {
             r.expired_leases_removed
         ));
     }
+    if r.quarantine_records_removed > 0 {
+        human.push_str(&format!(
+            "Removed {} quarantine record(s) of deleted packs\n",
+            r.quarantine_records_removed
+        ));
+    }
+    if r.temporaries_removed > 0 {
+        human.push_str(&format!(
+            "Removed {} temporary file(s) left by killed writers\n",
+            r.temporaries_removed
+        ));
+    }
     if !a.apply {
         human.push_str("Dry run: nothing was changed; --apply condemns and deletes.\n");
     }
@@ -247,6 +259,8 @@ pub async fn gc(g: &GlobalArgs, a: RepoGcArgs) -> Result<Output> {
             "waiting": r.waiting,
             "index_objects_replaced": r.index_objects_replaced,
             "expired_leases_removed": r.expired_leases_removed,
+            "quarantine_records_removed": r.quarantine_records_removed,
+            "temporaries_removed": r.temporaries_removed,
         }),
         human,
     })

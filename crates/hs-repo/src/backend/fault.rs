@@ -285,4 +285,8 @@ impl Backend for FaultBackend {
         self.read_fault(name).await?;
         self.inner.stat(name).await
     }
+
+    async fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        self.inner.remove_stale_temporaries(older_than).await
+    }
 }

@@ -213,4 +213,8 @@ impl Backend for RetryBackend {
     async fn stat(&self, name: &str) -> Result<Option<ObjectInfo>> {
         self.retry("stat", 0, || self.inner.stat(name)).await
     }
+
+    async fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        self.inner.remove_stale_temporaries(older_than).await
+    }
 }

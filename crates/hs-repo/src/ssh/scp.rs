@@ -400,6 +400,20 @@ impl Backend for ScpBackend {
             modified,
         }))
     }
+
+    async fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        // find's -mmin +N means "more than N whole minutes ago".
+        let minutes = older_than.as_secs().div_ceil(60);
+        let script = format!(
+            "export LC_ALL=C\ncd {} 2>/dev/null || exit 0\nfind . -type f -name '.tmp-*' -mmin +{minutes} -print -delete\n",
+            sq(&self.t.root)
+        );
+        let out = self.run("removing temporary files", &script, None).await?;
+        if !out.status.success() {
+            return Err(self.failure("temporary files", true, &out));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).lines().count() as u64)
+    }
 }
 
 impl std::fmt::Debug for ScpBackend {

@@ -457,6 +457,61 @@ impl Backend for SftpBackend {
         .await
     }
 
+    async fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        let t = self.t.clone();
+        let cutoff = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.saturating_sub(older_than).as_secs())
+            .unwrap_or(0);
+        self.with("removing temporary files", 0, |sftp| async move {
+            let cls = |e| classify(&t.location, "temporary files", true, e);
+            let mut removed = 0;
+            let mut todo = vec![PathBuf::from(&t.root)];
+            while let Some(dir) = todo.pop() {
+                let mut fs = sftp.fs();
+                let d = match fs.open_dir(&dir).await {
+                    Ok(d) => d,
+                    Err(e) if is_missing(&e) => continue,
+                    Err(e) => return Err(cls(e)),
+                };
+                let mut stream = std::pin::pin!(d.read_dir());
+                let mut stale = Vec::new();
+                while let Some(ent) =
+                    std::future::poll_fn(|cx| futures_core::Stream::poll_next(stream.as_mut(), cx))
+                        .await
+                {
+                    let ent = ent.map_err(cls)?;
+                    let Some(fname) = ent.filename().to_str() else {
+                        continue;
+                    };
+                    let meta = ent.metadata();
+                    match ent.file_type() {
+                        Some(ft) if ft.is_dir() && !fname.starts_with('.') => {
+                            todo.push(dir.join(fname));
+                        }
+                        Some(ft)
+                            if ft.is_file()
+                                && fname.starts_with(".tmp-")
+                                && modified(&meta).is_some_and(|m| (m as u64) < cutoff) =>
+                        {
+                            stale.push(dir.join(fname));
+                        }
+                        _ => {}
+                    }
+                }
+                for f in stale {
+                    match fs.remove_file(&f).await {
+                        Ok(()) => removed += 1,
+                        Err(e) if is_missing(&e) => {}
+                        Err(e) => return Err(cls(e)),
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn stat(&self, name: &str) -> Result<Option<ObjectInfo>> {
         check_name(name)?;
         let t = self.t.clone();

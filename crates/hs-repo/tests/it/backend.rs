@@ -100,3 +100,11 @@ async fn fs_list_survives_objects_deleted_while_listing() {
     let url = format!("file://{}/repo", dir.path().display());
     crate::conformance::listing_while_deleting(&open_backend(&url).unwrap(), 1000).await;
 }
+
+#[tokio::test]
+async fn fs_removes_stale_temporaries_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let b = open_backend(&format!("file://{}", root.display())).unwrap();
+    crate::conformance::stale_temporaries_are_removed(&b, &root).await;
+}

@@ -462,3 +462,38 @@ async fn unreachable_store_is_unreachable_storage() {
         .unwrap_err();
     assert_eq!(e.code(), "unreachable.storage");
 }
+
+/// Temporary files that dead writers left in the store's directory `root` (a local path
+/// for file://, or the remote one on this machine for sftp:// and scp://): those older
+/// than the cut-off go, a fresh one and every object stay.
+pub async fn stale_temporaries_are_removed(b: &Arc<dyn Backend>, root: &std::path::Path) {
+    b.put("t/obj", Bytes::from_static(b"kept")).await.unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for (rel, old) in [
+        ("t/.tmp-obj-dead1", true),
+        (".tmp-top-dead2", true),
+        ("t/.tmp-obj-live", false),
+    ] {
+        let path = root.join(rel);
+        std::fs::write(&path, b"partial").unwrap();
+        if old {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(two_hours_ago)
+                .unwrap();
+        }
+    }
+    let removed = b
+        .remove_stale_temporaries(std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    assert!(!root.join("t/.tmp-obj-dead1").exists());
+    assert!(!root.join(".tmp-top-dead2").exists());
+    assert!(root.join("t/.tmp-obj-live").exists());
+    assert_eq!(&b.get("t/obj").await.unwrap()[..], b"kept");
+    std::fs::remove_file(root.join("t/.tmp-obj-live")).unwrap();
+    b.delete("t/obj").await.unwrap();
+}

@@ -530,8 +530,19 @@ async fn a_quarantined_pack_is_not_reused_heals_older_backups_and_gc_removes_it(
 
     // gc: no backup needs the damaged pack any more: condemned and deleted with its
     // record; the repository verifies clean.
-    // (With no grace period and no lease, one run condemns and deletes.)
+    // (With no grace period and no lease, one run condemns and deletes.) A temporary
+    // file a dead writer left two hours ago goes too.
+    let dead = env.repo_path().join("data/.tmp-dead-writer");
+    std::fs::write(&dead, b"partial").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&dead)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))
+        .unwrap();
     let run = repo.gc(&gc_now()).await.unwrap();
+    assert_eq!(run.temporaries_removed, 1, "{run:?}");
+    assert!(!dead.exists());
     assert!(run.condemned.contains(&pack), "{run:?}");
     assert!(run.deleted.contains(&pack), "{run:?}");
     assert_eq!(run.deleted.len(), 1, "{run:?}");

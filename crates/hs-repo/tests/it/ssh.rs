@@ -165,6 +165,7 @@ async fn conformance_on(sshd: &Sshd, scheme: &str) {
     assert!(!b.location().contains("key="), "{}", b.location());
     behaviour(b.clone()).await;
     no_temp_files_left(&r.path);
+    crate::conformance::stale_temporaries_are_removed(&b, std::path::Path::new(&r.path)).await;
     drop(b);
 
     // Repository round trip through the backend.
