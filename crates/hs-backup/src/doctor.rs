@@ -666,6 +666,27 @@ async fn backup_check(t: &DoctorTarget, repo: &hs_repo::Repository) -> Check {
             None => Check::issue("last_backup", format!("no backups of {dep} yet"), run),
             Some(m) => {
                 let age = age_of(&m.stop_time).unwrap_or(Duration::MAX);
+                // A pack quarantined after the newest backup: until a new backup stores
+                // fresh copies of its chunks, older backups may need the damaged copies.
+                let finished = now_unix() - i64::try_from(age.as_secs()).unwrap_or(i64::MAX / 2);
+                let unhealed = repo
+                    .quarantined_packs()
+                    .await
+                    .map(|q| q.into_iter().filter(|r| r.recorded > finished).count())
+                    .unwrap_or(0);
+                if unhealed > 0 {
+                    return Check::issue(
+                        "last_backup",
+                        format!(
+                            "{unhealed} damaged pack(s) were quarantined after the newest backup {}",
+                            m.backup_id
+                        ),
+                        format!(
+                            "run `pg_hardstorage backup {dep}` now: it stores fresh copies of the \
+                             quarantined chunks, which older backups then read"
+                        ),
+                    );
+                }
                 if age <= t.backup_max_age {
                     Check::ok(
                         "last_backup",

@@ -791,6 +791,16 @@ mod tests {
         );
     }
 
+    #[test]
+    fn announced_length_does_not_size_the_buffer() {
+        // Found by the proto_codec fuzz target: a 5-byte header announcing 200 MiB made
+        // the parser reserve all of it before any of the bytes came.
+        let mut b = BytesMut::from(&[b'd', 0x0c, 0x80, 0, 0][..]);
+        assert!(BackendMessage::parse(&mut b).unwrap().is_none());
+        assert_eq!(b.len(), 5, "nothing consumed");
+        assert!(b.capacity() <= 5 + MAX_RESERVE_AHEAD, "{}", b.capacity());
+    }
+
     proptest! {
         #[test]
         fn frontend_roundtrip(

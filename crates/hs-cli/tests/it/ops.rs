@@ -430,6 +430,26 @@ fn doctor_failure_paths_keyring_slot_and_stopped_server() {
     std::fs::rename(&aside, &kr).unwrap();
     wait_doctor_healthy(&s, &["doctor", "demo"]);
 
+    // A pack quarantined after the newest backup: take a backup (then healthy again).
+    std::thread::sleep(Duration::from_millis(1100));
+    let pack = crate::support::files_under(&s.repo_dir().join("data"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let intact = std::fs::read(&pack).unwrap();
+    let mut damaged = intact.clone();
+    damaged[intact.len() / 3] ^= 0x08;
+    std::fs::write(&pack, &damaged).unwrap();
+    let q = hs_in(&s, &["repo", "verify", "--quarantine"], &[], true);
+    assert_eq!(q.status, 9, "{}", q.stdout);
+    std::fs::write(&pack, &intact).unwrap();
+    let c = expect_issue(&s, "last_backup");
+    assert!(c["detail"].as_str().unwrap().contains("quarantined"), "{c}");
+    assert!(c["fix"].as_str().unwrap().contains("backup demo"), "{c}");
+    std::thread::sleep(Duration::from_millis(1100));
+    hs_in(&s, &["backup", "demo"], &[], true).ok();
+    wait_doctor_healthy(&s, &["doctor", "demo"]);
+
     // Slot dropped (the stream must let go of it first).
     drop(stream); // kills the streamer
     let deadline = Instant::now() + Duration::from_secs(60);
