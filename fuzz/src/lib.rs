@@ -132,7 +132,8 @@ fn wal_records(data: &[u8]) -> usize {
         magic: [0xD110, 0xD113, 0xD116, 0xD118][usize::from(conf >> 2) & 3],
         prev: 0,
     };
-    while w.out.len() < 5 * SEG as usize / 2 {
+    // Room to cross into a second segment; more only slows every execution down.
+    while w.out.len() < (SEG + SEG / 8) as usize {
         let Some(rec) = wal_record(&mut r) else {
             break;
         };
@@ -229,7 +230,7 @@ fn wal_record(r: &mut Reader<'_>) -> Option<WalRecord> {
         3 => (0, 0x40, Vec::new()),
         // A large record of any resource manager, to span pages and segments.
         4 => {
-            let len = usize::from(variant) * 1024 + usize::from(r.u8().unwrap_or(0));
+            let len = usize::from(variant) * 256 + usize::from(r.u8().unwrap_or(0));
             (r.u8().unwrap_or(0), r.u8().unwrap_or(0), vec![0x5a; len])
         }
         // Any resource manager and info, short main data.

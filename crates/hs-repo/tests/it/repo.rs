@@ -478,4 +478,27 @@ async fn marker_changes_are_damage_unless_the_key_objects_seal_them() {
         "{:#?}",
         v.problems
     );
+
+    // A key object from before sealed digests (no `marker_blake3`): it opens, and verify
+    // warns that marker changes cannot be detected.
+    payload.as_object_mut().unwrap().remove("marker_blake3");
+    let wrapped = hs_crypt::wrap_secret(
+        &serde_json::to_vec(&payload).unwrap(),
+        &[env.keyring.recipient()],
+    )
+    .unwrap();
+    for k in files_under(&root.join("keys")) {
+        std::fs::remove_file(k).unwrap();
+    }
+    let name = blake3::hash(&wrapped).to_hex().to_string();
+    std::fs::write(root.join("keys").join(name), &wrapped).unwrap();
+    let repo = Repository::open(&env.url, &env.keyring).await.unwrap();
+    let v = repo.verify_repo().await.unwrap();
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.object == "config" && w.code == "verify.marker_unsealed"),
+        "{:#?}",
+        v.warnings
+    );
 }
