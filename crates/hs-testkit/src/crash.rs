@@ -15,8 +15,9 @@
 //!    complete through the backups' WAL switches.
 //! 3. Kills, in a random order from a seeded generator: the streamer is killed with
 //!    SIGKILL after a random pause and restarted at once (as a supervisor would); a
-//!    `backup` is started and killed after a random fraction of the time a backup takes
-//!    (a backup that finishes first is a completed backup, not a kill).
+//!    `backup` is started and killed after a random fraction (up to all) of the time a
+//!    backup takes (a backup that finishes first is a completed backup, not a kill); every
+//!    third backup runs to completion under the load, which also re-measures that time.
 //! 4. Checks: the load is stopped, the streamer killed one last time, the server stopped.
 //!    `wal list --gaps-only` shows no gap; every backup `list` shows restores with
 //!    `--no-recovery` and passes `pg_verifybackup` (the restore runs it); every backup that
@@ -479,7 +480,7 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
         "--repo",
         &ctx.url,
     ])?;
-    let backup_ms = (t0.elapsed().as_millis() as u64).clamp(300, 20_000);
+    let mut backup_ms = (t0.elapsed().as_millis() as u64).clamp(300, 60_000);
     let mut completed: Vec<String> = vec![first["backup_id"].as_str().unwrap_or("").to_owned()];
     ctx.log(format!("first backup took {backup_ms} ms; load starts"));
 
@@ -542,9 +543,28 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
             i += 1;
             continue;
         }
-        // A backup, killed after a random part of the time a backup takes.
+        // Every third backup runs to completion: a backup taken under load, and a fresh
+        // measure of how long one takes now (the load makes them slower than the first).
         backup_attempts += 1;
-        let delay = Duration::from_millis(rng.range(backup_ms / 20, backup_ms * 8 / 10));
+        if backup_attempts.is_multiple_of(3) {
+            let t = Instant::now();
+            let done = ctx.ok(&[
+                "backup",
+                DEPLOYMENT,
+                "--pg-connection",
+                &backup_conn,
+                "--repo",
+                &ctx.url,
+            ])?;
+            backup_ms = (t.elapsed().as_millis() as u64).clamp(300, 60_000);
+            let id = done["backup_id"].as_str().unwrap_or("").to_owned();
+            ctx.log(format!("backup {id} under load took {backup_ms} ms"));
+            completed.push(id);
+            continue;
+        }
+        // A backup, killed after a random part of the time a backup takes (up to all of
+        // it, so that the last steps, the index and the manifest, are hit too).
+        let delay = Duration::from_millis(rng.range(backup_ms / 20, backup_ms));
         let started = Instant::now();
         let mut child = ctx.spawn_backup(&backup_conn)?;
         let mut finished = None;
@@ -578,11 +598,6 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
                     ctx.log(format!("backup {id} completed before its kill"));
                     completed.push(id);
                 }
-                // Backup ids have one-second resolution: a backup started in the same
-                // second as the previous one is refused. Not a crash finding; wait.
-                Some(v) if v["error"]["code"] == "conflict.backup_exists" => {
-                    std::thread::sleep(Duration::from_millis(1000));
-                }
                 _ => {
                     return Err(fail(
                         seed,
@@ -601,9 +616,7 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
             }
         }
     }
-    // One more backup that runs to completion while the streamer is busy (a second
-    // later, so that its id differs from the last one's).
-    std::thread::sleep(Duration::from_millis(1100));
+    // One more backup that runs to completion while the streamer is busy.
     let last = ctx.ok(&[
         "backup",
         DEPLOYMENT,
