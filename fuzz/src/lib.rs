@@ -358,7 +358,7 @@ impl WalWriter {
         hdr[8..16].copy_from_slice(&self.prev.to_le_bytes());
         hdr[16] = rec.info;
         hdr[17] = rec.rmid;
-        let crc = !crc32c(crc32c(!0, &rec.body), &hdr[..20]);
+        let crc = !hs_proto::crc32c_update(hs_proto::crc32c_update(!0, &rec.body), &hdr[..20]);
         hdr[20..].copy_from_slice(&crc.to_le_bytes());
         let mut bytes = hdr.to_vec();
         bytes.extend_from_slice(&rec.body);
@@ -390,34 +390,6 @@ impl WalWriter {
         }
     }
 }
-
-/// CRC-32C (Castagnoli), as PostgreSQL's WAL uses, one table lookup per byte.
-fn crc32c(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        crc = (crc >> 8) ^ CRC32C_TABLE[((crc ^ u32::from(b)) & 0xff) as usize];
-    }
-    crc
-}
-
-static CRC32C_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82f6_3b78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
 
 /// A whole pack (trailer, header location) and a pack header's plaintext.
 pub fn pack_header(data: &[u8]) -> usize {

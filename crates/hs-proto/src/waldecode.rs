@@ -1151,8 +1151,10 @@ const fn crc_tables() -> [[u32; 256]; 8] {
     t
 }
 
-/// Continues a CRC-32C over `data`; start with `!0` and invert the result at the end.
-fn crc32c_update(mut crc: u32, data: &[u8]) -> u32 {
+/// Continues a CRC-32C (Castagnoli, as PostgreSQL's WAL uses) over `data`; start with
+/// `!0` and invert the result at the end. Public for tools that build WAL (the fuzz
+/// targets' record writer).
+pub fn crc32c_update(mut crc: u32, data: &[u8]) -> u32 {
     let t = &CRC_TABLES;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {

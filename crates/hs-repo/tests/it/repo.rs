@@ -411,6 +411,22 @@ async fn periodic_index_objects_only_name_durable_packs() {
     }
 }
 
+/// Replaces the repository's key objects with one wrapping `payload` for the env's keyring
+/// (named by the BLAKE3 of its content, as the repository names them).
+fn replace_key_object(env: &Env, payload: &serde_json::Value) {
+    let wrapped = hs_crypt::wrap_secret(
+        &serde_json::to_vec(payload).unwrap(),
+        &[env.keyring.recipient()],
+    )
+    .unwrap();
+    let keys = env.repo_path().join("keys");
+    for k in files_under(&keys) {
+        std::fs::remove_file(k).unwrap();
+    }
+    let name = blake3::hash(&wrapped).to_hex().to_string();
+    std::fs::write(keys.join(name), &wrapped).unwrap();
+}
+
 /// The marker's digest sealed in the key objects tells damage from a newer format: the
 /// same changed `version` is `verify.marker_invalid` (naming `config`) against the key
 /// object init wrote, and `usage.unsupported_repo_version` against a key object that
@@ -458,14 +474,7 @@ async fn marker_changes_are_damage_unless_the_key_objects_seal_them() {
         blake3::hash(original.as_bytes()).to_hex().as_str()
     );
     payload["marker_blake3"] = blake3::hash(newer.as_bytes()).to_hex().as_str().into();
-    let wrapped = hs_crypt::wrap_secret(
-        &serde_json::to_vec(&payload).unwrap(),
-        &[env.keyring.recipient()],
-    )
-    .unwrap();
-    std::fs::remove_file(&keys[0]).unwrap();
-    let name = blake3::hash(&wrapped).to_hex().to_string();
-    std::fs::write(root.join("keys").join(name), &wrapped).unwrap();
+    replace_key_object(&env, &payload);
     let e = Repository::open(&env.url, &env.keyring).await.unwrap_err();
     assert_eq!(e.code(), "usage.unsupported_repo_version", "{e}");
 
@@ -482,16 +491,7 @@ async fn marker_changes_are_damage_unless_the_key_objects_seal_them() {
     // A key object from before sealed digests (no `marker_blake3`): it opens, and verify
     // warns that marker changes cannot be detected.
     payload.as_object_mut().unwrap().remove("marker_blake3");
-    let wrapped = hs_crypt::wrap_secret(
-        &serde_json::to_vec(&payload).unwrap(),
-        &[env.keyring.recipient()],
-    )
-    .unwrap();
-    for k in files_under(&root.join("keys")) {
-        std::fs::remove_file(k).unwrap();
-    }
-    let name = blake3::hash(&wrapped).to_hex().to_string();
-    std::fs::write(root.join("keys").join(name), &wrapped).unwrap();
+    replace_key_object(&env, &payload);
     let repo = Repository::open(&env.url, &env.keyring).await.unwrap();
     let v = repo.verify_repo().await.unwrap();
     assert!(
