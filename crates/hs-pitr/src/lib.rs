@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod listed;
 mod plan;
 mod recovery;
 mod restore;
@@ -41,6 +42,7 @@ mod target;
 mod wal;
 
 pub use error::{Error, ErrorKind, Result};
+pub use listed::wal_segment_size;
 pub use plan::{
     plan_restore, plan_restore_on, PlannedBackup, RestorePlan, TimelineChoice, TimelineSwitch,
 };

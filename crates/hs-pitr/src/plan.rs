@@ -36,6 +36,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::listed::{read_listed_segment, wal_segment_size, Stored};
 use crate::recovery::RecoveryTarget;
 use crate::restore::{select_backup, BackupSelector};
 use crate::target::{
@@ -345,17 +346,11 @@ struct Archive<'a> {
 
 impl<'a> Archive<'a> {
     async fn open(repo: &'a Repository, deployment: &'a str, tli: u32) -> Result<Archive<'a>> {
-        let listing = repo.list_wal(deployment).await?;
+        let mut listing = repo.list_wal(deployment).await?;
         // The segment size is the length of a complete segment.
-        let probe = listing
-            .segments
-            .iter()
-            .find(|s| s.timeline == tli)
-            .or_else(|| listing.segments.first());
-        let seg_size = match probe {
-            Some(s) => repo.get_wal(deployment, &s.name).await?.len() as u64,
-            None => DEFAULT_WAL_SEGMENT_SIZE,
-        };
+        let seg_size = wal_segment_size(repo, deployment, &mut listing, Some(tli))
+            .await?
+            .unwrap_or(DEFAULT_WAL_SEGMENT_SIZE);
         Ok(Archive {
             repo,
             deployment,
@@ -463,7 +458,10 @@ impl<'a> Archive<'a> {
 
     /// Summary of an archived segment (complete, or the newest partial):
     /// from the repository's summary object when there is a valid one, else
-    /// decoded (and, for a complete segment, stored for next time).
+    /// decoded (and, for a complete segment, stored for next time). A listed
+    /// segment that has gone meanwhile (the streamer completed the partial)
+    /// is read as a fresh listing names it, which replaces `listing`
+    /// ([`read_listed_segment`]).
     async fn summary(&mut self, tli: u32, segno: u64) -> Result<Option<&SegInfo>> {
         if !self.summaries.contains_key(&(tli, segno)) {
             let name = self.name(tli, segno);
@@ -481,15 +479,15 @@ impl<'a> Archive<'a> {
                     return Ok(self.summaries.get(&(tli, segno)));
                 }
             }
-            let data = if complete {
-                self.repo.get_wal(self.deployment, &name).await?
-            } else if self.partial(tli, segno) {
-                self.repo
-                    .get_wal(self.deployment, &format!("{name}.partial"))
-                    .await?
-            } else {
+            if !complete && !self.partial(tli, segno) {
+                return Ok(None);
+            }
+            let Some((stored, data)) =
+                read_listed_segment(self.repo, self.deployment, &mut self.listing, &name).await?
+            else {
                 return Ok(None);
             };
+            let complete = stored == Stored::Complete;
             let seg = SegmentName::from_segno(TimelineId(tli), segno, self.seg_size)
                 .map_err(proto_err)?;
             let mut data = &data[..];
@@ -522,9 +520,10 @@ impl<'a> Archive<'a> {
             return Ok(format!("no WAL of timeline {} is archived", path.target));
         };
         let tli = path.tli_at(n);
-        let partial = !self.complete(tli, n);
         let name = self.name(tli, n);
         let s = self.summary(tli, n).await?.cloned();
+        // After the read: the streamer may have completed it meanwhile.
+        let partial = !self.complete(tli, n);
         let mut d = format!(
             "the newest archived WAL is segment {name}{}",
             if partial { " (in progress)" } else { "" }
@@ -981,11 +980,14 @@ async fn scan<T>(
     };
     let mut max_commit: Option<i64> = None;
     while segno <= newest {
+        // Read first: a read that finds the segment gone re-lists, and the
+        // fresh listing decides whether it is archived.
+        let summary = ar.summary(path.tli_at(segno), segno).await?.cloned();
         if !ar.archived_on(path, segno) {
             let gap = ar.first_gap(path, segno, newest).unwrap_or((segno, segno));
             return Err(ar.gap_error(path, gap, target));
         }
-        if let Some(s) = ar.summary(path.tli_at(segno), segno).await? {
+        if let Some(s) = &summary {
             if let Some(v) = hit(s) {
                 return Ok((segno, v));
             }

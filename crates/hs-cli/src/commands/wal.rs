@@ -51,12 +51,11 @@ pub async fn fetch(g: &GlobalArgs, a: WalFetchArgs) -> Result<Output> {
 pub async fn list(g: &GlobalArgs, a: WalListArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
     let repo = open_repo(g, &a.repo.repo).await?;
-    let listing = repo.list_wal(&a.deployment).await?;
-    // The segment size is the size of any complete segment.
-    let seg_size = match listing.segments.first() {
-        Some(s) => repo.get_wal(&a.deployment, &s.name).await?.len() as u64,
-        None => hs_repo::DEFAULT_WAL_SEGMENT_SIZE,
-    };
+    let mut listing = repo.list_wal(&a.deployment).await?;
+    // The segment size is the size of any complete segment (re-listing when one has gone).
+    let seg_size = hs_pitr::wal_segment_size(&repo, &a.deployment, &mut listing, None)
+        .await?
+        .unwrap_or(hs_repo::DEFAULT_WAL_SEGMENT_SIZE);
     let gaps = hs_pitr::wal_gaps(&listing, seg_size);
 
     // Contiguous runs per timeline.

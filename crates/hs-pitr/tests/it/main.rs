@@ -1,6 +1,7 @@
 //! Integration tests of hs-pitr's WAL fetch and restore planning against real `file://`
 //! repositories.
 
+mod moved_on;
 mod plan;
 mod target_props;
 mod wal;

@@ -1,0 +1,290 @@
+//! Issue 13 item 4: a read of a WAL object that was listed must not fail the
+//! command because a writer moved on between the listing and the read.
+//!
+//! The race is made deterministic with a backend wrapper that performs the
+//! writer's step at the moment the listed object is first read: `wal
+//! stream` completing the in-progress segment (store `<segment>`, delete
+//! `<segment>.partial`), or retention deleting an old segment.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use hs_crypt::Keyring;
+use hs_pitr::{plan_restore, BackupSelector, PitrTarget};
+use hs_proto::{decode_segment, Lsn, SegmentName, TimelineId};
+use hs_repo::{
+    Backend, BackupManifest, BackupStats, FsBackend, ObjectInfo, Repository, MANIFEST_FORMAT,
+};
+use tempfile::TempDir;
+
+use crate::segment;
+
+const D: &str = "main";
+const SEG: u64 = 16 << 20;
+
+/// The first 40 KiB of a real PostgreSQL 15 WAL segment (timeline 1,
+/// segment 5, 16 MiB segments), as `pg_wal` held it.
+const REAL_WAL: &[u8] = include_bytes!("data/000000010000000000000005-first-40k");
+
+fn name(segno: u64) -> String {
+    hs_repo::wal_segment_name(1, segno, SEG)
+}
+
+fn object(segment: &str) -> String {
+    format!("deployments/{D}/wal/{}/{segment}", &segment[..8])
+}
+
+/// What a writer does when the trigger object is first read.
+enum Step {
+    Put(String, Bytes),
+    Delete(String),
+}
+
+/// Forwards to `inner`; the first `get` of `trigger` first performs `steps`
+/// (as another process would have between our listing and our read).
+struct MovesOn {
+    inner: Arc<dyn Backend>,
+    trigger: String,
+    steps: std::sync::Mutex<Vec<Step>>,
+    moved: AtomicBool,
+}
+
+#[async_trait]
+impl Backend for MovesOn {
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+    async fn put_if_absent(&self, name: &str, data: Bytes) -> hs_repo::Result<bool> {
+        self.inner.put_if_absent(name, data).await
+    }
+    async fn put(&self, name: &str, data: Bytes) -> hs_repo::Result<()> {
+        self.inner.put(name, data).await
+    }
+    async fn get(&self, name: &str) -> hs_repo::Result<Bytes> {
+        if name == self.trigger && !self.moved.swap(true, Ordering::SeqCst) {
+            let steps = std::mem::take(&mut *self.steps.lock().unwrap());
+            for step in steps {
+                match step {
+                    Step::Put(n, data) => assert!(self.inner.put_if_absent(&n, data).await?),
+                    Step::Delete(n) => self.inner.delete(&n).await?,
+                }
+            }
+        }
+        self.inner.get(name).await
+    }
+    async fn get_range(&self, name: &str, offset: u64, len: u64) -> hs_repo::Result<Bytes> {
+        self.inner.get_range(name, offset, len).await
+    }
+    async fn list(&self, prefix: &str) -> hs_repo::Result<Vec<ObjectInfo>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, name: &str) -> hs_repo::Result<()> {
+        self.inner.delete(name).await
+    }
+    async fn stat(&self, name: &str) -> hs_repo::Result<Option<ObjectInfo>> {
+        self.inner.stat(name).await
+    }
+}
+
+struct Fixture {
+    _dir: TempDir,
+    url: String,
+    keyring: Keyring,
+    fs: Arc<dyn Backend>,
+    /// The repository without the wrapper.
+    repo: Repository,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Keyring::create(&dir.path().join("kr").join("keyring")).unwrap();
+        let url = format!("file://{}/repo", dir.path().display());
+        let repo = Repository::init(&url, &keyring).await.unwrap();
+        let fs: Arc<dyn Backend> = Arc::new(FsBackend::new(&url, &dir.path().join("repo")));
+        Fixture {
+            _dir: dir,
+            url,
+            keyring,
+            fs,
+            repo,
+        }
+    }
+
+    /// The repository seen through a wrapper that runs `steps` when
+    /// `trigger` is first read.
+    async fn moving_on(&self, trigger: &str, steps: Vec<Step>) -> (Repository, Arc<MovesOn>) {
+        let b = Arc::new(MovesOn {
+            inner: self.fs.clone(),
+            trigger: trigger.to_owned(),
+            steps: std::sync::Mutex::new(steps),
+            moved: AtomicBool::new(false),
+        });
+        let repo = Repository::open_with_backend(b.clone(), &self.url, &self.keyring)
+            .await
+            .unwrap();
+        (repo, b)
+    }
+}
+
+fn manifest(id: &str, stop_lsn: &str, stop_time: &str) -> BackupManifest {
+    BackupManifest {
+        format: MANIFEST_FORMAT,
+        backup_id: id.into(),
+        deployment: D.into(),
+        system_identifier: "7312345678901234567".into(),
+        timeline: 1,
+        start_lsn: stop_lsn.into(),
+        stop_lsn: stop_lsn.into(),
+        start_time: stop_time.into(),
+        stop_time: stop_time.into(),
+        pg_version: 150004,
+        label: "moved-on test".into(),
+        archives: vec![],
+        pg_backup_manifest: String::new(),
+        stats: BackupStats::default(),
+    }
+}
+
+/// A backup ending in segment 4, segment 4 archived, segment 5 in progress
+/// (`.partial`, real WAL), as a streamer leaves it just before it completes
+/// segment 5. Returns the sealed object of the completed segment 5, which
+/// the streamer is about to store, and what real WAL segment 5 holds.
+async fn streamer_about_to_complete_5(f: &Fixture) -> (Bytes, hs_proto::SegmentSummary) {
+    f.repo
+        .put_manifest(&manifest("A", "0/4000100", "2020-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    f.repo
+        .put_wal_segment(D, &name(4), &segment(4, SEG as usize))
+        .await
+        .unwrap();
+    let mut full = REAL_WAL.to_vec();
+    full.resize(SEG as usize, 0);
+    // The sealed completed segment, taken away again: not stored yet.
+    f.repo.put_wal_segment(D, &name(5), &full).await.unwrap();
+    let sealed = f.fs.get(&object(&name(5))).await.unwrap();
+    f.fs.delete(&object(&name(5))).await.unwrap();
+    f.repo.put_wal_partial(D, &name(5), REAL_WAL).await.unwrap();
+    let seg5 = SegmentName::from_segno(TimelineId(1), 5, SEG).unwrap();
+    (sealed, decode_segment(seg5, REAL_WAL).unwrap())
+}
+
+fn streamer_completes_5(sealed: Bytes) -> Vec<Step> {
+    vec![
+        Step::Put(object(&name(5)), sealed),
+        Step::Delete(object(&format!("{}.partial", name(5)))),
+    ]
+}
+
+#[tokio::test]
+async fn lsn_plan_survives_the_streamer_completing_the_listed_partial() {
+    let f = Fixture::new().await;
+    let (sealed, real) = streamer_about_to_complete_5(&f).await;
+    let end = real.end_of_valid_wal;
+    assert!(end.0 > 5 * SEG + 0x100, "real WAL ends at {end}");
+    let target = PitrTarget::Lsn(Lsn((5 * SEG + end.0) / 2));
+
+    let partial = object(&format!("{}.partial", name(5)));
+    let (racing, b) = f.moving_on(&partial, streamer_completes_5(sealed)).await;
+    let p = plan_restore(&racing, D, &BackupSelector::Latest, &target)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", e.code()));
+    assert!(
+        b.moved.load(Ordering::SeqCst),
+        "the planner never read the listed partial: the race was not exercised"
+    );
+    assert_eq!(p.backup.backup_id, "A");
+    assert_eq!(p.wal_segment_size, SEG);
+    assert_eq!(p.wal_from.as_deref(), Some(name(4).as_str()));
+    assert_eq!(p.wal_to.as_deref(), Some(name(5).as_str()));
+    // The plan describes the repository as it is now: segment 5 is complete.
+    assert!(!p.wal_to_partial);
+    assert_eq!(p.wal_segments, 2);
+
+    // The same plan as one made after the streamer moved on.
+    let settled = plan_restore(&f.repo, D, &BackupSelector::Latest, &target)
+        .await
+        .unwrap();
+    assert_eq!(p.to_json(), settled.to_json());
+}
+
+#[tokio::test]
+async fn time_plan_survives_the_streamer_completing_the_listed_partial() {
+    let f = Fixture::new().await;
+    let (sealed, real) = streamer_about_to_complete_5(&f).await;
+    // No commit in these pages: the scan reads every segment up to the
+    // newest (the listed partial) and finds the target past the archive.
+    assert_eq!(real.max_commit_time, None);
+    let target = PitrTarget::Time(time::macros::datetime!(2021-01-01 00:00 UTC));
+
+    let partial = object(&format!("{}.partial", name(5)));
+    let (racing, b) = f.moving_on(&partial, streamer_completes_5(sealed)).await;
+    let e = plan_restore(&racing, D, &BackupSelector::Latest, &target)
+        .await
+        .unwrap_err();
+    assert!(b.moved.load(Ordering::SeqCst), "the race was not exercised");
+    assert_eq!(e.code(), "conflict.target_unreachable", "{e}");
+    // It describes the repository as it is now: segment 5 complete.
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!(
+            "segment {}, valid up to LSN {}",
+            name(5),
+            real.end_of_valid_wal
+        )),
+        "{msg}"
+    );
+    assert!(!msg.contains("in progress"), "{msg}");
+    let settled = plan_restore(&f.repo, D, &BackupSelector::Latest, &target)
+        .await
+        .unwrap_err();
+    assert_eq!(msg, settled.to_string());
+}
+
+#[tokio::test]
+async fn plan_survives_retention_removing_the_listed_segment_it_probes() {
+    let f = Fixture::new().await;
+    f.repo
+        .put_manifest(&manifest("A", "0/4000100", "2020-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    // Segment 3 is older than every backup: retention may remove it any time.
+    for s in [3u64, 4, 5] {
+        f.repo
+            .put_wal_segment(D, &name(s), &segment(s, SEG as usize))
+            .await
+            .unwrap();
+    }
+    // The planner reads the first listed segment for the segment size.
+    let (racing, b) = f
+        .moving_on(&object(&name(3)), vec![Step::Delete(object(&name(3)))])
+        .await;
+    let p = plan_restore(&racing, D, &BackupSelector::Latest, &PitrTarget::Latest)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", e.code()));
+    assert!(b.moved.load(Ordering::SeqCst), "the race was not exercised");
+    assert_eq!(p.wal_segment_size, SEG);
+    assert_eq!(p.wal_from.as_deref(), Some(name(4).as_str()));
+    assert_eq!(p.wal_to.as_deref(), Some(name(5).as_str()));
+    let settled = plan_restore(&f.repo, D, &BackupSelector::Latest, &PitrTarget::Latest)
+        .await
+        .unwrap();
+    assert_eq!(p.to_json(), settled.to_json());
+
+    // The same mechanism, for callers holding a listing (`wal list`).
+    let (racing, b) = f
+        .moving_on(&object(&name(4)), vec![Step::Delete(object(&name(4)))])
+        .await;
+    let mut listing = racing.list_wal(D).await.unwrap();
+    assert_eq!(listing.segments.len(), 2);
+    let size = hs_pitr::wal_segment_size(&racing, D, &mut listing, Some(1))
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", e.code()));
+    assert!(b.moved.load(Ordering::SeqCst), "the race was not exercised");
+    assert_eq!(size, Some(SEG));
+    let names: Vec<_> = listing.segments.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(names, vec![name(5)], "the listing was refreshed");
+}
