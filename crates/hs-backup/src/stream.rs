@@ -5,8 +5,10 @@
 //! Durability rule: the flush (and apply) position reported to PostgreSQL in standby
 //! status updates is only ever WAL that is durable in the repository. The slot's
 //! `restart_lsn` follows that position, so the server never recycles WAL we do not hold.
-//! Without `synchronous`, that is the end of the last committed full segment; with it,
-//! the end of the last partial segment written after each batch of WAL.
+//! Without `synchronous`, that is the end of the last committed full segment, or of the
+//! partial written when the server asks for a reply (it does so at shutdown, and waits
+//! for the reply before it exits); with it, the end of the last partial segment written
+//! after each batch of WAL.
 //!
 //! Resume rule: where to start is decided from the repository alone (newest committed
 //! segment, partial or recorded gap), checked against the slot's `restart_lsn`. WAL that
@@ -330,9 +332,22 @@ fn internal(msg: String) -> Error {
 }
 
 /// Whether an error ends the stream for good (as opposed to reconnecting).
+/// Storage that refuses writes (a read-only file system, permissions, denied
+/// credentials) is treated like a full disk: an operator can fix it while the slot
+/// keeps the WAL on the server, so the streamer retries, loudly, instead of exiting.
 fn is_retryable(e: &Error) -> bool {
-    e.is_temporary() || e.code().starts_with("unreachable.")
+    e.is_temporary()
+        || e.code().starts_with("unreachable.")
+        || (e.kind() == ErrorKind::Repository && STORAGE_REFUSALS.contains(&e.code()))
 }
+
+/// Repository errors that a fix outside this process can clear.
+const STORAGE_REFUSALS: [&str; 4] = [
+    "io.permission_denied",
+    "io.read_only",
+    "io.write_failed",
+    "auth.storage_denied",
+];
 
 /// Streams WAL from the server at `conn` into `repo` until `shutdown` changes (send
 /// `true`) or its sender is dropped.
@@ -718,6 +733,17 @@ async fn session(
                             }
                             if opts.synchronous {
                                 sync_pending = true;
+                            if reply_requested && asm.received() > flushed {
+                                // The server is waiting for this reply: a walsender
+                                // shutting down exits only once the position it sent is
+                                // reported flushed. Make what we received durable (the
+                                // partial) and report that, so a fast shutdown completes
+                                // at once and the shutdown checkpoint is stored.
+                                committer.partial(&mut asm).await?;
+                                flushed = asm.received();
+                                totals.flushed = flushed;
+                                observer.positions(asm.received(), flushed, server_end);
+                            }
                                 sync_batch += data.len();
                                 // A stream that is never idle still gets acknowledged.
                                 if sync_batch >= SYNC_BATCH_MAX {

@@ -356,6 +356,15 @@ pub struct RestoreArgs {
     /// Directory with PostgreSQL's programs (pg_verifybackup)
     /// [default: /usr/lib/postgresql/<major>/bin, then PATH].
     #[arg(long, env = "PG_HARDSTORAGE_PG_BIN_DIR")]
+    /// The OS user the restored server runs as. As root, restore gives it the
+    /// restored directories; restore then runs restore_command once as that user
+    /// and fails if it could not fetch WAL [default: the data directory's owner].
+    #[arg(long, value_name = "USER")]
+    pub restore_user: Option<String>,
+    /// Before writing anything, read and verify every archived WAL segment
+    /// recovery will replay (not only check that it is listed).
+    #[arg(long, conflicts_with = "no_recovery")]
+    pub verify_wal: bool,
     pub pg_bin_dir: Option<PathBuf>,
 }
 

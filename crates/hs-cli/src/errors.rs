@@ -8,6 +8,9 @@ pub struct CliError {
     pub code: String,
     pub message: String,
     pub suggestion: Option<String>,
+    /// Set for `wal fetch` run as PostgreSQL's `restore_command` (see
+    /// [`CliError::for_restore_command`]); `None` means the namespace decides.
+    pub exit_override: Option<u8>,
 }
 
 impl CliError {
@@ -16,6 +19,7 @@ impl CliError {
             code: code.to_owned(),
             message: message.into(),
             suggestion: None,
+            exit_override: None,
         }
     }
 
@@ -26,8 +30,48 @@ impl CliError {
 
     /// The process exit code, decided by the code's namespace (docs/exit-codes.md).
     pub fn exit_code(&self) -> u8 {
-        exit_code_for(&self.code)
+        self.exit_override
+            .unwrap_or_else(|| exit_code_for(&self.code))
     }
+
+    /// The exit code PostgreSQL must see from `restore_command`. It reads any
+    /// exit status from 1 to 125 as "file not in the archive" and then ends
+    /// recovery (promoting, at the end of an unbounded recovery); a status
+    /// above 125, or death by a signal, makes the startup process fail with
+    /// FATAL, so the server stops instead (PostgreSQL 15: xlogarchive.c,
+    /// 16 to 18: shell_restore.c, `wait_result_is_any_signal(rc, true)`).
+    /// So only real absence keeps its usual exit code (6); every other
+    /// failure exits [`RESTORE_COMMAND_FATAL_BASE`] plus its usual code.
+    pub fn for_restore_command(mut self, absent: bool) -> Self {
+        if !absent {
+            self.exit_override = Some(RESTORE_COMMAND_FATAL_BASE + exit_code_for(&self.code));
+        }
+        self
+    }
+}
+
+/// `wal fetch` adds this to the exit code of any failure other than "the file
+/// is not in the repository", so PostgreSQL stops recovery (any status above
+/// 125 does) and the usual code can still be read from the status (201 for
+/// `io.*`, 209 for `verify.*`, ...).
+pub const RESTORE_COMMAND_FATAL_BASE: u8 = 200;
+
+/// Whether `args` (the process arguments) run `wal fetch` for PostgreSQL, so
+/// that even a command line clap refuses, a failed runtime or a panic exits
+/// with a status that stops recovery. The hidden prefetcher (`--prefetch-only`)
+/// is not PostgreSQL's command and keeps the usual codes.
+pub fn is_restore_command(args: &[std::ffi::OsString]) -> bool {
+    let words: Vec<&str> = args.iter().skip(1).filter_map(|a| a.to_str()).collect();
+    let fetch = words.windows(2).any(|w| w == ["wal", "fetch"]);
+    fetch && !words.contains(&"--prefetch-only")
+}
+
+/// Whether `err` is the one failure `restore_command` may report as absence:
+/// the repository does not hold the WAL file asked for.
+pub fn is_absent(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|c| c.downcast_ref::<hs_pitr::Error>())
+        .any(hs_pitr::Error::is_absent)
 }
 
 impl fmt::Display for CliError {
@@ -62,6 +106,7 @@ macro_rules! try_lib {
                     code: e.code().to_owned(),
                     message: e.to_string(),
                     suggestion: e.suggestion().map(str::to_owned),
+                    exit_override: None,
                 };
             }
         )+
@@ -112,6 +157,48 @@ mod tests {
         for (code, exit) in table {
             assert_eq!(exit_code_for(code), exit, "{code}");
         }
+    }
+
+    #[test]
+    fn restore_command_exits_above_125_unless_the_file_is_absent() {
+        let absent =
+            CliError::new("notfound.wal_segment", "no such file").for_restore_command(true);
+        assert_eq!(absent.exit_code(), 6);
+        let table = [
+            ("notfound.wal_segment", 206),
+            ("notfound.repository", 206),
+            ("io.keyring_read_failed", 201),
+            ("usage.invalid_arguments", 202),
+            ("auth.keyring_mismatch", 203),
+            ("unreachable.storage", 208),
+            ("verify.wal_segment_invalid", 209),
+        ];
+        for (code, exit) in table {
+            let e = CliError::new(code, "x").for_restore_command(false);
+            assert_eq!(e.exit_code(), exit, "{code}");
+            assert!(
+                e.exit_code() > 125,
+                "{code}: PostgreSQL must read it as fatal"
+            );
+        }
+    }
+
+    #[test]
+    fn wal_fetch_is_recognised_as_the_restore_command() {
+        let args = |s: &str| -> Vec<std::ffi::OsString> {
+            s.split(' ').map(std::ffi::OsString::from).collect()
+        };
+        assert!(is_restore_command(&args(
+            "pg_hardstorage wal fetch db1 X Y"
+        )));
+        assert!(is_restore_command(&args("pg_hardstorage -v wal fetch")));
+        assert!(!is_restore_command(&args(
+            "pg_hardstorage wal fetch db1 X Y --prefetch-only"
+        )));
+        assert!(!is_restore_command(&args("pg_hardstorage wal list db1")));
+        assert!(!is_restore_command(&args(
+            "pg_hardstorage restore db1 fetch"
+        )));
     }
 
     #[test]

@@ -22,9 +22,19 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == commands::gendocs::COMMAND) {
         return commands::gendocs::main(&args[2..]);
     }
-    let cli = match Cli::try_parse() {
+    // `wal fetch` is PostgreSQL's restore_command: every way it can fail other
+    // than "not in the repository" must stop recovery (errors::for_restore_command).
+    let restore_command = errors::is_restore_command(&args);
+    if restore_command {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default_hook(info);
+            std::process::exit(i32::from(errors::RESTORE_COMMAND_FATAL_BASE + 1));
+        }));
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(e) => return output::usage_error(e),
+        Err(e) => return output::usage_error(e, restore_command),
     };
     // A long-running streamer logs what it archives by default.
     let base = u8::from(matches!(
@@ -40,17 +50,26 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            let err = CliError::new(
+            let mut err = CliError::new(
                 "io.runtime_failed",
                 format!("cannot start the runtime: {e}"),
             );
+            if restore_command {
+                err = err.for_restore_command(false);
+            }
             return output::emit_error(format, command, &err);
         }
     };
     let result = runtime.block_on(commands::run(cli));
     match result {
         Ok(out) => output::emit_ok(format, command, out),
-        Err(e) => output::emit_error(format, command, &errors::classify(&e)),
+        Err(e) => {
+            let mut err = errors::classify(&e);
+            if restore_command {
+                err = err.for_restore_command(errors::is_absent(&e));
+            }
+            output::emit_error(format, command, &err)
+        }
     }
 }
 

@@ -105,8 +105,9 @@ pub fn emit_error(format: OutputFormat, command: &str, err: &CliError) -> ExitCo
     ExitCode::from(exit)
 }
 
-/// Reports a command-line parsing error (exit 2), as JSON when `-o json` was given.
-pub fn usage_error(e: clap::Error) -> ExitCode {
+/// Reports a command-line parsing error (exit 2, or 202 for `wal fetch` run as
+/// `restore_command`), as JSON when `-o json` was given.
+pub fn usage_error(e: clap::Error, restore_command: bool) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         let _ = e.print();
@@ -120,15 +121,22 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
     if json {
         let msg = e.to_string();
         let first = msg.lines().next().unwrap_or("invalid arguments");
-        let err = CliError::new(
+        let mut err = CliError::new(
             "usage.invalid_arguments",
             first.trim_start_matches("error: "),
         )
         .with_suggestion("run `pg_hardstorage --help` or `pg_hardstorage <command> --help`");
+        if restore_command {
+            err = err.for_restore_command(false);
+        }
         return emit_error(OutputFormat::Json, "", &err);
     }
     let _ = e.print();
-    ExitCode::from(2)
+    let mut err = CliError::new("usage.invalid_arguments", "");
+    if restore_command {
+        err = err.for_restore_command(false);
+    }
+    ExitCode::from(err.exit_code())
 }
 
 /// Formats a byte count with binary units.

@@ -20,6 +20,10 @@ pub enum ErrorKind {
     Io,
     /// A bad argument from the caller.
     Usage,
+    /// `wal fetch`: the repository does not hold the WAL file asked for. This is
+    /// the only failure that `restore_command` may report to PostgreSQL as "not
+    /// in the archive"; see [`Error::is_absent`].
+    Absent,
 }
 
 /// An error from planning or running a restore.
@@ -81,6 +85,22 @@ impl Error {
     /// The broad category of the error.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// True only when [`crate::wal_fetch`] found that the repository holds no
+    /// such WAL file (and no usable `.partial` for it). Every other failure,
+    /// even another `notfound.*` (repository, keyring), is not absence: a
+    /// `restore_command` must then make PostgreSQL stop recovery instead of
+    /// ending it (docs/exit-codes.md, "wal fetch").
+    pub fn is_absent(&self) -> bool {
+        self.kind == ErrorKind::Absent
+    }
+
+    /// `e` (a `notfound.wal_segment` for the very file asked for) as absence.
+    pub(crate) fn absent(e: hs_repo::Error) -> Self {
+        let mut err = Error::from(e);
+        err.kind = ErrorKind::Absent;
+        err
     }
 }
 

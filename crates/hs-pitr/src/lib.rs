@@ -36,6 +36,7 @@
 mod error;
 mod listed;
 mod plan;
+mod probe;
 mod recovery;
 mod restore;
 mod target;
@@ -46,6 +47,7 @@ pub use listed::wal_segment_size;
 pub use plan::{
     plan_restore, plan_restore_on, PlannedBackup, RestorePlan, TimelineChoice, TimelineSwitch,
 };
+pub use probe::{hand_over, probe_restore_command, verify_plan_wal, ServerUser};
 pub use recovery::{
     apply_managed_block, quote_conf_value, render_block, restore_command, shell_quote_for_command,
     write_recovery_config, RecoveryConfig, RecoveryTarget, RecoveryTargetAction, BLOCK_BEGIN,

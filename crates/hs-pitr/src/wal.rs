@@ -16,8 +16,13 @@
 //!    served zero-padded to the segment size (PostgreSQL stops replaying at
 //!    the first invalid record, so the zeros mark the end of WAL). This is
 //!    what makes the newest seconds of WAL recoverable.
-//! 4. Otherwise `notfound.wal_segment` (exit 6), which PostgreSQL reads as
-//!    "not in the archive" — correct at the end of WAL.
+//! 4. Otherwise `notfound.wal_segment` with [`Error::is_absent`] set (the
+//!    CLI exits 6), which PostgreSQL reads as "not in the archive": correct
+//!    at the end of WAL. Any other failure (unreadable keyring, unreachable
+//!    or damaged repository, a segment that does not verify, `%p` not
+//!    writable) is *not* absence: the CLI then exits 200 + its usual code,
+//!    which PostgreSQL treats as fatal, so recovery stops instead of ending
+//!    early and promoting with WAL never replayed.
 //!
 //! Prefetch: each `restore_command` is a new process and PostgreSQL waits
 //! for it, so fetching ahead inside that call would only add latency. The
@@ -166,20 +171,48 @@ pub async fn wal_fetch(
             }
         }
     }
-    let data = match repo.get_wal(deployment, name).await {
-        Ok(d) => d,
+    match repo.get_wal(deployment, name).await {
+        Ok(data) => serve_complete(name, &data, dest, opts, segment.is_some()),
         Err(e) if e.code() == "notfound.wal_segment" && segment.is_some() => {
-            return serve_partial(repo, deployment, name, dest, opts, e.into()).await;
+            serve_partial(repo, deployment, name, dest, opts, Error::absent(e)).await
         }
-        Err(e) => return Err(e.into()),
-    };
-    write_atomic(dest, &[&data], data.len() as u64, opts.sync)?;
+        Err(e) if e.code() == "notfound.wal_segment" => Err(Error::absent(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a complete file read from the repository to `dest`.
+fn serve_complete(
+    name: &str,
+    data: &[u8],
+    dest: &Path,
+    opts: &FetchOptions,
+    is_segment: bool,
+) -> Result<FetchOutcome> {
+    write_atomic(dest, &[data], data.len() as u64, opts.sync)?;
     Ok(FetchOutcome {
         name: name.to_string(),
         bytes: data.len() as u64,
         source: FetchSource::Repository,
-        segment_size: segment.map(|_| data.len() as u64),
+        segment_size: is_segment.then_some(data.len() as u64),
     })
+}
+
+/// The complete segment `name` read again after it was absent: a streamer
+/// may have completed it since. `absent` if it is still not there.
+async fn serve_completed_since(
+    repo: &Repository,
+    deployment: &str,
+    name: &str,
+    dest: &Path,
+    opts: &FetchOptions,
+    absent: Error,
+) -> Result<FetchOutcome> {
+    match repo.get_wal(deployment, name).await {
+        Ok(data) => serve_complete(name, &data, dest, opts, true),
+        Err(e) if e.code() == "notfound.wal_segment" => Err(absent),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn serve_partial(
@@ -190,15 +223,28 @@ async fn serve_partial(
     opts: &FetchOptions,
     absent: Error,
 ) -> Result<FetchOutcome> {
+    // A streamer stores a completed segment before it deletes the segment's
+    // partial, so whenever the partial turns out gone or superseded below,
+    // the complete segment is read again: answering "absent" (or serving a
+    // stale partial) in that race would end recovery short.
     let partial = match repo.get_wal(deployment, &format!("{name}.partial")).await {
         Ok(p) => p,
-        Err(e) if e.code() == "notfound.wal_segment" => return Err(absent),
+        Err(e) if e.code() == "notfound.wal_segment" => {
+            return serve_completed_since(repo, deployment, name, dest, opts, absent).await;
+        }
         Err(e) => return Err(e.into()),
     };
     let Some((tli, log, seg)) = parse_wal_segment_name(name) else {
         return Err(absent);
     };
     let listing = repo.list_wal(deployment).await?;
+    if listing
+        .segments
+        .iter()
+        .any(|s| s.timeline == tli && (s.log, s.seg) == (log, seg))
+    {
+        return serve_completed_since(repo, deployment, name, dest, opts, absent).await;
+    }
     // Serving a partial is only right at the end of its timeline's WAL.
     if listing
         .segments

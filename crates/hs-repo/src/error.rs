@@ -110,6 +110,7 @@ impl Error {
             K::NotFound => ("notfound.object", false),
             K::PermissionDenied => ("io.permission_denied", false),
             K::StorageFull => ("io.no_space", true),
+            K::ReadOnlyFilesystem => ("io.read_only", false),
             K::Interrupted | K::TimedOut | K::WouldBlock => {
                 if write {
                     ("io.write_failed", true)
@@ -124,12 +125,15 @@ impl Error {
             "notfound.object" => format!("object {what} does not exist"),
             "io.permission_denied" => format!("permission denied on {what}"),
             "io.no_space" => format!("no space left while writing {what}"),
+            "io.read_only" => format!("cannot write {what}: the file system is read-only"),
             _ if write => format!("writing {what} failed: {e}"),
             _ => format!("reading {what} failed: {e}"),
         };
         let mut err = Error::new(code, msg).temporary(temporary).with_source(e);
         if code == "io.permission_denied" {
             err = err.with_suggestion("check the owner and mode of the repository directory");
+        } else if code == "io.read_only" {
+            err = err.with_suggestion("remount the repository's file system read-write");
         } else if code == "io.no_space" {
             err = err.with_suggestion("free space on the repository's filesystem and retry");
         }

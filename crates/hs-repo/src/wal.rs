@@ -184,6 +184,20 @@ fn object_for(deployment: &str, name: &str) -> Result<(String, Kind)> {
     .with_suggestion("use a 24-hex-digit segment name, <segment>.partial, or TTTTTTTT.history"))
 }
 
+/// A WAL object that does not open or decode (`verify.*`) is named in the error (the
+/// underlying message names only the kind of object); other errors are kept as they are.
+fn name_damaged_wal(e: Error, object: &str) -> Error {
+    if !e.code().starts_with("verify.") || e.to_string().contains(object) {
+        return e;
+    }
+    Error::new(e.code(), format!("WAL object {object}: {e}"))
+        .with_suggestion(
+            "the object is damaged or was modified: `pg_hardstorage repo verify` lists every \
+             damaged object; a segment lost for good is a gap recovery cannot cross",
+        )
+        .with_source(e)
+}
+
 fn not_found(deployment: &str, name: &str) -> Error {
     Error::new(
         "notfound.wal_segment",
@@ -324,16 +338,19 @@ impl Repository {
     ) -> Result<(u64, [u8; HASH_LEN], Option<Vec<u8>>)> {
         let sealed = self.inner.backend.get(object).await?;
         let repo = self.clone();
-        let object = object.to_string();
+        let name = object.to_string();
         blocking(move || {
-            let plain = repo.inner.master.open(Domain::Wal, &sealed)?;
-            let f = parse_frame(&plain, kind, &object)?;
-            let raw = if decode {
-                Some(decode_body(&f, &object)?)
-            } else {
-                None
+            let open = || -> Result<_> {
+                let plain = repo.inner.master.open(Domain::Wal, &sealed)?;
+                let f = parse_frame(&plain, kind, &name)?;
+                let raw = if decode {
+                    Some(decode_body(&f, &name)?)
+                } else {
+                    None
+                };
+                Ok((f.raw_len, f.hash, raw))
             };
-            Ok((f.raw_len, f.hash, raw))
+            open().map_err(|e| name_damaged_wal(e, &name))
         })
         .await
     }

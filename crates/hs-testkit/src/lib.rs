@@ -312,7 +312,16 @@ impl PgCluster {
             }
         }
         cluster.start_server_with_retries(true)?;
-        if cluster.psql("select pg_is_in_recovery()")? == "f" {
+        // A restored server can accept connections and then stop (its recovery failed):
+        // the error carries the server log, which the caller cannot read once the
+        // cluster is dropped.
+        let in_recovery = cluster.psql("select pg_is_in_recovery()").map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{e}\n--- server log ---\n{}", cluster.log_tail(40)),
+            )
+        })?;
+        if in_recovery == "f" {
             cluster.ensure_roles()?;
         }
         Ok(cluster)

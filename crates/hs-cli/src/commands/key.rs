@@ -55,5 +55,12 @@ pub async fn rotate(g: &GlobalArgs, a: KeyRotateArgs) -> Result<Output> {
         human.push_str(&format!("  removed key object {k} (old identity only)\n"));
     }
     human.push_str("Back up the new keyring: without it the repository cannot be read.\n");
-    Ok(Output::new(serde_json::to_value(&r)?, human))
+    let warning = "copies of the old keyring stop working, including any given to \
+                   `restore --restore-keyring` for a restored server's restore_command: \
+                   replace them with the new keyring, or that server's recovery stops at \
+                   its next WAL fetch";
+    human.push_str(&format!("Warning: {warning}.\n"));
+    let mut json = serde_json::to_value(&r)?;
+    json["warnings"] = json!([warning]);
+    Ok(Output::new(json, human))
 }

@@ -354,9 +354,15 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
         .iter()
         .map(|m| m.parse())
         .collect::<Result<_, hs_pitr::Error>>()?;
-    let has_wal = !repo.list_wal(&a.deployment).await?.segments.is_empty();
+    // Any archived segment serves to check restore_command after the restore.
+    let probe_file = repo
+        .list_wal(&a.deployment)
+        .await?
+        .segments
+        .last()
+        .map(|s| s.name.clone());
     let is_latest = target == hs_pitr::PitrTarget::Latest;
-    if !is_latest || a.to_latest || (has_wal && !a.no_recovery) {
+    if !is_latest || a.to_latest || (probe_file.is_some() && !a.no_recovery) {
         let exe = std::env::current_exe()?;
         let keyring = a.restore_keyring.clone().unwrap_or_else(|| keyring_path(g));
         let keyring = std::path::absolute(&keyring)?;
@@ -395,6 +401,10 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
         .map(|(oid, dir)| json!({"oid": oid, "directory": dir.display().to_string()}))
         .collect();
     let delta = if a.delta {
+    let wal_verified = match (&plan, a.verify_wal) {
+        (Some(p), true) => Some(hs_pitr::verify_plan_wal(&repo, p).await?),
+        _ => None,
+    };
         format!(
             "; delta: {} kept, {} written, {} removed",
             r.files_kept, r.files_written, r.removed
@@ -433,11 +443,58 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
             "seconds": secs,
         }),
         human: format!(
-            "Restored backup {} into {} ({} files, {} fetched{delta}) in {secs:.1}s, {verified}{recovery}\n",
+            "Restored backup {} into {} ({} files, {} fetched{delta}) in {secs:.1}s, {verified}{recovery}{checked}{}\n",
             r.backup_id,
             r.target.display(),
             r.files,
-            human_bytes(r.bytes)
+            human_bytes(r.bytes),
+            warnings.iter().map(|w| format!("Warning: {w}\n")).collect::<String>(),
+            checked = checked_as
+                .as_ref()
+                .map(|u| format!("restore_command checked: it fetches WAL when run as {u}.\n"))
+                .unwrap_or_default(),
         ),
     })
+}
+    let (checked_as, warnings) = check_restore_command(&a, &opts, &r, probe_file.as_deref())?;
+            "wal_segments_verified": wal_verified,
+            "restore_command_checked_as": checked_as,
+            "warnings": warnings,
+
+/// After a restore that configured recovery: gives the directories to
+/// `--restore-user` (as root), then runs restore_command once as the server's
+/// user, so a keyring or repository it cannot read fails the restore now rather
+/// than the server's recovery later. Returns the user it was checked as, and the
+/// warnings when no check was possible.
+fn check_restore_command(
+    a: &crate::cli::RestoreArgs,
+    opts: &hs_pitr::RestoreOptions,
+    r: &hs_pitr::RestoreSummary,
+    probe_file: Option<&str>,
+) -> Result<(Option<String>, Vec<String>)> {
+    let (Some(rc), true) = (&opts.recovery, r.recovery_configured) else {
+        return Ok((None, Vec::new()));
+    };
+    let user = hs_pitr::ServerUser::for_data_dir(&r.target, a.restore_user.as_deref())?;
+    if let (hs_pitr::ServerUser::Other(u), Some(_)) = (&user, &a.restore_user) {
+        let mut dirs = vec![r.target.as_path()];
+        dirs.extend(r.tablespaces.iter().map(|(_, d)| d.as_path()));
+        hs_pitr::hand_over(&dirs, u)?;
+    }
+    if user == hs_pitr::ServerUser::Undecided {
+        return Ok((
+            None,
+            vec![format!(
+            "restore ran as root and {} belongs to root, so restore_command could not be checked \
+             as the user the server will run as; if that user cannot read the keyring or the \
+             repository, recovery stops at its first WAL fetch: pass --restore-user USER",
+            r.target.display()
+        )],
+        ));
+    }
+    let Some(file) = probe_file else {
+        return Ok((None, Vec::new()));
+    };
+    hs_pitr::probe_restore_command(&rc.restore_command, &r.target, &user, file)?;
+    Ok((Some(user.describe()), Vec::new()))
 }

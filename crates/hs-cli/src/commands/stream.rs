@@ -50,10 +50,12 @@ pub async fn preflight(_g: &GlobalArgs, a: WalPreflightArgs) -> Result<Output> {
         .iter()
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
-    let failure = report.to_error().map(|e| CliError {
-        code: e.code().to_owned(),
-        message: e.to_string(),
-        suggestion: e.suggestion().map(str::to_owned),
+    let failure = report.to_error().map(|e| {
+        let err = CliError::new(e.code(), e.to_string());
+        match e.suggestion() {
+            Some(s) => err.with_suggestion(s),
+            None => err,
+        }
     });
     if failure.is_none() {
         human.push_str("✓ ready for `pg_hardstorage wal stream`\n");

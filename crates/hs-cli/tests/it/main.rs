@@ -13,6 +13,7 @@ mod pitr_timeline;
 mod restore_delta;
 mod retention;
 mod secrets;
+mod recovery_stops;
 mod ssh_backends;
 mod support;
 mod tablespaces;

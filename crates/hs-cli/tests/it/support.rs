@@ -152,3 +152,139 @@ pub fn any_file_contains(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
         data.windows(needle.len()).any(|w| w == needle)
     })
 }
+
+/// A running `wal stream` of the scratch repository; killed on drop, so a failing
+/// test leaves no process behind.
+pub struct Streamer {
+    pub child: Option<std::process::Child>,
+}
+
+impl Streamer {
+    /// Starts `wal stream DEPLOYMENT` with `extra` flags (stderr to `log`, if given).
+    pub fn start(s: &Scratch, deployment: &str, conn: &str, url: &str, extra: &[&str]) -> Streamer {
+        let log = std::fs::File::create(s.path(&format!("stream-{deployment}.log"))).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+            .args([
+                "wal",
+                "stream",
+                deployment,
+                "--pg-connection",
+                conn,
+                "--repo",
+                url,
+            ])
+            .args(extra)
+            .args(["-o", "json", "--keyring"])
+            .arg(s.keyring())
+            .env_remove("PG_HARDSTORAGE_REPO")
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wal stream");
+        Streamer { child: Some(child) }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+
+    /// SIGTERM, then the exit status and stdout.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let child = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+impl Drop for Streamer {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An LSN `X/Y` as a number.
+pub fn lsn(s: &str) -> u64 {
+    let (hi, lo) = s.trim().split_once('/').expect("an LSN");
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+/// The `restart_lsn` of `pg_hardstorage_<deployment>`, what the streamer reported durable.
+pub fn slot_lsn(pg: &hs_testkit::PgCluster, deployment: &str) -> Option<u64> {
+    let r = pg
+        .psql(&format!(
+            "SELECT coalesce(restart_lsn::text, '') FROM pg_replication_slots \
+             WHERE slot_name = 'pg_hardstorage_{deployment}'"
+        ))
+        .unwrap_or_default();
+    (!r.is_empty()).then(|| lsn(&r))
+}
+
+/// Waits until the streamer of `deployment` reported `target` durable.
+pub fn wait_durable(
+    pg: &hs_testkit::PgCluster,
+    deployment: &str,
+    target: u64,
+    timeout: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !slot_lsn(pg, deployment).is_some_and(|l| l >= target) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the streamer did not reach {target:X}; slot at {:?}",
+            slot_lsn(pg, deployment)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Waits until the slot of `deployment` exists and is active (the streamer streams).
+pub fn wait_streaming(pg: &hs_testkit::PgCluster, deployment: &str, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let active = pg
+            .psql(&format!(
+                "SELECT count(*) FROM pg_replication_slots \
+                 WHERE slot_name = 'pg_hardstorage_{deployment}' AND active"
+            ))
+            .unwrap_or_default();
+        if active == "1" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the streamer never became active"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Runs `pg_hardstorage wal fetch` as PostgreSQL would (no `-o json`), returning
+/// its exit status and stderr.
+pub fn wal_fetch(s: &Scratch, args: &[&str], keyring: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+        .args(["wal", "fetch"])
+        .args(args)
+        .arg("--keyring")
+        .arg(keyring)
+        .current_dir(s.dir.path())
+        .env_remove("PG_HARDSTORAGE_REPO")
+        .output()
+        .expect("run wal fetch");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
