@@ -189,19 +189,21 @@ fn dedup_ratio(logical: u64, stored: u64) -> String {
     }
 }
 
+/// Every backup of the deployment, oldest first. A backup whose manifest does not open or
+/// verify is listed as `damaged` (its object and error code) among the others, and the
+/// command still exits 0: `list` is an inventory; `verify` and `repo verify` are the
+/// checks that exit 9 (see docs/exit-codes.md).
 async fn list(g: &GlobalArgs, deployment: &str, url: &str) -> Result<Output> {
     hs_backup::validate_deployment(deployment)?;
     let url = &crate::config::repo(g, Some(deployment), url)?;
     let repo = open_repo(g, url).await?;
-    let backups = repo.list_backups(deployment).await?;
-    let mut rows = Vec::new();
-    let mut human = format!(
-        "{:<18} {:<21} {:>3} {:>12} {:>12} {:>10} {:>10} {:>8}\n",
-        "BACKUP", "STARTED", "TLI", "START LSN", "STOP LSN", "SIZE", "NEW", "DEDUP"
-    );
-    for m in &backups {
+    let listing = repo.list_backups_checked(deployment).await?;
+    // (sort key, JSON row, human line): intact backups by start time, each damaged one
+    // placed by its id (ids sort by start time).
+    let mut rows: Vec<(String, serde_json::Value, String)> = Vec::new();
+    for m in &listing.backups {
         let s = &m.stats;
-        human.push_str(&format!(
+        let line = format!(
             "{:<18} {:<21} {:>3} {:>12} {:>12} {:>10} {:>10} {:>8}\n",
             m.backup_id,
             m.start_time,
@@ -215,9 +217,10 @@ async fn list(g: &GlobalArgs, deployment: &str, url: &str) -> Result<Output> {
             } else {
                 format!("{:.1}x", s.logical_bytes as f64 / s.stored_bytes as f64)
             }
-        ));
-        rows.push(json!({
+        );
+        let row = json!({
             "backup_id": m.backup_id,
+            "status": "ok",
             "start_time": m.start_time,
             "stop_time": m.stop_time,
             "timeline": m.timeline,
@@ -227,15 +230,56 @@ async fn list(g: &GlobalArgs, deployment: &str, url: &str) -> Result<Output> {
             "logical_bytes": s.logical_bytes,
             "stored_bytes": s.stored_bytes,
             "files": s.files,
-        }));
+        });
+        rows.push((m.backup_id.clone(), row, line));
     }
-    if backups.is_empty() {
+    for d in &listing.damaged {
+        let line = format!(
+            "{:<18} DAMAGED [{}] {}: cannot be restored; see runbook 4 in docs/runbooks.md\n",
+            d.backup_id, d.code, d.object
+        );
+        let row = json!({
+            "backup_id": d.backup_id,
+            "status": "damaged",
+            "object": d.object,
+            "error_code": d.code,
+            "error": d.message,
+        });
+        // Before the first intact backup with a larger id.
+        let at = rows
+            .iter()
+            .position(|(id, _, _)| id.as_str() > d.backup_id.as_str())
+            .unwrap_or(rows.len());
+        rows.insert(at, (d.backup_id.clone(), row, line));
+    }
+    let mut human = format!(
+        "{:<18} {:<21} {:>3} {:>12} {:>12} {:>10} {:>10} {:>8}\n",
+        "BACKUP", "STARTED", "TLI", "START LSN", "STOP LSN", "SIZE", "NEW", "DEDUP"
+    );
+    for (_, _, line) in &rows {
+        human.push_str(line);
+    }
+    if rows.is_empty() {
         human = format!("No backups of deployment {deployment} in this repository.\n");
     }
+    if !listing.damaged.is_empty() {
+        human.push_str(&format!(
+            "{} backup(s) damaged: their manifest does not open or verify; `pg_hardstorage \
+             repo verify` checks everything\n",
+            listing.damaged.len()
+        ));
+    }
     let total = repo.stored_bytes().await?;
+    let damaged = listing.damaged.len();
+    let rows: Vec<serde_json::Value> = rows.into_iter().map(|(_, r, _)| r).collect();
     Ok(Output {
         failure: None,
-        json: json!({"deployment": deployment, "backups": rows, "repository_bytes": total}),
+        json: json!({
+            "deployment": deployment,
+            "backups": rows,
+            "damaged": damaged,
+            "repository_bytes": total,
+        }),
         human,
     })
 }

@@ -288,3 +288,94 @@ async fn plan_survives_retention_removing_the_listed_segment_it_probes() {
     let names: Vec<_> = listing.segments.iter().map(|s| s.name.clone()).collect();
     assert_eq!(names, vec![name(5)], "the listing was refreshed");
 }
+
+/// `wal fetch` of segment 5 while the streamer completes it: the complete segment
+/// was absent at the first read, and the partial is gone by the second. Answering
+/// "absent" there ends PostgreSQL's recovery short; the complete segment is served.
+#[tokio::test]
+async fn wal_fetch_serves_the_segment_the_streamer_completed_instead_of_absent() {
+    let f = Fixture::new().await;
+    let (sealed, _) = streamer_about_to_complete_5(&f).await;
+    let partial = object(&format!("{}.partial", name(5)));
+    let (racing, b) = f.moving_on(&partial, streamer_completes_5(sealed)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("RECOVERYXLOG");
+    let out = hs_pitr::wal_fetch(
+        &racing,
+        D,
+        &name(5),
+        &dest,
+        &hs_pitr::FetchOptions::for_dest(&dest),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{} (absent: {}): {e}", e.code(), e.is_absent()));
+    assert!(b.moved.load(Ordering::SeqCst), "the race was not exercised");
+    assert_eq!(out.source, hs_pitr::FetchSource::Repository);
+    let mut full = REAL_WAL.to_vec();
+    full.resize(SEG as usize, 0);
+    assert!(
+        std::fs::read(&dest).unwrap() == full,
+        "not the complete segment"
+    );
+}
+
+/// The streamer stored the complete segment 5 but has not yet deleted its partial
+/// when `wal fetch` reads the partial: the stale partial (padded with zeros, which
+/// end recovery) must not be served in place of the complete segment.
+#[tokio::test]
+async fn wal_fetch_prefers_a_segment_completed_after_its_partial_was_read() {
+    let f = Fixture::new().await;
+    let (sealed, _) = streamer_about_to_complete_5(&f).await;
+    // A longer complete segment than the partial: what the streamer received since.
+    let partial = object(&format!("{}.partial", name(5)));
+    let (racing, b) = f
+        .moving_on(&partial, vec![Step::Put(object(&name(5)), sealed)])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("RECOVERYXLOG");
+    let out = hs_pitr::wal_fetch(
+        &racing,
+        D,
+        &name(5),
+        &dest,
+        &hs_pitr::FetchOptions::for_dest(&dest),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}: {e}", e.code()));
+    assert!(b.moved.load(Ordering::SeqCst), "the race was not exercised");
+    assert_eq!(
+        out.source,
+        hs_pitr::FetchSource::Repository,
+        "served the stale partial"
+    );
+}
+
+/// Absence is reported only for a file the repository does not hold.
+#[tokio::test]
+async fn wal_fetch_reports_absence_only_for_a_missing_file() {
+    let f = Fixture::new().await;
+    let _ = streamer_about_to_complete_5(&f).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("x");
+    let opts = hs_pitr::FetchOptions::for_dest(&dest);
+    for missing in [name(9), "00000002.history".to_owned()] {
+        let e = hs_pitr::wal_fetch(&f.repo, D, &missing, &dest, &opts)
+            .await
+            .unwrap_err();
+        assert!(e.is_absent(), "{missing}: {} {e}", e.code());
+        assert_eq!(e.code(), "notfound.wal_segment");
+    }
+    // Damaged: not absent.
+    let obj = object(&name(4));
+    let mut sealed = f.fs.get(&obj).await.unwrap().to_vec();
+    let mid = sealed.len() / 2;
+    sealed[mid] ^= 1;
+    f.fs.delete(&obj).await.unwrap();
+    f.fs.put(&obj, Bytes::from(sealed)).await.unwrap();
+    let e = hs_pitr::wal_fetch(&f.repo, D, &name(4), &dest, &opts)
+        .await
+        .unwrap_err();
+    assert!(!e.is_absent(), "a damaged segment reported as absent");
+    assert!(e.code().starts_with("verify."), "{}", e.code());
+    assert!(e.to_string().contains(&obj), "the object is not named: {e}");
+}
