@@ -726,7 +726,7 @@ pub async fn plan_restore_on(
     let manifests = match selector {
         BackupSelector::Id(_) => vec![select_backup(repo, deployment, selector).await?],
         BackupSelector::Latest => {
-            let all = repo.list_backups(deployment).await?;
+            let all = repo.backups_for_latest(deployment).await?;
             if all.is_empty() {
                 // The usual "no backups" error.
                 select_backup(repo, deployment, selector).await?;

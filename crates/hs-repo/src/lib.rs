@@ -69,8 +69,8 @@ pub use index::fuzz_index;
 pub use keys::{KeyInfo, KeyRotation};
 pub use lock::{Lease, LeaseInfo, LeaseKind, LeaseOptions, DEFAULT_LEASE_TTL};
 pub use manifest::{
-    fuzz_manifest, ArchiveEntry, BackupManifest, BackupStats, ChunkRef, FileEntry, FileKind,
-    MANIFEST_FORMAT,
+    fuzz_manifest, ArchiveEntry, BackupListing, BackupManifest, BackupStats, ChunkRef,
+    DamagedBackup, FileEntry, FileKind, MANIFEST_FORMAT,
 };
 pub use quarantine::QuarantineRecord;
 pub use reader::{ChunkReader, DEFAULT_FRAME_CACHE_BYTES};

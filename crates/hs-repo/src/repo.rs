@@ -36,13 +36,13 @@ pub(crate) fn index_name(hex_id: &str) -> String {
     format!("index/{hex_id}")
 }
 
-fn manifest_prefix(deployment: &str) -> String {
+pub(crate) fn manifest_prefix(deployment: &str) -> String {
     format!("deployments/{deployment}/backups/")
 }
 
 /// Checks a deployment name or backup id: 1 to 128 of `[A-Za-z0-9._-]`,
 /// not starting with `.`.
-fn check_ident(s: &str, code: &'static str, what: &str) -> Result<()> {
+pub(crate) fn check_ident(s: &str, code: &'static str, what: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 128
         && !s.starts_with('.')
@@ -714,7 +714,18 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
-        let plain = self.inner.master.open(Domain::Manifest, &sealed)?;
+        self.open_manifest(deployment, backup_id, &name, &sealed)
+            .map_err(|e| crate::manifest::name_manifest_error(deployment, backup_id, &name, e))
+    }
+
+    fn open_manifest(
+        &self,
+        deployment: &str,
+        backup_id: &str,
+        name: &str,
+        sealed: &[u8],
+    ) -> Result<BackupManifest> {
+        let plain = self.inner.master.open(Domain::Manifest, sealed)?;
         if plain.len() < 65 || plain[0] != MANIFEST_OBJECT_VERSION {
             return Err(Error::new(
                 "verify.manifest_invalid",

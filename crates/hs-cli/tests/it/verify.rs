@@ -176,6 +176,13 @@ fn verify_keys_and_corruption_on_a_real_backup() {
     assert_eq!(mode(&old), 0o600);
     assert_eq!(mode(&s.keyring()), 0o600);
     assert_eq!(rot["removed"].as_array().unwrap().len(), 1);
+    // Copies of the old keyring (a restored server's --restore-keyring) stop working.
+    assert!(
+        rot["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("--restore-keyring")),
+        "{rot}"
+    );
     let with_old = hs_with(&old, &["list", "demo", "--repo", &url]);
     assert_eq!(with_old.status, 3, "{}", with_old.stdout);
     assert!(with_old.err_code().starts_with("auth."));
