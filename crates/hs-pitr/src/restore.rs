@@ -135,19 +135,19 @@ pub async fn select_backup(
     sel: &BackupSelector,
 ) -> Result<BackupManifest> {
     match sel {
-        BackupSelector::Latest => {
-            let mut all = repo.list_backups(deployment).await?;
-            all.pop().ok_or_else(|| {
-                Error::new(
-                    ErrorKind::NotFound,
-                    "notfound.backup",
-                    format!("deployment {deployment:?} has no backups in this repository"),
-                )
-                .with_suggestion(format!(
-                    "take one with `pg_hardstorage backup {deployment}`, or check --repo"
-                ))
-            })
-        }
+        // The newest backup, refused (naming it) if its manifest is damaged: never an
+        // older one in its place (`verify.latest_backup_damaged`).
+        BackupSelector::Latest => match repo.latest_backup(deployment).await {
+            Err(e) if e.code() == "notfound.backup" => Err(Error::new(
+                ErrorKind::NotFound,
+                "notfound.backup",
+                format!("deployment {deployment:?} has no backups in this repository"),
+            )
+            .with_suggestion(format!(
+                "take one with `pg_hardstorage backup {deployment}`, or check --repo"
+            ))),
+            other => Ok(other?),
+        },
         BackupSelector::Id(id) => match repo.load_manifest(deployment, id).await {
             Err(e) if e.code().starts_with("notfound.") => Err(Error::new(
                 ErrorKind::NotFound,
@@ -366,7 +366,10 @@ async fn restore_leased(
                         continue;
                     }
                     files.push(path.clone());
-                    let chunks = reader.file_chunks(f).await?;
+                    let chunks = reader
+                        .file_chunks(f)
+                        .await
+                        .map_err(|e| reading(e.into(), &manifest, &f.path))?;
                     check_chunk_total(&f.path, f.size, &chunks)?;
                     let is_file = opts.delta
                         && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
@@ -398,7 +401,9 @@ async fn restore_leased(
     let files_written = (files.len() as u64 - files_kept) + 1;
     units.extend(delta_units);
 
-    let written = run_units(&reader, units, opts.parallelism.max(1), progress).await?;
+    let written = run_units(&reader, units, opts.parallelism.max(1), progress)
+        .await
+        .map_err(|e| of_backup(e, &manifest))?;
 
     // One sync per file at the end, then the control file, then the directories.
     for p in &files {
@@ -417,9 +422,15 @@ async fn restore_leased(
     let control_units = vec![Unit {
         path: control_path.clone(),
         offset: 0,
-        chunks: reader.file_chunks(&control).await?,
+        chunks: reader
+            .file_chunks(&control)
+            .await
+            .map_err(|e| reading(e.into(), &manifest, CONTROL_FILE))?,
     }];
-    let written = written + run_units(&reader, control_units, 1, progress).await?;
+    let written = written
+        + run_units(&reader, control_units, 1, progress)
+            .await
+            .map_err(|e| of_backup(e, &manifest))?;
     sync_path(&control_path)?;
 
     let manifest_path = opts.target.join(PG_MANIFEST_FILE);
@@ -464,6 +475,48 @@ async fn restore_leased(
         removed,
         tablespaces,
     })
+}
+
+/// A damaged or missing object (`verify.*`, `notfound.*`) met while restoring: the
+/// message gains `context` (the file, the backup) and the suggestion is replaced when
+/// `suggestion` is not empty. Other errors are returned as they are.
+fn named(e: Error, context: String, suggestion: &str) -> Error {
+    let code = e.code();
+    if !(code.starts_with("verify.") || code.starts_with("notfound.")) {
+        return e;
+    }
+    let s = if suggestion.is_empty() {
+        e.suggestion().map(str::to_owned)
+    } else {
+        Some(suggestion.to_owned())
+    };
+    let out = Error::new(e.kind(), code, format!("{context}: {e}"));
+    match s {
+        Some(s) => out.with_suggestion(s),
+        None => out,
+    }
+}
+
+/// [`named`] for reading file `path` of `m` (its chunk lists).
+fn reading(e: Error, m: &BackupManifest, path: &str) -> Error {
+    named(
+        e,
+        format!(
+            "backup {} of deployment {}: reading file {path}",
+            m.backup_id, m.deployment
+        ),
+        "the pack named is damaged: restore another backup (`pg_hardstorage repo verify` \
+         lists the backups that read it; see runbook 4 in docs/runbooks.md)",
+    )
+}
+
+/// [`named`] with the backup being restored.
+fn of_backup(e: Error, m: &BackupManifest) -> Error {
+    named(
+        e,
+        format!("backup {} of deployment {}", m.backup_id, m.deployment),
+        "",
+    )
 }
 
 fn is_tablespace(a: &ArchiveEntry) -> bool {
@@ -961,7 +1014,14 @@ async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<u64> {
     let mut buf_off = u.offset;
     let mut off = u.offset;
     for c in &u.chunks {
-        let data = reader.read(c).await?;
+        let data = reader.read(c).await.map_err(|e| {
+            named(
+                e.into(),
+                format!("restoring {}", u.path.display()),
+                "the pack named is damaged: restore another backup (`pg_hardstorage repo \
+                 verify` lists the backups that read it; see runbook 4 in docs/runbooks.md)",
+            )
+        })?;
         if data.len() != c.len as usize {
             return Err(Error::new(
                 ErrorKind::Repository,

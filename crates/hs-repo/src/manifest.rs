@@ -3,6 +3,9 @@
 use hs_chunk::ChunkId;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+use crate::repo::{check_ident, manifest_prefix, Repository};
+
 /// The current manifest format number ([`BackupManifest::format`]).
 pub const MANIFEST_FORMAT: u32 = 1;
 
@@ -121,4 +124,176 @@ pub fn fuzz_manifest(data: &[u8]) -> usize {
     serde_json::from_slice::<BackupManifest>(&json)
         .map(|m| m.archives.iter().map(|a| a.files.len()).sum())
         .unwrap_or(0)
+}
+
+/// A backup whose manifest exists but does not open or verify (see
+/// [`Repository::list_backups_checked`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DamagedBackup {
+    /// The backup's id (the manifest object's last name part).
+    pub backup_id: String,
+    /// The manifest object, `deployments/<deployment>/backups/<id>`.
+    pub object: String,
+    /// The error code loading it gave, e.g. `verify.auth_tag_mismatch`.
+    pub code: &'static str,
+    /// The error message (names the object).
+    pub message: String,
+}
+
+/// Every backup of a deployment: the intact ones and the damaged ones.
+#[derive(Clone, Debug, Default)]
+pub struct BackupListing {
+    /// Manifests that opened and verified, sorted by start time (then id).
+    pub backups: Vec<BackupManifest>,
+    /// Manifests that did not, sorted by id.
+    pub damaged: Vec<DamagedBackup>,
+}
+
+impl BackupListing {
+    /// The damaged backups newer than the newest intact one (ids sort by start time),
+    /// newest last: the ones a `latest` would have meant.
+    pub fn damaged_newer_than_intact(&self) -> Vec<&DamagedBackup> {
+        let newest = self.backups.iter().map(|m| m.backup_id.as_str()).max();
+        self.damaged
+            .iter()
+            .filter(|d| newest.is_none_or(|n| d.backup_id.as_str() > n))
+            .collect()
+    }
+
+    /// The backup `latest` means: the newest one, if its manifest is intact.
+    /// `notfound.backup` if the deployment has none; `verify.latest_backup_damaged`
+    /// (naming the damaged manifest and the newest intact backup) if the newest is
+    /// damaged: `latest` never falls back to an older backup silently.
+    pub fn latest(&self, deployment: &str) -> Result<&BackupManifest> {
+        self.check_latest(deployment)?;
+        self.backups.last().ok_or_else(|| {
+            Error::new(
+                "notfound.backup",
+                format!("deployment {deployment} has no backups in this repository"),
+            )
+            .with_suggestion(format!(
+                "take one with `pg_hardstorage backup {deployment}`, or check --repo"
+            ))
+        })
+    }
+
+    /// `Ok` unless the newest backup is damaged (`verify.latest_backup_damaged`).
+    pub fn check_latest(&self, deployment: &str) -> Result<()> {
+        let newer = self.damaged_newer_than_intact();
+        let Some(d) = newer.last() else {
+            return Ok(());
+        };
+        let more = match newer.len() {
+            1 => String::new(),
+            n => format!(
+                " ({} more damaged backup(s) are newer than every intact one)",
+                n - 1
+            ),
+        };
+        let suggestion = match self.backups.last() {
+            Some(m) => format!(
+                "name a backup explicitly, e.g. the newest intact one: `{id}` \
+                 (`pg_hardstorage restore {deployment} {id} ...`, `pg_hardstorage verify \
+                 {deployment} {id}`); `pg_hardstorage list {deployment}` shows which are \
+                 damaged; see runbook 4 in docs/runbooks.md",
+                id = m.backup_id
+            ),
+            None => format!(
+                "no intact backup of {deployment} is left in this repository: restore \
+                 from another copy of the repository, and take a new backup now \
+                 (`pg_hardstorage backup {deployment}`); see runbook 4 in docs/runbooks.md"
+            ),
+        };
+        Err(Error::new(
+            "verify.latest_backup_damaged",
+            format!(
+                "the newest backup of deployment {deployment}, {}, is damaged: its manifest \
+                 {} does not open ({}){more}; `latest` does not fall back to an older backup",
+                d.backup_id, d.object, d.code
+            ),
+        )
+        .with_suggestion(suggestion))
+    }
+}
+
+/// The error loading manifest `object` gave, naming the object (a `verify.*` error from
+/// opening it names only the kind of object otherwise).
+pub(crate) fn name_manifest_error(
+    deployment: &str,
+    backup_id: &str,
+    object: &str,
+    e: Error,
+) -> Error {
+    if !e.code().starts_with("verify.") {
+        return e;
+    }
+    let message = if e.to_string().contains(object) {
+        e.to_string()
+    } else {
+        format!("manifest {object} of backup {backup_id} does not open: {e}")
+    };
+    Error::new(e.code(), message)
+        .with_suggestion(format!(
+            "this backup cannot be used: restore another one (`pg_hardstorage list \
+             {deployment}` shows which are damaged) and see runbook 4 in docs/runbooks.md"
+        ))
+        .with_source(e)
+}
+
+impl Repository {
+    /// Every backup of a deployment: the manifests that open and verify, and those that
+    /// do not (a `verify.*` or `usage.*` error loading them), each named. Errors of the
+    /// storage or the keys (`io.*`, `unreachable.*`, `auth.*`) still fail the call.
+    pub async fn list_backups_checked(&self, deployment: &str) -> Result<BackupListing> {
+        check_ident(
+            deployment,
+            "usage.invalid_deployment_name",
+            "deployment name",
+        )?;
+        let prefix = manifest_prefix(deployment);
+        let mut out = BackupListing::default();
+        for o in self.backend().list(&prefix).await? {
+            let id = &o.name[prefix.len()..];
+            if id.contains('/') {
+                continue;
+            }
+            match self.load_manifest(deployment, id).await {
+                Ok(m) => out.backups.push(m),
+                // Deleted since the listing (retention): not a backup any more.
+                Err(e) if e.code() == "notfound.backup" => {}
+                Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {
+                    out.damaged.push(DamagedBackup {
+                        backup_id: id.to_string(),
+                        object: o.name.clone(),
+                        code: e.code(),
+                        message: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        out.backups.sort_by(|a, b| {
+            (a.start_time.as_str(), a.backup_id.as_str())
+                .cmp(&(b.start_time.as_str(), b.backup_id.as_str()))
+        });
+        out.damaged.sort_by(|a, b| a.backup_id.cmp(&b.backup_id));
+        Ok(out)
+    }
+
+    /// The backup `latest` means: see [`BackupListing::latest`].
+    pub async fn latest_backup(&self, deployment: &str) -> Result<BackupManifest> {
+        let l = self.list_backups_checked(deployment).await?;
+        l.latest(deployment).cloned()
+    }
+
+    /// The intact backups, sorted as [`Repository::list_backups`], for a caller that
+    /// picks "the newest suitable" one (point-in-time planning with `latest`): a damaged
+    /// older backup is left out, but a damaged newest one is refused
+    /// (`verify.latest_backup_damaged`), never silently passed over. Empty if the
+    /// deployment has no backups.
+    pub async fn backups_for_latest(&self, deployment: &str) -> Result<Vec<BackupManifest>> {
+        let l = self.list_backups_checked(deployment).await?;
+        l.check_latest(deployment)?;
+        Ok(l.backups)
+    }
 }

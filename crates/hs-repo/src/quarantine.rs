@@ -13,8 +13,9 @@
 //! - `repo gc` counts it as referenced only while it holds the only copy of a chunk a
 //!   manifest references, then condemns and deletes it like any other pack, and removes
 //!   the record once the pack is gone;
-//! - `repo verify` keeps reporting its damage as a problem while some backup still needs
-//!   it, and as a warning (`verify.pack_quarantined`) once no backup does.
+//! - `repo verify` keeps reporting its damage as a problem, naming the backups, while
+//!   some backup still reads a damaged chunk from it (no other copy), and as a warning
+//!   (`verify.pack_quarantined`) once none does.
 //!
 //! The record's name carries the pack id, so the quarantine holds even if the record's
 //! content is damaged; the sealed content (why and when) is informational.

@@ -204,17 +204,20 @@ impl ChunkReader {
         }
         let key = (loc.pack, loc.frame_offset);
         let slot = lock(&inner.cache).slot(key, loc.frame_raw_length as usize);
+        let pack = &inner.index.pack_names[loc.pack as usize];
         let frame = match slot {
             Some(cell) => match cell.get_or_try_init(|| self.load_frame(&loc)).await {
                 Ok(f) => f.clone(),
                 Err(e) => {
                     lock(&inner.cache).forget(key, &cell);
-                    return Err(e);
+                    return Err(name_frame_error(e, r, pack, &loc));
                 }
             },
-            None => self.load_frame(&loc).await?,
+            None => self
+                .load_frame(&loc)
+                .await
+                .map_err(|e| name_frame_error(e, r, pack, &loc))?,
         };
-        let pack = &inner.index.pack_names[loc.pack as usize];
         let start = loc.chunk_offset as usize;
         let end = start + loc.raw_length as usize;
         let data = match frame.get(start..end) {
@@ -236,7 +239,7 @@ impl ChunkReader {
         Ok(Bytes::copy_from_slice(data))
     }
 
-    /// Range-reads, opens and decompresses one frame.
+    /// Range-reads, opens and decompresses one frame (errors are named by the caller).
     async fn load_frame(&self, loc: &Location) -> Result<Bytes> {
         let inner = &self.inner;
         let pack = &inner.index.pack_names[loc.pack as usize];
@@ -271,4 +274,26 @@ impl ChunkReader {
         inner.frames_decoded.fetch_add(1, Ordering::Relaxed);
         Ok(Bytes::from(data))
     }
+}
+
+/// A frame that does not open or decompress (`verify.*`) is named: the chunk asked for,
+/// the pack and the frame's offset (the underlying message names only the kind of
+/// object). Storage errors (`io.*`, `unreachable.*`) keep their code, message and
+/// whether a retry could help.
+fn name_frame_error(e: Error, r: &ChunkRef, pack: &str, loc: &Location) -> Error {
+    if !e.code().starts_with("verify.") {
+        return e;
+    }
+    Error::new(
+        e.code(),
+        format!(
+            "chunk {} in pack {pack} (frame at offset {}): {e}",
+            r.id, loc.frame_offset
+        ),
+    )
+    .with_suggestion(
+        "the pack is damaged: `pg_hardstorage repo verify` lists the backups that read it; \
+         see runbook 4 in docs/runbooks.md",
+    )
+    .with_source(e)
 }

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use crate::error::{Error, Result};
 use crate::index::{self, Index};
 use crate::keys::{KeyCheck, KEYS_PREFIX, KEY_INFO_PREFIX};
-use crate::manifest::{BackupManifest, ChunkRef, FileKind};
+use crate::manifest::{ArchiveEntry, BackupManifest, ChunkRef, FileKind};
 use crate::quarantine::QUARANTINE_PREFIX;
 use crate::reader::ChunkReader;
 use crate::repo::{pack_name, Repository, MARKER_NAME};
@@ -54,6 +54,12 @@ pub struct VerifyProblem {
     /// How many times this code was reported for this object (for example
     /// the number of unreadable chunks in one pack).
     pub count: u64,
+    /// The backups it touches, as `<deployment>/<backup id>`, sorted: for a damaged or
+    /// missing pack, the backups that read a damaged chunk from it (`repo verify`); for
+    /// a manifest or a chunk of one backup, that backup. Empty when none is known.
+    pub backups: Vec<String>,
+    /// Whether the object is a quarantined pack (`repo verify --quarantine`).
+    pub quarantined: bool,
 }
 
 /// One line of the report: what was checked and how many problems it found.
@@ -115,40 +121,72 @@ impl VerifyReport {
         )
     }
 
-    fn push(
-        list: &mut Vec<VerifyProblem>,
-        code: &'static str,
-        object: &str,
-        message: String,
-    ) -> bool {
-        if let Some(p) = list
+    fn push(list: &mut Vec<VerifyProblem>, p: VerifyProblem) -> bool {
+        if let Some(q) = list
             .iter_mut()
-            .find(|p| p.code == code && p.object == object)
+            .find(|q| q.code == p.code && q.object == p.object)
         {
-            p.count += 1;
+            q.count += p.count;
+            for b in p.backups {
+                if let Err(i) = q.backups.binary_search(&b) {
+                    q.backups.insert(i, b);
+                }
+            }
+            q.quarantined |= p.quarantined;
             return true;
         }
         if list.len() >= MAX_PROBLEMS {
             return false;
         }
-        list.push(VerifyProblem {
+        list.push(p);
+        true
+    }
+
+    fn entry(code: &'static str, object: &str, message: String) -> VerifyProblem {
+        VerifyProblem {
             code,
             object: object.to_string(),
             message,
             count: 1,
-        });
-        true
+            backups: Vec::new(),
+            quarantined: false,
+        }
     }
 
     pub(crate) fn problem(&mut self, code: &'static str, object: &str, message: impl Into<String>) {
+        self.add_problem(Self::entry(code, object, message.into()));
+    }
+
+    fn add_problem(&mut self, mut p: VerifyProblem) {
         self.events += 1;
-        if !Self::push(&mut self.problems, code, object, message.into()) {
+        p.backups.sort();
+        p.backups.dedup();
+        if !Self::push(&mut self.problems, p) {
             self.problems_omitted += 1;
         }
     }
 
     pub(crate) fn warn(&mut self, code: &'static str, object: &str, message: impl Into<String>) {
-        let _ = Self::push(&mut self.warnings, code, object, message.into());
+        let _ = Self::push(
+            &mut self.warnings,
+            Self::entry(code, object, message.into()),
+        );
+    }
+
+    /// Appends `other` (checks, problems, warnings, counts) after what is here.
+    fn absorb(&mut self, other: VerifyReport) {
+        self.checks.extend(other.checks);
+        for p in other.problems {
+            if !Self::push(&mut self.problems, p) {
+                self.problems_omitted += 1;
+            }
+        }
+        for w in other.warnings {
+            let _ = Self::push(&mut self.warnings, w);
+        }
+        self.problems_omitted += other.problems_omitted;
+        self.bytes_read += other.bytes_read;
+        self.events += other.events;
     }
 
     /// Records a check: `since` is the event count when it started.
@@ -188,6 +226,15 @@ fn manifest_name(deployment: &str, backup_id: &str) -> String {
     format!("deployments/{deployment}/backups/{backup_id}")
 }
 
+/// A file of a backup as restored: its path in the base archive, or under
+/// `pg_tblspc/<oid>/` for a tablespace's archive.
+fn file_label(a: &ArchiveEntry, path: &str) -> String {
+    match a.tablespace_oid {
+        Some(oid) => format!("pg_tblspc/{oid}/{path}"),
+        None => path.to_string(),
+    }
+}
+
 /// The last `/`-separated part of an object name.
 fn base_name(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
@@ -212,20 +259,33 @@ fn manifest_refs(m: &BackupManifest) -> (Vec<ChunkRef>, Vec<ChunkRef>) {
 /// Checks a whole pack in memory: its name is the BLAKE3 hash of its bytes,
 /// its header opens and parses, and every frame opens, decompresses to its
 /// recorded length and holds chunks that match their ids. Returns the header
-/// entries (if the header is readable) and the problems found.
+/// entries (if the header is readable), the problems found and the chunks
+/// found damaged.
 fn check_pack(repo: &Repository, name: &str, data: &[u8]) -> PackCheck {
-    let mut problems = Vec::new();
+    let mut c = check_pack_content(repo, data);
+    // Last: a damaged frame or header says more than the hash does.
     if blake3::hash(data).to_hex().as_str() != base_name(name) {
-        problems.push((
+        c.problems.push((
             "verify.pack_corrupt",
             "its content does not match its name (BLAKE3 of the pack)".to_string(),
         ));
     }
+    c
+}
+
+/// [`check_pack`] but for the name.
+fn check_pack_content(repo: &Repository, data: &[u8]) -> PackCheck {
+    let mut problems = Vec::new();
+    let mut bad = HashSet::new();
     let (blobs, sealed) = match hs_chunk::split_pack(data) {
         Ok(x) => x,
         Err(e) => {
             problems.push(("verify.pack_corrupt", format!("{e} ({})", e.code())));
-            return (None, problems);
+            return PackCheck {
+                entries: None,
+                problems,
+                bad,
+            };
         }
     };
     let entries = match repo
@@ -241,7 +301,11 @@ fn check_pack(repo: &Repository, name: &str, data: &[u8]) -> PackCheck {
                 "verify.pack_corrupt",
                 format!("its header does not open: {e} ({})", e.code()),
             ));
-            return (None, problems);
+            return PackCheck {
+                entries: None,
+                problems,
+                bad,
+            };
         }
     };
     let mut i = 0;
@@ -259,6 +323,7 @@ fn check_pack(repo: &Repository, name: &str, data: &[u8]) -> PackCheck {
                 "verify.pack_corrupt",
                 format!("the frame at offset {start} lies outside the pack"),
             ));
+            bad.extend(frame.iter().map(|c| c.id));
             continue;
         };
         let plain = match repo.inner.master.open(Domain::Chunk, blob) {
@@ -271,6 +336,7 @@ fn check_pack(repo: &Repository, name: &str, data: &[u8]) -> PackCheck {
                         e.code()
                     ),
                 ));
+                bad.extend(frame.iter().map(|c| c.id));
                 continue;
             }
         };
@@ -282,6 +348,7 @@ fn check_pack(repo: &Repository, name: &str, data: &[u8]) -> PackCheck {
                         "verify.pack_corrupt",
                         format!("the frame at offset {start} does not decompress: {e}"),
                     ));
+                    bad.extend(frame.iter().map(|c| c.id));
                     continue;
                 }
             }
@@ -297,6 +364,7 @@ fn check_pack(repo: &Repository, name: &str, data: &[u8]) -> PackCheck {
                     f.frame_raw_length
                 ),
             ));
+            bad.extend(frame.iter().map(|c| c.id));
             continue;
         }
         for c in frame {
@@ -305,6 +373,7 @@ fn check_pack(repo: &Repository, name: &str, data: &[u8]) -> PackCheck {
                 .get(s..s + c.raw_length as usize)
                 .is_some_and(|d| repo.chunk_id(d) == c.id);
             if !ok {
+                bad.insert(c.id);
                 problems.push((
                     "verify.pack_corrupt",
                     format!(
@@ -315,7 +384,11 @@ fn check_pack(repo: &Repository, name: &str, data: &[u8]) -> PackCheck {
             }
         }
     }
-    (Some(entries), problems)
+    PackCheck {
+        entries: Some(entries),
+        problems,
+        bad,
+    }
 }
 
 /// One index object's packs: (pack object name, its entries).
@@ -403,19 +476,20 @@ impl Repository {
         Ok(out)
     }
 
-    /// Reads every chunk in `refs` (each distinct chunk once, in parallel) and
-    /// reports the ones that cannot be read or do not match. Returns the
-    /// number of distinct chunks and their bytes.
+    /// Reads every chunk in `refs` (each distinct chunk once, in parallel).
+    /// Returns the number of distinct chunks, their bytes, and the chunks that
+    /// could not be read or did not match, with the error.
     async fn read_all_chunks(
         &self,
         reader: &ChunkReader,
-        refs: Vec<ChunkRef>,
+        refs: &[ChunkRef],
         report: &mut VerifyReport,
-    ) -> Result<(u64, u64)> {
+    ) -> Result<(u64, u64, Vec<(ChunkId, Error)>)> {
         let mut seen = HashSet::with_capacity(refs.len());
-        let distinct: Vec<ChunkRef> = refs.into_iter().filter(|r| seen.insert(*r)).collect();
+        let distinct: Vec<ChunkRef> = refs.iter().copied().filter(|r| seen.insert(*r)).collect();
         let count = distinct.len() as u64;
         let mut bytes = 0u64;
+        let mut failed = Vec::new();
         let mut batches = distinct.chunks(CHUNK_BATCH).map(<[ChunkRef]>::to_vec);
         let mut set: JoinSet<(u64, Vec<(ChunkId, Error)>)> = JoinSet::new();
         loop {
@@ -441,27 +515,20 @@ impl Repository {
                 Error::new("aborted.task_failed", "a chunk verification task failed").with_source(e)
             })?;
             bytes += n;
-            for (id, e) in errs {
-                let object = reader
-                    .pack_of(&id)
-                    .map_or_else(|| format!("chunk {id}"), str::to_string);
-                report.problem(
-                    chunk_code(&e),
-                    &object,
-                    format!("chunk {id}: {e} ({})", e.code()),
-                );
-            }
+            failed.extend(errs);
         }
         report.bytes_read += bytes;
-        Ok((count, bytes))
+        Ok((count, bytes, failed))
     }
 
-    /// Reads a manifest's list chunks and returns the content references
-    /// they hold; unreadable lists are reported.
+    /// Reads a file's list chunks and returns the content references they
+    /// hold; unreadable lists are reported against their pack, naming `what`
+    /// (the file and its backup) and touching `backup`.
     async fn expand_lists(
         &self,
         reader: &ChunkReader,
-        manifest: &str,
+        what: &str,
+        backup: &str,
         lists: &[ChunkRef],
         report: &mut VerifyReport,
     ) -> Vec<ChunkRef> {
@@ -479,12 +546,14 @@ impl Repository {
                 Err(e) => {
                     let object = reader
                         .pack_of(&l.id)
-                        .map_or_else(|| manifest.to_string(), str::to_string);
-                    report.problem(
+                        .map_or_else(|| what.to_string(), str::to_string);
+                    let mut p = VerifyReport::entry(
                         chunk_code(&e),
                         &object,
-                        format!("chunk list {} of {manifest}: {e} ({})", l.id, e.code()),
+                        format!("chunk list {} of {what}: {e} ({})", l.id, e.code()),
                     );
+                    p.backups.push(backup.to_string());
+                    report.add_problem(p);
                 }
             }
         }
@@ -500,28 +569,22 @@ impl Repository {
         report: &mut VerifyReport,
     ) -> Result<Option<BackupManifest>> {
         let name = manifest_name(deployment, backup_id);
-        match self.load_manifest(deployment, backup_id).await {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.code() == "verify.signature_invalid" => {
-                report.problem(
-                    "verify.manifest_signature",
-                    &name,
-                    format!(
-                        "the signature does not verify: the manifest was modified or forged ({e})"
-                    ),
-                );
-                Ok(None)
-            }
-            Err(e) if e.code().starts_with("verify.") => {
-                report.problem(
-                    "verify.manifest_corrupt",
-                    &name,
-                    format!("the manifest does not open: {e} ({})", e.code()),
-                );
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        let (code, message) = match self.load_manifest(deployment, backup_id).await {
+            Ok(m) => return Ok(Some(m)),
+            Err(e) if e.code() == "verify.signature_invalid" => (
+                "verify.manifest_signature",
+                format!("the signature does not verify: the manifest was modified or forged ({e})"),
+            ),
+            Err(e) if e.code().starts_with("verify.") => (
+                "verify.manifest_corrupt",
+                format!("the manifest does not open: {e} ({})", e.code()),
+            ),
+            Err(e) => return Err(e),
+        };
+        let mut p = VerifyReport::entry(code, &name, message);
+        p.backups.push(format!("{deployment}/{backup_id}"));
+        report.add_problem(p);
+        Ok(None)
     }
 
     /// Verifies one backup end to end: the manifest (seal and signature),
@@ -546,14 +609,37 @@ impl Repository {
         // backup's problem; a chunk it needs and cannot find is.
         let since = report.events;
         let loaded = self.load_index_checked(&mut report, true).await?;
+        let quarantined = self.quarantined_set().await?;
         let reader = ChunkReader::new(
             self.clone(),
             loaded.index,
             crate::reader::DEFAULT_FRAME_CACHE_BYTES,
         );
-        let (mut content, lists) = manifest_refs(&m);
-        let list_count = lists.len() as u64;
-        content.extend(self.expand_lists(&reader, &name, &lists, &mut report).await);
+        let backup = format!("{deployment}/{backup_id}");
+        // Every content reference, and which file each run of them belongs to (to name
+        // the file of a chunk that fails).
+        let mut content: Vec<ChunkRef> = Vec::new();
+        let mut spans: Vec<(String, std::ops::Range<usize>)> = Vec::new();
+        let mut list_count = 0u64;
+        for a in &m.archives {
+            for f in &a.files {
+                if f.kind != FileKind::File {
+                    continue;
+                }
+                let path = file_label(a, &f.path);
+                let start = content.len();
+                content.extend_from_slice(&f.chunks);
+                if !f.chunk_lists.is_empty() {
+                    list_count += f.chunk_lists.len() as u64;
+                    let what = format!("file {path} of backup {backup}");
+                    let refs = self
+                        .expand_lists(&reader, &what, &backup, &f.chunk_lists, &mut report)
+                        .await;
+                    content.extend(refs);
+                }
+                spans.push((path, start..content.len()));
+            }
+        }
         report.check(
             "chunk lists",
             list_count,
@@ -561,7 +647,34 @@ impl Repository {
             "list chunks read and decoded",
         );
         let since = report.events;
-        let (n, bytes) = self.read_all_chunks(&reader, content, &mut report).await?;
+        let (n, bytes, failed) = self.read_all_chunks(&reader, &content, &mut report).await?;
+        if !failed.is_empty() {
+            let ids: HashSet<ChunkId> = failed.iter().map(|(id, _)| *id).collect();
+            let mut file_of: HashMap<ChunkId, &str> = HashMap::new();
+            for (path, range) in &spans {
+                for r in &content[range.clone()] {
+                    if ids.contains(&r.id) {
+                        file_of.entry(r.id).or_insert(path.as_str());
+                    }
+                }
+            }
+            for (id, e) in failed {
+                let pack = reader.pack_of(&id);
+                let object = pack.map_or_else(|| format!("chunk {id}"), str::to_string);
+                let file = file_of.get(&id).copied().unwrap_or("?");
+                let mut p = VerifyReport::entry(
+                    chunk_code(&e),
+                    &object,
+                    format!(
+                        "chunk {id} of file {file} of backup {backup}: {e} ({})",
+                        e.code()
+                    ),
+                );
+                p.backups.push(backup.clone());
+                p.quarantined = pack.is_some_and(|p| quarantined.contains(p));
+                report.add_problem(p);
+            }
+        }
         report.check(
             "chunks",
             n,
@@ -692,12 +805,13 @@ impl Repository {
         self.verify_keys(&mut report).await?;
 
         // Packs, read whole, several at a time.
-        let since = report.events;
+        let packs_since = report.events;
         let quarantined = self.quarantined_set().await?;
         let mut packs: Vec<crate::ObjectInfo> = self.list_packs().await?;
         packs.sort_by(|a, b| a.name.cmp(&b.name));
         let pack_count = packs.len() as u64;
         let mut headers: HashMap<String, Option<Vec<PackEntry>>> = HashMap::new();
+        let mut damaged: Vec<(String, PackCheck)> = Vec::new();
         let mut todo = packs.into_iter();
         let mut set: JoinSet<Result<Option<(String, u64, PackCheck)>>> = JoinSet::new();
         loop {
@@ -729,22 +843,32 @@ impl Repository {
             let res = res.map_err(|e| {
                 Error::new("aborted.task_failed", "a pack verification task failed").with_source(e)
             })??;
-            if let Some((name, len, (entries, problems))) = res {
+            if let Some((name, len, checked)) = res {
                 report.bytes_read += len;
-                for (code, msg) in problems {
-                    let msg = if quarantined.contains(&name) {
-                        format!("{msg} (quarantined: new backups do not use this pack)")
-                    } else {
-                        msg
-                    };
-                    report.problem(code, &name, msg);
+                let PackCheck {
+                    entries,
+                    problems,
+                    bad,
+                } = checked;
+                if !problems.is_empty() {
+                    let header = entries.as_ref().map(|_| Vec::new());
+                    damaged.push((
+                        name.clone(),
+                        PackCheck {
+                            entries: header,
+                            problems,
+                            bad,
+                        },
+                    ));
                 }
                 headers.insert(name, entries);
             }
         }
+        damaged.sort_by(|a, b| a.0.cmp(&b.0));
         // Quarantine records open and name a pack (the name alone keeps the pack
         // quarantined, so a damaged record is reported, not fatal).
         let mut records = 0;
+        let mut record_problems = Vec::new();
         for o in self.inner.backend.list(QUARANTINE_PREFIX).await? {
             let sealed = match self.inner.backend.get(&o.name).await {
                 Ok(b) => b,
@@ -754,34 +878,29 @@ impl Repository {
             records += 1;
             report.bytes_read += sealed.len() as u64;
             if let Err(e) = self.open_quarantine_record(&o.name, &sealed) {
-                report.problem(
-                    "verify.quarantine_record_invalid",
-                    &o.name,
-                    format!("{e} ({})", e.code()),
-                );
+                record_problems.push((o.name, format!("{e} ({})", e.code())));
             }
         }
-        report.check(
-            "packs",
-            pack_count + records,
-            since,
-            "every pack read whole: hash, header, every frame and chunk; quarantine records open",
-        );
 
-        // Index objects against the packs.
-        let since = report.events;
-        let loaded = self.load_index_checked(&mut report, false).await?;
+        // Index objects against the packs (reported after the packs).
+        let mut index_report = VerifyReport::default();
+        let index_since = index_report.events;
+        let loaded = self.load_index_checked(&mut index_report, false).await?;
         let mut indexed: HashSet<String> = HashSet::new();
+        let mut missing: Vec<String> = Vec::new();
         for (obj, list) in &loaded.objects {
             for (pn, entries) in list {
                 indexed.insert(pn.clone());
                 match headers.get(pn) {
-                    None => report.problem(
-                        "verify.pack_missing",
-                        pn,
-                        format!("index object {obj} names this pack, which does not exist"),
-                    ),
-                    Some(Some(h)) if h != entries => report.problem(
+                    None => {
+                        missing.push(pn.clone());
+                        index_report.problem(
+                            "verify.pack_missing",
+                            pn,
+                            format!("index object {obj} names this pack, which does not exist"),
+                        );
+                    }
+                    Some(Some(h)) if h != entries => index_report.problem(
                         "verify.index_mismatch",
                         obj,
                         format!("its entry for pack {pn} differs from the pack's header"),
@@ -793,19 +912,42 @@ impl Repository {
         let mut orphans: Vec<&String> = headers.keys().filter(|p| !indexed.contains(*p)).collect();
         orphans.sort();
         for p in orphans {
-            report.warn(
+            index_report.warn(
                 "verify.pack_unindexed",
                 p,
                 "no index object names this pack (left by an interrupted backup); garbage \
                  collection will remove it",
             );
         }
-        report.check(
+        index_report.check(
             "index",
             loaded.objects.len() as u64,
-            since,
+            index_since,
             "every index object opens and matches the pack headers",
         );
+
+        // The damaged chunks of each damaged or missing pack: the chunks of frames that
+        // do not open, or every chunk the index lists for it when its header is
+        // unreadable or it is gone.
+        let mut bad_in: HashMap<ChunkId, Vec<String>> = HashMap::new();
+        let mut whole: HashSet<&str> = missing.iter().map(String::as_str).collect();
+        for (name, c) in &damaged {
+            if c.entries.is_none() {
+                whole.insert(name.as_str());
+            }
+            for id in &c.bad {
+                bad_in.entry(*id).or_default().push(name.clone());
+            }
+        }
+        for (_, list) in &loaded.objects {
+            for (pn, entries) in list {
+                if whole.contains(pn.as_str()) {
+                    for e in entries {
+                        bad_in.entry(e.id).or_default().push(pn.clone());
+                    }
+                }
+            }
+        }
         let reader = ChunkReader::new(
             self.clone(),
             loaded.index,
@@ -828,39 +970,141 @@ impl Repository {
             }
         }
         manifests.sort();
-        let since = report.events;
+        let mut manifest_report = VerifyReport::default();
+        let manifests_since = manifest_report.events;
+        // Per damaged pack, the backups that read a damaged chunk from it (a chunk
+        // with another copy that the readers prefer does not count).
+        let mut affected: HashMap<String, HashSet<String>> = HashMap::new();
         for (d, id) in &manifests {
             let name = manifest_name(d, id);
-            let Some(m) = self.load_manifest_checked(d, id, &mut report).await? else {
+            let backup = format!("{d}/{id}");
+            let Some(m) = self
+                .load_manifest_checked(d, id, &mut manifest_report)
+                .await?
+            else {
                 continue;
             };
             let (mut content, lists) = manifest_refs(&m);
             for l in &lists {
                 if !reader.contains(&l.id) {
-                    report.problem(
+                    let mut p = VerifyReport::entry(
                         "verify.chunk_missing",
                         &name,
                         format!("chunk list {} is not in the index", l.id),
                     );
+                    p.backups.push(backup.clone());
+                    manifest_report.add_problem(p);
                 }
             }
-            content.extend(self.expand_lists(&reader, &name, &lists, &mut report).await);
+            let what = format!("backup {backup}");
+            content.extend(
+                self.expand_lists(&reader, &what, &backup, &lists, &mut manifest_report)
+                    .await,
+            );
+            for r in content.iter().chain(&lists) {
+                if let Some(packs) = bad_in.get(&r.id) {
+                    if let Some(p) = reader.pack_of(&r.id) {
+                        if packs.iter().any(|b| b == p) {
+                            affected
+                                .entry(p.to_string())
+                                .or_default()
+                                .insert(backup.clone());
+                        }
+                    }
+                }
+            }
             for r in content {
                 if !reader.contains(&r.id) {
-                    report.problem(
+                    let mut p = VerifyReport::entry(
                         "verify.chunk_missing",
                         &name,
                         format!("chunk {} is not in the index", r.id),
                     );
+                    p.backups.push(backup.clone());
+                    manifest_report.add_problem(p);
                 }
             }
         }
-        report.check(
+        manifest_report.check(
             "manifests",
             manifests.len() as u64,
-            since,
+            manifests_since,
             "every manifest opens, its signature verifies, every chunk it references is indexed",
         );
+        let backups_of = |pack: &str| -> Vec<String> {
+            let mut v: Vec<String> = affected
+                .get(pack)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+
+        // Now the packs, one problem (or warning) per damaged pack.
+        for (name, c) in damaged {
+            let backups = backups_of(&name);
+            let is_quarantined = quarantined.contains(&name);
+            let (code, first) = &c.problems[0];
+            let mut finding = first.clone();
+            if c.problems.len() > 1 {
+                finding.push_str(&format!(" (and {} more finding(s))", c.problems.len() - 1));
+            }
+            let list = backups.join(", ");
+            if is_quarantined && backups.is_empty() {
+                let mut w = VerifyReport::entry(
+                    "verify.pack_quarantined",
+                    &name,
+                    format!(
+                        "damaged ({code}: {finding}) and quarantined; no backup reads a damaged \
+                         chunk from it any more (each has an intact copy in another pack, or no \
+                         backup references it); `pg_hardstorage repo gc --apply` deletes it once \
+                         no backup needs a chunk only it holds"
+                    ),
+                );
+                w.quarantined = true;
+                let _ = VerifyReport::push(&mut report.warnings, w);
+                continue;
+            }
+            let message = match (is_quarantined, backups.is_empty()) {
+                (false, true) => format!(
+                    "{finding}; no backup reads a damaged chunk from it, but a new backup could \
+                     reference its damaged chunks until it is quarantined"
+                ),
+                (false, false) => format!(
+                    "{finding}; {} backup(s) read damaged chunks from it and cannot be restored \
+                     until a new backup stores those chunks again: {list}",
+                    backups.len()
+                ),
+                _ => format!(
+                    "{finding} (quarantined: new backups do not use this pack); {} backup(s) \
+                     still read damaged chunks that only this pack holds and cannot be restored \
+                     completely: {list} (no newer backup stored those chunks again: the data \
+                     changed in the cluster or is gone from it)",
+                    backups.len()
+                ),
+            };
+            let mut p = VerifyReport::entry(code, &name, message);
+            p.backups = backups;
+            p.quarantined = is_quarantined;
+            report.add_problem(p);
+        }
+        for (name, msg) in record_problems {
+            report.problem("verify.quarantine_record_invalid", &name, msg);
+        }
+        report.check(
+            "packs",
+            pack_count + records,
+            packs_since,
+            "every pack read whole: hash, header, every frame and chunk; quarantine records open",
+        );
+        // A missing pack touches the backups that read it, too.
+        for p in &mut index_report.problems {
+            if p.code == "verify.pack_missing" {
+                p.backups = backups_of(&p.object);
+            }
+        }
+        report.absorb(index_report);
+        report.absorb(manifest_report);
 
         let since = report.events;
         let mut deployments: Vec<(String, Vec<String>)> = wal.into_iter().collect();
@@ -1101,7 +1345,16 @@ impl Repository {
     }
 }
 
-type PackCheck = (Option<Vec<PackEntry>>, Vec<(&'static str, String)>);
+/// What [`check_pack`] found in one pack.
+struct PackCheck {
+    /// The header's entries, `None` if the header (or the trailer) is unreadable:
+    /// then every chunk the index lists for the pack counts as damaged.
+    entries: Option<Vec<PackEntry>>,
+    /// Each finding: its code and message, in pack order.
+    problems: Vec<(&'static str, String)>,
+    /// The chunks of frames that do not open, and chunks that do not match their id.
+    bad: HashSet<ChunkId>,
+}
 
 enum WalCheck {
     Ignored,

@@ -12,22 +12,10 @@ pub async fn verify_backup(g: &GlobalArgs, a: VerifyBackupArgs) -> Result<Output
     hs_backup::validate_deployment(&a.deployment)?;
     let url = crate::config::repo(g, Some(&a.deployment), &a.repo.repo)?;
     let repo = super::open_repo(g, &url).await?;
+    // `latest` is the newest backup; a damaged newest manifest is refused, naming it and
+    // the newest intact backup (`verify.latest_backup_damaged`), never passed over.
     let backup_id = if a.backup == "latest" {
-        let all = repo.list_backups(&a.deployment).await?;
-        match all.last() {
-            Some(m) => m.backup_id.clone(),
-            None => {
-                return Err(CliError::new(
-                    "notfound.backup",
-                    format!("deployment {} has no backups", a.deployment),
-                )
-                .with_suggestion(format!(
-                    "take one with `pg_hardstorage backup {}`",
-                    a.deployment
-                ))
-                .into())
-            }
-        }
+        repo.latest_backup(&a.deployment).await?.backup_id
     } else {
         a.backup.clone()
     };
@@ -117,11 +105,24 @@ fn render(
             human_bytes(report.bytes_read)
         ));
     }
-    let damaged_packs = report
-        .problems
-        .iter()
-        .filter(|p| p.object.starts_with("data/"))
-        .count();
+    // Damaged packs: those not quarantined yet, and those quarantined that backups
+    // still read damaged chunks from (they cannot heal).
+    let pack_problems = || {
+        report
+            .problems
+            .iter()
+            .filter(|p| p.object.starts_with("data/"))
+    };
+    let unquarantined = pack_problems().filter(|p| !p.quarantined).count();
+    let stuck: Vec<&str> = {
+        let mut v: Vec<&str> = pack_problems()
+            .filter(|p| p.quarantined)
+            .flat_map(|p| p.backups.iter().map(String::as_str))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
     if let Some(q) = &quarantined {
         for (pack, new) in q {
             human.push_str(&format!(
@@ -135,21 +136,29 @@ fn render(
     head["report"] = serde_json::to_value(report).unwrap_or_default();
     let failure = report.to_error().map(|e| {
         let mut c = CliError::new(e.code(), e.to_string());
-        let suggestion = match (&quarantined, damaged_packs) {
-            (_, 0) => e.suggestion().map(str::to_owned),
-            (Some(_), _) => Some(
+        let suggestion = match (&quarantined, unquarantined, stuck.is_empty()) {
+            (Some(_), n, _) if n > 0 => Some(
                 "take a new backup of each deployment now: it stores fresh copies of the \
                  quarantined packs' chunks, and older backups read those copies; \
                  `pg_hardstorage repo gc --apply` deletes the damaged packs once no backup \
                  needs them"
                     .to_owned(),
             ),
-            (None, _) => Some(
+            (None, n, _) if n > 0 => Some(
                 "run `pg_hardstorage repo verify --quarantine` so that new backups stop \
                  using the damaged pack(s), then take a new backup; until then restore \
                  another backup"
                     .to_owned(),
             ),
+            (_, _, false) => Some(format!(
+                "the damaged pack(s) are quarantined already and a newer backup did not store \
+                 their damaged chunks again (the data changed or is gone from the cluster): \
+                 these backups cannot be restored completely: {}; restore a newer backup, take \
+                 a new one if none was taken since the quarantine, and see runbook 4 in \
+                 docs/runbooks.md",
+                stuck.join(", ")
+            )),
+            _ => e.suggestion().map(str::to_owned),
         };
         if let Some(s) = suggestion {
             c = c.with_suggestion(s);

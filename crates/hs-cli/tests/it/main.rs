@@ -7,6 +7,7 @@ mod bad_input;
 mod crash;
 mod fuzz_corpus;
 mod gendocs;
+mod damage_reports;
 mod ops;
 mod pitr;
 mod pitr_timeline;

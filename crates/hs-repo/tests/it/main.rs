@@ -2,6 +2,7 @@
 
 mod backend;
 mod conformance;
+mod damage;
 mod faults;
 mod gc;
 mod manifest;
