@@ -192,6 +192,9 @@ struct BackupRequest {
     spread_checkpoint: bool,
     #[serde(default)]
     max_rate_kbps: Option<u32>,
+    /// Accept a server whose system identifier differs from the deployment's.
+    #[serde(default)]
+    allow_system_id_change: bool,
 }
 
 async fn backup_trigger(state: &Arc<State>, deployment: &str, body: &Bytes) -> Result<Reply> {
@@ -221,6 +224,7 @@ async fn backup_trigger(state: &Arc<State>, deployment: &str, body: &Bytes) -> R
     let mut opts = hs_backup::BackupOptions::new(deployment);
     opts.fast_checkpoint = !req.spread_checkpoint;
     opts.max_rate_kbps = req.max_rate_kbps;
+    opts.allow_system_id_change = req.allow_system_id_change;
     let (id, progress) = state.jobs.start("backup", deployment, None)?;
     let task = tokio::spawn(async move {
         match hs_backup::run_backup(&conn, &repo, &opts, &*progress).await {

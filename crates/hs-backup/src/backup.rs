@@ -1,11 +1,13 @@
 //! One base backup: `BASE_BACKUP` over a replication connection, every file chunked,
 //! deduplicated and sealed into the repository, the manifest written last.
 
+use std::future::Future;
+
 use bytes::Bytes;
 use hs_chunk::{Chunker, FileClass};
 use hs_proto::{BackupEvent, BaseBackupOptions, ConnConfig, EntryKind, ReplicationClient};
 use hs_repo::{
-    ArchiveEntry, BackupManifest, BackupStats, FileEntry, FileKind, LeaseKind, LeaseOptions,
+    ArchiveEntry, BackupManifest, BackupStats, FileEntry, FileKind, Lease, LeaseKind, LeaseOptions,
     Repository,
 };
 
@@ -22,6 +24,10 @@ pub struct BackupOptions {
     pub fast_checkpoint: bool,
     /// Throttle the server's send rate, in kB/s (`MAX_RATE`).
     pub max_rate_kbps: Option<u32>,
+    /// Accept a server whose system identifier differs from the deployment's (the
+    /// cluster was re-created, e.g. by pg_upgrade). Without it such a backup fails with
+    /// `conflict.system_identifier_mismatch` before anything is written.
+    pub allow_system_id_change: bool,
 }
 
 impl BackupOptions {
@@ -31,6 +37,7 @@ impl BackupOptions {
             deployment: deployment.into(),
             fast_checkpoint: true,
             max_rate_kbps: None,
+            allow_system_id_change: false,
         }
     }
 }
@@ -70,15 +77,34 @@ struct OpenFile {
 /// consistent (`WAL true`), so it restores without any archived WAL. Packs and index
 /// are durable before the manifest is written; a backup that fails part way leaves
 /// no manifest and so is never listed.
+///
+/// A server whose system identifier differs from the deployment's (see
+/// [`BackupOptions::allow_system_id_change`]) is refused right after
+/// `IDENTIFY_SYSTEM`, before `BASE_BACKUP`.
 pub async fn run_backup(
     conn: &ConnConfig,
     repo: &Repository,
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupSummary> {
+    run_backup_until(conn, repo, opts, progress, std::future::pending()).await
+}
+
+/// [`run_backup`] that stops as soon as `stop` resolves (to what stopped it, e.g.
+/// `SIGTERM`): the work in flight is dropped, no manifest is written, and the result
+/// is `aborted.signal` naming it. Packs uploaded so far stay unreferenced until
+/// `repo gc` removes them.
+///
+/// The repository lease is released on every outcome: success, failure of any step,
+/// or `stop`.
+pub async fn run_backup_until(
+    conn: &ConnConfig,
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+    stop: impl Future<Output = String>,
+) -> Result<BackupSummary> {
     validate_deployment(&opts.deployment)?;
-    let started = time::OffsetDateTime::now_utc();
-    let backup_id = backup_id_for(started);
     // Held until the manifest is written: `repo gc` does not delete packs this
     // backup may deduplicate against while the lease is live (hs-repo gc.rs).
     let lease = repo
@@ -88,6 +114,48 @@ pub async fn run_backup(
             &LeaseOptions::backup(),
         )
         .await?;
+    let res = tokio::select! {
+        biased;
+        what = stop => Err(stopped(&opts.deployment, &what)),
+        res = backup_leased(conn, repo, opts, progress, &lease) => res,
+    };
+    // Released here, whatever the outcome: a lease left behind holds up `repo gc`
+    // until it lapses (LeaseOptions::backup's TTL).
+    if let Err(e) = lease.release().await {
+        tracing::warn!(
+            code = e.code(),
+            "releasing the repository lease failed; it lapses on its own: {e}"
+        );
+    }
+    if res.is_ok() {
+        progress.finish();
+    }
+    res
+}
+
+fn stopped(deployment: &str, what: &str) -> Error {
+    Error::new(
+        ErrorKind::Aborted,
+        "aborted.signal",
+        format!(
+            "the backup of deployment {deployment} was stopped by {what} before it completed; no backup was recorded"
+        ),
+    )
+    .with_suggestion(
+        "run the backup again; the packs it had uploaded are unreferenced and harmless, and `repo gc` reclaims them",
+    )
+}
+
+/// The backup proper, under `lease` (which the caller releases).
+async fn backup_leased(
+    conn: &ConnConfig,
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+    lease: &Lease,
+) -> Result<BackupSummary> {
+    let started = time::OffsetDateTime::now_utc();
+    let backup_id = backup_id_for(started);
 
     let mut client = ReplicationClient::connect(conn).await?;
     let pg_version = client.server_version_num();
@@ -100,6 +168,14 @@ pub async fn run_backup(
         .with_suggestion("pg_hardstorage needs PostgreSQL 15 or newer"));
     }
     let ident = client.identify_system().await?;
+    // Before anything is written: another cluster's backup must not become `latest`.
+    check_system_identifier(
+        repo,
+        &opts.deployment,
+        &ident.system_id,
+        opts.allow_system_id_change,
+    )
+    .await?;
 
     let mut writer = repo.writer().await?;
     let chunker_cfg = repo.chunker_config().clone();
@@ -269,10 +345,6 @@ pub async fn run_backup(
             other => break other?,
         }
     }
-    if let Err(e) = lease.release().await {
-        tracing::warn!(error = %e, "releasing the repository lease failed; it lapses on its own");
-    }
-    progress.finish();
     Ok(BackupSummary { manifest })
 }
 
@@ -283,4 +355,126 @@ fn stream_error(what: &str) -> Error {
         format!("the server's BASE_BACKUP stream was not as expected: {what}"),
     )
     .with_suggestion("check the server log; if it persists, report it with the server version")
+}
+
+/// The system identifier a deployment belongs to, and where it was read: the newest
+/// backup's manifest, or, before the first backup, the newest WAL `wal stream` stored
+/// (the long header of a segment's first page). `None` for a deployment with neither.
+/// `backup` and `wal stream` both decide with this.
+pub(crate) async fn deployment_system_identifier(
+    repo: &Repository,
+    deployment: &str,
+) -> Result<Option<(String, String)>> {
+    let backups = repo.list_backups(deployment).await?;
+    if let Some(m) = backups.last() {
+        return Ok(Some((
+            m.system_identifier.clone(),
+            format!("backup {}", m.backup_id),
+        )));
+    }
+    let listing = repo.list_wal(deployment).await?;
+    let mut wal: Vec<_> = listing
+        .segments
+        .iter()
+        .map(|s| (s, false))
+        .chain(listing.partials.iter().map(|s| (s, true)))
+        .collect();
+    wal.sort_by_key(|(s, partial)| std::cmp::Reverse((s.timeline, s.log, s.seg, *partial)));
+    for (s, partial) in wal.into_iter().take(WAL_SYSID_CANDIDATES) {
+        let name = if partial {
+            format!("{}.partial", s.name)
+        } else {
+            s.name.clone()
+        };
+        match repo.get_wal(deployment, &name).await {
+            Ok(data) => {
+                if let Some(id) = wal_system_identifier(&data) {
+                    return Ok(Some((id.to_string(), format!("WAL {name}"))));
+                }
+            }
+            // The streamer completed the partial meanwhile, or one object is damaged
+            // (`verify` reports that): look at the next newest.
+            Err(e) if e.code().starts_with("notfound.") || e.code().starts_with("verify.") => {
+                tracing::debug!(
+                    code = e.code(),
+                    "skipping WAL {name} for the system identifier: {e}"
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+/// How many of the newest WAL objects [`deployment_system_identifier`] tries.
+const WAL_SYSID_CANDIDATES: usize = 4;
+
+/// `xlp_sysid` of the long page header that starts every WAL segment, if `data`
+/// starts with one.
+fn wal_system_identifier(data: &[u8]) -> Option<u64> {
+    const XLP_LONG_HEADER: u16 = 0x0002;
+    let head = data.get(..40)?;
+    let info = u16::from_le_bytes([head[2], head[3]]);
+    if info & XLP_LONG_HEADER == 0 {
+        return None;
+    }
+    let id = u64::from_le_bytes(head[24..32].try_into().ok()?);
+    (id != 0).then_some(id)
+}
+
+/// Fails with `conflict.system_identifier_mismatch` when `system_id` (the server's,
+/// from `IDENTIFY_SYSTEM`) is not the deployment's, unless `allow` (then it warns).
+pub(crate) async fn check_system_identifier(
+    repo: &Repository,
+    deployment: &str,
+    system_id: &str,
+    allow: bool,
+) -> Result<()> {
+    let Some((theirs, source)) = deployment_system_identifier(repo, deployment).await? else {
+        return Ok(());
+    };
+    if theirs == system_id {
+        return Ok(());
+    }
+    if allow {
+        tracing::warn!(
+            deployment,
+            "server system identifier {system_id} differs from the deployment's ({theirs}, {source}); continuing as allowed"
+        );
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Conflict,
+        "conflict.system_identifier_mismatch",
+        format!(
+            "the server's system identifier {system_id} differs from deployment {deployment}'s ({theirs}, {source}): it is another cluster"
+        ),
+    )
+    .with_suggestion(
+        "check the connection points at the right cluster; to keep another cluster use another deployment name; if this cluster was re-created (pg_upgrade, restored from elsewhere), allow the change with --allow-system-id-change (REST API: allow_system_id_change)",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_identifier_from_a_long_page_header() {
+        // PostgreSQL 15's first page of a segment: magic D110, XLP_LONG_HEADER.
+        let mut page = vec![0u8; 8192];
+        page[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        page[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+        page[24..32].copy_from_slice(&7_312_345_678_901_234_567u64.to_le_bytes());
+        page[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
+        assert_eq!(
+            wal_system_identifier(&page),
+            Some(7_312_345_678_901_234_567)
+        );
+        // A short header (not a segment start), zeros or too few bytes: unknown.
+        page[2..4].copy_from_slice(&0u16.to_le_bytes());
+        assert_eq!(wal_system_identifier(&page), None);
+        assert_eq!(wal_system_identifier(&[0u8; 8192]), None);
+        assert_eq!(wal_system_identifier(&[2u8; 39]), None);
+    }
 }

@@ -26,7 +26,9 @@ mod preflight;
 mod status;
 mod stream;
 
-pub use backup::{run_backup, BackupOptions, BackupSummary, NoProgress, Progress};
+pub use backup::{
+    run_backup, run_backup_until, BackupOptions, BackupSummary, NoProgress, Progress,
+};
 pub use config::{
     conninfo_has_password, resolve_pg_connection, resolve_repo, search_paths, Config, ConfigFile,
     DeploymentConfig, Overrides, Resolved, Source, CONFIG_FILE_NAME, DEFAULT_BACKUP_MAX_AGE,

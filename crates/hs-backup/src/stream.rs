@@ -469,36 +469,20 @@ impl Totals {
     }
 }
 
+/// The deployment's system identifier is decided as for `backup` (its newest backup,
+/// else its newest WAL): crate::backup::check_system_identifier.
 async fn check_system_identifier(
     repo: &Repository,
     opts: &StreamOptions,
     system_id: &str,
 ) -> Result<()> {
-    let backups = repo.list_backups(&opts.deployment).await?;
-    if let Some(m) = backups.last() {
-        if m.system_identifier != system_id {
-            if opts.allow_system_id_change {
-                tracing::warn!(
-                    deployment = %opts.deployment,
-                    "server system identifier {system_id} differs from the deployment's ({}); continuing as allowed",
-                    m.system_identifier
-                );
-            } else {
-                return Err(Error::new(
-                    ErrorKind::Conflict,
-                    "conflict.system_identifier_mismatch",
-                    format!(
-                        "the server's system identifier {system_id} differs from deployment {}'s ({}, backup {})",
-                        opts.deployment, m.system_identifier, m.backup_id
-                    ),
-                )
-                .with_suggestion(
-                    "check --pg-connection points at the right cluster; use another deployment name, or allow the change explicitly",
-                ));
-            }
-        }
-    }
-    Ok(())
+    crate::backup::check_system_identifier(
+        repo,
+        &opts.deployment,
+        system_id,
+        opts.allow_system_id_change,
+    )
+    .await
 }
 
 /// What the session loop is doing with the repository.

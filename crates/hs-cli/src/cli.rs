@@ -268,6 +268,9 @@ pub struct BackupArgs {
     /// Limit the server's send rate, in kB/s (32..1048576).
     #[arg(long, value_parser = clap::value_parser!(u32).range(32..=1_048_576))]
     pub max_rate: Option<u32>,
+    /// Accept a server whose system identifier differs from the deployment's.
+    #[arg(long)]
+    pub allow_system_id_change: bool,
 }
 
 #[derive(Debug, Args)]

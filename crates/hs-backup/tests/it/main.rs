@@ -1,8 +1,10 @@
 //! Integration tests for hs-backup against real PostgreSQL clusters (hs-testkit) and a
 //! file:// repository: WAL streaming under load, shutdown and resume, gaps, preflight.
 
+mod lease;
 mod metrics;
 mod name_props;
+mod sysid;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

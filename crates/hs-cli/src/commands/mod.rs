@@ -137,9 +137,13 @@ async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
     let mut opts = hs_backup::BackupOptions::new(&a.deployment);
     opts.fast_checkpoint = !a.spread_checkpoint;
     opts.max_rate_kbps = a.max_rate;
+    opts.allow_system_id_change = a.allow_system_id_change;
+    // SIGTERM / SIGINT: stop at once, release the lease, record nothing (aborted.signal).
+    // Installed before the backup starts, so a signal at any point is ours to handle.
+    let stop = stop_signal()?;
     let bar = Bar::new(g.output == OutputFormat::Human);
     let started = std::time::Instant::now();
-    let done = hs_backup::run_backup(&conn, &repo, &opts, &bar).await;
+    let done = hs_backup::run_backup_until(&conn, &repo, &opts, &bar, stop).await;
     if done.is_err() {
         hs_backup::Progress::finish(&bar);
     }
@@ -178,6 +182,19 @@ async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
             "seconds": secs,
         }),
         human,
+    })
+}
+
+/// Resolves to the name of the first SIGTERM or SIGINT received from now on.
+fn stop_signal() -> Result<impl std::future::Future<Output = String>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM".to_owned(),
+            _ = int.recv() => "SIGINT".to_owned(),
+        }
     })
 }
 

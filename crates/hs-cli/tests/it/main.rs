@@ -3,6 +3,8 @@
 
 mod backends;
 mod backup_restore;
+mod backup_signals;
+mod backup_sysid;
 mod bad_input;
 mod crash;
 mod fuzz_corpus;
