@@ -119,12 +119,10 @@ async fn write_finish_reopen_read_every_chunk() {
         id: refs[0].id,
         len: refs[0].len + 1,
     };
-    assert!(reader
-        .read(&wrong_len)
-        .await
-        .unwrap_err()
-        .code()
-        .starts_with("verify."));
+    assert_eq!(
+        reader.read(&wrong_len).await.unwrap_err().code(),
+        "verify.chunk_length_mismatch"
+    );
 }
 
 #[tokio::test]
