@@ -225,3 +225,66 @@ fn dir_entries(root: &std::path::Path) -> std::io::Result<Vec<String>> {
     out.sort();
     Ok(out)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_of_another_cluster_fails_its_job_unless_allowed() -> R {
+    let Some(a) = cluster() else { return Ok(()) };
+    let Some(b) = cluster() else { return Ok(()) };
+    let env = repo_env().await?;
+    // Deployment `main` holds a backup of cluster A.
+    let keyring = hs_crypt::Keyring::load(&env.keyring)?;
+    let repo = hs_repo::Repository::open(&env.url, &keyring).await?;
+    let conn_a = hs_proto::ConnConfig::parse(&a.replication_conninfo())?;
+    let first = hs_backup::run_backup(
+        &conn_a,
+        &repo,
+        &hs_backup::BackupOptions::new("main"),
+        &hs_backup::NoProgress,
+    )
+    .await?;
+    // The server's `main` points at cluster B.
+    let mut main = Deployment::new("main", &env.url);
+    main.pg_connection = Some(b.replication_conninfo());
+    let srv = start(config(&env, vec![main], true)).await?;
+    let t = Some(TOKEN);
+
+    for body in [
+        None,
+        Some("{}"),
+        Some(r#"{"allow_system_id_change":false}"#),
+    ] {
+        let r = request(srv.addr, "POST", "/v1/deployments/main/backups", t, body).await?;
+        assert_eq!(r.status, 202, "{}", r.text());
+        let id = r.json()["result"]["id"]
+            .as_str()
+            .ok_or("job id")?
+            .to_owned();
+        let done = wait_job(srv.addr, &id, Duration::from_secs(300)).await?;
+        assert_eq!(done["status"], "failed", "{done}");
+        assert_eq!(
+            done["error"]["code"], "conflict.system_identifier_mismatch",
+            "{done}"
+        );
+    }
+    let listed = repo.list_backups("main").await?;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].backup_id, first.manifest.backup_id);
+
+    let r = request(
+        srv.addr,
+        "POST",
+        "/v1/deployments/main/backups",
+        t,
+        Some(r#"{"allow_system_id_change":true}"#),
+    )
+    .await?;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["result"]["id"]
+        .as_str()
+        .ok_or("job id")?
+        .to_owned();
+    let done = wait_job(srv.addr, &id, Duration::from_secs(300)).await?;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(repo.list_backups("main").await?.len(), 2);
+    Ok(())
+}
