@@ -135,7 +135,7 @@ fn missing_backup_and_bad_names_have_codes() {
         ],
     );
     assert_eq!(r.status, 8, "{}", r.stdout);
-    assert!(r.err_code().starts_with("unreachable."));
+    assert_eq!(r.err_code(), "unreachable.connection_refused");
 
     let r = hs(
         &s,
@@ -166,54 +166,148 @@ fn version_names_commit_and_build_time() {
     assert!(line.contains(", built "), "{line}");
 }
 
-/// Records the repository's live leases when the restore starts writing.
-struct LeaseSpy {
+/// When the restore starts writing: records the live leases, then does what `rotate
+/// --apply` does to a backup it drops (deletes its manifest object) and runs `repo gc
+/// --apply --grace 0s`, which must condemn the backup's packs but wait for the
+/// restore's lease instead of deleting them.
+struct DropAndGcDuringRestore<'a> {
+    s: &'a Scratch,
+    url: String,
+    manifest: std::path::PathBuf,
     repo: hs_repo::Repository,
     seen: std::sync::Mutex<Vec<hs_repo::LeaseInfo>>,
+    gc: std::sync::Mutex<Option<serde_json::Value>>,
 }
 
-impl hs_pitr::RestoreProgress for LeaseSpy {
+impl hs_pitr::RestoreProgress for DropAndGcDuringRestore<'_> {
     fn start(&self, _total: u64) {
         let leases = tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(self.repo.list_leases())
         })
         .expect("list leases");
         self.seen.lock().unwrap().extend(leases);
+        std::fs::remove_file(&self.manifest).expect("drop the backup's manifest");
+        let gc = tokio::task::block_in_place(|| {
+            hs(
+                self.s,
+                &[
+                    "repo", "gc", "--apply", "--grace", "0s", "--repo", &self.url,
+                ],
+            )
+            .ok()
+        });
+        *self.gc.lock().unwrap() = Some(gc);
     }
 }
 
 #[test]
 fn a_restore_holds_a_lease_gc_waits_for_and_releases_it() {
     let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
+    pg.psql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g; CHECKPOINT;")
+        .expect("load data");
+    let expected = pg
+        .psql("SELECT count(*), md5(string_agg(v, ',' ORDER BY id)) FROM t")
+        .expect("checksum");
     let s = Scratch::new();
-    let (url, _, _) = init_and_backup(&s, &pg, "demo");
+    let (url, _, backup) = init_and_backup(&s, &pg, "demo");
+    drop(pg);
+    let backup_id = backup["backup_id"].as_str().unwrap().to_owned();
+    let manifest = s
+        .repo_dir()
+        .join(format!("deployments/demo/backups/{backup_id}"));
+    assert!(manifest.is_file(), "no manifest at {}", manifest.display());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    let target = s.path("restored");
     rt.block_on(async {
         let keyring = hs_crypt::Keyring::load(&s.keyring()).unwrap();
         let repo = hs_repo::Repository::open(&url, &keyring).await.unwrap();
-        let spy = LeaseSpy {
+        let packs: Vec<String> = repo
+            .list_packs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert!(!packs.is_empty());
+        let spy = DropAndGcDuringRestore {
+            s: &s,
+            url: url.clone(),
+            manifest: manifest.clone(),
             repo: repo.clone(),
             seen: std::sync::Mutex::new(Vec::new()),
+            gc: std::sync::Mutex::new(None),
         };
         let mut opts = hs_pitr::RestoreOptions::new(
             "demo",
-            hs_pitr::BackupSelector::Latest,
-            s.path("restored"),
+            hs_pitr::BackupSelector::Id(backup_id.clone()),
+            target.clone(),
         );
         opts.pg_bin_dir = Some(hs_testkit::pg_bin_dir());
-        hs_pitr::restore(&repo, &opts, &spy).await.unwrap();
+        let summary = hs_pitr::restore(&repo, &opts, &spy).await.unwrap();
+        assert!(summary.verified, "pg_verifybackup did not run");
         let seen = spy.seen.lock().unwrap().clone();
+        let lease = seen
+            .iter()
+            .find(|l| {
+                l.command == "restore demo" && l.packs && l.kind == hs_repo::LeaseKind::Shared
+            })
+            .unwrap_or_else(|| panic!("no restore lease while restoring: {seen:?}"));
+
+        // gc ran while the restore held its lease: every pack of the dropped backup
+        // condemned, none deleted, the record waiting for the live lease.
+        let gc = spy.gc.lock().unwrap().clone().expect("gc ran");
+        let mut condemned: Vec<String> = gc["condemned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect();
+        condemned.sort();
+        let mut all = packs.clone();
+        all.sort();
+        assert_eq!(condemned, all, "{gc}");
+        assert_eq!(gc["deleted"].as_array().map(Vec::len), Some(0), "{gc}");
+        let waiting = gc["waiting"].as_array().unwrap();
+        assert_eq!(waiting.len(), 1, "{gc}");
         assert!(
-            seen.iter().any(|l| l.command == "restore demo"
-                && l.packs
-                && l.kind == hs_repo::LeaseKind::Shared),
-            "no restore lease while restoring: {seen:?}"
+            waiting[0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("lease(s) older than the condemnation still live"),
+            "{gc}"
         );
-        // Released at the end.
-        assert!(repo.list_leases().await.unwrap().is_empty());
+
+        // Released at the end; the next gc deletes what it condemned.
+        let after = repo.list_leases().await.unwrap();
+        assert!(
+            !after.iter().any(|l| l.id == lease.id) && after.is_empty(),
+            "{after:?}"
+        );
+        let gc2 = hs(
+            &s,
+            &["repo", "gc", "--apply", "--grace", "0s", "--repo", &url],
+        )
+        .ok();
+        let mut deleted: Vec<String> = gc2["deleted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect();
+        deleted.sort();
+        assert_eq!(deleted, all, "{gc2}");
+        assert_eq!(gc2["waiting"].as_array().map(Vec::len), Some(0), "{gc2}");
+        assert!(repo.list_packs().await.unwrap().is_empty());
     });
+
+    // What the restore wrote while gc ran is the whole backup.
+    let restored = PgCluster::start_existing(&target).expect("start restored cluster");
+    let got = restored
+        .psql("SELECT count(*), md5(string_agg(v, ',' ORDER BY id)) FROM t")
+        .expect("query restored");
+    assert_eq!(got, expected);
 }

@@ -11,7 +11,7 @@ use hs_testkit::{PgCluster, PgOptions};
 use serde_json::Value;
 
 use crate::support::{Run, Scratch};
-use crate::wal_stream::{start_streamer, Streamer};
+use crate::wal_stream::{lsn, start_streamer, wait_durable, Streamer};
 
 /// Runs the binary in the scratch directory (so ./pg_hardstorage.yaml is the one found),
 /// with HOME and XDG_CONFIG_HOME inside it, the scratch keyring, and `extra_env`.
@@ -345,6 +345,13 @@ fn seed_order_repo_init_preflight_stream_init_backup_restore() {
     assert!(human.stdout.contains(&backup_id), "{}", human.stdout);
     assert!(human.stdout.contains("stream:"), "{}", human.stdout);
 
+    // Rows committed after the backup reach the repository through the stream only.
+    pg.psql("INSERT INTO seed SELECT generate_series(2001, 2500)")
+        .unwrap();
+    let end = lsn(&pg.psql("SELECT pg_current_wal_lsn()").unwrap());
+    pg.psql("SELECT pg_switch_wal()").unwrap();
+    wait_durable(&pg, end, Duration::from_secs(60));
+
     let target = s.path("restored");
     let r = hs_in(
         &s,
@@ -361,6 +368,24 @@ fn seed_order_repo_init_preflight_stream_init_backup_restore() {
     .ok();
     assert_eq!(r["backup_id"], backup_id.as_str());
     assert_eq!(r["verified"], true);
+    assert_eq!(r["recovery_configured"], true, "{r}");
+
+    // The restored cluster starts, replays the archived WAL through the restore_command
+    // the restore wrote (found without ./pg_hardstorage.yaml: the server's working
+    // directory is the data directory) and holds every row.
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    hs_testkit::chown_to_postgres(&s.repo_dir()).unwrap();
+    hs_testkit::chown_to_postgres(&s.keyring()).unwrap();
+    let restored = PgCluster::start_existing(&target).expect("start restored cluster");
+    restored
+        .wait_for_promotion(Duration::from_secs(120))
+        .expect("recovery finishes");
+    assert_eq!(
+        restored
+            .psql("SELECT count(*), count(DISTINCT id), max(id) FROM seed")
+            .unwrap(),
+        "2500|2500|2500"
+    );
 }
 
 /// `doctor demo --exit-on-issues`: exit 10, the named check failed with a fix.
