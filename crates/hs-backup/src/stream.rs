@@ -717,17 +717,6 @@ async fn session(
                             }
                             if opts.synchronous {
                                 sync_pending = true;
-                            if reply_requested && asm.received() > flushed {
-                                // The server is waiting for this reply: a walsender
-                                // shutting down exits only once the position it sent is
-                                // reported flushed. Make what we received durable (the
-                                // partial) and report that, so a fast shutdown completes
-                                // at once and the shutdown checkpoint is stored.
-                                committer.partial(&mut asm).await?;
-                                flushed = asm.received();
-                                totals.flushed = flushed;
-                                observer.positions(asm.received(), flushed, server_end);
-                            }
                                 sync_batch += data.len();
                                 // A stream that is never idle still gets acknowledged.
                                 if sync_batch >= SYNC_BATCH_MAX {
@@ -744,6 +733,17 @@ async fn session(
                         }
                         Ok(Some(StreamMessage::Keepalive { wal_end, reply_requested, .. })) => {
                             server_end = server_end.max(wal_end);
+                            if reply_requested && asm.received() > flushed {
+                                // The server is waiting for this reply: a walsender
+                                // shutting down exits only once the position it sent is
+                                // reported flushed. Make what we received durable (the
+                                // partial) and report that, so a fast shutdown completes
+                                // at once and the shutdown checkpoint is stored.
+                                committer.partial(&mut asm).await?;
+                                flushed = asm.received();
+                                totals.flushed = flushed;
+                                observer.positions(asm.received(), flushed, server_end);
+                            }
                             reply = reply_requested;
                         }
                         Ok(Some(StreamMessage::EndOfTimeline { next_tli, next_tli_start })) => {

@@ -395,6 +395,10 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
         .as_ref()
         .map(|p| plan_human(p, a.to_time.as_deref()))
         .unwrap_or_default();
+    let wal_verified = match (&plan, a.verify_wal) {
+        (Some(p), true) => Some(hs_pitr::verify_plan_wal(&repo, p).await?),
+        _ => None,
+    };
     if a.preview {
         return Ok(Output {
             failure: None,
@@ -450,6 +454,7 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
         hs_pitr::RestoreProgress::finish(&bar);
     }
     let r = done?;
+    let (checked_as, warnings) = check_restore_command(&a, &opts, &r, probe_file.as_deref())?;
     let secs = started.elapsed().as_secs_f64();
     let verified = if r.verified {
         "verified by pg_verifybackup"
@@ -462,10 +467,6 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
         .map(|(oid, dir)| json!({"oid": oid, "directory": dir.display().to_string()}))
         .collect();
     let delta = if a.delta {
-    let wal_verified = match (&plan, a.verify_wal) {
-        (Some(p), true) => Some(hs_pitr::verify_plan_wal(&repo, p).await?),
-        _ => None,
-    };
         format!(
             "; delta: {} kept, {} written, {} removed",
             r.files_kept, r.files_written, r.removed
@@ -501,6 +502,9 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
             "removed": r.removed,
             "tablespaces": tablespaces,
             "plan": plan.as_ref().map(hs_pitr::RestorePlan::to_json),
+            "wal_segments_verified": wal_verified,
+            "restore_command_checked_as": checked_as,
+            "warnings": warnings,
             "seconds": secs,
         }),
         human: format!(
@@ -517,10 +521,6 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
         ),
     })
 }
-    let (checked_as, warnings) = check_restore_command(&a, &opts, &r, probe_file.as_deref())?;
-            "wal_segments_verified": wal_verified,
-            "restore_command_checked_as": checked_as,
-            "warnings": warnings,
 
 /// After a restore that configured recovery: gives the directories to
 /// `--restore-user` (as root), then runs restore_command once as the server's
