@@ -356,9 +356,6 @@ pub struct RestoreArgs {
     /// server's OS user [default: the keyring this command uses].
     #[arg(long)]
     pub restore_keyring: Option<PathBuf>,
-    /// Directory with PostgreSQL's programs (pg_verifybackup)
-    /// [default: /usr/lib/postgresql/<major>/bin, then PATH].
-    #[arg(long, env = "PG_HARDSTORAGE_PG_BIN_DIR")]
     /// The OS user the restored server runs as. As root, restore gives it the
     /// restored directories; restore then runs restore_command once as that user
     /// and fails if it could not fetch WAL [default: the data directory's owner].
@@ -368,6 +365,9 @@ pub struct RestoreArgs {
     /// recovery will replay (not only check that it is listed).
     #[arg(long, conflicts_with = "no_recovery")]
     pub verify_wal: bool,
+    /// Directory with PostgreSQL's programs (pg_verifybackup)
+    /// [default: /usr/lib/postgresql/<major>/bin, then PATH].
+    #[arg(long, env = "PG_HARDSTORAGE_PG_BIN_DIR")]
     pub pg_bin_dir: Option<PathBuf>,
 }
 
