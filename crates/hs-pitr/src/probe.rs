@@ -142,7 +142,7 @@ pub fn probe_restore_command(
     let out = out.map_err(|e| {
         Error::new(
             ErrorKind::Preflight,
-            "preflight.program_missing",
+            "preflight.runuser_missing",
             format!("cannot run the restore_command check: {e}"),
         )
         .with_suggestion("install util-linux (runuser), or run restore as the server's OS user")

@@ -240,7 +240,7 @@ pub fn wait_durable(
     timeout: std::time::Duration,
 ) {
     let deadline = std::time::Instant::now() + timeout;
-    while !slot_lsn(pg, deployment).is_some_and(|l| l >= target) {
+    while slot_lsn(pg, deployment).is_none_or(|l| l < target) {
         assert!(
             std::time::Instant::now() < deadline,
             "the streamer did not reach {target:X}; slot at {:?}",
