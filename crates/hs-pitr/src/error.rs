@@ -20,6 +20,8 @@ pub enum ErrorKind {
     Io,
     /// A bad argument from the caller.
     Usage,
+    /// Stopped before completion (a signal).
+    Aborted,
     /// `wal fetch`: the repository does not hold the WAL file asked for. This is
     /// the only failure that `restore_command` may report to PostgreSQL as "not
     /// in the archive"; see [`Error::is_absent`].

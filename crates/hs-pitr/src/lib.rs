@@ -54,8 +54,8 @@ pub use recovery::{
     BLOCK_END,
 };
 pub use restore::{
-    find_pg_program, restore, select_backup, BackupSelector, NoRestoreProgress, RestoreOptions,
-    RestoreProgress, RestoreSummary, TablespaceMapping, VerifyMode,
+    find_pg_program, restore, restore_until, select_backup, BackupSelector, NoRestoreProgress,
+    RestoreOptions, RestoreProgress, RestoreSummary, TablespaceMapping, VerifyMode,
 };
 pub use target::{
     format_recovery_target_time, format_utc, from_unix_micros, parse_target_lsn, parse_target_name,

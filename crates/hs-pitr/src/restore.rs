@@ -266,6 +266,20 @@ pub async fn restore(
     opts: &RestoreOptions,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreSummary> {
+    restore_until(repo, opts, progress, std::future::pending()).await
+}
+
+/// [`restore`] that stops as soon as `stop` resolves (to what stopped it, e.g.
+/// `SIGTERM`): the work in flight (and a running `pg_verifybackup`) is dropped, the
+/// lease is released, and the result is `aborted.signal`. The target then holds no
+/// `global/pg_control`, so it cannot be started by mistake; `restore --delta` into it
+/// continues the work.
+pub async fn restore_until(
+    repo: &Repository,
+    opts: &RestoreOptions,
+    progress: &dyn RestoreProgress,
+    stop: impl std::future::Future<Output = String>,
+) -> Result<RestoreSummary> {
     // A lease like a backup's, taken before the manifest is read and held to the end:
     // if `rotate --apply` drops this backup meanwhile, `repo gc` waits for the restore
     // before deleting its packs. A store that refuses the write (read-only credentials)
@@ -288,13 +302,42 @@ pub async fn restore(
             None
         }
     };
-    let summary = restore_leased(repo, opts, progress).await;
+    let summary = tokio::select! {
+        biased;
+        what = stop => Err(aborted(opts, &what)),
+        s = restore_leased(repo, opts, progress) => s,
+    };
     if let Some(l) = lease {
         if let Err(e) = l.release().await {
             tracing::warn!(error = %e, "releasing the restore's lease failed; it lapses on its own");
         }
     }
+    if summary
+        .as_ref()
+        .is_err_and(|e| e.kind() == ErrorKind::Aborted)
+    {
+        // Written before `pg_verifybackup` runs: removed (once the work in flight was
+        // dropped), so the unverified, unconfigured directory cannot be started.
+        let _ = std::fs::remove_file(opts.target.join(CONTROL_FILE));
+    }
     summary
+}
+
+/// A restore stopped by `what`.
+fn aborted(opts: &RestoreOptions, what: &str) -> Error {
+    Error::new(
+        ErrorKind::Aborted,
+        "aborted.signal",
+        format!(
+            "the restore into {} was stopped by {what} before it completed; the directory \
+                 is incomplete and has no global/pg_control, so it cannot be started",
+            opts.target.display()
+        ),
+    )
+    .with_suggestion(
+        "run the same restore again with --delta to complete it (files already written \
+             are kept), or remove the directory",
+    )
 }
 
 async fn restore_leased(
@@ -443,7 +486,7 @@ async fn restore_leased(
     let verified = match opts.verify {
         VerifyMode::Skip => false,
         VerifyMode::Run => {
-            run_pg_verifybackup(opts, &manifest)?;
+            run_pg_verifybackup(opts, &manifest).await?;
             true
         }
     };
@@ -1155,7 +1198,9 @@ pub fn find_pg_program(bin_dir: Option<&Path>, major: u32, name: &str) -> Option
     })
 }
 
-fn run_pg_verifybackup(opts: &RestoreOptions, manifest: &BackupManifest) -> Result<()> {
+/// Runs `pg_verifybackup` without blocking the runtime; dropping the future (a restore
+/// stopped by a signal) kills it.
+async fn run_pg_verifybackup(opts: &RestoreOptions, manifest: &BackupManifest) -> Result<()> {
     let major = manifest.pg_version / 10000;
     let prog =
         find_pg_program(opts.pg_bin_dir.as_deref(), major, "pg_verifybackup").ok_or_else(|| {
@@ -1168,9 +1213,11 @@ fn run_pg_verifybackup(opts: &RestoreOptions, manifest: &BackupManifest) -> Resu
             "install PostgreSQL {major}'s client programs, pass --pg-bin-dir, or use --verify=skip"
         ))
         })?;
-    let out = std::process::Command::new(&prog)
+    let out = tokio::process::Command::new(&prog)
         .arg(&opts.target)
+        .kill_on_drop(true)
         .output()
+        .await
         .map_err(|e| Error::io(format!("run {}", prog.display()), e))?;
     if out.status.success() {
         return Ok(());

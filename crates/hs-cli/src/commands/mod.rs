@@ -449,7 +449,8 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
     }
     let bar = Bar::new(g.output == OutputFormat::Human);
     let started = std::time::Instant::now();
-    let done = hs_pitr::restore(&repo, &opts, &bar).await;
+    // SIGTERM / SIGINT: stop, release the lease, exit 5 (aborted.signal).
+    let done = hs_pitr::restore_until(&repo, &opts, &bar, stop_signal()?).await;
     if done.is_err() {
         hs_pitr::RestoreProgress::finish(&bar);
     }
