@@ -42,7 +42,7 @@ pub(crate) async fn dispatch(
         RouteId::Deployments => Ok(ok(json!({
             "deployments": state.deployments.values().map(|d| json!({
                 "name": d.name,
-                "repo": d.repo,
+                "repo": hs_repo::redact_url(&d.repo),
                 "pg_connection_configured": d.pg_connection.is_some(),
             })).collect::<Vec<_>>(),
         }))),
@@ -91,10 +91,12 @@ async fn readyz(state: &State) -> Reply {
     for url in urls {
         // A fresh open each time: readiness means the repository answers now.
         match hs_repo::Repository::open(url, &state.keyring).await {
-            Ok(_) => repos.push(json!({"url": url, "ok": true})),
+            Ok(_) => repos.push(json!({"url": hs_repo::redact_url(url), "ok": true})),
             Err(e) => {
                 let e = Error::from(e);
-                repos.push(json!({"url": url, "ok": false, "error": e.to_json()}));
+                repos.push(
+                    json!({"url": hs_repo::redact_url(url), "ok": false, "error": e.to_json()}),
+                );
                 first_err.get_or_insert(e);
             }
         }

@@ -109,7 +109,7 @@ impl fmt::Debug for Deployment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Deployment")
             .field("name", &self.name)
-            .field("repo", &self.repo)
+            .field("repo", &hs_repo::redact_url(&self.repo))
             .field(
                 "pg_connection",
                 &self.pg_connection.as_ref().map(|_| "<redacted>"),

@@ -118,7 +118,11 @@ fn invalid(path: &Path, line: Option<usize>, what: impl fmt::Display) -> Error {
     Error::new(
         ErrorKind::Usage,
         "usage.config_invalid",
-        format!("invalid config file {at}: {what}"),
+        // A repository URL or conninfo quoted in `what` goes without its secrets.
+        format!(
+            "invalid config file {at}: {}",
+            hs_repo::redact_text(&what.to_string())
+        ),
     )
     .with_suggestion(format!(
         "fix {} (see docs/configuration.md for the keys), or point --config at another file",
@@ -274,7 +278,10 @@ fn check_url(url: &str, origin: &Path, line: Option<usize>, field: &str) -> Resu
         return Err(invalid(
             origin,
             line,
-            format!("{field}: {url:?} is not a repository URL (e.g. file:///var/lib/pg_hardstorage/repo)"),
+            format!(
+                "{field}: {:?} is not a repository URL (e.g. file:///var/lib/pg_hardstorage/repo)",
+                hs_repo::redact_url(url)
+            ),
         ));
     }
     Ok(())

@@ -100,7 +100,7 @@ impl std::fmt::Debug for DoctorTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DoctorTarget")
             .field("deployment", &self.deployment)
-            .field("repo", &self.repo)
+            .field("repo", &self.repo.as_ref().map(|u| hs_repo::redact_url(u)))
             .field("keyring", &self.keyring)
             .field("config_path", &self.config_path)
             .finish_non_exhaustive()
@@ -493,12 +493,14 @@ async fn repo_checks(
     probe: Option<&SlotProbe>,
 ) -> (Check, Check, Check, Check) {
     let dep = t.deployment.as_str();
+    // Messages name the repository without credentials.
+    let shown = hs_repo::redact_url(url);
     let backend = match hs_repo::open_backend(url) {
         Ok(b) => b,
         Err(e) => {
             let c = Check::issue(
                 "repo_writable",
-                format!("{url}: {e}"),
+                format!("{shown}: {e}"),
                 fix_or(&e, "fix the repository URL"),
             );
             let s = |n| Check::skipped(n, "repository URL invalid");
@@ -511,12 +513,12 @@ async fn repo_checks(
     let writable = match backend.stat(hs_repo::MARKER_NAME).await {
         Ok(None) => Check::issue(
             "repo_writable",
-            format!("no pg_hardstorage repository at {url}"),
-            format!("create it with `pg_hardstorage repo init {url}` (or `pg_hardstorage init`)"),
+            format!("no pg_hardstorage repository at {shown}"),
+            format!("create it with `pg_hardstorage repo init {shown}` (or `pg_hardstorage init`)"),
         ),
         Err(e) => Check::issue(
             "repo_writable",
-            format!("cannot read {url} [{}]: {e}", e.code()),
+            format!("cannot read {shown} [{}]: {e}", e.code()),
             fix_or(
                 &e,
                 "check that the storage is reachable and the path is right",
@@ -538,16 +540,16 @@ async fn repo_checks(
             match (put, del) {
                 (Ok(true), Ok(())) => Check::ok(
                     "repo_writable",
-                    format!("{url} accepts writes (probe object created and removed)"),
+                    format!("{shown} accepts writes (probe object created and removed)"),
                 ),
                 (Ok(false), _) => Check::issue(
                     "repo_writable",
-                    format!("probe object {name} already existed in {url}"),
+                    format!("probe object {name} already existed in {shown}"),
                     "run doctor again; if this repeats, remove the doctor/ prefix in the repository",
                 ),
                 (Err(e), _) | (_, Err(e)) => Check::issue(
                     "repo_writable",
-                    format!("cannot write to {url} [{}]: {e}", e.code()),
+                    format!("cannot write to {shown} [{}]: {e}", e.code()),
                     fix_or(
                         &e,
                         "give the user running pg_hardstorage write access to the repository",
@@ -561,7 +563,7 @@ async fn repo_checks(
     let wal = match newest_wal(backend.as_ref(), dep).await {
         Err(e) => Check::issue(
             "last_wal",
-            format!("cannot list WAL in {url}: {e}"),
+            format!("cannot list WAL in {shown}: {e}"),
             fix_or(&e, "check that the repository is reachable"),
         ),
         Ok((None, _)) => Check::issue(
@@ -623,7 +625,7 @@ async fn repo_checks(
                 Check::issue(
                     "keyring",
                     format!(
-                        "{} cannot open the repository at {url} [{}]: {e}",
+                        "{} cannot open the repository at {shown} [{}]: {e}",
                         t.keyring.display(),
                         e.code()
                     ),

@@ -32,10 +32,65 @@ impl Output {
     }
 }
 
-/// Writes to stdout; a closed pipe (`| head`) is not an error.
+/// Writes to stdout; a closed pipe (`| head`) is not an error. Credentials in
+/// repository URLs and conninfo strings are redacted first
+/// ([`hs_repo::redact_text`]): everything a command prints passes here, through
+/// [`write_json`] or [`write_stderr`].
 fn write_stdout(s: &str) {
+    let s = hs_repo::redact_text(s);
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(s.as_bytes()).and_then(|_| out.flush());
+}
+
+/// Writes to stderr, redacted as [`write_stdout`].
+fn write_stderr(s: &str) {
+    let _ = std::io::stderr().write_all(hs_repo::redact_text(s).as_bytes());
+}
+
+/// Every string in `v`, redacted with [`hs_repo::redact_text`] (string by
+/// string, so the document stays valid JSON).
+fn redact_json(v: &mut Value) {
+    match v {
+        Value::String(s) => {
+            let r = hs_repo::redact_text(s);
+            if r != *s {
+                *s = r;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(redact_json),
+        Value::Object(m) => m.values_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
+/// Writes one JSON document on stdout, its strings redacted.
+fn write_json(mut doc: Value) {
+    redact_json(&mut doc);
+    let mut out = std::io::stdout().lock();
+    let _ = out
+        .write_all(format!("{doc}\n").as_bytes())
+        .and_then(|_| out.flush());
+}
+
+/// The log writer (`tracing_subscriber::fmt().with_writer(output::log_writer)`):
+/// stderr, each event redacted as [`write_stdout`].
+pub fn log_writer() -> LogWriter {
+    LogWriter
+}
+
+/// See [`log_writer`].
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The fmt layer writes each event whole, in one call.
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(hs_repo::redact_text(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 pub fn emit_ok(format: OutputFormat, command: &str, out: Output) -> ExitCode {
@@ -53,7 +108,7 @@ pub fn emit_ok(format: OutputFormat, command: &str, out: Output) -> ExitCode {
                     "error": error_json(err),
                 }),
             };
-            write_stdout(&format!("{doc}\n"));
+            write_json(doc);
             if let Some(err) = &out.failure {
                 return ExitCode::from(err.exit_code());
             }
@@ -92,14 +147,14 @@ pub fn emit_error(format: OutputFormat, command: &str, err: &CliError) -> ExitCo
                 "ok": false,
                 "error": error_json(err),
             });
-            write_stdout(&format!("{doc}\n"));
+            write_json(doc);
         }
         OutputFormat::Human => {
             let mut s = format!("error[{}]: {}\n", err.code, err.message);
             if let Some(sug) = &err.suggestion {
                 s.push_str(&format!("Suggestion: {sug}\n"));
             }
-            let _ = std::io::stderr().write_all(s.as_bytes());
+            write_stderr(&s);
         }
     }
     ExitCode::from(exit)
@@ -131,7 +186,8 @@ pub fn usage_error(e: clap::Error, restore_command: bool) -> ExitCode {
         }
         return emit_error(OutputFormat::Json, "", &err);
     }
-    let _ = e.print();
+    // clap quotes the arguments it rejects, a repository URL among them.
+    write_stderr(&e.render().to_string());
     let mut err = CliError::new("usage.invalid_arguments", "");
     if restore_command {
         err = err.for_restore_command(false);

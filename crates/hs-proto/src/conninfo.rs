@@ -496,7 +496,8 @@ fn percent_decode(s: &str) -> Result<String> {
             let lo = b.get(i + 2).copied().and_then(hexval);
             match (hi, lo) {
                 (Some(h), Some(l)) => out.push(h * 16 + l),
-                _ => return Err(invalid(format!("invalid percent-encoded token in {s:?}"))),
+                // Not the token: it may be (part of) the password.
+                _ => return Err(invalid("invalid percent-escape in the connection URL")),
             }
             i += 3;
         } else {

@@ -87,10 +87,12 @@ pub trait Backend: Send + Sync + 'static {
 /// `scp://`. Every store but `file://` is wrapped in a [`RetryBackend`] with
 /// the default [`RetryPolicy`].
 pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
+    // Messages show the URL without credentials (crate::redact_url).
+    let shown = crate::redact_url(url);
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(Error::new(
             "usage.invalid_url",
-            format!("{url:?} is not a repository URL"),
+            format!("{shown:?} is not a repository URL"),
         )
         .with_suggestion(
             "write it as file:///absolute/path, s3://bucket/prefix, gcs://bucket/prefix, \
@@ -105,14 +107,14 @@ pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
             if !rest.starts_with('/') {
                 return Err(Error::new(
                     "usage.invalid_url",
-                    format!("file URL {url:?} must have an absolute path and no host"),
+                    format!("file URL {shown:?} must have an absolute path and no host"),
                 )
                 .with_suggestion("write it as file:///absolute/path (three slashes)"));
             }
             if rest.contains(['?', '#', '%']) {
                 return Err(Error::new(
                     "usage.invalid_url",
-                    format!("file URL {url:?} has a query, fragment or percent-escape"),
+                    format!("file URL {shown:?} has a query, fragment or percent-escape"),
                 )
                 .with_suggestion("use a plain absolute path without ?, # or %"));
             }
@@ -122,7 +124,10 @@ pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
         "sftp" | "scp" => Ok(retrying(crate::ssh::open(url)?)),
         other => Err(Error::new(
             "usage.unsupported_scheme",
-            format!("repository URL scheme {other:?} is not supported"),
+            format!(
+                "repository URL scheme {:?} is not supported",
+                crate::redact_url(other)
+            ),
         )
         .with_suggestion("use file://, s3://, gcs://, azblob://, sftp:// or scp://")),
     }
@@ -197,7 +202,7 @@ impl FsBackend {
     /// used in messages.
     pub fn new(url: &str, root: &Path) -> FsBackend {
         FsBackend {
-            url: url.to_string(),
+            url: crate::redact_url(url),
             root: root.to_path_buf(),
         }
     }

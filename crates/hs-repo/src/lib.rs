@@ -49,6 +49,7 @@ mod lock;
 mod manifest;
 mod quarantine;
 mod reader;
+mod redact;
 mod repo;
 mod retention;
 mod ssh;
@@ -74,6 +75,7 @@ pub use manifest::{
 };
 pub use quarantine::QuarantineRecord;
 pub use reader::{ChunkReader, DEFAULT_FRAME_CACHE_BYTES};
+pub use redact::{redact_text, redact_url, REDACTED};
 pub use repo::{Repository, DEFAULT_PACK_TARGET_SIZE, MARKER_NAME, REPO_VERSION};
 pub use retention::{
     parse_lsn, plan_retention, BackupDecision, BackupPoint, RetentionApplied, RetentionPlan,

@@ -131,7 +131,7 @@ pub struct Repository {
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Repository")
-            .field("url", &self.inner.url)
+            .field("url", &crate::redact_url(&self.inner.url))
             .field("id", &self.inner.marker.repo_id)
             .finish_non_exhaustive()
     }
@@ -316,6 +316,9 @@ impl Repository {
         chunker: ChunkerConfig,
         pack_target_size: u64,
     ) -> Result<Repository> {
+        // Messages name the URL without its credentials; the handle keeps it whole.
+        let raw_url = url;
+        let url = &*crate::redact_url(raw_url);
         chunker.validate()?;
         if !(1 << 20..=1 << 30).contains(&pack_target_size) {
             return Err(Error::new(
@@ -372,7 +375,7 @@ impl Repository {
         Ok(Repository {
             inner: Arc::new(Inner {
                 backend,
-                url: url.to_string(),
+                url: raw_url.to_string(),
                 marker,
                 master,
                 id_key,
@@ -399,6 +402,9 @@ impl Repository {
         url: &str,
         keyring: &Keyring,
     ) -> Result<Repository> {
+        // Messages name the URL without its credentials; the handle keeps it whole.
+        let raw_url = url;
+        let url = &*crate::redact_url(raw_url);
         let raw = match backend.get(MARKER_NAME).await {
             Ok(b) => b,
             Err(e) if e.code() == "notfound.object" => {
@@ -452,7 +458,7 @@ impl Repository {
         Ok(Repository {
             inner: Arc::new(Inner {
                 backend,
-                url: url.to_string(),
+                url: raw_url.to_string(),
                 marker,
                 master,
                 id_key,
@@ -476,9 +482,16 @@ impl Repository {
         &self.inner.init_warnings
     }
 
-    /// The URL the repository was opened with.
+    /// The URL the repository was opened with, as given. For messages use
+    /// [`shown_url`](Repository::shown_url).
     pub fn url(&self) -> &str {
         &self.inner.url
+    }
+
+    /// The URL for messages, logs and JSON: [`url`](Repository::url) through
+    /// [`redact_url`](crate::redact_url).
+    pub fn shown_url(&self) -> String {
+        crate::redact_url(&self.inner.url)
     }
 
     /// Chunking parameters every writer of this repository uses.

@@ -67,7 +67,10 @@ pub(crate) struct Target {
 fn bad_url(url: &str, why: &str) -> Error {
     Error::new(
         "usage.invalid_url",
-        format!("repository URL {url:?} is not valid: {why}"),
+        format!(
+            "repository URL {:?} is not valid: {why}",
+            crate::redact_url(url)
+        ),
     )
     .with_suggestion(
         "write it as sftp://user@host[:port]/absolute/path?key=/path/to/id&known_hosts=/path/to/file \
@@ -224,7 +227,15 @@ impl Target {
             if let Err(e) = std::fs::File::open(k) {
                 return Err(Error::new(
                     "auth.ssh_key_missing",
-                    format!("the ssh key {} cannot be read: {e}", k.display()),
+                    // As in redact_url: only an absolute path is surely a file name.
+                    format!(
+                        "the ssh key {} cannot be read: {e}",
+                        if k.is_absolute() {
+                            k.display().to_string()
+                        } else {
+                            crate::REDACTED.to_owned()
+                        }
+                    ),
                 )
                 .with_suggestion("check the key= path in the repository URL and its permissions"));
             }

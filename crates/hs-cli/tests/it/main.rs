@@ -14,6 +14,7 @@ mod ops;
 mod pitr;
 mod pitr_timeline;
 mod recovery_stops;
+mod redaction;
 mod restore_delta;
 mod restore_signals;
 mod retention;

@@ -67,9 +67,17 @@ impl std::fmt::Debug for ObjectBackend {
 fn bad_url(url: &str, why: &str) -> Error {
     Error::new(
         "usage.invalid_url",
-        format!("repository URL {url:?}: {why}"),
+        format!("repository URL {:?}: {why}", crate::redact_url(url)),
     )
     .with_suggestion("see docs/cli.md for the URL forms of s3://, gcs:// and azblob://")
+}
+
+/// Whether an endpoint URL has a userinfo part (`http://user:pw@host`).
+fn endpoint_has_userinfo(ep: &str) -> bool {
+    let rest = ep.split_once("://").map_or(ep, |(_, r)| r);
+    rest.split(['/', '?', '#'])
+        .next()
+        .is_some_and(|a| a.contains('@'))
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -104,7 +112,14 @@ impl Parsed {
         }
         let (loc, q) = rest.split_once('?').unwrap_or((rest, ""));
         let (host, path) = loc.split_once('/').unwrap_or((loc, ""));
-        if host.is_empty() || host.contains(['@', '%']) {
+        if host.contains('@') {
+            return Err(bad_url(
+                url,
+                "it holds credentials (user:password@); credentials never go in the URL: \
+                 set them in the environment (see docs/cli.md)",
+            ));
+        }
+        if host.is_empty() || host.contains('%') {
             return Err(bad_url(
                 url,
                 "the bucket or account host is missing or invalid",
@@ -130,6 +145,7 @@ impl Parsed {
         for kv in q.split('&').filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             let Some(v) = percent_decode(v) else {
+                // `k` only: the value may be a secret.
                 return Err(bad_url(url, &format!("bad percent-escape in {k:?}")));
             };
             if !allowed.contains(&k) {
@@ -139,6 +155,13 @@ impl Parsed {
                         "unknown parameter {k:?} (allowed: {}); credentials never go in the URL",
                         allowed.join(", ")
                     ),
+                ));
+            }
+            if k == "endpoint" && endpoint_has_userinfo(&v) {
+                return Err(bad_url(
+                    url,
+                    "the endpoint holds credentials (user:password@); credentials never go in \
+                     the URL: set them in the environment (see docs/cli.md)",
                 ));
             }
             query.push((k.to_string(), v));
@@ -200,7 +223,11 @@ fn http_transport() -> Result<HttpTransporter> {
 fn config_error(url: &str, e: opendal::Error) -> Error {
     Error::new(
         "usage.storage_config",
-        format!("cannot configure storage for {url}: {}", e.kind()),
+        format!(
+            "cannot configure storage for {}: {}",
+            crate::redact_url(url),
+            e.kind()
+        ),
     )
     .with_suggestion("check the URL parameters and the credential environment variables")
     .with_source(e)
@@ -303,7 +330,8 @@ impl ObjectBackend {
         };
         let op = op.with_context(OperationContext::new().with_http_transport(http_transport()?));
         Ok(ObjectBackend {
-            url: url.to_string(),
+            // Only for messages (`location()`, errors, `Debug`).
+            url: crate::redact_url(url),
             op,
             parts_for_put: scheme != "gcs",
         })
