@@ -192,7 +192,9 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<Output> {
     if !a.no_backup {
         let opts = hs_backup::BackupOptions::new(&deployment);
         let bar = Bar::new(g.output == OutputFormat::Human);
-        let done = hs_backup::run_backup(&conn, &repo, &opts, &bar).await;
+        // SIGTERM / SIGINT: as `backup` (exit 5, lease released, nothing recorded).
+        let done =
+            hs_backup::run_backup_until(&conn, &repo, &opts, &bar, super::stop_signal()?).await;
         if done.is_err() {
             hs_backup::Progress::finish(&bar);
         }
