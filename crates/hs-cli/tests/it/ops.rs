@@ -467,6 +467,18 @@ fn doctor_failure_paths_keyring_slot_and_stopped_server() {
     std::fs::write(&pack, &damaged).unwrap();
     let q = hs_in(&s, &["repo", "verify", "--quarantine"], &[], true);
     assert_eq!(q.status, 9, "{}", q.stdout);
+    assert_eq!(q.err_code(), "verify.pack_corrupt");
+    let pack_name = pack
+        .strip_prefix(s.repo_dir())
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        q.json()["result"]["quarantined"],
+        serde_json::json!([pack_name]),
+        "{}",
+        q.stdout
+    );
     std::fs::write(&pack, &intact).unwrap();
     let c = expect_issue(&s, "last_backup");
     assert!(c["detail"].as_str().unwrap().contains("quarantined"), "{c}");
