@@ -39,6 +39,9 @@ pub const MAX_PROBLEMS: usize = 1000;
 const CHUNK_BATCH: usize = 256;
 /// Tasks reading chunks, packs or WAL objects at the same time.
 const PARALLEL: usize = 4;
+/// A problem's message names at most this many of the backups it touches (its
+/// `backups` field has them all).
+const MESSAGE_BACKUPS: usize = 10;
 /// A backup spanning more WAL segments than this is not checked segment by segment.
 const MAX_WAL_SEGMENTS: u64 = 1 << 20;
 
@@ -1049,7 +1052,16 @@ impl Repository {
             if c.problems.len() > 1 {
                 finding.push_str(&format!(" (and {} more finding(s))", c.problems.len() - 1));
             }
-            let list = backups.join(", ");
+            // The JSON field has them all; the message the first few.
+            let mut list = backups
+                .iter()
+                .take(MESSAGE_BACKUPS)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if backups.len() > MESSAGE_BACKUPS {
+                list.push_str(&format!(", and {} more", backups.len() - MESSAGE_BACKUPS));
+            }
             if is_quarantined && backups.is_empty() {
                 let mut w = VerifyReport::entry(
                     "verify.pack_quarantined",

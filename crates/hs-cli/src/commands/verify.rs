@@ -156,7 +156,11 @@ fn render(
                  these backups cannot be restored completely: {}; restore a newer backup, take \
                  a new one if none was taken since the quarantine, and see runbook 4 in \
                  docs/runbooks.md",
-                stuck.join(", ")
+                if stuck.len() > 10 {
+                    format!("{}, and {} more", stuck[..10].join(", "), stuck.len() - 10)
+                } else {
+                    stuck.join(", ")
+                }
             )),
             _ => e.suggestion().map(str::to_owned),
         };
