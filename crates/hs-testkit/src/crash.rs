@@ -1261,7 +1261,34 @@ fn path_parent(root: &std::path::Path, name: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::object_kind;
+    use super::{last_setting, object_kind, pack_blob_end};
+
+    #[test]
+    fn the_blob_area_ends_where_the_sealed_header_starts() {
+        let mut pack = vec![7u8; 10];
+        pack.extend_from_slice(&[9u8; 5]);
+        pack.extend_from_slice(&5u32.to_le_bytes());
+        pack.extend_from_slice(b"HSPACK01");
+        assert_eq!(pack_blob_end(&pack), Some(10));
+        let n = pack.len();
+        pack[n - 1] = b'2';
+        assert_eq!(pack_blob_end(&pack), None, "not a version 1 pack");
+        assert_eq!(pack_blob_end(b"HSPACK01"), None);
+    }
+
+    #[test]
+    fn the_last_active_setting_wins() {
+        let conf = "# synchronous_standby_names = 'x'\n\
+                    synchronous_standby_names = 'a'\n\
+                    port = '5433'\n\
+                    synchronous_standby_names = 'hs_crash_stream'\n";
+        assert_eq!(
+            last_setting(conf, "synchronous_standby_names").as_deref(),
+            Some("hs_crash_stream")
+        );
+        assert_eq!(last_setting(conf, "port").as_deref(), Some("5433"));
+        assert_eq!(last_setting(conf, "archive_mode"), None);
+    }
 
     #[test]
     fn object_kinds_follow_the_repository_layout() {
