@@ -379,3 +379,82 @@ async fn wal_fetch_reports_absence_only_for_a_missing_file() {
     assert!(e.code().starts_with("verify."), "{}", e.code());
     assert!(e.to_string().contains(&obj), "the object is not named: {e}");
 }
+
+/// The same race on a real PostgreSQL 15 cluster's WAL: the streamer holds
+/// segment S as `.partial` with a few commits in it, the planner lists it,
+/// then the server switches segments and the streamer stores S complete and
+/// removes the partial before the planner reads it. A time target between
+/// the commits is resolved from the completed segment.
+#[tokio::test]
+async fn real_cluster_time_plan_survives_the_segment_switch_race() {
+    let pg =
+        hs_testkit::PgCluster::start(hs_testkit::PgOptions::default()).expect("start PostgreSQL");
+    let q = |sql: &str| pg.psql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    q("CREATE TABLE t (x int)");
+    q("SELECT pg_switch_wal()");
+    q("INSERT INTO t VALUES (0)");
+    let start: Lsn = q("SELECT pg_current_wal_lsn()").parse().unwrap();
+    let seg = start.0 / SEG;
+    let name_s = name(seg);
+    let mut between = 0.0f64;
+    for i in 1..=4 {
+        if i == 4 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            between = q("SELECT extract(epoch FROM clock_timestamp())")
+                .parse()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        q(&format!("INSERT INTO t VALUES ({i})"));
+    }
+    let wal_file = pg.data_dir().join("pg_wal").join(&name_s);
+    // What the streamer had stored: the segment so far (commits are flushed).
+    let partial = std::fs::read(&wal_file).unwrap();
+    assert_eq!(
+        q("SELECT pg_walfile_name(pg_current_wal_lsn())"),
+        name_s,
+        "the commits left segment {name_s}"
+    );
+    q("SELECT pg_switch_wal()");
+    let complete = std::fs::read(&wal_file).unwrap();
+    assert_eq!(complete.len() as u64, SEG);
+
+    let f = Fixture::new().await;
+    f.repo
+        .put_manifest(&manifest("A", &start.to_string(), "2020-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    f.repo.put_wal_segment(D, &name_s, &complete).await.unwrap();
+    let sealed = f.fs.get(&object(&name_s)).await.unwrap();
+    f.fs.delete(&object(&name_s)).await.unwrap();
+    f.repo.put_wal_partial(D, &name_s, &partial).await.unwrap();
+
+    let when = hs_pitr::from_unix_micros((between * 1e6) as i64).unwrap();
+    let target = PitrTarget::Time(when);
+    let partial_object = object(&format!("{name_s}.partial"));
+    let steps = vec![
+        Step::Put(object(&name_s), sealed),
+        Step::Delete(partial_object.clone()),
+    ];
+    let (racing, b) = f.moving_on(&partial_object, steps).await;
+    let p = plan_restore(&racing, D, &BackupSelector::Latest, &target)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", e.code()));
+    assert!(b.moved.load(Ordering::SeqCst), "the race was not exercised");
+    assert_eq!(p.backup.backup_id, "A");
+    assert_eq!(p.wal_from.as_deref(), Some(name_s.as_str()));
+    assert_eq!(p.wal_to.as_deref(), Some(name_s.as_str()));
+    assert!(!p.wal_to_partial);
+    assert_eq!(p.resolved_time, Some(when));
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains(&format!("(in segment {name_s})"))),
+        "{:?}",
+        p.notes
+    );
+    let settled = plan_restore(&f.repo, D, &BackupSelector::Latest, &target)
+        .await
+        .unwrap();
+    assert_eq!(p.to_json(), settled.to_json());
+}
