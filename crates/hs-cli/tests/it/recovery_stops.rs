@@ -253,7 +253,7 @@ fn a_damaged_segment_stops_recovery_and_wal_fetch_exits_above_125_for_all_but_ab
         code, 209,
         "a damaged segment must be fatal for PostgreSQL: {err}"
     );
-    assert!(err.contains("error[verify."), "{err}");
+    assert!(err.contains("error[verify.auth_tag_mismatch]"), "{err}");
 
     // A restored server stops at the damaged segment instead of promoting before it.
     std::fs::set_permissions(
@@ -308,7 +308,7 @@ fn restore_verify_wal_reads_the_archived_wal_before_writing_anything() {
     assert!(r.get("plan").is_some(), "{r}");
     let r = restore(&s, "verifywal", &url, "checked", &["--verify-wal"]);
     assert_eq!(r.status, 9, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.err_code().starts_with("verify."), "{}", r.stdout);
+    assert_eq!(r.err_code(), "verify.auth_tag_mismatch", "{}", r.stdout);
     assert!(
         r.stdout.contains(&last),
         "the damaged segment is not named: {}",

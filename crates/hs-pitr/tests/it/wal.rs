@@ -77,7 +77,9 @@ async fn tampered_segment_is_not_written() {
     )
     .await
     .unwrap_err();
-    assert!(e.code().starts_with("verify."), "{}", e.code());
+    assert_eq!(e.code(), "verify.auth_tag_mismatch");
+    // Damage is never absence: PostgreSQL must stop recovery, not end it.
+    assert!(!e.is_absent());
     assert!(!dest.exists());
 }
 
