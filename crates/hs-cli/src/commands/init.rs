@@ -20,7 +20,8 @@ const DEFAULT_REPO: &str = "file:///var/lib/pg_hardstorage/repo";
 fn ask(question: &str, default: Option<&str>) -> Result<String> {
     let mut err = std::io::stderr().lock();
     match default {
-        Some(d) => write!(err, "{question} [{d}]: ")?,
+        // The default may be a repository URL or conninfo with a secret.
+        Some(d) => write!(err, "{question} [{}]: ", hs_repo::redact_text(d))?,
         None => write!(err, "{question}: ")?,
     }
     err.flush()?;
