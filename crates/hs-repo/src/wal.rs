@@ -562,7 +562,8 @@ impl Repository {
     }
 
     /// Everything stored for the deployment's WAL (gap records are read and
-    /// verified; segments are only listed). Names that are not WAL objects
+    /// verified, one removed between the listing and its read is left out;
+    /// segments are only listed). Names that are not WAL objects
     /// of this format are ignored.
     pub async fn list_wal(&self, deployment: &str) -> Result<WalListing> {
         check_deployment(deployment)?;
@@ -612,7 +613,11 @@ impl Repository {
             }
         }
         for object in gap_objects {
-            let (_, _, raw) = self.open_wal(Kind::Gap, &object, true).await?;
+            let raw = match self.open_wal(Kind::Gap, &object, true).await {
+                // Listed, then removed by retention: not an error of the listing.
+                Err(e) if e.code() == "notfound.object" => continue,
+                other => other?.2,
+            };
             let gap: WalGap = serde_json::from_slice(&raw.unwrap_or_default())
                 .map_err(|e| bad(&object, "is not a valid gap record").with_source(e))?;
             out.gaps.push(gap);

@@ -458,3 +458,38 @@ async fn real_cluster_time_plan_survives_the_segment_switch_race() {
         .unwrap();
     assert_eq!(p.to_json(), settled.to_json());
 }
+
+/// Retention removes gap records older than every kept backup: one that a
+/// WAL listing named and that went before the listing read it is not an
+/// error for the planner (nor for anyone listing WAL).
+#[tokio::test]
+async fn plan_survives_retention_removing_a_listed_gap_record() {
+    let f = Fixture::new().await;
+    f.repo
+        .put_manifest(&manifest("A", "0/4000100", "2020-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    f.repo
+        .put_wal_segment(D, &name(4), &segment(4, SEG as usize))
+        .await
+        .unwrap();
+    let gap = hs_repo::WalGap {
+        from_segment: name(1),
+        to_segment: name(2),
+        reason: "test: older than every backup".into(),
+        recorded_at: "2019-12-31T00:00:00Z".into(),
+    };
+    f.repo.put_wal_gap(D, &gap).await.unwrap();
+    let gap_object = format!("deployments/{D}/wal/gaps/{}-{}", name(1), name(2));
+    assert!(f.fs.stat(&gap_object).await.unwrap().is_some());
+
+    let (racing, b) = f
+        .moving_on(&gap_object, vec![Step::Delete(gap_object.clone())])
+        .await;
+    let p = plan_restore(&racing, D, &BackupSelector::Latest, &PitrTarget::Latest)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", e.code()));
+    assert!(b.moved.load(Ordering::SeqCst), "the race was not exercised");
+    assert_eq!(p.wal_to.as_deref(), Some(name(4).as_str()));
+    assert!(racing.list_wal(D).await.unwrap().gaps.is_empty());
+}
