@@ -237,7 +237,7 @@ async fn serve_partial(
     let Some((tli, log, seg)) = parse_wal_segment_name(name) else {
         return Err(absent);
     };
-    let listing = repo.list_wal(deployment).await?;
+    let mut listing = repo.list_wal(deployment).await?;
     if listing
         .segments
         .iter()
@@ -256,10 +256,10 @@ async fn serve_partial(
     let seg_size = if is_valid_wal_segment_size(partial.len() as u64) {
         partial.len() as u64
     } else {
-        match listing.segments.last() {
-            Some(s) => repo.get_wal(deployment, &s.name).await?.len() as u64,
-            None => opts.segment_size.unwrap_or(DEFAULT_WAL_SEGMENT_SIZE),
-        }
+        crate::listed::wal_segment_size(repo, deployment, &mut listing, Some(tli))
+            .await?
+            .or(opts.segment_size)
+            .unwrap_or(DEFAULT_WAL_SEGMENT_SIZE)
     };
     if partial.len() as u64 > seg_size {
         return Err(Error::new(
