@@ -15,12 +15,13 @@
 //! with `cargo install cargo-fuzz --locked` when it is missing.
 //!
 //! At the end a table gives per target the executions, the coverage (`cov`: code edges
-//! reached; `ft`: libFuzzer's finer features), the corpus size and the result; the command
-//! exits non-zero if any target crashed, timed out or ran out of memory. A crash input
-//! belongs in `fuzz/corpus/<target>/` once fixed (minimise it first with
-//! `cargo fuzz tmin --sanitizer none --release --debug-assertions <target> <input>` in
-//! `fuzz/`): the corpus replay test (`crates/hs-cli/tests/it/fuzz_corpus.rs`) then keeps it
-//! fixed.
+//! reached; `ft`: libFuzzer's finer features), the corpus size, the seconds libFuzzer ran
+//! (`cargo fuzz run` first rebuilds when the tree changed; that is not counted) and the
+//! result; the command exits non-zero if any target crashed, timed out or ran out of
+//! memory. A crash input belongs in `fuzz/corpus/<target>/` once fixed (minimise it first
+//! with `cargo fuzz tmin --sanitizer none --release --debug-assertions <target> <input>`
+//! in `fuzz/`): the corpus replay test (`crates/hs-cli/tests/it/fuzz_corpus.rs`) then keeps
+//! it fixed.
 
 use std::path::Path;
 use std::time::Instant;
@@ -152,13 +153,15 @@ struct Report {
     cov: String,
     ft: String,
     corpus: String,
+    /// Seconds libFuzzer ran (its `Done N runs in S second(s)` line), else the wall time
+    /// of `cargo fuzz run`, which includes any rebuild before it.
     secs: u64,
     result: String,
     failed: bool,
 }
 
 impl Report {
-    fn from_log(target: &str, log: &str, ok: bool, secs: u64) -> Report {
+    fn from_log(target: &str, log: &str, ok: bool, wall_secs: u64) -> Report {
         let stat = |name: &str| {
             log.lines()
                 .find_map(|l| l.strip_prefix(&format!("stat::{name}:")))
@@ -202,6 +205,13 @@ impl Report {
             }
             (false, None) => (format!("{kind} (see the log)"), true),
         };
+        // `Done 348191 runs in 16 second(s)`: the fuzzing time without the build.
+        let secs = log
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("Done ")?.split(" runs in ").nth(1))
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(wall_secs);
         Report {
             target: target.to_owned(),
             execs: stat("number_of_executed_units").unwrap_or_else(|| field_or_hash(last)),
@@ -248,6 +258,8 @@ mod tests {
             ("348191", "740", "1739")
         );
         assert_eq!((r.corpus.as_str(), r.failed), ("389/129Kb", false));
+        // libFuzzer's own seconds, not the wall time that includes the rebuild.
+        assert_eq!(Report::from_log("proto_codec", ok, true, 95).secs, 16);
 
         let crash = "#1024\tpulse  cov: 80 ft: 90 corp: 10/1Kb exec/s: 512 rss: 30Mb\n\
                      thread '<unnamed>' panicked at src/lib.rs:1:1:\n\
