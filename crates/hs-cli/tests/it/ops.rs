@@ -373,9 +373,7 @@ fn seed_order_repo_init_preflight_stream_init_backup_restore() {
     // The restored cluster starts, replays the archived WAL through the restore_command
     // the restore wrote (found without ./pg_hardstorage.yaml: the server's working
     // directory is the data directory) and holds every row.
-    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    hs_testkit::chown_to_postgres(&s.repo_dir()).unwrap();
-    hs_testkit::chown_to_postgres(&s.keyring()).unwrap();
+    s.share_with_postgres(true);
     let restored = PgCluster::start_existing(&target).expect("start restored cluster");
     restored
         .wait_for_promotion(Duration::from_secs(120))

@@ -3,64 +3,12 @@
 //! ago", to an LSN and to a restore point each hold exactly the rows
 //! committed before the target; a target past the archived WAL fails up front.
 
-use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{hs, init_and_backup, Scratch};
-
-const SLOT: &str = "pg_hardstorage_pitr";
-
-fn start_streamer(s: &Scratch, conn: &str, url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
-        .args([
-            "wal",
-            "stream",
-            "pitr",
-            "--pg-connection",
-            conn,
-            "--repo",
-            url,
-        ])
-        .args(["-o", "json", "--keyring"])
-        .arg(s.keyring())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn wal stream")
-}
-
-fn lsn(s: &str) -> u64 {
-    let (hi, lo) = s.trim().split_once('/').expect("an LSN");
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-}
-
-fn slot_lsn(pg: &PgCluster) -> Option<u64> {
-    let r = pg
-        .psql(&format!(
-            "SELECT coalesce(restart_lsn::text, '') FROM pg_replication_slots WHERE slot_name = '{SLOT}'"
-        ))
-        .unwrap_or_default();
-    (!r.is_empty()).then(|| lsn(&r))
-}
-
-/// Waits until the slot's restart_lsn (what the streamer reported durable) reaches `target`.
-fn wait_durable(pg: &PgCluster, target: u64, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if slot_lsn(pg).is_some_and(|l| l >= target) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "streamer did not reach {target:X}; slot at {:?}",
-            slot_lsn(pg)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use crate::support::{hs, init_and_backup, lsn, wait_durable, wait_streaming, Scratch, Streamer};
 
 fn batch(pg: &PgCluster, n: u32) {
     pg.psql(&format!(
@@ -113,15 +61,8 @@ fn restore_to_time_ago_lsn_and_restore_point() {
     let s = Scratch::new();
     let (url, conn, _) = init_and_backup(&s, &pg, "pitr");
 
-    let streamer = start_streamer(&s, &conn, &url);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while slot_lsn(&pg).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the streamer did not create its slot"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let streamer = Streamer::start(&s, "pitr", &conn, &url, &[]);
+    wait_streaming(&pg, "pitr", Duration::from_secs(60));
 
     let step = Duration::from_millis(1500);
     batch(&pg, 1);
@@ -143,11 +84,9 @@ fn restore_to_time_ago_lsn_and_restore_point() {
 
     let end = lsn(&pg.psql("SELECT pg_current_wal_lsn()").unwrap());
     pg.psql("SELECT pg_switch_wal()").unwrap();
-    wait_durable(&pg, end, Duration::from_secs(60));
-    let pid = streamer.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let done = streamer.wait_with_output().unwrap();
-    assert!(done.status.success(), "wal stream exit {:?}", done.status);
+    wait_durable(&pg, "pitr", end, Duration::from_secs(60));
+    let (status, _) = streamer.stop();
+    assert!(status.success(), "wal stream exit {status:?}");
     drop(pg);
 
     // A target past the archived WAL fails before anything is written.
@@ -216,9 +155,7 @@ fn restore_to_time_ago_lsn_and_restore_point() {
     );
 
     // The restored clusters run restore_command as the postgres OS user.
-    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    hs_testkit::chown_to_postgres(&s.repo_dir()).unwrap();
-    hs_testkit::chown_to_postgres(&s.keyring()).unwrap();
+    s.share_with_postgres(true);
 
     let (got, r) = restore_and_read(&s, &url, "to_time", &["--to", &t_after_1]);
     assert_eq!(got, "1 25", "restore to {t_after_1}");

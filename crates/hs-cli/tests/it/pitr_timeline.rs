@@ -6,7 +6,6 @@
 //! timeline 2 stops there; `--to-timeline current` stays on timeline 1 and
 //! an unknown timeline is refused up front.
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -81,9 +80,7 @@ fn batch(pg: &PgCluster, n: u32) {
 
 /// Lets the restored clusters (run as the postgres OS user) read the repository.
 fn share_repo(s: &Scratch) {
-    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    hs_testkit::chown_to_postgres(&s.repo_dir()).unwrap();
-    hs_testkit::chown_to_postgres(&s.keyring()).unwrap();
+    s.share_with_postgres(true);
 }
 
 fn restore_args<'a>(s: &Scratch, url: &'a str, dir: &str, extra: &[&'a str]) -> Vec<String> {

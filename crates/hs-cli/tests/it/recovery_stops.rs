@@ -89,12 +89,7 @@ fn an_unreadable_keyring_stops_recovery_instead_of_promoting_without_the_archive
     let (s, url, _pg) = backup_then_archive("keyring", 310);
     // The server's user (postgres) can reach the repository, but the keyring is
     // root's, mode 0600: the README's steps as root, before this fix.
-    std::fs::set_permissions(
-        s.dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    hs_testkit::chown_to_postgres(&s.repo_dir()).unwrap();
+    s.share_with_postgres(false);
 
     // Restoring as root into a directory of root's: the server's user is unknown,
     // nothing can be checked, and restore says so.
@@ -138,12 +133,7 @@ fn restore_with_restore_user_checks_restore_command_as_that_user() {
         return;
     }
     let (s, url, _pg) = backup_then_archive("ruser", 120);
-    std::fs::set_permissions(
-        s.dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    hs_testkit::chown_to_postgres(&s.repo_dir()).unwrap();
+    s.share_with_postgres(false);
 
     // root's 0600 keyring in the restore_command: refused, naming the user and cause.
     let r = restore(
@@ -256,13 +246,7 @@ fn a_damaged_segment_stops_recovery_and_wal_fetch_exits_above_125_for_all_but_ab
     assert!(err.contains("error[verify.auth_tag_mismatch]"), "{err}");
 
     // A restored server stops at the damaged segment instead of promoting before it.
-    std::fs::set_permissions(
-        s.dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    hs_testkit::chown_to_postgres(&s.repo_dir()).unwrap();
-    hs_testkit::chown_to_postgres(&s.keyring()).unwrap();
+    s.share_with_postgres(true);
     let r = restore(&s, "damaged", &url, "restored", &[]).ok();
     assert_eq!(r["recovery_configured"], true, "{r}");
     let dir = s.path("restored");

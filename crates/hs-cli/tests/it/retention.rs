@@ -2,7 +2,6 @@
 //! streamed beside them, rotate to one backup, gc with no grace period while
 //! the streamer still runs, then the kept backup restores and replays every commit.
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -154,9 +153,7 @@ fn rotate_keep_one_then_gc_frees_space_and_latest_restores() {
     .ok();
     assert_eq!(r["backup_id"], ids[2].as_str());
     assert_eq!(r["recovery_configured"], true);
-    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    hs_testkit::chown_to_postgres(&s.repo_dir()).unwrap();
-    hs_testkit::chown_to_postgres(&s.keyring()).unwrap();
+    s.share_with_postgres(true);
     let restored = PgCluster::start_existing(&target).expect("start restored cluster");
     restored
         .wait_for_promotion(Duration::from_secs(120))

@@ -30,6 +30,17 @@ impl Scratch {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+    /// Lets the `postgres` OS user (a restored server running `wal fetch` as its
+    /// restore_command) reach the scratch directory and read the repository, and the
+    /// keyring too when `keyring` (when the tests run as root; no-op otherwise).
+    pub fn share_with_postgres(&self, keyring: bool) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        hs_testkit::chown_to_postgres(&self.repo_dir()).unwrap();
+        if keyring {
+            hs_testkit::chown_to_postgres(&self.keyring()).unwrap();
+        }
+    }
 }
 
 /// What one run of the binary did.

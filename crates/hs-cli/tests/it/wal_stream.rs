@@ -1,7 +1,6 @@
 //! `wal stream` under pgbench load, killed with SIGKILL and restarted repeatedly;
 //! afterwards a restore replays every committed transaction through `wal fetch`.
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -134,9 +133,7 @@ fn stream_survives_kill_9_and_restore_replays_every_commit() {
     )
     .ok();
     assert_eq!(r["recovery_configured"], true);
-    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    hs_testkit::chown_to_postgres(&s.repo_dir()).unwrap();
-    hs_testkit::chown_to_postgres(&s.keyring()).unwrap();
+    s.share_with_postgres(true);
     let restored = PgCluster::start_existing(&target).expect("start restored cluster");
     restored
         .wait_for_promotion(Duration::from_secs(120))
