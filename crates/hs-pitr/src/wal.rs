@@ -269,6 +269,10 @@ async fn serve_partial(
                 "{name}.partial holds {} bytes, more than the {seg_size}-byte segment size",
                 partial.len()
             ),
+        )
+        .with_suggestion(
+            "the partial does not belong to this cluster's WAL; `pg_hardstorage repo verify` \
+             checks every WAL object",
         ));
     }
     tracing::info!(
