@@ -171,9 +171,11 @@ pub fn probe_restore_command(
         ),
     )
     .with_suggestion(format!(
-        "make the keyring and the repository readable by {who} in the server's environment: \
-         copy the keyring for it (`install -o {who} -m 0600 KEYRING DEST`) and run restore again \
-         with --restore-keyring DEST --delta (it keeps the files already restored)"
+        "make the pg_hardstorage program, the keyring and the repository usable by {who} in \
+         the server's environment: install the program outside a private home directory \
+         (e.g. /usr/local/bin), copy the keyring for it (`install -o {who} -m 0600 KEYRING \
+         DEST`), then run restore again with --restore-keyring DEST --delta (it keeps the \
+         files already restored)"
     )))
 }
 
