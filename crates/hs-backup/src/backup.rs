@@ -388,7 +388,7 @@ pub(crate) async fn deployment_system_identifier(
         };
         match repo.get_wal(deployment, &name).await {
             Ok(data) => {
-                if let Some(id) = wal_system_identifier(&data) {
+                if let Some(id) = hs_proto::segment_system_identifier(&data) {
                     return Ok(Some((id.to_string(), format!("WAL {name}"))));
                 }
             }
@@ -408,19 +408,6 @@ pub(crate) async fn deployment_system_identifier(
 
 /// How many of the newest WAL objects [`deployment_system_identifier`] tries.
 const WAL_SYSID_CANDIDATES: usize = 4;
-
-/// `xlp_sysid` of the long page header that starts every WAL segment, if `data`
-/// starts with one.
-fn wal_system_identifier(data: &[u8]) -> Option<u64> {
-    const XLP_LONG_HEADER: u16 = 0x0002;
-    let head = data.get(..40)?;
-    let info = u16::from_le_bytes([head[2], head[3]]);
-    if info & XLP_LONG_HEADER == 0 {
-        return None;
-    }
-    let id = u64::from_le_bytes(head[24..32].try_into().ok()?);
-    (id != 0).then_some(id)
-}
 
 /// Fails with `conflict.system_identifier_mismatch` when `system_id` (the server's,
 /// from `IDENTIFY_SYSTEM`) is not the deployment's, unless `allow` (then it warns).
@@ -453,28 +440,4 @@ pub(crate) async fn check_system_identifier(
     .with_suggestion(
         "check the connection points at the right cluster; to keep another cluster use another deployment name; if this cluster was re-created (pg_upgrade, restored from elsewhere), allow the change with --allow-system-id-change (REST API: allow_system_id_change)",
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn system_identifier_from_a_long_page_header() {
-        // PostgreSQL 15's first page of a segment: magic D110, XLP_LONG_HEADER.
-        let mut page = vec![0u8; 8192];
-        page[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
-        page[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
-        page[24..32].copy_from_slice(&7_312_345_678_901_234_567u64.to_le_bytes());
-        page[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
-        assert_eq!(
-            wal_system_identifier(&page),
-            Some(7_312_345_678_901_234_567)
-        );
-        // A short header (not a segment start), zeros or too few bytes: unknown.
-        page[2..4].copy_from_slice(&0u16.to_le_bytes());
-        assert_eq!(wal_system_identifier(&page), None);
-        assert_eq!(wal_system_identifier(&[0u8; 8192]), None);
-        assert_eq!(wal_system_identifier(&[2u8; 39]), None);
-    }
 }

@@ -78,6 +78,6 @@ pub use wal::{
     DEFAULT_WAL_SEGMENT_SIZE,
 };
 pub use waldecode::{
-    crc32c_update, decode_segment, pg_time_to_unix_micros, RestorePoint, SegmentDecoder,
-    SegmentEnd, SegmentSummary,
+    crc32c_update, decode_segment, pg_time_to_unix_micros, segment_system_identifier, RestorePoint,
+    SegmentDecoder, SegmentEnd, SegmentSummary,
 };

@@ -32,6 +32,8 @@ const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 const XLP_LONG_HEADER: u16 = 0x0002;
 const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0004;
 const XLP_ALL_FLAGS: u16 = 0x0007;
+/// Where `xlp_sysid` sits in a long page header.
+const XLP_SYSID_OFFSET: usize = 24;
 
 /// Size of the fixed record header (`XLogRecord`); `xl_crc` is its last field, at 20.
 const RECORD_HEADER: usize = 24;
@@ -707,7 +709,7 @@ impl SegmentDecoder {
             )));
         }
         if info & XLP_LONG_HEADER != 0 {
-            let sysid = le_u64(h, 24);
+            let sysid = le_u64(h, XLP_SYSID_OFFSET);
             let seg_size = u64::from(le_u32(h, 32));
             let blcksz = u64::from(le_u32(h, 36));
             if seg_size != self.seg_size {
@@ -1210,6 +1212,17 @@ pub(crate) fn fuzz_decode(data: &[u8]) -> usize {
     n
 }
 
+/// The database system identifier (`xlp_sysid`) in the long page header that starts
+/// every WAL segment, if `segment` starts with one (and it is not zero). Reads only
+/// the header: a cheap way to tell which cluster a stored segment belongs to.
+pub fn segment_system_identifier(segment: &[u8]) -> Option<u64> {
+    let h = segment.get(..LONG_PAGE_HEADER)?;
+    if le_u16(h, 2) & XLP_LONG_HEADER == 0 {
+        return None;
+    }
+    Some(le_u64(h, XLP_SYSID_OFFSET)).filter(|&id| id != 0)
+}
+
 #[cfg(test)]
 pub(crate) mod testutil {
     //! A synthetic WAL writer for tests: lays records out in pages like PostgreSQL does.
@@ -1387,6 +1400,25 @@ pub(crate) mod testutil {
 mod tests {
     use super::testutil::*;
     use super::*;
+
+    #[test]
+    fn system_identifier_from_a_long_page_header() {
+        // PostgreSQL 15's first page of a segment: magic D110, XLP_LONG_HEADER.
+        let mut page = vec![0u8; 8192];
+        page[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        page[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+        page[24..32].copy_from_slice(&7_312_345_678_901_234_567u64.to_le_bytes());
+        page[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
+        assert_eq!(
+            segment_system_identifier(&page),
+            Some(7_312_345_678_901_234_567)
+        );
+        // A short header (not a segment start), zeros or too few bytes: unknown.
+        page[2..4].copy_from_slice(&0u16.to_le_bytes());
+        assert_eq!(segment_system_identifier(&page), None);
+        assert_eq!(segment_system_identifier(&[0u8; 8192]), None);
+        assert_eq!(segment_system_identifier(&[2u8; 39]), None);
+    }
     use crate::lsn::TimelineId;
     use proptest::prelude::*;
 
