@@ -45,17 +45,6 @@ fn start_backup(s: &Scratch, conn: &str, url: &str, max_rate: &str) -> Running {
     Running(Some(child))
 }
 
-/// Lease objects under the repository's `locks/`.
-fn leases(s: &Scratch) -> Vec<String> {
-    match std::fs::read_dir(s.repo_dir().join("locks")) {
-        Ok(rd) => rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 /// Pack objects under the repository's `data/` (not temporaries of writes in flight).
 fn packs(s: &Scratch) -> usize {
     let dir = s.repo_dir().join("data");
@@ -176,11 +165,11 @@ fn sigterm_during_backup_exits_5_releases_the_lease_and_gc_is_not_held_up() {
     wait_until(
         "the backup's lease and first pack",
         Duration::from_secs(60),
-        || !leases(&s).is_empty() && packs(&s) > 0,
+        || !s.leases().is_empty() && packs(&s) > 0,
     );
     let (run, took) = signal_and_wait(&mut r, "TERM");
     assert_aborted_by(&run, "SIGTERM", took);
-    assert!(leases(&s).is_empty(), "lease left behind: {:?}", leases(&s));
+    assert!(s.leases().is_empty(), "lease left behind: {:?}", s.leases());
     no_backups(&s, &url);
 
     // The partial packs are unreferenced: a gc right after condemns them and, with grace
@@ -216,14 +205,14 @@ fn sigint_during_backup_exits_5_and_releases_the_lease() {
     // 32 kB/s: minutes for a fresh cluster, so the backup is surely still running.
     let mut r = start_backup(&s, &conn, &url, "32");
     wait_until("the backup to stream", Duration::from_secs(60), || {
-        !leases(&s).is_empty()
+        !s.leases().is_empty()
             && pg
                 .psql("SELECT count(*) FROM pg_stat_progress_basebackup")
                 .is_ok_and(|n| n == "1")
     });
     let (run, took) = signal_and_wait(&mut r, "INT");
     assert_aborted_by(&run, "SIGINT", took);
-    assert!(leases(&s).is_empty(), "lease left behind: {:?}", leases(&s));
+    assert!(s.leases().is_empty(), "lease left behind: {:?}", s.leases());
     no_backups(&s, &url);
     // The server's side of the backup ends too.
     wait_until(

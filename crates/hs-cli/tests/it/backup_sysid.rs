@@ -46,17 +46,6 @@ fn backup_ids(s: &Scratch, deployment: &str, url: &str) -> Vec<String> {
         .collect()
 }
 
-/// Lease objects under the repository's `locks/` (none once every command ended).
-fn leases(s: &Scratch) -> Vec<String> {
-    match std::fs::read_dir(s.repo_dir().join("locks")) {
-        Ok(rd) => rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 fn assert_mismatch(run: &crate::support::Run, deployment: &str, ours: &str, theirs: &str) {
     assert_eq!(
         run.status, 7,
@@ -99,7 +88,7 @@ fn backup_of_another_cluster_into_a_deployment_is_refused_unless_allowed() {
     assert_mismatch(&refused, "d", &sys_b, &sys_a);
     // Nothing new listed (so `latest` is still cluster A's backup), no lease left behind.
     assert_eq!(backup_ids(&s, "d", &url), before);
-    assert!(leases(&s).is_empty(), "lease left behind: {:?}", leases(&s));
+    assert!(s.leases().is_empty(), "lease left behind: {:?}", s.leases());
     // A repeat of the real cluster is still accepted.
     backup(&s, "d", &a, &url, &[]).ok();
     let after_a = backup_ids(&s, "d", &url);
@@ -114,7 +103,7 @@ fn backup_of_another_cluster_into_a_deployment_is_refused_unless_allowed() {
         ids.last().map(String::as_str),
         allowed["backup_id"].as_str()
     );
-    assert!(leases(&s).is_empty(), "lease left behind: {:?}", leases(&s));
+    assert!(s.leases().is_empty(), "lease left behind: {:?}", s.leases());
 }
 
 #[test]
@@ -160,7 +149,7 @@ fn backup_of_another_cluster_into_a_wal_only_deployment_is_refused() {
         backup_ids(&s, "demo", &url).is_empty(),
         "refused backup was listed"
     );
-    assert!(leases(&s).is_empty(), "lease left behind: {:?}", leases(&s));
+    assert!(s.leases().is_empty(), "lease left behind: {:?}", s.leases());
 
     // The cluster whose WAL it is may take the first backup.
     let ok = backup(&s, "demo", &a, &url, &[]).ok();

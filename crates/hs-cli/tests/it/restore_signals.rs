@@ -82,9 +82,7 @@ fn stopped_restore(signal: &str) {
         "{v}"
     );
     // The lease is gone, the verifier was stopped, the target cannot start.
-    let locks: Vec<_> = std::fs::read_dir(s.repo_dir().join("locks"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    let locks = s.leases();
     assert!(locks.is_empty(), "leases left behind: {locks:?}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while std::path::Path::new(&format!("/proc/{verifier_pid}")).exists() {

@@ -30,6 +30,16 @@ impl Scratch {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+    /// Names of the lease objects under the repository's `locks/` (none when absent).
+    pub fn leases(&self) -> Vec<String> {
+        match std::fs::read_dir(self.repo_dir().join("locks")) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
     /// Lets the `postgres` OS user (a restored server running `wal fetch` as its
     /// restore_command) reach the scratch directory and read the repository, and the
     /// keyring too when `keyring` (when the tests run as root; no-op otherwise).
