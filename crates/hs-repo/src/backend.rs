@@ -1,19 +1,28 @@
-//! Storage backends: a small object-store trait, the crash-safe `file://`
-//! backend, the object stores (`object`), the retry and fault-injection
-//! wrappers, and the URL dispatch [`open_backend`].
+//! Storage backends: the object-store trait [`Backend`], the URL dispatch
+//! [`open_backend`], and one module per store:
+//!
+//! - `fs`: `file://`, crash-safe via temp file + fsync + link/rename + dir fsync;
+//! - `object`: `s3://`, `gcs://`, `azblob://` (opendal);
+//! - `ssh`: the shared OpenSSH control-master connection and URL parsing of
+//!   `sftp://`/`scp://`, used by `sftp` (SFTP protocol) and `scp` (POSIX shell
+//!   over ssh exec);
+//! - `retry` and `fault`: wrappers around any store (retries with backoff;
+//!   injected faults for tests).
 
 mod fault;
+mod fs;
 mod object;
 mod retry;
+mod scp;
+mod sftp;
+mod ssh;
 
 pub use fault::{FaultBackend, FaultConfig, FaultCounts};
+pub use fs::FsBackend;
 pub use object::{ObjectBackend, MULTIPART_THRESHOLD};
 pub use retry::{RetryBackend, RetryPolicy};
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -30,12 +39,6 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Last modification time in Unix seconds, when the store reports one.
     pub modified: Option<i64>,
-}
-
-fn unix_secs(m: &fs::Metadata) -> Option<i64> {
-    let t = m.modified().ok()?;
-    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
-    i64::try_from(d.as_secs()).ok()
 }
 
 /// An object store keyed by `/`-separated names (see docs/repository-format.md
@@ -121,7 +124,7 @@ pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
             Ok(Arc::new(FsBackend::new(url, Path::new(rest))))
         }
         "s3" | "gcs" | "azblob" => Ok(retrying(object::open(url)?)),
-        "sftp" | "scp" => Ok(retrying(crate::ssh::open(url)?)),
+        "sftp" | "scp" => Ok(retrying(ssh::open(url)?)),
         other => Err(Error::new(
             "usage.unsupported_scheme",
             format!(
@@ -183,342 +186,6 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     }
 }
 
-/// A repository in a local (or locally mounted) directory.
-///
-/// Crash safety: every write goes to a temporary file in the target's
-/// directory, is written fully and fsynced, then published with `link(2)`
-/// (create-if-absent: an existing name fails with `EEXIST`) or `rename(2)`
-/// (replace), and the directory is fsynced. Directories created on the way
-/// are fsynced into their parents. Temporary files start with `.tmp-` and
-/// are never listed.
-#[derive(Debug, Clone)]
-pub struct FsBackend {
-    url: String,
-    root: PathBuf,
-}
-
-impl FsBackend {
-    /// A backend rooted at `root` (created on first write); `url` is only
-    /// used in messages.
-    pub fn new(url: &str, root: &Path) -> FsBackend {
-        FsBackend {
-            url: crate::redact_url(url),
-            root: root.to_path_buf(),
-        }
-    }
-
-    fn path(&self, name: &str) -> Result<PathBuf> {
-        check_name(name)?;
-        Ok(self.root.join(name))
-    }
-
-    async fn blocking<T: Send + 'static>(
-        f: impl FnOnce() -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        tokio::task::spawn_blocking(f).await.map_err(|e| {
-            Error::new(
-                "aborted.task_failed",
-                "a storage task panicked or was cancelled",
-            )
-            .with_source(e)
-        })?
-    }
-}
-
-fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Creates `dir` and missing ancestors below `root`, fsyncing each new
-/// directory's parent so the new entries are durable.
-fn ensure_dir(root: &Path, dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut missing = Vec::new();
-    let mut d = dir;
-    while !d.is_dir() {
-        missing.push(d.to_path_buf());
-        match d.parent() {
-            Some(p) => d = p,
-            None => break,
-        }
-    }
-    fs::create_dir_all(dir)?;
-    for m in missing.iter().rev() {
-        if let Some(p) = m.parent() {
-            // The root's own parent may be outside our control; best effort there.
-            let r = fsync_dir(p);
-            if p.starts_with(root) {
-                r?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn temp_name(final_path: &Path) -> PathBuf {
-    let base = final_path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let r: u64 = rand::random();
-    final_path.with_file_name(format!(".tmp-{base}-{r:016x}"))
-}
-
-fn write_temp(tmp: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
-    f.write_all(data)?;
-    f.sync_all()
-}
-
-fn walk(dir: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Ok(())
-        }
-        Err(e) => return Err(e),
-    };
-    for ent in rd {
-        let ent = ent?;
-        let name = ent.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') {
-            continue; // temp files and anything hidden
-        }
-        let child = if rel.is_empty() {
-            name.to_string()
-        } else {
-            format!("{rel}/{name}")
-        };
-        // An entry deleted while we list (a released lease, a replaced index
-        // object) is simply not listed.
-        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
-        let ft = match ent.file_type() {
-            Ok(ft) => ft,
-            Err(e) if gone(&e) => continue,
-            Err(e) => return Err(e),
-        };
-        if ft.is_dir() {
-            walk(&ent.path(), &child, out)?;
-        } else if ft.is_file() {
-            let m = match ent.metadata() {
-                Ok(m) => m,
-                Err(e) if gone(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            out.push(ObjectInfo {
-                name: child,
-                size: m.len(),
-                modified: unix_secs(&m),
-            });
-        }
-    }
-    Ok(())
-}
-
-#[async_trait]
-impl Backend for FsBackend {
-    fn location(&self) -> &str {
-        &self.url
-    }
-
-    async fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool> {
-        let path = self.path(name)?;
-        let root = self.root.clone();
-        let name = name.to_string();
-        Self::blocking(move || {
-            let dir = path.parent().unwrap_or(&root).to_path_buf();
-            ensure_dir(&root, &dir).map_err(|e| Error::io(e, true, &name))?;
-            let tmp = temp_name(&path);
-            let res = write_temp(&tmp, &data).and_then(|()| match fs::hard_link(&tmp, &path) {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(e),
-            });
-            let _ = fs::remove_file(&tmp);
-            let created = res.map_err(|e| Error::io(e, true, &name))?;
-            fsync_dir(&dir).map_err(|e| Error::io(e, true, &name))?;
-            Ok(created)
-        })
-        .await
-    }
-
-    async fn put(&self, name: &str, data: Bytes) -> Result<()> {
-        let path = self.path(name)?;
-        let root = self.root.clone();
-        let name = name.to_string();
-        Self::blocking(move || {
-            let dir = path.parent().unwrap_or(&root).to_path_buf();
-            ensure_dir(&root, &dir).map_err(|e| Error::io(e, true, &name))?;
-            let tmp = temp_name(&path);
-            let res = write_temp(&tmp, &data).and_then(|()| fs::rename(&tmp, &path));
-            if res.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            res.map_err(|e| Error::io(e, true, &name))?;
-            fsync_dir(&dir).map_err(|e| Error::io(e, true, &name))
-        })
-        .await
-    }
-
-    async fn get(&self, name: &str) -> Result<Bytes> {
-        let path = self.path(name)?;
-        let name = name.to_string();
-        Self::blocking(move || {
-            fs::read(&path)
-                .map(Bytes::from)
-                .map_err(|e| Error::io(e, false, &name))
-        })
-        .await
-    }
-
-    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
-        let path = self.path(name)?;
-        let name = name.to_string();
-        let len = usize::try_from(len).map_err(|_| {
-            Error::new(
-                "usage.range_too_large",
-                "requested range does not fit in memory",
-            )
-        })?;
-        Self::blocking(move || {
-            let f = File::open(&path).map_err(|e| Error::io(e, false, &name))?;
-            let mut buf = vec![0u8; len];
-            f.read_exact_at(&mut buf, offset).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    Error::new(
-                        "verify.object_truncated",
-                        format!(
-                            "object {name} is shorter than {} bytes",
-                            offset + len as u64
-                        ),
-                    )
-                    .with_suggestion("run a repository check; the object was truncated")
-                } else {
-                    Error::io(e, false, &name)
-                }
-            })?;
-            Ok(Bytes::from(buf))
-        })
-        .await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let dir_part = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
-        if !dir_part.is_empty() {
-            check_name(dir_part)?;
-        }
-        let start = self.root.join(dir_part);
-        let prefix = prefix.to_string();
-        let dir_part = dir_part.to_string();
-        Self::blocking(move || {
-            let mut out = Vec::new();
-            walk(&start, &dir_part, &mut out).map_err(|e| Error::io(e, false, &prefix))?;
-            out.retain(|o| o.name.starts_with(&prefix));
-            out.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn delete(&self, name: &str) -> Result<()> {
-        let path = self.path(name)?;
-        let root = self.root.clone();
-        let name = name.to_string();
-        Self::blocking(move || {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(Error::io(e, true, &name)),
-            }
-            let dir = path.parent().unwrap_or(&root);
-            fsync_dir(dir).map_err(|e| Error::io(e, true, &name))
-        })
-        .await
-    }
-
-    async fn stat(&self, name: &str) -> Result<Option<ObjectInfo>> {
-        let path = self.path(name)?;
-        let name = name.to_string();
-        Self::blocking(move || match fs::metadata(&path) {
-            Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
-                name,
-                size: m.len(),
-                modified: unix_secs(&m),
-            })),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(e, false, &name)),
-        })
-        .await
-    }
-
-    async fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
-        let root = self.root.clone();
-        Self::blocking(move || {
-            let cutoff = std::time::SystemTime::now()
-                .checked_sub(older_than)
-                .unwrap_or(std::time::UNIX_EPOCH);
-            let mut removed = 0;
-            remove_temporaries(&root, cutoff, &mut removed)
-                .map_err(|e| Error::io(e, true, "temporary files"))?;
-            Ok(removed)
-        })
-        .await
-    }
-}
-
-/// Deletes `.tmp-*` files under `dir` last modified before `cutoff` (a file or
-/// directory that vanishes meanwhile is skipped).
-fn remove_temporaries(
-    dir: &Path,
-    cutoff: std::time::SystemTime,
-    removed: &mut u64,
-) -> std::io::Result<()> {
-    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if gone(&e) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for ent in rd {
-        let ent = ent?;
-        let ft = match ent.file_type() {
-            Ok(ft) => ft,
-            Err(e) if gone(&e) => continue,
-            Err(e) => return Err(e),
-        };
-        let name = ent.file_name();
-        if ft.is_dir() {
-            remove_temporaries(&ent.path(), cutoff, removed)?;
-        } else if ft.is_file() && name.to_string_lossy().starts_with(".tmp-") {
-            let old = match ent.metadata().and_then(|m| m.modified()) {
-                Ok(t) => t < cutoff,
-                Err(e) if gone(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            if old {
-                match fs::remove_file(ent.path()) {
-                    Ok(()) => *removed += 1,
-                    Err(e) if gone(&e) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,69 +239,5 @@ mod tests {
             "usage.invalid_url"
         );
         assert!(open_backend("file:///tmp/x").is_ok());
-    }
-
-    #[tokio::test]
-    async fn fs_backend_basics() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("file://{}/repo", dir.path().display());
-        let b = open_backend(&url).unwrap();
-        assert!(b.stat("a/b/c").await.unwrap().is_none());
-        assert!(b
-            .put_if_absent("a/b/c", Bytes::from_static(b"one"))
-            .await
-            .unwrap());
-        assert!(!b
-            .put_if_absent("a/b/c", Bytes::from_static(b"two"))
-            .await
-            .unwrap());
-        assert_eq!(&b.get("a/b/c").await.unwrap()[..], b"one");
-        b.put("a/b/c", Bytes::from_static(b"three")).await.unwrap();
-        assert_eq!(&b.get_range("a/b/c", 1, 3).await.unwrap()[..], b"hre");
-        assert_eq!(
-            b.get_range("a/b/c", 3, 10).await.unwrap_err().code(),
-            "verify.object_truncated"
-        );
-        assert_eq!(b.get("nope").await.unwrap_err().code(), "notfound.object");
-        b.put_if_absent("a/x", Bytes::from_static(b"1"))
-            .await
-            .unwrap();
-        b.put_if_absent("ab", Bytes::from_static(b"22"))
-            .await
-            .unwrap();
-        let names: Vec<String> = b
-            .list("a/")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
-        assert_eq!(names, vec!["a/b/c", "a/x"]);
-        let all = b.list("").await.unwrap();
-        assert_eq!(all.len(), 3);
-        assert_eq!(all.iter().map(|o| o.size).sum::<u64>(), 5 + 1 + 2);
-        assert_eq!(b.list("a").await.unwrap().len(), 3);
-        b.delete("a/x").await.unwrap();
-        b.delete("a/x").await.unwrap();
-        assert_eq!(b.stat("a/b/c").await.unwrap().unwrap().size, 5);
-        // No temp files left behind.
-        let leftovers: Vec<_> = walkdir(dir.path());
-        assert!(
-            leftovers.iter().all(|p| !p.contains(".tmp-")),
-            "{leftovers:?}"
-        );
-    }
-
-    fn walkdir(p: &Path) -> Vec<String> {
-        let mut v = Vec::new();
-        for e in fs::read_dir(p).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                v.extend(walkdir(&e.path()));
-            } else {
-                v.push(e.path().display().to_string());
-            }
-        }
-        v
     }
 }

@@ -52,7 +52,6 @@ mod reader;
 mod redact;
 mod repo;
 mod retention;
-mod ssh;
 mod verify;
 mod wal;
 mod writer;

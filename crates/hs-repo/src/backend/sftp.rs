@@ -17,7 +17,7 @@ use openssh_sftp_client::error::SftpErrorKind;
 use openssh_sftp_client::{Error as SftpError, Sftp, SftpOptions};
 use tokio::io::AsyncSeekExt;
 
-use super::{disconnected, op_timeout, parent_of, temp_path, timed_out, Slot, Target};
+use super::ssh::{disconnected, op_timeout, parent_of, temp_path, timed_out, Slot, Target};
 use crate::backend::{check_name, Backend, ObjectInfo};
 use crate::error::{Error, Result};
 

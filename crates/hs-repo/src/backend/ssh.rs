@@ -2,17 +2,14 @@
 //!
 //! Both schemes share URL parsing, one lazily opened control-master connection per
 //! backend (reopened after the connection is lost), and the mapping of ssh failures to
-//! error codes. `sftp.rs` speaks SFTP over that connection; `scp.rs` runs POSIX shell
-//! commands for hosts whose sshd has no SFTP subsystem.
+//! error codes. `sftp.rs` (next to this file) speaks SFTP over that connection; `scp.rs`
+//! runs POSIX shell commands for hosts whose sshd has no SFTP subsystem.
 //!
 //! URL: `sftp://[user@]host[:port]/absolute/path[?key=FILE&known_hosts=FILE&connect_timeout=SECS]`
 //! (the same for `scp://`). Without `key`/`known_hosts`, ssh's own configuration applies
 //! (`~/.ssh/config`, `~/.ssh/known_hosts`, the agent). Host keys are always checked
 //! (`StrictHostKeyChecking=yes`, never accept-new) and ssh runs with `BatchMode=yes`, so it
 //! never prompts.
-
-mod scp;
-mod sftp;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,15 +27,15 @@ const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 15;
 const CONTROL_PERSIST_SECS: usize = 600;
 /// scp:// reconnects before using a master that has been idle for this long, so it never
 /// talks to a master that is about to exit on its own.
-const IDLE_RECONNECT: Duration = Duration::from_secs(CONTROL_PERSIST_SECS as u64 - 60);
+pub(super) const IDLE_RECONNECT: Duration = Duration::from_secs(CONTROL_PERSIST_SECS as u64 - 60);
 
 /// Opens an `sftp://` or `scp://` repository URL. No connection is made until the first
 /// operation; connection errors are reported by that operation.
 pub(crate) fn open(url: &str) -> Result<Arc<dyn Backend>> {
     let target = Target::parse(url)?;
     Ok(match target.scheme {
-        Scheme::Sftp => Arc::new(sftp::SftpBackend::new(target)),
-        Scheme::Scp => Arc::new(scp::ScpBackend::new(target)),
+        Scheme::Sftp => Arc::new(super::sftp::SftpBackend::new(target)),
+        Scheme::Scp => Arc::new(super::scp::ScpBackend::new(target)),
     })
 }
 

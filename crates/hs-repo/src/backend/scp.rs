@@ -18,7 +18,7 @@ use bytes::Bytes;
 use openssh::{Session, Stdio};
 use tokio::io::AsyncWriteExt;
 
-use super::{
+use super::ssh::{
     disconnected, op_timeout, parent_of, sq, temp_path, timed_out, Slot, Target, IDLE_RECONNECT,
 };
 use crate::backend::{check_name, Backend, ObjectInfo};
