@@ -1,0 +1,252 @@
+//! One backup end to end: its manifest, every chunk it references and the WAL it needs.
+
+use std::collections::{HashMap, HashSet};
+
+use hs_chunk::ChunkId;
+use tokio::task::JoinSet;
+
+use super::{chunk_code, file_label, manifest_name, VerifyReport, CHUNK_BATCH, PARALLEL};
+use crate::error::{Error, Result};
+use crate::manifest::{BackupManifest, ChunkRef, FileKind};
+use crate::reader::ChunkReader;
+use crate::repo::Repository;
+
+/// Every chunk reference of a manifest: content chunks inline, and list
+/// chunks (whose content references are read separately).
+pub(super) fn manifest_refs(m: &BackupManifest) -> (Vec<ChunkRef>, Vec<ChunkRef>) {
+    let mut content = Vec::new();
+    let mut lists = Vec::new();
+    for a in &m.archives {
+        for f in &a.files {
+            if f.kind == FileKind::File {
+                content.extend_from_slice(&f.chunks);
+                lists.extend_from_slice(&f.chunk_lists);
+            }
+        }
+    }
+    (content, lists)
+}
+
+impl Repository {
+    /// Reads every chunk in `refs` (each distinct chunk once, in parallel).
+    /// Returns the number of distinct chunks, their bytes, and the chunks that
+    /// could not be read or did not match, with the error.
+    pub(super) async fn read_all_chunks(
+        &self,
+        reader: &ChunkReader,
+        refs: &[ChunkRef],
+        report: &mut VerifyReport,
+    ) -> Result<(u64, u64, Vec<(ChunkId, Error)>)> {
+        let mut seen = HashSet::with_capacity(refs.len());
+        let distinct: Vec<ChunkRef> = refs.iter().copied().filter(|r| seen.insert(*r)).collect();
+        let count = distinct.len() as u64;
+        let mut bytes = 0u64;
+        let mut failed = Vec::new();
+        let mut batches = distinct.chunks(CHUNK_BATCH).map(<[ChunkRef]>::to_vec);
+        let mut set: JoinSet<(u64, Vec<(ChunkId, Error)>)> = JoinSet::new();
+        loop {
+            while set.len() < PARALLEL {
+                let Some(batch) = batches.next() else { break };
+                let reader = reader.clone();
+                set.spawn(async move {
+                    let mut n = 0u64;
+                    let mut errs = Vec::new();
+                    for r in batch {
+                        match reader.read(&r).await {
+                            Ok(d) => n += d.len() as u64,
+                            Err(e) => errs.push((r.id, e)),
+                        }
+                    }
+                    (n, errs)
+                });
+            }
+            let Some(res) = set.join_next().await else {
+                break;
+            };
+            let (n, errs) = res.map_err(|e| {
+                Error::new("aborted.task_failed", "a chunk verification task failed").with_source(e)
+            })?;
+            bytes += n;
+            failed.extend(errs);
+        }
+        report.bytes_read += bytes;
+        Ok((count, bytes, failed))
+    }
+
+    /// Reads a file's list chunks and returns the content references they
+    /// hold; unreadable lists are reported against their pack, naming `what`
+    /// (the file and its backup) and touching `backup`.
+    pub(super) async fn expand_lists(
+        &self,
+        reader: &ChunkReader,
+        what: &str,
+        backup: &str,
+        lists: &[ChunkRef],
+        report: &mut VerifyReport,
+    ) -> Vec<ChunkRef> {
+        let mut out = Vec::new();
+        for l in lists {
+            let got = match reader.read(l).await {
+                Ok(d) => {
+                    report.bytes_read += d.len() as u64;
+                    crate::chunklist::decode_chunk_list(&d)
+                }
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok(refs) => out.extend(refs),
+                Err(e) => {
+                    let object = reader
+                        .pack_of(&l.id)
+                        .map_or_else(|| what.to_string(), str::to_string);
+                    let mut p = VerifyReport::entry(
+                        chunk_code(&e),
+                        &object,
+                        format!("chunk list {} of {what}: {e} ({})", l.id, e.code()),
+                    );
+                    p.backups.push(backup.to_string());
+                    report.add_problem(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Loads a manifest for verification; problems are reported and give
+    /// `Ok(None)`. A backup that does not exist is an error (`notfound.backup`).
+    pub(super) async fn load_manifest_checked(
+        &self,
+        deployment: &str,
+        backup_id: &str,
+        report: &mut VerifyReport,
+    ) -> Result<Option<BackupManifest>> {
+        let name = manifest_name(deployment, backup_id);
+        let (code, message) = match self.load_manifest(deployment, backup_id).await {
+            Ok(m) => return Ok(Some(m)),
+            Err(e) if e.code() == "verify.signature_invalid" => (
+                "verify.manifest_signature",
+                format!("the signature does not verify: the manifest was modified or forged ({e})"),
+            ),
+            Err(e) if e.code().starts_with("verify.") => (
+                "verify.manifest_corrupt",
+                format!("the manifest does not open: {e} ({})", e.code()),
+            ),
+            Err(e) => return Err(e),
+        };
+        let mut p = VerifyReport::entry(code, &name, message);
+        p.backups.push(format!("{deployment}/{backup_id}"));
+        report.add_problem(p);
+        Ok(None)
+    }
+
+    /// Verifies one backup end to end: the manifest (seal and signature),
+    /// every chunk of every file and every chunk-list chunk read back and
+    /// checked against its id, and the WAL from the backup's start LSN to its
+    /// stop LSN (in the backup's own `pg_wal/` or archived, each archived
+    /// segment read and checked). `notfound.backup` if the backup does not
+    /// exist; everything else is reported in the [`VerifyReport`].
+    pub async fn verify_backup(&self, deployment: &str, backup_id: &str) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let name = manifest_name(deployment, backup_id);
+        let since = report.events;
+        let manifest = self
+            .load_manifest_checked(deployment, backup_id, &mut report)
+            .await?;
+        report.check("manifest", 1, since, format!("{name}: seal and signature"));
+        let Some(m) = manifest else {
+            return Ok(report);
+        };
+
+        // A damaged index object that this backup does not need is not this
+        // backup's problem; a chunk it needs and cannot find is.
+        let since = report.events;
+        let loaded = self.load_index_checked(&mut report, true).await?;
+        let quarantined = self.quarantined_set().await?;
+        let reader = ChunkReader::new(
+            self.clone(),
+            loaded.index,
+            crate::reader::DEFAULT_FRAME_CACHE_BYTES,
+        );
+        let backup = format!("{deployment}/{backup_id}");
+        // Every content reference, and which file each run of them belongs to (to name
+        // the file of a chunk that fails).
+        let mut content: Vec<ChunkRef> = Vec::new();
+        let mut spans: Vec<(String, std::ops::Range<usize>)> = Vec::new();
+        let mut list_count = 0u64;
+        for a in &m.archives {
+            for f in &a.files {
+                if f.kind != FileKind::File {
+                    continue;
+                }
+                let path = file_label(a, &f.path);
+                let start = content.len();
+                content.extend_from_slice(&f.chunks);
+                if !f.chunk_lists.is_empty() {
+                    list_count += f.chunk_lists.len() as u64;
+                    let what = format!("file {path} of backup {backup}");
+                    let refs = self
+                        .expand_lists(&reader, &what, &backup, &f.chunk_lists, &mut report)
+                        .await;
+                    content.extend(refs);
+                }
+                spans.push((path, start..content.len()));
+            }
+        }
+        report.check(
+            "chunk lists",
+            list_count,
+            since,
+            "list chunks read and decoded",
+        );
+        let since = report.events;
+        let (n, bytes, failed) = self.read_all_chunks(&reader, &content, &mut report).await?;
+        if !failed.is_empty() {
+            let ids: HashSet<ChunkId> = failed.iter().map(|(id, _)| *id).collect();
+            let mut file_of: HashMap<ChunkId, &str> = HashMap::new();
+            for (path, range) in &spans {
+                for r in &content[range.clone()] {
+                    if ids.contains(&r.id) {
+                        file_of.entry(r.id).or_insert(path.as_str());
+                    }
+                }
+            }
+            for (id, e) in failed {
+                let pack = reader.pack_of(&id);
+                let object = pack.map_or_else(|| format!("chunk {id}"), str::to_string);
+                let file = file_of.get(&id).copied().unwrap_or("?");
+                let mut p = VerifyReport::entry(
+                    chunk_code(&e),
+                    &object,
+                    format!(
+                        "chunk {id} of file {file} of backup {backup}: {e} ({})",
+                        e.code()
+                    ),
+                );
+                p.backups.push(backup.clone());
+                p.quarantined = pack.is_some_and(|p| quarantined.contains(p));
+                report.add_problem(p);
+            }
+        }
+        report.check(
+            "chunks",
+            n,
+            since,
+            format!(
+                "{n} distinct chunks ({bytes} bytes) read, decrypted and checked against their ids"
+            ),
+        );
+
+        let since = report.events;
+        let checked = self.verify_backup_wal(&m, &mut report).await?;
+        report.check(
+            "wal",
+            checked,
+            since,
+            format!(
+                "WAL from {} to {} on timeline {} present",
+                m.start_lsn, m.stop_lsn, m.timeline
+            ),
+        );
+        Ok(report)
+    }
+}
