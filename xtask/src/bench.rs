@@ -67,13 +67,7 @@ fn backup(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--scale" => {
-                scale = it
-                    .next()
-                    .context("--scale needs a number")?
-                    .parse()
-                    .context("--scale needs a positive integer")?
-            }
+            "--scale" => scale = util::flag_number(&mut it, "--scale")?,
             "--keep" => keep = true,
             "--others-only" => others_only = true,
             other => bail!("cargo xtask bench backup: unknown argument {other:?}"),
@@ -94,15 +88,9 @@ fn backup(args: &[String]) -> Result<()> {
 
     // One scratch directory for every tool's output, reachable by the postgres user
     // (pgBackRest writes its repository as postgres).
-    let work = tempfile_dir()?;
-    eprintln!("xtask bench: scratch directory {}", work.display());
-    let result = backup_in(&work, bin.as_deref(), scale);
-    if keep {
-        eprintln!("xtask bench: keeping {}", work.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&work);
-    }
-    result
+    with_scratch("xtask bench", keep, |work| {
+        backup_in(work, bin.as_deref(), scale)
+    })
 }
 
 fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
@@ -110,17 +98,9 @@ fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
     let pgbr_dir = work.join("pgbackrest");
     let pgbackrest = |args: &[&str]| pgbackrest_cmd(&pgbr_conf, args);
 
-    eprintln!("\n==> pgbench -i -s {scale}");
     let t = Instant::now();
-    let s = scale.to_string();
-    let mut init = pg.client_command("pgbench");
-    init.args(["-i", "-q", "-s", &s]);
-    sh(&mut init)?;
-    pg.psql("CHECKPOINT")?;
-    let db_bytes: u64 = pg
-        .psql("SELECT sum(pg_database_size(oid)) FROM pg_database")?
-        .parse()
-        .context("pg_database_size")?;
+    pgbench_init(&pg, scale)?;
+    let db_bytes = database_bytes(&pg)?;
     eprintln!(
         "pgbench -i took {:.1}s; databases hold {}",
         t.elapsed().as_secs_f64(),
@@ -155,16 +135,9 @@ fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
 
     if let Some(bin) = bin {
         eprintln!("\n==> (c) pg_hardstorage backup (first, into a fresh repository)");
-        let repo_dir = work.join("hs-repo");
-        let repo_url = format!("file://{}", repo_dir.display());
-        let keyring = work.join("keyring");
-        let hs = |args: &[&str]| {
-            let mut cmd = Command::new(bin);
-            cmd.args(args).arg("--keyring").arg(&keyring);
-            cmd
-        };
-        sh(&mut hs(&["repo", "init", &repo_url]))?;
-        let before = dir_bytes(&repo_dir)?;
+        let hs = Hs::new(bin, work);
+        hs.init_repo()?;
+        let before = dir_bytes(&hs.dir)?;
         let conninfo = pg.replication_conninfo();
         let backup_args = [
             "backup",
@@ -172,10 +145,10 @@ fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
             "--pg-connection",
             conninfo.as_str(),
             "--repo",
-            repo_url.as_str(),
+            hs.url.as_str(),
         ];
-        let wall = timed(&mut hs(&backup_args))?;
-        let after_first = dir_bytes(&repo_dir)?;
+        let wall = timed(&mut hs.cmd(&backup_args))?;
+        let after_first = dir_bytes(&hs.dir)?;
         rows.push(Row {
             what: "pg_hardstorage backup (1st)",
             wall,
@@ -183,14 +156,14 @@ fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
         });
 
         eprintln!("\n==> (d) pg_hardstorage backup (2nd, cluster unchanged)");
-        let wall = timed(&mut hs(&backup_args))?;
-        let after_second = dir_bytes(&repo_dir)?;
+        let wall = timed(&mut hs.cmd(&backup_args))?;
+        let after_second = dir_bytes(&hs.dir)?;
         rows.push(Row {
             what: "pg_hardstorage backup (2nd)",
             wall,
             bytes: after_second - after_first.min(after_second),
         });
-        sh(&mut hs(&["list", "bench", "--repo", &repo_url]))?;
+        sh(&mut hs.cmd(&["list", "bench", "--repo", &hs.url]))?;
     }
     println!();
     println!(
@@ -254,6 +227,76 @@ fn timed(cmd: &mut Command) -> Result<Duration> {
     let d = t.elapsed();
     eprintln!("    wall {:.2}s", d.as_secs_f64());
     Ok(d)
+}
+
+/// Runs `f` in a fresh scratch directory (announced with `label`), then removes the
+/// directory unless `keep`.
+pub(crate) fn with_scratch(
+    label: &str,
+    keep: bool,
+    f: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let work = tempfile_dir()?;
+    eprintln!("{label}: scratch directory {}", work.display());
+    let result = f(&work);
+    if keep {
+        eprintln!("{label}: keeping {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    result
+}
+
+/// `pgbench -i -q -s <scale>` into `pg`, then a CHECKPOINT.
+pub(crate) fn pgbench_init(pg: &PgCluster, scale: u32) -> Result<()> {
+    eprintln!("\n==> pgbench -i -s {scale}");
+    let mut init = pg.client_command("pgbench");
+    init.args(["-i", "-q", "-s", &scale.to_string()]);
+    sh(&mut init)?;
+    pg.psql("CHECKPOINT")?;
+    Ok(())
+}
+
+/// What the cluster's databases hold, in bytes.
+pub(crate) fn database_bytes(pg: &PgCluster) -> Result<u64> {
+    pg.psql("SELECT sum(pg_database_size(oid)) FROM pg_database")?
+        .parse()
+        .context("pg_database_size")
+}
+
+/// A benchmark's pg_hardstorage: the binary with the keyring `<work>/keyring`, and its
+/// file:// repository `<work>/hs-repo`.
+pub(crate) struct Hs {
+    bin: PathBuf,
+    keyring: PathBuf,
+    /// The repository directory.
+    pub dir: PathBuf,
+    /// The repository URL.
+    pub url: String,
+}
+
+impl Hs {
+    pub(crate) fn new(bin: &Path, work: &Path) -> Self {
+        let dir = work.join("hs-repo");
+        Hs {
+            bin: bin.to_path_buf(),
+            keyring: work.join("keyring"),
+            url: format!("file://{}", dir.display()),
+            dir,
+        }
+    }
+
+    /// `pg_hardstorage <args> --keyring <keyring>`.
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args).arg("--keyring").arg(&self.keyring);
+        cmd
+    }
+
+    /// `repo init` of the repository.
+    pub(crate) fn init_repo(&self) -> Result<()> {
+        sh(&mut self.cmd(&["repo", "init", &self.url]))
+    }
 }
 
 pub(crate) fn tempfile_dir() -> Result<PathBuf> {

@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use hs_testkit::{http_request, PgCluster, PgOptions, StorageServer};
 
-use crate::bench::{human, tempfile_dir};
+use crate::bench::{human, pgbench_init, with_scratch};
 use crate::util::{self, run_capture, sh};
 
 struct Row {
@@ -35,13 +35,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--scale" => {
-                scale = it
-                    .next()
-                    .context("--scale needs a number")?
-                    .parse()
-                    .context("--scale needs a positive integer")?
-            }
+            "--scale" => scale = util::flag_number(&mut it, "--scale")?,
             "--bin" => bin = Some(PathBuf::from(it.next().context("--bin needs a path")?)),
             "--keep" => keep = true,
             other => bail!("cargo xtask bench backends: unknown argument {other:?}"),
@@ -56,15 +50,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some(b) => b,
         None => util::build_release_binary()?,
     };
-    let work = tempfile_dir()?;
-    eprintln!("xtask bench: scratch directory {}", work.display());
-    let result = run_in(&work, &bin, scale);
-    if keep {
-        eprintln!("xtask bench: keeping {}", work.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&work);
-    }
-    result
+    with_scratch("xtask bench", keep, |work| run_in(work, &bin, scale))
 }
 
 /// The number after `"key":` in a JSON document (flat search; enough for our output).
@@ -145,11 +131,7 @@ fn count_files(dir: &Path) -> Result<u64> {
 
 fn run_in(work: &Path, bin: &Path, scale: u32) -> Result<()> {
     let pg = PgCluster::start(PgOptions::default())?;
-    eprintln!("\n==> pgbench -i -s {scale}");
-    let mut init = pg.client_command("pgbench");
-    init.args(["-i", "-q", "-s", &scale.to_string()]);
-    sh(&mut init)?;
-    pg.psql("CHECKPOINT")?;
+    pgbench_init(&pg, scale)?;
 
     let moto = StorageServer::moto().context("start moto (pip install 'moto[server]')")?;
     let bucket = moto.bucket("bench")?;

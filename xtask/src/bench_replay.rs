@@ -15,7 +15,7 @@
 //! cache is dropped before each start (root only). The order alternates per round.
 //! `--bin PATH` uses an existing `pg_hardstorage` binary instead of a release build.
 
-use crate::bench::{human, tempfile_dir};
+use crate::bench::{human, pgbench_init, with_scratch, Hs};
 use crate::util::{self, sh};
 use anyhow::{bail, Context, Result};
 use hs_testkit::{PgCluster, PgOptions};
@@ -31,16 +31,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut bin: Option<std::path::PathBuf> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut num = |what: &str| -> Result<u64> {
-            it.next()
-                .with_context(|| format!("{what} needs a number"))?
-                .parse()
-                .with_context(|| format!("{what} needs a positive integer"))
-        };
         match a.as_str() {
-            "--wal-mb" => wal_mb = num("--wal-mb")?,
-            "--scale" => scale = u32::try_from(num("--scale")?)?,
-            "--runs" => runs = u32::try_from(num("--runs")?)?,
+            "--wal-mb" => wal_mb = util::flag_number(&mut it, "--wal-mb")?,
+            "--scale" => scale = u32::try_from(util::flag_number::<u64>(&mut it, "--scale")?)?,
+            "--runs" => runs = u32::try_from(util::flag_number::<u64>(&mut it, "--runs")?)?,
             "--keep" => keep = true,
             "--bin" => bin = Some(it.next().context("--bin needs a path")?.into()),
             other => bail!("cargo xtask bench replay: unknown argument {other:?}"),
@@ -54,15 +48,9 @@ pub fn run(args: &[String]) -> Result<()> {
         Some(b) => b,
         None => util::build_release_binary()?,
     };
-    let work = tempfile_dir()?;
-    eprintln!("xtask bench: scratch directory {}", work.display());
-    let result = run_in(&work, &built, wal_mb, scale, runs);
-    if keep {
-        eprintln!("xtask bench: keeping {}", work.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&work);
-    }
-    result
+    with_scratch("xtask bench", keep, |work| {
+        run_in(work, &built, wal_mb, scale, runs)
+    })
 }
 
 fn lsn(s: &str) -> Result<u64> {
@@ -99,14 +87,7 @@ fn run_in(work: &Path, built: &Path, wal_mb: u64, scale: u32, runs: u32) -> Resu
     // repository it can reach.
     let bin = work.join("pg_hardstorage");
     std::fs::copy(built, &bin)?;
-    let repo_dir = work.join("hs-repo");
-    let repo_url = format!("file://{}", repo_dir.display());
-    let keyring = work.join("keyring");
-    let hs = |args: &[&str]| {
-        let mut cmd = Command::new(&bin);
-        cmd.args(args).arg("--keyring").arg(&keyring);
-        cmd
-    };
+    let hs = Hs::new(&bin, work);
 
     let keep_mb = wal_mb + 512;
     let pg = PgCluster::start(PgOptions {
@@ -117,39 +98,36 @@ fn run_in(work: &Path, built: &Path, wal_mb: u64, scale: u32, runs: u32) -> Resu
         ],
         ..PgOptions::default()
     })?;
-    eprintln!("\n==> pgbench -i -s {scale}");
-    let mut init = pg.client_command("pgbench");
-    init.args(["-i", "-q", "-s", &scale.to_string()]);
-    sh(&mut init)?;
-    pg.psql("CHECKPOINT")?;
+    pgbench_init(&pg, scale)?;
 
-    sh(&mut hs(&["repo", "init", &repo_url]))?;
+    hs.init_repo()?;
     let conninfo = pg.replication_conninfo();
-    sh(&mut hs(&[
+    sh(&mut hs.cmd(&[
         "backup",
         "bench",
         "--pg-connection",
         &conninfo,
         "--repo",
-        &repo_url,
+        &hs.url,
     ]))?;
     let start = lsn(&pg.psql("SELECT pg_current_wal_lsn()")?)?;
 
     let log = std::fs::File::create(work.join("wal-stream.log"))?;
-    let streamer = hs(&[
-        "wal",
-        "stream",
-        "bench",
-        "--pg-connection",
-        &conninfo,
-        "--repo",
-        &repo_url,
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(log)
-    .spawn()
-    .context("start wal stream")?;
+    let streamer = hs
+        .cmd(&[
+            "wal",
+            "stream",
+            "bench",
+            "--pg-connection",
+            &conninfo,
+            "--repo",
+            &hs.url,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("start wal stream")?;
 
     eprintln!("\n==> pgbench until {wal_mb} MiB of WAL past the backup");
     // pgbench's TPC-B transactions write about 1 KiB of WAL each, far too slowly on a
@@ -233,13 +211,13 @@ fn run_in(work: &Path, built: &Path, wal_mb: u64, scale: u32, runs: u32) -> Resu
                 "--target",
                 &dir_s,
                 "--repo",
-                &repo_url,
+                &hs.url,
                 "--verify=skip",
             ];
             if which == 1 {
                 args.push("--no-recovery");
             }
-            sh(&mut hs(&args))?;
+            sh(&mut hs.cmd(&args))?;
             if which == 1 {
                 std::fs::write(dir.join("recovery.signal"), b"")?;
                 let mut auto = std::fs::OpenOptions::new()

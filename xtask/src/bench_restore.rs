@@ -17,9 +17,9 @@
 //!     (`--type=none`: no recovery settings written, like `--no-recovery`),
 //! (d) `tar -xf base.tar -C DIR` (a copy baseline).
 
-use crate::bench::{human, pgbackrest_cmd, tempfile_dir};
+use crate::bench::{database_bytes, human, pgbackrest_cmd, pgbench_init, with_scratch, Hs};
 use crate::util::{self, dir_bytes, sh};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -39,20 +39,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--scale" => {
-                scale = it
-                    .next()
-                    .context("--scale needs a number")?
-                    .parse()
-                    .context("--scale needs a positive integer")?
-            }
-            "--runs" => {
-                runs = it
-                    .next()
-                    .context("--runs needs a number")?
-                    .parse()
-                    .context("--runs needs a positive integer")?
-            }
+            "--scale" => scale = util::flag_number(&mut it, "--scale")?,
+            "--runs" => runs = util::flag_number(&mut it, "--runs")?,
             "--keep" => keep = true,
             other => bail!("cargo xtask bench restore: unknown argument {other:?}"),
         }
@@ -66,15 +54,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let bin = util::build_release_binary()?;
 
-    let work = tempfile_dir()?;
-    eprintln!("xtask bench: scratch directory {}", work.display());
-    let result = run_in(&work, &bin, scale, runs);
-    if keep {
-        eprintln!("xtask bench: keeping {}", work.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&work);
-    }
-    result
+    with_scratch("xtask bench", keep, |work| run_in(work, &bin, scale, runs))
 }
 
 /// `sync` then drop the page cache; false (with a message) when that is not allowed.
@@ -110,35 +90,20 @@ fn run_in(work: &Path, bin: &Path, scale: u32, runs: u32) -> Result<()> {
     let pgbr_dir = work.join("pgbackrest");
     let pgbackrest = |args: &[&str]| pgbackrest_cmd(&pgbr_conf, args);
 
-    eprintln!("\n==> pgbench -i -s {scale}");
-    let s = scale.to_string();
-    let mut init = pg.client_command("pgbench");
-    init.args(["-i", "-q", "-s", &s]);
-    sh(&mut init)?;
-    pg.psql("CHECKPOINT")?;
-    let db_bytes: u64 = pg
-        .psql("SELECT sum(pg_database_size(oid)) FROM pg_database")?
-        .parse()
-        .context("pg_database_size")?;
+    pgbench_init(&pg, scale)?;
+    let db_bytes = database_bytes(&pg)?;
 
     eprintln!("\n==> backups to restore from");
-    let repo_dir = work.join("hs-repo");
-    let repo_url = format!("file://{}", repo_dir.display());
-    let keyring = work.join("keyring");
-    let hs = |args: &[&str]| {
-        let mut cmd = Command::new(bin);
-        cmd.args(args).arg("--keyring").arg(&keyring);
-        cmd
-    };
-    sh(&mut hs(&["repo", "init", &repo_url]))?;
+    let hs = Hs::new(bin, work);
+    hs.init_repo()?;
     let conninfo = pg.replication_conninfo();
-    sh(&mut hs(&[
+    sh(&mut hs.cmd(&[
         "backup",
         "bench",
         "--pg-connection",
         conninfo.as_str(),
         "--repo",
-        repo_url.as_str(),
+        hs.url.as_str(),
     ]))?;
     sh(&mut pgbackrest(&["--type=full", "backup"]))?;
     let pgbb_dir = work.join("pg_basebackup");
@@ -155,7 +120,7 @@ fn run_in(work: &Path, bin: &Path, scale: u32, runs: u32) -> Result<()> {
         bail!("pg_basebackup wrote no {}", base_tar.display());
     }
     let backup_sizes = [
-        ("pg_hardstorage repository", dir_bytes(&repo_dir)?),
+        ("pg_hardstorage repository", dir_bytes(&hs.dir)?),
         (
             "pgBackRest backup/ (zst)",
             dir_bytes(&pgbr_dir.join("repo").join("backup"))?,
@@ -200,13 +165,13 @@ fn run_in(work: &Path, bin: &Path, scale: u32, runs: u32) -> Result<()> {
                         "--target",
                         &dir_s,
                         "--repo",
-                        &repo_url,
+                        &hs.url,
                         "--no-recovery",
                     ];
                     if i == 0 {
                         args.push("--verify=skip");
                     }
-                    hs(&args)
+                    hs.cmd(&args)
                 }
                 2 => {
                     // pgBackRest wants an existing directory it owns, mode 0700.

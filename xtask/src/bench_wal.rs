@@ -22,7 +22,7 @@
 //!    for 20 archived segments: once into a plain directory (straight from the repository, no
 //!    spool), once as `pg_wal/RECOVERYXLOG` in a data directory (spool + prefetch).
 
-use crate::bench::{human, tempfile_dir};
+use crate::bench::{human, pgbench_init, with_scratch, Hs};
 use crate::util::{self, run_capture, sh, show};
 use anyhow::{bail, Context, Result};
 use hs_testkit::{PgCluster, PgOptions};
@@ -43,15 +43,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut keep = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut num = |what: &str| -> Result<u32> {
-            it.next()
-                .with_context(|| format!("{what} needs a number"))?
-                .parse()
-                .with_context(|| format!("{what} needs a positive integer"))
-        };
         match a.as_str() {
-            "--seconds" => seconds = num("--seconds")?,
-            "--scale" => scale = num("--scale")?,
+            "--seconds" => seconds = util::flag_number(&mut it, "--seconds")?,
+            "--scale" => scale = util::flag_number(&mut it, "--scale")?,
             "--keep" => keep = true,
             "--partial-interval" => {
                 partial_interval = it
@@ -67,15 +61,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     util::ensure_postgres()?;
     let bin = util::build_release_binary()?;
-    let work = tempfile_dir()?;
-    eprintln!("xtask bench wal: scratch directory {}", work.display());
-    let result = run_in(&work, &bin, seconds, scale, &partial_interval);
-    if keep {
-        eprintln!("xtask bench wal: keeping {}", work.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&work);
-    }
-    result
+    with_scratch("xtask bench wal", keep, |work| {
+        run_in(work, &bin, seconds, scale, &partial_interval)
+    })
 }
 
 /// A child process that is killed (and reaped) when dropped, unless already waited for.
@@ -342,22 +330,11 @@ fn run_in(work: &Path, bin: &Path, seconds: u32, scale: u32, partial_interval: &
         ..PgOptions::default()
     })?;
     eprintln!("xtask bench wal: cluster on 127.0.0.1:{}", pg.port());
-    eprintln!("\n==> pgbench -i -s {scale}");
-    let mut init = pg.client_command("pgbench");
-    init.args(["-i", "-q", "-s", &scale.to_string()]);
-    sh(&mut init)?;
-    pg.psql("CHECKPOINT")?;
+    pgbench_init(&pg, scale)?;
 
     // Ours: fresh repository, own keyring.
-    let repo_dir = work.join("hs-repo");
-    let repo_url = format!("file://{}", repo_dir.display());
-    let keyring = work.join("keyring");
-    let hs = |args: &[&str]| {
-        let mut cmd = Command::new(bin);
-        cmd.args(args).arg("--keyring").arg(&keyring);
-        cmd
-    };
-    sh(&mut hs(&["repo", "init", &repo_url]))?;
+    let hs = Hs::new(bin, work);
+    hs.init_repo()?;
     let metrics_addr = format!("127.0.0.1:{}", hs_testkit::free_port()?);
     let conninfo = pg.replication_conninfo();
     let ours_conn = if conninfo.contains('?') {
@@ -368,14 +345,14 @@ fn run_in(work: &Path, bin: &Path, seconds: u32, scale: u32, partial_interval: &
     let ours_log = std::fs::File::create(work.join("wal-stream.log"))?;
     let mut ours = Proc::spawn(
         "pg_hardstorage wal stream",
-        hs(&[
+        hs.cmd(&[
             "wal",
             "stream",
             "bench",
             "--pg-connection",
             &ours_conn,
             "--repo",
-            &repo_url,
+            &hs.url,
             "--partial-interval",
             partial_interval,
             "--metrics-listen",
@@ -580,14 +557,13 @@ fn run_in(work: &Path, bin: &Path, seconds: u32, scale: u32, partial_interval: &
         metric(&final_metrics, "pg_hardstorage_wal_reconnects_total").unwrap_or(f64::NAN),
     );
 
-    fetch_latency(work, &hs, &repo_dir)
+    fetch_latency(work, &hs)
 }
 
 /// `wal fetch` as restore_command: a new process per segment.
-fn fetch_latency(work: &Path, hs: &dyn Fn(&[&str]) -> Command, repo_dir: &Path) -> Result<()> {
-    let repo_url = format!("file://{}", repo_dir.display());
+fn fetch_latency(work: &Path, hs: &Hs) -> Result<()> {
     let mut names: Vec<String> = Vec::new();
-    collect_segments(&repo_dir.join("deployments"), &mut names)?;
+    collect_segments(&hs.dir.join("deployments"), &mut names)?;
     names.sort();
     names.dedup();
     if names.len() < 2 {
@@ -610,8 +586,8 @@ fn fetch_latency(work: &Path, hs: &dyn Fn(&[&str]) -> Command, repo_dir: &Path) 
     let mut ms = Vec::new();
     for n in names {
         let dest = plain.join("RECOVERYXLOG");
-        let mut cmd = hs(&["wal", "fetch", "bench", n]);
-        cmd.arg(&dest).args(["--repo", &repo_url]);
+        let mut cmd = hs.cmd(&["wal", "fetch", "bench", n]);
+        cmd.arg(&dest).args(["--repo", &hs.url]);
         ms.push(time_fetch(&mut cmd, &dest)?);
     }
     report.push(("repository (no spool)", ms, 0usize));
@@ -624,9 +600,9 @@ fn fetch_latency(work: &Path, hs: &dyn Fn(&[&str]) -> Command, repo_dir: &Path) 
     let mut ms = Vec::new();
     let mut spooled = 0;
     for n in names {
-        let mut cmd = hs(&["-o", "json", "wal", "fetch", "bench", n]);
+        let mut cmd = hs.cmd(&["-o", "json", "wal", "fetch", "bench", n]);
         cmd.arg("pg_wal/RECOVERYXLOG")
-            .args(["--repo", &repo_url])
+            .args(["--repo", &hs.url])
             .current_dir(&pgdata);
         let t = Instant::now();
         let out = run_capture(&mut cmd)?;

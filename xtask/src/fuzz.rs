@@ -53,13 +53,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--time" => {
-                secs = it
-                    .next()
-                    .context("--time needs seconds")?
-                    .parse()
-                    .context("--time needs seconds")?
-            }
+            "--time" => secs = util::flag_value(&mut it, "--time", "seconds", "seconds")?,
             t if TARGETS.contains(&t) => only.push(t.to_owned()),
             other => bail!(
                 "cargo xtask fuzz: unknown argument {other:?} (targets: {})",

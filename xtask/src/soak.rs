@@ -27,34 +27,13 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--kills" => {
-                kills = it
-                    .next()
-                    .context("--kills needs a number")?
-                    .parse()
-                    .context("--kills needs a number")?
-            }
-            "--seed" => {
-                seed = Some(
-                    it.next()
-                        .context("--seed needs a number")?
-                        .parse()
-                        .context("--seed needs a number")?,
-                )
-            }
+            "--kills" => kills = util::flag_value(&mut it, "--kills", "a number", "a number")?,
+            "--seed" => seed = Some(util::flag_value(&mut it, "--seed", "a number", "a number")?),
             "--corruptions" => {
-                corruptions = it
-                    .next()
-                    .context("--corruptions needs a number")?
-                    .parse()
-                    .context("--corruptions needs a number")?
+                corruptions = util::flag_value(&mut it, "--corruptions", "a number", "a number")?
             }
             "--fault-rounds" => {
-                fault_rounds = it
-                    .next()
-                    .context("--fault-rounds needs a number")?
-                    .parse()
-                    .context("--fault-rounds needs a number")?
+                fault_rounds = util::flag_value(&mut it, "--fault-rounds", "a number", "a number")?
             }
             "--async" => synchronous = false,
             other => bail!("cargo xtask soak: unknown argument {other:?}"),

@@ -5,7 +5,450 @@
 //! - no todo or unimplemented macro calls outside test code (files under `tests/`, `benches/`,
 //!   `fuzz/`, or after a `#[cfg(test)]` line in a file);
 //! - every dotted error code in library and CLI code is listed in docs/exit-codes.md;
-//! - every CLI command is documented in README.md or docs/.
+//! - every CLI command is documented in README.md or docs/;
+//! - the crate rules of `crate_rules`: layer order, opendal only in hs-repo, no anyhow in
+//!   library crates, no unused dependency, every crate in docs/ARCHITECTURE.md.
+
+/// Rules about the crates themselves, read from their Cargo.toml files and sources:
+///
+/// - the layer order (`LAYERS`): no crate's `[dependencies]` names a crate
+///   of its own layer or above;
+/// - only hs-repo uses opendal;
+/// - no anyhow in library crates (only hs-cli, xtask and tests may use it);
+/// - every `[dependencies]` entry is used in the crate's `src/`;
+/// - docs/ARCHITECTURE.md has a `### <crate>` section for every crate in `crates/`.
+#[cfg(test)]
+mod crate_rules {
+    use crate::util::workspace_root;
+    use std::path::{Path, PathBuf};
+
+    /// The crates of `crates/`, bottom layer first. A crate's normal and build dependencies
+    /// may only name crates of a lower row; dev-dependencies may go anywhere Cargo accepts
+    /// (hs-repo's tests use hs-testkit, which uses hs-repo). A new crate goes into the row
+    /// it belongs to, or into a new row between two others.
+    pub(super) const LAYERS: &[&[&str]] = &[
+        // The coded error type every library crate shares.
+        &["hs-base"],
+        // PostgreSQL values: LSNs, timelines, WAL segment names, deployment names.
+        &["hs-pg"],
+        // Leaves: the replication protocol, chunking and packs, keys and sealing.
+        &["hs-proto", "hs-chunk", "hs-crypt"],
+        // The repository and its storage backends.
+        &["hs-repo"],
+        // Backup and WAL streaming, restore planning, test support over hs-repo.
+        &["hs-backup", "hs-pitr", "hs-testkit"],
+        // Services shared by the CLI and the API.
+        &["hs-ops"],
+        // The REST API.
+        &["hs-api"],
+        // The binary.
+        &["hs-cli"],
+    ];
+
+    /// Crates of `crates/` that may use anyhow (besides tests): only the binary.
+    const ANYHOW_ALLOWED: &[&str] = &["hs-cli"];
+
+    /// The one crate that may use opendal.
+    const OPENDAL_OWNER: &str = "hs-repo";
+
+    /// One crate of `crates/`: its name, Cargo.toml and every `.rs` file under its directory
+    /// (paths relative to it, e.g. `src/lib.rs`, `tests/it/main.rs`).
+    pub(super) struct Crate {
+        pub name: String,
+        pub toml: String,
+        pub files: Vec<(PathBuf, String)>,
+    }
+
+    impl Crate {
+        /// The text of the files under `src/` (and `build.rs`), which is what `[dependencies]`
+        /// serve.
+        fn lib_files(&self) -> impl Iterator<Item = &(PathBuf, String)> {
+            self.files
+                .iter()
+                .filter(|(p, _)| p.starts_with("src") || p == Path::new("build.rs"))
+        }
+    }
+
+    fn collect_rs(dir: &Path, base: &Path, out: &mut Vec<(PathBuf, String)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name == "target" {
+                continue;
+            }
+            if path.is_dir() {
+                collect_rs(&path, base, out);
+            } else if name.ends_with(".rs") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let rel = path.strip_prefix(base).unwrap_or(&path).to_path_buf();
+                out.push((rel, text));
+            }
+        }
+    }
+
+    /// Every crate of `crates/` (a directory with a Cargo.toml), sorted by name.
+    pub(super) fn workspace_crates() -> Vec<Crate> {
+        let mut crates = Vec::new();
+        let dir = workspace_root().join("crates");
+        for entry in std::fs::read_dir(&dir).expect("crates/").flatten() {
+            let path = entry.path();
+            let Ok(toml) = std::fs::read_to_string(path.join("Cargo.toml")) else {
+                continue;
+            };
+            let name = package_name(&toml)
+                .unwrap_or_else(|| entry.file_name().to_string_lossy().into_owned());
+            let mut files = Vec::new();
+            collect_rs(&path, &path, &mut files);
+            crates.push(Crate { name, toml, files });
+        }
+        crates.sort_by(|a, b| a.name.cmp(&b.name));
+        assert!(
+            crates.len() >= 5,
+            "found only {} crates in crates/",
+            crates.len()
+        );
+        crates
+    }
+
+    /// `name` of the `[package]` table.
+    pub(super) fn package_name(toml: &str) -> Option<String> {
+        let mut in_package = false;
+        for line in toml.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_package = line == "[package]";
+            } else if in_package {
+                if let Some((key, value)) = line.split_once('=') {
+                    if key.trim() == "name" {
+                        return Some(value.trim().trim_matches('"').to_owned());
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The names declared in the `kind` tables of a Cargo.toml (`kind` is `dependencies`,
+    /// `dev-dependencies` or `build-dependencies`), `[target.'cfg(..)'.<kind>]` and
+    /// `[<kind>.<name>]` tables included.
+    pub(super) fn deps(toml: &str, kind: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut inside = false;
+        for line in toml.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if let Some(header) = line.strip_prefix('[') {
+                let header = header.trim_end_matches(']').trim();
+                inside = header == kind
+                    || (header.starts_with("target.") && header.ends_with(&format!(".{kind}")));
+                if let Some(name) = header.strip_prefix(&format!("{kind}.")) {
+                    out.push(name.trim_matches('"').to_owned());
+                }
+                continue;
+            }
+            if !inside {
+                continue;
+            }
+            if let Some((key, _)) = line.split_once('=') {
+                let name = key.split('.').next().unwrap_or("").trim().trim_matches('"');
+                if !name.is_empty() {
+                    out.push(name.to_owned());
+                }
+            }
+        }
+        out
+    }
+
+    /// Normal and build dependencies: what the library (or binary) itself links.
+    fn linked_deps(toml: &str) -> Vec<String> {
+        let mut d = deps(toml, "dependencies");
+        d.extend(deps(toml, "build-dependencies"));
+        d
+    }
+
+    fn is_ident_char(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '_'
+    }
+
+    /// Whether `text` uses the crate `ident` (`ident::` or `use ident` as whole words).
+    pub(super) fn mentions(text: &str, ident: &str) -> bool {
+        let patterns = [
+            format!("{ident}::"),
+            format!("use {ident}"),
+            format!("crate {ident}"),
+        ];
+        patterns.iter().any(|pat| {
+            text.match_indices(pat.as_str()).any(|(i, _)| {
+                let before = text[..i].chars().next_back();
+                let after = text[i + pat.len()..].chars().next();
+                !before.is_some_and(is_ident_char)
+                    && (pat.ends_with("::") || !after.is_some_and(is_ident_char))
+            })
+        })
+    }
+
+    fn layer_of(name: &str) -> Option<usize> {
+        LAYERS.iter().position(|row| row.contains(&name))
+    }
+
+    /// The crate-order rule for one crate.
+    pub(super) fn layer_problems(c: &Crate) -> Vec<String> {
+        let Some(own) = layer_of(&c.name) else {
+            return vec![format!(
+                "crate {} is not in the LAYERS table of xtask/src/tidy.rs: add it to the row of \
+                 the layer it belongs to (or a new row), below every crate that depends on it",
+                c.name
+            )];
+        };
+        let mut problems = Vec::new();
+        for dep in linked_deps(&c.toml) {
+            match layer_of(&dep) {
+                Some(l) if l >= own => problems.push(format!(
+                    "{} (layer {own}) depends on {dep} (layer {l}): a crate may only depend on \
+                     crates of a lower layer (LAYERS in xtask/src/tidy.rs)",
+                    c.name
+                )),
+                _ => {}
+            }
+        }
+        problems
+    }
+
+    /// Only hs-repo names opendal, in its Cargo.toml or its code.
+    pub(super) fn opendal_problems(c: &Crate) -> Vec<String> {
+        if c.name == OPENDAL_OWNER {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        for kind in ["dependencies", "dev-dependencies", "build-dependencies"] {
+            for dep in deps(&c.toml, kind) {
+                if dep.starts_with("opendal") {
+                    problems.push(format!(
+                        "{}: Cargo.toml [{kind}] names {dep}: only {OPENDAL_OWNER} may use opendal",
+                        c.name
+                    ));
+                }
+            }
+        }
+        for (path, text) in &c.files {
+            if mentions(text, "opendal") {
+                problems.push(format!(
+                    "{}/{}: uses opendal: only {OPENDAL_OWNER} may (go through its Backend trait)",
+                    c.name,
+                    path.display()
+                ));
+            }
+        }
+        problems
+    }
+
+    /// No anyhow in library crates: not in `[dependencies]`, not in `src/`.
+    pub(super) fn anyhow_problems(c: &Crate) -> Vec<String> {
+        if ANYHOW_ALLOWED.contains(&c.name.as_str()) {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        if linked_deps(&c.toml).iter().any(|d| d == "anyhow") {
+            problems.push(format!(
+                "{}: Cargo.toml [dependencies] names anyhow: library crates return their coded \
+                 error type (anyhow is for {ANYHOW_ALLOWED:?}, xtask and tests)",
+                c.name
+            ));
+        }
+        for (path, text) in c.lib_files() {
+            if mentions(text, "anyhow") {
+                problems.push(format!(
+                    "{}/{}: uses anyhow in library code",
+                    c.name,
+                    path.display()
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Every `[dependencies]` entry is used by the code under `src/`.
+    pub(super) fn unused_dep_problems(c: &Crate) -> Vec<String> {
+        let code: String = c.lib_files().map(|(_, t)| t.as_str()).collect();
+        linked_deps(&c.toml)
+            .into_iter()
+            .filter(|dep| !mentions(&code, &dep.replace('-', "_")))
+            .map(|dep| {
+                format!(
+                    "{}: Cargo.toml declares {dep}, which nothing under src/ uses: remove it \
+                     (or move it to [dev-dependencies] if only tests use it)",
+                    c.name
+                )
+            })
+            .collect()
+    }
+
+    /// docs/ARCHITECTURE.md has a `### <crate>` heading for every crate.
+    pub(super) fn architecture_problems(names: &[&str], doc: &str) -> Vec<String> {
+        names
+            .iter()
+            .filter(|name| {
+                !doc.lines().any(|l| {
+                    l.strip_prefix("### ")
+                        .and_then(|h| h.strip_prefix(**name))
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+                })
+            })
+            .map(|name| format!("docs/ARCHITECTURE.md: the code map has no `### {name}` section"))
+            .collect()
+    }
+
+    fn assert_none(what: &str, problems: Vec<String>) {
+        assert!(
+            problems.is_empty(),
+            "tidy ({what}): {} problem(s):\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+    }
+
+    #[test]
+    fn tidy_crate_order() {
+        let crates = workspace_crates();
+        assert_none(
+            "crate order",
+            crates.iter().flat_map(layer_problems).collect(),
+        );
+    }
+
+    #[test]
+    fn tidy_only_hs_repo_uses_opendal() {
+        let crates = workspace_crates();
+        assert_none(
+            "opendal",
+            crates.iter().flat_map(opendal_problems).collect(),
+        );
+    }
+
+    #[test]
+    fn tidy_no_anyhow_in_library_crates() {
+        let crates = workspace_crates();
+        assert_none("anyhow", crates.iter().flat_map(anyhow_problems).collect());
+    }
+
+    #[test]
+    fn tidy_no_unused_dependencies() {
+        let crates = workspace_crates();
+        assert_none(
+            "unused dependencies",
+            crates.iter().flat_map(unused_dep_problems).collect(),
+        );
+    }
+
+    #[test]
+    fn tidy_architecture_documents_every_crate() {
+        let crates = workspace_crates();
+        let names: Vec<&str> = crates.iter().map(|c| c.name.as_str()).collect();
+        let doc = std::fs::read_to_string(workspace_root().join("docs/ARCHITECTURE.md"))
+            .expect("docs/ARCHITECTURE.md");
+        assert_none("ARCHITECTURE.md", architecture_problems(&names, &doc));
+    }
+
+    fn fixture(name: &str, toml: &str, files: &[(&str, &str)]) -> Crate {
+        Crate {
+            name: name.to_owned(),
+            toml: toml.to_owned(),
+            files: files
+                .iter()
+                .map(|(p, t)| (PathBuf::from(p), (*t).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tidy_crate_rules_catch_what_they_should() {
+        let toml = "[package]\nname = \"hs-chunk\"\n\n[dependencies]\nhs-repo.workspace = true\n\
+                    serde = { workspace = true }\n\n[dev-dependencies]\nhs-testkit.workspace = true\n\
+                    \n[target.'cfg(unix)'.dependencies]\nlibc = \"0.2\"\n";
+        assert_eq!(package_name(toml).as_deref(), Some("hs-chunk"));
+        assert_eq!(deps(toml, "dependencies"), ["hs-repo", "serde", "libc"]);
+        assert_eq!(deps(toml, "dev-dependencies"), ["hs-testkit"]);
+        assert_eq!(
+            deps("[dependencies.foo]\nversion = \"1\"\n", "dependencies"),
+            ["foo"]
+        );
+
+        // Crate order: a dependency upwards fails, a dev-dependency upwards does not.
+        let up = fixture("hs-chunk", toml, &[]);
+        assert_eq!(layer_problems(&up).len(), 1, "{:?}", layer_problems(&up));
+        let down = fixture(
+            "hs-repo",
+            "[dependencies]\nhs-chunk.workspace = true\n",
+            &[],
+        );
+        assert!(layer_problems(&down).is_empty());
+        let sideways = fixture(
+            "hs-chunk",
+            "[dependencies]\nhs-crypt.workspace = true\n",
+            &[],
+        );
+        assert_eq!(layer_problems(&sideways).len(), 1);
+        let unknown = fixture("hs-new", "[dependencies]\n", &[]);
+        let p = layer_problems(&unknown);
+        assert!(
+            p.len() == 1 && p[0].contains("not in the LAYERS table"),
+            "{p:?}"
+        );
+
+        // opendal: only hs-repo.
+        let dal = fixture(
+            "hs-pitr",
+            "[dev-dependencies]\nopendal.workspace = true\n",
+            &[("tests/it/s3.rs", "use opendal::Operator;")],
+        );
+        assert_eq!(opendal_problems(&dal).len(), 2);
+        let dal = fixture("hs-repo", "[dependencies]\nopendal.workspace = true\n", &[]);
+        assert!(opendal_problems(&dal).is_empty());
+
+        // anyhow: not in a library, fine in its tests and in hs-cli.
+        let lib = fixture(
+            "hs-crypt",
+            "[dependencies]\nanyhow.workspace = true\n",
+            &[("src/lib.rs", "fn f() -> anyhow::Result<()> { Ok(()) }")],
+        );
+        assert_eq!(anyhow_problems(&lib).len(), 2);
+        let tests_only = fixture(
+            "hs-crypt",
+            "[dev-dependencies]\nanyhow.workspace = true\n",
+            &[("tests/it/main.rs", "use anyhow::Result;")],
+        );
+        assert!(anyhow_problems(&tests_only).is_empty());
+        let cli = fixture("hs-cli", "[dependencies]\nanyhow = \"1\"\n", &[]);
+        assert!(anyhow_problems(&cli).is_empty());
+
+        // Unused dependencies: `name::` or `use name` under src/, with - read as _.
+        let c = fixture(
+            "hs-pitr",
+            "[dependencies]\nhs-repo.workspace = true\nthiserror.workspace = true\n\
+             hex.workspace = true\nasync-trait.workspace = true\n",
+            &[
+                (
+                    "src/lib.rs",
+                    "use hs_repo::Repository;\nuse async_trait::async_trait;",
+                ),
+                ("src/x.rs", "fn f() { to_hex::x(); }"),
+                (
+                    "tests/it/main.rs",
+                    "fn g() { thiserror::x(); hex::encode(b\"\"); }",
+                ),
+            ],
+        );
+        let p = unused_dep_problems(&c);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("thiserror") && p[1].contains("hex"), "{p:?}");
+
+        // ARCHITECTURE.md: a `### name` heading, possibly followed by a note.
+        let doc = "## Code map\n### hs-cli (binary `pg_hardstorage`)\n### hs-repo\n#### hs-pg\n";
+        assert!(architecture_problems(&["hs-cli", "hs-repo"], doc).is_empty());
+        assert_eq!(architecture_problems(&["hs-pg", "hs-rep"], doc).len(), 2);
+    }
+}
 
 #[cfg(test)]
 mod tests {

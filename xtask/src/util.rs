@@ -64,6 +64,33 @@ pub fn redact(s: &str) -> String {
     out
 }
 
+/// The argument after `flag`, parsed: "`flag` needs `missing`" when there is none,
+/// "`flag` needs `invalid`" when it does not parse.
+pub fn flag_value<T>(
+    it: &mut std::slice::Iter<'_, String>,
+    flag: &str,
+    missing: &str,
+    invalid: &str,
+) -> Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    it.next()
+        .with_context(|| format!("{flag} needs {missing}"))?
+        .parse()
+        .with_context(|| format!("{flag} needs {invalid}"))
+}
+
+/// A count after `flag` ("--scale needs a number", "... needs a positive integer").
+pub fn flag_number<T>(it: &mut std::slice::Iter<'_, String>, flag: &str) -> Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    flag_value(it, flag, "a number", "a positive integer")
+}
+
 /// Print and run `cmd` with inherited stdio; error if it exits non-zero.
 pub fn sh(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {}", show(cmd));
