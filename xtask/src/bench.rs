@@ -139,15 +139,7 @@ fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
         hs.init_repo()?;
         let before = dir_bytes(&hs.dir)?;
         let conninfo = pg.replication_conninfo();
-        let backup_args = [
-            "backup",
-            "bench",
-            "--pg-connection",
-            conninfo.as_str(),
-            "--repo",
-            hs.url.as_str(),
-        ];
-        let wall = timed(&mut hs.cmd(&backup_args))?;
+        let wall = timed(&mut hs.backup(&conninfo))?;
         let after_first = dir_bytes(&hs.dir)?;
         rows.push(Row {
             what: "pg_hardstorage backup (1st)",
@@ -156,7 +148,7 @@ fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
         });
 
         eprintln!("\n==> (d) pg_hardstorage backup (2nd, cluster unchanged)");
-        let wall = timed(&mut hs.cmd(&backup_args))?;
+        let wall = timed(&mut hs.backup(&conninfo))?;
         let after_second = dir_bytes(&hs.dir)?;
         rows.push(Row {
             what: "pg_hardstorage backup (2nd)",
@@ -291,6 +283,27 @@ impl Hs {
         let mut cmd = Command::new(&self.bin);
         cmd.args(args).arg("--keyring").arg(&self.keyring);
         cmd
+    }
+
+    /// `backup bench --pg-connection <conninfo> --repo <url>`.
+    pub(crate) fn backup(&self, conninfo: &str) -> Command {
+        self.cmd(&[
+            "backup",
+            "bench",
+            "--pg-connection",
+            conninfo,
+            "--repo",
+            &self.url,
+        ])
+    }
+
+    /// `restore bench latest --target <target> --repo <url> <extra>...`.
+    pub(crate) fn restore(&self, target: &str, extra: &[&str]) -> Command {
+        let mut args = vec![
+            "restore", "bench", "latest", "--target", target, "--repo", &self.url,
+        ];
+        args.extend_from_slice(extra);
+        self.cmd(&args)
     }
 
     /// `repo init` of the repository.

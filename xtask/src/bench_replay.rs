@@ -102,14 +102,7 @@ fn run_in(work: &Path, built: &Path, wal_mb: u64, scale: u32, runs: u32) -> Resu
 
     hs.init_repo()?;
     let conninfo = pg.replication_conninfo();
-    sh(&mut hs.cmd(&[
-        "backup",
-        "bench",
-        "--pg-connection",
-        &conninfo,
-        "--repo",
-        &hs.url,
-    ]))?;
+    sh(&mut hs.backup(&conninfo))?;
     let start = lsn(&pg.psql("SELECT pg_current_wal_lsn()")?)?;
 
     let log = std::fs::File::create(work.join("wal-stream.log"))?;
@@ -204,20 +197,12 @@ fn run_in(work: &Path, built: &Path, wal_mb: u64, scale: u32, runs: u32) -> Resu
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
             }
-            let mut args = vec![
-                "restore",
-                "bench",
-                "latest",
-                "--target",
-                &dir_s,
-                "--repo",
-                &hs.url,
-                "--verify=skip",
-            ];
-            if which == 1 {
-                args.push("--no-recovery");
-            }
-            sh(&mut hs.cmd(&args))?;
+            let extra: &[&str] = if which == 1 {
+                &["--verify=skip", "--no-recovery"]
+            } else {
+                &["--verify=skip"]
+            };
+            sh(&mut hs.restore(&dir_s, extra))?;
             if which == 1 {
                 std::fs::write(dir.join("recovery.signal"), b"")?;
                 let mut auto = std::fs::OpenOptions::new()

@@ -97,14 +97,7 @@ fn run_in(work: &Path, bin: &Path, scale: u32, runs: u32) -> Result<()> {
     let hs = Hs::new(bin, work);
     hs.init_repo()?;
     let conninfo = pg.replication_conninfo();
-    sh(&mut hs.cmd(&[
-        "backup",
-        "bench",
-        "--pg-connection",
-        conninfo.as_str(),
-        "--repo",
-        hs.url.as_str(),
-    ]))?;
+    sh(&mut hs.backup(&conninfo))?;
     sh(&mut pgbackrest(&["--type=full", "backup"]))?;
     let pgbb_dir = work.join("pg_basebackup");
     let mut cmd = pg.client_command("pg_basebackup");
@@ -158,20 +151,12 @@ fn run_in(work: &Path, bin: &Path, scale: u32, runs: u32) -> Result<()> {
             }
             let mut cmd = match i {
                 0 | 1 => {
-                    let mut args = vec![
-                        "restore",
-                        "bench",
-                        "latest",
-                        "--target",
-                        &dir_s,
-                        "--repo",
-                        &hs.url,
-                        "--no-recovery",
-                    ];
-                    if i == 0 {
-                        args.push("--verify=skip");
-                    }
-                    hs.cmd(&args)
+                    let extra: &[&str] = if i == 0 {
+                        &["--no-recovery", "--verify=skip"]
+                    } else {
+                        &["--no-recovery"]
+                    };
+                    hs.restore(&dir_s, extra)
                 }
                 2 => {
                     // pgBackRest wants an existing directory it owns, mode 0700.

@@ -299,45 +299,28 @@ mod crate_rules {
             .collect()
     }
 
-    fn assert_none(what: &str, problems: Vec<String>) {
+    /// The per-crate rules, by name.
+    const RULES: &[(&str, fn(&Crate) -> Vec<String>)] = &[
+        ("crate order", layer_problems),
+        ("opendal only in hs-repo", opendal_problems),
+        ("no anyhow in library crates", anyhow_problems),
+        ("no unused dependencies", unused_dep_problems),
+    ];
+
+    #[test]
+    fn tidy_crate_rules() {
+        let crates = workspace_crates();
+        let mut failed = Vec::new();
+        for (rule, check) in RULES {
+            let problems: Vec<String> = crates.iter().flat_map(check).collect();
+            if !problems.is_empty() {
+                failed.push(format!("{rule}:\n  {}", problems.join("\n  ")));
+            }
+        }
         assert!(
-            problems.is_empty(),
-            "tidy ({what}): {} problem(s):\n{}",
-            problems.len(),
-            problems.join("\n")
-        );
-    }
-
-    #[test]
-    fn tidy_crate_order() {
-        let crates = workspace_crates();
-        assert_none(
-            "crate order",
-            crates.iter().flat_map(layer_problems).collect(),
-        );
-    }
-
-    #[test]
-    fn tidy_only_hs_repo_uses_opendal() {
-        let crates = workspace_crates();
-        assert_none(
-            "opendal",
-            crates.iter().flat_map(opendal_problems).collect(),
-        );
-    }
-
-    #[test]
-    fn tidy_no_anyhow_in_library_crates() {
-        let crates = workspace_crates();
-        assert_none("anyhow", crates.iter().flat_map(anyhow_problems).collect());
-    }
-
-    #[test]
-    fn tidy_no_unused_dependencies() {
-        let crates = workspace_crates();
-        assert_none(
-            "unused dependencies",
-            crates.iter().flat_map(unused_dep_problems).collect(),
+            failed.is_empty(),
+            "tidy crate rules:\n{}",
+            failed.join("\n")
         );
     }
 
@@ -347,7 +330,8 @@ mod crate_rules {
         let names: Vec<&str> = crates.iter().map(|c| c.name.as_str()).collect();
         let doc = std::fs::read_to_string(workspace_root().join("docs/ARCHITECTURE.md"))
             .expect("docs/ARCHITECTURE.md");
-        assert_none("ARCHITECTURE.md", architecture_problems(&names, &doc));
+        let problems = architecture_problems(&names, &doc);
+        assert!(problems.is_empty(), "tidy:\n{}", problems.join("\n"));
     }
 
     fn fixture(name: &str, toml: &str, files: &[(&str, &str)]) -> Crate {
