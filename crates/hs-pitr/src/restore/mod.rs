@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use hs_base::code;
 use hs_repo::{ArchiveEntry, BackupManifest, ChunkReader, ChunkRef, FileKind, Repository};
 use tokio::task::JoinSet;
 
@@ -138,7 +139,7 @@ pub async fn select_backup(
         // The newest backup, refused (naming it) if its manifest is damaged: never an
         // older one in its place (`verify.latest_backup_damaged`).
         BackupSelector::Latest => match repo.latest_backup(deployment).await {
-            Err(e) if e.code() == "notfound.backup" => Err(Error::new(
+            Err(e) if e.code() == code::NOTFOUND_BACKUP => Err(Error::new(
                 ErrorKind::NotFound,
                 "notfound.backup",
                 format!("deployment {deployment:?} has no backups in this repository"),
