@@ -1,17 +1,29 @@
 //! Restore of a base backup into a data directory, then `pg_verifybackup`.
 
-use std::collections::HashMap;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 
 use hs_base::code;
-use hs_repo::{ArchiveEntry, BackupManifest, ChunkReader, ChunkRef, FileKind, Repository};
-use tokio::task::JoinSet;
+use hs_repo::{ArchiveEntry, BackupManifest, FileKind, Repository};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::recovery::{write_recovery_config, RecoveryConfig};
+
+mod files;
+mod layout;
+mod pg_programs;
+
+use files::{
+    check_chunk_total, compare_existing, create_file, make_parent, run_units, safe_join, set_mode,
+    sync_dirs, sync_path, write_new_file, Existing, Unit,
+};
+pub use layout::TablespaceMapping;
+use layout::{
+    archive_roots, check_delta_dir, check_empty_dir, create_root, expected_entries, link_target,
+    remove_extraneous, DirRole,
+};
+pub use pg_programs::find_pg_program;
+use pg_programs::run_pg_verifybackup;
 
 /// Which backup to restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +151,7 @@ pub async fn select_backup(
         // The newest backup, refused (naming it) if its manifest is damaged: never an
         // older one in its place (`verify.latest_backup_damaged`).
         BackupSelector::Latest => match repo.latest_backup(deployment).await {
-            Err(e) if e.code() == code::NOTFOUND_BACKUP => Err(Error::new(
+            Err(e) if e.code() == code::NOTFOUND_BACKUP => Err(Error::of_kind(
                 ErrorKind::NotFound,
                 "notfound.backup",
                 format!("deployment {deployment:?} has no backups in this repository"),
@@ -150,7 +162,7 @@ pub async fn select_backup(
             other => Ok(other?),
         },
         BackupSelector::Id(id) => match repo.load_manifest(deployment, id).await {
-            Err(e) if e.code().starts_with("notfound.") => Err(Error::new(
+            Err(e) if e.code().starts_with("notfound.") => Err(Error::of_kind(
                 ErrorKind::NotFound,
                 "notfound.backup",
                 format!("backup {id:?} of deployment {deployment:?} does not exist"),
@@ -169,92 +181,6 @@ const CONTROL_FILE: &str = "global/pg_control";
 
 /// PostgreSQL's own manifest, put back after the files (it is not an archive entry).
 const PG_MANIFEST_FILE: &str = "backup_manifest";
-
-/// One `--tablespace-mapping OLDDIR=NEWDIR` (pg_basebackup `-T` semantics): the
-/// tablespace that was at `old_dir` on the server is restored into `new_dir`, and its
-/// `pg_tblspc` symlink points there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TablespaceMapping {
-    /// The tablespace's location on the backed-up server.
-    pub old_dir: PathBuf,
-    /// Where to restore it instead.
-    pub new_dir: PathBuf,
-}
-
-impl FromStr for TablespaceMapping {
-    type Err = Error;
-    /// Parses `OLDDIR=NEWDIR`; `\=` stands for a literal `=`; both must be absolute.
-    fn from_str(s: &str) -> Result<Self> {
-        let mut parts = [String::new(), String::new()];
-        let mut i = 0;
-        let mut chars = s.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' if chars.peek() == Some(&'=') => {
-                    chars.next();
-                    parts[i].push('=');
-                }
-                '=' if i == 0 => i = 1,
-                '=' => return Err(mapping_error(s, "it has more than one unescaped '='")),
-                c => parts[i].push(c),
-            }
-        }
-        if i == 0 {
-            return Err(mapping_error(s, "it has no '='"));
-        }
-        let [old, new] = parts;
-        let old_dir = normalize_abs(&old).ok_or_else(|| {
-            mapping_error(s, "the old directory is not an absolute path without '..'")
-        })?;
-        let new_dir = normalize_abs(&new).ok_or_else(|| {
-            mapping_error(s, "the new directory is not an absolute path without '..'")
-        })?;
-        Ok(TablespaceMapping { old_dir, new_dir })
-    }
-}
-
-fn mapping_error(arg: &str, why: &str) -> Error {
-    Error::new(
-        ErrorKind::Usage,
-        "usage.tablespace_mapping_invalid",
-        format!("tablespace mapping {arg:?} is not usable: {why}"),
-    )
-    .with_suggestion(
-        "write --tablespace-mapping OLDDIR=NEWDIR with absolute paths (as pg_basebackup -T)",
-    )
-}
-
-/// An absolute path without `..`, with `.`, repeated and trailing slashes removed.
-fn normalize_abs(p: &str) -> Option<PathBuf> {
-    let path = Path::new(p);
-    if !path.is_absolute() {
-        return None;
-    }
-    let mut out = PathBuf::from("/");
-    for c in path.components() {
-        match c {
-            std::path::Component::RootDir | std::path::Component::CurDir => {}
-            std::path::Component::Normal(n) => out.push(n),
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-struct Unit {
-    path: PathBuf,
-    offset: u64,
-    chunks: Vec<ChunkRef>,
-}
-
-/// A file of the backup that already exists in a `--delta` target and is compared
-/// chunk by chunk.
-struct Existing {
-    path: PathBuf,
-    mode: u32,
-    size: u64,
-    chunks: Vec<ChunkRef>,
-}
 
 /// Restores a base backup into `opts.target` and checks it with `pg_verifybackup`.
 ///
@@ -326,7 +252,7 @@ pub async fn restore_until(
 
 /// A restore stopped by `what`.
 fn aborted(opts: &RestoreOptions, what: &str) -> Error {
-    Error::new(
+    Error::of_kind(
         ErrorKind::Aborted,
         "aborted.signal",
         format!(
@@ -391,7 +317,7 @@ async fn restore_leased(
             match &f.kind {
                 FileKind::Dir => {
                     std::fs::create_dir_all(&path)
-                        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+                        .map_err(|e| crate::error::io(format!("create {}", path.display()), e))?;
                     set_mode(&path, f.mode & 0o7777)?;
                 }
                 FileKind::Symlink { target } => {
@@ -400,7 +326,7 @@ async fn restore_leased(
                     if !same {
                         make_parent(&path)?;
                         std::os::unix::fs::symlink(&target, &path)
-                            .map_err(|e| Error::io(format!("symlink {}", path.display()), e))?;
+                            .map_err(|e| crate::error::io(format!("symlink {}", path.display()), e))?;
                     }
                 }
                 FileKind::File => {
@@ -454,7 +380,7 @@ async fn restore_leased(
         sync_path(p)?;
     }
     let control = control.ok_or_else(|| {
-        Error::new(
+        Error::of_kind(
             ErrorKind::Repository,
             "verify.backup_incomplete",
             format!("backup {} has no {CONTROL_FILE}", manifest.backup_id),
@@ -567,679 +493,10 @@ fn is_tablespace(a: &ArchiveEntry) -> bool {
     a.tablespace_oid.is_some() && a.tablespace_location.is_some()
 }
 
-/// The directory each archive is restored into: the target for the base archive, the
-/// mapped or original location for a tablespace.
-fn archive_roots(manifest: &BackupManifest, opts: &RestoreOptions) -> Result<Vec<PathBuf>> {
-    let mut used = vec![false; opts.tablespace_mapping.len()];
-    let mut roots = Vec::new();
-    for a in &manifest.archives {
-        let Some(loc) = a
-            .tablespace_location
-            .as_deref()
-            .filter(|_| is_tablespace(a))
-        else {
-            roots.push(opts.target.clone());
-            continue;
-        };
-        let loc = normalize_abs(loc).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Repository,
-                "verify.manifest_path_invalid",
-                format!("the backup manifest names an unusable tablespace location {loc:?}"),
-            )
-            .with_suggestion("the manifest is damaged or forged; run `pg_hardstorage verify`")
-        })?;
-        let dir = match opts
-            .tablespace_mapping
-            .iter()
-            .position(|m| m.old_dir == loc)
-        {
-            Some(i) => {
-                used[i] = true;
-                opts.tablespace_mapping[i].new_dir.clone()
-            }
-            None => loc,
-        };
-        roots.push(dir);
-    }
-    if let Some(i) = used.iter().position(|u| !u) {
-        let known: Vec<&str> = manifest
-            .archives
-            .iter()
-            .filter_map(|a| a.tablespace_location.as_deref())
-            .collect();
-        return Err(Error::new(
-            ErrorKind::Usage,
-            "usage.tablespace_mapping_unmatched",
-            format!(
-                "--tablespace-mapping names {}, but no tablespace of backup {} was there",
-                opts.tablespace_mapping[i].old_dir.display(),
-                manifest.backup_id
-            ),
-        )
-        .with_suggestion(if known.is_empty() {
-            "this backup has no tablespaces; drop --tablespace-mapping".to_owned()
-        } else {
-            format!("its tablespaces were at: {}", known.join(", "))
-        }));
-    }
-    // Tablespace directories (the base archive's root is the target, wherever it
-    // comes in the archive order) must not nest in the target or in each other.
-    let target = normalize_abs(
-        &std::path::absolute(&opts.target)
-            .unwrap_or_default()
-            .to_string_lossy(),
-    );
-    let ts_roots: Vec<&PathBuf> = manifest
-        .archives
-        .iter()
-        .zip(&roots)
-        .filter(|(a, _)| is_tablespace(a))
-        .map(|(_, r)| r)
-        .collect();
-    for (i, r) in ts_roots.iter().enumerate() {
-        let overlaps_target = target
-            .as_ref()
-            .is_some_and(|t| r.starts_with(t) || t.starts_with(r));
-        let overlaps_other = ts_roots[..i]
-            .iter()
-            .any(|o| o.starts_with(r) || r.starts_with(o));
-        if overlaps_target || overlaps_other {
-            return Err(Error::new(
-                ErrorKind::Usage,
-                "usage.tablespace_mapping_invalid",
-                format!(
-                    "tablespace directory {} overlaps the target or another tablespace",
-                    r.display()
-                ),
-            )
-            .with_suggestion(
-                "map every tablespace to its own directory outside the target with --tablespace-mapping OLDDIR=NEWDIR",
-            ));
-        }
-    }
-    Ok(roots)
-}
-
-/// The symlink target to write: `pg_tblspc/<oid>` points at where that tablespace is
-/// restored; every other link is written as the backup has it.
-fn link_target(
-    a: &ArchiveEntry,
-    rel: &str,
-    stored: &str,
-    manifest: &BackupManifest,
-    roots: &[PathBuf],
-) -> String {
-    if is_tablespace(a) {
-        return stored.to_owned();
-    }
-    let oid = rel
-        .strip_prefix("pg_tblspc/")
-        .and_then(|o| o.parse::<u32>().ok());
-    oid.and_then(|oid| {
-        manifest
-            .archives
-            .iter()
-            .zip(roots)
-            .find(|(t, _)| is_tablespace(t) && t.tablespace_oid == Some(oid))
-            .map(|(_, r)| r.to_string_lossy().into_owned())
-    })
-    .unwrap_or_else(|| stored.to_owned())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DirRole {
-    Target,
-    Tablespace,
-}
-
-fn not_empty(p: &Path, role: DirRole, what: &str) -> Error {
-    match role {
-        DirRole::Target => Error::new(
-            ErrorKind::Target,
-            "conflict.target_not_empty",
-            format!("the restore target {} {what}", p.display()),
-        )
-        .with_suggestion(
-            "restore into a new or empty directory, or pass --delta to reuse the files of a data directory there; nothing was written",
-        ),
-        DirRole::Tablespace => Error::new(
-            ErrorKind::Target,
-            "conflict.tablespace_not_empty",
-            format!("the tablespace location {} {what}", p.display()),
-        )
-        .with_suggestion(
-            "restore the tablespace elsewhere with --tablespace-mapping OLDDIR=NEWDIR, or empty that directory; nothing was written",
-        ),
-    }
-}
-
-/// Without `--delta`: the directory must be absent or empty.
-fn check_empty_dir(p: &Path, role: DirRole) -> Result<()> {
-    match std::fs::read_dir(p) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(not_empty(p, role, "is not empty"));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-            Err(not_empty(p, role, "is a file, not a directory"))
-        }
-        Err(e) => Err(Error::io(format!("read {}", p.display()), e)),
-    }
-}
-
-/// With `--delta`: the target may hold a data directory that no server runs in; a
-/// tablespace location may hold only PostgreSQL's `PG_<version>_<catalog>` directories.
-fn check_delta_dir(p: &Path, role: DirRole) -> Result<()> {
-    let names: Vec<std::ffi::OsString> = match std::fs::read_dir(p) {
-        Ok(rd) => rd
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| Error::io(format!("read {}", p.display()), e))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-            return Err(not_empty(p, role, "is a file, not a directory"))
-        }
-        Err(e) => return Err(Error::io(format!("read {}", p.display()), e)),
-    };
-    if names.is_empty() {
-        return Ok(());
-    }
-    match role {
-        DirRole::Target => {
-            if let Some(pid) = running_postmaster(p)? {
-                return Err(Error::new(
-                    ErrorKind::Target,
-                    "conflict.target_running",
-                    format!(
-                        "a PostgreSQL server (pid {pid}) is running in the restore target {}",
-                        p.display()
-                    ),
-                )
-                .with_suggestion(format!(
-                    "stop it first (pg_ctl stop -D {}); nothing was changed",
-                    p.display()
-                )));
-            }
-            if !p.join("PG_VERSION").is_file() {
-                return Err(Error::new(
-                    ErrorKind::Target,
-                    "conflict.target_not_data_directory",
-                    format!(
-                        "--delta restores only over a PostgreSQL data directory, and {} is not empty and has no PG_VERSION",
-                        p.display()
-                    ),
-                )
-                .with_suggestion(
-                    "point --target at a data directory or an empty one; nothing was changed",
-                ));
-            }
-            Ok(())
-        }
-        DirRole::Tablespace => {
-            if names
-                .iter()
-                .all(|n| n.to_str().is_some_and(|n| n.starts_with("PG_")))
-            {
-                Ok(())
-            } else {
-                Err(not_empty(
-                    p,
-                    role,
-                    "holds files that are not a PostgreSQL tablespace",
-                ))
-            }
-        }
-    }
-}
-
-/// The pid in `dir/postmaster.pid` when that process is alive.
-fn running_postmaster(dir: &Path) -> Result<Option<u32>> {
-    let pidfile = dir.join("postmaster.pid");
-    let text = match std::fs::read_to_string(&pidfile) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(format!("read {}", pidfile.display()), e)),
-    };
-    // A single-user backend writes its pid negated.
-    let Some(pid) = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<i64>().ok())
-        .and_then(|p| u32::try_from(p.unsigned_abs()).ok())
-        .filter(|p| *p != 0)
-    else {
-        return Ok(None);
-    };
-    let proc = Path::new("/proc");
-    if !proc.join("self").exists() {
-        // No way to tell here: assume the server is alive.
-        return Ok(Some(pid));
-    }
-    Ok(proc.join(pid.to_string()).exists().then_some(pid))
-}
-
-fn create_root(p: &Path) -> Result<()> {
-    if !p.exists() {
-        std::fs::create_dir_all(p).map_err(|e| Error::io(format!("create {}", p.display()), e))?;
-    }
-    set_mode(p, 0o700)
-}
-
-/// Relative path -> kind, for every entry the archive restores (with implied parent
-/// directories). The base archive also owns `backup_manifest` and the control file,
-/// which are rewritten, so they are removed here.
-fn expected_entries(a: &ArchiveEntry, base: bool) -> HashMap<PathBuf, &FileKind> {
-    const DIR: &FileKind = &FileKind::Dir;
-    let mut out = HashMap::new();
-    for f in &a.files {
-        if base && f.path == CONTROL_FILE {
-            continue;
-        }
-        let p = Path::new(&f.path);
-        for anc in p.ancestors().skip(1) {
-            if !anc.as_os_str().is_empty() {
-                out.entry(anc.to_path_buf()).or_insert(DIR);
-            }
-        }
-        out.insert(p.to_path_buf(), &f.kind);
-    }
-    out
-}
-
-/// Removes everything under `root` that the backup does not restore there, or that has
-/// the wrong type; returns how many entries were removed (a directory counts once).
-/// Symlinks are removed, never followed; the other restore roots are never touched.
-fn remove_extraneous(
-    root: &Path,
-    expected: &HashMap<PathBuf, &FileKind>,
-    roots: &[PathBuf],
-) -> Result<u64> {
-    let mut removed = 0;
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = root.join(&rel);
-        let rd =
-            std::fs::read_dir(&dir).map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
-        for ent in rd {
-            let ent = ent.map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
-            let child = rel.join(ent.file_name());
-            let path = ent.path();
-            if roots.iter().any(|r| r == &path && r != root) {
-                continue;
-            }
-            let ft = ent
-                .file_type()
-                .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-            let keep = match expected.get(&child) {
-                Some(FileKind::Dir) if ft.is_dir() => {
-                    stack.push(child.clone());
-                    true
-                }
-                Some(FileKind::File) => ft.is_file(),
-                Some(FileKind::Symlink { .. }) => ft.is_symlink(),
-                _ => false,
-            };
-            if keep {
-                continue;
-            }
-            let res = if ft.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            res.map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
-            let rewritten = rel.as_os_str().is_empty() && ent.file_name() == PG_MANIFEST_FILE
-                || child == Path::new(CONTROL_FILE);
-            if !rewritten {
-                removed += 1;
-            }
-        }
-    }
-    Ok(removed)
-}
-
-fn check_chunk_total(path: &str, size: u64, chunks: &[ChunkRef]) -> Result<()> {
-    let sum: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
-    if sum == size {
-        return Ok(());
-    }
-    Err(Error::new(
-        ErrorKind::Repository,
-        "verify.chunk_length_mismatch",
-        format!("the chunks of {path} add up to {sum} bytes, the manifest says {size}"),
-    )
-    .with_suggestion("run `pg_hardstorage repo verify` and restore another backup"))
-}
-
-/// Hashes the existing files of a `--delta` target chunk by chunk, in parallel; returns
-/// how many matched completely and the units that rewrite the chunks that differ.
-async fn compare_existing(
-    repo: &Repository,
-    existing: Vec<Existing>,
-    progress: &dyn RestoreProgress,
-) -> Result<(u64, Vec<Unit>)> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut set: JoinSet<Result<(u64, Vec<Unit>)>> = JoinSet::new();
-    let mut kept = 0;
-    let mut units = Vec::new();
-    let mut it = existing.into_iter();
-    loop {
-        while set.len() < workers {
-            let Some(e) = it.next() else { break };
-            let repo = repo.clone();
-            set.spawn_blocking(move || {
-                let size = e.size;
-                let u = delta_units(&repo, e)?;
-                let stale: u64 = u
-                    .iter()
-                    .flat_map(|u| u.chunks.iter())
-                    .map(|c| u64::from(c.len))
-                    .sum();
-                Ok((size - stale, u))
-            });
-        }
-        let Some(res) = set.join_next().await else {
-            break;
-        };
-        let (same, u) = res.map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                "io.restore_task_failed",
-                format!("restore task failed: {e}"),
-            )
-        })??;
-        progress.advance(same);
-        if u.is_empty() {
-            kept += 1;
-        }
-        units.extend(u);
-    }
-    Ok((kept, units))
-}
-
-/// Compares one existing file with its chunks (after setting its size and mode) and
-/// returns the units that rewrite the runs of chunks that differ.
-fn delta_units(repo: &Repository, e: Existing) -> Result<Vec<Unit>> {
-    let io = |what: &str, err| Error::io(format!("{what} {}", e.path.display()), err);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&e.path)
-        .map_err(|err| io("open", err))?;
-    let len = file.metadata().map_err(|err| io("stat", err))?.len();
-    if len != e.size {
-        file.set_len(e.size).map_err(|err| io("size", err))?;
-    }
-    set_mode(&e.path, file_mode(e.mode))?;
-    const READ_BLOCK: u64 = 1 << 20;
-    let mut buf = Vec::new();
-    let mut buf_off = 0u64;
-    let mut off = 0u64;
-    let mut units = Vec::new();
-    let mut run: Option<Unit> = None;
-    for c in &e.chunks {
-        let clen = u64::from(c.len);
-        if off + clen > buf_off + buf.len() as u64 {
-            let want = clen.max(READ_BLOCK).min(e.size - off);
-            buf.resize(want as usize, 0);
-            file.read_exact_at(&mut buf, off)
-                .map_err(|err| io("read", err))?;
-            buf_off = off;
-        }
-        let start = (off - buf_off) as usize;
-        let same = repo.chunk_id(&buf[start..start + c.len as usize]) == c.id;
-        if same {
-            units.extend(run.take());
-        } else {
-            match &mut run {
-                Some(u) if u.chunks.len() < 64 => u.chunks.push(*c),
-                _ => {
-                    units.extend(run.take());
-                    run = Some(Unit {
-                        path: e.path.clone(),
-                        offset: off,
-                        chunks: vec![*c],
-                    });
-                }
-            }
-        }
-        off += clen;
-    }
-    units.extend(run);
-    Ok(units)
-}
-
-async fn run_units(
-    reader: &ChunkReader,
-    units: Vec<Unit>,
-    parallelism: usize,
-    progress: &dyn RestoreProgress,
-) -> Result<u64> {
-    let mut set: JoinSet<Result<u64>> = JoinSet::new();
-    let mut written = 0u64;
-    let mut it = units.into_iter();
-    loop {
-        while set.len() < parallelism {
-            let Some(u) = it.next() else { break };
-            let reader = reader.clone();
-            set.spawn(async move { write_unit(&reader, u).await });
-        }
-        let Some(res) = set.join_next().await else {
-            break;
-        };
-        let n = res.map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                "io.restore_task_failed",
-                format!("restore task failed: {e}"),
-            )
-        })??;
-        written += n;
-        progress.advance(n);
-    }
-    Ok(written)
-}
-
-async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<u64> {
-    let file = Arc::new(
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&u.path)
-            .map_err(|e| Error::io(format!("open {}", u.path.display()), e))?,
-    );
-    // Consecutive chunks are joined into writes of about 1 MiB: one pwrite per
-    // 8 KiB page made the restore syscall-bound.
-    const WRITE_BATCH: usize = 1 << 20;
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
-    let mut buf_off = u.offset;
-    let mut off = u.offset;
-    for c in &u.chunks {
-        let data = reader.read(c).await.map_err(|e| {
-            named(
-                e.into(),
-                format!("restoring {}", u.path.display()),
-                "the pack named is damaged: restore another backup (`pg_hardstorage repo \
-                 verify` lists the backups that read it; see runbook 4 in docs/runbooks.md)",
-            )
-        })?;
-        if data.len() != c.len as usize {
-            return Err(Error::new(
-                ErrorKind::Repository,
-                "verify.chunk_length_mismatch",
-                format!(
-                    "chunk {} is {} bytes, the manifest says {}",
-                    c.id,
-                    data.len(),
-                    c.len
-                ),
-            )
-            .with_suggestion("run `pg_hardstorage repo verify` and restore another backup"));
-        }
-        buf.extend_from_slice(&data);
-        off += data.len() as u64;
-        if buf.len() >= WRITE_BATCH {
-            file.write_all_at(&buf, buf_off)
-                .map_err(|e| Error::io(format!("write {}", u.path.display()), e))?;
-            buf.clear();
-            buf_off = off;
-        }
-    }
-    if !buf.is_empty() {
-        file.write_all_at(&buf, buf_off)
-            .map_err(|e| Error::io(format!("write {}", u.path.display()), e))?;
-    }
-    Ok(off - u.offset)
-}
-
-/// Joins an archive path onto a root, refusing anything that could escape it.
-fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
-    let p = Path::new(rel);
-    let ok = !rel.is_empty()
-        && p.components().all(|c| {
-            matches!(
-                c,
-                std::path::Component::Normal(_) | std::path::Component::CurDir
-            )
-        });
-    if !ok {
-        return Err(Error::new(
-            ErrorKind::Repository,
-            "verify.manifest_path_invalid",
-            format!("the backup manifest names an unsafe path {rel:?}"),
-        )
-        .with_suggestion("the manifest is damaged or forged; run `pg_hardstorage verify`"));
-    }
-    Ok(root.join(p))
-}
-
-fn make_parent(p: &Path) -> Result<()> {
-    if let Some(parent) = p.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
-    }
-    Ok(())
-}
-
-fn set_mode(p: &Path, mode: u32) -> Result<()> {
-    let mode = if mode == 0 { 0o700 } else { mode };
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io(format!("chmod {}", p.display()), e))
-}
-
-/// The permission bits a restored regular file gets.
-fn file_mode(mode: u32) -> u32 {
-    if mode & 0o777 == 0 {
-        0o600
-    } else {
-        mode & 0o777
-    }
-}
-
-fn create_file(p: &Path, mode: u32, size: u64) -> Result<()> {
-    let mode = file_mode(mode);
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(p)
-        .map_err(|e| Error::io(format!("create {}", p.display()), e))?;
-    f.set_len(size)
-        .map_err(|e| Error::io(format!("size {}", p.display()), e))
-}
-
-fn write_new_file(p: &Path, data: &[u8]) -> Result<()> {
-    create_file(p, 0o600, 0)?;
-    std::fs::write(p, data).map_err(|e| Error::io(format!("write {}", p.display()), e))?;
-    sync_path(p)
-}
-
-fn sync_path(p: &Path) -> Result<()> {
-    std::fs::File::open(p)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(format!("sync {}", p.display()), e))
-}
-
-fn sync_dirs(root: &Path) -> Result<()> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let rd =
-            std::fs::read_dir(&d).map_err(|e| Error::io(format!("read {}", d.display()), e))?;
-        for ent in rd {
-            let ent = ent.map_err(|e| Error::io(format!("read {}", d.display()), e))?;
-            let ft = ent
-                .file_type()
-                .map_err(|e| Error::io(format!("stat {}", ent.path().display()), e))?;
-            if ft.is_dir() {
-                stack.push(ent.path());
-            }
-        }
-        sync_path(&d)?;
-    }
-    Ok(())
-}
-
-/// Finds one of PostgreSQL's client programs for server major `major`.
-pub fn find_pg_program(bin_dir: Option<&Path>, major: u32, name: &str) -> Option<PathBuf> {
-    if let Some(d) = bin_dir {
-        let p = d.join(name);
-        return p.is_file().then_some(p);
-    }
-    let p = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin/{name}"));
-    if p.is_file() {
-        return Some(p);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-/// Runs `pg_verifybackup` without blocking the runtime; dropping the future (a restore
-/// stopped by a signal) kills it.
-async fn run_pg_verifybackup(opts: &RestoreOptions, manifest: &BackupManifest) -> Result<()> {
-    let major = manifest.pg_version / 10000;
-    let prog =
-        find_pg_program(opts.pg_bin_dir.as_deref(), major, "pg_verifybackup").ok_or_else(|| {
-            Error::new(
-                ErrorKind::Preflight,
-                "preflight.pg_verifybackup_missing",
-                format!("pg_verifybackup for PostgreSQL {major} was not found"),
-            )
-            .with_suggestion(format!(
-            "install PostgreSQL {major}'s client programs, pass --pg-bin-dir, or use --verify=skip"
-        ))
-        })?;
-    let out = tokio::process::Command::new(&prog)
-        .arg(&opts.target)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| Error::io(format!("run {}", prog.display()), e))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let first = stderr.lines().take(5).collect::<Vec<_>>().join("; ");
-    Err(Error::new(
-        ErrorKind::Verify,
-        "verify.pg_verifybackup_failed",
-        format!(
-            "pg_verifybackup rejected the restored directory {}: {first}",
-            opts.target.display()
-        ),
-    )
-    .with_suggestion(
-        "do not start this directory; run `pg_hardstorage verify` on the backup and restore another one",
-    ))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::files::*;
+    use super::layout::*;
     use super::*;
 
     #[test]

@@ -1,0 +1,308 @@
+//! Writing the files of a backup: units of chunks written in parallel, the chunk by
+//! chunk comparison of a `--delta` target's existing files, and the file system steps
+//! (safe paths, modes, sync).
+
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hs_repo::{ChunkReader, ChunkRef, Repository};
+use tokio::task::JoinSet;
+
+use super::{named, RestoreProgress};
+use crate::error::{Error, ErrorKind, Result};
+
+pub(super) struct Unit {
+    pub(super) path: PathBuf,
+    pub(super) offset: u64,
+    pub(super) chunks: Vec<ChunkRef>,
+}
+
+/// A file of the backup that already exists in a `--delta` target and is compared
+/// chunk by chunk.
+pub(super) struct Existing {
+    pub(super) path: PathBuf,
+    pub(super) mode: u32,
+    pub(super) size: u64,
+    pub(super) chunks: Vec<ChunkRef>,
+}
+
+pub(super) fn check_chunk_total(path: &str, size: u64, chunks: &[ChunkRef]) -> Result<()> {
+    let sum: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+    if sum == size {
+        return Ok(());
+    }
+    Err(Error::of_kind(
+        ErrorKind::Repository,
+        "verify.chunk_length_mismatch",
+        format!("the chunks of {path} add up to {sum} bytes, the manifest says {size}"),
+    )
+    .with_suggestion("run `pg_hardstorage repo verify` and restore another backup"))
+}
+
+/// Hashes the existing files of a `--delta` target chunk by chunk, in parallel; returns
+/// how many matched completely and the units that rewrite the chunks that differ.
+pub(super) async fn compare_existing(
+    repo: &Repository,
+    existing: Vec<Existing>,
+    progress: &dyn RestoreProgress,
+) -> Result<(u64, Vec<Unit>)> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut set: JoinSet<Result<(u64, Vec<Unit>)>> = JoinSet::new();
+    let mut kept = 0;
+    let mut units = Vec::new();
+    let mut it = existing.into_iter();
+    loop {
+        while set.len() < workers {
+            let Some(e) = it.next() else { break };
+            let repo = repo.clone();
+            set.spawn_blocking(move || {
+                let size = e.size;
+                let u = delta_units(&repo, e)?;
+                let stale: u64 = u
+                    .iter()
+                    .flat_map(|u| u.chunks.iter())
+                    .map(|c| u64::from(c.len))
+                    .sum();
+                Ok((size - stale, u))
+            });
+        }
+        let Some(res) = set.join_next().await else {
+            break;
+        };
+        let (same, u) = res.map_err(|e| {
+            Error::of_kind(
+                ErrorKind::Io,
+                "io.restore_task_failed",
+                format!("restore task failed: {e}"),
+            )
+        })??;
+        progress.advance(same);
+        if u.is_empty() {
+            kept += 1;
+        }
+        units.extend(u);
+    }
+    Ok((kept, units))
+}
+
+/// Compares one existing file with its chunks (after setting its size and mode) and
+/// returns the units that rewrite the runs of chunks that differ.
+pub(super) fn delta_units(repo: &Repository, e: Existing) -> Result<Vec<Unit>> {
+    let io = |what: &str, err| crate::error::io(format!("{what} {}", e.path.display()), err);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&e.path)
+        .map_err(|err| io("open", err))?;
+    let len = file.metadata().map_err(|err| io("stat", err))?.len();
+    if len != e.size {
+        file.set_len(e.size).map_err(|err| io("size", err))?;
+    }
+    set_mode(&e.path, file_mode(e.mode))?;
+    const READ_BLOCK: u64 = 1 << 20;
+    let mut buf = Vec::new();
+    let mut buf_off = 0u64;
+    let mut off = 0u64;
+    let mut units = Vec::new();
+    let mut run: Option<Unit> = None;
+    for c in &e.chunks {
+        let clen = u64::from(c.len);
+        if off + clen > buf_off + buf.len() as u64 {
+            let want = clen.max(READ_BLOCK).min(e.size - off);
+            buf.resize(want as usize, 0);
+            file.read_exact_at(&mut buf, off)
+                .map_err(|err| io("read", err))?;
+            buf_off = off;
+        }
+        let start = (off - buf_off) as usize;
+        let same = repo.chunk_id(&buf[start..start + c.len as usize]) == c.id;
+        if same {
+            units.extend(run.take());
+        } else {
+            match &mut run {
+                Some(u) if u.chunks.len() < 64 => u.chunks.push(*c),
+                _ => {
+                    units.extend(run.take());
+                    run = Some(Unit {
+                        path: e.path.clone(),
+                        offset: off,
+                        chunks: vec![*c],
+                    });
+                }
+            }
+        }
+        off += clen;
+    }
+    units.extend(run);
+    Ok(units)
+}
+
+pub(super) async fn run_units(
+    reader: &ChunkReader,
+    units: Vec<Unit>,
+    parallelism: usize,
+    progress: &dyn RestoreProgress,
+) -> Result<u64> {
+    let mut set: JoinSet<Result<u64>> = JoinSet::new();
+    let mut written = 0u64;
+    let mut it = units.into_iter();
+    loop {
+        while set.len() < parallelism {
+            let Some(u) = it.next() else { break };
+            let reader = reader.clone();
+            set.spawn(async move { write_unit(&reader, u).await });
+        }
+        let Some(res) = set.join_next().await else {
+            break;
+        };
+        let n = res.map_err(|e| {
+            Error::of_kind(
+                ErrorKind::Io,
+                "io.restore_task_failed",
+                format!("restore task failed: {e}"),
+            )
+        })??;
+        written += n;
+        progress.advance(n);
+    }
+    Ok(written)
+}
+
+pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<u64> {
+    let file = Arc::new(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&u.path)
+            .map_err(|e| crate::error::io(format!("open {}", u.path.display()), e))?,
+    );
+    // Consecutive chunks are joined into writes of about 1 MiB: one pwrite per
+    // 8 KiB page made the restore syscall-bound.
+    const WRITE_BATCH: usize = 1 << 20;
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+    let mut buf_off = u.offset;
+    let mut off = u.offset;
+    for c in &u.chunks {
+        let data = reader.read(c).await.map_err(|e| {
+            named(
+                e.into(),
+                format!("restoring {}", u.path.display()),
+                "the pack named is damaged: restore another backup (`pg_hardstorage repo \
+                 verify` lists the backups that read it; see runbook 4 in docs/runbooks.md)",
+            )
+        })?;
+        if data.len() != c.len as usize {
+            return Err(Error::of_kind(
+                ErrorKind::Repository,
+                "verify.chunk_length_mismatch",
+                format!(
+                    "chunk {} is {} bytes, the manifest says {}",
+                    c.id,
+                    data.len(),
+                    c.len
+                ),
+            )
+            .with_suggestion("run `pg_hardstorage repo verify` and restore another backup"));
+        }
+        buf.extend_from_slice(&data);
+        off += data.len() as u64;
+        if buf.len() >= WRITE_BATCH {
+            file.write_all_at(&buf, buf_off)
+                .map_err(|e| crate::error::io(format!("write {}", u.path.display()), e))?;
+            buf.clear();
+            buf_off = off;
+        }
+    }
+    if !buf.is_empty() {
+        file.write_all_at(&buf, buf_off)
+            .map_err(|e| crate::error::io(format!("write {}", u.path.display()), e))?;
+    }
+    Ok(off - u.offset)
+}
+
+/// Joins an archive path onto a root, refusing anything that could escape it.
+pub(super) fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
+    let p = Path::new(rel);
+    let ok = !rel.is_empty()
+        && p.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+    if !ok {
+        return Err(Error::of_kind(
+            ErrorKind::Repository,
+            "verify.manifest_path_invalid",
+            format!("the backup manifest names an unsafe path {rel:?}"),
+        )
+        .with_suggestion("the manifest is damaged or forged; run `pg_hardstorage verify`"));
+    }
+    Ok(root.join(p))
+}
+
+pub(super) fn make_parent(p: &Path) -> Result<()> {
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| crate::error::io(format!("create {}", parent.display()), e))?;
+    }
+    Ok(())
+}
+
+pub(super) fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    let mode = if mode == 0 { 0o700 } else { mode };
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| crate::error::io(format!("chmod {}", p.display()), e))
+}
+
+/// The permission bits a restored regular file gets.
+pub(super) fn file_mode(mode: u32) -> u32 {
+    if mode & 0o777 == 0 {
+        0o600
+    } else {
+        mode & 0o777
+    }
+}
+
+pub(super) fn create_file(p: &Path, mode: u32, size: u64) -> Result<()> {
+    let mode = file_mode(mode);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(p)
+        .map_err(|e| crate::error::io(format!("create {}", p.display()), e))?;
+    f.set_len(size)
+        .map_err(|e| crate::error::io(format!("size {}", p.display()), e))
+}
+
+pub(super) fn write_new_file(p: &Path, data: &[u8]) -> Result<()> {
+    create_file(p, 0o600, 0)?;
+    std::fs::write(p, data).map_err(|e| crate::error::io(format!("write {}", p.display()), e))?;
+    sync_path(p)
+}
+
+pub(super) fn sync_path(p: &Path) -> Result<()> {
+    std::fs::File::open(p)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| crate::error::io(format!("sync {}", p.display()), e))
+}
+
+pub(super) fn sync_dirs(root: &Path) -> Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd =
+            std::fs::read_dir(&d).map_err(|e| crate::error::io(format!("read {}", d.display()), e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| crate::error::io(format!("read {}", d.display()), e))?;
+            let ft = ent
+                .file_type()
+                .map_err(|e| crate::error::io(format!("stat {}", ent.path().display()), e))?;
+            if ft.is_dir() {
+                stack.push(ent.path());
+            }
+        }
+        sync_path(&d)?;
+    }
+    Ok(())
+}
