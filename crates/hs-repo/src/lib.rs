@@ -65,6 +65,8 @@ pub use chunklist::{decode_chunk_list, encode_chunk_list, CHUNK_LIST_GROUP, INLI
 pub use error::{Error, ErrorKind, Result};
 pub use gc::{GcOptions, GcReport, GcWaiting, DEFAULT_GC_GRACE};
 pub use hs_chunk::{ChunkId, Chunker, ChunkerConfig, FileClass, PackEntry};
+/// The keyring [`Repository::init`] and [`Repository::open`] take (from hs-crypt).
+pub use hs_crypt::Keyring;
 pub use index::fuzz_index;
 pub use keys::{KeyInfo, KeyRotation};
 pub use lock::{Lease, LeaseInfo, LeaseKind, LeaseOptions, DEFAULT_LEASE_TTL};
