@@ -165,7 +165,39 @@ pub async fn probe_conditional_writes(b: &dyn Backend) -> Result<Option<String>>
     })
 }
 
-/// Checks an object name and returns its segments.
+/// The directory part of a listing `prefix`: everything before its last `/`
+/// (`""` at the root), checked as an object name.
+pub(crate) fn list_dir(prefix: &str) -> Result<&str> {
+    let dir_part = match prefix.rfind('/') {
+        Some(i) => &prefix[..i],
+        None => "",
+    };
+    if !dir_part.is_empty() {
+        check_name(dir_part)?;
+    }
+    Ok(dir_part)
+}
+
+/// `len` as a buffer size; `usage.range_too_large` when it does not fit in memory.
+pub(crate) fn range_len(len: u64) -> Result<usize> {
+    usize::try_from(len).map_err(|_| {
+        Error::new(
+            "usage.range_too_large",
+            "requested range does not fit in memory",
+        )
+    })
+}
+
+/// `verify.object_truncated`: object `name` ends before byte `end` of a ranged read.
+pub(crate) fn truncated(name: &str, end: u64) -> Error {
+    Error::new(
+        "verify.object_truncated",
+        format!("object {name} is shorter than {end} bytes"),
+    )
+    .with_suggestion("run a repository check; the object was truncated")
+}
+
+/// Checks an object name.
 pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 1024

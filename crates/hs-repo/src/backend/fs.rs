@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{check_name, Backend, ObjectInfo};
+use super::{check_name, list_dir, range_len, truncated, Backend, ObjectInfo};
 use crate::error::{Error, Result};
 
 fn unix_secs(m: &fs::Metadata) -> Option<i64> {
@@ -216,25 +216,13 @@ impl Backend for FsBackend {
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
         let path = self.path(name)?;
         let name = name.to_string();
-        let len = usize::try_from(len).map_err(|_| {
-            Error::new(
-                "usage.range_too_large",
-                "requested range does not fit in memory",
-            )
-        })?;
+        let len = range_len(len)?;
         Self::blocking(move || {
             let f = File::open(&path).map_err(|e| Error::io(e, false, &name))?;
             let mut buf = vec![0u8; len];
             f.read_exact_at(&mut buf, offset).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    Error::new(
-                        "verify.object_truncated",
-                        format!(
-                            "object {name} is shorter than {} bytes",
-                            offset + len as u64
-                        ),
-                    )
-                    .with_suggestion("run a repository check; the object was truncated")
+                    truncated(&name, offset.saturating_add(len as u64))
                 } else {
                     Error::io(e, false, &name)
                 }
@@ -245,13 +233,7 @@ impl Backend for FsBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let dir_part = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
-        if !dir_part.is_empty() {
-            check_name(dir_part)?;
-        }
+        let dir_part = list_dir(prefix)?;
         let start = self.root.join(dir_part);
         let prefix = prefix.to_string();
         let dir_part = dir_part.to_string();

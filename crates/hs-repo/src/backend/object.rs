@@ -521,13 +521,7 @@ impl Backend for ObjectBackend {
 
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
         check_name(name)?;
-        let truncated = || {
-            Error::new(
-                "verify.object_truncated",
-                format!("object {name} is shorter than {} bytes", offset + len),
-            )
-            .with_suggestion("run a repository check; the object was truncated")
-        };
+        let truncated = || super::truncated(name, offset + len);
         if len == 0 {
             return match self.stat(name).await? {
                 None => Err(Error::new(

@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 use super::ssh::{
     disconnected, op_timeout, parent_of, sq, temp_path, timed_out, Slot, Target, IDLE_RECONNECT,
 };
-use crate::backend::{check_name, Backend, ObjectInfo};
+use crate::backend::{check_name, list_dir, range_len, truncated, Backend, ObjectInfo};
 use crate::error::{Error, Result};
 
 /// Remote commands in flight at once per backend: each is one session on the master
@@ -276,12 +276,7 @@ impl Backend for ScpBackend {
 
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
         check_name(name)?;
-        let want = usize::try_from(len).map_err(|_| {
-            Error::new(
-                "usage.range_too_large",
-                "requested range does not fit in memory",
-            )
-        })?;
+        let want = range_len(len)?;
         let f = sq(&self.t.path_of(name));
         let script = format!(
             "[ -f {f} ] || exit {EXIT_NOT_FOUND}\ntail -c +{start} {f} | head -c {len}\n",
@@ -292,14 +287,7 @@ impl Backend for ScpBackend {
             return Err(self.failure(name, false, &out));
         }
         if out.stdout.len() < want {
-            return Err(Error::new(
-                "verify.object_truncated",
-                format!(
-                    "object {name} is shorter than {} bytes",
-                    offset.saturating_add(len)
-                ),
-            )
-            .with_suggestion("run a repository check; the object was truncated"));
+            return Err(truncated(name, offset.saturating_add(len)));
         }
         let mut v = out.stdout;
         v.truncate(want);
@@ -307,14 +295,10 @@ impl Backend for ScpBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let dir_part = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
+        let dir_part = list_dir(prefix)?;
         let start = if dir_part.is_empty() {
             self.t.root.clone()
         } else {
-            check_name(dir_part)?;
             self.t.path_of(dir_part)
         };
         let script = format!(

@@ -18,7 +18,7 @@ use openssh_sftp_client::{Error as SftpError, Sftp, SftpOptions};
 use tokio::io::AsyncSeekExt;
 
 use super::ssh::{disconnected, op_timeout, parent_of, temp_path, timed_out, Slot, Target};
-use crate::backend::{check_name, Backend, ObjectInfo};
+use crate::backend::{check_name, list_dir, range_len, truncated, Backend, ObjectInfo};
 use crate::error::{Error, Result};
 
 /// Directories read at the same time while listing.
@@ -87,6 +87,69 @@ impl SftpBackend {
             }
             Ok(Err(Failure::Server(e))) => Err(e),
         }
+    }
+}
+
+/// How a write publishes its temp file under the final name.
+#[derive(Clone, Copy)]
+enum Publish {
+    /// `hardlink@openssh.com`: fails when the name exists, nothing is replaced.
+    IfAbsent,
+    /// `posix-rename@openssh.com`: atomically replaces an existing object.
+    Replace,
+}
+
+impl SftpBackend {
+    /// Both writes: check the server has the extension that publishes, create the
+    /// directory, write and fsync a temp file there, publish it, fsync the directory.
+    /// Returns whether the object was created (always `true` for [`Publish::Replace`]).
+    async fn write(&self, name: &str, data: Bytes, how: Publish) -> Result<bool> {
+        check_name(name)?;
+        let t = self.t.clone();
+        let name = name.to_string();
+        self.with("an upload", data.len() as u64, |sftp| async move {
+            let loc = &t.location;
+            let f = t.path_of(&name);
+            let dir = parent_of(&f);
+            let cls = |e| classify(loc, &name, true, e);
+            let (supported, ext) = match how {
+                Publish::IfAbsent => (sftp.support_hardlink(), &"hardlink@openssh.com"),
+                Publish::Replace => (sftp.support_posix_rename(), &"posix-rename@openssh.com"),
+            };
+            if !supported {
+                return Err(cls(SftpError::UnsupportedExtension(ext)));
+            }
+            ensure_dir(&sftp, &t.root, &dir).await.map_err(cls)?;
+            let tmp = write_temp(&sftp, &dir, &name, &data).await.map_err(cls)?;
+            let mut fs = sftp.fs();
+            match how {
+                Publish::IfAbsent => {
+                    let linked = fs.hard_link(&tmp, &f).await;
+                    let _ = fs.remove_file(&tmp).await;
+                    match linked {
+                        Ok(()) => {
+                            sync_dir(&sftp, &dir).await;
+                            Ok(true)
+                        }
+                        Err(e) => match fs.metadata(&f).await {
+                            // link(2) failed because the name exists (SFTP reports EEXIST
+                            // as a generic failure, so look).
+                            Ok(_) => Ok(false),
+                            Err(_) => Err(cls(e)),
+                        },
+                    }
+                }
+                Publish::Replace => {
+                    if let Err(e) = fs.rename(&tmp, &f).await {
+                        let _ = fs.remove_file(&tmp).await;
+                        return Err(cls(e));
+                    }
+                    sync_dir(&sftp, &dir).await;
+                    Ok(true)
+                }
+            }
+        })
+        .await
     }
 }
 
@@ -268,65 +331,11 @@ impl Backend for SftpBackend {
     }
 
     async fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool> {
-        check_name(name)?;
-        let t = self.t.clone();
-        let name = name.to_string();
-        self.with("an upload", data.len() as u64, |sftp| async move {
-            let loc = &t.location;
-            let f = t.path_of(&name);
-            let dir = parent_of(&f);
-            let cls = |e| classify(loc, &name, true, e);
-            if !sftp.support_hardlink() {
-                return Err(cls(SftpError::UnsupportedExtension(
-                    &"hardlink@openssh.com",
-                )));
-            }
-            ensure_dir(&sftp, &t.root, &dir).await.map_err(cls)?;
-            let tmp = write_temp(&sftp, &dir, &name, &data).await.map_err(cls)?;
-            let mut fs = sftp.fs();
-            let linked = fs.hard_link(&tmp, &f).await;
-            let _ = fs.remove_file(&tmp).await;
-            match linked {
-                Ok(()) => {
-                    sync_dir(&sftp, &dir).await;
-                    Ok(true)
-                }
-                Err(e) => match fs.metadata(&f).await {
-                    // link(2) failed because the name exists (SFTP reports EEXIST as a
-                    // generic failure, so look).
-                    Ok(_) => Ok(false),
-                    Err(_) => Err(cls(e)),
-                },
-            }
-        })
-        .await
+        self.write(name, data, Publish::IfAbsent).await
     }
 
     async fn put(&self, name: &str, data: Bytes) -> Result<()> {
-        check_name(name)?;
-        let t = self.t.clone();
-        let name = name.to_string();
-        self.with("an upload", data.len() as u64, |sftp| async move {
-            let loc = &t.location;
-            let f = t.path_of(&name);
-            let dir = parent_of(&f);
-            let cls = |e| classify(loc, &name, true, e);
-            if !sftp.support_posix_rename() {
-                return Err(cls(SftpError::UnsupportedExtension(
-                    &"posix-rename@openssh.com",
-                )));
-            }
-            ensure_dir(&sftp, &t.root, &dir).await.map_err(cls)?;
-            let tmp = write_temp(&sftp, &dir, &name, &data).await.map_err(cls)?;
-            let mut fs = sftp.fs();
-            if let Err(e) = fs.rename(&tmp, &f).await {
-                let _ = fs.remove_file(&tmp).await;
-                return Err(cls(e));
-            }
-            sync_dir(&sftp, &dir).await;
-            Ok(())
-        })
-        .await
+        self.write(name, data, Publish::Replace).await.map(|_| ())
     }
 
     async fn get(&self, name: &str) -> Result<Bytes> {
@@ -347,12 +356,7 @@ impl Backend for SftpBackend {
 
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
         check_name(name)?;
-        let want = usize::try_from(len).map_err(|_| {
-            Error::new(
-                "usage.range_too_large",
-                "requested range does not fit in memory",
-            )
-        })?;
+        let want = range_len(len)?;
         let t = self.t.clone();
         let name = name.to_string();
         self.with(&format!("reading {name}"), len, |sftp| async move {
@@ -372,16 +376,10 @@ impl Backend for SftpBackend {
             }
             let _ = file.close().await;
             if buf.len() < want {
-                return Err(Failure::Server(
-                    Error::new(
-                        "verify.object_truncated",
-                        format!(
-                            "object {name} is shorter than {} bytes",
-                            offset.saturating_add(len)
-                        ),
-                    )
-                    .with_suggestion("run a repository check; the object was truncated"),
-                ));
+                return Err(Failure::Server(truncated(
+                    &name,
+                    offset.saturating_add(len),
+                )));
             }
             Ok(buf.freeze())
         })
@@ -389,13 +387,7 @@ impl Backend for SftpBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let dir_part = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
-        if !dir_part.is_empty() {
-            check_name(dir_part)?;
-        }
+        let dir_part = list_dir(prefix)?;
         let start = if dir_part.is_empty() {
             PathBuf::from(&self.t.root)
         } else {
