@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use hs_base::code;
-use hs_repo::{ArchiveEntry, BackupManifest, FileKind, Repository};
+use hs_repo::{ArchiveEntry, BackupManifest, ChunkReader, FileKind, Repository};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::recovery::{write_recovery_config, RecoveryConfig};
@@ -275,27 +275,7 @@ async fn restore_leased(
     let manifest = select_backup(repo, &opts.deployment, &opts.backup).await?;
     let roots = archive_roots(&manifest, opts)?;
 
-    // Check every root before creating any, so a refusal leaves nothing behind.
-    let mut removed = 0u64;
-    for (a, root) in manifest.archives.iter().zip(&roots) {
-        let role = if is_tablespace(a) {
-            DirRole::Tablespace
-        } else {
-            DirRole::Target
-        };
-        if opts.delta {
-            check_delta_dir(root, role)?;
-        } else {
-            check_empty_dir(root, role)?;
-        }
-    }
-    for (a, root) in manifest.archives.iter().zip(&roots) {
-        create_root(root)?;
-        if opts.delta {
-            let expected = expected_entries(a, !is_tablespace(a));
-            removed += remove_extraneous(root, &expected, &roots)?;
-        }
-    }
+    let removed = prepare_roots(&manifest, opts, &roots)?;
 
     let reader = repo.reader().await?;
     let total: u64 = manifest
@@ -306,67 +286,12 @@ async fn restore_leased(
         .sum();
     progress.start(total);
 
-    // Directories and symlinks first, then file contents in parallel units.
-    let mut units = Vec::new();
-    let mut files = Vec::new();
-    let mut existing = Vec::new();
-    let mut control = None;
-    for (a, root) in manifest.archives.iter().zip(&roots) {
-        for f in &a.files {
-            let path = safe_join(root, &f.path)?;
-            match &f.kind {
-                FileKind::Dir => {
-                    std::fs::create_dir_all(&path)
-                        .map_err(|e| crate::error::io(format!("create {}", path.display()), e))?;
-                    set_mode(&path, f.mode & 0o7777)?;
-                }
-                FileKind::Symlink { target } => {
-                    let target = link_target(a, &f.path, target, &manifest, &roots);
-                    let same = std::fs::read_link(&path).is_ok_and(|t| t == Path::new(&target));
-                    if !same {
-                        make_parent(&path)?;
-                        std::os::unix::fs::symlink(&target, &path)
-                            .map_err(|e| crate::error::io(format!("symlink {}", path.display()), e))?;
-                    }
-                }
-                FileKind::File => {
-                    make_parent(&path)?;
-                    if !is_tablespace(a) && f.path == CONTROL_FILE {
-                        control = Some(f.clone());
-                        continue;
-                    }
-                    files.push(path.clone());
-                    let chunks = reader
-                        .file_chunks(f)
-                        .await
-                        .map_err(|e| reading(e.into(), &manifest, &f.path))?;
-                    check_chunk_total(&f.path, f.size, &chunks)?;
-                    let is_file = opts.delta
-                        && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
-                    if is_file {
-                        existing.push(Existing {
-                            path,
-                            mode: f.mode,
-                            size: f.size,
-                            chunks,
-                        });
-                        continue;
-                    }
-                    create_file(&path, f.mode, f.size)?;
-                    let mut offset = 0;
-                    for group in chunks.chunks(64) {
-                        let len: u64 = group.iter().map(|c| u64::from(c.len)).sum();
-                        units.push(Unit {
-                            path: path.clone(),
-                            offset,
-                            chunks: group.to_vec(),
-                        });
-                        offset += len;
-                    }
-                }
-            }
-        }
-    }
+    let Layout {
+        mut units,
+        files,
+        existing,
+        control,
+    } = lay_out(&reader, &manifest, opts, &roots).await?;
     let (files_kept, delta_units) = compare_existing(repo, existing, progress).await?;
     let files_written = (files.len() as u64 - files_kept) + 1;
     units.extend(delta_units);
@@ -379,29 +304,7 @@ async fn restore_leased(
     for p in &files {
         sync_path(p)?;
     }
-    let control = control.ok_or_else(|| {
-        Error::of_kind(
-            ErrorKind::Repository,
-            "verify.backup_incomplete",
-            format!("backup {} has no {CONTROL_FILE}", manifest.backup_id),
-        )
-        .with_suggestion("restore another backup; run `pg_hardstorage verify` on this one")
-    })?;
-    let control_path = opts.target.join(CONTROL_FILE);
-    create_file(&control_path, control.mode, control.size)?;
-    let control_units = vec![Unit {
-        path: control_path.clone(),
-        offset: 0,
-        chunks: reader
-            .file_chunks(&control)
-            .await
-            .map_err(|e| reading(e.into(), &manifest, CONTROL_FILE))?,
-    }];
-    let written = written
-        + run_units(&reader, control_units, 1, progress)
-            .await
-            .map_err(|e| of_backup(e, &manifest))?;
-    sync_path(&control_path)?;
+    let written = written + write_control(&reader, &manifest, opts, control, progress).await?;
 
     let manifest_path = opts.target.join(PG_MANIFEST_FILE);
     write_new_file(&manifest_path, manifest.pg_backup_manifest.as_bytes())?;
@@ -445,6 +348,160 @@ async fn restore_leased(
         removed,
         tablespaces,
     })
+}
+
+/// Checks every restore root before creating any, so a refusal leaves nothing behind;
+/// then creates them and, with `--delta`, removes what the backup does not restore there.
+/// Returns how many entries were removed.
+fn prepare_roots(
+    manifest: &BackupManifest,
+    opts: &RestoreOptions,
+    roots: &[PathBuf],
+) -> Result<u64> {
+    let mut removed = 0u64;
+    for (a, root) in manifest.archives.iter().zip(roots) {
+        let role = if is_tablespace(a) {
+            DirRole::Tablespace
+        } else {
+            DirRole::Target
+        };
+        if opts.delta {
+            check_delta_dir(root, role)?;
+        } else {
+            check_empty_dir(root, role)?;
+        }
+    }
+    for (a, root) in manifest.archives.iter().zip(roots) {
+        create_root(root)?;
+        if opts.delta {
+            let expected = expected_entries(a, !is_tablespace(a));
+            removed += remove_extraneous(root, &expected, roots)?;
+        }
+    }
+    Ok(removed)
+}
+
+/// What [`lay_out`] leaves to write.
+struct Layout {
+    /// Units that write the content of new files.
+    units: Vec<Unit>,
+    /// Every regular file but the control file (synced at the end).
+    files: Vec<PathBuf>,
+    /// Files a `--delta` target already holds, to compare chunk by chunk.
+    existing: Vec<Existing>,
+    /// The control file's entry, written last.
+    control: Option<hs_repo::FileEntry>,
+}
+
+/// Creates directories and symlinks, and the regular files (sized, empty) with the
+/// units that write their content; file contents come after, in parallel units.
+async fn lay_out(
+    reader: &ChunkReader,
+    manifest: &BackupManifest,
+    opts: &RestoreOptions,
+    roots: &[PathBuf],
+) -> Result<Layout> {
+    let mut units = Vec::new();
+    let mut files = Vec::new();
+    let mut existing = Vec::new();
+    let mut control = None;
+    for (a, root) in manifest.archives.iter().zip(roots) {
+        for f in &a.files {
+            let path = safe_join(root, &f.path)?;
+            match &f.kind {
+                FileKind::Dir => {
+                    std::fs::create_dir_all(&path)
+                        .map_err(|e| crate::error::io(format!("create {}", path.display()), e))?;
+                    set_mode(&path, f.mode & 0o7777)?;
+                }
+                FileKind::Symlink { target } => {
+                    let target = link_target(a, &f.path, target, manifest, roots);
+                    let same = std::fs::read_link(&path).is_ok_and(|t| t == Path::new(&target));
+                    if !same {
+                        make_parent(&path)?;
+                        std::os::unix::fs::symlink(&target, &path).map_err(|e| {
+                            crate::error::io(format!("symlink {}", path.display()), e)
+                        })?;
+                    }
+                }
+                FileKind::File => {
+                    make_parent(&path)?;
+                    if !is_tablespace(a) && f.path == CONTROL_FILE {
+                        control = Some(f.clone());
+                        continue;
+                    }
+                    files.push(path.clone());
+                    let chunks = reader
+                        .file_chunks(f)
+                        .await
+                        .map_err(|e| reading(e.into(), manifest, &f.path))?;
+                    check_chunk_total(&f.path, f.size, &chunks)?;
+                    let is_file = opts.delta
+                        && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+                    if is_file {
+                        existing.push(Existing {
+                            path,
+                            mode: f.mode,
+                            size: f.size,
+                            chunks,
+                        });
+                        continue;
+                    }
+                    create_file(&path, f.mode, f.size)?;
+                    let mut offset = 0;
+                    for group in chunks.chunks(64) {
+                        let len: u64 = group.iter().map(|c| u64::from(c.len)).sum();
+                        units.push(Unit {
+                            path: path.clone(),
+                            offset,
+                            chunks: group.to_vec(),
+                        });
+                        offset += len;
+                    }
+                }
+            }
+        }
+    }
+    Ok(Layout {
+        units,
+        files,
+        existing,
+        control,
+    })
+}
+
+/// Writes the control file (after every other file is synced) and syncs it; returns
+/// the bytes written.
+async fn write_control(
+    reader: &ChunkReader,
+    manifest: &BackupManifest,
+    opts: &RestoreOptions,
+    control: Option<hs_repo::FileEntry>,
+    progress: &dyn RestoreProgress,
+) -> Result<u64> {
+    let control = control.ok_or_else(|| {
+        Error::of_kind(
+            ErrorKind::Repository,
+            "verify.backup_incomplete",
+            format!("backup {} has no {CONTROL_FILE}", manifest.backup_id),
+        )
+        .with_suggestion("restore another backup; run `pg_hardstorage verify` on this one")
+    })?;
+    let control_path = opts.target.join(CONTROL_FILE);
+    create_file(&control_path, control.mode, control.size)?;
+    let control_units = vec![Unit {
+        path: control_path.clone(),
+        offset: 0,
+        chunks: reader
+            .file_chunks(&control)
+            .await
+            .map_err(|e| reading(e.into(), manifest, CONTROL_FILE))?,
+    }];
+    let written = run_units(reader, control_units, 1, progress)
+        .await
+        .map_err(|e| of_backup(e, manifest))?;
+    sync_path(&control_path)?;
+    Ok(written)
 }
 
 /// A damaged or missing object (`verify.*`, `notfound.*`) met while restoring: the
