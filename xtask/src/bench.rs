@@ -134,27 +134,34 @@ fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
     sh(&mut pgbackrest(&["info"]))?;
 
     if let Some(bin) = bin {
-        eprintln!("\n==> (c) pg_hardstorage backup (first, into a fresh repository)");
         let hs = Hs::new(bin, work);
-        hs.init_repo()?;
-        let before = dir_bytes(&hs.dir)?;
         let conninfo = pg.replication_conninfo();
-        let wall = timed(&mut hs.backup(&conninfo))?;
-        let after_first = dir_bytes(&hs.dir)?;
-        rows.push(Row {
-            what: "pg_hardstorage backup (1st)",
-            wall,
-            bytes: after_first - before.min(after_first),
-        });
-
-        eprintln!("\n==> (d) pg_hardstorage backup (2nd, cluster unchanged)");
-        let wall = timed(&mut hs.backup(&conninfo))?;
-        let after_second = dir_bytes(&hs.dir)?;
-        rows.push(Row {
-            what: "pg_hardstorage backup (2nd)",
-            wall,
-            bytes: after_second - after_first.min(after_second),
-        });
+        for (i, (heading, what)) in [
+            (
+                "(c) pg_hardstorage backup (first, into a fresh repository)",
+                "pg_hardstorage backup (1st)",
+            ),
+            (
+                "(d) pg_hardstorage backup (2nd, cluster unchanged)",
+                "pg_hardstorage backup (2nd)",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            eprintln!("\n==> {heading}");
+            if i == 0 {
+                hs.init_repo()?;
+            }
+            let before = dir_bytes(&hs.dir)?;
+            let wall = timed(&mut hs.backup(&conninfo))?;
+            let after = dir_bytes(&hs.dir)?;
+            rows.push(Row {
+                what,
+                wall,
+                bytes: after - before.min(after),
+            });
+        }
         sh(&mut hs.cmd(&["list", "bench", "--repo", &hs.url]))?;
     }
     println!();

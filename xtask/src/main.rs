@@ -22,7 +22,8 @@ const HELP: &str = "\
 cargo xtask <task>
 
 tasks:
-  ci                 what CI runs: fmt, clippy, cargo-deny, tests, doc tests
+  ci                 what CI runs: fmt, clippy, examples, cargo-deny, cargo package, tests,
+                     doc tests
                      (installs PostgreSQL 15 server binaries and cargo-deny if missing)
   demo [--dir DIR]   build pg_hardstorage, back up a throwaway cluster, list, restore, query
   dist [--profile release|dev] [--no-build] [--check]
