@@ -40,6 +40,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod builder;
 mod chunklist;
 mod error;
 mod gc;
@@ -61,6 +62,7 @@ pub use backend::{
     FsBackend, ObjectBackend, ObjectInfo, RetryBackend, RetryPolicy, MULTIPART_THRESHOLD,
     PROBE_NAME,
 };
+pub use builder::RepositoryBuilder;
 pub use chunklist::{decode_chunk_list, encode_chunk_list, CHUNK_LIST_GROUP, INLINE_CHUNK_LIMIT};
 pub use error::{Error, ErrorKind, Result};
 pub use gc::{GcOptions, GcReport, GcWaiting, DEFAULT_GC_GRACE};

@@ -7,7 +7,7 @@ use hs_chunk::{ChunkId, ChunkerConfig, PackEntry, PackHeader, PACK_TRAILER_LEN};
 use hs_crypt::{Domain, Keyring, MasterKey, Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{open_backend, Backend};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::index::{self, Index};
 use crate::manifest::BackupManifest;
@@ -280,44 +280,31 @@ async fn open_key_payload(
 }
 
 impl Repository {
-    /// Creates a repository at `url`: a new master key, wrapped for the
-    /// keyring's age recipient into `keys/<id>`, then the marker `config`
-    /// written create-if-absent. An existing marker is
-    /// `conflict.repo_exists`.
+    /// Creates a repository at `url` with the default chunker settings and
+    /// pack target size: `Repository::builder(url).init(keyring)` (see
+    /// [`RepositoryBuilder::init`](crate::RepositoryBuilder::init)).
     pub async fn init(url: &str, keyring: &Keyring) -> Result<Repository> {
-        Self::init_with(
-            url,
-            keyring,
-            ChunkerConfig::default(),
-            DEFAULT_PACK_TARGET_SIZE,
-        )
-        .await
+        Self::builder(url).init(keyring).await
     }
 
-    /// [`init`](Repository::init) with explicit chunker settings and pack
-    /// target size (1 MiB to 1 GiB).
-    pub async fn init_with(
-        url: &str,
-        keyring: &Keyring,
-        chunker: ChunkerConfig,
-        pack_target_size: u64,
-    ) -> Result<Repository> {
-        Self::init_with_backend(open_backend(url)?, url, keyring, chunker, pack_target_size).await
-    }
-
-    /// [`init_with`](Repository::init_with) on an already opened backend
-    /// (for wrappers such as [`FaultBackend`](crate::FaultBackend)); `url` is
-    /// only used in messages. Probes whether the store honours conditional
-    /// writes; see [`init_warnings`](Repository::init_warnings).
-    pub async fn init_with_backend(
+    /// [`RepositoryBuilder::init`](crate::RepositoryBuilder::init) on the
+    /// backend it opened or was given.
+    pub(crate) async fn init_on(
+        opts: crate::RepositoryBuilder,
         backend: Arc<dyn Backend>,
+        let crate::RepositoryBuilder {
+            url: raw_url,
+            chunker,
+            pack_target_size,
+            ..
+        } = opts;
         url: &str,
         keyring: &Keyring,
         chunker: ChunkerConfig,
         pack_target_size: u64,
     ) -> Result<Repository> {
         // Messages name the URL without its credentials; the handle keeps it whole.
-        let raw_url = url;
+        let raw_url = raw_url.as_str();
         let url = &*crate::redact_url(raw_url);
         chunker.validate()?;
         if !(1 << 20..=1 << 30).contains(&pack_target_size) {
@@ -388,16 +375,16 @@ impl Repository {
         })
     }
 
-    /// Opens an existing repository: reads the marker (`notfound.repo` if
-    /// absent), then unwraps the first key object the keyring can open
-    /// (`auth.keyring_no_matching_identity` if none).
+    /// Opens the existing repository at `url`:
+    /// `Repository::builder(url).open(keyring)` (see
+    /// [`RepositoryBuilder::open`](crate::RepositoryBuilder::open)).
     pub async fn open(url: &str, keyring: &Keyring) -> Result<Repository> {
-        Self::open_with_backend(open_backend(url)?, url, keyring).await
+        Self::builder(url).open(keyring).await
     }
 
-    /// [`open`](Repository::open) on an already opened backend; `url` is only
-    /// used in messages.
-    pub async fn open_with_backend(
+    /// [`RepositoryBuilder::open`](crate::RepositoryBuilder::open) on the
+    /// backend it opened or was given; `url` is only used in messages.
+    pub(crate) async fn open_on(
         backend: Arc<dyn Backend>,
         url: &str,
         keyring: &Keyring,

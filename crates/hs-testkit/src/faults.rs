@@ -208,7 +208,9 @@ async fn run(work: &Path, opts: &FaultSuiteOptions) -> io::Result<FaultSuiteRepo
         Keyring::create(&work.join("keyring")).map_err(|e| fail(seed, format!("keyring: {e}")))?;
     let raw: Arc<dyn Backend> = Arc::new(FsBackend::new(&url, &root));
     let err = |what: &str, e: hs_repo::Error| fail(seed, format!("{what}: {} ({e})", e.code()));
-    Repository::init_with(&url, &keyring, hs_repo::ChunkerConfig::default(), 1 << 20)
+    Repository::builder(&url)
+        .pack_target_size(1 << 20)
+        .init(&keyring)
         .await
         .map_err(|e| err("init", e))?;
 
@@ -288,7 +290,9 @@ async fn run(work: &Path, opts: &FaultSuiteOptions) -> io::Result<FaultSuiteRepo
     report.wal_committed = wal.len() as u32;
 
     // Faults off: what was committed is there, and nothing references what is not.
-    let repo = Repository::open_with_backend(raw.clone(), &url, &keyring)
+    let repo = Repository::builder(&url)
+        .backend(raw.clone())
+        .open(&keyring)
         .await
         .map_err(|e| err("open", e))?;
     let reader = repo.reader().await.map_err(|e| err("reader", e))?;
@@ -384,7 +388,10 @@ async fn round_trip(
     id: &str,
     pages: u32,
 ) -> hs_repo::Result<hs_repo::Result<Vec<ChunkRef>>> {
-    let repo = Repository::open_with_backend(backend.clone(), url, keyring).await?;
+    let repo = Repository::builder(url)
+        .backend(backend.clone())
+        .open(keyring)
+        .await?;
     repo.put_wal_segment(DEPLOYMENT, &segment_name(round), &segment(round))
         .await?;
     let backup = async {

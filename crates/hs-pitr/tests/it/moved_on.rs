@@ -122,7 +122,9 @@ impl Fixture {
             steps: std::sync::Mutex::new(steps),
             moved: AtomicBool::new(false),
         });
-        let repo = Repository::open_with_backend(b.clone(), &self.url, &self.keyring)
+        let repo = Repository::builder(&self.url)
+            .backend(b.clone())
+            .open(&self.keyring)
             .await
             .unwrap();
         (repo, b)

@@ -79,7 +79,9 @@ async fn backup(repo: &Repository, n: u32, pages: std::ops::Range<u64>) -> Backu
 }
 
 async fn repo(env: &Env) -> Repository {
-    Repository::init_with(&env.url, &env.keyring, Default::default(), MIB)
+    Repository::builder(&env.url)
+        .pack_target_size(MIB)
+        .init(&env.keyring)
         .await
         .unwrap()
 }

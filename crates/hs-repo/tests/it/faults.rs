@@ -142,7 +142,9 @@ async fn backup(repo: &Repository, id: &str, pages: u64) -> hs_repo::Result<Vec<
 
 /// Every manifest in the repository can be read back chunk by chunk.
 async fn check_every_manifest(env: &Env) -> usize {
-    let repo = Repository::open_with_backend(fs(env), &env.url, &env.keyring)
+    let repo = Repository::builder(&env.url)
+        .backend(fs(env))
+        .open(&env.keyring)
         .await
         .unwrap();
     let reader = repo.reader().await.unwrap();
@@ -177,15 +179,12 @@ async fn backup_through_temporary_faults_succeeds_and_restores() {
         },
     ));
     let b: Arc<dyn Backend> = Arc::new(RetryBackend::new(faulty.clone(), fast_policy(30)));
-    let repo = Repository::init_with_backend(
-        b,
-        &env.url,
-        &env.keyring,
-        hs_repo::ChunkerConfig::default(),
-        1 << 20,
-    )
-    .await
-    .unwrap();
+    let repo = Repository::builder(&env.url)
+        .backend(b)
+        .pack_target_size(1 << 20)
+        .init(&env.keyring)
+        .await
+        .unwrap();
     assert!(
         repo.init_warnings().is_empty(),
         "{:?}",
@@ -195,7 +194,9 @@ async fn backup_through_temporary_faults_succeeds_and_restores() {
     faulty.set_enabled(false);
     assert_eq!(check_every_manifest(&env).await, 1);
     // The data is the data written.
-    let clean = Repository::open_with_backend(fs(&env), &env.url, &env.keyring)
+    let clean = Repository::builder(&env.url)
+        .backend(fs(&env))
+        .open(&env.keyring)
         .await
         .unwrap();
     let reader = clean.reader().await.unwrap();
@@ -284,15 +285,11 @@ impl Backend for Careless {
 #[tokio::test]
 async fn init_warns_when_the_store_ignores_conditional_writes() {
     let env = Env::new();
-    let repo = Repository::init_with_backend(
-        Arc::new(Careless(fs(&env))),
-        &env.url,
-        &env.keyring,
-        hs_repo::ChunkerConfig::default(),
-        hs_repo::DEFAULT_PACK_TARGET_SIZE,
-    )
-    .await
-    .unwrap();
+    let repo = Repository::builder(&env.url)
+        .backend(Arc::new(Careless(fs(&env))))
+        .init(&env.keyring)
+        .await
+        .unwrap();
     assert_eq!(repo.init_warnings().len(), 1);
     assert!(
         repo.init_warnings()[0].contains("ignores conditional writes"),

@@ -24,7 +24,9 @@ fn gc_now() -> GcOptions {
 }
 
 async fn small_repo(env: &Env) -> Repository {
-    Repository::init_with(&env.url, &env.keyring, Default::default(), MIB)
+    Repository::builder(&env.url)
+        .pack_target_size(MIB)
+        .init(&env.keyring)
         .await
         .unwrap()
 }

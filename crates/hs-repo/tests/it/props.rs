@@ -69,7 +69,10 @@ fn chunk_store_read_reassemble() {
         cdc_max: 4096,
     };
     let repo = rt.block_on(async {
-        Repository::init_with(&env.url, &env.keyring, cfg, 1 << 20)
+        Repository::builder(&env.url)
+            .chunker(cfg)
+            .pack_target_size(1 << 20)
+            .init(&env.keyring)
             .await
             .unwrap()
     });

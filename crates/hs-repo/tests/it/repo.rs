@@ -50,7 +50,9 @@ async fn init_twice_is_conflict_and_open_needs_marker() {
 }
 
 async fn small_pack_repo(env: &Env) -> Repository {
-    Repository::init_with(&env.url, &env.keyring, Default::default(), MIB)
+    Repository::builder(&env.url)
+        .pack_target_size(MIB)
+        .init(&env.keyring)
         .await
         .unwrap()
 }

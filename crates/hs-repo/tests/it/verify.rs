@@ -37,7 +37,9 @@ fn file(path: &str, chunks: Vec<ChunkRef>) -> FileEntry {
 /// a gap record and a summary. Returns the repository and the original
 /// file contents by path.
 async fn populated(env: &Env) -> (Repository, Vec<(String, Vec<u8>)>) {
-    let repo = Repository::init_with(&env.url, &env.keyring, Default::default(), MIB)
+    let repo = Repository::builder(&env.url)
+        .pack_target_size(MIB)
+        .init(&env.keyring)
         .await
         .unwrap();
     let mut w = repo.writer().await.unwrap();
