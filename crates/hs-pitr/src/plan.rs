@@ -3,7 +3,7 @@
 //! decided before anything is written.
 //!
 //! Time and restore-point targets are resolved by decoding archived
-//! segments with [`hs_proto::decode_segment`] (commit-time ranges and
+//! segments with [`hs_pg::decode_segment`] (commit-time ranges and
 //! restore points per segment), starting at the chosen backup's end and
 //! stopping at the target's segment. What a completed segment holds is
 //! kept in the repository as a small sealed summary object
@@ -27,7 +27,8 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use hs_proto::{
+use hs_base::code;
+use hs_pg::{
     decode_segment, parse_timeline_history, pg_time_to_unix_micros, Lsn, RestorePoint, SegmentName,
     TimelineId,
 };
@@ -85,7 +86,7 @@ impl FromStr for TimelineChoice {
             "current" => Ok(TimelineChoice::Current),
             n => match n.parse::<u32>() {
                 Ok(n) if n > 0 => Ok(TimelineChoice::Id(n)),
-                _ => Err(Error::new(
+                _ => Err(Error::of_kind(
                     ErrorKind::Usage,
                     "usage.timeline_invalid",
                     format!("timeline {v:?} is not `latest`, `current` or a timeline number"),
@@ -189,38 +190,24 @@ impl RestorePlan {
     }
 }
 
-fn proto_err(e: hs_proto::Error) -> Error {
-    let code = e.code();
-    let msg = e.to_string();
-    let kind = if code.starts_with("usage.") {
+/// An hs-pg error (segment name, history file, WAL decoding) as a planning error: same
+/// code, message and suggestion; a `usage.*` one stays a usage error, the others are about
+/// what the repository holds.
+fn pg_err(e: hs_pg::Error) -> Error {
+    let kind = if e.code().starts_with("usage.") {
         ErrorKind::Usage
     } else {
         ErrorKind::Repository
     };
-    let mut err = Error::new(kind, code, msg);
-    if let Some(s) = e.suggestion() {
-        err = err.with_suggestion(s.to_owned());
-    }
-    err
-}
-
-fn parse_lsn(m: &BackupManifest, which: &str, v: &str) -> Result<Lsn> {
-    v.parse::<Lsn>().map_err(|_| {
-        Error::new(
-            ErrorKind::Repository,
-            "verify.manifest_invalid",
-            format!("backup {} has an invalid {which} {v:?}", m.backup_id),
-        )
-        .with_suggestion("run `pg_hardstorage verify` on this backup and restore another one")
-    })
+    e.with_kind(kind)
 }
 
 fn planned(m: &BackupManifest) -> Result<PlannedBackup> {
     Ok(PlannedBackup {
         backup_id: m.backup_id.clone(),
         timeline: m.timeline,
-        start_lsn: parse_lsn(m, "start LSN", &m.start_lsn)?,
-        stop_lsn: parse_lsn(m, "stop LSN", &m.stop_lsn)?,
+        start_lsn: m.start_lsn,
+        stop_lsn: m.stop_lsn,
         start_time: m.start_time.clone(),
         stop_time: m.stop_time.clone(),
     })
@@ -228,7 +215,7 @@ fn planned(m: &BackupManifest) -> Result<PlannedBackup> {
 
 fn stop_time(b: &PlannedBackup) -> Result<OffsetDateTime> {
     OffsetDateTime::parse(&b.stop_time, &Rfc3339).map_err(|_| {
-        Error::new(
+        Error::of_kind(
             ErrorKind::Repository,
             "verify.manifest_invalid",
             format!(
@@ -246,7 +233,7 @@ fn before_backup(target: &PitrTarget, b: &PlannedBackup, explicit: bool) -> Erro
     } else {
         format!("the oldest backup, {},", b.backup_id)
     };
-    Error::new(
+    Error::of_kind(
         ErrorKind::Target,
         "conflict.target_before_backup",
         format!(
@@ -444,7 +431,7 @@ impl<'a> Archive<'a> {
         } else {
             format!("segments {fa} to {fb} are")
         };
-        Error::new(
+        Error::of_kind(
             ErrorKind::Target,
             "conflict.target_in_wal_gap",
             format!("WAL needed to reach the {target} is missing: {range} not in the repository{recorded}"),
@@ -488,13 +475,13 @@ impl<'a> Archive<'a> {
                 return Ok(None);
             };
             let complete = stored == Stored::Complete;
-            let seg = SegmentName::from_segno(TimelineId(tli), segno, self.seg_size)
-                .map_err(proto_err)?;
+            let seg =
+                SegmentName::from_segno(TimelineId(tli), segno, self.seg_size).map_err(pg_err)?;
             let mut data = &data[..];
             if data.len() as u64 > self.seg_size {
                 data = &data[..self.seg_size as usize];
             }
-            let s = decode_segment(seg, data).map_err(proto_err)?;
+            let s = decode_segment(seg, data).map_err(pg_err)?;
             let info = SegInfo {
                 end_of_valid_wal: s.end_of_valid_wal,
                 max_commit_time: s.max_commit_time,
@@ -571,7 +558,7 @@ impl Path {
 }
 
 fn not_reachable(b: &PlannedBackup, tli: u32, why: String) -> Error {
-    Error::new(
+    Error::of_kind(
         ErrorKind::Target,
         "conflict.timeline_not_reachable",
         format!(
@@ -613,13 +600,13 @@ async fn path_to(ar: &Archive<'_>, b: &PlannedBackup, tli: u32) -> Result<Path> 
         .get_wal(ar.deployment, &format!("{tli:08X}.history"))
         .await?;
     let text = std::str::from_utf8(&raw).map_err(|_| {
-        Error::new(
+        Error::of_kind(
             ErrorKind::Repository,
             "verify.timeline_history_invalid",
             format!("the archived history of timeline {tli} is not text"),
         )
     })?;
-    let hist = parse_timeline_history(text).map_err(proto_err)?;
+    let hist = parse_timeline_history(text).map_err(pg_err)?;
     let Some(idx) = hist.iter().position(|e| e.tli.0 == b.timeline) else {
         return Err(not_reachable(
             b,
@@ -683,7 +670,7 @@ async fn resolve_path(ar: &Archive<'_>, b: &PlannedBackup, choice: TimelineChoic
                 }
                 match path_to(ar, b, t).await {
                     Ok(p) => return Ok(p),
-                    Err(e) if e.code() == "conflict.timeline_not_reachable" => {}
+                    Err(e) if e.code() == code::CONFLICT_TIMELINE_NOT_REACHABLE => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -723,161 +710,33 @@ pub async fn plan_restore_on(
     timeline: TimelineChoice,
 ) -> Result<RestorePlan> {
     let explicit = matches!(selector, BackupSelector::Id(_));
-    let manifests = match selector {
-        BackupSelector::Id(_) => vec![select_backup(repo, deployment, selector).await?],
-        BackupSelector::Latest => {
-            let all = repo.backups_for_latest(deployment).await?;
-            if all.is_empty() {
-                // The usual "no backups" error.
-                select_backup(repo, deployment, selector).await?;
-            }
-            all
-        }
-    };
-    let mut backups = manifests.iter().map(planned).collect::<Result<Vec<_>>>()?;
-    backups.sort_by_key(|b| b.stop_lsn);
+    let backups = planned_backups(repo, deployment, selector).await?;
     let newest_tli = backups.last().map_or(1, |b| b.timeline);
     let mut ar = Archive::open(repo, deployment, newest_tli).await?;
-
-    // Candidates, newest first, that end before the target.
-    let mut before: Vec<PlannedBackup> = Vec::new();
-    for b in backups.iter().rev() {
-        let ok = match target {
-            PitrTarget::Latest | PitrTarget::Name(_) => true,
-            PitrTarget::Lsn(l) => b.stop_lsn <= *l,
-            // Manifest times are truncated to the second and taken after
-            // the backup's end: only a target a second later is surely after it.
-            PitrTarget::Time(t) => stop_time(b)? + time::Duration::SECOND <= *t,
-        };
-        if ok {
-            before.push(b.clone());
-        }
-    }
+    let before = backups_before(&backups, target)?;
     let Some(first_before) = before.first().cloned() else {
         let oldest = &backups[0];
         return Err(before_backup(target, oldest, explicit));
     };
-    // ... and from which the timeline can be reached.
-    let mut candidates: Vec<(PlannedBackup, Path)> = Vec::new();
-    let mut path_err = None;
-    for b in before {
-        match resolve_path(&ar, &b, timeline).await {
-            Ok(p) => candidates.push((b, p)),
-            Err(e) if e.code() == "conflict.timeline_not_reachable" => {
-                path_err.get_or_insert(e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let candidates = reachable(&ar, before, timeline).await?;
     let Some((first_candidate, first_path)) = candidates.first().cloned() else {
-        return Err(
-            path_err.unwrap_or_else(|| not_reachable(&first_before, 0, "no path was found".into()))
-        );
+        return Err(not_reachable(&first_before, 0, "no path was found".into()));
     };
 
     let mut notes = Vec::new();
-    let (backup, path, tseg, resolved_time, resolved_lsn) = match target {
-        PitrTarget::Latest => {
-            let (b, path) = (first_candidate, first_path);
-            let first = b.stop_lsn.0 / ar.seg_size;
-            let tseg = ar
-                .newest_on(&path)
-                .filter(|n| *n > first || ar.archived_on(&path, first));
-            match tseg {
-                None => notes.push(format!(
-                    "no WAL after backup {} is archived on timeline {}: the restored cluster ends at the backup's end",
-                    b.backup_id, path.target
-                )),
-                Some(n) => {
-                    if let Some(gap) = ar.first_gap(&path, first + 1, n) {
-                        return Err(ar.gap_error(&path, gap, target));
-                    }
-                }
-            }
-            (b, path, tseg, None, None)
-        }
-        PitrTarget::Lsn(l) => {
-            let (b, path) = (first_candidate, first_path);
-            let first = b.stop_lsn.0 / ar.seg_size;
-            // When the backup's last segment is not archived, PostgreSQL
-            // reads it from the backup's pg_wal, which ends at the segment
-            // switch of the backup's end: the target is found in the next one.
-            let tseg = if ar.archived_on(&path, first) {
-                l.0 / ar.seg_size
-            } else {
-                (l.0 / ar.seg_size).max(first + 1)
-            };
-            let newest = ar.newest_on(&path);
-            let reachable = match newest {
-                Some(n) if n > tseg => true,
-                Some(n) if n == tseg => ar
-                    .summary(path.tli_at(tseg), tseg)
-                    .await?
-                    .is_some_and(|s| s.end_of_valid_wal > *l),
-                _ => false,
-            };
-            if !reachable {
-                let newest = ar.newest_description(&path).await?;
-                return Err(unreachable(target, &newest));
-            }
-            if tseg > first {
-                if let Some(gap) = ar.first_gap(&path, first + 1, tseg) {
-                    return Err(ar.gap_error(&path, gap, target));
-                }
-            }
-            (b, path, Some(tseg), None, Some(*l))
-        }
+    let Resolved {
+        backup,
+        path,
+        tseg,
+        time: resolved_time,
+        lsn: resolved_lsn,
+    } = match target {
+        PitrTarget::Latest => resolve_latest(&ar, first_candidate, first_path, target, &mut notes)?,
+        PitrTarget::Lsn(l) => resolve_lsn(&mut ar, first_candidate, first_path, target, l).await?,
         PitrTarget::Time(t) => {
-            let (b, path) = (first_candidate, first_path);
-            let want = pg_time(*t);
-            let (tseg, _) = scan(&mut ar, &b, &path, target, |s| {
-                s.max_commit_time.is_some_and(|m| m > want).then_some(())
-            })
-            .await?;
-            notes.push(format!(
-                "recovery stops before the first transaction that committed after {} (in segment {})",
-                format_utc(*t),
-                ar.name(path.tli_at(tseg), tseg)
-            ));
-            (b, path, Some(tseg), Some(*t), None)
+            resolve_time(&mut ar, first_candidate, first_path, target, t, &mut notes).await?
         }
-        PitrTarget::Name(n) => {
-            let mut found = None;
-            let mut last_err = None;
-            for (b, path) in &candidates {
-                let stop = b.stop_lsn;
-                let res = scan(&mut ar, b, path, target, |s| {
-                    s.restore_points
-                        .iter()
-                        .find(|rp| rp.name == *n && rp.start_lsn >= stop)
-                        .cloned()
-                })
-                .await;
-                match res {
-                    Ok((tseg, rp)) => {
-                        found = Some((b.clone(), path.clone(), tseg, rp));
-                        break;
-                    }
-                    Err(e) => {
-                        if last_err.is_none() {
-                            last_err = Some(e);
-                        }
-                    }
-                }
-            }
-            let Some((b, path, tseg, rp)) = found else {
-                return Err(
-                    last_err.unwrap_or_else(|| unreachable(target, "no archived WAL was examined"))
-                );
-            };
-            notes.push(format!(
-                "restore point {n:?} was created at {} and ends at LSN {}",
-                pg_time_text(rp.time),
-                rp.lsn
-            ));
-            let t = from_unix_micros(pg_time_to_unix_micros(rp.time));
-            (b, path, Some(tseg), t, Some(rp.lsn))
-        }
+        PitrTarget::Name(n) => resolve_name(&mut ar, &candidates, target, n, &mut notes).await?,
     };
 
     if explicit {
@@ -906,28 +765,12 @@ pub async fn plan_restore_on(
         ));
     }
 
-    let tli = backup.timeline;
-    let first = backup.stop_lsn.0 / ar.seg_size;
-    let from = if ar.archived_on(&path, first) {
-        first
-    } else {
-        first + 1
-    };
-    let (wal_from, wal_to, wal_to_partial, wal_segments) = match tseg {
-        Some(t) if t >= from => (
-            Some(ar.name(path.tli_at(from), from)),
-            Some(ar.name(path.tli_at(t), t)),
-            !ar.complete(path.tli_at(t), t),
-            t - from + 1,
-        ),
-        _ => (None, None, false, 0),
-    };
-    if !ar.archived_on(&path, first) && wal_from.is_some() {
-        notes.push(format!(
-            "segment {} (the backup's last) is not archived; recovery reads it from the backup's pg_wal",
-            ar.name(tli, first)
-        ));
-    }
+    let WalRange {
+        wal_from,
+        wal_to,
+        wal_to_partial,
+        wal_segments,
+    } = wal_range(&ar, &backup, &path, tseg, &mut notes);
     Ok(RestorePlan {
         deployment: deployment.to_owned(),
         backup,
@@ -945,8 +788,283 @@ pub async fn plan_restore_on(
     })
 }
 
+/// The backup and timeline path a target resolved to, and where recovery stops.
+struct Resolved {
+    backup: PlannedBackup,
+    path: Path,
+    /// The segment the target is in (`None`: the backup's end, no WAL after it).
+    tseg: Option<u64>,
+    time: Option<OffsetDateTime>,
+    lsn: Option<Lsn>,
+}
+
+/// The archived segments recovery reads, by name.
+struct WalRange {
+    wal_from: Option<String>,
+    wal_to: Option<String>,
+    wal_to_partial: bool,
+    wal_segments: u64,
+}
+
+/// The backups to choose from (one for an explicit id), oldest end first.
+async fn planned_backups(
+    repo: &Repository,
+    deployment: &str,
+    selector: &BackupSelector,
+) -> Result<Vec<PlannedBackup>> {
+    let manifests = match selector {
+        BackupSelector::Id(_) => vec![select_backup(repo, deployment, selector).await?],
+        BackupSelector::Latest => {
+            let all = repo.backups_for_latest(deployment).await?;
+            if all.is_empty() {
+                // The usual "no backups" error.
+                select_backup(repo, deployment, selector).await?;
+            }
+            all
+        }
+    };
+    let mut backups = manifests.iter().map(planned).collect::<Result<Vec<_>>>()?;
+    backups.sort_by_key(|b| b.stop_lsn);
+    Ok(backups)
+}
+
+/// Candidates, newest first, that end before the target.
+fn backups_before(backups: &[PlannedBackup], target: &PitrTarget) -> Result<Vec<PlannedBackup>> {
+    let mut before: Vec<PlannedBackup> = Vec::new();
+    for b in backups.iter().rev() {
+        let ok = match target {
+            PitrTarget::Latest | PitrTarget::Name(_) => true,
+            PitrTarget::Lsn(l) => b.stop_lsn <= *l,
+            // Manifest times are truncated to the second and taken after
+            // the backup's end: only a target a second later is surely after it.
+            PitrTarget::Time(t) => stop_time(b)? + time::Duration::SECOND <= *t,
+        };
+        if ok {
+            before.push(b.clone());
+        }
+    }
+    Ok(before)
+}
+
+/// The candidates from which the timeline can be reached, with their path; when none
+/// can, the first reason found.
+async fn reachable(
+    ar: &Archive<'_>,
+    before: Vec<PlannedBackup>,
+    timeline: TimelineChoice,
+) -> Result<Vec<(PlannedBackup, Path)>> {
+    let mut candidates: Vec<(PlannedBackup, Path)> = Vec::new();
+    let mut path_err = None;
+    for b in before {
+        match resolve_path(ar, &b, timeline).await {
+            Ok(p) => candidates.push((b, p)),
+            Err(e) if e.code() == code::CONFLICT_TIMELINE_NOT_REACHABLE => {
+                path_err.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match path_err {
+        Some(e) if candidates.is_empty() => Err(e),
+        _ => Ok(candidates),
+    }
+}
+
+/// The end of the archived WAL on the path, after the newest candidate.
+fn resolve_latest(
+    ar: &Archive<'_>,
+    b: PlannedBackup,
+    path: Path,
+    target: &PitrTarget,
+    notes: &mut Vec<String>,
+) -> Result<Resolved> {
+    let first = b.stop_lsn.0 / ar.seg_size;
+    let tseg = ar
+        .newest_on(&path)
+        .filter(|n| *n > first || ar.archived_on(&path, first));
+    match tseg {
+        None => notes.push(format!(
+            "no WAL after backup {} is archived on timeline {}: the restored cluster ends at the backup's end",
+            b.backup_id, path.target
+        )),
+        Some(n) => {
+            if let Some(gap) = ar.first_gap(&path, first + 1, n) {
+                return Err(ar.gap_error(&path, gap, target));
+            }
+        }
+    }
+    Ok(Resolved {
+        backup: b,
+        path,
+        tseg,
+        time: None,
+        lsn: None,
+    })
+}
+
+/// An LSN: its segment must be archived (or the target inside the newest partial).
+async fn resolve_lsn(
+    ar: &mut Archive<'_>,
+    b: PlannedBackup,
+    path: Path,
+    target: &PitrTarget,
+    l: &Lsn,
+) -> Result<Resolved> {
+    let first = b.stop_lsn.0 / ar.seg_size;
+    // When the backup's last segment is not archived, PostgreSQL
+    // reads it from the backup's pg_wal, which ends at the segment
+    // switch of the backup's end: the target is found in the next one.
+    let tseg = if ar.archived_on(&path, first) {
+        l.0 / ar.seg_size
+    } else {
+        (l.0 / ar.seg_size).max(first + 1)
+    };
+    let newest = ar.newest_on(&path);
+    let reachable = match newest {
+        Some(n) if n > tseg => true,
+        Some(n) if n == tseg => ar
+            .summary(path.tli_at(tseg), tseg)
+            .await?
+            .is_some_and(|s| s.end_of_valid_wal > *l),
+        _ => false,
+    };
+    if !reachable {
+        let newest = ar.newest_description(&path).await?;
+        return Err(unreachable(target, &newest));
+    }
+    if tseg > first {
+        if let Some(gap) = ar.first_gap(&path, first + 1, tseg) {
+            return Err(ar.gap_error(&path, gap, target));
+        }
+    }
+    Ok(Resolved {
+        backup: b,
+        path,
+        tseg: Some(tseg),
+        time: None,
+        lsn: Some(*l),
+    })
+}
+
+/// A time: the segment of the first commit after it, found by decoding the archive.
+async fn resolve_time(
+    ar: &mut Archive<'_>,
+    b: PlannedBackup,
+    path: Path,
+    target: &PitrTarget,
+    t: &OffsetDateTime,
+    notes: &mut Vec<String>,
+) -> Result<Resolved> {
+    let want = pg_time(*t);
+    let (tseg, _) = scan(ar, &b, &path, target, |s| {
+        s.max_commit_time.is_some_and(|m| m > want).then_some(())
+    })
+    .await?;
+    notes.push(format!(
+        "recovery stops before the first transaction that committed after {} (in segment {})",
+        format_utc(*t),
+        ar.name(path.tli_at(tseg), tseg)
+    ));
+    Ok(Resolved {
+        backup: b,
+        path,
+        tseg: Some(tseg),
+        time: Some(*t),
+        lsn: None,
+    })
+}
+
+/// A restore point: the first candidate (newest first) after whose end the archive
+/// holds it.
+async fn resolve_name(
+    ar: &mut Archive<'_>,
+    candidates: &[(PlannedBackup, Path)],
+    target: &PitrTarget,
+    n: &str,
+    notes: &mut Vec<String>,
+) -> Result<Resolved> {
+    let mut found = None;
+    let mut last_err = None;
+    for (b, path) in candidates {
+        let stop = b.stop_lsn;
+        let res = scan(ar, b, path, target, |s| {
+            s.restore_points
+                .iter()
+                .find(|rp| rp.name == *n && rp.start_lsn >= stop)
+                .cloned()
+        })
+        .await;
+        match res {
+            Ok((tseg, rp)) => {
+                found = Some((b.clone(), path.clone(), tseg, rp));
+                break;
+            }
+            Err(e) => {
+                if last_err.is_none() {
+                    last_err = Some(e);
+                }
+            }
+        }
+    }
+    let Some((b, path, tseg, rp)) = found else {
+        return Err(last_err.unwrap_or_else(|| unreachable(target, "no archived WAL was examined")));
+    };
+    notes.push(format!(
+        "restore point {n:?} was created at {} and ends at LSN {}",
+        pg_time_text(rp.time),
+        rp.lsn
+    ));
+    let t = from_unix_micros(pg_time_to_unix_micros(rp.time));
+    Ok(Resolved {
+        backup: b,
+        path,
+        tseg: Some(tseg),
+        time: t,
+        lsn: Some(rp.lsn),
+    })
+}
+
+/// The archived segments recovery reads from the backup's end to the target's
+/// segment `tseg`.
+fn wal_range(
+    ar: &Archive<'_>,
+    backup: &PlannedBackup,
+    path: &Path,
+    tseg: Option<u64>,
+    notes: &mut Vec<String>,
+) -> WalRange {
+    let tli = backup.timeline;
+    let first = backup.stop_lsn.0 / ar.seg_size;
+    let from = if ar.archived_on(path, first) {
+        first
+    } else {
+        first + 1
+    };
+    let (wal_from, wal_to, wal_to_partial, wal_segments) = match tseg {
+        Some(t) if t >= from => (
+            Some(ar.name(path.tli_at(from), from)),
+            Some(ar.name(path.tli_at(t), t)),
+            !ar.complete(path.tli_at(t), t),
+            t - from + 1,
+        ),
+        _ => (None, None, false, 0),
+    };
+    if !ar.archived_on(path, first) && wal_from.is_some() {
+        notes.push(format!(
+            "segment {} (the backup's last) is not archived; recovery reads it from the backup's pg_wal",
+            ar.name(tli, first)
+        ));
+    }
+    WalRange {
+        wal_from,
+        wal_to,
+        wal_to_partial,
+        wal_segments,
+    }
+}
+
 fn unreachable(target: &PitrTarget, newest: &str) -> Error {
-    Error::new(
+    Error::of_kind(
         ErrorKind::Target,
         "conflict.target_unreachable",
         format!("the {target} is past the archived WAL: {newest}"),
