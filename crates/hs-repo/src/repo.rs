@@ -290,6 +290,8 @@ impl Repository {
     /// [`RepositoryBuilder::init`](crate::RepositoryBuilder::init) on the
     /// backend it opened or was given.
     pub(crate) async fn init_on(
+        keyring: &Keyring,
+    ) -> Result<Repository> {
         opts: crate::RepositoryBuilder,
         backend: Arc<dyn Backend>,
         let crate::RepositoryBuilder {
@@ -298,11 +300,6 @@ impl Repository {
             pack_target_size,
             ..
         } = opts;
-        url: &str,
-        keyring: &Keyring,
-        chunker: ChunkerConfig,
-        pack_target_size: u64,
-    ) -> Result<Repository> {
         // Messages name the URL without its credentials; the handle keeps it whole.
         let raw_url = raw_url.as_str();
         let url = &*crate::redact_url(raw_url);
