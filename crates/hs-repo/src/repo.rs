@@ -290,10 +290,10 @@ impl Repository {
     /// [`RepositoryBuilder::init`](crate::RepositoryBuilder::init) on the
     /// backend it opened or was given.
     pub(crate) async fn init_on(
-        keyring: &Keyring,
-    ) -> Result<Repository> {
         opts: crate::RepositoryBuilder,
         backend: Arc<dyn Backend>,
+        keyring: &Keyring,
+    ) -> Result<Repository> {
         let crate::RepositoryBuilder {
             url: raw_url,
             chunker,
