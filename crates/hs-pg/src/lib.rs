@@ -47,7 +47,9 @@ pub use wal::{
     wal_segment_name, SegmentName, TimelineHistoryEntry, DEFAULT_WAL_SEGMENT_SIZE,
     MAX_WAL_SEGMENT_SIZE, MIN_WAL_SEGMENT_SIZE,
 };
+#[cfg(feature = "fuzz")]
+pub use waldecode::fuzz_decode;
 pub use waldecode::{
-    crc32c_update, decode_segment, fuzz_decode, pg_time_to_unix_micros, segment_system_identifier,
+    crc32c_update, decode_segment, pg_time_to_unix_micros, segment_system_identifier,
     RestorePoint, SegmentDecoder, SegmentEnd, SegmentSummary, PG_EPOCH_OFFSET_MICROS,
 };

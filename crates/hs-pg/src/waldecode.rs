@@ -1181,7 +1181,7 @@ pub fn crc32c_update(mut crc: u32, data: &[u8]) -> u32 {
 /// Fuzz helper: decodes `data` as a segment on its own, and again behind a valid long page
 /// header (so that arbitrary bytes reach the record parser). Returns the records seen.
 /// Never panics. (hs-proto's `fuzz_input` calls it; not meant for anything else.)
-#[doc(hidden)]
+#[cfg(feature = "fuzz")]
 pub fn fuzz_decode(data: &[u8]) -> usize {
     const SEG: u64 = 1024 * 1024;
     let Ok(name) = SegmentName::from_segno(crate::TimelineId(1), 1, SEG) else {

@@ -51,6 +51,7 @@ mod codec;
 mod conn;
 mod conninfo;
 mod error;
+#[cfg(any(test, feature = "fuzz"))]
 mod fuzz;
 mod lsn;
 mod stream;
@@ -69,6 +70,8 @@ pub use codec::{
 };
 pub use conninfo::{ChannelBindingMode, ConnConfig, SslMode};
 pub use error::{Error, ErrorKind, Result};
+/// The fuzz targets' entry point (feature `fuzz`, for fuzz/ and the corpus replay test).
+#[cfg(feature = "fuzz")]
 pub use fuzz::fuzz_input;
 pub use lsn::{Lsn, TimelineId};
 pub use stream::{PhysicalStream, ReadSlot, SlotInfo, TimelineSwitch};

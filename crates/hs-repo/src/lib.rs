@@ -69,12 +69,15 @@ pub use gc::{GcOptions, GcReport, GcWaiting, DEFAULT_GC_GRACE};
 pub use hs_chunk::{ChunkId, Chunker, ChunkerConfig, FileClass, PackEntry};
 /// The keyring [`Repository::init`] and [`Repository::open`] take (from hs-crypt).
 pub use hs_crypt::Keyring;
+#[cfg(feature = "fuzz")]
 pub use index::fuzz_index;
 pub use keys::{KeyInfo, KeyRotation};
 pub use lock::{Lease, LeaseInfo, LeaseKind, LeaseOptions, DEFAULT_LEASE_TTL};
+#[cfg(feature = "fuzz")]
+pub use manifest::fuzz_manifest;
 pub use manifest::{
-    fuzz_manifest, ArchiveEntry, BackupListing, BackupManifest, BackupStats, ChunkRef,
-    DamagedBackup, FileEntry, FileKind, MANIFEST_FORMAT,
+    ArchiveEntry, BackupListing, BackupManifest, BackupStats, ChunkRef, DamagedBackup, FileEntry,
+    FileKind, MANIFEST_FORMAT,
 };
 pub use quarantine::QuarantineRecord;
 pub use reader::{ChunkReader, DEFAULT_FRAME_CACHE_BYTES};

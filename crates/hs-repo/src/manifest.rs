@@ -119,6 +119,7 @@ pub struct BackupStats {
 /// Fuzzing entry point: parses `data` as a manifest body the way loading one does after
 /// the signature check (zstd-compressed JSON; plain JSON is accepted too, so a fuzzer can
 /// reach the JSON parser) and returns how many file entries it holds. Never panics.
+#[cfg(feature = "fuzz")]
 pub fn fuzz_manifest(data: &[u8]) -> usize {
     let json = hs_chunk::decompress(data, 16 << 20).unwrap_or_else(|_| data.to_vec());
     serde_json::from_slice::<BackupManifest>(&json)

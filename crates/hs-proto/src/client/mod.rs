@@ -15,6 +15,7 @@ use crate::lsn::{Lsn, TimelineId};
 mod base_backup;
 mod connect;
 
+#[cfg(any(test, feature = "fuzz"))]
 pub(crate) use base_backup::BackupMachine;
 pub use base_backup::{BackupEvent, BaseBackupOptions, BaseBackupStream, TablespaceInfo};
 
