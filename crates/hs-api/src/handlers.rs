@@ -9,7 +9,7 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, HttpError, Result};
 use crate::routes::{Route, RouteId};
 use crate::server::{Reply, State};
 
@@ -69,7 +69,7 @@ fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T>
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| {
-        Error::new(
+        Error::of_kind(
             ErrorKind::Usage,
             "usage.request_invalid",
             format!("the request body is not what this route takes: {e}"),
@@ -105,7 +105,7 @@ async fn readyz(state: &State) -> Reply {
     match first_err {
         None => ok(result),
         Some(e) => {
-            let e = Error::new(
+            let e = Error::of_kind(
                 ErrorKind::Library,
                 "unreachable.repository",
                 format!("a repository is not usable: {e} ({})", e.code()),
@@ -204,7 +204,7 @@ async fn backup_trigger(state: &Arc<State>, deployment: &str, body: &Bytes) -> R
     let req: BackupRequest = parse_body(body)?;
     if let Some(r) = req.max_rate_kbps {
         if !(32..=1_048_576).contains(&r) {
-            return Err(Error::new(
+            return Err(Error::of_kind(
                 ErrorKind::Usage,
                 "usage.max_rate_invalid",
                 format!("max_rate_kbps {r} is outside 32..1048576"),
@@ -212,7 +212,7 @@ async fn backup_trigger(state: &Arc<State>, deployment: &str, body: &Bytes) -> R
         }
     }
     let conninfo = d.pg_connection.as_deref().ok_or_else(|| {
-        Error::new(
+        Error::of_kind(
             ErrorKind::Usage,
             "usage.pg_connection_missing",
             format!("deployment {deployment} has no pg_connection on this server"),
@@ -297,7 +297,7 @@ fn watch_job(state: &Arc<State>, id: &str, task: tokio::task::JoinHandle<JobOutc
 }
 
 fn task_died(join: &tokio::task::JoinError) -> Error {
-    Error::new(
+    Error::of_kind(
         ErrorKind::Library,
         "internal.job_panicked",
         format!("the job's task ended abnormally: {join}"),
@@ -326,7 +326,7 @@ async fn restore_preview(state: &State, deployment: &str, body: &Bytes) -> Resul
         .filter(|v| v.is_some())
         .count();
     if given > 1 {
-        return Err(Error::new(
+        return Err(Error::of_kind(
             ErrorKind::Usage,
             "usage.request_invalid",
             "give at most one of `to`, `to_lsn` and `to_name`",

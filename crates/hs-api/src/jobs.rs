@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, HttpError, Result};
 
 /// Finished jobs kept for polling; older ones are forgotten first.
 const KEEP_FINISHED: usize = 200;
@@ -106,7 +106,7 @@ fn now() -> String {
 }
 
 fn poisoned() -> Error {
-    Error::new(
+    Error::of_kind(
         ErrorKind::Library,
         "internal.job_table_poisoned",
         "the job table is unusable after a panic",
@@ -126,7 +126,7 @@ impl Jobs {
         if let Some(j) = inner.jobs.values().find(|j| {
             j.kind == kind && j.deployment == deployment && j.status == JobStatus::Running
         }) {
-            return Err(Error::new(
+            return Err(Error::of_kind(
                 ErrorKind::Conflict,
                 "conflict.job_running",
                 format!(
@@ -187,7 +187,7 @@ impl Jobs {
     pub(crate) fn get(&self, id: &str) -> Result<Value> {
         let inner = self.inner.lock().map_err(|_| poisoned())?;
         inner.jobs.get(id).map(Job::to_json).ok_or_else(|| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::NotFound,
                 "notfound.job",
                 format!("no job {id:?} (jobs are kept in memory until the server restarts)"),

@@ -9,7 +9,7 @@
 //!   inside the crate so that it is packaged with it).
 //! - Every answer is JSON in the CLI's envelope: `{"schema":"pg_hardstorage.v1","ok":true,
 //!   "result":..}` or `{"schema":..,"ok":false,"error":{"code","message","suggestion"}}`,
-//!   with the HTTP status decided by the error code's namespace ([`Error::http_status`]).
+//!   with the HTTP status decided by the error code's namespace ([`HttpError::http_status`]).
 //! - Authentication is a bearer token ([`ApiToken`], compared in constant time). Every
 //!   route but `/v1/healthz` and `/v1/openapi.json` requires it when one is set; without a
 //!   token, [`ApiServer::bind`] refuses any non-loopback address
@@ -37,7 +37,7 @@ mod jobs;
 mod routes;
 mod server;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, HttpError, Result};
 pub use routes::{Route, ROUTES};
 pub use server::{
     ApiConfig, ApiServer, ApiToken, Deployment, VersionInfo, ENV_API_TOKEN, MAX_BODY_BYTES,

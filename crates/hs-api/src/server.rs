@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, HttpError, Result};
 use crate::jobs::Jobs;
 use crate::routes::{match_route, Matched, Route};
 use crate::SCHEMA;
@@ -51,7 +51,7 @@ impl ApiToken {
             || t.bytes()
                 .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
-            return Err(Error::new(
+            return Err(Error::of_kind(
                 ErrorKind::Usage,
                 "usage.api_token_weak",
                 format!("the API token must be at least {MIN_TOKEN_LEN} characters without spaces"),
@@ -170,7 +170,7 @@ impl State {
     /// The configured deployment `name`, or `notfound.deployment`.
     pub(crate) fn deployment(&self, name: &str) -> Result<&Deployment> {
         self.deployments.get(name).ok_or_else(|| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::NotFound,
                 "notfound.deployment",
                 format!("deployment {name:?} is not configured on this server"),
@@ -205,7 +205,7 @@ impl ApiServer {
     /// an address that cannot be bound is `usage.api_listen_failed`.
     pub async fn bind(addr: SocketAddr, config: ApiConfig) -> Result<ApiServer> {
         if config.token.is_none() && !addr.ip().is_loopback() {
-            return Err(Error::new(
+            return Err(Error::of_kind(
                 ErrorKind::Usage,
                 "usage.api_token_required",
                 format!("refusing to listen on {addr} without an API token"),
@@ -220,7 +220,7 @@ impl ApiServer {
             hs_backup::validate_deployment(&d.name)?;
             let name = d.name.clone();
             if deployments.insert(name.clone(), d).is_some() {
-                return Err(Error::new(
+                return Err(Error::of_kind(
                     ErrorKind::Usage,
                     "usage.deployment_invalid",
                     format!("deployment {name:?} is configured twice"),
@@ -229,7 +229,7 @@ impl ApiServer {
         }
         let keyring = hs_crypt::Keyring::load(&config.keyring)?;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::Usage,
                 "usage.api_listen_failed",
                 format!("cannot listen on {addr}: {e}"),
@@ -329,7 +329,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         Matched::NotFound => (
             "unmatched",
             error_response(
-                &Error::new(
+                &Error::of_kind(
                     ErrorKind::NotFound,
                     "notfound.route",
                     format!("no route {method} {path}"),
@@ -340,7 +340,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         ),
         Matched::WrongMethod(allowed) => {
             let mut r = error_response(
-                &Error::new(
+                &Error::of_kind(
                     ErrorKind::Usage,
                     "usage.method_not_allowed",
                     format!("{path} does not take {method}"),
@@ -395,7 +395,7 @@ fn authorize(state: &State, route: &Route, req: &Request<Incoming>) -> Result<()
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
     match presented {
-        None => Err(Error::new(
+        None => Err(Error::of_kind(
             ErrorKind::Auth,
             "auth.api_token_missing",
             "this route needs an `Authorization: Bearer <token>` header",
@@ -404,7 +404,7 @@ fn authorize(state: &State, route: &Route, req: &Request<Incoming>) -> Result<()
             "send the token the server was started with ({ENV_API_TOKEN})"
         ))),
         Some(t) if token.matches(t.as_bytes()) => Ok(()),
-        Some(_) => Err(Error::new(
+        Some(_) => Err(Error::of_kind(
             ErrorKind::Auth,
             "auth.api_token_invalid",
             "the bearer token is not the one this server was started with",
@@ -421,12 +421,12 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes> {
         .await
     {
         Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::new(
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::of_kind(
             ErrorKind::Usage,
             "usage.request_too_large",
             format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
         )),
-        Err(e) => Err(Error::new(
+        Err(e) => Err(Error::of_kind(
             ErrorKind::Usage,
             "usage.request_invalid",
             format!("cannot read the request body: {e}"),

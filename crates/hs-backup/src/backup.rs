@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
+use hs_base::code;
 use hs_chunk::{Chunker, FileClass};
 use hs_proto::{BackupEvent, BaseBackupOptions, ConnConfig, EntryKind, ReplicationClient};
 use hs_repo::{
@@ -134,7 +135,7 @@ pub async fn run_backup_until(
 }
 
 fn stopped(deployment: &str, what: &str) -> Error {
-    Error::new(
+    Error::of_kind(
         ErrorKind::Aborted,
         "aborted.signal",
         format!(
@@ -160,7 +161,7 @@ async fn backup_leased(
     let mut client = ReplicationClient::connect(conn).await?;
     let pg_version = client.server_version_num();
     if pg_version < 150000 {
-        return Err(Error::new(
+        return Err(Error::of_kind(
             ErrorKind::Postgres,
             "preflight.pg_version_unsupported",
             format!("PostgreSQL server version {pg_version} is not supported"),
@@ -338,7 +339,7 @@ async fn backup_leased(
     let mut n = 1;
     loop {
         match repo.put_manifest(&manifest).await {
-            Err(e) if e.code() == "conflict.backup_exists" && n < 100 => {
+            Err(e) if e.code() == code::CONFLICT_BACKUP_EXISTS && n < 100 => {
                 n += 1;
                 manifest.backup_id = format!("{}-{n}", backup_id_for(started));
             }
@@ -349,7 +350,7 @@ async fn backup_leased(
 }
 
 fn stream_error(what: &str) -> Error {
-    Error::new(
+    Error::of_kind(
         ErrorKind::Protocol,
         "protocol.backup_stream_invalid",
         format!("the server's BASE_BACKUP stream was not as expected: {what}"),
@@ -430,7 +431,7 @@ pub(crate) async fn check_system_identifier(
         );
         return Ok(());
     }
-    Err(Error::new(
+    Err(Error::of_kind(
         ErrorKind::Conflict,
         "conflict.system_identifier_mismatch",
         format!(

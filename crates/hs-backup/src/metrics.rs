@@ -466,7 +466,7 @@ pub async fn bind_metrics(
     impl Future<Output = Result<()>> + Send + 'static,
 )> {
     let listener = TcpListener::bind(addr).await.map_err(|e| {
-        Error::new(
+        Error::of_kind(
             ErrorKind::Usage,
             "usage.metrics_listen_failed",
             format!("cannot listen for metrics on {addr}: {e}"),
@@ -474,7 +474,7 @@ pub async fn bind_metrics(
         .with_suggestion("pick a free address and port for --metrics-listen, e.g. 127.0.0.1:9187")
     })?;
     let local = listener.local_addr().map_err(|e| {
-        Error::new(
+        Error::of_kind(
             ErrorKind::Usage,
             "usage.metrics_listen_failed",
             format!("cannot read the metrics listen address: {e}"),
@@ -694,7 +694,7 @@ mod tests {
 
         // Caught up: lag 0; reconnecting: streaming 0.
         m.flushed.store(7 * SEG, Ordering::Relaxed);
-        let err = Error::new(ErrorKind::Postgres, "unreachable.test", "gone");
+        let err = Error::of_kind(ErrorKind::Postgres, "unreachable.test", "gone");
         m.reconnecting(&err, Duration::from_secs(1));
         let text = m.render_at(t0 + Duration::from_secs(6), SystemTime::now());
         assert_eq!(value(&text, "lag_seconds"), "0");

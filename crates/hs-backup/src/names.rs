@@ -18,7 +18,7 @@ pub fn validate_deployment(name: &str) -> Result<()> {
         .next()
         .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if name.is_empty() || name.len() > MAX_DEPLOYMENT_LEN || !ok_chars || !ok_start {
-        return Err(Error::new(
+        return Err(Error::of_kind(
             ErrorKind::Usage,
             "usage.deployment_invalid",
             format!("invalid deployment name {name:?}"),

@@ -5,6 +5,7 @@
 //! connection (`pg_replication_slots`, `pg_stat_replication`, `pg_roles`) when the server
 //! admits one, and an `info` finding says what could not be checked when it does not.
 
+use hs_base::code;
 use hs_proto::{ConnConfig, ReplicationClient};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -82,7 +83,7 @@ impl PreflightReport {
                 fatal.len() - 1
             ));
         }
-        let mut e = Error::new(ErrorKind::Preflight, first.code, msg);
+        let mut e = Error::of_kind(ErrorKind::Preflight, first.code, msg);
         if let Some(s) = &first.suggestion {
             e = e.with_suggestion(s.clone());
         }
@@ -156,7 +157,7 @@ pub(crate) async fn preflight_for_slot(
             // Close it before counting senders: it occupies one itself.
             let _ = c.close().await;
         }
-        Err(e) if e.code() == "auth.replication_not_permitted" => {
+        Err(e) if e.code() == code::AUTH_REPLICATION_NOT_PERMITTED => {
             role_refused = true;
             report.findings.push(finding(
                 "preflight.role.no_replication",
@@ -165,7 +166,7 @@ pub(crate) async fn preflight_for_slot(
                 Some(format!("ALTER ROLE {} REPLICATION;", quote_ident(&user))),
             ));
         }
-        Err(e) if e.code() == "unreachable.too_many_connections" => {
+        Err(e) if e.code() == code::UNREACHABLE_TOO_MANY_CONNECTIONS => {
             senders_refused = true;
             tracing::debug!("replication connection refused: {e}");
         }
@@ -381,7 +382,7 @@ async fn count(c: &mut ReplicationClient, q: &str) -> Result<u64> {
         .and_then(|r| r.first().cloned().flatten())
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or_else(|| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::Protocol,
                 "protocol.unexpected_result",
                 "count(*) returned no number",

@@ -17,6 +17,7 @@
 
 use std::time::{Duration, Instant};
 
+use hs_base::{code, Code};
 use hs_proto::{
     parse_timeline_history, parse_wal_segment_size, ConnConfig, Lsn, ReplicationClient,
     SegmentName, StreamMessage, TimelineId,
@@ -191,12 +192,12 @@ impl SegmentAssembler {
     ) -> Result<Vec<(SegmentName, Vec<u8>)>> {
         let expected = self.received();
         if wal_start != expected {
-            return Err(Error::new(
+            return Err(Error::of_kind(
                 ErrorKind::Protocol,
                 "protocol.wal_discontinuity",
                 format!("the server sent WAL from {wal_start}, but {expected} was expected next"),
             )
-            .temporary()
+            .temporary(true)
             .with_suggestion(
                 "this is retried automatically; if it persists, report it with the server version",
             ));
@@ -328,7 +329,7 @@ pub(crate) fn timeline_of(
 // The streamer
 
 fn internal(msg: String) -> Error {
-    Error::new(ErrorKind::Protocol, "protocol.wal_stream_invalid", msg)
+    Error::of_kind(ErrorKind::Protocol, "protocol.wal_stream_invalid", msg)
 }
 
 /// Whether an error ends the stream for good (as opposed to reconnecting).
@@ -338,7 +339,7 @@ fn internal(msg: String) -> Error {
 fn is_retryable(e: &Error) -> bool {
     e.is_temporary()
         || e.code().starts_with("unreachable.")
-        || (e.kind() == ErrorKind::Repository && STORAGE_REFUSALS.contains(&e.code()))
+        || STORAGE_REFUSALS.iter().any(|&c| e.code() == c)
 }
 
 /// Repository errors that a fix outside this process can clear.
@@ -702,7 +703,7 @@ async fn session(
                                 "unreachable.stream_ended",
                                 "the server ended the WAL stream",
                             )
-                            .temporary());
+                            .temporary(true));
                         }
                         Ok(Some(StreamMessage::XLogData { wal_start, wal_end, data, .. })) => {
                             received_any = true;

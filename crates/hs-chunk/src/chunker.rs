@@ -38,7 +38,7 @@ impl ChunkerConfig {
             AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
         };
         let bad = |what: String| {
-            Err(Error::new(
+            Err(Error::of_kind(
                 ErrorKind::InvalidInput,
                 "usage.invalid_chunker_config",
                 what,

@@ -34,7 +34,7 @@ pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
     let capacity = match zstd::zstd_safe::get_frame_content_size(data) {
         Ok(Some(n)) if n <= max_len as u64 => n as usize,
         Ok(Some(n)) => {
-            return Err(Error::new(
+            return Err(Error::of_kind(
                 ErrorKind::TooLarge,
                 "verify.decompress_failed",
                 format!("compressed data declares {n} bytes, more than the {max_len} allowed"),
@@ -43,7 +43,7 @@ pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
         _ => max_len,
     };
     zstd::bulk::decompress(data, capacity).map_err(|e| {
-        Error::new(
+        Error::of_kind(
             ErrorKind::Corrupt,
             "verify.decompress_failed",
             format!("compressed data is corrupt or larger than {max_len} bytes"),
@@ -61,7 +61,7 @@ impl Compressor {
     /// A context compressing at `level` (clamped to zstd's range).
     pub fn new(level: i32) -> Result<Compressor> {
         let ctx = zstd::bulk::Compressor::new(clamp_level(level)).map_err(|e| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::Internal,
                 "io.compressor_init_failed",
                 "could not create a zstd compression context",

@@ -60,7 +60,7 @@ impl FromStr for ChunkId {
     fn from_str(s: &str) -> Result<ChunkId> {
         let mut out = [0u8; 32];
         if s.len() != 64 {
-            return Err(Error::new(
+            return Err(Error::of_kind(
                 ErrorKind::InvalidInput,
                 "usage.invalid_chunk_id",
                 format!(
@@ -70,7 +70,7 @@ impl FromStr for ChunkId {
             ));
         }
         hex::decode_to_slice(s, &mut out).map_err(|e| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::InvalidInput,
                 "usage.invalid_chunk_id",
                 "a chunk id must be 64 hex digits",

@@ -67,7 +67,7 @@ impl PackEntry {
 }
 
 fn corrupt(msg: &str) -> Error {
-    Error::new(ErrorKind::Corrupt, "verify.pack_corrupt", msg.to_string())
+    Error::of_kind(ErrorKind::Corrupt, "verify.pack_corrupt", msg.to_string())
         .with_suggestion("run a repository check; the pack may have been damaged in storage")
 }
 
@@ -218,7 +218,7 @@ pub fn parse_trailer(pack_len: u64, trailer: &[u8]) -> Result<(u64, u32)> {
         return Err(corrupt("the pack is too short to hold a trailer"));
     }
     if trailer[4..] != PACK_MAGIC {
-        return Err(Error::new(
+        return Err(Error::of_kind(
             ErrorKind::Corrupt,
             "verify.pack_magic_mismatch",
             "the object does not end with the pack magic HSPACK01",
@@ -287,7 +287,7 @@ impl PackBuilder {
         chunks: &[(ChunkId, u32)],
     ) -> Result<&[PackEntry]> {
         if chunks.is_empty() {
-            return Err(Error::new(
+            return Err(Error::of_kind(
                 ErrorKind::Internal,
                 "usage.empty_frame",
                 "a pack frame must hold at least one chunk",
@@ -336,7 +336,7 @@ impl PackBuilder {
 }
 
 fn too_large() -> Error {
-    Error::new(
+    Error::of_kind(
         ErrorKind::TooLarge,
         "usage.pack_too_large",
         "a pack (or one frame's plaintext) cannot be larger than 4 GiB",

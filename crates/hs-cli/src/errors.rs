@@ -14,9 +14,9 @@ pub struct CliError {
 }
 
 impl CliError {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
+    pub fn new(code: impl AsRef<str>, message: impl Into<String>) -> Self {
         CliError {
-            code: code.to_owned(),
+            code: code.as_ref().to_owned(),
             message: message.into(),
             suggestion: None,
             exit_override: None,
@@ -70,8 +70,8 @@ pub fn is_restore_command(args: &[std::ffi::OsString]) -> bool {
 /// the repository does not hold the WAL file asked for.
 pub fn is_absent(err: &anyhow::Error) -> bool {
     err.chain()
-        .filter_map(|c| c.downcast_ref::<hs_pitr::Error>())
-        .any(hs_pitr::Error::is_absent)
+        .filter_map(|c| c.downcast_ref::<hs_base::Error>())
+        .any(hs_base::Error::is_absent)
 }
 
 impl fmt::Display for CliError {
@@ -98,19 +98,16 @@ pub fn exit_code_for(code: &str) -> u8 {
     }
 }
 
-macro_rules! try_lib {
-    ($err:expr, $($ty:ty),+) => {
-        $(
-            if let Some(e) = $err.downcast_ref::<$ty>() {
-                return CliError {
-                    code: e.code().to_owned(),
-                    message: e.to_string(),
-                    suggestion: e.suggestion().map(str::to_owned),
-                    exit_override: None,
-                };
-            }
-        )+
-    };
+/// The library error as the CLI reports it: same code, message and suggestion.
+impl From<&hs_base::Error> for CliError {
+    fn from(e: &hs_base::Error) -> Self {
+        CliError {
+            code: e.code().to_owned(),
+            message: e.message().to_owned(),
+            suggestion: e.suggestion().map(str::to_owned),
+            exit_override: None,
+        }
+    }
 }
 
 /// Finds the most specific error in the chain that carries a code.
@@ -119,16 +116,9 @@ pub fn classify(err: &anyhow::Error) -> CliError {
         if let Some(e) = cause.downcast_ref::<CliError>() {
             return e.clone();
         }
-        try_lib!(
-            cause,
-            hs_backup::Error,
-            hs_pitr::Error,
-            hs_repo::Error,
-            hs_crypt::Error,
-            hs_proto::Error,
-            hs_chunk::Error,
-            hs_api::Error
-        );
+        if let Some(e) = cause.downcast_ref::<hs_base::Error>() {
+            return CliError::from(e);
+        }
     }
     CliError::new("internal.unexpected", format!("{err:#}")).with_suggestion(
         "this is a bug in pg_hardstorage; please report it with the command you ran",

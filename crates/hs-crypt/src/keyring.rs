@@ -65,7 +65,7 @@ impl Keyring {
     pub fn load(path: &Path) -> Result<Keyring> {
         let mut file = File::open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::new(
+                Error::of_kind(
                     ErrorKind::KeyringNotFound,
                     "notfound.keyring",
                     format!("no keyring at {}", path.display()),
@@ -75,7 +75,7 @@ impl Keyring {
                 )
                 .with_source(e)
             } else {
-                Error::keyring_io(
+                crate::error::keyring_io(
                     "io.keyring_read_failed",
                     format!("cannot open keyring {}", path.display()),
                     e,
@@ -84,7 +84,7 @@ impl Keyring {
         })?;
         // Check the mode of the file we opened, not of whatever the path names now.
         let meta = file.metadata().map_err(|e| {
-            Error::keyring_io(
+            crate::error::keyring_io(
                 "io.keyring_read_failed",
                 format!("cannot stat keyring {}", path.display()),
                 e,
@@ -95,7 +95,7 @@ impl Keyring {
         }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(Error::new(
+            return Err(Error::of_kind(
                 ErrorKind::KeyringPermissions,
                 "preflight.keyring_permissions",
                 format!(
@@ -113,7 +113,7 @@ impl Keyring {
                 if e.kind() == std::io::ErrorKind::InvalidData {
                     invalid(path, "not UTF-8 text")
                 } else {
-                    Error::keyring_io(
+                    crate::error::keyring_io(
                         "io.keyring_read_failed",
                         format!("cannot read keyring {}", path.display()),
                         e,
@@ -185,7 +185,7 @@ impl Keyring {
         let mut secret = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(self.signing_key.secret_hex().as_str(), secret.as_mut()).map_err(
             |_| {
-                Error::new(
+                Error::of_kind(
                     ErrorKind::Internal,
                     "internal.keyring_encode_failed",
                     "cannot copy the signing key",
@@ -208,7 +208,7 @@ impl Keyring {
     /// on the file system of this keyring's file. Returns the keyring at `dest`.
     pub fn replace(self, dest: &Path, keep_old: Option<&Path>) -> Result<Keyring> {
         let write_err = |what: &str, e: std::io::Error| {
-            Error::keyring_io(
+            crate::error::keyring_io(
                 "io.keyring_write_failed",
                 format!("cannot {what} {}", dest.display()),
                 e,
@@ -239,7 +239,7 @@ impl Keyring {
     fn write_new(&self) -> Result<()> {
         let path = self.path.as_path();
         let write_err = |what: &str, e: std::io::Error| {
-            Error::keyring_io(
+            crate::error::keyring_io(
                 "io.keyring_write_failed",
                 format!("cannot {what} {}", path.display()),
                 e,
@@ -259,7 +259,7 @@ impl Keyring {
             signing_key: self.signing_key.secret_hex().to_string(),
         };
         let mut text = Zeroizing::new(serde_json::to_string(&file).map_err(|e| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::Internal,
                 "internal.keyring_encode_failed",
                 "cannot encode keyring",
@@ -275,7 +275,7 @@ impl Keyring {
             .open(path)
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    Error::new(
+                    Error::of_kind(
                         ErrorKind::KeyringExists,
                         "conflict.keyring_exists",
                         format!("a keyring already exists at {}", path.display()),
@@ -349,7 +349,7 @@ impl fmt::Debug for Keyring {
 }
 
 fn invalid(path: &Path, why: &str) -> Error {
-    Error::new(
+    Error::of_kind(
         ErrorKind::KeyringInvalid,
         "usage.keyring_invalid",
         format!("keyring {} is invalid: {why}", path.display()),

@@ -134,7 +134,7 @@ impl MasterKey {
     /// Errors with `verify.master_key_invalid` unless `b` is exactly 32 bytes.
     pub fn from_bytes(b: &[u8]) -> Result<MasterKey> {
         let key: &[u8; KEY_LEN] = b.try_into().map_err(|_| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::MasterKeyInvalid,
                 "verify.master_key_invalid",
                 format!("master key has {} bytes, expected {KEY_LEN}", b.len()),
@@ -198,14 +198,14 @@ impl MasterKey {
     /// `verify.auth_tag_mismatch`.
     pub fn open(&self, domain: Domain, sealed: &[u8]) -> Result<Vec<u8>> {
         if sealed.len() < SEAL_OVERHEAD {
-            return Err(Error::auth_tag_mismatch(format!(
+            return Err(crate::error::auth_tag_mismatch(format!(
                 "sealed {domain} object is truncated: {} bytes, at least {SEAL_OVERHEAD} needed",
                 sealed.len()
             )));
         }
         let version = sealed[0];
         if version != SEAL_VERSION {
-            return Err(Error::auth_tag_mismatch(format!(
+            return Err(crate::error::auth_tag_mismatch(format!(
                 "sealed {domain} object has unknown format version {version} \
                  (corrupt, or written by a newer pg_hardstorage)"
             )));
@@ -216,7 +216,7 @@ impl MasterKey {
         let plain_len = key
             .open_in_place(zero_nonce(), Aad::from(aad(version, domain)), &mut buf)
             .map_err(|_| {
-                Error::auth_tag_mismatch(format!(
+                crate::error::auth_tag_mismatch(format!(
                     "sealed {domain} object failed authentication (wrong key, wrong kind of object, or modified)"
                 ))
             })?

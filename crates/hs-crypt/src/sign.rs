@@ -65,7 +65,7 @@ impl VerifyingKey {
     /// encoding a valid curve point.
     pub fn from_hex(s: &str) -> Result<Self> {
         let invalid = |why: &str| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::VerifyingKeyInvalid,
                 "usage.verifying_key_invalid",
                 format!("invalid ed25519 verifying key: {why}"),
@@ -88,7 +88,7 @@ impl VerifyingKey {
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<()> {
         let s = ed25519_dalek::Signature::from_bytes(&sig.0);
         self.0.verify_strict(msg, &s).map_err(|_| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::SignatureInvalid,
                 "verify.signature_invalid",
                 format!(
@@ -120,7 +120,7 @@ impl Signature {
     /// `verify.signature_invalid`.
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
         let a: [u8; 64] = b.try_into().map_err(|_| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::SignatureInvalid,
                 "verify.signature_invalid",
                 format!("ed25519 signature has {} bytes, expected 64", b.len()),

@@ -47,7 +47,7 @@ pub fn unwrap_secret(wrapped: &[u8], keyring: &Keyring) -> Result<Vec<u8>> {
     let mut reader = decryptor
         .decrypt(std::iter::once(keyring.identity() as &dyn age::Identity))
         .map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => Error::new(
+            age::DecryptError::NoMatchingKeys => Error::of_kind(
                 ErrorKind::NoMatchingIdentity,
                 "auth.keyring_no_matching_identity",
                 format!(
@@ -71,7 +71,7 @@ pub fn unwrap_secret(wrapped: &[u8], keyring: &Keyring) -> Result<Vec<u8>> {
 }
 
 fn recipient_invalid(message: String) -> Error {
-    Error::new(
+    Error::of_kind(
         ErrorKind::RecipientInvalid,
         "usage.recipient_invalid",
         message,
@@ -80,7 +80,7 @@ fn recipient_invalid(message: String) -> Error {
 }
 
 fn corrupt(e: age::DecryptError) -> Error {
-    Error::new(
+    Error::of_kind(
         ErrorKind::WrappedSecretCorrupt,
         "verify.wrapped_secret_corrupt",
         format!("wrapped key is corrupt or was modified: {e}"),
@@ -90,7 +90,7 @@ fn corrupt(e: age::DecryptError) -> Error {
 }
 
 fn internal(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::new(
+    Error::of_kind(
         ErrorKind::Internal,
         "internal.wrap_failed",
         format!("{what}: {e}"),

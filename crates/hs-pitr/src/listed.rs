@@ -9,6 +9,7 @@
 //! this crate goes through [`read_listed_segment`] or [`wal_segment_size`].
 
 use bytes::Bytes;
+use hs_base::code;
 use hs_repo::{Repository, WalListing};
 
 use crate::error::Result;
@@ -43,7 +44,7 @@ async fn read_listed(
         };
         match repo.get_wal(deployment, &name).await {
             Ok(data) => return Ok(Some((name, data))),
-            Err(e) if e.code() == "notfound.wal_segment" && relists < RELISTS => {
+            Err(e) if e.code() == code::NOTFOUND_WAL_SEGMENT && relists < RELISTS => {
                 relists += 1;
                 tracing::debug!(
                     "{name} was listed but is gone (a writer moved on); listing the WAL again"

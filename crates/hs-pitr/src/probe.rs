@@ -46,7 +46,7 @@ impl ServerUser {
         let euid = effective_uid()?;
         if let Some(u) = explicit {
             if euid != 0 && user_name(euid).as_deref() != Some(u) {
-                return Err(Error::new(
+                return Err(Error::of_kind(
                     ErrorKind::Usage,
                     "usage.restore_user_needs_root",
                     format!(
@@ -65,7 +65,7 @@ impl ServerUser {
             return Ok(ServerUser::Current);
         }
         let owner = std::fs::metadata(data_dir)
-            .map_err(|e| Error::io(format!("cannot stat {}", data_dir.display()), e))?
+            .map_err(|e| crate::error::io(format!("cannot stat {}", data_dir.display()), e))?
             .uid();
         if owner == 0 {
             return Ok(ServerUser::Undecided);
@@ -96,9 +96,9 @@ pub fn hand_over(dirs: &[&Path], user: &str) -> Result<()> {
             .arg("--")
             .arg(dir)
             .output()
-            .map_err(|e| Error::io("cannot run chown".into(), e))?;
+            .map_err(|e| crate::error::io("cannot run chown".into(), e))?;
         if !out.status.success() {
-            return Err(Error::new(
+            return Err(Error::of_kind(
                 ErrorKind::Target,
                 "io.restore_chown_failed",
                 format!(
@@ -140,7 +140,7 @@ pub fn probe_restore_command(
     let out = cmd.current_dir(data_dir).output();
     let _ = std::fs::remove_file(data_dir.join(PROBE_FILE));
     let out = out.map_err(|e| {
-        Error::new(
+        Error::of_kind(
             ErrorKind::Preflight,
             "preflight.runuser_missing",
             format!("cannot run the restore_command check: {e}"),
@@ -162,7 +162,7 @@ pub fn probe_restore_command(
         |c| format!("exited {c}"),
     );
     let who = user.describe();
-    Err(Error::new(
+    Err(Error::of_kind(
         ErrorKind::Preflight,
         "preflight.restore_command_failed",
         format!(
@@ -242,7 +242,7 @@ fn effective_uid() -> Result<u32> {
     // /proc/self belongs to the process's effective user.
     std::fs::metadata("/proc/self")
         .map(|m| m.uid())
-        .map_err(|e| Error::io("cannot read /proc/self".into(), e))
+        .map_err(|e| crate::error::io("cannot read /proc/self".into(), e))
 }
 
 fn user_name(uid: u32) -> Option<String> {

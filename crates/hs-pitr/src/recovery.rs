@@ -102,7 +102,7 @@ impl RecoveryConfig {
 /// Line breaks and NUL cannot be represented and are refused.
 pub fn quote_conf_value(v: &str) -> Result<String> {
     if v.contains(['\n', '\r', '\0']) {
-        return Err(Error::new(
+        return Err(Error::of_kind(
             ErrorKind::Usage,
             "usage.recovery_setting_invalid",
             format!("{v:?} contains a line break or NUL, which postgresql.conf cannot hold"),
@@ -152,7 +152,7 @@ pub fn restore_command(
 ) -> Result<String> {
     let text = |p: &Path| {
         p.to_str().map(str::to_owned).ok_or_else(|| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::Usage,
                 "usage.recovery_setting_invalid",
                 format!("{} is not valid UTF-8", p.display()),
@@ -177,7 +177,7 @@ pub fn render_block(cfg: &RecoveryConfig) -> Result<String> {
         Ok(())
     };
     if cfg.restore_command.trim().is_empty() {
-        return Err(Error::new(
+        return Err(Error::of_kind(
             ErrorKind::Usage,
             "usage.recovery_setting_invalid",
             "restore_command is empty",
@@ -286,7 +286,7 @@ pub fn write_recovery_config(data_dir: &Path, cfg: &RecoveryConfig) -> Result<()
     let auto = data_dir.join("postgresql.auto.conf");
     let existing = match std::fs::read(&auto) {
         Ok(b) => String::from_utf8(b).map_err(|_| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::Target,
                 "usage.auto_conf_not_utf8",
                 format!("{} is not UTF-8 text", auto.display()),
@@ -294,7 +294,7 @@ pub fn write_recovery_config(data_dir: &Path, cfg: &RecoveryConfig) -> Result<()
             .with_suggestion("fix or remove postgresql.auto.conf in the restored directory")
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(Error::io(format!("read {}", auto.display()), e)),
+        Err(e) => return Err(crate::error::io(format!("read {}", auto.display()), e)),
     };
     let text = apply_managed_block(&existing, cfg)?;
     let tmp = data_dir.join(".postgresql.auto.conf.hs-tmp");
@@ -312,7 +312,7 @@ pub fn write_recovery_config(data_dir: &Path, cfg: &RecoveryConfig) -> Result<()
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    res.map_err(|e| Error::io(format!("write {}", auto.display()), e))?;
+    res.map_err(|e| crate::error::io(format!("write {}", auto.display()), e))?;
     let signal = data_dir.join("recovery.signal");
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -320,12 +320,12 @@ pub fn write_recovery_config(data_dir: &Path, cfg: &RecoveryConfig) -> Result<()
         .truncate(false)
         .mode(0o600)
         .open(&signal)
-        .map_err(|e| Error::io(format!("create {}", signal.display()), e))?;
+        .map_err(|e| crate::error::io(format!("create {}", signal.display()), e))?;
     f.sync_all()
-        .map_err(|e| Error::io(format!("sync {}", signal.display()), e))?;
+        .map_err(|e| crate::error::io(format!("sync {}", signal.display()), e))?;
     std::fs::File::open(data_dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("sync {}", data_dir.display()), e))
+        .map_err(|e| crate::error::io(format!("sync {}", data_dir.display()), e))
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ impl PitrTarget {
 const TIME_EXAMPLES: &str = "use RFC 3339 (2026-11-26T03:15:00Z), \"2026-11-26 03:15[:00]\" (UTC), \"now\", \"5 minutes ago\", \"90s ago\", \"today 14:00\" or \"yesterday 14:00\" (UTC)";
 
 fn invalid_time(input: &str, why: &str) -> Error {
-    Error::new(
+    Error::of_kind(
         ErrorKind::Usage,
         "usage.target_time_invalid",
         format!("cannot read {input:?} as a recovery target time: {why}"),
@@ -268,7 +268,7 @@ fn parse_naive_utc(s: &str) -> Option<OffsetDateTime> {
 /// Parses a `--to-lsn` value (`X/Y`, hex). Errors with `usage.lsn_invalid`.
 pub fn parse_target_lsn(input: &str) -> Result<Lsn> {
     input.trim().parse::<Lsn>().map_err(|_| {
-        Error::new(
+        Error::of_kind(
             ErrorKind::Usage,
             "usage.lsn_invalid",
             format!("{input:?} is not an LSN"),
@@ -283,7 +283,7 @@ pub fn parse_target_lsn(input: &str) -> Result<Lsn> {
 /// (1 to 63 bytes, no NUL). Errors with `usage.restore_point_name_invalid`.
 pub fn parse_target_name(input: &str) -> Result<String> {
     if input.is_empty() || input.len() > 63 || input.contains('\0') {
-        return Err(Error::new(
+        return Err(Error::of_kind(
             ErrorKind::Usage,
             "usage.restore_point_name_invalid",
             format!("{input:?} cannot be a restore point name (1 to 63 bytes)"),

@@ -43,6 +43,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use hs_base::code;
 use hs_repo::{
     is_valid_wal_segment_size, parse_wal_segment_name, wal_segment_name, Repository, WalListing,
     DEFAULT_WAL_SEGMENT_SIZE,
@@ -173,10 +174,10 @@ pub async fn wal_fetch(
     }
     match repo.get_wal(deployment, name).await {
         Ok(data) => serve_complete(name, &data, dest, opts, segment.is_some()),
-        Err(e) if e.code() == "notfound.wal_segment" && segment.is_some() => {
-            serve_partial(repo, deployment, name, dest, opts, Error::absent(e)).await
+        Err(e) if e.code() == code::NOTFOUND_WAL_SEGMENT && segment.is_some() => {
+            serve_partial(repo, deployment, name, dest, opts, crate::error::absent(e)).await
         }
-        Err(e) if e.code() == "notfound.wal_segment" => Err(Error::absent(e)),
+        Err(e) if e.code() == code::NOTFOUND_WAL_SEGMENT => Err(crate::error::absent(e)),
         Err(e) => Err(e.into()),
     }
 }
@@ -210,7 +211,7 @@ async fn serve_completed_since(
 ) -> Result<FetchOutcome> {
     match repo.get_wal(deployment, name).await {
         Ok(data) => serve_complete(name, &data, dest, opts, true),
-        Err(e) if e.code() == "notfound.wal_segment" => Err(absent),
+        Err(e) if e.code() == code::NOTFOUND_WAL_SEGMENT => Err(absent),
         Err(e) => Err(e.into()),
     }
 }
@@ -229,7 +230,7 @@ async fn serve_partial(
     // stale partial) in that race would end recovery short.
     let partial = match repo.get_wal(deployment, &format!("{name}.partial")).await {
         Ok(p) => p,
-        Err(e) if e.code() == "notfound.wal_segment" => {
+        Err(e) if e.code() == code::NOTFOUND_WAL_SEGMENT => {
             return serve_completed_since(repo, deployment, name, dest, opts, absent).await;
         }
         Err(e) => return Err(e.into()),
@@ -262,7 +263,7 @@ async fn serve_partial(
             .unwrap_or(DEFAULT_WAL_SEGMENT_SIZE)
     };
     if partial.len() as u64 > seg_size {
-        return Err(Error::new(
+        return Err(Error::of_kind(
             ErrorKind::Repository,
             "verify.wal_partial_too_large",
             format!(
@@ -320,14 +321,14 @@ pub async fn wal_prefetch(
         return Ok(out);
     }
     std::fs::create_dir_all(spool)
-        .map_err(|e| Error::io(format!("create {}", spool.display()), e))?;
+        .map_err(|e| crate::error::io(format!("create {}", spool.display()), e))?;
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
         .open(spool.join(LOCK_NAME))
-        .map_err(|e| Error::io(format!("open {}", spool.join(LOCK_NAME).display()), e))?;
+        .map_err(|e| crate::error::io(format!("open {}", spool.join(LOCK_NAME).display()), e))?;
     match lock.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -335,7 +336,7 @@ pub async fn wal_prefetch(
             return Ok(out);
         }
         Err(std::fs::TryLockError::Error(e)) => {
-            return Err(Error::io(format!("lock {}", spool.display()), e))
+            return Err(crate::error::io(format!("lock {}", spool.display()), e))
         }
     }
     let per = hs_repo::segs_per_xlogid(segment_size);
@@ -363,7 +364,7 @@ pub async fn wal_prefetch(
                         write_atomic(&path, &[&d], d.len() as u64, true)?;
                         Ok(Some(name))
                     }
-                    Err(e) if e.code() == "notfound.wal_segment" => Ok(None),
+                    Err(e) if e.code() == code::NOTFOUND_WAL_SEGMENT => Ok(None),
                     Err(e) => Err(Error::from(e)),
                 }
             });
@@ -372,7 +373,7 @@ pub async fn wal_prefetch(
             break;
         };
         let r = r.map_err(|e| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::Io,
                 "io.prefetch_task_failed",
                 format!("prefetch task failed: {e}"),
@@ -393,7 +394,7 @@ pub fn clean_spool(spool: &Path) -> Result<()> {
     match std::fs::remove_dir_all(spool) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("remove {}", spool.display()), e)),
+        Err(e) => Err(crate::error::io(format!("remove {}", spool.display()), e)),
     }
 }
 
@@ -409,7 +410,7 @@ pub fn spawn_detached(mut cmd: std::process::Command) -> Result<()> {
         .process_group(0);
     cmd.spawn()
         .map(drop)
-        .map_err(|e| Error::io("start the WAL prefetcher".to_string(), e))
+        .map_err(|e| crate::error::io("start the WAL prefetcher".to_string(), e))
 }
 
 /// Missing WAL: for each timeline, the ranges between consecutive stored
@@ -530,7 +531,7 @@ fn write_atomic(dest: &Path, parts: &[&[u8]], total: u64, sync: bool) -> Result<
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    res.map_err(|e| Error::io(format!("write {}", dest.display()), e))
+    res.map_err(|e| crate::error::io(format!("write {}", dest.display()), e))
 }
 
 /// Moves a spooled file to `dest`: rename, or copy when `pg_wal` is on

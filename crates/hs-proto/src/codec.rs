@@ -20,7 +20,7 @@ const SSL_REQUEST_CODE: i32 = 80_877_103;
 
 fn put_cstr(buf: &mut BytesMut, s: &[u8]) -> Result<()> {
     if s.contains(&0) {
-        return Err(Error::usage(
+        return Err(crate::error::usage(
             "usage.nul_in_string",
             "string sent to the server contains a NUL byte",
         ));
@@ -49,7 +49,7 @@ fn with_len(
     let len = buf.len() - len_at;
     let len = i32::try_from(len).map_err(|_| {
         buf.truncate(start);
-        Error::usage(
+        crate::error::usage(
             "usage.message_too_large",
             "message to the server is too large",
         )
@@ -96,7 +96,7 @@ pub mod frontend {
         with_len(Some(b'p'), buf, |b| {
             put_cstr(b, mechanism.as_bytes())?;
             let n = i32::try_from(data.len()).map_err(|_| {
-                Error::usage("usage.message_too_large", "SASL message is too large")
+                crate::error::usage("usage.message_too_large", "SASL message is too large")
             })?;
             b.put_i32(n);
             b.put_slice(data);
@@ -201,7 +201,7 @@ impl StreamMessage {
     /// Errors with `protocol.invalid_message` on truncated or unknown messages.
     pub fn parse_copy_data(mut data: Bytes) -> Result<StreamMessage> {
         if !data.has_remaining() {
-            return Err(Error::invalid_message(
+            return Err(crate::error::invalid_message(
                 "empty CopyData in the replication stream",
             ));
         }
@@ -211,7 +211,7 @@ impl StreamMessage {
                 let wal_end = Lsn(get_u64(&mut data, "XLogData")?);
                 let server_time = get_u64(&mut data, "XLogData")? as i64;
                 if wal_start.0.checked_add(data.len() as u64).is_none() {
-                    return Err(Error::invalid_message(
+                    return Err(crate::error::invalid_message(
                         "XLogData runs past the end of the WAL address space",
                     ));
                 }
@@ -235,7 +235,7 @@ impl StreamMessage {
                     reply_requested,
                 })
             }
-            other => Err(Error::invalid_message(format!(
+            other => Err(crate::error::invalid_message(format!(
                 "unknown replication stream message type {:?}",
                 other as char
             ))),
@@ -270,7 +270,7 @@ impl StreamMessage {
                 out.put_u8(u8::from(*reply_requested));
             }
             StreamMessage::EndOfTimeline { .. } => {
-                return Err(Error::usage(
+                return Err(crate::error::usage(
                     "usage.not_copy_data",
                     "EndOfTimeline is not sent as CopyData",
                 ))
@@ -314,7 +314,7 @@ impl StandbyStatusUpdate {
     /// fake servers).
     pub fn parse(payload: &[u8]) -> Result<StandbyStatusUpdate> {
         if payload.len() != STANDBY_STATUS_LEN || payload[0] != b'r' {
-            return Err(Error::invalid_message("not a standby status update"));
+            return Err(crate::error::invalid_message("not a standby status update"));
         }
         let mut b = &payload[1..];
         Ok(StandbyStatusUpdate {
@@ -444,7 +444,7 @@ pub enum BackendMessage {
 }
 
 fn short(what: &str) -> Error {
-    Error::invalid_message(format!("truncated {what} message from the server"))
+    crate::error::invalid_message(format!("truncated {what} message from the server"))
 }
 
 fn get_i32(b: &mut Bytes, what: &str) -> Result<i32> {
@@ -466,7 +466,7 @@ fn get_cstr(b: &mut Bytes, what: &str) -> Result<String> {
     let s = b.split_to(end);
     b.advance(1);
     String::from_utf8(s.to_vec())
-        .map_err(|_| Error::invalid_message(format!("non-UTF-8 string in {what} message")))
+        .map_err(|_| crate::error::invalid_message(format!("non-UTF-8 string in {what} message")))
 }
 
 fn parse_fields(mut b: Bytes, what: &str) -> Result<ServerMessage> {
@@ -509,7 +509,7 @@ impl BackendMessage {
         let tag = buf[0];
         let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
         if len < 4 || len as usize > MAX_MESSAGE_LEN {
-            return Err(Error::invalid_message(format!(
+            return Err(crate::error::invalid_message(format!(
                 "invalid length {len} for message type {:?} from the server",
                 tag as char
             )));
@@ -573,7 +573,7 @@ impl BackendMessage {
             b'T' => {
                 let n = get_i16(&mut b, "RowDescription")?;
                 if n < 0 {
-                    return Err(Error::invalid_message(
+                    return Err(crate::error::invalid_message(
                         "negative column count in RowDescription",
                     ));
                 }
@@ -593,7 +593,7 @@ impl BackendMessage {
             b'D' => {
                 let n = get_i16(&mut b, "DataRow")?;
                 if n < 0 {
-                    return Err(Error::invalid_message("negative column count in DataRow"));
+                    return Err(crate::error::invalid_message("negative column count in DataRow"));
                 }
                 let mut values = Vec::with_capacity((n as usize).min(64));
                 for _ in 0..n {

@@ -13,7 +13,7 @@ use tokio::net::UnixStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::codec::BackendMessage;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A connected byte stream.
 pub(crate) enum Stream {
@@ -101,9 +101,9 @@ impl Connection {
                 .stream
                 .write_buf(&mut self.wbuf)
                 .await
-                .map_err(|e| Error::io("sending to the server failed", e))?;
+                .map_err(|e| crate::error::io("sending to the server failed", e))?;
             if n == 0 {
-                return Err(Error::io(
+                return Err(crate::error::io(
                     "sending to the server failed",
                     io::Error::from(io::ErrorKind::WriteZero),
                 ));
@@ -112,7 +112,7 @@ impl Connection {
         self.stream
             .flush()
             .await
-            .map_err(|e| Error::io("sending to the server failed", e))?;
+            .map_err(|e| crate::error::io("sending to the server failed", e))?;
         Ok(())
     }
 
@@ -133,9 +133,9 @@ impl Connection {
                 .stream
                 .read_buf(&mut self.rbuf)
                 .await
-                .map_err(|e| Error::io("reading from the server failed", e))?;
+                .map_err(|e| crate::error::io("reading from the server failed", e))?;
             if n == 0 {
-                return Err(Error::io(
+                return Err(crate::error::io(
                     "the server closed the connection unexpectedly",
                     io::Error::from(io::ErrorKind::UnexpectedEof),
                 ));
@@ -151,7 +151,7 @@ impl Connection {
         self.stream
             .read_u8()
             .await
-            .map_err(|e| Error::io("reading from the server failed", e))
+            .map_err(|e| crate::error::io("reading from the server failed", e))
     }
 
     pub(crate) fn into_stream(self) -> Stream {

@@ -97,7 +97,7 @@ const EXAMPLE: &str = "use a URL like postgresql://user@host:5432/postgres?sslmo
                        or key=value pairs like \"host=db1 port=5432 user=backup sslmode=require\"";
 
 fn invalid(msg: impl Into<String>) -> Error {
-    Error::usage("usage.conninfo_invalid", msg).with_suggestion(EXAMPLE)
+    crate::error::usage("usage.conninfo_invalid", msg).with_suggestion(EXAMPLE)
 }
 
 /// Keys libpq knows that we accept and ignore.

@@ -69,7 +69,7 @@ pub use codec::{
     StandbyStatusUpdate, StreamMessage, MAX_MESSAGE_LEN, PG_EPOCH_OFFSET_MICROS,
 };
 pub use conninfo::{ChannelBindingMode, ConnConfig, SslMode};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, SqlState};
 /// The fuzz targets' entry point (feature `fuzz`, for fuzz/ and the corpus replay test).
 #[cfg(feature = "fuzz")]
 pub use fuzz::fuzz_input;

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::client::{log_notice, server_error, unexpected, ReplicationClient};
 use crate::codec::{frontend, pg_now_micros, BackendMessage, StandbyStatusUpdate, StreamMessage};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, SqlState};
 use crate::lsn::{Lsn, TimelineId};
 
 /// Result of [`ReplicationClient::create_physical_slot`].
@@ -59,7 +59,7 @@ fn check_slot_name(name: &str) -> Result<()> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
-        return Err(Error::usage(
+        return Err(crate::error::usage(
             "usage.slot_name_invalid",
             format!("{name:?} is not a valid replication slot name"),
         )
@@ -79,7 +79,7 @@ fn slot_error(e: Error) -> Error {
             .with_suggestion("create the replication slot first"),
         Some("55006") => e
             .recode(ErrorKind::Conflict, "conflict.slot_active")
-            .temporary()
+            .temporary(true)
             .with_suggestion("another client is using the slot; stop it or wait"),
         _ => e,
     }
@@ -104,14 +104,14 @@ fn parse_lsn_field(v: Option<&Option<String>>, what: &str) -> Result<Option<Lsn>
         Some(s) => s
             .parse::<Lsn>()
             .map(Some)
-            .map_err(|_| Error::invalid_message(format!("invalid {what} {s:?} from the server"))),
+            .map_err(|_| crate::error::invalid_message(format!("invalid {what} {s:?} from the server"))),
     }
 }
 
 impl ReplicationClient {
     fn require_pg15(&self, what: &str) -> Result<()> {
         if self.server_version_num() != 0 && self.server_version_num() < 150_000 {
-            return Err(Error::new(
+            return Err(Error::of_kind(
                 ErrorKind::Server,
                 "preflight.server_too_old",
                 format!(
@@ -141,7 +141,7 @@ impl ReplicationClient {
         let rows = self.simple_query(&cmd).await.map_err(slot_error)?;
         let row = rows
             .first()
-            .ok_or_else(|| Error::invalid_message("CREATE_REPLICATION_SLOT returned no row"))?;
+            .ok_or_else(|| crate::error::invalid_message("CREATE_REPLICATION_SLOT returned no row"))?;
         let slot_name = row
             .first()
             .cloned()
@@ -181,7 +181,7 @@ impl ReplicationClient {
         let restart_tli = match row.get(2).cloned().flatten() {
             None => None,
             Some(s) => Some(s.parse::<TimelineId>().map_err(|_| {
-                Error::invalid_message(format!("invalid restart_tli {s:?} from the server"))
+                crate::error::invalid_message(format!("invalid restart_tli {s:?} from the server"))
             })?),
         };
         Ok(Some(ReadSlot {
@@ -207,7 +207,7 @@ impl ReplicationClient {
     /// raw content (parse with [`crate::parse_timeline_history`]).
     pub async fn timeline_history(&mut self, tli: TimelineId) -> Result<(String, Bytes)> {
         if tli.0 == 0 {
-            return Err(Error::usage(
+            return Err(crate::error::usage(
                 "usage.timeline_invalid",
                 "timeline 0 does not exist",
             ));
@@ -215,15 +215,15 @@ impl ReplicationClient {
         let rows = self
             .simple_query_raw(&format!("TIMELINE_HISTORY {}", tli.0))
             .await?;
-        let bad = || Error::invalid_message("TIMELINE_HISTORY returned no usable row");
+        let bad = || crate::error::invalid_message("TIMELINE_HISTORY returned no usable row");
         let row = rows.into_iter().next().ok_or_else(bad)?;
         let mut cols = row.into_iter();
         let name = cols.next().flatten().ok_or_else(bad)?;
         let content = cols.next().flatten().ok_or_else(bad)?;
         let name = String::from_utf8(name.to_vec())
-            .map_err(|_| Error::invalid_message("non-UTF-8 history file name"))?;
+            .map_err(|_| crate::error::invalid_message("non-UTF-8 history file name"))?;
         if name.contains('/') || name.contains('\\') || name.starts_with('.') {
-            return Err(Error::invalid_message(format!(
+            return Err(crate::error::invalid_message(format!(
                 "suspicious history file name {name:?} from the server"
             )));
         }
@@ -249,7 +249,7 @@ impl ReplicationClient {
             check_slot_name(s)?;
         }
         if timeline.0 == 0 {
-            return Err(Error::usage(
+            return Err(crate::error::usage(
                 "usage.timeline_invalid",
                 "timeline 0 does not exist",
             ));
@@ -329,7 +329,7 @@ impl WalStreamMachine {
         let Some(row) = self.rows.first() else {
             return Ok(None);
         };
-        let bad = || Error::invalid_message("invalid end-of-timeline result from the server");
+        let bad = || crate::error::invalid_message("invalid end-of-timeline result from the server");
         let next_tli = row
             .first()
             .cloned()
@@ -338,7 +338,7 @@ impl WalStreamMachine {
             .ok_or_else(bad)?;
         let next_tli_start = parse_lsn_field(row.get(1), "next timeline start")?.ok_or_else(bad)?;
         if next_tli <= self.timeline.0 {
-            return Err(Error::invalid_message(format!(
+            return Err(crate::error::invalid_message(format!(
                 "the server reported next timeline {next_tli} after timeline {}",
                 self.timeline
             )));
@@ -395,12 +395,12 @@ impl WalStreamMachine {
                     // WalSndDone: the server is shutting down and closes the connection.
                     self.phase = Phase::Done;
                     self.error.get_or_insert_with(|| {
-                        Error::new(
+                        Error::of_kind(
                             ErrorKind::Unreachable,
                             "unreachable.server_shutdown",
                             "the server ended WAL streaming because it is shutting down",
                         )
-                        .temporary()
+                        .temporary(true)
                         .with_suggestion("reconnect when the server is back")
                     });
                 }

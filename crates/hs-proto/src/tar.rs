@@ -111,7 +111,7 @@ impl Default for TarParser {
 }
 
 fn corrupt(msg: impl Into<String>) -> Error {
-    Error::new(ErrorKind::Protocol, "protocol.tar_invalid", msg)
+    Error::of_kind(ErrorKind::Protocol, "protocol.tar_invalid", msg)
 }
 
 fn parse_num(field: &[u8], what: &str) -> Result<u64> {

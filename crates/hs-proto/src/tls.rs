@@ -22,7 +22,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn tls_error(code: &'static str, msg: impl Into<String>) -> Error {
-    Error::new(ErrorKind::Auth, code, msg)
+    Error::of_kind(ErrorKind::Auth, code, msg)
 }
 
 /// Accepts any certificate but still checks handshake signatures (sslmode require/prefer).
@@ -208,7 +208,7 @@ pub(crate) fn client_config(mode: SslMode, rootcert: Option<&Path>) -> Result<Ar
 /// Server name for SNI / verification: an IP address or a DNS name.
 pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>> {
     ServerName::try_from(host.to_string()).map_err(|_| {
-        Error::usage(
+        crate::error::usage(
             "usage.conninfo_invalid",
             format!("host {host:?} is not a valid DNS name or IP address for TLS"),
         )

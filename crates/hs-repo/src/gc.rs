@@ -22,6 +22,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hs_base::code;
 use hs_chunk::ChunkId;
 use hs_crypt::Domain;
 use serde::{Deserialize, Serialize};
@@ -175,7 +176,7 @@ impl Repository {
         for o in b.list(HOLDERS_PREFIX).await? {
             let sealed = match b.get(&o.name).await {
                 Ok(s) => s,
-                Err(e) if e.code() == "notfound.object" => continue,
+                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
                 Err(e) => return Err(e),
             };
             let json = open_record(
@@ -192,7 +193,7 @@ impl Repository {
         for o in b.list(CONDEMNED_PREFIX).await? {
             let sealed = match b.get(&o.name).await {
                 Ok(s) => s,
-                Err(e) if e.code() == "notfound.object" => continue,
+                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
                 Err(e) => return Err(e),
             };
             let json = open_record(
@@ -223,7 +224,7 @@ impl Repository {
             for o in b.list("index/").await? {
                 let sealed = match b.get(&o.name).await {
                     Ok(s) => s,
-                    Err(e) if e.code() == "notfound.object" && attempt < 5 => continue 'again,
+                    Err(e) if e.code() == code::NOTFOUND_OBJECT && attempt < 5 => continue 'again,
                     Err(e) => return Err(e),
                 };
                 let plain = self.inner.master.open(Domain::Index, &sealed)?;
@@ -261,7 +262,7 @@ impl Repository {
                 let m = match self.load_manifest(&d, id).await {
                     Ok(m) => m,
                     // Deleted since the listing: it references nothing any more.
-                    Err(e) if e.code() == "notfound.backup" => continue,
+                    Err(e) if e.code() == code::NOTFOUND_BACKUP => continue,
                     Err(e) => return Err(e),
                 };
                 for a in &m.archives {

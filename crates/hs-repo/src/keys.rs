@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use hs_base::code;
 use hs_crypt::{Domain, Keyring, MasterKey};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -122,7 +123,7 @@ impl Repository {
     ) -> Result<KeyCheck> {
         let plain = match hs_crypt::unwrap_secret(wrapped, keyring) {
             Ok(p) => Zeroizing::new(p),
-            Err(e) if e.code() == "auth.keyring_no_matching_identity" => {
+            Err(e) if e.code() == code::AUTH_KEYRING_NO_MATCHING_IDENTITY => {
                 return Ok(KeyCheck::Foreign)
             }
             Err(e) => return Err(e.into()),
@@ -155,7 +156,7 @@ impl Repository {
         let info = key_info_name(key_name);
         let sealed = match self.inner.backend.get(&info).await {
             Ok(b) => b,
-            Err(e) if e.code() == "notfound.object" => return Ok(None),
+            Err(e) if e.code() == code::NOTFOUND_OBJECT => return Ok(None),
             Err(e) => return Err(e),
         };
         let plain = self.inner.master.open(Domain::KeyObject, &sealed)?;

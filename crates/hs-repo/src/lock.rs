@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hs_base::code;
 use hs_crypt::Domain;
 use serde::{Deserialize, Serialize};
 
@@ -273,7 +274,7 @@ impl Repository {
         for o in self.inner.backend.list(LOCKS_PREFIX).await? {
             let sealed = match self.inner.backend.get(&o.name).await {
                 Ok(b) => b,
-                Err(e) if e.code() == "notfound.object" => continue, // released meanwhile
+                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue, // released meanwhile
                 Err(e) => return Err(e),
             };
             let parsed = open_record(self, LEASE_MAGIC, &o.name, &sealed, "verify.lease_invalid")

@@ -1,5 +1,6 @@
 //! Backup manifest types (serialised as JSON inside a sealed, signed object).
 
+use hs_base::code;
 use hs_chunk::ChunkId;
 use serde::{Deserialize, Serialize};
 
@@ -261,7 +262,7 @@ impl Repository {
             match self.load_manifest(deployment, id).await {
                 Ok(m) => out.backups.push(m),
                 // Deleted since the listing (retention): not a backup any more.
-                Err(e) if e.code() == "notfound.backup" => {}
+                Err(e) if e.code() == code::NOTFOUND_BACKUP => {}
                 Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {
                     out.damaged.push(DamagedBackup {
                         backup_id: id.to_string(),

@@ -23,6 +23,7 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
+use hs_base::code;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -117,7 +118,7 @@ impl Repository {
             match self.quarantine_pack(&p.object, p.code).await {
                 Ok(new) => out.push((p.object.clone(), new)),
                 // Reported missing: nothing left to quarantine.
-                Err(e) if e.code() == "notfound.object" => {}
+                Err(e) if e.code() == code::NOTFOUND_OBJECT => {}
                 Err(e) => return Err(e),
             }
         }
@@ -144,7 +145,7 @@ impl Repository {
         for o in backend.list(QUARANTINE_PREFIX).await? {
             let sealed = match backend.get(&o.name).await {
                 Ok(s) => s,
-                Err(e) if e.code() == "notfound.object" => continue,
+                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
                 Err(e) => return Err(e),
             };
             out.push(self.open_quarantine_record(&o.name, &sealed)?);

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hs_base::code;
 use hs_chunk::{ChunkId, ChunkerConfig, PackEntry, PackHeader, PACK_TRAILER_LEN};
 use hs_crypt::{Domain, Keyring, MasterKey, Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -245,7 +246,7 @@ async fn open_key_payload(
                 // reported by name: it may have been ours.
                 let intact = blake3::hash(&wrapped).to_hex().as_str()
                     == k.name.strip_prefix("keys/").unwrap_or(&k.name);
-                let corrupt = !intact || e.code() == "verify.wrapped_secret_corrupt";
+                let corrupt = !intact || e.code() == code::VERIFY_WRAPPED_SECRET_CORRUPT;
                 if corrupt && damaged.is_none() {
                     damaged = Some(
                         Error::new(
@@ -391,7 +392,7 @@ impl Repository {
         let url = &*crate::redact_url(raw_url);
         let raw = match backend.get(MARKER_NAME).await {
             Ok(b) => b,
-            Err(e) if e.code() == "notfound.object" => {
+            Err(e) if e.code() == code::NOTFOUND_OBJECT => {
                 return Err(Error::new(
                     "notfound.repo",
                     format!("no pg_hardstorage repository at {url}"),
@@ -534,7 +535,7 @@ impl Repository {
         loop {
             attempt += 1;
             match self.load_index_once().await {
-                Err(e) if e.code() == "notfound.object" && attempt < 5 => continue,
+                Err(e) if e.code() == code::NOTFOUND_OBJECT && attempt < 5 => continue,
                 other => return other,
             }
         }
@@ -702,7 +703,7 @@ impl Repository {
         let name = format!("{}{}", manifest_prefix(deployment), backup_id);
         let sealed = match self.inner.backend.get(&name).await {
             Ok(b) => b,
-            Err(e) if e.code() == "notfound.object" => {
+            Err(e) if e.code() == code::NOTFOUND_OBJECT => {
                 return Err(Error::new(
                     "notfound.backup",
                     format!("deployment {deployment} has no backup {backup_id}"),

@@ -14,6 +14,7 @@
 //! that makes it smaller (flags bit 0).
 
 use bytes::Bytes;
+use hs_base::code;
 use hs_crypt::Domain;
 use serde::{Deserialize, Serialize};
 
@@ -537,7 +538,7 @@ impl Repository {
         check_segment(segment)?;
         let object = format!("{}summaries/{segment}", wal_prefix(deployment));
         match self.open_wal(Kind::Summary, &object, true).await {
-            Err(e) if e.code() == "notfound.object" => Ok(None),
+            Err(e) if e.code() == code::NOTFOUND_OBJECT => Ok(None),
             Err(e) => Err(e),
             Ok((_, _, raw)) => Ok(Some(Bytes::from(raw.unwrap_or_default()))),
         }
@@ -551,7 +552,7 @@ impl Repository {
         check_deployment(deployment)?;
         let (object, kind) = object_for(deployment, name)?;
         let (_, _, raw) = match self.open_wal(kind, &object, true).await {
-            Err(e) if e.code() == "notfound.object" => return Err(not_found(deployment, name)),
+            Err(e) if e.code() == code::NOTFOUND_OBJECT => return Err(not_found(deployment, name)),
             other => other?,
         };
         let raw = raw.unwrap_or_default();
@@ -615,7 +616,7 @@ impl Repository {
         for object in gap_objects {
             let raw = match self.open_wal(Kind::Gap, &object, true).await {
                 // Listed, then removed by retention: not an error of the listing.
-                Err(e) if e.code() == "notfound.object" => continue,
+                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
                 other => other?.2,
             };
             let gap: WalGap = serde_json::from_slice(&raw.unwrap_or_default())

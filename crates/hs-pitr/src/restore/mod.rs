@@ -517,7 +517,7 @@ fn named(e: Error, context: String, suggestion: &str) -> Error {
     } else {
         Some(suggestion.to_owned())
     };
-    let out = Error::new(e.kind(), code, format!("{context}: {e}"));
+    let out = Error::of_kind(e.kind(), code, format!("{context}: {e}"));
     match s {
         Some(s) => out.with_suggestion(s),
         None => out,

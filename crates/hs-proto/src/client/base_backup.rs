@@ -59,7 +59,7 @@ impl BaseBackupOptions {
         }
         if let Some(r) = self.max_rate_kbps {
             if !(32..=1_048_576).contains(&r) {
-                return Err(Error::usage(
+                return Err(crate::error::usage(
                     "usage.max_rate_invalid",
                     format!("MAX_RATE {r} kB/s is outside the range PostgreSQL accepts"),
                 )
@@ -68,7 +68,7 @@ impl BaseBackupOptions {
             opts.push(format!("MAX_RATE {r}"));
         }
         if self.label.contains('\0') {
-            return Err(Error::usage(
+            return Err(crate::error::usage(
                 "usage.nul_in_string",
                 "backup label contains a NUL byte",
             ));
@@ -194,7 +194,7 @@ impl BackupMachine {
     fn end_archive(&mut self) -> Result<()> {
         if self.target == Target::Archive && !self.tar_done {
             if !self.tar.at_member_boundary() {
-                return Err(Error::new(
+                return Err(Error::of_kind(
                     ErrorKind::Protocol,
                     "protocol.tar_invalid",
                     "an archive in the base backup stream ended in the middle of a member",
@@ -281,7 +281,7 @@ impl BackupMachine {
                     .collect();
                 self.current_set
                     .as_mut()
-                    .ok_or_else(|| Error::protocol("DataRow without RowDescription"))?
+                    .ok_or_else(|| crate::error::protocol("DataRow without RowDescription"))?
                     .push(row);
             }
             BackendMessage::CommandComplete { .. } => self.finish_set(),
@@ -295,7 +295,7 @@ impl BackupMachine {
             BackendMessage::ReadyForQuery { .. } if matches!(self.phase, Phase::Trailer) => {
                 self.finish_set();
                 let set = self.result_sets.first().ok_or_else(|| {
-                    Error::protocol("BASE_BACKUP ended without an end-position result")
+                    crate::error::protocol("BASE_BACKUP ended without an end-position result")
                 })?;
                 let (end_lsn, timeline) = lsn_tli(set, "end")?;
                 self.queue
@@ -329,7 +329,7 @@ impl BackupMachine {
     /// `m` the manifest follows.
     fn copy_data(&mut self, mut d: Bytes) -> Result<()> {
         if d.is_empty() {
-            return Err(Error::invalid_message(
+            return Err(crate::error::invalid_message(
                 "empty CopyData in base backup stream",
             ));
         }
@@ -351,7 +351,7 @@ impl BackupMachine {
                 Target::Archive if self.tar_done => {}
                 Target::Archive => {
                     if !self.pending.is_empty() {
-                        return Err(Error::protocol(
+                        return Err(crate::error::protocol(
                             "archive data fed before the previous chunk was consumed",
                         ));
                     }
@@ -359,12 +359,12 @@ impl BackupMachine {
                 }
                 Target::Manifest => self.manifest.extend_from_slice(&d),
                 Target::None => {
-                    return Err(Error::protocol("archive data before any archive started"))
+                    return Err(crate::error::protocol("archive data before any archive started"))
                 }
             },
             b'p' => {
                 if d.remaining() < 8 {
-                    return Err(Error::invalid_message("short progress message"));
+                    return Err(crate::error::invalid_message("short progress message"));
                 }
                 let bytes_done = d.get_i64().max(0) as u64;
                 self.queue.push_back(BackupEvent::Progress { bytes_done });
@@ -374,7 +374,7 @@ impl BackupMachine {
                 self.target = Target::Manifest;
             }
             other => {
-                return Err(Error::invalid_message(format!(
+                return Err(crate::error::invalid_message(format!(
                     "unknown base backup message type {:?}",
                     other as char
                 )))
@@ -387,7 +387,7 @@ impl BackupMachine {
         let start = self
             .result_sets
             .first()
-            .ok_or_else(|| Error::protocol("BASE_BACKUP sent no start-position result"))?;
+            .ok_or_else(|| crate::error::protocol("BASE_BACKUP sent no start-position result"))?;
         let (start_lsn, timeline) = lsn_tli(start, "start")?;
         let mut tablespaces = Vec::new();
         if let Some(set) = self.result_sets.get(1) {
@@ -396,7 +396,7 @@ impl BackupMachine {
                 let oid = match col(0) {
                     None => None,
                     Some(s) => Some(s.parse::<u32>().map_err(|_| {
-                        Error::invalid_message("invalid tablespace OID in BASE_BACKUP result")
+                        crate::error::invalid_message("invalid tablespace OID in BASE_BACKUP result")
                     })?),
                 };
                 let size_bytes = match col(2) {
@@ -404,7 +404,7 @@ impl BackupMachine {
                     Some(s) => Some(
                         s.parse::<u64>()
                             .map_err(|_| {
-                                Error::invalid_message(
+                                crate::error::invalid_message(
                                     "invalid tablespace size in BASE_BACKUP result",
                                 )
                             })?
@@ -430,15 +430,15 @@ fn take_cstr(d: &mut Bytes) -> Result<String> {
     let end = d
         .iter()
         .position(|&b| b == 0)
-        .ok_or_else(|| Error::invalid_message("unterminated string in base backup stream"))?;
+        .ok_or_else(|| crate::error::invalid_message("unterminated string in base backup stream"))?;
     let s = d.split_to(end);
     d.advance(1);
     String::from_utf8(s.to_vec())
-        .map_err(|_| Error::invalid_message("non-UTF-8 name in base backup stream"))
+        .map_err(|_| crate::error::invalid_message("non-UTF-8 name in base backup stream"))
 }
 
 fn lsn_tli(set: &[Vec<Option<String>>], what: &str) -> Result<(Lsn, TimelineId)> {
-    let bad = || Error::invalid_message(format!("invalid BASE_BACKUP {what}-position result"));
+    let bad = || crate::error::invalid_message(format!("invalid BASE_BACKUP {what}-position result"));
     let row = set.first().ok_or_else(bad)?;
     let lsn = row
         .first()
@@ -499,7 +499,7 @@ impl ReplicationClient {
     pub async fn base_backup(&mut self, opts: &BaseBackupOptions) -> Result<BaseBackupStream<'_>> {
         self.check_idle()?;
         if self.server_version_num != 0 && self.server_version_num < 150_000 {
-            return Err(Error::new(
+            return Err(Error::of_kind(
                 ErrorKind::Server,
                 "preflight.server_too_old",
                 format!(
@@ -524,6 +524,7 @@ mod tests {
     use super::*;
     use crate::codec::testing::backend;
     use crate::tar::testing::{build, Member};
+    use crate::error::SqlState;
     use crate::tar::EntryKind;
     use bytes::BufMut;
     use proptest::prelude::*;
@@ -609,7 +610,7 @@ mod tests {
                 return Ok(out);
             }
             let msg = BackendMessage::parse(&mut s)?
-                .ok_or_else(|| Error::protocol("stream ended early"))?;
+                .ok_or_else(|| crate::error::protocol("stream ended early"))?;
             m.feed(msg)?;
         }
     }

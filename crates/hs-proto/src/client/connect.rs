@@ -11,7 +11,7 @@ use super::{log_notice, parse_server_version, server_error, unexpected, Replicat
 use crate::codec::{frontend, AuthRequest, BackendMessage};
 use crate::conn::{Connection, Stream};
 use crate::conninfo::{ChannelBindingMode, ConnConfig, SslMode};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, SqlState};
 
 enum Tls {
     No,
@@ -30,18 +30,18 @@ enum Mode {
 fn connect_error(target: &str, e: std::io::Error) -> Error {
     let suggestion =
         "check host and port, and that PostgreSQL listens there (listen_addresses, firewall)";
-    let err = Error::io(&format!("cannot connect to {target}"), e);
+    let err = crate::error::io(&format!("cannot connect to {target}"), e);
     if err.kind() == ErrorKind::Unreachable {
         return err.with_suggestion(suggestion);
     }
     // DNS failures and the like: still "cannot reach the server".
-    Error::new(
+    Error::of_kind(
         ErrorKind::Unreachable,
         "unreachable.connect_failed",
         err.to_string(),
     )
     .with_source(err)
-    .temporary()
+    .temporary(true)
     .with_suggestion(suggestion)
 }
 
@@ -51,7 +51,7 @@ fn tls_handshake_error(cfg: &ConnConfig, e: std::io::Error) -> Error {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
     if cert_problem {
-        Error::new(
+        Error::of_kind(
             ErrorKind::Auth,
             "auth.tls_certificate_invalid",
             format!(
@@ -63,7 +63,7 @@ fn tls_handshake_error(cfg: &ConnConfig, e: std::io::Error) -> Error {
             "check sslrootcert and that the certificate matches the host name (verify-full)",
         )
     } else {
-        Error::io("TLS handshake failed", e)
+        crate::error::io("TLS handshake failed", e)
     }
 }
 
@@ -94,7 +94,7 @@ impl ReplicationClient {
         match cfg.connect_timeout() {
             None => fut.await,
             Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
-                Err(Error::new(
+                Err(Error::of_kind(
                     ErrorKind::Unreachable,
                     "unreachable.timeout",
                     format!(
@@ -104,7 +104,7 @@ impl ReplicationClient {
                         t.as_secs()
                     ),
                 )
-                .temporary()
+                .temporary(true)
                 .with_suggestion(
                     "check that the server is up and reachable, or raise connect_timeout",
                 ))
@@ -120,7 +120,7 @@ impl ReplicationClient {
                 if matches!(cfg.sslmode(), SslMode::Prefer) {
                     Tls::No
                 } else {
-                    return Err(Error::new(
+                    return Err(Error::of_kind(
                         ErrorKind::Auth,
                         "auth.tls_required",
                         "TLS was required, but Unix-domain socket connections cannot use TLS",
@@ -154,7 +154,7 @@ impl ReplicationClient {
                 return Ok(Stream::Unix(s));
             }
             #[cfg(not(unix))]
-            return Err(Error::usage(
+            return Err(crate::error::usage(
                 "usage.conninfo_invalid",
                 "Unix-domain sockets are not supported on this platform",
             ));
@@ -240,7 +240,7 @@ impl ReplicationClient {
                 let name = crate::tls::server_name(cfg.host())?;
                 let tcp = match conn.into_stream() {
                     Stream::Tcp(t) => t,
-                    _ => return Err(Error::protocol("TLS requested on a non-TCP stream")),
+                    _ => return Err(crate::error::protocol("TLS requested on a non-TCP stream")),
                 };
                 let tls = tokio_rustls::TlsConnector::from(config)
                     .connect(name, tcp)
@@ -250,7 +250,7 @@ impl ReplicationClient {
             }
             b'N' => {
                 if cfg.sslmode() != SslMode::Prefer && cfg.sslmode() != SslMode::Allow {
-                    return Err(Error::new(
+                    return Err(Error::of_kind(
                         ErrorKind::Auth,
                         "auth.tls_required",
                         format!(
@@ -269,11 +269,11 @@ impl ReplicationClient {
             }
             b'E' => {
                 // Pre-3.0 servers answer SSLRequest with an error message.
-                Err(Error::protocol(
+                Err(crate::error::protocol(
                     "the server answered the TLS request with an error; is it PostgreSQL 15 or newer?",
                 ))
             }
-            other => Err(Error::invalid_message(format!(
+            other => Err(crate::error::invalid_message(format!(
                 "invalid answer {other:#04x} to the TLS request"
             ))),
         }
@@ -292,7 +292,7 @@ impl ReplicationClient {
                 };
             }
             password.clone().ok_or_else(|| {
-                Error::new(
+                Error::of_kind(
                     ErrorKind::Auth,
                     "auth.password_missing",
                     format!("the server requested a password for user {:?}, but none was supplied", cfg.user()),
@@ -316,7 +316,7 @@ impl ReplicationClient {
                 AuthRequest::Ok => {
                     if cfg.channel_binding() == ChannelBindingMode::Require && !used_channel_binding
                     {
-                        return Err(Error::new(
+                        return Err(Error::of_kind(
                             ErrorKind::Auth,
                             "auth.channel_binding_required",
                             "channel_binding=require, but the server authenticated without channel binding",
@@ -345,10 +345,10 @@ impl ReplicationClient {
                     used_channel_binding = self.scram(cfg, &mechanisms, &pw).await?;
                 }
                 AuthRequest::SaslContinue(_) | AuthRequest::SaslFinal(_) => {
-                    return Err(Error::protocol("SASL message outside a SASL exchange"));
+                    return Err(crate::error::protocol("SASL message outside a SASL exchange"));
                 }
                 AuthRequest::Other(code) => {
-                    return Err(Error::new(
+                    return Err(Error::of_kind(
                         ErrorKind::Auth,
                         "auth.unsupported_method",
                         format!("the server asked for authentication method {code}, which is not supported"),
@@ -377,14 +377,14 @@ impl ReplicationClient {
         let (mechanism, binding, plus) = match (offers_plus, cert_hash) {
             (true, Some(h)) => ("SCRAM-SHA-256-PLUS", ChannelBinding::tls_server_end_point(h), true),
             _ if !offers_plain => {
-                return Err(Error::new(
+                return Err(Error::of_kind(
                     ErrorKind::Auth,
                     "auth.unsupported_method",
                     format!("no supported SASL mechanism among {mechanisms:?}"),
                 ))
             }
             _ if cb_mode == ChannelBindingMode::Require => {
-                return Err(Error::new(
+                return Err(Error::of_kind(
                     ErrorKind::Auth,
                     "auth.channel_binding_required",
                     "channel_binding=require, but channel binding is not possible on this connection",
@@ -403,7 +403,7 @@ impl ReplicationClient {
         self.conn.flush().await?;
         let data = self.expect_sasl(cfg, true).await?;
         scram.update(&data).map_err(|e| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::Auth,
                 "auth.scram_failed",
                 format!("SCRAM exchange failed: {e}"),
@@ -413,7 +413,7 @@ impl ReplicationClient {
         self.conn.flush().await?;
         let data = self.expect_sasl(cfg, false).await?;
         scram.finish(&data).map_err(|e| {
-            Error::new(
+            Error::of_kind(
                 ErrorKind::Auth,
                 "auth.server_signature_invalid",
                 format!("the server's SCRAM signature is invalid: {e}"),

@@ -107,9 +107,9 @@ pub(crate) fn server_error(m: &ServerMessage, user: &str) -> Error {
             "08P01" => (ErrorKind::Protocol, "protocol.server_rejected", false, None),
             _ => (ErrorKind::Server, "server.error", false, m.hint.clone()),
         };
-    let mut e = Error::new(kind, code, text).with_sqlstate(m.code.clone());
+    let mut e = crate::error::with_sqlstate(Error::of_kind(kind, code, text), m.code.clone());
     if temp {
-        e = e.temporary();
+        e = e.temporary(true);
     }
     if let Some(s) = suggestion {
         e = e.with_suggestion(s);
@@ -125,7 +125,7 @@ pub(crate) fn unexpected(what: &str, m: &BackendMessage) -> Error {
             s.split(['(', ' ', '{']).next().unwrap_or("?").to_string()
         }
     };
-    Error::protocol(format!("unexpected {name} from the server {what}"))
+    crate::error::protocol(format!("unexpected {name} from the server {what}"))
 }
 
 impl ReplicationClient {
@@ -159,7 +159,7 @@ impl ReplicationClient {
 
     pub(crate) fn check_idle(&self) -> Result<()> {
         if self.busy {
-            return Err(Error::new(
+            return Err(Error::of_kind(
                 ErrorKind::Protocol,
                 "protocol.connection_busy",
                 "the connection is in the middle of an unfinished command (e.g. an abandoned base backup)",
@@ -179,7 +179,7 @@ impl ReplicationClient {
                     .map(|v| {
                         v.map(|b| {
                             String::from_utf8(b.to_vec()).map_err(|_| {
-                                Error::invalid_message("non-UTF-8 value in a query result")
+                                crate::error::invalid_message("non-UTF-8 value in a query result")
                             })
                         })
                         .transpose()
@@ -214,7 +214,7 @@ impl ReplicationClient {
                 BackendMessage::CopyOutResponse
                 | BackendMessage::CopyInResponse
                 | BackendMessage::CopyBothResponse => {
-                    return Err(Error::protocol(
+                    return Err(crate::error::protocol(
                         "the command started a COPY, which simple_query does not handle",
                     ))
                 }
@@ -235,19 +235,19 @@ impl ReplicationClient {
             .into_iter()
             .next()
             .filter(|r| r.len() >= 3)
-            .ok_or_else(|| Error::invalid_message("IDENTIFY_SYSTEM returned no usable row"))?;
+            .ok_or_else(|| crate::error::invalid_message("IDENTIFY_SYSTEM returned no usable row"))?;
         let field = |i: usize| -> Result<String> {
             row.get(i)
                 .cloned()
                 .flatten()
-                .ok_or_else(|| Error::invalid_message("IDENTIFY_SYSTEM returned NULL"))
+                .ok_or_else(|| crate::error::invalid_message("IDENTIFY_SYSTEM returned NULL"))
         };
         let timeline = field(1)?
             .parse::<TimelineId>()
-            .map_err(|_| Error::invalid_message("IDENTIFY_SYSTEM returned an invalid timeline"))?;
+            .map_err(|_| crate::error::invalid_message("IDENTIFY_SYSTEM returned an invalid timeline"))?;
         let xlogpos = field(2)?
             .parse::<Lsn>()
-            .map_err(|_| Error::invalid_message("IDENTIFY_SYSTEM returned an invalid LSN"))?;
+            .map_err(|_| crate::error::invalid_message("IDENTIFY_SYSTEM returned an invalid LSN"))?;
         Ok(SystemIdentity {
             system_id: field(0)?,
             timeline,
@@ -263,7 +263,7 @@ impl ReplicationClient {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
         {
-            return Err(Error::usage(
+            return Err(crate::error::usage(
                 "usage.setting_invalid",
                 format!("{setting:?} is not a valid setting name"),
             ));
@@ -272,7 +272,7 @@ impl ReplicationClient {
         rows.into_iter()
             .next()
             .and_then(|r| r.into_iter().next().flatten())
-            .ok_or_else(|| Error::invalid_message(format!("SHOW {setting} returned no value")))
+            .ok_or_else(|| crate::error::invalid_message(format!("SHOW {setting} returned no value")))
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use hs_proto::{
-    parse_timeline_history, parse_wal_segment_size, Lsn, ReplicationClient, SegmentName,
+    parse_timeline_history, parse_wal_segment_size, Lsn, ReplicationClient, SegmentName, SqlState,
     StreamMessage, TimelineId, DEFAULT_WAL_SEGMENT_SIZE,
 };
 use hs_testkit::{PgCluster, PgOptions};

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use hs_base::code;
 use hs_chunk::ChunkId;
 use tokio::task::JoinSet;
 
@@ -123,7 +124,7 @@ impl Repository {
         let name = manifest_name(deployment, backup_id);
         let (code, message) = match self.load_manifest(deployment, backup_id).await {
             Ok(m) => return Ok(Some(m)),
-            Err(e) if e.code() == "verify.signature_invalid" => (
+            Err(e) if e.code() == code::VERIFY_SIGNATURE_INVALID => (
                 "verify.manifest_signature",
                 format!("the signature does not verify: the manifest was modified or forged ({e})"),
             ),

@@ -60,7 +60,7 @@ impl Repository {
         for o in &keys {
             let wrapped = match self.inner.backend.get(&o.name).await {
                 Ok(b) => b,
-                Err(e) if e.code() == "notfound.object" => continue,
+                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
                 Err(e) => return Err(e),
             };
             names.insert(o.name.clone());

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use hs_base::code;
 use hs_chunk::{ChunkId, PackEntry, PackHeader};
 use hs_crypt::Domain;
 
@@ -195,7 +196,7 @@ impl Repository {
         for name in names {
             let sealed = match self.inner.backend.get(&name).await {
                 Ok(b) => b,
-                Err(e) if e.code() == "notfound.object" => continue,
+                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
                 Err(e) => return Err(e),
             };
             report.bytes_read += sealed.len() as u64;

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use hs_base::code;
 use tokio::task::JoinSet;
 
 use super::{manifest_name, parse_lsn, VerifyReport, PARALLEL};
@@ -96,7 +97,7 @@ impl Repository {
                     &object,
                     format!("segment {seg} is {} bytes, not {seg_size}", raw.len()),
                 ),
-                Err(e) if e.code() == "notfound.wal_segment" => report.problem(
+                Err(e) if e.code() == code::NOTFOUND_WAL_SEGMENT => report.problem(
                     "verify.wal_missing",
                     &object,
                     format!(
@@ -163,7 +164,7 @@ impl Repository {
                 WalCheck::Bad(e) if e.code().starts_with("verify.") => {
                     report.problem("verify.wal_corrupt", &name, format!("{e} ({})", e.code()));
                 }
-                WalCheck::Bad(e) if e.code() == "notfound.object" => {}
+                WalCheck::Bad(e) if e.code() == code::NOTFOUND_OBJECT => {}
                 WalCheck::Bad(e) => return Err(e),
             }
         }
@@ -208,10 +209,10 @@ impl Repository {
                 bytes: bytes as u64,
                 segment,
             },
-            Err(e) if e.code() == "notfound.wal_segment" => {
+            Err(e) if e.code() == code::NOTFOUND_WAL_SEGMENT => {
                 WalCheck::Bad(Error::new("notfound.object", "gone"))
             }
-            Err(e) if e.code() == "usage.invalid_wal_name" => WalCheck::Ignored,
+            Err(e) if e.code() == code::USAGE_INVALID_WAL_NAME => WalCheck::Ignored,
             Err(e) => WalCheck::Bad(e),
         }
     }
