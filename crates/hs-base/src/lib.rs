@@ -6,6 +6,8 @@
 //!   optional suggested fix, whether a retry may help, and the error it came from.
 //! - [`code`]: every dotted code as a typed constant, so comparing an error's code with a
 //!   misspelt one fails to compile: `e.code() == code::NOTFOUND_WAL_SEGMENT`.
+//! - [`fs`]: publishing a file atomically (temp file, fsync, rename or link, directory
+//!   fsync), the one implementation every crate that writes a file in place uses.
 //!
 //! Construction is public, so code outside the workspace (a storage backend, say) raises
 //! the same errors the workspace does:
@@ -23,6 +25,7 @@
 
 pub mod code;
 mod error;
+pub mod fs;
 
 pub use code::Code;
 pub use error::{io_is_temporary, Error, ErrorKind, Result};
