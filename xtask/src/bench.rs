@@ -246,6 +246,17 @@ pub(crate) fn with_scratch(
     result
 }
 
+/// `extra` then the settings of a cluster under pgbench load: 256 MB of shared buffers and
+/// no checkpoint forced by WAL volume or time during a run.
+pub(crate) fn load_settings(extra: &[&str]) -> Vec<String> {
+    let load = [
+        "shared_buffers = '256MB'",
+        "max_wal_size = '4GB'",
+        "checkpoint_timeout = '30min'",
+    ];
+    extra.iter().chain(&load).map(|s| s.to_string()).collect()
+}
+
 /// `pgbench -i -q -s <scale>` into `pg`, then a CHECKPOINT.
 pub(crate) fn pgbench_init(pg: &PgCluster, scale: u32) -> Result<()> {
     eprintln!("\n==> pgbench -i -s {scale}");
@@ -355,14 +366,11 @@ pub(crate) fn pgbackrest_cluster(work: &Path) -> Result<(PgCluster, PathBuf)> {
     hs_testkit::chown_to_postgres(&pgbr_dir)?;
 
     let pg = PgCluster::start(PgOptions {
-        extra_conf: vec![
-            "archive_mode = on".into(),
+        extra_conf: load_settings(&[
+            "archive_mode = on",
             // Set for real below, once pgbackrest.conf exists (archive_command is reloadable).
-            "archive_command = '/bin/false'".into(),
-            "shared_buffers = '256MB'".into(),
-            "max_wal_size = '4GB'".into(),
-            "checkpoint_timeout = '30min'".into(),
-        ],
+            "archive_command = '/bin/false'",
+        ]),
         ..PgOptions::default()
     })?;
     eprintln!("xtask bench: cluster on 127.0.0.1:{}", pg.port());

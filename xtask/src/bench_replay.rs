@@ -53,9 +53,9 @@ pub fn run(args: &[String]) -> Result<()> {
     })
 }
 
+/// An LSN psql printed (`X/Y`), as a number.
 fn lsn(s: &str) -> Result<u64> {
-    let (hi, lo) = s.trim().split_once('/').context("not an LSN")?;
-    Ok((u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?)
+    Ok(s.trim().parse::<hs_pg::Lsn>()?.0)
 }
 
 /// `sync` then drop the page cache; false when that is not allowed.

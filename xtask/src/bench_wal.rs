@@ -22,7 +22,7 @@
 //!    for 20 archived segments: once into a plain directory (straight from the repository, no
 //!    spool), once as `pg_wal/RECOVERYXLOG` in a data directory (spool + prefetch).
 
-use crate::bench::{human, pgbench_init, with_scratch, Hs};
+use crate::bench::{human, load_settings, pgbench_init, with_scratch, Hs};
 use crate::util::{self, run_capture, sh, show};
 use anyhow::{bail, Context, Result};
 use hs_testkit::{PgCluster, PgOptions};
@@ -320,13 +320,7 @@ fn metric(body: &str, name: &str) -> Option<f64> {
 
 fn run_in(work: &Path, bin: &Path, seconds: u32, scale: u32, partial_interval: &str) -> Result<()> {
     let pg = PgCluster::start(PgOptions {
-        extra_conf: vec![
-            "shared_buffers = '256MB'".into(),
-            "max_wal_size = '4GB'".into(),
-            "checkpoint_timeout = '30min'".into(),
-            "max_wal_senders = 10".into(),
-            "max_replication_slots = 10".into(),
-        ],
+        extra_conf: load_settings(&["max_wal_senders = 10", "max_replication_slots = 10"]),
         ..PgOptions::default()
     })?;
     eprintln!("xtask bench wal: cluster on 127.0.0.1:{}", pg.port());

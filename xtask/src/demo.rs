@@ -239,9 +239,8 @@ fn wait_for_slot(pg: &PgCluster) -> Result<()> {
     bail!("wal stream did not start streaming within 30 s")
 }
 
-fn parse_lsn(s: &str) -> Option<u64> {
-    let (hi, lo) = s.trim().split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+fn parse_lsn(s: &str) -> Option<hs_pg::Lsn> {
+    s.trim().parse().ok()
 }
 
 /// Waits until the slot says WAL up to `lsn` is durable in the repository.

@@ -612,6 +612,50 @@ mod tests {
         );
     }
 
+    /// Error codes compared as string literals in non-test code (`e.code() == "x.y"`,
+    /// `matches!(e.code(), "x.y" | ..)`, `match e.code() { "x.y" => .. }`): they compile
+    /// with a typo; compare with the `hs_base::code` constants instead.
+    fn literal_code_comparisons(text: &str) -> Vec<String> {
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let lines: Vec<&str> = code.lines().collect();
+        let mut out = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let l = line.split("//").next().unwrap_or("");
+            let compared = l.contains("code() == \"")
+                || l.contains("code() != \"")
+                || (l.contains("matches!(") && l.contains("code(), \""));
+            let matched = l.trim_end().ends_with(".code() {")
+                && lines[i + 1..]
+                    .iter()
+                    .find(|n| !n.trim().is_empty())
+                    .is_some_and(|n| n.trim_start().starts_with('"'));
+            if compared || matched {
+                out.push(line.trim().to_owned());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn tidy_error_codes_are_compared_as_constants() {
+        let mut found = Vec::new();
+        for path in all_files() {
+            if is_test_path(&path) || !path.starts_with(workspace_root().join("crates")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for l in literal_code_comparisons(&text) {
+                let rel = path.strip_prefix(workspace_root()).unwrap_or(&path);
+                found.push(format!("{}: {l}", rel.display()));
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "error codes compared as strings (use the hs_base::code constants):\n{}",
+            found.join("\n")
+        );
+    }
+
     #[test]
     fn tidy_every_cli_command_is_documented() {
         let root = workspace_root();
@@ -641,5 +685,9 @@ mod tests {
     fn tidy_code_scan_finds_codes() {
         let text = "let e = Error::new(\"conflict.repo_exists\", \"a.b\"); \"Hello. World\"";
         assert_eq!(codes_in(text), vec!["conflict.repo_exists".to_owned()]);
+        let text = "if e.code() == \"io.read_only\" {}\nif e.code() == code::IO_READ_ONLY {}\n\
+                    let x = matches!(e.code(), \"a.b\" | \"c.d\");\nmatch e.code() {\n    \"a.b\" => 1,\n}\n\
+                    #[cfg(test)]\nfn t() { assert!(e.code() == \"a.b\") }";
+        assert_eq!(literal_code_comparisons(text).len(), 3);
     }
 }
