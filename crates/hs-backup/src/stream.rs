@@ -342,12 +342,13 @@ fn is_retryable(e: &Error) -> bool {
         || STORAGE_REFUSALS.iter().any(|&c| e.code() == c)
 }
 
-/// Repository errors that a fix outside this process can clear.
-const STORAGE_REFUSALS: [&str; 4] = [
-    "io.permission_denied",
-    "io.read_only",
-    "io.write_failed",
-    "auth.storage_denied",
+/// Repository errors that a fix outside this process can clear (only hs-repo raises
+/// these codes).
+const STORAGE_REFUSALS: [Code; 4] = [
+    code::IO_PERMISSION_DENIED,
+    code::IO_READ_ONLY,
+    code::IO_WRITE_FAILED,
+    code::AUTH_STORAGE_DENIED,
 ];
 
 /// Streams WAL from the server at `conn` into `repo` until `shutdown` changes (send
@@ -553,86 +554,33 @@ async fn session(
     check_system_identifier(repo, opts, &ident.system_id).await?;
 
     let slot = opts.slot.name();
-    let mut slot_restart = None;
-    let mut slot_existed = false;
-    if let Some(name) = slot {
-        match client.read_replication_slot(name).await? {
-            Some(s) => {
-                slot_existed = true;
-                slot_restart = s.restart_lsn;
-            }
-            None => {
-                let created = client.create_physical_slot(name, true).await?;
-                tracing::info!(slot = name, restart_lsn = ?created.restart_lsn, "replication slot created");
-                slot_restart = created.restart_lsn;
-            }
-        }
-    }
-
+    let (slot_restart, slot_existed) = open_slot(&mut client, slot).await?;
     let history = if ident.timeline.0 > 1 {
-        let (_, content) = client.timeline_history(ident.timeline).await?;
-        repo.put_timeline_history(&opts.deployment, ident.timeline.0, &content)
-            .await?;
-        let text = String::from_utf8_lossy(&content);
-        parse_timeline_history(&text)?
+        store_history(&mut client, repo, opts, ident.timeline).await?
     } else {
         Vec::new()
     };
-
-    let listing = repo.list_wal(&opts.deployment).await?;
-    let next = repo_next_needed(&listing, seg_size)?;
-    if let Some((tli, _)) = next {
-        if tli > ident.timeline {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                "conflict.timeline_ahead",
-                format!(
-                    "the repository holds WAL of timeline {tli}, but the server is on timeline {}",
-                    ident.timeline
-                ),
-            )
-            .with_suggestion(
-                "the server was restored to an older state; stream it into a new deployment",
-            ));
-        }
-    }
-    let plan = plan_resume(
-        next.map(|n| n.1),
-        slot_restart,
-        slot_existed,
-        ident.xlogpos,
-        seg_size,
-    );
     let committer = Committer {
         repo,
         deployment: &opts.deployment,
         observer,
     };
-    if let Some((first, last)) = plan.gap {
-        let tli = timeline_of(first.start_lsn(seg_size), &history, ident.timeline);
-        committer
-            .gap(
-                first.with_timeline(tli),
-                last.with_timeline(timeline_of(
-                    last.start_lsn(seg_size),
-                    &history,
-                    ident.timeline,
-                )),
-                format!(
-                    "replication slot {} restart_lsn {} is past the next WAL the repository needs",
-                    slot.unwrap_or("-"),
-                    slot_restart.unwrap_or_default()
-                ),
-            )
-            .await?;
-    }
-
-    let mut start = plan.start;
+    let resume = Resume {
+        slot,
+        slot_restart,
+        slot_existed,
+        server: &ident,
+        history: &history,
+        seg_size,
+    };
+    let mut start = resume_start(&committer, &resume).await?;
     let mut tli = timeline_of(start, &history, ident.timeline);
-    // Everything before `start` is in the repository (or recorded as missing).
-    let mut flushed = start;
-    let mut server_end = ident.xlogpos;
-    let mut received_any = false;
+    let mut pos = Positions {
+        // Everything before `start` is in the repository (or recorded as missing).
+        flushed: start,
+        server_end: ident.xlogpos,
+        received_any: false,
+    };
     // Where to continue if the server says the WAL at `start` is gone: what the slot
     // still holds, else the server's current segment.
     let fallback = slot_restart
@@ -645,133 +593,39 @@ async fn session(
         tracing::info!(timeline = tli.0, start = %start, slot = slot.unwrap_or("-"), "streaming WAL");
         let mut stream = match client.start_physical(slot, start, tli).await {
             Ok(s) => s,
-            Err(e) if e.code() == "notfound.wal_removed" => {
+            Err(e) if e.code() == code::NOTFOUND_WAL_REMOVED => {
                 start = wal_removed(&committer, start, tli, fallback, seg_size, e).await?;
-                flushed = start;
+                pos.flushed = start;
                 continue 'timelines;
             }
             Err(e) => return Err(e.into()),
         };
-        let mut status_tick = tokio::time::interval(opts.status_interval);
-        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut partial_tick = tokio::time::interval(opts.partial_interval);
-        partial_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Synchronous mode: WAL received but not yet made durable. The partial is written
-        // once the messages already waiting are consumed, not after every message: one
-        // upload per batch, so catching up does not rewrite the partial once per message.
-        let mut sync_pending = false;
-        let mut sync_batch = 0usize;
-        let switch = loop {
-            let mut reply = false;
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => {
-                    // Commit what we have, report it, end the stream cleanly.
-                    committer.partial(&mut asm).await?;
-                    if opts.synchronous {
-                        flushed = asm.received().max(flushed);
-                    }
-                    let received = asm.received();
-                    stream.send_status(received, flushed, flushed, false).await?;
-                    totals.flushed = flushed;
-                    totals.received = received;
-                    match tokio::time::timeout(Duration::from_secs(10), stream.finish()).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::debug!("ending the stream: {e}"),
-                        Err(_) => tracing::debug!("ending the stream timed out"),
-                    }
-                    let _ = client.close().await;
-                    return Ok(());
+        let mut follow = Follow {
+            committer: &committer,
+            opts,
+            totals: &mut *totals,
+            pos: &mut pos,
+            asm: &mut asm,
+            sync_pending: false,
+            sync_batch: 0,
+        };
+        let switch = match follow.run(&mut stream, shutdown).await? {
+            TimelineEnd::Shutdown => {
+                match tokio::time::timeout(Duration::from_secs(10), stream.finish()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::debug!("ending the stream: {e}"),
+                    Err(_) => tracing::debug!("ending the stream timed out"),
                 }
-                msg = stream.next() => {
-                    match msg {
-                        Err(e) if e.code() == "notfound.wal_removed" && !received_any => {
-                            drop(stream);
-                            start = wal_removed(&committer, start, tli, fallback, seg_size, e).await?;
-                            flushed = start;
-                            continue 'timelines;
-                        }
-                        Err(e) => {
-                            // Keep what we received: the next session resumes from the repo.
-                            let _ = committer.partial(&mut asm).await;
-                            return Err(e.into());
-                        }
-                        Ok(None) => {
-                            let _ = committer.partial(&mut asm).await;
-                            return Err(Error::new(
-                                ErrorKind::Postgres,
-                                "unreachable.stream_ended",
-                                "the server ended the WAL stream",
-                            )
-                            .temporary(true));
-                        }
-                        Ok(Some(StreamMessage::XLogData { wal_start, wal_end, data, .. })) => {
-                            received_any = true;
-                            server_end = server_end.max(wal_end);
-                            let done = asm.push(wal_start, &data)?;
-                            for (seg, bytes) in done {
-                                committer.segment(seg, &bytes).await?;
-                                totals.segments += 1;
-                                flushed = flushed.max(seg.end_lsn());
-                                // Tell the server at once, so the slot advances promptly.
-                                reply = true;
-                            }
-                            if opts.synchronous {
-                                sync_pending = true;
-                                sync_batch += data.len();
-                                // A stream that is never idle still gets acknowledged.
-                                if sync_batch >= SYNC_BATCH_MAX {
-                                    committer.partial(&mut asm).await?;
-                                    flushed = flushed.max(asm.received());
-                                    sync_pending = false;
-                                    sync_batch = 0;
-                                    reply = true;
-                                }
-                            }
-                            totals.flushed = flushed;
-                            totals.received = asm.received();
-                            observer.positions(asm.received(), flushed, server_end);
-                        }
-                        Ok(Some(StreamMessage::Keepalive { wal_end, reply_requested, .. })) => {
-                            server_end = server_end.max(wal_end);
-                            if reply_requested && asm.received() > flushed {
-                                // The server is waiting for this reply: a walsender
-                                // shutting down exits only once the position it sent is
-                                // reported flushed. Make what we received durable (the
-                                // partial) and report that, so a fast shutdown completes
-                                // at once and the shutdown checkpoint is stored.
-                                committer.partial(&mut asm).await?;
-                                flushed = asm.received();
-                                totals.flushed = flushed;
-                                observer.positions(asm.received(), flushed, server_end);
-                            }
-                            reply = reply_requested;
-                        }
-                        Ok(Some(StreamMessage::EndOfTimeline { next_tli, next_tli_start })) => {
-                            break Some((next_tli, next_tli_start));
-                        }
-                    }
-                }
-                // Reached only when no message is ready (`biased`): the batch is complete.
-                _ = std::future::ready(()), if sync_pending => {
-                    committer.partial(&mut asm).await?;
-                    flushed = flushed.max(asm.received());
-                    totals.flushed = flushed;
-                    observer.positions(asm.received(), flushed, server_end);
-                    sync_pending = false;
-                    sync_batch = 0;
-                    reply = true;
-                }
-                _ = status_tick.tick() => reply = true,
-                _ = partial_tick.tick() => {
-                    committer.partial(&mut asm).await?;
-                }
+                let _ = client.close().await;
+                return Ok(());
             }
-            if reply {
-                stream
-                    .send_status(asm.received(), flushed, flushed, false)
-                    .await?;
+            TimelineEnd::WalRemoved(e) => {
+                drop(stream);
+                start = wal_removed(&committer, start, tli, fallback, seg_size, e).await?;
+                pos.flushed = start;
+                continue 'timelines;
             }
+            TimelineEnd::Switch(switch) => switch,
         };
         // End of the timeline: finish the COPY, keep the old timeline's last segment as
         // a partial, store the new timeline's history, continue on it.
@@ -791,6 +645,275 @@ async fn session(
         observer.timeline_switch(tli, next_tli, next_start);
         tli = next_tli;
         start = next_start.segment_start(seg_size);
+    }
+}
+
+/// Reads the replication slot, creating it when absent; returns its `restart_lsn` and
+/// whether it existed before. `(None, false)` without a slot.
+async fn open_slot(
+    client: &mut ReplicationClient,
+    slot: Option<&str>,
+) -> Result<(Option<Lsn>, bool)> {
+    let Some(name) = slot else {
+        return Ok((None, false));
+    };
+    match client.read_replication_slot(name).await? {
+        Some(s) => Ok((s.restart_lsn, true)),
+        None => {
+            let created = client.create_physical_slot(name, true).await?;
+            tracing::info!(slot = name, restart_lsn = ?created.restart_lsn, "replication slot created");
+            Ok((created.restart_lsn, false))
+        }
+    }
+}
+
+/// Stores the server's current timeline's history file and returns its entries.
+async fn store_history(
+    client: &mut ReplicationClient,
+    repo: &Repository,
+    opts: &StreamOptions,
+    timeline: TimelineId,
+) -> Result<Vec<hs_proto::TimelineHistoryEntry>> {
+    let (_, content) = client.timeline_history(timeline).await?;
+    repo.put_timeline_history(&opts.deployment, timeline.0, &content)
+        .await?;
+    let text = String::from_utf8_lossy(&content);
+    parse_timeline_history(&text)
+}
+
+/// What [`resume_start`] decides from.
+struct Resume<'a> {
+    slot: Option<&'a str>,
+    slot_restart: Option<Lsn>,
+    slot_existed: bool,
+    server: &'a hs_proto::SystemIdentity,
+    history: &'a [hs_proto::TimelineHistoryEntry],
+    seg_size: u64,
+}
+
+/// Where to start streaming (see the resume rule above); WAL the server no longer has
+/// is recorded as a gap first.
+async fn resume_start(committer: &Committer<'_>, r: &Resume<'_>) -> Result<Lsn> {
+    let (repo, seg_size, server_tli) = (committer.repo, r.seg_size, r.server.timeline);
+    let listing = repo.list_wal(committer.deployment).await?;
+    let next = repo_next_needed(&listing, seg_size)?;
+    if let Some((tli, _)) = next {
+        if tli > server_tli {
+            return Err(Error::of_kind(
+                ErrorKind::Conflict,
+                "conflict.timeline_ahead",
+                format!(
+                    "the repository holds WAL of timeline {tli}, but the server is on timeline {}",
+                    server_tli
+                ),
+            )
+            .with_suggestion(
+                "the server was restored to an older state; stream it into a new deployment",
+            ));
+        }
+    }
+    let plan = plan_resume(
+        next.map(|n| n.1),
+        r.slot_restart,
+        r.slot_existed,
+        r.server.xlogpos,
+        seg_size,
+    );
+    if let Some((first, last)) = plan.gap {
+        let tli = timeline_of(first.start_lsn(seg_size), r.history, server_tli);
+        committer
+            .gap(
+                first.with_timeline(tli),
+                last.with_timeline(timeline_of(last.start_lsn(seg_size), r.history, server_tli)),
+                format!(
+                    "replication slot {} restart_lsn {} is past the next WAL the repository needs",
+                    r.slot.unwrap_or("-"),
+                    r.slot_restart.unwrap_or_default()
+                ),
+            )
+            .await?;
+    }
+    Ok(plan.start)
+}
+
+/// Where streaming stands, across the timelines of one session.
+struct Positions {
+    /// Durable in the repository: the flush position reported to the server.
+    flushed: Lsn,
+    /// The server's WAL end as last reported.
+    server_end: Lsn,
+    /// Whether any WAL was received in this session.
+    received_any: bool,
+}
+
+/// What ended the streaming of one timeline.
+enum TimelineEnd {
+    /// Shutdown was requested; the stream was ended cleanly.
+    Shutdown,
+    /// The server no longer has the WAL at the start (before any was received).
+    WalRemoved(hs_proto::Error),
+    /// The server ended the timeline (next timeline and where it starts).
+    Switch(Option<(TimelineId, Lsn)>),
+}
+
+/// Streaming one timeline into the repository.
+struct Follow<'a, 'c> {
+    committer: &'a Committer<'c>,
+    opts: &'a StreamOptions,
+    totals: &'a mut Totals,
+    pos: &'a mut Positions,
+    asm: &'a mut SegmentAssembler,
+    /// Synchronous mode: WAL received but not yet made durable. The partial is written
+    /// once the messages already waiting are consumed, not after every message: one
+    /// upload per batch, so catching up does not rewrite the partial once per message.
+    sync_pending: bool,
+    sync_batch: usize,
+}
+
+impl Follow<'_, '_> {
+    /// Receives and stores WAL until shutdown, the end of the timeline or an error.
+    async fn run(
+        &mut self,
+        stream: &mut hs_proto::PhysicalStream<'_>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<TimelineEnd> {
+        let opts = self.opts;
+        let mut status_tick = tokio::time::interval(opts.status_interval);
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut partial_tick = tokio::time::interval(opts.partial_interval);
+        partial_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut reply = false;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    self.end_cleanly(stream).await?;
+                    return Ok(TimelineEnd::Shutdown);
+                }
+                msg = stream.next() => {
+                    match msg {
+                        Err(e) if e.code() == code::NOTFOUND_WAL_REMOVED && !self.pos.received_any => {
+                            return Ok(TimelineEnd::WalRemoved(e));
+                        }
+                        Err(e) => {
+                            // Keep what we received: the next session resumes from the repo.
+                            let _ = self.committer.partial(self.asm).await;
+                            return Err(e.into());
+                        }
+                        Ok(None) => {
+                            let _ = self.committer.partial(self.asm).await;
+                            return Err(Error::of_kind(
+                                ErrorKind::Postgres,
+                                "unreachable.stream_ended",
+                                "the server ended the WAL stream",
+                            )
+                            .temporary(true));
+                        }
+                        Ok(Some(StreamMessage::XLogData { wal_start, wal_end, data, .. })) => {
+                            reply = self.wal(wal_start, wal_end, &data).await?;
+                        }
+                        Ok(Some(StreamMessage::Keepalive { wal_end, reply_requested, .. })) => {
+                            self.keepalive(wal_end, reply_requested).await?;
+                            reply = reply_requested;
+                        }
+                        Ok(Some(StreamMessage::EndOfTimeline { next_tli, next_tli_start })) => {
+                            return Ok(TimelineEnd::Switch(Some((next_tli, next_tli_start))));
+                        }
+                    }
+                }
+                // Reached only when no message is ready (`biased`): the batch is complete.
+                _ = std::future::ready(()), if self.sync_pending => {
+                    self.committer.partial(self.asm).await?;
+                    self.pos.flushed = self.pos.flushed.max(self.asm.received());
+                    self.totals.flushed = self.pos.flushed;
+                    self.positions();
+                    self.sync_pending = false;
+                    self.sync_batch = 0;
+                    reply = true;
+                }
+                _ = status_tick.tick() => reply = true,
+                _ = partial_tick.tick() => {
+                    self.committer.partial(self.asm).await?;
+                }
+            }
+            if reply {
+                let flushed = self.pos.flushed;
+                stream
+                    .send_status(self.asm.received(), flushed, flushed, false)
+                    .await?;
+            }
+        }
+    }
+
+    /// Shutdown: commit what we have and report it (the caller ends the stream).
+    async fn end_cleanly(&mut self, stream: &mut hs_proto::PhysicalStream<'_>) -> Result<()> {
+        self.committer.partial(self.asm).await?;
+        if self.opts.synchronous {
+            self.pos.flushed = self.asm.received().max(self.pos.flushed);
+        }
+        let (received, flushed) = (self.asm.received(), self.pos.flushed);
+        stream
+            .send_status(received, flushed, flushed, false)
+            .await?;
+        self.totals.flushed = flushed;
+        self.totals.received = received;
+        Ok(())
+    }
+
+    /// XLogData: assemble, commit completed segments; returns whether to reply now.
+    async fn wal(&mut self, wal_start: Lsn, wal_end: Lsn, data: &[u8]) -> Result<bool> {
+        let mut reply = false;
+        self.pos.received_any = true;
+        self.pos.server_end = self.pos.server_end.max(wal_end);
+        let done = self.asm.push(wal_start, data)?;
+        for (seg, bytes) in done {
+            self.committer.segment(seg, &bytes).await?;
+            self.totals.segments += 1;
+            self.pos.flushed = self.pos.flushed.max(seg.end_lsn());
+            // Tell the server at once, so the slot advances promptly.
+            reply = true;
+        }
+        if self.opts.synchronous {
+            self.sync_pending = true;
+            self.sync_batch += data.len();
+            // A stream that is never idle still gets acknowledged.
+            if self.sync_batch >= SYNC_BATCH_MAX {
+                self.committer.partial(self.asm).await?;
+                self.pos.flushed = self.pos.flushed.max(self.asm.received());
+                self.sync_pending = false;
+                self.sync_batch = 0;
+                reply = true;
+            }
+        }
+        self.totals.flushed = self.pos.flushed;
+        self.totals.received = self.asm.received();
+        self.positions();
+        Ok(reply)
+    }
+
+    /// Keepalive: when the server waits for a reply, make what was received durable.
+    async fn keepalive(&mut self, wal_end: Lsn, reply_requested: bool) -> Result<()> {
+        self.pos.server_end = self.pos.server_end.max(wal_end);
+        if reply_requested && self.asm.received() > self.pos.flushed {
+            // The server is waiting for this reply: a walsender
+            // shutting down exits only once the position it sent is
+            // reported flushed. Make what we received durable (the
+            // partial) and report that, so a fast shutdown completes
+            // at once and the shutdown checkpoint is stored.
+            self.committer.partial(self.asm).await?;
+            self.pos.flushed = self.asm.received();
+            self.totals.flushed = self.pos.flushed;
+            self.positions();
+        }
+        Ok(())
+    }
+
+    fn positions(&self) {
+        self.committer.observer.positions(
+            self.asm.received(),
+            self.pos.flushed,
+            self.pos.server_end,
+        );
     }
 }
 
