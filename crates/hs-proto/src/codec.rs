@@ -140,8 +140,7 @@ pub mod frontend {
     }
 }
 
-/// Microseconds between the Unix epoch and the PostgreSQL epoch (2000-01-01 00:00 UTC).
-pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800 * 1_000_000;
+pub use hs_pg::PG_EPOCH_OFFSET_MICROS;
 
 /// The current time in PostgreSQL epoch microseconds, the clock of replication messages.
 pub fn pg_now_micros() -> i64 {
@@ -593,7 +592,9 @@ impl BackendMessage {
             b'D' => {
                 let n = get_i16(&mut b, "DataRow")?;
                 if n < 0 {
-                    return Err(crate::error::invalid_message("negative column count in DataRow"));
+                    return Err(crate::error::invalid_message(
+                        "negative column count in DataRow",
+                    ));
                 }
                 let mut values = Vec::with_capacity((n as usize).min(64));
                 for _ in 0..n {

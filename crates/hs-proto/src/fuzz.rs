@@ -53,7 +53,7 @@ pub fn fuzz_input(data: &[u8]) -> usize {
         events += 1;
     }
     // The WAL segment decoder.
-    events += crate::waldecode::fuzz_decode(data);
+    events += hs_pg::fuzz_decode(data);
     events
 }
 

@@ -11,11 +11,10 @@
 //!   cancel-safe pull stream of [`StreamMessage`]s ([`PhysicalStream`]), plus slot commands
 //!   (`CREATE_REPLICATION_SLOT`, `READ_REPLICATION_SLOT`, `DROP_REPLICATION_SLOT`) and
 //!   `TIMELINE_HISTORY`.
-//! - [`Lsn`], [`TimelineId`]: typed WAL positions; [`SegmentName`] for WAL file names and
-//!   segment math; [`parse_timeline_history`] for `.history` files.
-//! - [`SegmentDecoder`] / [`decode_segment`]: a sans-IO WAL segment decoder (PostgreSQL
-//!   15-18) summarising commits, commit times and restore points per segment
-//!   ([`SegmentSummary`]) for point-in-time recovery.
+//! - Re-exported from [`hs_pg`] (PostgreSQL values with no network, defined there once):
+//!   [`Lsn`], [`TimelineId`], [`SegmentName`] and the segment math,
+//!   [`parse_timeline_history`], and the sans-IO WAL segment decoder ([`SegmentDecoder`],
+//!   [`decode_segment`], [`SegmentSummary`]). Their errors are this crate's [`Error`].
 //!
 //! The message codec ([`BackendMessage::parse`], [`frontend`]) and the tar parser
 //! ([`TarParser`]) do no I/O; one thin tokio layer moves bytes between them and the socket.
@@ -57,8 +56,6 @@ mod lsn;
 mod stream;
 mod tar;
 mod tls;
-mod wal;
-mod waldecode;
 
 pub use client::{
     BackupEvent, BaseBackupOptions, BaseBackupStream, ReplicationClient, SystemIdentity,
@@ -73,14 +70,11 @@ pub use error::{Error, ErrorKind, Result, SqlState};
 /// The fuzz targets' entry point (feature `fuzz`, for fuzz/ and the corpus replay test).
 #[cfg(feature = "fuzz")]
 pub use fuzz::fuzz_input;
+pub use hs_pg::{
+    crc32c_update, decode_segment, parse_timeline_history, parse_wal_segment_size,
+    pg_time_to_unix_micros, segment_system_identifier, RestorePoint, SegmentDecoder, SegmentEnd,
+    SegmentName, SegmentSummary, TimelineHistoryEntry, DEFAULT_WAL_SEGMENT_SIZE,
+};
 pub use lsn::{Lsn, TimelineId};
 pub use stream::{PhysicalStream, ReadSlot, SlotInfo, TimelineSwitch};
 pub use tar::{EntryKind, TarEntryHeader, TarEvent, TarParser};
-pub use wal::{
-    parse_timeline_history, parse_wal_segment_size, SegmentName, TimelineHistoryEntry,
-    DEFAULT_WAL_SEGMENT_SIZE,
-};
-pub use waldecode::{
-    crc32c_update, decode_segment, pg_time_to_unix_micros, segment_system_identifier, RestorePoint,
-    SegmentDecoder, SegmentEnd, SegmentSummary,
-};
