@@ -1,12 +1,12 @@
 //! `file://`: the repository in a local (or locally mounted) directory.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use hs_base::fs::{parent_dir, sync_dir, temp_path, AtomicFile};
 
 use super::{check_name, list_dir, range_len, truncated, Backend, ObjectInfo};
 use crate::error::{Error, Result};
@@ -57,10 +57,23 @@ impl FsBackend {
             .with_source(e)
         })?
     }
-}
 
-fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+    /// Both writes, through [`AtomicFile`]: a `.tmp-` file in the object's
+    /// directory (created with its missing ancestors), published with `link(2)`
+    /// when `if_absent` (returns `false` if the name exists) or `rename(2)`.
+    async fn write(&self, name: &str, data: Bytes, if_absent: bool) -> Result<bool> {
+        let path = self.path(name)?;
+        let root = self.root.clone();
+        let name = name.to_string();
+        Self::blocking(move || {
+            ensure_dir(&root, parent_dir(&path)).map_err(|e| Error::io(e, true, &name))?;
+            let tmp = temp_path(&path, ".tmp-", rand::random());
+            let file = AtomicFile::new(&path, &tmp);
+            let file = if if_absent { file.if_absent() } else { file };
+            file.write(&data).map_err(|e| Error::io(e, true, &name))
+        })
+        .await
+    }
 }
 
 /// Creates `dir` and missing ancestors below `root`, fsyncing each new
@@ -82,28 +95,13 @@ fn ensure_dir(root: &Path, dir: &Path) -> std::io::Result<()> {
     for m in missing.iter().rev() {
         if let Some(p) = m.parent() {
             // The root's own parent may be outside our control; best effort there.
-            let r = fsync_dir(p);
+            let r = sync_dir(p);
             if p.starts_with(root) {
                 r?;
             }
         }
     }
     Ok(())
-}
-
-fn temp_name(final_path: &Path) -> PathBuf {
-    let base = final_path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let r: u64 = rand::random();
-    final_path.with_file_name(format!(".tmp-{base}-{r:016x}"))
-}
-
-fn write_temp(tmp: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
-    f.write_all(data)?;
-    f.sync_all()
 }
 
 fn walk(dir: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
@@ -164,42 +162,11 @@ impl Backend for FsBackend {
     }
 
     async fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool> {
-        let path = self.path(name)?;
-        let root = self.root.clone();
-        let name = name.to_string();
-        Self::blocking(move || {
-            let dir = path.parent().unwrap_or(&root).to_path_buf();
-            ensure_dir(&root, &dir).map_err(|e| Error::io(e, true, &name))?;
-            let tmp = temp_name(&path);
-            let res = write_temp(&tmp, &data).and_then(|()| match fs::hard_link(&tmp, &path) {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(e),
-            });
-            let _ = fs::remove_file(&tmp);
-            let created = res.map_err(|e| Error::io(e, true, &name))?;
-            fsync_dir(&dir).map_err(|e| Error::io(e, true, &name))?;
-            Ok(created)
-        })
-        .await
+        self.write(name, data, true).await
     }
 
     async fn put(&self, name: &str, data: Bytes) -> Result<()> {
-        let path = self.path(name)?;
-        let root = self.root.clone();
-        let name = name.to_string();
-        Self::blocking(move || {
-            let dir = path.parent().unwrap_or(&root).to_path_buf();
-            ensure_dir(&root, &dir).map_err(|e| Error::io(e, true, &name))?;
-            let tmp = temp_name(&path);
-            let res = write_temp(&tmp, &data).and_then(|()| fs::rename(&tmp, &path));
-            if res.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            res.map_err(|e| Error::io(e, true, &name))?;
-            fsync_dir(&dir).map_err(|e| Error::io(e, true, &name))
-        })
-        .await
+        self.write(name, data, false).await.map(|_| ())
     }
 
     async fn get(&self, name: &str) -> Result<Bytes> {
@@ -258,7 +225,7 @@ impl Backend for FsBackend {
                 Err(e) => return Err(Error::io(e, true, &name)),
             }
             let dir = path.parent().unwrap_or(&root);
-            fsync_dir(dir).map_err(|e| Error::io(e, true, &name))
+            sync_dir(dir).map_err(|e| Error::io(e, true, &name))
         })
         .await
     }
