@@ -8,8 +8,8 @@ use hs_base::code;
 use hs_chunk::{Chunker, FileClass};
 use hs_proto::{BackupEvent, BaseBackupOptions, ConnConfig, EntryKind, ReplicationClient};
 use hs_repo::{
-    ArchiveEntry, BackupManifest, BackupStats, FileEntry, FileKind, Lease, LeaseKind, LeaseOptions,
-    Repository,
+    ArchiveEntry, BackupManifest, BackupStats, ChunkWriter, FileEntry, FileKind, Lease, LeaseKind,
+    LeaseOptions, Repository,
 };
 
 use crate::error::{Error, ErrorKind, Result};
@@ -179,7 +179,6 @@ async fn backup_leased(
     .await?;
 
     let mut writer = repo.writer().await?;
-    let chunker_cfg = repo.chunker_config().clone();
     let bb_opts = BaseBackupOptions {
         label: format!("pg_hardstorage {} {}", opts.deployment, backup_id),
         fast_checkpoint: opts.fast_checkpoint,
@@ -189,117 +188,19 @@ async fn backup_leased(
         progress: true,
     };
     let mut stream = client.base_backup(&bb_opts).await?;
-
-    let mut start_lsn = None;
-    let mut end = None;
-    let mut archives: Vec<ArchiveEntry> = Vec::new();
-    let mut current: Option<OpenFile> = None;
-    let mut pg_manifest: Option<Bytes> = None;
-    let mut tablespace_locations: Vec<(Option<u32>, Option<String>)> = Vec::new();
-    let mut pending: Vec<Bytes> = Vec::new();
-    let mut logical: u64 = 0;
-
+    let mut received = Received::new(repo.chunker_config().clone());
     while let Some(ev) = stream.next().await? {
-        match ev {
-            BackupEvent::Started {
-                start_lsn: lsn,
-                timeline: _,
-                tablespaces,
-            } => {
-                start_lsn = Some(lsn);
-                let total: u64 = tablespaces.iter().filter_map(|t| t.size_bytes).sum();
-                tablespace_locations = tablespaces
-                    .iter()
-                    .map(|t| (t.oid, t.location.clone()))
-                    .collect();
-                progress.start((total > 0).then_some(total));
-            }
-            BackupEvent::ArchiveStart {
-                name,
-                tablespace_location,
-            } => {
-                let oid = tablespace_locations
-                    .iter()
-                    .find(|(_, loc)| loc.is_some() && *loc == tablespace_location)
-                    .and_then(|(oid, _)| *oid);
-                archives.push(ArchiveEntry {
-                    name,
-                    tablespace_oid: oid,
-                    tablespace_location,
-                    files: Vec::new(),
-                });
-            }
-            BackupEvent::Entry(h) => {
-                let kind = match &h.kind {
-                    EntryKind::File => FileKind::File,
-                    EntryKind::Dir => FileKind::Dir,
-                    EntryKind::Symlink { target } => FileKind::Symlink {
-                        target: target.clone(),
-                    },
-                };
-                let chunker = matches!(kind, FileKind::File)
-                    .then(|| Chunker::new(FileClass::of(&h.path), &chunker_cfg));
-                current = Some(OpenFile {
-                    entry: FileEntry {
-                        path: h.path.clone(),
-                        kind,
-                        mode: h.mode,
-                        mtime: h.mtime,
-                        size: h.size,
-                        chunks: Vec::new(),
-                        chunk_lists: Vec::new(),
-                    },
-                    chunker,
-                });
-            }
-            BackupEvent::Data(data) => {
-                let f = current
-                    .as_mut()
-                    .ok_or_else(|| stream_error("file data outside a file"))?;
-                let chunker = f
-                    .chunker
-                    .as_mut()
-                    .ok_or_else(|| stream_error("file data for a directory or symlink"))?;
-                logical += data.len() as u64;
-                progress.advance(data.len() as u64);
-                chunker.push(&data, &mut |c| pending.push(Bytes::copy_from_slice(c)));
-                for c in pending.drain(..) {
-                    let r = writer.add(c).await?;
-                    f.entry.chunks.push(r);
-                }
-            }
-            BackupEvent::EntryEnd => {
-                let mut f = current
-                    .take()
-                    .ok_or_else(|| stream_error("end of an entry that never started"))?;
-                if let Some(mut chunker) = f.chunker.take() {
-                    chunker.finish(&mut |c| pending.push(Bytes::copy_from_slice(c)));
-                    for c in pending.drain(..) {
-                        let r = writer.add(c).await?;
-                        f.entry.chunks.push(r);
-                    }
-                }
-                let stored: u64 = f.entry.chunks.iter().map(|c| u64::from(c.len)).sum();
-                if matches!(f.entry.kind, FileKind::File) && stored != f.entry.size {
-                    return Err(stream_error(&format!(
-                        "file {} announced {} bytes but carried {stored}",
-                        f.entry.path, f.entry.size
-                    )));
-                }
-                writer.store_chunk_list(&mut f.entry).await?;
-                archives
-                    .last_mut()
-                    .ok_or_else(|| stream_error("file outside an archive"))?
-                    .files
-                    .push(f.entry);
-            }
-            BackupEvent::ArchiveEnd => {}
-            BackupEvent::Progress { .. } => {}
-            BackupEvent::Manifest(m) => pg_manifest = Some(m),
-            BackupEvent::Finished { end_lsn, timeline } => end = Some((end_lsn, timeline)),
-        }
+        received.event(ev, &mut writer, progress).await?;
     }
     drop(stream);
+    let Received {
+        start_lsn,
+        end,
+        archives,
+        pg_manifest,
+        logical,
+        ..
+    } = received;
 
     let start_lsn = start_lsn.ok_or_else(|| stream_error("no start position"))?;
     let (end_lsn, timeline) = end.ok_or_else(|| stream_error("no end position"))?;
@@ -316,8 +217,8 @@ async fn backup_leased(
         deployment: opts.deployment.clone(),
         system_identifier: ident.system_id.clone(),
         timeline: timeline.0,
-        start_lsn: start_lsn.to_string(),
-        stop_lsn: end_lsn.to_string(),
+        start_lsn,
+        stop_lsn: end_lsn,
         start_time: rfc3339(started),
         stop_time: rfc3339(time::OffsetDateTime::now_utc()),
         pg_version,
@@ -333,9 +234,17 @@ async fn backup_leased(
         },
     };
     lease.check()?;
-    // Ids have one-second resolution: a second backup of the same deployment that
-    // started in the same second gets `-2`, `-3`, ... (still sorting after the first).
-    let mut manifest = manifest;
+    put_manifest_numbered(repo, manifest, started).await
+}
+
+/// Stores the manifest. Ids have one-second resolution: a second backup of the same
+/// deployment that started in the same second gets `-2`, `-3`, ... (still sorting
+/// after the first).
+async fn put_manifest_numbered(
+    repo: &Repository,
+    mut manifest: BackupManifest,
+    started: time::OffsetDateTime,
+) -> Result<BackupSummary> {
     let mut n = 1;
     loop {
         match repo.put_manifest(&manifest).await {
@@ -347,6 +256,163 @@ async fn backup_leased(
         }
     }
     Ok(BackupSummary { manifest })
+}
+
+/// What the `BASE_BACKUP` stream delivered so far, with every file's chunks stored.
+struct Received {
+    chunker_cfg: hs_repo::ChunkerConfig,
+    start_lsn: Option<hs_proto::Lsn>,
+    end: Option<(hs_proto::Lsn, hs_proto::TimelineId)>,
+    archives: Vec<ArchiveEntry>,
+    current: Option<OpenFile>,
+    pg_manifest: Option<Bytes>,
+    tablespace_locations: Vec<(Option<u32>, Option<String>)>,
+    pending: Vec<Bytes>,
+    logical: u64,
+}
+
+impl Received {
+    fn new(chunker_cfg: hs_repo::ChunkerConfig) -> Received {
+        Received {
+            chunker_cfg,
+            start_lsn: None,
+            end: None,
+            archives: Vec::new(),
+            current: None,
+            pg_manifest: None,
+            tablespace_locations: Vec::new(),
+            pending: Vec::new(),
+            logical: 0,
+        }
+    }
+
+    /// Takes in one event of the stream.
+    async fn event(
+        &mut self,
+        ev: BackupEvent,
+        writer: &mut ChunkWriter,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        match ev {
+            BackupEvent::Started {
+                start_lsn: lsn,
+                timeline: _,
+                tablespaces,
+            } => {
+                self.start_lsn = Some(lsn);
+                let total: u64 = tablespaces.iter().filter_map(|t| t.size_bytes).sum();
+                self.tablespace_locations = tablespaces
+                    .iter()
+                    .map(|t| (t.oid, t.location.clone()))
+                    .collect();
+                progress.start((total > 0).then_some(total));
+            }
+            BackupEvent::ArchiveStart {
+                name,
+                tablespace_location,
+            } => {
+                let oid = self
+                    .tablespace_locations
+                    .iter()
+                    .find(|(_, loc)| loc.is_some() && *loc == tablespace_location)
+                    .and_then(|(oid, _)| *oid);
+                self.archives.push(ArchiveEntry {
+                    name,
+                    tablespace_oid: oid,
+                    tablespace_location,
+                    files: Vec::new(),
+                });
+            }
+            BackupEvent::Entry(h) => self.current = Some(self.open_file(&h)),
+            BackupEvent::Data(data) => {
+                let f = self
+                    .current
+                    .as_mut()
+                    .ok_or_else(|| stream_error("file data outside a file"))?;
+                let chunker = f
+                    .chunker
+                    .as_mut()
+                    .ok_or_else(|| stream_error("file data for a directory or symlink"))?;
+                self.logical += data.len() as u64;
+                progress.advance(data.len() as u64);
+                let pending = &mut self.pending;
+                chunker.push(&data, &mut |c| pending.push(Bytes::copy_from_slice(c)));
+                store_pending(pending, writer, &mut f.entry).await?;
+            }
+            BackupEvent::EntryEnd => self.end_file(writer).await?,
+            BackupEvent::ArchiveEnd => {}
+            BackupEvent::Progress { .. } => {}
+            BackupEvent::Manifest(m) => self.pg_manifest = Some(m),
+            BackupEvent::Finished { end_lsn, timeline } => self.end = Some((end_lsn, timeline)),
+        }
+        Ok(())
+    }
+
+    /// A new member of the archive: a file gets a chunker.
+    fn open_file(&self, h: &hs_proto::TarEntryHeader) -> OpenFile {
+        let kind = match &h.kind {
+            EntryKind::File => FileKind::File,
+            EntryKind::Dir => FileKind::Dir,
+            EntryKind::Symlink { target } => FileKind::Symlink {
+                target: target.clone(),
+            },
+        };
+        let chunker = matches!(kind, FileKind::File)
+            .then(|| Chunker::new(FileClass::of(&h.path), &self.chunker_cfg));
+        OpenFile {
+            entry: FileEntry {
+                path: h.path.clone(),
+                kind,
+                mode: h.mode,
+                mtime: h.mtime,
+                size: h.size,
+                chunks: Vec::new(),
+                chunk_lists: Vec::new(),
+            },
+            chunker,
+        }
+    }
+
+    /// The end of a member: its last chunk stored, its length checked, its entry added
+    /// to the archive.
+    async fn end_file(&mut self, writer: &mut ChunkWriter) -> Result<()> {
+        let mut f = self
+            .current
+            .take()
+            .ok_or_else(|| stream_error("end of an entry that never started"))?;
+        if let Some(mut chunker) = f.chunker.take() {
+            let pending = &mut self.pending;
+            chunker.finish(&mut |c| pending.push(Bytes::copy_from_slice(c)));
+            store_pending(pending, writer, &mut f.entry).await?;
+        }
+        let stored: u64 = f.entry.chunks.iter().map(|c| u64::from(c.len)).sum();
+        if matches!(f.entry.kind, FileKind::File) && stored != f.entry.size {
+            return Err(stream_error(&format!(
+                "file {} announced {} bytes but carried {stored}",
+                f.entry.path, f.entry.size
+            )));
+        }
+        writer.store_chunk_list(&mut f.entry).await?;
+        self.archives
+            .last_mut()
+            .ok_or_else(|| stream_error("file outside an archive"))?
+            .files
+            .push(f.entry);
+        Ok(())
+    }
+}
+
+/// Stores the chunks the chunker cut (deduplicated by the writer) as the file's next chunks.
+async fn store_pending(
+    pending: &mut Vec<Bytes>,
+    writer: &mut ChunkWriter,
+    entry: &mut FileEntry,
+) -> Result<()> {
+    for c in pending.drain(..) {
+        let r = writer.add(c).await?;
+        entry.chunks.push(r);
+    }
+    Ok(())
 }
 
 fn stream_error(what: &str) -> Error {

@@ -343,6 +343,38 @@ mod tests {
     }
 
     #[test]
+    fn size_independent_names() {
+        assert_eq!(
+            parse_wal_segment_name("00000002000000A1000000FF"),
+            Some((2, 0xA1, 0xFF))
+        );
+        for bad in [
+            "",
+            "00000002000000a1000000FF",
+            "00000002000000A1000000F",
+            "00000002000000A1000000FFF",
+            "0000000200000XA1000000FF",
+        ] {
+            assert_eq!(parse_wal_segment_name(bad), None, "{bad}");
+        }
+        assert_eq!(
+            wal_segment_name(1, 0x1FF, 16 << 20),
+            "0000000100000001000000FF"
+        );
+        assert_eq!(wal_segment_name(3, 5, 1 << 30), "000000030000000100000001");
+        assert_eq!(timeline_history_name(10), "0000000A.history");
+        assert_eq!(parse_timeline_history_name("0000000A.history"), Some(10));
+        assert_eq!(parse_timeline_history_name("0000000a.history"), None);
+        assert_eq!(parse_timeline_history_name("0000000A"), None);
+        assert_eq!(segs_per_xlogid(16 << 20), 256);
+        assert_eq!(segs_per_xlogid(0), 256);
+        assert!(is_valid_wal_segment_size(16 << 20));
+        assert!(!is_valid_wal_segment_size(3 << 20));
+        assert!(!is_valid_wal_segment_size(512 << 10));
+        assert!(!is_valid_wal_segment_size(2 << 30));
+    }
+
+    #[test]
     fn segment_size_setting() {
         assert_eq!(parse_wal_segment_size("16MB").unwrap(), SEG);
         assert_eq!(parse_wal_segment_size("1GB").unwrap(), MAX_WAL_SEGMENT_SIZE);

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use hs_proto::Lsn;
+use hs_pg::Lsn;
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Duration, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 

@@ -69,6 +69,8 @@ pub use gc::{GcOptions, GcReport, GcWaiting, DEFAULT_GC_GRACE};
 pub use hs_chunk::{ChunkId, Chunker, ChunkerConfig, FileClass, PackEntry};
 /// The keyring [`Repository::init`] and [`Repository::open`] take (from hs-crypt).
 pub use hs_crypt::Keyring;
+/// The LSN type of [`BackupManifest`]'s `start_lsn` and `stop_lsn` (hs-pg's).
+pub use hs_pg::Lsn;
 #[cfg(feature = "fuzz")]
 pub use index::fuzz_index;
 pub use keys::{KeyInfo, KeyRotation};
@@ -84,8 +86,7 @@ pub use reader::{ChunkReader, DEFAULT_FRAME_CACHE_BYTES};
 pub use redact::{redact_text, redact_url, REDACTED};
 pub use repo::{Repository, DEFAULT_PACK_TARGET_SIZE, MARKER_NAME, REPO_VERSION};
 pub use retention::{
-    parse_lsn, plan_retention, BackupDecision, BackupPoint, RetentionApplied, RetentionPlan,
-    RetentionPolicy,
+    plan_retention, BackupDecision, BackupPoint, RetentionApplied, RetentionPlan, RetentionPolicy,
 };
 pub use verify::{VerifyCheck, VerifyProblem, VerifyReport, MAX_PROBLEMS};
 pub use wal::{

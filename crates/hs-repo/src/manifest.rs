@@ -2,6 +2,7 @@
 
 use hs_base::code;
 use hs_chunk::ChunkId;
+use hs_pg::Lsn;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -32,10 +33,10 @@ pub struct BackupManifest {
     pub system_identifier: String,
     /// Timeline the backup started on.
     pub timeline: u32,
-    /// Start LSN, `X/Y` text form.
-    pub start_lsn: String,
-    /// Stop LSN, `X/Y` text form.
-    pub stop_lsn: String,
+    /// Start LSN (stored as its `X/Y` text form).
+    pub start_lsn: Lsn,
+    /// Stop LSN (stored as its `X/Y` text form).
+    pub stop_lsn: Lsn,
     /// Start time, RFC 3339 UTC.
     pub start_time: String,
     /// Stop time, RFC 3339 UTC.
@@ -297,5 +298,51 @@ impl Repository {
         let l = self.list_backups_checked(deployment).await?;
         l.check_latest(deployment)?;
         Ok(l.backups)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest body as the format has stored it since its first version, when the LSNs
+    /// were plain strings: it must read back, and write back byte for byte.
+    const OLD_FORMAT: &str = concat!(
+        r#"{"format":1,"backup_id":"20260102T030405Z","deployment":"main","#,
+        r#""system_identifier":"7312345678901234567","timeline":2,"#,
+        r#""start_lsn":"16/B374D848","stop_lsn":"16/B5000100","#,
+        r#""start_time":"2026-01-02T03:04:05Z","stop_time":"2026-01-02T03:05:06Z","#,
+        r#""pg_version":150004,"label":"pg_hardstorage","archives":[{"name":"base","#,
+        r#""tablespace_oid":null,"tablespace_location":null,"files":[{"path":"PG_VERSION","#,
+        r#""kind":{"type":"file"},"mode":384,"mtime":1767323045,"size":3,"chunks":[{"id":"#,
+        r#""0000000000000000000000000000000000000000000000000000000000000000","len":3}]},"#,
+        r#"{"path":"pg_tblspc/16384","kind":{"type":"symlink","target":"/ts"},"mode":511,"#,
+        r#""mtime":0,"size":0,"chunks":[]}]}],"pg_backup_manifest":"{}","#,
+        r#""stats":{"logical_bytes":3,"stored_bytes":90,"chunks":1,"new_chunks":1,"files":1}}"#
+    );
+
+    #[test]
+    fn old_format_round_trips_byte_for_byte() {
+        let m: BackupManifest = serde_json::from_str(OLD_FORMAT).unwrap();
+        assert_eq!(m.start_lsn, Lsn(0x16_B374_D848));
+        assert_eq!(m.stop_lsn, Lsn(0x16_B500_0100));
+        assert_eq!(m.start_lsn.to_string(), "16/B374D848");
+        assert_eq!(serde_json::to_string(&m).unwrap(), OLD_FORMAT);
+        // What the CLI and the API print of it (`json!` of the fields) is the text too.
+        assert_eq!(
+            serde_json::json!({ "stop_lsn": m.stop_lsn }).to_string(),
+            r#"{"stop_lsn":"16/B5000100"}"#
+        );
+    }
+
+    #[test]
+    fn a_manifest_whose_lsn_is_not_an_lsn_does_not_load() {
+        for bad in ["16", "x/1", "", "1/123456789"] {
+            let json = OLD_FORMAT.replace("16/B374D848", bad);
+            assert!(
+                serde_json::from_str::<BackupManifest>(&json).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -44,12 +44,9 @@ pub(crate) fn manifest_prefix(deployment: &str) -> String {
 /// Checks a deployment name or backup id: 1 to 128 of `[A-Za-z0-9._-]`,
 /// not starting with `.`.
 pub(crate) fn check_ident(s: &str, code: &'static str, what: &str) -> Result<()> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    // The repository's own (laxer) rule, not the one for names users type: see
+    // hs_pg::DeploymentName.
+    if hs_pg::is_repository_name(s) {
         Ok(())
     } else {
         Err(

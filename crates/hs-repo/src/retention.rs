@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use hs_pg::Lsn;
+
 use crate::error::{Error, Result};
 use crate::lock::{LeaseKind, LeaseOptions};
 use crate::manifest::BackupManifest;
@@ -58,17 +60,6 @@ pub struct BackupPoint {
     pub stored_bytes: u64,
 }
 
-/// Parses `X/Y` (hex) into a 64-bit LSN.
-pub fn parse_lsn(s: &str) -> Option<u64> {
-    let (hi, lo) = s.split_once('/')?;
-    if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
-        return None;
-    }
-    let hi = u32::from_str_radix(hi, 16).ok()?;
-    let lo = u32::from_str_radix(lo, 16).ok()?;
-    Some((u64::from(hi) << 32) | u64::from(lo))
-}
-
 fn parse_time(s: &str) -> Option<i64> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()
@@ -77,7 +68,7 @@ fn parse_time(s: &str) -> Option<i64> {
 
 impl BackupPoint {
     /// The retention view of a manifest (`verify.manifest_invalid` if its
-    /// LSNs or times do not parse).
+    /// times do not parse; its LSNs are typed).
     pub fn from_manifest(m: &BackupManifest) -> Result<BackupPoint> {
         let bad = |what: &str| {
             Error::new(
@@ -88,8 +79,8 @@ impl BackupPoint {
         Ok(BackupPoint {
             backup_id: m.backup_id.clone(),
             timeline: m.timeline,
-            start_lsn: parse_lsn(&m.start_lsn).ok_or_else(|| bad("start LSN"))?,
-            stop_lsn: parse_lsn(&m.stop_lsn).ok_or_else(|| bad("stop LSN"))?,
+            start_lsn: m.start_lsn.0,
+            stop_lsn: m.stop_lsn.0,
             start_time: parse_time(&m.start_time).ok_or_else(|| bad("start time"))?,
             stop_time: parse_time(&m.stop_time).ok_or_else(|| bad("stop time"))?,
             stored_bytes: m.stats.stored_bytes,
@@ -268,10 +259,6 @@ pub fn plan_retention(
     plan
 }
 
-fn fmt_lsn(l: u64) -> String {
-    format!("{:X}/{:X}", l >> 32, l & 0xFFFF_FFFF)
-}
-
 /// PITR across a hole in the archived WAL needs a backup that ends after
 /// the hole: for every hole above the oldest kept backup's start, keep the
 /// oldest backup that ends after it. Repeats until nothing changes (a newly
@@ -312,8 +299,8 @@ fn bridge_wal_holes(
                 if reasons[i].is_empty() {
                     reasons[i].push(format!(
                         "oldest backup after the WAL hole {}..{} (PITR across it)",
-                        fmt_lsn(h0 * seg_size),
-                        fmt_lsn((h1 + 1) * seg_size)
+                        Lsn(h0 * seg_size),
+                        Lsn((h1 + 1) * seg_size)
                     ));
                     added = true;
                 }

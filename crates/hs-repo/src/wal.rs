@@ -20,18 +20,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::repo::{check_deployment, Repository};
+use hs_pg::parse_timeline_history_name as parse_history_name;
+
+// The segment-size bounds and the pure WAL file naming are hs-pg's; re-exported here (and
+// from the crate root) where embedders have always found them.
+pub use hs_pg::{
+    is_valid_wal_segment_size, parse_wal_segment_name, segs_per_xlogid, timeline_history_name,
+    wal_segment_name, DEFAULT_WAL_SEGMENT_SIZE, MAX_WAL_SEGMENT_SIZE, MIN_WAL_SEGMENT_SIZE,
+};
 
 /// zstd level for WAL objects. Level 1 was chosen over 3 on a real 16 MiB
 /// segment (initdb + catalog WAL): 1.23 MB at ~950 MB/s vs 1.12 MB at
 /// ~660 MB/s (-9 % size for +45 % CPU); the streamer's CPU matters more.
 pub const WAL_ZSTD_LEVEL: i32 = 1;
-/// Smallest WAL segment size PostgreSQL allows (1 MiB).
-pub const MIN_WAL_SEGMENT_SIZE: u64 = 1 << 20;
-/// Largest WAL segment size PostgreSQL allows (1 GiB).
-pub const MAX_WAL_SEGMENT_SIZE: u64 = 1 << 30;
-/// The default (and by far most common) WAL segment size, 16 MiB.
-pub const DEFAULT_WAL_SEGMENT_SIZE: u64 = 16 << 20;
-
 const WAL_OBJECT_VERSION: u8 = 1;
 const FLAG_ZSTD: u8 = 1;
 const HASH_LEN: usize = 32;
@@ -95,59 +96,6 @@ pub struct WalListing {
     pub histories: Vec<u32>,
     /// Recorded gaps, by `from_segment`.
     pub gaps: Vec<WalGap>,
-}
-
-/// Whether `n` is a WAL segment size PostgreSQL allows (a power of two
-/// from 1 MiB to 1 GiB).
-pub fn is_valid_wal_segment_size(n: u64) -> bool {
-    n.is_power_of_two() && (MIN_WAL_SEGMENT_SIZE..=MAX_WAL_SEGMENT_SIZE).contains(&n)
-}
-
-/// Segments per "xlogid" (the middle 8 hex digits of a name): `2^32 / seg_size`.
-/// `seg_size` should be valid (see [`is_valid_wal_segment_size`]); 0 is treated as 16 MiB.
-pub fn segs_per_xlogid(seg_size: u64) -> u64 {
-    let s = if seg_size == 0 {
-        DEFAULT_WAL_SEGMENT_SIZE
-    } else {
-        seg_size
-    };
-    (0x1_0000_0000u64 / s).max(1)
-}
-
-/// Parses a 24-hex-digit segment name (upper case) into (timeline, log, seg).
-pub fn parse_wal_segment_name(name: &str) -> Option<(u32, u32, u32)> {
-    if name.len() != 24
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-    {
-        return None;
-    }
-    let p = |r: std::ops::Range<usize>| u32::from_str_radix(&name[r], 16).ok();
-    Some((p(0..8)?, p(8..16)?, p(16..24)?))
-}
-
-/// The name of segment `segno` of timeline `tli` for segments of `seg_size` bytes.
-pub fn wal_segment_name(tli: u32, segno: u64, seg_size: u64) -> String {
-    let per = segs_per_xlogid(seg_size);
-    format!("{tli:08X}{:08X}{:08X}", segno / per, segno % per)
-}
-
-/// The name of timeline `tli`'s history file, `TTTTTTTT.history`.
-pub fn timeline_history_name(tli: u32) -> String {
-    format!("{tli:08X}.history")
-}
-
-fn parse_history_name(name: &str) -> Option<u32> {
-    let hex = name.strip_suffix(".history")?;
-    if hex.len() != 8
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-    {
-        return None;
-    }
-    u32::from_str_radix(hex, 16).ok()
 }
 
 fn wal_prefix(deployment: &str) -> String {
@@ -640,27 +588,7 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(
-            parse_wal_segment_name("00000002000000A1000000FF"),
-            Some((2, 0xA1, 0xFF))
-        );
-        for bad in [
-            "",
-            "00000002000000a1000000FF",
-            "00000002000000A1000000F",
-            "00000002000000A1000000FFF",
-            "0000000200000XA1000000FF",
-        ] {
-            assert_eq!(parse_wal_segment_name(bad), None, "{bad}");
-        }
-        assert_eq!(
-            wal_segment_name(1, 0x1FF, 16 << 20),
-            "0000000100000001000000FF"
-        );
-        assert_eq!(wal_segment_name(3, 5, 1 << 30), "000000030000000100000001");
-        assert_eq!(timeline_history_name(10), "0000000A.history");
-        assert_eq!(parse_history_name("0000000A.history"), Some(10));
-        assert_eq!(parse_history_name("0000000a.history"), None);
+        // The name functions themselves are tested in hs-pg.
         let info = WalSegmentInfo {
             name: "000000010000000200000003".into(),
             timeline: 1,
@@ -669,10 +597,6 @@ mod tests {
             stored_bytes: 0,
         };
         assert_eq!(info.segno(16 << 20), 2 * 256 + 3);
-        assert!(is_valid_wal_segment_size(16 << 20));
-        assert!(!is_valid_wal_segment_size(3 << 20));
-        assert!(!is_valid_wal_segment_size(512 << 10));
-        assert!(!is_valid_wal_segment_size(2 << 30));
     }
 
     #[test]

@@ -143,15 +143,14 @@ fn segment_name(round: u32) -> String {
 
 fn manifest(round: u32, id: &str, refs: &[ChunkRef]) -> BackupManifest {
     let start = (u64::from(round) + 1) * SEGMENT as u64 + 0x28;
-    let lsn = |v: u64| format!("{:X}/{:X}", v >> 32, v & 0xFFFF_FFFF);
     BackupManifest {
         format: MANIFEST_FORMAT,
         backup_id: id.to_owned(),
         deployment: DEPLOYMENT.to_owned(),
         system_identifier: "7300000000000000001".to_owned(),
         timeline: 1,
-        start_lsn: lsn(start),
-        stop_lsn: lsn(start + 0x100),
+        start_lsn: hs_repo::Lsn(start),
+        stop_lsn: hs_repo::Lsn(start + 0x100),
         start_time: format!("2026-11-26T00:00:{:02}Z", round % 60),
         stop_time: format!("2026-11-26T00:00:{:02}Z", round % 60),
         pg_version: 150_000,

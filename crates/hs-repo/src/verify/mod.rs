@@ -37,17 +37,6 @@ const PARALLEL: usize = 4;
 /// `backups` field has them all).
 const MESSAGE_BACKUPS: usize = 10;
 
-/// Parses an `X/Y` LSN (hex halves).
-fn parse_lsn(s: &str) -> Option<u64> {
-    let (hi, lo) = s.split_once('/')?;
-    if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
-        return None;
-    }
-    let hi = u32::from_str_radix(hi, 16).ok()?;
-    let lo = u32::from_str_radix(lo, 16).ok()?;
-    Some((u64::from(hi) << 32) | u64::from(lo))
-}
-
 /// The code a failed read of a chunk is reported with.
 fn chunk_code(e: &Error) -> &'static str {
     if e.code().starts_with("notfound.") {
@@ -75,19 +64,4 @@ fn file_label(a: &ArchiveEntry, path: &str) -> String {
 /// The last `/`-separated part of an object name.
 fn base_name(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lsn_parsing() {
-        assert_eq!(parse_lsn("0/3000028"), Some(0x300_0028));
-        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
-        assert_eq!(parse_lsn("FFFFFFFF/FFFFFFFF"), Some(u64::MAX));
-        for bad in ["", "0", "/1", "1/", "x/1", "123456789/0"] {
-            assert_eq!(parse_lsn(bad), None, "{bad}");
-        }
-    }
 }

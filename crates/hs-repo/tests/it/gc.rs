@@ -36,8 +36,8 @@ async fn small_repo(env: &Env) -> Repository {
 fn manifest_at(dep: &str, id: &str, n: u64, entry: FileEntry) -> BackupManifest {
     let mut m = sample_manifest(dep, id, &[]);
     m.archives[0].files[1] = entry;
-    m.start_lsn = format!("0/{:X}", n * 0x100_0000 + 0x28);
-    m.stop_lsn = format!("0/{:X}", n * 0x100_0000 + 0x100);
+    m.start_lsn = hs_repo::Lsn(n * 0x100_0000 + 0x28);
+    m.stop_lsn = hs_repo::Lsn(n * 0x100_0000 + 0x100);
     m.start_time = format!("2026-11-{:02}T01:00:00Z", n + 1);
     m.stop_time = format!("2026-11-{:02}T01:01:00Z", n + 1);
     m

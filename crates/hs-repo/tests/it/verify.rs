@@ -63,8 +63,8 @@ async fn populated(env: &Env) -> (Repository, Vec<(String, Vec<u8>)>) {
         system_identifier: "7311111111111111111".to_string(),
         timeline: 1,
         // Inside segment 2 of timeline 1 (1 MiB segments).
-        start_lsn: "0/200028".to_string(),
-        stop_lsn: "0/200100".to_string(),
+        start_lsn: "0/200028".parse().unwrap(),
+        stop_lsn: "0/200100".parse().unwrap(),
         start_time: "2026-11-26T05:00:00Z".to_string(),
         stop_time: "2026-11-26T05:00:01Z".to_string(),
         pg_version: 150004,
