@@ -155,7 +155,7 @@ pub async fn rotate(g: &GlobalArgs, a: RotateArgs) -> Result<Output> {
             "backup_id": d.backup.backup_id,
             "keep": d.keep,
             "reasons": d.reasons,
-            "start_lsn": format!("{:X}/{:X}", d.backup.start_lsn >> 32, d.backup.start_lsn & 0xFFFF_FFFF),
+            "start_lsn": hs_repo::Lsn(d.backup.start_lsn).to_string(),
             "start_time": time::OffsetDateTime::from_unix_timestamp(d.backup.start_time)
                 .map(hs_backup::rfc3339).unwrap_or_default(),
             "stored_bytes": d.backup.stored_bytes,
