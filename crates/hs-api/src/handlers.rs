@@ -332,24 +332,18 @@ async fn restore_preview(state: &State, deployment: &str, body: &Bytes) -> Resul
             "give at most one of `to`, `to_lsn` and `to_name`",
         ));
     }
-    let target = if let Some(t) = &req.to {
-        hs_pitr::PitrTarget::Time(hs_pitr::parse_target_time(
-            t,
-            time::OffsetDateTime::now_utc(),
-        )?)
-    } else if let Some(l) = &req.to_lsn {
-        hs_pitr::PitrTarget::Lsn(hs_pitr::parse_target_lsn(l)?)
-    } else if let Some(n) = &req.to_name {
-        hs_pitr::PitrTarget::Name(hs_pitr::parse_target_name(n)?)
-    } else {
-        hs_pitr::PitrTarget::Latest
+    // The same planning as `pg_hardstorage restore --preview` (the latest timeline).
+    let plan = hs_ops::PlanRequest {
+        backup: req.backup.unwrap_or_else(|| "latest".to_owned()),
+        to_time: req.to,
+        to_lsn: req.to_lsn,
+        to_name: req.to_name,
+        to_timeline: None,
     };
-    let sel: hs_pitr::BackupSelector = match req.backup.as_deref().unwrap_or("latest").parse() {
-        Ok(s) => s,
-        Err(never) => match never {},
-    };
+    let target = plan.target()?;
+    let sel = plan.selector();
     let repo = state.repo(&d.repo).await?;
-    let p = hs_pitr::plan_restore(&repo, deployment, &sel, &target).await?;
+    let p = hs_ops::plan_restore(&repo, deployment, &sel, &target, None).await?;
     Ok(ok(json!({
         "preview": true,
         "deployment": deployment,
@@ -361,7 +355,7 @@ async fn restore_preview(state: &State, deployment: &str, body: &Bytes) -> Resul
 /// default age thresholds. Issues are findings, not errors: the reply is 200 either way.
 async fn doctor(state: &State, deployment: &str) -> Result<Reply> {
     let d = state.deployment(deployment)?;
-    let target = hs_backup::DoctorTarget {
+    let target = hs_ops::DoctorTarget {
         deployment: d.name.clone(),
         repo: Ok(d.repo.clone()),
         pg_connection: d.pg_connection.clone().ok_or_else(|| {
@@ -373,11 +367,11 @@ async fn doctor(state: &State, deployment: &str) -> Result<Reply> {
         keyring: state.keyring.path().to_path_buf(),
         config_path: None,
         config_problem: None,
-        backup_max_age: hs_backup::DEFAULT_BACKUP_MAX_AGE,
-        wal_max_age: hs_backup::DEFAULT_WAL_MAX_AGE,
+        backup_max_age: hs_ops::DEFAULT_BACKUP_MAX_AGE,
+        wal_max_age: hs_ops::DEFAULT_WAL_MAX_AGE,
         timeout: std::time::Duration::from_secs(5),
     };
-    let report = hs_backup::diagnose(&target).await;
+    let report = hs_ops::diagnose(&target).await;
     let checks: Vec<Value> = report
         .checks
         .iter()
@@ -385,7 +379,7 @@ async fn doctor(state: &State, deployment: &str) -> Result<Reply> {
             json!({
                 "name": c.name,
                 "state": c.state.as_str(),
-                "ok": c.state != hs_backup::CheckState::Issue,
+                "ok": c.state != hs_ops::CheckState::Issue,
                 "detail": c.detail,
                 "fix": c.fix,
             })

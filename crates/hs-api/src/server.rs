@@ -26,6 +26,9 @@ use crate::jobs::Jobs;
 use crate::routes::{match_route, Matched, Route};
 use crate::SCHEMA;
 
+/// A deployment the API serves (defined in hs-ops, where `serve` resolves it).
+pub use hs_ops::Deployment;
+
 /// The environment variable `pg_hardstorage serve` reads the bearer token from.
 pub const ENV_API_TOKEN: &str = "PG_HARDSTORAGE_API_TOKEN";
 /// Shortest token accepted, in bytes.
@@ -79,42 +82,6 @@ impl ApiToken {
 impl fmt::Debug for ApiToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiToken(..)")
-    }
-}
-
-/// A deployment the API serves: its name, repository URL and (for backup triggers) the
-/// libpq connection string of a REPLICATION role. `Debug` hides the connection string.
-#[derive(Clone)]
-pub struct Deployment {
-    /// Deployment name.
-    pub name: String,
-    /// Repository URL.
-    pub repo: String,
-    /// libpq connection string or URL; `None` means backups cannot be triggered.
-    pub pg_connection: Option<String>,
-}
-
-impl Deployment {
-    /// A deployment without a connection string.
-    pub fn new(name: impl Into<String>, repo: impl Into<String>) -> Deployment {
-        Deployment {
-            name: name.into(),
-            repo: repo.into(),
-            pg_connection: None,
-        }
-    }
-}
-
-impl fmt::Debug for Deployment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Deployment")
-            .field("name", &self.name)
-            .field("repo", &hs_repo::redact_url(&self.repo))
-            .field(
-                "pg_connection",
-                &self.pg_connection.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
     }
 }
 

@@ -17,25 +17,14 @@
 #![deny(missing_docs)]
 
 mod backup;
-mod config;
-mod doctor;
 mod error;
 mod metrics;
 mod names;
 mod preflight;
-mod status;
 mod stream;
 
 pub use backup::{
     run_backup, run_backup_until, BackupOptions, BackupSummary, NoProgress, Progress,
-};
-pub use config::{
-    conninfo_has_password, resolve_pg_connection, resolve_repo, search_paths, Config, ConfigFile,
-    DeploymentConfig, Overrides, Resolved, Source, CONFIG_FILE_NAME, DEFAULT_BACKUP_MAX_AGE,
-    DEFAULT_WAL_MAX_AGE, ENV_CONFIG, ENV_PG_CONNECTION, ENV_REPO,
-};
-pub use doctor::{
-    diagnose, format_age, probe_slot, Check, CheckState, DeploymentReport, DoctorTarget, SlotProbe,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use metrics::{
@@ -44,9 +33,6 @@ pub use metrics::{
 };
 pub use names::{backup_id_for, rfc3339, validate_deployment, MAX_DEPLOYMENT_LEN};
 pub use preflight::{preflight, Finding, PreflightReport, Severity};
-pub use status::{
-    deployment_status, repo_usage, DeploymentStatus, LastBackup, RepoUsage, StreamPosition,
-};
 pub use stream::{
     lag_bytes, slot_name_for, wal_stream, NoObserver, SlotMode, StreamExit, StreamObserver,
     StreamOptions,

@@ -29,9 +29,9 @@ pub struct GlobalArgs {
     /// ~/.config/pg_hardstorage/pg_hardstorage.yaml, /etc/pg_hardstorage/pg_hardstorage.yaml].
     #[arg(long, env = "PG_HARDSTORAGE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// The config file that was loaded (filled in before a command runs).
+    /// The loaded config file and the resolved keyring (filled in before a command runs).
     #[arg(skip)]
-    pub file: Option<hs_backup::ConfigFile>,
+    pub settings: hs_ops::Settings,
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,

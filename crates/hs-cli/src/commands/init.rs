@@ -8,7 +8,6 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::{GlobalArgs, InitArgs, OutputFormat};
-use crate::commands::keyring_path;
 use crate::errors::CliError;
 use crate::output::{human_bytes, Output};
 use crate::progress::Bar;
@@ -70,35 +69,66 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<Output> {
         )
         .into());
     }
+    let mut file = config_file(g, interactive)?;
+    let (deployment, pg, url) = answers(&a, interactive, &file)?;
 
-    // An explicit --config may not exist yet: init creates it.
-    let explicit = g.config.clone();
-    let existing = match &explicit {
-        Some(p) if !p.exists() => None,
-        Some(p) => Some(hs_backup::ConfigFile::load(p)?),
-        None => hs_backup::ConfigFile::discover(None)?,
+    // The config entry first: a clash stops init before it touches anything.
+    let entry = hs_ops::add_init_entry::<anyhow::Error>(
+        &mut file,
+        &deployment,
+        &pg,
+        &url,
+        g.keyring.clone(),
+    )?;
+    // PostgreSQL's preflight, then the keyring and the repository.
+    let kpath = entry
+        .keyring
+        .clone()
+        .unwrap_or_else(|| g.settings.keyring_path());
+    let setup = hs_ops::init_repository(&pg, &deployment, &url, &kpath).await?;
+
+    // The config file, now that the repository and keyring are in place.
+    if entry.changed {
+        file.save()?;
+    }
+
+    // The first backup.
+    let backup = if a.no_backup {
+        None
+    } else {
+        Some(first_backup(g, &setup, &deployment).await?)
     };
+    Ok(render(
+        &file,
+        &deployment,
+        &url,
+        &kpath,
+        &entry,
+        &setup,
+        backup,
+    ))
+}
+
+/// The config file init writes to, as it is now (if it exists): `--config` (which may
+/// not exist yet: init creates it), else the path asked for (or the default).
+fn config_file(g: &GlobalArgs, interactive: bool) -> Result<hs_ops::ConfigFile> {
+    let explicit = g.config.clone();
+    let existing = hs_ops::existing_config(explicit.as_deref())?;
     let config_path: PathBuf = match (&explicit, interactive) {
         (Some(p), _) => p.clone(),
-        (None, true) => PathBuf::from(ask(
-            "Write the config to",
-            Some(hs_backup::CONFIG_FILE_NAME),
-        )?),
-        (None, false) => PathBuf::from(hs_backup::CONFIG_FILE_NAME),
+        (None, true) => PathBuf::from(ask("Write the config to", Some(hs_ops::CONFIG_FILE_NAME))?),
+        (None, false) => PathBuf::from(hs_ops::CONFIG_FILE_NAME),
     };
-    // The file init writes to, as it is now (if it exists).
-    let mut file = if config_path.exists() {
-        match &existing {
-            Some(f) if f.path == config_path => f.clone(),
-            _ => hs_backup::ConfigFile::load(&config_path)?,
-        }
-    } else {
-        hs_backup::ConfigFile {
-            path: config_path.clone(),
-            config: hs_backup::Config::default(),
-        }
-    };
+    Ok(hs_ops::config_to_write(&config_path, existing.as_ref())?)
+}
 
+/// The deployment name, the connection string and the repository URL: flags, else
+/// answers (interactively), else the defaults (the file's entry, then built-in).
+fn answers(
+    a: &InitArgs,
+    interactive: bool,
+    file: &hs_ops::ConfigFile,
+) -> Result<(String, String, String)> {
     let deployment = value(
         interactive,
         "Deployment name",
@@ -107,12 +137,12 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<Output> {
     )?
     .unwrap_or_else(|| "main".to_owned());
     hs_backup::validate_deployment(&deployment)?;
-    let known = file.config.deployment(&deployment).cloned();
+    let known = file.config.deployment(&deployment);
     let pg = value(
         interactive,
         "PostgreSQL connection (a role with REPLICATION)",
         a.pg_connection.as_deref(),
-        known.as_ref().and_then(|d| d.pg_connection.as_deref()),
+        known.and_then(|d| d.pg_connection.as_deref()),
     )?
     .ok_or_else(|| {
         CliError::new(
@@ -121,11 +151,10 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<Output> {
         )
         .with_suggestion(format!(
             "pass --pg-connection CONN, set {}, or answer the question on a terminal",
-            hs_backup::ENV_PG_CONNECTION
+            hs_ops::ENV_PG_CONNECTION
         ))
     })?;
     let default_repo = known
-        .as_ref()
         .and_then(|d| d.repo.clone())
         .or_else(|| file.config.repo.clone())
         .unwrap_or_else(|| DEFAULT_REPO.to_owned());
@@ -136,106 +165,78 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<Output> {
         Some(&default_repo),
     )?
     .unwrap_or(default_repo);
+    Ok((deployment, pg, url))
+}
 
-    // The config entry first: a clash stops init before it touches anything.
-    let keyring_explicit = g.keyring.clone().or_else(|| {
-        file.config
-            .keyring
-            .as_ref()
-            .map(|k| relative_to(&config_path, k))
+/// The first backup, as `backup` takes it; its (JSON, human) lines.
+async fn first_backup(
+    g: &GlobalArgs,
+    setup: &hs_ops::InitSetup,
+    deployment: &str,
+) -> Result<(serde_json::Value, String)> {
+    let opts = hs_backup::BackupOptions::new(deployment);
+    let bar = Bar::new(g.output == OutputFormat::Human);
+    // SIGTERM / SIGINT: as `backup` (exit 5, lease released, nothing recorded).
+    let done =
+        hs_backup::run_backup_until(&setup.conn, &setup.repo, &opts, &bar, super::stop_signal()?)
+            .await;
+    if done.is_err() {
+        hs_backup::Progress::finish(&bar);
+    }
+    let m = done?.manifest;
+    let human = format!(
+        "First backup {} done: {} read, {} new in the repository\n",
+        m.backup_id,
+        human_bytes(m.stats.logical_bytes),
+        human_bytes(m.stats.stored_bytes)
+    );
+    let json = json!({
+        "backup_id": m.backup_id,
+        "start_lsn": m.start_lsn,
+        "stop_lsn": m.stop_lsn,
+        "logical_bytes": m.stats.logical_bytes,
+        "stored_bytes": m.stats.stored_bytes,
     });
-    let new_file = !config_path.exists();
-    if new_file {
-        file.config.repo = Some(url.clone());
-        if let Some(k) = &keyring_explicit {
-            file.config.keyring = Some(std::path::absolute(k)?);
-        }
-    }
-    let entry = hs_backup::DeploymentConfig {
-        pg_connection: Some(pg.clone()),
-        repo: (file.config.repo.as_deref() != Some(url.as_str())).then(|| url.clone()),
-        ..known.clone().unwrap_or_default()
-    };
-    let changed = file.add_deployment(&deployment, entry)?;
+    Ok((json, human))
+}
 
-    // 1. PostgreSQL: version, settings, role (fatal findings stop here, exit 4).
-    let conn = hs_proto::ConnConfig::parse(&pg)?;
-    let report = hs_backup::preflight(&conn, &deployment).await?;
-    if let Some(e) = report.to_error() {
-        return Err(e.into());
-    }
-    let warnings: Vec<String> = report
-        .findings
-        .iter()
-        .filter(|f| f.severity == hs_backup::Severity::Warning)
-        .map(|f| format!("{} [{}]", f.message, f.code))
-        .collect();
-
-    // 2. Keyring and repository: create what is absent, open what is there.
-    let kpath = keyring_explicit.clone().unwrap_or_else(|| keyring_path(g));
-    let (keyring, keyring_created) = hs_crypt::Keyring::load_or_create(&kpath)?;
-    let (repo, repo_created) = match hs_repo::Repository::open(&url, &keyring).await {
-        Ok(r) => (r, false),
-        Err(e) if e.code() == "notfound.repo" => {
-            (hs_repo::Repository::init(&url, &keyring).await?, true)
-        }
-        Err(e) => return Err(e.into()),
-    };
-
-    // 3. The config file, now that the repository and keyring are in place.
-    if changed {
-        file.save()?;
-    }
-
-    // 4. The first backup.
-    let mut backup_json = serde_json::Value::Null;
-    let mut backup_human = String::new();
-    if !a.no_backup {
-        let opts = hs_backup::BackupOptions::new(&deployment);
-        let bar = Bar::new(g.output == OutputFormat::Human);
-        // SIGTERM / SIGINT: as `backup` (exit 5, lease released, nothing recorded).
-        let done =
-            hs_backup::run_backup_until(&conn, &repo, &opts, &bar, super::stop_signal()?).await;
-        if done.is_err() {
-            hs_backup::Progress::finish(&bar);
-        }
-        let m = done?.manifest;
-        backup_human = format!(
-            "First backup {} done: {} read, {} new in the repository\n",
-            m.backup_id,
-            human_bytes(m.stats.logical_bytes),
-            human_bytes(m.stats.stored_bytes)
-        );
-        backup_json = json!({
-            "backup_id": m.backup_id,
-            "start_lsn": m.start_lsn,
-            "stop_lsn": m.stop_lsn,
-            "logical_bytes": m.stats.logical_bytes,
-            "stored_bytes": m.stats.stored_bytes,
-        });
-    }
-
+fn render(
+    file: &hs_ops::ConfigFile,
+    deployment: &str,
+    url: &str,
+    kpath: &Path,
+    entry: &hs_ops::InitEntry,
+    setup: &hs_ops::InitSetup,
+    backup: Option<(serde_json::Value, String)>,
+) -> Output {
+    let (backup_json, backup_human) = backup.unwrap_or((serde_json::Value::Null, String::new()));
+    let config_path = &file.path;
+    let (report, warnings, repo) = (&setup.preflight, &setup.warnings, &setup.repo);
     let mut human = format!(
         "PostgreSQL {} reachable as {}: preflight passed{}\n",
         report
             .server_version_num
             .map_or("?".to_owned(), |v| format!("{}.{}", v / 10000, v % 10000)),
-        conn.user(),
+        setup.conn.user(),
         if warnings.is_empty() {
             String::new()
         } else {
             format!(" with {} warning(s)", warnings.len())
         }
     );
-    for w in &warnings {
+    for w in warnings {
         human.push_str(&format!("  ! {w}\n"));
     }
     human.push_str(&format!(
         "{} repository {} at {url}\n",
-        if repo_created { "Created" } else { "Using" },
+        if setup.repo_created {
+            "Created"
+        } else {
+            "Using"
+        },
         repo.id()
     ));
-    if keyring_created {
+    if setup.keyring_created {
         human.push_str(&format!(
             "Created keyring {} (0600). Back it up: without it the repository cannot be read.\n",
             kpath.display()
@@ -245,7 +246,7 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<Output> {
     }
     human.push_str(&format!(
         "{} {} (deployment {deployment})\n",
-        match (changed, new_file) {
+        match (entry.changed, entry.new_file) {
             (true, true) => "Wrote",
             (true, false) => "Added to",
             (false, _) => "Unchanged:",
@@ -256,30 +257,20 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<Output> {
     human.push_str(&format!(
         "Next: keep `pg_hardstorage wal stream {deployment}` running, schedule `pg_hardstorage backup {deployment}`, check with `pg_hardstorage doctor`.\n"
     ));
-    Ok(Output::new(
+    Output::new(
         json!({
             "deployment": deployment,
             "repo": url,
             "repo_id": repo.id(),
-            "repo_created": repo_created,
+            "repo_created": setup.repo_created,
             "keyring": kpath.display().to_string(),
-            "keyring_created": keyring_created,
+            "keyring_created": setup.keyring_created,
             "config": config_path.display().to_string(),
-            "config_changed": changed,
+            "config_changed": entry.changed,
             "server_version_num": report.server_version_num,
             "warnings": warnings,
             "backup": backup_json,
         }),
         human,
-    ))
-}
-
-fn relative_to(config: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        return p.to_path_buf();
-    }
-    match config.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.join(p),
-        _ => p.to_path_buf(),
-    }
+    )
 }

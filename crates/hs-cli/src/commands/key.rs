@@ -9,7 +9,7 @@ use crate::cli::{KeyAddArgs, KeyListArgs, KeyRotateArgs};
 use crate::output::Output;
 
 pub async fn add(g: &GlobalArgs, a: KeyAddArgs) -> Result<Output> {
-    let repo = super::open_repo(g, &a.repo.repo).await?;
+    let repo = g.settings.open_repo(None, Some(&a.repo.repo)).await?;
     let k = repo.add_key(&a.recipient).await?;
     let human = format!(
         "Added key object {} for {}.\nThe holder of that identity can now open the repository \
@@ -21,7 +21,7 @@ pub async fn add(g: &GlobalArgs, a: KeyAddArgs) -> Result<Output> {
 }
 
 pub async fn list(g: &GlobalArgs, a: KeyListArgs) -> Result<Output> {
-    let repo = super::open_repo(g, &a.repo.repo).await?;
+    let repo = g.settings.open_repo(None, Some(&a.repo.repo)).await?;
     let keys = repo.list_keys().await?;
     let mut human = format!(
         "{:<20} {:<21} {:<5} {}\n",
@@ -41,7 +41,7 @@ pub async fn list(g: &GlobalArgs, a: KeyListArgs) -> Result<Output> {
 }
 
 pub async fn rotate(g: &GlobalArgs, a: KeyRotateArgs) -> Result<Output> {
-    let repo = super::open_repo(g, &a.repo.repo).await?;
+    let repo = g.settings.open_repo(None, Some(&a.repo.repo)).await?;
     let r = repo.rotate_keyring(a.keep_old.as_deref()).await?;
     let mut human = format!(
         "Rotated keyring {}: new identity {}\n  old keyring kept at {} (0600); it no longer opens \

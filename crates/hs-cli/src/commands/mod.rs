@@ -1,8 +1,6 @@
 //! One function per command: parse nothing, decide nothing a library user would need,
 //! call the library and shape its answer for output.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use serde_json::json;
 
@@ -36,9 +34,12 @@ pub async fn run(mut cli: Cli) -> Result<Output> {
             | Command::Doctor(_)
             | Command::Wal(WalCommand::Fetch(_))
     );
-    if !skip_config {
-        crate::config::load(&mut cli.global)?;
-    }
+    let keyring = cli.global.keyring.clone();
+    cli.global.settings = if skip_config {
+        hs_ops::Settings::new(None, keyring)
+    } else {
+        hs_ops::Settings::load(cli.global.config.as_deref(), keyring)?
+    };
     let g = &cli.global;
     match cli.command {
         Command::Version => Ok(version()),
@@ -52,38 +53,21 @@ pub async fn run(mut cli: Cli) -> Result<Output> {
         Command::Key(crate::cli::KeyCommand::Rotate(a)) => key::rotate(g, a).await,
         Command::Backup(a) => backup(g, a).await,
         Command::List(a) => list(g, &a.deployment, &a.repo.repo).await,
-        Command::Restore(mut a) => {
-            a.repo.repo = crate::config::repo(g, Some(&a.deployment), &a.repo.repo)?;
-            restore(g, a).await
-        }
+        Command::Restore(a) => restore(g, a).await,
         Command::Wal(WalCommand::Preflight(a)) => stream::preflight(g, a).await,
         Command::Wal(WalCommand::Stream(a)) => stream::stream(g, a).await,
         Command::Wal(WalCommand::Fetch(mut a)) => {
-            a.repo.repo = crate::config::repo(g, Some(&a.deployment), &a.repo.repo)?;
+            a.repo.repo = g
+                .settings
+                .repo_url(Some(&a.deployment), Some(&a.repo.repo))?;
             wal::fetch(g, a).await
         }
-        Command::Wal(WalCommand::List(mut a)) => {
-            a.repo.repo = crate::config::repo(g, Some(&a.deployment), &a.repo.repo)?;
-            wal::list(g, a).await
-        }
+        Command::Wal(WalCommand::List(a)) => wal::list(g, a).await,
         Command::Init(a) => init::init(g, a).await,
         Command::Doctor(a) => doctor::doctor(g, a).await,
         Command::Status(a) => status::status(g, a).await,
         Command::Serve(a) => serve::serve(g, a).await,
     }
-}
-
-pub(crate) fn keyring_path(g: &GlobalArgs) -> PathBuf {
-    g.keyring
-        .clone()
-        .unwrap_or_else(hs_crypt::Keyring::default_path)
-}
-
-pub(crate) async fn open_repo(g: &GlobalArgs, url: &str) -> Result<hs_repo::Repository> {
-    // A command that did not resolve its URL itself gets the config's top-level repo.
-    let url = &crate::config::repo(g, None, url)?;
-    let keyring = hs_crypt::Keyring::load(&keyring_path(g))?;
-    Ok(hs_repo::Repository::open(url, &keyring).await?)
 }
 
 fn version() -> Output {
@@ -100,7 +84,7 @@ fn version() -> Output {
 }
 
 async fn repo_init(g: &GlobalArgs, url: &str) -> Result<Output> {
-    let path = keyring_path(g);
+    let path = g.settings.keyring_path();
     let (keyring, created) = hs_crypt::Keyring::load_or_create(&path)?;
     let repo = hs_repo::Repository::init(url, &keyring).await?;
     let mut human = format!("Initialized repository {} at {}\n", repo.id(), repo.url());
@@ -130,10 +114,13 @@ async fn repo_init(g: &GlobalArgs, url: &str) -> Result<Output> {
 
 async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
-    let pg = crate::config::pg_connection(g, &a.deployment, a.pg_connection.as_deref())?;
-    let conn = hs_proto::ConnConfig::parse(&pg)?;
-    let url = crate::config::repo(g, Some(&a.deployment), &a.repo.repo)?;
-    let repo = open_repo(g, &url).await?;
+    let conn = g
+        .settings
+        .conn_config(&a.deployment, a.pg_connection.as_deref())?;
+    let repo = g
+        .settings
+        .open_repo(Some(&a.deployment), Some(&a.repo.repo))
+        .await?;
     let mut opts = hs_backup::BackupOptions::new(&a.deployment);
     opts.fast_checkpoint = !a.spread_checkpoint;
     opts.max_rate_kbps = a.max_rate;
@@ -212,8 +199,7 @@ fn dedup_ratio(logical: u64, stored: u64) -> String {
 /// checks that exit 9 (see docs/exit-codes.md).
 async fn list(g: &GlobalArgs, deployment: &str, url: &str) -> Result<Output> {
     hs_backup::validate_deployment(deployment)?;
-    let url = &crate::config::repo(g, Some(deployment), url)?;
-    let repo = open_repo(g, url).await?;
+    let repo = g.settings.open_repo(Some(deployment), Some(url)).await?;
     let listing = repo.list_backups_checked(deployment).await?;
     // (sort key, JSON row, human line): intact backups by start time, each damaged one
     // placed by its id (ids sort by start time).
@@ -301,35 +287,6 @@ async fn list(g: &GlobalArgs, deployment: &str, url: &str) -> Result<Output> {
     })
 }
 
-fn pitr_target(a: &crate::cli::RestoreArgs) -> Result<hs_pitr::PitrTarget> {
-    Ok(if let Some(t) = &a.to_time {
-        hs_pitr::PitrTarget::Time(hs_pitr::parse_target_time(
-            t,
-            time::OffsetDateTime::now_utc(),
-        )?)
-    } else if let Some(l) = &a.to_lsn {
-        hs_pitr::PitrTarget::Lsn(hs_pitr::parse_target_lsn(l)?)
-    } else if let Some(n) = &a.to_name {
-        hs_pitr::PitrTarget::Name(hs_pitr::parse_target_name(n)?)
-    } else {
-        hs_pitr::PitrTarget::Latest
-    })
-}
-
-fn target_timeline(v: Option<&str>) -> Result<Option<String>> {
-    let Some(v) = v else { return Ok(None) };
-    let ok = v == "latest" || v == "current" || v.parse::<u32>().is_ok_and(|n| n > 0);
-    if !ok {
-        return Err(crate::errors::CliError::new(
-            "usage.timeline_invalid",
-            format!("--to-timeline {v:?} is not `latest`, `current` or a timeline number"),
-        )
-        .with_suggestion("pass --to-timeline latest, current, or a number such as 2")
-        .into());
-    }
-    Ok(Some(v.to_owned()))
-}
-
 fn plan_human(p: &hs_pitr::RestorePlan, asked: Option<&str>) -> String {
     let mut h = String::new();
     let target = match (&p.target, asked) {
@@ -379,84 +336,64 @@ fn plan_human(p: &hs_pitr::RestorePlan, asked: Option<&str>) -> String {
 }
 
 async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
-    hs_backup::validate_deployment(&a.deployment)?;
-    let target = pitr_target(&a)?;
-    let timeline = target_timeline(a.to_timeline.as_deref())?;
-    let repo = open_repo(g, &a.repo.repo).await?;
-    let sel: hs_pitr::BackupSelector = a.backup.parse()?;
-    // Plan (and check the archived WAL) unless recovery is off: then no WAL is needed.
-    let plan = if a.no_recovery && !a.preview {
-        None
-    } else {
-        let choice: hs_pitr::TimelineChoice = timeline.as_deref().unwrap_or("latest").parse()?;
-        Some(hs_pitr::plan_restore_on(&repo, &a.deployment, &sel, &target, choice).await?)
+    let mut req = hs_ops::RestoreRequest::new(&a.deployment, a.target.clone());
+    req.repo = Some(a.repo.repo.clone());
+    req.plan = hs_ops::PlanRequest {
+        backup: a.backup.clone(),
+        to_time: a.to_time.clone(),
+        to_lsn: a.to_lsn.clone(),
+        to_name: a.to_name.clone(),
+        to_timeline: a.to_timeline.clone(),
     };
-    let plan_text = plan
-        .as_ref()
-        .map(|p| plan_human(p, a.to_time.as_deref()))
-        .unwrap_or_default();
-    let wal_verified = match (&plan, a.verify_wal) {
-        (Some(p), true) => Some(hs_pitr::verify_plan_wal(&repo, p).await?),
-        _ => None,
+    req.preview = a.preview;
+    req.no_recovery = a.no_recovery;
+    req.to_latest = a.to_latest;
+    req.to_action = match a.to_action {
+        TargetActionArg::Promote => hs_pitr::RecoveryTargetAction::Promote,
+        TargetActionArg::Pause => hs_pitr::RecoveryTargetAction::Pause,
+        TargetActionArg::Shutdown => hs_pitr::RecoveryTargetAction::Shutdown,
     };
-    if a.preview {
-        return Ok(Output {
-            failure: None,
-            json: json!({"preview": true, "deployment": a.deployment, "plan": plan.as_ref().map(hs_pitr::RestorePlan::to_json)}),
-            human: format!("Restore plan (nothing written):\n{plan_text}"),
-        });
-    }
-    let sel = plan.as_ref().map_or(sel, |p| p.backup_selector());
-    let mut opts = hs_pitr::RestoreOptions::new(&a.deployment, sel, a.target.clone());
-    opts.verify = match a.verify {
+    req.verify_wal = a.verify_wal;
+    req.verify = match a.verify {
         VerifyArg::Run => hs_pitr::VerifyMode::Run,
         VerifyArg::Skip => hs_pitr::VerifyMode::Skip,
     };
-    opts.pg_bin_dir = a.pg_bin_dir.clone();
-    opts.delta = a.delta;
-    opts.tablespace_mapping = a
-        .tablespace_mapping
-        .iter()
-        .map(|m| m.parse())
-        .collect::<Result<_, hs_pitr::Error>>()?;
-    // Any archived segment serves to check restore_command after the restore.
-    let probe_file = repo
-        .list_wal(&a.deployment)
-        .await?
-        .segments
-        .last()
-        .map(|s| s.name.clone());
-    let is_latest = target == hs_pitr::PitrTarget::Latest;
-    if !is_latest || a.to_latest || (probe_file.is_some() && !a.no_recovery) {
-        let exe = std::env::current_exe()?;
-        let keyring = a.restore_keyring.clone().unwrap_or_else(|| keyring_path(g));
-        let keyring = std::path::absolute(&keyring)?;
-        let cmd = hs_pitr::restore_command(&exe, &a.deployment, &a.repo.repo, &keyring)?;
-        let mut rc = hs_pitr::RecoveryConfig::latest(cmd);
-        rc.target = plan
-            .as_ref()
-            .map_or(hs_pitr::RecoveryTarget::Latest, |p| p.recovery_target());
-        // The planned timeline, so recovery follows the path that was checked.
-        rc.target_timeline = plan.as_ref().map(|p| p.timeline.to_string()).or(timeline);
-        if !is_latest {
-            rc.target_action = Some(match a.to_action {
-                TargetActionArg::Promote => hs_pitr::RecoveryTargetAction::Promote,
-                TargetActionArg::Pause => hs_pitr::RecoveryTargetAction::Pause,
-                TargetActionArg::Shutdown => hs_pitr::RecoveryTargetAction::Shutdown,
+    req.pg_bin_dir = a.pg_bin_dir.clone();
+    req.delta = a.delta;
+    req.tablespace_mapping = a.tablespace_mapping.clone();
+    req.restore_keyring = a.restore_keyring.clone();
+    req.restore_user = a.restore_user.clone();
+    let bar = Bar::new(g.output == OutputFormat::Human);
+    // SIGTERM / SIGINT: stop, release the lease, exit 5 (aborted.signal); the handler is
+    // installed just before the restore starts.
+    let outcome = hs_ops::restore(&g.settings, &req, &bar, stop_signal).await?;
+    let asked = a.to_time.as_deref();
+    let r = match outcome {
+        hs_ops::RestoreOutcome::Preview { plan } => {
+            let plan_text = plan
+                .as_ref()
+                .map(|p| plan_human(p, asked))
+                .unwrap_or_default();
+            return Ok(Output {
+                failure: None,
+                json: json!({"preview": true, "deployment": a.deployment, "plan": plan.as_ref().map(hs_pitr::RestorePlan::to_json)}),
+                human: format!("Restore plan (nothing written):\n{plan_text}"),
             });
         }
-        opts.recovery = Some(rc);
-    }
-    let bar = Bar::new(g.output == OutputFormat::Human);
-    let started = std::time::Instant::now();
-    // SIGTERM / SIGINT: stop, release the lease, exit 5 (aborted.signal).
-    let done = hs_pitr::restore_until(&repo, &opts, &bar, stop_signal()?).await;
-    if done.is_err() {
-        hs_pitr::RestoreProgress::finish(&bar);
-    }
-    let r = done?;
-    let (checked_as, warnings) = check_restore_command(&a, &opts, &r, probe_file.as_deref())?;
-    let secs = started.elapsed().as_secs_f64();
+        hs_ops::RestoreOutcome::Restored(r) => r,
+    };
+    let plan_text = r
+        .plan
+        .as_ref()
+        .map(|p| plan_human(p, asked))
+        .unwrap_or_default();
+    let is_latest = r.target == hs_pitr::PitrTarget::Latest;
+    let (checked_as, warnings) = (&r.restore_command_checked_as, &r.warnings);
+    let plan = &r.plan;
+    let wal_verified = r.wal_segments_verified;
+    let secs = r.elapsed.as_secs_f64();
+    let target = &r.target;
+    let r = &r.summary;
     let verified = if r.verified {
         "verified by pg_verifybackup"
     } else {
@@ -521,42 +458,4 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
                 .unwrap_or_default(),
         ),
     })
-}
-
-/// After a restore that configured recovery: gives the directories to
-/// `--restore-user` (as root), then runs restore_command once as the server's
-/// user, so a keyring or repository it cannot read fails the restore now rather
-/// than the server's recovery later. Returns the user it was checked as, and the
-/// warnings when no check was possible.
-fn check_restore_command(
-    a: &crate::cli::RestoreArgs,
-    opts: &hs_pitr::RestoreOptions,
-    r: &hs_pitr::RestoreSummary,
-    probe_file: Option<&str>,
-) -> Result<(Option<String>, Vec<String>)> {
-    let (Some(rc), true) = (&opts.recovery, r.recovery_configured) else {
-        return Ok((None, Vec::new()));
-    };
-    let user = hs_pitr::ServerUser::for_data_dir(&r.target, a.restore_user.as_deref())?;
-    if let (hs_pitr::ServerUser::Other(u), Some(_)) = (&user, &a.restore_user) {
-        let mut dirs = vec![r.target.as_path()];
-        dirs.extend(r.tablespaces.iter().map(|(_, d)| d.as_path()));
-        hs_pitr::hand_over(&dirs, u)?;
-    }
-    if user == hs_pitr::ServerUser::Undecided {
-        return Ok((
-            None,
-            vec![format!(
-            "restore ran as root and {} belongs to root, so restore_command could not be checked \
-             as the user the server will run as; if that user cannot read the keyring or the \
-             repository, recovery stops at its first WAL fetch: pass --restore-user USER",
-            r.target.display()
-        )],
-        ));
-    }
-    let Some(file) = probe_file else {
-        return Ok((None, Vec::new()));
-    };
-    hs_pitr::probe_restore_command(&rc.restore_command, &r.target, &user, file)?;
-    Ok((Some(user.describe()), Vec::new()))
 }

@@ -82,8 +82,10 @@ fn policy(a: &RotateArgs) -> Result<hs_repo::RetentionPolicy> {
 pub async fn rotate(g: &GlobalArgs, a: RotateArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
     let policy = policy(&a)?;
-    let url = crate::config::repo(g, Some(&a.deployment), &a.repo.repo)?;
-    let repo = super::open_repo(g, &url).await?;
+    let repo = g
+        .settings
+        .open_repo(Some(&a.deployment), Some(&a.repo.repo))
+        .await?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let plan = repo.plan_retention(&a.deployment, &policy, now).await?;
     let applied = if a.apply && !plan.is_empty() {
@@ -181,8 +183,7 @@ pub async fn rotate(g: &GlobalArgs, a: RotateArgs) -> Result<Output> {
 }
 
 pub async fn gc(g: &GlobalArgs, a: RepoGcArgs) -> Result<Output> {
-    let url = crate::config::repo(g, None, &a.repo.repo)?;
-    let repo = super::open_repo(g, &url).await?;
+    let repo = g.settings.open_repo(None, Some(&a.repo.repo)).await?;
     let r = repo
         .gc(&hs_repo::GcOptions {
             grace: a.grace,

@@ -1,8 +1,6 @@
 //! `pg_hardstorage serve --listen ADDR`: the REST API (hs-api) until SIGTERM or Ctrl-C.
 //! Maps the config file, flags and environment onto [`hs_api::ApiConfig`]; nothing more.
 
-use std::collections::BTreeSet;
-
 use anyhow::Result;
 use serde_json::json;
 
@@ -12,29 +10,7 @@ use crate::output::Output;
 
 pub async fn serve(g: &GlobalArgs, a: ServeArgs) -> Result<Output> {
     let token = token(&a)?;
-    let mut names: BTreeSet<String> = g
-        .file
-        .as_ref()
-        .map(|f| f.config.deployments.keys().cloned().collect())
-        .unwrap_or_default();
-    names.extend(a.deployment.iter().cloned());
-    let env_conn = std::env::var(hs_backup::ENV_PG_CONNECTION)
-        .ok()
-        .filter(|v| !v.is_empty());
-    let mut deployments = Vec::new();
-    for name in &names {
-        hs_backup::validate_deployment(name)?;
-        let repo = crate::config::repo(g, Some(name), a.repo.as_deref().unwrap_or(""))?;
-        // Each deployment's own connection string; the environment only fills a gap.
-        let pg_connection = crate::config::deployment(g, name)
-            .and_then(|d| d.pg_connection.clone())
-            .or_else(|| env_conn.clone());
-        deployments.push(hs_api::Deployment {
-            name: name.clone(),
-            repo,
-            pg_connection,
-        });
-    }
+    let deployments = g.settings.deployments(&a.deployment, a.repo.as_deref())?;
     if deployments.is_empty() {
         tracing::warn!(
             "serving no deployments: add them to pg_hardstorage.yaml or pass --deployment NAME"
@@ -47,7 +23,7 @@ pub async fn serve(g: &GlobalArgs, a: ServeArgs) -> Result<Output> {
         .map(hs_backup::rfc3339);
     let config = hs_api::ApiConfig {
         deployments,
-        keyring: super::keyring_path(g),
+        keyring: g.settings.keyring_path(),
         token,
         version: hs_api::VersionInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -8,7 +8,6 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::{GlobalArgs, StatusArgs};
-use crate::commands::open_repo;
 use crate::errors::CliError;
 use crate::output::{human_bytes, Output};
 
@@ -24,7 +23,7 @@ fn ratio_text(r: Option<f64>) -> String {
 }
 
 pub async fn status(g: &GlobalArgs, a: StatusArgs) -> Result<Output> {
-    let config = g.file.as_ref().map(|f| &f.config);
+    let config = g.settings.config();
     let names: Vec<String> = match &a.deployment {
         Some(d) => vec![d.clone()],
         None => config
@@ -41,15 +40,14 @@ pub async fn status(g: &GlobalArgs, a: StatusArgs) -> Result<Output> {
         )
         .into());
     }
-    let o = crate::config::overrides(Some(&a.repo.repo), a.pg_connection.as_deref());
     let mut repos: BTreeMap<String, (hs_repo::Repository, Vec<String>)> = BTreeMap::new();
     let mut human = String::new();
     let mut deps_json = Vec::new();
     for name in &names {
         hs_backup::validate_deployment(name)?;
-        let url = hs_backup::resolve_repo(config, Some(name), &o)?.value;
+        let url = g.settings.repo_url(Some(name), Some(&a.repo.repo))?;
         if !repos.contains_key(&url) {
-            let repo = open_repo(g, &url).await?;
+            let repo = g.settings.open_url(&url).await?;
             repos.insert(url.clone(), (repo, Vec::new()));
         }
         let Some((repo, deps)) = repos.get_mut(&url) else {
@@ -57,10 +55,12 @@ pub async fn status(g: &GlobalArgs, a: StatusArgs) -> Result<Output> {
         };
         deps.push(name.clone());
         // A missing or invalid connection string only means the server is not probed.
-        let conn = hs_backup::resolve_pg_connection(config, Some(name), &o)
+        let conn = g
+            .settings
+            .resolve_pg_connection(name, a.pg_connection.as_deref())
             .ok()
             .and_then(|r| hs_proto::ConnConfig::parse(&r.value).ok());
-        let s = hs_backup::deployment_status(repo, name, conn.as_ref(), PG_TIMEOUT).await?;
+        let s = hs_ops::deployment_status(repo, name, conn.as_ref(), PG_TIMEOUT).await?;
 
         human.push_str(&format!("Deployment {name} (repository {url}):\n"));
         let backup_json = match &s.last_backup {
@@ -73,7 +73,7 @@ pub async fn status(g: &GlobalArgs, a: StatusArgs) -> Result<Output> {
                     "  last backup:  {} finished {} ({} ago), {}, {} new (dedup {}); {} backup(s)\n",
                     b.backup_id,
                     b.stop_time,
-                    b.age.map_or("?".to_owned(), hs_backup::format_age),
+                    b.age.map_or("?".to_owned(), hs_ops::format_age),
                     human_bytes(b.logical_bytes),
                     human_bytes(b.stored_bytes),
                     ratio_text(ratio(b.logical_bytes, b.stored_bytes)),
@@ -97,7 +97,7 @@ pub async fn status(g: &GlobalArgs, a: StatusArgs) -> Result<Output> {
                 "  stream:       last segment {}, partial {}; newest {newest} {} ago; {} segment(s), {} gap(s)\n",
                 st.last_segment.as_deref().unwrap_or("none"),
                 st.partial.as_deref().unwrap_or("none"),
-                hs_backup::format_age(*age),
+                hs_ops::format_age(*age),
                 st.segments,
                 st.gaps
             )),
@@ -152,7 +152,7 @@ pub async fn status(g: &GlobalArgs, a: StatusArgs) -> Result<Output> {
     }
     let mut repos_json = Vec::new();
     for (url, (repo, deps)) in &repos {
-        let u = hs_backup::repo_usage(repo, deps).await?;
+        let u = hs_ops::repo_usage(repo, deps).await?;
         human.push_str(&format!(
             "Repository {url}: {} stored ({} in packs); backups of {} hold {}; dedup ratio {}\n",
             human_bytes(u.stored_bytes),

@@ -6,14 +6,14 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::{GlobalArgs, WalPreflightArgs, WalStreamArgs};
-use crate::commands::open_repo;
 use crate::errors::CliError;
 use crate::output::Output;
 
 pub async fn preflight(_g: &GlobalArgs, a: WalPreflightArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
-    let pg = crate::config::pg_connection(_g, &a.deployment, a.pg_connection.as_deref())?;
-    let conn = hs_proto::ConnConfig::parse(&pg)?;
+    let conn = _g
+        .settings
+        .conn_config(&a.deployment, a.pg_connection.as_deref())?;
     let report = hs_backup::preflight(&conn, &a.deployment).await?;
     let mut human = format!(
         "Preflight for deployment {} (slot {}):\n",
@@ -110,10 +110,13 @@ impl hs_backup::StreamObserver for LogObserver {
 
 pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
-    let pg = crate::config::pg_connection(g, &a.deployment, a.pg_connection.as_deref())?;
-    let conn = hs_proto::ConnConfig::parse(&pg)?;
-    let url = crate::config::repo(g, Some(&a.deployment), &a.repo.repo)?;
-    let repo = open_repo(g, &url).await?;
+    let conn = g
+        .settings
+        .conn_config(&a.deployment, a.pg_connection.as_deref())?;
+    let url = g
+        .settings
+        .repo_url(Some(&a.deployment), Some(&a.repo.repo))?;
+    let repo = g.settings.open_url(&url).await?;
     let mut opts = hs_backup::StreamOptions::new(&a.deployment);
     let default_partial = if url.starts_with("file://") {
         1.0
@@ -122,7 +125,11 @@ pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
     };
     let partial = a
         .partial_interval
-        .or_else(|| crate::config::deployment(g, &a.deployment).and_then(|d| d.partial_interval))
+        .or_else(|| {
+            g.settings
+                .deployment(&a.deployment)
+                .and_then(|d| d.partial_interval)
+        })
         .unwrap_or(default_partial);
     if !(partial.is_finite() && partial > 0.0 && partial <= 3600.0) {
         return Err(CliError::new(

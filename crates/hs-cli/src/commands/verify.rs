@@ -10,8 +10,10 @@ use crate::output::{human_bytes, Output};
 
 pub async fn verify_backup(g: &GlobalArgs, a: VerifyBackupArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
-    let url = crate::config::repo(g, Some(&a.deployment), &a.repo.repo)?;
-    let repo = super::open_repo(g, &url).await?;
+    let repo = g
+        .settings
+        .open_repo(Some(&a.deployment), Some(&a.repo.repo))
+        .await?;
     // `latest` is the newest backup; a damaged newest manifest is refused, naming it and
     // the newest intact backup (`verify.latest_backup_damaged`), never passed over.
     let backup_id = if a.backup == "latest" {
@@ -31,7 +33,7 @@ pub async fn verify_backup(g: &GlobalArgs, a: VerifyBackupArgs) -> Result<Output
 }
 
 pub async fn verify_repo(g: &GlobalArgs, a: RepoVerifyArgs) -> Result<Output> {
-    let repo = super::open_repo(g, &a.repo.repo).await?;
+    let repo = g.settings.open_repo(None, Some(&a.repo.repo)).await?;
     let report = repo.verify_repo().await?;
     let quarantined = quarantine(&repo, &report, a.quarantine).await?;
     let title = format!("Repository {}", repo.url());

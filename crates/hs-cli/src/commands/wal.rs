@@ -4,12 +4,12 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::{GlobalArgs, WalFetchArgs, WalListArgs};
-use crate::commands::open_repo;
 use crate::output::{human_bytes, Output};
 
 pub async fn fetch(g: &GlobalArgs, a: WalFetchArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
-    let repo = open_repo(g, &a.repo.repo).await?;
+    // `a.repo.repo` is resolved already: the prefetcher gets it as --repo.
+    let repo = g.settings.open_url(&a.repo.repo).await?;
     let mut opts = hs_pitr::FetchOptions::for_dest(&a.dest);
     if a.prefetch_only {
         let size = a.segment_size.unwrap_or(hs_repo::DEFAULT_WAL_SEGMENT_SIZE);
@@ -49,8 +49,11 @@ pub async fn fetch(g: &GlobalArgs, a: WalFetchArgs) -> Result<Output> {
 }
 
 pub async fn list(g: &GlobalArgs, a: WalListArgs) -> Result<Output> {
+    let url = g
+        .settings
+        .repo_url(Some(&a.deployment), Some(&a.repo.repo))?;
     hs_backup::validate_deployment(&a.deployment)?;
-    let repo = open_repo(g, &a.repo.repo).await?;
+    let repo = g.settings.open_url(&url).await?;
     let mut listing = repo.list_wal(&a.deployment).await?;
     // The segment size is the size of any complete segment (re-listing when one has gone).
     let seg_size = hs_pitr::wal_segment_size(&repo, &a.deployment, &mut listing, None)

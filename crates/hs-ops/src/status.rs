@@ -82,7 +82,7 @@ pub async fn deployment_status(
     conn: Option<&ConnConfig>,
     timeout: Duration,
 ) -> Result<DeploymentStatus> {
-    crate::names::validate_deployment(deployment)?;
+    hs_backup::validate_deployment(deployment)?;
     let backups = repo.list_backups(deployment).await?;
     let last_backup = backups
         .iter()

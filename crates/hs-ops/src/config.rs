@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::names::validate_deployment;
+use crate::error::{Error, Result};
+use hs_backup::validate_deployment;
 
 /// The file name looked for in each search directory.
 pub const CONFIG_FILE_NAME: &str = "pg_hardstorage.yaml";
@@ -116,7 +116,6 @@ fn invalid(path: &Path, line: Option<usize>, what: impl fmt::Display) -> Error {
         None => path.display().to_string(),
     };
     Error::new(
-        ErrorKind::Usage,
         "usage.config_invalid",
         // A repository URL or conninfo quoted in `what` goes without its secrets.
         format!(
@@ -250,7 +249,6 @@ impl Config {
     pub fn to_yaml(&self) -> Result<String> {
         let body = serde_norway::to_string(self).map_err(|e| {
             Error::new(
-                ErrorKind::Usage,
                 "internal.config_encode_failed",
                 format!("cannot encode the config: {e}"),
             )
@@ -306,7 +304,6 @@ impl ConfigFile {
                 Ok(t) => t,
                 Err(e) => {
                     return Err(Error::new(
-                        ErrorKind::Usage,
                         "usage.config_invalid",
                         format!(
                             "config file {} is not UTF-8 text (invalid byte at offset {})",
@@ -321,7 +318,6 @@ impl ConfigFile {
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::new(
-                    ErrorKind::Usage,
                     "notfound.config",
                     format!("config file {} does not exist", path.display()),
                 )
@@ -331,7 +327,6 @@ impl ConfigFile {
             }
             Err(e) => {
                 return Err(Error::new(
-                    ErrorKind::Usage,
                     "io.config_read_failed",
                     format!("cannot read config file {}: {e}", path.display()),
                 )
@@ -376,7 +371,6 @@ impl ConfigFile {
         };
         let fail = |what: &str, e: std::io::Error| {
             Error::new(
-                ErrorKind::Usage,
                 "io.config_write_failed",
                 format!("cannot {what} {}: {e}", self.path.display()),
             )
@@ -416,6 +410,18 @@ impl ConfigFile {
         Ok(())
     }
 
+    /// `p` as given when absolute, else relative to the file's directory (how a
+    /// relative `keyring:` is read).
+    pub fn relative(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+
     /// Adds (or confirms) a deployment: an entry of the same name that differs is
     /// `conflict.config_deployment_exists`. Returns whether the config changed.
     pub fn add_deployment(&mut self, name: &str, entry: DeploymentConfig) -> Result<bool> {
@@ -423,7 +429,6 @@ impl ConfigFile {
         match self.config.deployments.get(name) {
             Some(existing) if *existing == entry => Ok(false),
             Some(_) => Err(Error::new(
-                ErrorKind::Conflict,
                 "conflict.config_deployment_exists",
                 format!(
                     "{} already has a different entry for deployment {name}",
@@ -583,7 +588,6 @@ pub fn resolve_repo(
     .ok_or_else(|| {
         let under = deployment.map_or("deployments.<name>".to_owned(), |d| format!("deployments.{d}"));
         Error::new(
-            ErrorKind::Usage,
             "usage.repo_missing",
             "no repository URL was given",
         )
@@ -610,7 +614,6 @@ pub fn resolve_pg_connection(
     .ok_or_else(|| {
         let under = deployment.map_or("deployments.<name>".to_owned(), |d| format!("deployments.{d}"));
         Error::new(
-            ErrorKind::Usage,
             "usage.pg_connection_missing",
             "no PostgreSQL connection string was given",
         )

@@ -5,10 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hs_base::code;
 use hs_proto::{ConnConfig, Lsn, ReplicationClient};
 
+use hs_backup::slot_name_for;
+
 use crate::config::{DEFAULT_BACKUP_MAX_AGE, DEFAULT_WAL_MAX_AGE};
-use crate::stream::slot_name_for;
+use crate::error::{Error, ErrorKind};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,8 +202,8 @@ pub async fn probe_slot(
 ) -> crate::Result<SlotProbe> {
     let slot = slot_name_for(deployment);
     let timed_out = || {
-        crate::Error::new(
-            crate::ErrorKind::Postgres,
+        Error::of_kind(
+            ErrorKind::Postgres,
             "unreachable.timeout",
             format!(
                 "PostgreSQL at {}:{} did not answer within {}s",
@@ -210,7 +213,7 @@ pub async fn probe_slot(
             ),
         )
         .with_suggestion("check that the server is up and that nothing blocks the port")
-        .temporary()
+        .temporary(true)
     };
     let mut c = tokio::time::timeout(timeout, ReplicationClient::connect(conn))
         .await
@@ -255,28 +258,9 @@ pub async fn probe_slot(
     Ok(probe)
 }
 
-fn fix_or(e: &dyn ErrorLike, default: &str) -> String {
+fn fix_or(e: &Error, default: &str) -> String {
     e.suggestion()
         .map_or_else(|| default.to_owned(), str::to_owned)
-}
-
-trait ErrorLike {
-    fn suggestion(&self) -> Option<&str>;
-}
-impl ErrorLike for crate::Error {
-    fn suggestion(&self) -> Option<&str> {
-        crate::Error::suggestion(self)
-    }
-}
-impl ErrorLike for hs_repo::Error {
-    fn suggestion(&self) -> Option<&str> {
-        hs_repo::Error::suggestion(self)
-    }
-}
-impl ErrorLike for hs_crypt::Error {
-    fn suggestion(&self) -> Option<&str> {
-        hs_crypt::Error::suggestion(self)
-    }
 }
 
 /// Newest modification time (Unix seconds) of the deployment's WAL segments and
@@ -345,7 +329,6 @@ pub async fn diagnose(t: &DoctorTarget) -> DeploymentReport {
         }
         Ok(pg) => match ConnConfig::parse(pg) {
             Err(e) => {
-                let e = crate::Error::from(e);
                 checks.push(Check::issue(
                     "pg_reachable",
                     format!("the connection string is invalid: {e}"),
@@ -471,16 +454,18 @@ pub fn human_bytes(n: u64) -> String {
 
 fn load_keyring(path: &Path) -> Result<hs_crypt::Keyring, Check> {
     hs_crypt::Keyring::load(path).map_err(|e| {
-        let fix = match e.code() {
-            "preflight.keyring_permissions" => format!(
+        let fix = if e.code() == code::PREFLIGHT_KEYRING_PERMISSIONS {
+            format!(
                 "chmod 600 {p} (and chown it to the user that runs pg_hardstorage)",
                 p = path.display()
-            ),
-            "notfound.keyring" => format!(
+            )
+        } else if e.code() == code::NOTFOUND_KEYRING {
+            format!(
                 "restore the keyring from your backup copy to {p}, or pass --keyring PATH; without it the repository cannot be read",
                 p = path.display()
-            ),
-            _ => fix_or(&e, "restore the keyring file from your backup copy"),
+            )
+        } else {
+            fix_or(&e, "restore the keyring file from your backup copy")
         };
         Check::issue("keyring", format!("{} [{}]: {e}", path.display(), e.code()), fix)
     })
@@ -611,7 +596,7 @@ async fn repo_checks(
     let (key, backup) = match keyring {
         Err(c) => (c, key_skip("needs the keyring")),
         Ok(k) => match hs_repo::Repository::open(url, &k).await {
-            Err(e) if e.code() == "notfound.repo" => (
+            Err(e) if e.code() == code::NOTFOUND_REPO => (
                 Check::ok(
                     "keyring",
                     format!(
@@ -709,6 +694,96 @@ async fn backup_check(t: &DoctorTarget, repo: &hs_repo::Repository) -> Check {
             }
         },
     }
+}
+
+/// What `doctor` is asked: one deployment or every one of the config, with the
+/// repository URL and connection string given by flag (or environment), if any.
+#[derive(Debug, Clone, Default)]
+pub struct DoctorRequest {
+    /// The deployment to check; `None`: every deployment of the config file.
+    pub deployment: Option<String>,
+    /// `--repo`.
+    pub repo: Option<String>,
+    /// `--pg-connection`.
+    pub pg_connection: Option<String>,
+}
+
+/// A resolution error as a finding: (`[code] message`, its fix).
+fn problem(e: &Error) -> (String, String) {
+    (
+        format!("[{}] {e}", e.code()),
+        e.suggestion()
+            .unwrap_or("fix pg_hardstorage.yaml")
+            .to_owned(),
+    )
+}
+
+/// `doctor`: reads the config (`config`, else the search path) itself, so that a broken
+/// one is a finding rather than the end of the run, resolves each deployment's settings
+/// and runs [`diagnose`] on it. `usage.deployment_missing` when there is nothing to
+/// check; an I/O error making the keyring path absolute comes back as the caller's `E`.
+pub async fn doctor<E>(
+    config: Option<&Path>,
+    keyring_flag: Option<PathBuf>,
+    req: &DoctorRequest,
+) -> std::result::Result<Vec<DeploymentReport>, E>
+where
+    E: From<Error> + From<std::io::Error>,
+{
+    let (file, config_problem) = match crate::config::ConfigFile::discover(config) {
+        Ok(f) => (f, None),
+        Err(e) => (None, Some(problem(&e))),
+    };
+    let settings = crate::settings::Settings::new(file, keyring_flag);
+    let keyring = std::path::absolute(settings.keyring_path())?;
+    let config = settings.config();
+
+    let names: Vec<String> = match &req.deployment {
+        Some(d) => vec![d.clone()],
+        None => config
+            .map(|c| c.deployments.keys().cloned().collect())
+            .unwrap_or_default(),
+    };
+    if names.is_empty() && config_problem.is_none() {
+        return Err(Error::new(
+            "usage.deployment_missing",
+            "no deployment to check: none was named and the config lists none",
+        )
+        .with_suggestion(
+            "name one (`pg_hardstorage doctor main --repo URL --pg-connection CONN`), or add deployments to pg_hardstorage.yaml (`pg_hardstorage init`)",
+        )
+        .into());
+    }
+
+    let mut reports = Vec::new();
+    if names.is_empty() {
+        // Only the broken config to report.
+        if let Some((m, f)) = &config_problem {
+            reports.push(DeploymentReport {
+                deployment: "-".to_owned(),
+                checks: vec![Check::issue("config", m.clone(), f.clone())],
+            });
+        }
+    }
+    for name in &names {
+        hs_backup::validate_deployment(name)?;
+        let entry = settings.deployment(name);
+        let mut t = DoctorTarget::new(name, "", "", &keyring);
+        t.repo = settings
+            .repo_url(Some(name), req.repo.as_deref())
+            .map_err(|e| problem(&e));
+        t.pg_connection = settings
+            .pg_connection(name, req.pg_connection.as_deref())
+            .map_err(|e| problem(&e));
+        t.config_path = settings.file.as_ref().map(|f| f.path.clone());
+        t.config_problem = config_problem.clone();
+        if let Some(e) = entry {
+            t.backup_max_age = e.backup_max_age();
+            t.wal_max_age = e.wal_max_age();
+        }
+        reports.push(diagnose(&t).await);
+    }
+    Ok(reports)
 }
 
 #[cfg(test)]
