@@ -15,7 +15,6 @@
 //! cluster) are commented out, since PostgreSQL refuses to start with two
 //! recovery targets and the block must be the only source of them.
 
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -297,22 +296,13 @@ pub fn write_recovery_config(data_dir: &Path, cfg: &RecoveryConfig) -> Result<()
         Err(e) => return Err(crate::error::io(format!("read {}", auto.display()), e)),
     };
     let text = apply_managed_block(&existing, cfg)?;
+    // A fixed temporary name: one left by a crash is replaced by the next write.
     let tmp = data_dir.join(".postgresql.auto.conf.hs-tmp");
-    let res = (|| {
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &auto)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.map_err(|e| crate::error::io(format!("write {}", auto.display()), e))?;
+    let _ = std::fs::remove_file(&tmp);
+    hs_base::fs::AtomicFile::new(&auto, &tmp)
+        .mode(0o600)
+        .write(text.as_bytes())
+        .map_err(|e| crate::error::io(format!("write {}", auto.display()), e))?;
     let signal = data_dir.join("recovery.signal");
     let f = std::fs::OpenOptions::new()
         .write(true)

@@ -44,6 +44,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use hs_base::code;
+use hs_base::fs::{parent_dir, sync_dir, temp_path, AtomicFile};
 use hs_repo::{
     is_valid_wal_segment_size, parse_wal_segment_name, wal_segment_name, Repository, WalListing,
     DEFAULT_WAL_SEGMENT_SIZE,
@@ -477,61 +478,35 @@ fn is_stale(ent: &std::fs::DirEntry) -> bool {
         .is_some_and(|age| age.as_secs() > 600)
 }
 
-fn temp_for(dest: &Path) -> PathBuf {
-    let base = dest
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let r: u64 = rand::random();
-    dest.with_file_name(format!("{TMP_PREFIX}{base}-{r:016x}"))
-}
-
 /// Writes `parts` then zeros up to `total` bytes into a temporary file next
-/// to `dest`, optionally fsyncs, renames it to `dest`.
+/// to `dest` (mode 0600), optionally fsyncs, renames it to `dest`
+/// ([`AtomicFile`]; the directory is fsynced too when `sync`).
 fn write_atomic(dest: &Path, parts: &[&[u8]], total: u64, sync: bool) -> Result<()> {
-    let tmp = temp_for(dest);
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        let mut written = 0u64;
-        for p in parts {
-            f.write_all(p)?;
-            written += p.len() as u64;
-        }
-        if written < total {
-            // Zero padding: extend the file (reads as zeros) and write it so
-            // PostgreSQL gets a real, fully allocated file.
-            let zeros = vec![0u8; 1 << 20];
-            let mut left = total - written;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64) as usize;
-                f.write_all(&zeros[..n])?;
-                left -= n as u64;
+    let tmp = temp_path(dest, TMP_PREFIX, rand::random());
+    AtomicFile::new(dest, &tmp)
+        .mode(0o600)
+        .durable(sync)
+        .write_with(|f| {
+            let mut written = 0u64;
+            for p in parts {
+                f.write_all(p)?;
+                written += p.len() as u64;
             }
-        }
-        if sync {
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, dest)?;
-        if sync {
-            if let Some(dir) = dest.parent() {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                std::fs::File::open(dir)?.sync_all()?;
+            if written < total {
+                // Zero padding: extend the file (reads as zeros) and write it so
+                // PostgreSQL gets a real, fully allocated file.
+                let zeros = vec![0u8; 1 << 20];
+                let mut left = total - written;
+                while left > 0 {
+                    let n = left.min(zeros.len() as u64) as usize;
+                    f.write_all(&zeros[..n])?;
+                    left -= n as u64;
+                }
             }
-        }
-        Ok(())
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.map_err(|e| crate::error::io(format!("write {}", dest.display()), e))
+            Ok(())
+        })
+        .map(|_| ())
+        .map_err(|e| crate::error::io(format!("write {}", dest.display()), e))
 }
 
 /// Moves a spooled file to `dest`: rename, or copy when `pg_wal` is on
@@ -540,14 +515,7 @@ fn move_into_place(spooled: &Path, dest: &Path, sync: bool) -> std::io::Result<(
     match std::fs::rename(spooled, dest) {
         Ok(()) => {
             if sync {
-                if let Some(dir) = dest.parent() {
-                    let dir = if dir.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        dir
-                    };
-                    std::fs::File::open(dir)?.sync_all()?;
-                }
+                sync_dir(parent_dir(dest))?;
             }
             Ok(())
         }
