@@ -171,44 +171,44 @@ impl Repository {
     }
 
     async fn load_gc_records(&self) -> Result<Vec<Record>> {
-        let b = &self.inner.backend;
         let mut holders = HashMap::new();
-        for o in b.list(HOLDERS_PREFIX).await? {
-            let sealed = match b.get(&o.name).await {
-                Ok(s) => s,
-                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
-                Err(e) => return Err(e),
-            };
-            let json = open_record(
-                self,
-                HOLDERS_MAGIC,
-                &o.name,
-                &sealed,
-                "verify.gc_record_invalid",
-            )?;
-            let h: HoldersRecord = decode(&json, &o.name)?;
+        for h in self
+            .read_gc_records::<HoldersRecord>(HOLDERS_PREFIX, HOLDERS_MAGIC)
+            .await?
+        {
             holders.insert(h.id.clone(), h);
         }
         let mut out = Vec::new();
-        for o in b.list(CONDEMNED_PREFIX).await? {
-            let sealed = match b.get(&o.name).await {
-                Ok(s) => s,
-                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
-                Err(e) => return Err(e),
-            };
-            let json = open_record(
-                self,
-                CONDEMNED_MAGIC,
-                &o.name,
-                &sealed,
-                "verify.gc_record_invalid",
-            )?;
-            let c: CondemnedRecord = decode(&json, &o.name)?;
+        for c in self
+            .read_gc_records::<CondemnedRecord>(CONDEMNED_PREFIX, CONDEMNED_MAGIC)
+            .await?
+        {
             let h = holders.remove(&c.id);
             out.push(Record {
                 condemned: c,
                 holders: h,
             });
+        }
+        Ok(out)
+    }
+
+    /// Every gc record under `prefix`, opened and decoded, in listing order; one that
+    /// is gone between the listing and its read is skipped.
+    async fn read_gc_records<T: for<'a> Deserialize<'a>>(
+        &self,
+        prefix: &str,
+        magic: &[u8; 8],
+    ) -> Result<Vec<T>> {
+        let b = &self.inner.backend;
+        let mut out = Vec::new();
+        for o in b.list(prefix).await? {
+            let sealed = match b.get(&o.name).await {
+                Ok(s) => s,
+                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
+                Err(e) => return Err(e),
+            };
+            let json = open_record(self, magic, &o.name, &sealed, "verify.gc_record_invalid")?;
+            out.push(decode(&json, &o.name)?);
         }
         Ok(out)
     }
@@ -333,6 +333,70 @@ impl Repository {
         report.packs_total = view.packs.len();
         report.bytes_total = view.packs.values().sum();
         report.packs_referenced = view.packs.keys().filter(|p| view.is_referenced(p)).count();
+        if let Some(r) = self
+            .condemn(opts, grace, now, &view, &records, &mut report)
+            .await?
+        {
+            records.push(r);
+        }
+
+        // Phase 2: delete what is due. Leases first, then (re)load manifests
+        // and index: a holder that finished before the check has its manifest
+        // visible to the load that follows it.
+        let leases = self.list_leases().await?;
+        let now = now_unix();
+        let live_pack_leases: HashSet<String> = leases
+            .iter()
+            .filter(|l| l.is_live(now) && l.packs && l.kind == LeaseKind::Shared)
+            .map(|l| l.id.clone())
+            .collect();
+        let due = self
+            .due_records(opts, grace, records, &live_pack_leases, now, &mut report)
+            .await?;
+        if due.is_empty() {
+            return Ok(report);
+        }
+        let view = if opts.apply {
+            View::load(self).await?
+        } else {
+            view
+        };
+        let doomed = reprieve(&view, &due, &mut report);
+        if !opts.apply {
+            return Ok(report);
+        }
+        let b = &self.inner.backend;
+        for p in &report.deleted {
+            b.delete(p).await?;
+        }
+        report.index_objects_replaced = self.replace_index_objects(&view.raw, &doomed).await?;
+        for r in &due {
+            b.delete(&format!("{CONDEMNED_PREFIX}{}", r.id)).await?;
+            b.delete(&format!("{HOLDERS_PREFIX}{}", r.id)).await?;
+        }
+        // The quarantine of a pack ends with the pack.
+        for p in &report.deleted {
+            if view.quarantined.contains(p) {
+                if let Some(name) = crate::quarantine::record_name(p) {
+                    b.delete(&name).await?;
+                    report.quarantine_records_removed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Phase 1: a condemnation record for the packs no manifest references (older
+    /// than the grace period, not condemned yet); stored with its holders when applying.
+    async fn condemn(
+        &self,
+        opts: &GcOptions,
+        grace: i64,
+        now: i64,
+        view: &View,
+        records: &[Record],
+        report: &mut GcReport,
+    ) -> Result<Option<Record>> {
         let already: HashSet<&String> = records
             .iter()
             .flat_map(|r| r.condemned.packs.iter())
@@ -376,19 +440,23 @@ impl Repository {
             } else {
                 None
             };
-            records.push(Record { condemned, holders });
+            return Ok(Some(Record { condemned, holders }));
         }
+        Ok(None)
+    }
 
-        // Phase 2: delete what is due. Leases first, then (re)load manifests
-        // and index: a holder that finished before the check has its manifest
-        // visible to the load that follows it.
-        let leases = self.list_leases().await?;
-        let now = now_unix();
-        let live_pack_leases: HashSet<String> = leases
-            .iter()
-            .filter(|l| l.is_live(now) && l.packs && l.kind == LeaseKind::Shared)
-            .map(|l| l.id.clone())
-            .collect();
+    /// Phase 2: the condemnation records that are due (past the grace period, no
+    /// holder lease live); the others are reported as waiting. Records without holders
+    /// get them now when applying.
+    async fn due_records(
+        &self,
+        opts: &GcOptions,
+        grace: i64,
+        records: Vec<Record>,
+        live_pack_leases: &HashSet<String>,
+        now: i64,
+        report: &mut GcReport,
+    ) -> Result<Vec<CondemnedRecord>> {
         let mut due = Vec::new();
         for mut r in records {
             if r.holders.is_none() && opts.apply {
@@ -421,64 +489,18 @@ impl Repository {
                 due.push(r.condemned);
             }
         }
-        if due.is_empty() {
-            return Ok(report);
-        }
-        let view = if opts.apply {
-            View::load(self).await?
-        } else {
-            view
-        };
-        let mut doomed: HashSet<String> =
-            due.iter().flat_map(|r| r.packs.iter().cloned()).collect();
-        // Keep a condemned pack that holds the only remaining copy of a chunk
-        // a manifest references now (one written since the condemnation); a
-        // copy in a quarantined pack does not count.
-        loop {
-            let keep: Vec<String> = doomed
-                .iter()
-                .filter(|p| {
-                    view.contents.get(*p).is_some_and(|ids| {
-                        ids.iter().any(|id| {
-                            view.refs.contains(id)
-                                && view.locations[id].iter().all(|q| {
-                                    doomed.contains(q)
-                                        || !view.packs.contains_key(q)
-                                        || view.quarantined.contains(q)
-                                })
-                        })
-                    })
-                })
-                .cloned()
-                .collect();
-            if keep.is_empty() {
-                break;
-            }
-            for p in keep {
-                doomed.remove(&p);
-                report.reprieved.push(p);
-            }
-        }
-        let mut deleted: Vec<String> = doomed
-            .iter()
-            .filter(|p| view.packs.contains_key(*p))
-            .cloned()
-            .collect();
-        deleted.sort();
-        report.deleted_bytes = deleted.iter().map(|p| view.packs[p]).sum();
-        report.deleted = deleted;
-        report.reprieved.sort();
-        if !opts.apply {
-            return Ok(report);
-        }
+        Ok(due)
+    }
+
+    /// A new index object without the doomed packs, written before the objects it
+    /// replaces are deleted; returns how many were replaced.
+    async fn replace_index_objects(
+        &self,
+        raw: &RawIndex,
+        doomed: &HashSet<String>,
+    ) -> Result<usize> {
         let b = &self.inner.backend;
-        for p in &report.deleted {
-            b.delete(p).await?;
-        }
-        // A new index object without the deleted packs, written before the
-        // objects it replaces are deleted.
-        let affected: Vec<&(String, Vec<IndexedPack>)> = view
-            .raw
+        let affected: Vec<&(String, Vec<IndexedPack>)> = raw
             .iter()
             .filter(|(_, packs)| packs.iter().any(|p| doomed.contains(&pack_name(&p.id))))
             .collect();
@@ -504,22 +526,8 @@ impl Repository {
             for (name, _) in &affected {
                 b.delete(name).await?;
             }
-            report.index_objects_replaced = affected.len();
         }
-        for r in &due {
-            b.delete(&format!("{CONDEMNED_PREFIX}{}", r.id)).await?;
-            b.delete(&format!("{HOLDERS_PREFIX}{}", r.id)).await?;
-        }
-        // The quarantine of a pack ends with the pack.
-        for p in &report.deleted {
-            if view.quarantined.contains(p) {
-                if let Some(name) = crate::quarantine::record_name(p) {
-                    b.delete(&name).await?;
-                    report.quarantine_records_removed += 1;
-                }
-            }
-        }
-        Ok(report)
+        Ok(affected.len())
     }
 
     /// Lists the live leases that may reference existing chunks and stores
@@ -543,6 +551,51 @@ impl Repository {
         self.inner.backend.put(&name, Bytes::from(sealed)).await?;
         Ok(h)
     }
+}
+
+/// The packs of the due records that can go: a condemned pack that holds the only
+/// remaining copy of a chunk a manifest references now is reprieved. Fills the report's
+/// deleted and reprieved lists.
+fn reprieve(view: &View, due: &[CondemnedRecord], report: &mut GcReport) -> HashSet<String> {
+    let mut doomed: HashSet<String> = due.iter().flat_map(|r| r.packs.iter().cloned()).collect();
+    // Keep a condemned pack that holds the only remaining copy of a chunk
+    // a manifest references now (one written since the condemnation); a
+    // copy in a quarantined pack does not count.
+    loop {
+        let keep: Vec<String> = doomed
+            .iter()
+            .filter(|p| {
+                view.contents.get(*p).is_some_and(|ids| {
+                    ids.iter().any(|id| {
+                        view.refs.contains(id)
+                            && view.locations[id].iter().all(|q| {
+                                doomed.contains(q)
+                                    || !view.packs.contains_key(q)
+                                    || view.quarantined.contains(q)
+                            })
+                    })
+                })
+            })
+            .cloned()
+            .collect();
+        if keep.is_empty() {
+            break;
+        }
+        for p in keep {
+            doomed.remove(&p);
+            report.reprieved.push(p);
+        }
+    }
+    let mut deleted: Vec<String> = doomed
+        .iter()
+        .filter(|p| view.packs.contains_key(*p))
+        .cloned()
+        .collect();
+    deleted.sort();
+    report.deleted_bytes = deleted.iter().map(|p| view.packs[p]).sum();
+    report.deleted = deleted;
+    report.reprieved.sort();
+    doomed
 }
 
 /// Packs, index and references as loaded at one moment.
