@@ -1,11 +1,9 @@
 //! Backup then restore through the real binary on object-store repositories served
 //! on 127.0.0.1: moto (s3://), fake-gcs-server (gcs://) and Azurite (azblob://).
 
-use std::process::Command;
-
 use hs_testkit::{skip_or_fail, Bucket, PgCluster, PgOptions, StorageKind, StorageServer};
 
-use crate::support::{Run, Scratch};
+use crate::support::{json_command, restore_args, Run, Scratch};
 
 const CHECK: &str =
     "SELECT count(*), sum(length(payload)), md5(string_agg(payload, ',' ORDER BY id)) FROM t";
@@ -13,20 +11,10 @@ const CHECK: &str =
 /// Runs `pg_hardstorage -o json` with the scratch keyring and the bucket's client
 /// environment (test credentials) added.
 fn hs_env(s: &Scratch, bucket: &Bucket, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
-        .args(args)
-        .args(["-o", "json", "--keyring"])
-        .arg(s.keyring())
-        .env_remove("PG_HARDSTORAGE_REPO")
-        .env_remove("PG_HARDSTORAGE_PG_CONNECTION")
-        .envs(bucket.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .expect("run pg_hardstorage");
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::of(
+        json_command(args, &s.keyring())
+            .envs(bucket.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+    )
 }
 
 fn round_trip(kind: StorageKind) {
@@ -77,20 +65,7 @@ fn round_trip(kind: StorageKind) {
     assert_eq!(list["backups"].as_array().map(Vec::len), Some(1));
 
     let target = s.path("restored");
-    let r = hs_env(
-        &s,
-        &bucket,
-        &[
-            "restore",
-            "demo",
-            &id,
-            "--target",
-            target.to_str().unwrap(),
-            "--repo",
-            &url,
-        ],
-    )
-    .ok();
+    let r = hs_env(&s, &bucket, &restore_args("demo", &id, &target, &url, &[])).ok();
     assert_eq!(r["verified"], true, "{r}");
 
     // Without credentials the store answers with a coded error, not a panic.

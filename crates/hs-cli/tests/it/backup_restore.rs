@@ -3,7 +3,9 @@
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{any_file_contains, dir_bytes, hs, init_and_backup, Scratch};
+use crate::support::{
+    any_file_contains, backup, backup_ids, dir_bytes, hs, init_and_backup, restore, Scratch,
+};
 
 const MARKER: &str = "HS_PLAINTEXT_MARKER_b7e1c0d2";
 
@@ -31,11 +33,7 @@ fn backup_restore_round_trip_on_file_repo() {
     assert_eq!(again.err_code(), "conflict.repo_exists");
 
     let conn = pg.replication_conninfo();
-    let first = hs(
-        &s,
-        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
-    )
-    .ok();
+    let first = backup(&s, "demo", &conn, &url).ok();
     let first_id = first["backup_id"].as_str().expect("backup id").to_owned();
     let repo_after_first = dir_bytes(&s.repo_dir());
     assert!(first["logical_bytes"].as_u64().unwrap() > 10 << 20);
@@ -45,11 +43,7 @@ fn backup_restore_round_trip_on_file_repo() {
 
     // A second backup of the unchanged cluster adds less than 2% of the first's bytes.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let second = hs(
-        &s,
-        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
-    )
-    .ok();
+    let second = backup(&s, "demo", &conn, &url).ok();
     let added = dir_bytes(&s.repo_dir()) - repo_after_first;
     assert!(
         (added as f64) < 0.02 * repo_after_first as f64,
@@ -58,34 +52,17 @@ fn backup_restore_round_trip_on_file_repo() {
     assert_ne!(second["backup_id"], first["backup_id"]);
 
     let list = hs(&s, &["list", "demo", "--repo", &url]).ok();
-    let ids: Vec<&str> = list["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["backup_id"].as_str().unwrap())
-        .collect();
+    let ids = backup_ids(&list);
     assert_eq!(ids.len(), 2);
     assert_eq!(ids[0], first_id);
 
     // Restore the first backup by id and check it with pg_verifybackup (default).
     let target = s.path("restored");
-    let target_s = target.to_str().unwrap();
-    let r = hs(
-        &s,
-        &[
-            "restore", "demo", &first_id, "--target", target_s, "--repo", &url,
-        ],
-    )
-    .ok();
+    let r = restore(&s, "demo", &first_id, &target, &url, &[]).ok();
     assert_eq!(r["verified"], true);
 
     // Restoring onto a non-empty directory is refused with a conflict.
-    let again = hs(
-        &s,
-        &[
-            "restore", "demo", "latest", "--target", target_s, "--repo", &url,
-        ],
-    );
+    let again = restore(&s, "demo", "latest", &target, &url, &[]);
     assert_eq!(again.status, 7);
     assert_eq!(again.err_code(), "conflict.target_not_empty");
 
@@ -103,18 +80,7 @@ fn missing_backup_and_bad_names_have_codes() {
     let url = s.repo_url();
     hs(&s, &["repo", "init", &url]).ok();
 
-    let r = hs(
-        &s,
-        &[
-            "restore",
-            "demo",
-            "latest",
-            "--target",
-            s.path("t").to_str().unwrap(),
-            "--repo",
-            &url,
-        ],
-    );
+    let r = restore(&s, "demo", "latest", &s.path("t"), &url, &[]);
     assert_eq!(r.status, 6);
     assert_eq!(r.err_code(), "notfound.backup");
     assert!(!s.path("t").join("global").exists());
@@ -156,10 +122,7 @@ fn missing_backup_and_bad_names_have_codes() {
 
 #[test]
 fn version_names_commit_and_build_time() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
-        .arg("version")
-        .output()
-        .unwrap();
+    let out = crate::support::bin().arg("version").output().unwrap();
     assert!(out.status.success());
     let line = String::from_utf8(out.stdout).unwrap();
     assert!(line.starts_with("pg_hardstorage v0."), "{line}");

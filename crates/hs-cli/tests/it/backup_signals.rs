@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{files_under, hs, Run, Scratch};
+use crate::support::{files_under, hs, json_command, Run, Scratch};
 
 /// A running `backup`; killed on drop so a failing test leaves no process behind.
 struct Running(Option<Child>);
@@ -23,21 +23,17 @@ impl Drop for Running {
 }
 
 fn start_backup(s: &Scratch, conn: &str, url: &str, max_rate: &str) -> Running {
-    let child = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
-        .args([
-            "backup",
-            "demo",
-            "--pg-connection",
-            conn,
-            "--repo",
-            url,
-            "--max-rate",
-            max_rate,
-        ])
-        .args(["-o", "json", "--keyring"])
-        .arg(s.keyring())
-        .env_remove("PG_HARDSTORAGE_REPO")
-        .env_remove("PG_HARDSTORAGE_PG_CONNECTION")
+    let args = [
+        "backup",
+        "demo",
+        "--pg-connection",
+        conn,
+        "--repo",
+        url,
+        "--max-rate",
+        max_rate,
+    ];
+    let child = json_command(&args, &s.keyring())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

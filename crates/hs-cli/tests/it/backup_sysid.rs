@@ -3,13 +3,11 @@
 //! whether the deployment holds backups or only WAL from `wal stream`, unless
 //! `--allow-system-id-change` says the cluster was re-created.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{hs, Scratch};
-use crate::wal_stream::{start_streamer, Streamer};
+use crate::support::{hs, Scratch, Streamer};
 
 fn system_identifier(pg: &PgCluster) -> String {
     pg.psql("SELECT system_identifier FROM pg_control_system()")
@@ -38,11 +36,9 @@ fn backup(
 
 fn backup_ids(s: &Scratch, deployment: &str, url: &str) -> Vec<String> {
     let l = hs(s, &["list", deployment, "--repo", url]).ok();
-    l["backups"]
-        .as_array()
-        .expect("backups array")
-        .iter()
-        .map(|b| b["backup_id"].as_str().expect("backup_id").to_owned())
+    crate::support::backup_ids(&l)
+        .into_iter()
+        .map(str::to_owned)
         .collect()
 }
 
@@ -117,7 +113,7 @@ fn backup_of_another_cluster_into_a_wal_only_deployment_is_refused() {
 
     // `wal stream` of cluster A into deployment `demo`, no backup yet.
     let conn_a = a.replication_conninfo();
-    let mut guard = Streamer(Some(start_streamer(&s, &conn_a, &url)));
+    let guard = Streamer::start(&s, "demo", &conn_a, &url, &[]);
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         a.psql("SELECT pg_switch_wal()").expect("switch wal");
@@ -136,11 +132,8 @@ fn backup_of_another_cluster_into_a_wal_only_deployment_is_refused() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let streamer = guard.0.take().expect("streamer");
-    let pid = streamer.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let done = streamer.wait_with_output().unwrap();
-    assert!(done.status.success(), "wal stream exit {:?}", done.status);
+    let (status, _) = guard.stop();
+    assert!(status.success(), "wal stream exit {status:?}");
     assert!(backup_ids(&s, "demo", &url).is_empty());
 
     let refused = backup(&s, "demo", &b, &url, &[]);

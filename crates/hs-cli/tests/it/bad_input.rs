@@ -4,9 +4,8 @@
 //! never a panic. Human output is checked too: `error[<code>]` on stderr.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
-use crate::support::{hs, Run, Scratch};
+use crate::support::{bin, hs, Run, Scratch};
 
 /// A repository and keyring that exist, so that the input under test is what fails.
 struct Fixture {
@@ -45,12 +44,10 @@ fn expect_code(s: &Scratch, what: &str, args: &[&str], code: &str) {
         "{what}: args {args:?}\nstdout: {}\nstderr: {}",
         r.stdout, r.stderr
     );
-    let human = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+    let human = bin()
         .args(args)
         .arg("--keyring")
         .arg(s.keyring())
-        .env_remove("PG_HARDSTORAGE_REPO")
-        .env_remove("PG_HARDSTORAGE_PG_CONNECTION")
         .output()
         .expect("run pg_hardstorage");
     let stderr = String::from_utf8_lossy(&human.stderr);

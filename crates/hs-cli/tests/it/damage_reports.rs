@@ -26,7 +26,7 @@ use crate::support::{hs, Run, Scratch};
 const DEP: &str = "demo";
 
 fn backup(s: &Scratch, conn: &str, url: &str) -> String {
-    hs(s, &["backup", DEP, "--pg-connection", conn, "--repo", url]).ok()["backup_id"]
+    crate::support::backup(s, DEP, conn, url).ok()["backup_id"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -44,18 +44,7 @@ fn flip(path: &Path, at: usize) {
 
 fn restore(s: &Scratch, url: &str, backup: &str, name: &str) -> Run {
     let target = s.path(name);
-    hs(
-        s,
-        &[
-            "restore",
-            DEP,
-            backup,
-            "--target",
-            target.to_str().unwrap(),
-            "--repo",
-            url,
-        ],
-    )
+    crate::support::restore(s, DEP, backup, &target, url, &[])
 }
 
 fn message(r: &Run) -> String {
@@ -107,7 +96,7 @@ fn a_damaged_manifest_is_listed_as_damaged_and_latest_never_falls_back_silently(
     assert_eq!(rows[2]["status"], "ok");
     assert_eq!(l["damaged"], 1);
     // Human output: the damaged one is marked and named.
-    let human = std::process::Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+    let human = crate::support::bin()
         .args(["list", DEP, "--repo", &url, "--keyring"])
         .arg(s.keyring())
         .output()

@@ -51,7 +51,7 @@ mod seeds {
     use hs_testkit::{PgCluster, PgOptions};
 
     use super::corpus_dir;
-    use crate::support::{hs, Scratch};
+    use crate::support::{backup, hs, Scratch, Streamer};
 
     fn put(target: &str, name: &str, data: &[u8]) {
         let dir = corpus_dir().join(target);
@@ -141,31 +141,13 @@ mod seeds {
             hs_testkit::REPLICATION_USER,
             pg.replication_password()
         );
-        hs(
-            &s,
-            &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
-        )
-        .ok();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
-            .args([
-                "wal",
-                "stream",
-                "demo",
-                "--pg-connection",
-                &conn,
-                "--repo",
-                &url,
-            ])
-            .args(["-o", "json", "--keyring"])
-            .arg(s.keyring())
-            .spawn()
-            .expect("spawn wal stream");
+        backup(&s, "demo", &conn, &url).ok();
+        let streamer = Streamer::start(&s, "demo", &conn, &url, &[]);
         std::thread::sleep(Duration::from_secs(2));
         pg.pgbench(&["-n", "-t", "20"]).expect("pgbench");
         pg.psql("SELECT pg_switch_wal()").expect("switch");
         std::thread::sleep(Duration::from_secs(2));
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(streamer);
         let sessions = sessions.lock().expect("lock").clone();
         for (i, raw) in sessions.iter().enumerate() {
             put(

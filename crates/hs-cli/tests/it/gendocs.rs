@@ -2,13 +2,7 @@
 //! visible command and completions for bash, zsh and fish, none of which offer the
 //! internal command itself; wrong arguments are a usage error.
 
-use std::process::Command;
-
-use crate::support::Scratch;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
-}
+use crate::support::{bin, Scratch};
 
 #[test]
 fn generated_docs_cover_the_commands_and_never_offer_the_internal_one() {

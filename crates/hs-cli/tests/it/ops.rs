@@ -4,27 +4,23 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hs_testkit::{PgCluster, PgOptions};
 use serde_json::Value;
 
-use crate::support::{Run, Scratch};
-use crate::wal_stream::{lsn, start_streamer, wait_durable, Streamer};
+use crate::support::{archive_current_wal, bin, start_restored, Run, Scratch, Streamer};
 
 /// Runs the binary in the scratch directory (so ./pg_hardstorage.yaml is the one found),
 /// with HOME and XDG_CONFIG_HOME inside it, the scratch keyring, and `extra_env`.
 fn hs_in(s: &Scratch, args: &[&str], extra_env: &[(&str, &str)], json: bool) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"));
+    let mut cmd = bin();
     cmd.args(args)
         .arg("--keyring")
         .arg(s.keyring())
         .current_dir(s.dir.path())
         .env("HOME", s.path("home"))
         .env("XDG_CONFIG_HOME", s.path("home/.config"))
-        .env_remove("PG_HARDSTORAGE_REPO")
-        .env_remove("PG_HARDSTORAGE_PG_CONNECTION")
         .env_remove("PG_HARDSTORAGE_CONFIG")
         .env_remove("PG_HARDSTORAGE_KEYRING");
     if json {
@@ -33,12 +29,7 @@ fn hs_in(s: &Scratch, args: &[&str], extra_env: &[(&str, &str)], json: bool) -> 
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run pg_hardstorage");
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::of(&mut cmd)
 }
 
 fn write(path: &Path, text: &str) {
@@ -229,7 +220,7 @@ fn seed_order_repo_init_preflight_stream_init_backup_restore() {
     )
     .ok();
     assert_eq!(pre["ready"], true, "{pre}");
-    let _stream = Streamer(Some(start_streamer(&s, &conn, &url)));
+    let _stream = Streamer::start(&s, "demo", &conn, &url, &[]);
 
     // init after `repo init`: the repository and keyring are opened, not recreated.
     let init = hs_in(
@@ -348,9 +339,7 @@ fn seed_order_repo_init_preflight_stream_init_backup_restore() {
     // Rows committed after the backup reach the repository through the stream only.
     pg.psql("INSERT INTO seed SELECT generate_series(2001, 2500)")
         .unwrap();
-    let end = lsn(&pg.psql("SELECT pg_current_wal_lsn()").unwrap());
-    pg.psql("SELECT pg_switch_wal()").unwrap();
-    wait_durable(&pg, end, Duration::from_secs(60));
+    archive_current_wal(&pg, "demo");
 
     let target = s.path("restored");
     let r = hs_in(
@@ -374,10 +363,7 @@ fn seed_order_repo_init_preflight_stream_init_backup_restore() {
     // the restore wrote (found without ./pg_hardstorage.yaml: the server's working
     // directory is the data directory) and holds every row.
     s.share_with_postgres(true);
-    let restored = PgCluster::start_existing(&target).expect("start restored cluster");
-    restored
-        .wait_for_promotion(Duration::from_secs(120))
-        .expect("recovery finishes");
+    let restored = start_restored(&target);
     assert_eq!(
         restored
             .psql("SELECT count(*), count(DISTINCT id), max(id) FROM seed")
@@ -431,7 +417,7 @@ fn doctor_failure_paths_keyring_slot_and_stopped_server() {
         &format!("repo: {url}\ndeployments:\n  demo:\n    pg_connection: \"{conn}\"\n"),
     );
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let stream = Streamer(Some(start_streamer(&s, &conn, &url)));
+    let stream = Streamer::start(&s, "demo", &conn, &url, &[]);
     hs_in(&s, &["backup", "demo"], &[], true).ok();
     wait_doctor_healthy(&s, &["doctor", "demo"]);
 

@@ -3,12 +3,14 @@
 //! ago", to an LSN and to a restore point each hold exactly the rows
 //! committed before the target; a target past the archived WAL fails up front.
 
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{hs, init_and_backup, lsn, wait_durable, wait_streaming, Scratch, Streamer};
+use crate::support::{
+    archive_current_wal, bin, init_and_backup, restore, start_restored, wait_streaming, Scratch,
+    Streamer,
+};
 
 fn batch(pg: &PgCluster, n: u32) {
     pg.psql(&format!(
@@ -26,27 +28,9 @@ fn restore_and_read(
     extra: &[&str],
 ) -> (String, serde_json::Value) {
     let target = s.path(dir);
-    let mut args = vec![
-        "restore",
-        "pitr",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--repo",
-        url,
-    ];
-    args.extend_from_slice(extra);
-    let r = hs(s, &args).ok();
+    let r = restore(s, "pitr", "latest", &target, url, extra).ok();
     assert_eq!(r["recovery_configured"], true, "{r}");
-    let restored = PgCluster::start_existing(&target).expect("start restored cluster");
-    restored
-        .wait_for_promotion(Duration::from_secs(120))
-        .unwrap_or_else(|e| {
-            panic!(
-                "recovery to {extra:?} did not finish: {e}\n{}",
-                restored.log_tail(30)
-            )
-        });
+    let restored = start_restored(&target);
     let got = restored
         .psql("SELECT string_agg(DISTINCT batch::text, ',' ORDER BY batch::text) || ' ' || count(*) FROM marks")
         .unwrap();
@@ -82,9 +66,7 @@ fn restore_to_time_ago_lsn_and_restore_point() {
     std::thread::sleep(Duration::from_secs(2));
     batch(&pg, 5);
 
-    let end = lsn(&pg.psql("SELECT pg_current_wal_lsn()").unwrap());
-    pg.psql("SELECT pg_switch_wal()").unwrap();
-    wait_durable(&pg, "pitr", end, Duration::from_secs(60));
+    archive_current_wal(&pg, "pitr");
     let (status, _) = streamer.stop();
     assert!(status.success(), "wal stream exit {status:?}");
     drop(pg);
@@ -92,18 +74,7 @@ fn restore_to_time_ago_lsn_and_restore_point() {
     // A target past the archived WAL fails before anything is written.
     let never = s.path("never");
     // A restore into `never` that must fail before writing anything.
-    let restore_never = |flags: &[&str]| {
-        let mut args = vec![
-            "restore",
-            "pitr",
-            "latest",
-            "--target",
-            never.to_str().unwrap(),
-        ];
-        args.extend(["--repo", url.as_str()]);
-        args.extend(flags);
-        hs(&s, &args)
-    };
+    let restore_never = |flags: &[&str]| restore(&s, "pitr", "latest", &never, &url, flags);
     let r = restore_never(&["--to", "now"]);
     assert_eq!(r.status, 7, "{}", r.stdout);
     assert_eq!(r.err_code(), "conflict.target_unreachable");
@@ -129,7 +100,7 @@ fn restore_to_time_ago_lsn_and_restore_point() {
     assert!(p["plan"]["backup"]["backup_id"].is_string(), "{p}");
     assert!(!never.exists());
     // The human preview prints the resolved UTC time and the WAL range.
-    let human = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+    let human = bin()
         .args(["restore", "pitr", "latest", "--target"])
         .arg(&never)
         .args(["--repo", &url, "--to", &t_after_1, "--preview", "--keyring"])

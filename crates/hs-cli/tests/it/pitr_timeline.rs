@@ -6,69 +6,23 @@
 //! timeline 2 stops there; `--to-timeline current` stays on timeline 1 and
 //! an unknown timeline is refused up front.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{hs, init_and_backup, Scratch};
+use crate::support::{
+    archive_current_wal, init_and_backup, restore, start_restored, wait_slot, Run, Scratch,
+    Streamer,
+};
 
 const DEP: &str = "tli";
-const SLOT: &str = "pg_hardstorage_tli";
 
-fn start_streamer(s: &Scratch, conn: &str, url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
-        .args(["wal", "stream", DEP, "--pg-connection", conn, "--repo", url])
-        .args(["-o", "json", "--keyring"])
-        .arg(s.keyring())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn wal stream")
-}
-
-fn lsn(s: &str) -> u64 {
-    let (hi, lo) = s.trim().split_once('/').expect("an LSN");
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-}
-
-fn slot_lsn(pg: &PgCluster) -> Option<u64> {
-    let r = pg
-        .psql(&format!(
-            "SELECT coalesce(restart_lsn::text, '') FROM pg_replication_slots WHERE slot_name = '{SLOT}'"
-        ))
-        .unwrap_or_default();
-    (!r.is_empty()).then(|| lsn(&r))
-}
-
-fn wait_slot(pg: &PgCluster) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while slot_lsn(pg).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the streamer did not create its slot"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Switches the WAL segment and waits until the streamer made everything durable; stops it.
-fn drain_and_stop(pg: &PgCluster, streamer: Child) {
-    let end = lsn(&pg.psql("SELECT pg_current_wal_lsn()").unwrap());
-    pg.psql("SELECT pg_switch_wal()").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while slot_lsn(pg).is_none_or(|l| l < end) {
-        assert!(
-            Instant::now() < deadline,
-            "streamer did not reach {end:X}; slot at {:?}",
-            slot_lsn(pg)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let pid = streamer.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let done = streamer.wait_with_output().unwrap();
-    assert!(done.status.success(), "wal stream exit {:?}", done.status);
+/// Waits until the streamer made everything up to the primary's current LSN durable,
+/// then stops it.
+fn drain_and_stop(pg: &PgCluster, streamer: Streamer) {
+    archive_current_wal(pg, DEP);
+    let (status, _) = streamer.stop();
+    assert!(status.success(), "wal stream exit {status:?}");
 }
 
 fn batch(pg: &PgCluster, n: u32) {
@@ -78,35 +32,15 @@ fn batch(pg: &PgCluster, n: u32) {
     .unwrap();
 }
 
-/// Lets the restored clusters (run as the postgres OS user) read the repository.
-fn share_repo(s: &Scratch) {
-    s.share_with_postgres(true);
-}
-
-fn restore_args<'a>(s: &Scratch, url: &'a str, dir: &str, extra: &[&'a str]) -> Vec<String> {
-    let mut args: Vec<String> = ["restore", DEP, "latest", "--target"]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    args.push(s.path(dir).to_str().unwrap().to_owned());
-    args.extend(["--repo".to_owned(), url.to_owned()]);
-    args.extend(extra.iter().map(|a| a.to_string()));
-    args
-}
-
-fn run(s: &Scratch, args: &[String]) -> crate::support::Run {
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    hs(s, &a)
+fn restore_to(s: &Scratch, url: &str, dir: &str, extra: &[&str]) -> Run {
+    restore(s, DEP, "latest", &s.path(dir), url, extra)
 }
 
 /// Restores, starts and waits for promotion; returns the running cluster.
 fn restore_start(s: &Scratch, url: &str, dir: &str, extra: &[&str]) -> PgCluster {
-    let r = run(s, &restore_args(s, url, dir, extra)).ok();
+    let r = restore_to(s, url, dir, extra).ok();
     assert_eq!(r["recovery_configured"], true, "{r}");
-    let c = PgCluster::start_existing(&s.path(dir)).expect("start restored cluster");
-    c.wait_for_promotion(Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("recovery {extra:?} did not finish: {e}\n{}", c.log_tail(30)));
-    c
+    start_restored(&s.path(dir))
 }
 
 fn batches(c: &PgCluster) -> String {
@@ -123,13 +57,13 @@ fn restore_plans_and_replays_across_a_timeline_switch() {
     let (url, conn, _) = init_and_backup(&s, &pg, DEP);
 
     // Timeline 1: batches 1 and 2 archived, then the original server is gone.
-    let streamer = start_streamer(&s, &conn, &url);
-    wait_slot(&pg);
+    let streamer = Streamer::start(&s, DEP, &conn, &url, &[]);
+    wait_slot(&pg, DEP, Duration::from_secs(60));
     batch(&pg, 1);
     batch(&pg, 2);
     drain_and_stop(&pg, streamer);
     drop(pg);
-    share_repo(&s);
+    s.share_with_postgres(true);
 
     // Restore to the end of timeline 1 and promote: timeline 2.
     let a = restore_start(&s, &url, "tl2", &["--to-latest"]);
@@ -140,8 +74,8 @@ fn restore_plans_and_replays_across_a_timeline_switch() {
     assert_eq!(tli, "00000002", "the promoted copy is on timeline 2");
 
     // Follow the promoted server under the same deployment.
-    let streamer = start_streamer(&s, &a.replication_conninfo(), &url);
-    wait_slot(&a);
+    let streamer = Streamer::start(&s, DEP, &a.replication_conninfo(), &url, &[]);
+    wait_slot(&a, DEP, Duration::from_secs(60));
     batch(&a, 3);
     std::thread::sleep(Duration::from_millis(1500));
     let t_after_3 = a
@@ -156,14 +90,10 @@ fn restore_plans_and_replays_across_a_timeline_switch() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect::<Vec<_>>();
-    share_repo(&s);
+    s.share_with_postgres(true);
 
     // The preview plans across the switch: the WAL ends on timeline 2.
-    let p = run(
-        &s,
-        &restore_args(&s, &url, "never", &["--to-latest", "--preview"]),
-    )
-    .ok();
+    let p = restore_to(&s, &url, "never", &["--to-latest", "--preview"]).ok();
     let plan = &p["plan"];
     assert_eq!(plan["timeline"], 2, "{p}\nwal dir: {listing:?}");
     assert_eq!(plan["backup"]["timeline"], 1, "{p}");
@@ -180,14 +110,11 @@ fn restore_plans_and_replays_across_a_timeline_switch() {
         "{p}"
     );
     // `current` stays on the backup's timeline.
-    let p = run(
+    let p = restore_to(
         &s,
-        &restore_args(
-            &s,
-            &url,
-            "never",
-            &["--to-latest", "--to-timeline", "current", "--preview"],
-        ),
+        &url,
+        "never",
+        &["--to-latest", "--to-timeline", "current", "--preview"],
     )
     .ok();
     assert_eq!(p["plan"]["timeline"], 1, "{p}");
@@ -199,10 +126,7 @@ fn restore_plans_and_replays_across_a_timeline_switch() {
         "{p}"
     );
     // A timeline with no archived history is refused before anything is written.
-    let r = run(
-        &s,
-        &restore_args(&s, &url, "never", &["--to-latest", "--to-timeline", "3"]),
-    );
+    let r = restore_to(&s, &url, "never", &["--to-latest", "--to-timeline", "3"]);
     assert_eq!(r.status, 7, "{}", r.stdout);
     assert_eq!(r.err_code(), "conflict.timeline_not_reachable");
     assert!(!s.path("never").exists());

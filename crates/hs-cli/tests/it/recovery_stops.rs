@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use hs_testkit::{PgCluster, PgOptions};
 
 use crate::support::{
-    hs, init_and_backup, lsn, wait_durable, wait_streaming, wal_fetch, Scratch, Streamer,
+    archive_current_wal, hs, init_and_backup, lsn, start_restored, wait_durable, wait_streaming,
+    wal_fetch, Run, Scratch, Streamer,
 };
 
 /// A cluster with one backup of `deployment` and archived WAL after it holding rows
@@ -37,34 +38,15 @@ fn backup_then_archive(deployment: &str, rows: u32) -> (Scratch, String, PgClust
         .unwrap();
         pg.psql("SELECT pg_switch_wal()").unwrap();
     }
-    let end = lsn(&pg.psql("SELECT pg_current_wal_lsn()").unwrap());
-    pg.psql("SELECT pg_switch_wal()").unwrap();
-    wait_durable(&pg, deployment, end, Duration::from_secs(60));
+    archive_current_wal(&pg, deployment);
     let (status, _) = streamer.stop();
     assert!(status.success(), "wal stream exit {status:?}");
     pg.stop().unwrap();
     (s, url, pg)
 }
 
-fn restore(
-    s: &Scratch,
-    deployment: &str,
-    url: &str,
-    dir: &str,
-    extra: &[&str],
-) -> crate::support::Run {
-    let target = s.path(dir);
-    let mut args = vec![
-        "restore",
-        deployment,
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--repo",
-        url,
-    ];
-    args.extend_from_slice(extra);
-    hs(s, &args)
+fn restore(s: &Scratch, deployment: &str, url: &str, dir: &str, extra: &[&str]) -> Run {
+    crate::support::restore(s, deployment, "latest", &s.path(dir), url, extra)
 }
 
 /// The server did not end recovery: `recovery.signal` is still there and no new
@@ -121,8 +103,7 @@ fn an_unreadable_keyring_stops_recovery_instead_of_promoting_without_the_archive
 
     // Fixed (the keyring readable by postgres), the same directory recovers all of it.
     hs_testkit::chown_to_postgres(&s.keyring()).unwrap();
-    let pg = PgCluster::start_existing(&dir).expect("start after the fix");
-    pg.wait_for_promotion(Duration::from_secs(120)).unwrap();
+    let pg = start_restored(&dir);
     assert_eq!(pg.psql("SELECT count(*) FROM t").unwrap(), "310");
 }
 
@@ -173,8 +154,7 @@ fn restore_with_restore_user_checks_restore_command_as_that_user() {
     let owner =
         std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.join("PG_VERSION")).unwrap());
     assert_ne!(owner, 0, "the restored files still belong to root");
-    let pg = PgCluster::start_existing(&dir).expect("start restored cluster");
-    pg.wait_for_promotion(Duration::from_secs(120)).unwrap();
+    let pg = start_restored(&dir);
     assert_eq!(pg.psql("SELECT count(*) FROM t").unwrap(), "120");
 }
 

@@ -8,11 +8,9 @@
 //! stdout or stderr, the refusal keeps its code and exit code, and the
 //! message still shows the URL, redacted.
 
-use std::process::Command;
-
 use serde_json::Value;
 
-use crate::support::Scratch;
+use crate::support::{bin, Run, Scratch};
 
 /// Stands for the secret in every form; searched for in all output.
 const SECRET: &str = "hunter2ZQX";
@@ -42,14 +40,8 @@ enum Source {
     ConfigFile,
 }
 
-struct Run {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn run(s: &Scratch, args: &[&str], url: &str, source: Source, json: bool, vvv: bool) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"));
+    let mut cmd = bin();
     if vvv {
         cmd.arg("-vvv");
     }
@@ -59,8 +51,6 @@ fn run(s: &Scratch, args: &[&str], url: &str, source: Source, json: bool, vvv: b
     cmd.args(args)
         .arg("--keyring")
         .arg(s.keyring())
-        .env_remove("PG_HARDSTORAGE_REPO")
-        .env_remove("PG_HARDSTORAGE_PG_CONNECTION")
         .env_remove("PG_HARDSTORAGE_LOG")
         .env("HOME", s.path("home"));
     match source {
@@ -76,12 +66,7 @@ fn run(s: &Scratch, args: &[&str], url: &str, source: Source, json: bool, vvv: b
             cmd.arg("--config").arg(&path);
         }
     }
-    let out = cmd.output().expect("run pg_hardstorage");
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::of(&mut cmd)
 }
 
 /// The code a refused URL gets: the config file's own check refuses a
@@ -102,7 +87,7 @@ fn credentials_in_repository_urls_are_never_echoed() {
     let s = Scratch::new();
     std::fs::create_dir_all(s.path("home")).unwrap();
     // A real keyring, so that the runs get as far as the repository URL.
-    let init = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+    let init = bin()
         .args(["repo", "init", &s.repo_url(), "--keyring"])
         .arg(s.keyring())
         .output()
@@ -219,7 +204,7 @@ fn rejected_arguments_are_echoed_without_credentials() {
     let s = Scratch::new();
     for url in forms() {
         for json in [false, true] {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"));
+            let mut cmd = bin();
             if json {
                 cmd.args(["-o", "json"]);
             }

@@ -8,22 +8,12 @@ use std::path::Path;
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{hs, init_and_backup, Scratch};
+use crate::support::{backup, init_and_backup, Scratch};
 
 const COUNT_SQL: &str = "SELECT count(*), md5(string_agg(payload, ',' ORDER BY id)) FROM t";
 
 fn restore(s: &Scratch, url: &str, target: &Path, extra: &[&str]) -> crate::support::Run {
-    let mut args = vec![
-        "restore",
-        "demo",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--repo",
-        url,
-    ];
-    args.extend_from_slice(extra);
-    hs(s, &args)
+    crate::support::restore(s, "demo", "latest", target, url, extra)
 }
 
 #[test]
@@ -58,11 +48,7 @@ fn delta_restore_rewrites_only_what_differs_and_refuses_a_running_server() {
     .expect("change data");
     let expected = pg.psql(COUNT_SQL).expect("checksum");
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    hs(
-        &s,
-        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
-    )
-    .ok();
+    backup(&s, "demo", &conn, &url).ok();
 
     // Damage the restored directory: modify, delete, add, and link outside.
     let rel = target.join(&t_file);

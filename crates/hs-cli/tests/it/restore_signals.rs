@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{init_and_backup, Scratch};
+use crate::support::{init_and_backup, json_command, restore_args, Scratch};
 
 fn stopped_restore(signal: &str) {
     let s = Scratch::new();
@@ -33,13 +33,9 @@ fn stopped_restore(signal: &str) {
     std::fs::set_permissions(&verifier, std::fs::Permissions::from_mode(0o755)).unwrap();
 
     let target = s.path("restored");
-    let child = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
-        .args(["restore", "sig", "latest", "--target"])
-        .arg(&target)
-        .args(["--repo", &url, "--pg-bin-dir"])
-        .arg(&bin)
-        .args(["-o", "json", "--keyring"])
-        .arg(s.keyring())
+    let extra = ["--pg-bin-dir", bin.to_str().unwrap()];
+    let args = restore_args("sig", "latest", &target, &url, &extra);
+    let child = json_command(&args, &s.keyring())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

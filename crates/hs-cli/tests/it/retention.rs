@@ -2,13 +2,12 @@
 //! streamed beside them, rotate to one backup, gc with no grace period while
 //! the streamer still runs, then the kept backup restores and replays every commit.
 
-use std::process::Command;
-use std::time::Duration;
-
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{dir_bytes, hs, Scratch};
-use crate::wal_stream::{lsn, start_streamer, wait_durable, Streamer};
+use crate::support::{
+    archive_current_wal, backup, backup_ids, dir_bytes, hs, restore, start_restored, Scratch,
+    Streamer,
+};
 
 #[test]
 fn rotate_keep_one_then_gc_frees_space_and_latest_restores() {
@@ -21,15 +20,11 @@ fn rotate_keep_one_then_gc_frees_space_and_latest_restores() {
     let url = s.repo_url();
     hs(&s, &["repo", "init", &url]).ok();
     let conn = pg.replication_conninfo();
-    let mut streamer = Streamer(Some(start_streamer(&s, &conn, &url)));
+    let streamer = Streamer::start(&s, "demo", &conn, &url, &[]);
 
     let mut ids = Vec::new();
     for round in 1..=3 {
-        let b = hs(
-            &s,
-            &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
-        )
-        .ok();
+        let b = backup(&s, "demo", &conn, &url).ok();
         ids.push(b["backup_id"].as_str().unwrap().to_owned());
         // Rewrite every row: the next backup shares none of these pages.
         pg.psql(&format!("UPDATE t SET v = {round}")).unwrap();
@@ -37,9 +32,7 @@ fn rotate_keep_one_then_gc_frees_space_and_latest_restores() {
     }
     pg.psql("INSERT INTO t VALUES (0, 99, 'after the last backup')")
         .unwrap();
-    let end = lsn(&pg.psql("SELECT pg_current_wal_lsn()").unwrap());
-    pg.psql("SELECT pg_switch_wal()").unwrap();
-    wait_durable(&pg, end, Duration::from_secs(60));
+    archive_current_wal(&pg, "demo");
     let expected = pg.psql("SELECT count(*), sum(v) FROM t").unwrap();
 
     let segments = |s: &Scratch| -> u64 {
@@ -83,13 +76,7 @@ fn rotate_keep_one_then_gc_frees_space_and_latest_restores() {
     assert_eq!(done["applied"], true);
     assert_eq!(done["deleted"]["backups"], 2);
     let listed = hs(&s, &["list", "demo", "--repo", &url]).ok();
-    let left: Vec<&str> = listed["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["backup_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(left, [ids[2].as_str()]);
+    assert_eq!(backup_ids(&listed), [ids[2].as_str()]);
     assert!(segments(&s) < segs_before);
 
     // gc with the default grace period leaves the fresh packs alone; with none,
@@ -113,51 +100,20 @@ fn rotate_keep_one_then_gc_frees_space_and_latest_restores() {
     );
 
     // The old backups are gone for good.
-    let old = hs(
-        &s,
-        &[
-            "restore",
-            "demo",
-            &ids[0],
-            "--target",
-            s.path("old").to_str().unwrap(),
-            "--repo",
-            &url,
-        ],
-    );
+    let old = restore(&s, "demo", &ids[0], &s.path("old"), &url, &[]);
     assert_eq!(old.status, 6, "{}", old.stdout);
 
     // Stop the streamer cleanly, then restore the latest backup and replay.
-    let child = streamer.0.take().expect("streamer");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "wal stream exit {:?}", out.status);
+    let (status, _) = streamer.stop();
+    assert!(status.success(), "wal stream exit {status:?}");
     drop(pg);
 
     let target = s.path("restored");
-    let r = hs(
-        &s,
-        &[
-            "restore",
-            "demo",
-            "latest",
-            "--target",
-            target.to_str().unwrap(),
-            "--repo",
-            &url,
-        ],
-    )
-    .ok();
+    let r = restore(&s, "demo", "latest", &target, &url, &[]).ok();
     assert_eq!(r["backup_id"], ids[2].as_str());
     assert_eq!(r["recovery_configured"], true);
     s.share_with_postgres(true);
-    let restored = PgCluster::start_existing(&target).expect("start restored cluster");
-    restored
-        .wait_for_promotion(Duration::from_secs(120))
-        .expect("recovery finishes");
+    let restored = start_restored(&target);
     assert_eq!(
         restored.psql("SELECT count(*), sum(v) FROM t").unwrap(),
         expected

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{any_file_contains, Scratch};
+use crate::support::{any_file_contains, bin, json_command, Scratch};
 
 /// Everything the binary printed in this test, with the command that printed it.
 struct Transcript {
@@ -17,12 +17,10 @@ struct Transcript {
 
 impl Transcript {
     fn run(&mut self, s: &Scratch, args: &[&str], env: &[(&str, &str)]) -> i32 {
-        let out = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+        let out = bin()
             .args(args)
             .arg("--keyring")
             .arg(s.keyring())
-            .env_remove("PG_HARDSTORAGE_REPO")
-            .env_remove("PG_HARDSTORAGE_PG_CONNECTION")
             .envs(env.iter().copied())
             .output()
             .expect("run pg_hardstorage");
@@ -85,41 +83,17 @@ fn passwords_and_keys_never_appear_in_output_or_repository() {
     assert_eq!(t.run(&s, &["repo", "init", &repo, "-vv"], &[]), 0);
     for fmt in ["json", "human"] {
         let o = ["-o", fmt, "-vv"];
-        let mut backup = vec![
-            "backup",
-            "demo",
-            "--pg-connection",
-            &url_conn,
-            "--repo",
-            &repo,
-        ];
-        backup.extend(o);
-        assert_eq!(t.run(&s, &backup, &[]), 0, "{:?}", t.outputs.last());
-        let mut backup = vec![
-            "backup",
-            "demo",
-            "--pg-connection",
-            &kv_conn,
-            "--repo",
-            &repo,
-        ];
-        backup.extend(o);
-        assert_eq!(t.run(&s, &backup, &[]), 0, "{:?}", t.outputs.last());
-        let mut backup = vec![
-            "backup",
-            "demo",
-            "--pg-connection",
-            &env_conn,
-            "--repo",
-            &repo,
-        ];
-        backup.extend(o);
-        assert_eq!(
-            t.run(&s, &backup, &[("PGPASSWORD", password.as_str())]),
-            0,
-            "{:?}",
-            t.outputs.last()
-        );
+        let with_password = [("PGPASSWORD", password.as_str())];
+        // The password in a URL, in key=value form, and in the environment.
+        for (conn, env) in [
+            (&url_conn, &[][..]),
+            (&kv_conn, &[][..]),
+            (&env_conn, &with_password[..]),
+        ] {
+            let mut backup = vec!["backup", "demo", "--pg-connection", conn, "--repo", &repo];
+            backup.extend(o);
+            assert_eq!(t.run(&s, &backup, env), 0, "{:?}", t.outputs.last());
+        }
         let mut pre = vec!["wal", "preflight", "demo", "--pg-connection", &url_conn];
         pre.extend(o);
         t.run(&s, &pre, &[]);
@@ -136,18 +110,17 @@ fn passwords_and_keys_never_appear_in_output_or_repository() {
     }
 
     // A short `wal stream` with debug logs, stopped with SIGTERM once a segment is archived.
-    let child = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
-        .args([
-            "wal",
-            "stream",
-            "demo",
-            "--pg-connection",
-            &url_conn,
-            "--repo",
-            &repo,
-        ])
-        .args(["-vv", "-o", "json", "--keyring"])
-        .arg(s.keyring())
+    let args = [
+        "wal",
+        "stream",
+        "demo",
+        "--pg-connection",
+        &url_conn,
+        "--repo",
+        &repo,
+        "-vv",
+    ];
+    let child = json_command(&args, &s.keyring())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -3,7 +3,7 @@
 
 use hs_testkit::{sshd_or_skip, PgCluster, PgOptions, SshdOptions};
 
-use crate::support::{any_file_contains, files_under, hs, Scratch};
+use crate::support::{any_file_contains, backup, files_under, hs, restore, Scratch};
 
 const MARKER: &str = "HS_SSH_PLAINTEXT_MARKER_5c1e";
 const CHECK: &str =
@@ -37,11 +37,7 @@ fn round_trip(scheme: &str, sftp_subsystem: bool) {
     assert_eq!(again.err_code(), "conflict.repo_exists");
 
     let conn = pg.replication_conninfo();
-    let b = hs(
-        &s,
-        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
-    )
-    .ok();
+    let b = backup(&s, "demo", &conn, &url).ok();
     let id = b["backup_id"].as_str().expect("backup id").to_owned();
     // The repository really is on the remote side, and holds no plaintext.
     assert!(
@@ -54,19 +50,7 @@ fn round_trip(scheme: &str, sftp_subsystem: bool) {
     assert_eq!(list["backups"].as_array().map(Vec::len), Some(1));
 
     let target = s.path("restored");
-    let r = hs(
-        &s,
-        &[
-            "restore",
-            "demo",
-            &id,
-            "--target",
-            target.to_str().unwrap(),
-            "--repo",
-            &url,
-        ],
-    )
-    .ok();
+    let r = restore(&s, "demo", &id, &target, &url, &[]).ok();
     assert_eq!(r["verified"], true);
 
     drop(pg);

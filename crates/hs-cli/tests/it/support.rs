@@ -99,21 +99,110 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Runs `cmd` to completion and captures its exit status and output.
+    pub fn of(cmd: &mut Command) -> Run {
+        let out = cmd.output().expect("run pg_hardstorage");
+        Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// The `pg_hardstorage` binary, without the repository and connection of the
+/// environment the tests run in.
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"));
+    cmd.env_remove("PG_HARDSTORAGE_REPO")
+        .env_remove("PG_HARDSTORAGE_PG_CONNECTION");
+    cmd
+}
+
+/// `pg_hardstorage ARGS -o json --keyring KEYRING`, not yet run.
+pub fn json_command(args: &[&str], keyring: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.args(args)
+        .args(["-o", "json", "--keyring"])
+        .arg(keyring);
+    cmd
+}
+
 /// Runs `pg_hardstorage` with the scratch keyring and `-o json`.
 pub fn hs(s: &Scratch, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
-        .args(args)
-        .args(["-o", "json", "--keyring"])
-        .arg(s.keyring())
-        .env_remove("PG_HARDSTORAGE_REPO")
-        .env_remove("PG_HARDSTORAGE_PG_CONNECTION")
-        .output()
-        .expect("run pg_hardstorage");
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    hs_with(&s.keyring(), args)
+}
+
+/// Runs the binary with an explicit keyring (and `-o json`).
+pub fn hs_with(keyring: &Path, args: &[&str]) -> Run {
+    Run::of(&mut json_command(args, keyring))
+}
+
+/// `backup DEPLOYMENT --pg-connection CONN --repo URL`.
+pub fn backup(s: &Scratch, deployment: &str, conn: &str, url: &str) -> Run {
+    hs(
+        s,
+        &["backup", deployment, "--pg-connection", conn, "--repo", url],
+    )
+}
+
+/// The arguments `restore DEPLOYMENT BACKUP --target TARGET --repo URL EXTRA...`.
+pub fn restore_args<'a>(
+    deployment: &'a str,
+    backup: &'a str,
+    target: &'a Path,
+    url: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "restore",
+        deployment,
+        backup,
+        "--target",
+        target.to_str().unwrap(),
+        "--repo",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `restore DEPLOYMENT BACKUP --target TARGET --repo URL` and the `extra` flags.
+pub fn restore(
+    s: &Scratch,
+    deployment: &str,
+    backup: &str,
+    target: &Path,
+    url: &str,
+    extra: &[&str],
+) -> Run {
+    hs(s, &restore_args(deployment, backup, target, url, extra))
+}
+
+/// The backup ids of a `list` result, in its order.
+pub fn backup_ids(list: &Value) -> Vec<&str> {
+    list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["backup_id"].as_str().unwrap())
+        .collect()
+}
+
+/// Starts the restored server in `dir` and waits (120 s) until it replayed the WAL
+/// its recovery settings ask for and promoted; panics with the server log otherwise.
+pub fn start_restored(dir: &Path) -> hs_testkit::PgCluster {
+    let c = hs_testkit::PgCluster::start_existing(dir).expect("start restored cluster");
+    c.wait_for_promotion(std::time::Duration::from_secs(120))
+        .unwrap_or_else(|e| {
+            panic!(
+                "recovery in {} did not finish: {e}\n{}",
+                dir.display(),
+                c.log_tail(30)
+            )
+        });
+    c
 }
 
 /// `repo init` of the scratch repository, then one `backup` of `deployment` from `pg`;
@@ -126,18 +215,7 @@ pub fn init_and_backup(
     let url = s.repo_url();
     hs(s, &["repo", "init", &url]).ok();
     let conn = pg.replication_conninfo();
-    let backup = hs(
-        s,
-        &[
-            "backup",
-            deployment,
-            "--pg-connection",
-            &conn,
-            "--repo",
-            &url,
-        ],
-    )
-    .ok();
+    let backup = backup(s, deployment, &conn, &url).ok();
     (url, conn, backup)
 }
 
@@ -184,7 +262,7 @@ impl Streamer {
     /// Starts `wal stream DEPLOYMENT` with `extra` flags (stderr to `log`, if given).
     pub fn start(s: &Scratch, deployment: &str, conn: &str, url: &str, extra: &[&str]) -> Streamer {
         let log = std::fs::File::create(s.path(&format!("stream-{deployment}.log"))).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+        let child = bin()
             .args([
                 "wal",
                 "stream",
@@ -197,7 +275,6 @@ impl Streamer {
             .args(extra)
             .args(["-o", "json", "--keyring"])
             .arg(s.keyring())
-            .env_remove("PG_HARDSTORAGE_REPO")
             .stdout(std::process::Stdio::piped())
             .stderr(log)
             .spawn()
@@ -210,6 +287,13 @@ impl Streamer {
         self.child
             .as_mut()
             .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+
+    /// SIGKILL, then reaps the process.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
     }
 
     /// SIGTERM, then the exit status and stdout.
@@ -271,6 +355,27 @@ pub fn wait_durable(
     }
 }
 
+/// Completes the WAL segment holding the primary's current LSN and waits (60 s) until
+/// the streamer of `deployment` reported everything up to that LSN durable; returns it.
+pub fn archive_current_wal(pg: &hs_testkit::PgCluster, deployment: &str) -> u64 {
+    let end = lsn(&pg.psql("SELECT pg_current_wal_lsn()").unwrap());
+    pg.psql("SELECT pg_switch_wal()").unwrap();
+    wait_durable(pg, deployment, end, std::time::Duration::from_secs(60));
+    end
+}
+
+/// Waits until the slot of `deployment` exists and holds a restart LSN.
+pub fn wait_slot(pg: &hs_testkit::PgCluster, deployment: &str, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while slot_lsn(pg, deployment).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the streamer did not create its slot"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// Waits until the slot of `deployment` exists and is active (the streamer streams).
 pub fn wait_streaming(pg: &hs_testkit::PgCluster, deployment: &str, timeout: std::time::Duration) {
     let deadline = std::time::Instant::now() + timeout;
@@ -295,13 +400,12 @@ pub fn wait_streaming(pg: &hs_testkit::PgCluster, deployment: &str, timeout: std
 /// Runs `pg_hardstorage wal fetch` as PostgreSQL would (no `-o json`), returning
 /// its exit status and stderr.
 pub fn wal_fetch(s: &Scratch, args: &[&str], keyring: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+    let out = bin()
         .args(["wal", "fetch"])
         .args(args)
         .arg("--keyring")
         .arg(keyring)
         .current_dir(s.dir.path())
-        .env_remove("PG_HARDSTORAGE_REPO")
         .output()
         .expect("run wal fetch");
     (

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{hs, init_and_backup, Scratch};
+use crate::support::{init_and_backup, restore, Scratch};
 
 const SUM_SQL: &str = "SELECT count(*), sum(n), md5(string_agg(s, ',' ORDER BY n)) FROM in_ts";
 
@@ -41,36 +41,19 @@ fn tablespace_restores_with_mapping_and_refuses_an_occupied_location() {
 
     // No mapping: the original location holds the running cluster's tablespace.
     let occupied = s.path("restore_occupied");
-    let r = hs(
-        &s,
-        &[
-            "restore",
-            "demo",
-            "latest",
-            "--target",
-            occupied.to_str().unwrap(),
-            "--repo",
-            &url,
-        ],
-    );
+    let r = restore(&s, "demo", "latest", &occupied, &url, &[]);
     assert_eq!(r.status, 7, "{}", r.stdout);
     assert_eq!(r.err_code(), "conflict.tablespace_not_empty");
     assert!(!occupied.exists(), "nothing is written before the refusal");
 
     // A mapping for a directory no tablespace used is a usage error.
-    let r = hs(
+    let r = restore(
         &s,
-        &[
-            "restore",
-            "demo",
-            "latest",
-            "--target",
-            occupied.to_str().unwrap(),
-            "--repo",
-            &url,
-            "--tablespace-mapping",
-            "/no/such/ts=/tmp/x",
-        ],
+        "demo",
+        "latest",
+        &occupied,
+        &url,
+        &["--tablespace-mapping", "/no/such/ts=/tmp/x"],
     );
     assert_eq!(r.status, 2, "{}", r.stdout);
     assert_eq!(r.err_code(), "usage.tablespace_mapping_unmatched");
@@ -78,19 +61,13 @@ fn tablespace_restores_with_mapping_and_refuses_an_occupied_location() {
     let target = s.path("restored");
     let ts_new = s.path("ts_new");
     let mapping = format!("{orig}={}", ts_new.display());
-    let r = hs(
+    let r = restore(
         &s,
-        &[
-            "restore",
-            "demo",
-            "latest",
-            "--target",
-            target.to_str().unwrap(),
-            "--repo",
-            &url,
-            "--tablespace-mapping",
-            &mapping,
-        ],
+        "demo",
+        "latest",
+        &target,
+        &url,
+        &["--tablespace-mapping", &mapping],
     )
     .ok();
     assert_eq!(r["verified"], true, "{r}");

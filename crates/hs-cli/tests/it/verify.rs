@@ -6,32 +6,16 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use hs_crypt::{Domain, MasterKey};
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{any_file_contains, files_under, hs, Run, Scratch};
+use crate::support::{
+    any_file_contains, backup, bin, files_under, hs, hs_with, restore, restore_args, Scratch,
+};
 
 const SECRET_ROW: &str = "HS_VERIFY_SECRET_ROW_3f9a1c";
 const TABLE: &str = "hs_verify_secret_table_77";
-
-/// Runs the binary with an explicit keyring (and `-o json`).
-fn hs_with(keyring: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
-        .args(args)
-        .args(["-o", "json", "--keyring"])
-        .arg(keyring)
-        .env_remove("PG_HARDSTORAGE_REPO")
-        .env_remove("PG_HARDSTORAGE_PG_CONNECTION")
-        .output()
-        .expect("run pg_hardstorage");
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -61,18 +45,7 @@ fn master_key(repo: &Path, keyring: &Path) -> MasterKey {
 /// Restores `backup` and expects exit 9 with no startable directory left.
 fn restore_must_fail(s: &Scratch, keyring: &Path, url: &str, backup: &str, name: &str) -> String {
     let target = s.path(name);
-    let r = hs_with(
-        keyring,
-        &[
-            "restore",
-            "demo",
-            backup,
-            "--target",
-            target.to_str().unwrap(),
-            "--repo",
-            url,
-        ],
-    );
+    let r = hs_with(keyring, &restore_args("demo", backup, &target, url, &[]));
     assert_eq!(r.status, 9, "{}\n{}", r.stdout, r.stderr);
     // Never a directory that looks complete: pg_control is written last.
     assert!(
@@ -104,11 +77,7 @@ fn verify_keys_and_corruption_on_a_real_backup() {
     let repo = s.repo_dir();
     hs(&s, &["repo", "init", &url]).ok();
     let conn = pg.replication_conninfo();
-    let b = hs(
-        &s,
-        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
-    )
-    .ok();
+    let b = backup(&s, "demo", &conn, &url).ok();
     let backup_id = b["backup_id"].as_str().unwrap().to_owned();
 
     // Security: no table content, table name, relation path or data directory
@@ -139,7 +108,7 @@ fn verify_keys_and_corruption_on_a_real_backup() {
     let rv = hs(&s, &["repo", "verify", "--repo", &url]).ok();
     assert_eq!(rv["ok"], true);
     // Human output: one line per check with a mark, then a summary.
-    let out = Command::new(env!("CARGO_BIN_EXE_pg_hardstorage"))
+    let out = bin()
         .args(["repo", "verify", "--repo", &url, "--keyring"])
         .arg(s.keyring())
         .output()
@@ -188,19 +157,7 @@ fn verify_keys_and_corruption_on_a_real_backup() {
     assert_eq!(with_old.err_code(), "auth.keyring_no_matching_identity");
     hs_with(&other, &["list", "demo", "--repo", &url]).ok();
     let target = s.path("restored");
-    let r = hs(
-        &s,
-        &[
-            "restore",
-            "demo",
-            "latest",
-            "--target",
-            target.to_str().unwrap(),
-            "--repo",
-            &url,
-        ],
-    )
-    .ok();
+    let r = restore(&s, "demo", "latest", &target, &url, &[]).ok();
     assert_eq!(r["verified"], true);
     hs(&s, &["repo", "verify", "--repo", &url]).ok();
 
@@ -260,27 +217,11 @@ fn verify_keys_and_corruption_on_a_real_backup() {
         1,
         "one quarantine record"
     );
-    let b2 = hs(
-        &s,
-        &["backup", "demo", "--pg-connection", &conn, "--repo", &url],
-    )
-    .ok();
+    let b2 = backup(&s, "demo", &conn, &url).ok();
     let second = b2["backup_id"].as_str().unwrap().to_owned();
     hs(&s, &["verify", "demo", &second, "--repo", &url]).ok();
     let target2 = s.path("restored-after-quarantine");
-    let r2 = hs(
-        &s,
-        &[
-            "restore",
-            "demo",
-            &second,
-            "--target",
-            target2.to_str().unwrap(),
-            "--repo",
-            &url,
-        ],
-    )
-    .ok();
+    let r2 = restore(&s, "demo", &second, &target2, &url, &[]).ok();
     assert_eq!(r2["verified"], true);
     std::fs::write(&pack, &original).unwrap();
 
