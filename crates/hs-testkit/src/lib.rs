@@ -153,6 +153,9 @@ pub struct PgCluster {
     data_dir: PathBuf,
     /// Whether `data_dir` belongs to us (removed with `root`).
     owns_data: bool,
+    /// A directory of ours holding `data_dir` outside `root` ([`PgCluster::promoted_copy`]),
+    /// removed on drop too.
+    copy_root: Option<PathBuf>,
     /// Unix socket directory, server log and TLS files live here.
     run_dir: PathBuf,
     port: u16,
@@ -175,6 +178,7 @@ impl PgCluster {
             root: root.clone(),
             data_dir: data_dir.clone(),
             owns_data: true,
+            copy_root: None,
             run_dir: run_dir.clone(),
             port: 0,
             repl_password: random_hex(16)?,
@@ -285,6 +289,7 @@ impl PgCluster {
             root: root.clone(),
             data_dir: data_dir.clone(),
             owns_data: false,
+            copy_root: None,
             run_dir,
             port: 0,
             repl_password: random_hex(16)?,
@@ -347,6 +352,39 @@ impl PgCluster {
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
+    }
+
+    /// A `pg_basebackup` copy of this cluster (its WAL streamed along), started with an
+    /// archive recovery that finds no WAL (`restore_command = 'false'`), so that it
+    /// promotes onto the next timeline; `extra_conf` is appended to the copy's
+    /// `postgresql.auto.conf`. Waits up to 60 s for the promotion. The copy is in a
+    /// directory of ours, removed on drop.
+    pub fn promoted_copy(&self, extra_conf: &str) -> io::Result<PgCluster> {
+        let copy_root = make_root()?;
+        let promoted = (|| {
+            let copy = copy_root.join("data");
+            let mut basebackup = self.client_command("pg_basebackup");
+            basebackup
+                .arg("-d")
+                .arg(self.replication_conninfo())
+                .arg("-D")
+                .arg(&copy)
+                .args(["-X", "stream", "--checkpoint=fast"]);
+            run_checked(&mut basebackup, "pg_basebackup")?;
+            fs::write(copy.join("recovery.signal"), "")?;
+            append(
+                &copy.join("postgresql.auto.conf"),
+                &format!("restore_command = 'false'\n{extra_conf}"),
+            )?;
+            let mut c = PgCluster::start_existing(&copy)?;
+            c.copy_root = Some(copy_root.clone());
+            c.wait_for_promotion(std::time::Duration::from_secs(60))?;
+            Ok(c)
+        })();
+        if promoted.is_err() {
+            let _ = fs::remove_dir_all(&copy_root);
+        }
+        promoted
     }
 
     /// Create `hs_repl`/`hs_admin` if missing and set their passwords to ours.
@@ -590,6 +628,9 @@ impl Drop for PgCluster {
             return;
         }
         let _ = fs::remove_dir_all(&self.root);
+        if let Some(copy_root) = &self.copy_root {
+            let _ = fs::remove_dir_all(copy_root);
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 use hs_backup::{run_backup, BackupOptions, NoProgress};
 use hs_repo::Repository;
 
-use super::cfg;
+use crate::support::cfg;
 
 /// Each call on its own current-thread runtime that is dropped afterwards, as the CLI's
 /// runtime is when the process exits: work a drop handler merely spawned never runs.

@@ -9,7 +9,9 @@ use std::time::Duration;
 use hs_backup::{run_backup, wal_stream, BackupOptions, NoObserver, NoProgress};
 use hs_testkit::{PgCluster, PgOptions};
 
-use super::{blocking, cfg, current_lsn, opts, repo_env, spawn_stream, wait_committed, Counter, R};
+use crate::support::{
+    blocking, cfg, current_lsn, opts, repo_env, spawn_stream, wait_committed, Counter, R,
+};
 
 fn system_identifier(pg: &PgCluster) -> Result<String, Box<dyn std::error::Error>> {
     Ok(blocking(|| {
