@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use age::secrecy::ExposeSecret;
+use hs_base::fs::{parent_dir, sync_dir};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -221,12 +222,10 @@ impl Keyring {
                 Err(e) => return Err(write_err("keep a copy of keyring", e)),
             }
         }
+        // The second half of an atomic publication (hs_base::fs::AtomicFile): the
+        // staged keyring was written and fsynced by `write_new`.
         std::fs::rename(&self.path, dest).map_err(|e| write_err("replace keyring", e))?;
-        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| write_err("sync the directory of keyring", e))?;
-        }
+        sync_dir(parent_dir(dest)).map_err(|e| write_err("sync the directory of keyring", e))?;
         Ok(Keyring {
             path: dest.to_path_buf(),
             identity: self.identity,
@@ -293,11 +292,7 @@ impl Keyring {
         }
         drop(f);
         // Make the new directory entry durable too.
-        if let Some(parent) = parent {
-            File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| write_err("sync the directory of keyring", e))?;
-        }
+        sync_dir(parent_dir(path)).map_err(|e| write_err("sync the directory of keyring", e))?;
         Ok(())
     }
 
