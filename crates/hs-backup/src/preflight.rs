@@ -140,40 +140,99 @@ pub(crate) async fn preflight_for_slot(
         settings: Vec::new(),
         findings: Vec::new(),
     };
-    let mut senders_refused = false;
-    let mut role_refused = false;
-    let mut slot_exists: Option<bool> = None;
-
     // 1. The replication connection: SHOW settings, our slot.
-    let mut settings_from_repl = false;
+    let mut seen = replication_connection(conn, slot_name, &mut report).await?;
+    // 2. The SQL connection: counts and role attributes, if the server lets us in.
+    let mut sql = sql_connection(conn, seen.settings_from_repl, &mut report).await?;
+    let version = report.server_version_num.unwrap_or(0);
+
+    // wal_level
+    if let Some(level) = report.setting("wal_level") {
+        if level != "replica" && level != "logical" {
+            report.findings.push(finding(
+                "preflight.wal_level.too_low",
+                Severity::Fatal,
+                format!("wal_level is {level:?}; WAL streaming needs \"replica\" or \"logical\""),
+                Some(format!("ALTER SYSTEM SET wal_level = 'replica'; {RESTART}")),
+            ));
+        }
+    }
+
+    check_senders(sql.as_mut(), seen.senders_refused, &mut report).await;
+    check_slots(sql.as_mut(), slot_name, &mut seen.slot_exists, &mut report).await;
+    // The role, seen from SQL (a superuser may replicate without the attribute).
+    if !seen.role_refused {
+        if let Some(c) = sql.as_mut() {
+            check_role(c, &user, &mut report).await;
+        }
+    }
+    warnings(version, &mut report);
+    if let Some(c) = sql {
+        let _ = c.close().await;
+    }
+    report.findings.sort_by_key(|f| f.severity);
+    Ok(report)
+}
+
+/// What the replication connection showed besides settings.
+#[derive(Default)]
+struct ReplicationSeen {
+    /// The server refused it: all WAL senders are in use.
+    senders_refused: bool,
+    /// The role may not replicate.
+    role_refused: bool,
+    /// Whether our slot exists (`None`: not known yet).
+    slot_exists: Option<bool>,
+    /// The settings were read over it.
+    settings_from_repl: bool,
+}
+
+/// Opens the replication connection: server version, settings, whether our slot exists.
+async fn replication_connection(
+    conn: &ConnConfig,
+    slot_name: Option<&str>,
+    report: &mut PreflightReport,
+) -> Result<ReplicationSeen> {
+    let user = conn.user();
+    let mut seen = ReplicationSeen::default();
     match ReplicationClient::connect(conn).await {
         Ok(mut c) => {
             report.server_version_num = Some(c.server_version_num());
-            read_settings(&mut c, &mut report).await?;
-            settings_from_repl = true;
-            if c.server_version_num() >= 150_000 && slot_name.is_some() {
-                slot_exists = Some(c.read_replication_slot(&slot).await?.is_some());
+            read_settings(&mut c, report).await?;
+            seen.settings_from_repl = true;
+            if let Some(slot) = slot_name.filter(|_| c.server_version_num() >= 150_000) {
+                seen.slot_exists = Some(c.read_replication_slot(slot).await?.is_some());
             }
             // Close it before counting senders: it occupies one itself.
             let _ = c.close().await;
         }
         Err(e) if e.code() == code::AUTH_REPLICATION_NOT_PERMITTED => {
-            role_refused = true;
+            seen.role_refused = true;
             report.findings.push(finding(
                 "preflight.role.no_replication",
                 Severity::Fatal,
                 format!("role {user:?} may not open replication connections: {e}"),
-                Some(format!("ALTER ROLE {} REPLICATION;", quote_ident(&user))),
+                Some(format!("ALTER ROLE {} REPLICATION;", quote_ident(user))),
             ));
         }
         Err(e) if e.code() == code::UNREACHABLE_TOO_MANY_CONNECTIONS => {
-            senders_refused = true;
+            seen.senders_refused = true;
             tracing::debug!("replication connection refused: {e}");
         }
         Err(e) => return Err(e.into()),
     }
 
-    // 2. The SQL connection: counts and role attributes, if the server lets us in.
+    Ok(seen)
+}
+
+/// Opens a normal SQL connection if the server admits one (an `info` finding when it
+/// does not); reads the settings over it when the replication connection could not.
+async fn sql_connection(
+    conn: &ConnConfig,
+    settings_from_repl: bool,
+    report: &mut PreflightReport,
+) -> Result<Option<ReplicationClient>> {
+    let user = conn.user();
     let mut sql = match ReplicationClient::connect_sql(conn).await {
         Ok(c) => Some(c),
         Err(e) => {
@@ -197,29 +256,23 @@ pub(crate) async fn preflight_for_slot(
             report.server_version_num = Some(c.server_version_num());
         }
         if !settings_from_repl {
-            read_settings(c, &mut report).await?;
+            read_settings(c, report).await?;
         }
     }
-    let version = report.server_version_num.unwrap_or(0);
+    Ok(sql)
+}
 
-    // wal_level
-    if let Some(level) = report.setting("wal_level") {
-        if level != "replica" && level != "logical" {
-            report.findings.push(finding(
-                "preflight.wal_level.too_low",
-                Severity::Fatal,
-                format!("wal_level is {level:?}; WAL streaming needs \"replica\" or \"logical\""),
-                Some(format!("ALTER SYSTEM SET wal_level = 'replica'; {RESTART}")),
-            ));
-        }
-    }
-
-    // max_wal_senders
+/// max_wal_senders against the senders in use.
+async fn check_senders(
+    sql: Option<&mut ReplicationClient>,
+    senders_refused: bool,
+    report: &mut PreflightReport,
+) {
     let max_senders = report
         .setting("max_wal_senders")
         .and_then(|v| v.parse::<u64>().ok());
     let mut senders_used: Option<u64> = None;
-    if let Some(c) = sql.as_mut() {
+    if let Some(c) = sql {
         match count(c, "SELECT count(*) FROM pg_stat_replication").await {
             Ok(n) => senders_used = Some(n),
             Err(e) => report.findings.push(cannot_see("pg_stat_replication", &e)),
@@ -252,13 +305,21 @@ pub(crate) async fn preflight_for_slot(
         )),
         _ => {}
     }
+}
 
-    // max_replication_slots
+/// max_replication_slots: a slot must be free when ours does not exist yet.
+async fn check_slots(
+    sql: Option<&mut ReplicationClient>,
+    slot_name: Option<&str>,
+    slot_exists: &mut Option<bool>,
+    report: &mut PreflightReport,
+) {
+    let slot = slot_name.unwrap_or("");
     let max_slots = report
         .setting("max_replication_slots")
         .and_then(|v| v.parse::<u64>().ok());
     let mut slots_used: Option<u64> = None;
-    if let Some(c) = sql.as_mut() {
+    if let Some(c) = sql {
         match count(c, "SELECT count(*) FROM pg_replication_slots").await {
             Ok(n) => slots_used = Some(n),
             Err(e) => report.findings.push(cannot_see("pg_replication_slots", &e)),
@@ -266,11 +327,11 @@ pub(crate) async fn preflight_for_slot(
         if slot_exists.is_none() && slot_name.is_some() {
             let q = format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'");
             if let Ok(n) = count(c, &q).await {
-                slot_exists = Some(n > 0);
+                *slot_exists = Some(n > 0);
             }
         }
     }
-    if slot_name.is_some() && slot_exists != Some(true) {
+    if slot_name.is_some() && *slot_exists != Some(true) {
         let full = match (max_slots, slots_used) {
             (Some(0), _) => Some(0),
             (Some(max), Some(used)) if used >= max => Some(max),
@@ -290,29 +351,29 @@ pub(crate) async fn preflight_for_slot(
             ));
         }
     }
+}
 
-    // The role, seen from SQL (a superuser may replicate without the attribute).
-    if !role_refused {
-        if let Some(c) = sql.as_mut() {
-            let q = format!(
-                "SELECT (rolreplication OR rolsuper)::text FROM pg_roles WHERE rolname = '{}'",
-                user.replace('\'', "''")
-            );
-            if let Ok(rows) = c.simple_query(&q).await {
-                let v = rows.first().and_then(|r| r.first().cloned().flatten());
-                if v.as_deref() == Some("false") {
-                    report.findings.push(finding(
-                        "preflight.role.no_replication",
-                        Severity::Fatal,
-                        format!("role {user:?} lacks the REPLICATION attribute"),
-                        Some(format!("ALTER ROLE {} REPLICATION;", quote_ident(&user))),
-                    ));
-                }
-            }
+/// The role's REPLICATION attribute, seen from SQL.
+async fn check_role(c: &mut ReplicationClient, user: &str, report: &mut PreflightReport) {
+    let q = format!(
+        "SELECT (rolreplication OR rolsuper)::text FROM pg_roles WHERE rolname = '{}'",
+        user.replace('\'', "''")
+    );
+    if let Ok(rows) = c.simple_query(&q).await {
+        let v = rows.first().and_then(|r| r.first().cloned().flatten());
+        if v.as_deref() == Some("false") {
+            report.findings.push(finding(
+                "preflight.role.no_replication",
+                Severity::Fatal,
+                format!("role {user:?} lacks the REPLICATION attribute"),
+                Some(format!("ALTER ROLE {} REPLICATION;", quote_ident(user))),
+            ));
         }
     }
+}
 
-    // Warnings.
+/// Settings that let the server drop WAL the stream still needs, and the version.
+fn warnings(version: u32, report: &mut PreflightReport) {
     if let Some(v) = report.setting("max_slot_wal_keep_size") {
         if v != "-1" {
             report.findings.push(finding(
@@ -351,11 +412,6 @@ pub(crate) async fn preflight_for_slot(
             Some("pg_hardstorage needs PostgreSQL 15 or newer".into()),
         ));
     }
-    if let Some(c) = sql {
-        let _ = c.close().await;
-    }
-    report.findings.sort_by_key(|f| f.severity);
-    Ok(report)
 }
 
 async fn read_settings(c: &mut ReplicationClient, report: &mut PreflightReport) -> Result<()> {
