@@ -358,11 +358,10 @@ impl ConfigFile {
         Ok(None)
     }
 
-    /// Writes the file atomically (temporary file, fsync, rename): mode 0600 when a
-    /// connection string holds a password, else 0644.
+    /// Writes the file atomically (temporary file, fsync, rename, directory fsync:
+    /// [`hs_base::fs::AtomicFile`]): mode 0600 when a connection string holds a
+    /// password, else 0644.
     pub fn save(&self) -> Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let text = self.config.to_yaml()?;
         let mode = if self.config.has_password() {
             0o600
@@ -389,24 +388,12 @@ impl ConfigFile {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| CONFIG_FILE_NAME.to_owned());
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
+        // One left by a crashed run with the same process id is replaced.
+        let _ = std::fs::remove_file(&tmp);
+        hs_base::fs::AtomicFile::new(&self.path, &tmp)
             .mode(mode)
-            .open(&tmp)
+            .write(text.as_bytes())
             .map_err(|e| fail("write", e))?;
-        let written = f
-            .write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .and_then(|_| {
-                std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            })
-            .and_then(|_| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(fail("write", e));
-        }
         Ok(())
     }
 
