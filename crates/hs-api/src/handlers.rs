@@ -93,7 +93,6 @@ async fn readyz(state: &State) -> Reply {
         match hs_repo::Repository::open(url, &state.keyring).await {
             Ok(_) => repos.push(json!({"url": hs_repo::redact_url(url), "ok": true})),
             Err(e) => {
-                let e = Error::from(e);
                 repos.push(
                     json!({"url": hs_repo::redact_url(url), "ok": false, "error": e.to_json()}),
                 );
@@ -156,7 +155,7 @@ async fn load_backup(
         Ok(s) => s,
         Err(never) => match never {},
     };
-    Ok(hs_pitr::select_backup(repo, deployment, &sel).await?)
+    hs_pitr::select_backup(repo, deployment, &sel).await
 }
 
 async fn backup_show(state: &State, deployment: &str, backup_id: &str) -> Result<Reply> {
@@ -239,7 +238,7 @@ async fn backup_trigger(state: &Arc<State>, deployment: &str, body: &Bytes) -> R
                 }
                 (Some(row), None)
             }
-            Err(e) => (None, Some(Error::from(e))),
+            Err(e) => (None, Some(e)),
         }
     });
     watch_job(state, &id, task);
@@ -270,9 +269,9 @@ async fn verify_trigger(
         match repo.verify_backup(&dep, &backup_id).await {
             Ok(report) => (
                 serde_json::to_value(&report).ok(),
-                report.to_error().map(Error::from),
+                report.to_error(),
             ),
-            Err(e) => (None, Some(Error::from(e))),
+            Err(e) => (None, Some(e)),
         }
     });
     watch_job(state, &id, task);
