@@ -83,6 +83,101 @@ pub struct StreamMetrics {
     samples: Mutex<VecDeque<(Instant, u64)>>,
 }
 
+/// The metrics of [`StreamMetrics::render`], in output order: name (after
+/// `pg_hardstorage_wal_`), type, help. `render_at` gives the values in the same order.
+const METRICS: [(&str, &str, &str); 18] = [
+    (
+        "segments_archived_total",
+        "counter",
+        "Full WAL segments committed to the repository.",
+    ),
+    (
+        "bytes_archived_total",
+        "counter",
+        "Bytes of WAL in full segments committed to the repository (uncompressed).",
+    ),
+    (
+        "partial_writes_total",
+        "counter",
+        "Writes of the in-progress segment as a .partial object.",
+    ),
+    (
+        "gaps_recorded_total",
+        "counter",
+        "WAL ranges recorded as missing (gone from the server before they were archived).",
+    ),
+    (
+        "reconnects_total",
+        "counter",
+        "Times the connection was lost and a reconnect scheduled.",
+    ),
+    (
+        "timeline_switches_total",
+        "counter",
+        "Timeline switches followed.",
+    ),
+    (
+        "streaming",
+        "gauge",
+        "1 while connected and streaming, 0 while (re)connecting.",
+    ),
+    (
+        "timeline",
+        "gauge",
+        "Timeline being streamed (0 before the first connection).",
+    ),
+    (
+        "received_lsn",
+        "gauge",
+        "WAL position received from the server (LSN as a byte number).",
+    ),
+    (
+        "flushed_lsn",
+        "gauge",
+        "WAL position reported flushed to the server: durable in the repository.",
+    ),
+    (
+        "durable_lsn",
+        "gauge",
+        "WAL position durable in the repository, counting the .partial segment.",
+    ),
+    (
+        "server_lsn",
+        "gauge",
+        "The server's end of WAL, as last reported in the stream.",
+    ),
+    (
+        "lag_bytes",
+        "gauge",
+        "Bytes between the server's end of WAL and the flush position.",
+    ),
+    (
+        "lag_seconds",
+        "gauge",
+        "Seconds since the server first reported WAL beyond the flush position (0 = caught up).",
+    ),
+    (
+        "durable_lag_bytes",
+        "gauge",
+        "Bytes between the server's end of WAL and what is durable, counting the .partial segment.",
+    ),
+    (
+        "durable_lag_seconds",
+        "gauge",
+        "Seconds since the server first reported WAL not yet durable, counting the .partial segment (the RPO).",
+    ),
+    (
+        "last_segment_commit_timestamp_seconds",
+        "gauge",
+        "Unix time of the last full segment commit (0 = none since start).",
+    ),
+    (
+        "seconds_since_last_segment_commit",
+        "gauge",
+        "Seconds since the last full segment commit (NaN = none since start).",
+    ),
+];
+
 impl StreamMetrics {
     /// Metrics for `deployment` (its name becomes the `deployment` label).
     pub fn new(deployment: impl Into<String>) -> StreamMetrics {
@@ -185,8 +280,39 @@ impl StreamMetrics {
 
     fn render_at(&self, now: Instant, wall: SystemTime) -> String {
         let label = format!("deployment=\"{}\"", escape_label(&self.deployment));
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let flushed = get(&self.flushed);
+        let durable = self.durable();
+        let server_end = get(&self.server_end);
+        let last_ms = get(&self.last_commit_ms);
+        let since = if last_ms == 0 {
+            f64::NAN
+        } else {
+            let now_ms = unix_ms(wall);
+            now_ms.saturating_sub(last_ms) as f64 / 1000.0
+        };
+        let values: [f64; METRICS.len()] = [
+            get(&self.segments_archived) as f64,
+            get(&self.bytes_archived) as f64,
+            get(&self.partial_writes) as f64,
+            get(&self.gaps_recorded) as f64,
+            get(&self.reconnects) as f64,
+            get(&self.timeline_switches) as f64,
+            get(&self.streaming) as f64,
+            get(&self.timeline) as f64,
+            get(&self.received) as f64,
+            flushed as f64,
+            durable as f64,
+            server_end as f64,
+            server_end.saturating_sub(flushed) as f64,
+            self.lag_seconds_at(flushed, now),
+            server_end.saturating_sub(durable) as f64,
+            self.lag_seconds_at(durable, now),
+            last_ms as f64 / 1000.0,
+            since,
+        ];
         let mut out = String::with_capacity(4096);
-        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        for ((name, kind, help), value) in METRICS.iter().zip(values) {
             let _ = writeln!(out, "# HELP pg_hardstorage_wal_{name} {help}");
             let _ = writeln!(out, "# TYPE pg_hardstorage_wal_{name} {kind}");
             let _ = writeln!(
@@ -194,127 +320,7 @@ impl StreamMetrics {
                 "pg_hardstorage_wal_{name}{{{label}}} {}",
                 fmt_value(value)
             );
-        };
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let flushed = get(&self.flushed);
-        let durable = self.durable();
-        let server_end = get(&self.server_end);
-
-        metric(
-            "segments_archived_total",
-            "counter",
-            "Full WAL segments committed to the repository.",
-            get(&self.segments_archived) as f64,
-        );
-        metric(
-            "bytes_archived_total",
-            "counter",
-            "Bytes of WAL in full segments committed to the repository (uncompressed).",
-            get(&self.bytes_archived) as f64,
-        );
-        metric(
-            "partial_writes_total",
-            "counter",
-            "Writes of the in-progress segment as a .partial object.",
-            get(&self.partial_writes) as f64,
-        );
-        metric(
-            "gaps_recorded_total",
-            "counter",
-            "WAL ranges recorded as missing (gone from the server before they were archived).",
-            get(&self.gaps_recorded) as f64,
-        );
-        metric(
-            "reconnects_total",
-            "counter",
-            "Times the connection was lost and a reconnect scheduled.",
-            get(&self.reconnects) as f64,
-        );
-        metric(
-            "timeline_switches_total",
-            "counter",
-            "Timeline switches followed.",
-            get(&self.timeline_switches) as f64,
-        );
-        metric(
-            "streaming",
-            "gauge",
-            "1 while connected and streaming, 0 while (re)connecting.",
-            get(&self.streaming) as f64,
-        );
-        metric(
-            "timeline",
-            "gauge",
-            "Timeline being streamed (0 before the first connection).",
-            get(&self.timeline) as f64,
-        );
-        metric(
-            "received_lsn",
-            "gauge",
-            "WAL position received from the server (LSN as a byte number).",
-            get(&self.received) as f64,
-        );
-        metric(
-            "flushed_lsn",
-            "gauge",
-            "WAL position reported flushed to the server: durable in the repository.",
-            flushed as f64,
-        );
-        metric(
-            "durable_lsn",
-            "gauge",
-            "WAL position durable in the repository, counting the .partial segment.",
-            durable as f64,
-        );
-        metric(
-            "server_lsn",
-            "gauge",
-            "The server's end of WAL, as last reported in the stream.",
-            server_end as f64,
-        );
-        metric(
-            "lag_bytes",
-            "gauge",
-            "Bytes between the server's end of WAL and the flush position.",
-            server_end.saturating_sub(flushed) as f64,
-        );
-        metric(
-            "lag_seconds",
-            "gauge",
-            "Seconds since the server first reported WAL beyond the flush position (0 = caught up).",
-            self.lag_seconds_at(flushed, now),
-        );
-        metric(
-            "durable_lag_bytes",
-            "gauge",
-            "Bytes between the server's end of WAL and what is durable, counting the .partial segment.",
-            server_end.saturating_sub(durable) as f64,
-        );
-        metric(
-            "durable_lag_seconds",
-            "gauge",
-            "Seconds since the server first reported WAL not yet durable, counting the .partial segment (the RPO).",
-            self.lag_seconds_at(durable, now),
-        );
-        let last_ms = get(&self.last_commit_ms);
-        metric(
-            "last_segment_commit_timestamp_seconds",
-            "gauge",
-            "Unix time of the last full segment commit (0 = none since start).",
-            last_ms as f64 / 1000.0,
-        );
-        let since = if last_ms == 0 {
-            f64::NAN
-        } else {
-            let now_ms = unix_ms(wall);
-            now_ms.saturating_sub(last_ms) as f64 / 1000.0
-        };
-        metric(
-            "seconds_since_last_segment_commit",
-            "gauge",
-            "Seconds since the last full segment commit (NaN = none since start).",
-            since,
-        );
+        }
         out
     }
 }
