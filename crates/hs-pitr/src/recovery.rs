@@ -313,8 +313,7 @@ pub fn write_recovery_config(data_dir: &Path, cfg: &RecoveryConfig) -> Result<()
         .map_err(|e| crate::error::io(format!("create {}", signal.display()), e))?;
     f.sync_all()
         .map_err(|e| crate::error::io(format!("sync {}", signal.display()), e))?;
-    std::fs::File::open(data_dir)
-        .and_then(|d| d.sync_all())
+    hs_base::fs::sync_dir(data_dir)
         .map_err(|e| crate::error::io(format!("sync {}", data_dir.display()), e))
 }
 
