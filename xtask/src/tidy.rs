@@ -306,8 +306,11 @@ mod crate_rules {
             .collect()
     }
 
+    /// A per-crate rule: the problems it finds in one crate.
+    type Rule = fn(&Crate) -> Vec<String>;
+
     /// The per-crate rules, by name.
-    const RULES: &[(&str, fn(&Crate) -> Vec<String>)] = &[
+    const RULES: &[(&str, Rule)] = &[
         ("crate order", layer_problems),
         ("opendal only in hs-repo", opendal_problems),
         ("no anyhow in library crates", anyhow_problems),
