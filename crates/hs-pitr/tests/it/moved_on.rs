@@ -12,8 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use hs_crypt::Keyring;
+use hs_pg::{decode_segment, Lsn, SegmentName, TimelineId};
 use hs_pitr::{plan_restore, BackupSelector, PitrTarget};
-use hs_proto::{decode_segment, Lsn, SegmentName, TimelineId};
 use hs_repo::{
     Backend, BackupManifest, BackupStats, FsBackend, ObjectInfo, Repository, MANIFEST_FORMAT,
 };
@@ -154,7 +154,7 @@ fn manifest(id: &str, stop_lsn: &str, stop_time: &str) -> BackupManifest {
 /// (`.partial`, real WAL), as a streamer leaves it just before it completes
 /// segment 5. Returns the sealed object of the completed segment 5, which
 /// the streamer is about to store, and what real WAL segment 5 holds.
-async fn streamer_about_to_complete_5(f: &Fixture) -> (Bytes, hs_proto::SegmentSummary) {
+async fn streamer_about_to_complete_5(f: &Fixture) -> (Bytes, hs_pg::SegmentSummary) {
     f.repo
         .put_manifest(&manifest("A", "0/4000100", "2020-01-01T00:00:00Z"))
         .await

@@ -1,8 +1,8 @@
 //! `plan_restore` against a real repository with synthetic WAL: backup
 //! choice, gaps, unreachable targets and targets before every backup.
 
+use hs_pg::Lsn;
 use hs_pitr::{plan_restore, BackupSelector, PitrTarget};
-use hs_proto::Lsn;
 use hs_repo::{BackupManifest, BackupStats, MANIFEST_FORMAT};
 use time::macros::datetime;
 

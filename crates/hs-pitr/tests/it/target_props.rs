@@ -6,8 +6,8 @@
 //! inputs are invalid by construction), and one that rejects everything fails the
 //! `*_parsed_exactly` ones (which generate both kinds and require both outcomes).
 
+use hs_pg::Lsn;
 use hs_pitr::{parse_target_lsn, parse_target_name, parse_target_time};
-use hs_proto::Lsn;
 use proptest::prelude::*;
 use time::macros::datetime;
 use time::{Date, Duration, Month, OffsetDateTime, PrimitiveDateTime, Time};
