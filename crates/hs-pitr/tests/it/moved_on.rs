@@ -14,14 +14,11 @@ use bytes::Bytes;
 use hs_crypt::Keyring;
 use hs_pg::{decode_segment, Lsn, SegmentName, TimelineId};
 use hs_pitr::{plan_restore, BackupSelector, PitrTarget};
-use hs_repo::{
-    Backend, BackupManifest, BackupStats, FsBackend, ObjectInfo, Repository, MANIFEST_FORMAT,
-};
+use hs_repo::{Backend, BackupManifest, FsBackend, ObjectInfo, Repository};
 use tempfile::TempDir;
 
-use crate::segment;
+use crate::support::{segment, D};
 
-const D: &str = "main";
 const SEG: u64 = 16 << 20;
 
 /// The first 40 KiB of a real PostgreSQL 15 WAL segment (timeline 1,
@@ -132,22 +129,7 @@ impl Fixture {
 }
 
 fn manifest(id: &str, stop_lsn: &str, stop_time: &str) -> BackupManifest {
-    BackupManifest {
-        format: MANIFEST_FORMAT,
-        backup_id: id.into(),
-        deployment: D.into(),
-        system_identifier: "7312345678901234567".into(),
-        timeline: 1,
-        start_lsn: stop_lsn.parse().unwrap(),
-        stop_lsn: stop_lsn.parse().unwrap(),
-        start_time: stop_time.into(),
-        stop_time: stop_time.into(),
-        pg_version: 150004,
-        label: "moved-on test".into(),
-        archives: vec![],
-        pg_backup_manifest: String::new(),
-        stats: BackupStats::default(),
-    }
+    crate::support::manifest(id, stop_lsn, stop_time, "moved-on test")
 }
 
 /// A backup ending in segment 4, segment 4 archived, segment 5 in progress
@@ -291,6 +273,23 @@ async fn plan_survives_retention_removing_the_listed_segment_it_probes() {
     assert_eq!(names, vec![name(5)], "the listing was refreshed");
 }
 
+/// `wal_fetch` of segment 5 through `repo` into a fresh RECOVERYXLOG; the outcome and
+/// the bytes written.
+async fn fetch_5(repo: &Repository) -> (hs_pitr::FetchOutcome, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("RECOVERYXLOG");
+    let out = hs_pitr::wal_fetch(
+        repo,
+        D,
+        &name(5),
+        &dest,
+        &hs_pitr::FetchOptions::for_dest(&dest),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{} (absent: {}): {e}", e.code(), e.is_absent()));
+    (out, std::fs::read(&dest).unwrap())
+}
+
 /// `wal fetch` of segment 5 while the streamer completes it: the complete segment
 /// was absent at the first read, and the partial is gone by the second. Answering
 /// "absent" there ends PostgreSQL's recovery short; the complete segment is served.
@@ -300,25 +299,12 @@ async fn wal_fetch_serves_the_segment_the_streamer_completed_instead_of_absent()
     let (sealed, _) = streamer_about_to_complete_5(&f).await;
     let partial = object(&format!("{}.partial", name(5)));
     let (racing, b) = f.moving_on(&partial, streamer_completes_5(sealed)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("RECOVERYXLOG");
-    let out = hs_pitr::wal_fetch(
-        &racing,
-        D,
-        &name(5),
-        &dest,
-        &hs_pitr::FetchOptions::for_dest(&dest),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{} (absent: {}): {e}", e.code(), e.is_absent()));
+    let (out, fetched) = fetch_5(&racing).await;
     assert!(b.moved.load(Ordering::SeqCst), "the race was not exercised");
     assert_eq!(out.source, hs_pitr::FetchSource::Repository);
     let mut full = REAL_WAL.to_vec();
     full.resize(SEG as usize, 0);
-    assert!(
-        std::fs::read(&dest).unwrap() == full,
-        "not the complete segment"
-    );
+    assert!(fetched == full, "not the complete segment");
 }
 
 /// The streamer stored the complete segment 5 but has not yet deleted its partial
@@ -333,17 +319,7 @@ async fn wal_fetch_prefers_a_segment_completed_after_its_partial_was_read() {
     let (racing, b) = f
         .moving_on(&partial, vec![Step::Put(object(&name(5)), sealed)])
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("RECOVERYXLOG");
-    let out = hs_pitr::wal_fetch(
-        &racing,
-        D,
-        &name(5),
-        &dest,
-        &hs_pitr::FetchOptions::for_dest(&dest),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{}: {e}", e.code()));
+    let (out, _) = fetch_5(&racing).await;
     assert!(b.moved.load(Ordering::SeqCst), "the race was not exercised");
     assert_eq!(
         out.source,

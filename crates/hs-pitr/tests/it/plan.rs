@@ -3,35 +3,19 @@
 
 use hs_pg::Lsn;
 use hs_pitr::{plan_restore, BackupSelector, PitrTarget};
-use hs_repo::{BackupManifest, BackupStats, MANIFEST_FORMAT};
+use hs_repo::BackupManifest;
 use time::macros::datetime;
 
-use crate::{segment, Env};
+use crate::support::{segment, Env, D};
 
 const MIB: u64 = 1 << 20;
-const D: &str = "main";
 
 fn name(segno: u64) -> String {
     hs_repo::wal_segment_name(1, segno, MIB)
 }
 
 fn manifest(id: &str, stop_lsn: &str, stop_time: &str) -> BackupManifest {
-    BackupManifest {
-        format: MANIFEST_FORMAT,
-        backup_id: id.into(),
-        deployment: D.into(),
-        system_identifier: "7312345678901234567".into(),
-        timeline: 1,
-        start_lsn: stop_lsn.parse().unwrap(),
-        stop_lsn: stop_lsn.parse().unwrap(),
-        start_time: stop_time.into(),
-        stop_time: stop_time.into(),
-        pg_version: 150004,
-        label: "plan test".into(),
-        archives: vec![],
-        pg_backup_manifest: String::new(),
-        stats: BackupStats::default(),
-    }
+    crate::support::manifest(id, stop_lsn, stop_time, "plan test")
 }
 
 /// Backups A (ends in segment 1, 03:00) and B (segment 3, 03:10); WAL

@@ -2,10 +2,9 @@
 
 use hs_pitr::{wal_fetch, wal_prefetch, FetchOptions, FetchSource};
 
-use crate::{segment, Env};
+use crate::support::{segment, Env, D};
 
 const MIB: usize = 1 << 20;
-const D: &str = "main";
 
 fn name(segno: u64) -> String {
     hs_repo::wal_segment_name(1, segno, MIB as u64)

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hs_repo::{open_backend, Backend};
+use hs_repo::Backend;
+
+use crate::support::{assert_no_temporaries, fs_backend, race_put_if_absent};
 
 /// Checks create-if-absent, replace, ranges, listing, delete and stat.
 pub async fn conformance(b: Arc<dyn Backend>) {
@@ -42,20 +44,7 @@ pub async fn conformance(b: Arc<dyn Backend>) {
     );
 
     // Exactly one of many concurrent creators wins.
-    let mut tasks = Vec::new();
-    for i in 0..8u8 {
-        let b = b.clone();
-        tasks.push(tokio::spawn(async move {
-            b.put_if_absent("c/race", Bytes::from(vec![i; 1000]))
-                .await
-                .unwrap()
-        }));
-    }
-    let mut winners = 0;
-    for t in tasks {
-        winners += usize::from(t.await.unwrap());
-    }
-    assert_eq!(winners, 1);
+    assert_eq!(race_put_if_absent(&b, "c/race", 8).await.len(), 1);
     let race = b.get("c/race").await.unwrap();
     assert!(race.iter().all(|&x| x == race[0]) && race.len() == 1000);
 
@@ -80,29 +69,22 @@ pub async fn conformance(b: Arc<dyn Backend>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_backend_conformance() {
-    let dir = tempfile::tempdir().unwrap();
-    let b = open_backend(&format!("file://{}/repo", dir.path().display())).unwrap();
+    let (dir, b) = fs_backend();
     conformance(b).await;
     // No temporary files are left behind.
-    for f in crate::files_under(dir.path()) {
-        let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(!name.starts_with(".tmp-"), "{}", f.display());
-    }
+    assert_no_temporaries(dir.path());
 }
 
 /// Listing while another task creates and deletes objects in the same directory (leases
 /// come and go while gc lists `locks/`), many times: on a local disk the window is small.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_list_survives_objects_deleted_while_listing() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}/repo", dir.path().display());
-    crate::conformance::listing_while_deleting(&open_backend(&url).unwrap(), 1000).await;
+    let (_dir, b) = fs_backend();
+    crate::conformance::listing_while_deleting(&b, 1000).await;
 }
 
 #[tokio::test]
 async fn fs_removes_stale_temporaries_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("repo");
-    let b = open_backend(&format!("file://{}", root.display())).unwrap();
-    crate::conformance::stale_temporaries_are_removed(&b, &root).await;
+    let (dir, b) = fs_backend();
+    crate::conformance::stale_temporaries_are_removed(&b, &dir.path().join("repo")).await;
 }

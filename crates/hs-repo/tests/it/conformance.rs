@@ -9,6 +9,8 @@ use bytes::Bytes;
 use hs_repo::{open_backend, Backend, ObjectBackend, MULTIPART_THRESHOLD};
 use hs_testkit::{skip_or_fail, Bucket, StorageServer};
 
+use crate::support::{assert_no_temporaries, fs_backend, race_put_if_absent};
+
 fn names(v: Vec<hs_repo::ObjectInfo>) -> Vec<String> {
     v.into_iter().map(|o| o.name).collect()
 }
@@ -162,25 +164,7 @@ async fn racers(b: &Arc<dyn Backend>) {
     // exactly the winner's bytes.
     for round in 0..3 {
         let name = format!("c/race{round}");
-        let mut tasks = Vec::new();
-        for i in 0..8u8 {
-            let b = b.clone();
-            let name = name.clone();
-            tasks.push(tokio::spawn(async move {
-                let won = b
-                    .put_if_absent(&name, Bytes::from(vec![i; 1000]))
-                    .await
-                    .unwrap();
-                (i, won)
-            }));
-        }
-        let mut winners = Vec::new();
-        for t in tasks {
-            let (i, won) = t.await.unwrap();
-            if won {
-                winners.push(i);
-            }
-        }
+        let winners = race_put_if_absent(b, &name, 8).await;
         assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
         let got = b.get(&name).await.unwrap();
         assert_eq!(&got[..], &vec![winners[0]; 1000][..], "round {round}");
@@ -306,7 +290,7 @@ async fn many_objects(b: &Arc<dyn Backend>, many: u32) {
 async fn large_object(b: &Arc<dyn Backend>, conditional: bool) {
     // Larger than the multipart threshold, not a multiple of it.
     let len = 2 * MULTIPART_THRESHOLD + 12345;
-    let data = Bytes::from(crate::noise(7, len));
+    let data = Bytes::from(crate::support::noise(7, len));
     assert!(b.put_if_absent("big/one", data.clone()).await.unwrap());
     if conditional {
         assert!(!b
@@ -314,7 +298,7 @@ async fn large_object(b: &Arc<dyn Backend>, conditional: bool) {
             .await
             .unwrap());
         assert!(!b
-            .put_if_absent("big/one", Bytes::from(crate::noise(8, len)))
+            .put_if_absent("big/one", Bytes::from(crate::support::noise(8, len)))
             .await
             .unwrap());
     }
@@ -325,7 +309,7 @@ async fn large_object(b: &Arc<dyn Backend>, conditional: bool) {
     assert_eq!(&part[..], &data[off as usize..off as usize + 300]);
     assert_eq!(b.stat("big/one").await.unwrap().unwrap().size, len as u64);
     // Replacing a large object with another large one.
-    let data2 = Bytes::from(crate::noise(9, len + 1));
+    let data2 = Bytes::from(crate::support::noise(9, len + 1));
     b.put("big/one", data2.clone()).await.unwrap();
     assert!(b.get("big/one").await.unwrap() == data2);
     b.delete("big/one").await.unwrap();
@@ -354,13 +338,9 @@ pub fn server_bucket(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fs_conformance() {
-    let dir = tempfile::tempdir().unwrap();
-    let b = open_backend(&format!("file://{}/repo", dir.path().display())).unwrap();
+    let (dir, b) = fs_backend();
     run_conformance(b).await;
-    for f in crate::files_under(dir.path()) {
-        let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(!name.starts_with(".tmp-"), "{}", f.display());
-    }
+    assert_no_temporaries(dir.path());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -12,27 +12,13 @@
 //!   stays a problem naming the backups that cannot heal.
 
 use bytes::Bytes;
-use hs_repo::{
-    ArchiveEntry, BackupManifest, BackupStats, ChunkRef, FileEntry, FileKind, Repository,
-};
+use hs_repo::{ArchiveEntry, BackupManifest, BackupStats, Repository};
 
-use crate::{noise, page, Env};
+use crate::support::{file, noise, page, Env};
 
 const MIB: u64 = 1 << 20;
 const DEP: &str = "dep";
 const WAL_FILE: &str = "pg_wal/000000010000000000000001";
-
-fn file(path: &str, chunks: Vec<ChunkRef>) -> FileEntry {
-    FileEntry {
-        path: path.to_string(),
-        kind: FileKind::File,
-        mode: 0o600,
-        mtime: 0,
-        size: chunks.iter().map(|c| u64::from(c.len)).sum(),
-        chunks,
-        chunk_lists: Vec::new(),
-    }
-}
 
 fn id(n: u32) -> String {
     format!("202611{n:02}T010000Z")

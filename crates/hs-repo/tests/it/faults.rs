@@ -12,7 +12,7 @@ use hs_repo::{
     RetryPolicy,
 };
 
-use crate::Env;
+use crate::support::Env;
 
 fn fast_policy(attempts: u32) -> RetryPolicy {
     RetryPolicy {
@@ -44,7 +44,7 @@ async fn retried_put_if_absent_tells_own_write_from_anothers() {
     let b = RetryBackend::new(faulty.clone(), fast_policy(30));
     for i in 0..60u32 {
         let name = format!("t/own{i}");
-        let data = Bytes::from(crate::noise(u64::from(i), 100 + i as usize));
+        let data = Bytes::from(crate::support::noise(u64::from(i), 100 + i as usize));
         assert!(
             b.put_if_absent(&name, data.clone()).await.unwrap(),
             "{name}"
@@ -129,7 +129,7 @@ async fn backup(repo: &Repository, id: &str, pages: u64) -> hs_repo::Result<Vec<
     let mut w = repo.writer().await?;
     let mut refs = Vec::new();
     for i in 0..pages {
-        let mut p = crate::page(i);
+        let mut p = crate::support::page(i);
         // Unique per backup id so every run stores new data.
         p[100..100 + id.len()].copy_from_slice(id.as_bytes());
         refs.push(w.add(Bytes::from(p)).await?);
@@ -201,7 +201,7 @@ async fn backup_through_temporary_faults_succeeds_and_restores() {
         .unwrap();
     let reader = clean.reader().await.unwrap();
     for (i, r) in refs.iter().enumerate().step_by(37) {
-        let mut want = crate::page(i as u64);
+        let mut want = crate::support::page(i as u64);
         want[100..102].copy_from_slice(b"b1");
         assert_eq!(&reader.read(r).await.unwrap()[..], &want[..]);
     }

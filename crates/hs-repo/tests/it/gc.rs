@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hs_repo::{
-    BackupManifest, ChunkRef, FileEntry, FileKind, GcOptions, LeaseKind, LeaseOptions, Repository,
+    BackupManifest, ChunkRef, FileEntry, GcOptions, LeaseKind, LeaseOptions, Repository,
     RetentionPolicy,
 };
 
 use crate::manifest::sample_manifest;
-use crate::{noise, page, Env};
+use crate::support::{noise, page, Env};
 
 const MIB: u64 = 1 << 20;
 
@@ -45,13 +45,8 @@ fn manifest_at(dep: &str, id: &str, n: u64, entry: FileEntry) -> BackupManifest 
 
 fn file(refs: Vec<ChunkRef>) -> FileEntry {
     FileEntry {
-        path: "base/1/16384".into(),
-        kind: FileKind::File,
-        mode: 0o600,
         mtime: 1,
-        size: refs.iter().map(|r| u64::from(r.len)).sum(),
-        chunks: refs,
-        chunk_lists: vec![],
+        ..crate::support::file("base/1/16384", refs)
     }
 }
 

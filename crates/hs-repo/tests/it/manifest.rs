@@ -6,7 +6,7 @@ use hs_repo::{
     MANIFEST_FORMAT,
 };
 
-use crate::{files_under, Env};
+use crate::support::{files_under, Env};
 
 pub fn sample_manifest(dep: &str, id: &str, refs: &[ChunkRef]) -> BackupManifest {
     BackupManifest {

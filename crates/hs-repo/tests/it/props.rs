@@ -5,7 +5,7 @@ use hs_repo::{Chunker, ChunkerConfig, FileClass, Repository};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 
-use crate::Env;
+use crate::support::Env;
 
 /// Chunks `data` cut at `cuts`, stores the chunks in `repo` (shared by every case: a
 /// case deduplicates against what earlier ones stored), reads them back, reassembles.
@@ -44,7 +44,7 @@ fn data() -> impl Strategy<Value = Vec<u8>> {
         let mut v = Vec::new();
         for (i, (b, n, random)) in runs.into_iter().enumerate() {
             if random {
-                v.extend(crate::noise(i as u64 + u64::from(b), n));
+                v.extend(crate::support::noise(i as u64 + u64::from(b), n));
             } else {
                 v.extend(std::iter::repeat_n(b, n));
             }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use hs_repo::{ChunkRef, Repository};
 
-use crate::{files_under, noise, page, Env};
+use crate::support::{files_under, noise, page, Env};
 
 const MIB: u64 = 1 << 20;
 
@@ -79,7 +79,7 @@ async fn write_finish_reopen_read_every_chunk() {
     assert_eq!(stats.new_chunks, 603);
     assert!(stats.packs >= 2, "{stats:?}");
     // No pack is much larger than the target unless it holds one big blob.
-    for p in crate::files_under(&env.repo_path().join("data")) {
+    for p in crate::support::files_under(&env.repo_path().join("data")) {
         let len = std::fs::metadata(&p).unwrap().len();
         assert!(!(MIB + 64 * 1024..=3 * MIB).contains(&len), "{len}");
     }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use hs_repo::{open_backend, Backend, Repository};
 use hs_testkit::{sshd_or_skip, Sshd, SshdOptions};
 
-use crate::{noise, Env};
+use crate::support::{assert_no_temporaries, noise, race_put_if_absent, Env};
 
 /// A remote repository directory (the "remote" host is this machine).
 struct Remote {
@@ -120,24 +120,7 @@ async fn behaviour(b: Arc<dyn Backend>) {
     );
 
     // Concurrent racers on one name: exactly one wins, and the stored object is its data.
-    let mut tasks = Vec::new();
-    for i in 0..6u8 {
-        let b = b.clone();
-        tasks.push(tokio::spawn(async move {
-            let won = b
-                .put_if_absent("race/obj", Bytes::from(vec![i; 1000]))
-                .await
-                .unwrap();
-            (i, won)
-        }));
-    }
-    let mut winners = Vec::new();
-    for t in tasks {
-        let (i, won) = t.await.unwrap();
-        if won {
-            winners.push(i);
-        }
-    }
+    let winners = race_put_if_absent(&b, "race/obj", 6).await;
     assert_eq!(winners.len(), 1, "{winners:?}");
     assert_eq!(
         &b.get("race/obj").await.unwrap()[..],
@@ -145,26 +128,18 @@ async fn behaviour(b: Arc<dyn Backend>) {
     );
 }
 
-fn no_temp_files_left(dir: &str) {
-    let leftovers: Vec<_> = crate::files_under(std::path::Path::new(dir))
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains(".tmp-"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
-}
-
 async fn conformance_on(sshd: &Sshd, scheme: &str) {
     let r = remote();
     let b = open_backend(&sshd.url(scheme, &r.path)).unwrap();
     crate::conformance::run_conformance_unpaged(b).await;
-    no_temp_files_left(&r.path);
+    assert_no_temporaries(std::path::Path::new(&r.path));
 
     let r = remote();
     let b = open_backend(&sshd.url(scheme, &r.path)).unwrap();
     assert!(b.location().starts_with(&format!("{scheme}://")));
     assert!(!b.location().contains("key="), "{}", b.location());
     behaviour(b.clone()).await;
-    no_temp_files_left(&r.path);
+    assert_no_temporaries(std::path::Path::new(&r.path));
     crate::conformance::stale_temporaries_are_removed(&b, std::path::Path::new(&r.path)).await;
     drop(b);
 

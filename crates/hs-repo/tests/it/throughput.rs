@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use hs_repo::Repository;
 
-use crate::Env;
+use crate::support::Env;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
@@ -25,9 +25,9 @@ async fn throughput_1gib_of_pages() {
     let pool: Vec<Bytes> = (0..4096u64)
         .map(|i| {
             Bytes::from(if noise {
-                crate::noise(i, 8192)
+                crate::support::noise(i, 8192)
             } else {
-                crate::page(i)
+                crate::support::page(i)
             })
         })
         .collect();
@@ -99,7 +99,7 @@ async fn throughput_data_dirs() {
     let repo = Repository::init(&env.url, &env.keyring).await.unwrap();
     for dir in dirs.split(':') {
         let root = std::path::Path::new(dir);
-        let files = crate::files_under(root);
+        let files = crate::support::files_under(root);
         let mut w = repo.writer().await.unwrap();
         let start = Instant::now();
         let mut buf = vec![0u8; 256 * 1024];

@@ -9,28 +9,14 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use hs_crypt::{Domain, Keyring, MasterKey};
-use hs_repo::{
-    ArchiveEntry, BackupManifest, BackupStats, ChunkRef, FileEntry, FileKind, Repository, WalGap,
-};
+use hs_repo::{ArchiveEntry, BackupManifest, BackupStats, Repository, WalGap};
 
-use crate::{files_under, noise, page, Env};
+use crate::support::{file, files_under, noise, page, Env};
 
 const MIB: u64 = 1 << 20;
 const DEP: &str = "demo";
 const BACKUP: &str = "20261126T050000Z";
 const SEG_SIZE: usize = MIB as usize;
-
-fn file(path: &str, chunks: Vec<ChunkRef>) -> FileEntry {
-    FileEntry {
-        path: path.to_string(),
-        kind: FileKind::File,
-        mode: 0o600,
-        mtime: 0,
-        size: chunks.iter().map(|c| u64::from(c.len)).sum(),
-        chunks,
-        chunk_lists: Vec::new(),
-    }
-}
 
 /// A repository with packs, index objects, one manifest (a short file, a long
 /// one stored through chunk lists), WAL segments, a partial, a history file,

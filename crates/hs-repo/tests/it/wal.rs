@@ -2,7 +2,7 @@
 
 use hs_repo::{Repository, WalGap};
 
-use crate::{files_under, noise, Env};
+use crate::support::{files_under, noise, Env};
 
 const SEG: usize = 16 << 20;
 const S1: &str = "000000010000000000000001";

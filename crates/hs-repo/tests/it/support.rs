@@ -1,0 +1,126 @@
+//! Shared setup of the hs-repo integration tests: a keyring and repository in a temp
+//! dir, file listings, and page-like test data.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hs_crypt::Keyring;
+use hs_repo::{open_backend, Backend, ChunkRef, FileEntry, FileKind};
+use tempfile::TempDir;
+
+/// A temp dir holding a keyring and (after init) a repository.
+pub struct Env {
+    pub dir: TempDir,
+    pub url: String,
+    pub keyring: Keyring,
+}
+
+impl Default for Env {
+    fn default() -> Env {
+        Env::new()
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Keyring::create(&dir.path().join("kr").join("keyring")).unwrap();
+        let url = format!("file://{}/repo", dir.path().display());
+        Env { dir, url, keyring }
+    }
+
+    pub fn repo_path(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+}
+
+/// Every regular file under `p`, recursively.
+pub fn files_under(p: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                v.extend(files_under(&e.path()));
+            } else {
+                v.push(e.path());
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// A `file://` backend on `<temp dir>/repo`; the temp dir lives as long as the guard.
+pub fn fs_backend() -> (TempDir, Arc<dyn Backend>) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_backend(&format!("file://{}/repo", dir.path().display())).unwrap();
+    (dir, b)
+}
+
+/// No temporary file of an interrupted or finished write (`.tmp-…`) is left under `dir`.
+pub fn assert_no_temporaries(dir: &Path) {
+    let leftovers: Vec<_> = files_under(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `racers` tasks at once `put_if_absent` `name`, task `i` with 1000 bytes of value `i`;
+/// returns the values of the tasks that report they created it.
+pub async fn race_put_if_absent(b: &Arc<dyn Backend>, name: &str, racers: u8) -> Vec<u8> {
+    let mut tasks = Vec::new();
+    for i in 0..racers {
+        let b = b.clone();
+        let name = name.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let won = b
+                .put_if_absent(&name, Bytes::from(vec![i; 1000]))
+                .await
+                .unwrap();
+            (i, won)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (i, won) = t.await.unwrap();
+        if won {
+            winners.push(i);
+        }
+    }
+    winners
+}
+
+/// A regular file (mode 0600, mtime 0) made of `chunks`.
+pub fn file(path: &str, chunks: Vec<ChunkRef>) -> FileEntry {
+    FileEntry {
+        path: path.to_string(),
+        kind: FileKind::File,
+        mode: 0o600,
+        mtime: 0,
+        size: chunks.iter().map(|c| u64::from(c.len)).sum(),
+        chunks,
+        chunk_lists: Vec::new(),
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub use hs_testkit::noise;
+
+/// An 8 KiB page that looks a bit like a heap page: a header, compressible
+/// tuples, some noise.
+pub fn page(seed: u64) -> Vec<u8> {
+    let mut p = vec![0u8; 8192];
+    p[..24].copy_from_slice(&noise(seed, 24));
+    let row = format!("row {seed:>12} | some text that repeats | {} |", seed % 97);
+    let mut off = 8192;
+    while off > 4096 + row.len() {
+        off -= row.len();
+        p[off..off + row.len()].copy_from_slice(row.as_bytes());
+    }
+    let n = noise(seed ^ 0xabcdef, 512);
+    p[1024..1536].copy_from_slice(&n);
+    p
+}
