@@ -159,6 +159,12 @@ enum Inner {
     },
 }
 
+/// The length of the next FastCDC chunk at the front of `src` (all of it when no longer
+/// than `min`).
+fn cdc_cut(src: &[u8], min: usize, avg: usize, max: usize, masks: &[u64; 4]) -> usize {
+    fastcdc::v2020::cut(src, min, avg, max, masks[0], masks[1], masks[2], masks[3]).1
+}
+
 impl Chunker {
     /// A chunker for a file of class `class`. Out-of-range configuration
     /// values are clamped to what FastCDC accepts (use
@@ -224,12 +230,7 @@ impl Chunker {
                 masks,
                 buf,
             } => {
-                let cut = |src: &[u8]| {
-                    fastcdc::v2020::cut(
-                        src, *min, *avg, *max, masks[0], masks[1], masks[2], masks[3],
-                    )
-                    .1
-                };
+                let cut = |src: &[u8]| cdc_cut(src, *min, *avg, *max, masks);
                 if buf.is_empty() {
                     // Cut straight from the caller's slice; buffer only the tail.
                     while data.len() >= *max {
@@ -275,17 +276,7 @@ impl Chunker {
             } => {
                 let mut pos = 0;
                 while pos < buf.len() {
-                    let n = fastcdc::v2020::cut(
-                        &buf[pos..],
-                        *min,
-                        *avg,
-                        *max,
-                        masks[0],
-                        masks[1],
-                        masks[2],
-                        masks[3],
-                    )
-                    .1;
+                    let n = cdc_cut(&buf[pos..], *min, *avg, *max, masks);
                     emit(&buf[pos..pos + n]);
                     pos += n;
                 }
