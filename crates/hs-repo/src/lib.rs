@@ -1,10 +1,13 @@
 //! hs-repo: the pg_hardstorage repository — storage backends, layout,
 //! packs, index objects and backup manifests.
 //!
-//! - [`open_backend`] turns a URL into a [`Backend`] (`file://` today:
-//!   [`FsBackend`], crash-safe via temp file + fsync + link/rename + dir fsync).
-//! - [`Repository::init`] / [`Repository::open`] handle the plaintext marker
-//!   and the age-wrapped key object.
+//! - [`open_backend`] turns a URL into a [`Backend`]: [`FsBackend`] for
+//!   `file://` (crash-safe via temp file + fsync + link/rename + dir fsync),
+//!   [`ObjectBackend`] for `s3://`, `gcs://`, `azblob://`, and the `sftp://`
+//!   and `scp://` stores; every store lives under `backend/`.
+//! - [`Repository::builder`] ([`RepositoryBuilder`]) creates or opens a
+//!   repository (the plaintext marker and the age-wrapped key object);
+//!   [`Repository::init`] / [`Repository::open`] are its shortcuts.
 //! - [`ChunkWriter`] deduplicates chunks one by one, compresses new chunks
 //!   together in frames of up to [`FRAME_BYTES`] (one zstd frame, one sealed
 //!   blob each) on worker threads into packs of ~16 MiB, and writes index
