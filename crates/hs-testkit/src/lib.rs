@@ -354,28 +354,34 @@ impl PgCluster {
         }
     }
 
-    /// A `pg_basebackup` copy of this cluster (its WAL streamed along), started with an
-    /// archive recovery that finds no WAL (`restore_command = 'false'`), so that it
-    /// promotes onto the next timeline; `extra_conf` is appended to the copy's
-    /// `postgresql.auto.conf`. Waits up to 60 s for the promotion. The copy is in a
-    /// directory of ours, removed on drop.
+    /// Writes a `pg_basebackup` copy of this cluster (its WAL streamed along) to `dir`,
+    /// which must not exist yet, set up like a restore for an archive recovery that finds
+    /// no WAL (`recovery.signal`, `restore_command = 'false'`): started, it promotes onto
+    /// the next timeline. `extra_conf` is appended to its `postgresql.auto.conf`.
+    pub fn write_promotable_copy(&self, dir: &Path, extra_conf: &str) -> io::Result<()> {
+        let mut basebackup = self.client_command("pg_basebackup");
+        basebackup
+            .arg("-d")
+            .arg(self.replication_conninfo())
+            .arg("-D")
+            .arg(dir)
+            .args(["-X", "stream", "--checkpoint=fast"]);
+        run_checked(&mut basebackup, "pg_basebackup")?;
+        fs::write(dir.join("recovery.signal"), "")?;
+        append(
+            &dir.join("postgresql.auto.conf"),
+            &format!("restore_command = 'false'\n{extra_conf}"),
+        )
+    }
+
+    /// A copy of this cluster ([`PgCluster::write_promotable_copy`]), started and promoted
+    /// onto the next timeline (waits up to 60 s). The copy is in a directory of ours,
+    /// removed on drop.
     pub fn promoted_copy(&self, extra_conf: &str) -> io::Result<PgCluster> {
         let copy_root = make_root()?;
         let promoted = (|| {
             let copy = copy_root.join("data");
-            let mut basebackup = self.client_command("pg_basebackup");
-            basebackup
-                .arg("-d")
-                .arg(self.replication_conninfo())
-                .arg("-D")
-                .arg(&copy)
-                .args(["-X", "stream", "--checkpoint=fast"]);
-            run_checked(&mut basebackup, "pg_basebackup")?;
-            fs::write(copy.join("recovery.signal"), "")?;
-            append(
-                &copy.join("postgresql.auto.conf"),
-                &format!("restore_command = 'false'\n{extra_conf}"),
-            )?;
+            self.write_promotable_copy(&copy, extra_conf)?;
             let mut c = PgCluster::start_existing(&copy)?;
             c.copy_root = Some(copy_root.clone());
             c.wait_for_promotion(std::time::Duration::from_secs(60))?;

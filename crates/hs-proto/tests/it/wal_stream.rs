@@ -10,24 +10,7 @@ use hs_proto::{
 };
 use hs_testkit::{PgCluster, PgOptions};
 
-use super::{cfg, R};
-
-/// Runs blocking testkit calls (psql) without stalling the runtime's other tasks.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
-fn slot_restart_lsn(pg: &PgCluster, slot: &str) -> Result<Option<Lsn>, Box<dyn std::error::Error>> {
-    let v = blocking(|| {
-        pg.psql(&format!(
-            "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"
-        ))
-    })?;
-    if v.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(v.parse::<Lsn>()?))
-}
+use crate::support::{blocking, cfg, slot_restart_lsn, R};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_stream_status_updates() -> R {
@@ -167,35 +150,8 @@ async fn slots_stream_status_updates() -> R {
 async fn timeline_switch_on_promoted_copy() -> R {
     let pg = PgCluster::start(PgOptions::default())?;
     blocking(|| pg.psql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS i"))?;
-    let dest = tempfile::Builder::new()
-        .prefix("hs-proto-tli-")
-        .tempdir_in("/tmp")?;
-    #[cfg(unix)]
-    std::fs::set_permissions(
-        dest.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
-    let copy = dest.path().join("data");
-    let status = blocking(|| {
-        pg.client_command("pg_basebackup")
-            .arg("-d")
-            .arg(pg.replication_conninfo())
-            .arg("-D")
-            .arg(&copy)
-            .args(["-X", "stream", "--checkpoint=fast"])
-            .status()
-    })?;
-    assert!(status.success());
     // Archive recovery that runs out of WAL and promotes onto timeline 2.
-    std::fs::write(copy.join("recovery.signal"), "")?;
-    let mut auto = std::fs::read_to_string(copy.join("postgresql.auto.conf"))?;
-    auto.push_str("restore_command = 'false'\n");
-    std::fs::write(copy.join("postgresql.auto.conf"), auto)?;
-    let promoted = blocking(|| -> std::io::Result<PgCluster> {
-        let c = PgCluster::start_existing(&copy)?;
-        c.wait_for_promotion(Duration::from_secs(60))?;
-        Ok(c)
-    })?;
+    let promoted = blocking(|| pg.promoted_copy(""))?;
 
     let mut client = ReplicationClient::connect(&cfg(&promoted.replication_conninfo())).await?;
     let id = client.identify_system().await?;

@@ -11,7 +11,7 @@ use hs_proto::{
 };
 use hs_testkit::{PgCluster, PgOptions};
 
-use super::R;
+use crate::support::R;
 
 const SEG: u64 = DEFAULT_WAL_SEGMENT_SIZE;
 
