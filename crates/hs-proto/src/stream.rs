@@ -101,10 +101,9 @@ fn stream_error(e: Error) -> Error {
 fn parse_lsn_field(v: Option<&Option<String>>, what: &str) -> Result<Option<Lsn>> {
     match v.cloned().flatten() {
         None => Ok(None),
-        Some(s) => s
-            .parse::<Lsn>()
-            .map(Some)
-            .map_err(|_| crate::error::invalid_message(format!("invalid {what} {s:?} from the server"))),
+        Some(s) => s.parse::<Lsn>().map(Some).map_err(|_| {
+            crate::error::invalid_message(format!("invalid {what} {s:?} from the server"))
+        }),
     }
 }
 
@@ -139,9 +138,9 @@ impl ReplicationClient {
             if reserve_wal { " RESERVE_WAL" } else { "" }
         );
         let rows = self.simple_query(&cmd).await.map_err(slot_error)?;
-        let row = rows
-            .first()
-            .ok_or_else(|| crate::error::invalid_message("CREATE_REPLICATION_SLOT returned no row"))?;
+        let row = rows.first().ok_or_else(|| {
+            crate::error::invalid_message("CREATE_REPLICATION_SLOT returned no row")
+        })?;
         let slot_name = row
             .first()
             .cloned()
@@ -329,7 +328,8 @@ impl WalStreamMachine {
         let Some(row) = self.rows.first() else {
             return Ok(None);
         };
-        let bad = || crate::error::invalid_message("invalid end-of-timeline result from the server");
+        let bad =
+            || crate::error::invalid_message("invalid end-of-timeline result from the server");
         let next_tli = row
             .first()
             .cloned()
@@ -513,14 +513,7 @@ impl PhysicalStream<'_> {
     /// `wal_sender_timeout`.
     pub async fn next(&mut self) -> Result<Option<StreamMessage>> {
         loop {
-            if !self.client.conn.wbuf.is_empty() {
-                self.client.conn.flush().await?;
-            }
-            if self.machine.phase == Phase::Done {
-                self.client.busy = false;
-                if let Some(e) = self.machine.error.take() {
-                    return Err(e);
-                }
+            if self.flush_until_done().await? {
                 if !self.end_reported {
                     self.end_reported = true;
                     if let Some(sw) = self.machine.switch {
@@ -568,6 +561,22 @@ impl PhysicalStream<'_> {
         self.client.conn.flush().await
     }
 
+    /// Flushes what is queued for the server; `Ok(true)` once the command is over and the
+    /// connection idle again (`Err` with the server's error, once, if it reported one).
+    async fn flush_until_done(&mut self) -> Result<bool> {
+        if !self.client.conn.wbuf.is_empty() {
+            self.client.conn.flush().await?;
+        }
+        if self.machine.phase != Phase::Done {
+            return Ok(false);
+        }
+        self.client.busy = false;
+        match self.machine.error.take() {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
+    }
+
     /// Ends streaming cleanly: sends CopyDone (if still streaming), discards WAL the server
     /// had already sent, and waits for the end of the command. The connection is then
     /// idle and can run other commands. Returns the timeline switch if the server had
@@ -575,14 +584,7 @@ impl PhysicalStream<'_> {
     pub async fn finish(mut self) -> Result<Option<TimelineSwitch>> {
         self.machine.client_copy_done(&mut self.client.conn.wbuf);
         loop {
-            if !self.client.conn.wbuf.is_empty() {
-                self.client.conn.flush().await?;
-            }
-            if self.machine.phase == Phase::Done {
-                self.client.busy = false;
-                if let Some(e) = self.machine.error.take() {
-                    return Err(e);
-                }
+            if self.flush_until_done().await? {
                 return Ok(self.machine.switch);
             }
             let msg = self.client.conn.recv().await?;
