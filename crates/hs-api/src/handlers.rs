@@ -267,10 +267,7 @@ async fn verify_trigger(
     let dep = deployment.to_owned();
     let task = tokio::spawn(async move {
         match repo.verify_backup(&dep, &backup_id).await {
-            Ok(report) => (
-                serde_json::to_value(&report).ok(),
-                report.to_error(),
-            ),
+            Ok(report) => (serde_json::to_value(&report).ok(), report.to_error()),
             Err(e) => (None, Some(e)),
         }
     });

@@ -736,14 +736,7 @@ where
     };
     let settings = crate::settings::Settings::new(file, keyring_flag);
     let keyring = std::path::absolute(settings.keyring_path())?;
-    let config = settings.config();
-
-    let names: Vec<String> = match &req.deployment {
-        Some(d) => vec![d.clone()],
-        None => config
-            .map(|c| c.deployments.keys().cloned().collect())
-            .unwrap_or_default(),
-    };
+    let names = settings.deployment_names(req.deployment.as_deref());
     if names.is_empty() && config_problem.is_none() {
         return Err(Error::new(
             "usage.deployment_missing",

@@ -7,6 +7,8 @@
 //! - [`diagnose`] (doctor) and [`deployment_status`] (status) report on a deployment.
 //! - [`restore`] runs a restore end to end (plan, recovery settings, restore, verify,
 //!   a restore_command probe); the API's restore preview plans with [`plan_restore`].
+//! - [`add_init_entry`] and [`init_repository`] are `init`'s work once its questions are
+//!   answered: the config entry, preflight, keyring and repository.
 //!
 //! The invariant: the CLI and the API call the same functions here; the CLI only parses
 //! arguments and prints, the API only routes requests and shapes JSON.

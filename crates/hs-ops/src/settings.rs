@@ -46,6 +46,17 @@ impl Settings {
         self.config().and_then(|c| c.deployment(name))
     }
 
+    /// `named` alone, else every deployment of the config (in name order).
+    pub fn deployment_names(&self, named: Option<&str>) -> Vec<String> {
+        match named {
+            Some(d) => vec![d.to_owned()],
+            None => self
+                .config()
+                .map(|c| c.deployments.keys().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+
     /// The keyring file: flag or environment, else the config's, else
     /// [`hs_crypt::Keyring::default_path`].
     pub fn keyring_path(&self) -> PathBuf {

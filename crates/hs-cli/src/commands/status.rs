@@ -23,13 +23,7 @@ fn ratio_text(r: Option<f64>) -> String {
 }
 
 pub async fn status(g: &GlobalArgs, a: StatusArgs) -> Result<Output> {
-    let config = g.settings.config();
-    let names: Vec<String> = match &a.deployment {
-        Some(d) => vec![d.clone()],
-        None => config
-            .map(|c| c.deployments.keys().cloned().collect())
-            .unwrap_or_default(),
-    };
+    let names = g.settings.deployment_names(a.deployment.as_deref());
     if names.is_empty() {
         return Err(CliError::new(
             "usage.deployment_missing",
