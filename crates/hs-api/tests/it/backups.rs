@@ -7,7 +7,7 @@ use std::time::Duration;
 use hs_api::Deployment;
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{config, repo_env, request, start, wait_job, R, TOKEN};
+use crate::support::{config, repo_env, request, run_job, start, wait_job, R, TOKEN};
 
 /// The cluster, or a skip notice when PostgreSQL is not installed (a failure under CI).
 fn cluster() -> Option<PgCluster> {
@@ -41,9 +41,8 @@ async fn trigger_a_backup_then_list_show_preview_and_verify_it() -> R {
         Some("{}"),
     )
     .await?;
-    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.job_id()?;
     let job = r.json()["result"].clone();
-    let id = job["id"].as_str().ok_or("job id")?.to_owned();
     assert_eq!(
         r.header("location"),
         Some(format!("/v1/jobs/{id}").as_str())
@@ -123,20 +122,13 @@ async fn trigger_a_backup_then_list_show_preview_and_verify_it() -> R {
     assert_eq!(r.json()["result"]["deployment"], "main");
 
     // Verify the backup as a job.
-    let r = request(
+    let v = run_job(
         srv.addr,
-        "POST",
         "/v1/deployments/main/backups/latest/verify",
-        t,
         None,
+        Duration::from_secs(300),
     )
     .await?;
-    assert_eq!(r.status, 202, "{}", r.text());
-    let vid = r.json()["result"]["id"]
-        .as_str()
-        .ok_or("job id")?
-        .to_owned();
-    let v = wait_job(srv.addr, &vid, Duration::from_secs(300)).await?;
     assert_eq!(v["status"], "succeeded", "{v}");
     assert_eq!(v["backup_id"], backup_id.as_str());
     assert!(
@@ -159,11 +151,7 @@ async fn trigger_a_backup_then_list_show_preview_and_verify_it() -> R {
 
     // A second backup while none runs is accepted; its job succeeds too.
     let r = request(srv.addr, "POST", "/v1/deployments/main/backups", t, None).await?;
-    assert_eq!(r.status, 202, "{}", r.text());
-    let id2 = r.json()["result"]["id"]
-        .as_str()
-        .ok_or("job id")?
-        .to_owned();
+    let id2 = r.job_id()?;
     // While it runs, another backup of the same deployment is a conflict (if it is
     // still running by the time we ask; a fast machine may already be done).
     let again = request(srv.addr, "POST", "/v1/deployments/main/backups", t, None).await?;
@@ -186,20 +174,13 @@ async fn a_failing_backup_fails_its_job_with_a_code() -> R {
         "host=127.0.0.1 port={port} user=nobody password=sekrit-pw connect_timeout=5"
     ));
     let srv = start(config(&env, vec![main], true)).await?;
-    let r = request(
+    let job = run_job(
         srv.addr,
-        "POST",
         "/v1/deployments/main/backups",
-        Some(TOKEN),
         None,
+        Duration::from_secs(60),
     )
     .await?;
-    assert_eq!(r.status, 202, "{}", r.text());
-    let id = r.json()["result"]["id"]
-        .as_str()
-        .ok_or("job id")?
-        .to_owned();
-    let job = wait_job(srv.addr, &id, Duration::from_secs(60)).await?;
     assert_eq!(job["status"], "failed", "{job}");
     let code = job["error"]["code"].as_str().ok_or("code")?;
     assert!(code.starts_with("unreachable."), "{job}");
@@ -246,20 +227,19 @@ async fn a_backup_of_another_cluster_fails_its_job_unless_allowed() -> R {
     let mut main = Deployment::new("main", &env.url);
     main.pg_connection = Some(b.replication_conninfo());
     let srv = start(config(&env, vec![main], true)).await?;
-    let t = Some(TOKEN);
 
     for body in [
         None,
         Some("{}"),
         Some(r#"{"allow_system_id_change":false}"#),
     ] {
-        let r = request(srv.addr, "POST", "/v1/deployments/main/backups", t, body).await?;
-        assert_eq!(r.status, 202, "{}", r.text());
-        let id = r.json()["result"]["id"]
-            .as_str()
-            .ok_or("job id")?
-            .to_owned();
-        let done = wait_job(srv.addr, &id, Duration::from_secs(300)).await?;
+        let done = run_job(
+            srv.addr,
+            "/v1/deployments/main/backups",
+            body,
+            Duration::from_secs(300),
+        )
+        .await?;
         assert_eq!(done["status"], "failed", "{done}");
         assert_eq!(
             done["error"]["code"], "conflict.system_identifier_mismatch",
@@ -270,20 +250,13 @@ async fn a_backup_of_another_cluster_fails_its_job_unless_allowed() -> R {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].backup_id, first.manifest.backup_id);
 
-    let r = request(
+    let done = run_job(
         srv.addr,
-        "POST",
         "/v1/deployments/main/backups",
-        t,
         Some(r#"{"allow_system_id_change":true}"#),
+        Duration::from_secs(300),
     )
     .await?;
-    assert_eq!(r.status, 202, "{}", r.text());
-    let id = r.json()["result"]["id"]
-        .as_str()
-        .ok_or("job id")?
-        .to_owned();
-    let done = wait_job(srv.addr, &id, Duration::from_secs(300)).await?;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(repo.list_backups("main").await?.len(), 2);
     Ok(())

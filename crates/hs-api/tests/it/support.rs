@@ -95,6 +95,15 @@ impl Resp {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The id of the job a `202 Accepted` answer started (the status is asserted).
+    pub fn job_id(&self) -> Result<String, Box<dyn std::error::Error>> {
+        assert_eq!(self.status, 202, "{}", self.text());
+        Ok(self.json()["result"]["id"]
+            .as_str()
+            .ok_or("job id")?
+            .to_owned())
+    }
 }
 
 /// Sends one request and reads the whole response.
@@ -168,6 +177,19 @@ fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
         out.extend_from_slice(b.get(..size).ok_or("short chunk")?);
         b = b.get(size + 2..).ok_or("short chunk")?;
     }
+}
+
+/// `POST path` (with the token) starts a job; waits up to `limit` for its end.
+pub async fn run_job(
+    addr: SocketAddr,
+    path: &str,
+    body: Option<&str>,
+    limit: Duration,
+) -> Result<Value, Box<dyn std::error::Error>> {
+    let id = request(addr, "POST", path, Some(TOKEN), body)
+        .await?
+        .job_id()?;
+    wait_job(addr, &id, limit).await
 }
 
 /// Polls `GET /v1/jobs/{id}` until the job is no longer running.
