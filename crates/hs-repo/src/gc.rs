@@ -153,11 +153,20 @@ impl Repository {
             .collect())
     }
 
+    /// Packs condemned by gc or quarantined as damaged: a writer does not
+    /// deduplicate against them and readers merge them last, so a chunk that also
+    /// lives in another pack is read from there (gc may delete the condemned copy;
+    /// the quarantined one may be damaged).
+    pub(crate) async fn condemned_or_quarantined(&self) -> Result<HashSet<String>> {
+        let mut packs = self.condemned_packs().await?;
+        packs.extend(self.quarantined_set().await?);
+        Ok(packs)
+    }
+
     /// The index a writer deduplicates against: every index object, minus
     /// condemned and quarantined packs (loaded after the caller took its lease).
     pub(crate) async fn writer_index(&self) -> Result<Index> {
-        let mut condemned = self.condemned_packs().await?;
-        condemned.extend(self.quarantined_set().await?);
+        let condemned = self.condemned_or_quarantined().await?;
         let mut idx = Index::default();
         for (_, packs) in self.load_raw_index().await? {
             for p in packs {

@@ -138,7 +138,7 @@ impl std::fmt::Debug for Repository {
 /// `SigningKey` is deliberately not `Clone`; the repository keeps its own
 /// copy of the keyring (re-read from the same file) to sign manifests later.
 fn own_keyring(keyring: &Keyring) -> Result<Keyring> {
-    Ok(Keyring::load(keyring.path())?)
+    Keyring::load(keyring.path())
 }
 
 /// The marker damaged (its digest no longer matches the one sealed at init).
@@ -212,7 +212,7 @@ fn check_marker(raw: &[u8], url: &str, sealed_differs: Option<bool>) -> Result<M
                 &format!("its chunker settings are invalid ({e})"),
             ));
         }
-        return Err(e.into());
+        return Err(e);
     }
     Ok(marker)
 }
@@ -269,7 +269,7 @@ async fn open_key_payload(
     }
     Err(match (damaged, last_err) {
         (Some(d), _) => d,
-        (None, Some(e)) => e.into(),
+        (None, Some(e)) => e,
         (None, None) => Error::new(
             "auth.keyring_no_matching_identity",
             "no key object matches the keyring",
@@ -538,22 +538,26 @@ impl Repository {
         }
     }
 
-    async fn load_index_once(&self) -> Result<Index> {
-        const PARALLEL_GETS: usize = 8;
-        let names: Vec<String> = self
+    /// The names of the index objects, as listed.
+    pub(crate) async fn index_object_names(&self) -> Result<Vec<String>> {
+        Ok(self
             .inner
             .backend
             .list("index/")
             .await?
             .into_iter()
             .map(|o| o.name)
-            .collect();
+            .collect())
+    }
+
+    async fn load_index_once(&self) -> Result<Index> {
+        const PARALLEL_GETS: usize = 8;
+        let names = self.index_object_names().await?;
         let mut idx = Index::default();
         // Packs condemned by gc or quarantined as damaged are merged last, so a
         // chunk that also lives in another pack is read from there (gc may delete
         // the condemned copy; the quarantined one may be damaged).
-        let mut condemned = self.condemned_packs().await?;
-        condemned.extend(self.quarantined_set().await?);
+        let condemned = self.condemned_or_quarantined().await?;
         let mut late = Vec::new();
         // Fetch and open up to PARALLEL_GETS index objects at a time; merge
         // in name order so the result does not depend on timing.

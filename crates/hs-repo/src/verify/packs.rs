@@ -7,7 +7,7 @@ use hs_chunk::{ChunkId, PackEntry, PackHeader};
 use hs_crypt::Domain;
 
 use super::{base_name, VerifyReport};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::index::{self, Index};
 use crate::repo::{pack_name, Repository};
 
@@ -47,7 +47,6 @@ fn check_pack_content(repo: &Repository, data: &[u8]) -> PackCheck {
         .inner
         .master
         .open(Domain::PackHeader, sealed)
-        .map_err(Error::from)
         .and_then(|plain| Ok(PackHeader::decode(&plain, blobs.len() as u64)?.entries))
     {
         Ok(e) => e,
@@ -175,14 +174,7 @@ impl Repository {
         report: &mut VerifyReport,
         damage_is_warning: bool,
     ) -> Result<LoadedIndex> {
-        let mut names: Vec<String> = self
-            .inner
-            .backend
-            .list("index/")
-            .await?
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
+        let mut names = self.index_object_names().await?;
         names.sort();
         let mut out = LoadedIndex {
             index: Index::default(),
@@ -190,8 +182,7 @@ impl Repository {
         };
         // As readers do: condemned and quarantined packs last, so a chunk that also
         // lives in another pack is checked where a restore would read it.
-        let mut late_packs = self.condemned_packs().await?;
-        late_packs.extend(self.quarantined_set().await?);
+        let late_packs = self.condemned_or_quarantined().await?;
         let mut late = Vec::new();
         for name in names {
             let sealed = match self.inner.backend.get(&name).await {
@@ -217,7 +208,6 @@ impl Repository {
                 .inner
                 .master
                 .open(Domain::Index, &sealed)
-                .map_err(Error::from)
                 .and_then(|p| index::decode(&p));
             match decoded {
                 Ok(packs) => {
