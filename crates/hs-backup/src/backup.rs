@@ -467,7 +467,7 @@ pub(crate) async fn deployment_system_identifier(
                     "skipping WAL {name} for the system identifier: {e}"
                 );
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
     Ok(None)

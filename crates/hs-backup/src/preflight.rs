@@ -219,7 +219,7 @@ async fn replication_connection(
             seen.senders_refused = true;
             tracing::debug!("replication connection refused: {e}");
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     }
 
     Ok(seen)

@@ -598,7 +598,7 @@ async fn session(
                 pos.flushed = start;
                 continue 'timelines;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         let mut follow = Follow {
             committer: &committer,
@@ -798,7 +798,7 @@ impl Follow<'_, '_> {
                         Err(e) => {
                             // Keep what we received: the next session resumes from the repo.
                             let _ = self.committer.partial(self.asm).await;
-                            return Err(e.into());
+                            return Err(e);
                         }
                         Ok(None) => {
                             let _ = self.committer.partial(self.asm).await;
@@ -933,7 +933,7 @@ async fn wal_removed(
     e: hs_proto::Error,
 ) -> Result<Lsn> {
     if resume <= start {
-        return Err(e.into());
+        return Err(e);
     }
     let first = SegmentName::from_lsn(tli, start, seg_size)?;
     let last = SegmentName::from_lsn(tli, Lsn(resume.0 - 1), seg_size)?;

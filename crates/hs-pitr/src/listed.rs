@@ -51,7 +51,7 @@ async fn read_listed(
                 );
                 *listing = repo.list_wal(deployment).await?;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
 }

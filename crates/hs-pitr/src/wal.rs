@@ -179,7 +179,7 @@ pub async fn wal_fetch(
             serve_partial(repo, deployment, name, dest, opts, crate::error::absent(e)).await
         }
         Err(e) if e.code() == code::NOTFOUND_WAL_SEGMENT => Err(crate::error::absent(e)),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -213,7 +213,7 @@ async fn serve_completed_since(
     match repo.get_wal(deployment, name).await {
         Ok(data) => serve_complete(name, &data, dest, opts, true),
         Err(e) if e.code() == code::NOTFOUND_WAL_SEGMENT => Err(absent),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -234,7 +234,7 @@ async fn serve_partial(
         Err(e) if e.code() == code::NOTFOUND_WAL_SEGMENT => {
             return serve_completed_since(repo, deployment, name, dest, opts, absent).await;
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let Some((tli, log, seg)) = parse_wal_segment_name(name) else {
         return Err(absent);
@@ -366,7 +366,7 @@ pub async fn wal_prefetch(
                         Ok(Some(name))
                     }
                     Err(e) if e.code() == code::NOTFOUND_WAL_SEGMENT => Ok(None),
-                    Err(e) => Err(Error::from(e)),
+                    Err(e) => Err(e),
                 }
             });
         }

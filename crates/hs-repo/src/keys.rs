@@ -126,7 +126,7 @@ impl Repository {
             Err(e) if e.code() == code::AUTH_KEYRING_NO_MATCHING_IDENTITY => {
                 return Ok(KeyCheck::Foreign)
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         let bad = |what: &str| {
             Error::new(

@@ -302,7 +302,7 @@ fn worker(
 ) {
     let mut comp = match Compressor::new(repo.compression_level()) {
         Ok(c) => c,
-        Err(e) => return shared.fail(e.into()),
+        Err(e) => return shared.fail(e),
     };
     let cap = target + target / 16 + (2 << 20);
     let mut raw = Vec::new();
@@ -333,7 +333,7 @@ fn worker(
             send_pack(&repo, full, &out, &shared);
         }
         if let Err(e) = pack.add_frame(&sealed, compressed, &chunks) {
-            shared.fail(e.into());
+            shared.fail(e);
             continue;
         }
         if pack.len() >= target {
@@ -372,7 +372,7 @@ fn send_pack(
                 ));
             }
         }
-        Err(e) => shared.fail(e.into()),
+        Err(e) => shared.fail(e),
     }
 }
 

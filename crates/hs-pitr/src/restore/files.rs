@@ -185,7 +185,7 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<u64> {
     for c in &u.chunks {
         let data = reader.read(c).await.map_err(|e| {
             named(
-                e.into(),
+                e,
                 format!("restoring {}", u.path.display()),
                 "the pack named is damaged: restore another backup (`pg_hardstorage repo \
                  verify` lists the backups that read it; see runbook 4 in docs/runbooks.md)",

@@ -241,7 +241,7 @@ pub async fn restore_until(
     }
     if summary
         .as_ref()
-        .is_err_and(|e| e.kind() == ErrorKind::Aborted)
+        .is_err_and(|e| e.code() == code::ABORTED_SIGNAL)
     {
         // Written before `pg_verifybackup` runs: removed (once the work in flight was
         // dropped), so the unverified, unconfigured directory cannot be started.
@@ -434,7 +434,7 @@ async fn lay_out(
                     let chunks = reader
                         .file_chunks(f)
                         .await
-                        .map_err(|e| reading(e.into(), manifest, &f.path))?;
+                        .map_err(|e| reading(e, manifest, &f.path))?;
                     check_chunk_total(&f.path, f.size, &chunks)?;
                     let is_file = opts.delta
                         && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
@@ -495,7 +495,7 @@ async fn write_control(
         chunks: reader
             .file_chunks(&control)
             .await
-            .map_err(|e| reading(e.into(), manifest, CONTROL_FILE))?,
+            .map_err(|e| reading(e, manifest, CONTROL_FILE))?,
     }];
     let written = run_units(reader, control_units, 1, progress)
         .await
