@@ -179,32 +179,31 @@ impl FaultBackend {
         fault
     }
 
-    fn temporary(&self, what: &str) -> Error {
-        self.counters
-            .temporary_errors
-            .fetch_add(1, Ordering::SeqCst);
-        Error::new(
-            "io.storage_unavailable",
-            format!("injected temporary fault on {what}"),
-        )
-        .temporary(true)
-    }
-
-    fn permanent(&self, what: &str) -> Error {
-        self.counters
-            .permanent_errors
-            .fetch_add(1, Ordering::SeqCst);
-        Error::new(
-            "io.storage_failed",
-            format!("injected permanent fault on {what}"),
-        )
+    /// An injected error on `what`, counted: temporary (`io.storage_unavailable`,
+    /// worth a retry) or permanent (`io.storage_failed`).
+    fn injected(&self, temporary: bool, what: &str) -> Error {
+        let (counter, code, kind) = if temporary {
+            (
+                &self.counters.temporary_errors,
+                "io.storage_unavailable",
+                "temporary",
+            )
+        } else {
+            (
+                &self.counters.permanent_errors,
+                "io.storage_failed",
+                "permanent",
+            )
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        Error::new(code, format!("injected {kind} fault on {what}")).temporary(temporary)
     }
 
     /// Applies a read-side fault (no write involved).
     async fn read_fault(&self, what: &str) -> Result<()> {
         match self.draw(None).await {
-            Fault::Temporary => Err(self.temporary(what)),
-            Fault::Permanent => Err(self.permanent(what)),
+            Fault::Temporary => Err(self.injected(true, what)),
+            Fault::Permanent => Err(self.injected(false, what)),
             _ => Ok(()),
         }
     }
@@ -221,8 +220,8 @@ impl FaultBackend {
         };
         match fault {
             Fault::None => land(data).await,
-            Fault::Temporary => Err(self.temporary(name)),
-            Fault::Permanent => Err(self.permanent(name)),
+            Fault::Temporary => Err(self.injected(true, name)),
+            Fault::Permanent => Err(self.injected(false, name)),
             Fault::DiskFull => {
                 self.counters.disk_full.fetch_add(1, Ordering::SeqCst);
                 Err(Error::io(
@@ -234,14 +233,14 @@ impl FaultBackend {
             Fault::Torn(keep) => {
                 self.counters.torn_writes.fetch_add(1, Ordering::SeqCst);
                 land(data.slice(..keep)).await?;
-                Err(self.temporary(name))
+                Err(self.injected(true, name))
             }
             Fault::AfterWrite => {
                 self.counters
                     .errors_after_write
                     .fetch_add(1, Ordering::SeqCst);
                 land(data).await?;
-                Err(self.temporary(name))
+                Err(self.injected(true, name))
             }
         }
     }
