@@ -627,16 +627,17 @@ mod tests {
     }
 
     /// Error codes compared as string literals in non-test code (`e.code() == "x.y"`,
-    /// `matches!(e.code(), "x.y" | ..)`, `match e.code() { "x.y" => .. }`): they compile
-    /// with a typo; compare with the `hs_base::code` constants instead.
+    /// `p.code == "x.y"`, `matches!(e.code(), "x.y" | ..)`, `match e.code() { "x.y" => .. }`):
+    /// they compile with a typo; compare with the `hs_base::code` constants instead.
     fn literal_code_comparisons(text: &str) -> Vec<String> {
         let code = text.split("#[cfg(test)]").next().unwrap_or("");
         let lines: Vec<&str> = code.lines().collect();
         let mut out = Vec::new();
         for (i, line) in lines.iter().enumerate() {
             let l = line.split("//").next().unwrap_or("");
-            let compared = l.contains("code() == \"")
-                || l.contains("code() != \"")
+            let compared = ["code() == \"", "code() != \"", "code == \"", "code != \""]
+                .iter()
+                .any(|p| l.contains(p))
                 || (l.contains("matches!(") && l.contains("code(), \""));
             let matched = l.trim_end().ends_with(".code() {")
                 && lines[i + 1..]
@@ -700,7 +701,7 @@ mod tests {
         let text = "let e = Error::new(\"conflict.repo_exists\", \"a.b\"); \"Hello. World\"";
         assert_eq!(codes_in(text), vec!["conflict.repo_exists".to_owned()]);
         let text = "if e.code() == \"io.read_only\" {}\nif e.code() == code::IO_READ_ONLY {}\n\
-                    let x = matches!(e.code(), \"a.b\" | \"c.d\");\nmatch e.code() {\n    \"a.b\" => 1,\n}\n\
+                    let x = matches!(e.code(), \"a.b\" | \"c.d\") || p.code != \"a.b\";\nmatch e.code() {\n    \"a.b\" => 1,\n}\n\
                     #[cfg(test)]\nfn t() { assert!(e.code() == \"a.b\") }";
         assert_eq!(literal_code_comparisons(text).len(), 3);
     }

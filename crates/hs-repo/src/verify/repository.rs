@@ -92,7 +92,7 @@ impl Repository {
         );
         // A missing pack touches the backups that read it, too.
         for p in &mut index_report.problems {
-            if p.code == "verify.pack_missing" {
+            if p.code == code::VERIFY_PACK_MISSING {
                 p.backups = backups_of(&p.object);
             }
         }
