@@ -6,7 +6,7 @@ use hs_pg::Lsn;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::repo::{check_ident, manifest_prefix, Repository};
+use crate::repo::Repository;
 
 /// The current manifest format number ([`BackupManifest::format`]).
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -248,26 +248,16 @@ impl Repository {
     /// do not (a `verify.*` or `usage.*` error loading them), each named. Errors of the
     /// storage or the keys (`io.*`, `unreachable.*`, `auth.*`) still fail the call.
     pub async fn list_backups_checked(&self, deployment: &str) -> Result<BackupListing> {
-        check_ident(
-            deployment,
-            "usage.invalid_deployment_name",
-            "deployment name",
-        )?;
-        let prefix = manifest_prefix(deployment);
         let mut out = BackupListing::default();
-        for o in self.backend().list(&prefix).await? {
-            let id = &o.name[prefix.len()..];
-            if id.contains('/') {
-                continue;
-            }
-            match self.load_manifest(deployment, id).await {
+        for (object, id) in self.listed_backups(deployment).await? {
+            match self.load_manifest(deployment, &id).await {
                 Ok(m) => out.backups.push(m),
                 // Deleted since the listing (retention): not a backup any more.
                 Err(e) if e.code() == code::NOTFOUND_BACKUP => {}
                 Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {
                     out.damaged.push(DamagedBackup {
-                        backup_id: id.to_string(),
-                        object: o.name.clone(),
+                        backup_id: id,
+                        object,
                         code: e.code(),
                         message: e.to_string(),
                     });
@@ -275,10 +265,7 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        out.backups.sort_by(|a, b| {
-            (a.start_time.as_str(), a.backup_id.as_str())
-                .cmp(&(b.start_time.as_str(), b.backup_id.as_str()))
-        });
+        crate::repo::sort_backups(&mut out.backups);
         out.damaged.sort_by(|a, b| a.backup_id.cmp(&b.backup_id));
         Ok(out)
     }

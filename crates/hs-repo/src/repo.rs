@@ -755,25 +755,34 @@ impl Repository {
 
     /// All backups of a deployment, verified, sorted by start time (then id).
     pub async fn list_backups(&self, deployment: &str) -> Result<Vec<BackupManifest>> {
+        let mut out = Vec::new();
+        for (_, id) in self.listed_backups(deployment).await? {
+            out.push(self.load_manifest(deployment, &id).await?);
+        }
+        sort_backups(&mut out);
+        Ok(out)
+    }
+
+    /// The manifests listed for a deployment (the name checked first): (object name,
+    /// backup id) in listing order.
+    pub(crate) async fn listed_backups(&self, deployment: &str) -> Result<Vec<(String, String)>> {
         check_ident(
             deployment,
             "usage.invalid_deployment_name",
             "deployment name",
         )?;
         let prefix = manifest_prefix(deployment);
-        let mut out = Vec::new();
-        for o in self.inner.backend.list(&prefix).await? {
-            let id = &o.name[prefix.len()..];
-            if id.contains('/') {
-                continue;
-            }
-            out.push(self.load_manifest(deployment, id).await?);
-        }
-        out.sort_by(|a, b| {
-            (a.start_time.as_str(), a.backup_id.as_str())
-                .cmp(&(b.start_time.as_str(), b.backup_id.as_str()))
-        });
-        Ok(out)
+        Ok(self
+            .inner
+            .backend
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                let id = o.name[prefix.len()..].to_string();
+                (!id.contains('/')).then_some((o.name, id))
+            })
+            .collect())
     }
 
     /// Total size of all objects in the repository.
@@ -797,4 +806,12 @@ fn exists(url: &str) -> Error {
     .with_suggestion(
         "use the existing repository as it is, or choose an empty location for a new one",
     )
+}
+
+/// Backups in their order: by start time, then id.
+pub(crate) fn sort_backups(backups: &mut [BackupManifest]) {
+    backups.sort_by(|a, b| {
+        (a.start_time.as_str(), a.backup_id.as_str())
+            .cmp(&(b.start_time.as_str(), b.backup_id.as_str()))
+    });
 }
