@@ -468,6 +468,50 @@ fn get_cstr(b: &mut Bytes, what: &str) -> Result<String> {
         .map_err(|_| crate::error::invalid_message(format!("non-UTF-8 string in {what} message")))
 }
 
+/// The column count at the front of a RowDescription or DataRow.
+fn column_count(b: &mut Bytes, what: &str) -> Result<usize> {
+    let n = get_i16(b, what)?;
+    if n < 0 {
+        return Err(crate::error::invalid_message(format!(
+            "negative column count in {what}"
+        )));
+    }
+    Ok(n as usize)
+}
+
+fn parse_row_description(mut b: Bytes) -> Result<Vec<FieldDescription>> {
+    let n = column_count(&mut b, "RowDescription")?;
+    let mut fields = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        let name = get_cstr(&mut b, "RowDescription")?;
+        if b.remaining() < 18 {
+            return Err(short("RowDescription"));
+        }
+        b.advance(6); // table oid, column number
+        let type_oid = b.get_u32();
+        b.advance(8); // type size, modifier, format
+        fields.push(FieldDescription { name, type_oid });
+    }
+    Ok(fields)
+}
+
+fn parse_data_row(mut b: Bytes) -> Result<Vec<Option<Bytes>>> {
+    let n = column_count(&mut b, "DataRow")?;
+    let mut values = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        let len = get_i32(&mut b, "DataRow")?;
+        if len < 0 {
+            values.push(None);
+        } else {
+            if b.remaining() < len as usize {
+                return Err(short("DataRow"));
+            }
+            values.push(Some(b.split_to(len as usize)));
+        }
+    }
+    Ok(values)
+}
+
 fn parse_fields(mut b: Bytes, what: &str) -> Result<ServerMessage> {
     let mut m = ServerMessage::default();
     let mut localized_severity = String::new();
@@ -569,47 +613,8 @@ impl BackendMessage {
                 }
                 BackendMessage::ReadyForQuery { status: b.get_u8() }
             }
-            b'T' => {
-                let n = get_i16(&mut b, "RowDescription")?;
-                if n < 0 {
-                    return Err(crate::error::invalid_message(
-                        "negative column count in RowDescription",
-                    ));
-                }
-                let mut fields = Vec::with_capacity((n as usize).min(64));
-                for _ in 0..n {
-                    let name = get_cstr(&mut b, "RowDescription")?;
-                    if b.remaining() < 18 {
-                        return Err(short("RowDescription"));
-                    }
-                    b.advance(6); // table oid, column number
-                    let type_oid = b.get_u32();
-                    b.advance(8); // type size, modifier, format
-                    fields.push(FieldDescription { name, type_oid });
-                }
-                BackendMessage::RowDescription(fields)
-            }
-            b'D' => {
-                let n = get_i16(&mut b, "DataRow")?;
-                if n < 0 {
-                    return Err(crate::error::invalid_message(
-                        "negative column count in DataRow",
-                    ));
-                }
-                let mut values = Vec::with_capacity((n as usize).min(64));
-                for _ in 0..n {
-                    let len = get_i32(&mut b, "DataRow")?;
-                    if len < 0 {
-                        values.push(None);
-                    } else {
-                        if b.remaining() < len as usize {
-                            return Err(short("DataRow"));
-                        }
-                        values.push(Some(b.split_to(len as usize)));
-                    }
-                }
-                BackendMessage::DataRow(values)
-            }
+            b'T' => BackendMessage::RowDescription(parse_row_description(b)?),
+            b'D' => BackendMessage::DataRow(parse_data_row(b)?),
             b'C' => BackendMessage::CommandComplete {
                 tag: get_cstr(&mut b, "CommandComplete")?,
             },
