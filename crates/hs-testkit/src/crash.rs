@@ -560,101 +560,18 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
         let j = rng.range(0, i as u64) as usize;
         events.swap(i, j);
     }
-    let mut backup_attempts = 0u32;
-    let max_backup_attempts = opts.backup_kills.saturating_mul(4) + 4;
-    let mut i = 0;
-    while i < events.len() {
-        // Segments complete through the backups (each ends with a WAL switch).
-        if let Some(st) = streamer
-            .0
-            .as_mut()
-            .map(Child::try_wait)
-            .transpose()?
-            .flatten()
-        {
-            return Err(fail(
-                seed,
-                format!(
-                    "wal stream exited by itself ({st}); its log:\n{}",
-                    tail(&fs::read_to_string(&ctx.stream_log).unwrap_or_default(), 30)
-                ),
-            ));
-        }
-        if events[i] {
-            std::thread::sleep(Duration::from_millis(rng.range(100, 1500)));
-            streamer.kill9()?;
-            report.stream_kills += 1;
-            streamer = ctx.spawn_streamer(&stream_conn, opts.synchronous)?;
-            ctx.log(format!("stream kill {}", report.stream_kills));
-            i += 1;
-            continue;
-        }
-        // Every third backup runs to completion: a backup taken under load, and a fresh
-        // measure of how long one takes now (the load makes them slower than the first).
-        backup_attempts += 1;
-        if backup_attempts.is_multiple_of(3) {
-            let (id, ms) = ctx.backup(&backup_conn)?;
-            backup_ms = ms;
-            ctx.log(format!("backup {id} under load took {backup_ms} ms"));
-            completed.push(id);
-            continue;
-        }
-        // A backup, killed after a random part of the time a backup takes (up to all of
-        // it, so that the last steps, the index and the manifest, are hit too).
-        let delay = Duration::from_millis(rng.range(backup_ms / 20, backup_ms));
-        let packs_before = ctx.packs()?;
-        let started = Instant::now();
-        let mut child = ctx.spawn_backup(&backup_conn)?;
-        let mut finished = None;
-        while started.elapsed() < delay {
-            if let Some(st) = child.try_wait()? {
-                finished = Some(st);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if finished.is_none() {
-            let _ = child.kill();
-            child.wait()?;
-            report.backup_kills += 1;
-            ctx.log(format!(
-                "backup kill {} after {} ms",
-                report.backup_kills,
-                delay.as_millis()
-            ));
-            i += 1;
-        } else {
-            let out = child.wait_with_output()?;
-            let run = Run {
-                status: out.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            };
-            match run.json() {
-                Some(v) if run.status == 0 && v["ok"] == true => {
-                    let id = v["result"]["backup_id"].as_str().unwrap_or("").to_owned();
-                    ctx.log(format!("backup {id} completed before its kill"));
-                    ctx.owns_new_packs(&packs_before, &id)?;
-                    completed.push(id);
-                }
-                _ => {
-                    return Err(fail(
-                        seed,
-                        format!(
-                            "a backup failed on its own (exit {})\nstdout: {}\nstderr: {}",
-                            run.status,
-                            run.stdout.trim(),
-                            tail(&run.stderr, 30)
-                        ),
-                    ))
-                }
-            }
-            if backup_attempts >= max_backup_attempts {
-                // Backups are too quick to catch: count the rest as done.
-                i += 1;
-            }
-        }
-    }
+    run_kill_schedule(
+        &ctx,
+        opts,
+        &events,
+        &mut rng,
+        &mut streamer,
+        &stream_conn,
+        &backup_conn,
+        &mut backup_ms,
+        &mut completed,
+        &mut report,
+    )?;
     // One more backup that runs to completion while the streamer is busy.
     completed.push(ctx.backup(&backup_conn)?.0);
     std::thread::sleep(Duration::from_millis(rng.range(200, 1000)));
@@ -707,6 +624,155 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
     }
 
     // Every listed backup restores and passes pg_verifybackup; every completed one is listed.
+    let listed = restore_every_backup(&ctx, work.path(), &completed, &mut report)?;
+
+    check_repo_verify(&ctx, &listed)?;
+    report.repo_verified = true;
+
+    // Restore to the latest WAL and look for every acknowledged id.
+    let restored = restore_latest(&ctx, work.path(), opts, &acked)?;
+    report.transactions_checked = acked.len() as u64;
+    drop(restored);
+    if opts.corruptions > 0 {
+        corrupt_and_detect(
+            &ctx,
+            &work.path().join("repo"),
+            &listed,
+            opts.corruptions,
+            &mut rng,
+            &mut report,
+        )?;
+    }
+    ctx.log(format!(
+        "done: {} kills survived, {} transactions checked",
+        report.kills(),
+        report.transactions_checked
+    ));
+    Ok(report)
+}
+
+/// The kills, in the order of `events` (`true`: kill the streamer and start it again;
+/// `false`: a backup killed after a random part of the time one takes, every third
+/// one run to completion instead).
+#[allow(clippy::too_many_arguments)]
+fn run_kill_schedule(
+    ctx: &Ctx,
+    opts: &CrashOptions,
+    events: &[bool],
+    rng: &mut SeededRng,
+    streamer: &mut Proc,
+    stream_conn: &str,
+    backup_conn: &str,
+    backup_ms: &mut u64,
+    completed: &mut Vec<String>,
+    report: &mut CrashReport,
+) -> io::Result<()> {
+    let mut backup_attempts = 0u32;
+    let max_backup_attempts = opts.backup_kills.saturating_mul(4) + 4;
+    let mut i = 0;
+    while i < events.len() {
+        // Segments complete through the backups (each ends with a WAL switch).
+        if let Some(st) = streamer
+            .0
+            .as_mut()
+            .map(Child::try_wait)
+            .transpose()?
+            .flatten()
+        {
+            return Err(fail(
+                ctx.seed,
+                format!(
+                    "wal stream exited by itself ({st}); its log:\n{}",
+                    tail(&fs::read_to_string(&ctx.stream_log).unwrap_or_default(), 30)
+                ),
+            ));
+        }
+        if events[i] {
+            std::thread::sleep(Duration::from_millis(rng.range(100, 1500)));
+            streamer.kill9()?;
+            report.stream_kills += 1;
+            *streamer = ctx.spawn_streamer(stream_conn, opts.synchronous)?;
+            ctx.log(format!("stream kill {}", report.stream_kills));
+            i += 1;
+            continue;
+        }
+        // Every third backup runs to completion: a backup taken under load, and a fresh
+        // measure of how long one takes now (the load makes them slower than the first).
+        backup_attempts += 1;
+        if backup_attempts.is_multiple_of(3) {
+            let (id, ms) = ctx.backup(backup_conn)?;
+            *backup_ms = ms;
+            ctx.log(format!("backup {id} under load took {backup_ms} ms"));
+            completed.push(id);
+            continue;
+        }
+        // A backup, killed after a random part of the time a backup takes (up to all of
+        // it, so that the last steps, the index and the manifest, are hit too).
+        let delay = Duration::from_millis(rng.range(*backup_ms / 20, *backup_ms));
+        let packs_before = ctx.packs()?;
+        let started = Instant::now();
+        let mut child = ctx.spawn_backup(backup_conn)?;
+        let mut finished = None;
+        while started.elapsed() < delay {
+            if let Some(st) = child.try_wait()? {
+                finished = Some(st);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if finished.is_none() {
+            let _ = child.kill();
+            child.wait()?;
+            report.backup_kills += 1;
+            ctx.log(format!(
+                "backup kill {} after {} ms",
+                report.backup_kills,
+                delay.as_millis()
+            ));
+            i += 1;
+        } else {
+            let out = child.wait_with_output()?;
+            let run = Run {
+                status: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            };
+            match run.json() {
+                Some(v) if run.status == 0 && v["ok"] == true => {
+                    let id = v["result"]["backup_id"].as_str().unwrap_or("").to_owned();
+                    ctx.log(format!("backup {id} completed before its kill"));
+                    ctx.owns_new_packs(&packs_before, &id)?;
+                    completed.push(id);
+                }
+                _ => {
+                    return Err(fail(
+                        ctx.seed,
+                        format!(
+                            "a backup failed on its own (exit {})\nstdout: {}\nstderr: {}",
+                            run.status,
+                            run.stdout.trim(),
+                            tail(&run.stderr, 30)
+                        ),
+                    ))
+                }
+            }
+            if backup_attempts >= max_backup_attempts {
+                // Backups are too quick to catch: count the rest as done.
+                i += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every listed backup restores and passes pg_verifybackup; every completed one is
+/// listed. Returns the listed backup ids.
+fn restore_every_backup(
+    ctx: &Ctx,
+    work: &std::path::Path,
+    completed: &[String],
+    report: &mut CrashReport,
+) -> io::Result<Vec<String>> {
     let listing = ctx.ok(&["list", DEPLOYMENT, "--repo", &ctx.url])?;
     let listed: Vec<String> = listing["backups"]
         .as_array()
@@ -716,16 +782,16 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
                 .collect()
         })
         .unwrap_or_default();
-    for id in &completed {
+    for id in completed {
         if !listed.contains(id) {
             return Err(fail(
-                seed,
+                ctx.seed,
                 format!("backup {id} reported success but is not listed: {listing}"),
             ));
         }
     }
     for id in &listed {
-        let dir = work.path().join(format!("restore-{id}"));
+        let dir = work.join(format!("restore-{id}"));
         ctx.ok(&[
             "restore",
             DEPLOYMENT,
@@ -736,14 +802,23 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
             &ctx.url,
             "--no-recovery",
         ])
-        .map_err(|e| fail(seed, format!("listed backup {id} does not restore: {e}")))?;
+        .map_err(|e| {
+            fail(
+                ctx.seed,
+                format!("listed backup {id} does not restore: {e}"),
+            )
+        })?;
         fs::remove_dir_all(&dir)?;
         report.backups_restored += 1;
     }
     ctx.log(format!("{} backups restored and verified", listed.len()));
 
-    // `repo verify` of the whole repository: clean, and it really checked every pack,
-    // every manifest and the WAL (a command that checks nothing would also exit 0).
+    Ok(listed)
+}
+
+/// `repo verify` of the whole repository: clean, and it really checked every pack,
+/// every manifest and the WAL (a command that checks nothing would also exit 0).
+fn check_repo_verify(ctx: &Ctx, listed: &[String]) -> io::Result<()> {
     let r = ctx.run(&["repo", "verify", "--repo", &ctx.url])?;
     let v = r.json().unwrap_or_default();
     let check = |name: &str| -> Option<u64> {
@@ -763,7 +838,7 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
         || check("wal").is_none_or(|n| n == 0)
     {
         return Err(fail(
-            seed,
+            ctx.seed,
             format!(
                 "repo verify exit {}, expected 0 with {pack_objects} packs, {} manifests and                  the WAL checked
 stdout: {}
@@ -775,10 +850,19 @@ stderr: {}",
             ),
         ));
     }
-    report.repo_verified = true;
 
-    // Restore to the latest WAL and look for every acknowledged id.
-    let target = work.path().join("latest");
+    Ok(())
+}
+
+/// Restores the newest backup to the end of the archived WAL, starts it and checks
+/// that every acknowledged id is there; returns the running restored cluster.
+fn restore_latest(
+    ctx: &Ctx,
+    work: &std::path::Path,
+    opts: &CrashOptions,
+    acked: &BTreeSet<u64>,
+) -> io::Result<PgCluster> {
+    let target = work.join("latest");
     ctx.ok(&[
         "restore",
         DEPLOYMENT,
@@ -817,7 +901,7 @@ stderr: {}",
         }
         Some(v) => {
             return Err(fail(
-                seed,
+                ctx.seed,
                 format!(
                     "the restored postgresql.auto.conf sets synchronous_standby_names = {v:?}, \
                      which the source never had"
@@ -825,14 +909,14 @@ stderr: {}",
             ))
         }
     }
-    crate::chown_to_postgres(&work.path().join("repo"))?;
+    crate::chown_to_postgres(&work.join("repo"))?;
     crate::chown_to_postgres(&ctx.keyring)?;
     let restored = PgCluster::start_existing(&target)?;
     restored.wait_for_promotion(Duration::from_secs(180))?;
     let standbys = restored.psql("SHOW synchronous_standby_names")?;
     if !standbys.is_empty() {
         return Err(fail(
-            seed,
+            ctx.seed,
             format!("the restored server waits for standby {standbys:?}: not independent"),
         ));
     }
@@ -841,7 +925,7 @@ stderr: {}",
     let missing: Vec<u64> = acked.difference(&present).copied().collect();
     if !missing.is_empty() {
         return Err(fail(
-            seed,
+            ctx.seed,
             format!(
                 "{} of {} acknowledged transactions are missing after restore to latest \
                  (first: {:?})",
@@ -851,24 +935,7 @@ stderr: {}",
             ),
         ));
     }
-    report.transactions_checked = acked.len() as u64;
-    drop(restored);
-    if opts.corruptions > 0 {
-        corrupt_and_detect(
-            &ctx,
-            &work.path().join("repo"),
-            &listed,
-            opts.corruptions,
-            &mut rng,
-            &mut report,
-        )?;
-    }
-    ctx.log(format!(
-        "done: {} kills survived, {} transactions checked",
-        report.kills(),
-        report.transactions_checked
-    ));
-    Ok(report)
+    Ok(restored)
 }
 
 /// The value of the last active `name = 'value'` line of a `postgresql.auto.conf`.
