@@ -454,6 +454,8 @@ pub(crate) fn random_seed() -> u64 {
 }
 
 /// Runs the whole suite (see the module docs); `Ok` only if every check passed.
+// Long because: it is the suite's script, top to bottom; its phases are named functions,
+// and what stays here is the setup and state (cluster, streamer, load, rng) they share.
 pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
     let seed = opts.seed.unwrap_or_else(random_seed);
     let mut rng = SeededRng::new(seed);
@@ -496,36 +498,7 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
 
     // The streamer first, then synchronous replication to it, then the first backup:
     // the archived WAL covers everything after that backup.
-    let mut streamer = ctx.spawn_streamer(&stream_conn, opts.synchronous)?;
-    let streaming = format!(
-        "SELECT count(*) FROM pg_stat_replication WHERE application_name = '{CRASH_STREAM_APP}' \
-         AND state = 'streaming'"
-    );
-    if !wait_until(Duration::from_secs(60), || {
-        Ok(pg.psql(&streaming).unwrap_or_default() == "1")
-    })? {
-        return Err(fail(seed, "the streamer did not connect within 60 s"));
-    }
-    if opts.synchronous {
-        pg.psql(&format!(
-            "ALTER SYSTEM SET synchronous_standby_names = '{CRASH_STREAM_APP}'"
-        ))?;
-        pg.psql("SELECT pg_reload_conf()")?;
-    }
-    let sync = format!(
-        "SELECT count(*) FROM pg_stat_replication WHERE application_name = '{CRASH_STREAM_APP}' \
-         AND sync_state = 'sync'"
-    );
-    if opts.synchronous
-        && !wait_until(Duration::from_secs(60), || {
-            Ok(pg.psql(&sync).unwrap_or_default() == "1")
-        })?
-    {
-        return Err(fail(
-            seed,
-            "the streamer did not become the synchronous standby",
-        ));
-    }
+    let mut streamer = start_streamer(&ctx, &pg, opts, &stream_conn)?;
     let (first, mut backup_ms) = ctx.backup(&backup_conn)?;
     let mut completed: Vec<String> = vec![first];
     ctx.log(format!("first backup took {backup_ms} ms; load starts"));
@@ -580,31 +553,7 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
     // so synchronous commits complete).
     stop.store(true, Ordering::Relaxed);
     pgbench.kill9()?;
-    let mut acked: BTreeSet<u64> = BTreeSet::new();
-    for c in load {
-        acked.extend(c.finish(Duration::from_secs(120))?);
-    }
-    if acked.is_empty() {
-        return Err(fail(seed, "the load clients saw no transaction committed"));
-    }
-    if !opts.synchronous {
-        // Not a synchronous standby: wait until the streamer reports the WAL of every
-        // acknowledged commit durable (the slot follows what is durable).
-        let end = pg.psql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")?;
-        pg.psql("SELECT pg_switch_wal()")?;
-        let durable = format!(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pg_hardstorage_{DEPLOYMENT}' \
-             AND restart_lsn - '0/0'::pg_lsn >= {end}"
-        );
-        if !wait_until(Duration::from_secs(180), || {
-            Ok(pg.psql(&durable).unwrap_or_default() == "1")
-        })? {
-            return Err(fail(
-                seed,
-                "the streamer did not make the last commits durable",
-            ));
-        }
-    }
+    let acked = acknowledged(&ctx, &pg, opts, load)?;
     // The last kill: after it, only what the streamer already made durable may count.
     streamer.kill9()?;
     report.stream_kills += 1;
@@ -649,6 +598,86 @@ pub fn run_crash_suite(opts: &CrashOptions) -> io::Result<CrashReport> {
         report.transactions_checked
     ));
     Ok(report)
+}
+
+/// Starts the streamer and waits until it streams (and, with `synchronous`, until it is
+/// the synchronous standby).
+fn start_streamer(
+    ctx: &Ctx,
+    pg: &PgCluster,
+    opts: &CrashOptions,
+    stream_conn: &str,
+) -> io::Result<Proc> {
+    let streamer = ctx.spawn_streamer(stream_conn, opts.synchronous)?;
+    let streaming = format!(
+        "SELECT count(*) FROM pg_stat_replication WHERE application_name = '{CRASH_STREAM_APP}' \
+         AND state = 'streaming'"
+    );
+    if !wait_until(Duration::from_secs(60), || {
+        Ok(pg.psql(&streaming).unwrap_or_default() == "1")
+    })? {
+        return Err(fail(ctx.seed, "the streamer did not connect within 60 s"));
+    }
+    if opts.synchronous {
+        pg.psql(&format!(
+            "ALTER SYSTEM SET synchronous_standby_names = '{CRASH_STREAM_APP}'"
+        ))?;
+        pg.psql("SELECT pg_reload_conf()")?;
+    }
+    let sync = format!(
+        "SELECT count(*) FROM pg_stat_replication WHERE application_name = '{CRASH_STREAM_APP}' \
+         AND sync_state = 'sync'"
+    );
+    if opts.synchronous
+        && !wait_until(Duration::from_secs(60), || {
+            Ok(pg.psql(&sync).unwrap_or_default() == "1")
+        })?
+    {
+        return Err(fail(
+            ctx.seed,
+            "the streamer did not become the synchronous standby",
+        ));
+    }
+    Ok(streamer)
+}
+
+/// The ids the load clients saw committed, once every client finished; without a
+/// synchronous standby, after the streamer made the WAL of all of them durable.
+fn acknowledged(
+    ctx: &Ctx,
+    pg: &PgCluster,
+    opts: &CrashOptions,
+    load: Vec<Client>,
+) -> io::Result<BTreeSet<u64>> {
+    let mut acked: BTreeSet<u64> = BTreeSet::new();
+    for c in load {
+        acked.extend(c.finish(Duration::from_secs(120))?);
+    }
+    if acked.is_empty() {
+        return Err(fail(
+            ctx.seed,
+            "the load clients saw no transaction committed",
+        ));
+    }
+    if !opts.synchronous {
+        // Not a synchronous standby: wait until the streamer reports the WAL of every
+        // acknowledged commit durable (the slot follows what is durable).
+        let end = pg.psql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")?;
+        pg.psql("SELECT pg_switch_wal()")?;
+        let durable = format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pg_hardstorage_{DEPLOYMENT}' \
+             AND restart_lsn - '0/0'::pg_lsn >= {end}"
+        );
+        if !wait_until(Duration::from_secs(180), || {
+            Ok(pg.psql(&durable).unwrap_or_default() == "1")
+        })? {
+            return Err(fail(
+                ctx.seed,
+                "the streamer did not make the last commits durable",
+            ));
+        }
+    }
+    Ok(acked)
 }
 
 /// The kills, in the order of `events` (`true`: kill the streamer and start it again;
