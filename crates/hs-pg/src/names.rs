@@ -110,18 +110,10 @@ pub fn is_repository_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Makes a backup id from a UTC time: `YYYYMMDDTHHMMSSZ`, so ids sort by start time.
+/// Makes a backup id from a UTC time: `YYYYMMDDTHHMMSSZ`, so ids sort by start time (the
+/// [`rfc3339`] form without its `-` and `:`).
 pub fn backup_id_for(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    rfc3339(t).replace(['-', ':'], "")
 }
 
 /// Formats a time as RFC 3339 UTC with second precision (the form manifests store).

@@ -71,19 +71,10 @@ fn invalid_time(input: &str, why: &str) -> Error {
 /// `2026-11-26T03:15:00.250000Z`). PostgreSQL accepts both for
 /// `recovery_target_time`.
 pub fn format_utc(t: OffsetDateTime) -> String {
-    let t = t.to_offset(UtcOffset::UTC);
-    let base = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    let whole = hs_pg::rfc3339(t);
     match t.microsecond() {
-        0 => format!("{base}Z"),
-        us => format!("{base}.{us:06}Z"),
+        0 => whole,
+        us => format!("{}.{us:06}Z", whole.trim_end_matches('Z')),
     }
 }
 
