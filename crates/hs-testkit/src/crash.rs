@@ -1097,57 +1097,9 @@ fn corrupt_and_detect(
         let name = &list[rng.range(0, list.len() as u64 - 1) as usize];
         let path = root.join(name);
         let original = fs::read(&path)?;
-        let mut damaged = original.clone();
-        // Where damage may go: anywhere, but inside the blob area of a pack (a change
-        // of its header is found by verify, and readers rightly never read it).
-        let span = match *kind {
-            "pack" => pack_blob_end(&original).ok_or_else(|| {
-                fail(
-                    seed,
-                    format!("{name} is not a pack of the documented format"),
-                )
-            })?,
-            _ => original.len(),
-        };
-        let what = if span == 0 || rng.range(0, 2) > 0 {
-            let i = rng.range(0, span.saturating_sub(1) as u64) as usize;
-            let flip = rng.range(1, 255) as u8;
-            if let Some(b) = damaged.get_mut(i) {
-                *b ^= flip;
-            } else {
-                damaged.push(flip);
-            }
-            format!("byte {i} xor {flip:#04x}")
-        } else {
-            let n = rng.range(0, span as u64 - 1) as usize;
-            damaged.truncate(n);
-            format!("truncated to {n} of {} bytes", original.len())
-        };
+        let (damaged, what) = damage(seed, rng, kind, name, &original)?;
         fs::write(&path, &damaged)?;
-        let r = ctx.run(&["repo", "verify", "--repo", &ctx.url])?;
-        // Named: a problem of the report is about the object, or (when the repository
-        // does not even open, for the marker and key objects) the error message names it.
-        let named = r.json().is_some_and(|v| {
-            let in_report = v["result"]["report"]["problems"]
-                .as_array()
-                .is_some_and(|ps| ps.iter().any(|p| p["object"] == name.as_str()));
-            let in_error = v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains(name.as_str()));
-            in_report || in_error
-        });
-        if r.status != 9 || !named || !err_code(&r).starts_with("verify.") {
-            return Err(fail(
-                seed,
-                format!(
-                    "{kind} {name} ({what}): repo verify exit {} ({}) without naming it\nstdout: {}\nstderr: {}",
-                    r.status,
-                    err_code(&r),
-                    tail(&r.stdout, 40),
-                    tail(&r.stderr, 20)
-                ),
-            ));
-        }
+        verify_names_damage(ctx, kind, name, &what)?;
         report.corruptions_detected += 1;
         let _ = fs::remove_dir_all(&scratch);
         fs::create_dir_all(&scratch)?;
@@ -1158,39 +1110,7 @@ fn corrupt_and_detect(
             "{kind} {name} ({what}): repo verify named it; {reader} exit {} {code}",
             r.status
         ));
-        let refused = (r.status, code.starts_with("verify."));
-        match (outcome.expect, refused) {
-            (Expect::Refused, (s, true)) if s == outcome.refused_exit => {
-                report.damaged_reads_refused += 1
-            }
-            (Expect::RefusedOrUnaffected, (s, true)) if s == outcome.refused_exit => {
-                report.damaged_reads_refused += 1
-            }
-            // A read that does not need the damaged object succeeds; a restore ran
-            // pg_verifybackup on what it wrote (`verified`), a fetch served the file.
-            (Expect::RefusedOrUnaffected | Expect::Unaffected, (0, _)) if outcome.good => {
-                report.damaged_reads_unaffected += 1
-            }
-            _ => {
-                return Err(fail(
-                    seed,
-                    format!(
-                        "{kind} {name} ({what}): {reader} exit {} ({code}), expected {}\nstdout: {}\nstderr: {}",
-                        r.status,
-                        match outcome.expect {
-                            Expect::Refused => format!("{} with a verify.* code", outcome.refused_exit),
-                            Expect::RefusedOrUnaffected => format!(
-                                "{} with a verify.* code, or 0 with verified data",
-                                outcome.refused_exit
-                            ),
-                            Expect::Unaffected => "0".to_owned(),
-                        },
-                        tail(&r.stdout, 20),
-                        tail(&r.stderr, 20)
-                    ),
-                ))
-            }
-        }
+        judge_damaged_read(&outcome, seed, kind, name, &what, report)?;
         fs::write(&path, &original)?;
     }
     let _ = fs::remove_dir_all(&scratch);
@@ -1209,6 +1129,122 @@ fn corrupt_and_detect(
         "corruption phase: {} detected, {} reads refused, {} reads unaffected",
         report.corruptions_detected, report.damaged_reads_refused, report.damaged_reads_unaffected
     ));
+    Ok(())
+}
+
+/// Damages a copy of `original`: a flipped byte or a truncation, inside the blob area
+/// for a pack. Returns the damaged bytes and what was done.
+fn damage(
+    seed: u64,
+    rng: &mut SeededRng,
+    kind: &str,
+    name: &str,
+    original: &[u8],
+) -> io::Result<(Vec<u8>, String)> {
+    let mut damaged = original.to_vec();
+    // Where damage may go: anywhere, but inside the blob area of a pack (a change
+    // of its header is found by verify, and readers rightly never read it).
+    let span = match kind {
+        "pack" => pack_blob_end(&original).ok_or_else(|| {
+            fail(
+                seed,
+                format!("{name} is not a pack of the documented format"),
+            )
+        })?,
+        _ => original.len(),
+    };
+    let what = if span == 0 || rng.range(0, 2) > 0 {
+        let i = rng.range(0, span.saturating_sub(1) as u64) as usize;
+        let flip = rng.range(1, 255) as u8;
+        if let Some(b) = damaged.get_mut(i) {
+            *b ^= flip;
+        } else {
+            damaged.push(flip);
+        }
+        format!("byte {i} xor {flip:#04x}")
+    } else {
+        let n = rng.range(0, span as u64 - 1) as usize;
+        damaged.truncate(n);
+        format!("truncated to {n} of {} bytes", original.len())
+    };
+    Ok((damaged, what))
+}
+
+/// `repo verify` fails with exit 9 and a `verify.*` code and names the damaged object.
+fn verify_names_damage(ctx: &Ctx, kind: &str, name: &str, what: &str) -> io::Result<()> {
+    let seed = ctx.seed;
+    let r = ctx.run(&["repo", "verify", "--repo", &ctx.url])?;
+    // Named: a problem of the report is about the object, or (when the repository
+    // does not even open, for the marker and key objects) the error message names it.
+    let named = r.json().is_some_and(|v| {
+        let in_report = v["result"]["report"]["problems"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["object"] == name));
+        let in_error = v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(name));
+        in_report || in_error
+    });
+    if r.status != 9 || !named || !err_code(&r).starts_with("verify.") {
+        return Err(fail(
+            seed,
+            format!(
+                "{kind} {name} ({what}): repo verify exit {} ({}) without naming it\nstdout: {}\nstderr: {}",
+                r.status,
+                err_code(&r),
+                tail(&r.stdout, 40),
+                tail(&r.stderr, 20)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A read of the damaged repository was refused with the expected exit and a `verify.*`
+/// code, or (where allowed) was unaffected and good; counts it in the report.
+fn judge_damaged_read(
+    outcome: &ReadOutcome,
+    seed: u64,
+    kind: &str,
+    name: &str,
+    what: &str,
+    report: &mut CrashReport,
+) -> io::Result<()> {
+    let (r, reader) = (&outcome.run, &outcome.what);
+    let code = err_code(r);
+    let refused = (r.status, code.starts_with("verify."));
+    match (outcome.expect, refused) {
+        (Expect::Refused, (s, true)) if s == outcome.refused_exit => {
+            report.damaged_reads_refused += 1
+        }
+        (Expect::RefusedOrUnaffected, (s, true)) if s == outcome.refused_exit => {
+            report.damaged_reads_refused += 1
+        }
+        // A read that does not need the damaged object succeeds; a restore ran
+        // pg_verifybackup on what it wrote (`verified`), a fetch served the file.
+        (Expect::RefusedOrUnaffected | Expect::Unaffected, (0, _)) if outcome.good => {
+            report.damaged_reads_unaffected += 1
+        }
+        _ => {
+            return Err(fail(
+                seed,
+                format!(
+                    "{kind} {name} ({what}): {reader} exit {} ({code}), expected {}\nstdout: {}\nstderr: {}",
+                    r.status,
+                    match outcome.expect {
+                        Expect::Refused => format!("{} with a verify.* code", outcome.refused_exit),
+                        Expect::RefusedOrUnaffected => format!(
+                            "{} with a verify.* code, or 0 with verified data",
+                            outcome.refused_exit
+                        ),
+                        Expect::Unaffected => "0".to_owned(),
+                    },
+                    tail(&r.stdout, 20),
+                    tail(&r.stderr, 20)
+                ),
+            ))
+        }
+    }
     Ok(())
 }
 
