@@ -1145,7 +1145,7 @@ fn damage(
     // Where damage may go: anywhere, but inside the blob area of a pack (a change
     // of its header is found by verify, and readers rightly never read it).
     let span = match kind {
-        "pack" => pack_blob_end(&original).ok_or_else(|| {
+        "pack" => pack_blob_end(original).ok_or_else(|| {
             fail(
                 seed,
                 format!("{name} is not a pack of the documented format"),
