@@ -197,21 +197,22 @@ pub struct Restored {
 
 /// Restores a backup: plans it (unless recovery is off and this is no preview), checks
 /// the planned WAL when asked, configures recovery (restore_command, the target, the
-/// planned timeline), restores under `progress` until `stop` (made just before the
-/// restore starts, so that a signal is handled from then on) resolves, and runs
-/// restore_command once as the server's user.
+/// planned timeline), then restores, and runs restore_command once as the server's
+/// user. `begin` is called just before the restore starts (not for a preview): it makes
+/// the progress display and the stop future (a signal handler installed then handles a
+/// signal from that point on); the restore stops when the future resolves.
 ///
-/// Errors of `stop` and of the local system (the running executable, the keyring's
+/// Errors of `begin` and of the local system (the running executable, the keyring's
 /// absolute path) come back as the caller's `E`; the rest as [`Error`] converted.
-pub async fn restore<E, S, F>(
+pub async fn restore<E, B, P, F>(
     settings: &Settings,
     req: &RestoreRequest,
-    progress: &dyn RestoreProgress,
-    stop: S,
+    begin: B,
 ) -> std::result::Result<RestoreOutcome, E>
 where
     E: From<Error> + From<std::io::Error>,
-    S: FnOnce() -> std::result::Result<F, E>,
+    B: FnOnce() -> std::result::Result<(P, F), E>,
+    P: RestoreProgress,
     F: Future<Output = String>,
 {
     let url = settings.repo_url(Some(&req.deployment), req.repo.as_deref())?;
@@ -273,9 +274,10 @@ where
         }
         opts.recovery = Some(rc);
     }
+    // SIGTERM / SIGINT (the caller's stop future): stop, release the lease, aborted.signal.
+    let (progress, stop) = begin()?;
     let started = Instant::now();
-    // SIGTERM / SIGINT (the caller's `stop`): stop, release the lease, aborted.signal.
-    let done = hs_pitr::restore_until(&repo, &opts, progress, stop()?).await;
+    let done = hs_pitr::restore_until(&repo, &opts, &progress, stop).await;
     if done.is_err() {
         progress.finish();
     }

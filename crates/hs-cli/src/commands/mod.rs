@@ -363,10 +363,13 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
     req.tablespace_mapping = a.tablespace_mapping.clone();
     req.restore_keyring = a.restore_keyring.clone();
     req.restore_user = a.restore_user.clone();
-    let bar = Bar::new(g.output == OutputFormat::Human);
-    // SIGTERM / SIGINT: stop, release the lease, exit 5 (aborted.signal); the handler is
-    // installed just before the restore starts.
-    let outcome = hs_ops::restore(&g.settings, &req, &bar, stop_signal).await?;
+    // The progress bar, and SIGTERM / SIGINT: stop, release the lease, exit 5
+    // (aborted.signal); both made just before the restore starts.
+    let begin = || -> Result<_> {
+        let bar = Bar::new(g.output == OutputFormat::Human);
+        Ok((bar, stop_signal()?))
+    };
+    let outcome = hs_ops::restore(&g.settings, &req, begin).await?;
     let asked = a.to_time.as_deref();
     let r = match outcome {
         hs_ops::RestoreOutcome::Preview { plan } => {
