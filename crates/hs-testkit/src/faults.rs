@@ -217,36 +217,7 @@ async fn run(work: &Path, opts: &FaultSuiteOptions) -> io::Result<FaultSuiteRepo
     let mut backups: Vec<(String, u32, Vec<ChunkRef>)> = Vec::new();
     let mut wal: Vec<(String, u32)> = Vec::new();
     for round in 0..opts.rounds {
-        let rough = rng.next_u64().is_multiple_of(2);
-        let config = if rough {
-            FaultConfig {
-                seed: rng.next_u64(),
-                temporary_error: rng.prob(0.02, 0.2),
-                torn_write: rng.prob(0.0, 0.15),
-                error_after_write: rng.prob(0.0, 0.15),
-                latency_spike: rng.prob(0.0, 0.1),
-                latency: Duration::from_millis(20),
-                ..FaultConfig::default()
-            }
-        } else {
-            FaultConfig {
-                seed: rng.next_u64(),
-                temporary_error: rng.prob(0.0, 0.2),
-                permanent_error: rng.prob(0.0, 0.04),
-                error_after_write: rng.prob(0.0, 0.1),
-                disk_full: rng.prob(0.0, 0.04),
-                latency_spike: rng.prob(0.0, 0.05),
-                latency: Duration::from_millis(20),
-                ..FaultConfig::default()
-            }
-        };
-        let policy = RetryPolicy {
-            max_attempts: if rough { 40 } else { 4 },
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-            op_timeout: Duration::from_secs(10),
-            ..RetryPolicy::default()
-        };
+        let (rough, config, policy) = weather(&mut rng);
         let faulty = Arc::new(FaultBackend::new(raw.clone(), config));
         let backend: Arc<dyn Backend> = Arc::new(RetryBackend::new(faulty.clone(), policy));
         let id = format!("r{round:05}");
@@ -289,9 +260,61 @@ async fn run(work: &Path, opts: &FaultSuiteOptions) -> io::Result<FaultSuiteRepo
     report.wal_committed = wal.len() as u32;
 
     // Faults off: what was committed is there, and nothing references what is not.
-    let repo = Repository::builder(&url)
-        .backend(raw.clone())
-        .open(&keyring)
+    check_committed(seed, &url, raw, &keyring, &backups, &wal, &mut report).await?;
+    Ok(report)
+}
+
+/// The weather of one round: rough (temporary faults the retries must absorb) or
+/// failing (permanent errors and full disks too), its faults and its retry policy.
+fn weather(rng: &mut SeededRng) -> (bool, FaultConfig, RetryPolicy) {
+    let rough = rng.next_u64().is_multiple_of(2);
+    let config = if rough {
+        FaultConfig {
+            seed: rng.next_u64(),
+            temporary_error: rng.prob(0.02, 0.2),
+            torn_write: rng.prob(0.0, 0.15),
+            error_after_write: rng.prob(0.0, 0.15),
+            latency_spike: rng.prob(0.0, 0.1),
+            latency: Duration::from_millis(20),
+            ..FaultConfig::default()
+        }
+    } else {
+        FaultConfig {
+            seed: rng.next_u64(),
+            temporary_error: rng.prob(0.0, 0.2),
+            permanent_error: rng.prob(0.0, 0.04),
+            error_after_write: rng.prob(0.0, 0.1),
+            disk_full: rng.prob(0.0, 0.04),
+            latency_spike: rng.prob(0.0, 0.05),
+            latency: Duration::from_millis(20),
+            ..FaultConfig::default()
+        }
+    };
+    let policy = RetryPolicy {
+        max_attempts: if rough { 40 } else { 4 },
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        op_timeout: Duration::from_secs(10),
+        ..RetryPolicy::default()
+    };
+    (rough, config, policy)
+}
+
+/// With the faults off: every committed backup and WAL segment reads back as written,
+/// every listed backup's chunks read, and verify finds no problem.
+async fn check_committed(
+    seed: u64,
+    url: &str,
+    raw: Arc<dyn Backend>,
+    keyring: &Keyring,
+    backups: &[(String, u32, Vec<ChunkRef>)],
+    wal: &[(String, u32)],
+    report: &mut FaultSuiteReport,
+) -> io::Result<()> {
+    let err = |what: &str, e: hs_repo::Error| fail(seed, format!("{what}: {} ({e})", e.code()));
+    let repo = Repository::builder(url)
+        .backend(raw)
+        .open(keyring)
         .await
         .map_err(|e| err("open", e))?;
     let reader = repo.reader().await.map_err(|e| err("reader", e))?;
@@ -316,7 +339,7 @@ async fn run(work: &Path, opts: &FaultSuiteOptions) -> io::Result<FaultSuiteRepo
         }
     }
     report.manifests_checked = listed.len() as u32;
-    for (id, round, refs) in &backups {
+    for (id, round, refs) in backups {
         if !listed.iter().any(|m| &m.backup_id == id) {
             return Err(fail(
                 seed,
@@ -333,7 +356,7 @@ async fn run(work: &Path, opts: &FaultSuiteOptions) -> io::Result<FaultSuiteRepo
             }
         }
     }
-    for (name, round) in &wal {
+    for (name, round) in wal {
         let got = repo
             .get_wal(DEPLOYMENT, name)
             .await
@@ -353,7 +376,7 @@ async fn run(work: &Path, opts: &FaultSuiteOptions) -> io::Result<FaultSuiteRepo
         ));
     }
     report.verify_warnings = v.warnings.len() as u32;
-    Ok(report)
+    Ok(())
 }
 
 /// A failure is allowed only in failing weather, and only with a storage-side code.
