@@ -146,23 +146,26 @@ pub struct Chunker {
 }
 
 enum Inner {
-    Pages {
-        page: usize,
-        buf: Vec<u8>,
-    },
-    Cdc {
-        min: usize,
-        avg: usize,
-        max: usize,
-        masks: [u64; 4],
-        buf: Vec<u8>,
-    },
+    Pages { page: usize, buf: Vec<u8> },
+    Cdc(Cdc),
 }
 
-/// The length of the next FastCDC chunk at the front of `src` (all of it when no longer
-/// than `min`).
-fn cdc_cut(src: &[u8], min: usize, avg: usize, max: usize, masks: &[u64; 4]) -> usize {
-    fastcdc::v2020::cut(src, min, avg, max, masks[0], masks[1], masks[2], masks[3]).1
+/// FastCDC's parameters and the bytes not cut yet.
+struct Cdc {
+    min: usize,
+    avg: usize,
+    max: usize,
+    masks: [u64; 4],
+    buf: Vec<u8>,
+}
+
+impl Cdc {
+    /// The length of the next chunk at the front of `src` (all of it when no longer
+    /// than `min`).
+    fn cut(&self, src: &[u8]) -> usize {
+        let m = &self.masks;
+        fastcdc::v2020::cut(src, self.min, self.avg, self.max, m[0], m[1], m[2], m[3]).1
+    }
 }
 
 impl Chunker {
@@ -189,13 +192,13 @@ impl Chunker {
                 let bits = fastcdc::v2020::logarithm2(avg) as usize;
                 let mask_s = MASKS[bits + 1];
                 let mask_l = MASKS[bits - 1];
-                Inner::Cdc {
+                Inner::Cdc(Cdc {
                     min: min as usize,
                     avg: avg as usize,
                     max: max as usize,
                     masks: [mask_s, mask_l, mask_s << 1, mask_l << 1],
                     buf: Vec::new(),
-                }
+                })
             }
         };
         Chunker { inner }
@@ -223,35 +226,28 @@ impl Chunker {
                 }
                 buf.extend_from_slice(pages.remainder());
             }
-            Inner::Cdc {
-                min,
-                avg,
-                max,
-                masks,
-                buf,
-            } => {
-                let cut = |src: &[u8]| cdc_cut(src, *min, *avg, *max, masks);
-                if buf.is_empty() {
+            Inner::Cdc(c) => {
+                if c.buf.is_empty() {
                     // Cut straight from the caller's slice; buffer only the tail.
-                    while data.len() >= *max {
-                        let n = cut(data);
+                    while data.len() >= c.max {
+                        let n = c.cut(data);
                         emit(&data[..n]);
                         data = &data[n..];
                     }
-                    buf.extend_from_slice(data);
+                    c.buf.extend_from_slice(data);
                     return;
                 }
-                buf.extend_from_slice(data);
+                c.buf.extend_from_slice(data);
                 // A cut only depends on the next `max` bytes, so it is final
                 // once that many are buffered.
                 let mut pos = 0;
-                while buf.len() - pos >= *max {
-                    let n = cut(&buf[pos..]);
-                    emit(&buf[pos..pos + n]);
+                while c.buf.len() - pos >= c.max {
+                    let n = c.cut(&c.buf[pos..]);
+                    emit(&c.buf[pos..pos + n]);
                     pos += n;
                 }
                 if pos > 0 {
-                    buf.drain(..pos);
+                    c.buf.drain(..pos);
                 }
             }
         }
@@ -267,20 +263,14 @@ impl Chunker {
                     buf.clear();
                 }
             }
-            Inner::Cdc {
-                min,
-                avg,
-                max,
-                masks,
-                buf,
-            } => {
+            Inner::Cdc(c) => {
                 let mut pos = 0;
-                while pos < buf.len() {
-                    let n = cdc_cut(&buf[pos..], *min, *avg, *max, masks);
-                    emit(&buf[pos..pos + n]);
+                while pos < c.buf.len() {
+                    let n = c.cut(&c.buf[pos..]);
+                    emit(&c.buf[pos..pos + n]);
                     pos += n;
                 }
-                buf.clear();
+                c.buf.clear();
             }
         }
     }
