@@ -291,8 +291,8 @@ pub(super) fn sync_path(p: &Path) -> Result<()> {
 pub(super) fn sync_dirs(root: &Path) -> Result<()> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let rd =
-            std::fs::read_dir(&d).map_err(|e| crate::error::io(format!("read {}", d.display()), e))?;
+        let rd = std::fs::read_dir(&d)
+            .map_err(|e| crate::error::io(format!("read {}", d.display()), e))?;
         for ent in rd {
             let ent = ent.map_err(|e| crate::error::io(format!("read {}", d.display()), e))?;
             let ft = ent

@@ -343,7 +343,8 @@ pub(super) fn running_postmaster(dir: &Path) -> Result<Option<u32>> {
 
 pub(super) fn create_root(p: &Path) -> Result<()> {
     if !p.exists() {
-        std::fs::create_dir_all(p).map_err(|e| crate::error::io(format!("create {}", p.display()), e))?;
+        std::fs::create_dir_all(p)
+            .map_err(|e| crate::error::io(format!("create {}", p.display()), e))?;
     }
     set_mode(p, 0o700)
 }
@@ -381,8 +382,8 @@ pub(super) fn remove_extraneous(
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
-        let rd =
-            std::fs::read_dir(&dir).map_err(|e| crate::error::io(format!("read {}", dir.display()), e))?;
+        let rd = std::fs::read_dir(&dir)
+            .map_err(|e| crate::error::io(format!("read {}", dir.display()), e))?;
         for ent in rd {
             let ent = ent.map_err(|e| crate::error::io(format!("read {}", dir.display()), e))?;
             let child = rel.join(ent.file_name());

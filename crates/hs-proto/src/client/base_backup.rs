@@ -359,7 +359,9 @@ impl BackupMachine {
                 }
                 Target::Manifest => self.manifest.extend_from_slice(&d),
                 Target::None => {
-                    return Err(crate::error::protocol("archive data before any archive started"))
+                    return Err(crate::error::protocol(
+                        "archive data before any archive started",
+                    ))
                 }
             },
             b'p' => {
@@ -396,7 +398,9 @@ impl BackupMachine {
                 let oid = match col(0) {
                     None => None,
                     Some(s) => Some(s.parse::<u32>().map_err(|_| {
-                        crate::error::invalid_message("invalid tablespace OID in BASE_BACKUP result")
+                        crate::error::invalid_message(
+                            "invalid tablespace OID in BASE_BACKUP result",
+                        )
                     })?),
                 };
                 let size_bytes = match col(2) {
@@ -427,10 +431,9 @@ impl BackupMachine {
 }
 
 fn take_cstr(d: &mut Bytes) -> Result<String> {
-    let end = d
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or_else(|| crate::error::invalid_message("unterminated string in base backup stream"))?;
+    let end = d.iter().position(|&b| b == 0).ok_or_else(|| {
+        crate::error::invalid_message("unterminated string in base backup stream")
+    })?;
     let s = d.split_to(end);
     d.advance(1);
     String::from_utf8(s.to_vec())
@@ -438,7 +441,8 @@ fn take_cstr(d: &mut Bytes) -> Result<String> {
 }
 
 fn lsn_tli(set: &[Vec<Option<String>>], what: &str) -> Result<(Lsn, TimelineId)> {
-    let bad = || crate::error::invalid_message(format!("invalid BASE_BACKUP {what}-position result"));
+    let bad =
+        || crate::error::invalid_message(format!("invalid BASE_BACKUP {what}-position result"));
     let row = set.first().ok_or_else(bad)?;
     let lsn = row
         .first()
@@ -523,8 +527,8 @@ impl ReplicationClient {
 mod tests {
     use super::*;
     use crate::codec::testing::backend;
-    use crate::tar::testing::{build, Member};
     use crate::error::SqlState;
+    use crate::tar::testing::{build, Member};
     use crate::tar::EntryKind;
     use bytes::BufMut;
     use proptest::prelude::*;

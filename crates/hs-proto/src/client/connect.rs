@@ -345,7 +345,9 @@ impl ReplicationClient {
                     used_channel_binding = self.scram(cfg, &mechanisms, &pw).await?;
                 }
                 AuthRequest::SaslContinue(_) | AuthRequest::SaslFinal(_) => {
-                    return Err(crate::error::protocol("SASL message outside a SASL exchange"));
+                    return Err(crate::error::protocol(
+                        "SASL message outside a SASL exchange",
+                    ));
                 }
                 AuthRequest::Other(code) => {
                     return Err(Error::of_kind(

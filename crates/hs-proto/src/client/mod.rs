@@ -235,19 +235,21 @@ impl ReplicationClient {
             .into_iter()
             .next()
             .filter(|r| r.len() >= 3)
-            .ok_or_else(|| crate::error::invalid_message("IDENTIFY_SYSTEM returned no usable row"))?;
+            .ok_or_else(|| {
+                crate::error::invalid_message("IDENTIFY_SYSTEM returned no usable row")
+            })?;
         let field = |i: usize| -> Result<String> {
             row.get(i)
                 .cloned()
                 .flatten()
                 .ok_or_else(|| crate::error::invalid_message("IDENTIFY_SYSTEM returned NULL"))
         };
-        let timeline = field(1)?
-            .parse::<TimelineId>()
-            .map_err(|_| crate::error::invalid_message("IDENTIFY_SYSTEM returned an invalid timeline"))?;
-        let xlogpos = field(2)?
-            .parse::<Lsn>()
-            .map_err(|_| crate::error::invalid_message("IDENTIFY_SYSTEM returned an invalid LSN"))?;
+        let timeline = field(1)?.parse::<TimelineId>().map_err(|_| {
+            crate::error::invalid_message("IDENTIFY_SYSTEM returned an invalid timeline")
+        })?;
+        let xlogpos = field(2)?.parse::<Lsn>().map_err(|_| {
+            crate::error::invalid_message("IDENTIFY_SYSTEM returned an invalid LSN")
+        })?;
         Ok(SystemIdentity {
             system_id: field(0)?,
             timeline,
@@ -272,7 +274,9 @@ impl ReplicationClient {
         rows.into_iter()
             .next()
             .and_then(|r| r.into_iter().next().flatten())
-            .ok_or_else(|| crate::error::invalid_message(format!("SHOW {setting} returned no value")))
+            .ok_or_else(|| {
+                crate::error::invalid_message(format!("SHOW {setting} returned no value"))
+            })
     }
 }
 
