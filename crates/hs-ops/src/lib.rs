@@ -47,5 +47,6 @@ pub use init::{
 pub use restore::{plan_restore, restore, PlanRequest, RestoreOutcome, RestoreRequest, Restored};
 pub use settings::{Deployment, Settings};
 pub use status::{
-    deployment_status, repo_usage, DeploymentStatus, LastBackup, RepoUsage, StreamPosition,
+    deployment_status, repo_usage, status, DeploymentStatus, LastBackup, RepoUsage,
+    RepositoryStatus, StatusReport, StatusRequest, StreamPosition,
 };

@@ -7,7 +7,8 @@ use std::time::Duration;
 use hs_proto::ConnConfig;
 
 use crate::doctor::{age_of, newest_wal, now_unix, probe_slot, SlotProbe};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::settings::Settings;
 
 /// The newest backup of a deployment.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,5 +142,94 @@ pub async fn repo_usage(repo: &hs_repo::Repository, deployments: &[String]) -> R
         stored_bytes,
         pack_bytes,
         logical_bytes,
+    })
+}
+
+/// What `status` is asked: one deployment or every one of the config, with the
+/// repository URL and connection string given by flag (or environment), if any.
+#[derive(Debug, Clone)]
+pub struct StatusRequest {
+    /// The deployment to show; `None`: every deployment of the config file.
+    pub deployment: Option<String>,
+    /// `--repo`.
+    pub repo: Option<String>,
+    /// `--pg-connection`.
+    pub pg_connection: Option<String>,
+    /// How long to wait for PostgreSQL (per step) before showing it as unreachable.
+    pub timeout: Duration,
+}
+
+/// One repository `status` looked at.
+#[derive(Debug, Clone)]
+pub struct RepositoryStatus {
+    /// Its URL, as resolved.
+    pub url: String,
+    /// Its id.
+    pub repo_id: String,
+    /// The deployments shown that live in it, in the order shown.
+    pub deployments: Vec<String>,
+    /// Its usage.
+    pub usage: RepoUsage,
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    /// Each deployment with its repository URL, in name order.
+    pub deployments: Vec<(String, DeploymentStatus)>,
+    /// Each repository once, by URL.
+    pub repositories: Vec<RepositoryStatus>,
+}
+
+/// `status`: resolves each deployment's repository (opened once per URL) and
+/// connection string (a missing or invalid one only means the server is not probed),
+/// gathers [`deployment_status`] and then each repository's [`repo_usage`].
+/// `usage.deployment_missing` when there is nothing to show.
+pub async fn status(settings: &Settings, req: &StatusRequest) -> Result<StatusReport> {
+    let names = settings.deployment_names(req.deployment.as_deref());
+    if names.is_empty() {
+        return Err(Error::new(
+            "usage.deployment_missing",
+            "no deployment to show: none was named and the config lists none",
+        )
+        .with_suggestion(
+            "name one (`pg_hardstorage status main --repo URL`), or add deployments to pg_hardstorage.yaml (`pg_hardstorage init`)",
+        ));
+    }
+    let mut repos: std::collections::BTreeMap<String, (hs_repo::Repository, Vec<String>)> =
+        std::collections::BTreeMap::new();
+    let mut deployments = Vec::new();
+    for name in &names {
+        hs_backup::validate_deployment(name)?;
+        let url = settings.repo_url(Some(name), req.repo.as_deref())?;
+        if !repos.contains_key(&url) {
+            let repo = settings.open_url(&url).await?;
+            repos.insert(url.clone(), (repo, Vec::new()));
+        }
+        let Some((repo, deps)) = repos.get_mut(&url) else {
+            continue;
+        };
+        deps.push(name.clone());
+        // A missing or invalid connection string only means the server is not probed.
+        let conn = settings
+            .resolve_pg_connection(name, req.pg_connection.as_deref())
+            .ok()
+            .and_then(|r| ConnConfig::parse(&r.value).ok());
+        let s = deployment_status(repo, name, conn.as_ref(), req.timeout).await?;
+        deployments.push((url, s));
+    }
+    let mut repositories = Vec::new();
+    for (url, (repo, deps)) in repos {
+        let usage = repo_usage(&repo, &deps).await?;
+        repositories.push(RepositoryStatus {
+            url,
+            repo_id: repo.id().to_string(),
+            deployments: deps,
+            usage,
+        });
+    }
+    Ok(StatusReport {
+        deployments,
+        repositories,
     })
 }

@@ -1,14 +1,12 @@
 //! `status`: per deployment the last backup, the stream position and (when PostgreSQL
 //! answers within a few seconds) the slot's lag; per repository its usage and dedup ratio.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::{GlobalArgs, StatusArgs};
-use crate::errors::CliError;
 use crate::output::{human_bytes, Output};
 
 /// How long status waits for PostgreSQL before showing it as unreachable.
@@ -23,39 +21,17 @@ fn ratio_text(r: Option<f64>) -> String {
 }
 
 pub async fn status(g: &GlobalArgs, a: StatusArgs) -> Result<Output> {
-    let names = g.settings.deployment_names(a.deployment.as_deref());
-    if names.is_empty() {
-        return Err(CliError::new(
-            "usage.deployment_missing",
-            "no deployment to show: none was named and the config lists none",
-        )
-        .with_suggestion(
-            "name one (`pg_hardstorage status main --repo URL`), or add deployments to pg_hardstorage.yaml (`pg_hardstorage init`)",
-        )
-        .into());
-    }
-    let mut repos: BTreeMap<String, (hs_repo::Repository, Vec<String>)> = BTreeMap::new();
+    let req = hs_ops::StatusRequest {
+        deployment: a.deployment.clone(),
+        repo: Some(a.repo.repo.clone()),
+        pg_connection: a.pg_connection.clone(),
+        timeout: PG_TIMEOUT,
+    };
+    let report = hs_ops::status(&g.settings, &req).await?;
     let mut human = String::new();
     let mut deps_json = Vec::new();
-    for name in &names {
-        hs_backup::validate_deployment(name)?;
-        let url = g.settings.repo_url(Some(name), Some(&a.repo.repo))?;
-        if !repos.contains_key(&url) {
-            let repo = g.settings.open_url(&url).await?;
-            repos.insert(url.clone(), (repo, Vec::new()));
-        }
-        let Some((repo, deps)) = repos.get_mut(&url) else {
-            continue;
-        };
-        deps.push(name.clone());
-        // A missing or invalid connection string only means the server is not probed.
-        let conn = g
-            .settings
-            .resolve_pg_connection(name, a.pg_connection.as_deref())
-            .ok()
-            .and_then(|r| hs_proto::ConnConfig::parse(&r.value).ok());
-        let s = hs_ops::deployment_status(repo, name, conn.as_ref(), PG_TIMEOUT).await?;
-
+    for (url, s) in &report.deployments {
+        let name = &s.deployment;
         human.push_str(&format!("Deployment {name} (repository {url}):\n"));
         let backup_json = match &s.last_backup {
             None => {
@@ -145,8 +121,8 @@ pub async fn status(g: &GlobalArgs, a: StatusArgs) -> Result<Output> {
         }));
     }
     let mut repos_json = Vec::new();
-    for (url, (repo, deps)) in &repos {
-        let u = hs_ops::repo_usage(repo, deps).await?;
+    for r in &report.repositories {
+        let (url, deps, u) = (&r.url, &r.deployments, &r.usage);
         human.push_str(&format!(
             "Repository {url}: {} stored ({} in packs); backups of {} hold {}; dedup ratio {}\n",
             human_bytes(u.stored_bytes),
@@ -157,7 +133,7 @@ pub async fn status(g: &GlobalArgs, a: StatusArgs) -> Result<Output> {
         ));
         repos_json.push(json!({
             "url": url,
-            "repo_id": repo.id(),
+            "repo_id": r.repo_id,
             "stored_bytes": u.stored_bytes,
             "pack_bytes": u.pack_bytes,
             "logical_bytes": u.logical_bytes,
