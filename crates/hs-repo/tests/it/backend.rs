@@ -88,3 +88,49 @@ async fn fs_removes_stale_temporaries_only() {
     let (dir, b) = fs_backend();
     crate::conformance::stale_temporaries_are_removed(&b, &dir.path().join("repo")).await;
 }
+
+/// `file://` basics: create-if-absent, replace, ranges, prefix listing, delete, stat.
+#[tokio::test]
+async fn fs_backend_basics() {
+    let (dir, b) = fs_backend();
+    assert!(b.stat("a/b/c").await.unwrap().is_none());
+    assert!(b
+        .put_if_absent("a/b/c", Bytes::from_static(b"one"))
+        .await
+        .unwrap());
+    assert!(!b
+        .put_if_absent("a/b/c", Bytes::from_static(b"two"))
+        .await
+        .unwrap());
+    assert_eq!(&b.get("a/b/c").await.unwrap()[..], b"one");
+    b.put("a/b/c", Bytes::from_static(b"three")).await.unwrap();
+    assert_eq!(&b.get_range("a/b/c", 1, 3).await.unwrap()[..], b"hre");
+    assert_eq!(
+        b.get_range("a/b/c", 3, 10).await.unwrap_err().code(),
+        "verify.object_truncated"
+    );
+    assert_eq!(b.get("nope").await.unwrap_err().code(), "notfound.object");
+    b.put_if_absent("a/x", Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    b.put_if_absent("ab", Bytes::from_static(b"22"))
+        .await
+        .unwrap();
+    let names: Vec<String> = b
+        .list("a/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, vec!["a/b/c", "a/x"]);
+    let all = b.list("").await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all.iter().map(|o| o.size).sum::<u64>(), 5 + 1 + 2);
+    assert_eq!(b.list("a").await.unwrap().len(), 3);
+    b.delete("a/x").await.unwrap();
+    b.delete("a/x").await.unwrap();
+    assert_eq!(b.stat("a/b/c").await.unwrap().unwrap().size, 5);
+    // No temp files left behind.
+    assert_no_temporaries(dir.path());
+}
