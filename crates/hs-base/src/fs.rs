@@ -220,14 +220,9 @@ mod tests {
         let d = Dir::new();
         let dest = d.0.join("obj");
         let tmp = temp_path(&dest, ".tmp-", 2);
-        assert!(AtomicFile::new(&dest, &tmp)
-            .if_absent()
-            .write(b"one")
-            .unwrap());
-        assert!(!AtomicFile::new(&dest, &tmp)
-            .if_absent()
-            .write(b"two")
-            .unwrap());
+        let create = |data: &[u8]| AtomicFile::new(&dest, &tmp).if_absent().write(data);
+        assert!(create(b"one").unwrap());
+        assert!(!create(b"two").unwrap());
         assert_eq!(std::fs::read(&dest).unwrap(), b"one");
         assert_eq!(d.names(), ["obj"]);
     }
