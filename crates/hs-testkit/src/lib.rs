@@ -169,25 +169,13 @@ impl PgCluster {
     /// Create, configure and start a new cluster, then create the `hs_repl` and `hs_admin` roles.
     pub fn start(opts: PgOptions) -> io::Result<PgCluster> {
         check_binaries()?;
-        let root = make_root()?;
-        let data_dir = root.join("data");
-        let run_dir = root.join("run");
-        fs::create_dir(&run_dir)?;
-        fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o755))?;
-        let mut cluster = PgCluster {
-            root: root.clone(),
-            data_dir: data_dir.clone(),
-            owns_data: true,
-            copy_root: None,
-            run_dir: run_dir.clone(),
-            port: 0,
-            repl_password: random_hex(16)?,
-            admin_password: random_hex(16)?,
-            running: false,
-            ca_cert: None,
-        };
         // From here on, `cluster`'s Drop cleans up whatever happened.
-        chown_to_postgres(&root)?;
+        let mut cluster = PgCluster::prepare(None)?;
+        let (root, data_dir, run_dir) = (
+            cluster.root.clone(),
+            cluster.data_dir.clone(),
+            cluster.run_dir.clone(),
+        );
 
         let mut initdb = postgres_user_command(pg_bin("initdb"));
         initdb
@@ -281,23 +269,7 @@ impl PgCluster {
                 ),
             ));
         }
-        let root = make_root()?;
-        let run_dir = root.join("run");
-        fs::create_dir(&run_dir)?;
-        fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o755))?;
-        let mut cluster = PgCluster {
-            root: root.clone(),
-            data_dir: data_dir.clone(),
-            owns_data: false,
-            copy_root: None,
-            run_dir,
-            port: 0,
-            repl_password: random_hex(16)?,
-            admin_password: random_hex(16)?,
-            running: false,
-            ca_cert: None,
-        };
-        chown_to_postgres(&root)?;
+        let mut cluster = PgCluster::prepare(Some(data_dir.clone()))?;
         chown_to_postgres(&data_dir)?;
         fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))?;
         // A restored pid file would make pg_ctl think a server is running.
@@ -352,6 +324,30 @@ impl PgCluster {
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
+    }
+
+    /// A cluster not started yet, in a fresh root of ours (0755, handed to the `postgres`
+    /// user) with its run directory; the data directory is the caller's `data_dir` or
+    /// `<root>/data` (ours, not created yet).
+    fn prepare(data_dir: Option<PathBuf>) -> io::Result<PgCluster> {
+        let root = make_root()?;
+        let run_dir = root.join("run");
+        fs::create_dir(&run_dir)?;
+        fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o755))?;
+        let cluster = PgCluster {
+            owns_data: data_dir.is_none(),
+            data_dir: data_dir.unwrap_or_else(|| root.join("data")),
+            root: root.clone(),
+            copy_root: None,
+            run_dir,
+            port: 0,
+            repl_password: random_hex(16)?,
+            admin_password: random_hex(16)?,
+            running: false,
+            ca_cert: None,
+        };
+        chown_to_postgres(&root)?;
+        Ok(cluster)
     }
 
     /// Writes a `pg_basebackup` copy of this cluster (its WAL streamed along) to `dir`,

@@ -2,7 +2,6 @@
 //! file:// repository: WAL streaming under load, shutdown and resume, gaps, preflight.
 
 mod lease;
-mod metrics;
 mod name_props;
 mod preflight;
 mod stream;

@@ -11,7 +11,7 @@ use hs_testkit::{PgCluster, PgOptions};
 
 use crate::support::{
     blocking, cfg, check_contiguous, current_lsn, opts, repo_env, slot_restart_lsn, spawn_stream,
-    wait_committed, wait_committed_tli, Counter, R, SEG,
+    stop_stream, wait_committed, wait_committed_tli, Counter, R, SEG,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,8 +29,7 @@ async fn stream_under_load_shutdown_and_resume() -> R {
     })?;
     let end = current_lsn(&pg)?;
     wait_committed(&pg, &env.repo, dep, end).await?;
-    tx.send(true)?;
-    let exit = tokio::time::timeout(Duration::from_secs(30), h).await???;
+    let exit = stop_stream(tx, h).await?;
     let StreamExit::Shutdown {
         flushed, segments, ..
     } = exit
@@ -50,8 +49,7 @@ async fn stream_under_load_shutdown_and_resume() -> R {
     let (tx, h) = spawn_stream(conn.clone(), env.repo.clone(), opts(dep), obs2.clone());
     let end = current_lsn(&pg)?;
     wait_committed(&pg, &env.repo, dep, end).await?;
-    tx.send(true)?;
-    tokio::time::timeout(Duration::from_secs(30), h).await???;
+    stop_stream(tx, h).await?;
     let (first2, last2) = check_contiguous(&pg, &env.repo, dep).await?;
     assert_eq!(first2, first);
     assert!(last2 > last);
@@ -70,8 +68,7 @@ async fn stream_under_load_shutdown_and_resume() -> R {
     let end = current_lsn(&pg)?;
     blocking(|| pg.psql("INSERT INTO g VALUES (2)"))?;
     wait_committed(&pg, &env.repo, dep, end).await?;
-    tx.send(true)?;
-    tokio::time::timeout(Duration::from_secs(30), h).await???;
+    stop_stream(tx, h).await?;
     assert_eq!(obs3.gaps.load(Ordering::Relaxed), 1);
     let l = env.repo.list_wal(dep).await?;
     assert_eq!(l.gaps.len(), 1, "{:?}", l.gaps);
@@ -117,10 +114,9 @@ async fn synchronous_mode_reports_received_as_flushed() -> R {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tx.send(true)?;
     let StreamExit::Shutdown {
         flushed, received, ..
-    } = tokio::time::timeout(Duration::from_secs(30), h).await???
+    } = stop_stream(tx, h).await?
     else {
         return Err("unexpected exit".into());
     };
@@ -145,8 +141,7 @@ async fn timeline_switch_continues_on_promoted_server() -> R {
     blocking(|| pg.psql("CREATE TABLE t AS SELECT generate_series(1, 100000) AS i"))?;
     let end = current_lsn(&pg)?;
     wait_committed(&pg, &env.repo, dep, end).await?;
-    tx.send(true)?;
-    tokio::time::timeout(Duration::from_secs(30), h).await???;
+    stop_stream(tx, h).await?;
     let before = env.repo.list_wal(dep).await?;
     let last1 = before.segments.last().ok_or("no segment")?.segno(SEG);
 
@@ -166,8 +161,7 @@ async fn timeline_switch_continues_on_promoted_server() -> R {
     blocking(|| promoted.psql("INSERT INTO t SELECT generate_series(1, 100000)"))?;
     let end = current_lsn(&promoted)?;
     wait_committed_tli(&promoted, &env.repo, dep, end, TimelineId(2)).await?;
-    tx.send(true)?;
-    tokio::time::timeout(Duration::from_secs(30), h).await???;
+    stop_stream(tx, h).await?;
 
     let l = env.repo.list_wal(dep).await?;
     assert!(l.gaps.is_empty(), "{:?}", l.gaps);
@@ -248,8 +242,7 @@ async fn abrupt_stops_and_connection_loss_leave_no_gap() -> R {
     blocking(|| pg.pgbench(&["-T", "2", "-c", "2"]))?;
     let end = current_lsn(&pg)?;
     wait_committed(&pg, &env.repo, dep, end).await?;
-    tx.send(true)?;
-    tokio::time::timeout(Duration::from_secs(30), h).await???;
+    stop_stream(tx, h).await?;
     let (first, last) = check_contiguous(&pg, &env.repo, dep).await?;
     assert!(last >= first + 4, "{first}..{last}");
     Ok(())

@@ -72,6 +72,15 @@ pub fn spawn_stream(
     (tx, h)
 }
 
+/// Asks the streamer of [`spawn_stream`] to shut down and waits (30 s) for its exit.
+pub async fn stop_stream(
+    tx: watch::Sender<bool>,
+    h: Running,
+) -> Result<StreamExit, Box<dyn std::error::Error>> {
+    tx.send(true)?;
+    Ok(tokio::time::timeout(Duration::from_secs(30), h).await???)
+}
+
 pub fn current_lsn(pg: &PgCluster) -> Result<Lsn, Box<dyn std::error::Error>> {
     Ok(blocking(|| pg.psql("SELECT pg_current_wal_lsn()"))?.parse::<Lsn>()?)
 }

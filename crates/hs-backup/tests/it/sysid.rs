@@ -10,7 +10,8 @@ use hs_backup::{run_backup, wal_stream, BackupOptions, NoObserver, NoProgress};
 use hs_testkit::{PgCluster, PgOptions};
 
 use crate::support::{
-    blocking, cfg, current_lsn, opts, repo_env, spawn_stream, wait_committed, Counter, R,
+    blocking, cfg, current_lsn, opts, repo_env, spawn_stream, stop_stream, wait_committed, Counter,
+    R,
 };
 
 fn system_identifier(pg: &PgCluster) -> Result<String, Box<dyn std::error::Error>> {
@@ -41,8 +42,7 @@ async fn backup_and_stream_of_another_cluster_into_a_wal_only_deployment_are_ref
     );
     let end = current_lsn(&a)?;
     wait_committed(&a, &env.repo, dep, end).await?;
-    tx.send(true)?;
-    tokio::time::timeout(Duration::from_secs(30), h).await???;
+    stop_stream(tx, h).await?;
     assert!(env.repo.list_backups(dep).await?.is_empty());
     let wal_before = env.repo.list_wal(dep).await?;
 

@@ -12,9 +12,9 @@
 //!   stays a problem naming the backups that cannot heal.
 
 use bytes::Bytes;
-use hs_repo::{ArchiveEntry, BackupManifest, BackupStats, Repository};
+use hs_repo::{BackupManifest, Repository};
 
-use crate::support::{file, noise, page, Env};
+use crate::support::{file, manifest_of, noise, page, Env};
 
 const MIB: u64 = 1 << 20;
 const DEP: &str = "dep";
@@ -39,27 +39,16 @@ async fn backup(repo: &Repository, n: u32, pages: std::ops::Range<u64>) -> Backu
         wal.push(w.add(Bytes::from(d)).await.unwrap());
     }
     w.finish().await.unwrap();
-    let m = BackupManifest {
-        format: hs_repo::MANIFEST_FORMAT,
-        backup_id: id(n),
-        deployment: DEP.to_string(),
-        system_identifier: "7311111111111111111".to_string(),
-        timeline: 1,
-        start_lsn: "0/100028".parse().unwrap(),
-        stop_lsn: "0/100100".parse().unwrap(),
-        start_time: format!("2026-11-{n:02}T01:00:00Z"),
-        stop_time: format!("2026-11-{n:02}T01:00:01Z"),
-        pg_version: 150004,
-        label: "test".to_string(),
-        archives: vec![ArchiveEntry {
-            name: "base".to_string(),
-            tablespace_oid: None,
-            tablespace_location: None,
-            files: vec![file("base/1/16384", refs), file(WAL_FILE, wal)],
-        }],
-        pg_backup_manifest: "{}".to_string(),
-        stats: BackupStats::default(),
-    };
+    let m = manifest_of(
+        DEP,
+        &id(n),
+        ("0/100028", "0/100100"),
+        (
+            format!("2026-11-{n:02}T01:00:00Z"),
+            format!("2026-11-{n:02}T01:00:01Z"),
+        ),
+        vec![file("base/1/16384", refs), file(WAL_FILE, wal)],
+    );
     repo.put_manifest(&m).await.unwrap();
     m
 }
@@ -172,15 +161,22 @@ async fn a_chunk_read_error_names_the_pack_and_the_chunk() {
     assert!(msg.contains(&first.id.to_string()), "{msg}");
 }
 
+/// Backups 1 and 2 of the same pages 0..200, then a flipped byte in the pack holding
+/// the first page: the repository, backup 1's manifest and the damaged pack.
+async fn two_backups_one_damaged_pack(env: &Env) -> (Repository, BackupManifest, String) {
+    let repo = repo(env).await;
+    let a = backup(&repo, 1, 0..200).await;
+    backup(&repo, 2, 0..200).await;
+    let (pack, at) = pack_of_first_page(&repo, &a).await;
+    flip(env, &pack, at as usize);
+    (repo, a, pack)
+}
+
 #[tokio::test]
 async fn a_damaged_pack_is_reported_once_with_its_backups_and_a_healed_quarantined_pack_is_a_warning(
 ) {
     let env = Env::new();
-    let repo = repo(&env).await;
-    let a = backup(&repo, 1, 0..200).await;
-    backup(&repo, 2, 0..200).await;
-    let (pack, at) = pack_of_first_page(&repo, &a).await;
-    flip(&env, &pack, at as usize);
+    let (repo, a, pack) = two_backups_one_damaged_pack(&env).await;
 
     let r = repo.verify_repo().await.unwrap();
     let ps: Vec<_> = r.problems.iter().filter(|p| p.object == pack).collect();
@@ -235,11 +231,7 @@ async fn a_damaged_pack_is_reported_once_with_its_backups_and_a_healed_quarantin
 #[tokio::test]
 async fn a_quarantined_pack_stays_a_problem_naming_the_backups_that_cannot_heal() {
     let env = Env::new();
-    let repo = repo(&env).await;
-    let a = backup(&repo, 1, 0..200).await;
-    backup(&repo, 2, 0..200).await;
-    let (pack, at) = pack_of_first_page(&repo, &a).await;
-    flip(&env, &pack, at as usize);
+    let (repo, _, pack) = two_backups_one_damaged_pack(&env).await;
     let r = repo.verify_repo().await.unwrap();
     repo.quarantine_damaged(&r).await.unwrap();
     // The table changed: the new backup does not store the damaged pages again.

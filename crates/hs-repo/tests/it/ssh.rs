@@ -3,6 +3,7 @@
 //! round trip, and the error codes for a wrong host key, a missing or unauthorized key
 //! and an unreachable port.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -202,55 +203,38 @@ async fn ssh_connection_errors_have_codes() {
         return;
     };
     let r = remote();
+    let stat_error =
+        |url: String| async move { open_backend(&url).unwrap().stat("x").await.unwrap_err() };
     for scheme in ["sftp", "scp"] {
+        let url = |key: &Path, known_hosts: &Path| {
+            format!(
+                "{scheme}://{}@127.0.0.1:{}{}?key={}&known_hosts={}",
+                sshd.user(),
+                sshd.port(),
+                r.path,
+                key.display(),
+                known_hosts.display()
+            )
+        };
         // A known_hosts entry with a different key: refused, never accepted.
-        let url = format!(
-            "{scheme}://{}@127.0.0.1:{}{}?key={}&known_hosts={}",
-            sshd.user(),
-            sshd.port(),
-            r.path,
-            sshd.client_key().display(),
-            sshd.wrong_known_hosts().display()
-        );
-        let e = open_backend(&url).unwrap().stat("x").await.unwrap_err();
+        let e = stat_error(url(&sshd.client_key(), &sshd.wrong_known_hosts())).await;
         assert_eq!(e.code(), "auth.ssh_host_key", "{scheme}: {e}");
         assert!(!e.is_temporary());
 
         // No known_hosts entry at all (an empty file): also refused.
         let empty = sshd.dir().join("empty_known_hosts");
         std::fs::write(&empty, "").unwrap();
-        let url = format!(
-            "{scheme}://{}@127.0.0.1:{}{}?key={}&known_hosts={}",
-            sshd.user(),
-            sshd.port(),
-            r.path,
-            sshd.client_key().display(),
-            empty.display()
-        );
-        let e = open_backend(&url).unwrap().stat("x").await.unwrap_err();
+        let e = stat_error(url(&sshd.client_key(), &empty)).await;
         assert_eq!(e.code(), "auth.ssh_host_key", "{scheme}: {e}");
 
         // A key file that does not exist.
-        let url = format!(
-            "{scheme}://{}@127.0.0.1:{}{}?key=/nonexistent/id_ed25519&known_hosts={}",
-            sshd.user(),
-            sshd.port(),
-            r.path,
-            sshd.known_hosts().display()
-        );
-        let e = open_backend(&url).unwrap().stat("x").await.unwrap_err();
+        let missing = Path::new("/nonexistent/id_ed25519");
+        let e = stat_error(url(missing, &sshd.known_hosts())).await;
         assert_eq!(e.code(), "auth.ssh_key_missing", "{scheme}: {e}");
 
         // A key the server does not authorize.
-        let url = format!(
-            "{scheme}://{}@127.0.0.1:{}{}?key={}&known_hosts={}",
-            sshd.user(),
-            sshd.port(),
-            r.path,
-            sshd.dir().join("other_host_key").display(),
-            sshd.known_hosts().display()
-        );
-        let e = open_backend(&url).unwrap().stat("x").await.unwrap_err();
+        let other = sshd.dir().join("other_host_key");
+        let e = stat_error(url(&other, &sshd.known_hosts())).await;
         assert_eq!(e.code(), "auth.ssh_denied", "{scheme}: {e}");
         assert!(e.to_string().contains("Permission denied"), "{e}");
 
@@ -263,7 +247,7 @@ async fn ssh_connection_errors_have_codes() {
             sshd.client_key().display(),
             sshd.known_hosts().display()
         );
-        let e = open_backend(&url).unwrap().stat("x").await.unwrap_err();
+        let e = stat_error(url).await;
         assert_eq!(e.code(), "unreachable.ssh", "{scheme}: {e}");
         assert!(e.is_temporary());
     }

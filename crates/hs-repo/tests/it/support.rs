@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hs_crypt::Keyring;
-use hs_repo::{open_backend, Backend, ChunkRef, FileEntry, FileKind};
+use hs_repo::{
+    open_backend, ArchiveEntry, Backend, BackupManifest, BackupStats, ChunkRef, FileEntry, FileKind,
+};
 use tempfile::TempDir;
 
 /// A temp dir holding a keyring and (after init) a repository.
@@ -103,6 +105,39 @@ pub fn file(path: &str, chunks: Vec<ChunkRef>) -> FileEntry {
         size: chunks.iter().map(|c| u64::from(c.len)).sum(),
         chunks,
         chunk_lists: Vec::new(),
+    }
+}
+
+/// The manifest of backup `id` of `dep` on timeline 1 from `start` to `stop` (LSNs and
+/// times), with one `base` archive of `files` (system identifier 7311111111111111111,
+/// label "test").
+pub fn manifest_of(
+    dep: &str,
+    id: &str,
+    (start_lsn, stop_lsn): (&str, &str),
+    (start_time, stop_time): (String, String),
+    files: Vec<FileEntry>,
+) -> BackupManifest {
+    BackupManifest {
+        format: hs_repo::MANIFEST_FORMAT,
+        backup_id: id.to_string(),
+        deployment: dep.to_string(),
+        system_identifier: "7311111111111111111".to_string(),
+        timeline: 1,
+        start_lsn: start_lsn.parse().unwrap(),
+        stop_lsn: stop_lsn.parse().unwrap(),
+        start_time,
+        stop_time,
+        pg_version: 150004,
+        label: "test".to_string(),
+        archives: vec![ArchiveEntry {
+            name: "base".to_string(),
+            tablespace_oid: None,
+            tablespace_location: None,
+            files,
+        }],
+        pg_backup_manifest: "{}".to_string(),
+        stats: BackupStats::default(),
     }
 }
 

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use hs_crypt::{Domain, Keyring, MasterKey};
-use hs_repo::{ArchiveEntry, BackupManifest, BackupStats, Repository, WalGap};
+use hs_repo::{Repository, WalGap};
 
-use crate::support::{file, files_under, noise, page, Env};
+use crate::support::{file, files_under, manifest_of, noise, page, Env};
 
 const MIB: u64 = 1 << 20;
 const DEP: &str = "demo";
@@ -42,28 +42,17 @@ async fn populated(env: &Env) -> (Repository, Vec<(String, Vec<u8>)>) {
     w.store_chunk_list(&mut long_entry).await.unwrap();
     assert!(!long_entry.chunk_lists.is_empty());
     w.finish().await.unwrap();
-    let m = BackupManifest {
-        format: hs_repo::MANIFEST_FORMAT,
-        backup_id: BACKUP.to_string(),
-        deployment: DEP.to_string(),
-        system_identifier: "7311111111111111111".to_string(),
-        timeline: 1,
+    let m = manifest_of(
+        DEP,
+        BACKUP,
         // Inside segment 2 of timeline 1 (1 MiB segments).
-        start_lsn: "0/200028".parse().unwrap(),
-        stop_lsn: "0/200100".parse().unwrap(),
-        start_time: "2026-11-26T05:00:00Z".to_string(),
-        stop_time: "2026-11-26T05:00:01Z".to_string(),
-        pg_version: 150004,
-        label: "test".to_string(),
-        archives: vec![ArchiveEntry {
-            name: "base".to_string(),
-            tablespace_oid: None,
-            tablespace_location: None,
-            files: vec![file("global/pg_control", short), long_entry],
-        }],
-        pg_backup_manifest: "{}".to_string(),
-        stats: BackupStats::default(),
-    };
+        ("0/200028", "0/200100"),
+        (
+            "2026-11-26T05:00:00Z".to_string(),
+            "2026-11-26T05:00:01Z".to_string(),
+        ),
+        vec![file("global/pg_control", short), long_entry],
+    );
     repo.put_manifest(&m).await.unwrap();
     for seg in 1..=2u8 {
         let name = format!("0000000100000000000000{seg:02X}");
