@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hs_testkit::{PgCluster, PgOptions};
 
-use crate::support::{files_under, hs, json_command, Run, Scratch};
+use crate::support::{files_under, hs, init_repo, json_command, Run, Scratch};
 
 /// A running `backup`; killed on drop so a failing test leaves no process behind.
 struct Running(Option<Child>);
@@ -153,9 +153,7 @@ fn sigterm_during_backup_exits_5_releases_the_lease_and_gc_is_not_held_up() {
     )
     .expect("create table");
     let s = Scratch::new();
-    let url = s.repo_url();
-    hs(&s, &["repo", "init", &url]).ok();
-    let conn = pg.replication_conninfo();
+    let (url, conn) = init_repo(&s, &pg);
 
     let mut r = start_backup(&s, &conn, &url, "4096");
     wait_until(
@@ -194,9 +192,7 @@ fn sigterm_during_backup_exits_5_releases_the_lease_and_gc_is_not_held_up() {
 fn sigint_during_backup_exits_5_and_releases_the_lease() {
     let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
     let s = Scratch::new();
-    let url = s.repo_url();
-    hs(&s, &["repo", "init", &url]).ok();
-    let conn = pg.replication_conninfo();
+    let (url, conn) = init_repo(&s, &pg);
 
     // 32 kB/s: minutes for a fresh cluster, so the backup is surely still running.
     let mut r = start_backup(&s, &conn, &url, "32");

@@ -21,7 +21,7 @@ use hs_repo::{ChunkId, Repository};
 use hs_testkit::{PgCluster, PgOptions};
 use serde_json::Value;
 
-use crate::support::{hs, Run, Scratch};
+use crate::support::{hs, init_repo, Run, Scratch};
 
 const DEP: &str = "demo";
 
@@ -67,9 +67,7 @@ fn a_damaged_manifest_is_listed_as_damaged_and_latest_never_falls_back_silently(
     pg.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g; CHECKPOINT;")
         .unwrap();
     let s = Scratch::new();
-    let url = s.repo_url();
-    hs(&s, &["repo", "init", &url]).ok();
-    let conn = pg.replication_conninfo();
+    let (url, conn) = init_repo(&s, &pg);
     let b1 = backup(&s, &conn, &url);
     let b2 = backup(&s, &conn, &url);
     let b3 = backup(&s, &conn, &url);
@@ -259,9 +257,7 @@ fn a_damaged_pack_names_pack_chunk_file_and_backups_and_runbook_4_heals_what_it_
         .trim()
         .to_owned();
     let s = Scratch::new();
-    let url = s.repo_url();
-    hs(&s, &["repo", "init", &url]).ok();
-    let conn = pg.replication_conninfo();
+    let (url, conn) = init_repo(&s, &pg);
     let b1 = backup(&s, &conn, &url);
     let b2 = backup(&s, &conn, &url);
     let rt = tokio::runtime::Builder::new_current_thread()

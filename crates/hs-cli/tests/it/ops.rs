@@ -32,6 +32,22 @@ fn hs_in(s: &Scratch, args: &[&str], extra_env: &[(&str, &str)], json: bool) -> 
     Run::of(&mut cmd)
 }
 
+/// `init --pg-connection CONN --repo URL --deployment demo --yes` and `extra`.
+fn init_demo(s: &Scratch, conn: &str, url: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "init",
+        "--pg-connection",
+        conn,
+        "--repo",
+        url,
+        "--deployment",
+        "demo",
+        "--yes",
+    ];
+    args.extend_from_slice(extra);
+    hs_in(s, &args, &[], true)
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write file");
 }
@@ -223,22 +239,7 @@ fn seed_order_repo_init_preflight_stream_init_backup_restore() {
     let _stream = Streamer::start(&s, "demo", &conn, &url, &[]);
 
     // init after `repo init`: the repository and keyring are opened, not recreated.
-    let init = hs_in(
-        &s,
-        &[
-            "init",
-            "--pg-connection",
-            &conn,
-            "--repo",
-            &url,
-            "--deployment",
-            "demo",
-            "--yes",
-        ],
-        &[],
-        true,
-    )
-    .ok();
+    let init = init_demo(&s, &conn, &url, &[]).ok();
     assert_eq!(init["repo_created"], false, "{init}");
     assert_eq!(init["keyring_created"], false, "{init}");
     assert!(init["backup"]["backup_id"].is_string(), "{init}");
@@ -249,40 +250,9 @@ fn seed_order_repo_init_preflight_stream_init_backup_restore() {
     assert_eq!(mode, 0o600, "the file holds a password");
 
     // Running init again with the same values changes nothing; other values conflict.
-    let again = hs_in(
-        &s,
-        &[
-            "init",
-            "--pg-connection",
-            &conn,
-            "--repo",
-            &url,
-            "--deployment",
-            "demo",
-            "--yes",
-            "--no-backup",
-        ],
-        &[],
-        true,
-    )
-    .ok();
+    let again = init_demo(&s, &conn, &url, &["--no-backup"]).ok();
     assert_eq!(again["config_changed"], false);
-    let clash = hs_in(
-        &s,
-        &[
-            "init",
-            "--pg-connection",
-            "host=elsewhere user=x",
-            "--repo",
-            &url,
-            "--deployment",
-            "demo",
-            "--yes",
-            "--no-backup",
-        ],
-        &[],
-        true,
-    );
+    let clash = init_demo(&s, "host=elsewhere user=x", &url, &["--no-backup"]);
     assert_eq!(clash.status, 7, "{}", clash.stdout);
     assert_eq!(clash.err_code(), "conflict.config_deployment_exists");
     // Without a terminal and without --yes, init needs every value.

@@ -5,8 +5,8 @@
 use hs_testkit::{PgCluster, PgOptions};
 
 use crate::support::{
-    archive_current_wal, backup, backup_ids, dir_bytes, hs, restore, start_restored, Scratch,
-    Streamer,
+    archive_current_wal, backup, backup_ids, dir_bytes, hs, init_repo, restore, start_restored,
+    Scratch, Streamer,
 };
 
 #[test]
@@ -17,9 +17,7 @@ fn rotate_keep_one_then_gc_frees_space_and_latest_restores() {
     pg.psql("INSERT INTO t SELECT g, 0, repeat('x', 200) FROM generate_series(1, 20000) g")
         .unwrap();
     let s = Scratch::new();
-    let url = s.repo_url();
-    hs(&s, &["repo", "init", &url]).ok();
-    let conn = pg.replication_conninfo();
+    let (url, conn) = init_repo(&s, &pg);
     let streamer = Streamer::start(&s, "demo", &conn, &url, &[]);
 
     let mut ids = Vec::new();

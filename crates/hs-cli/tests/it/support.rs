@@ -205,6 +205,14 @@ pub fn start_restored(dir: &Path) -> hs_testkit::PgCluster {
     c
 }
 
+/// `repo init` of the scratch repository; returns its URL and the replication conninfo
+/// of `pg`.
+pub fn init_repo(s: &Scratch, pg: &hs_testkit::PgCluster) -> (String, String) {
+    let url = s.repo_url();
+    hs(s, &["repo", "init", &url]).ok();
+    (url, pg.replication_conninfo())
+}
+
 /// `repo init` of the scratch repository, then one `backup` of `deployment` from `pg`;
 /// returns the repository URL, the replication conninfo and the backup's JSON result.
 pub fn init_and_backup(
@@ -212,9 +220,7 @@ pub fn init_and_backup(
     pg: &hs_testkit::PgCluster,
     deployment: &str,
 ) -> (String, String, Value) {
-    let url = s.repo_url();
-    hs(s, &["repo", "init", &url]).ok();
-    let conn = pg.replication_conninfo();
+    let (url, conn) = init_repo(s, pg);
     let backup = backup(s, deployment, &conn, &url).ok();
     (url, conn, backup)
 }
