@@ -306,3 +306,24 @@ pub(super) fn sync_dirs(root: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_join_refuses_escapes() {
+        let root = Path::new("/r");
+        assert_eq!(
+            safe_join(root, "base/1/2").unwrap(),
+            Path::new("/r/base/1/2")
+        );
+        for bad in ["", "../x", "/etc/passwd", "a/../../b"] {
+            assert_eq!(
+                safe_join(root, bad).unwrap_err().code(),
+                "verify.manifest_path_invalid",
+                "{bad}"
+            );
+        }
+    }
+}

@@ -421,3 +421,165 @@ pub(super) fn remove_extraneous(
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::BackupSelector;
+
+    #[test]
+    fn non_empty_target_is_refused_and_untouched() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("keep"), b"x").unwrap();
+        let e = check_empty_dir(d.path(), DirRole::Target).unwrap_err();
+        assert_eq!(e.code(), "conflict.target_not_empty");
+        assert!(e.suggestion().unwrap().contains("--delta"));
+        let e = check_empty_dir(d.path(), DirRole::Tablespace).unwrap_err();
+        assert_eq!(e.code(), "conflict.tablespace_not_empty");
+        assert_eq!(std::fs::read(d.path().join("keep")).unwrap(), b"x");
+        // --delta refuses a non-empty directory that is not a data directory.
+        let e = check_delta_dir(d.path(), DirRole::Target).unwrap_err();
+        assert_eq!(e.code(), "conflict.target_not_data_directory");
+        let e = check_delta_dir(d.path(), DirRole::Tablespace).unwrap_err();
+        assert_eq!(e.code(), "conflict.tablespace_not_empty");
+        assert_eq!(std::fs::read(d.path().join("keep")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn delta_refuses_a_live_postmaster_but_not_a_stale_pid_file() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("PG_VERSION"), b"15\n").unwrap();
+        let me = std::process::id();
+        std::fs::write(d.path().join("postmaster.pid"), format!("{me}\n/data\n")).unwrap();
+        let e = check_delta_dir(d.path(), DirRole::Target).unwrap_err();
+        assert_eq!(e.code(), "conflict.target_running");
+        // A pid no process has (pid_max is at most 2^22).
+        std::fs::write(d.path().join("postmaster.pid"), b"4194305\n/data\n").unwrap();
+        check_delta_dir(d.path(), DirRole::Target).unwrap();
+        std::fs::write(d.path().join("postmaster.pid"), b"garbage").unwrap();
+        check_delta_dir(d.path(), DirRole::Target).unwrap();
+    }
+
+    fn manifest_with_tablespace(loc: &str) -> BackupManifest {
+        let archive = |name: &str, oid: Option<u32>, loc: Option<&str>| ArchiveEntry {
+            name: name.into(),
+            tablespace_oid: oid,
+            tablespace_location: loc.map(str::to_owned),
+            files: Vec::new(),
+        };
+        BackupManifest {
+            format: 1,
+            backup_id: "20260101T000000Z".into(),
+            deployment: "d".into(),
+            system_identifier: "1".into(),
+            timeline: 1,
+            start_lsn: hs_pg::Lsn(0x200_0028),
+            stop_lsn: hs_pg::Lsn(0x200_0100),
+            start_time: String::new(),
+            stop_time: String::new(),
+            pg_version: 150000,
+            label: String::new(),
+            // PostgreSQL sends tablespaces first and the base directory last.
+            archives: vec![
+                archive("16384.tar", Some(16384), Some(loc)),
+                archive("base.tar", None, None),
+            ],
+            pg_backup_manifest: String::new(),
+            stats: hs_repo::BackupStats {
+                logical_bytes: 0,
+                stored_bytes: 0,
+                chunks: 0,
+                new_chunks: 0,
+                files: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn tablespace_roots_follow_mappings_and_refuse_overlaps() {
+        let m = manifest_with_tablespace("/srv/ts1/");
+        let mut opts = RestoreOptions::new("d", BackupSelector::Latest, "/restore/data".into());
+        let roots = archive_roots(&m, &opts).unwrap();
+        assert_eq!(
+            roots,
+            [PathBuf::from("/srv/ts1"), PathBuf::from("/restore/data")]
+        );
+
+        opts.tablespace_mapping = vec!["/srv/ts1=/restore/ts1".parse().unwrap()];
+        let roots = archive_roots(&m, &opts).unwrap();
+        assert_eq!(roots[0], Path::new("/restore/ts1"));
+        let base = &m.archives[1];
+        assert_eq!(
+            link_target(base, "pg_tblspc/16384", "/srv/ts1", &m, &roots),
+            "/restore/ts1"
+        );
+        assert_eq!(link_target(base, "pg_tblspc/99", "/x", &m, &roots), "/x");
+
+        opts.tablespace_mapping = vec!["/srv/other=/restore/ts1".parse().unwrap()];
+        let e = archive_roots(&m, &opts).unwrap_err();
+        assert_eq!(e.code(), "usage.tablespace_mapping_unmatched");
+        assert!(e.suggestion().unwrap().contains("/srv/ts1"));
+
+        opts.tablespace_mapping = vec!["/srv/ts1=/restore/data/ts".parse().unwrap()];
+        let e = archive_roots(&m, &opts).unwrap_err();
+        assert_eq!(e.code(), "usage.tablespace_mapping_invalid");
+    }
+
+    #[test]
+    fn tablespace_mapping_parses_like_pg_basebackup() {
+        let m: TablespaceMapping = "/srv/ts1/=/mnt//new".parse().unwrap();
+        assert_eq!(m.old_dir, Path::new("/srv/ts1"));
+        assert_eq!(m.new_dir, Path::new("/mnt/new"));
+        let m: TablespaceMapping = r"/a\=b=/c".parse().unwrap();
+        assert_eq!(m.old_dir, Path::new("/a=b"));
+        assert_eq!(m.new_dir, Path::new("/c"));
+        for bad in ["/a", "a=/b", "/a=b", "/a=/b=/c", "/a/../b=/c", "=", "/a="] {
+            let e = bad.parse::<TablespaceMapping>().unwrap_err();
+            assert_eq!(e.code(), "usage.tablespace_mapping_invalid", "{bad}");
+        }
+    }
+
+    #[test]
+    fn removal_keeps_expected_entries_and_never_follows_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("data");
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(root.join("base/1")).unwrap();
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        std::fs::write(outside.join("sub/precious"), b"p").unwrap();
+        std::fs::write(root.join("base/1/keep"), b"k").unwrap();
+        std::fs::write(root.join("base/1/extra"), b"x").unwrap();
+        std::fs::write(root.join("backup_manifest"), b"m").unwrap();
+        std::fs::create_dir(root.join("junkdir")).unwrap();
+        std::fs::write(root.join("junkdir/f"), b"x").unwrap();
+        // A link to a directory outside, where the backup has a directory of that name.
+        std::os::unix::fs::symlink(&outside, root.join("base/2")).unwrap();
+        let entry = |path: &str, kind: FileKind| hs_repo::FileEntry {
+            path: path.into(),
+            kind,
+            mode: 0o700,
+            mtime: 0,
+            size: 0,
+            chunks: Vec::new(),
+            chunk_lists: Vec::new(),
+        };
+        let a = ArchiveEntry {
+            name: "base".into(),
+            tablespace_oid: None,
+            tablespace_location: None,
+            files: vec![
+                entry("base/1/keep", FileKind::File),
+                entry("base/2", FileKind::Dir),
+            ],
+        };
+        let expected = expected_entries(&a, true);
+        let removed = remove_extraneous(&root, &expected, std::slice::from_ref(&root)).unwrap();
+        assert_eq!(removed, 3, "extra, junkdir and the base/2 link");
+        assert!(root.join("base/1/keep").is_file());
+        assert!(!root.join("base/1/extra").exists());
+        assert!(!root.join("backup_manifest").exists());
+        assert!(!root.join("junkdir").exists());
+        assert!(std::fs::symlink_metadata(root.join("base/2")).is_err());
+        assert_eq!(std::fs::read(outside.join("sub/precious")).unwrap(), b"p");
+    }
+}
