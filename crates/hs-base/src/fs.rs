@@ -165,6 +165,13 @@ mod tests {
             std::fs::create_dir_all(&p).unwrap();
             Dir(p)
         }
+        /// A fresh directory, the path of `name` in it and a temporary name for it.
+        fn with_target(name: &str) -> (Dir, PathBuf, PathBuf) {
+            let d = Dir::new();
+            let dest = d.0.join(name);
+            let tmp = temp_path(&dest, ".tmp-", 7);
+            (d, dest, tmp)
+        }
         fn names(&self) -> Vec<String> {
             let mut v: Vec<String> = std::fs::read_dir(&self.0)
                 .unwrap()
@@ -192,10 +199,8 @@ mod tests {
 
     #[test]
     fn replaces_with_content_and_exact_mode() {
-        let d = Dir::new();
-        let dest = d.0.join("f");
+        let (d, dest, tmp) = Dir::with_target("f");
         std::fs::write(&dest, b"old").unwrap();
-        let tmp = temp_path(&dest, ".tmp-", 1);
         assert!(AtomicFile::new(&dest, &tmp)
             .mode(0o640)
             .write(b"new")
@@ -217,9 +222,7 @@ mod tests {
 
     #[test]
     fn if_absent_keeps_an_existing_file() {
-        let d = Dir::new();
-        let dest = d.0.join("obj");
-        let tmp = temp_path(&dest, ".tmp-", 2);
+        let (d, dest, tmp) = Dir::with_target("obj");
         let create = |data: &[u8]| AtomicFile::new(&dest, &tmp).if_absent().write(data);
         assert!(create(b"one").unwrap());
         assert!(!create(b"two").unwrap());
@@ -229,10 +232,8 @@ mod tests {
 
     #[test]
     fn no_temporary_left_behind_on_failure() {
-        let d = Dir::new();
         // The write into the temporary file fails.
-        let dest = d.0.join("f");
-        let tmp = temp_path(&dest, ".tmp-", 3);
+        let (d, dest, tmp) = Dir::with_target("f");
         let e = AtomicFile::new(&dest, &tmp)
             .mode(0o600)
             .write_with(|_| Err(io::Error::other("full")))
