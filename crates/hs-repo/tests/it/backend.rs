@@ -110,12 +110,11 @@ async fn fs_backend_basics() {
         "verify.object_truncated"
     );
     assert_eq!(b.get("nope").await.unwrap_err().code(), "notfound.object");
-    b.put_if_absent("a/x", Bytes::from_static(b"1"))
-        .await
-        .unwrap();
-    b.put_if_absent("ab", Bytes::from_static(b"22"))
-        .await
-        .unwrap();
+    for (name, data) in [("a/x", &b"1"[..]), ("ab", b"22")] {
+        b.put_if_absent(name, Bytes::from_static(data))
+            .await
+            .unwrap();
+    }
     let names: Vec<String> = b
         .list("a/")
         .await
