@@ -211,10 +211,8 @@ impl Repository {
         let b = &self.inner.backend;
         let mut out = Vec::new();
         for o in b.list(prefix).await? {
-            let sealed = match b.get(&o.name).await {
-                Ok(s) => s,
-                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
-                Err(e) => return Err(e),
+            let Some(sealed) = self.get_listed(&o.name).await? else {
+                continue;
             };
             let json = open_record(self, magic, &o.name, &sealed, "verify.gc_record_invalid")?;
             out.push(decode(&json, &o.name)?);

@@ -143,10 +143,8 @@ impl Repository {
         let backend = self.backend();
         let mut out = Vec::new();
         for o in backend.list(QUARANTINE_PREFIX).await? {
-            let sealed = match backend.get(&o.name).await {
-                Ok(s) => s,
-                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
-                Err(e) => return Err(e),
+            let Some(sealed) = self.get_listed(&o.name).await? else {
+                continue;
             };
             out.push(self.open_quarantine_record(&o.name, &sealed)?);
         }

@@ -496,6 +496,16 @@ impl Repository {
         &self.inner.backend
     }
 
+    /// An object a listing named; `None` when it is gone since (deleted by gc,
+    /// retention or a release meanwhile), which is not an error of the listing.
+    pub(crate) async fn get_listed(&self, name: &str) -> Result<Option<Bytes>> {
+        match self.inner.backend.get(name).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.code() == code::NOTFOUND_OBJECT => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The keyed id of `data` in this repository.
     pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
         ChunkId::compute(&self.inner.id_key, data)

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 
-use hs_base::code;
 use hs_chunk::{ChunkId, PackEntry, PackHeader};
 use hs_crypt::Domain;
 
@@ -185,10 +184,8 @@ impl Repository {
         let late_packs = self.condemned_or_quarantined().await?;
         let mut late = Vec::new();
         for name in names {
-            let sealed = match self.inner.backend.get(&name).await {
-                Ok(b) => b,
-                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
-                Err(e) => return Err(e),
+            let Some(sealed) = self.get_listed(&name).await? else {
+                continue;
             };
             report.bytes_read += sealed.len() as u64;
             let bad = |report: &mut VerifyReport, msg: String| {

@@ -117,10 +117,8 @@ impl Repository {
                 let Some(o) = todo.next() else { break };
                 let repo = self.clone();
                 set.spawn(async move {
-                    let data = match repo.inner.backend.get(&o.name).await {
-                        Ok(d) => d,
-                        Err(e) if e.code() == code::NOTFOUND_OBJECT => return Ok(None),
-                        Err(e) => return Err(e),
+                    let Some(data) = repo.get_listed(&o.name).await? else {
+                        return Ok(None);
                     };
                     let len = data.len() as u64;
                     let name = o.name.clone();
@@ -180,10 +178,8 @@ impl Repository {
         let mut records = 0;
         let mut record_problems = Vec::new();
         for o in self.inner.backend.list(QUARANTINE_PREFIX).await? {
-            let sealed = match self.inner.backend.get(&o.name).await {
-                Ok(b) => b,
-                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
-                Err(e) => return Err(e),
+            let Some(sealed) = self.get_listed(&o.name).await? else {
+                continue;
             };
             records += 1;
             report.bytes_read += sealed.len() as u64;
