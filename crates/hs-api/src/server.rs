@@ -19,7 +19,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::error::{Error, ErrorKind, HttpError, Result};
 use crate::jobs::Jobs;
@@ -230,44 +229,31 @@ impl ApiServer {
     /// the process exits are abandoned (a backup that did not write its manifest is never
     /// listed, so nothing half-done becomes visible).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                p = limit.clone().acquire_owned() => p,
-            };
-            let Ok(permit) = permit else {
-                return Ok(());
-            };
-            let (stream, peer) = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                r = self.listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait a little, go on.
-                        tracing::warn!("api: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
+        let state = self.state;
+        hs_ops::serve_connections(
+            self.listener,
+            MAX_CONNECTIONS,
+            "api",
+            shutdown,
+            move |stream, peer| {
+                let state = state.clone();
+                async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(state, req).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(REQUEST_HEAD_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = conn.await {
+                        tracing::debug!("api: connection from {peer}: {e}");
                     }
-                },
-            };
-            let state = self.state.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(REQUEST_HEAD_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
-                    tracing::debug!("api: connection from {peer}: {e}");
                 }
-                drop(permit);
-            });
-        }
+            },
+        )
+        .await;
+        Ok(())
     }
 }
 

@@ -27,10 +27,7 @@ pub use backup::{
     run_backup, run_backup_until, BackupOptions, BackupSummary, NoProgress, Progress,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use metrics::{
-    bind_metrics, serve_metrics, StreamMetrics, Tee, MAX_CONNECTIONS, MAX_REQUEST_HEAD,
-    REQUEST_TIMEOUT,
-};
+pub use metrics::{StreamMetrics, Tee};
 pub use names::{backup_id_for, rfc3339, validate_deployment, MAX_DEPLOYMENT_LEN};
 pub use preflight::{preflight, Finding, PreflightReport, Severity};
 pub use stream::{

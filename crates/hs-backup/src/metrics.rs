@@ -1,12 +1,6 @@
 //! Prometheus metrics for `wal stream --metrics-listen ADDR`: [`StreamMetrics`] counts what
-//! the streamer reports through [`StreamObserver`], and [`serve_metrics`] exposes it over a
-//! minimal, read-only HTTP/1.1 endpoint (`GET /metrics`, text exposition format 0.0.4).
-//!
-//! The endpoint serves nothing but these numbers (no secrets, no control), so any listen
-//! address is accepted; bind it to a loopback or private address unless the scraper is
-//! remote. One request per connection (`Connection: close`), at most
-//! [`MAX_CONNECTIONS`] connections at a time, and a request head must arrive within
-//! [`REQUEST_TIMEOUT`] and fit in [`MAX_REQUEST_HEAD`] bytes.
+//! the streamer reports through [`StreamObserver`] and renders it in the text exposition
+//! format 0.0.4; hs-ops serves it (`hs_ops::bind_metrics`).
 //!
 //! Two lag views are exported. `lag_*` is measured against the flush position reported to
 //! the server (what the replication slot may release: whole segments, or everything in
@@ -18,27 +12,15 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hs_proto::{Lsn, TimelineId};
 use hs_repo::WalGap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Error;
 use crate::stream::StreamObserver;
-
-/// Most connections served at once; more wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 16;
-/// Time allowed for a client to send its request head (and to take the response).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest accepted request head (request line and headers).
-pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
 /// Server end positions kept for the lag-seconds estimate.
 const MAX_SAMPLES: usize = 4096;
@@ -446,179 +428,10 @@ fn escape_label(s: &str) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `addr` until `shutdown` turns true (or its sender is dropped).
-/// See [`bind_metrics`].
-pub async fn serve_metrics(
-    addr: SocketAddr,
-    metrics: Arc<StreamMetrics>,
-    shutdown: watch::Receiver<bool>,
-) -> Result<()> {
-    let (_, serve) = bind_metrics(addr, metrics, shutdown).await?;
-    serve.await
-}
-
-/// Binds `addr` and returns the bound address (useful with port 0) and the future that
-/// serves connections until `shutdown` turns true (or its sender is dropped).
-///
-/// `GET /metrics` (or `HEAD`) answers `200` with `text/plain; version=0.0.4`; other paths
-/// `404`, other methods on `/metrics` `405`, a malformed or oversized request `400`.
-/// A bind failure is `usage.metrics_listen_failed`.
-pub async fn bind_metrics(
-    addr: SocketAddr,
-    metrics: Arc<StreamMetrics>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(
-    SocketAddr,
-    impl Future<Output = Result<()>> + Send + 'static,
-)> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        Error::of_kind(
-            ErrorKind::Usage,
-            "usage.metrics_listen_failed",
-            format!("cannot listen for metrics on {addr}: {e}"),
-        )
-        .with_suggestion("pick a free address and port for --metrics-listen, e.g. 127.0.0.1:9187")
-    })?;
-    let local = listener.local_addr().map_err(|e| {
-        Error::of_kind(
-            ErrorKind::Usage,
-            "usage.metrics_listen_failed",
-            format!("cannot read the metrics listen address: {e}"),
-        )
-    })?;
-    tracing::info!(addr = %local, "serving Prometheus metrics on http://{local}/metrics");
-    let serve = async move {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return Ok(()),
-                },
-                r = shutdown.changed() => {
-                    if r.is_err() { return Ok(()); }
-                    continue;
-                }
-            };
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((sock, peer)) => {
-                        let metrics = metrics.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = tokio::time::timeout(
-                                REQUEST_TIMEOUT,
-                                handle(sock, &metrics),
-                            )
-                            .await
-                            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-                            {
-                                tracing::debug!(%peer, "metrics request: {e}");
-                            }
-                            drop(permit);
-                        });
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: do not spin.
-                        tracing::warn!("metrics listener: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                r = shutdown.changed() => {
-                    if r.is_err() { return Ok(()); }
-                }
-            }
-        }
-    };
-    Ok((local, serve))
-}
-
-/// Reads one request head, answers it, closes.
-async fn handle(mut sock: TcpStream, metrics: &StreamMetrics) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let complete = loop {
-        if let Some(end) = find_head_end(&head) {
-            head.truncate(end);
-            break true;
-        }
-        if head.len() > MAX_REQUEST_HEAD {
-            break false;
-        }
-        let n = sock.read(&mut buf).await?;
-        if n == 0 {
-            break false;
-        }
-        head.extend_from_slice(&buf[..n]);
-    };
-    let (status, body, head_only) = if complete {
-        route(&head, metrics)
-    } else {
-        ("400 Bad Request", "bad request\n".to_owned(), false)
-    };
-    let content_type = if status.starts_with("200") {
-        "text/plain; version=0.0.4; charset=utf-8"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let mut resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    if status.starts_with("405") {
-        resp.push_str("Allow: GET, HEAD\r\n");
-    }
-    resp.push_str("\r\n");
-    if !head_only {
-        resp.push_str(&body);
-    }
-    sock.write_all(resp.as_bytes()).await?;
-    sock.shutdown().await
-}
-
-/// The end of the request head (`\r\n\r\n`, or a bare `\n\n`), exclusive of the blank line.
-fn find_head_end(b: &[u8]) -> Option<usize> {
-    let crlf = b.windows(4).position(|w| w == b"\r\n\r\n");
-    let lf = b.windows(2).position(|w| w == b"\n\n");
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// Status line, body, and whether to send the head only.
-fn route(head: &[u8], metrics: &StreamMetrics) -> (&'static str, String, bool) {
-    let line = head.split(|&c| c == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.trim_end_matches('\r').split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return ("400 Bad Request", "bad request\n".into(), false);
-    };
-    if !version.starts_with("HTTP/1.") {
-        return ("400 Bad Request", "bad request\n".into(), false);
-    }
-    let path = target.split('?').next().unwrap_or_default();
-    if path != "/metrics" {
-        return (
-            "404 Not Found",
-            "not found: metrics are at /metrics\n".into(),
-            method == "HEAD",
-        );
-    }
-    match method {
-        "GET" => ("200 OK", metrics.render(), false),
-        "HEAD" => ("200 OK", metrics.render(), true),
-        _ => ("405 Method Not Allowed", "use GET\n".into(), false),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     const SEG: u64 = 16 * 1024 * 1024;
 
@@ -735,21 +548,5 @@ mod tests {
         assert_eq!(fmt_value(3.0), "3");
         assert_eq!(fmt_value(0.25), "0.25");
         assert_eq!(fmt_value(f64::INFINITY), "+Inf");
-    }
-
-    #[test]
-    fn routing() {
-        let m = StreamMetrics::new("main");
-        assert_eq!(route(b"GET /metrics HTTP/1.1", &m).0, "200 OK");
-        assert_eq!(route(b"GET /metrics?x=1 HTTP/1.0", &m).0, "200 OK");
-        assert!(route(b"HEAD /metrics HTTP/1.1", &m).2);
-        assert_eq!(route(b"GET / HTTP/1.1", &m).0, "404 Not Found");
-        assert_eq!(
-            route(b"POST /metrics HTTP/1.1", &m).0,
-            "405 Method Not Allowed"
-        );
-        assert_eq!(route(b"garbage", &m).0, "400 Bad Request");
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nxx"), Some(20));
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n"), None);
     }
 }

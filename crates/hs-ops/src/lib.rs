@@ -27,6 +27,8 @@ mod config;
 mod doctor;
 mod error;
 mod init;
+mod listen;
+mod metrics;
 mod restore;
 mod settings;
 mod status;
@@ -43,6 +45,10 @@ pub use doctor::{
 pub use error::{Error, ErrorKind, Result};
 pub use init::{
     add_init_entry, config_to_write, existing_config, init_repository, InitEntry, InitSetup,
+};
+pub use listen::{serve_connections, until_true};
+pub use metrics::{
+    bind_metrics, serve_metrics, MAX_CONNECTIONS, MAX_REQUEST_HEAD, REQUEST_TIMEOUT,
 };
 pub use restore::{plan_restore, restore, PlanRequest, RestoreOutcome, RestoreRequest, Restored};
 pub use settings::{Deployment, Settings};

@@ -168,7 +168,7 @@ pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
     let metrics = std::sync::Arc::new(hs_backup::StreamMetrics::new(&a.deployment));
     let mut metrics_server = None;
     if let Some(addr) = a.metrics_listen {
-        let (bound, serve) = hs_backup::bind_metrics(addr, metrics.clone(), rx.clone()).await?;
+        let (bound, serve) = hs_ops::bind_metrics(addr, metrics.clone(), rx.clone()).await?;
         tracing::warn!("Prometheus metrics at http://{bound}/metrics");
         metrics_server = Some(tokio::spawn(serve));
     }
