@@ -189,10 +189,7 @@ async fn lsn_plan_survives_the_streamer_completing_the_listed_partial() {
     assert_eq!(p.wal_segments, 2);
 
     // The same plan as one made after the streamer moved on.
-    let settled = plan_restore(&f.repo, D, &BackupSelector::Latest, &target)
-        .await
-        .unwrap();
-    assert_eq!(p.to_json(), settled.to_json());
+    assert_same_as_settled(&f.repo, &p, &target).await;
 }
 
 #[tokio::test]
@@ -253,10 +250,7 @@ async fn plan_survives_retention_removing_the_listed_segment_it_probes() {
     assert_eq!(p.wal_segment_size, SEG);
     assert_eq!(p.wal_from.as_deref(), Some(name(4).as_str()));
     assert_eq!(p.wal_to.as_deref(), Some(name(5).as_str()));
-    let settled = plan_restore(&f.repo, D, &BackupSelector::Latest, &PitrTarget::Latest)
-        .await
-        .unwrap();
-    assert_eq!(p.to_json(), settled.to_json());
+    assert_same_as_settled(&f.repo, &p, &PitrTarget::Latest).await;
 
     // The same mechanism, for callers holding a listing (`wal list`).
     let (racing, b) = f
@@ -271,6 +265,14 @@ async fn plan_survives_retention_removing_the_listed_segment_it_probes() {
     assert_eq!(size, Some(SEG));
     let names: Vec<_> = listing.segments.iter().map(|s| s.name.clone()).collect();
     assert_eq!(names, vec![name(5)], "the listing was refreshed");
+}
+
+/// The plan `p`, made while a writer moved on, equals one made on `repo` now.
+async fn assert_same_as_settled(repo: &Repository, p: &hs_pitr::RestorePlan, target: &PitrTarget) {
+    let settled = plan_restore(repo, D, &BackupSelector::Latest, target)
+        .await
+        .unwrap();
+    assert_eq!(p.to_json(), settled.to_json());
 }
 
 /// `wal_fetch` of segment 5 through `repo` into a fresh RECOVERYXLOG; the outcome and
@@ -431,10 +433,7 @@ async fn real_cluster_time_plan_survives_the_segment_switch_race() {
         "{:?}",
         p.notes
     );
-    let settled = plan_restore(&f.repo, D, &BackupSelector::Latest, &target)
-        .await
-        .unwrap();
-    assert_eq!(p.to_json(), settled.to_json());
+    assert_same_as_settled(&f.repo, &p, &target).await;
 }
 
 /// Retention removes gap records older than every kept backup: one that a

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hs_repo::Backend;
 
-use crate::support::{assert_no_temporaries, fs_backend, race_put_if_absent};
+use crate::support::{
+    assert_no_temporaries, create_once_then_replace, fs_backend, race_put_if_absent,
+};
 
 /// Checks create-if-absent, replace, ranges, listing, delete and stat.
 pub async fn conformance(b: Arc<dyn Backend>) {
@@ -15,18 +17,7 @@ pub async fn conformance(b: Arc<dyn Backend>) {
         b.get("c/x/one").await.unwrap_err().code(),
         "notfound.object"
     );
-    assert!(b
-        .put_if_absent("c/x/one", Bytes::from_static(b"first"))
-        .await
-        .unwrap());
-    assert!(!b
-        .put_if_absent("c/x/one", Bytes::from_static(b"second"))
-        .await
-        .unwrap());
-    assert_eq!(&b.get("c/x/one").await.unwrap()[..], b"first");
-    b.put("c/x/one", Bytes::from_static(b"replaced"))
-        .await
-        .unwrap();
+    create_once_then_replace(&b, "c/x/one", b"first", b"second", b"replaced").await;
     assert_eq!(&b.get("c/x/one").await.unwrap()[..], b"replaced");
     assert_eq!(&b.get_range("c/x/one", 2, 4).await.unwrap()[..], b"plac");
     assert_eq!(&b.get_range("c/x/one", 8, 0).await.unwrap()[..], b"");
@@ -94,16 +85,7 @@ async fn fs_removes_stale_temporaries_only() {
 async fn fs_backend_basics() {
     let (dir, b) = fs_backend();
     assert!(b.stat("a/b/c").await.unwrap().is_none());
-    assert!(b
-        .put_if_absent("a/b/c", Bytes::from_static(b"one"))
-        .await
-        .unwrap());
-    assert!(!b
-        .put_if_absent("a/b/c", Bytes::from_static(b"two"))
-        .await
-        .unwrap());
-    assert_eq!(&b.get("a/b/c").await.unwrap()[..], b"one");
-    b.put("a/b/c", Bytes::from_static(b"three")).await.unwrap();
+    create_once_then_replace(&b, "a/b/c", b"one", b"two", b"three").await;
     assert_eq!(&b.get_range("a/b/c", 1, 3).await.unwrap()[..], b"hre");
     assert_eq!(
         b.get_range("a/b/c", 3, 10).await.unwrap_err().code(),

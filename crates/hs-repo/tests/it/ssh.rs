@@ -10,7 +10,9 @@ use bytes::Bytes;
 use hs_repo::{open_backend, Backend, Repository};
 use hs_testkit::{sshd_or_skip, Sshd, SshdOptions};
 
-use crate::support::{assert_no_temporaries, noise, race_put_if_absent, Env};
+use crate::support::{
+    assert_no_temporaries, create_once_then_replace, noise, race_put_if_absent, Env,
+};
 
 /// A remote repository directory (the "remote" host is this machine).
 struct Remote {
@@ -33,16 +35,7 @@ async fn behaviour(b: Arc<dyn Backend>) {
     assert_eq!(b.get("a/b/c").await.unwrap_err().code(), "notfound.object");
     assert!(b.list("").await.unwrap().is_empty());
 
-    assert!(b
-        .put_if_absent("a/b/c", Bytes::from_static(b"one"))
-        .await
-        .unwrap());
-    assert!(!b
-        .put_if_absent("a/b/c", Bytes::from_static(b"two"))
-        .await
-        .unwrap());
-    assert_eq!(&b.get("a/b/c").await.unwrap()[..], b"one");
-    b.put("a/b/c", Bytes::from_static(b"three")).await.unwrap();
+    create_once_then_replace(&b, "a/b/c", b"one", b"two", b"three").await;
     assert_eq!(&b.get("a/b/c").await.unwrap()[..], b"three");
     assert_eq!(&b.get_range("a/b/c", 1, 3).await.unwrap()[..], b"hre");
     assert_eq!(&b.get_range("a/b/c", 0, 0).await.unwrap()[..], b"");

@@ -141,6 +141,27 @@ pub fn manifest_of(
     }
 }
 
+/// `name` is created by `put_if_absent` with `first`; a second `put_if_absent` (with
+/// `second`) reports it exists and changes nothing; `put` then replaces it by `replaced`.
+pub async fn create_once_then_replace(
+    b: &Arc<dyn Backend>,
+    name: &str,
+    first: &'static [u8],
+    second: &'static [u8],
+    replaced: &'static [u8],
+) {
+    assert!(b
+        .put_if_absent(name, Bytes::from_static(first))
+        .await
+        .unwrap());
+    assert!(!b
+        .put_if_absent(name, Bytes::from_static(second))
+        .await
+        .unwrap());
+    assert_eq!(&b.get(name).await.unwrap()[..], first);
+    b.put(name, Bytes::from_static(replaced)).await.unwrap();
+}
+
 /// Deterministic pseudo-random bytes.
 pub use hs_testkit::noise;
 
