@@ -144,7 +144,7 @@ fn own_keyring(keyring: &Keyring) -> Result<Keyring> {
 /// The marker damaged (its digest no longer matches the one sealed at init).
 fn marker_damaged(url: &str, what: &str) -> Error {
     Error::new(
-        "verify.marker_invalid",
+        code::VERIFY_MARKER_INVALID,
         format!(
             "the marker object {MARKER_NAME} at {url} is damaged: {what}, and it differs from \
              the digest sealed in the key objects at init"
@@ -166,7 +166,7 @@ fn check_marker(raw: &[u8], url: &str, sealed_differs: Option<bool>) -> Result<M
         Ok(m) => m,
         Err(e) => {
             return Err(Error::new(
-                "verify.marker_invalid",
+                code::VERIFY_MARKER_INVALID,
                 format!(
                     "the marker object {MARKER_NAME} at {url} is damaged: not valid JSON of \
                      this format"
@@ -179,40 +179,46 @@ fn check_marker(raw: &[u8], url: &str, sealed_differs: Option<bool>) -> Result<M
             .with_source(e))
         }
     };
-    if marker.format != MARKER_FORMAT {
+    // A fault of a marker that differs from the sealed digest is damage to it.
+    let refuse = |what: &str, e: Error| {
         if damaged {
-            return Err(marker_damaged(url, "its format field changed"));
+            marker_damaged(url, what)
+        } else {
+            e
         }
-        return Err(Error::new(
-            "verify.marker_invalid",
-            format!(
-                "{url} holds a {:?} marker in {MARKER_NAME}, not pg_hardstorage",
-                marker.format
-            ),
-        )
-        .with_suggestion("check the URL: it names another tool's repository"));
+    };
+    if marker.format != MARKER_FORMAT {
+        return Err(refuse(
+            "its format field changed",
+            Error::new(
+                code::VERIFY_MARKER_INVALID,
+                format!(
+                    "{url} holds a {:?} marker in {MARKER_NAME}, not pg_hardstorage",
+                    marker.format
+                ),
+            )
+            .with_suggestion("check the URL: it names another tool's repository"),
+        ));
     }
     if marker.version != REPO_VERSION {
-        if damaged {
-            return Err(marker_damaged(url, "its version field changed"));
-        }
-        return Err(Error::new(
-            "usage.unsupported_repo_version",
-            format!(
-                "the repository has format version {}, this build reads version {REPO_VERSION}",
-                marker.version
-            ),
-        )
-        .with_suggestion("use a pg_hardstorage release that supports this format version"));
+        return Err(refuse(
+            "its version field changed",
+            Error::new(
+                code::USAGE_UNSUPPORTED_REPO_VERSION,
+                format!(
+                    "the repository has format version {}, this build reads version \
+                     {REPO_VERSION}",
+                    marker.version
+                ),
+            )
+            .with_suggestion("use a pg_hardstorage release that supports this format version"),
+        ));
     }
     if let Err(e) = marker.chunker.validate() {
-        if damaged {
-            return Err(marker_damaged(
-                url,
-                &format!("its chunker settings are invalid ({e})"),
-            ));
-        }
-        return Err(e);
+        return Err(refuse(
+            &format!("its chunker settings are invalid ({e})"),
+            e,
+        ));
     }
     Ok(marker)
 }
@@ -231,7 +237,7 @@ async fn open_key_payload(
             Ok(plain) => {
                 let p: KeyPayload = serde_json::from_slice(&plain).map_err(|e| {
                     Error::new(
-                        "verify.key_object_invalid",
+                        code::VERIFY_KEY_OBJECT_INVALID,
                         format!("key object {} is malformed", k.name),
                     )
                     .with_source(e)
@@ -247,7 +253,7 @@ async fn open_key_payload(
                 if corrupt && damaged.is_none() {
                     damaged = Some(
                         Error::new(
-                            "verify.key_object_invalid",
+                            code::VERIFY_KEY_OBJECT_INVALID,
                             format!(
                                 "key object {} is damaged or was modified, and no other key \
                                  object opens with this keyring",
@@ -271,7 +277,7 @@ async fn open_key_payload(
         (Some(d), _) => d,
         (None, Some(e)) => e,
         (None, None) => Error::new(
-            "auth.keyring_no_matching_identity",
+            code::AUTH_KEYRING_NO_MATCHING_IDENTITY,
             "no key object matches the keyring",
         ),
     })
@@ -304,7 +310,7 @@ impl Repository {
         chunker.validate()?;
         if !(1 << 20..=1 << 30).contains(&pack_target_size) {
             return Err(Error::new(
-                "usage.invalid_pack_size",
+                code::USAGE_INVALID_PACK_SIZE,
                 format!("pack target size {pack_target_size} is outside 1 MiB to 1 GiB"),
             ));
         }
@@ -331,7 +337,7 @@ impl Repository {
             zstd_level: hs_chunk::DEFAULT_LEVEL,
         };
         let marker_json = serde_json::to_vec_pretty(&marker).map_err(|e| {
-            Error::new("io.encode_failed", "could not encode marker").with_source(e)
+            Error::new(code::IO_ENCODE_FAILED, "could not encode marker").with_source(e)
         })?;
         let marker_digest = blake3::hash(&marker_json).to_hex().to_string();
         let payload = KeyPayload {
@@ -391,7 +397,7 @@ impl Repository {
             Ok(b) => b,
             Err(e) if e.code() == code::NOTFOUND_OBJECT => {
                 return Err(Error::new(
-                    "notfound.repo",
+                    code::NOTFOUND_REPO,
                     format!("no pg_hardstorage repository at {url}"),
                 )
                 .with_suggestion(format!(
@@ -406,7 +412,7 @@ impl Repository {
             // Not a repository of ours, or a damaged one: judge the marker alone.
             check_marker(&raw, url, None)?;
             return Err(Error::new(
-                "notfound.repo_key",
+                code::NOTFOUND_REPO_KEY,
                 format!("the repository at {url} has no key objects"),
             )
             .with_suggestion("the repository is damaged or was not fully initialised"));
@@ -422,14 +428,14 @@ impl Repository {
                 marker_damaged(url, "its repo_id no longer matches the key objects")
             } else {
                 Error::new(
-                    "verify.key_object_invalid",
+                    code::VERIFY_KEY_OBJECT_INVALID,
                     format!("key object {key_name} belongs to another repository"),
                 )
             });
         }
         let mk = hex::decode(&p.master_key).map_err(|e| {
             Error::new(
-                "verify.key_object_invalid",
+                code::VERIFY_KEY_OBJECT_INVALID,
                 format!("key object {key_name} is malformed"),
             )
             .with_source(e)
@@ -585,7 +591,7 @@ impl Repository {
             let mut got = Vec::with_capacity(batch.len());
             while let Some(r) = set.join_next().await {
                 let r = r.map_err(|e| {
-                    Error::new("aborted.task_failed", "loading an index object failed")
+                    Error::new(code::ABORTED_TASK_FAILED, "loading an index object failed")
                         .with_source(e)
                 })?;
                 got.push(r?);
@@ -619,14 +625,14 @@ impl Repository {
         let b = &self.inner.backend;
         let Some(info) = b.stat(pack).await? else {
             return Err(Error::new(
-                "notfound.object",
+                code::NOTFOUND_OBJECT,
                 format!("object {pack} does not exist"),
             ));
         };
         let trailer_len = PACK_TRAILER_LEN as u64;
         if info.size < trailer_len {
             return Err(Error::new(
-                "verify.pack_corrupt",
+                code::VERIFY_PACK_CORRUPT,
                 format!("pack {pack} is too short to hold a trailer"),
             ));
         }
@@ -664,13 +670,13 @@ impl Repository {
         check_ident(&m.backup_id, "usage.invalid_backup_id", "backup id")?;
         if self.inner.signer.signing_key().verifying_key() != self.inner.verifying {
             return Err(Error::new(
-                "auth.signing_key_mismatch",
+                code::AUTH_SIGNING_KEY_MISMATCH,
                 "the keyring's signing key is not the one recorded in the repository's key object",
             )
             .with_suggestion("use the keyring the repository was initialised with"));
         }
         let json = serde_json::to_vec(m).map_err(|e| {
-            Error::new("io.encode_failed", "could not encode manifest").with_source(e)
+            Error::new(code::IO_ENCODE_FAILED, "could not encode manifest").with_source(e)
         })?;
         let body = hs_chunk::compress(&json, self.compression_level());
         let sig = self.inner.signer.signing_key().sign(&self.manifest_message(
@@ -691,7 +697,7 @@ impl Repository {
             .await?
         {
             return Err(Error::new(
-                "conflict.backup_exists",
+                code::CONFLICT_BACKUP_EXISTS,
                 format!(
                     "backup {} of deployment {} already exists",
                     m.backup_id, m.deployment
@@ -716,7 +722,7 @@ impl Repository {
             Ok(b) => b,
             Err(e) if e.code() == code::NOTFOUND_OBJECT => {
                 return Err(Error::new(
-                    "notfound.backup",
+                    code::NOTFOUND_BACKUP,
                     format!("deployment {deployment} has no backup {backup_id}"),
                 )
                 .with_suggestion("list the deployment's backups to see which exist"))
@@ -737,7 +743,7 @@ impl Repository {
         let plain = self.inner.master.open(Domain::Manifest, sealed)?;
         if plain.len() < 65 || plain[0] != MANIFEST_OBJECT_VERSION {
             return Err(Error::new(
-                "verify.manifest_invalid",
+                code::VERIFY_MANIFEST_INVALID,
                 format!("manifest {name} has an unknown layout"),
             ));
         }
@@ -749,14 +755,14 @@ impl Repository {
         let json = hs_chunk::decompress(body, MAX_MANIFEST_LEN)?;
         let m: BackupManifest = serde_json::from_slice(&json).map_err(|e| {
             Error::new(
-                "verify.manifest_invalid",
+                code::VERIFY_MANIFEST_INVALID,
                 format!("manifest {name} is not valid JSON"),
             )
             .with_source(e)
         })?;
         if m.deployment != deployment || m.backup_id != backup_id {
             return Err(Error::new(
-                "verify.manifest_invalid",
+                code::VERIFY_MANIFEST_INVALID,
                 format!("manifest {name} names another deployment or backup id"),
             ));
         }
@@ -810,7 +816,7 @@ impl Repository {
 
 fn exists(url: &str) -> Error {
     Error::new(
-        "conflict.repo_exists",
+        code::CONFLICT_REPO_EXISTS,
         format!("a pg_hardstorage repository already exists at {url}"),
     )
     .with_suggestion(
