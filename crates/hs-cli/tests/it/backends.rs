@@ -1,9 +1,9 @@
 //! Backup then restore through the real binary on object-store repositories served
 //! on 127.0.0.1: moto (s3://), fake-gcs-server (gcs://) and Azurite (azblob://).
 
-use hs_testkit::{skip_or_fail, Bucket, PgCluster, PgOptions, StorageKind, StorageServer};
+use hs_testkit::{skip_or_fail, Bucket, PgCluster, StorageKind, StorageServer};
 
-use crate::support::{json_command, restore_args, Run, Scratch};
+use crate::support::{cluster_with, json_command, restore_args, Run, Scratch};
 
 const CHECK: &str =
     "SELECT count(*), sum(length(payload)), md5(string_agg(payload, ',' ORDER BY id)) FROM t";
@@ -23,13 +23,11 @@ fn round_trip(kind: StorageKind) {
         return;
     };
     let bucket = server.bucket("roundtrip").expect("create bucket");
-    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
-    pg.psql(
+    let pg = cluster_with(
         "CREATE TABLE t (id int primary key, payload text);
          INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 50000) g;
          CHECKPOINT;",
-    )
-    .expect("load data");
+    );
     let expected = pg.psql(CHECK).expect("checksum");
 
     let s = Scratch::new();

@@ -1,23 +1,22 @@
 //! Backup then restore on file://: the restored cluster answers with the same rows,
 //! the repository holds no plaintext, a second backup of an unchanged cluster is tiny.
 
-use hs_testkit::{PgCluster, PgOptions};
+use hs_testkit::PgCluster;
 
 use crate::support::{
-    any_file_contains, backup, backup_ids, dir_bytes, hs, init_and_backup, restore, Scratch,
+    any_file_contains, backup, backup_ids, cluster_with, dir_bytes, hs, init_and_backup, restore,
+    Scratch,
 };
 
 const MARKER: &str = "HS_PLAINTEXT_MARKER_b7e1c0d2";
 
 #[test]
 fn backup_restore_round_trip_on_file_repo() {
-    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
-    pg.psql(&format!(
+    let pg = cluster_with(&format!(
         "CREATE TABLE t (id int primary key, payload text);
          INSERT INTO t SELECT g, md5(g::text) || '{MARKER}' FROM generate_series(1, 200000) g;
          CHECKPOINT;"
-    ))
-    .expect("load data");
+    ));
     let expected = pg
         .psql("SELECT count(*), sum(length(payload)), md5(string_agg(payload, ',' ORDER BY id)) FROM t")
         .expect("checksum");
@@ -165,9 +164,7 @@ impl hs_pitr::RestoreProgress for DropAndGcDuringRestore<'_> {
 
 #[test]
 fn a_restore_holds_a_lease_gc_waits_for_and_releases_it() {
-    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
-    pg.psql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g; CHECKPOINT;")
-        .expect("load data");
+    let pg = cluster_with("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g; CHECKPOINT;");
     let expected = pg
         .psql("SELECT count(*), md5(string_agg(v, ',' ORDER BY id)) FROM t")
         .expect("checksum");

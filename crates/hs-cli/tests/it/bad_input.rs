@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::{bin, hs, Run, Scratch};
+use crate::support::{hs, human, Run, Scratch};
 
 /// A repository and keyring that exist, so that the input under test is what fails.
 struct Fixture {
@@ -44,12 +44,7 @@ fn expect_code(s: &Scratch, what: &str, args: &[&str], code: &str) {
         "{what}: args {args:?}\nstdout: {}\nstderr: {}",
         r.stdout, r.stderr
     );
-    let human = bin()
-        .args(args)
-        .arg("--keyring")
-        .arg(s.keyring())
-        .output()
-        .expect("run pg_hardstorage");
+    let human = human(s, args);
     let stderr = String::from_utf8_lossy(&human.stderr);
     assert_eq!(
         human.status.code(),

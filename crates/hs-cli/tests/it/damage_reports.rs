@@ -21,7 +21,7 @@ use hs_repo::{ChunkId, Repository};
 use hs_testkit::{PgCluster, PgOptions};
 use serde_json::Value;
 
-use crate::support::{hs, init_repo, Run, Scratch};
+use crate::support::{cluster_with, hs, human, init_repo, Run, Scratch};
 
 const DEP: &str = "demo";
 
@@ -63,9 +63,8 @@ fn suggestion(r: &Run) -> String {
 
 #[test]
 fn a_damaged_manifest_is_listed_as_damaged_and_latest_never_falls_back_silently() {
-    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
-    pg.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g; CHECKPOINT;")
-        .unwrap();
+    let pg =
+        cluster_with("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g; CHECKPOINT;");
     let s = Scratch::new();
     let (url, conn) = init_repo(&s, &pg);
     let b1 = backup(&s, &conn, &url);
@@ -94,11 +93,7 @@ fn a_damaged_manifest_is_listed_as_damaged_and_latest_never_falls_back_silently(
     assert_eq!(rows[2]["status"], "ok");
     assert_eq!(l["damaged"], 1);
     // Human output: the damaged one is marked and named.
-    let human = crate::support::bin()
-        .args(["list", DEP, "--repo", &url, "--keyring"])
-        .arg(s.keyring())
-        .output()
-        .unwrap();
+    let human = human(&s, &["list", DEP, "--repo", &url]);
     assert!(human.status.success());
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(

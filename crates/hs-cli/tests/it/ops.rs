@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use hs_testkit::{PgCluster, PgOptions};
 use serde_json::Value;
 
-use crate::support::{archive_current_wal, bin, start_restored, Run, Scratch, Streamer};
+use crate::support::{
+    archive_current_wal, bin, cluster_with, start_restored, Run, Scratch, Streamer,
+};
 
 /// Runs the binary in the scratch directory (so ./pg_hardstorage.yaml is the one found),
 /// with HOME and XDG_CONFIG_HOME inside it, the scratch keyring, and `extra_env`.
@@ -220,9 +222,9 @@ fn check<'a>(doc: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn seed_order_repo_init_preflight_stream_init_backup_restore() {
-    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
-    pg.psql("CREATE TABLE seed (id int); INSERT INTO seed SELECT generate_series(1, 1000);")
-        .unwrap();
+    let pg = cluster_with(
+        "CREATE TABLE seed (id int); INSERT INTO seed SELECT generate_series(1, 1000);",
+    );
     let s = Scratch::new();
     let url = s.repo_url();
     let conn = pg.replication_conninfo();

@@ -5,11 +5,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use hs_testkit::{PgCluster, PgOptions};
+use hs_testkit::PgCluster;
 
 use crate::support::{
-    archive_current_wal, bin, init_and_backup, restore, start_restored, wait_streaming, Scratch,
-    Streamer,
+    archive_current_wal, cluster_with, human, init_and_backup, restore, restore_args,
+    start_restored, wait_streaming, Scratch, Streamer,
 };
 
 fn batch(pg: &PgCluster, n: u32) {
@@ -39,9 +39,7 @@ fn restore_and_read(
 
 #[test]
 fn restore_to_time_ago_lsn_and_restore_point() {
-    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
-    pg.psql("CREATE TABLE marks (batch int NOT NULL, marker text NOT NULL)")
-        .unwrap();
+    let pg = cluster_with("CREATE TABLE marks (batch int NOT NULL, marker text NOT NULL)");
     let s = Scratch::new();
     let (url, conn, _) = init_and_backup(&s, &pg, "pitr");
 
@@ -100,13 +98,16 @@ fn restore_to_time_ago_lsn_and_restore_point() {
     assert!(p["plan"]["backup"]["backup_id"].is_string(), "{p}");
     assert!(!never.exists());
     // The human preview prints the resolved UTC time and the WAL range.
-    let human = bin()
-        .args(["restore", "pitr", "latest", "--target"])
-        .arg(&never)
-        .args(["--repo", &url, "--to", &t_after_1, "--preview", "--keyring"])
-        .arg(s.keyring())
-        .output()
-        .unwrap();
+    let human = human(
+        &s,
+        &restore_args(
+            "pitr",
+            "latest",
+            &never,
+            &url,
+            &["--to", &t_after_1, "--preview"],
+        ),
+    );
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(human.status.success(), "{text}");
     assert!(

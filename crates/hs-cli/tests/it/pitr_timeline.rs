@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
-use hs_testkit::{PgCluster, PgOptions};
+use hs_testkit::PgCluster;
 
 use crate::support::{
-    archive_current_wal, init_and_backup, restore, start_restored, wait_slot, Run, Scratch,
-    Streamer,
+    archive_current_wal, cluster_with, init_and_backup, restore, start_restored, wait_slot, Run,
+    Scratch, Streamer,
 };
 
 const DEP: &str = "tli";
@@ -50,9 +50,7 @@ fn batches(c: &PgCluster) -> String {
 
 #[test]
 fn restore_plans_and_replays_across_a_timeline_switch() {
-    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
-    pg.psql("CREATE TABLE marks (batch int NOT NULL, marker text NOT NULL)")
-        .unwrap();
+    let pg = cluster_with("CREATE TABLE marks (batch int NOT NULL, marker text NOT NULL)");
     let s = Scratch::new();
     let (url, conn, _) = init_and_backup(&s, &pg, DEP);
 

@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use crate::support::{bin, Run, Scratch};
+use crate::support::{bin, human, Run, Scratch};
 
 /// Stands for the secret in every form; searched for in all output.
 const SECRET: &str = "hunter2ZQX";
@@ -87,11 +87,7 @@ fn credentials_in_repository_urls_are_never_echoed() {
     let s = Scratch::new();
     std::fs::create_dir_all(s.path("home")).unwrap();
     // A real keyring, so that the runs get as far as the repository URL.
-    let init = bin()
-        .args(["repo", "init", &s.repo_url(), "--keyring"])
-        .arg(s.keyring())
-        .output()
-        .unwrap();
+    let init = human(&s, &["repo", "init", &s.repo_url()]);
     assert!(init.status.success(), "{init:?}");
     let conn = conninfo();
     let commands: Vec<(&str, Vec<&str>)> = vec![

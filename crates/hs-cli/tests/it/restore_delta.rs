@@ -6,9 +6,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use hs_testkit::{PgCluster, PgOptions};
+use hs_testkit::PgCluster;
 
-use crate::support::{backup, init_and_backup, Scratch};
+use crate::support::{backup, cluster_with, init_and_backup, Scratch};
 
 const COUNT_SQL: &str = "SELECT count(*), md5(string_agg(payload, ',' ORDER BY id)) FROM t";
 
@@ -18,14 +18,12 @@ fn restore(s: &Scratch, url: &str, target: &Path, extra: &[&str]) -> crate::supp
 
 #[test]
 fn delta_restore_rewrites_only_what_differs_and_refuses_a_running_server() {
-    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
-    pg.psql(
+    let pg = cluster_with(
         "CREATE TABLE t (id int primary key, payload text);
          INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 300000) g;
          CREATE TABLE gone (x int); INSERT INTO gone VALUES (1);
          CHECKPOINT;",
-    )
-    .expect("load data");
+    );
     let t_file = pg
         .psql("SELECT pg_relation_filepath('t')")
         .expect("relation path");

@@ -2,18 +2,14 @@
 //! streamed beside them, rotate to one backup, gc with no grace period while
 //! the streamer still runs, then the kept backup restores and replays every commit.
 
-use hs_testkit::{PgCluster, PgOptions};
-
 use crate::support::{
-    archive_current_wal, backup, backup_ids, dir_bytes, hs, init_repo, restore, start_restored,
-    Scratch, Streamer,
+    archive_current_wal, backup, backup_ids, cluster_with, dir_bytes, hs, init_repo, restore,
+    start_restored, Scratch, Streamer,
 };
 
 #[test]
 fn rotate_keep_one_then_gc_frees_space_and_latest_restores() {
-    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
-    pg.psql("CREATE TABLE t (id int primary key, v int, pad text)")
-        .unwrap();
+    let pg = cluster_with("CREATE TABLE t (id int primary key, v int, pad text)");
     pg.psql("INSERT INTO t SELECT g, 0, repeat('x', 200) FROM generate_series(1, 20000) g")
         .unwrap();
     let s = Scratch::new();

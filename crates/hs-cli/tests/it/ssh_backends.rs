@@ -1,9 +1,9 @@
 //! Backup then restore through the real binary on sftp:// and scp:// repositories served by
 //! a real OpenSSH sshd on 127.0.0.1 (scp:// against an sshd without the SFTP subsystem).
 
-use hs_testkit::{sshd_or_skip, PgCluster, PgOptions, SshdOptions};
+use hs_testkit::{sshd_or_skip, PgCluster, SshdOptions};
 
-use crate::support::{any_file_contains, backup, files_under, hs, restore, Scratch};
+use crate::support::{any_file_contains, backup, cluster_with, files_under, hs, restore, Scratch};
 
 const MARKER: &str = "HS_SSH_PLAINTEXT_MARKER_5c1e";
 const CHECK: &str =
@@ -19,13 +19,11 @@ fn round_trip(scheme: &str, sftp_subsystem: bool) {
     ) else {
         return;
     };
-    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
-    pg.psql(&format!(
+    let pg = cluster_with(&format!(
         "CREATE TABLE t (id int primary key, payload text);
          INSERT INTO t SELECT g, md5(g::text) || '{MARKER}' FROM generate_series(1, 50000) g;
          CHECKPOINT;"
-    ))
-    .expect("load data");
+    ));
     let expected = pg.psql(CHECK).expect("checksum");
 
     let s = Scratch::new();

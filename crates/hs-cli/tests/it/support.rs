@@ -129,6 +129,24 @@ pub fn json_command(args: &[&str], keyring: &Path) -> Command {
     cmd
 }
 
+/// Runs `pg_hardstorage ARGS --keyring <scratch keyring>` with human output.
+pub fn human(s: &Scratch, args: &[&str]) -> std::process::Output {
+    bin()
+        .args(args)
+        .arg("--keyring")
+        .arg(s.keyring())
+        .output()
+        .expect("run pg_hardstorage")
+}
+
+/// A new PostgreSQL cluster (hs-testkit's defaults) after `sql` ran in it.
+pub fn cluster_with(sql: &str) -> hs_testkit::PgCluster {
+    let pg =
+        hs_testkit::PgCluster::start(hs_testkit::PgOptions::default()).expect("start PostgreSQL");
+    pg.psql(sql).unwrap();
+    pg
+}
+
 /// Runs `pg_hardstorage` with the scratch keyring and `-o json`.
 pub fn hs(s: &Scratch, args: &[&str]) -> Run {
     hs_with(&s.keyring(), args)

@@ -5,9 +5,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use hs_testkit::{PgCluster, PgOptions};
+use hs_testkit::PgCluster;
 
-use crate::support::{init_and_backup, restore, Scratch};
+use crate::support::{cluster_with, init_and_backup, restore, Scratch};
 
 const SUM_SQL: &str = "SELECT count(*), sum(n), md5(string_agg(s, ',' ORDER BY n)) FROM in_ts";
 
@@ -19,12 +19,10 @@ fn tablespace_restores_with_mapping_and_refuses_an_occupied_location() {
     std::fs::create_dir(&ts_orig).unwrap();
     hs_testkit::chown_to_postgres(&ts_orig).unwrap();
 
-    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
-    pg.psql(&format!(
+    let pg = cluster_with(&format!(
         "CREATE TABLESPACE ts LOCATION '{}'",
         ts_orig.display()
-    ))
-    .expect("create tablespace");
+    ));
     pg.psql(
         "CREATE TABLE in_ts (n int, s text) TABLESPACE ts;
          INSERT INTO in_ts SELECT g, md5(g::text) FROM generate_series(1, 20000) g;

@@ -8,10 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use hs_crypt::{Domain, MasterKey};
-use hs_testkit::{PgCluster, PgOptions};
 
 use crate::support::{
-    any_file_contains, backup, bin, files_under, hs, hs_with, restore, restore_args, Scratch,
+    any_file_contains, backup, cluster_with, files_under, hs, hs_with, human, restore,
+    restore_args, Scratch,
 };
 
 const SECRET_ROW: &str = "HS_VERIFY_SECRET_ROW_3f9a1c";
@@ -58,13 +58,11 @@ fn restore_must_fail(s: &Scratch, keyring: &Path, url: &str, backup: &str, name:
 
 #[test]
 fn verify_keys_and_corruption_on_a_real_backup() {
-    let pg = PgCluster::start(PgOptions::default()).expect("start PostgreSQL");
-    pg.psql(&format!(
+    let pg = cluster_with(&format!(
         "CREATE TABLE {TABLE} (id int primary key, payload text);
          INSERT INTO {TABLE} SELECT g, md5(g::text) || '{SECRET_ROW}' FROM generate_series(1, 20000) g;
          CHECKPOINT;"
-    ))
-    .expect("load data");
+    ));
     let relpath = pg
         .psql(&format!("SELECT pg_relation_filepath('{TABLE}')"))
         .expect("relation path")
@@ -108,11 +106,7 @@ fn verify_keys_and_corruption_on_a_real_backup() {
     let rv = hs(&s, &["repo", "verify", "--repo", &url]).ok();
     assert_eq!(rv["ok"], true);
     // Human output: one line per check with a mark, then a summary.
-    let out = bin()
-        .args(["repo", "verify", "--repo", &url, "--keyring"])
-        .arg(s.keyring())
-        .output()
-        .unwrap();
+    let out = human(&s, &["repo", "verify", "--repo", &url]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
