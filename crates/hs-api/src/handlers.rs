@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hs_base::code;
 use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -71,7 +72,7 @@ fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T>
     serde_json::from_slice(body).map_err(|e| {
         Error::of_kind(
             ErrorKind::Usage,
-            "usage.request_invalid",
+            code::USAGE_REQUEST_INVALID,
             format!("the request body is not what this route takes: {e}"),
         )
         .with_suggestion("GET /v1/openapi.json describes each route's request body")
@@ -106,7 +107,7 @@ async fn readyz(state: &State) -> Reply {
         Some(e) => {
             let e = Error::of_kind(
                 ErrorKind::Library,
-                "unreachable.repository",
+                code::UNREACHABLE_REPOSITORY,
                 format!("a repository is not usable: {e} ({})", e.code()),
             )
             .with_suggestion(
@@ -205,7 +206,7 @@ async fn backup_trigger(state: &Arc<State>, deployment: &str, body: &Bytes) -> R
         if !(32..=1_048_576).contains(&r) {
             return Err(Error::of_kind(
                 ErrorKind::Usage,
-                "usage.max_rate_invalid",
+                code::USAGE_MAX_RATE_INVALID,
                 format!("max_rate_kbps {r} is outside 32..1048576"),
             ));
         }
@@ -213,7 +214,7 @@ async fn backup_trigger(state: &Arc<State>, deployment: &str, body: &Bytes) -> R
     let conninfo = d.pg_connection.as_deref().ok_or_else(|| {
         Error::of_kind(
             ErrorKind::Usage,
-            "usage.pg_connection_missing",
+            code::USAGE_PG_CONNECTION_MISSING,
             format!("deployment {deployment} has no pg_connection on this server"),
         )
         .with_suggestion(
@@ -295,7 +296,7 @@ fn watch_job(state: &Arc<State>, id: &str, task: tokio::task::JoinHandle<JobOutc
 fn task_died(join: &tokio::task::JoinError) -> Error {
     Error::of_kind(
         ErrorKind::Library,
-        "internal.job_panicked",
+        code::INTERNAL_JOB_PANICKED,
         format!("the job's task ended abnormally: {join}"),
     )
     .with_suggestion("this is a bug in pg_hardstorage; please report it with the server's log")
@@ -324,7 +325,7 @@ async fn restore_preview(state: &State, deployment: &str, body: &Bytes) -> Resul
     if given > 1 {
         return Err(Error::of_kind(
             ErrorKind::Usage,
-            "usage.request_invalid",
+            code::USAGE_REQUEST_INVALID,
             "give at most one of `to`, `to_lsn` and `to_name`",
         ));
     }

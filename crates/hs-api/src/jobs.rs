@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use hs_base::code;
 use serde_json::{json, Value};
 
 use crate::error::{Error, ErrorKind, HttpError, Result};
@@ -108,7 +109,7 @@ fn now() -> String {
 fn poisoned() -> Error {
     Error::of_kind(
         ErrorKind::Library,
-        "internal.job_table_poisoned",
+        code::INTERNAL_JOB_TABLE_POISONED,
         "the job table is unusable after a panic",
     )
 }
@@ -128,7 +129,7 @@ impl Jobs {
         }) {
             return Err(Error::of_kind(
                 ErrorKind::Conflict,
-                "conflict.job_running",
+                code::CONFLICT_JOB_RUNNING,
                 format!(
                     "a {kind} job of deployment {deployment} is already running: {}",
                     j.id
@@ -189,7 +190,7 @@ impl Jobs {
         inner.jobs.get(id).map(Job::to_json).ok_or_else(|| {
             Error::of_kind(
                 ErrorKind::NotFound,
-                "notfound.job",
+                code::NOTFOUND_JOB,
                 format!("no job {id:?} (jobs are kept in memory until the server restarts)"),
             )
             .with_suggestion("GET /v1/jobs lists the jobs this server knows")

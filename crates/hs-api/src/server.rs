@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hs_base::code;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -55,7 +56,7 @@ impl ApiToken {
         {
             return Err(Error::of_kind(
                 ErrorKind::Usage,
-                "usage.api_token_weak",
+                code::USAGE_API_TOKEN_WEAK,
                 format!("the API token must be at least {MIN_TOKEN_LEN} characters without spaces"),
             )
             .with_suggestion(format!(
@@ -138,7 +139,7 @@ impl State {
         self.deployments.get(name).ok_or_else(|| {
             Error::of_kind(
                 ErrorKind::NotFound,
-                "notfound.deployment",
+                code::NOTFOUND_DEPLOYMENT,
                 format!("deployment {name:?} is not configured on this server"),
             )
             .with_suggestion("GET /v1/deployments lists the deployments this server serves")
@@ -173,7 +174,7 @@ impl ApiServer {
         if config.token.is_none() && !addr.ip().is_loopback() {
             return Err(Error::of_kind(
                 ErrorKind::Usage,
-                "usage.api_token_required",
+                code::USAGE_API_TOKEN_REQUIRED,
                 format!("refusing to listen on {addr} without an API token"),
             )
             .with_suggestion(format!(
@@ -188,7 +189,7 @@ impl ApiServer {
             if deployments.insert(name.clone(), d).is_some() {
                 return Err(Error::of_kind(
                     ErrorKind::Usage,
-                    "usage.deployment_invalid",
+                    code::USAGE_DEPLOYMENT_INVALID,
                     format!("deployment {name:?} is configured twice"),
                 ));
             }
@@ -197,7 +198,7 @@ impl ApiServer {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             Error::of_kind(
                 ErrorKind::Usage,
-                "usage.api_listen_failed",
+                code::USAGE_API_LISTEN_FAILED,
                 format!("cannot listen on {addr}: {e}"),
             )
             .with_suggestion("choose a free port, or stop the process that holds this one")
@@ -284,7 +285,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             error_response(
                 &Error::of_kind(
                     ErrorKind::NotFound,
-                    "notfound.route",
+                    code::NOTFOUND_ROUTE,
                     format!("no route {method} {path}"),
                 )
                 .with_suggestion("GET /v1/openapi.json describes every route"),
@@ -295,7 +296,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             let mut r = error_response(
                 &Error::of_kind(
                     ErrorKind::Usage,
-                    "usage.method_not_allowed",
+                    code::USAGE_METHOD_NOT_ALLOWED,
                     format!("{path} does not take {method}"),
                 )
                 .with_suggestion(format!("use {}", allowed.join(" or "))),
@@ -350,7 +351,7 @@ fn authorize(state: &State, route: &Route, req: &Request<Incoming>) -> Result<()
     match presented {
         None => Err(Error::of_kind(
             ErrorKind::Auth,
-            "auth.api_token_missing",
+            code::AUTH_API_TOKEN_MISSING,
             "this route needs an `Authorization: Bearer <token>` header",
         )
         .with_suggestion(format!(
@@ -359,7 +360,7 @@ fn authorize(state: &State, route: &Route, req: &Request<Incoming>) -> Result<()
         Some(t) if token.matches(t.as_bytes()) => Ok(()),
         Some(_) => Err(Error::of_kind(
             ErrorKind::Auth,
-            "auth.api_token_invalid",
+            code::AUTH_API_TOKEN_INVALID,
             "the bearer token is not the one this server was started with",
         )
         .with_suggestion(format!(
@@ -376,12 +377,12 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes> {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::of_kind(
             ErrorKind::Usage,
-            "usage.request_too_large",
+            code::USAGE_REQUEST_TOO_LARGE,
             format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
         )),
         Err(e) => Err(Error::of_kind(
             ErrorKind::Usage,
-            "usage.request_invalid",
+            code::USAGE_REQUEST_INVALID,
             format!("cannot read the request body: {e}"),
         )),
     }

@@ -137,7 +137,7 @@ pub async fn run_backup_until(
 fn stopped(deployment: &str, what: &str) -> Error {
     Error::of_kind(
         ErrorKind::Aborted,
-        "aborted.signal",
+        code::ABORTED_SIGNAL,
         format!(
             "the backup of deployment {deployment} was stopped by {what} before it completed; no backup was recorded"
         ),
@@ -163,7 +163,7 @@ async fn backup_leased(
     if pg_version < 150000 {
         return Err(Error::of_kind(
             ErrorKind::Postgres,
-            "preflight.pg_version_unsupported",
+            code::PREFLIGHT_PG_VERSION_UNSUPPORTED,
             format!("PostgreSQL server version {pg_version} is not supported"),
         )
         .with_suggestion("pg_hardstorage needs PostgreSQL 15 or newer"));
@@ -418,7 +418,7 @@ async fn store_pending(
 fn stream_error(what: &str) -> Error {
     Error::of_kind(
         ErrorKind::Protocol,
-        "protocol.backup_stream_invalid",
+        code::PROTOCOL_BACKUP_STREAM_INVALID,
         format!("the server's BASE_BACKUP stream was not as expected: {what}"),
     )
     .with_suggestion("check the server log; if it persists, report it with the server version")
@@ -499,7 +499,7 @@ pub(crate) async fn check_system_identifier(
     }
     Err(Error::of_kind(
         ErrorKind::Conflict,
-        "conflict.system_identifier_mismatch",
+        code::CONFLICT_SYSTEM_IDENTIFIER_MISMATCH,
         format!(
             "the server's system identifier {system_id} differs from deployment {deployment}'s ({theirs}, {source}): it is another cluster"
         ),

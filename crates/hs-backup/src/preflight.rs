@@ -440,7 +440,7 @@ async fn count(c: &mut ReplicationClient, q: &str) -> Result<u64> {
         .ok_or_else(|| {
             Error::of_kind(
                 ErrorKind::Protocol,
-                "protocol.unexpected_result",
+                code::PROTOCOL_UNEXPECTED_RESULT,
                 "count(*) returned no number",
             )
         })

@@ -194,7 +194,7 @@ impl SegmentAssembler {
         if wal_start != expected {
             return Err(Error::of_kind(
                 ErrorKind::Protocol,
-                "protocol.wal_discontinuity",
+                code::PROTOCOL_WAL_DISCONTINUITY,
                 format!("the server sent WAL from {wal_start}, but {expected} was expected next"),
             )
             .temporary(true)
@@ -329,7 +329,7 @@ pub(crate) fn timeline_of(
 // The streamer
 
 fn internal(msg: String) -> Error {
-    Error::of_kind(ErrorKind::Protocol, "protocol.wal_stream_invalid", msg)
+    Error::of_kind(ErrorKind::Protocol, code::PROTOCOL_WAL_STREAM_INVALID, msg)
 }
 
 /// Whether an error ends the stream for good (as opposed to reconnecting).
@@ -701,7 +701,7 @@ async fn resume_start(committer: &Committer<'_>, r: &Resume<'_>) -> Result<Lsn> 
         if tli > server_tli {
             return Err(Error::of_kind(
                 ErrorKind::Conflict,
-                "conflict.timeline_ahead",
+                code::CONFLICT_TIMELINE_AHEAD,
                 format!(
                     "the repository holds WAL of timeline {tli}, but the server is on timeline {}",
                     server_tli
@@ -804,7 +804,7 @@ impl Follow<'_, '_> {
                             let _ = self.committer.partial(self.asm).await;
                             return Err(Error::of_kind(
                                 ErrorKind::Postgres,
-                                "unreachable.stream_ended",
+                                code::UNREACHABLE_STREAM_ENDED,
                                 "the server ended the WAL stream",
                             )
                             .temporary(true));

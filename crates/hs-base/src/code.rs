@@ -74,6 +74,8 @@ pub const USAGE_API_LISTEN_FAILED: Code = Code("usage.api_listen_failed");
 pub const USAGE_API_TOKEN_REQUIRED: Code = Code("usage.api_token_required");
 /// `usage.api_token_weak`
 pub const USAGE_API_TOKEN_WEAK: Code = Code("usage.api_token_weak");
+/// `usage.auto_conf_not_utf8`
+pub const USAGE_AUTO_CONF_NOT_UTF8: Code = Code("usage.auto_conf_not_utf8");
 /// `usage.chunk_too_large`
 pub const USAGE_CHUNK_TOO_LARGE: Code = Code("usage.chunk_too_large");
 /// `usage.config_invalid`
@@ -233,7 +235,8 @@ pub const AUTH_UNSUPPORTED_METHOD: Code = Code("auth.unsupported_method");
 
 // ---- `preflight.*`
 /// `preflight.idle_replication_slot_timeout.set`
-pub const PREFLIGHT_IDLE_REPLICATION_SLOT_TIMEOUT_SET: Code = Code("preflight.idle_replication_slot_timeout.set");
+pub const PREFLIGHT_IDLE_REPLICATION_SLOT_TIMEOUT_SET: Code =
+    Code("preflight.idle_replication_slot_timeout.set");
 /// `preflight.keyring_permissions`
 pub const PREFLIGHT_KEYRING_PERMISSIONS: Code = Code("preflight.keyring_permissions");
 /// `preflight.max_replication_slots.full`

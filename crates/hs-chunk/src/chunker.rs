@@ -1,5 +1,6 @@
 //! Streaming chunkers: 8 KiB page cuts for relation files, FastCDC for the rest.
 
+use hs_base::code;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -40,7 +41,7 @@ impl ChunkerConfig {
         let bad = |what: String| {
             Err(Error::of_kind(
                 ErrorKind::InvalidInput,
-                "usage.invalid_chunker_config",
+                code::USAGE_INVALID_CHUNKER_CONFIG,
                 what,
             )
             .with_suggestion(

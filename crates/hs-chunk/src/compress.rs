@@ -1,5 +1,7 @@
 //! zstd compression of chunks, with reusable contexts for the hot path.
 
+use hs_base::code;
+
 use crate::error::{Error, ErrorKind, Result};
 
 /// The default zstd level.
@@ -36,7 +38,7 @@ pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
         Ok(Some(n)) => {
             return Err(Error::of_kind(
                 ErrorKind::TooLarge,
-                "verify.decompress_failed",
+                code::VERIFY_DECOMPRESS_FAILED,
                 format!("compressed data declares {n} bytes, more than the {max_len} allowed"),
             ))
         }
@@ -45,7 +47,7 @@ pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
     zstd::bulk::decompress(data, capacity).map_err(|e| {
         Error::of_kind(
             ErrorKind::Corrupt,
-            "verify.decompress_failed",
+            code::VERIFY_DECOMPRESS_FAILED,
             format!("compressed data is corrupt or larger than {max_len} bytes"),
         )
         .with_source(e)
@@ -63,7 +65,7 @@ impl Compressor {
         let ctx = zstd::bulk::Compressor::new(clamp_level(level)).map_err(|e| {
             Error::of_kind(
                 ErrorKind::Internal,
-                "io.compressor_init_failed",
+                code::IO_COMPRESSOR_INIT_FAILED,
                 "could not create a zstd compression context",
             )
             .with_source(e)

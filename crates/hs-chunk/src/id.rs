@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use hs_base::code;
+
 use crate::error::{Error, ErrorKind, Result};
 
 /// The content address of a chunk: keyed BLAKE3 of its plaintext, 32 bytes.
@@ -62,7 +64,7 @@ impl FromStr for ChunkId {
         if s.len() != 64 {
             return Err(Error::of_kind(
                 ErrorKind::InvalidInput,
-                "usage.invalid_chunk_id",
+                code::USAGE_INVALID_CHUNK_ID,
                 format!(
                     "a chunk id has 64 hex digits, this one has {} characters",
                     s.len()
@@ -72,7 +74,7 @@ impl FromStr for ChunkId {
         hex::decode_to_slice(s, &mut out).map_err(|e| {
             Error::of_kind(
                 ErrorKind::InvalidInput,
-                "usage.invalid_chunk_id",
+                code::USAGE_INVALID_CHUNK_ID,
                 "a chunk id must be 64 hex digits",
             )
             .with_source(e)

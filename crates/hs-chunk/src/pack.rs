@@ -23,6 +23,8 @@
 //! closure supplied by the caller, and opening is done by the caller before
 //! [`PackHeader::decode`].
 
+use hs_base::code;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ChunkId;
 
@@ -67,8 +69,12 @@ impl PackEntry {
 }
 
 fn corrupt(msg: &str) -> Error {
-    Error::of_kind(ErrorKind::Corrupt, "verify.pack_corrupt", msg.to_string())
-        .with_suggestion("run a repository check; the pack may have been damaged in storage")
+    Error::of_kind(
+        ErrorKind::Corrupt,
+        code::VERIFY_PACK_CORRUPT,
+        msg.to_string(),
+    )
+    .with_suggestion("run a repository check; the pack may have been damaged in storage")
 }
 
 fn u32_at(b: &[u8], i: usize) -> u32 {
@@ -220,7 +226,7 @@ pub fn parse_trailer(pack_len: u64, trailer: &[u8]) -> Result<(u64, u32)> {
     if trailer[4..] != PACK_MAGIC {
         return Err(Error::of_kind(
             ErrorKind::Corrupt,
-            "verify.pack_magic_mismatch",
+            code::VERIFY_PACK_MAGIC_MISMATCH,
             "the object does not end with the pack magic HSPACK01",
         )
         .with_suggestion("the object is not a pack of this format version, or it was truncated"));
@@ -289,7 +295,7 @@ impl PackBuilder {
         if chunks.is_empty() {
             return Err(Error::of_kind(
                 ErrorKind::Internal,
-                "usage.empty_frame",
+                code::USAGE_EMPTY_FRAME,
                 "a pack frame must hold at least one chunk",
             ));
         }
@@ -338,7 +344,7 @@ impl PackBuilder {
 fn too_large() -> Error {
     Error::of_kind(
         ErrorKind::TooLarge,
-        "usage.pack_too_large",
+        code::USAGE_PACK_TOO_LARGE,
         "a pack (or one frame's plaintext) cannot be larger than 4 GiB",
     )
 }

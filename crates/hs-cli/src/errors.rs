@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use hs_base::code;
+
 /// An error as the CLI reports it.
 #[derive(Debug, Clone)]
 pub struct CliError {
@@ -120,7 +122,7 @@ pub fn classify(err: &anyhow::Error) -> CliError {
             return CliError::from(e);
         }
     }
-    CliError::new("internal.unexpected", format!("{err:#}")).with_suggestion(
+    CliError::new(code::INTERNAL_UNEXPECTED, format!("{err:#}")).with_suggestion(
         "this is a bug in pg_hardstorage; please report it with the command you ran",
     )
 }

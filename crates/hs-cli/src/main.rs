@@ -10,6 +10,7 @@ mod progress;
 use std::process::ExitCode;
 
 use clap::Parser;
+use hs_base::code;
 
 use crate::cli::Cli;
 use crate::errors::CliError;
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             let mut err = CliError::new(
-                "io.runtime_failed",
+                code::IO_RUNTIME_FAILED,
                 format!("cannot start the runtime: {e}"),
             );
             if restore_command {

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use hs_base::code;
 use serde_json::{json, Value};
 
 use crate::cli::OutputFormat;
@@ -177,7 +178,7 @@ pub fn usage_error(e: clap::Error, restore_command: bool) -> ExitCode {
         let msg = e.to_string();
         let first = msg.lines().next().unwrap_or("invalid arguments");
         let mut err = CliError::new(
-            "usage.invalid_arguments",
+            code::USAGE_INVALID_ARGUMENTS,
             first.trim_start_matches("error: "),
         )
         .with_suggestion("run `pg_hardstorage --help` or `pg_hardstorage <command> --help`");
@@ -188,7 +189,7 @@ pub fn usage_error(e: clap::Error, restore_command: bool) -> ExitCode {
     }
     // clap quotes the arguments it rejects, a repository URL among them.
     write_stderr(&e.render().to_string());
-    let mut err = CliError::new("usage.invalid_arguments", "");
+    let mut err = CliError::new(code::USAGE_INVALID_ARGUMENTS, "");
     if restore_command {
         err = err.for_restore_command(false);
     }

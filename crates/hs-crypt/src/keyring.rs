@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use age::secrecy::ExposeSecret;
+use hs_base::code;
 use hs_base::fs::{parent_dir, sync_dir};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
@@ -68,7 +69,7 @@ impl Keyring {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::of_kind(
                     ErrorKind::KeyringNotFound,
-                    "notfound.keyring",
+                    code::NOTFOUND_KEYRING,
                     format!("no keyring at {}", path.display()),
                 )
                 .with_suggestion(
@@ -77,7 +78,7 @@ impl Keyring {
                 .with_source(e)
             } else {
                 crate::error::keyring_io(
-                    "io.keyring_read_failed",
+                    code::IO_KEYRING_READ_FAILED,
                     format!("cannot open keyring {}", path.display()),
                     e,
                 )
@@ -86,7 +87,7 @@ impl Keyring {
         // Check the mode of the file we opened, not of whatever the path names now.
         let meta = file.metadata().map_err(|e| {
             crate::error::keyring_io(
-                "io.keyring_read_failed",
+                code::IO_KEYRING_READ_FAILED,
                 format!("cannot stat keyring {}", path.display()),
                 e,
             )
@@ -98,7 +99,7 @@ impl Keyring {
         if mode & 0o077 != 0 {
             return Err(Error::of_kind(
                 ErrorKind::KeyringPermissions,
-                "preflight.keyring_permissions",
+                code::PREFLIGHT_KEYRING_PERMISSIONS,
                 format!(
                     "keyring {} has mode {mode:04o}; it must not be accessible by group or others",
                     path.display()
@@ -115,7 +116,7 @@ impl Keyring {
                     invalid(path, "not UTF-8 text")
                 } else {
                     crate::error::keyring_io(
-                        "io.keyring_read_failed",
+                        code::IO_KEYRING_READ_FAILED,
                         format!("cannot read keyring {}", path.display()),
                         e,
                     )
@@ -188,7 +189,7 @@ impl Keyring {
             |_| {
                 Error::of_kind(
                     ErrorKind::Internal,
-                    "internal.keyring_encode_failed",
+                    code::INTERNAL_KEYRING_ENCODE_FAILED,
                     "cannot copy the signing key",
                 )
             },
@@ -210,7 +211,7 @@ impl Keyring {
     pub fn replace(self, dest: &Path, keep_old: Option<&Path>) -> Result<Keyring> {
         let write_err = |what: &str, e: std::io::Error| {
             crate::error::keyring_io(
-                "io.keyring_write_failed",
+                code::IO_KEYRING_WRITE_FAILED,
                 format!("cannot {what} {}", dest.display()),
                 e,
             )
@@ -239,7 +240,7 @@ impl Keyring {
         let path = self.path.as_path();
         let write_err = |what: &str, e: std::io::Error| {
             crate::error::keyring_io(
-                "io.keyring_write_failed",
+                code::IO_KEYRING_WRITE_FAILED,
                 format!("cannot {what} {}", path.display()),
                 e,
             )
@@ -260,7 +261,7 @@ impl Keyring {
         let mut text = Zeroizing::new(serde_json::to_string(&file).map_err(|e| {
             Error::of_kind(
                 ErrorKind::Internal,
-                "internal.keyring_encode_failed",
+                code::INTERNAL_KEYRING_ENCODE_FAILED,
                 "cannot encode keyring",
             )
             .with_source(e)
@@ -276,7 +277,7 @@ impl Keyring {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
                     Error::of_kind(
                         ErrorKind::KeyringExists,
-                        "conflict.keyring_exists",
+                        code::CONFLICT_KEYRING_EXISTS,
                         format!("a keyring already exists at {}", path.display()),
                     )
                     .with_suggestion("use the existing keyring, or pass another --keyring path")
@@ -346,7 +347,7 @@ impl fmt::Debug for Keyring {
 fn invalid(path: &Path, why: &str) -> Error {
     Error::of_kind(
         ErrorKind::KeyringInvalid,
-        "usage.keyring_invalid",
+        code::USAGE_KEYRING_INVALID,
         format!("keyring {} is invalid: {why}", path.display()),
     )
     .with_suggestion("restore the keyring from your backup copy, or pass another --keyring path")

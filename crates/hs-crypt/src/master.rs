@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use hs_base::code;
 use rand::{rngs::OsRng, RngCore};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use zeroize::Zeroize;
@@ -136,7 +137,7 @@ impl MasterKey {
         let key: &[u8; KEY_LEN] = b.try_into().map_err(|_| {
             Error::of_kind(
                 ErrorKind::MasterKeyInvalid,
-                "verify.master_key_invalid",
+                code::VERIFY_MASTER_KEY_INVALID,
                 format!("master key has {} bytes, expected {KEY_LEN}", b.len()),
             )
             .with_suggestion("the key object is corrupt; run `pg_hardstorage repo verify`")

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use ed25519_dalek::{Signer, SECRET_KEY_LENGTH};
+use hs_base::code;
 use rand::rngs::OsRng;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -67,7 +68,7 @@ impl VerifyingKey {
         let invalid = |why: &str| {
             Error::of_kind(
                 ErrorKind::VerifyingKeyInvalid,
-                "usage.verifying_key_invalid",
+                code::USAGE_VERIFYING_KEY_INVALID,
                 format!("invalid ed25519 verifying key: {why}"),
             )
         };
@@ -90,7 +91,7 @@ impl VerifyingKey {
         self.0.verify_strict(msg, &s).map_err(|_| {
             Error::of_kind(
                 ErrorKind::SignatureInvalid,
-                "verify.signature_invalid",
+                code::VERIFY_SIGNATURE_INVALID,
                 format!(
                     "ed25519 signature does not verify with key {}",
                     self.to_hex()
@@ -122,7 +123,7 @@ impl Signature {
         let a: [u8; 64] = b.try_into().map_err(|_| {
             Error::of_kind(
                 ErrorKind::SignatureInvalid,
-                "verify.signature_invalid",
+                code::VERIFY_SIGNATURE_INVALID,
                 format!("ed25519 signature has {} bytes, expected 64", b.len()),
             )
         })?;

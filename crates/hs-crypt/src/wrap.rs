@@ -3,6 +3,8 @@
 use std::io::{Read, Write};
 use std::str::FromStr;
 
+use hs_base::code;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::keyring::Keyring;
 
@@ -49,7 +51,7 @@ pub fn unwrap_secret(wrapped: &[u8], keyring: &Keyring) -> Result<Vec<u8>> {
         .map_err(|e| match e {
             age::DecryptError::NoMatchingKeys => Error::of_kind(
                 ErrorKind::NoMatchingIdentity,
-                "auth.keyring_no_matching_identity",
+                code::AUTH_KEYRING_NO_MATCHING_IDENTITY,
                 format!(
                     "the key object is not wrapped to this keyring's identity ({}, keyring {})",
                     keyring.recipient(),
@@ -73,7 +75,7 @@ pub fn unwrap_secret(wrapped: &[u8], keyring: &Keyring) -> Result<Vec<u8>> {
 fn recipient_invalid(message: String) -> Error {
     Error::of_kind(
         ErrorKind::RecipientInvalid,
-        "usage.recipient_invalid",
+        code::USAGE_RECIPIENT_INVALID,
         message,
     )
     .with_suggestion("an age recipient looks like `age1...`; see `pg_hardstorage key list`")
@@ -82,7 +84,7 @@ fn recipient_invalid(message: String) -> Error {
 fn corrupt(e: age::DecryptError) -> Error {
     Error::of_kind(
         ErrorKind::WrappedSecretCorrupt,
-        "verify.wrapped_secret_corrupt",
+        code::VERIFY_WRAPPED_SECRET_CORRUPT,
         format!("wrapped key is corrupt or was modified: {e}"),
     )
     .with_suggestion("the key object is corrupt or was modified; run `pg_hardstorage repo verify`")
@@ -92,7 +94,7 @@ fn corrupt(e: age::DecryptError) -> Error {
 fn internal(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::of_kind(
         ErrorKind::Internal,
-        "internal.wrap_failed",
+        code::INTERNAL_WRAP_FAILED,
         format!("{what}: {e}"),
     )
     .with_source(e)

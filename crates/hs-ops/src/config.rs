@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hs_base::code;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -116,7 +117,7 @@ fn invalid(path: &Path, line: Option<usize>, what: impl fmt::Display) -> Error {
         None => path.display().to_string(),
     };
     Error::new(
-        "usage.config_invalid",
+        code::USAGE_CONFIG_INVALID,
         // A repository URL or conninfo quoted in `what` goes without its secrets.
         format!(
             "invalid config file {at}: {}",
@@ -249,7 +250,7 @@ impl Config {
     pub fn to_yaml(&self) -> Result<String> {
         let body = serde_norway::to_string(self).map_err(|e| {
             Error::new(
-                "internal.config_encode_failed",
+                code::INTERNAL_CONFIG_ENCODE_FAILED,
                 format!("cannot encode the config: {e}"),
             )
         })?;
@@ -304,7 +305,7 @@ impl ConfigFile {
                 Ok(t) => t,
                 Err(e) => {
                     return Err(Error::new(
-                        "usage.config_invalid",
+                        code::USAGE_CONFIG_INVALID,
                         format!(
                             "config file {} is not UTF-8 text (invalid byte at offset {})",
                             path.display(),
@@ -318,7 +319,7 @@ impl ConfigFile {
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::new(
-                    "notfound.config",
+                    code::NOTFOUND_CONFIG,
                     format!("config file {} does not exist", path.display()),
                 )
                 .with_suggestion(
@@ -327,7 +328,7 @@ impl ConfigFile {
             }
             Err(e) => {
                 return Err(Error::new(
-                    "io.config_read_failed",
+                    code::IO_CONFIG_READ_FAILED,
                     format!("cannot read config file {}: {e}", path.display()),
                 )
                 .with_suggestion("check the file's permissions"))
@@ -370,7 +371,7 @@ impl ConfigFile {
         };
         let fail = |what: &str, e: std::io::Error| {
             Error::new(
-                "io.config_write_failed",
+                code::IO_CONFIG_WRITE_FAILED,
                 format!("cannot {what} {}: {e}", self.path.display()),
             )
             .with_suggestion(
@@ -416,7 +417,7 @@ impl ConfigFile {
         match self.config.deployments.get(name) {
             Some(existing) if *existing == entry => Ok(false),
             Some(_) => Err(Error::new(
-                "conflict.config_deployment_exists",
+                code::CONFLICT_CONFIG_DEPLOYMENT_EXISTS,
                 format!(
                     "{} already has a different entry for deployment {name}",
                     self.path.display()
@@ -575,7 +576,7 @@ pub fn resolve_repo(
     .ok_or_else(|| {
         let under = deployment.map_or("deployments.<name>".to_owned(), |d| format!("deployments.{d}"));
         Error::new(
-            "usage.repo_missing",
+            code::USAGE_REPO_MISSING,
             "no repository URL was given",
         )
         .with_suggestion(format!(
@@ -601,7 +602,7 @@ pub fn resolve_pg_connection(
     .ok_or_else(|| {
         let under = deployment.map_or("deployments.<name>".to_owned(), |d| format!("deployments.{d}"));
         Error::new(
-            "usage.pg_connection_missing",
+            code::USAGE_PG_CONNECTION_MISSING,
             "no PostgreSQL connection string was given",
         )
         .with_suggestion(format!(

@@ -204,7 +204,7 @@ pub async fn probe_slot(
     let timed_out = || {
         Error::of_kind(
             ErrorKind::Postgres,
-            "unreachable.timeout",
+            code::UNREACHABLE_TIMEOUT,
             format!(
                 "PostgreSQL at {}:{} did not answer within {}s",
                 conn.host(),
@@ -739,7 +739,7 @@ where
     let names = settings.deployment_names(req.deployment.as_deref());
     if names.is_empty() && config_problem.is_none() {
         return Err(Error::new(
-            "usage.deployment_missing",
+            code::USAGE_DEPLOYMENT_MISSING,
             "no deployment to check: none was named and the config lists none",
         )
         .with_suggestion(

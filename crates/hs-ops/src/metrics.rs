@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hs_backup::StreamMetrics;
+use hs_base::code;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -57,7 +58,7 @@ pub async fn bind_metrics(
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         Error::of_kind(
             ErrorKind::Usage,
-            "usage.metrics_listen_failed",
+            code::USAGE_METRICS_LISTEN_FAILED,
             format!("cannot listen for metrics on {addr}: {e}"),
         )
         .with_suggestion("pick a free address and port for --metrics-listen, e.g. 127.0.0.1:9187")
@@ -65,7 +66,7 @@ pub async fn bind_metrics(
     let local = listener.local_addr().map_err(|e| {
         Error::of_kind(
             ErrorKind::Usage,
-            "usage.metrics_listen_failed",
+            code::USAGE_METRICS_LISTEN_FAILED,
             format!("cannot read the metrics listen address: {e}"),
         )
     })?;

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use hs_base::code;
 use hs_pitr::{
     BackupSelector, PitrTarget, RecoveryTargetAction, RestoreOptions, RestorePlan, RestoreProgress,
     RestoreSummary, ServerUser, TimelineChoice, VerifyMode,
@@ -70,7 +71,7 @@ impl PlanRequest {
         let ok = v == "latest" || v == "current" || v.parse::<u32>().is_ok_and(|n| n > 0);
         if !ok {
             return Err(Error::new(
-                "usage.timeline_invalid",
+                code::USAGE_TIMELINE_INVALID,
                 format!("--to-timeline {v:?} is not `latest`, `current` or a timeline number"),
             )
             .with_suggestion("pass --to-timeline latest, current, or a number such as 2"));

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use hs_base::code;
 use hs_proto::ConnConfig;
 
 use crate::doctor::{age_of, newest_wal, now_unix, probe_slot, SlotProbe};
@@ -189,7 +190,7 @@ pub async fn status(settings: &Settings, req: &StatusRequest) -> Result<StatusRe
     let names = settings.deployment_names(req.deployment.as_deref());
     if names.is_empty() {
         return Err(Error::new(
-            "usage.deployment_missing",
+            code::USAGE_DEPLOYMENT_MISSING,
             "no deployment to show: none was named and the config lists none",
         )
         .with_suggestion(

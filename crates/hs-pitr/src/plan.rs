@@ -88,7 +88,7 @@ impl FromStr for TimelineChoice {
                 Ok(n) if n > 0 => Ok(TimelineChoice::Id(n)),
                 _ => Err(Error::of_kind(
                     ErrorKind::Usage,
-                    "usage.timeline_invalid",
+                    code::USAGE_TIMELINE_INVALID,
                     format!("timeline {v:?} is not `latest`, `current` or a timeline number"),
                 )
                 .with_suggestion("pass latest, current, or a number such as 2")),
@@ -217,7 +217,7 @@ fn stop_time(b: &PlannedBackup) -> Result<OffsetDateTime> {
     OffsetDateTime::parse(&b.stop_time, &Rfc3339).map_err(|_| {
         Error::of_kind(
             ErrorKind::Repository,
-            "verify.manifest_invalid",
+            code::VERIFY_MANIFEST_INVALID,
             format!(
                 "backup {} has an invalid stop time {:?}",
                 b.backup_id, b.stop_time
@@ -235,7 +235,7 @@ fn before_backup(target: &PitrTarget, b: &PlannedBackup, explicit: bool) -> Erro
     };
     Error::of_kind(
         ErrorKind::Target,
-        "conflict.target_before_backup",
+        code::CONFLICT_TARGET_BEFORE_BACKUP,
         format!(
             "the {target} lies before the end of {what} which ends at {} (LSN {})",
             b.stop_time, b.stop_lsn
@@ -433,7 +433,7 @@ impl<'a> Archive<'a> {
         };
         Error::of_kind(
             ErrorKind::Target,
-            "conflict.target_in_wal_gap",
+            code::CONFLICT_TARGET_IN_WAL_GAP,
             format!("WAL needed to reach the {target} is missing: {range} not in the repository{recorded}"),
         )
         .with_suggestion(format!(
@@ -560,7 +560,7 @@ impl Path {
 fn not_reachable(b: &PlannedBackup, tli: u32, why: String) -> Error {
     Error::of_kind(
         ErrorKind::Target,
-        "conflict.timeline_not_reachable",
+        code::CONFLICT_TIMELINE_NOT_REACHABLE,
         format!(
             "timeline {tli} cannot be reached from backup {} (timeline {}, ends at LSN {}): {why}",
             b.backup_id, b.timeline, b.stop_lsn
@@ -602,7 +602,7 @@ async fn path_to(ar: &Archive<'_>, b: &PlannedBackup, tli: u32) -> Result<Path> 
     let text = std::str::from_utf8(&raw).map_err(|_| {
         Error::of_kind(
             ErrorKind::Repository,
-            "verify.timeline_history_invalid",
+            code::VERIFY_TIMELINE_HISTORY_INVALID,
             format!("the archived history of timeline {tli} is not text"),
         )
     })?;
@@ -1066,7 +1066,7 @@ fn wal_range(
 fn unreachable(target: &PitrTarget, newest: &str) -> Error {
     Error::of_kind(
         ErrorKind::Target,
-        "conflict.target_unreachable",
+        code::CONFLICT_TARGET_UNREACHABLE,
         format!("the {target} is past the archived WAL: {newest}"),
     )
     .with_suggestion(

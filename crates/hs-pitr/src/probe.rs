@@ -14,6 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
+use hs_base::code;
 use hs_repo::{parse_wal_segment_name, Repository};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -48,7 +49,7 @@ impl ServerUser {
             if euid != 0 && user_name(euid).as_deref() != Some(u) {
                 return Err(Error::of_kind(
                     ErrorKind::Usage,
-                    "usage.restore_user_needs_root",
+                    code::USAGE_RESTORE_USER_NEEDS_ROOT,
                     format!(
                         "--restore-user {u} needs root: this process cannot act as another user"
                     ),
@@ -100,7 +101,7 @@ pub fn hand_over(dirs: &[&Path], user: &str) -> Result<()> {
         if !out.status.success() {
             return Err(Error::of_kind(
                 ErrorKind::Target,
-                "io.restore_chown_failed",
+                code::IO_RESTORE_CHOWN_FAILED,
                 format!(
                     "cannot give {} to {user}: {}",
                     dir.display(),
@@ -142,7 +143,7 @@ pub fn probe_restore_command(
     let out = out.map_err(|e| {
         Error::of_kind(
             ErrorKind::Preflight,
-            "preflight.runuser_missing",
+            code::PREFLIGHT_RUNUSER_MISSING,
             format!("cannot run the restore_command check: {e}"),
         )
         .with_suggestion("install util-linux (runuser), or run restore as the server's OS user")
@@ -164,7 +165,7 @@ pub fn probe_restore_command(
     let who = user.describe();
     Err(Error::of_kind(
         ErrorKind::Preflight,
-        "preflight.restore_command_failed",
+        code::PREFLIGHT_RESTORE_COMMAND_FAILED,
         format!(
             "the data directory is restored, but its restore_command fails when run as {who}, \
              so the server could not replay any archived WAL: fetching {file} {status}: {cause}"

@@ -18,6 +18,8 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use hs_base::code;
+
 use crate::error::{Error, ErrorKind, Result};
 
 /// First line of the managed block.
@@ -103,7 +105,7 @@ pub fn quote_conf_value(v: &str) -> Result<String> {
     if v.contains(['\n', '\r', '\0']) {
         return Err(Error::of_kind(
             ErrorKind::Usage,
-            "usage.recovery_setting_invalid",
+            code::USAGE_RECOVERY_SETTING_INVALID,
             format!("{v:?} contains a line break or NUL, which postgresql.conf cannot hold"),
         )
         .with_suggestion("use paths and names without line breaks"));
@@ -153,7 +155,7 @@ pub fn restore_command(
         p.to_str().map(str::to_owned).ok_or_else(|| {
             Error::of_kind(
                 ErrorKind::Usage,
-                "usage.recovery_setting_invalid",
+                code::USAGE_RECOVERY_SETTING_INVALID,
                 format!("{} is not valid UTF-8", p.display()),
             )
         })
@@ -178,7 +180,7 @@ pub fn render_block(cfg: &RecoveryConfig) -> Result<String> {
     if cfg.restore_command.trim().is_empty() {
         return Err(Error::of_kind(
             ErrorKind::Usage,
-            "usage.recovery_setting_invalid",
+            code::USAGE_RECOVERY_SETTING_INVALID,
             "restore_command is empty",
         ));
     }
@@ -287,7 +289,7 @@ pub fn write_recovery_config(data_dir: &Path, cfg: &RecoveryConfig) -> Result<()
         Ok(b) => String::from_utf8(b).map_err(|_| {
             Error::of_kind(
                 ErrorKind::Target,
-                "usage.auto_conf_not_utf8",
+                code::USAGE_AUTO_CONF_NOT_UTF8,
                 format!("{} is not UTF-8 text", auto.display()),
             )
             .with_suggestion("fix or remove postgresql.auto.conf in the restored directory")

@@ -13,6 +13,7 @@
 
 use std::fmt;
 
+use hs_base::code;
 use hs_pg::Lsn;
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Duration, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
@@ -60,7 +61,7 @@ const TIME_EXAMPLES: &str = "use RFC 3339 (2026-11-26T03:15:00Z), \"2026-11-26 0
 fn invalid_time(input: &str, why: &str) -> Error {
     Error::of_kind(
         ErrorKind::Usage,
-        "usage.target_time_invalid",
+        code::USAGE_TARGET_TIME_INVALID,
         format!("cannot read {input:?} as a recovery target time: {why}"),
     )
     .with_suggestion(TIME_EXAMPLES)
@@ -261,7 +262,7 @@ pub fn parse_target_lsn(input: &str) -> Result<Lsn> {
     input.trim().parse::<Lsn>().map_err(|_| {
         Error::of_kind(
             ErrorKind::Usage,
-            "usage.lsn_invalid",
+            code::USAGE_LSN_INVALID,
             format!("{input:?} is not an LSN"),
         )
         .with_suggestion(
@@ -276,7 +277,7 @@ pub fn parse_target_name(input: &str) -> Result<String> {
     if input.is_empty() || input.len() > 63 || input.contains('\0') {
         return Err(Error::of_kind(
             ErrorKind::Usage,
-            "usage.restore_point_name_invalid",
+            code::USAGE_RESTORE_POINT_NAME_INVALID,
             format!("{input:?} cannot be a restore point name (1 to 63 bytes)"),
         )
         .with_suggestion(

@@ -266,7 +266,7 @@ async fn serve_partial(
     if partial.len() as u64 > seg_size {
         return Err(Error::of_kind(
             ErrorKind::Repository,
-            "verify.wal_partial_too_large",
+            code::VERIFY_WAL_PARTIAL_TOO_LARGE,
             format!(
                 "{name}.partial holds {} bytes, more than the {seg_size}-byte segment size",
                 partial.len()
@@ -376,7 +376,7 @@ pub async fn wal_prefetch(
         let r = r.map_err(|e| {
             Error::of_kind(
                 ErrorKind::Io,
-                "io.prefetch_task_failed",
+                code::IO_PREFETCH_TASK_FAILED,
                 format!("prefetch task failed: {e}"),
             )
         })?;

@@ -2,6 +2,7 @@
 //! are parsed out of one. Nothing here touches a socket.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use hs_base::code;
 
 use crate::error::{Error, Result};
 use crate::lsn::{Lsn, TimelineId};
@@ -21,7 +22,7 @@ const SSL_REQUEST_CODE: i32 = 80_877_103;
 fn put_cstr(buf: &mut BytesMut, s: &[u8]) -> Result<()> {
     if s.contains(&0) {
         return Err(crate::error::usage(
-            "usage.nul_in_string",
+            code::USAGE_NUL_IN_STRING,
             "string sent to the server contains a NUL byte",
         ));
     }
@@ -50,7 +51,7 @@ fn with_len(
     let len = i32::try_from(len).map_err(|_| {
         buf.truncate(start);
         crate::error::usage(
-            "usage.message_too_large",
+            code::USAGE_MESSAGE_TOO_LARGE,
             "message to the server is too large",
         )
     })?;
@@ -96,7 +97,7 @@ pub mod frontend {
         with_len(Some(b'p'), buf, |b| {
             put_cstr(b, mechanism.as_bytes())?;
             let n = i32::try_from(data.len()).map_err(|_| {
-                crate::error::usage("usage.message_too_large", "SASL message is too large")
+                crate::error::usage(code::USAGE_MESSAGE_TOO_LARGE, "SASL message is too large")
             })?;
             b.put_i32(n);
             b.put_slice(data);
@@ -270,7 +271,7 @@ impl StreamMessage {
             }
             StreamMessage::EndOfTimeline { .. } => {
                 return Err(crate::error::usage(
-                    "usage.not_copy_data",
+                    code::USAGE_NOT_COPY_DATA,
                     "EndOfTimeline is not sent as CopyData",
                 ))
             }

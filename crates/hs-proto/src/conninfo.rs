@@ -5,6 +5,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hs_base::code;
+
 use crate::error::{Error, Result};
 
 /// How hard to insist on TLS, with libpq's names and meanings.
@@ -97,7 +99,7 @@ const EXAMPLE: &str = "use a URL like postgresql://user@host:5432/postgres?sslmo
                        or key=value pairs like \"host=db1 port=5432 user=backup sslmode=require\"";
 
 fn invalid(msg: impl Into<String>) -> Error {
-    crate::error::usage("usage.conninfo_invalid", msg).with_suggestion(EXAMPLE)
+    crate::error::usage(code::USAGE_CONNINFO_INVALID, msg).with_suggestion(EXAMPLE)
 }
 
 /// Keys libpq knows that we accept and ignore.

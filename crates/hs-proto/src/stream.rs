@@ -12,6 +12,7 @@
 //! the COPY with CommandComplete and closes the connection.
 
 use bytes::{Bytes, BytesMut};
+use hs_base::code;
 
 use crate::client::{log_notice, server_error, unexpected, ReplicationClient};
 use crate::codec::{frontend, pg_now_micros, BackendMessage, StandbyStatusUpdate, StreamMessage};
@@ -60,7 +61,7 @@ fn check_slot_name(name: &str) -> Result<()> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
         return Err(crate::error::usage(
-            "usage.slot_name_invalid",
+            code::USAGE_SLOT_NAME_INVALID,
             format!("{name:?} is not a valid replication slot name"),
         )
         .with_suggestion("use 1 to 63 lower-case letters, digits and underscores"));
@@ -72,13 +73,13 @@ fn check_slot_name(name: &str) -> Result<()> {
 fn slot_error(e: Error) -> Error {
     match e.sqlstate() {
         Some("42710") => e
-            .recode(ErrorKind::Conflict, "conflict.slot_exists")
+            .recode(ErrorKind::Conflict, code::CONFLICT_SLOT_EXISTS)
             .with_suggestion("use the existing slot, or drop it first"),
         Some("42704") => e
-            .recode(ErrorKind::NotFound, "notfound.slot")
+            .recode(ErrorKind::NotFound, code::NOTFOUND_SLOT)
             .with_suggestion("create the replication slot first"),
         Some("55006") => e
-            .recode(ErrorKind::Conflict, "conflict.slot_active")
+            .recode(ErrorKind::Conflict, code::CONFLICT_SLOT_ACTIVE)
             .temporary(true)
             .with_suggestion("another client is using the slot; stop it or wait"),
         _ => e,
@@ -90,7 +91,7 @@ fn stream_error(e: Error) -> Error {
     match e.sqlstate() {
         // walsender: "requested WAL segment ... has already been removed".
         Some("58P01") => e
-            .recode(ErrorKind::NotFound, "notfound.wal_removed")
+            .recode(ErrorKind::NotFound, code::NOTFOUND_WAL_REMOVED)
             .with_suggestion(
                 "the server no longer has this WAL; use a replication slot so it keeps WAL until it is archived",
             ),
@@ -112,7 +113,7 @@ impl ReplicationClient {
         if self.server_version_num() != 0 && self.server_version_num() < 150_000 {
             return Err(Error::of_kind(
                 ErrorKind::Server,
-                "preflight.server_too_old",
+                code::PREFLIGHT_SERVER_TOO_OLD,
                 format!(
                     "{what} needs PostgreSQL 15 or newer; the server is {}",
                     self.server_version_num()
@@ -207,7 +208,7 @@ impl ReplicationClient {
     pub async fn timeline_history(&mut self, tli: TimelineId) -> Result<(String, Bytes)> {
         if tli.0 == 0 {
             return Err(crate::error::usage(
-                "usage.timeline_invalid",
+                code::USAGE_TIMELINE_INVALID,
                 "timeline 0 does not exist",
             ));
         }
@@ -249,7 +250,7 @@ impl ReplicationClient {
         }
         if timeline.0 == 0 {
             return Err(crate::error::usage(
-                "usage.timeline_invalid",
+                code::USAGE_TIMELINE_INVALID,
                 "timeline 0 does not exist",
             ));
         }
@@ -397,7 +398,7 @@ impl WalStreamMachine {
                     self.error.get_or_insert_with(|| {
                         Error::of_kind(
                             ErrorKind::Unreachable,
-                            "unreachable.server_shutdown",
+                            code::UNREACHABLE_SERVER_SHUTDOWN,
                             "the server ended WAL streaming because it is shutting down",
                         )
                         .temporary(true)

@@ -6,6 +6,7 @@
 //! the input as it arrives; nothing is buffered beyond one header.
 
 use bytes::{Buf, Bytes, BytesMut};
+use hs_base::code;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -111,7 +112,7 @@ impl Default for TarParser {
 }
 
 fn corrupt(msg: impl Into<String>) -> Error {
-    Error::of_kind(ErrorKind::Protocol, "protocol.tar_invalid", msg)
+    Error::of_kind(ErrorKind::Protocol, code::PROTOCOL_TAR_INVALID, msg)
 }
 
 fn parse_num(field: &[u8], what: &str) -> Result<u64> {

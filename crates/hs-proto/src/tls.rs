@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use hs_base::code;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -179,7 +180,7 @@ pub(crate) fn client_config(mode: SslMode, rootcert: Option<&Path>) -> Result<Ar
 pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>> {
     ServerName::try_from(host.to_string()).map_err(|_| {
         crate::error::usage(
-            "usage.conninfo_invalid",
+            code::USAGE_CONNINFO_INVALID,
             format!("host {host:?} is not a valid DNS name or IP address for TLS"),
         )
     })

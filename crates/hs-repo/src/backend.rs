@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use hs_base::code;
 
 use crate::error::{Error, Result};
 
@@ -94,7 +95,7 @@ pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
     let shown = crate::redact_url(url);
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(Error::new(
-            "usage.invalid_url",
+            code::USAGE_INVALID_URL,
             format!("{shown:?} is not a repository URL"),
         )
         .with_suggestion(
@@ -109,14 +110,14 @@ pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
         "file" => {
             if !rest.starts_with('/') {
                 return Err(Error::new(
-                    "usage.invalid_url",
+                    code::USAGE_INVALID_URL,
                     format!("file URL {shown:?} must have an absolute path and no host"),
                 )
                 .with_suggestion("write it as file:///absolute/path (three slashes)"));
             }
             if rest.contains(['?', '#', '%']) {
                 return Err(Error::new(
-                    "usage.invalid_url",
+                    code::USAGE_INVALID_URL,
                     format!("file URL {shown:?} has a query, fragment or percent-escape"),
                 )
                 .with_suggestion("use a plain absolute path without ?, # or %"));
@@ -126,7 +127,7 @@ pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
         "s3" | "gcs" | "azblob" => Ok(retrying(object::open(url)?)),
         "sftp" | "scp" => Ok(retrying(ssh::open(url)?)),
         other => Err(Error::new(
-            "usage.unsupported_scheme",
+            code::USAGE_UNSUPPORTED_SCHEME,
             format!(
                 "repository URL scheme {:?} is not supported",
                 crate::redact_url(other)
@@ -182,7 +183,7 @@ pub(crate) fn list_dir(prefix: &str) -> Result<&str> {
 pub(crate) fn range_len(len: u64) -> Result<usize> {
     usize::try_from(len).map_err(|_| {
         Error::new(
-            "usage.range_too_large",
+            code::USAGE_RANGE_TOO_LARGE,
             "requested range does not fit in memory",
         )
     })
@@ -191,7 +192,7 @@ pub(crate) fn range_len(len: u64) -> Result<usize> {
 /// `verify.object_truncated`: object `name` ends before byte `end` of a ranged read.
 pub(crate) fn truncated(name: &str, end: u64) -> Error {
     Error::new(
-        "verify.object_truncated",
+        code::VERIFY_OBJECT_TRUNCATED,
         format!("object {name} is shorter than {end} bytes"),
     )
     .with_suggestion("run a repository check; the object was truncated")
@@ -212,7 +213,7 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::new(
-            "usage.invalid_object_name",
+            code::USAGE_INVALID_OBJECT_NAME,
             format!("{name:?} is not a valid object name"),
         ))
     }

@@ -7,6 +7,7 @@
 //! unchanged run of pages produces the same list chunk and deduplicates.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use hs_base::code;
 use hs_chunk::ChunkId;
 
 use crate::error::{Error, Result};
@@ -40,7 +41,7 @@ pub fn encode_chunk_list(refs: &[ChunkRef]) -> Bytes {
 pub fn decode_chunk_list(data: &[u8]) -> Result<Vec<ChunkRef>> {
     let bad = || {
         Error::new(
-            "verify.chunk_list_invalid",
+            code::VERIFY_CHUNK_LIST_INVALID,
             "a chunk list in the repository is malformed",
         )
         .with_suggestion("run `pg_hardstorage repo verify`; restore another backup")

@@ -125,14 +125,15 @@ struct Record {
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v)
-        .map_err(|e| Error::new("io.encode_failed", "could not encode a gc record").with_source(e))
+    serde_json::to_vec(v).map_err(|e| {
+        Error::new(code::IO_ENCODE_FAILED, "could not encode a gc record").with_source(e)
+    })
 }
 
 fn decode<T: for<'a> Deserialize<'a>>(json: &[u8], name: &str) -> Result<T> {
     serde_json::from_slice(json).map_err(|e| {
         Error::new(
-            "verify.gc_record_invalid",
+            code::VERIFY_GC_RECORD_INVALID,
             format!("gc record {name} is not valid JSON"),
         )
         .with_source(e)

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use hs_base::code;
 use hs_chunk::{ChunkId, PackEntry};
 
 use crate::error::{Error, Result};
@@ -25,7 +26,7 @@ pub(crate) struct IndexedPack {
 }
 
 fn corrupt(msg: &str) -> Error {
-    Error::new("verify.index_corrupt", msg.to_string())
+    Error::new(code::VERIFY_INDEX_CORRUPT, msg.to_string())
         .with_suggestion("run a repository check; an index object is damaged")
 }
 

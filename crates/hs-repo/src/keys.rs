@@ -81,7 +81,7 @@ pub(crate) async fn put_key_object(
     recipient: &str,
 ) -> Result<String> {
     let plain = Zeroizing::new(serde_json::to_vec(payload).map_err(|e| {
-        Error::new("io.encode_failed", "could not encode key object").with_source(e)
+        Error::new(code::IO_ENCODE_FAILED, "could not encode key object").with_source(e)
     })?);
     let wrapped = hs_crypt::wrap_secret(&plain, &[recipient.to_string()])?;
     let key_name = format!("{KEYS_PREFIX}{}", blake3::hash(&wrapped).to_hex());
@@ -92,7 +92,7 @@ pub(crate) async fn put_key_object(
         created: payload.created.clone(),
     };
     let json = serde_json::to_vec(&desc).map_err(|e| {
-        Error::new("io.encode_failed", "could not encode key description").with_source(e)
+        Error::new(code::IO_ENCODE_FAILED, "could not encode key description").with_source(e)
     })?;
     let sealed = master.seal(Domain::KeyObject, &json);
     backend
@@ -130,7 +130,7 @@ impl Repository {
         };
         let bad = |what: &str| {
             Error::new(
-                "verify.key_object_invalid",
+                code::VERIFY_KEY_OBJECT_INVALID,
                 format!("key object {name} {what}"),
             )
         };
@@ -162,13 +162,13 @@ impl Repository {
         let plain = self.inner.master.open(Domain::KeyObject, &sealed)?;
         let d: KeyDescription = serde_json::from_slice(&plain).map_err(|_| {
             Error::new(
-                "verify.key_object_invalid",
+                code::VERIFY_KEY_OBJECT_INVALID,
                 format!("key description {info} is malformed"),
             )
         })?;
         if d.version != KEY_INFO_VERSION || d.key != key_name {
             return Err(Error::new(
-                "verify.key_object_invalid",
+                code::VERIFY_KEY_OBJECT_INVALID,
                 format!("key description {info} does not describe {key_name}"),
             ));
         }
@@ -279,7 +279,7 @@ impl Repository {
             .unwrap_or_else(|| path.with_file_name(format!("{file}.old-{stamp}")));
         if keep_old.exists() {
             return Err(Error::new(
-                "conflict.keyring_exists",
+                code::CONFLICT_KEYRING_EXISTS,
                 format!("{} already exists", keep_old.display()),
             )
             .with_suggestion("move it away, or wait a second and rotate again"));
@@ -321,7 +321,7 @@ impl Repository {
         }
         if new_opens == 0 {
             return Err(Error::new(
-                "verify.key_object_invalid",
+                code::VERIFY_KEY_OBJECT_INVALID,
                 "no key object opens with the new keyring; nothing was deleted",
             )
             .with_suggestion(format!(

@@ -117,7 +117,7 @@ pub(crate) fn seal_record(
 ) -> Result<Vec<u8>> {
     let n = u16::try_from(name.len()).map_err(|_| {
         Error::new(
-            "usage.invalid_object_name",
+            code::USAGE_INVALID_OBJECT_NAME,
             format!("object name {name:?} is too long"),
         )
     })?;
@@ -194,8 +194,9 @@ fn lease_name(id: &str) -> String {
 
 async fn write_lease(repo: &Repository, info: &LeaseInfo) -> Result<()> {
     let name = lease_name(&info.id);
-    let json = serde_json::to_vec(info)
-        .map_err(|e| Error::new("io.encode_failed", "could not encode a lease").with_source(e))?;
+    let json = serde_json::to_vec(info).map_err(|e| {
+        Error::new(code::IO_ENCODE_FAILED, "could not encode a lease").with_source(e)
+    })?;
     let sealed = seal_record(repo, LEASE_MAGIC, &name, &json)?;
     repo.inner.backend.put(&name, Bytes::from(sealed)).await
 }
@@ -247,7 +248,7 @@ impl Repository {
             if let Some(o) = other {
                 let _ = lease.release_inner().await;
                 return Err(Error::new(
-                    "conflict.repo_locked",
+                    code::CONFLICT_REPO_LOCKED,
                     format!(
                         "the repository is locked by `{}` (pid {} on {}, lease {})",
                         o.command, o.pid, o.host, o.id
@@ -281,7 +282,7 @@ impl Repository {
                 .and_then(|json| {
                     serde_json::from_slice::<LeaseInfo>(&json).map_err(|e| {
                         Error::new(
-                            "verify.lease_invalid",
+                            code::VERIFY_LEASE_INVALID,
                             format!("lease {} is not valid JSON", o.name),
                         )
                         .with_source(e)
@@ -350,7 +351,7 @@ impl Lease {
             Ok(())
         } else {
             Err(Error::new(
-                "aborted.lease_lost",
+                code::ABORTED_LEASE_LOST,
                 format!(
                     "the repository lease {} could not be refreshed in time",
                     self.info.id

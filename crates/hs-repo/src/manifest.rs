@@ -171,7 +171,7 @@ impl BackupListing {
         self.check_latest(deployment)?;
         self.backups.last().ok_or_else(|| {
             Error::new(
-                "notfound.backup",
+                code::NOTFOUND_BACKUP,
                 format!("deployment {deployment} has no backups in this repository"),
             )
             .with_suggestion(format!(
@@ -208,7 +208,7 @@ impl BackupListing {
             ),
         };
         Err(Error::new(
-            "verify.latest_backup_damaged",
+            code::VERIFY_LATEST_BACKUP_DAMAGED,
             format!(
                 "the newest backup of deployment {deployment}, {}, is damaged: its manifest \
                  {} does not open ({}){more}; `latest` does not fall back to an older backup",

@@ -77,7 +77,7 @@ impl Repository {
     pub async fn quarantine_pack(&self, pack: &str, reason: &str) -> Result<bool> {
         let Some(name) = record_name(pack) else {
             return Err(Error::new(
-                "usage.invalid_object_name",
+                code::USAGE_INVALID_OBJECT_NAME,
                 format!("{pack:?} is not a pack name (data/<xx>/<64 hex digits>)"),
             )
             .with_suggestion("name a pack as `repo verify` reports it, e.g. data/ab/ab12..."));
@@ -85,7 +85,7 @@ impl Repository {
         let backend = self.backend();
         if backend.stat(pack).await?.is_none() {
             return Err(
-                Error::new("notfound.object", format!("pack {pack} does not exist"))
+                Error::new(code::NOTFOUND_OBJECT, format!("pack {pack} does not exist"))
                     .with_suggestion(
                         "nothing to quarantine: run `pg_hardstorage repo verify` again",
                     ),
@@ -97,7 +97,11 @@ impl Repository {
             recorded: now_unix(),
         };
         let json = serde_json::to_vec(&rec).map_err(|e| {
-            Error::new("io.encode_failed", "could not encode a quarantine record").with_source(e)
+            Error::new(
+                code::IO_ENCODE_FAILED,
+                "could not encode a quarantine record",
+            )
+            .with_source(e)
         })?;
         let sealed = seal_record(self, QUARANTINE_MAGIC, &name, &json)?;
         backend.put_if_absent(&name, Bytes::from(sealed)).await
@@ -159,7 +163,7 @@ impl Repository {
     ) -> Result<QuarantineRecord> {
         let invalid = |what: &str| {
             Error::new(
-                "verify.quarantine_record_invalid",
+                code::VERIFY_QUARANTINE_RECORD_INVALID,
                 format!("quarantine record {name} {what}"),
             )
             .with_suggestion(

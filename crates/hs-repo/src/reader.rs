@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use hs_base::code;
 use hs_chunk::ChunkId;
 use hs_crypt::Domain;
 use tokio::sync::OnceCell;
@@ -186,7 +187,7 @@ impl ChunkReader {
         let inner = &self.inner;
         let Some(loc) = inner.index.map.get(&r.id).copied() else {
             return Err(Error::new(
-                "notfound.chunk",
+                code::NOTFOUND_CHUNK,
                 format!("chunk {} is not in the repository index", r.id),
             )
             .with_suggestion(
@@ -195,7 +196,7 @@ impl ChunkReader {
         };
         if loc.raw_length != r.len {
             return Err(Error::new(
-                "verify.chunk_length_mismatch",
+                code::VERIFY_CHUNK_LENGTH_MISMATCH,
                 format!(
                     "chunk {} is {} bytes in the index but {} in the reference",
                     r.id, loc.raw_length, r.len
@@ -224,14 +225,14 @@ impl ChunkReader {
             Some(d) => d,
             None => {
                 return Err(Error::new(
-                    "verify.chunk_length_mismatch",
+                    code::VERIFY_CHUNK_LENGTH_MISMATCH,
                     format!("chunk {} lies outside its frame in {pack}", r.id),
                 ))
             }
         };
         if inner.repo.chunk_id(data) != r.id {
             return Err(Error::new(
-                "verify.chunk_id_mismatch",
+                code::VERIFY_CHUNK_ID_MISMATCH,
                 format!("chunk {} read from {pack} does not match its id", r.id),
             )
             .with_suggestion("run a repository check; the pack or index was damaged"));
@@ -261,7 +262,7 @@ impl ChunkReader {
         };
         if data.len() != loc.frame_raw_length as usize {
             return Err(Error::new(
-                "verify.chunk_length_mismatch",
+                code::VERIFY_CHUNK_LENGTH_MISMATCH,
                 format!(
                     "a frame in {pack} at offset {} holds {} bytes, not the {} recorded",
                     loc.frame_offset,

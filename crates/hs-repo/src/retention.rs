@@ -11,6 +11,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
+use hs_base::code;
 use serde::Serialize;
 
 use hs_pg::Lsn;
@@ -72,7 +73,7 @@ impl BackupPoint {
     pub fn from_manifest(m: &BackupManifest) -> Result<BackupPoint> {
         let bad = |what: &str| {
             Error::new(
-                "verify.manifest_invalid",
+                code::VERIFY_MANIFEST_INVALID,
                 format!("backup {} has an invalid {what}", m.backup_id),
             )
         };
@@ -358,7 +359,7 @@ impl Repository {
         check_deployment(deployment)?;
         if !plan.backups.is_empty() && plan.kept().next().is_none() {
             return Err(Error::new(
-                "usage.retention_deletes_everything",
+                code::USAGE_RETENTION_DELETES_EVERYTHING,
                 "the retention plan deletes every backup",
             )
             .with_suggestion("the newest backup is always kept; plan again with plan_retention"));

@@ -104,7 +104,7 @@ fn wal_prefix(deployment: &str) -> String {
 
 fn invalid_segment(name: &str) -> Error {
     Error::new(
-        "usage.invalid_wal_name",
+        code::USAGE_INVALID_WAL_NAME,
         format!("{name:?} is not a WAL segment name"),
     )
     .with_suggestion("a segment name is 24 upper-case hex digits, e.g. 000000010000000000000001")
@@ -127,7 +127,7 @@ fn object_for(deployment: &str, name: &str) -> Result<(String, Kind)> {
         return Ok((format!("{prefix}{}/{name}", &name[..8]), Kind::Segment));
     }
     Err(Error::new(
-        "usage.invalid_wal_name",
+        code::USAGE_INVALID_WAL_NAME,
         format!("{name:?} is not a WAL segment, partial segment or timeline history name"),
     )
     .with_suggestion("use a 24-hex-digit segment name, <segment>.partial, or TTTTTTTT.history"))
@@ -149,7 +149,7 @@ fn name_damaged_wal(e: Error, object: &str) -> Error {
 
 fn not_found(deployment: &str, name: &str) -> Error {
     Error::new(
-        "notfound.wal_segment",
+        code::NOTFOUND_WAL_SEGMENT,
         format!("deployment {deployment} has no WAL file {name} in the repository"),
     )
     .with_suggestion("list what is stored with `pg_hardstorage wal list`")
@@ -162,7 +162,7 @@ fn encode_frame(kind: Kind, object: &str, raw: &[u8]) -> Result<Vec<u8>> {
     let name = object.as_bytes();
     let name_len = u16::try_from(name.len()).map_err(|_| {
         Error::new(
-            "usage.invalid_object_name",
+            code::USAGE_INVALID_OBJECT_NAME,
             format!("object name {object:?} is too long"),
         )
     })?;
@@ -189,7 +189,7 @@ struct Frame<'a> {
 
 fn bad(object: &str, what: &str) -> Error {
     Error::new(
-        "verify.wal_object_invalid",
+        code::VERIFY_WAL_OBJECT_INVALID,
         format!("WAL object {object} {what}"),
     )
     .with_suggestion("the object is damaged or was moved; fetch the WAL from another copy")
@@ -214,7 +214,7 @@ fn parse_frame<'a>(plain: &'a [u8], kind: Kind, object: &str) -> Result<Frame<'a
     }
     if &rest[..name_len] != object.as_bytes() {
         return Err(Error::new(
-            "verify.wal_object_misplaced",
+            code::VERIFY_WAL_OBJECT_MISPLACED,
             format!("WAL object {object} was stored under another name"),
         )
         .with_suggestion("someone moved objects in the repository; do not use this WAL"));
@@ -253,7 +253,7 @@ fn decode_body(f: &Frame<'_>, object: &str) -> Result<Vec<u8>> {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         Error::new(
-            "aborted.task_failed",
+            code::ABORTED_TASK_FAILED,
             "a WAL compression task panicked or was cancelled",
         )
         .with_source(e)
@@ -319,7 +319,7 @@ impl Repository {
         check_segment(segment)?;
         if !is_valid_wal_segment_size(data.len() as u64) {
             return Err(Error::new(
-                "usage.wal_segment_size_invalid",
+                code::USAGE_WAL_SEGMENT_SIZE_INVALID,
                 format!(
                     "segment {segment} is {} bytes; a WAL segment is a power of two from 1 MiB to 1 GiB",
                     data.len()
@@ -336,7 +336,7 @@ impl Repository {
             Ok(false)
         } else {
             Err(Error::new(
-                "conflict.wal_segment_differs",
+                code::CONFLICT_WAL_SEGMENT_DIFFERS,
                 format!(
                     "segment {segment} of deployment {deployment} is already stored with different content"
                 ),
@@ -362,7 +362,7 @@ impl Repository {
         check_segment(segment)?;
         if data.len() as u64 > MAX_WAL_SEGMENT_SIZE {
             return Err(Error::new(
-                "usage.wal_segment_size_invalid",
+                code::USAGE_WAL_SEGMENT_SIZE_INVALID,
                 format!("partial segment {segment} is larger than 1 GiB"),
             ));
         }
@@ -392,13 +392,13 @@ impl Repository {
         check_deployment(deployment)?;
         if tli == 0 {
             return Err(Error::new(
-                "usage.invalid_timeline",
+                code::USAGE_INVALID_TIMELINE,
                 "timeline 0 does not exist",
             ));
         }
         if content.len() as u64 > MAX_WAL_SEGMENT_SIZE {
             return Err(Error::new(
-                "usage.timeline_history_too_large",
+                code::USAGE_TIMELINE_HISTORY_TOO_LARGE,
                 format!("history file of timeline {tli} is larger than 1 GiB"),
             ));
         }
@@ -412,7 +412,7 @@ impl Repository {
             Ok(false)
         } else {
             Err(Error::new(
-                "conflict.timeline_history_differs",
+                code::CONFLICT_TIMELINE_HISTORY_DIFFERS,
                 format!(
                     "the history file of timeline {tli} of deployment {deployment} is already stored with different content"
                 ),
@@ -432,7 +432,7 @@ impl Repository {
         let (tt, _, _) = check_segment(&gap.to_segment)?;
         if ft != tt || gap.from_segment > gap.to_segment {
             return Err(Error::new(
-                "usage.invalid_wal_gap",
+                code::USAGE_INVALID_WAL_GAP,
                 format!(
                     "gap {}..{} must lie on one timeline with from <= to",
                     gap.from_segment, gap.to_segment
@@ -446,7 +446,7 @@ impl Repository {
             gap.to_segment
         );
         let json = serde_json::to_vec(gap).map_err(|e| {
-            Error::new("io.encode_failed", "could not encode the gap record").with_source(e)
+            Error::new(code::IO_ENCODE_FAILED, "could not encode the gap record").with_source(e)
         })?;
         let sealed = self.wal_object(Kind::Gap, &object, &json).await?;
         self.inner.backend.put_if_absent(&object, sealed).await?;
@@ -469,7 +469,7 @@ impl Repository {
         check_segment(segment)?;
         if content.len() as u64 > MIN_WAL_SEGMENT_SIZE {
             return Err(Error::new(
-                "usage.wal_summary_too_large",
+                code::USAGE_WAL_SUMMARY_TOO_LARGE,
                 format!("the summary of segment {segment} is larger than 1 MiB"),
             ));
         }

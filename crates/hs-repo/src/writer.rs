@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use hs_base::code;
 use hs_chunk::{ChunkId, Compressor, PackBuilder, PackEntry};
 use hs_crypt::Domain;
 use tokio::sync::mpsc;
@@ -100,7 +101,7 @@ impl Shared {
     fn error(&self) -> Error {
         lock(&self.error).clone().unwrap_or_else(|| {
             Error::new(
-                "aborted.writer_failed",
+                code::ABORTED_WRITER_FAILED,
                 "the chunk writer's workers stopped unexpectedly",
             )
         })
@@ -175,7 +176,7 @@ impl ChunkWriter {
         }
         if data.len() > MAX_CHUNK_LEN {
             return Err(Error::new(
-                "usage.chunk_too_large",
+                code::USAGE_CHUNK_TOO_LARGE,
                 format!(
                     "a chunk of {} bytes is larger than the 64 MiB limit",
                     data.len()
@@ -243,7 +244,7 @@ impl ChunkWriter {
             for w in workers {
                 if w.join().is_err() {
                     shared.fail(Error::new(
-                        "aborted.worker_panicked",
+                        code::ABORTED_WORKER_PANICKED,
                         "a pack worker panicked",
                     ));
                 }
@@ -251,11 +252,11 @@ impl ChunkWriter {
         })
         .await
         .map_err(|e| {
-            Error::new("aborted.task_failed", "joining pack workers failed").with_source(e)
+            Error::new(code::ABORTED_TASK_FAILED, "joining pack workers failed").with_source(e)
         })?;
         if let Some(u) = self.uploader.take() {
             u.await.map_err(|e| {
-                Error::new("aborted.task_failed", "the pack uploader failed").with_source(e)
+                Error::new(code::ABORTED_TASK_FAILED, "the pack uploader failed").with_source(e)
             })?;
         }
         if self.shared.failed.load(Ordering::SeqCst) {
@@ -286,7 +287,7 @@ impl Drop for ChunkWriter {
 fn shared_fail_spawn(shared: &Shared, e: std::io::Error) {
     shared.fail(
         Error::new(
-            "aborted.worker_spawn_failed",
+            code::ABORTED_WORKER_SPAWN_FAILED,
             "could not start a pack worker",
         )
         .with_source(e),
@@ -367,7 +368,7 @@ fn send_pack(
             };
             if out.blocking_send(p).is_err() && !shared.cancelled.load(Ordering::SeqCst) {
                 shared.fail(Error::new(
-                    "aborted.uploader_gone",
+                    code::ABORTED_UPLOADER_GONE,
                     "the pack uploader stopped",
                 ));
             }
@@ -400,7 +401,7 @@ async fn uploader(repo: Repository, mut rx: mpsc::Receiver<FinishedPack>, shared
     let reap = |r: std::result::Result<(), tokio::task::JoinError>, shared: &Shared| {
         if let Err(e) = r {
             shared.fail(
-                Error::new("aborted.task_failed", "a pack upload task failed").with_source(e),
+                Error::new(code::ABORTED_TASK_FAILED, "a pack upload task failed").with_source(e),
             );
         }
     };

@@ -2,6 +2,7 @@
 //! render them: `✓ name: detail`, `✗ name: detail` with a `Suggested fix:` block.
 
 use anyhow::Result;
+use hs_base::code;
 use serde_json::json;
 
 use crate::cli::{DoctorArgs, GlobalArgs};
@@ -64,7 +65,7 @@ pub async fn doctor(g: &GlobalArgs, a: DoctorArgs) -> Result<Output> {
     }
     let failure = (a.exit_on_issues && sick > 0).then(|| {
         CliError::new(
-            "doctor.issues_found",
+            code::DOCTOR_ISSUES_FOUND,
             format!("doctor found issues in {sick} deployment(s)"),
         )
         .with_suggestion("apply the suggested fixes above, then run `pg_hardstorage doctor` again")

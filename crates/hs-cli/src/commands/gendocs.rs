@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::CommandFactory;
+use hs_base::code;
 use serde_json::json;
 
 use crate::cli::{Cli, OutputFormat};
@@ -27,7 +28,7 @@ pub const COMMAND: &str = "__generate-docs";
 pub fn main(args: &[std::ffi::OsString]) -> std::process::ExitCode {
     let [dir] = args else {
         let err = CliError::new(
-            "usage.invalid_arguments",
+            code::USAGE_INVALID_ARGUMENTS,
             format!("usage: {BIN} {COMMAND} DIR (an output directory; internal, for packaging)"),
         );
         return output::emit_error(OutputFormat::Human, COMMAND, &err);

@@ -5,6 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use hs_base::code;
 use serde_json::json;
 
 use crate::cli::{GlobalArgs, InitArgs, OutputFormat};
@@ -31,7 +32,7 @@ fn ask(question: &str, default: Option<&str>) -> Result<String> {
         (false, _) => Ok(answer.to_owned()),
         (true, Some(d)) => Ok(d.to_owned()),
         (true, None) => Err(CliError::new(
-            "usage.init_needs_yes",
+            code::USAGE_INIT_NEEDS_YES,
             format!("no answer for {question:?}"),
         )
         .with_suggestion("answer each question, or pass every value as a flag (see `pg_hardstorage init --help`)")
@@ -61,7 +62,7 @@ pub async fn init(g: &GlobalArgs, a: InitArgs) -> Result<Output> {
     let all_given = a.pg_connection.is_some() && a.repo.is_some() && a.deployment.is_some();
     if !a.yes && !interactive && !all_given {
         return Err(CliError::new(
-            "usage.init_needs_yes",
+            code::USAGE_INIT_NEEDS_YES,
             "init has no terminal to ask on and not every value was given",
         )
         .with_suggestion(
@@ -146,7 +147,7 @@ fn answers(
     )?
     .ok_or_else(|| {
         CliError::new(
-            "usage.pg_connection_missing",
+            code::USAGE_PG_CONNECTION_MISSING,
             "init needs a PostgreSQL connection string",
         )
         .with_suggestion(format!(

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use hs_base::code;
 use serde_json::json;
 
 use crate::cli::{GlobalArgs, PolicyArg, RepoGcArgs, RotateArgs};
@@ -53,7 +54,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 fn policy(a: &RotateArgs) -> Result<hs_repo::RetentionPolicy> {
     let missing = |what: &str, flag: &str| -> anyhow::Error {
         CliError::new(
-            "usage.retention_policy_incomplete",
+            code::USAGE_RETENTION_POLICY_INCOMPLETE,
             format!("--policy {what} needs {flag}"),
         )
         .with_suggestion(format!("add {flag}, e.g. `--policy {what} {flag} 7`"))

@@ -2,6 +2,7 @@
 //! Maps the config file, flags and environment onto [`hs_api::ApiConfig`]; nothing more.
 
 use anyhow::Result;
+use hs_base::code;
 use serde_json::json;
 
 use crate::cli::{GlobalArgs, ServeArgs};
@@ -60,7 +61,7 @@ fn token(a: &ServeArgs) -> Result<Option<hs_api::ApiToken>> {
             std::fs::read_to_string(path)
                 .map_err(|e| {
                     CliError::new(
-                        "io.read_failed",
+                        code::IO_READ_FAILED,
                         format!("cannot read the token file {}: {e}", path.display()),
                     )
                     .with_suggestion("check --token-file and the file's permissions")

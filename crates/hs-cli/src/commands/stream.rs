@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use hs_base::code;
 use serde_json::json;
 
 use crate::cli::{GlobalArgs, WalPreflightArgs, WalStreamArgs};
@@ -133,7 +134,7 @@ pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
         .unwrap_or(default_partial);
     if !(partial.is_finite() && partial > 0.0 && partial <= 3600.0) {
         return Err(CliError::new(
-            "usage.partial_interval_invalid",
+            code::USAGE_PARTIAL_INTERVAL_INVALID,
             format!("--partial-interval {partial} is out of range"),
         )
         .with_suggestion(
@@ -186,7 +187,7 @@ pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
     } = exit
     else {
         return Err(CliError::new(
-            "internal.unexpected",
+            code::INTERNAL_UNEXPECTED,
             "the streamer ended for an unknown reason",
         )
         .into());

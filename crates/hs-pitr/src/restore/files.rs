@@ -6,6 +6,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use hs_base::code;
 use hs_repo::{ChunkReader, ChunkRef, Repository};
 use tokio::task::JoinSet;
 
@@ -34,7 +35,7 @@ pub(super) fn check_chunk_total(path: &str, size: u64, chunks: &[ChunkRef]) -> R
     }
     Err(Error::of_kind(
         ErrorKind::Repository,
-        "verify.chunk_length_mismatch",
+        code::VERIFY_CHUNK_LENGTH_MISMATCH,
         format!("the chunks of {path} add up to {sum} bytes, the manifest says {size}"),
     )
     .with_suggestion("run `pg_hardstorage repo verify` and restore another backup"))
@@ -73,7 +74,7 @@ pub(super) async fn compare_existing(
         let (same, u) = res.map_err(|e| {
             Error::of_kind(
                 ErrorKind::Io,
-                "io.restore_task_failed",
+                code::IO_RESTORE_TASK_FAILED,
                 format!("restore task failed: {e}"),
             )
         })??;
@@ -159,7 +160,7 @@ pub(super) async fn run_units(
         let n = res.map_err(|e| {
             Error::of_kind(
                 ErrorKind::Io,
-                "io.restore_task_failed",
+                code::IO_RESTORE_TASK_FAILED,
                 format!("restore task failed: {e}"),
             )
         })??;
@@ -194,7 +195,7 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<u64> {
         if data.len() != c.len as usize {
             return Err(Error::of_kind(
                 ErrorKind::Repository,
-                "verify.chunk_length_mismatch",
+                code::VERIFY_CHUNK_LENGTH_MISMATCH,
                 format!(
                     "chunk {} is {} bytes, the manifest says {}",
                     c.id,
@@ -233,7 +234,7 @@ pub(super) fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {
     if !ok {
         return Err(Error::of_kind(
             ErrorKind::Repository,
-            "verify.manifest_path_invalid",
+            code::VERIFY_MANIFEST_PATH_INVALID,
             format!("the backup manifest names an unsafe path {rel:?}"),
         )
         .with_suggestion("the manifest is damaged or forged; run `pg_hardstorage verify`"));

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use hs_base::code;
 use hs_repo::{ArchiveEntry, BackupManifest, FileKind};
 
 use super::files::set_mode;
@@ -58,7 +59,7 @@ impl FromStr for TablespaceMapping {
 pub(super) fn mapping_error(arg: &str, why: &str) -> Error {
     Error::of_kind(
         ErrorKind::Usage,
-        "usage.tablespace_mapping_invalid",
+        code::USAGE_TABLESPACE_MAPPING_INVALID,
         format!("tablespace mapping {arg:?} is not usable: {why}"),
     )
     .with_suggestion(
@@ -103,7 +104,7 @@ pub(super) fn archive_roots(
         let loc = normalize_abs(loc).ok_or_else(|| {
             Error::of_kind(
                 ErrorKind::Repository,
-                "verify.manifest_path_invalid",
+                code::VERIFY_MANIFEST_PATH_INVALID,
                 format!("the backup manifest names an unusable tablespace location {loc:?}"),
             )
             .with_suggestion("the manifest is damaged or forged; run `pg_hardstorage verify`")
@@ -129,7 +130,7 @@ pub(super) fn archive_roots(
             .collect();
         return Err(Error::of_kind(
             ErrorKind::Usage,
-            "usage.tablespace_mapping_unmatched",
+            code::USAGE_TABLESPACE_MAPPING_UNMATCHED,
             format!(
                 "--tablespace-mapping names {}, but no tablespace of backup {} was there",
                 opts.tablespace_mapping[i].old_dir.display(),
@@ -166,7 +167,7 @@ pub(super) fn archive_roots(
         if overlaps_target || overlaps_other {
             return Err(Error::of_kind(
                 ErrorKind::Usage,
-                "usage.tablespace_mapping_invalid",
+                code::USAGE_TABLESPACE_MAPPING_INVALID,
                 format!(
                     "tablespace directory {} overlaps the target or another tablespace",
                     r.display()
@@ -216,7 +217,7 @@ pub(super) fn not_empty(p: &Path, role: DirRole, what: &str) -> Error {
     match role {
         DirRole::Target => Error::of_kind(
             ErrorKind::Target,
-            "conflict.target_not_empty",
+            code::CONFLICT_TARGET_NOT_EMPTY,
             format!("the restore target {} {what}", p.display()),
         )
         .with_suggestion(
@@ -224,7 +225,7 @@ pub(super) fn not_empty(p: &Path, role: DirRole, what: &str) -> Error {
         ),
         DirRole::Tablespace => Error::of_kind(
             ErrorKind::Target,
-            "conflict.tablespace_not_empty",
+            code::CONFLICT_TABLESPACE_NOT_EMPTY,
             format!("the tablespace location {} {what}", p.display()),
         )
         .with_suggestion(
@@ -272,7 +273,7 @@ pub(super) fn check_delta_dir(p: &Path, role: DirRole) -> Result<()> {
             if let Some(pid) = running_postmaster(p)? {
                 return Err(Error::of_kind(
                     ErrorKind::Target,
-                    "conflict.target_running",
+                    code::CONFLICT_TARGET_RUNNING,
                     format!(
                         "a PostgreSQL server (pid {pid}) is running in the restore target {}",
                         p.display()
@@ -286,7 +287,7 @@ pub(super) fn check_delta_dir(p: &Path, role: DirRole) -> Result<()> {
             if !p.join("PG_VERSION").is_file() {
                 return Err(Error::of_kind(
                     ErrorKind::Target,
-                    "conflict.target_not_data_directory",
+                    code::CONFLICT_TARGET_NOT_DATA_DIRECTORY,
                     format!(
                         "--delta restores only over a PostgreSQL data directory, and {} is not empty and has no PG_VERSION",
                         p.display()

@@ -153,7 +153,7 @@ pub async fn select_backup(
         BackupSelector::Latest => match repo.latest_backup(deployment).await {
             Err(e) if e.code() == code::NOTFOUND_BACKUP => Err(Error::of_kind(
                 ErrorKind::NotFound,
-                "notfound.backup",
+                code::NOTFOUND_BACKUP,
                 format!("deployment {deployment:?} has no backups in this repository"),
             )
             .with_suggestion(format!(
@@ -164,7 +164,7 @@ pub async fn select_backup(
         BackupSelector::Id(id) => match repo.load_manifest(deployment, id).await {
             Err(e) if e.code().starts_with("notfound.") => Err(Error::of_kind(
                 ErrorKind::NotFound,
-                "notfound.backup",
+                code::NOTFOUND_BACKUP,
                 format!("backup {id:?} of deployment {deployment:?} does not exist"),
             )
             .with_suggestion(format!(
@@ -254,7 +254,7 @@ pub async fn restore_until(
 fn aborted(opts: &RestoreOptions, what: &str) -> Error {
     Error::of_kind(
         ErrorKind::Aborted,
-        "aborted.signal",
+        code::ABORTED_SIGNAL,
         format!(
             "the restore into {} was stopped by {what} before it completed; the directory \
                  is incomplete and has no global/pg_control, so it cannot be started",
@@ -482,7 +482,7 @@ async fn write_control(
     let control = control.ok_or_else(|| {
         Error::of_kind(
             ErrorKind::Repository,
-            "verify.backup_incomplete",
+            code::VERIFY_BACKUP_INCOMPLETE,
             format!("backup {} has no {CONTROL_FILE}", manifest.backup_id),
         )
         .with_suggestion("restore another backup; run `pg_hardstorage verify` on this one")

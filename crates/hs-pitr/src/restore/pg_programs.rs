@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use hs_base::code;
 use hs_repo::BackupManifest;
 
 use super::RestoreOptions;
@@ -36,7 +37,7 @@ pub(super) async fn run_pg_verifybackup(
         find_pg_program(opts.pg_bin_dir.as_deref(), major, "pg_verifybackup").ok_or_else(|| {
             Error::of_kind(
                 ErrorKind::Preflight,
-                "preflight.pg_verifybackup_missing",
+                code::PREFLIGHT_PG_VERIFYBACKUP_MISSING,
                 format!("pg_verifybackup for PostgreSQL {major} was not found"),
             )
             .with_suggestion(format!(
@@ -56,7 +57,7 @@ pub(super) async fn run_pg_verifybackup(
     let first = stderr.lines().take(5).collect::<Vec<_>>().join("; ");
     Err(Error::of_kind(
         ErrorKind::Verify,
-        "verify.pg_verifybackup_failed",
+        code::VERIFY_PG_VERIFYBACKUP_FAILED,
         format!(
             "pg_verifybackup rejected the restored directory {}: {first}",
             opts.target.display()

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
+use hs_base::code;
 
 use super::{log_notice, server_error, unexpected, ReplicationClient};
 use crate::codec::{frontend, BackendMessage};
@@ -60,7 +61,7 @@ impl BaseBackupOptions {
         if let Some(r) = self.max_rate_kbps {
             if !(32..=1_048_576).contains(&r) {
                 return Err(crate::error::usage(
-                    "usage.max_rate_invalid",
+                    code::USAGE_MAX_RATE_INVALID,
                     format!("MAX_RATE {r} kB/s is outside the range PostgreSQL accepts"),
                 )
                 .with_suggestion("give a rate between 32 and 1048576 kB/s"));
@@ -69,7 +70,7 @@ impl BaseBackupOptions {
         }
         if self.label.contains('\0') {
             return Err(crate::error::usage(
-                "usage.nul_in_string",
+                code::USAGE_NUL_IN_STRING,
                 "backup label contains a NUL byte",
             ));
         }
@@ -196,7 +197,7 @@ impl BackupMachine {
             if !self.tar.at_member_boundary() {
                 return Err(Error::of_kind(
                     ErrorKind::Protocol,
-                    "protocol.tar_invalid",
+                    code::PROTOCOL_TAR_INVALID,
                     "an archive in the base backup stream ended in the middle of a member",
                 ));
             }
@@ -505,7 +506,7 @@ impl ReplicationClient {
         if self.server_version_num != 0 && self.server_version_num < 150_000 {
             return Err(Error::of_kind(
                 ErrorKind::Server,
-                "preflight.server_too_old",
+                code::PREFLIGHT_SERVER_TOO_OLD,
                 format!(
                     "server version {} is older than PostgreSQL 15, which this tool requires",
                     self.server_version_num

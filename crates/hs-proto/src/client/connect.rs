@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use hs_base::code;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::net::TcpStream;
 
@@ -37,7 +38,7 @@ fn connect_error(target: &str, e: std::io::Error) -> Error {
     // DNS failures and the like: still "cannot reach the server".
     Error::of_kind(
         ErrorKind::Unreachable,
-        "unreachable.connect_failed",
+        code::UNREACHABLE_CONNECT_FAILED,
         err.to_string(),
     )
     .with_source(err)
@@ -53,7 +54,7 @@ fn tls_handshake_error(cfg: &ConnConfig, e: std::io::Error) -> Error {
     if cert_problem {
         Error::of_kind(
             ErrorKind::Auth,
-            "auth.tls_certificate_invalid",
+            code::AUTH_TLS_CERTIFICATE_INVALID,
             format!(
                 "the server's TLS certificate was rejected (sslmode={}): {e}",
                 cfg.sslmode().as_str()
@@ -96,7 +97,7 @@ impl ReplicationClient {
             Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
                 Err(Error::of_kind(
                     ErrorKind::Unreachable,
-                    "unreachable.timeout",
+                    code::UNREACHABLE_TIMEOUT,
                     format!(
                         "connecting to {}:{} timed out after {}s",
                         cfg.host(),
@@ -122,7 +123,7 @@ impl ReplicationClient {
                 } else {
                     return Err(Error::of_kind(
                         ErrorKind::Auth,
-                        "auth.tls_required",
+                        code::AUTH_TLS_REQUIRED,
                         "TLS was required, but Unix-domain socket connections cannot use TLS",
                     )
                     .with_suggestion(
@@ -155,7 +156,7 @@ impl ReplicationClient {
             }
             #[cfg(not(unix))]
             return Err(crate::error::usage(
-                "usage.conninfo_invalid",
+                code::USAGE_CONNINFO_INVALID,
                 "Unix-domain sockets are not supported on this platform",
             ));
         }
@@ -252,7 +253,7 @@ impl ReplicationClient {
                 if cfg.sslmode() != SslMode::Prefer && cfg.sslmode() != SslMode::Allow {
                     return Err(Error::of_kind(
                         ErrorKind::Auth,
-                        "auth.tls_required",
+                        code::AUTH_TLS_REQUIRED,
                         format!(
                             "sslmode={} requires TLS, but the server at {}:{} does not support it",
                             cfg.sslmode().as_str(),
@@ -294,7 +295,7 @@ impl ReplicationClient {
             password.clone().ok_or_else(|| {
                 Error::of_kind(
                     ErrorKind::Auth,
-                    "auth.password_missing",
+                    code::AUTH_PASSWORD_MISSING,
                     format!("the server requested a password for user {:?}, but none was supplied", cfg.user()),
                 )
                 .with_suggestion("put the password in the connection string, PGPASSWORD, or ~/.pgpass (host:port:replication:user:password)")
@@ -318,7 +319,7 @@ impl ReplicationClient {
                     {
                         return Err(Error::of_kind(
                             ErrorKind::Auth,
-                            "auth.channel_binding_required",
+                            code::AUTH_CHANNEL_BINDING_REQUIRED,
                             "channel_binding=require, but the server authenticated without channel binding",
                         )
                         .with_suggestion("use SCRAM-SHA-256 over TLS on the server, or set channel_binding=prefer"));
@@ -352,7 +353,7 @@ impl ReplicationClient {
                 AuthRequest::Other(code) => {
                     return Err(Error::of_kind(
                         ErrorKind::Auth,
-                        "auth.unsupported_method",
+                        code::AUTH_UNSUPPORTED_METHOD,
                         format!("the server asked for authentication method {code}, which is not supported"),
                     )
                     .with_suggestion("use scram-sha-256 (or md5/password) for this user in pg_hba.conf"));
@@ -381,14 +382,14 @@ impl ReplicationClient {
             _ if !offers_plain => {
                 return Err(Error::of_kind(
                     ErrorKind::Auth,
-                    "auth.unsupported_method",
+                    code::AUTH_UNSUPPORTED_METHOD,
                     format!("no supported SASL mechanism among {mechanisms:?}"),
                 ))
             }
             _ if cb_mode == ChannelBindingMode::Require => {
                 return Err(Error::of_kind(
                     ErrorKind::Auth,
-                    "auth.channel_binding_required",
+                    code::AUTH_CHANNEL_BINDING_REQUIRED,
                     "channel_binding=require, but channel binding is not possible on this connection",
                 )
                 .with_suggestion("connect with TLS (sslmode=require or stricter) to a server that offers SCRAM-SHA-256-PLUS"))
@@ -407,7 +408,7 @@ impl ReplicationClient {
         scram.update(&data).map_err(|e| {
             Error::of_kind(
                 ErrorKind::Auth,
-                "auth.scram_failed",
+                code::AUTH_SCRAM_FAILED,
                 format!("SCRAM exchange failed: {e}"),
             )
         })?;
@@ -417,7 +418,7 @@ impl ReplicationClient {
         scram.finish(&data).map_err(|e| {
             Error::of_kind(
                 ErrorKind::Auth,
-                "auth.server_signature_invalid",
+                code::AUTH_SERVER_SIGNATURE_INVALID,
                 format!("the server's SCRAM signature is invalid: {e}"),
             )
             .with_suggestion("the server may not know the password it claims to; check you are connecting to the right server")

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use hs_base::code;
 
 use crate::codec::{frontend, BackendMessage, ServerMessage};
 use crate::conn::Connection;
@@ -161,7 +162,7 @@ impl ReplicationClient {
         if self.busy {
             return Err(Error::of_kind(
                 ErrorKind::Protocol,
-                "protocol.connection_busy",
+                code::PROTOCOL_CONNECTION_BUSY,
                 "the connection is in the middle of an unfinished command (e.g. an abandoned base backup)",
             )
             .with_suggestion("open a new connection"));
@@ -266,7 +267,7 @@ impl ReplicationClient {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
         {
             return Err(crate::error::usage(
-                "usage.setting_invalid",
+                code::USAGE_SETTING_INVALID,
                 format!("{setting:?} is not a valid setting name"),
             ));
         }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use hs_base::code;
 use hs_base::fs::{parent_dir, sync_dir, temp_path, AtomicFile};
 
 use super::{check_name, list_dir, range_len, truncated, Backend, ObjectInfo};
@@ -51,7 +52,7 @@ impl FsBackend {
     ) -> Result<T> {
         tokio::task::spawn_blocking(f).await.map_err(|e| {
             Error::new(
-                "aborted.task_failed",
+                code::ABORTED_TASK_FAILED,
                 "a storage task panicked or was cancelled",
             )
             .with_source(e)

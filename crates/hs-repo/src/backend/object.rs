@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use hs_base::code;
 use opendal::{ErrorKind as OdKind, HttpTransporter, OperationContext, Operator};
 
 use super::{check_name, Backend, ObjectInfo};
@@ -66,7 +67,7 @@ impl std::fmt::Debug for ObjectBackend {
 
 fn bad_url(url: &str, why: &str) -> Error {
     Error::new(
-        "usage.invalid_url",
+        code::USAGE_INVALID_URL,
         format!("repository URL {:?}: {why}", crate::redact_url(url)),
     )
     .with_suggestion("see docs/cli.md for the URL forms of s3://, gcs:// and azblob://")
@@ -213,7 +214,11 @@ fn http_transport() -> Result<HttpTransporter> {
         .pool_idle_timeout(Duration::from_secs(50))
         .build()
         .map_err(|e| {
-            Error::new("internal.http_client", "could not build the HTTP client").with_source(e)
+            Error::new(
+                code::INTERNAL_HTTP_CLIENT,
+                "could not build the HTTP client",
+            )
+            .with_source(e)
         })?;
     Ok(HttpTransporter::new(
         opendal_http_transport_reqwest::ReqwestTransport::new(client),
@@ -222,7 +227,7 @@ fn http_transport() -> Result<HttpTransporter> {
 
 fn config_error(url: &str, e: opendal::Error) -> Error {
     Error::new(
-        "usage.storage_config",
+        code::USAGE_STORAGE_CONFIG,
         format!(
             "cannot configure storage for {}: {}",
             crate::redact_url(url),
@@ -323,7 +328,7 @@ impl ObjectBackend {
             }
             other => {
                 return Err(Error::new(
-                    "usage.unsupported_scheme",
+                    code::USAGE_UNSUPPORTED_SCHEME,
                     format!("{other:?} is not an object-store scheme"),
                 ))
             }
@@ -525,7 +530,7 @@ impl Backend for ObjectBackend {
         if len == 0 {
             return match self.stat(name).await? {
                 None => Err(Error::new(
-                    "notfound.object",
+                    code::NOTFOUND_OBJECT,
                     format!("object {name} does not exist"),
                 )),
                 Some(o) if o.size < offset => Err(truncated()),
@@ -534,7 +539,7 @@ impl Backend for ObjectBackend {
         }
         let end = offset
             .checked_add(len)
-            .ok_or_else(|| Error::new("usage.range_too_large", "requested range overflows"))?;
+            .ok_or_else(|| Error::new(code::USAGE_RANGE_TOO_LARGE, "requested range overflows"))?;
         let buf = match self.op.read_with(name).range(offset..end).await {
             Ok(b) => b,
             Err(e) if e.kind() == OdKind::NotFound => return Err(self.map_err(e, name)),
@@ -555,7 +560,7 @@ impl Backend for ObjectBackend {
                 return match st {
                     Ok(Some(o)) if o.size < end => Err(truncated()),
                     Ok(None) => Err(Error::new(
-                        "notfound.object",
+                        code::NOTFOUND_OBJECT,
                         format!("object {name} does not exist"),
                     )),
                     _ => Err(err),
@@ -646,7 +651,7 @@ impl ObjectBackend {
             }
             while let Some(r) = set.join_next().await {
                 let part = r.map_err(|e| {
-                    Error::new("aborted.task_failed", "a listing task failed").with_source(e)
+                    Error::new(code::ABORTED_TASK_FAILED, "a listing task failed").with_source(e)
                 })??;
                 out.extend(part);
             }

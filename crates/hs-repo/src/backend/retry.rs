@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use hs_base::code;
 
 use super::{Backend, ObjectInfo};
 use crate::error::{Error, Result};
@@ -91,7 +92,7 @@ impl RetryBackend {
         match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
             Err(_) => Err(Error::new(
-                "unreachable.storage",
+                code::UNREACHABLE_STORAGE,
                 format!(
                     "{what} on {} timed out after {}s",
                     self.inner.location(),

@@ -15,6 +15,7 @@ use std::process::Output;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use hs_base::code;
 use openssh::{Session, Stdio};
 use tokio::io::AsyncWriteExt;
 
@@ -48,10 +49,12 @@ impl ScpBackend {
     /// Runs `script` with `sh -c` on the remote, feeding `input` to its stdin.
     async fn run(&self, what: &str, script: &str, input: Option<Bytes>) -> Result<Output> {
         let t = &self.t;
-        let _permit =
-            self.sessions.acquire().await.map_err(|_| {
-                Error::new("aborted.task_failed", "the scp:// backend was shut down")
-            })?;
+        let _permit = self.sessions.acquire().await.map_err(|_| {
+            Error::new(
+                code::ABORTED_TASK_FAILED,
+                "the scp:// backend was shut down",
+            )
+        })?;
         let session = self.slot.get(Some(IDLE_RECONNECT), || t.connect()).await?;
         let bytes = input.as_ref().map(|b| b.len() as u64).unwrap_or(0);
         let limit = op_timeout(bytes);
@@ -73,7 +76,7 @@ impl ScpBackend {
                 Err(match e {
                     openssh::Error::Remote(io) if io.kind() == std::io::ErrorKind::NotFound => {
                         Error::new(
-                            "preflight.ssh_remote_tools",
+                            code::PREFLIGHT_SSH_REMOTE_TOOLS,
                             format!(
                                 "a program the scp:// backend needs is missing on {}: {io}",
                                 t.location
@@ -97,7 +100,10 @@ impl ScpBackend {
         msg.truncate(400);
         let code = out.status.code();
         if code == Some(EXIT_NOT_FOUND) {
-            return Error::new("notfound.object", format!("object {name} does not exist"));
+            return Error::new(
+                code::NOTFOUND_OBJECT,
+                format!("object {name} does not exist"),
+            );
         }
         if code == Some(EXIT_SHORT) {
             return disconnected(
@@ -108,7 +114,7 @@ impl ScpBackend {
         }
         if msg.contains("No space left") || msg.contains("Disk quota exceeded") {
             return Error::new(
-                "io.no_space",
+                code::IO_NO_SPACE,
                 format!("no space left on {} while writing {name}", self.t.location),
             )
             .temporary(true)
@@ -116,14 +122,14 @@ impl ScpBackend {
         }
         if msg.contains("Permission denied") || msg.contains("Read-only file system") {
             return Error::new(
-                "io.permission_denied",
+                code::IO_PERMISSION_DENIED,
                 format!("permission denied on {} for {name}: {msg}", self.t.location),
             )
             .with_suggestion("check the owner and mode of the remote repository directory");
         }
         if msg.contains("not found") || code == Some(127) {
             return Error::new(
-                "preflight.ssh_remote_tools",
+                code::PREFLIGHT_SSH_REMOTE_TOOLS,
                 format!(
                     "a program the scp:// backend needs is missing on {}: {msg}",
                     self.t.location
@@ -244,7 +250,7 @@ impl Backend for ScpBackend {
             "created" => Ok(true),
             "exists" => Ok(false),
             other => Err(Error::new(
-                "io.write_failed",
+                code::IO_WRITE_FAILED,
                 format!(
                     "unexpected answer {other:?} while writing {name} on {}",
                     self.t.location
@@ -371,7 +377,7 @@ impl Backend for ScpBackend {
         }
         let (size, modified, _) = parse_stat_line(line).ok_or_else(|| {
             Error::new(
-                "io.read_failed",
+                code::IO_READ_FAILED,
                 format!(
                     "unexpected stat output {line:?} for {name} on {}",
                     self.t.location

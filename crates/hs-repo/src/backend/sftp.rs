@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use hs_base::code;
 use openssh_sftp_client::error::SftpErrorKind;
 use openssh_sftp_client::{Error as SftpError, Sftp, SftpOptions};
 use tokio::io::AsyncSeekExt;
@@ -54,7 +55,7 @@ impl SftpBackend {
                     .await
                     .map_err(|e| {
                         Error::new(
-                            "preflight.ssh_no_sftp",
+                            code::PREFLIGHT_SSH_NO_SFTP,
                             format!("{} does not offer the SFTP subsystem: {e}", t.location),
                         )
                         .with_suggestion(
@@ -160,19 +161,19 @@ fn classify(location: &str, name: &str, write: bool, e: SftpError) -> Failure {
             let text = msg.to_string();
             match kind {
                 SftpErrorKind::NoSuchFile => Failure::Server(Error::new(
-                    "notfound.object",
+                    code::NOTFOUND_OBJECT,
                     format!("object {name} does not exist"),
                 )),
                 SftpErrorKind::PermDenied => Failure::Server(
                     Error::new(
-                        "io.permission_denied",
+                        code::IO_PERMISSION_DENIED,
                         format!("permission denied on {location} for {name}"),
                     )
                     .with_suggestion("check the owner and mode of the remote repository directory"),
                 ),
                 _ if text.contains("No space") || text.contains("quota") => Failure::Server(
                     Error::new(
-                        "io.no_space",
+                        code::IO_NO_SPACE,
                         format!("no space left on {location} while writing {name}"),
                     )
                     .temporary(true)
@@ -193,7 +194,7 @@ fn classify(location: &str, name: &str, write: bool, e: SftpError) -> Failure {
         }
         SftpError::UnsupportedExtension(ext) => Failure::Server(
             Error::new(
-                "preflight.ssh_sftp_extension",
+                code::PREFLIGHT_SSH_SFTP_EXTENSION,
                 format!("the SFTP server at {location} lacks the {ext} extension"),
             )
             .with_suggestion("use OpenSSH's sftp-server, or an scp:// URL for this host"),
@@ -413,7 +414,7 @@ impl Backend for SftpBackend {
                 let (files, dirs) = joined
                     .map_err(|e| {
                         Failure::Server(
-                            Error::new("aborted.task_failed", "a listing task failed")
+                            Error::new(code::ABORTED_TASK_FAILED, "a listing task failed")
                                 .with_source(e),
                         )
                     })?

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hs_base::code;
 use tokio::sync::Mutex;
 
 use crate::backend::Backend;
@@ -63,7 +64,7 @@ pub(crate) struct Target {
 
 fn bad_url(url: &str, why: &str) -> Error {
     Error::new(
-        "usage.invalid_url",
+        code::USAGE_INVALID_URL,
         format!(
             "repository URL {:?} is not valid: {why}",
             crate::redact_url(url)
@@ -223,7 +224,7 @@ impl Target {
         if let Some(k) = &self.key {
             if let Err(e) = std::fs::File::open(k) {
                 return Err(Error::new(
-                    "auth.ssh_key_missing",
+                    code::AUTH_SSH_KEY_MISSING,
                     // As in redact_url: only an absolute path is surely a file name.
                     format!(
                         "the ssh key {} cannot be read: {e}",
@@ -240,7 +241,7 @@ impl Target {
         if let Some(kh) = &self.known_hosts {
             if !kh.is_file() {
                 return Err(Error::new(
-                    "auth.ssh_host_key",
+                    code::AUTH_SSH_HOST_KEY,
                     format!("the known_hosts file {} does not exist", kh.display()),
                 )
                 .with_suggestion(
@@ -280,7 +281,7 @@ impl Target {
             Ok(Ok(s)) => Ok(s),
             Ok(Err(e)) => Err(connect_error(&self.location, e)),
             Err(_) => Err(Error::new(
-                "unreachable.ssh",
+                code::UNREACHABLE_SSH,
                 format!("connecting to {} timed out after {limit:?}", self.location),
             )
             .temporary(true)
@@ -295,7 +296,7 @@ pub(crate) fn connect_error(location: &str, e: openssh::Error) -> Error {
         openssh::Error::Connect(io) | openssh::Error::Master(io) => {
             if io.kind() == std::io::ErrorKind::NotFound && !io.to_string().contains(':') {
                 return Error::new(
-                    "preflight.ssh_missing",
+                    code::PREFLIGHT_SSH_MISSING,
                     format!("the OpenSSH client program `ssh` could not be run: {io}"),
                 )
                 .with_suggestion("install the OpenSSH client (apt-get install openssh-client)");
@@ -317,7 +318,7 @@ pub(crate) fn classify_ssh_text(location: &str, text: &str) -> Error {
         || has("Host key for")
     {
         Error::new(
-            "auth.ssh_host_key",
+            code::AUTH_SSH_HOST_KEY,
             format!("the host key of {location} is not the one in known_hosts: {line}"),
         )
         .with_suggestion(
@@ -326,13 +327,13 @@ pub(crate) fn classify_ssh_text(location: &str, text: &str) -> Error {
         )
     } else if has("Permission denied") || has("Too many authentication failures") {
         Error::new(
-            "auth.ssh_denied",
+            code::AUTH_SSH_DENIED,
             format!("the ssh server at {location} refused our key: {line}"),
         )
         .with_suggestion("check key= in the URL and the user's authorized_keys on the server")
     } else {
         Error::new(
-            "unreachable.ssh",
+            code::UNREACHABLE_SSH,
             format!("cannot reach the ssh server for {location}: {line}"),
         )
         .temporary(true)
@@ -370,7 +371,7 @@ fn last_meaningful_line(text: &str) -> String {
 /// The error for a lost connection during an operation.
 pub(crate) fn disconnected(location: &str, what: &str, detail: impl std::fmt::Display) -> Error {
     Error::new(
-        "unreachable.ssh",
+        code::UNREACHABLE_SSH,
         format!("the ssh connection to {location} failed during {what}: {detail}"),
     )
     .temporary(true)
@@ -380,7 +381,7 @@ pub(crate) fn disconnected(location: &str, what: &str, detail: impl std::fmt::Di
 /// The error for an operation that did not finish in time.
 pub(crate) fn timed_out(location: &str, what: &str, limit: Duration) -> Error {
     Error::new(
-        "unreachable.ssh",
+        code::UNREACHABLE_SSH,
         format!("{what} on {location} did not finish within {limit:?}"),
     )
     .temporary(true)

@@ -65,7 +65,11 @@ impl Repository {
                 break;
             };
             let (n, errs) = res.map_err(|e| {
-                Error::new("aborted.task_failed", "a chunk verification task failed").with_source(e)
+                Error::new(
+                    code::ABORTED_TASK_FAILED,
+                    "a chunk verification task failed",
+                )
+                .with_source(e)
             })?;
             bytes += n;
             failed.extend(errs);

@@ -127,8 +127,11 @@ impl Repository {
                         tokio::task::spawn_blocking(move || check_pack(&r2, &name, &data))
                             .await
                             .map_err(|e| {
-                                Error::new("aborted.task_failed", "a pack verification task failed")
-                                    .with_source(e)
+                                Error::new(
+                                    code::ABORTED_TASK_FAILED,
+                                    "a pack verification task failed",
+                                )
+                                .with_source(e)
                             })?;
                     Ok(Some((o.name, len, checked)))
                 });
@@ -137,7 +140,8 @@ impl Repository {
                 break;
             };
             let res = res.map_err(|e| {
-                Error::new("aborted.task_failed", "a pack verification task failed").with_source(e)
+                Error::new(code::ABORTED_TASK_FAILED, "a pack verification task failed")
+                    .with_source(e)
             })??;
             if let Some((name, len, checked)) = res {
                 report.bytes_read += len;

@@ -133,7 +133,8 @@ impl Repository {
                 break;
             };
             let (name, r) = res.map_err(|e| {
-                Error::new("aborted.task_failed", "a WAL verification task failed").with_source(e)
+                Error::new(code::ABORTED_TASK_FAILED, "a WAL verification task failed")
+                    .with_source(e)
             })??;
             match r {
                 WalCheck::Ignored => {}
@@ -201,7 +202,7 @@ impl Repository {
                 segment,
             },
             Err(e) if e.code() == code::NOTFOUND_WAL_SEGMENT => {
-                WalCheck::Bad(Error::new("notfound.object", "gone"))
+                WalCheck::Bad(Error::new(code::NOTFOUND_OBJECT, "gone"))
             }
             Err(e) if e.code() == code::USAGE_INVALID_WAL_NAME => WalCheck::Ignored,
             Err(e) => WalCheck::Bad(e),
@@ -213,13 +214,13 @@ impl Repository {
         let raw = raw.unwrap_or_default();
         let gap: WalGap = serde_json::from_slice(&raw).map_err(|_| {
             Error::new(
-                "verify.wal_object_invalid",
+                code::VERIFY_WAL_OBJECT_INVALID,
                 format!("WAL object {name} is not a valid gap record"),
             )
         })?;
         if format!("{}-{}", gap.from_segment, gap.to_segment) != file {
             return Err(Error::new(
-                "verify.wal_object_invalid",
+                code::VERIFY_WAL_OBJECT_INVALID,
                 format!("gap record {name} describes another range"),
             ));
         }
