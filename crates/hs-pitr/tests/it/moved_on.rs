@@ -132,11 +132,8 @@ fn manifest(id: &str, stop_lsn: &str, stop_time: &str) -> BackupManifest {
     crate::support::manifest(id, stop_lsn, stop_time, "moved-on test")
 }
 
-/// A backup ending in segment 4, segment 4 archived, segment 5 in progress
-/// (`.partial`, real WAL), as a streamer leaves it just before it completes
-/// segment 5. Returns the sealed object of the completed segment 5, which
-/// the streamer is about to store, and what real WAL segment 5 holds.
-async fn streamer_about_to_complete_5(f: &Fixture) -> (Bytes, hs_pg::SegmentSummary) {
+/// Backup A, ending in segment 4, and segment 4 archived.
+async fn backup_a_and_segment_4(f: &Fixture) {
     f.repo
         .put_manifest(&manifest("A", "0/4000100", "2020-01-01T00:00:00Z"))
         .await
@@ -145,6 +142,14 @@ async fn streamer_about_to_complete_5(f: &Fixture) -> (Bytes, hs_pg::SegmentSumm
         .put_wal_segment(D, &name(4), &segment(4, SEG as usize))
         .await
         .unwrap();
+}
+
+/// A backup ending in segment 4, segment 4 archived, segment 5 in progress
+/// (`.partial`, real WAL), as a streamer leaves it just before it completes
+/// segment 5. Returns the sealed object of the completed segment 5, which
+/// the streamer is about to store, and what real WAL segment 5 holds.
+async fn streamer_about_to_complete_5(f: &Fixture) -> (Bytes, hs_pg::SegmentSummary) {
+    backup_a_and_segment_4(f).await;
     let mut full = REAL_WAL.to_vec();
     full.resize(SEG as usize, 0);
     // The sealed completed segment, taken away again: not stored yet.
@@ -442,14 +447,7 @@ async fn real_cluster_time_plan_survives_the_segment_switch_race() {
 #[tokio::test]
 async fn plan_survives_retention_removing_a_listed_gap_record() {
     let f = Fixture::new().await;
-    f.repo
-        .put_manifest(&manifest("A", "0/4000100", "2020-01-01T00:00:00Z"))
-        .await
-        .unwrap();
-    f.repo
-        .put_wal_segment(D, &name(4), &segment(4, SEG as usize))
-        .await
-        .unwrap();
+    backup_a_and_segment_4(&f).await;
     let gap = hs_repo::WalGap {
         from_segment: name(1),
         to_segment: name(2),

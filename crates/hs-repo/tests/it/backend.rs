@@ -7,7 +7,7 @@ use bytes::Bytes;
 use hs_repo::Backend;
 
 use crate::support::{
-    assert_no_temporaries, create_once_then_replace, fs_backend, race_put_if_absent,
+    assert_no_temporaries, create_once_then_replace, fs_backend, on_fs_backend, race_put_if_absent,
 };
 
 /// Checks create-if-absent, replace, ranges, listing, delete and stat.
@@ -60,10 +60,8 @@ pub async fn conformance(b: Arc<dyn Backend>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_backend_conformance() {
-    let (dir, b) = fs_backend();
-    conformance(b).await;
     // No temporary files are left behind.
-    assert_no_temporaries(dir.path());
+    on_fs_backend(conformance).await;
 }
 
 /// Listing while another task creates and deletes objects in the same directory (leases

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use hs_repo::{open_backend, Backend, ObjectBackend, MULTIPART_THRESHOLD};
 use hs_testkit::{skip_or_fail, Bucket, StorageServer};
 
-use crate::support::{assert_no_temporaries, fs_backend, race_put_if_absent};
+use crate::support::{on_fs_backend, race_put_if_absent};
 
 fn names(v: Vec<hs_repo::ObjectInfo>) -> Vec<String> {
     v.into_iter().map(|o| o.name).collect()
@@ -338,9 +338,7 @@ pub fn server_bucket(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fs_conformance() {
-    let (dir, b) = fs_backend();
-    run_conformance(b).await;
-    assert_no_temporaries(dir.path());
+    on_fs_backend(run_conformance).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -16,7 +16,6 @@ use hs_repo::{BackupManifest, Repository};
 
 use crate::support::{file, manifest_of, noise, page, Env};
 
-const MIB: u64 = 1 << 20;
 const DEP: &str = "dep";
 const WAL_FILE: &str = "pg_wal/000000010000000000000001";
 
@@ -53,14 +52,6 @@ async fn backup(repo: &Repository, n: u32, pages: std::ops::Range<u64>) -> Backu
     m
 }
 
-async fn repo(env: &Env) -> Repository {
-    Repository::builder(&env.url)
-        .pack_target_size(MIB)
-        .init(&env.keyring)
-        .await
-        .unwrap()
-}
-
 fn flip(env: &Env, object: &str, at: usize) {
     let path = env.repo_path().join(object);
     let mut b = std::fs::read(&path).unwrap();
@@ -87,7 +78,7 @@ async fn pack_of_first_page(repo: &Repository, m: &BackupManifest) -> (String, u
 #[tokio::test]
 async fn a_damaged_manifest_is_listed_as_damaged_and_latest_refuses_only_a_damaged_newest() {
     let env = Env::new();
-    let repo = repo(&env).await;
+    let repo = env.small_pack_repo().await;
     for n in 1..=3 {
         backup(&repo, n, 0..20).await;
     }
@@ -148,7 +139,7 @@ async fn a_damaged_manifest_is_listed_as_damaged_and_latest_refuses_only_a_damag
 #[tokio::test]
 async fn a_chunk_read_error_names_the_pack_and_the_chunk() {
     let env = Env::new();
-    let repo = repo(&env).await;
+    let repo = env.small_pack_repo().await;
     let m = backup(&repo, 1, 0..200).await;
     let (pack, at) = pack_of_first_page(&repo, &m).await;
     flip(&env, &pack, at as usize);
@@ -164,7 +155,7 @@ async fn a_chunk_read_error_names_the_pack_and_the_chunk() {
 /// Backups 1 and 2 of the same pages 0..200, then a flipped byte in the pack holding
 /// the first page: the repository, backup 1's manifest and the damaged pack.
 async fn two_backups_one_damaged_pack(env: &Env) -> (Repository, BackupManifest, String) {
-    let repo = repo(env).await;
+    let repo = env.small_pack_repo().await;
     let a = backup(&repo, 1, 0..200).await;
     backup(&repo, 2, 0..200).await;
     let (pack, at) = pack_of_first_page(&repo, &a).await;

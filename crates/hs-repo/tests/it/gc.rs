@@ -23,14 +23,6 @@ fn gc_now() -> GcOptions {
     }
 }
 
-async fn small_repo(env: &Env) -> Repository {
-    Repository::builder(&env.url)
-        .pack_target_size(MIB)
-        .init(&env.keyring)
-        .await
-        .unwrap()
-}
-
 /// A manifest `id` of deployment `dep` whose file lists `refs` in its
 /// manifest and `listed` through list chunks, at position `n` (LSN, time).
 fn manifest_at(dep: &str, id: &str, n: u64, entry: FileEntry) -> BackupManifest {
@@ -69,7 +61,7 @@ async fn read_all(repo: &Repository, m: &BackupManifest) -> hs_repo::Result<usiz
 #[tokio::test]
 async fn rotate_then_gc_frees_space_and_kept_backups_read_back() {
     let env = Env::new();
-    let repo = small_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     let shared: Vec<Bytes> = (0..100).map(|i| Bytes::from(page(i))).collect();
     let mut manifests = Vec::new();
     for b in 0..3u64 {
@@ -163,7 +155,7 @@ async fn rotate_then_gc_frees_space_and_kept_backups_read_back() {
 #[tokio::test]
 async fn gc_waits_for_a_backup_that_deduplicated_against_a_condemned_pack() {
     let env = Env::new();
-    let repo = small_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     // Backup b0 stores X; it is then deleted, so X's pack is garbage.
     let x = Bytes::from(noise(1, 64 * 1024));
     let mut w = repo.writer().await.unwrap();
@@ -224,7 +216,7 @@ async fn gc_waits_for_a_backup_that_deduplicated_against_a_condemned_pack() {
 #[tokio::test]
 async fn leases_exclusive_conflict_expiry_and_grace() {
     let env = Env::new();
-    let repo = small_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     let ex = repo
         .acquire_lease(
             LeaseKind::Exclusive,
@@ -335,7 +327,7 @@ async fn leases_exclusive_conflict_expiry_and_grace() {
 #[tokio::test]
 async fn lease_is_refreshed_while_held() {
     let env = Env::new();
-    let repo = small_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     let lease = repo
         .acquire_lease(
             LeaseKind::Shared,
@@ -370,7 +362,7 @@ async fn lease_is_refreshed_while_held() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_in_a_loop_never_deletes_what_a_concurrent_writer_references() {
     let env = Env::new();
-    let repo = small_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     let data = |i: u64| -> Vec<Bytes> {
         (0..40)
             .map(|j| Bytes::from(noise(i * 1000 + j, 16 * 1024)))
@@ -463,7 +455,7 @@ async fn gc_in_a_loop_never_deletes_what_a_concurrent_writer_references() {
 #[tokio::test]
 async fn a_quarantined_pack_is_not_reused_heals_older_backups_and_gc_removes_it() {
     let env = Env::new();
-    let repo = small_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     let write = |id: &'static str| {
         let repo = repo.clone();
         async move {
@@ -574,7 +566,7 @@ async fn a_quarantined_pack_is_not_reused_heals_older_backups_and_gc_removes_it(
 #[tokio::test]
 async fn gc_keeps_a_quarantined_pack_that_holds_the_only_copy() {
     let env = Env::new();
-    let repo = small_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     let mut w = repo.writer().await.unwrap();
     let mut refs = Vec::new();
     for i in 0..50u64 {

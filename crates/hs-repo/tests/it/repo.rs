@@ -49,18 +49,10 @@ async fn init_twice_is_conflict_and_open_needs_marker() {
     );
 }
 
-async fn small_pack_repo(env: &Env) -> Repository {
-    Repository::builder(&env.url)
-        .pack_target_size(MIB)
-        .init(&env.keyring)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn write_finish_reopen_read_every_chunk() {
     let env = Env::new();
-    let repo = small_pack_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     let mut w = repo.writer().await.unwrap();
     let mut refs = Vec::new();
     let mut datas = Vec::new();
@@ -130,7 +122,7 @@ async fn write_finish_reopen_read_every_chunk() {
 #[tokio::test]
 async fn same_data_twice_is_stored_once() {
     let env = Env::new();
-    let repo = small_pack_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     let mut w = repo.writer().await.unwrap();
     for round in 0..2 {
         for i in 0..100u64 {
@@ -157,7 +149,7 @@ async fn same_data_twice_is_stored_once() {
 #[tokio::test]
 async fn plaintext_never_reaches_the_repository() {
     let env = Env::new();
-    let repo = small_pack_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     const MARK: &[u8] = b"SECRET-PLAINTEXT-MARKER-7f3a9c";
     let mut w = repo.writer().await.unwrap();
     let mut refs = Vec::new();
@@ -211,7 +203,7 @@ async fn write_pages(repo: &Repository, n: u64) -> Vec<ChunkRef> {
 #[tokio::test]
 async fn chunks_are_stored_in_shared_frames() {
     let env = Env::new();
-    let repo = small_pack_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     // 300 pages = 2.3 MiB: frames of FRAME_BYTES (128 pages) each.
     let refs = write_pages(&repo, 300).await;
     let mut entries = Vec::new();
@@ -250,7 +242,7 @@ async fn chunks_are_stored_in_shared_frames() {
 #[tokio::test]
 async fn frame_cache_is_bounded() {
     let env = Env::new();
-    let repo = small_pack_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     let refs = write_pages(&repo, 1000).await; // 8 frames of 1 MiB
     let limit = 3 * hs_repo::FRAME_BYTES + 100;
     let reader = repo.reader_with_frame_cache(limit).await.unwrap();
@@ -282,7 +274,7 @@ async fn frame_cache_is_bounded() {
 #[tokio::test]
 async fn flipped_byte_in_a_frame_fails_exactly_its_chunks() {
     let env = Env::new();
-    let repo = small_pack_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     let refs = write_pages(&repo, 300).await;
     let packs = repo.list_packs().await.unwrap();
     assert!(!packs.is_empty() && packs.len() <= 4, "{packs:?}");
@@ -322,7 +314,7 @@ async fn flipped_byte_in_a_frame_fails_exactly_its_chunks() {
 #[tokio::test]
 async fn dropped_writer_leaves_no_dangling_index_entry() {
     let env = Env::new();
-    let repo = small_pack_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     // A finished session first, so the index is not empty.
     let mut w = repo.writer().await.unwrap();
     let kept = w.add(Bytes::from(page(1))).await.unwrap();
@@ -365,7 +357,7 @@ async fn dropped_writer_leaves_no_dangling_index_entry() {
 #[tokio::test]
 async fn periodic_index_objects_only_name_durable_packs() {
     let env = Env::new();
-    let repo = small_pack_repo(&env).await;
+    let repo = env.small_pack_repo().await;
     let index_dir = env.repo_path().join("index");
 
     // Finished session with an index object every 2 packs.

@@ -35,6 +35,15 @@ impl Env {
     pub fn repo_path(&self) -> PathBuf {
         self.dir.path().join("repo")
     }
+
+    /// `Repository::init` at [`Env::url`] with 1 MiB packs (so that tests make several).
+    pub async fn small_pack_repo(&self) -> hs_repo::Repository {
+        hs_repo::Repository::builder(&self.url)
+            .pack_target_size(1 << 20)
+            .init(&self.keyring)
+            .await
+            .unwrap()
+    }
 }
 
 /// Every regular file under `p`, recursively.
@@ -59,6 +68,16 @@ pub fn fs_backend() -> (TempDir, Arc<dyn Backend>) {
     let dir = tempfile::tempdir().unwrap();
     let b = open_backend(&format!("file://{}/repo", dir.path().display())).unwrap();
     (dir, b)
+}
+
+/// Runs `check` on a fresh `file://` backend, then requires that it left no temporary
+/// file behind.
+pub async fn on_fs_backend<F: std::future::Future<Output = ()>>(
+    check: impl FnOnce(Arc<dyn Backend>) -> F,
+) {
+    let (dir, b) = fs_backend();
+    check(b).await;
+    assert_no_temporaries(dir.path());
 }
 
 /// No temporary file of an interrupted or finished write (`.tmp-…`) is left under `dir`.

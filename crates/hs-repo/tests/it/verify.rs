@@ -23,11 +23,7 @@ const SEG_SIZE: usize = MIB as usize;
 /// a gap record and a summary. Returns the repository and the original
 /// file contents by path.
 async fn populated(env: &Env) -> (Repository, Vec<(String, Vec<u8>)>) {
-    let repo = Repository::builder(&env.url)
-        .pack_target_size(MIB)
-        .init(&env.keyring)
-        .await
-        .unwrap();
+    let repo = env.small_pack_repo().await;
     let mut w = repo.writer().await.unwrap();
     let mut long = Vec::new();
     let mut long_data = Vec::new();
