@@ -346,8 +346,7 @@ impl Drop for Streamer {
 
 /// An LSN `X/Y` as a number.
 pub fn lsn(s: &str) -> u64 {
-    let (hi, lo) = s.trim().split_once('/').expect("an LSN");
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    s.trim().parse::<hs_proto::Lsn>().expect("an LSN").0
 }
 
 /// The `restart_lsn` of `pg_hardstorage_<deployment>`, what the streamer reported durable.
