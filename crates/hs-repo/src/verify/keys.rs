@@ -2,6 +2,8 @@
 
 use std::collections::HashSet;
 
+use hs_base::code;
+
 use super::{base_name, VerifyReport};
 use crate::error::Result;
 use crate::keys::{KeyCheck, KEYS_PREFIX, KEY_INFO_PREFIX};
