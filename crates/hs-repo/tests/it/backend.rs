@@ -7,7 +7,8 @@ use bytes::Bytes;
 use hs_repo::Backend;
 
 use crate::support::{
-    assert_no_temporaries, create_once_then_replace, fs_backend, on_fs_backend, race_put_if_absent,
+    assert_no_temporaries, create_once_then_replace, fs_backend, on_fs_backend,
+    put_around_the_c_prefix, race_put_if_absent,
 };
 
 /// Checks create-if-absent, replace, ranges, listing, delete and stat.
@@ -39,12 +40,7 @@ pub async fn conformance(b: Arc<dyn Backend>) {
     let race = b.get("c/race").await.unwrap();
     assert!(race.iter().all(|&x| x == race[0]) && race.len() == 1000);
 
-    b.put_if_absent("c/y", Bytes::from_static(b"1"))
-        .await
-        .unwrap();
-    b.put_if_absent("cz", Bytes::from_static(b"22"))
-        .await
-        .unwrap();
+    put_around_the_c_prefix(&b).await;
     let names = |v: Vec<hs_repo::ObjectInfo>| v.into_iter().map(|o| o.name).collect::<Vec<_>>();
     assert_eq!(
         names(b.list("c/").await.unwrap()),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use hs_repo::{open_backend, Backend, ObjectBackend, MULTIPART_THRESHOLD};
 use hs_testkit::{skip_or_fail, Bucket, StorageServer};
 
-use crate::support::{on_fs_backend, race_put_if_absent};
+use crate::support::{on_fs_backend, put_around_the_c_prefix, race_put_if_absent};
 
 fn names(v: Vec<hs_repo::ObjectInfo>) -> Vec<String> {
     v.into_iter().map(|o| o.name).collect()
@@ -172,12 +172,7 @@ async fn racers(b: &Arc<dyn Backend>) {
 }
 
 async fn listing(b: &Arc<dyn Backend>) {
-    b.put_if_absent("c/y", Bytes::from_static(b"1"))
-        .await
-        .unwrap();
-    b.put_if_absent("cz", Bytes::from_static(b"22"))
-        .await
-        .unwrap();
+    put_around_the_c_prefix(b).await;
     assert_eq!(
         names(b.list("c/").await.unwrap()),
         ["c/race0", "c/race1", "c/race2", "c/x/one", "c/y"]

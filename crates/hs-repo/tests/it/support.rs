@@ -181,6 +181,16 @@ pub async fn create_once_then_replace(
     b.put(name, Bytes::from_static(replaced)).await.unwrap();
 }
 
+/// `c/y` (1 byte) inside the `c/` prefix and `cz` (2 bytes) beside it, for listing checks.
+pub async fn put_around_the_c_prefix(b: &Arc<dyn Backend>) {
+    b.put_if_absent("c/y", Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    b.put_if_absent("cz", Bytes::from_static(b"22"))
+        .await
+        .unwrap();
+}
+
 /// Deterministic pseudo-random bytes.
 pub use hs_testkit::noise;
 
