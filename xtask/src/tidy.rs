@@ -700,7 +700,10 @@ mod tests {
     fn tidy_code_scan_finds_codes() {
         let text = "let e = Error::new(\"conflict.repo_exists\", \"a.b\"); \"Hello. World\"";
         assert_eq!(codes_in(text), vec!["conflict.repo_exists".to_owned()]);
-        assert_eq!(codes_in("\"usage.not_utf8\""), vec!["usage.not_utf8".to_owned()]);
+        assert_eq!(
+            codes_in("\"usage.not_utf8\""),
+            vec!["usage.not_utf8".to_owned()]
+        );
         let text = "if e.code() == \"io.read_only\" {}\nif e.code() == code::IO_READ_ONLY {}\n\
                     let x = matches!(e.code(), \"a.b\" | \"c.d\") || p.code != \"a.b\";\nmatch e.code() {\n    \"a.b\" => 1,\n}\n\
                     #[cfg(test)]\nfn t() { assert!(e.code() == \"a.b\") }";

@@ -321,7 +321,9 @@ mod tests {
         assert_eq!(e.suggestion(), Some("fix"));
         assert!(e.is_temporary());
         assert!(std::error::Error::source(&e).is_some());
-        let r = e.clone().recode(ErrorKind::Conflict, code::CONFLICT_SLOT_EXISTS);
+        let r = e
+            .clone()
+            .recode(ErrorKind::Conflict, code::CONFLICT_SLOT_EXISTS);
         assert_eq!(r.code(), "conflict.slot_exists");
         assert_eq!(r.kind(), ErrorKind::Conflict);
         assert_eq!(r.suggestion(), Some("fix"));

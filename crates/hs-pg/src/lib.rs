@@ -50,6 +50,6 @@ pub use wal::{
 #[cfg(feature = "fuzz")]
 pub use waldecode::fuzz_decode;
 pub use waldecode::{
-    crc32c_update, decode_segment, pg_time_to_unix_micros, segment_system_identifier,
-    RestorePoint, SegmentDecoder, SegmentEnd, SegmentSummary, PG_EPOCH_OFFSET_MICROS,
+    crc32c_update, decode_segment, pg_time_to_unix_micros, segment_system_identifier, RestorePoint,
+    SegmentDecoder, SegmentEnd, SegmentSummary, PG_EPOCH_OFFSET_MICROS,
 };
