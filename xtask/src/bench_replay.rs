@@ -19,7 +19,7 @@ use crate::bench::{human, pgbench_init, with_scratch, Hs};
 use crate::util::{self, sh};
 use anyhow::{bail, Context, Result};
 use hs_testkit::{PgCluster, PgOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -105,136 +105,18 @@ fn run_in(work: &Path, built: &Path, wal_mb: u64, scale: u32, runs: u32) -> Resu
     sh(&mut hs.backup(&conninfo))?;
     let start = lsn(&pg.psql("SELECT pg_current_wal_lsn()")?)?;
 
-    let log = std::fs::File::create(work.join("wal-stream.log"))?;
-    let streamer = hs
-        .cmd(&[
-            "wal",
-            "stream",
-            "bench",
-            "--pg-connection",
-            &conninfo,
-            "--repo",
-            &hs.url,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("start wal stream")?;
+    let streamer = spawn_streamer(work, &hs, &conninfo)?;
 
-    eprintln!("\n==> pgbench until {wal_mb} MiB of WAL past the backup");
-    // pgbench's TPC-B transactions write about 1 KiB of WAL each, far too slowly on a
-    // small machine; a pgbench script that updates every account row writes hundreds
-    // of MiB per run (heap, index and full-page images), so alternate the two.
-    let script = work.join("update-all.sql");
-    std::fs::write(
-        &script,
-        "UPDATE pgbench_accounts SET abalance = abalance + 1;\n",
-    )?;
-    hs_testkit::chown_to_postgres(&script)?;
-    let script_s = script.display().to_string();
-    let target = start + (wal_mb << 20);
-    let t = Instant::now();
-    loop {
-        let now = lsn(&pg.psql("SELECT pg_current_wal_lsn()")?)?;
-        if now >= target {
-            break;
-        }
-        let mut load = pg.client_command("pgbench");
-        load.args(["-n", "-c", "4", "-j", "2", "-T", "5"])
-            .stdout(Stdio::null());
-        sh(&mut load)?;
-        let mut bulk = pg.client_command("pgbench");
-        bulk.args(["-n", "-c", "1", "-t", "1", "-f", &script_s])
-            .stdout(Stdio::null());
-        sh(&mut bulk)?;
-    }
-    let generated = t.elapsed();
+    let generated = generate_wal(work, &pg, start, wal_mb)?;
     let end = lsn(&pg.psql("SELECT pg_switch_wal()")?)?;
     let rows = pg.psql("SELECT sum(abalance) FROM pgbench_accounts")?;
     eprintln!("\n==> waiting for wal stream to archive up to {end:X}");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let flushed = pg.psql(
-            "SELECT coalesce(restart_lsn::text, '0/0') FROM pg_replication_slots \
-             WHERE slot_name = 'pg_hardstorage_bench'",
-        )?;
-        if !flushed.is_empty() && lsn(&flushed)? >= end {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("wal stream did not archive up to {end:X} in 10 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_archived(&pg, end)?;
     stop_child(streamer, "wal stream")?;
 
-    // The source's own segments, for (b).
-    let local_wal = work.join("local-wal");
-    std::fs::create_dir_all(&local_wal)?;
-    let mut pg = pg;
-    pg.stop()?;
-    let mut segs = 0;
-    for e in std::fs::read_dir(pg.data_dir().join("pg_wal"))? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.len() == 24 && name.chars().all(|c| c.is_ascii_hexdigit()) {
-            std::fs::copy(e.path(), local_wal.join(&name))?;
-            segs += 1;
-        }
-    }
-    drop(pg);
-    hs_testkit::chown_to_postgres(work)?;
-    eprintln!("{segs} segments copied to {}", local_wal.display());
+    let (local_wal, segs) = copy_local_wal(work, pg)?;
 
-    let mut ours = Vec::new();
-    let mut local = Vec::new();
-    let mut caches = true;
-    let dir = work.join("restored");
-    let dir_s = dir.display().to_string();
-    for round in 0..runs {
-        for which in [round % 2, 1 - round % 2] {
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)?;
-            }
-            let extra: &[&str] = if which == 1 {
-                &["--verify=skip", "--no-recovery"]
-            } else {
-                &["--verify=skip"]
-            };
-            sh(&mut hs.restore(&dir_s, extra))?;
-            if which == 1 {
-                std::fs::write(dir.join("recovery.signal"), b"")?;
-                let mut auto = std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(dir.join("postgresql.auto.conf"))?;
-                use std::io::Write;
-                writeln!(auto, "restore_command = 'cp {}/%f %p'", local_wal.display())?;
-            }
-            caches &= drop_caches();
-            let what = if which == 0 {
-                "pg_hardstorage wal fetch"
-            } else {
-                "cp from a local directory"
-            };
-            eprintln!("\n==> replay with {what}");
-            let t = Instant::now();
-            let restored = PgCluster::start_existing(&dir)?;
-            restored.wait_for_promotion(Duration::from_secs(3600))?;
-            let took = t.elapsed();
-            let got = restored.psql("SELECT sum(abalance) FROM pgbench_accounts")?;
-            if got != rows {
-                bail!("{what}: the recovered cluster has sum(abalance) {got}, the source {rows}");
-            }
-            drop(restored);
-            eprintln!("    {:.2}s", took.as_secs_f64());
-            if which == 0 {
-                ours.push(took);
-            } else {
-                local.push(took);
-            }
-        }
-    }
+    let (mut ours, mut local, caches) = replay_rounds(work, &hs, &local_wal, &rows, runs)?;
 
     let median = |v: &mut Vec<Duration>| {
         v.sort();
@@ -278,6 +160,159 @@ fn run_in(work: &Path, built: &Path, wal_mb: u64, scale: u32, runs: u32) -> Resu
          WAL; both rows include reaching consistency from the backup."
     );
     Ok(())
+}
+
+/// Starts `wal stream` into the bench repository, logging to `wal-stream.log`.
+fn spawn_streamer(work: &Path, hs: &Hs, conninfo: &str) -> Result<Child> {
+    let log = std::fs::File::create(work.join("wal-stream.log"))?;
+    hs.cmd(&[
+        "wal",
+        "stream",
+        "bench",
+        "--pg-connection",
+        conninfo,
+        "--repo",
+        &hs.url,
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(log)
+    .spawn()
+    .context("start wal stream")
+}
+
+/// Runs pgbench until `wal_mb` MiB of WAL lie past `start`; returns how long that took.
+fn generate_wal(work: &Path, pg: &PgCluster, start: u64, wal_mb: u64) -> Result<Duration> {
+    eprintln!("\n==> pgbench until {wal_mb} MiB of WAL past the backup");
+    // pgbench's TPC-B transactions write about 1 KiB of WAL each, far too slowly on a
+    // small machine; a pgbench script that updates every account row writes hundreds
+    // of MiB per run (heap, index and full-page images), so alternate the two.
+    let script = work.join("update-all.sql");
+    std::fs::write(
+        &script,
+        "UPDATE pgbench_accounts SET abalance = abalance + 1;\n",
+    )?;
+    hs_testkit::chown_to_postgres(&script)?;
+    let script_s = script.display().to_string();
+    let target = start + (wal_mb << 20);
+    let t = Instant::now();
+    loop {
+        let now = lsn(&pg.psql("SELECT pg_current_wal_lsn()")?)?;
+        if now >= target {
+            break;
+        }
+        let mut load = pg.client_command("pgbench");
+        load.args(["-n", "-c", "4", "-j", "2", "-T", "5"])
+            .stdout(Stdio::null());
+        sh(&mut load)?;
+        let mut bulk = pg.client_command("pgbench");
+        bulk.args(["-n", "-c", "1", "-t", "1", "-f", &script_s])
+            .stdout(Stdio::null());
+        sh(&mut bulk)?;
+    }
+    Ok(t.elapsed())
+}
+
+/// Waits (up to 10 minutes) until the stream's slot has reached `end`.
+fn wait_archived(pg: &PgCluster, end: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let flushed = pg.psql(
+            "SELECT coalesce(restart_lsn::text, '0/0') FROM pg_replication_slots \
+             WHERE slot_name = 'pg_hardstorage_bench'",
+        )?;
+        if !flushed.is_empty() && lsn(&flushed)? >= end {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("wal stream did not archive up to {end:X} in 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
+/// Stops the source and copies its own segments to `local-wal`, for (b).
+/// Returns that directory and how many segments it holds.
+fn copy_local_wal(work: &Path, pg: PgCluster) -> Result<(PathBuf, usize)> {
+    // The source's own segments, for (b).
+    let local_wal = work.join("local-wal");
+    std::fs::create_dir_all(&local_wal)?;
+    let mut pg = pg;
+    pg.stop()?;
+    let mut segs = 0;
+    for e in std::fs::read_dir(pg.data_dir().join("pg_wal"))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.len() == 24 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+            std::fs::copy(e.path(), local_wal.join(&name))?;
+            segs += 1;
+        }
+    }
+    drop(pg);
+    hs_testkit::chown_to_postgres(work)?;
+    eprintln!("{segs} segments copied to {}", local_wal.display());
+    Ok((local_wal, segs))
+}
+
+/// Restores and replays `runs` rounds, alternating which restore_command goes first.
+/// Returns the replay times with ours, with `cp`, and whether the page cache was dropped each time.
+fn replay_rounds(
+    work: &Path,
+    hs: &Hs,
+    local_wal: &Path,
+    rows: &str,
+    runs: u32,
+) -> Result<(Vec<Duration>, Vec<Duration>, bool)> {
+    let mut ours = Vec::new();
+    let mut local = Vec::new();
+    let mut caches = true;
+    let dir = work.join("restored");
+    let dir_s = dir.display().to_string();
+    for round in 0..runs {
+        for which in [round % 2, 1 - round % 2] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            let extra: &[&str] = if which == 1 {
+                &["--verify=skip", "--no-recovery"]
+            } else {
+                &["--verify=skip"]
+            };
+            sh(&mut hs.restore(&dir_s, extra))?;
+            if which == 1 {
+                std::fs::write(dir.join("recovery.signal"), b"")?;
+                let mut auto = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(dir.join("postgresql.auto.conf"))?;
+                use std::io::Write;
+                writeln!(auto, "restore_command = 'cp {}/%f %p'", local_wal.display())?;
+            }
+            caches &= drop_caches();
+            let what = if which == 0 {
+                "pg_hardstorage wal fetch"
+            } else {
+                "cp from a local directory"
+            };
+            eprintln!("\n==> replay with {what}");
+            let t = Instant::now();
+            let restored = PgCluster::start_existing(&dir)?;
+            restored.wait_for_promotion(Duration::from_secs(3600))?;
+            let took = t.elapsed();
+            let got = restored.psql("SELECT sum(abalance) FROM pgbench_accounts")?;
+            if got != *rows {
+                bail!("{what}: the recovered cluster has sum(abalance) {got}, the source {rows}");
+            }
+            drop(restored);
+            eprintln!("    {:.2}s", took.as_secs_f64());
+            if which == 0 {
+                ours.push(took);
+            } else {
+                local.push(took);
+            }
+        }
+    }
+    Ok((ours, local, caches))
 }
 
 #[cfg(test)]

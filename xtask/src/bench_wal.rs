@@ -336,63 +336,13 @@ fn run_in(work: &Path, bin: &Path, seconds: u32, scale: u32, partial_interval: &
     } else {
         format!("{conninfo}?application_name={OURS}")
     };
-    let ours_log = std::fs::File::create(work.join("wal-stream.log"))?;
-    let mut ours = Proc::spawn(
-        "pg_hardstorage wal stream",
-        hs.cmd(&[
-            "wal",
-            "stream",
-            "bench",
-            "--pg-connection",
-            &ours_conn,
-            "--repo",
-            &hs.url,
-            "--partial-interval",
-            partial_interval,
-            "--metrics-listen",
-            &metrics_addr,
-        ])
-        .stdout(Stdio::null())
-        .stderr(ours_log),
-    )?;
+    let mut ours = spawn_ours(work, &hs, &ours_conn, partial_interval, &metrics_addr)?;
 
     // pg_receivewal: its own slot and directory, default (non-synchronous) mode.
     let rw_dir = work.join("pg_receivewal");
-    std::fs::create_dir_all(&rw_dir)?;
-    let rw = |extra: &[&str]| {
-        let mut cmd = pg.client_command("pg_receivewal");
-        cmd.env("PGAPPNAME", THEIRS)
-            .arg("-D")
-            .arg(&rw_dir)
-            .args(["--slot", "bench_receivewal", "-d", &conninfo])
-            .args(extra);
-        cmd
-    };
-    sh(&mut rw(&["--create-slot"]))?;
-    let theirs_log = std::fs::File::create(work.join("pg_receivewal.log"))?;
-    let mut theirs = Proc::spawn(
-        "pg_receivewal",
-        rw(&[]).stdout(Stdio::null()).stderr(theirs_log),
-    )?;
+    let mut theirs = spawn_theirs(work, &pg, &conninfo, &rw_dir)?;
 
-    // Both connected and reporting?
-    let t0 = Instant::now();
-    loop {
-        ours.check_running()
-            .with_context(|| format!("see {}", work.join("wal-stream.log").display()))?;
-        theirs
-            .check_running()
-            .with_context(|| format!("see {}", work.join("pg_receivewal.log").display()))?;
-        let s = sample(&pg, t0)?;
-        if s.ours.is_some() && s.theirs.is_some() {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(60) {
-            bail!("the consumers did not both appear in pg_stat_replication within 60 s: {s:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    scrape(&metrics_addr).context("metrics endpoint")?;
+    wait_both_streaming(work, &pg, &mut ours, &mut theirs, &metrics_addr)?;
 
     eprintln!("\n==> pgbench -c 4 -j 2 -T {seconds} while both stream");
     let cpu0 = (cpu_seconds(ours.pid())?, cpu_seconds(theirs.pid())?);
@@ -400,36 +350,14 @@ fn run_in(work: &Path, bin: &Path, seconds: u32, scale: u32, partial_interval: &
     bench.args(["-c", "4", "-j", "2", "-T", &seconds.to_string(), "-n"]);
     let bench_log = std::fs::File::create(work.join("pgbench.log"))?;
     let mut load = Proc::spawn("pgbench", bench.stdout(bench_log).stderr(Stdio::null()))?;
-    let t0 = Instant::now();
-    let mut samples = Vec::new();
-    let mut durable_lag = Vec::new();
-    let load_end;
-    loop {
-        let tick = Instant::now();
-        let mut s = sample(&pg, t0)?;
-        local_positions(&mut s, &metrics_addr, &rw_dir);
-        samples.push(s);
-        if let Ok(body) = scrape(&metrics_addr) {
-            if let Some(v) = metric(&body, "pg_hardstorage_wal_durable_lag_bytes") {
-                durable_lag.push(v as u64);
-            }
-        }
-        let done = match &mut load.child {
-            Some(c) => c.try_wait()?,
-            None => None,
-        };
-        if let Some(status) = done {
-            load.child = None;
-            if !status.success() {
-                bail!("pgbench failed ({status})");
-            }
-            load_end = t0.elapsed().as_secs_f64();
-            break;
-        }
-        ours.check_running()?;
-        theirs.check_running()?;
-        std::thread::sleep(SAMPLE_EVERY.saturating_sub(tick.elapsed()));
-    }
+    let (t0, mut samples, durable_lag, load_end) = sample_under_load(
+        &pg,
+        &mut load,
+        &mut ours,
+        &mut theirs,
+        &metrics_addr,
+        &rw_dir,
+    )?;
     let cpu1 = (cpu_seconds(ours.pid())?, cpu_seconds(theirs.pid())?);
     // Catch-up after the load: a few more seconds of samples (lag must drain).
     let tail_from = samples.len();
@@ -449,23 +377,73 @@ fn run_in(work: &Path, bin: &Path, seconds: u32, scale: u32, partial_interval: &
         .map(str::to_owned)
         .unwrap_or_default();
 
-    let mut csv = String::from(
-        "t_s,server,ours_reported,theirs_reported,ours_flushed,ours_durable,theirs_done\n",
-    );
-    let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
-    for s in &samples {
-        csv.push_str(&format!(
-            "{:.3},{},{},{},{},{},{}\n",
-            s.at,
-            s.server,
-            opt(s.ours),
-            opt(s.theirs),
-            opt(s.ours_flushed),
-            opt(s.ours_durable),
-            opt(s.theirs_done)
-        ));
-    }
-    std::fs::write(work.join("samples.csv"), csv)?;
+    write_samples_csv(work, &samples)?;
+    report(Measured {
+        scale,
+        seconds,
+        partial_interval,
+        tps,
+        samples,
+        tail_from,
+        load_end,
+        durable_lag,
+        final_metrics,
+        cpu: [cpu0, cpu1, cpu2],
+    });
+
+    fetch_latency(work, &hs)
+}
+
+/// Creates pg_receivewal's slot and starts it into `rw_dir`, logging to `pg_receivewal.log`.
+fn spawn_theirs(work: &Path, pg: &PgCluster, conninfo: &str, rw_dir: &Path) -> Result<Proc> {
+    std::fs::create_dir_all(rw_dir)?;
+    let rw = |extra: &[&str]| {
+        let mut cmd = pg.client_command("pg_receivewal");
+        cmd.env("PGAPPNAME", THEIRS)
+            .arg("-D")
+            .arg(rw_dir)
+            .args(["--slot", "bench_receivewal", "-d", conninfo])
+            .args(extra);
+        cmd
+    };
+    sh(&mut rw(&["--create-slot"]))?;
+    let theirs_log = std::fs::File::create(work.join("pg_receivewal.log"))?;
+    Proc::spawn(
+        "pg_receivewal",
+        rw(&[]).stdout(Stdio::null()).stderr(theirs_log),
+    )
+}
+
+/// What the load run measured, for [`report`].
+struct Measured<'a> {
+    scale: u32,
+    seconds: u32,
+    partial_interval: &'a str,
+    tps: String,
+    samples: Vec<Sample>,
+    /// Samples from here on were taken in the drain after the load.
+    tail_from: usize,
+    load_end: f64,
+    durable_lag: Vec<u64>,
+    final_metrics: String,
+    /// CPU seconds (ours, theirs) before the load, after it, and after the drain.
+    cpu: [(f64, f64); 3],
+}
+
+/// Prints the comparison table and the summary lines.
+fn report(m: Measured<'_>) {
+    let Measured {
+        scale,
+        seconds,
+        partial_interval,
+        tps,
+        samples,
+        tail_from,
+        load_end,
+        durable_lag,
+        final_metrics,
+        cpu: [cpu0, cpu1, cpu2],
+    } = m;
     let load_samples = &samples[..tail_from];
     let wal_bytes = load_samples
         .last()
@@ -550,8 +528,129 @@ fn run_in(work: &Path, bin: &Path, seconds: u32, scale: u32, partial_interval: &
         metric(&final_metrics, "pg_hardstorage_wal_partial_writes_total").unwrap_or(f64::NAN),
         metric(&final_metrics, "pg_hardstorage_wal_reconnects_total").unwrap_or(f64::NAN),
     );
+}
 
-    fetch_latency(work, &hs)
+/// Starts `pg_hardstorage wal stream` against the bench repository, logging to `wal-stream.log`.
+fn spawn_ours(
+    work: &Path,
+    hs: &Hs,
+    ours_conn: &str,
+    partial_interval: &str,
+    metrics_addr: &str,
+) -> Result<Proc> {
+    let ours_log = std::fs::File::create(work.join("wal-stream.log"))?;
+    Proc::spawn(
+        "pg_hardstorage wal stream",
+        hs.cmd(&[
+            "wal",
+            "stream",
+            "bench",
+            "--pg-connection",
+            ours_conn,
+            "--repo",
+            &hs.url,
+            "--partial-interval",
+            partial_interval,
+            "--metrics-listen",
+            metrics_addr,
+        ])
+        .stdout(Stdio::null())
+        .stderr(ours_log),
+    )
+}
+
+/// Waits until both consumers show up in `pg_stat_replication` and our metrics endpoint answers.
+fn wait_both_streaming(
+    work: &Path,
+    pg: &PgCluster,
+    ours: &mut Proc,
+    theirs: &mut Proc,
+    metrics_addr: &str,
+) -> Result<()> {
+    // Both connected and reporting?
+    let t0 = Instant::now();
+    loop {
+        ours.check_running()
+            .with_context(|| format!("see {}", work.join("wal-stream.log").display()))?;
+        theirs
+            .check_running()
+            .with_context(|| format!("see {}", work.join("pg_receivewal.log").display()))?;
+        let s = sample(pg, t0)?;
+        if s.ours.is_some() && s.theirs.is_some() {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            bail!("the consumers did not both appear in pg_stat_replication within 60 s: {s:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    scrape(metrics_addr).context("metrics endpoint")?;
+    Ok(())
+}
+
+/// Samples both consumers' positions every `SAMPLE_EVERY` until pgbench exits.
+/// Returns the sampling start, the samples, our metrics' durable lag and the load's duration.
+fn sample_under_load(
+    pg: &PgCluster,
+    load: &mut Proc,
+    ours: &mut Proc,
+    theirs: &mut Proc,
+    metrics_addr: &str,
+    rw_dir: &Path,
+) -> Result<(Instant, Vec<Sample>, Vec<u64>, f64)> {
+    let t0 = Instant::now();
+    let mut samples = Vec::new();
+    let mut durable_lag = Vec::new();
+    let load_end;
+    loop {
+        let tick = Instant::now();
+        let mut s = sample(pg, t0)?;
+        local_positions(&mut s, metrics_addr, rw_dir);
+        samples.push(s);
+        if let Ok(body) = scrape(metrics_addr) {
+            if let Some(v) = metric(&body, "pg_hardstorage_wal_durable_lag_bytes") {
+                durable_lag.push(v as u64);
+            }
+        }
+        let done = match &mut load.child {
+            Some(c) => c.try_wait()?,
+            None => None,
+        };
+        if let Some(status) = done {
+            load.child = None;
+            if !status.success() {
+                bail!("pgbench failed ({status})");
+            }
+            load_end = t0.elapsed().as_secs_f64();
+            break;
+        }
+        ours.check_running()?;
+        theirs.check_running()?;
+        std::thread::sleep(SAMPLE_EVERY.saturating_sub(tick.elapsed()));
+    }
+    Ok((t0, samples, durable_lag, load_end))
+}
+
+/// Writes every sample to `samples.csv` in the work directory.
+fn write_samples_csv(work: &Path, samples: &[Sample]) -> Result<()> {
+    let mut csv = String::from(
+        "t_s,server,ours_reported,theirs_reported,ours_flushed,ours_durable,theirs_done\n",
+    );
+    let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+    for s in samples {
+        csv.push_str(&format!(
+            "{:.3},{},{},{},{},{},{}\n",
+            s.at,
+            s.server,
+            opt(s.ours),
+            opt(s.theirs),
+            opt(s.ours_flushed),
+            opt(s.ours_durable),
+            opt(s.theirs_done)
+        ));
+    }
+    std::fs::write(work.join("samples.csv"), csv)?;
+    Ok(())
 }
 
 /// `wal fetch` as restore_command: a new process per segment.
