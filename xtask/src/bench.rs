@@ -164,6 +164,12 @@ fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
         }
         sh(&mut hs.cmd(&["list", "bench", "--repo", &hs.url]))?;
     }
+    backup_report(scale, db_bytes, &rows);
+    Ok(())
+}
+
+/// Prints the backup table and the ratios between the tools.
+fn backup_report(scale: u32, db_bytes: u64, rows: &[Row]) {
     println!();
     println!(
         "backup benchmark: pgbench scale {scale}, databases {} ({} bytes), 2 cores",
@@ -174,7 +180,7 @@ fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
         "{:<34} {:>10} {:>16} {:>12}",
         "tool", "wall s", "bytes written", "size"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<34} {:>10.2} {:>16} {:>12}",
             r.what,
@@ -192,7 +198,7 @@ fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
     );
     let Some(ours) = rows.get(2) else {
         println!("(pg_hardstorage not measured: --others-only)");
-        return Ok(());
+        return;
     };
     println!(
         "ours/pg_basebackup wall:  {:.2}",
@@ -216,7 +222,6 @@ fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
          backup/ directory (WAL goes to archive/ separately; no encryption); pg_hardstorage bytes are what the \
          repository grew by, including any WAL the backup stores itself."
     );
-    Ok(())
 }
 
 /// Run `cmd` (printed), returning its wall time.

@@ -20,7 +20,8 @@
 use crate::bench::{database_bytes, human, pgbackrest_cmd, pgbench_init, with_scratch, Hs};
 use crate::util::{self, dir_bytes, sh};
 use anyhow::{bail, Result};
-use std::path::Path;
+use hs_testkit::PgCluster;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -100,18 +101,7 @@ fn run_in(work: &Path, bin: &Path, scale: u32, runs: u32) -> Result<()> {
     sh(&mut hs.backup(&conninfo))?;
     sh(&mut pgbackrest(&["--type=full", "backup"]))?;
     let pgbb_dir = work.join("pg_basebackup");
-    let mut cmd = pg.client_command("pg_basebackup");
-    cmd.arg("-d").arg(&conninfo).arg("-D").arg(&pgbb_dir).args([
-        "-Ft",
-        "-X",
-        "fetch",
-        "--checkpoint=fast",
-    ]);
-    sh(&mut cmd)?;
-    let base_tar = pgbb_dir.join("base.tar");
-    if !base_tar.is_file() {
-        bail!("pg_basebackup wrote no {}", base_tar.display());
-    }
+    let base_tar = pg_basebackup_tar(&pg, &conninfo, &pgbb_dir)?;
     let backup_sizes = [
         ("pg_hardstorage repository", dir_bytes(&hs.dir)?),
         (
@@ -185,6 +175,36 @@ fn run_in(work: &Path, bin: &Path, scale: u32, runs: u32) -> Result<()> {
         std::fs::remove_dir_all(&dir)?;
     }
 
+    report(scale, runs, db_bytes, caches_dropped, backup_sizes, &rows);
+    Ok(())
+}
+
+/// Takes the `pg_basebackup -Ft -X fetch` backup into `pgbb_dir`; returns its `base.tar`.
+fn pg_basebackup_tar(pg: &PgCluster, conninfo: &str, pgbb_dir: &Path) -> Result<PathBuf> {
+    let mut cmd = pg.client_command("pg_basebackup");
+    cmd.arg("-d").arg(conninfo).arg("-D").arg(pgbb_dir).args([
+        "-Ft",
+        "-X",
+        "fetch",
+        "--checkpoint=fast",
+    ]);
+    sh(&mut cmd)?;
+    let base_tar = pgbb_dir.join("base.tar");
+    if !base_tar.is_file() {
+        bail!("pg_basebackup wrote no {}", base_tar.display());
+    }
+    Ok(base_tar)
+}
+
+/// Prints the backup sizes, the per-tool table and the ratios.
+fn report(
+    scale: u32,
+    runs: u32,
+    db_bytes: u64,
+    caches_dropped: bool,
+    backup_sizes: [(&str, u64); 3],
+    rows: &[Row],
+) {
     println!();
     println!(
         "restore benchmark: pgbench scale {scale}, databases {} ({db_bytes} bytes), {} cores, \
@@ -204,7 +224,7 @@ fn run_in(work: &Path, bin: &Path, scale: u32, runs: u32) -> Result<()> {
         "{:<36} {:>9} {:>10} {:>9} {:>9} {:>16}",
         "tool", "wall s", "+ sync s", "min s", "max s", "bytes restored"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<36} {:>9.2} {:>10.2} {:>9.2} {:>9.2} {:>16}",
             r.what,
@@ -256,7 +276,6 @@ fn run_in(work: &Path, bin: &Path, scale: u32, runs: u32) -> Result<()> {
          --type=none); the pg_basebackup tar includes the backup's WAL (-X fetch); pgBackRest's \
          backup has none (archive-copy off). \"+ sync\" adds a `sync` after the tool exits."
     );
-    Ok(())
 }
 
 /// The median of `v` (the upper one for an even count); zero when empty.

@@ -24,7 +24,7 @@
 
 use crate::util::{self, cargo, sh, succeeds};
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -57,7 +57,45 @@ pub fn run(args: &[String]) -> Result<()> {
         return Ok(());
     }
 
-    let mut steps: Vec<(&str, Command)> = vec![
+    let steps = ci_steps(&deny);
+
+    // Every step runs even when an earlier one failed (one CI run shows every problem),
+    // unless --fail-fast.
+    let mut failed = Vec::new();
+    let mut summary = Vec::new();
+    for (name, mut cmd) in steps {
+        eprintln!("\n==> {name}");
+        let t = Instant::now();
+        let r = sh(&mut cmd);
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!("<== {name}: {secs:.1}s");
+        summary.push(format!(
+            "  {:<20} {:>7.1}s  {}",
+            name,
+            secs,
+            if r.is_ok() { "ok" } else { "FAILED" }
+        ));
+        if let Err(e) = r {
+            eprintln!("xtask ci: step {name:?} failed: {e:#}");
+            failed.push(name);
+            if fail_fast {
+                break;
+            }
+        }
+    }
+    eprintln!("\nxtask ci summary:\n{}", summary.join("\n"));
+    eprintln!("total {:.0}s", started.elapsed().as_secs_f64());
+    if !failed.is_empty() {
+        bail!("ci failed: {}", failed.join(", "));
+    }
+    eprintln!("xtask ci: all steps passed");
+    Ok(())
+}
+
+/// The CI steps in the order they run: lint, build, cargo-deny, package, tests, and the
+/// Debian package check when root.
+fn ci_steps(deny: &Path) -> Vec<(&'static str, Command)> {
+    let mut steps: Vec<(&'static str, Command)> = vec![
         ("fmt", cargo_with(&["fmt", "--all", "--", "--check"])),
         (
             "clippy",
@@ -75,7 +113,7 @@ pub fn run(args: &[String]) -> Result<()> {
             cargo_with(&["build", "--workspace", "--examples"]),
         ),
     ];
-    let mut deny_cmd = Command::new(&deny);
+    let mut deny_cmd = Command::new(deny);
     deny_cmd.current_dir(util::workspace_root()).args([
         "deny",
         "--all-features",
@@ -133,38 +171,7 @@ pub fn run(args: &[String]) -> Result<()> {
     } else {
         eprintln!("xtask ci: not root, so the package install check (dist --check) is skipped");
     }
-
-    // Every step runs even when an earlier one failed (one CI run shows every problem),
-    // unless --fail-fast.
-    let mut failed = Vec::new();
-    let mut summary = Vec::new();
-    for (name, mut cmd) in steps {
-        eprintln!("\n==> {name}");
-        let t = Instant::now();
-        let r = sh(&mut cmd);
-        let secs = t.elapsed().as_secs_f64();
-        eprintln!("<== {name}: {secs:.1}s");
-        summary.push(format!(
-            "  {:<20} {:>7.1}s  {}",
-            name,
-            secs,
-            if r.is_ok() { "ok" } else { "FAILED" }
-        ));
-        if let Err(e) = r {
-            eprintln!("xtask ci: step {name:?} failed: {e:#}");
-            failed.push(name);
-            if fail_fast {
-                break;
-            }
-        }
-    }
-    eprintln!("\nxtask ci summary:\n{}", summary.join("\n"));
-    eprintln!("total {:.0}s", started.elapsed().as_secs_f64());
-    if !failed.is_empty() {
-        bail!("ci failed: {}", failed.join(", "));
-    }
-    eprintln!("xtask ci: all steps passed");
-    Ok(())
+    steps
 }
 
 /// `cargo <args>` in the workspace root.

@@ -32,13 +32,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some(d) => d,
         None => default_dir()?,
     };
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir)?;
-    let dir = std::fs::canonicalize(&dir)?;
-    set_mode(&dir, 0o755)?;
-    eprintln!("xtask demo: working in {}", dir.display());
+    let dir = fresh_dir(&dir)?;
 
     let keyring = dir.join("keyring");
     let repo_url = format!("file://{}", dir.join("repo").display());
@@ -73,33 +67,8 @@ pub fn run(args: &[String]) -> Result<()> {
     eprintln!("\n==> repository");
     sh(&mut hs(&["repo", "init", &repo_url]))?;
 
-    eprintln!("\n==> WAL streaming (a background process; under systemd in production)");
     let conninfo = pg.replication_conninfo();
-    sh(&mut hs(&[
-        "wal",
-        "preflight",
-        DEPLOYMENT,
-        "--pg-connection",
-        &conninfo,
-    ]))?;
-    let mut stream_cmd = hs(&[
-        "wal",
-        "stream",
-        DEPLOYMENT,
-        "--pg-connection",
-        &conninfo,
-        "--repo",
-        &repo_url,
-    ]);
-    eprintln!("$ {} &", util::show(&stream_cmd));
-    let mut streamer = Streamer(Some(
-        stream_cmd
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("starting wal stream")?,
-    ));
-    wait_for_slot(&pg)?;
+    let mut streamer = start_streaming(&hs, &pg, &conninfo, &repo_url)?;
 
     eprintln!(
         "\n==> init: checks the server, writes ./pg_hardstorage.yaml, takes the first backup"
@@ -153,8 +122,67 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
 
+    check_restored(&restored, &note, &note2)?;
+    eprintln!(
+        "\nxtask demo: done. Repository {repo_url}, restored data in {}, keyring {}",
+        restored.display(),
+        keyring.display()
+    );
+    Ok(())
+}
+
+/// Runs `wal preflight`, starts `wal stream` in the background and waits for its slot.
+fn start_streaming(
+    hs: &impl Fn(&[&str]) -> Command,
+    pg: &PgCluster,
+    conninfo: &str,
+    repo_url: &str,
+) -> Result<Streamer> {
+    eprintln!("\n==> WAL streaming (a background process; under systemd in production)");
+    sh(&mut hs(&[
+        "wal",
+        "preflight",
+        DEPLOYMENT,
+        "--pg-connection",
+        conninfo,
+    ]))?;
+    let mut stream_cmd = hs(&[
+        "wal",
+        "stream",
+        DEPLOYMENT,
+        "--pg-connection",
+        conninfo,
+        "--repo",
+        repo_url,
+    ]);
+    eprintln!("$ {} &", util::show(&stream_cmd));
+    let streamer = Streamer(Some(
+        stream_cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting wal stream")?,
+    ));
+    wait_for_slot(pg)?;
+    Ok(streamer)
+}
+
+/// Empties (or creates) the demo directory; returns its canonical path, mode 0755.
+fn fresh_dir(dir: &Path) -> Result<PathBuf> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let dir = std::fs::canonicalize(dir)?;
+    set_mode(&dir, 0o755)?;
+    eprintln!("xtask demo: working in {}", dir.display());
+    Ok(dir)
+}
+
+/// Starts the restored data directory, waits for promotion and checks that both demo rows are there.
+fn check_restored(restored: &Path, note: &str, note2: &str) -> Result<()> {
     eprintln!("\n==> start the restored data directory");
-    let restored_pg = PgCluster::start_existing(&restored)
+    let restored_pg = PgCluster::start_existing(restored)
         .map_err(|e| anyhow::anyhow!("starting the restored cluster failed: {e}"))?;
     restored_pg
         .wait_for_promotion(std::time::Duration::from_secs(120))
@@ -163,18 +191,13 @@ pub fn run(args: &[String]) -> Result<()> {
     q.args(["-X", "-c", "SELECT id, note, at FROM demo ORDER BY id"]);
     let out = run_capture(&mut q)?;
     print!("{out}");
-    if !out.contains(&note) || !out.contains(&note2) {
+    if !out.contains(note) || !out.contains(note2) {
         bail!(
             "the restored cluster does not have both demo rows\n--- server log ---\n{}",
             restored_pg.log_tail(40)
         );
     }
     drop(restored_pg);
-    eprintln!(
-        "\nxtask demo: done. Repository {repo_url}, restored data in {}, keyring {}",
-        restored.display(),
-        keyring.display()
-    );
     Ok(())
 }
 
