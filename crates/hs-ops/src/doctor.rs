@@ -493,9 +493,15 @@ async fn repo_checks(
             return (s("last_backup"), s("last_wal"), c, key);
         }
     };
+    let writable = writable_check(backend.as_ref(), &shown, dep).await;
+    let wal = wal_check(t, backend.as_ref(), &shown, probe).await;
+    let (key, backup) = keyring_checks(t, url, &shown, keyring).await;
+    (backup, wal, writable, key)
+}
 
-    // Writable: the marker is there, and a probe object can be created and removed.
-    let writable = match backend.stat(hs_repo::MARKER_NAME).await {
+/// Writable: the marker is there, and a probe object can be created and removed.
+async fn writable_check(backend: &dyn hs_repo::Backend, shown: &str, dep: &str) -> Check {
+    match backend.stat(hs_repo::MARKER_NAME).await {
         Ok(None) => Check::issue(
             "repo_writable",
             format!("no pg_hardstorage repository at {shown}"),
@@ -542,10 +548,18 @@ async fn repo_checks(
                 ),
             }
         }
-    };
+    }
+}
 
-    // Last WAL: object modification times, no keyring needed.
-    let wal = match newest_wal(backend.as_ref(), dep).await {
+/// Last WAL: object modification times, no keyring needed.
+async fn wal_check(
+    t: &DoctorTarget,
+    backend: &dyn hs_repo::Backend,
+    shown: &str,
+    probe: Option<&SlotProbe>,
+) -> Check {
+    let dep = t.deployment.as_str();
+    match newest_wal(backend, dep).await {
         Err(e) => Check::issue(
             "last_wal",
             format!("cannot list WAL in {shown}: {e}"),
@@ -589,11 +603,19 @@ async fn repo_checks(
                 )
             }
         }
-    };
+    }
+}
 
-    // Keyring: present, 0600, unwraps the repository key; then the backups.
+/// Keyring: present, 0600, unwraps the repository key; then the backups.
+/// Returns `(keyring, last_backup)`.
+async fn keyring_checks(
+    t: &DoctorTarget,
+    url: &str,
+    shown: &str,
+    keyring: Result<hs_crypt::Keyring, Check>,
+) -> (Check, Check) {
     let key_skip = |why: &str| Check::skipped("last_backup", why.to_owned());
-    let (key, backup) = match keyring {
+    match keyring {
         Err(c) => (c, key_skip("needs the keyring")),
         Ok(k) => match hs_repo::Repository::open(url, &k).await {
             Err(e) if e.code() == code::NOTFOUND_REPO => (
@@ -633,8 +655,7 @@ async fn repo_checks(
                 (key, backup_check(t, &repo).await)
             }
         },
-    };
-    (backup, wal, writable, key)
+    }
 }
 
 async fn backup_check(t: &DoctorTarget, repo: &hs_repo::Repository) -> Check {

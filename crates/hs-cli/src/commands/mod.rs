@@ -336,6 +336,38 @@ fn plan_human(p: &hs_pitr::RestorePlan, asked: Option<&str>) -> String {
 }
 
 async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
+    let req = restore_request(&a);
+    // The progress bar, and SIGTERM / SIGINT: stop, release the lease, exit 5
+    // (aborted.signal); both made just before the restore starts.
+    let begin = || -> Result<_> {
+        let bar = Bar::new(g.output == OutputFormat::Human);
+        Ok((bar, stop_signal()?))
+    };
+    let outcome = hs_ops::restore(&g.settings, &req, begin).await?;
+    let asked = a.to_time.as_deref();
+    let r = match outcome {
+        hs_ops::RestoreOutcome::Preview { plan } => {
+            let plan_text = plan
+                .as_ref()
+                .map(|p| plan_human(p, asked))
+                .unwrap_or_default();
+            return Ok(Output {
+                failure: None,
+                json: json!({"preview": true, "deployment": a.deployment, "plan": plan.as_ref().map(hs_pitr::RestorePlan::to_json)}),
+                human: format!("Restore plan (nothing written):\n{plan_text}"),
+            });
+        }
+        hs_ops::RestoreOutcome::Restored(r) => r,
+    };
+    Ok(Output {
+        failure: None,
+        json: restored_json(&a, &r),
+        human: restored_human(&a, &r, asked),
+    })
+}
+
+/// The `restore` flags as an [`hs_ops::RestoreRequest`].
+fn restore_request(a: &crate::cli::RestoreArgs) -> hs_ops::RestoreRequest {
     let mut req = hs_ops::RestoreRequest::new(&a.deployment, a.target.clone());
     req.repo = Some(a.repo.repo.clone());
     req.plan = hs_ops::PlanRequest {
@@ -363,50 +395,58 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
     req.tablespace_mapping = a.tablespace_mapping.clone();
     req.restore_keyring = a.restore_keyring.clone();
     req.restore_user = a.restore_user.clone();
-    // The progress bar, and SIGTERM / SIGINT: stop, release the lease, exit 5
-    // (aborted.signal); both made just before the restore starts.
-    let begin = || -> Result<_> {
-        let bar = Bar::new(g.output == OutputFormat::Human);
-        Ok((bar, stop_signal()?))
-    };
-    let outcome = hs_ops::restore(&g.settings, &req, begin).await?;
-    let asked = a.to_time.as_deref();
-    let r = match outcome {
-        hs_ops::RestoreOutcome::Preview { plan } => {
-            let plan_text = plan
-                .as_ref()
-                .map(|p| plan_human(p, asked))
-                .unwrap_or_default();
-            return Ok(Output {
-                failure: None,
-                json: json!({"preview": true, "deployment": a.deployment, "plan": plan.as_ref().map(hs_pitr::RestorePlan::to_json)}),
-                human: format!("Restore plan (nothing written):\n{plan_text}"),
-            });
-        }
-        hs_ops::RestoreOutcome::Restored(r) => r,
-    };
-    let plan_text = r
-        .plan
-        .as_ref()
-        .map(|p| plan_human(p, asked))
-        .unwrap_or_default();
-    let is_latest = r.target == hs_pitr::PitrTarget::Latest;
-    let (checked_as, warnings) = (&r.restore_command_checked_as, &r.warnings);
-    let plan = &r.plan;
-    let wal_verified = r.wal_segments_verified;
-    let secs = r.elapsed.as_secs_f64();
-    let target = &r.target;
-    let r = &r.summary;
-    let verified = if r.verified {
-        "verified by pg_verifybackup"
-    } else {
-        "NOT verified (--verify=skip)"
-    };
+    req
+}
+
+/// The JSON of a completed restore.
+fn restored_json(a: &crate::cli::RestoreArgs, restored: &hs_ops::Restored) -> serde_json::Value {
+    let r = &restored.summary;
     let tablespaces: Vec<_> = r
         .tablespaces
         .iter()
         .map(|(oid, dir)| json!({"oid": oid, "directory": dir.display().to_string()}))
         .collect();
+    json!({
+        "backup_id": r.backup_id,
+        "target": r.target.display().to_string(),
+        "files": r.files,
+        "bytes": r.bytes,
+        "verified": r.verified,
+        "recovery_configured": r.recovery_configured,
+        "delta": a.delta,
+        "files_kept": r.files_kept,
+        "files_written": r.files_written,
+        "removed": r.removed,
+        "tablespaces": tablespaces,
+        "plan": restored.plan.as_ref().map(hs_pitr::RestorePlan::to_json),
+        "wal_segments_verified": restored.wal_segments_verified,
+        "restore_command_checked_as": restored.restore_command_checked_as,
+        "warnings": restored.warnings,
+        "seconds": restored.elapsed.as_secs_f64(),
+    })
+}
+
+/// The human text of a completed restore; `asked` is `--to-time` as given.
+fn restored_human(
+    a: &crate::cli::RestoreArgs,
+    restored: &hs_ops::Restored,
+    asked: Option<&str>,
+) -> String {
+    let plan_text = restored
+        .plan
+        .as_ref()
+        .map(|p| plan_human(p, asked))
+        .unwrap_or_default();
+    let is_latest = restored.target == hs_pitr::PitrTarget::Latest;
+    let (checked_as, warnings) = (&restored.restore_command_checked_as, &restored.warnings);
+    let secs = restored.elapsed.as_secs_f64();
+    let target = &restored.target;
+    let r = &restored.summary;
+    let verified = if r.verified {
+        "verified by pg_verifybackup"
+    } else {
+        "NOT verified (--verify=skip)"
+    };
     let delta = if a.delta {
         format!(
             "; delta: {} kept, {} written, {} removed",
@@ -428,37 +468,16 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
             }
         ),
     };
-    Ok(Output {
-        failure: None,
-        json: json!({
-            "backup_id": r.backup_id,
-            "target": r.target.display().to_string(),
-            "files": r.files,
-            "bytes": r.bytes,
-            "verified": r.verified,
-            "recovery_configured": r.recovery_configured,
-            "delta": a.delta,
-            "files_kept": r.files_kept,
-            "files_written": r.files_written,
-            "removed": r.removed,
-            "tablespaces": tablespaces,
-            "plan": plan.as_ref().map(hs_pitr::RestorePlan::to_json),
-            "wal_segments_verified": wal_verified,
-            "restore_command_checked_as": checked_as,
-            "warnings": warnings,
-            "seconds": secs,
-        }),
-        human: format!(
-            "Restored backup {} into {} ({} files, {} fetched{delta}) in {secs:.1}s, {verified}{recovery}{checked}{}\n",
-            r.backup_id,
-            r.target.display(),
-            r.files,
-            human_bytes(r.bytes),
-            warnings.iter().map(|w| format!("Warning: {w}\n")).collect::<String>(),
-            checked = checked_as
-                .as_ref()
-                .map(|u| format!("restore_command checked: it fetches WAL when run as {u}.\n"))
-                .unwrap_or_default(),
-        ),
-    })
+    format!(
+        "Restored backup {} into {} ({} files, {} fetched{delta}) in {secs:.1}s, {verified}{recovery}{checked}{}\n",
+        r.backup_id,
+        r.target.display(),
+        r.files,
+        human_bytes(r.bytes),
+        warnings.iter().map(|w| format!("Warning: {w}\n")).collect::<String>(),
+        checked = checked_as
+            .as_ref()
+            .map(|u| format!("restore_command checked: it fetches WAL when run as {u}.\n"))
+            .unwrap_or_default(),
+    )
 }
