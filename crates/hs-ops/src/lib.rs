@@ -39,8 +39,8 @@ pub use config::{
     DEFAULT_WAL_MAX_AGE, ENV_CONFIG, ENV_PG_CONNECTION, ENV_REPO,
 };
 pub use doctor::{
-    diagnose, doctor, format_age, probe_slot, Check, CheckState, DeploymentReport, DoctorRequest,
-    DoctorTarget, SlotProbe,
+    diagnose, doctor, format_age, human_bytes, probe_slot, Check, CheckState, DeploymentReport,
+    DoctorRequest, DoctorTarget, SlotProbe,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use init::{
