@@ -6,6 +6,8 @@
 //!   `fuzz/`, or after a `#[cfg(test)]` line in a file);
 //! - every dotted error code in library and CLI code is listed in docs/exit-codes.md;
 //! - every CLI command is documented in README.md or docs/;
+//! - no function of library, CLI or xtask code is over 120 lines without a `// Long
+//!   because:` reason written above it;
 //! - the crate rules of `crate_rules`: layer order, opendal only in hs-repo, no anyhow in
 //!   library crates, no unused dependency, every crate in docs/ARCHITECTURE.md.
 
@@ -524,6 +526,130 @@ mod tests {
             }
         }
         problems
+    }
+
+    /// The longest a function may be without a written reason: a `// Long because: ...`
+    /// line among the six lines above its `fn` line.
+    const MAX_FN_LINES: usize = 120;
+    const LONG_BECAUSE: &str = concat!("// Long", " because:");
+
+    /// The name of the function a line declares, if it declares one.
+    fn declared_fn(line: &str) -> Option<&str> {
+        let mut rest = line.trim_start();
+        loop {
+            let before = rest;
+            for prefix in [
+                "pub(crate) ",
+                "pub(super) ",
+                "pub ",
+                "const ",
+                "async ",
+                "unsafe ",
+            ] {
+                rest = rest.strip_prefix(prefix).unwrap_or(rest);
+            }
+            if rest == before {
+                break;
+            }
+        }
+        let rest = rest.strip_prefix("fn ")?;
+        let end = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        (end > 0).then(|| &rest[..end])
+    }
+
+    /// Functions of one file's non-test code longer than `MAX_FN_LINES` with no reason
+    /// written above them. It reads rustfmt's layout: a body ends at the first `}` line at
+    /// the indent of its `fn` line.
+    fn long_functions(path: &Path, text: &str) -> Vec<String> {
+        if is_test_path(path) {
+            return Vec::new();
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let mut problems = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim_start().starts_with("#[cfg(test)]") {
+                break;
+            }
+            let Some(name) = declared_fn(line) else {
+                continue;
+            };
+            // The signature ends at the first line ending in `{` (a body) or `;` (none).
+            let Some(open) = lines[i..]
+                .iter()
+                .position(|l| l.trim_end().ends_with('{') || l.trim_end().ends_with(';'))
+            else {
+                continue;
+            };
+            if lines[i + open].trim_end().ends_with(';') || line.trim_end().ends_with('}') {
+                continue;
+            }
+            let at = indent(line);
+            let Some(close) = lines[i + open + 1..]
+                .iter()
+                .position(|l| indent(l) == at && l.trim_start().starts_with('}'))
+            else {
+                continue;
+            };
+            let len = open + close + 2;
+            let reason = lines[i.saturating_sub(6)..i]
+                .iter()
+                .any(|l| l.contains(LONG_BECAUSE));
+            if len > MAX_FN_LINES && !reason {
+                problems.push(format!(
+                    "{}:{}: fn {name} is {len} lines (over {MAX_FN_LINES}): split it into named \
+                     steps, or write `{LONG_BECAUSE} <reason>` just above it",
+                    path.display(),
+                    i + 1
+                ));
+            }
+        }
+        problems
+    }
+
+    #[test]
+    fn tidy_functions_are_short_or_say_why() {
+        let mut problems = Vec::new();
+        for f in all_files() {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            let rel = f.strip_prefix(workspace_root()).unwrap_or(&f);
+            problems.extend(long_functions(rel, &text));
+        }
+        assert!(
+            problems.is_empty(),
+            "tidy: {} long function(s):\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+    }
+
+    #[test]
+    fn tidy_long_function_check_catches_what_it_should() {
+        let p = Path::new("crates/x/src/lib.rs");
+        let body = |n: usize| "    let x = 1;\n".repeat(n);
+        let long = format!(
+            "//! x\npub async fn big(\n    a: u8,\n) -> u8 {{\n{}}}\n",
+            body(130)
+        );
+        let found = long_functions(p, &long);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("fn big is 134 lines"), "{found:?}");
+        let said = long.replace(
+            "pub async fn",
+            &format!("{LONG_BECAUSE} a script\npub async fn"),
+        );
+        assert!(long_functions(p, &said).is_empty());
+        // Short functions, trait declarations and one-liners pass; test code is not read.
+        let fine = format!(
+            "//! x\ntrait T {{\n    fn d(&self) -> u8;\n}}\nfn one() {{ 1 }}\nfn f() {{\n{}}}\n",
+            body(100)
+        );
+        assert!(long_functions(p, &fine).is_empty());
+        assert!(long_functions(Path::new("crates/x/tests/it/a.rs"), &long).is_empty());
+        let in_tests = format!("//! x\n#[cfg(test)]\nmod t {{\n{}}}\n", &long[6..]);
+        assert!(long_functions(p, &in_tests).is_empty());
     }
 
     #[test]
