@@ -176,20 +176,14 @@ impl SegmentName {
                 "a WAL segment name is 24 upper-case hex digits, e.g. 000000010000000000000003",
             )
         };
-        if name.len() != 24 || !upper_hex(name) {
-            return Err(bad());
-        }
-        let part = |r: std::ops::Range<usize>| u32::from_str_radix(&name[r], 16).map_err(|_| bad());
-        let tli = part(0..8)?;
-        let log = u64::from(part(8..16)?);
-        let seg = u64::from(part(16..24)?);
-        let per_log = 0x1_0000_0000 / seg_size;
-        if seg >= per_log {
+        let (tli, log, seg) = parse_wal_segment_name(name).ok_or_else(bad)?;
+        let per_log = segs_per_xlogid(seg_size);
+        if u64::from(seg) >= per_log {
             return Err(bad());
         }
         Ok(SegmentName {
             tli: TimelineId(tli),
-            segno: log * per_log + seg,
+            segno: u64::from(log) * per_log + u64::from(seg),
             seg_size,
         })
     }
@@ -243,7 +237,7 @@ impl SegmentName {
 
 impl fmt::Display for SegmentName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let per_log = 0x1_0000_0000 / self.seg_size;
+        let per_log = segs_per_xlogid(self.seg_size);
         write!(
             f,
             "{:08X}{:08X}{:08X}",
