@@ -9,7 +9,7 @@ use hs_testkit::PgCluster;
 
 use crate::support::{
     archive_current_wal, cluster_with, human, init_and_backup, restore, restore_args,
-    start_restored, wait_streaming, Scratch, Streamer,
+    start_restored, wait_slot, Scratch, Streamer,
 };
 
 fn batch(pg: &PgCluster, n: u32) {
@@ -44,7 +44,7 @@ fn restore_to_time_ago_lsn_and_restore_point() {
     let (url, conn, _) = init_and_backup(&s, &pg, "pitr");
 
     let streamer = Streamer::start(&s, "pitr", &conn, &url, &[]);
-    wait_streaming(&pg, "pitr", Duration::from_secs(60));
+    wait_slot(&pg, "pitr", Duration::from_secs(60));
 
     let step = Duration::from_millis(1500);
     batch(&pg, 1);
