@@ -24,10 +24,9 @@ pub const MAX_REPOSITORY_NAME_LEN: usize = 128;
 /// slot name (`pg_hardstorage_<deployment>`, 63 bytes at most, lower case) and an object-name
 /// component in the repository.
 ///
-/// The repository layer (hs-repo) checks names it is handed with
-/// [`DeploymentName::is_valid_in_repository`] instead: 1 to 128 of `A-Za-z0-9._-`, not
-/// starting with `.` (the same check as for backup ids, [`is_repository_name`]). That
-/// check only keeps object names safe (no `/`, no `..`, no empty component); it is kept
+/// The repository layer (hs-repo) checks names it is handed with [`is_repository_name`]
+/// instead: 1 to 128 of `A-Za-z0-9._-`, not starting with `.` (the same check as for
+/// backup ids). That check only keeps object names safe (no `/`, no `..`, no empty component); it is kept
 /// laxer on purpose, not merged into the rule above, because hs-repo is a library whose
 /// public API has accepted such names since the first repository format: a repository
 /// written by an embedder under a name like `Orders-DB.eu` must stay readable, listable
@@ -36,9 +35,6 @@ pub const MAX_REPOSITORY_NAME_LEN: usize = 128;
 pub struct DeploymentName(String);
 
 impl DeploymentName {
-    /// Longest name [`DeploymentName::parse`] accepts, [`MAX_DEPLOYMENT_LEN`].
-    pub const MAX_LEN: usize = MAX_DEPLOYMENT_LEN;
-
     /// Checks `name` against the one naming rule (see the type's documentation). Errors with
     /// code `usage.deployment_invalid` and a suggestion.
     pub fn parse(name: &str) -> Result<DeploymentName> {
@@ -64,12 +60,6 @@ impl DeploymentName {
             .next()
             .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         !name.is_empty() && name.len() <= MAX_DEPLOYMENT_LEN && ok_chars && ok_start
-    }
-
-    /// The repository layer's laxer check of a deployment name it is given (see the type's
-    /// documentation for why it differs): [`is_repository_name`].
-    pub fn is_valid_in_repository(name: &str) -> bool {
-        is_repository_name(name)
     }
 
     /// The name.
@@ -138,7 +128,7 @@ mod tests {
     fn deployment_names() {
         for ok in ["main", "db1", "0db", "a_b", &"x".repeat(48)] {
             assert!(DeploymentName::parse(ok).is_ok(), "{ok}");
-            assert!(DeploymentName::is_valid_in_repository(ok), "{ok}");
+            assert!(is_repository_name(ok), "{ok}");
             assert_eq!(ok.parse::<DeploymentName>().unwrap().as_str(), ok);
         }
         for bad in ["", "_x", "Main", "a-b", "a/b", "a b", "..", &"x".repeat(49)] {
@@ -153,7 +143,6 @@ mod tests {
     fn repository_names_are_laxer() {
         for ok in ["Main", "a-b", "a.b", "_x", &"x".repeat(128)] {
             assert!(is_repository_name(ok), "{ok}");
-            assert!(DeploymentName::is_valid_in_repository(ok), "{ok}");
         }
         for bad in ["", ".x", "..", "a/b", "a b", "ä", &"x".repeat(129)] {
             assert!(!is_repository_name(bad), "{bad}");
