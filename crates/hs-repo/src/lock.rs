@@ -273,10 +273,8 @@ impl Repository {
     pub async fn list_leases(&self) -> Result<Vec<LeaseInfo>> {
         let mut out = Vec::new();
         for o in self.inner.backend.list(LOCKS_PREFIX).await? {
-            let sealed = match self.inner.backend.get(&o.name).await {
-                Ok(b) => b,
-                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue, // released meanwhile
-                Err(e) => return Err(e),
+            let Some(sealed) = self.get_listed(&o.name).await? else {
+                continue; // released meanwhile
             };
             let parsed = open_record(self, LEASE_MAGIC, &o.name, &sealed, "verify.lease_invalid")
                 .and_then(|json| {

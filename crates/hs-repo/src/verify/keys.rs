@@ -2,8 +2,6 @@
 
 use std::collections::HashSet;
 
-use hs_base::code;
-
 use super::{base_name, VerifyReport};
 use crate::error::Result;
 use crate::keys::{KeyCheck, KEYS_PREFIX, KEY_INFO_PREFIX};
@@ -60,10 +58,8 @@ impl Repository {
         let mut opens = 0;
         let mut names = HashSet::new();
         for o in &keys {
-            let wrapped = match self.inner.backend.get(&o.name).await {
-                Ok(b) => b,
-                Err(e) if e.code() == code::NOTFOUND_OBJECT => continue,
-                Err(e) => return Err(e),
+            let Some(wrapped) = self.get_listed(&o.name).await? else {
+                continue;
             };
             names.insert(o.name.clone());
             report.bytes_read += wrapped.len() as u64;
