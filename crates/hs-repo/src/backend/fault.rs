@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use hs_base::code;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -185,13 +186,13 @@ impl FaultBackend {
         let (counter, code, kind) = if temporary {
             (
                 &self.counters.temporary_errors,
-                "io.storage_unavailable",
+                code::IO_STORAGE_UNAVAILABLE,
                 "temporary",
             )
         } else {
             (
                 &self.counters.permanent_errors,
-                "io.storage_failed",
+                code::IO_STORAGE_FAILED,
                 "permanent",
             )
         };
