@@ -56,12 +56,7 @@ pub async fn run(mut cli: Cli) -> Result<Output> {
         Command::Restore(a) => restore(g, a).await,
         Command::Wal(WalCommand::Preflight(a)) => stream::preflight(g, a).await,
         Command::Wal(WalCommand::Stream(a)) => stream::stream(g, a).await,
-        Command::Wal(WalCommand::Fetch(mut a)) => {
-            a.repo.repo = g
-                .settings
-                .repo_url(Some(&a.deployment), Some(&a.repo.repo))?;
-            wal::fetch(g, a).await
-        }
+        Command::Wal(WalCommand::Fetch(a)) => wal::fetch(g, a).await,
         Command::Wal(WalCommand::List(a)) => wal::list(g, a).await,
         Command::Init(a) => init::init(g, a).await,
         Command::Doctor(a) => doctor::doctor(g, a).await,

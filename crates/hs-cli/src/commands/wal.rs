@@ -7,9 +7,12 @@ use crate::cli::{GlobalArgs, WalFetchArgs, WalListArgs};
 use crate::output::{human_bytes, Output};
 
 pub async fn fetch(g: &GlobalArgs, a: WalFetchArgs) -> Result<Output> {
+    // Resolved once: the prefetcher gets the same URL as --repo.
+    let url = g
+        .settings
+        .repo_url(Some(&a.deployment), Some(&a.repo.repo))?;
     hs_backup::validate_deployment(&a.deployment)?;
-    // `a.repo.repo` is resolved already: the prefetcher gets it as --repo.
-    let repo = g.settings.open_url(&a.repo.repo).await?;
+    let repo = g.settings.open_url(&url).await?;
     let mut opts = hs_pitr::FetchOptions::for_dest(&a.dest);
     if a.prefetch_only {
         let size = a.segment_size.unwrap_or(hs_repo::DEFAULT_WAL_SEGMENT_SIZE);
@@ -27,7 +30,7 @@ pub async fn fetch(g: &GlobalArgs, a: WalFetchArgs) -> Result<Output> {
         let mut cmd = std::process::Command::new(std::env::current_exe()?);
         cmd.args(["wal", "fetch", &a.deployment, &a.segment])
             .arg(&a.dest)
-            .args(["--repo", &a.repo.repo, "--prefetch-only", "--segment-size"])
+            .args(["--repo", &url, "--prefetch-only", "--segment-size"])
             .arg(size.to_string());
         if let Some(k) = &g.keyring {
             cmd.arg("--keyring").arg(k);
