@@ -10,9 +10,9 @@ use crate::cli::{GlobalArgs, WalPreflightArgs, WalStreamArgs};
 use crate::errors::CliError;
 use crate::output::Output;
 
-pub async fn preflight(_g: &GlobalArgs, a: WalPreflightArgs) -> Result<Output> {
+pub async fn preflight(g: &GlobalArgs, a: WalPreflightArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
-    let conn = _g
+    let conn = g
         .settings
         .conn_config(&a.deployment, a.pg_connection.as_deref())?;
     let report = hs_backup::preflight(&conn, &a.deployment).await?;
