@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hs_base::code;
+use hs_base::{code, Code};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -22,7 +22,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn tls_error(code: &'static str, msg: impl Into<String>) -> Error {
+fn tls_error(code: Code, msg: impl Into<String>) -> Error {
     Error::of_kind(ErrorKind::Auth, code, msg)
 }
 
@@ -82,7 +82,7 @@ fn load_roots(path: &Path) -> Result<RootCertStore> {
     let suggestion = "point sslrootcert at a PEM file holding the CA certificate that signed the server's certificate";
     let iter = CertificateDer::pem_file_iter(path).map_err(|e| {
         tls_error(
-            "auth.tls_rootcert_unreadable",
+            code::AUTH_TLS_ROOTCERT_UNREADABLE,
             format!("cannot read root certificate file {}: {e}", path.display()),
         )
         .with_suggestion(suggestion)
@@ -91,21 +91,21 @@ fn load_roots(path: &Path) -> Result<RootCertStore> {
     for cert in iter {
         let cert = cert.map_err(|e| {
             tls_error(
-                "auth.tls_rootcert_unreadable",
+                code::AUTH_TLS_ROOTCERT_UNREADABLE,
                 format!("invalid PEM in {}: {e}", path.display()),
             )
             .with_suggestion(suggestion)
         })?;
         roots.add(cert).map_err(|e| {
             tls_error(
-                "auth.tls_rootcert_unreadable",
+                code::AUTH_TLS_ROOTCERT_UNREADABLE,
                 format!("unusable certificate in {}: {e}", path.display()),
             )
         })?;
     }
     if roots.is_empty() {
         return Err(tls_error(
-            "auth.tls_rootcert_unreadable",
+            code::AUTH_TLS_ROOTCERT_UNREADABLE,
             format!("no certificates found in {}", path.display()),
         )
         .with_suggestion(suggestion));
@@ -125,7 +125,12 @@ pub(crate) fn client_config(mode: SslMode, rootcert: Option<&Path>) -> Result<Ar
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error("auth.tls_setup_failed", format!("TLS setup failed: {e}")))?;
+        .map_err(|e| {
+            tls_error(
+                code::AUTH_TLS_SETUP_FAILED,
+                format!("TLS setup failed: {e}"),
+            )
+        })?;
     let verify = match mode {
         SslMode::VerifyCa | SslMode::VerifyFull => true,
         SslMode::Require => rootcert.is_some(),
@@ -138,7 +143,7 @@ pub(crate) fn client_config(mode: SslMode, rootcert: Option<&Path>) -> Result<Ar
                 .filter(|p| p.exists())
                 .ok_or_else(|| {
                     tls_error(
-                        "auth.tls_rootcert_missing",
+                        code::AUTH_TLS_ROOTCERT_MISSING,
                         format!(
                             "sslmode={} needs a root certificate, and none was given",
                             mode.as_str()
@@ -152,7 +157,12 @@ pub(crate) fn client_config(mode: SslMode, rootcert: Option<&Path>) -> Result<Ar
         let roots = Arc::new(load_roots(&path)?);
         let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
-            .map_err(|e| tls_error("auth.tls_setup_failed", format!("TLS setup failed: {e}")))?;
+            .map_err(|e| {
+                tls_error(
+                    code::AUTH_TLS_SETUP_FAILED,
+                    format!("TLS setup failed: {e}"),
+                )
+            })?;
         if mode == SslMode::VerifyFull {
             builder.with_webpki_verifier(webpki).with_no_client_auth()
         } else {

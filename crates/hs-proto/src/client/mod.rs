@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use hs_base::code;
+use hs_base::{code, Code};
 
 use crate::codec::{frontend, BackendMessage, ServerMessage};
 use crate::conn::Connection;
@@ -62,17 +62,17 @@ pub(crate) fn server_error(m: &ServerMessage, user: &str) -> Error {
         text.push_str(": ");
         text.push_str(d);
     }
-    let (kind, code, temp, suggestion): (ErrorKind, &'static str, bool, Option<String>) =
+    let (kind, code, temp, suggestion): (ErrorKind, Code, bool, Option<String>) =
         match m.code.as_str() {
             "28P01" => (
                 ErrorKind::Auth,
-                "auth.password_failed",
+                code::AUTH_PASSWORD_FAILED,
                 false,
                 Some("check the password (connection string, PGPASSWORD or ~/.pgpass)".into()),
             ),
             "28000" => (
                 ErrorKind::Auth,
-                "auth.rejected",
+                code::AUTH_REJECTED,
                 false,
                 Some(format!(
                     "allow this client in pg_hba.conf, e.g. `host replication {user} <client-ip>/32 scram-sha-256`, then reload PostgreSQL"
@@ -80,33 +80,33 @@ pub(crate) fn server_error(m: &ServerMessage, user: &str) -> Error {
             ),
             "42501" => (
                 ErrorKind::Auth,
-                "auth.replication_not_permitted",
+                code::AUTH_REPLICATION_NOT_PERMITTED,
                 false,
                 Some(format!("grant the role replication rights: ALTER ROLE {user} REPLICATION")),
             ),
             "53300" => (
                 ErrorKind::Unreachable,
-                "unreachable.too_many_connections",
+                code::UNREACHABLE_TOO_MANY_CONNECTIONS,
                 true,
                 Some("retry later, or raise max_wal_senders / max_connections on the server".into()),
             ),
             "57P03" => (
                 ErrorKind::Unreachable,
-                "unreachable.server_starting",
+                code::UNREACHABLE_SERVER_STARTING,
                 true,
                 Some("the server is starting up or shutting down; retry in a moment".into()),
             ),
             "57P01" | "57P02" => (
                 ErrorKind::Unreachable,
-                "unreachable.server_shutdown",
+                code::UNREACHABLE_SERVER_SHUTDOWN,
                 true,
                 None,
             ),
-            "3D000" => (ErrorKind::NotFound, "notfound.database", false, None),
-            "42704" => (ErrorKind::NotFound, "notfound.object", false, None),
-            "55000" => (ErrorKind::Server, "preflight.server_state", false, m.hint.clone()),
-            "08P01" => (ErrorKind::Protocol, "protocol.server_rejected", false, None),
-            _ => (ErrorKind::Server, "server.error", false, m.hint.clone()),
+            "3D000" => (ErrorKind::NotFound, code::NOTFOUND_DATABASE, false, None),
+            "42704" => (ErrorKind::NotFound, code::NOTFOUND_OBJECT, false, None),
+            "55000" => (ErrorKind::Server, code::PREFLIGHT_SERVER_STATE, false, m.hint.clone()),
+            "08P01" => (ErrorKind::Protocol, code::PROTOCOL_SERVER_REJECTED, false, None),
+            _ => (ErrorKind::Server, code::SERVER_ERROR, false, m.hint.clone()),
         };
     let mut e = crate::error::with_sqlstate(Error::of_kind(kind, code, text), m.code.clone());
     if temp {
