@@ -4,9 +4,11 @@
 //! one, never part of it; after a crash the new file is either complete or absent.
 //!
 //! Every crate that publishes a file (the `file://` store, the WAL fetched for
-//! PostgreSQL, the recovery settings of a restore, the config file, the keyring) goes
-//! through [`AtomicFile`]. Errors are plain [`std::io::Error`]s: each caller maps them to
-//! its own coded error.
+//! PostgreSQL, the recovery settings of a restore, the config file) goes through
+//! [`AtomicFile`]. The keyring is the exception: it is created in place (`O_EXCL`, fsync,
+//! [`sync_dir`]) and replaced by renaming a staged keyring that is used before it is
+//! published (hs-crypt's `Keyring::replace`). Errors are plain [`std::io::Error`]s: each
+//! caller maps them to its own coded error.
 //!
 //! ```
 //! # fn demo(dir: &std::path::Path) -> std::io::Result<()> {
