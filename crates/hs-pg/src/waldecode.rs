@@ -1404,6 +1404,8 @@ pub(crate) mod testutil {
 mod tests {
     use super::testutil::*;
     use super::*;
+    use crate::lsn::TimelineId;
+    use proptest::prelude::*;
 
     #[test]
     fn system_identifier_from_a_long_page_header() {
@@ -1423,8 +1425,6 @@ mod tests {
         assert_eq!(segment_system_identifier(&[0u8; 8192]), None);
         assert_eq!(segment_system_identifier(&[2u8; 39]), None);
     }
-    use crate::lsn::TimelineId;
-    use proptest::prelude::*;
 
     const SEG: u64 = 1024 * 1024;
     const BLCK: u64 = 8192;
