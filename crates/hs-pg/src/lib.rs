@@ -12,8 +12,9 @@
 //!   check, [`is_repository_name`]); backup ids ([`backup_id_for`]).
 //!
 //! Invariant: this crate reads bytes it is given and nothing else. It opens no socket and
-//! no file, depends on no other crate of the workspace, and so can sit under every one of
-//! them (hs-pitr plans restores with it without depending on the replication protocol).
+//! no file, depends on no other crate of the workspace but hs-base, and so can sit under
+//! every other one of them (hs-pitr plans restores with it without depending on the
+//! replication protocol).
 //!
 //! Errors are the workspace's one coded error, [`hs_base::Error`] (re-exported as [`Error`]):
 //! a dotted code (`usage.lsn_invalid`, `usage.wal_segment_invalid`, ...), a message and a
