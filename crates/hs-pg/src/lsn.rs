@@ -72,11 +72,6 @@ impl Lsn {
     pub fn checked_add(self, n: u64) -> Option<Lsn> {
         self.0.checked_add(n).map(Lsn)
     }
-
-    /// `self - n`, or `None` below `0/0`.
-    pub fn checked_sub(self, n: u64) -> Option<Lsn> {
-        self.0.checked_sub(n).map(Lsn)
-    }
 }
 
 impl From<u64> for Lsn {
