@@ -403,57 +403,57 @@ fn is_unreachable(e: &(dyn std::error::Error + 'static)) -> bool {
 pub(crate) fn map_opendal_error(e: opendal::Error, url: &str, name: &str) -> Error {
     let temporary = e.is_temporary();
     let kind = e.kind();
-    let (code, msg, tmp, suggestion): (&'static str, String, bool, Option<&str>) = match kind {
+    let (code, msg, tmp, suggestion): (code::Code, String, bool, Option<&str>) = match kind {
         OdKind::NotFound => (
-            "notfound.object",
+            code::NOTFOUND_OBJECT,
             format!("object {name} does not exist"),
             false,
             None,
         ),
         OdKind::PermissionDenied => (
-            "auth.storage_denied",
+            code::AUTH_STORAGE_DENIED,
             format!("the store at {url} denied access to {name}"),
             false,
             Some("check the storage credentials and the bucket or container permissions"),
         ),
         OdKind::RateLimited => (
-            "io.storage_throttled",
+            code::IO_STORAGE_THROTTLED,
             format!("the store at {url} throttled a request on {name}"),
             true,
             None,
         ),
         OdKind::ConfigInvalid => (
-            "usage.storage_config",
+            code::USAGE_STORAGE_CONFIG,
             format!("storage configuration for {url} is invalid: {e}"),
             false,
             Some("check the URL parameters and the credential environment variables"),
         ),
         OdKind::Unsupported => (
-            "usage.storage_unsupported",
+            code::USAGE_STORAGE_UNSUPPORTED,
             format!("the store at {url} does not support an operation on {name}"),
             false,
             None,
         ),
         OdKind::RangeNotSatisfied => (
-            "verify.object_truncated",
+            code::VERIFY_OBJECT_TRUNCATED,
             format!("object {name} is shorter than the requested range"),
             false,
             Some("run a repository check; the object was truncated"),
         ),
         _ if is_unreachable(&e) => (
-            "unreachable.storage",
+            code::UNREACHABLE_STORAGE,
             format!("cannot reach the store at {url}: {}", short(&e)),
             true,
             Some("check the endpoint, network and DNS; the operation was retried"),
         ),
         _ if temporary || kind == OdKind::Conflict => (
-            "io.storage_unavailable",
+            code::IO_STORAGE_UNAVAILABLE,
             format!("the store at {url} failed on {name}: {}", short(&e)),
             true,
             None,
         ),
         _ => (
-            "io.storage_failed",
+            code::IO_STORAGE_FAILED,
             format!("the store at {url} failed on {name}: {}", short(&e)),
             false,
             None,

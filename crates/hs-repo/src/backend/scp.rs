@@ -141,9 +141,9 @@ impl ScpBackend {
             );
         }
         let (code, verb) = if write {
-            ("io.write_failed", "writing")
+            (code::IO_WRITE_FAILED, "writing")
         } else {
-            ("io.read_failed", "reading")
+            (code::IO_READ_FAILED, "reading")
         };
         Error::new(
             code,

@@ -181,9 +181,9 @@ fn classify(location: &str, name: &str, write: bool, e: SftpError) -> Failure {
                 ),
                 _ => {
                     let (code, verb) = if write {
-                        ("io.write_failed", "writing")
+                        (code::IO_WRITE_FAILED, "writing")
                     } else {
-                        ("io.read_failed", "reading")
+                        (code::IO_READ_FAILED, "reading")
                     };
                     Failure::Server(Error::new(
                         code,
