@@ -127,8 +127,11 @@ mod tests {
     fn parse_rejects_garbage() {
         for s in [
             "",
+            "0",
             "/",
             "0/",
+            "1/",
+            "x/1",
             "/0",
             "0/0/0",
             "g/0",
@@ -139,6 +142,8 @@ mod tests {
             assert!(s.parse::<Lsn>().is_err(), "{s:?}");
         }
         assert_eq!("16/b374d848".parse::<Lsn>().ok(), Some(Lsn(0x16_B374_D848)));
+        assert_eq!("1/0".parse::<Lsn>().ok(), Some(Lsn(1 << 32)));
+        assert_eq!("FFFFFFFF/FFFFFFFF".parse::<Lsn>().ok(), Some(Lsn(u64::MAX)));
         assert!(Lsn(1) < Lsn(0x1_0000_0000));
     }
 
