@@ -38,6 +38,11 @@ benchmarks (cargo xtask bench <name>):
   replay [--wal-mb N] [--scale S] [--runs R] [--bin PATH] [--keep]
                                 recovery of N MiB of WAL (default 1024) archived by wal stream:
                                 restore_command `wal fetch` (+ prefetch) vs `cp` from local disk
+  scale [--scale N] [--bin PATH] [--keep]
+                                peak RSS and wall of every pg_hardstorage command (backup x2,
+                                restore, verify, repo verify/gc, rotate, list, status, doctor,
+                                wal stream under load) on pgbench -i -s N (default 100), with
+                                pg_basebackup and pgBackRest (2 procs, zst) for reference
 ";
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -50,6 +55,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some((name, rest)) if name == "wal" => crate::bench_wal::run(rest),
         Some((name, rest)) if name == "restore" => crate::bench_restore::run(rest),
         Some((name, rest)) if name == "replay" => crate::bench_replay::run(rest),
+        Some((name, rest)) if name == "scale" => crate::bench_scale::run(rest),
         Some((name, _)) => bail!("unknown benchmark {name:?}\n\n{LIST}"),
     }
 }

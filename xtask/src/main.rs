@@ -7,6 +7,7 @@ mod bench;
 mod bench_backends;
 mod bench_replay;
 mod bench_restore;
+mod bench_scale;
 mod bench_wal;
 mod ci;
 mod demo;
