@@ -9,7 +9,7 @@ use hs_chunk::{Chunker, FileClass};
 use hs_proto::{BackupEvent, BaseBackupOptions, ConnConfig, EntryKind, ReplicationClient};
 use hs_repo::{
     ArchiveEntry, BackupManifest, BackupStats, ChunkWriter, FileEntry, FileKind, Lease, LeaseKind,
-    LeaseOptions, Repository,
+    LeaseOptions, ParentCursor, ParentFiles, Repository,
 };
 
 use crate::error::{Error, ErrorKind, Result};
@@ -70,6 +70,8 @@ pub struct BackupSummary {
 struct OpenFile {
     entry: FileEntry,
     chunker: Option<Chunker>,
+    /// The same file in the parent backup: its references are the writer's hints.
+    parent: Option<ParentCursor>,
 }
 
 /// Takes one base backup of the server at `conn` into `repo` under `opts.deployment`.
@@ -178,7 +180,17 @@ async fn backup_leased(
     )
     .await?;
 
-    let mut writer = repo.writer().await?;
+    // The newest backup is the parent: its file lists are what an unchanged page
+    // deduplicates against, one file at a time (memory does not grow with the
+    // repository; see hs_repo's writer).
+    let parent = repo.list_backups(&opts.deployment).await?.pop();
+    let mut writer = repo.writer_for(parent.as_ref()).await?;
+    let parent = match parent {
+        // A format 1 parent's references name no pack: nothing to reuse by position
+        // (the writer loaded the whole index for that backup instead).
+        Some(m) if m.format >= 2 => Some(ParentFiles::new(m, repo.reader().await?)),
+        _ => None,
+    };
     let bb_opts = BaseBackupOptions {
         label: format!("pg_hardstorage {} {}", opts.deployment, backup_id),
         fast_checkpoint: opts.fast_checkpoint,
@@ -188,7 +200,7 @@ async fn backup_leased(
         progress: true,
     };
     let mut stream = client.base_backup(&bb_opts).await?;
-    let mut received = Received::new(repo.chunker_config().clone());
+    let mut received = Received::new(repo.chunker_config().clone(), parent);
     while let Some(ev) = stream.next().await? {
         received.event(ev, &mut writer, progress).await?;
     }
@@ -212,7 +224,7 @@ async fn backup_leased(
     progress.dedup(stats.logical_bytes, stats.stored_bytes);
     let files = archives.iter().map(|a| a.files.len() as u64).sum();
     let manifest = BackupManifest {
-        format: 1,
+        format: hs_repo::MANIFEST_FORMAT,
         backup_id,
         deployment: opts.deployment.clone(),
         system_identifier: ident.system_id.clone(),
@@ -269,10 +281,11 @@ struct Received {
     tablespace_locations: Vec<(Option<u32>, Option<String>)>,
     pending: Vec<Bytes>,
     logical: u64,
+    parent: Option<ParentFiles>,
 }
 
 impl Received {
-    fn new(chunker_cfg: hs_repo::ChunkerConfig) -> Received {
+    fn new(chunker_cfg: hs_repo::ChunkerConfig, parent: Option<ParentFiles>) -> Received {
         Received {
             chunker_cfg,
             start_lsn: None,
@@ -283,6 +296,7 @@ impl Received {
             tablespace_locations: Vec::new(),
             pending: Vec::new(),
             logical: 0,
+            parent,
         }
     }
 
@@ -337,7 +351,7 @@ impl Received {
                 progress.advance(data.len() as u64);
                 let pending = &mut self.pending;
                 chunker.push(&data, &mut |c| pending.push(Bytes::copy_from_slice(c)));
-                store_pending(pending, writer, &mut f.entry).await?;
+                store_pending(pending, writer, f).await?;
             }
             BackupEvent::EntryEnd => self.end_file(writer).await?,
             BackupEvent::ArchiveEnd => {}
@@ -359,6 +373,10 @@ impl Received {
         };
         let chunker = matches!(kind, FileKind::File)
             .then(|| Chunker::new(FileClass::of(&h.path), &self.chunker_cfg));
+        let parent = match (&self.parent, self.archives.last()) {
+            (Some(p), Some(a)) if chunker.is_some() => p.cursor(&a.name, &h.path),
+            _ => None,
+        };
         OpenFile {
             entry: FileEntry {
                 path: h.path.clone(),
@@ -370,6 +388,7 @@ impl Received {
                 chunk_lists: Vec::new(),
             },
             chunker,
+            parent,
         }
     }
 
@@ -383,7 +402,7 @@ impl Received {
         if let Some(mut chunker) = f.chunker.take() {
             let pending = &mut self.pending;
             chunker.finish(&mut |c| pending.push(Bytes::copy_from_slice(c)));
-            store_pending(pending, writer, &mut f.entry).await?;
+            store_pending(pending, writer, &mut f).await?;
         }
         let stored: u64 = f.entry.chunks.iter().map(|c| u64::from(c.len)).sum();
         if matches!(f.entry.kind, FileKind::File) && stored != f.entry.size {
@@ -392,25 +411,34 @@ impl Received {
                 f.entry.path, f.entry.size
             )));
         }
-        writer.store_chunk_list(&mut f.entry).await?;
-        self.archives
+        let archive = self
+            .archives
             .last_mut()
-            .ok_or_else(|| stream_error("file outside an archive"))?
-            .files
-            .push(f.entry);
+            .ok_or_else(|| stream_error("file outside an archive"))?;
+        let parent = self
+            .parent
+            .as_ref()
+            .and_then(|p| p.file(&archive.name, &f.entry.path));
+        writer.store_chunk_list_hinted(&mut f.entry, parent).await?;
+        archive.files.push(f.entry);
         Ok(())
     }
 }
 
-/// Stores the chunks the chunker cut (deduplicated by the writer) as the file's next chunks.
+/// Stores the chunks the chunker cut (deduplicated by the writer, with the parent
+/// backup's reference at the same position as the hint) as the file's next chunks.
 async fn store_pending(
     pending: &mut Vec<Bytes>,
     writer: &mut ChunkWriter,
-    entry: &mut FileEntry,
+    f: &mut OpenFile,
 ) -> Result<()> {
     for c in pending.drain(..) {
-        let r = writer.add(c).await?;
-        entry.chunks.push(r);
+        let hint = match &mut f.parent {
+            Some(p) => p.at(f.entry.chunks.len()).await,
+            None => None,
+        };
+        let r = writer.add_hinted(c, hint.as_ref()).await?;
+        f.entry.chunks.push(r);
     }
     Ok(())
 }

@@ -4,8 +4,9 @@
 //! pack       = frame* sealed_header header_len magic
 //! frame      = sealed (zstd-compressed or raw) concatenation of chunks
 //! header_len = u32 little-endian, length of sealed_header
-//! magic      = "HSPACK01" (8 bytes; "01" is the pack format version)
-//! header plaintext = version:u8 (=1) frames
+//! magic      = "HSPACK01" or "HSPACK02" (8 bytes; the pack format version)
+//! header plaintext = version:u8 (=1) frames                     (HSPACK01)
+//!                  | version:u8 (=2) pack_id:[u8;32] frames     (HSPACK02)
 //! frames     = frame_count:u32le frame_desc*frame_count
 //! frame_desc = offset:u32le length:u32le raw_length:u32le flags:u8
 //!              chunk_count:u32le (chunk_id:[u8;32] chunk_raw_length:u32le)*chunk_count
@@ -19,6 +20,12 @@
 //! of the chunks listed before it; the raw lengths of a frame's chunks add up
 //! to the frame's `raw_length`.
 //!
+//! Version 1 packs are named by the BLAKE3 hash of their bytes, known only
+//! once the pack is complete. Version 2 packs get a random id when they are
+//! opened ([`PackBuilder::with_id`]), so a writer can tell where a chunk will
+//! live before the pack is finished; the sealed header repeats the id, which
+//! binds the pack to its name.
+//!
 //! This module neither encrypts nor does I/O: sealing of the header is a
 //! closure supplied by the caller, and opening is done by the caller before
 //! [`PackHeader::decode`].
@@ -28,8 +35,10 @@ use hs_base::code;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ChunkId;
 
-/// The 8 bytes every pack ends with.
+/// The 8 bytes every version 1 pack ends with.
 pub const PACK_MAGIC: [u8; 8] = *b"HSPACK01";
+/// The 8 bytes every version 2 pack (one with an id in its header) ends with.
+pub const PACK_MAGIC_V2: [u8; 8] = *b"HSPACK02";
 /// Length of the trailer: 4-byte header length plus [`PACK_MAGIC`].
 pub const PACK_TRAILER_LEN: usize = 12;
 /// Encoded length of one frame description without its chunks.
@@ -37,6 +46,7 @@ pub const PACK_FRAME_DESC_LEN: usize = 17;
 /// Encoded length of one chunk inside a frame description.
 pub const PACK_CHUNK_DESC_LEN: usize = 36;
 const HEADER_VERSION: u8 = 1;
+const HEADER_VERSION_ID: u8 = 2;
 const FLAG_COMPRESSED: u8 = 1;
 
 /// Where one chunk lives: its frame inside a pack, and its place inside the
@@ -190,15 +200,33 @@ pub fn decode_entries(b: &mut &[u8], blobs_len: Option<u64>) -> Result<Vec<PackE
 pub struct PackHeader {
     /// One entry per chunk, grouped by frame, in the order written.
     pub entries: Vec<PackEntry>,
+    /// The pack's id (its object name) for version 2 packs; `None` for
+    /// version 1 packs, which are named by the hash of their bytes.
+    pub pack_id: Option<[u8; 32]>,
 }
 
 impl PackHeader {
     /// The header plaintext (to be sealed by the caller).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + encoded_entries_len(&self.entries));
-        out.push(HEADER_VERSION);
+        let mut out = Vec::with_capacity(33 + encoded_entries_len(&self.entries));
+        match &self.pack_id {
+            None => out.push(HEADER_VERSION),
+            Some(id) => {
+                out.push(HEADER_VERSION_ID);
+                out.extend_from_slice(id);
+            }
+        }
         encode_entries(&self.entries, &mut out);
         out
+    }
+
+    /// The trailer magic of a pack with this header.
+    pub fn magic(&self) -> [u8; 8] {
+        if self.pack_id.is_some() {
+            PACK_MAGIC_V2
+        } else {
+            PACK_MAGIC
+        }
     }
 
     /// Parses an opened header. `blobs_len` is the length of the frame area
@@ -206,14 +234,20 @@ impl PackHeader {
     /// inside it.
     pub fn decode(plain: &[u8], blobs_len: u64) -> Result<PackHeader> {
         let mut b = plain;
-        if take(&mut b, 1)?[0] != HEADER_VERSION {
-            return Err(corrupt("the pack header has an unknown version"));
-        }
+        let pack_id = match take(&mut b, 1)?[0] {
+            HEADER_VERSION => None,
+            HEADER_VERSION_ID => {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(take(&mut b, 32)?);
+                Some(id)
+            }
+            _ => return Err(corrupt("the pack header has an unknown version")),
+        };
         let entries = decode_entries(&mut b, Some(blobs_len))?;
         if !b.is_empty() {
             return Err(corrupt("the pack header has trailing bytes"));
         }
-        Ok(PackHeader { entries })
+        Ok(PackHeader { entries, pack_id })
     }
 }
 
@@ -223,11 +257,11 @@ pub fn parse_trailer(pack_len: u64, trailer: &[u8]) -> Result<(u64, u32)> {
     if trailer.len() != PACK_TRAILER_LEN || pack_len < PACK_TRAILER_LEN as u64 {
         return Err(corrupt("the pack is too short to hold a trailer"));
     }
-    if trailer[4..] != PACK_MAGIC {
+    if trailer[4..] != PACK_MAGIC && trailer[4..] != PACK_MAGIC_V2 {
         return Err(Error::of_kind(
             ErrorKind::Corrupt,
             code::VERIFY_PACK_MAGIC_MISMATCH,
-            "the object does not end with the pack magic HSPACK01",
+            "the object does not end with the pack magic HSPACK01 or HSPACK02",
         )
         .with_suggestion("the object is not a pack of this format version, or it was truncated"));
     }
@@ -257,12 +291,28 @@ pub struct PackBuilder {
 }
 
 impl PackBuilder {
-    /// An empty pack whose buffer has room for `capacity` bytes.
+    /// An empty version 1 pack whose buffer has room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> PackBuilder {
         PackBuilder {
             buf: Vec::with_capacity(capacity),
             header: PackHeader::default(),
         }
+    }
+
+    /// An empty version 2 pack with the id `id` (its name once stored).
+    pub fn with_id(capacity: usize, id: [u8; 32]) -> PackBuilder {
+        PackBuilder {
+            buf: Vec::with_capacity(capacity),
+            header: PackHeader {
+                entries: Vec::new(),
+                pack_id: Some(id),
+            },
+        }
+    }
+
+    /// The id given to [`with_id`](Self::with_id), `None` for a version 1 pack.
+    pub fn id(&self) -> Option<[u8; 32]> {
+        self.header.pack_id
     }
 
     /// Bytes of frames so far.
@@ -336,7 +386,7 @@ impl PackBuilder {
         let len = u32::try_from(sealed.len()).map_err(|_| too_large())?;
         self.buf.extend_from_slice(&sealed);
         self.buf.extend_from_slice(&len.to_le_bytes());
-        self.buf.extend_from_slice(&PACK_MAGIC);
+        self.buf.extend_from_slice(&self.header.magic());
         Ok((self.buf, self.header))
     }
 }
@@ -390,6 +440,23 @@ mod tests {
         want.extend_from_slice(&(header_len as u32).to_le_bytes()); // header length
         want.extend_from_slice(b"HSPACK01");
         assert_eq!(pack, want);
+    }
+
+    #[test]
+    fn version_2_packs_carry_their_id() {
+        let mut b = PackBuilder::with_id(0, [0x5a; 32]);
+        assert_eq!(b.id(), Some([0x5a; 32]));
+        b.add_frame(b"XY", true, &[(id(1), 7)]).unwrap();
+        let (pack, header) = b.finish(|p| p.to_vec()).unwrap();
+        assert!(pack.ends_with(b"HSPACK02"));
+        let (blobs, plain) = split_pack(&pack).unwrap();
+        assert_eq!(plain[0], 2);
+        assert_eq!(&plain[1..33], &[0x5a; 32]);
+        let h = PackHeader::decode(plain, blobs.len() as u64).unwrap();
+        assert_eq!(h, header);
+        assert_eq!(h.pack_id, Some([0x5a; 32]));
+        // A version 2 header cut inside its id is refused.
+        assert!(PackHeader::decode(&plain[..20], blobs.len() as u64).is_err());
     }
 
     #[test]

@@ -5,39 +5,77 @@
 //! A list chunk holds up to [`CHUNK_LIST_GROUP`] references, cut at fixed positions
 //! from the start of the file; since relation files are cut into fixed pages, an
 //! unchanged run of pages produces the same list chunk and deduplicates.
+//!
+//! ```text
+//! version 1: "HSCL" 1 (chunk_id:[u8;32] len:u32le)*
+//! version 2: "HSCL" 2 pack_count:u16le pack_id:[u8;32]*pack_count
+//!            (chunk_id:[u8;32] len:u32le pack:u16le)*
+//!            pack: index into the pack table, 0xFFFF for "no pack recorded"
+//! ```
+//! Version 2 (written since manifest format 2) names the pack of every chunk, so
+//! a reader finds a chunk from its pack's header without the repository index.
+//! A backup that keeps a page where its parent had it keeps the parent's pack,
+//! so an unchanged run of pages still produces the same list chunk.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hs_base::code;
 use hs_chunk::ChunkId;
 
 use crate::error::{Error, Result};
-use crate::manifest::{ChunkRef, FileEntry};
+use std::collections::HashMap;
+
+use crate::manifest::{BackupManifest, ChunkRef, FileEntry, FileKind, PackId};
 use crate::reader::ChunkReader;
 use crate::writer::ChunkWriter;
 
-/// References per list chunk (36 bytes each, so a list chunk is at most 36 KiB + 5).
+/// References per list chunk (38 bytes each, plus a table of the distinct packs).
 pub const CHUNK_LIST_GROUP: usize = 1024;
 
 /// Files with at most this many chunks keep their references inline in the manifest.
 pub const INLINE_CHUNK_LIMIT: usize = 64;
 
 const MAGIC: &[u8; 4] = b"HSCL";
-const VERSION: u8 = 1;
-const ENTRY_LEN: usize = 36;
+const VERSION_1: u8 = 1;
+const VERSION_2: u8 = 2;
+const ENTRY_LEN_1: usize = 36;
+const ENTRY_LEN_2: usize = 38;
+const NO_PACK: u16 = u16::MAX;
 
-/// Encodes one group of references as a list chunk.
+/// Encodes one group of references (at most 65535 distinct packs) as a version 2
+/// list chunk.
 pub fn encode_chunk_list(refs: &[ChunkRef]) -> Bytes {
-    let mut b = BytesMut::with_capacity(5 + refs.len() * ENTRY_LEN);
-    b.put_slice(MAGIC);
-    b.put_u8(VERSION);
+    let mut packs: Vec<PackId> = Vec::new();
+    let mut slots: Vec<u16> = Vec::with_capacity(refs.len());
     for r in refs {
+        let slot = match r.pack {
+            None => NO_PACK,
+            Some(p) => match packs.iter().rposition(|q| *q == p) {
+                Some(i) => i as u16,
+                None if packs.len() < usize::from(NO_PACK) => {
+                    packs.push(p);
+                    (packs.len() - 1) as u16
+                }
+                None => NO_PACK,
+            },
+        };
+        slots.push(slot);
+    }
+    let mut b = BytesMut::with_capacity(7 + packs.len() * 32 + refs.len() * ENTRY_LEN_2);
+    b.put_slice(MAGIC);
+    b.put_u8(VERSION_2);
+    b.put_u16_le(packs.len() as u16);
+    for p in &packs {
+        b.put_slice(&p.0);
+    }
+    for (r, slot) in refs.iter().zip(slots) {
         b.put_slice(r.id.as_bytes());
         b.put_u32_le(r.len);
+        b.put_u16_le(slot);
     }
     b.freeze()
 }
 
-/// Decodes a list chunk made by [`encode_chunk_list`].
+/// Decodes a list chunk of version 1 or 2 (see the module documentation).
 pub fn decode_chunk_list(data: &[u8]) -> Result<Vec<ChunkRef>> {
     let bad = || {
         Error::new(
@@ -46,22 +84,47 @@ pub fn decode_chunk_list(data: &[u8]) -> Result<Vec<ChunkRef>> {
         )
         .with_suggestion("run `pg_hardstorage repo verify`; restore another backup")
     };
-    if data.len() < 5 || &data[..4] != MAGIC || data[4] != VERSION {
+    if data.len() < 5 || &data[..4] != MAGIC {
         return Err(bad());
     }
-    let body = &data[5..];
-    if !body.len().is_multiple_of(ENTRY_LEN) {
+    let (packs, body, entry_len) = match data[4] {
+        VERSION_1 => (Vec::new(), &data[5..], ENTRY_LEN_1),
+        VERSION_2 => {
+            let n = data.get(5..7).ok_or_else(bad)?;
+            let n = usize::from(u16::from_le_bytes([n[0], n[1]]));
+            let table = data.get(7..7 + n * 32).ok_or_else(bad)?;
+            let packs: Vec<PackId> = table
+                .chunks_exact(32)
+                .map(|p| {
+                    let mut id = [0u8; 32];
+                    id.copy_from_slice(p);
+                    PackId(id)
+                })
+                .collect();
+            (packs, &data[7 + n * 32..], ENTRY_LEN_2)
+        }
+        _ => return Err(bad()),
+    };
+    if !body.len().is_multiple_of(entry_len) {
         return Err(bad());
     }
-    body.chunks_exact(ENTRY_LEN)
+    body.chunks_exact(entry_len)
         .map(|e| {
             let mut id = [0u8; 32];
             id.copy_from_slice(&e[..32]);
-            let mut len = [0u8; 4];
-            len.copy_from_slice(&e[32..]);
+            let len = u32::from_le_bytes([e[32], e[33], e[34], e[35]]);
+            let pack = if entry_len == ENTRY_LEN_2 {
+                match u16::from_le_bytes([e[36], e[37]]) {
+                    NO_PACK => None,
+                    i => Some(*packs.get(usize::from(i)).ok_or_else(bad)?),
+                }
+            } else {
+                None
+            };
             Ok(ChunkRef {
                 id: ChunkId::from_bytes(id),
-                len: u32::from_le_bytes(len),
+                len,
+                pack,
             })
         })
         .collect()
@@ -72,15 +135,116 @@ impl ChunkWriter {
     /// [`CHUNK_LIST_GROUP`] references is stored as a list chunk and
     /// `entry.chunk_lists` names them. Short lists stay inline in `entry.chunks`.
     pub async fn store_chunk_list(&mut self, entry: &mut FileEntry) -> Result<()> {
+        self.store_chunk_list_hinted(entry, None).await
+    }
+
+    /// [`store_chunk_list`](Self::store_chunk_list), with the same file of the
+    /// parent backup as a hint: an unchanged group keeps the parent's list chunk.
+    pub async fn store_chunk_list_hinted(
+        &mut self,
+        entry: &mut FileEntry,
+        parent: Option<&FileEntry>,
+    ) -> Result<()> {
         if entry.chunks.len() <= INLINE_CHUNK_LIMIT {
             return Ok(());
         }
         let chunks = std::mem::take(&mut entry.chunks);
-        for group in chunks.chunks(CHUNK_LIST_GROUP) {
-            let r = self.add(encode_chunk_list(group)).await?;
+        for (i, group) in chunks.chunks(CHUNK_LIST_GROUP).enumerate() {
+            let hint = parent.and_then(|p| p.chunk_lists.get(i));
+            let r = self.add_hinted(encode_chunk_list(group), hint).await?;
             entry.chunk_lists.push(r);
         }
         Ok(())
+    }
+}
+
+/// The files of a parent backup, for deduplicating a new backup of the same
+/// deployment position by position ([`ChunkWriter::add_hinted`]).
+pub struct ParentFiles {
+    manifest: BackupManifest,
+    by_path: HashMap<(String, String), (usize, usize)>,
+    reader: ChunkReader,
+}
+
+impl ParentFiles {
+    /// The files of `manifest`, whose list chunks `reader` reads when needed.
+    pub fn new(manifest: BackupManifest, reader: ChunkReader) -> ParentFiles {
+        let mut by_path = HashMap::new();
+        for (a, arch) in manifest.archives.iter().enumerate() {
+            for (f, file) in arch.files.iter().enumerate() {
+                if file.kind == FileKind::File {
+                    by_path.insert((arch.name.clone(), file.path.clone()), (a, f));
+                }
+            }
+        }
+        ParentFiles {
+            manifest,
+            by_path,
+            reader,
+        }
+    }
+
+    /// The parent backup's manifest.
+    pub fn manifest(&self) -> &BackupManifest {
+        &self.manifest
+    }
+
+    /// The parent's file `path` of archive `archive`, if it had one.
+    pub fn file(&self, archive: &str, path: &str) -> Option<&FileEntry> {
+        let (a, f) = *self.by_path.get(&(archive.to_string(), path.to_string()))?;
+        Some(&self.manifest.archives[a].files[f])
+    }
+
+    /// A cursor over the parent's references of file `path` in `archive`.
+    pub fn cursor(&self, archive: &str, path: &str) -> Option<ParentCursor> {
+        let entry = self.file(archive, path)?;
+        Some(ParentCursor {
+            inline: entry.chunks.clone(),
+            lists: entry.chunk_lists.clone(),
+            group: Vec::new(),
+            group_index: None,
+            reader: self.reader.clone(),
+        })
+    }
+}
+
+/// The references of one parent file, by position; reads one list chunk at a time.
+pub struct ParentCursor {
+    inline: Vec<ChunkRef>,
+    lists: Vec<ChunkRef>,
+    group: Vec<ChunkRef>,
+    group_index: Option<usize>,
+    reader: ChunkReader,
+}
+
+impl ParentCursor {
+    /// The parent's reference at position `pos` of the file, if it had one. A
+    /// list chunk that cannot be read only costs the hints it held (logged).
+    pub async fn at(&mut self, pos: usize) -> Option<ChunkRef> {
+        if self.lists.is_empty() {
+            return self.inline.get(pos).copied();
+        }
+        let gi = pos / CHUNK_LIST_GROUP;
+        if self.group_index != Some(gi) {
+            let list = self.lists.get(gi)?;
+            self.group = match self
+                .reader
+                .read(list)
+                .await
+                .and_then(|d| decode_chunk_list(&d))
+            {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(
+                        code = e.code(),
+                        "a list chunk of the parent backup does not read; its pages are stored again: {e}"
+                    );
+                    Vec::new()
+                }
+            };
+            self.group_index = Some(gi);
+        }
+        self.group.get(pos % CHUNK_LIST_GROUP).copied()
     }
 }
 
@@ -108,6 +272,10 @@ mod tests {
             .map(|i| ChunkRef {
                 id: ChunkId::compute(&[7; 32], &i.to_le_bytes()),
                 len: i * 3,
+                pack: match i % 3 {
+                    0 => None,
+                    k => Some(PackId([k as u8; 32])),
+                },
             })
             .collect();
         let enc = encode_chunk_list(&refs);
@@ -118,5 +286,20 @@ mod tests {
         );
         assert!(decode_chunk_list(b"nope!").is_err());
         assert_eq!(decode_chunk_list(&encode_chunk_list(&[])).unwrap(), vec![]);
+        // Two distinct packs, stored once each in the table.
+        assert_eq!(enc.len(), 7 + 2 * 32 + 100 * 38);
+        // A pack slot past the table is refused.
+        let mut bad = enc.to_vec();
+        let n = bad.len();
+        bad[n - 2..].copy_from_slice(&7u16.to_le_bytes());
+        assert!(decode_chunk_list(&bad).is_err());
+        // Version 1 lists (written before packs were recorded) still decode.
+        let mut v1 = b"HSCL\x01".to_vec();
+        v1.extend_from_slice(&[3; 32]);
+        v1.extend_from_slice(&9u32.to_le_bytes());
+        assert_eq!(
+            decode_chunk_list(&v1).unwrap(),
+            vec![ChunkRef::unplaced(ChunkId::from_bytes([3; 32]), 9)]
+        );
     }
 }

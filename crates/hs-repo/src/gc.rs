@@ -28,7 +28,7 @@ use hs_crypt::Domain;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::index::{self, Index, IndexedPack};
+use crate::index::{self, IndexedPack};
 use crate::lock::{now_unix, open_record, seal_record, LeaseKind, LeaseOptions};
 use crate::repo::{index_name, pack_name, Repository};
 
@@ -164,22 +164,6 @@ impl Repository {
         Ok(packs)
     }
 
-    /// The index a writer deduplicates against: every index object, minus
-    /// condemned and quarantined packs (loaded after the caller took its lease).
-    pub(crate) async fn writer_index(&self) -> Result<Index> {
-        let condemned = self.condemned_or_quarantined().await?;
-        let mut idx = Index::default();
-        for (_, packs) in self.load_raw_index().await? {
-            for p in packs {
-                let name = pack_name(&p.id);
-                if !condemned.contains(&name) {
-                    idx.add(name, &p.entries);
-                }
-            }
-        }
-        Ok(idx)
-    }
-
     async fn load_gc_records(&self) -> Result<Vec<Record>> {
         let mut holders = HashMap::new();
         for h in self
@@ -243,8 +227,9 @@ impl Repository {
     }
 
     /// Every chunk id some manifest of some deployment references, including
-    /// list chunks and the chunks they list.
-    pub(crate) async fn referenced_chunks(&self) -> Result<HashSet<ChunkId>> {
+    /// list chunks and the chunks they list, and every pack such a reference
+    /// names (format 2).
+    pub(crate) async fn referenced_chunks(&self) -> Result<(HashSet<ChunkId>, HashSet<String>)> {
         let mut deployments = BTreeSet::new();
         for o in self.inner.backend.list("deployments/").await? {
             let mut parts = o.name.split('/');
@@ -259,6 +244,12 @@ impl Repository {
             }
         }
         let mut refs = HashSet::new();
+        let mut named = HashSet::new();
+        let mut name = |r: &crate::ChunkRef| {
+            if let Some(p) = r.pack {
+                named.insert(p.object_name());
+            }
+        };
         let mut reader = None;
         for d in deployments {
             let prefix = format!("deployments/{d}/backups/");
@@ -276,21 +267,26 @@ impl Repository {
                 for a in &m.archives {
                     for f in &a.files {
                         refs.extend(f.chunks.iter().map(|c| c.id));
+                        f.chunks.iter().for_each(&mut name);
                         if f.chunk_lists.is_empty() {
                             continue;
                         }
                         refs.extend(f.chunk_lists.iter().map(|c| c.id));
+                        f.chunk_lists.iter().for_each(&mut name);
                         if reader.is_none() {
                             reader = Some(self.reader_with_frame_cache(8 << 20).await?);
                         }
                         if let Some(r) = &reader {
-                            refs.extend(r.file_chunks(f).await?.into_iter().map(|c| c.id));
+                            for c in r.file_chunks(f).await? {
+                                refs.insert(c.id);
+                                name(&c);
+                            }
                         }
                     }
                 }
             }
         }
-        Ok(refs)
+        Ok((refs, named))
     }
 
     /// Packs no manifest references, after the grace period, and removes
@@ -573,16 +569,17 @@ fn reprieve(view: &View, due: &[CondemnedRecord], report: &mut GcReport) -> Hash
         let keep: Vec<String> = doomed
             .iter()
             .filter(|p| {
-                view.contents.get(*p).is_some_and(|ids| {
-                    ids.iter().any(|id| {
-                        view.refs.contains(id)
-                            && view.locations[id].iter().all(|q| {
-                                doomed.contains(q)
-                                    || !view.packs.contains_key(q)
-                                    || view.quarantined.contains(q)
-                            })
+                (view.named.contains(*p) && !view.quarantined.contains(*p))
+                    || view.contents.get(*p).is_some_and(|ids| {
+                        ids.iter().any(|id| {
+                            view.refs.contains(id)
+                                && view.locations[id].iter().all(|q| {
+                                    doomed.contains(q)
+                                        || !view.packs.contains_key(q)
+                                        || view.quarantined.contains(q)
+                                })
+                        })
                     })
-                })
             })
             .cloned()
             .collect();
@@ -617,6 +614,10 @@ struct View {
     /// Referenced chunk id -> packs holding it.
     locations: HashMap<ChunkId, Vec<String>>,
     refs: HashSet<ChunkId>,
+    /// Packs that format 2 references name: never deleted while named (unless
+    /// quarantined and every chunk they hold for a manifest lives on elsewhere;
+    /// readers then find the other copy through the index).
+    named: HashSet<String>,
     /// Quarantined packs (see quarantine.rs).
     quarantined: HashSet<String>,
 }
@@ -625,7 +626,7 @@ impl View {
     async fn load(repo: &Repository) -> Result<View> {
         // Manifests before the index and the packs: everything a manifest
         // references was indexed before the manifest was written.
-        let refs = repo.referenced_chunks().await?;
+        let (refs, named) = repo.referenced_chunks().await?;
         let quarantined = repo.quarantined_set().await?;
         let raw = repo.load_raw_index().await?;
         let listed = repo.list_packs().await?;
@@ -659,6 +660,7 @@ impl View {
             contents,
             locations,
             refs,
+            named,
             quarantined,
         })
     }
@@ -666,10 +668,13 @@ impl View {
     /// Whether a manifest needs `pack`: it holds a referenced chunk, and for a
     /// quarantined pack, one that no other existing, unquarantined pack holds.
     fn is_referenced(&self, pack: &str) -> bool {
+        let quarantined = self.quarantined.contains(pack);
+        if !quarantined && self.named.contains(pack) {
+            return true;
+        }
         let Some(ids) = self.contents.get(pack) else {
             return false;
         };
-        let quarantined = self.quarantined.contains(pack);
         ids.iter().any(|id| {
             self.refs.contains(id)
                 && (!quarantined

@@ -66,7 +66,10 @@ pub use backend::{
     PROBE_NAME,
 };
 pub use builder::RepositoryBuilder;
-pub use chunklist::{decode_chunk_list, encode_chunk_list, CHUNK_LIST_GROUP, INLINE_CHUNK_LIMIT};
+pub use chunklist::{
+    decode_chunk_list, encode_chunk_list, ParentCursor, ParentFiles, CHUNK_LIST_GROUP,
+    INLINE_CHUNK_LIMIT,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use gc::{GcOptions, GcReport, GcWaiting, DEFAULT_GC_GRACE};
 pub use hs_chunk::{ChunkId, Chunker, ChunkerConfig, FileClass, PackEntry};
@@ -82,12 +85,12 @@ pub use lock::{Lease, LeaseInfo, LeaseKind, LeaseOptions, DEFAULT_LEASE_TTL};
 pub use manifest::fuzz_manifest;
 pub use manifest::{
     ArchiveEntry, BackupListing, BackupManifest, BackupStats, ChunkRef, DamagedBackup, FileEntry,
-    FileKind, MANIFEST_FORMAT,
+    FileKind, PackId, MANIFEST_FORMAT,
 };
 pub use quarantine::QuarantineRecord;
-pub use reader::{ChunkReader, DEFAULT_FRAME_CACHE_BYTES};
+pub use reader::{ChunkReader, DEFAULT_FRAME_CACHE_BYTES, HEADER_CACHE_PACKS};
 pub use redact::{redact_text, redact_url, REDACTED};
-pub use repo::{Repository, DEFAULT_PACK_TARGET_SIZE, MARKER_NAME, REPO_VERSION};
+pub use repo::{Repository, DEFAULT_PACK_TARGET_SIZE, MARKER_NAME, MIN_REPO_VERSION, REPO_VERSION};
 pub use retention::{
     plan_retention, BackupDecision, BackupPoint, RetentionApplied, RetentionPlan, RetentionPolicy,
 };
@@ -97,4 +100,7 @@ pub use wal::{
     wal_segment_name, WalGap, WalListing, WalSegmentInfo, DEFAULT_WAL_SEGMENT_SIZE,
     MAX_WAL_SEGMENT_SIZE, MIN_WAL_SEGMENT_SIZE, WAL_ZSTD_LEVEL,
 };
-pub use writer::{ChunkWriter, WriteStats, DEFAULT_INDEX_INTERVAL, FRAME_BYTES, MAX_CHUNK_LEN};
+pub use writer::{
+    ChunkWriter, WriteStats, DEFAULT_INDEX_INTERVAL, FRAME_BYTES, MAX_CHUNK_LEN,
+    RECENT_INDEX_CHUNKS, SESSION_MEMORY,
+};

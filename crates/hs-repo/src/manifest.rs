@@ -8,16 +8,77 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 
-/// The current manifest format number ([`BackupManifest::format`]).
-pub const MANIFEST_FORMAT: u32 = 1;
+/// The current manifest format number ([`BackupManifest::format`]): 2, whose
+/// chunk references name the pack that holds each chunk. Format 1 manifests
+/// (no packs in references) are still read.
+pub const MANIFEST_FORMAT: u32 = 2;
 
-/// A reference to one stored chunk: its id and its plaintext length.
+/// The id of a pack: its object name is `data/<first two hex digits>/<64 hex digits>`.
+/// Serialised as the 64 hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PackId(pub [u8; 32]);
+
+impl PackId {
+    /// The pack's object name.
+    pub fn object_name(&self) -> String {
+        crate::repo::pack_name(&self.0)
+    }
+
+    /// The id in a pack object name `data/xx/<64 hex digits>`; `None` for other names.
+    pub fn from_object_name(name: &str) -> Option<PackId> {
+        let hex_id = name.strip_prefix("data/")?.get(3..)?;
+        let mut id = [0u8; 32];
+        hex::decode_to_slice(hex_id, &mut id).ok()?;
+        (PackId(id).object_name() == name).then_some(PackId(id))
+    }
+}
+
+impl std::fmt::Display for PackId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl Serialize for PackId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for PackId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut id = [0u8; 32];
+        hex::decode_to_slice(&s, &mut id)
+            .map_err(|_| serde::de::Error::custom("a pack id must be 64 hex digits"))?;
+        Ok(PackId(id))
+    }
+}
+
+/// A reference to one stored chunk: its id, its plaintext length and, in
+/// references written by format 2, the pack that holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChunkRef {
     /// Keyed BLAKE3 of the chunk's plaintext.
     pub id: ChunkId,
     /// Plaintext length in bytes.
     pub len: u32,
+    /// The pack that holds the chunk, so a reader finds it from the pack's
+    /// header without the repository index. `None` in format 1 references:
+    /// readers then look the chunk up in the index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<PackId>,
+}
+
+impl ChunkRef {
+    /// A reference without a pack (readers look it up in the index).
+    pub fn unplaced(id: ChunkId, len: u32) -> ChunkRef {
+        ChunkRef {
+            id,
+            len,
+            pack: None,
+        }
+    }
 }
 
 /// Everything needed to restore one base backup, written last.

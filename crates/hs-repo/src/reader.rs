@@ -8,6 +8,15 @@
 //! (pack, frame offset), evicting the least recently used frame. Concurrent
 //! reads of chunks of one frame wait for a single decode. Every chunk is
 //! still verified against its id on every read, cached or not.
+//!
+//! Finding a chunk: a reference that names its pack (manifest format 2) is
+//! looked up in that pack's header, read once and kept in a small cache of
+//! recently used headers ([`HEADER_CACHE_PACKS`]). So a reader's memory does
+//! not grow with the repository. The repository index is loaded only when a
+//! reference names no pack (format 1), or when the named pack is gone or does
+//! not hold the chunk (gc deleted a pack whose chunks live on elsewhere, or the
+//! pack is damaged and quarantined): then the chunk is read from wherever the
+//! index finds it, as readers of format 1 always did.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,12 +29,60 @@ use hs_crypt::Domain;
 use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
-use crate::index::{Index, Location};
-use crate::manifest::ChunkRef;
+use crate::index::Index;
+use crate::manifest::{ChunkRef, PackId};
 use crate::repo::Repository;
+use hs_chunk::PackEntry;
 
 /// Default bound of the decoded-frame cache of a [`ChunkReader`] (64 MiB).
 pub const DEFAULT_FRAME_CACHE_BYTES: usize = 64 << 20;
+
+/// Pack headers a [`ChunkReader`] keeps (each about 100 KiB for a 16 MiB pack of
+/// 8 KiB pages).
+pub const HEADER_CACHE_PACKS: usize = 64;
+
+/// Where a chunk is: its pack and its entry in that pack's header.
+#[derive(Clone, Copy, Debug)]
+struct Located {
+    pack: PackId,
+    entry: PackEntry,
+}
+
+type PackMap = Arc<HashMap<ChunkId, PackEntry>>;
+type HeaderCell = Arc<OnceCell<Option<PackMap>>>;
+
+/// Recently used pack headers, at most [`HEADER_CACHE_PACKS`]. A cell holds
+/// `None` when the pack was found missing or damaged (the caller then falls back
+/// to the index and does not ask storage again).
+#[derive(Default)]
+struct HeaderCache {
+    tick: u64,
+    slots: HashMap<PackId, (HeaderCell, u64)>,
+}
+
+impl HeaderCache {
+    fn slot(&mut self, pack: PackId) -> HeaderCell {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some((cell, t)) = self.slots.get_mut(&pack) {
+            *t = tick;
+            return cell.clone();
+        }
+        if self.slots.len() >= HEADER_CACHE_PACKS {
+            if let Some(oldest) = self
+                .slots
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| *k)
+            {
+                self.slots.remove(&oldest);
+            }
+        }
+        let cell: HeaderCell = Arc::new(OnceCell::new());
+        self.slots.insert(pack, (cell.clone(), tick));
+        cell
+    }
+}
 
 /// Reads chunks. Cheap to clone (an `Arc`), `Send + Sync`, usable from many
 /// tasks at once. Holds the index as it was when created.
@@ -36,12 +93,15 @@ pub struct ChunkReader {
 
 struct ReaderInner {
     repo: Repository,
-    index: Index,
+    /// The repository index, loaded on first need (see the module docs).
+    index: OnceCell<Index>,
+    headers: Mutex<HeaderCache>,
     cache: Mutex<FrameCache>,
     frames_decoded: AtomicU64,
+    index_loads: AtomicU64,
 }
 
-type FrameKey = (u32, u32);
+type FrameKey = (PackId, u32);
 type FrameCell = Arc<OnceCell<Bytes>>;
 
 struct Slot {
@@ -127,30 +187,54 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ChunkReader {
+    /// A reader over an index already loaded (verification loads it itself).
     pub(crate) fn new(repo: Repository, index: Index, cache_bytes: usize) -> ChunkReader {
+        ChunkReader::build(repo, OnceCell::new_with(Some(index)), cache_bytes)
+    }
+
+    /// A reader that loads the index only if a reference needs it.
+    pub(crate) fn lazy(repo: Repository, cache_bytes: usize) -> ChunkReader {
+        ChunkReader::build(repo, OnceCell::new(), cache_bytes)
+    }
+
+    fn build(repo: Repository, index: OnceCell<Index>, cache_bytes: usize) -> ChunkReader {
         ChunkReader {
             inner: Arc::new(ReaderInner {
                 repo,
                 index,
+                headers: Mutex::new(HeaderCache::default()),
                 cache: Mutex::new(FrameCache::new(cache_bytes)),
                 frames_decoded: AtomicU64::new(0),
+                index_loads: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Whether the index knows the chunk.
-    pub fn contains(&self, id: &ChunkId) -> bool {
-        self.inner.index.map.contains_key(id)
+    /// The repository index, loaded now if this reader has not needed it yet.
+    async fn index(&self) -> Result<&Index> {
+        self.inner
+            .index
+            .get_or_try_init(|| async {
+                self.inner.index_loads.fetch_add(1, Ordering::Relaxed);
+                self.inner.repo.load_index().await
+            })
+            .await
     }
 
-    /// Number of distinct chunks in the index.
-    pub fn len(&self) -> usize {
-        self.inner.index.map.len()
+    /// Whether this reader loaded the whole repository index (it does only for
+    /// references that name no pack, or whose pack is gone or damaged).
+    pub fn loaded_index(&self) -> bool {
+        self.inner.index_loads.load(Ordering::Relaxed) > 0
     }
 
-    /// Whether the index is empty.
-    pub fn is_empty(&self) -> bool {
-        self.inner.index.map.is_empty()
+    /// Whether the repository index knows the chunk (loads the index).
+    pub async fn contains(&self, id: &ChunkId) -> Result<bool> {
+        Ok(self.index().await?.map.contains_key(id))
+    }
+
+    /// Number of distinct chunks in the repository index (loads the index).
+    pub async fn indexed_chunks(&self) -> Result<usize> {
+        Ok(self.index().await?.map.len())
     }
 
     /// Bytes of decoded frames the cache holds now (including frames being
@@ -164,14 +248,21 @@ impl ChunkReader {
         lock(&self.inner.cache).limit
     }
 
-    /// The pack that holds a chunk, according to this reader's index.
-    pub(crate) fn pack_of(&self, id: &ChunkId) -> Option<&str> {
-        let loc = self.inner.index.map.get(id)?;
+    /// Whether the index this reader was built with knows the chunk (`false` when
+    /// no index is loaded).
+    pub(crate) fn in_loaded_index(&self, id: &ChunkId) -> bool {
         self.inner
             .index
-            .pack_names
-            .get(loc.pack as usize)
-            .map(String::as_str)
+            .get()
+            .is_some_and(|i| i.map.contains_key(id))
+    }
+
+    /// The pack that holds a chunk, according to this reader's index if it is
+    /// loaded (verification loads it up front).
+    pub(crate) fn pack_of(&self, id: &ChunkId) -> Option<&str> {
+        let index = self.inner.index.get()?;
+        let loc = index.map.get(id)?;
+        index.pack_names.get(loc.pack as usize).map(String::as_str)
     }
 
     /// How many frames this reader (and its clones) fetched and decoded so far.
@@ -179,45 +270,122 @@ impl ChunkReader {
         self.inner.frames_decoded.load(Ordering::Relaxed)
     }
 
-    /// Reads one chunk: find its frame (in the cache, or range-read from its
-    /// pack, open and decompress), slice the chunk out, and check that its
-    /// keyed id matches (`verify.chunk_id_mismatch`). Unknown ids are
-    /// `notfound.chunk`.
+    /// Reads one chunk: find it (in the pack its reference names, else through
+    /// the index), find its frame (in the cache, or range-read from its pack,
+    /// open and decompress), slice the chunk out, and check that its keyed id
+    /// matches (`verify.chunk_id_mismatch`). Unknown ids are `notfound.chunk`.
     pub async fn read(&self, r: &ChunkRef) -> Result<Bytes> {
-        let inner = &self.inner;
-        let Some(loc) = inner.index.map.get(&r.id).copied() else {
-            return Err(Error::new(
+        let at = self.locate(r).await?;
+        match self.read_at(r, &at).await {
+            // The named pack's copy is damaged: read another copy if the index
+            // knows one (as a format 1 reference would have).
+            Err(e) if r.pack.is_some() && e.code().starts_with("verify.") => {
+                match self.locate_indexed(r).await {
+                    Ok(other) if other.pack != at.pack => self.read_at(r, &other).await,
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Where `r`'s chunk is: in the pack the reference names when that pack's
+    /// header lists it, else wherever the index says.
+    async fn locate(&self, r: &ChunkRef) -> Result<Located> {
+        if let Some(pack) = r.pack {
+            if let Some(map) = self.pack_map(pack).await? {
+                if let Some(entry) = map.get(&r.id) {
+                    return Ok(Located {
+                        pack,
+                        entry: *entry,
+                    });
+                }
+            }
+            tracing::debug!(
+                chunk = %r.id,
+                pack = %pack,
+                "the pack a reference names does not hold the chunk; looking it up in the index"
+            );
+        }
+        self.locate_indexed(r).await
+    }
+
+    async fn locate_indexed(&self, r: &ChunkRef) -> Result<Located> {
+        let index = self.index().await?;
+        let found = index.map.get(&r.id).and_then(|loc| {
+            let name = index.pack_names.get(loc.pack as usize)?;
+            Some(Located {
+                pack: PackId::from_object_name(name)?,
+                entry: PackEntry {
+                    id: r.id,
+                    frame_offset: loc.frame_offset,
+                    frame_length: loc.frame_length,
+                    frame_raw_length: loc.frame_raw_length,
+                    chunk_offset: loc.chunk_offset,
+                    raw_length: loc.raw_length,
+                    compressed: loc.compressed,
+                },
+            })
+        });
+        found.ok_or_else(|| {
+            Error::new(
                 code::NOTFOUND_CHUNK,
                 format!("chunk {} is not in the repository index", r.id),
             )
-            .with_suggestion(
-                "run a repository check; a backup references a chunk that is missing",
-            ));
-        };
+            .with_suggestion("run a repository check; a backup references a chunk that is missing")
+        })
+    }
+
+    /// The header of `pack` as a map by chunk id, from the cache or read now;
+    /// `None` when the pack is gone or its header does not open (the caller
+    /// falls back to the index). Storage errors other than "not found" are
+    /// returned.
+    async fn pack_map(&self, pack: PackId) -> Result<Option<PackMap>> {
+        let cell = lock(&self.inner.headers).slot(pack);
+        let got = cell
+            .get_or_try_init(|| async {
+                match self.inner.repo.read_pack_header_of(pack).await {
+                    Ok(entries) => Ok(Some(Arc::new(
+                        entries.into_iter().map(|e| (e.id, e)).collect::<HashMap<_, _>>(),
+                    ))),
+                    Err(e) if e.code() == code::NOTFOUND_OBJECT || e.code().starts_with("verify.") => {
+                        tracing::debug!(pack = %pack, code = e.code(), "pack header unavailable: {e}");
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        Ok(got.clone())
+    }
+
+    async fn read_at(&self, r: &ChunkRef, at: &Located) -> Result<Bytes> {
+        let inner = &self.inner;
+        let loc = &at.entry;
+        let pack = at.pack.object_name();
         if loc.raw_length != r.len {
             return Err(Error::new(
                 code::VERIFY_CHUNK_LENGTH_MISMATCH,
                 format!(
-                    "chunk {} is {} bytes in the index but {} in the reference",
+                    "chunk {} is {} bytes in {pack} but {} in the reference",
                     r.id, loc.raw_length, r.len
                 ),
             ));
         }
-        let key = (loc.pack, loc.frame_offset);
+        let key = (at.pack, loc.frame_offset);
         let slot = lock(&inner.cache).slot(key, loc.frame_raw_length as usize);
-        let pack = &inner.index.pack_names[loc.pack as usize];
         let frame = match slot {
-            Some(cell) => match cell.get_or_try_init(|| self.load_frame(&loc)).await {
+            Some(cell) => match cell.get_or_try_init(|| self.load_frame(&pack, loc)).await {
                 Ok(f) => f.clone(),
                 Err(e) => {
                     lock(&inner.cache).forget(key, &cell);
-                    return Err(name_frame_error(e, r, pack, &loc));
+                    return Err(name_frame_error(e, r, &pack, loc));
                 }
             },
             None => self
-                .load_frame(&loc)
+                .load_frame(&pack, loc)
                 .await
-                .map_err(|e| name_frame_error(e, r, pack, &loc))?,
+                .map_err(|e| name_frame_error(e, r, &pack, loc))?,
         };
         let start = loc.chunk_offset as usize;
         let end = start + loc.raw_length as usize;
@@ -241,9 +409,8 @@ impl ChunkReader {
     }
 
     /// Range-reads, opens and decompresses one frame (errors are named by the caller).
-    async fn load_frame(&self, loc: &Location) -> Result<Bytes> {
+    async fn load_frame(&self, pack: &str, loc: &PackEntry) -> Result<Bytes> {
         let inner = &self.inner;
-        let pack = &inner.index.pack_names[loc.pack as usize];
         let sealed = inner
             .repo
             .inner
@@ -281,7 +448,7 @@ impl ChunkReader {
 /// the pack and the frame's offset (the underlying message names only the kind of
 /// object). Storage errors (`io.*`, `unreachable.*`) keep their code, message and
 /// whether a retry could help.
-fn name_frame_error(e: Error, r: &ChunkRef, pack: &str, loc: &Location) -> Error {
+fn name_frame_error(e: Error, r: &ChunkRef, pack: &str, loc: &PackEntry) -> Error {
     if !e.code().starts_with("verify.") {
         return e;
     }

@@ -12,15 +12,22 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::index::{self, Index};
 use crate::manifest::BackupManifest;
+use crate::manifest::PackId;
 use crate::reader::ChunkReader;
 use crate::writer::ChunkWriter;
+use crate::writer::Dedup;
 
 /// Name of the plaintext marker object.
 pub const MARKER_NAME: &str = "config";
 /// Value of the marker's `format` field.
 pub const MARKER_FORMAT: &str = "pg_hardstorage";
-/// The repository format version this build reads and writes.
-pub const REPO_VERSION: u32 = 1;
+/// The repository format version this build writes into new repositories (2:
+/// references name their packs). It reads every version from
+/// [`MIN_REPO_VERSION`] up, and writes format 2 objects into a version 1
+/// repository too (see docs/repository-format.md, "Changes").
+pub const REPO_VERSION: u32 = 2;
+/// The oldest repository format version this build reads.
+pub const MIN_REPO_VERSION: u32 = 1;
 /// Default target size of a pack.
 pub const DEFAULT_PACK_TARGET_SIZE: u64 = 16 * 1024 * 1024;
 /// Largest manifest plaintext accepted when loading (after decompression).
@@ -31,6 +38,23 @@ const MANIFEST_SIG_CONTEXT: &[u8] = b"pg_hardstorage manifest v1\0";
 pub(crate) fn pack_name(id: &[u8; 32]) -> String {
     let h = hex::encode(id);
     format!("data/{}/{}", &h[..2], h)
+}
+
+/// A version 2 pack header names its pack; it must be the object it was read from.
+pub(crate) fn check_pack_binding(pack: &str, header: &PackHeader) -> Result<()> {
+    match header.pack_id {
+        Some(id) if pack_name(&id) != pack => Err(Error::new(
+            code::VERIFY_PACK_CORRUPT,
+            format!(
+                "pack {pack} holds the header of another pack ({})",
+                hex::encode(id)
+            ),
+        )
+        .with_suggestion(
+            "the object was copied or renamed in storage; run `pg_hardstorage repo verify`",
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn index_name(hex_id: &str) -> String {
@@ -200,14 +224,14 @@ fn check_marker(raw: &[u8], url: &str, sealed_differs: Option<bool>) -> Result<M
             .with_suggestion("check the URL: it names another tool's repository"),
         ));
     }
-    if marker.version != REPO_VERSION {
+    if !(MIN_REPO_VERSION..=REPO_VERSION).contains(&marker.version) {
         return Err(refuse(
             "its version field changed",
             Error::new(
                 code::USAGE_UNSUPPORTED_REPO_VERSION,
                 format!(
-                    "the repository has format version {}, this build reads version \
-                     {REPO_VERSION}",
+                    "the repository has format version {}, this build reads versions \
+                     {MIN_REPO_VERSION} to {REPO_VERSION}",
                     marker.version
                 ),
             )
@@ -517,18 +541,106 @@ impl Repository {
         ChunkId::compute(&self.inner.id_key, data)
     }
 
-    /// A writer that deduplicates against everything indexed so far, except
-    /// packs that garbage collection condemned or that are quarantined.
+    /// A writer with no parent backup: it deduplicates against the chunks of the
+    /// newest index objects (at most [`RECENT_INDEX_CHUNKS`](crate::RECENT_INDEX_CHUNKS))
+    /// and its own session, never against packs that garbage collection condemned or
+    /// that are quarantined. Take a lease first (see gc.rs).
     pub async fn writer(&self) -> Result<ChunkWriter> {
-        // Condemned packs count as absent (see gc.rs); take a lease first.
-        let index = self.writer_index().await?;
-        Ok(ChunkWriter::new(
-            self.clone(),
-            index.map.into_keys().collect(),
-        ))
+        self.writer_for(None).await
     }
 
-    /// A reader over everything indexed so far.
+    /// A writer for a backup whose parent (the deployment's newest backup) is
+    /// `parent`; pass the parent's references to
+    /// [`ChunkWriter::add_hinted`]. Besides the hints it deduplicates against the
+    /// index objects written since the parent ended (an interrupted backup's
+    /// uploads), at most [`RECENT_INDEX_CHUNKS`](crate::RECENT_INDEX_CHUNKS) chunks.
+    /// A format 1 parent has no packs in its references, so the first backup
+    /// after it loads the whole index once (as every backup did before format 2).
+    pub async fn writer_for(&self, parent: Option<&BackupManifest>) -> Result<ChunkWriter> {
+        let excluded = self
+            .condemned_or_quarantined()
+            .await?
+            .iter()
+            .filter_map(|n| PackId::from_object_name(n))
+            .collect();
+        let mut dedup = Dedup::default();
+        dedup.excluded = excluded;
+        match parent {
+            Some(m) if m.format < 2 => self.load_recent_index(&mut dedup, None, usize::MAX).await?,
+            Some(m) => {
+                let since = time::OffsetDateTime::parse(
+                    &m.stop_time,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .map(|t| t.unix_timestamp())
+                .ok();
+                self.load_recent_index(&mut dedup, since, crate::writer::RECENT_INDEX_CHUNKS)
+                    .await?
+            }
+            None => {
+                self.load_recent_index(&mut dedup, None, crate::writer::RECENT_INDEX_CHUNKS)
+                    .await?
+            }
+        }
+        Ok(ChunkWriter::new(self.clone(), dedup))
+    }
+
+    /// Loads index objects modified at or after `since` (all when `None`), newest
+    /// first, into `dedup.known` until it holds `cap` chunks; packs in
+    /// `dedup.excluded` are skipped. An object gc deleted since the listing is skipped.
+    async fn load_recent_index(
+        &self,
+        dedup: &mut Dedup,
+        since: Option<i64>,
+        cap: usize,
+    ) -> Result<()> {
+        let mut objects: Vec<_> = self
+            .inner
+            .backend
+            .list("index/")
+            .await?
+            .into_iter()
+            .filter(|o| match (since, o.modified) {
+                (Some(s), Some(m)) => m >= s,
+                _ => true,
+            })
+            .collect();
+        objects.sort_by(|a, b| b.modified.cmp(&a.modified).then(a.name.cmp(&b.name)));
+        let mut skipped = 0usize;
+        for o in objects {
+            if dedup.known.len() >= cap {
+                skipped += 1;
+                continue;
+            }
+            let Some(sealed) = self.get_listed(&o.name).await? else {
+                continue;
+            };
+            let plain = self.inner.master.open(Domain::Index, &sealed)?;
+            for p in index::decode(&plain)? {
+                let pack = PackId(p.id);
+                if dedup.excluded.contains(&pack) {
+                    continue;
+                }
+                let slot = dedup.slot(pack);
+                for e in &p.entries {
+                    dedup.known.entry(e.id).or_insert(slot);
+                }
+            }
+        }
+        if skipped > 0 {
+            tracing::info!(
+                skipped,
+                chunks = dedup.known.len(),
+                "deduplicating against the newest index objects only (memory bound); \
+                 chunks only in older ones are stored again unless the parent backup has them"
+            );
+        }
+        Ok(())
+    }
+
+    /// A reader. It finds chunks through the packs their references name and
+    /// loads the repository index only for references that name none (see
+    /// [`ChunkReader`]).
     pub async fn reader(&self) -> Result<ChunkReader> {
         self.reader_with_frame_cache(crate::reader::DEFAULT_FRAME_CACHE_BYTES)
             .await
@@ -537,8 +649,7 @@ impl Repository {
     /// A reader whose cache of decoded frames holds at most `bytes` bytes
     /// (0 disables caching).
     pub async fn reader_with_frame_cache(&self, bytes: usize) -> Result<ChunkReader> {
-        let index = self.load_index().await?;
-        Ok(ChunkReader::new(self.clone(), index, bytes))
+        Ok(ChunkReader::lazy(self.clone(), bytes))
     }
 
     pub(crate) async fn load_index(&self) -> Result<Index> {
@@ -622,6 +733,20 @@ impl Repository {
     /// Reads and opens the header at the end of a pack: the list of its
     /// chunks with their frames. This is what makes the index rebuildable from packs alone.
     pub async fn read_pack_header(&self, pack: &str) -> Result<Vec<PackEntry>> {
+        Ok(self.read_pack_header_full(pack).await?.entries)
+    }
+
+    /// [`read_pack_header`](Self::read_pack_header) of the pack `id`.
+    pub(crate) async fn read_pack_header_of(
+        &self,
+        id: crate::manifest::PackId,
+    ) -> Result<Vec<PackEntry>> {
+        self.read_pack_header(&id.object_name()).await
+    }
+
+    /// The whole header of a pack. A version 2 header must name the pack it is in
+    /// (`verify.pack_corrupt` otherwise: a pack copied to another name).
+    pub(crate) async fn read_pack_header_full(&self, pack: &str) -> Result<PackHeader> {
         let b = &self.inner.backend;
         let Some(info) = b.stat(pack).await? else {
             return Err(Error::new(
@@ -642,7 +767,9 @@ impl Repository {
         let (off, len) = hs_chunk::parse_trailer(info.size, &trailer)?;
         let sealed = b.get_range(pack, off, u64::from(len)).await?;
         let plain = self.inner.master.open(Domain::PackHeader, &sealed)?;
-        Ok(PackHeader::decode(&plain, off)?.entries)
+        let header = PackHeader::decode(&plain, off)?;
+        check_pack_binding(pack, &header)?;
+        Ok(header)
     }
 
     fn manifest_message(&self, deployment: &str, backup_id: &str, body: &[u8]) -> Vec<u8> {

@@ -1,19 +1,35 @@
 //! ChunkWriter: dedup, compress + seal on worker threads, packs, index.
 //!
 //! Data flow: [`ChunkWriter::add`] hashes the chunk on the caller's task and
-//! drops it if its id is already known; new chunks are grouped into frames
-//! (consecutive new chunks, up to [`FRAME_BYTES`] of plaintext) that go
-//! through a bounded queue (backpressure) to worker threads. Each worker
+//! drops it if it is already stored (see "Deduplication" below); new chunks
+//! are grouped into frames (consecutive new chunks, up to [`FRAME_BYTES`] of
+//! plaintext). Each worker thread has a lane: a bounded queue (backpressure)
+//! and the pack it fills. Frames go to the lanes in turn; the caller decides
+//! which pack each frame goes into (a random pack id, chosen when the lane
+//! starts a pack), so every reference `add` returns names its pack at once.
+//! A lane starts a new pack after about `pack_target_size` bytes of stored
+//! frames, estimated from the compression ratio seen so far. A worker
 //! compresses a frame's chunks together as one zstd frame (reusing one zstd
-//! context and its buffers), seals it as one blob, and appends it to its own
-//! pack;
-//! a full pack is sealed, named by its BLAKE3 hash, and handed to an
+//! context and its buffers), seals it as one blob, and appends it to the pack;
+//! a full pack is sealed and handed to an
 //! uploader task that keeps up to four uploads in flight. Index objects only
 //! ever name packs whose upload has completed: one every
 //! [`DEFAULT_INDEX_INTERVAL`] packs while the session runs, and one for the
 //! rest in [`ChunkWriter::finish`], after the last pack is durable.
+//!
+//! Deduplication, in memory that does not grow with the repository:
+//! 1. a **hint**: the reference at the same position of the same file in the
+//!    parent backup ([`ChunkWriter::add_hinted`]); an unchanged page has the same
+//!    id and keeps the parent's pack (unless gc condemned or someone quarantined
+//!    that pack);
+//! 2. the chunks this session has seen, newest [`SESSION_MEMORY`] (two generations);
+//! 3. the chunks of recent index objects, at most [`RECENT_INDEX_CHUNKS`]: those
+//!    written since the parent backup ended (an interrupted backup's uploads), or
+//!    the newest ones when there is no parent (see `Repository::writer_for`).
+//!
+//! A chunk found nowhere is stored again: a copy costs space, never correctness.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -26,7 +42,7 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::index::{self, IndexedPack};
-use crate::manifest::ChunkRef;
+use crate::manifest::{ChunkRef, PackId};
 use crate::repo::{index_name, pack_name, Repository};
 
 /// Largest chunk accepted by [`ChunkWriter::add`] (64 MiB).
@@ -40,8 +56,15 @@ pub const FRAME_BYTES: usize = 1 << 20;
 /// At most this many chunks per frame (bounds the per-frame header size
 /// when chunks are tiny).
 const FRAME_JOBS: usize = 1024;
-/// Batches queued before `add` waits (backpressure).
-const QUEUE_DEPTH: usize = 4;
+/// Frames queued per lane before `add` waits (backpressure).
+const QUEUE_DEPTH: usize = 2;
+/// Chunk ids of this session remembered per generation (two generations).
+pub const SESSION_MEMORY: usize = 1 << 17;
+/// At most this many chunk ids are loaded from recent index objects.
+pub const RECENT_INDEX_CHUNKS: usize = 1 << 19;
+/// A lane's pack holds at most this many times the pack target of plaintext
+/// (so a highly compressible pack still stays far below the 4 GiB limit).
+const MAX_PLAIN_PER_TARGET: u64 = 32;
 const UPLOADS_IN_FLIGHT: usize = 4;
 /// Default for [`ChunkWriter::set_index_interval`]: 256 packs, about 4 GiB.
 pub const DEFAULT_INDEX_INTERVAL: usize = 256;
@@ -68,6 +91,64 @@ struct Job {
     data: Bytes,
 }
 
+/// What a writer deduplicates against besides the hints (see the module docs).
+#[derive(Default)]
+pub(crate) struct Dedup {
+    /// Packs a writer must not reference: condemned by gc or quarantined.
+    pub excluded: HashSet<PackId>,
+    /// Chunks of recent index objects: id to a slot of `packs`.
+    pub known: HashMap<ChunkId, u32>,
+    /// Chunks seen in this session (newer generation first).
+    session: [HashMap<ChunkId, u32>; 2],
+    /// The pack table of `known` and `session`.
+    packs: Vec<PackId>,
+    slots: HashMap<PackId, u32>,
+}
+
+impl Dedup {
+    pub(crate) fn slot(&mut self, p: PackId) -> u32 {
+        if let Some(s) = self.slots.get(&p) {
+            return *s;
+        }
+        let s = self.packs.len() as u32;
+        self.packs.push(p);
+        self.slots.insert(p, s);
+        s
+    }
+
+    fn lookup(&self, id: &ChunkId) -> Option<PackId> {
+        let s = self.session[0]
+            .get(id)
+            .or_else(|| self.session[1].get(id))
+            .or_else(|| self.known.get(id))?;
+        self.packs.get(*s as usize).copied()
+    }
+
+    fn remember(&mut self, id: ChunkId, p: PackId) {
+        let s = self.slot(p);
+        if self.session[0].len() >= SESSION_MEMORY {
+            self.session[1] = std::mem::take(&mut self.session[0]);
+        }
+        self.session[0].insert(id, s);
+    }
+}
+
+enum LaneMsg {
+    Frame { pack: PackId, jobs: Vec<Job> },
+}
+
+/// One worker's queue and the pack the caller is filling through it.
+struct Lane {
+    tx: Option<mpsc::Sender<LaneMsg>>,
+    pack: PackId,
+    /// Plaintext bytes sent into `pack` so far.
+    plain: u64,
+}
+
+fn random_pack_id() -> PackId {
+    PackId(rand::random())
+}
+
 struct FinishedPack {
     id: [u8; 32],
     bytes: Bytes,
@@ -83,6 +164,10 @@ struct Shared {
     done: Mutex<Vec<IndexedPack>>,
     stored_bytes: AtomicU64,
     packs: AtomicU64,
+    /// Plaintext and sealed bytes of the frames sealed so far (the compression
+    /// ratio that sizes packs).
+    frames_plain: AtomicU64,
+    frames_sealed: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,10 +199,13 @@ impl Shared {
 /// and are removed by garbage collection.
 pub struct ChunkWriter {
     repo: Repository,
-    ids: HashSet<ChunkId>,
-    tx: Option<mpsc::Sender<Vec<Job>>>,
+    dedup: Dedup,
+    lanes: Vec<Lane>,
+    next_lane: usize,
     batch: Vec<Job>,
     batch_bytes: usize,
+    /// The lane the current batch goes to.
+    batch_lane: usize,
     workers: Vec<std::thread::JoinHandle<()>>,
     uploader: Option<tokio::task::JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -126,13 +214,11 @@ pub struct ChunkWriter {
 }
 
 impl ChunkWriter {
-    pub(crate) fn new(repo: Repository, ids: HashSet<ChunkId>) -> ChunkWriter {
+    pub(crate) fn new(repo: Repository, dedup: Dedup) -> ChunkWriter {
         let shared = Arc::new(Shared::default());
         shared
             .index_interval
             .store(DEFAULT_INDEX_INTERVAL, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel::<Vec<Job>>(QUEUE_DEPTH);
-        let rx = Arc::new(Mutex::new(rx));
         let (pack_tx, pack_rx) = mpsc::channel::<FinishedPack>(1);
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -140,13 +226,22 @@ impl ChunkWriter {
             .clamp(1, 4);
         let target = usize::try_from(repo.pack_target_size()).unwrap_or(16 << 20);
         let mut workers = Vec::with_capacity(n);
+        let mut lanes = Vec::with_capacity(n);
         for i in 0..n {
-            let (r, q, out, sh) = (repo.clone(), rx.clone(), pack_tx.clone(), shared.clone());
+            let (tx, rx) = mpsc::channel::<LaneMsg>(QUEUE_DEPTH);
+            let (r, out, sh) = (repo.clone(), pack_tx.clone(), shared.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("hs-pack-{i}"))
-                .spawn(move || worker(r, q, out, sh, target));
+                .spawn(move || worker(r, rx, out, sh, target));
             match spawned {
-                Ok(h) => workers.push(h),
+                Ok(h) => {
+                    workers.push(h);
+                    lanes.push(Lane {
+                        tx: Some(tx),
+                        pack: random_pack_id(),
+                        plain: 0,
+                    });
+                }
                 Err(e) => shared_fail_spawn(&shared, e),
             }
         }
@@ -154,10 +249,12 @@ impl ChunkWriter {
         let uploader = tokio::spawn(uploader(repo.clone(), pack_rx, shared.clone()));
         ChunkWriter {
             repo,
-            ids,
-            tx: Some(tx),
+            dedup,
+            lanes,
+            next_lane: 0,
             batch: Vec::with_capacity(FRAME_JOBS),
             batch_bytes: 0,
+            batch_lane: 0,
             workers,
             uploader: Some(uploader),
             shared,
@@ -166,11 +263,18 @@ impl ChunkWriter {
         }
     }
 
-    /// Adds one chunk and returns its reference. New chunks are queued for
-    /// the workers; when the queue is full this waits (backpressure).
-    /// Errors of earlier background work (an upload that failed) surface
-    /// here or in `finish`.
+    /// Adds one chunk and returns its reference (which names the pack that holds
+    /// it). New chunks are queued for the workers; when the queue is full this
+    /// waits (backpressure). Errors of earlier background work (an upload that
+    /// failed) surface here or in `finish`.
     pub async fn add(&mut self, data: Bytes) -> Result<ChunkRef> {
+        self.add_hinted(data, None).await
+    }
+
+    /// [`add`](Self::add) with a hint: the reference a previous backup had at this
+    /// place (same file, same position). If the chunk is the same and its pack may
+    /// still be referenced, the hint is reused without storing anything.
+    pub async fn add_hinted(&mut self, data: Bytes, hint: Option<&ChunkRef>) -> Result<ChunkRef> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return Err(self.shared.error());
         }
@@ -187,32 +291,83 @@ impl ChunkWriter {
         let id = self.repo.chunk_id(&data);
         self.stats.chunks += 1;
         self.stats.logical_bytes += u64::from(len);
-        if self.ids.insert(id) {
-            self.stats.new_chunks += 1;
-            self.stats.new_logical_bytes += u64::from(len);
-            if !self.batch.is_empty() && self.batch_bytes + data.len() > FRAME_BYTES {
-                // Frames stay at most FRAME_BYTES unless one chunk is larger.
-                self.flush_batch().await?;
+        let hinted = hint
+            .filter(|h| h.id == id && h.len == len)
+            .and_then(|h| h.pack)
+            .filter(|p| !self.dedup.excluded.contains(p));
+        if let Some(pack) = hinted.or_else(|| self.dedup.lookup(&id)) {
+            if hinted.is_some() {
+                self.dedup.remember(id, pack);
             }
-            self.batch_bytes += data.len();
-            self.batch.push(Job { id, data });
-            if self.batch.len() >= FRAME_JOBS || self.batch_bytes >= FRAME_BYTES {
-                self.flush_batch().await?;
-            }
+            return Ok(ChunkRef {
+                id,
+                len,
+                pack: Some(pack),
+            });
         }
-        Ok(ChunkRef { id, len })
+        self.stats.new_chunks += 1;
+        self.stats.new_logical_bytes += u64::from(len);
+        if !self.batch.is_empty() && self.batch_bytes + data.len() > FRAME_BYTES {
+            // Frames stay at most FRAME_BYTES unless one chunk is larger.
+            self.flush_batch().await?;
+        }
+        if self.batch.is_empty() {
+            self.batch_lane = self.next_lane;
+            self.next_lane = (self.next_lane + 1) % self.lanes.len().max(1);
+        }
+        let Some(lane) = self.lanes.get(self.batch_lane) else {
+            return Err(self.shared.error());
+        };
+        let pack = lane.pack;
+        self.batch_bytes += data.len();
+        self.batch.push(Job { id, data });
+        self.dedup.remember(id, pack);
+        if self.batch.len() >= FRAME_JOBS || self.batch_bytes >= FRAME_BYTES {
+            self.flush_batch().await?;
+        }
+        Ok(ChunkRef {
+            id,
+            len,
+            pack: Some(pack),
+        })
+    }
+
+    /// Plaintext bytes a pack may take so that its stored size is near the pack
+    /// target, from the compression ratio of the frames sealed so far.
+    fn pack_plain_budget(&self) -> u64 {
+        let target = self.repo.pack_target_size().max(1);
+        let plain = self.shared.frames_plain.load(Ordering::Relaxed);
+        let sealed = self.shared.frames_sealed.load(Ordering::Relaxed);
+        if plain == 0 || sealed == 0 {
+            return target;
+        }
+        let budget = u128::from(target) * u128::from(plain) / u128::from(sealed);
+        u64::try_from(budget)
+            .unwrap_or(u64::MAX)
+            .clamp(target, target.saturating_mul(MAX_PLAIN_PER_TARGET))
     }
 
     async fn flush_batch(&mut self) -> Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(FRAME_JOBS));
-        self.batch_bytes = 0;
-        let Some(tx) = &self.tx else {
+        let jobs = std::mem::replace(&mut self.batch, Vec::with_capacity(FRAME_JOBS));
+        let bytes = std::mem::take(&mut self.batch_bytes) as u64;
+        let budget = self.pack_plain_budget();
+        let Some(lane) = self.lanes.get_mut(self.batch_lane) else {
             return Err(self.shared.error());
         };
-        if tx.send(batch).await.is_err() {
+        let pack = lane.pack;
+        lane.plain += bytes;
+        if lane.plain >= budget {
+            // The next frame of this lane starts a new pack.
+            lane.pack = random_pack_id();
+            lane.plain = 0;
+        }
+        let Some(tx) = &lane.tx else {
+            return Err(self.shared.error());
+        };
+        if tx.send(LaneMsg::Frame { pack, jobs }).await.is_err() {
             return Err(self.shared.error());
         }
         Ok(())
@@ -237,7 +392,9 @@ impl ChunkWriter {
     /// writes one index object for the new chunks of this session.
     pub async fn finish(mut self) -> Result<WriteStats> {
         self.flush_batch().await?;
-        drop(self.tx.take());
+        for lane in &mut self.lanes {
+            drop(lane.tx.take());
+        }
         let workers = std::mem::take(&mut self.workers);
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
@@ -276,7 +433,9 @@ impl Drop for ChunkWriter {
     fn drop(&mut self) {
         if !self.finished {
             self.shared.cancelled.store(true, Ordering::SeqCst);
-            self.tx.take();
+            for lane in &mut self.lanes {
+                lane.tx.take();
+            }
             if let Some(u) = self.uploader.take() {
                 u.abort();
             }
@@ -296,7 +455,7 @@ fn shared_fail_spawn(shared: &Shared, e: std::io::Error) {
 
 fn worker(
     repo: Repository,
-    rx: Arc<Mutex<mpsc::Receiver<Vec<Job>>>>,
+    mut rx: mpsc::Receiver<LaneMsg>,
     out: mpsc::Sender<FinishedPack>,
     shared: Arc<Shared>,
     target: usize,
@@ -309,37 +468,39 @@ fn worker(
     let mut raw = Vec::new();
     let mut cbuf = Vec::new();
     let mut chunks: Vec<(ChunkId, u32)> = Vec::with_capacity(FRAME_JOBS);
-    let mut pack = PackBuilder::with_capacity(cap);
+    let mut pack: Option<PackBuilder> = None;
     let master = &repo.inner.master;
-    loop {
-        let batch = lock(&rx).blocking_recv();
-        let Some(batch) = batch else { break };
+    while let Some(LaneMsg::Frame { pack: id, jobs }) = rx.blocking_recv() {
         if shared.cancelled.load(Ordering::Relaxed) || shared.failed.load(Ordering::Relaxed) {
             continue; // keep receiving (and dropping) so senders are released
         }
+        if pack.as_ref().is_some_and(|p| p.id() != Some(id.0)) {
+            // The caller started a new pack on this lane: the current one is full.
+            if let Some(full) = pack.take() {
+                send_pack(&repo, full, &out, &shared);
+            }
+        }
+        let builder = pack.get_or_insert_with(|| PackBuilder::with_id(cap, id.0));
         // One frame: the batch's chunks concatenated, compressed together.
         raw.clear();
         chunks.clear();
-        for job in &batch {
+        for job in &jobs {
             raw.extend_from_slice(&job.data);
             chunks.push((job.id, job.data.len() as u32));
         }
-        drop(batch);
+        drop(jobs);
         let compressed = comp.compress_if_smaller(&raw, &mut cbuf);
         let payload: &[u8] = if compressed { &cbuf } else { &raw };
         let sealed = master.seal(Domain::Chunk, payload);
-        if !pack.is_empty() && pack.len() + sealed.len() > target {
-            // Keep packs near the target: a big frame starts a new pack.
-            let full = std::mem::replace(&mut pack, PackBuilder::with_capacity(cap));
-            send_pack(&repo, full, &out, &shared);
-        }
-        if let Err(e) = pack.add_frame(&sealed, compressed, &chunks) {
+        shared
+            .frames_plain
+            .fetch_add(raw.len() as u64, Ordering::Relaxed);
+        shared
+            .frames_sealed
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        if let Err(e) = builder.add_frame(&sealed, compressed, &chunks) {
             shared.fail(e);
             continue;
-        }
-        if pack.len() >= target {
-            let full = std::mem::replace(&mut pack, PackBuilder::with_capacity(cap));
-            send_pack(&repo, full, &out, &shared);
         }
         if raw.capacity() > 4 * FRAME_BYTES {
             // One huge chunk passed through; do not keep its buffers.
@@ -347,8 +508,10 @@ fn worker(
             cbuf = Vec::new();
         }
     }
-    if !pack.is_empty() && !shared.cancelled.load(Ordering::SeqCst) {
-        send_pack(&repo, pack, &out, &shared);
+    if let Some(p) = pack {
+        if !p.is_empty() && !shared.cancelled.load(Ordering::SeqCst) {
+            send_pack(&repo, p, &out, &shared);
+        }
     }
 }
 
@@ -360,7 +523,10 @@ fn send_pack(
 ) {
     match pack.finish(|h| repo.inner.master.seal(Domain::PackHeader, h)) {
         Ok((bytes, header)) => {
-            let id = *blake3::hash(&bytes).as_bytes();
+            // Version 2 packs carry the id the writer gave them; it is their name.
+            let id = header
+                .pack_id
+                .unwrap_or_else(|| *blake3::hash(&bytes).as_bytes());
             let p = FinishedPack {
                 id,
                 bytes: Bytes::from(bytes),

@@ -277,7 +277,7 @@ mod seeds {
         put("manifest", "backup.json.zst", &hs_chunk::compress(&json, 3));
         let refs: Vec<hs_repo::ChunkRef> = ids
             .iter()
-            .map(|&id| hs_repo::ChunkRef { id, len: 8192 })
+            .map(|&id| hs_repo::ChunkRef::unplaced(id, 8192))
             .collect();
         put("manifest", "chunk-list", &hs_repo::encode_chunk_list(&refs));
         assert!(Path::new(&corpus_dir()).join("manifest").is_dir());

@@ -14,7 +14,11 @@ impl Repository {
         report.bytes_read += raw.len() as u64;
         let ok = serde_json::from_slice::<serde_json::Value>(&raw).is_ok_and(|v| {
             v["format"] == crate::repo::MARKER_FORMAT
-                && v["version"] == crate::repo::REPO_VERSION
+                && v["version"].as_u64().is_some_and(|n| {
+                    (u64::from(crate::repo::MIN_REPO_VERSION)
+                        ..=u64::from(crate::repo::REPO_VERSION))
+                        .contains(&n)
+                })
                 && v["repo_id"] == self.id()
         });
         let digest = blake3::hash(&raw).to_hex().to_string();

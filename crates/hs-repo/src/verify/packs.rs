@@ -10,13 +10,27 @@ use crate::error::Result;
 use crate::index::{self, Index};
 use crate::repo::{pack_name, Repository};
 
-/// Checks a whole pack in memory: its name is the BLAKE3 hash of its bytes,
-/// its header opens and parses, and every frame opens, decompresses to its
-/// recorded length and holds chunks that match their ids. Returns the header
-/// entries (if the header is readable), the problems found and the chunks
-/// found damaged.
+/// Checks a whole pack in memory: its name is the BLAKE3 hash of its bytes
+/// (version 1) or the id its header names (version 2), its header opens and
+/// parses, and every frame opens, decompresses to its recorded length and
+/// holds chunks that match their ids. Returns the header entries (if the
+/// header is readable), the problems found and the chunks found damaged.
 pub(super) fn check_pack(repo: &Repository, name: &str, data: &[u8]) -> PackCheck {
     let mut c = check_pack_content(repo, data);
+    if data.ends_with(&hs_chunk::PACK_MAGIC_V2) {
+        if let Some(id) = c.pack_id {
+            if pack_name(&id) != name {
+                c.problems.push((
+                    "verify.pack_corrupt",
+                    format!(
+                        "its header names another pack ({}): it was copied or renamed",
+                        hex::encode(id)
+                    ),
+                ));
+            }
+        }
+        return c;
+    }
     // Last: a damaged frame or header says more than the hash does.
     if blake3::hash(data).to_hex().as_str() != base_name(name) {
         c.problems.push((
@@ -37,30 +51,35 @@ fn check_pack_content(repo: &Repository, data: &[u8]) -> PackCheck {
             problems.push(("verify.pack_corrupt", format!("{e} ({})", e.code())));
             return PackCheck {
                 entries: None,
+                pack_id: None,
                 problems,
                 bad,
             };
         }
     };
-    let entries = match repo
-        .inner
-        .master
-        .open(Domain::PackHeader, sealed)
-        .and_then(|plain| Ok(PackHeader::decode(&plain, blobs.len() as u64)?.entries))
-    {
-        Ok(e) => e,
-        Err(e) => {
-            problems.push((
-                "verify.pack_corrupt",
-                format!("its header does not open: {e} ({})", e.code()),
-            ));
-            return PackCheck {
-                entries: None,
-                problems,
-                bad,
-            };
-        }
-    };
+    let (entries, pack_id) =
+        match repo
+            .inner
+            .master
+            .open(Domain::PackHeader, sealed)
+            .and_then(|plain| {
+                let h = PackHeader::decode(&plain, blobs.len() as u64)?;
+                Ok((h.entries, h.pack_id))
+            }) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push((
+                    "verify.pack_corrupt",
+                    format!("its header does not open: {e} ({})", e.code()),
+                ));
+                return PackCheck {
+                    entries: None,
+                    pack_id: None,
+                    problems,
+                    bad,
+                };
+            }
+        };
     let mut i = 0;
     while i < entries.len() {
         let f = entries[i];
@@ -139,6 +158,7 @@ fn check_pack_content(repo: &Repository, data: &[u8]) -> PackCheck {
     }
     PackCheck {
         entries: Some(entries),
+        pack_id,
         problems,
         bad,
     }
@@ -149,6 +169,8 @@ pub(super) struct PackCheck {
     /// The header's entries, `None` if the header (or the trailer) is unreadable:
     /// then every chunk the index lists for the pack counts as damaged.
     pub(super) entries: Option<Vec<PackEntry>>,
+    /// The id a version 2 header names (its pack's name).
+    pub(super) pack_id: Option<[u8; 32]>,
     /// Each finding: its code and message, in pack order.
     pub(super) problems: Vec<(&'static str, String)>,
     /// The chunks of frames that do not open, and chunks that do not match their id.

@@ -147,6 +147,7 @@ impl Repository {
                 report.bytes_read += len;
                 let PackCheck {
                     entries,
+                    pack_id,
                     problems,
                     bad,
                 } = checked;
@@ -156,6 +157,7 @@ impl Repository {
                         name.clone(),
                         PackCheck {
                             entries: header,
+                            pack_id,
                             problems,
                             bad,
                         },
@@ -285,7 +287,7 @@ impl Repository {
             };
             let (mut content, lists) = manifest_refs(&m);
             for l in &lists {
-                if !reader.contains(&l.id) {
+                if !reader.in_loaded_index(&l.id) {
                     let mut p = VerifyReport::entry(
                         "verify.chunk_missing",
                         &name,
@@ -313,7 +315,7 @@ impl Repository {
                 }
             }
             for r in content {
-                if !reader.contains(&r.id) {
+                if !reader.in_loaded_index(&r.id) {
                     let mut p = VerifyReport::entry(
                         "verify.chunk_missing",
                         &name,

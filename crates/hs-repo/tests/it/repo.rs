@@ -30,7 +30,7 @@ async fn init_twice_is_conflict_and_open_needs_marker() {
     let marker: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.repo_path().join("config")).unwrap()).unwrap();
     assert_eq!(marker["format"], "pg_hardstorage");
-    assert_eq!(marker["version"], 1);
+    assert_eq!(marker["version"], 2);
     assert_eq!(marker["repo_id"], repo.id());
     assert_eq!(marker["chunker"]["page_size"], 8192);
     assert_eq!(marker["pack_target_size"], 16 * MIB);
@@ -80,7 +80,7 @@ async fn write_finish_reopen_read_every_chunk() {
 
     let repo = Repository::open(&env.url, &env.keyring).await.unwrap();
     let reader = repo.reader().await.unwrap();
-    assert_eq!(reader.len(), 603);
+    assert_eq!(reader.indexed_chunks().await.unwrap(), 603);
     // The pack headers alone list every chunk (the index is rebuildable).
     let mut from_headers = std::collections::HashSet::new();
     for p in repo.list_packs().await.unwrap() {
@@ -101,17 +101,14 @@ async fn write_finish_reopen_read_every_chunk() {
     for t in tasks {
         t.await.unwrap();
     }
-    let missing = ChunkRef {
-        id: repo.chunk_id(b"never written"),
-        len: 13,
-    };
+    let missing = ChunkRef::unplaced(repo.chunk_id(b"never written"), 13);
     assert_eq!(
         reader.read(&missing).await.unwrap_err().code(),
         "notfound.chunk"
     );
     let wrong_len = ChunkRef {
-        id: refs[0].id,
         len: refs[0].len + 1,
+        ..refs[0]
     };
     assert_eq!(
         reader.read(&wrong_len).await.unwrap_err().code(),
@@ -337,7 +334,9 @@ async fn dropped_writer_leaves_no_dangling_index_entry() {
         .reader()
         .await
         .unwrap();
-    assert!(lost.iter().all(|r| !reader.contains(&r.id)));
+    for r in &lost {
+        assert!(!reader.contains(&r.id).await.unwrap());
+    }
     // Orphan packs are complete and self-describing: their headers open.
     let mut in_packs = std::collections::HashSet::new();
     for p in repo.list_packs().await.unwrap() {
@@ -346,7 +345,7 @@ async fn dropped_writer_leaves_no_dangling_index_entry() {
         }
     }
     assert!(in_packs.contains(&kept.id));
-    assert_eq!(reader.len(), 1);
+    assert_eq!(reader.indexed_chunks().await.unwrap(), 1);
     reader.read(&kept).await.unwrap();
     // No temp files are visible as objects.
     for o in repo.backend().list("").await.unwrap() {
@@ -371,7 +370,7 @@ async fn periodic_index_objects_only_name_durable_packs() {
     assert!(s.packs >= 8, "{s:?}");
     assert!(files_under(&index_dir).len() >= 2);
     let reader = repo.reader().await.unwrap();
-    assert_eq!(reader.len(), 1200);
+    assert_eq!(reader.indexed_chunks().await.unwrap(), 1200);
     for r in &refs {
         reader.read(r).await.unwrap();
     }
@@ -390,14 +389,11 @@ async fn periodic_index_objects_only_name_durable_packs() {
     drop(w);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let reader = repo.reader().await.unwrap();
-    assert!(reader.len() > 1200);
+    assert!(reader.indexed_chunks().await.unwrap() > 1200);
     for j in 10_000..i {
         let d = noise(j, 8192);
-        let r = ChunkRef {
-            id: repo.chunk_id(&d),
-            len: 8192,
-        };
-        if reader.contains(&r.id) {
+        let r = ChunkRef::unplaced(repo.chunk_id(&d), 8192);
+        if reader.contains(&r.id).await.unwrap() {
             assert_eq!(&reader.read(&r).await.unwrap()[..], &d[..]);
         }
     }
@@ -447,7 +443,7 @@ async fn marker_changes_are_damage_unless_the_key_objects_seal_them() {
     );
 
     // A changed version against the key object init wrote: damage.
-    let newer = original.replacen("\"version\": 1", "\"version\": 2", 1);
+    let newer = original.replacen("\"version\": 2", "\"version\": 3", 1);
     assert_ne!(newer, original);
     std::fs::write(&marker_path, &newer).unwrap();
     let e = Repository::open(&env.url, &env.keyring).await.unwrap_err();
