@@ -1032,7 +1032,7 @@ fn object_kind(name: &str) -> Option<&'static str> {
 /// before it belongs to a blob, a sealed frame a reader opens whole.
 fn pack_blob_end(pack: &[u8]) -> Option<usize> {
     let n = pack.len();
-    if n < 12 || &pack[n - 8..] != b"HSPACK01" {
+    if n < 12 || (&pack[n - 8..] != b"HSPACK01" && &pack[n - 8..] != b"HSPACK02") {
         return None;
     }
     let header = u32::from_le_bytes(pack[n - 12..n - 8].try_into().ok()?) as usize;
@@ -1404,7 +1404,9 @@ mod tests {
         assert_eq!(pack_blob_end(&pack), Some(10));
         let n = pack.len();
         pack[n - 1] = b'2';
-        assert_eq!(pack_blob_end(&pack), None, "not a version 1 pack");
+        assert_eq!(pack_blob_end(&pack), Some(10), "a version 2 pack");
+        pack[n - 1] = b'3';
+        assert_eq!(pack_blob_end(&pack), None, "not a pack of a known version");
         assert_eq!(pack_blob_end(b"HSPACK01"), None);
     }
 

@@ -12,6 +12,94 @@ use crate::manifest::{BackupManifest, ChunkRef, FileKind};
 use crate::reader::ChunkReader;
 use crate::repo::Repository;
 
+/// Chunk ids [`ChunkRun`] remembers per generation (two generations): a chunk
+/// seen among the last this many is not read again.
+pub(super) const VERIFY_MEMORY: usize = 1 << 17;
+
+/// Chunks being read in parallel batches, with a bounded memory of the ids seen.
+#[derive(Default)]
+struct ChunkRun {
+    seen: [HashSet<ChunkId>; 2],
+    set: JoinSet<BatchResult>,
+    count: u64,
+    bytes: u64,
+    failed: Vec<(ChunkRef, FileAt, Error)>,
+}
+
+/// Archive and file index of the file a chunk belongs to.
+type FileAt = (usize, usize);
+type BatchResult = (u64, u64, Vec<(ChunkRef, FileAt, Error)>);
+
+impl ChunkRun {
+    fn first_time(&mut self, id: ChunkId) -> bool {
+        if self.seen[0].contains(&id) || self.seen[1].contains(&id) {
+            return false;
+        }
+        if self.seen[0].len() >= VERIFY_MEMORY {
+            self.seen[1] = std::mem::take(&mut self.seen[0]);
+        }
+        self.seen[0].insert(id);
+        true
+    }
+
+    /// Queues the chunks of `refs` not seen recently, at most [`PARALLEL`] batches
+    /// in flight (waits for one to finish first).
+    async fn submit(
+        &mut self,
+        reader: &ChunkReader,
+        at: FileAt,
+        refs: &[ChunkRef],
+        report: &mut VerifyReport,
+    ) -> Result<()> {
+        let fresh: Vec<ChunkRef> = refs
+            .iter()
+            .copied()
+            .filter(|r| self.first_time(r.id))
+            .collect();
+        for batch in fresh.chunks(CHUNK_BATCH) {
+            while self.set.len() >= PARALLEL {
+                self.join_one(report).await?;
+            }
+            let (reader, batch) = (reader.clone(), batch.to_vec());
+            self.set.spawn(async move {
+                let (mut n, mut bytes, mut errs) = (0u64, 0u64, Vec::new());
+                for r in batch {
+                    n += 1;
+                    match reader.read(&r).await {
+                        Ok(d) => bytes += d.len() as u64,
+                        Err(e) => errs.push((r, at, e)),
+                    }
+                }
+                (n, bytes, errs)
+            });
+        }
+        Ok(())
+    }
+
+    async fn join_one(&mut self, report: &mut VerifyReport) -> Result<bool> {
+        let Some(res) = self.set.join_next().await else {
+            return Ok(false);
+        };
+        let (n, bytes, errs) = res.map_err(|e| {
+            Error::new(
+                code::ABORTED_TASK_FAILED,
+                "a chunk verification task failed",
+            )
+            .with_source(e)
+        })?;
+        self.count += n;
+        self.bytes += bytes;
+        report.bytes_read += bytes;
+        self.failed.extend(errs);
+        Ok(true)
+    }
+
+    async fn drain(&mut self, report: &mut VerifyReport) -> Result<()> {
+        while self.join_one(report).await? {}
+        Ok(())
+    }
+}
+
 /// Every chunk reference of a manifest: content chunks inline, and list
 /// chunks (whose content references are read separately).
 pub(super) fn manifest_refs(m: &BackupManifest) -> (Vec<ChunkRef>, Vec<ChunkRef>) {
@@ -162,10 +250,109 @@ impl Repository {
             return Ok(report);
         };
 
+        if m.format >= 2 {
+            // References name their packs: read file by file, in bounded memory.
+            self.verify_backup_files(&m, &mut report).await?;
+        } else {
+            self.verify_backup_files_v1(&m, &mut report).await?;
+        }
+
+        let since = report.events;
+        let checked = self.verify_backup_wal(&m, &mut report).await?;
+        report.check(
+            "wal",
+            checked,
+            since,
+            format!(
+                "WAL from {} to {} on timeline {} present",
+                m.start_lsn, m.stop_lsn, m.timeline
+            ),
+        );
+        Ok(report)
+    }
+
+    /// The chunks of a format 2 backup, one file and one list chunk at a time: each
+    /// chunk is read from the pack its reference names (the index is loaded only if
+    /// one is not there), a chunk seen among the last [`VERIFY_MEMORY`] is not read
+    /// again.
+    async fn verify_backup_files(
+        &self,
+        m: &BackupManifest,
+        report: &mut VerifyReport,
+    ) -> Result<()> {
+        let since = report.events;
+        let backup = format!("{}/{}", m.deployment, m.backup_id);
+        let quarantined = self.quarantined_set().await?;
+        let reader = ChunkReader::lazy(self.clone(), crate::reader::DEFAULT_FRAME_CACHE_BYTES);
+        let mut run = ChunkRun::default();
+        let mut list_count = 0u64;
+        for (ai, a) in m.archives.iter().enumerate() {
+            for (fi, f) in a.files.iter().enumerate() {
+                if f.kind != FileKind::File {
+                    continue;
+                }
+                run.submit(&reader, (ai, fi), &f.chunks, report).await?;
+                for l in &f.chunk_lists {
+                    list_count += 1;
+                    let what = format!("file {} of backup {backup}", file_label(a, &f.path));
+                    let refs = self
+                        .expand_lists(&reader, &what, &backup, std::slice::from_ref(l), report)
+                        .await;
+                    run.submit(&reader, (ai, fi), &refs, report).await?;
+                }
+            }
+        }
+        report.check(
+            "chunk lists",
+            list_count,
+            since,
+            "list chunks read and decoded",
+        );
+        let since = report.events;
+        run.drain(report).await?;
+        for (r, (ai, fi), e) in std::mem::take(&mut run.failed) {
+            let a = &m.archives[ai];
+            let file = file_label(a, &a.files[fi].path);
+            let pack = r
+                .pack
+                .map(|p| p.object_name())
+                .or_else(|| reader.pack_of(&r.id).map(str::to_string));
+            let object = pack.clone().unwrap_or_else(|| format!("chunk {}", r.id));
+            let mut p = VerifyReport::entry(
+                chunk_code(&e),
+                &object,
+                format!(
+                    "chunk {} of file {file} of backup {backup}: {e} ({})",
+                    r.id,
+                    e.code()
+                ),
+            );
+            p.backups.push(backup.clone());
+            p.quarantined = pack.is_some_and(|p| quarantined.contains(&p));
+            report.add_problem(p);
+        }
+        let (n, bytes) = (run.count, run.bytes);
+        report.check(
+            "chunks",
+            n,
+            since,
+            format!("{n} chunks ({bytes} bytes) read, decrypted and checked against their ids"),
+        );
+        Ok(())
+    }
+
+    /// The chunks of a format 1 backup (references without packs): through the
+    /// whole index, as format 1 readers do.
+    async fn verify_backup_files_v1(
+        &self,
+        m: &BackupManifest,
+        report: &mut VerifyReport,
+    ) -> Result<()> {
+        let (deployment, backup_id) = (m.deployment.as_str(), m.backup_id.as_str());
         // A damaged index object that this backup does not need is not this
         // backup's problem; a chunk it needs and cannot find is.
         let since = report.events;
-        let loaded = self.load_index_checked(&mut report, true).await?;
+        let loaded = self.load_index_checked(report, true).await?;
         let quarantined = self.quarantined_set().await?;
         let reader = ChunkReader::new(
             self.clone(),
@@ -190,7 +377,7 @@ impl Repository {
                     list_count += f.chunk_lists.len() as u64;
                     let what = format!("file {path} of backup {backup}");
                     let refs = self
-                        .expand_lists(&reader, &what, &backup, &f.chunk_lists, &mut report)
+                        .expand_lists(&reader, &what, &backup, &f.chunk_lists, report)
                         .await;
                     content.extend(refs);
                 }
@@ -204,7 +391,7 @@ impl Repository {
             "list chunks read and decoded",
         );
         let since = report.events;
-        let (n, bytes, failed) = self.read_all_chunks(&reader, &content, &mut report).await?;
+        let (n, bytes, failed) = self.read_all_chunks(&reader, &content, report).await?;
         if !failed.is_empty() {
             let ids: HashSet<ChunkId> = failed.iter().map(|(id, _)| *id).collect();
             let mut file_of: HashMap<ChunkId, &str> = HashMap::new();
@@ -240,18 +427,6 @@ impl Repository {
                 "{n} distinct chunks ({bytes} bytes) read, decrypted and checked against their ids"
             ),
         );
-
-        let since = report.events;
-        let checked = self.verify_backup_wal(&m, &mut report).await?;
-        report.check(
-            "wal",
-            checked,
-            since,
-            format!(
-                "WAL from {} to {} on timeline {} present",
-                m.start_lsn, m.stop_lsn, m.timeline
-            ),
-        );
-        Ok(report)
+        Ok(())
     }
 }

@@ -1,0 +1,158 @@
+//! A repository written by pg_hardstorage 0.1 (repository format version 1), as the
+//! release built at commit a1c735a wrote it, stays readable and takes format 2 backups
+//! next to its old ones (docs/repository-format.md, "Changes").
+//!
+//! The fixture `tests/fixtures/repo-v1.tar.gz` holds that release's file://
+//! repository (`repo/`, one backup of deployment `demo`), its keyring (`keyring`) and
+//! what the backed-up table held (`expected.txt`). `make_format_v1_fixture` (ignored)
+//! made it: `HS_V1_BIN=<0.1 binary> cargo nextest run -p hs-cli --run-ignored only
+//! make_format_v1_fixture`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hs_testkit::PgCluster;
+
+use crate::support::{backup_ids, cluster_with, dir_bytes, files_under, hs, restore, Scratch};
+
+const TABLE_SQL: &str = "CREATE TABLE t (id int primary key, payload text);
+     INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g;
+     CHECKPOINT;";
+const CHECKSUM_SQL: &str = "SELECT count(*), md5(string_agg(payload, ',' ORDER BY id)) FROM t";
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1.tar.gz")
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether `path` is a version 2 pack (its trailer magic).
+fn is_v2_pack(path: &Path) -> bool {
+    std::fs::read(path).unwrap().ends_with(b"HSPACK02")
+}
+
+#[test]
+fn a_format_1_repository_reads_verifies_and_takes_format_2_backups() {
+    let s = Scratch::new();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(fixture())
+        .arg("-C")
+        .arg(s.dir.path()));
+    let url = s.repo_url();
+    let expected = std::fs::read_to_string(s.path("expected.txt")).unwrap();
+    let marker = std::fs::read_to_string(s.repo_dir().join("config")).unwrap();
+    assert!(marker.contains("\"version\": 1"), "{marker}");
+    let packs = |s: &Scratch| files_under(&s.repo_dir().join("data"));
+    assert!(packs(&s).iter().all(|p| !is_v2_pack(p)));
+
+    // The old backup lists, verifies and restores.
+    let list = hs(&s, &["list", "demo", "--repo", &url]).ok();
+    let old_id = backup_ids(&list)[0].to_owned();
+    assert_eq!(backup_ids(&list).len(), 1);
+    hs(&s, &["verify", "demo", &old_id, "--repo", &url]).ok();
+    let target = s.path("old-restored");
+    let r = restore(&s, "demo", &old_id, &target, &url, &[]).ok();
+    assert_eq!(r["verified"], true);
+    let restored = PgCluster::start_existing(&target).expect("start the restored 0.1 backup");
+    assert_eq!(restored.psql(CHECKSUM_SQL).unwrap(), expected.trim());
+    drop(restored);
+
+    // A backup by this build into the same repository: format 2 objects next to the
+    // old ones (another cluster, so the system identifier change is allowed).
+    let pg = cluster_with(&format!(
+        "{TABLE_SQL} INSERT INTO t SELECT g, 'new' FROM generate_series(20001, 30000) g;"
+    ));
+    let want = pg.psql(CHECKSUM_SQL).unwrap();
+    let conn = pg.replication_conninfo();
+    let before = dir_bytes(&s.repo_dir());
+    let b = hs(
+        &s,
+        &[
+            "backup",
+            "demo",
+            "--pg-connection",
+            &conn,
+            "--repo",
+            &url,
+            "--allow-system-id-change",
+        ],
+    )
+    .ok();
+    let new_id = b["backup_id"].as_str().unwrap().to_owned();
+    assert!(packs(&s).iter().any(|p| is_v2_pack(p)), "no format 2 pack");
+    assert!(
+        packs(&s).iter().any(|p| !is_v2_pack(p)),
+        "the old packs stay"
+    );
+    // The marker is never rewritten.
+    assert_eq!(
+        std::fs::read_to_string(s.repo_dir().join("config")).unwrap(),
+        marker
+    );
+    // initdb's catalogs are mostly the same pages: the first format 2 backup
+    // deduplicated against the format 1 index (its parent names no packs).
+    let added = dir_bytes(&s.repo_dir()) - before;
+    assert!(
+        added < before,
+        "the first format 2 backup added {added} bytes to a {before}-byte repository"
+    );
+
+    // Both backups verify, the whole repository verifies, both restore.
+    hs(&s, &["verify", "demo", &new_id, "--repo", &url]).ok();
+    hs(&s, &["verify", "demo", &old_id, "--repo", &url]).ok();
+    hs(&s, &["repo", "verify", "--repo", &url]).ok();
+    let target = s.path("new-restored");
+    restore(&s, "demo", &new_id, &target, &url, &[]).ok();
+    drop(pg);
+    let restored = PgCluster::start_existing(&target).expect("start the restored format 2 backup");
+    assert_eq!(restored.psql(CHECKSUM_SQL).unwrap(), want);
+    drop(restored);
+    let target = s.path("old-again");
+    restore(&s, "demo", &old_id, &target, &url, &[]).ok();
+
+    // gc keeps everything: both backups reference their packs.
+    let gc = hs(&s, &["repo", "gc", "--repo", &url, "--grace", "0s"]).ok();
+    assert_eq!(gc["condemned"].as_array().map_or(0, Vec::len), 0, "{gc}");
+}
+
+/// Makes `tests/fixtures/repo-v1.tar.gz` with the binary `$HS_V1_BIN` (a 0.1 release).
+#[test]
+#[ignore = "run by hand with HS_V1_BIN set, to remake the fixture"]
+fn make_format_v1_fixture() {
+    let bin = std::env::var("HS_V1_BIN").expect("HS_V1_BIN: the 0.1 release binary");
+    let s = Scratch::new();
+    let url = s.repo_url();
+    let old = |args: &[&str]| {
+        run(Command::new(&bin)
+            .args(args)
+            .arg("--keyring")
+            .arg(s.keyring()))
+    };
+    let pg = cluster_with(TABLE_SQL);
+    std::fs::write(s.path("expected.txt"), pg.psql(CHECKSUM_SQL).unwrap()).unwrap();
+    old(&["repo", "init", &url]);
+    old(&[
+        "backup",
+        "demo",
+        "--pg-connection",
+        &pg.replication_conninfo(),
+        "--repo",
+        &url,
+    ]);
+    let out = fixture();
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(&out)
+        .arg("-C")
+        .arg(s.dir.path())
+        .args(["repo", "keyring", "expected.txt"]));
+}
