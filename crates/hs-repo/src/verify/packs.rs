@@ -49,37 +49,24 @@ fn check_pack_content(repo: &Repository, data: &[u8]) -> PackCheck {
         Ok(x) => x,
         Err(e) => {
             problems.push(("verify.pack_corrupt", format!("{e} ({})", e.code())));
-            return PackCheck {
-                entries: None,
-                pack_id: None,
-                problems,
-                bad,
-            };
+            return PackCheck::unreadable(problems);
         }
     };
-    let (entries, pack_id) =
-        match repo
-            .inner
-            .master
-            .open(Domain::PackHeader, sealed)
-            .and_then(|plain| {
-                let h = PackHeader::decode(&plain, blobs.len() as u64)?;
-                Ok((h.entries, h.pack_id))
-            }) {
-            Ok(e) => e,
-            Err(e) => {
-                problems.push((
-                    "verify.pack_corrupt",
-                    format!("its header does not open: {e} ({})", e.code()),
-                ));
-                return PackCheck {
-                    entries: None,
-                    pack_id: None,
-                    problems,
-                    bad,
-                };
-            }
-        };
+    let header = repo
+        .inner
+        .master
+        .open(Domain::PackHeader, sealed)
+        .and_then(|plain| PackHeader::decode(&plain, blobs.len() as u64));
+    let (entries, pack_id) = match header {
+        Ok(h) => (h.entries, h.pack_id),
+        Err(e) => {
+            problems.push((
+                "verify.pack_corrupt",
+                format!("its header does not open: {e} ({})", e.code()),
+            ));
+            return PackCheck::unreadable(problems);
+        }
+    };
     let mut i = 0;
     while i < entries.len() {
         let f = entries[i];
@@ -161,6 +148,18 @@ fn check_pack_content(repo: &Repository, data: &[u8]) -> PackCheck {
         pack_id,
         problems,
         bad,
+    }
+}
+
+impl PackCheck {
+    /// A pack whose trailer or header does not read: only `problems`.
+    fn unreadable(problems: Vec<(&'static str, String)>) -> PackCheck {
+        PackCheck {
+            entries: None,
+            pack_id: None,
+            problems,
+            bad: HashSet::new(),
+        }
     }
 }
 
