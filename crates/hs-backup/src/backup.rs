@@ -74,6 +74,9 @@ struct OpenFile {
     parent: Option<ParentCursor>,
 }
 
+/// Decoded-frame cache of the reader of the parent backup's list chunks.
+const PARENT_FRAME_CACHE: usize = 4 << 20;
+
 /// Takes one base backup of the server at `conn` into `repo` under `opts.deployment`.
 ///
 /// The backup is self-contained: the server includes the WAL needed to make it
@@ -188,7 +191,11 @@ async fn backup_leased(
     let parent = match parent {
         // A format 1 parent's references name no pack: nothing to reuse by position
         // (the writer loaded the whole index for that backup instead).
-        Some(m) if m.format >= 2 => Some(ParentFiles::new(m, repo.reader().await?)),
+        // List chunks are read in file order: a small frame cache is enough.
+        Some(m) if m.format >= 2 => Some(ParentFiles::new(
+            m,
+            repo.reader_with_frame_cache(PARENT_FRAME_CACHE).await?,
+        )),
         _ => None,
     };
     let bb_opts = BaseBackupOptions {

@@ -11,7 +11,7 @@
 //! - [`ChunkWriter`] deduplicates chunks one by one, compresses new chunks
 //!   together in frames of up to [`FRAME_BYTES`] (one zstd frame, one sealed
 //!   blob each) on worker threads into packs of ~16 MiB, and writes index
-//!   objects only for packs that are already durable (every 256 packs and at
+//!   objects only for packs that are already durable (every 32 packs and at
 //!   `finish`).
 //! - [`ChunkReader`] reads chunks back (decoding each frame once into a
 //!   bounded shared cache) and checks their keyed ids.

@@ -37,9 +37,9 @@ use hs_chunk::PackEntry;
 /// Default bound of the decoded-frame cache of a [`ChunkReader`] (64 MiB).
 pub const DEFAULT_FRAME_CACHE_BYTES: usize = 64 << 20;
 
-/// Pack headers a [`ChunkReader`] keeps (each about 100 KiB for a 16 MiB pack of
-/// 8 KiB pages).
-pub const HEADER_CACHE_PACKS: usize = 64;
+/// Pack headers a [`ChunkReader`] keeps (each up to about 0.5 MiB in memory for a
+/// 16 MiB pack of well-compressed 8 KiB pages).
+pub const HEADER_CACHE_PACKS: usize = 32;
 
 /// Where a chunk is: its pack and its entry in that pack's header.
 #[derive(Clone, Copy, Debug)]

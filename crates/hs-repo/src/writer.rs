@@ -58,16 +58,20 @@ pub const FRAME_BYTES: usize = 1 << 20;
 const FRAME_JOBS: usize = 1024;
 /// Frames queued per lane before `add` waits (backpressure).
 const QUEUE_DEPTH: usize = 2;
-/// Chunk ids of this session remembered per generation (two generations).
-pub const SESSION_MEMORY: usize = 1 << 17;
-/// At most this many chunk ids are loaded from recent index objects.
-pub const RECENT_INDEX_CHUNKS: usize = 1 << 19;
+/// Chunk ids of this session remembered per generation (two generations):
+/// 7/8 of 2^17, the most a hash table of 2^17 slots holds (about 5 MiB).
+pub const SESSION_MEMORY: usize = (1 << 17) / 8 * 7;
+/// At most this many chunk ids are loaded from recent index objects: 7/8 of 2^19,
+/// the most a hash table of 2^19 slots holds (about 19 MiB).
+pub const RECENT_INDEX_CHUNKS: usize = (1 << 19) / 8 * 7;
 /// A lane's pack holds at most this many times the pack target of plaintext
 /// (so a highly compressible pack still stays far below the 4 GiB limit).
 const MAX_PLAIN_PER_TARGET: u64 = 32;
 const UPLOADS_IN_FLIGHT: usize = 4;
-/// Default for [`ChunkWriter::set_index_interval`]: 256 packs, about 4 GiB.
-pub const DEFAULT_INDEX_INTERVAL: usize = 256;
+/// Default for [`ChunkWriter::set_index_interval`]: 32 packs, about 512 MiB stored.
+/// The entries of packs not yet written to an index object are held in memory
+/// (about 56 bytes per chunk), so this also bounds that.
+pub const DEFAULT_INDEX_INTERVAL: usize = 32;
 
 /// Counters of one writer session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use crate::repo::Repository;
 
 /// Chunk ids [`ChunkRun`] remembers per generation (two generations): a chunk
 /// seen among the last this many is not read again.
-pub(super) const VERIFY_MEMORY: usize = 1 << 17;
+pub(super) const VERIFY_MEMORY: usize = (1 << 17) / 8 * 7;
 
 /// Chunks being read in parallel batches, with a bounded memory of the ids seen.
 #[derive(Default)]
