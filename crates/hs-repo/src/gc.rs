@@ -13,17 +13,19 @@
 //!    again instead of deduplicating against them).
 //! 2. **Delete.** A record is due when its grace period has passed and none
 //!    of its holder leases is live any more. gc then reloads every manifest
-//!    and the index, keeps any condemned pack that holds the only copy of a
-//!    chunk some manifest now references, deletes the rest, writes a new
-//!    index object without them, deletes the index objects it replaces and
-//!    finally the records.
+//!    and what it needs of the index, keeps any condemned pack that a
+//!    reference names or that holds the only copy of a chunk some manifest now
+//!    references by id, deletes the rest, writes new index objects without
+//!    them, deletes the index objects they replace and finally the records.
+//!
+//! Memory grows with the number of packs, not of chunks: see [`view`] for what
+//! is loaded; index objects are read and rewritten one at a time.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hs_base::code;
-use hs_chunk::ChunkId;
 use hs_crypt::Domain;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,10 @@ use crate::error::{Error, Result};
 use crate::index::{self, IndexedPack};
 use crate::lock::{now_unix, open_record, seal_record, LeaseKind, LeaseOptions};
 use crate::repo::{index_name, pack_name, Repository};
+
+mod view;
+
+use view::View;
 
 const CONDEMNED_PREFIX: &str = "gc/condemned/";
 const HOLDERS_PREFIX: &str = "gc/holders/";
@@ -40,6 +46,9 @@ const HOLDERS_MAGIC: &[u8; 8] = b"HSGCHLD1";
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 /// Temporary files younger than this are never removed (a live write may own one).
 const TEMPORARY_MIN_AGE: Duration = Duration::from_secs(3600);
+/// The chunk entries at which gc closes an index object it rewrites (about 15 MiB of
+/// decoded entries): the rewrite holds at most this, one pack and one decoded object.
+const REWRITE_ENTRIES: usize = 1 << 18;
 
 /// What [`Repository::gc`] should do.
 #[derive(Clone, Debug)]
@@ -140,9 +149,6 @@ fn decode<T: for<'a> Deserialize<'a>>(json: &[u8], name: &str) -> Result<T> {
     })
 }
 
-/// The index objects as stored: (object name, packs), in name order.
-type RawIndex = Vec<(String, Vec<IndexedPack>)>;
-
 impl Repository {
     /// Names of every pack listed in a condemnation record.
     pub(crate) async fn condemned_packs(&self) -> Result<HashSet<String>> {
@@ -205,90 +211,6 @@ impl Repository {
         Ok(out)
     }
 
-    /// Every index object, decoded. An object that vanishes between list and
-    /// get (gc replaced it) restarts the load.
-    async fn load_raw_index(&self) -> Result<RawIndex> {
-        let b = &self.inner.backend;
-        let mut attempt = 0;
-        'again: loop {
-            attempt += 1;
-            let mut out = Vec::new();
-            for o in b.list("index/").await? {
-                let sealed = match b.get(&o.name).await {
-                    Ok(s) => s,
-                    Err(e) if e.code() == code::NOTFOUND_OBJECT && attempt < 5 => continue 'again,
-                    Err(e) => return Err(e),
-                };
-                let plain = self.inner.master.open(Domain::Index, &sealed)?;
-                out.push((o.name, index::decode(&plain)?));
-            }
-            return Ok(out);
-        }
-    }
-
-    /// Every chunk id some manifest of some deployment references, including
-    /// list chunks and the chunks they list, and every pack such a reference
-    /// names (format 2).
-    pub(crate) async fn referenced_chunks(&self) -> Result<(HashSet<ChunkId>, HashSet<String>)> {
-        let mut deployments = BTreeSet::new();
-        for o in self.inner.backend.list("deployments/").await? {
-            let mut parts = o.name.split('/');
-            if let (Some(_), Some(d), Some("backups"), Some(_), None) = (
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next(),
-            ) {
-                deployments.insert(d.to_string());
-            }
-        }
-        let mut refs = HashSet::new();
-        let mut named = HashSet::new();
-        let mut name = |r: &crate::ChunkRef| {
-            if let Some(p) = r.pack {
-                named.insert(p.object_name());
-            }
-        };
-        let mut reader = None;
-        for d in deployments {
-            let prefix = format!("deployments/{d}/backups/");
-            for o in self.inner.backend.list(&prefix).await? {
-                let id = &o.name[prefix.len()..];
-                if id.contains('/') {
-                    continue;
-                }
-                let m = match self.load_manifest(&d, id).await {
-                    Ok(m) => m,
-                    // Deleted since the listing: it references nothing any more.
-                    Err(e) if e.code() == code::NOTFOUND_BACKUP => continue,
-                    Err(e) => return Err(e),
-                };
-                for a in &m.archives {
-                    for f in &a.files {
-                        refs.extend(f.chunks.iter().map(|c| c.id));
-                        f.chunks.iter().for_each(&mut name);
-                        if f.chunk_lists.is_empty() {
-                            continue;
-                        }
-                        refs.extend(f.chunk_lists.iter().map(|c| c.id));
-                        f.chunk_lists.iter().for_each(&mut name);
-                        if reader.is_none() {
-                            reader = Some(self.reader_with_frame_cache(8 << 20).await?);
-                        }
-                        if let Some(r) = &reader {
-                            for c in r.file_chunks(f).await? {
-                                refs.insert(c.id);
-                                name(&c);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok((refs, named))
-    }
-
     /// Packs no manifest references, after the grace period, and removes
     /// them safely; see the module documentation. With `apply` it holds an
     /// exclusive lease for the run (`conflict.repo_locked` if another
@@ -331,11 +253,12 @@ impl Repository {
         let mut records = self.load_gc_records().await?;
         let view = View::load(self).await?;
         if opts.apply {
-            let existing: HashSet<String> = view.packs.keys().cloned().collect();
-            report.quarantine_records_removed = self.drop_stale_quarantine(&existing).await?;
+            report.quarantine_records_removed = self
+                .drop_stale_quarantine(&|p| view.packs.contains_key(p))
+                .await?;
         }
         report.packs_total = view.packs.len();
-        report.bytes_total = view.packs.values().sum();
+        report.bytes_total = view.packs.values().map(|p| p.size).sum();
         report.packs_referenced = view.packs.keys().filter(|p| view.is_referenced(p)).count();
         if let Some(r) = self
             .condemn(opts, grace, now, &view, &records, &mut report)
@@ -365,7 +288,7 @@ impl Repository {
         } else {
             view
         };
-        let doomed = reprieve(&view, &due, &mut report);
+        let doomed = doom(&view, &due, &mut report);
         if !opts.apply {
             return Ok(report);
         }
@@ -373,7 +296,7 @@ impl Repository {
         for p in &report.deleted {
             b.delete(p).await?;
         }
-        report.index_objects_replaced = self.replace_index_objects(&view.raw, &doomed).await?;
+        report.index_objects_replaced = self.replace_index_objects(&doomed).await?;
         for r in &due {
             b.delete(&format!("{CONDEMNED_PREFIX}{}", r.id)).await?;
             b.delete(&format!("{HOLDERS_PREFIX}{}", r.id)).await?;
@@ -410,10 +333,9 @@ impl Repository {
             .keys()
             .filter(|p| !already.contains(p) && !view.is_referenced(p))
             .filter(|p| {
-                view.modified
+                view.packs
                     .get(*p)
-                    .copied()
-                    .flatten()
+                    .and_then(|i| i.modified)
                     .is_none_or(|m| m <= now - grace)
             })
             .cloned()
@@ -422,7 +344,7 @@ impl Repository {
         let mut candidates = candidates;
         candidates.sort();
         if !candidates.is_empty() {
-            report.condemned_bytes = candidates.iter().map(|p| view.packs[p]).sum();
+            report.condemned_bytes = candidates.iter().map(|p| view.packs[p].size).sum();
             report.condemned = candidates.clone();
             let mut rid = [0u8; 16];
             rand::Rng::fill(&mut rand::thread_rng(), &mut rid);
@@ -496,42 +418,59 @@ impl Repository {
         Ok(due)
     }
 
-    /// A new index object without the doomed packs, written before the objects it
-    /// replaces are deleted; returns how many were replaced.
-    async fn replace_index_objects(
-        &self,
-        raw: &RawIndex,
-        doomed: &HashSet<String>,
-    ) -> Result<usize> {
+    /// Rewrites the index objects that name a doomed pack: reads the index objects
+    /// one at a time, writes the other packs of those that name one (each pack once)
+    /// into new index objects of about [`REWRITE_ENTRIES`] entries at most, and only
+    /// when all are written deletes the replaced objects; returns how many were
+    /// replaced.
+    async fn replace_index_objects(&self, doomed: &HashSet<String>) -> Result<usize> {
         let b = &self.inner.backend;
-        let affected: Vec<&(String, Vec<IndexedPack>)> = raw
-            .iter()
-            .filter(|(_, packs)| packs.iter().any(|p| doomed.contains(&pack_name(&p.id))))
-            .collect();
-        if !affected.is_empty() {
-            let mut seen = HashSet::new();
-            let mut survivors: Vec<IndexedPack> = Vec::new();
-            for (_, packs) in &affected {
-                for p in packs {
-                    if !doomed.contains(&pack_name(&p.id)) && seen.insert(p.id) {
-                        survivors.push(p.clone());
+        let mut affected = Vec::new();
+        let mut seen = HashSet::new();
+        let mut pending: Vec<IndexedPack> = Vec::new();
+        let mut pending_entries = 0;
+        for o in b.list("index/").await? {
+            // Only gc deletes index objects, and this run holds the exclusive lease.
+            let Some(sealed) = self.get_listed(&o.name).await? else {
+                continue;
+            };
+            let packs = index::decode(&self.inner.master.open(Domain::Index, &sealed)?)?;
+            drop(sealed);
+            if !packs.iter().any(|p| doomed.contains(&pack_name(&p.id))) {
+                continue;
+            }
+            for p in packs {
+                if !doomed.contains(&pack_name(&p.id)) && seen.insert(p.id) {
+                    pending_entries += p.entries.len();
+                    pending.push(p);
+                    if pending_entries >= REWRITE_ENTRIES {
+                        self.put_index_object(&mut pending).await?;
+                        pending_entries = 0;
                     }
                 }
             }
-            if !survivors.is_empty() {
-                survivors.sort_by_key(|p| p.id);
-                let sealed = self
-                    .inner
-                    .master
-                    .seal(Domain::Index, &index::encode(&survivors));
-                let name = index_name(blake3::hash(&sealed).to_hex().as_str());
-                b.put_if_absent(&name, Bytes::from(sealed)).await?;
-            }
-            for (name, _) in &affected {
-                b.delete(name).await?;
-            }
+            affected.push(o.name);
+        }
+        if !pending.is_empty() {
+            self.put_index_object(&mut pending).await?;
+        }
+        for name in &affected {
+            b.delete(name).await?;
         }
         Ok(affected.len())
+    }
+
+    /// Writes `packs` (sorted by id) as one new index object and empties it.
+    async fn put_index_object(&self, packs: &mut Vec<IndexedPack>) -> Result<()> {
+        packs.sort_by_key(|p| p.id);
+        let sealed = self.inner.master.seal(Domain::Index, &index::encode(packs));
+        packs.clear();
+        let name = index_name(blake3::hash(&sealed).to_hex().as_str());
+        self.inner
+            .backend
+            .put_if_absent(&name, Bytes::from(sealed))
+            .await?;
+        Ok(())
     }
 
     /// Lists the live leases that may reference existing chunks and stores
@@ -557,132 +496,18 @@ impl Repository {
     }
 }
 
-/// The packs of the due records that can go: a condemned pack that holds the only
-/// remaining copy of a chunk a manifest references now is reprieved. Fills the report's
-/// deleted and reprieved lists.
-fn reprieve(view: &View, due: &[CondemnedRecord], report: &mut GcReport) -> HashSet<String> {
+/// The packs of the due records that can go (see [`view::reprieve`]). Fills the
+/// report's deleted and reprieved lists.
+fn doom(view: &View, due: &[CondemnedRecord], report: &mut GcReport) -> HashSet<String> {
     let mut doomed: HashSet<String> = due.iter().flat_map(|r| r.packs.iter().cloned()).collect();
-    // Keep a condemned pack that holds the only remaining copy of a chunk
-    // a manifest references now (one written since the condemnation); a
-    // copy in a quarantined pack does not count.
-    loop {
-        let keep: Vec<String> = doomed
-            .iter()
-            .filter(|p| {
-                (view.named.contains(*p) && !view.quarantined.contains(*p))
-                    || view.contents.get(*p).is_some_and(|ids| {
-                        ids.iter().any(|id| {
-                            view.refs.contains(id)
-                                && view.locations[id].iter().all(|q| {
-                                    doomed.contains(q)
-                                        || !view.packs.contains_key(q)
-                                        || view.quarantined.contains(q)
-                                })
-                        })
-                    })
-            })
-            .cloned()
-            .collect();
-        if keep.is_empty() {
-            break;
-        }
-        for p in keep {
-            doomed.remove(&p);
-            report.reprieved.push(p);
-        }
-    }
+    report.reprieved = view::reprieve(view, &mut doomed);
     let mut deleted: Vec<String> = doomed
         .iter()
         .filter(|p| view.packs.contains_key(*p))
         .cloned()
         .collect();
     deleted.sort();
-    report.deleted_bytes = deleted.iter().map(|p| view.packs[p]).sum();
+    report.deleted_bytes = deleted.iter().map(|p| view.packs[p].size).sum();
     report.deleted = deleted;
-    report.reprieved.sort();
     doomed
-}
-
-/// Packs, index and references as loaded at one moment.
-struct View {
-    /// Pack name -> size.
-    packs: HashMap<String, u64>,
-    modified: HashMap<String, Option<i64>>,
-    raw: RawIndex,
-    /// Pack name -> chunk ids (from the index).
-    contents: HashMap<String, Vec<ChunkId>>,
-    /// Referenced chunk id -> packs holding it.
-    locations: HashMap<ChunkId, Vec<String>>,
-    refs: HashSet<ChunkId>,
-    /// Packs that format 2 references name: never deleted while named (unless
-    /// quarantined and every chunk they hold for a manifest lives on elsewhere;
-    /// readers then find the other copy through the index).
-    named: HashSet<String>,
-    /// Quarantined packs (see quarantine.rs).
-    quarantined: HashSet<String>,
-}
-
-impl View {
-    async fn load(repo: &Repository) -> Result<View> {
-        // Manifests before the index and the packs: everything a manifest
-        // references was indexed before the manifest was written.
-        let (refs, named) = repo.referenced_chunks().await?;
-        let quarantined = repo.quarantined_set().await?;
-        let raw = repo.load_raw_index().await?;
-        let listed = repo.list_packs().await?;
-        let mut contents: HashMap<String, Vec<ChunkId>> = HashMap::new();
-        let mut locations: HashMap<ChunkId, Vec<String>> = HashMap::new();
-        for (_, packs) in &raw {
-            for p in packs {
-                let name = pack_name(&p.id);
-                let ids = contents.entry(name.clone()).or_default();
-                for e in &p.entries {
-                    ids.push(e.id);
-                    if refs.contains(&e.id) {
-                        let l = locations.entry(e.id).or_default();
-                        if !l.contains(&name) {
-                            l.push(name.clone());
-                        }
-                    }
-                }
-            }
-        }
-        for id in &refs {
-            locations.entry(*id).or_default();
-        }
-        Ok(View {
-            packs: listed.iter().map(|o| (o.name.clone(), o.size)).collect(),
-            modified: listed
-                .iter()
-                .map(|o| (o.name.clone(), o.modified))
-                .collect(),
-            raw,
-            contents,
-            locations,
-            refs,
-            named,
-            quarantined,
-        })
-    }
-
-    /// Whether a manifest needs `pack`: it holds a referenced chunk, and for a
-    /// quarantined pack, one that no other existing, unquarantined pack holds.
-    fn is_referenced(&self, pack: &str) -> bool {
-        let quarantined = self.quarantined.contains(pack);
-        if !quarantined && self.named.contains(pack) {
-            return true;
-        }
-        let Some(ids) = self.contents.get(pack) else {
-            return false;
-        };
-        ids.iter().any(|id| {
-            self.refs.contains(id)
-                && (!quarantined
-                    || !self.locations.get(id).is_some_and(|l| {
-                        l.iter().any(|q| {
-                            q != pack && !self.quarantined.contains(q) && self.packs.contains_key(q)
-                        })
-                    }))
-        })
-    }
 }

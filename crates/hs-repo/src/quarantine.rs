@@ -187,12 +187,15 @@ impl Repository {
     }
 
     /// Deletes the records of quarantined packs that no longer exist (gc deleted them).
-    pub(crate) async fn drop_stale_quarantine(&self, packs: &HashSet<String>) -> Result<usize> {
+    pub(crate) async fn drop_stale_quarantine(
+        &self,
+        exists: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<usize> {
         let backend = self.backend();
         let mut removed = 0;
         for o in backend.list(QUARANTINE_PREFIX).await? {
             let stale = match pack_of_record(&o.name) {
-                Some(p) => !packs.contains(&p),
+                Some(p) => !exists(&p),
                 None => false,
             };
             if stale {
