@@ -625,3 +625,206 @@ async fn gc_keeps_a_quarantined_pack_that_holds_the_only_copy() {
     w.finish().await.unwrap();
     assert!(repo.list_packs().await.unwrap().len() > before);
 }
+
+/// The packs `refs` name.
+fn named(refs: &[ChunkRef]) -> std::collections::BTreeSet<String> {
+    refs.iter()
+        .map(|r| r.pack.expect("a format 2 reference").object_name())
+        .collect()
+}
+
+async fn pack_names(repo: &Repository) -> std::collections::BTreeSet<String> {
+    repo.list_packs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect()
+}
+
+/// Format 2 only: a pack is referenced because a reference names it, not because it
+/// holds a chunk a manifest references. Two sessions store the same data (neither
+/// sees the other's packs): the copies nobody names are collected, a named pack is
+/// kept even when every chunk it holds lives on elsewhere, and a reference whose
+/// named pack is gone keeps the other copy (found through the index).
+#[tokio::test]
+async fn format_2_gc_collects_unnamed_duplicates_and_keeps_named_packs() {
+    let env = Env::new();
+    let repo = env.small_pack_repo().await;
+    let data: Vec<Bytes> = (0..100)
+        .map(|i| Bytes::from(noise(500 + i, 16 * 1024)))
+        .collect();
+    let mut w1 = repo.writer().await.unwrap();
+    let mut w2 = repo.writer().await.unwrap();
+    let mut refs1 = Vec::new();
+    for d in &data {
+        refs1.push(w1.add(d.clone()).await.unwrap());
+    }
+    let mut entry1 = file(refs1.clone());
+    w1.store_chunk_list(&mut entry1).await.unwrap();
+    assert!(!entry1.chunk_lists.is_empty());
+    w1.finish().await.unwrap();
+    let mut refs2 = Vec::new();
+    for d in &data {
+        refs2.push(w2.add(d.clone()).await.unwrap());
+    }
+    let stats = w2.finish().await.unwrap();
+    assert_eq!(stats.new_chunks, 100, "the second session stored copies");
+    let (p1, p2) = (named(&refs1), named(&refs2));
+    let p1_all: std::collections::BTreeSet<String> =
+        p1.union(&named(&entry1.chunk_lists)).cloned().collect();
+    assert!(p1_all.is_disjoint(&p2), "{p1_all:?} {p2:?}");
+    assert!(p2.len() >= 2, "several packs of copies: {p2:?}");
+
+    let a = manifest_at("db1", "a", 1, entry1.clone());
+    repo.put_manifest(&a).await.unwrap();
+    // b names the first copy's pack(s) of its first 10 chunks, all also held by p1.
+    let b_refs: Vec<ChunkRef> = refs2[..10].to_vec();
+    let b = manifest_at("db1", "b", 2, file(b_refs.clone()));
+    repo.put_manifest(&b).await.unwrap();
+    let kept_for_b = named(&b_refs);
+    let unnamed: Vec<String> = p2.difference(&kept_for_b).cloned().collect();
+    assert!(!unnamed.is_empty());
+
+    // The copies nobody names go; every named pack stays.
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert_eq!(r.condemned, unnamed, "{r:?}");
+    assert_eq!(r.deleted, unnamed, "{r:?}");
+    assert!(r.reprieved.is_empty(), "{r:?}");
+    assert_eq!(r.packs_referenced, p1_all.len() + kept_for_b.len(), "{r:?}");
+    let left = pack_names(&repo).await;
+    assert!(left.is_superset(&p1_all) && left.is_superset(&kept_for_b));
+    assert_eq!(read_all(&repo, &a).await.unwrap(), 100);
+    assert_eq!(read_all(&repo, &b).await.unwrap(), 10);
+
+    // A manifest that names b's packs, then b goes: b's packs stay (named) ...
+    let c = manifest_at("db1", "c", 3, file(b_refs.clone()));
+    repo.put_manifest(&c).await.unwrap();
+    std::fs::remove_file(env.repo_path().join("deployments/db1/backups/b")).unwrap();
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert!(r.condemned.is_empty() && r.deleted.is_empty(), "{r:?}");
+
+    // ... and once c is the only one left with a pack named and a then goes, the packs of
+    // a that hold c's chunks are not named, but c needs them if c's named packs are
+    // gone. Quarantine c's packs: every chunk lives on in a's packs, so they go, and
+    // a's packs that hold c's chunks stay (found by id through the index).
+    std::fs::remove_file(env.repo_path().join("deployments/db1/backups/a")).unwrap();
+    for p in &kept_for_b {
+        assert!(repo
+            .quarantine_pack(p, "verify.pack_corrupt")
+            .await
+            .unwrap());
+    }
+    let r = repo.gc(&gc_now()).await.unwrap();
+    for p in &kept_for_b {
+        assert!(r.deleted.contains(p), "{r:?}");
+    }
+    let holders: std::collections::BTreeSet<String> = named(&refs1[..10]);
+    let left = pack_names(&repo).await;
+    assert!(left.is_superset(&holders), "{left:?} {holders:?} {r:?}");
+    assert!(left.is_disjoint(&kept_for_b));
+    assert!(repo.quarantined_packs().await.unwrap().is_empty());
+    assert_eq!(
+        read_all(&repo, &c).await.unwrap(),
+        10,
+        "read through the index"
+    );
+    // Stable: c's references name packs that are gone; the copies stay.
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert!(r.condemned.is_empty() && r.deleted.is_empty(), "{r:?}");
+    assert_eq!(r.packs_referenced, holders.len(), "{r:?}");
+    assert_eq!(read_all(&repo, &c).await.unwrap(), 10);
+    assert!(repo.verify_repo().await.unwrap().is_ok());
+}
+
+/// A format 1 manifest (references without packs, through an unplaced list chunk) next
+/// to format 2 ones: every pack that holds a chunk the format 1 manifest references is
+/// kept, copies included, until that manifest goes.
+#[tokio::test]
+async fn gc_keeps_what_a_format_1_manifest_references_next_to_format_2_ones() {
+    let env = Env::new();
+    let repo = env.small_pack_repo().await;
+    let old: Vec<Bytes> = (0..100)
+        .map(|i| Bytes::from(noise(900 + i, 16 * 1024)))
+        .collect();
+    // Two sessions store the old data (two copies), as format 1 writers could.
+    let mut w1 = repo.writer().await.unwrap();
+    let mut w2 = repo.writer().await.unwrap();
+    let mut refs = Vec::new();
+    for d in &old {
+        refs.push(w1.add(d.clone()).await.unwrap());
+        w2.add(d.clone()).await.unwrap();
+    }
+    let unplaced: Vec<ChunkRef> = refs
+        .iter()
+        .map(|r| ChunkRef::unplaced(r.id, r.len))
+        .collect();
+    let mut entry = file(unplaced);
+    w1.store_chunk_list(&mut entry).await.unwrap();
+    for l in &mut entry.chunk_lists {
+        *l = ChunkRef::unplaced(l.id, l.len);
+    }
+    w1.finish().await.unwrap();
+    w2.finish().await.unwrap();
+    let old_packs = pack_names(&repo).await;
+    let mut m1 = manifest_at("db1", "f1", 1, entry);
+    m1.format = 1;
+    repo.put_manifest(&m1).await.unwrap();
+
+    // A format 2 backup of other data.
+    let mut w = repo.writer().await.unwrap();
+    let mut refs2 = Vec::new();
+    for i in 0..80 {
+        refs2.push(
+            w.add(Bytes::from(noise(5000 + i, 16 * 1024)))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut entry2 = file(refs2.clone());
+    w.store_chunk_list(&mut entry2).await.unwrap();
+    w.finish().await.unwrap();
+    let m2 = manifest_at("db1", "f2", 2, entry2.clone());
+    repo.put_manifest(&m2).await.unwrap();
+    let new_packs: std::collections::BTreeSet<String> = named(&refs2)
+        .union(&named(&entry2.chunk_lists))
+        .cloned()
+        .collect();
+    assert!(new_packs.is_disjoint(&old_packs));
+    // Garbage: a session whose backup never wrote its manifest.
+    let mut w = repo.writer().await.unwrap();
+    let garbage = w
+        .add(Bytes::from(noise(77, 600 * 1024)))
+        .await
+        .unwrap()
+        .pack
+        .unwrap()
+        .object_name();
+    w.finish().await.unwrap();
+
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert_eq!(r.deleted, vec![garbage.clone()], "{r:?}");
+    let left = pack_names(&repo).await;
+    assert!(left.is_superset(&old_packs) && left.is_superset(&new_packs));
+    // Every old pack holds a chunk (or the list chunk) f1 references by id: both
+    // copies count for format 1.
+    assert_eq!(
+        r.packs_referenced,
+        old_packs.len() + new_packs.len(),
+        "{r:?}"
+    );
+    assert_eq!(read_all(&repo, &m1).await.unwrap(), 100);
+    assert_eq!(read_all(&repo, &m2).await.unwrap(), 80);
+
+    // f1 goes: its packs follow; f2 stays whole.
+    std::fs::remove_file(env.repo_path().join("deployments/db1/backups/f1")).unwrap();
+    let r = repo.gc(&gc_now()).await.unwrap();
+    assert_eq!(
+        r.deleted,
+        old_packs.iter().cloned().collect::<Vec<_>>(),
+        "{r:?}"
+    );
+    assert_eq!(pack_names(&repo).await, new_packs);
+    assert_eq!(read_all(&repo, &m2).await.unwrap(), 80);
+    assert!(repo.verify_repo().await.unwrap().is_ok());
+}
