@@ -28,6 +28,10 @@
 //! page cache is not dropped (restores read a warm repository); `sync` runs before each
 //! command so that one command's writeback does not land in the next one's time.
 //!
+//! Before it starts, the harness checks that the scratch file system has room for the cluster
+//! plus one full copy and about 2 GiB more (scale 1000: about 33 GiB), and stops if not; after
+//! `pgbench -i` it has the server drop its recycled WAL segments (up to 4 GB).
+//!
 //! Needs GNU time (`apt-get install -y time`) and pgBackRest (`apt-get install -y pgbackrest`);
 //! the harness says so and stops when either is missing. `--bin` uses a prebuilt
 //! pg_hardstorage instead of building the release one; `--keep` keeps the scratch directory
@@ -76,7 +80,20 @@ pub fn run(args: &[String]) -> Result<()> {
         Some(b) => bail!("--bin {}: no such file", b.display()),
         None => util::build_release_binary()?,
     };
-    with_scratch("xtask bench scale", keep, |work| run_in(work, &bin, scale))
+    with_scratch("xtask bench scale", keep, |work| {
+        let (need, free) = (disk_needed(scale), disk_free(work)?);
+        if free < need {
+            bail!(
+                "scale {scale} needs about {} of free disk at its peak (the cluster plus one full \
+                 copy, WAL and repositories) and {} has {}: free some space or pass a smaller \
+                 --scale",
+                human(need),
+                work.display(),
+                human(free)
+            );
+        }
+        run_in(work, &bin, scale)
+    })
 }
 
 /// GNU time and pgBackRest must be installed; say how to install whichever is missing.
@@ -259,6 +276,7 @@ fn run_in(work: &Path, bin: &Path, scale: u32) -> Result<()> {
     let pgbackrest = |args: &[&str]| pgbackrest_cmd(&pgbr_conf, args);
     pgbench_init(&pg, scale)?;
     let db_bytes = database_bytes(&pg)?;
+    shrink_pg_wal(&pg)?;
     let mut b = Bench::new(work)?;
 
     // References: pg_basebackup (deleted right after; only its time matters) and pgBackRest.
@@ -340,6 +358,54 @@ fn run_in(work: &Path, bin: &Path, scale: u32) -> Result<()> {
     }
 
     report(scale, db_bytes, wal_bytes, &b.rows)
+}
+
+/// Bytes of disk the run needs at its peak for a pgbench database of `scale`: the cluster,
+/// plus one full copy (pg_basebackup's or a restore), plus 2 GiB for `pg_wal` (see
+/// [`shrink_pg_wal`]), the repositories and pgBackRest's archive.
+fn disk_needed(scale: u32) -> u64 {
+    const PGBENCH_BYTES_PER_SCALE: u64 = 16 << 20;
+    2 * u64::from(scale) * PGBENCH_BYTES_PER_SCALE + (2 << 30)
+}
+
+/// Free bytes on the file system that holds `dir` (`df --output=avail`).
+fn disk_free(dir: &Path) -> Result<u64> {
+    let out = util::run_capture(Command::new("df").args(["--output=avail", "-B1"]).arg(dir))?;
+    out.lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| format!("unexpected df output {out:?}"))
+}
+
+/// pgbench -i leaves `pg_wal` full of segments recycled for future use, up to max_wal_size
+/// (4 GB); a checkpoint removes only segments behind it. With max_wal_size lowered, switch
+/// past each of them and checkpoint, then set max_wal_size back: from then on `pg_wal` grows
+/// only by what the measured commands write.
+fn shrink_pg_wal(pg: &PgCluster) -> Result<()> {
+    let wal_dir = pg.data_dir().join("pg_wal");
+    let segments = || -> Result<usize> {
+        Ok(std::fs::read_dir(&wal_dir)?
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .count())
+    };
+    let before = util::dir_bytes(&wal_dir)?;
+    pg.psql("ALTER SYSTEM SET max_wal_size = '128MB'")?;
+    pg.psql("SELECT pg_reload_conf()")?;
+    // The checkpoint's own record makes the segment non-empty, so each switch moves on.
+    for _ in 0..segments()? + 2 {
+        pg.psql("CHECKPOINT")?;
+        pg.psql("SELECT pg_switch_wal()")?;
+    }
+    pg.psql("CHECKPOINT")?;
+    pg.psql("ALTER SYSTEM RESET max_wal_size")?;
+    pg.psql("SELECT pg_reload_conf()")?;
+    eprintln!(
+        "pg_wal: {} after pgbench -i, {} after dropping recycled segments",
+        human(before),
+        human(util::dir_bytes(&wal_dir)?)
+    );
+    Ok(())
 }
 
 /// A fresh, empty `target` that pgBackRest (as the postgres user) may restore into; returns
