@@ -284,6 +284,8 @@ impl Repository {
             return Ok(report);
         }
         let view = if opts.apply {
+            // The new view replaces the old one (never two in memory).
+            drop(view);
             View::load(self).await?
         } else {
             view

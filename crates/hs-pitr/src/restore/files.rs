@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hs_base::code;
-use hs_repo::{ChunkReader, ChunkRef, Repository};
+use hs_repo::{BackupManifest, ChunkReader, ChunkRef, Repository};
 use tokio::task::JoinSet;
 
 use super::{named, RestoreProgress};
@@ -20,12 +20,100 @@ pub(super) struct Unit {
 }
 
 /// A file of the backup that already exists in a `--delta` target and is compared
-/// chunk by chunk.
+/// chunk by chunk (its references are read when it is compared).
 pub(super) struct Existing {
     pub(super) path: PathBuf,
     pub(super) mode: u32,
     pub(super) size: u64,
-    pub(super) chunks: Vec<ChunkRef>,
+    /// Archive and file index in the manifest.
+    pub(super) archive: usize,
+    pub(super) file: usize,
+}
+
+/// A file of the backup written whole: created empty at its size by the layout step,
+/// filled by [`UnitRun::file`].
+pub(super) struct NewFile {
+    pub(super) path: PathBuf,
+    /// Archive and file index in the manifest.
+    pub(super) archive: usize,
+    pub(super) file: usize,
+}
+
+/// Chunks per unit (one task writes a unit's chunks in order).
+const UNIT_CHUNKS: usize = 64;
+
+/// Units written by up to `parallelism` tasks, fed one at a time, so that only the
+/// units in flight are in memory.
+pub(super) struct UnitRun<'a> {
+    reader: &'a ChunkReader,
+    parallelism: usize,
+    progress: &'a dyn RestoreProgress,
+    set: JoinSet<Result<u64>>,
+    written: u64,
+}
+
+impl<'a> UnitRun<'a> {
+    pub(super) fn new(
+        reader: &'a ChunkReader,
+        parallelism: usize,
+        progress: &'a dyn RestoreProgress,
+    ) -> UnitRun<'a> {
+        UnitRun {
+            reader,
+            parallelism,
+            progress,
+            set: JoinSet::new(),
+            written: 0,
+        }
+    }
+
+    /// Writes the whole file at `path` from its `chunks`, in units.
+    pub(super) async fn file(&mut self, path: &Path, chunks: &[ChunkRef]) -> Result<()> {
+        let mut offset = 0;
+        for group in chunks.chunks(UNIT_CHUNKS) {
+            let len: u64 = group.iter().map(|c| u64::from(c.len)).sum();
+            self.unit(Unit {
+                path: path.to_path_buf(),
+                offset,
+                chunks: group.to_vec(),
+            })
+            .await?;
+            offset += len;
+        }
+        Ok(())
+    }
+
+    /// Starts writing `u`, after one running unit finishes if `parallelism` are.
+    pub(super) async fn unit(&mut self, u: Unit) -> Result<()> {
+        while self.set.len() >= self.parallelism {
+            self.join_one().await?;
+        }
+        let reader = self.reader.clone();
+        self.set.spawn(async move { write_unit(&reader, u).await });
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> Result<bool> {
+        let Some(res) = self.set.join_next().await else {
+            return Ok(false);
+        };
+        let n = res.map_err(|e| {
+            Error::of_kind(
+                ErrorKind::Io,
+                code::IO_RESTORE_TASK_FAILED,
+                format!("restore task failed: {e}"),
+            )
+        })??;
+        self.written += n;
+        self.progress.advance(n);
+        Ok(true)
+    }
+
+    /// Waits for every unit; returns the bytes written.
+    pub(super) async fn finish(mut self) -> Result<u64> {
+        while self.join_one().await? {}
+        Ok(self.written)
+    }
 }
 
 pub(super) fn check_chunk_total(path: &str, size: u64, chunks: &[ChunkRef]) -> Result<()> {
@@ -45,6 +133,8 @@ pub(super) fn check_chunk_total(path: &str, size: u64, chunks: &[ChunkRef]) -> R
 /// how many matched completely and the units that rewrite the chunks that differ.
 pub(super) async fn compare_existing(
     repo: &Repository,
+    reader: &ChunkReader,
+    manifest: &BackupManifest,
     existing: Vec<Existing>,
     progress: &dyn RestoreProgress,
 ) -> Result<(u64, Vec<Unit>)> {
@@ -56,10 +146,16 @@ pub(super) async fn compare_existing(
     loop {
         while set.len() < workers {
             let Some(e) = it.next() else { break };
+            let f = &manifest.archives[e.archive].files[e.file];
+            let chunks = reader
+                .file_chunks(f)
+                .await
+                .map_err(|err| super::reading(err, manifest, &f.path))?;
+            check_chunk_total(&f.path, f.size, &chunks)?;
             let repo = repo.clone();
             set.spawn_blocking(move || {
                 let size = e.size;
-                let u = delta_units(&repo, e)?;
+                let u = delta_units(&repo, e, &chunks)?;
                 let stale: u64 = u
                     .iter()
                     .flat_map(|u| u.chunks.iter())
@@ -89,7 +185,11 @@ pub(super) async fn compare_existing(
 
 /// Compares one existing file with its chunks (after setting its size and mode) and
 /// returns the units that rewrite the runs of chunks that differ.
-pub(super) fn delta_units(repo: &Repository, e: Existing) -> Result<Vec<Unit>> {
+pub(super) fn delta_units(
+    repo: &Repository,
+    e: Existing,
+    chunks: &[ChunkRef],
+) -> Result<Vec<Unit>> {
     let io = |what: &str, err| crate::error::io(format!("{what} {}", e.path.display()), err);
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -107,7 +207,7 @@ pub(super) fn delta_units(repo: &Repository, e: Existing) -> Result<Vec<Unit>> {
     let mut off = 0u64;
     let mut units = Vec::new();
     let mut run: Option<Unit> = None;
-    for c in &e.chunks {
+    for c in chunks {
         let clen = u64::from(c.len);
         if off + clen > buf_off + buf.len() as u64 {
             let want = clen.max(READ_BLOCK).min(e.size - off);

@@ -15,7 +15,7 @@ mod pg_programs;
 
 use files::{
     check_chunk_total, compare_existing, create_file, make_parent, run_units, safe_join, set_mode,
-    sync_dirs, sync_path, write_new_file, Existing, Unit,
+    sync_dirs, sync_path, write_new_file, Existing, NewFile, Unit, UnitRun,
 };
 pub use layout::TablespaceMapping;
 use layout::{
@@ -287,18 +287,33 @@ async fn restore_leased(
     progress.start(total);
 
     let Layout {
-        mut units,
+        new_files,
         files,
         existing,
         control,
-    } = lay_out(&reader, &manifest, opts, &roots).await?;
-    let (files_kept, delta_units) = compare_existing(repo, existing, progress).await?;
+    } = lay_out(&manifest, opts, &roots)?;
+    let (files_kept, delta_units) =
+        compare_existing(repo, &reader, &manifest, existing, progress).await?;
     let files_written = (files.len() as u64 - files_kept) + 1;
-    units.extend(delta_units);
 
-    let written = run_units(&reader, units, opts.parallelism.max(1), progress)
-        .await
-        .map_err(|e| of_backup(e, &manifest))?;
+    // File by file: only the references of the files being written are in memory.
+    let mut units = UnitRun::new(&reader, opts.parallelism.max(1), progress);
+    for nf in &new_files {
+        let f = &manifest.archives[nf.archive].files[nf.file];
+        let chunks = reader
+            .file_chunks(f)
+            .await
+            .map_err(|e| reading(e, &manifest, &f.path))?;
+        check_chunk_total(&f.path, f.size, &chunks)?;
+        units
+            .file(&nf.path, &chunks)
+            .await
+            .map_err(|e| of_backup(e, &manifest))?;
+    }
+    for u in delta_units {
+        units.unit(u).await.map_err(|e| of_backup(e, &manifest))?;
+    }
+    let written = units.finish().await.map_err(|e| of_backup(e, &manifest))?;
 
     // One sync per file at the end, then the control file, then the directories.
     for p in &files {
@@ -383,8 +398,8 @@ fn prepare_roots(
 
 /// What [`lay_out`] leaves to write.
 struct Layout {
-    /// Units that write the content of new files.
-    units: Vec<Unit>,
+    /// Files to write whole (created empty, at their size).
+    new_files: Vec<NewFile>,
     /// Every regular file but the control file (synced at the end).
     files: Vec<PathBuf>,
     /// Files a `--delta` target already holds, to compare chunk by chunk.
@@ -395,18 +410,13 @@ struct Layout {
 
 /// Creates directories and symlinks, and the regular files (sized, empty) with the
 /// units that write their content; file contents come after, in parallel units.
-async fn lay_out(
-    reader: &ChunkReader,
-    manifest: &BackupManifest,
-    opts: &RestoreOptions,
-    roots: &[PathBuf],
-) -> Result<Layout> {
-    let mut units = Vec::new();
+fn lay_out(manifest: &BackupManifest, opts: &RestoreOptions, roots: &[PathBuf]) -> Result<Layout> {
+    let mut new_files = Vec::new();
     let mut files = Vec::new();
     let mut existing = Vec::new();
     let mut control = None;
-    for (a, root) in manifest.archives.iter().zip(roots) {
-        for f in &a.files {
+    for (ai, (a, root)) in manifest.archives.iter().zip(roots).enumerate() {
+        for (fi, f) in a.files.iter().enumerate() {
             let path = safe_join(root, &f.path)?;
             match &f.kind {
                 FileKind::Dir => {
@@ -431,11 +441,6 @@ async fn lay_out(
                         continue;
                     }
                     files.push(path.clone());
-                    let chunks = reader
-                        .file_chunks(f)
-                        .await
-                        .map_err(|e| reading(e, manifest, &f.path))?;
-                    check_chunk_total(&f.path, f.size, &chunks)?;
                     let is_file = opts.delta
                         && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
                     if is_file {
@@ -443,27 +448,23 @@ async fn lay_out(
                             path,
                             mode: f.mode,
                             size: f.size,
-                            chunks,
+                            archive: ai,
+                            file: fi,
                         });
                         continue;
                     }
                     create_file(&path, f.mode, f.size)?;
-                    let mut offset = 0;
-                    for group in chunks.chunks(64) {
-                        let len: u64 = group.iter().map(|c| u64::from(c.len)).sum();
-                        units.push(Unit {
-                            path: path.clone(),
-                            offset,
-                            chunks: group.to_vec(),
-                        });
-                        offset += len;
-                    }
+                    new_files.push(NewFile {
+                        path,
+                        archive: ai,
+                        file: fi,
+                    });
                 }
             }
         }
     }
     Ok(Layout {
-        units,
+        new_files,
         files,
         existing,
         control,
