@@ -186,7 +186,7 @@ async fn backup_leased(
     // The newest backup is the parent: its file lists are what an unchanged page
     // deduplicates against, one file at a time (memory does not grow with the
     // repository; see hs_repo's writer).
-    let parent = repo.list_backups(&opts.deployment).await?.pop();
+    let parent = repo.newest_intact_backup(&opts.deployment).await?;
     let mut writer = repo.writer_for(parent.as_ref()).await?;
     let parent = match parent {
         // A format 1 parent's references name no pack: nothing to reuse by position
@@ -467,8 +467,8 @@ pub(crate) async fn deployment_system_identifier(
     repo: &Repository,
     deployment: &str,
 ) -> Result<Option<(String, String)>> {
-    let backups = repo.list_backups(deployment).await?;
-    if let Some(m) = backups.last() {
+    // One listing and one manifest read, however many backups the deployment has.
+    if let Some(m) = repo.newest_intact_backup(deployment).await? {
         return Ok(Some((
             m.system_identifier.clone(),
             format!("backup {}", m.backup_id),

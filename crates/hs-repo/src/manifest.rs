@@ -304,6 +304,17 @@ pub(crate) fn name_manifest_error(
         .with_source(e)
 }
 
+/// Sort key of a backup id: its time part, then its `-N` suffix as a number (a plain id
+/// is 1), then the id itself.
+fn backup_id_order(id: &str) -> (&str, u64, &str) {
+    match id.rsplit_once('-') {
+        Some((base, n)) if n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() => {
+            (base, n.parse().unwrap_or(u64::MAX), id)
+        }
+        _ => (id, 1, id),
+    }
+}
+
 impl Repository {
     /// Every backup of a deployment: the manifests that open and verify, and those that
     /// do not (a `verify.*` or `usage.*` error loading them), each named. Errors of the
@@ -331,10 +342,54 @@ impl Repository {
         Ok(out)
     }
 
-    /// The backup `latest` means: see [`BackupListing::latest`].
+    /// The backup `latest` means: see [`BackupListing::latest`]. One listing of the
+    /// deployment's manifests and one read of the newest, however many backups there
+    /// are; only when the newest is damaged are the others read (to name the newest
+    /// intact one in the error).
     pub async fn latest_backup(&self, deployment: &str) -> Result<BackupManifest> {
+        for (_, id) in self.listed_backups_newest_first(deployment).await? {
+            match self.load_manifest(deployment, &id).await {
+                Ok(m) => return Ok(m),
+                // Deleted since the listing (retention): the next one is the newest.
+                Err(e) if e.code() == code::NOTFOUND_BACKUP => continue,
+                Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {
+                    break
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let l = self.list_backups_checked(deployment).await?;
         l.latest(deployment).cloned()
+    }
+
+    /// The newest backup whose manifest opens and verifies, reading manifests newest
+    /// first (one listing, then one read per manifest tried); damaged ones are skipped.
+    /// `None` when the deployment has no intact backup. For callers that want a
+    /// reference point (a backup's parent, the deployment's system identifier), not for
+    /// `latest`, which must never pass over a damaged newest backup silently.
+    pub async fn newest_intact_backup(&self, deployment: &str) -> Result<Option<BackupManifest>> {
+        for (object, id) in self.listed_backups_newest_first(deployment).await? {
+            match self.load_manifest(deployment, &id).await {
+                Ok(m) => return Ok(Some(m)),
+                Err(e) if e.code() == code::NOTFOUND_BACKUP => continue,
+                Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {
+                    tracing::warn!(
+                        code = e.code(),
+                        "skipping damaged backup manifest {object}: {e}"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// [`listed_backups`](Self::listed_backups), newest first: backup ids are their start
+    /// time (`YYYYMMDDTHHMMSSZ`) with `-2`, `-3`, ... for later backups of the same second.
+    async fn listed_backups_newest_first(&self, deployment: &str) -> Result<Vec<(String, String)>> {
+        let mut listed = self.listed_backups(deployment).await?;
+        listed.sort_by(|(_, a), (_, b)| backup_id_order(b).cmp(&backup_id_order(a)));
+        Ok(listed)
     }
 
     /// The intact backups, sorted as [`Repository::list_backups`], for a caller that
@@ -352,6 +407,26 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backup_ids_order_by_time_then_numeric_suffix() {
+        let mut ids = vec![
+            "20260101T000000Z-10",
+            "20260102T000000Z",
+            "20260101T000000Z",
+            "20260101T000000Z-2",
+        ];
+        ids.sort_by(|a, b| backup_id_order(b).cmp(&backup_id_order(a)));
+        assert_eq!(
+            ids,
+            [
+                "20260102T000000Z",
+                "20260101T000000Z-10",
+                "20260101T000000Z-2",
+                "20260101T000000Z"
+            ]
+        );
+    }
 
     /// A manifest body as the format has stored it since its first version, when the LSNs
     /// were plain strings: it must read back, and write back byte for byte.

@@ -601,7 +601,9 @@ impl Repository {
             .await?
             .into_iter()
             .filter(|o| match (since, o.modified) {
-                (Some(s), Some(m)) => m >= s,
+                // Strictly after: the parent's own index objects are written before
+                // its stop time is taken, often in the same second.
+                (Some(s), Some(m)) => m > s,
                 _ => true,
             })
             .collect();
