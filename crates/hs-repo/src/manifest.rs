@@ -320,10 +320,44 @@ impl Repository {
     /// do not (a `verify.*` or `usage.*` error loading them), each named. Errors of the
     /// storage or the keys (`io.*`, `unreachable.*`, `auth.*`) still fail the call.
     pub async fn list_backups_checked(&self, deployment: &str) -> Result<BackupListing> {
+        self.list_backups_inner(deployment, false, false).await
+    }
+
+    /// [`list_backups_checked`](Self::list_backups_checked), but each intact backup is a
+    /// summary: its manifest without `archives` and `pg_backup_manifest` (which hold
+    /// every file, and are most of a manifest's memory). Memory then grows by about a
+    /// kilobyte per backup, not by a manifest per backup. For listing and planning;
+    /// load one backup's manifest with [`Repository::load_manifest`].
+    pub async fn list_backup_summaries_checked(&self, deployment: &str) -> Result<BackupListing> {
+        self.list_backups_inner(deployment, true, false).await
+    }
+
+    /// [`list_backups`](Self::list_backups) (a damaged manifest fails the call), as
+    /// summaries (see [`list_backup_summaries_checked`](Self::list_backup_summaries_checked)).
+    pub async fn list_backup_summaries(&self, deployment: &str) -> Result<Vec<BackupManifest>> {
+        Ok(self
+            .list_backups_inner(deployment, true, true)
+            .await?
+            .backups)
+    }
+
+    async fn list_backups_inner(
+        &self,
+        deployment: &str,
+        summaries: bool,
+        strict: bool,
+    ) -> Result<BackupListing> {
         let mut out = BackupListing::default();
         for (object, id) in self.listed_backups(deployment).await? {
             match self.load_manifest(deployment, &id).await {
-                Ok(m) => out.backups.push(m),
+                Ok(mut m) => {
+                    if summaries {
+                        m.archives = Vec::new();
+                        m.pg_backup_manifest = String::new();
+                    }
+                    out.backups.push(m)
+                }
+                Err(e) if strict => return Err(e),
                 // Deleted since the listing (retention): not a backup any more.
                 Err(e) if e.code() == code::NOTFOUND_BACKUP => {}
                 Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {
@@ -392,13 +426,14 @@ impl Repository {
         Ok(listed)
     }
 
-    /// The intact backups, sorted as [`Repository::list_backups`], for a caller that
+    /// The intact backups as summaries (see [`Repository::list_backup_summaries`]),
+    /// sorted as [`Repository::list_backups`], for a caller that
     /// picks "the newest suitable" one (point-in-time planning with `latest`): a damaged
     /// older backup is left out, but a damaged newest one is refused
     /// (`verify.latest_backup_damaged`), never silently passed over. Empty if the
     /// deployment has no backups.
     pub async fn backups_for_latest(&self, deployment: &str) -> Result<Vec<BackupManifest>> {
-        let l = self.list_backups_checked(deployment).await?;
+        let l = self.list_backup_summaries_checked(deployment).await?;
         l.check_latest(deployment)?;
         Ok(l.backups)
     }

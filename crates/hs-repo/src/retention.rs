@@ -333,7 +333,7 @@ impl Repository {
     ) -> Result<RetentionPlan> {
         check_deployment(deployment)?;
         let backups = self
-            .list_backups(deployment)
+            .list_backup_summaries(deployment)
             .await?
             .iter()
             .map(BackupPoint::from_manifest)

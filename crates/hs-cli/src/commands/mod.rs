@@ -195,7 +195,7 @@ fn dedup_ratio(logical: u64, stored: u64) -> String {
 async fn list(g: &GlobalArgs, deployment: &str, url: &str) -> Result<Output> {
     hs_backup::validate_deployment(deployment)?;
     let repo = g.settings.open_repo(Some(deployment), Some(url)).await?;
-    let listing = repo.list_backups_checked(deployment).await?;
+    let listing = repo.list_backup_summaries_checked(deployment).await?;
     // (sort key, JSON row, human line): intact backups by start time, each damaged one
     // placed by its id (ids sort by start time).
     let mut rows: Vec<(String, serde_json::Value, String)> = Vec::new();

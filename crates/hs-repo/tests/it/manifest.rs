@@ -84,6 +84,22 @@ async fn manifests_round_trip_sort_and_refuse_rewrites() {
     let listed = repo.list_backups("dep1").await.unwrap();
     assert_eq!(listed, vec![early.clone(), late.clone()]);
     assert!(repo.list_backups("other").await.unwrap().is_empty());
+    // Summaries: the same backups in the same order, without the per-file parts.
+    let summary = |m: &BackupManifest| BackupManifest {
+        archives: Vec::new(),
+        pg_backup_manifest: String::new(),
+        ..m.clone()
+    };
+    assert!(!late.archives.is_empty() && !late.pg_backup_manifest.is_empty());
+    let want = vec![summary(&early), summary(&late)];
+    assert_eq!(repo.list_backup_summaries("dep1").await.unwrap(), want);
+    let checked = repo.list_backup_summaries_checked("dep1").await.unwrap();
+    assert_eq!(checked.backups, want);
+    assert!(checked.damaged.is_empty());
+    // The newest is found with one listing and one read; `latest` is the same one.
+    assert_eq!(repo.newest_intact_backup("dep1").await.unwrap(), Some(late.clone()));
+    assert_eq!(repo.latest_backup("dep1").await.unwrap(), late);
+    assert_eq!(repo.newest_intact_backup("other").await.unwrap(), None);
     assert_eq!(
         repo.put_manifest(&late).await.unwrap_err().code(),
         "conflict.backup_exists"
