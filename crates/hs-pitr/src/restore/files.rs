@@ -239,37 +239,6 @@ pub(super) fn delta_units(
     Ok(units)
 }
 
-pub(super) async fn run_units(
-    reader: &ChunkReader,
-    units: Vec<Unit>,
-    parallelism: usize,
-    progress: &dyn RestoreProgress,
-) -> Result<u64> {
-    let mut set: JoinSet<Result<u64>> = JoinSet::new();
-    let mut written = 0u64;
-    let mut it = units.into_iter();
-    loop {
-        while set.len() < parallelism {
-            let Some(u) = it.next() else { break };
-            let reader = reader.clone();
-            set.spawn(async move { write_unit(&reader, u).await });
-        }
-        let Some(res) = set.join_next().await else {
-            break;
-        };
-        let n = res.map_err(|e| {
-            Error::of_kind(
-                ErrorKind::Io,
-                code::IO_RESTORE_TASK_FAILED,
-                format!("restore task failed: {e}"),
-            )
-        })??;
-        written += n;
-        progress.advance(n);
-    }
-    Ok(written)
-}
-
 pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<u64> {
     let file = Arc::new(
         std::fs::OpenOptions::new()

@@ -14,8 +14,8 @@ mod layout;
 mod pg_programs;
 
 use files::{
-    check_chunk_total, compare_existing, create_file, make_parent, run_units, safe_join, set_mode,
-    sync_dirs, sync_path, write_new_file, Existing, NewFile, Unit, UnitRun,
+    check_chunk_total, compare_existing, create_file, make_parent, safe_join, set_mode, sync_dirs,
+    sync_path, write_new_file, Existing, NewFile, UnitRun,
 };
 pub use layout::TablespaceMapping;
 use layout::{
@@ -490,17 +490,16 @@ async fn write_control(
     })?;
     let control_path = opts.target.join(CONTROL_FILE);
     create_file(&control_path, control.mode, control.size)?;
-    let control_units = vec![Unit {
-        path: control_path.clone(),
-        offset: 0,
-        chunks: reader
-            .file_chunks(&control)
-            .await
-            .map_err(|e| reading(e, manifest, CONTROL_FILE))?,
-    }];
-    let written = run_units(reader, control_units, 1, progress)
+    let chunks = reader
+        .file_chunks(&control)
+        .await
+        .map_err(|e| reading(e, manifest, CONTROL_FILE))?;
+    let mut units = UnitRun::new(reader, 1, progress);
+    units
+        .file(&control_path, &chunks)
         .await
         .map_err(|e| of_backup(e, manifest))?;
+    let written = units.finish().await.map_err(|e| of_backup(e, manifest))?;
     sync_path(&control_path)?;
     Ok(written)
 }
