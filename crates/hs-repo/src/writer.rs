@@ -72,6 +72,9 @@ const UPLOADS_IN_FLIGHT: usize = 4;
 /// The entries of packs not yet written to an index object are held in memory
 /// (about 56 bytes per chunk), so this also bounds that.
 pub const DEFAULT_INDEX_INTERVAL: usize = 32;
+/// An index object is also written once the durable packs not yet in one hold this
+/// many chunks (about 14 MiB of entries): well-compressed packs hold 30,000 or more.
+pub const INDEX_INTERVAL_CHUNKS: usize = 1 << 18;
 
 /// Counters of one writer session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -586,7 +589,10 @@ async fn uploader(repo: Repository, mut rx: mpsc::Receiver<FinishedPack>, shared
         }
         let ready = {
             let mut done = lock(&shared.done);
-            if done.len() >= shared.index_interval.load(Ordering::Relaxed) {
+            let entries: usize = done.iter().map(|p| p.entries.len()).sum();
+            if done.len() >= shared.index_interval.load(Ordering::Relaxed)
+                || entries >= INDEX_INTERVAL_CHUNKS
+            {
                 std::mem::take(&mut *done)
             } else {
                 Vec::new()
