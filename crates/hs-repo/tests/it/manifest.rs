@@ -97,7 +97,10 @@ async fn manifests_round_trip_sort_and_refuse_rewrites() {
     assert_eq!(checked.backups, want);
     assert!(checked.damaged.is_empty());
     // The newest is found with one listing and one read; `latest` is the same one.
-    assert_eq!(repo.newest_intact_backup("dep1").await.unwrap(), Some(late.clone()));
+    assert_eq!(
+        repo.newest_intact_backup("dep1").await.unwrap(),
+        Some(late.clone())
+    );
     assert_eq!(repo.latest_backup("dep1").await.unwrap(), late);
     assert_eq!(repo.newest_intact_backup("other").await.unwrap(), None);
     assert_eq!(
