@@ -7,8 +7,10 @@
 //! and the pack it fills. Frames go to the lanes in turn; the caller decides
 //! which pack each frame goes into (a random pack id, chosen when the lane
 //! starts a pack), so every reference `add` returns names its pack at once.
-//! A lane starts a new pack after about `pack_target_size` bytes of stored
-//! frames, estimated from the compression ratio seen so far. A worker
+//! A lane starts a new pack once the frames its worker sealed into the
+//! current pack, plus the plaintext still queued for it (counted as if it
+//! did not compress), reach `pack_target_size`: packs stay at or just
+//! under the target whatever the data's compressibility. A worker
 //! compresses a frame's chunks together as one zstd frame (reusing one zstd
 //! context and its buffers), seals it as one blob, and appends it to the pack;
 //! a full pack is sealed and handed to an
@@ -64,9 +66,7 @@ pub const SESSION_MEMORY: usize = (1 << 17) / 8 * 7;
 /// At most this many chunk ids are loaded from recent index objects: 7/8 of 2^19,
 /// the most a hash table of 2^19 slots holds (about 19 MiB).
 pub const RECENT_INDEX_CHUNKS: usize = (1 << 19) / 8 * 7;
-/// A lane's pack holds at most this many times the pack target of plaintext
-/// (so a highly compressible pack still stays far below the 4 GiB limit).
-const MAX_PLAIN_PER_TARGET: u64 = 32;
+
 const UPLOADS_IN_FLIGHT: usize = 4;
 /// Default for [`ChunkWriter::set_index_interval`]: 32 packs, about 512 MiB stored.
 /// The entries of packs not yet written to an index object are held in memory
@@ -150,6 +150,33 @@ struct Lane {
     pack: PackId,
     /// Plaintext bytes sent into `pack` so far.
     plain: u64,
+    /// What the worker has done with `pack`, shared with it.
+    done: Arc<Mutex<LaneDone>>,
+}
+
+/// The frames a worker has sealed into its current pack.
+#[derive(Default)]
+struct LaneDone {
+    pack: Option<PackId>,
+    /// Plaintext bytes of those frames.
+    plain: u64,
+    /// Their sealed bytes (the pack's size so far).
+    sealed: u64,
+}
+
+impl Lane {
+    /// Stored bytes `pack` will take at most once the queued frames are sealed:
+    /// what is sealed, plus the plaintext not yet sealed (a frame never grows by
+    /// more than its seal's 49 bytes and a zstd frame is kept only when smaller).
+    fn stored_estimate(&self) -> u64 {
+        let d = lock(&self.done);
+        let (plain, sealed) = if d.pack == Some(self.pack) {
+            (d.plain, d.sealed)
+        } else {
+            (0, 0)
+        };
+        sealed + self.plain.saturating_sub(plain) + 64 * 1024
+    }
 }
 
 fn random_pack_id() -> PackId {
@@ -171,10 +198,6 @@ struct Shared {
     done: Mutex<Vec<IndexedPack>>,
     stored_bytes: AtomicU64,
     packs: AtomicU64,
-    /// Plaintext and sealed bytes of the frames sealed so far (the compression
-    /// ratio that sizes packs).
-    frames_plain: AtomicU64,
-    frames_sealed: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -236,10 +259,11 @@ impl ChunkWriter {
         let mut lanes = Vec::with_capacity(n);
         for i in 0..n {
             let (tx, rx) = mpsc::channel::<LaneMsg>(QUEUE_DEPTH);
-            let (r, out, sh) = (repo.clone(), pack_tx.clone(), shared.clone());
+            let done = Arc::new(Mutex::new(LaneDone::default()));
+            let (r, out, sh, d) = (repo.clone(), pack_tx.clone(), shared.clone(), done.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("hs-pack-{i}"))
-                .spawn(move || worker(r, rx, out, sh, target));
+                .spawn(move || worker(r, rx, out, sh, d, target));
             match spawned {
                 Ok(h) => {
                     workers.push(h);
@@ -247,6 +271,7 @@ impl ChunkWriter {
                         tx: Some(tx),
                         pack: random_pack_id(),
                         plain: 0,
+                        done,
                     });
                 }
                 Err(e) => shared_fail_spawn(&shared, e),
@@ -339,34 +364,19 @@ impl ChunkWriter {
         })
     }
 
-    /// Plaintext bytes a pack may take so that its stored size is near the pack
-    /// target, from the compression ratio of the frames sealed so far.
-    fn pack_plain_budget(&self) -> u64 {
-        let target = self.repo.pack_target_size().max(1);
-        let plain = self.shared.frames_plain.load(Ordering::Relaxed);
-        let sealed = self.shared.frames_sealed.load(Ordering::Relaxed);
-        if plain == 0 || sealed == 0 {
-            return target;
-        }
-        let budget = u128::from(target) * u128::from(plain) / u128::from(sealed);
-        u64::try_from(budget)
-            .unwrap_or(u64::MAX)
-            .clamp(target, target.saturating_mul(MAX_PLAIN_PER_TARGET))
-    }
-
     async fn flush_batch(&mut self) -> Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let jobs = std::mem::replace(&mut self.batch, Vec::with_capacity(FRAME_JOBS));
         let bytes = std::mem::take(&mut self.batch_bytes) as u64;
-        let budget = self.pack_plain_budget();
+        let target = self.repo.pack_target_size().max(1);
         let Some(lane) = self.lanes.get_mut(self.batch_lane) else {
             return Err(self.shared.error());
         };
         let pack = lane.pack;
         lane.plain += bytes;
-        if lane.plain >= budget {
+        if lane.stored_estimate() >= target {
             // The next frame of this lane starts a new pack.
             lane.pack = random_pack_id();
             lane.plain = 0;
@@ -465,6 +475,7 @@ fn worker(
     mut rx: mpsc::Receiver<LaneMsg>,
     out: mpsc::Sender<FinishedPack>,
     shared: Arc<Shared>,
+    done: Arc<Mutex<LaneDone>>,
     target: usize,
 ) {
     let mut comp = match Compressor::new(repo.compression_level()) {
@@ -499,12 +510,18 @@ fn worker(
         let compressed = comp.compress_if_smaller(&raw, &mut cbuf);
         let payload: &[u8] = if compressed { &cbuf } else { &raw };
         let sealed = master.seal(Domain::Chunk, payload);
-        shared
-            .frames_plain
-            .fetch_add(raw.len() as u64, Ordering::Relaxed);
-        shared
-            .frames_sealed
-            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        {
+            let mut d = lock(&done);
+            if d.pack != Some(id) {
+                *d = LaneDone {
+                    pack: Some(id),
+                    plain: 0,
+                    sealed: 0,
+                };
+            }
+            d.plain += raw.len() as u64;
+            d.sealed += sealed.len() as u64;
+        }
         if let Err(e) = builder.add_frame(&sealed, compressed, &chunks) {
             shared.fail(e);
             continue;
