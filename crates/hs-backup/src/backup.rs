@@ -174,19 +174,20 @@ async fn backup_leased(
         .with_suggestion("pg_hardstorage needs PostgreSQL 15 or newer"));
     }
     let ident = client.identify_system().await?;
+    // The newest backup is the parent: its file lists are what an unchanged page
+    // deduplicates against, one file at a time (memory does not grow with the
+    // repository; see hs_repo's writer). It also names the deployment's cluster.
+    let parent = repo.newest_intact_backup(&opts.deployment).await?;
     // Before anything is written: another cluster's backup must not become `latest`.
-    check_system_identifier(
+    check_system_identifier_with(
         repo,
         &opts.deployment,
+        parent.as_ref(),
         &ident.system_id,
         opts.allow_system_id_change,
     )
     .await?;
 
-    // The newest backup is the parent: its file lists are what an unchanged page
-    // deduplicates against, one file at a time (memory does not grow with the
-    // repository; see hs_repo's writer).
-    let parent = repo.newest_intact_backup(&opts.deployment).await?;
     let mut writer = repo.writer_for(parent.as_ref()).await?;
     let parent = match parent {
         // A format 1 parent's references name no pack: nothing to reuse by position
@@ -463,12 +464,14 @@ fn stream_error(what: &str) -> Error {
 /// backup's manifest, or, before the first backup, the newest WAL `wal stream` stored
 /// (the long header of a segment's first page). `None` for a deployment with neither.
 /// `backup` and `wal stream` both decide with this.
+/// `newest` is the deployment's newest intact backup
+/// (`Repository::newest_intact_backup`), which the caller has read.
 pub(crate) async fn deployment_system_identifier(
     repo: &Repository,
     deployment: &str,
+    newest: Option<&BackupManifest>,
 ) -> Result<Option<(String, String)>> {
-    // One listing and one manifest read, however many backups the deployment has.
-    if let Some(m) = repo.newest_intact_backup(deployment).await? {
+    if let Some(m) = newest {
         return Ok(Some((
             m.system_identifier.clone(),
             format!("backup {}", m.backup_id),
@@ -519,7 +522,21 @@ pub(crate) async fn check_system_identifier(
     system_id: &str,
     allow: bool,
 ) -> Result<()> {
-    let Some((theirs, source)) = deployment_system_identifier(repo, deployment).await? else {
+    // One listing and one manifest read, however many backups the deployment has.
+    let newest = repo.newest_intact_backup(deployment).await?;
+    check_system_identifier_with(repo, deployment, newest.as_ref(), system_id, allow).await
+}
+
+/// [`check_system_identifier`] with the deployment's newest intact backup already read.
+pub(crate) async fn check_system_identifier_with(
+    repo: &Repository,
+    deployment: &str,
+    newest: Option<&BackupManifest>,
+    system_id: &str,
+    allow: bool,
+) -> Result<()> {
+    let Some((theirs, source)) = deployment_system_identifier(repo, deployment, newest).await?
+    else {
         return Ok(());
     };
     if theirs == system_id {
