@@ -46,6 +46,7 @@ mod backend;
 mod builder;
 mod chunklist;
 mod error;
+mod extsort;
 mod gc;
 mod index;
 mod keys;

@@ -250,15 +250,6 @@ impl ChunkReader {
         lock(&self.inner.cache).limit
     }
 
-    /// Whether the index this reader was built with knows the chunk (`false` when
-    /// no index is loaded).
-    pub(crate) fn in_loaded_index(&self, id: &ChunkId) -> bool {
-        self.inner
-            .index
-            .get()
-            .is_some_and(|i| i.map.contains_key(id))
-    }
-
     /// The pack that holds a chunk, according to this reader's index if it is
     /// loaded (verification loads it up front).
     pub(crate) fn pack_of(&self, id: &ChunkId) -> Option<&str> {

@@ -189,9 +189,11 @@ impl Repository {
             match got {
                 Ok(refs) => out.extend(refs),
                 Err(e) => {
-                    let object = reader
-                        .pack_of(&l.id)
-                        .map_or_else(|| what.to_string(), str::to_string);
+                    let object = l
+                        .pack
+                        .map(|p| p.object_name())
+                        .or_else(|| reader.pack_of(&l.id).map(str::to_string))
+                        .unwrap_or_else(|| what.to_string());
                     let mut p = VerifyReport::entry(
                         chunk_code(&e),
                         &object,

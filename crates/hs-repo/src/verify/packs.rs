@@ -176,14 +176,9 @@ pub(super) struct PackCheck {
     pub(super) bad: HashSet<ChunkId>,
 }
 
-/// One index object's packs: (pack object name, its entries).
-pub(super) type IndexedPacks = Vec<(String, Vec<PackEntry>)>;
-
-/// Index objects as loaded for verification.
+/// Index objects as loaded for verifying a format 1 backup.
 pub(super) struct LoadedIndex {
     pub(super) index: Index,
-    /// Per index object name, its packs.
-    pub(super) objects: Vec<(String, IndexedPacks)>,
 }
 
 impl Repository {
@@ -198,7 +193,6 @@ impl Repository {
         names.sort();
         let mut out = LoadedIndex {
             index: Index::default(),
-            objects: Vec::new(),
         };
         // As readers do: condemned and quarantined packs last, so a chunk that also
         // lives in another pack is checked where a restore would read it.
@@ -229,17 +223,14 @@ impl Repository {
                 .and_then(|p| index::decode(&p));
             match decoded {
                 Ok(packs) => {
-                    let mut list = Vec::with_capacity(packs.len());
                     for p in packs {
                         let pn = pack_name(&p.id);
                         if late_packs.contains(&pn) {
-                            late.push((pn.clone(), p.entries.clone()));
+                            late.push((pn, p.entries));
                         } else {
-                            out.index.add(pn.clone(), &p.entries);
+                            out.index.add(pn, &p.entries);
                         }
-                        list.push((pn, p.entries));
                     }
-                    out.objects.push((name, list));
                 }
                 Err(e) => bad(report, format!("it does not open: {e} ({})", e.code())),
             }

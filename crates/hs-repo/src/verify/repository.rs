@@ -1,28 +1,107 @@
 //! The whole repository: marker, keys, packs, quarantine records, index objects,
 //! manifests and WAL, with each damaged pack reported once, naming the backups it breaks.
+//!
+//! Memory grows with the number of packs and backups, never with the number of
+//! chunks: index objects, packs and chunk lists are read one at a time, and the
+//! check that every referenced chunk is stored is a sorted merge of two record
+//! streams through temporary files ([`crate::extsort`]): the chunks the index and
+//! the pack headers hold, and the chunks the backups reference.
 
 use std::collections::{HashMap, HashSet};
 
 use hs_base::code;
 use hs_chunk::{ChunkId, PackEntry};
+use hs_crypt::Domain;
 use tokio::task::JoinSet;
 
 use super::backup::manifest_refs;
-use super::packs::{check_pack, LoadedIndex, PackCheck};
-use super::{manifest_name, VerifyReport, MESSAGE_BACKUPS, PARALLEL};
+use super::packs::{check_pack, PackCheck};
+use super::{base_name, manifest_name, VerifyReport, MESSAGE_BACKUPS, PARALLEL};
 use crate::error::{Error, Result};
+use crate::extsort::ExternalSort;
+use crate::index::{self, IndexedPack};
+use crate::manifest::ChunkRef;
 use crate::quarantine::QUARANTINE_PREFIX;
 use crate::reader::ChunkReader;
-use crate::repo::Repository;
+use crate::repo::{pack_name, Repository};
 
-/// Every pack, read whole.
-struct PackScan {
-    /// How many packs were listed.
-    count: u64,
-    /// Per pack read, its header's entries (`None` if unreadable).
-    headers: HashMap<String, Option<Vec<PackEntry>>>,
-    /// The packs with problems, by name (their `entries` only say whether the header opened).
-    damaged: Vec<(String, PackCheck)>,
+/// A chunk some pack holds: `id | pack ordinal (u32 BE) | source` where source 0 is
+/// an index object's entry and 1 a pack header's (written only for packs whose header
+/// no index object repeats exactly).
+type Held = [u8; 37];
+/// A chunk a backup references: `id | pack ordinal (u32 BE, NO_PACK for a format 1
+/// reference) | backup ordinal (u32 BE)`.
+type Wanted = [u8; 40];
+const NO_PACK: u32 = u32::MAX;
+const FROM_INDEX: u8 = 0;
+const FROM_HEADER: u8 = 1;
+
+/// What is known about one pack (listed, or named by an index object or a reference).
+#[derive(Default)]
+struct PackInfo {
+    name: String,
+    listed: bool,
+    /// Per index object naming it: the object's ordinal and the digest of its entries.
+    indexed: Vec<(u32, [u8; 32])>,
+    /// Condemned by gc or quarantined: readers try every other copy first.
+    late: bool,
+    /// Missing, or its header does not open: every chunk the index lists for it
+    /// counts as damaged.
+    whole_damaged: bool,
+}
+
+/// The packs by ordinal (the ordinal is what the sorted records carry).
+#[derive(Default)]
+struct Packs {
+    by_name: HashMap<String, u32>,
+    info: Vec<PackInfo>,
+}
+
+impl Packs {
+    fn ordinal(&mut self, name: &str) -> u32 {
+        if let Some(&o) = self.by_name.get(name) {
+            return o;
+        }
+        let o = self.info.len() as u32;
+        self.by_name.insert(name.to_string(), o);
+        self.info.push(PackInfo {
+            name: name.to_string(),
+            ..PackInfo::default()
+        });
+        o
+    }
+}
+
+/// The damaged chunks and, for each, the packs it is damaged in and the pack a
+/// reader falls back to (the first index entry, condemned and quarantined packs last).
+#[derive(Default)]
+struct Damage {
+    bad_in: HashMap<ChunkId, Vec<u32>>,
+    preferred: HashMap<ChunkId, u32>,
+}
+
+impl Damage {
+    /// The damaged packs a restore of reference `r` reads a damaged copy from
+    /// (empty when an intact copy is read).
+    fn read_by(&self, r: &ChunkRef, named: Option<u32>) -> Vec<u32> {
+        let Some(bad) = self.bad_in.get(&r.id) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some(n) = named {
+            if !bad.contains(&n) {
+                return out; // the pack it names holds an intact copy
+            }
+            out.push(n);
+        }
+        // The reader falls back to the index's copy.
+        match self.preferred.get(&r.id) {
+            Some(p) if bad.contains(p) && !out.contains(p) => out.push(*p),
+            Some(p) if !bad.contains(p) => out.clear(),
+            _ => {}
+        }
+        out
+    }
 }
 
 /// The objects below `deployments/`.
@@ -33,14 +112,32 @@ struct DeploymentObjects {
     wal: HashMap<String, Vec<String>>,
 }
 
+fn entries_digest(entries: &[PackEntry]) -> [u8; 32] {
+    let mut b = Vec::with_capacity(hs_chunk::encoded_entries_len(entries));
+    hs_chunk::encode_entries(entries, &mut b);
+    *blake3::hash(&b).as_bytes()
+}
+
+fn held(id: &ChunkId, pack: u32, source: u8) -> Held {
+    let mut r = [0u8; 37];
+    r[..32].copy_from_slice(id.as_bytes());
+    r[32..36].copy_from_slice(&pack.to_be_bytes());
+    r[36] = source;
+    r
+}
+
+fn task_failed(e: tokio::task::JoinError) -> Error {
+    Error::new(code::ABORTED_TASK_FAILED, "a pack verification task failed").with_source(e)
+}
+
 impl Repository {
     /// Verifies the whole repository: the marker, every key object, every
     /// pack (read whole: hash, header, every frame and chunk), every index
     /// object against the packs, every manifest (seal, signature, every
-    /// referenced chunk in the index, chunk lists readable) and every WAL
-    /// object (seal, name binding, length and hash; completed segments are
-    /// whole segments of one size per deployment). Packs that no index names
-    /// are warnings (garbage collection removes them).
+    /// referenced chunk stored, chunk lists readable) and every WAL object
+    /// (seal, name binding, length and hash; completed segments are whole
+    /// segments of one size per deployment). Packs that no index names are
+    /// warnings (garbage collection removes them).
     pub async fn verify_repo(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         self.verify_marker(&mut report).await?;
@@ -48,29 +145,54 @@ impl Repository {
 
         let packs_since = report.events;
         let quarantined = self.quarantined_set().await?;
-        let scan = self.read_packs(&mut report).await?;
-        let (records, record_problems) = self.read_quarantine_records(&mut report).await?;
+        let late = self.condemned_or_quarantined().await?;
+        let mut packs = Packs::default();
+        let mut listing: Vec<crate::ObjectInfo> = self.list_packs().await?;
+        listing.sort_by(|a, b| a.name.cmp(&b.name));
+        for o in &listing {
+            let i = packs.ordinal(&o.name) as usize;
+            packs.info[i].listed = true;
+        }
+        let mut held_sort: ExternalSort<37> = ExternalSort::default();
 
-        // Index objects against the packs (reported after the packs).
+        // Index objects first (their problems are reported after the packs').
         let mut index_report = VerifyReport::default();
-        let (loaded, missing) = self
-            .check_index_objects(&scan.headers, &mut index_report)
+        let index_objects = self
+            .scan_index_objects(&mut packs, &mut held_sort, &mut index_report)
             .await?;
-        let bad_in = damaged_chunks(&scan.damaged, &missing, &loaded);
-        let reader = ChunkReader::new(
-            self.clone(),
-            loaded.index,
-            crate::reader::DEFAULT_FRAME_CACHE_BYTES,
-        );
+        let damaged = self
+            .read_packs(
+                listing,
+                &mut packs,
+                &mut held_sort,
+                &index_objects,
+                &mut report,
+                &mut index_report,
+            )
+            .await?;
+        report_unindexed(&packs, index_objects.len(), &mut index_report);
+        let (records, record_problems) = self.read_quarantine_records(&mut report).await?;
+        for i in &mut packs.info {
+            i.late = late.contains(&i.name);
+        }
+        let damage = self.damage(&damaged, &packs, &index_objects).await?;
 
         let objects = self.list_deployment_objects().await?;
         let mut manifest_report = VerifyReport::default();
         let affected = self
-            .check_manifests(&reader, &objects.manifests, &bad_in, &mut manifest_report)
+            .check_manifests(
+                &objects.manifests,
+                &damage,
+                &mut packs,
+                held_sort,
+                &mut manifest_report,
+            )
             .await?;
         let backups_of = |pack: &str| -> Vec<String> {
-            let mut v: Vec<String> = affected
+            let mut v: Vec<String> = packs
+                .by_name
                 .get(pack)
+                .and_then(|o| affected.get(o))
                 .map(|s| s.iter().cloned().collect())
                 .unwrap_or_default();
             v.sort();
@@ -78,7 +200,8 @@ impl Repository {
         };
 
         // Now the packs, one problem (or warning) per damaged pack.
-        for (name, c) in scan.damaged {
+        let count = packs.info.iter().filter(|i| i.listed).count() as u64;
+        for (name, c) in damaged {
             report_damaged_pack(&mut report, name, c, &quarantined, &backups_of);
         }
         for (name, msg) in record_problems {
@@ -86,7 +209,7 @@ impl Repository {
         }
         report.check(
             "packs",
-            scan.count + records,
+            count + records,
             packs_since,
             "every pack read whole: hash, header, every frame and chunk; quarantine records open",
         );
@@ -103,15 +226,99 @@ impl Repository {
         Ok(report)
     }
 
-    /// Reads every pack whole, several at a time, and checks it ([`check_pack`]).
-    async fn read_packs(&self, report: &mut VerifyReport) -> Result<PackScan> {
-        let mut packs: Vec<crate::ObjectInfo> = self.list_packs().await?;
-        packs.sort_by(|a, b| a.name.cmp(&b.name));
-        let count = packs.len() as u64;
-        let mut headers: HashMap<String, Option<Vec<PackEntry>>> = HashMap::new();
+    /// Reads one index object: its sealed bytes (`None` if it vanished since the
+    /// listing) and what it decodes to.
+    async fn read_index_object(
+        &self,
+        name: &str,
+    ) -> Result<Option<(usize, bool, Result<Vec<IndexedPack>>)>> {
+        let Some(sealed) = self.get_listed(name).await? else {
+            return Ok(None);
+        };
+        let hash_ok = blake3::hash(&sealed).to_hex().as_str() == base_name(name);
+        let decoded = self
+            .inner
+            .master
+            .open(Domain::Index, &sealed)
+            .and_then(|p| index::decode(&p));
+        Ok(Some((sealed.len(), hash_ok, decoded)))
+    }
+
+    /// Reads every index object once, in name order: each must match its name and
+    /// open. Records, per pack it names, the object and the digest of its entries,
+    /// and every entry as a [`Held`] record. Reports the packs named that do not
+    /// exist. Returns the names of the objects that opened (by ordinal).
+    async fn scan_index_objects(
+        &self,
+        packs: &mut Packs,
+        held_sort: &mut ExternalSort<37>,
+        index_report: &mut VerifyReport,
+    ) -> Result<Vec<String>> {
+        let mut names = self.index_object_names().await?;
+        names.sort();
+        let mut opened = Vec::new();
+        for name in names {
+            let Some((len, hash_ok, decoded)) = self.read_index_object(&name).await? else {
+                continue;
+            };
+            index_report.bytes_read += len as u64;
+            if !hash_ok {
+                index_report.problem(
+                    "verify.index_corrupt",
+                    &name,
+                    "its content does not match its name (BLAKE3 of the object)",
+                );
+            }
+            let list = match decoded {
+                Ok(list) => list,
+                Err(e) => {
+                    index_report.problem(
+                        "verify.index_corrupt",
+                        &name,
+                        format!("it does not open: {e} ({})", e.code()),
+                    );
+                    continue;
+                }
+            };
+            let obj = opened.len() as u32;
+            for p in list {
+                let pn = pack_name(&p.id);
+                let o = packs.ordinal(&pn);
+                let info = &mut packs.info[o as usize];
+                info.indexed.push((obj, entries_digest(&p.entries)));
+                if !info.listed && !info.whole_damaged {
+                    info.whole_damaged = true;
+                    index_report.problem(
+                        "verify.pack_missing",
+                        &pn,
+                        format!("index object {name} names this pack, which does not exist"),
+                    );
+                }
+                for e in &p.entries {
+                    held_sort.push(held(&e.id, o, FROM_INDEX))?;
+                }
+            }
+            opened.push(name);
+        }
+        Ok(opened)
+    }
+
+    /// Reads every pack whole, several at a time, and checks it ([`check_pack`])
+    /// and its header against the index objects that name it. Returns the damaged
+    /// packs, sorted by name (their `entries` only say whether the header opened).
+    async fn read_packs(
+        &self,
+        listing: Vec<crate::ObjectInfo>,
+        packs: &mut Packs,
+        held_sort: &mut ExternalSort<37>,
+        index_objects: &[String],
+        report: &mut VerifyReport,
+        index_report: &mut VerifyReport,
+    ) -> Result<Vec<(String, PackCheck)>> {
         let mut damaged: Vec<(String, PackCheck)> = Vec::new();
-        let mut todo = packs.into_iter();
-        let mut set: JoinSet<Result<Option<(String, u64, PackCheck)>>> = JoinSet::new();
+        let mut todo = listing.into_iter();
+        type Checked = Option<(String, u64, PackCheck, Option<[u8; 32]>)>;
+        let mut set: JoinSet<Result<Checked>> = JoinSet::new();
         loop {
             while set.len() < PARALLEL {
                 let Some(o) = todo.next() else { break };
@@ -123,55 +330,67 @@ impl Repository {
                     let len = data.len() as u64;
                     let name = o.name.clone();
                     let r2 = repo.clone();
-                    let checked =
-                        tokio::task::spawn_blocking(move || check_pack(&r2, &name, &data))
-                            .await
-                            .map_err(|e| {
-                                Error::new(
-                                    code::ABORTED_TASK_FAILED,
-                                    "a pack verification task failed",
-                                )
-                                .with_source(e)
-                            })?;
-                    Ok(Some((o.name, len, checked)))
+                    let (checked, digest) = tokio::task::spawn_blocking(move || {
+                        let c = check_pack(&r2, &name, &data);
+                        let d = c.entries.as_deref().map(entries_digest);
+                        (c, d)
+                    })
+                    .await
+                    .map_err(task_failed)?;
+                    Ok(Some((o.name, len, checked, digest)))
                 });
             }
             let Some(res) = set.join_next().await else {
                 break;
             };
-            let res = res.map_err(|e| {
-                Error::new(code::ABORTED_TASK_FAILED, "a pack verification task failed")
-                    .with_source(e)
-            })??;
-            if let Some((name, len, checked)) = res {
-                report.bytes_read += len;
-                let PackCheck {
-                    entries,
-                    pack_id,
-                    problems,
-                    bad,
-                } = checked;
-                if !problems.is_empty() {
-                    let header = entries.as_ref().map(|_| Vec::new());
-                    damaged.push((
-                        name.clone(),
-                        PackCheck {
-                            entries: header,
-                            pack_id,
-                            problems,
-                            bad,
-                        },
-                    ));
+            let Some((name, len, checked, digest)) = res.map_err(task_failed)?? else {
+                continue;
+            };
+            report.bytes_read += len;
+            let o = packs.ordinal(&name);
+            let info = &mut packs.info[o as usize];
+            let mut header_held = info.indexed.is_empty();
+            if let Some(d) = digest {
+                for (obj, idx_digest) in &info.indexed {
+                    if *idx_digest != d {
+                        header_held = true;
+                        index_report.problem(
+                            "verify.index_mismatch",
+                            &index_objects[*obj as usize],
+                            format!("its entry for pack {name} differs from the pack's header"),
+                        );
+                    }
                 }
-                headers.insert(name, entries);
+            }
+            let PackCheck {
+                entries,
+                pack_id,
+                problems,
+                bad,
+            } = checked;
+            match &entries {
+                Some(entries) if header_held => {
+                    for e in entries {
+                        held_sort.push(held(&e.id, o, FROM_HEADER))?;
+                    }
+                }
+                None => info.whole_damaged = true,
+                _ => {}
+            }
+            if !problems.is_empty() {
+                damaged.push((
+                    name,
+                    PackCheck {
+                        entries: entries.map(|_| Vec::new()),
+                        pack_id,
+                        problems,
+                        bad,
+                    },
+                ));
             }
         }
         damaged.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(PackScan {
-            count,
-            headers,
-            damaged,
-        })
+        Ok(damaged)
     }
 
     /// Quarantine records open and name a pack (the name alone keeps the pack
@@ -196,55 +415,70 @@ impl Repository {
         Ok((records, record_problems))
     }
 
-    /// Loads every index object and checks its entries against the pack headers;
-    /// returns the loaded index and the packs it names that do not exist.
-    async fn check_index_objects(
+    /// The damaged chunks: the chunks of frames that do not open, and every chunk
+    /// the index lists for a pack that is gone or whose header does not open; and for
+    /// each, the copy a reader falls back to. Index objects are read again only
+    /// when something is damaged (once more when whole packs are).
+    async fn damage(
         &self,
-        headers: &HashMap<String, Option<Vec<PackEntry>>>,
-        index_report: &mut VerifyReport,
-    ) -> Result<(LoadedIndex, Vec<String>)> {
-        let index_since = index_report.events;
-        let loaded = self.load_index_checked(index_report, false).await?;
-        let mut indexed: HashSet<String> = HashSet::new();
-        let mut missing: Vec<String> = Vec::new();
-        for (obj, list) in &loaded.objects {
-            for (pn, entries) in list {
-                indexed.insert(pn.clone());
-                match headers.get(pn) {
-                    None => {
-                        missing.push(pn.clone());
-                        index_report.problem(
-                            "verify.pack_missing",
-                            pn,
-                            format!("index object {obj} names this pack, which does not exist"),
-                        );
+        damaged: &[(String, PackCheck)],
+        packs: &Packs,
+        index_objects: &[String],
+    ) -> Result<Damage> {
+        let mut d = Damage::default();
+        for (name, c) in damaged {
+            let o = packs.by_name[name];
+            for id in &c.bad {
+                d.bad_in.entry(*id).or_default().push(o);
+            }
+        }
+        if packs.info.iter().any(|i| i.whole_damaged) {
+            for name in index_objects {
+                for p in self.index_object_packs(name).await? {
+                    let o = packs.by_name[&pack_name(&p.id)];
+                    if packs.info[o as usize].whole_damaged {
+                        for e in &p.entries {
+                            let v = d.bad_in.entry(e.id).or_default();
+                            if !v.contains(&o) {
+                                v.push(o);
+                            }
+                        }
                     }
-                    Some(Some(h)) if h != entries => index_report.problem(
-                        "verify.index_mismatch",
-                        obj,
-                        format!("its entry for pack {pn} differs from the pack's header"),
-                    ),
-                    _ => {}
                 }
             }
         }
-        let mut orphans: Vec<&String> = headers.keys().filter(|p| !indexed.contains(*p)).collect();
-        orphans.sort();
-        for p in orphans {
-            index_report.warn(
-                "verify.pack_unindexed",
-                p,
-                "no index object names this pack (left by an interrupted backup); garbage \
-                 collection will remove it",
-            );
+        if d.bad_in.is_empty() {
+            return Ok(d);
         }
-        index_report.check(
-            "index",
-            loaded.objects.len() as u64,
-            index_since,
-            "every index object opens and matches the pack headers",
-        );
-        Ok((loaded, missing))
+        let mut late: HashMap<ChunkId, u32> = HashMap::new();
+        for name in index_objects {
+            for p in self.index_object_packs(name).await? {
+                let o = packs.by_name[&pack_name(&p.id)];
+                let first = if packs.info[o as usize].late {
+                    &mut late
+                } else {
+                    &mut d.preferred
+                };
+                for e in &p.entries {
+                    if d.bad_in.contains_key(&e.id) {
+                        first.entry(e.id).or_insert(o);
+                    }
+                }
+            }
+        }
+        for (id, o) in late {
+            d.preferred.entry(id).or_insert(o);
+        }
+        Ok(d)
+    }
+
+    /// The packs of an index object that opened before (empty if it is gone now or
+    /// no longer opens: that was or will be reported).
+    async fn index_object_packs(&self, name: &str) -> Result<Vec<IndexedPack>> {
+        Ok(match self.read_index_object(name).await? {
+            Some((_, _, Ok(list))) => list,
+            _ => Vec::new(),
+        })
     }
 
     /// Lists the manifests and the WAL objects of every deployment.
@@ -267,70 +501,65 @@ impl Repository {
         Ok(DeploymentObjects { manifests, wal })
     }
 
-    /// Checks every manifest (opens, signature, every chunk it references indexed).
-    /// Returns, per damaged pack, the backups that read a damaged chunk from it (a chunk
-    /// with another copy that the readers prefer does not count).
+    /// Checks every manifest (opens, signature, chunk lists readable) one at a time,
+    /// then that every chunk they reference is stored ([`check_references`]).
+    /// Returns, per damaged pack, the backups that read a damaged chunk from it (a
+    /// chunk with another copy that the readers prefer does not count).
     async fn check_manifests(
         &self,
-        reader: &ChunkReader,
         manifests: &[(String, String)],
-        bad_in: &HashMap<ChunkId, Vec<String>>,
+        damage: &Damage,
+        packs: &mut Packs,
+        held_sort: ExternalSort<37>,
         manifest_report: &mut VerifyReport,
-    ) -> Result<HashMap<String, HashSet<String>>> {
+    ) -> Result<HashMap<u32, HashSet<String>>> {
         let manifests_since = manifest_report.events;
-        let mut affected: HashMap<String, HashSet<String>> = HashMap::new();
-        for (d, id) in manifests {
-            let name = manifest_name(d, id);
+        let reader = ChunkReader::lazy(self.clone(), crate::reader::DEFAULT_FRAME_CACHE_BYTES);
+        let mut affected: HashMap<u32, HashSet<String>> = HashMap::new();
+        let mut wanted: ExternalSort<40> = ExternalSort::default();
+        for (b, (d, id)) in manifests.iter().enumerate() {
             let backup = format!("{d}/{id}");
             let Some(m) = self.load_manifest_checked(d, id, manifest_report).await? else {
                 continue;
             };
-            let (mut content, lists) = manifest_refs(&m);
-            for l in &lists {
-                if !reader.in_loaded_index(&l.id) {
-                    let mut p = VerifyReport::entry(
-                        "verify.chunk_missing",
-                        &name,
-                        format!("chunk list {} is not in the index", l.id),
-                    );
-                    p.backups.push(backup.clone());
-                    manifest_report.add_problem(p);
+            let mut want = |r: &ChunkRef, packs: &mut Packs| -> Result<()> {
+                let named = r.pack.map(|p| packs.ordinal(&p.object_name()));
+                for o in damage.read_by(r, named) {
+                    affected.entry(o).or_default().insert(backup.clone());
                 }
-            }
-            let what = format!("backup {backup}");
-            content.extend(
-                self.expand_lists(reader, &what, &backup, &lists, manifest_report)
-                    .await,
-            );
+                let mut w = [0u8; 40];
+                w[..32].copy_from_slice(r.id.as_bytes());
+                w[32..36].copy_from_slice(&named.unwrap_or(NO_PACK).to_be_bytes());
+                w[36..].copy_from_slice(&(b as u32).to_be_bytes());
+                wanted.push(w)
+            };
+            let (content, lists) = manifest_refs(&m);
             for r in content.iter().chain(&lists) {
-                if let Some(packs) = bad_in.get(&r.id) {
-                    if let Some(p) = reader.pack_of(&r.id) {
-                        if packs.iter().any(|b| b == p) {
-                            affected
-                                .entry(p.to_string())
-                                .or_default()
-                                .insert(backup.clone());
-                        }
-                    }
-                }
+                want(r, packs)?;
             }
-            for r in content {
-                if !reader.in_loaded_index(&r.id) {
-                    let mut p = VerifyReport::entry(
-                        "verify.chunk_missing",
-                        &name,
-                        format!("chunk {} is not in the index", r.id),
-                    );
-                    p.backups.push(backup.clone());
-                    manifest_report.add_problem(p);
+            drop(content);
+            let what = format!("backup {backup}");
+            for l in &lists {
+                let refs = self
+                    .expand_lists(
+                        &reader,
+                        &what,
+                        &backup,
+                        std::slice::from_ref(l),
+                        manifest_report,
+                    )
+                    .await;
+                for r in &refs {
+                    want(r, packs)?;
                 }
             }
         }
+        check_references(held_sort, wanted, manifests, packs, manifest_report)?;
         manifest_report.check(
             "manifests",
             manifests.len() as u64,
             manifests_since,
-            "every manifest opens, its signature verifies, every chunk it references is indexed",
+            "every manifest opens, its signature verifies, every chunk it references is stored",
         );
         Ok(affected)
     }
@@ -360,34 +589,94 @@ impl Repository {
     }
 }
 
-/// The damaged chunks of each damaged or missing pack: the chunks of frames that
-/// do not open, or every chunk the index lists for it when its header is
-/// unreadable or it is gone.
-fn damaged_chunks(
-    damaged: &[(String, PackCheck)],
-    missing: &[String],
-    loaded: &LoadedIndex,
-) -> HashMap<ChunkId, Vec<String>> {
-    let mut bad_in: HashMap<ChunkId, Vec<String>> = HashMap::new();
-    let mut whole: HashSet<&str> = missing.iter().map(String::as_str).collect();
-    for (name, c) in damaged {
-        if c.entries.is_none() {
-            whole.insert(name.as_str());
-        }
-        for id in &c.bad {
-            bad_in.entry(*id).or_default().push(name.clone());
-        }
+/// Warns about each pack no index object names, and records the index check.
+fn report_unindexed(packs: &Packs, index_objects: usize, index_report: &mut VerifyReport) {
+    let mut orphans: Vec<&str> = packs
+        .info
+        .iter()
+        .filter(|i| i.listed && i.indexed.is_empty())
+        .map(|i| i.name.as_str())
+        .collect();
+    orphans.sort_unstable();
+    for p in orphans {
+        index_report.warn(
+            "verify.pack_unindexed",
+            p,
+            "no index object names this pack (left by an interrupted backup); garbage \
+             collection will remove it",
+        );
     }
-    for (_, list) in &loaded.objects {
-        for (pn, entries) in list {
-            if whole.contains(pn.as_str()) {
-                for e in entries {
-                    bad_in.entry(e.id).or_default().push(pn.clone());
+    index_report.check(
+        "index",
+        index_objects as u64,
+        0,
+        "every index object opens and matches the pack headers",
+    );
+}
+
+/// The sorted merge: a reference is stored when the index lists its chunk, or (a
+/// format 2 reference) the header of the pack it names does. One problem per backup
+/// and missing chunk.
+fn check_references(
+    held_sort: ExternalSort<37>,
+    wanted: ExternalSort<40>,
+    manifests: &[(String, String)],
+    packs: &Packs,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let mut held = held_sort.finish()?;
+    let mut wanted = wanted.finish()?;
+    let mut next_held = held.next_record()?;
+    // The records of the current id: (pack, source).
+    let mut group: Vec<(u32, u8)> = Vec::new();
+    let mut group_id = [0u8; 32];
+    let mut have_group = false;
+    let mut last: Option<Wanted> = None;
+    while let Some(w) = wanted.next_record()? {
+        if last == Some(w) {
+            continue;
+        }
+        last = Some(w);
+        let id = &w[..32];
+        if !have_group || group_id != id {
+            group.clear();
+            group_id.copy_from_slice(id);
+            have_group = true;
+            while let Some(h) = next_held.filter(|h| h[..32] <= *id) {
+                if h[..32] == *id {
+                    let pack = u32::from_be_bytes([h[32], h[33], h[34], h[35]]);
+                    group.push((pack, h[36]));
                 }
+                next_held = held.next_record()?;
             }
         }
+        let pack = u32::from_be_bytes([w[32], w[33], w[34], w[35]]);
+        let stored = group
+            .iter()
+            .any(|&(p, source)| source == FROM_INDEX || p == pack);
+        if stored {
+            continue;
+        }
+        let b = u32::from_be_bytes([w[36], w[37], w[38], w[39]]) as usize;
+        let (d, backup_id) = &manifests[b];
+        let chunk = ChunkId::from_bytes(group_id);
+        let message = if pack == NO_PACK {
+            format!("chunk {chunk} is not in the index")
+        } else {
+            format!(
+                "chunk {chunk} is neither in its pack {} nor in the index",
+                packs.info[pack as usize].name
+            )
+        };
+        let mut p = VerifyReport::entry(
+            "verify.chunk_missing",
+            &manifest_name(d, backup_id),
+            message,
+        );
+        p.backups.push(format!("{d}/{backup_id}"));
+        report.add_problem(p);
     }
-    bad_in
+    Ok(())
 }
 
 /// Reports one damaged pack: a problem naming the backups that read a damaged chunk
