@@ -43,6 +43,10 @@ benchmarks (cargo xtask bench <name>):
                                 restore, verify, repo verify/gc, rotate, list, status, doctor,
                                 wal stream under load) on pgbench -i -s N (default 100), with
                                 pg_basebackup and pgBackRest (2 procs, zst) for reference
+  index [--chunks N[,N...]] [--change PCT] [--bin PATH] [--keep]
+                                synthetic: N chunk ids (default curve 1M,10M,30M,100M) through
+                                hs-repo's writer, dedup, index objects and gc (no PostgreSQL);
+                                peak RSS, wall and lookups/s per phase, projected to 10 TB
 ";
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -56,6 +60,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some((name, rest)) if name == "restore" => crate::bench_restore::run(rest),
         Some((name, rest)) if name == "replay" => crate::bench_replay::run(rest),
         Some((name, rest)) if name == "scale" => crate::bench_scale::run(rest),
+        Some((name, rest)) if name == "index" => crate::bench_index::run(rest),
         Some((name, _)) => bail!("unknown benchmark {name:?}\n\n{LIST}"),
     }
 }
