@@ -55,8 +55,14 @@ pub(crate) struct ExternalSort<const N: usize> {
 }
 
 impl<const N: usize> Default for ExternalSort<N> {
+    /// Runs of [`RUN_BYTES`], or of `HS_SORT_RUN_BYTES` when set (tests set a few
+    /// hundred bytes to take the temporary-file path on a small repository).
     fn default() -> Self {
-        Self::with_run_bytes(RUN_BYTES)
+        let run_bytes = std::env::var("HS_SORT_RUN_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(RUN_BYTES);
+        Self::with_run_bytes(run_bytes)
     }
 }
 
