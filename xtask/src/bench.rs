@@ -47,6 +47,10 @@ benchmarks (cargo xtask bench <name>):
                                 synthetic: N chunk ids (default curve 1M,10M,30M,100M) through
                                 hs-repo's writer, dedup, index objects and gc (no PostgreSQL);
                                 peak RSS, wall and lookups/s per phase, projected to 10 TB
+  requests [--backups N] [--at A,B,..] [--per-switch K] [--bin PATH] [--keep]
+                                storage requests (moto's log) and bytes read per command
+                                (backup, restore --preview, wal fetch, list) on an S3 repository
+                                after 10, 100 and N backups (default 400) of a tiny cluster
 ";
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -61,6 +65,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some((name, rest)) if name == "replay" => crate::bench_replay::run(rest),
         Some((name, rest)) if name == "scale" => crate::bench_scale::run(rest),
         Some((name, rest)) if name == "index" => crate::bench_index::run(rest),
+        Some((name, rest)) if name == "requests" => crate::bench_requests::run(rest),
         Some((name, _)) => bail!("unknown benchmark {name:?}\n\n{LIST}"),
     }
 }

@@ -7,6 +7,7 @@ mod bench;
 mod bench_backends;
 mod bench_index;
 mod bench_replay;
+mod bench_requests;
 mod bench_restore;
 mod bench_scale;
 mod bench_wal;
@@ -48,6 +49,9 @@ tasks:
                      recovery time for N MiB of WAL (default 1024): restore_command wal fetch vs cp
   bench backends [--scale N] [--bin PATH] [--keep]
                      backup throughput and objects per GB: S3 (moto on 127.0.0.1) vs file://
+  bench requests [--backups N] [--at A,B,..] [--per-switch K] [--bin PATH] [--keep]
+                     storage requests and bytes read of backup, restore --preview, wal fetch
+                     and list on S3 (moto) after 10, 100 and N (400) backups
   bench index [--chunks N[,N...]] [--change PCT] [--bin PATH] [--keep]
                      synthetic: N chunk ids (default curve 1M,10M,30M,100M) through hs-repo's
                      dedup, index and gc; peak RSS, wall, lookups/s, projected to 10 TB

@@ -7,7 +7,9 @@
 //!   `sftp://`/`scp://`, used by `sftp` (SFTP protocol) and `scp` (POSIX shell
 //!   over ssh exec);
 //! - `retry` and `fault`: wrappers around any store (retries with backoff;
-//!   injected faults for tests).
+//!   injected faults for tests);
+//! - `trace`: one line per call appended to the file `$HS_STORAGE_TRACE` names
+//!   (off unless set; for `cargo xtask bench requests`).
 
 mod fault;
 mod fs;
@@ -16,6 +18,7 @@ mod retry;
 mod scp;
 mod sftp;
 mod ssh;
+mod trace;
 
 pub use fault::{FaultBackend, FaultConfig, FaultCounts};
 pub use fs::FsBackend;
@@ -89,8 +92,13 @@ pub trait Backend: Send + Sync + 'static {
 /// Opens the backend for a repository URL: `file:///absolute/path`,
 /// `s3://`, `gcs://`, `azblob://` (see [`ObjectBackend`]), `sftp://` and
 /// `scp://`. Every store but `file://` is wrapped in a [`RetryBackend`] with
-/// the default [`RetryPolicy`].
+/// the default [`RetryPolicy`]; with `$HS_STORAGE_TRACE` set, every store is also
+/// wrapped in a `TraceBackend` (`backend/trace.rs`).
 pub fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
+    open_backend_untraced(url).map(trace::TraceBackend::from_env)
+}
+
+fn open_backend_untraced(url: &str) -> Result<Arc<dyn Backend>> {
     // Messages show the URL without credentials (crate::redact_url).
     let shown = crate::redact_url(url);
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -348,6 +348,11 @@ impl StorageServer {
         tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }
 
+    /// The server's log (its stdout and stderr); moto logs one line per request served.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
     /// Which server this is.
     pub fn kind(&self) -> StorageKind {
         self.kind
