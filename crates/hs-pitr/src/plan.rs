@@ -32,7 +32,10 @@ use hs_pg::{
     decode_segment, parse_timeline_history, pg_time_to_unix_micros, Lsn, RestorePoint, SegmentName,
     TimelineId,
 };
-use hs_repo::{wal_segment_name, BackupManifest, Repository, WalListing, DEFAULT_WAL_SEGMENT_SIZE};
+use hs_repo::{
+    wal_segment_name, BackupManifest, BackupsNewestFirst, Repository, WalListing,
+    DEFAULT_WAL_SEGMENT_SIZE,
+};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -710,19 +713,12 @@ pub async fn plan_restore_on(
     timeline: TimelineChoice,
 ) -> Result<RestorePlan> {
     let explicit = matches!(selector, BackupSelector::Id(_));
-    let backups = planned_backups(repo, deployment, selector).await?;
-    let newest_tli = backups.last().map_or(1, |b| b.timeline);
-    let mut ar = Archive::open(repo, deployment, newest_tli).await?;
-    let before = backups_before(&backups, target)?;
-    let Some(first_before) = before.first().cloned() else {
-        let oldest = &backups[0];
-        return Err(before_backup(target, oldest, explicit));
+    let mut cands = Candidates::new(repo, deployment, selector, target, timeline).await?;
+    let newest_id = cands.newest.backup_id.clone();
+    let mut ar = Archive::open(repo, deployment, cands.newest.timeline).await?;
+    let Some((first_candidate, first_path)) = cands.next(&ar).await? else {
+        return Err(cands.none_error(explicit).await?);
     };
-    let candidates = reachable(&ar, before, timeline).await?;
-    let Some((first_candidate, first_path)) = candidates.first().cloned() else {
-        return Err(not_reachable(&first_before, 0, "no path was found".into()));
-    };
-
     let mut notes = Vec::new();
     let Resolved {
         backup,
@@ -736,12 +732,15 @@ pub async fn plan_restore_on(
         PitrTarget::Time(t) => {
             resolve_time(&mut ar, first_candidate, first_path, target, t, &mut notes).await?
         }
-        PitrTarget::Name(n) => resolve_name(&mut ar, &candidates, target, n, &mut notes).await?,
+        PitrTarget::Name(n) => {
+            let first = (first_candidate, first_path);
+            resolve_name(&mut ar, first, &mut cands, target, n, &mut notes).await?
+        }
     };
 
     if explicit {
         // An explicit backup id: it was the only candidate, checked above.
-    } else if backup.backup_id != backups.last().map_or("", |b| b.backup_id.as_str()) {
+    } else if backup.backup_id != newest_id {
         notes.push(format!(
             "backup {} is the newest one that ends before the target",
             backup.backup_id
@@ -806,68 +805,139 @@ struct WalRange {
     wal_segments: u64,
 }
 
-/// The backups to choose from (one for an explicit id), oldest end first.
-async fn planned_backups(
-    repo: &Repository,
-    deployment: &str,
-    selector: &BackupSelector,
-) -> Result<Vec<PlannedBackup>> {
-    let manifests = match selector {
-        BackupSelector::Id(_) => vec![select_backup(repo, deployment, selector).await?],
-        BackupSelector::Latest => {
-            let all = repo.backups_for_latest(deployment).await?;
-            if all.is_empty() {
-                // The usual "no backups" error.
-                select_backup(repo, deployment, selector).await?;
-            }
-            all
-        }
-    };
-    let mut backups = manifests.iter().map(planned).collect::<Result<Vec<_>>>()?;
-    backups.sort_by_key(|b| b.stop_lsn);
-    Ok(backups)
-}
-
-/// Candidates, newest first, that end before the target.
-fn backups_before(backups: &[PlannedBackup], target: &PitrTarget) -> Result<Vec<PlannedBackup>> {
-    let mut before: Vec<PlannedBackup> = Vec::new();
-    for b in backups.iter().rev() {
-        let ok = match target {
-            PitrTarget::Latest | PitrTarget::Name(_) => true,
-            PitrTarget::Lsn(l) => b.stop_lsn <= *l,
-            // Manifest times are truncated to the second and taken after
-            // the backup's end: only a target a second later is surely after it.
-            PitrTarget::Time(t) => stop_time(b)? + time::Duration::SECOND <= *t,
-        };
-        if ok {
-            before.push(b.clone());
-        }
-    }
-    Ok(before)
-}
-
-/// The candidates from which the timeline can be reached, with their path; when none
-/// can, the first reason found.
-async fn reachable(
-    ar: &Archive<'_>,
-    before: Vec<PlannedBackup>,
+/// The backups a plan chooses from, newest first, read one manifest at a time: backup
+/// ids sort by start time, so the newest backup that ends before a target is found from
+/// the listing and the manifests of the backups after the target (a time target skips
+/// those by their id, unread), not by reading every manifest.
+struct Candidates<'r> {
+    repo: &'r Repository,
+    target: &'r PitrTarget,
     timeline: TimelineChoice,
-) -> Result<Vec<(PlannedBackup, Path)>> {
-    let mut candidates: Vec<(PlannedBackup, Path)> = Vec::new();
-    let mut path_err = None;
-    for b in before {
-        match resolve_path(ar, &b, timeline).await {
-            Ok(p) => candidates.push((b, p)),
-            Err(e) if e.code() == code::CONFLICT_TIMELINE_NOT_REACHABLE => {
-                path_err.get_or_insert(e);
+    /// The newest backup (the only one for an explicit id), read first: a damaged
+    /// newest manifest is refused, never passed over.
+    newest: PlannedBackup,
+    /// Not handed out yet.
+    pending: Option<PlannedBackup>,
+    /// The older backups (none for an explicit id).
+    rest: Option<BackupsNewestFirst>,
+    /// The first backup that ended before the target, reachable or not.
+    first_before: Option<PlannedBackup>,
+    /// Why the first backup that ended before the target cannot reach the timeline.
+    path_err: Option<Error>,
+}
+
+impl<'r> Candidates<'r> {
+    async fn new(
+        repo: &'r Repository,
+        deployment: &str,
+        selector: &BackupSelector,
+        target: &'r PitrTarget,
+        timeline: TimelineChoice,
+    ) -> Result<Candidates<'r>> {
+        let (newest, rest) = match selector {
+            BackupSelector::Id(_) => (select_backup(repo, deployment, selector).await?, None),
+            BackupSelector::Latest => {
+                let mut all = repo.backups_newest_first(deployment).await?;
+                match all.next(repo).await? {
+                    Some(m) => (m, Some(all)),
+                    // The usual "no backups" error.
+                    None => (select_backup(repo, deployment, selector).await?, None),
+                }
             }
-            Err(e) => return Err(e),
+        };
+        let newest = planned(&newest)?;
+        Ok(Candidates {
+            repo,
+            target,
+            timeline,
+            pending: Some(newest.clone()),
+            newest,
+            rest,
+            first_before: None,
+            path_err: None,
+        })
+    }
+
+    /// The next backup that ends before the target and from which the timeline can be
+    /// reached, with its path; `None` when there is none left.
+    async fn next(&mut self, ar: &Archive<'_>) -> Result<Option<(PlannedBackup, Path)>> {
+        loop {
+            let b = match self.pending.take() {
+                Some(b) => b,
+                None => {
+                    let Some(rest) = &mut self.rest else {
+                        return Ok(None);
+                    };
+                    if let PitrTarget::Time(t) = self.target {
+                        // Started (id time, whole seconds) less than a second before
+                        // the target: cannot have ended a second before it.
+                        while rest
+                            .peek_id()
+                            .and_then(id_start_time)
+                            .is_some_and(|s| s + time::Duration::SECOND > *t)
+                        {
+                            rest.skip();
+                        }
+                    }
+                    match rest.next(self.repo).await? {
+                        Some(m) => planned(&m)?,
+                        None => return Ok(None),
+                    }
+                }
+            };
+            if !ends_before(&b, self.target)? {
+                continue;
+            }
+            self.first_before.get_or_insert_with(|| b.clone());
+            match resolve_path(ar, &b, self.timeline).await {
+                Ok(p) => return Ok(Some((b, p))),
+                Err(e) if e.code() == code::CONFLICT_TIMELINE_NOT_REACHABLE => {
+                    self.path_err.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
-    match path_err {
-        Some(e) if candidates.is_empty() => Err(e),
-        _ => Ok(candidates),
+
+    /// Why no backup qualified: none ends before the target (naming the oldest), or
+    /// none of those that do reaches the timeline.
+    async fn none_error(&mut self, explicit: bool) -> Result<Error> {
+        if let Some(e) = self.path_err.take() {
+            return Ok(e);
+        }
+        if let Some(b) = &self.first_before {
+            return Ok(not_reachable(b, 0, "no path was found".into()));
+        }
+        let oldest = match &self.rest {
+            Some(rest) => match rest.oldest(self.repo).await? {
+                Some(m) => planned(&m)?,
+                None => self.newest.clone(),
+            },
+            None => self.newest.clone(),
+        };
+        Ok(before_backup(self.target, &oldest, explicit))
     }
+}
+
+/// The start time a backup id names (`YYYYMMDDTHHMMSSZ`, optionally `-N`); `None` for
+/// other ids.
+fn id_start_time(id: &str) -> Option<OffsetDateTime> {
+    let base = id.split('-').next()?;
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    time::PrimitiveDateTime::parse(base, &fmt)
+        .ok()
+        .map(|t| t.assume_utc())
+}
+
+/// Whether backup `b` ends before `target`.
+fn ends_before(b: &PlannedBackup, target: &PitrTarget) -> Result<bool> {
+    Ok(match target {
+        PitrTarget::Latest | PitrTarget::Name(_) => true,
+        PitrTarget::Lsn(l) => b.stop_lsn <= *l,
+        // Manifest times are truncated to the second and taken after
+        // the backup's end: only a target a second later is surely after it.
+        PitrTarget::Time(t) => stop_time(b)? + time::Duration::SECOND <= *t,
+    })
 }
 
 /// The end of the archived WAL on the path, after the newest candidate.
@@ -978,16 +1048,18 @@ async fn resolve_time(
 /// holds it.
 async fn resolve_name(
     ar: &mut Archive<'_>,
-    candidates: &[(PlannedBackup, Path)],
+    first: (PlannedBackup, Path),
+    cands: &mut Candidates<'_>,
     target: &PitrTarget,
     n: &str,
     notes: &mut Vec<String>,
 ) -> Result<Resolved> {
     let mut found = None;
     let mut last_err = None;
-    for (b, path) in candidates {
+    let mut next = Some(first);
+    while let Some((b, path)) = next.take() {
         let stop = b.stop_lsn;
-        let res = scan(ar, b, path, target, |s| {
+        let res = scan(ar, &b, &path, target, |s| {
             s.restore_points
                 .iter()
                 .find(|rp| rp.name == *n && rp.start_lsn >= stop)
@@ -996,7 +1068,7 @@ async fn resolve_name(
         .await;
         match res {
             Ok((tseg, rp)) => {
-                found = Some((b.clone(), path.clone(), tseg, rp));
+                found = Some((b, path, tseg, rp));
                 break;
             }
             Err(e) => {
@@ -1005,6 +1077,7 @@ async fn resolve_name(
                 }
             }
         }
+        next = cands.next(ar).await?;
     }
     let Some((b, path, tseg, rp)) = found else {
         return Err(last_err.unwrap_or_else(|| unreachable(target, "no archived WAL was examined")));

@@ -426,6 +426,19 @@ impl Repository {
         Ok(listed)
     }
 
+    /// The deployment's backups newest first (backup ids sort by start time), read one
+    /// manifest at a time: one listing now, one manifest read per
+    /// [`BackupsNewestFirst::next`]. For callers that want the newest backup that
+    /// satisfies a condition (point-in-time planning) without reading every manifest.
+    pub async fn backups_newest_first(&self, deployment: &str) -> Result<BackupsNewestFirst> {
+        Ok(BackupsNewestFirst {
+            deployment: deployment.to_owned(),
+            listed: self.listed_backups_newest_first(deployment).await?,
+            next: 0,
+            read_one: false,
+        })
+    }
+
     /// The intact backups as summaries (see [`Repository::list_backup_summaries`]),
     /// sorted as [`Repository::list_backups`], for a caller that
     /// picks "the newest suitable" one (point-in-time planning with `latest`): a damaged
@@ -436,6 +449,96 @@ impl Repository {
         let l = self.list_backup_summaries_checked(deployment).await?;
         l.check_latest(deployment)?;
         Ok(l.backups)
+    }
+}
+
+/// A deployment's backups newest first, read one manifest at a time (from
+/// [`Repository::backups_newest_first`]).
+///
+/// The newest manifest is never passed over: when it is damaged, the first
+/// [`next`](Self::next) fails with `verify.latest_backup_damaged` (as
+/// [`BackupListing::latest`]); later damaged manifests, and any after a
+/// [`skip`](Self::skip) (which passes over a backup unread), are skipped with a
+/// warning, and manifests deleted since the listing are skipped silently.
+#[derive(Debug, Clone)]
+pub struct BackupsNewestFirst {
+    deployment: String,
+    /// (object, id), newest first.
+    listed: Vec<(String, String)>,
+    next: usize,
+    /// Whether an intact backup was returned or one skipped unread (the newest was
+    /// passed).
+    read_one: bool,
+}
+
+impl BackupsNewestFirst {
+    /// Whether the listing held no backup at all.
+    pub fn is_empty(&self) -> bool {
+        self.listed.is_empty()
+    }
+
+    /// The id [`next`](Self::next) reads first, without reading it.
+    pub fn peek_id(&self) -> Option<&str> {
+        self.listed.get(self.next).map(|(_, id)| id.as_str())
+    }
+
+    /// Passes over the next backup without reading its manifest.
+    pub fn skip(&mut self) {
+        self.next = (self.next + 1).min(self.listed.len());
+        self.read_one = true;
+    }
+
+    /// The next intact backup as a summary (its manifest without `archives` and
+    /// `pg_backup_manifest`), reading manifests until one opens; `None` at the end.
+    pub async fn next(&mut self, repo: &Repository) -> Result<Option<BackupManifest>> {
+        while let Some((object, id)) = self.listed.get(self.next).cloned() {
+            self.next += 1;
+            match repo.load_manifest(&self.deployment, &id).await {
+                Ok(mut m) => {
+                    m.archives = Vec::new();
+                    m.pg_backup_manifest = String::new();
+                    self.read_one = true;
+                    return Ok(Some(m));
+                }
+                Err(e) if e.code() == code::NOTFOUND_BACKUP => {}
+                Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {
+                    if !self.read_one {
+                        // The newest is damaged: the error `latest` gives, naming the
+                        // newest intact backup (this reads the others).
+                        return Err(repo
+                            .list_backups_checked(&self.deployment)
+                            .await?
+                            .check_latest(&self.deployment)
+                            .err()
+                            .unwrap_or(e));
+                    }
+                    tracing::warn!(
+                        code = e.code(),
+                        "skipping damaged backup manifest {object}: {e}"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The oldest intact backup as a summary, reading manifests from the oldest end
+    /// (for messages about the start of the history); `None` if none is intact.
+    pub async fn oldest(&self, repo: &Repository) -> Result<Option<BackupManifest>> {
+        for (_, id) in self.listed.iter().rev() {
+            match repo.load_manifest(&self.deployment, id).await {
+                Ok(mut m) => {
+                    m.archives = Vec::new();
+                    m.pg_backup_manifest = String::new();
+                    return Ok(Some(m));
+                }
+                Err(e) if e.code() == code::NOTFOUND_BACKUP => {}
+                Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 }
 

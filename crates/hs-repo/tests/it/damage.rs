@@ -99,6 +99,19 @@ async fn a_damaged_manifest_is_listed_as_damaged_and_latest_refuses_only_a_damag
     assert_eq!(repo.latest_backup(DEP).await.unwrap().backup_id, id(3));
     let for_latest = repo.backups_for_latest(DEP).await.unwrap();
     assert_eq!(for_latest.len(), 2);
+    // Newest first, one manifest at a time: the damaged older one is passed over.
+    let mut it = repo.backups_newest_first(DEP).await.unwrap();
+    assert_eq!(it.peek_id(), Some(id(3).as_str()));
+    let m = it.next(&repo).await.unwrap().unwrap();
+    assert_eq!(m.backup_id, id(3));
+    assert!(m.archives.is_empty(), "a summary");
+    assert_eq!(it.next(&repo).await.unwrap().unwrap().backup_id, id(1));
+    assert!(it.next(&repo).await.unwrap().is_none());
+    assert_eq!(it.oldest(&repo).await.unwrap().unwrap().backup_id, id(1));
+    // A skip passes over a backup unread.
+    let mut it = repo.backups_newest_first(DEP).await.unwrap();
+    it.skip();
+    assert_eq!(it.next(&repo).await.unwrap().unwrap().backup_id, id(1));
     // Strict readers fail, naming the object.
     let e = repo.list_backups(DEP).await.unwrap_err();
     assert_eq!(e.code(), "verify.auth_tag_mismatch");
@@ -116,6 +129,10 @@ async fn a_damaged_manifest_is_listed_as_damaged_and_latest_refuses_only_a_damag
     assert!(e.suggestion().unwrap().contains(&id(1)), "{e:?}");
     let e = repo.backups_for_latest(DEP).await.unwrap_err();
     assert_eq!(e.code(), "verify.latest_backup_damaged");
+    let mut it = repo.backups_newest_first(DEP).await.unwrap();
+    let e = it.next(&repo).await.unwrap_err();
+    assert_eq!(e.code(), "verify.latest_backup_damaged");
+    assert!(e.suggestion().unwrap().contains(&id(1)), "{e:?}");
     let l = repo.list_backups_checked(DEP).await.unwrap();
     assert_eq!(l.backups.len(), 1);
     assert_eq!(l.damaged.len(), 2);
@@ -134,6 +151,7 @@ async fn a_damaged_manifest_is_listed_as_damaged_and_latest_refuses_only_a_damag
         "notfound.backup"
     );
     assert!(repo.backups_for_latest("other").await.unwrap().is_empty());
+    assert!(repo.backups_newest_first("other").await.unwrap().is_empty());
 }
 
 #[tokio::test]
