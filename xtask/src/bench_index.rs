@@ -1,6 +1,6 @@
-//! `cargo xtask bench index [--chunks N[,N...]] [--change PCT] [--bin PATH] [--keep]`: the
-//! synthetic index benchmark of issue 15. For each N of the curve (default 1M, 10M, 30M,
-//! 100M chunk ids) it drives N chunk ids through the real dedup and index path of hs-repo
+//! `cargo xtask bench index [--chunks N[,N...]] [--change PCT] [--reserve-gib G] [--bin PATH]
+//! [--keep]`: the synthetic index benchmark of issue 15. For each N of the curve (default 1M,
+//! 10M, 30M, 100M chunk ids) it drives N chunk ids through the real dedup and index path of hs-repo
 //! (`ChunkWriter`, chunk lists, manifests, `Repository::gc`) on a file:// repository in a
 //! scratch directory, with the release build of hs-repo's `index_bench` example (see
 //! crates/hs-repo/examples/index_bench.rs for what each phase does):
@@ -25,8 +25,9 @@
 //!
 //! Disk: about 140 bytes per id (pack headers, index objects and chunk lists hold each id;
 //! the pages are tiny): 100M ids need about 14 GB. Each N runs in its own directory, deleted
-//! after it unless `--keep`; the harness stops before an N that would leave less than 2 GiB
-//! free. `--bin` uses a prebuilt `index_bench` instead of building it.
+//! after it unless `--keep`; the harness stops before an N that would leave less than
+//! `--reserve-gib` (default 2) GiB free, and reports the points it measured. `--bin` uses a
+//! prebuilt `index_bench` instead of building it.
 
 use crate::bench::{human, with_scratch};
 use crate::util::{self, sh};
@@ -58,6 +59,8 @@ struct Opts {
     change: f64,
     bin: Option<PathBuf>,
     keep: bool,
+    /// Free disk (GiB) to leave beyond what a curve point needs.
+    reserve_gib: u64,
 }
 
 /// One measured phase.
@@ -97,28 +100,40 @@ pub fn run(args: &[String]) -> Result<()> {
     with_scratch("xtask bench index", o.keep, |work| {
         let mut rows = Vec::new();
         let mut disk = Vec::new();
+        let mut skipped = false;
         let started = Instant::now();
         for &n in &o.curve {
             let dir = work.join(format!("ids-{n}"));
             let free = disk_free(work)?;
-            let need = n * DISK_PER_ID + (2 << 30);
+            let need = n * DISK_PER_ID + (o.reserve_gib << 30);
             if free < need {
-                bail!(
-                    "{n} ids need about {} of free disk and {} has {}: free some space or pass \
-                     a shorter --chunks",
+                // The points measured so far are still reported.
+                eprintln!(
+                    "xtask bench index: SKIPPED {n} ids and the rest of the curve: they need \
+                     about {} of free disk and {} has {}; free some space or pass a shorter \
+                     --chunks",
                     human(need),
                     work.display(),
                     human(free)
                 );
+                skipped = true;
+                break;
             }
             let res = curve_point(&bin, &dir, n, o.change, &mut rows);
             disk.push((n, util::dir_bytes(&dir.join("repo")).unwrap_or(0)));
             if !o.keep {
                 let _ = std::fs::remove_dir_all(&dir);
             }
-            res?;
+            if let Err(e) = res {
+                // The points measured so far are still reported.
+                report(&o, &rows, &disk, started.elapsed());
+                return Err(e);
+            }
         }
         report(&o, &rows, &disk, started.elapsed());
+        if skipped {
+            bail!("the curve stopped early for lack of disk (see SKIPPED above)");
+        }
         Ok(())
     })
 }
@@ -129,6 +144,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         change: 1.0,
         bin: None,
         keep: false,
+        reserve_gib: 2,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -139,6 +155,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "--bin" => o.bin = Some(PathBuf::from(it.next().context("--bin needs a path")?)),
             "--keep" => o.keep = true,
+            "--reserve-gib" => o.reserve_gib = util::flag_number(&mut it, "--reserve-gib")?,
             other => bail!("cargo xtask bench index: unknown argument {other:?}"),
         }
     }
