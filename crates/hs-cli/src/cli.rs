@@ -279,6 +279,11 @@ pub struct ListArgs {
     pub deployment: String,
     #[command(flatten)]
     pub repo: RepoArg,
+    /// Open every backup's manifest instead of reading the deployment's catalog, so that a
+    /// manifest damaged in place is shown as damaged (without it, only new manifests and
+    /// manifests whose size changed are opened)
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -44,6 +44,7 @@
 
 mod backend;
 mod builder;
+mod catalog;
 mod chunklist;
 mod error;
 mod extsort;

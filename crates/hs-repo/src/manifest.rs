@@ -258,7 +258,7 @@ impl BackupListing {
             Some(m) => format!(
                 "name a backup explicitly, e.g. the newest intact one: `{id}` \
                  (`pg_hardstorage restore {deployment} {id} ...`, `pg_hardstorage verify \
-                 {deployment} {id}`); `pg_hardstorage list {deployment}` shows which are \
+                 {deployment} {id}`); `pg_hardstorage list --check {deployment}` shows which are \
                  damaged; see runbook 4 in docs/runbooks.md",
                 id = m.backup_id
             ),
@@ -299,14 +299,14 @@ pub(crate) fn name_manifest_error(
     Error::new(e.code(), message)
         .with_suggestion(format!(
             "this backup cannot be used: restore another one (`pg_hardstorage list \
-             {deployment}` shows which are damaged) and see runbook 4 in docs/runbooks.md"
+             --check {deployment}` shows which are damaged) and see runbook 4 in docs/runbooks.md"
         ))
         .with_source(e)
 }
 
 /// Sort key of a backup id: its time part, then its `-N` suffix as a number (a plain id
 /// is 1), then the id itself.
-fn backup_id_order(id: &str) -> (&str, u64, &str) {
+pub(crate) fn backup_id_order(id: &str) -> (&str, u64, &str) {
     match id.rsplit_once('-') {
         Some((base, n)) if n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() => {
             (base, n.parse().unwrap_or(u64::MAX), id)

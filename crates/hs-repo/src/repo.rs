@@ -818,6 +818,7 @@ impl Repository {
         plain.extend_from_slice(&sig.to_bytes());
         plain.extend_from_slice(&body);
         let sealed = self.inner.master.seal(Domain::Manifest, &plain);
+        let sealed_len = sealed.len() as u64;
         let name = format!("{}{}", manifest_prefix(&m.deployment), m.backup_id);
         if !self
             .inner
@@ -833,6 +834,16 @@ impl Repository {
                 ),
             )
             .with_suggestion("backup ids are never reused; pick a new id"));
+        }
+        // The backup exists now; the catalog is a cache that readers repair from the
+        // manifests, so failing to update it fails nothing.
+        if let Err(e) = self.catalog_add(m, sealed_len).await {
+            tracing::warn!(
+                code = e.code(),
+                "could not add backup {} to the backup catalog (listings read its manifest \
+                 until the catalog is updated): {e}",
+                m.backup_id
+            );
         }
         Ok(())
     }

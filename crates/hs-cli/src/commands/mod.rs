@@ -52,7 +52,7 @@ pub async fn run(mut cli: Cli) -> Result<Output> {
         Command::Key(crate::cli::KeyCommand::List(a)) => key::list(g, a).await,
         Command::Key(crate::cli::KeyCommand::Rotate(a)) => key::rotate(g, a).await,
         Command::Backup(a) => backup(g, a).await,
-        Command::List(a) => list(g, &a.deployment, &a.repo.repo).await,
+        Command::List(a) => list(g, &a.deployment, &a.repo.repo, a.check).await,
         Command::Restore(a) => restore(g, a).await,
         Command::Wal(WalCommand::Preflight(a)) => stream::preflight(g, a).await,
         Command::Wal(WalCommand::Stream(a)) => stream::stream(g, a).await,
@@ -191,11 +191,16 @@ fn dedup_ratio(logical: u64, stored: u64) -> String {
 /// Every backup of the deployment, oldest first. A backup whose manifest does not open or
 /// verify is listed as `damaged` (its object and error code) among the others, and the
 /// command still exits 0: `list` is an inventory; `verify` and `repo verify` are the
-/// checks that exit 9 (see docs/exit-codes.md).
-async fn list(g: &GlobalArgs, deployment: &str, url: &str) -> Result<Output> {
+/// checks that exit 9 (see docs/exit-codes.md). The summaries come from the deployment's
+/// catalog (a few requests however many backups there are); `check` opens every manifest.
+async fn list(g: &GlobalArgs, deployment: &str, url: &str, check: bool) -> Result<Output> {
     hs_backup::validate_deployment(deployment)?;
     let repo = g.settings.open_repo(Some(deployment), Some(url)).await?;
-    let listing = repo.list_backup_summaries_checked(deployment).await?;
+    let listing = if check {
+        repo.list_backup_summaries_checked(deployment).await?
+    } else {
+        repo.list_backup_summaries_cataloged(deployment).await?
+    };
     // (sort key, JSON row, human line): intact backups by start time, each damaged one
     // placed by its id (ids sort by start time).
     let mut rows: Vec<(String, serde_json::Value, String)> = Vec::new();

@@ -1,7 +1,8 @@
 //! Damage reports that help (issue 13, item 6), on backups of a real PostgreSQL cluster:
 //!
-//! - `list` lists a backup whose manifest is damaged as damaged (object and code) and
-//!   the others normally, exit 0;
+//! - `list --check` lists a backup whose manifest is damaged as damaged (object and code)
+//!   and the others normally, exit 0 (plain `list` trusts the catalog for a manifest
+//!   whose size did not change);
 //! - `restore latest` / `verify latest` never fall back silently: a damaged newest
 //!   manifest is refused with `verify.latest_backup_damaged`, naming the object and the
 //!   newest intact backup; a damaged older one does not stop `latest`;
@@ -72,11 +73,17 @@ fn a_damaged_manifest_is_listed_as_damaged_and_latest_never_falls_back_silently(
     let b3 = backup(&s, &conn, &url);
     assert!(b1 < b2 && b2 < b3, "{b1} {b2} {b3}");
 
-    // A damaged middle manifest: listed as damaged, the others listed; exit 0.
+    // A damaged middle manifest: `list --check` (which opens every manifest) lists it as
+    // damaged, the others listed; exit 0. Plain `list` reads the deployment's catalog and
+    // opens only manifests it does not hold or whose size changed: a manifest damaged in
+    // place is shown from the catalog (verify and repo verify open every manifest).
     let m2 = s.repo_dir().join(manifest_object(&b2));
     let len = std::fs::metadata(&m2).unwrap().len() as usize;
     flip(&m2, len / 2);
-    let l = hs(&s, &["list", DEP, "--repo", &url]).ok();
+    let plain = hs(&s, &["list", DEP, "--repo", &url]).ok();
+    assert_eq!(plain["backups"].as_array().unwrap().len(), 3, "{plain}");
+    assert_eq!(plain["damaged"], 0, "{plain}");
+    let l = hs(&s, &["list", DEP, "--check", "--repo", &url]).ok();
     let rows = l["backups"].as_array().unwrap();
     let ids: Vec<&str> = rows
         .iter()
@@ -93,7 +100,7 @@ fn a_damaged_manifest_is_listed_as_damaged_and_latest_never_falls_back_silently(
     assert_eq!(rows[2]["status"], "ok");
     assert_eq!(l["damaged"], 1);
     // Human output: the damaged one is marked and named.
-    let human = human(&s, &["list", DEP, "--repo", &url]);
+    let human = human(&s, &["list", DEP, "--check", "--repo", &url]);
     assert!(human.status.success());
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(
@@ -133,7 +140,7 @@ fn a_damaged_manifest_is_listed_as_damaged_and_latest_never_falls_back_silently(
     let ok = restore(&s, &url, &b1, "restored-b1").ok();
     assert_eq!(ok["backup_id"], b1.as_str());
     assert_eq!(ok["verified"], true);
-    let l = hs(&s, &["list", DEP, "--repo", &url]).ok();
+    let l = hs(&s, &["list", DEP, "--check", "--repo", &url]).ok();
     let st: Vec<&str> = l["backups"]
         .as_array()
         .unwrap()

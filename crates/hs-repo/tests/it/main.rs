@@ -1,6 +1,7 @@
 //! Integration tests of hs-repo against real `file://` repositories in temp dirs.
 
 mod backend;
+mod catalog;
 mod conformance;
 mod damage;
 mod faults;
