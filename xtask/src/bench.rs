@@ -43,7 +43,8 @@ benchmarks (cargo xtask bench <name>):
                                 restore, verify, repo verify/gc, rotate, list, status, doctor,
                                 wal stream under load) on pgbench -i -s N (default 100), with
                                 pg_basebackup and pgBackRest (2 procs, zst) for reference
-  index [--chunks N[,N...]] [--change PCT] [--reserve-gib G] [--bin PATH] [--keep]
+  index [--chunks N[,N...]] [--change PCT] [--reserve-gib G] [--glibc-defaults]
+        [--bin PATH] [--keep]
                                 synthetic: N chunk ids (default curve 1M,10M,30M,100M) through
                                 hs-repo's writer, dedup, index objects and gc (no PostgreSQL);
                                 peak RSS, wall and lookups/s per phase, projected to 10 TB

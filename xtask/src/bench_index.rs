@@ -1,9 +1,10 @@
-//! `cargo xtask bench index [--chunks N[,N...]] [--change PCT] [--reserve-gib G] [--bin PATH]
-//! [--keep]`: the synthetic index benchmark of issue 15. For each N of the curve (default 1M,
-//! 10M, 30M, 100M chunk ids) it drives N chunk ids through the real dedup and index path of hs-repo
-//! (`ChunkWriter`, chunk lists, manifests, `Repository::gc`) on a file:// repository in a
-//! scratch directory, with the release build of hs-repo's `index_bench` example (see
-//! crates/hs-repo/examples/index_bench.rs for what each phase does):
+//! `cargo xtask bench index [--chunks N[,N...]] [--change PCT] [--reserve-gib G]
+//! [--glibc-defaults] [--bin PATH] [--keep]`: the synthetic index benchmark of issue 15. For
+//! each N of the curve (default 1M, 10M, 30M, 100M chunk ids) it drives N chunk ids through
+//! the real dedup and index path of hs-repo (`ChunkWriter`, chunk lists, manifests,
+//! `Repository::gc`) on a file:// repository in a scratch directory, with the release build
+//! of hs-repo's `index_bench` example (see crates/hs-repo/examples/index_bench.rs for what
+//! each phase does):
 //!
 //! 1. `full`: a first backup of N unique tiny pages (32 bytes each, in files of 131072
 //!    pages), with its chunk lists and manifest;
@@ -27,7 +28,9 @@
 //! the pages are tiny): 100M ids need about 14 GB. Each N runs in its own directory, deleted
 //! after it unless `--keep`; the harness stops before an N that would leave less than
 //! `--reserve-gib` (default 2) GiB free, and reports the points it measured. `--bin` uses a
-//! prebuilt `index_bench` instead of building it.
+//! prebuilt `index_bench` instead of building it. Each phase runs with the malloc setting
+//! pg_hardstorage gives itself (a fixed 1 MiB mmap threshold, as a glibc tunable) unless
+//! `--glibc-defaults`.
 
 use crate::bench::{human, with_scratch};
 use crate::util::{self, sh};
@@ -45,6 +48,11 @@ const DEFAULT_CURVE: &str = "1M,10M,30M,100M";
 const DISK_PER_ID: u64 = 140;
 /// Projection points: 1 TB and 10 TB of 8 KiB pages.
 const PROJECT: [(&str, f64); 2] = [("1 TB", 1.3e8), ("10 TB", 1.3e9)];
+/// The malloc setting `pg_hardstorage` applies to itself at start (hs-cli's alloc.rs:
+/// `mallopt(M_MMAP_THRESHOLD, 1 MiB)`, which also turns glibc's threshold adjustment off),
+/// given to each phase as the equivalent glibc tunable, so that the example's RSS is the
+/// one the shipped binary would have. `--glibc-defaults` leaves it out.
+const CLI_MALLOC: (&str, &str) = ("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1048576");
 /// The phases, in order, with their labels in the table.
 const PHASES: [(&str, &str); 5] = [
     ("full", "backup, fresh"),
@@ -61,6 +69,8 @@ struct Opts {
     keep: bool,
     /// Free disk (GiB) to leave beyond what a curve point needs.
     reserve_gib: u64,
+    /// Leave glibc's malloc settings at their defaults (see [`CLI_MALLOC`]).
+    glibc_defaults: bool,
 }
 
 /// One measured phase.
@@ -119,7 +129,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 skipped = true;
                 break;
             }
-            let res = curve_point(&bin, &dir, n, o.change, &mut rows);
+            let res = curve_point(&bin, &dir, n, &o, &mut rows);
             disk.push((n, util::dir_bytes(&dir.join("repo")).unwrap_or(0)));
             if !o.keep {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -145,6 +155,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         bin: None,
         keep: false,
         reserve_gib: 2,
+        glibc_defaults: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -155,6 +166,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "--bin" => o.bin = Some(PathBuf::from(it.next().context("--bin needs a path")?)),
             "--keep" => o.keep = true,
+            "--glibc-defaults" => o.glibc_defaults = true,
             "--reserve-gib" => o.reserve_gib = util::flag_number(&mut it, "--reserve-gib")?,
             other => bail!("cargo xtask bench index: unknown argument {other:?}"),
         }
@@ -214,13 +226,19 @@ fn disk_free(dir: &Path) -> Result<u64> {
 }
 
 /// Every phase for `n` ids in `dir`.
-fn curve_point(bin: &Path, dir: &Path, n: u64, change: f64, rows: &mut Vec<Row>) -> Result<()> {
+fn curve_point(bin: &Path, dir: &Path, n: u64, o: &Opts, rows: &mut Vec<Row>) -> Result<()> {
     eprintln!("\n==> {n} ids in {}", dir.display());
     let common = |phase: &str| {
         let mut c = Command::new(bin);
-        c.arg(phase)
-            .arg(dir)
-            .args(["--chunks", &n.to_string(), "--change", &change.to_string()]);
+        c.arg(phase).arg(dir).args([
+            "--chunks",
+            &n.to_string(),
+            "--change",
+            &o.change.to_string(),
+        ]);
+        if !o.glibc_defaults {
+            c.env(CLI_MALLOC.0, CLI_MALLOC.1);
+        }
         c
     };
     measure(&common("init"), dir, "init")?;
@@ -262,6 +280,7 @@ fn measure(cmd: &Command, dir: &Path, phase: &str) -> Result<Measured> {
         .arg(&time_file)
         .arg(cmd.get_program())
         .args(cmd.get_args())
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log)?);
     eprintln!("$ {}", util::show(&t));
@@ -332,9 +351,17 @@ fn millions(n: u64) -> String {
 
 fn report(o: &Opts, rows: &[Row], disk: &[(u64, u64)], total: Duration) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let malloc = if o.glibc_defaults {
+        "glibc malloc defaults".to_string()
+    } else {
+        format!(
+            "{}={} (as pg_hardstorage sets it)",
+            CLI_MALLOC.0, CLI_MALLOC.1
+        )
+    };
     println!(
         "\n## Synthetic index benchmark (cargo xtask bench index), {cores} cores, change {}%, \
-         total {:.0} s\n",
+         {malloc}, total {:.0} s\n",
         o.change,
         total.as_secs_f64()
     );

@@ -52,7 +52,8 @@ tasks:
   bench requests [--backups N] [--at A,B,..] [--per-switch K] [--bin PATH] [--keep]
                      storage requests and bytes read of backup, restore --preview, wal fetch
                      and list on S3 (moto) after 10, 100 and N (400) backups
-  bench index [--chunks N[,N...]] [--change PCT] [--reserve-gib G] [--bin PATH] [--keep]
+  bench index [--chunks N[,N...]] [--change PCT] [--reserve-gib G] [--glibc-defaults]
+              [--bin PATH] [--keep]
                      synthetic: N chunk ids (default curve 1M,10M,30M,100M) through hs-repo's
                      dedup, index and gc; peak RSS, wall, lookups/s, projected to 10 TB
   help               this text
