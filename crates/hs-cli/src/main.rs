@@ -1,6 +1,7 @@
 //! The `pg_hardstorage` binary: argument parsing, output and exit codes. Each command
 //! is a clap struct plus one library call; the logic lives in the library crates.
 
+mod alloc;
 mod cli;
 mod commands;
 mod errors;
@@ -16,6 +17,7 @@ use crate::cli::Cli;
 use crate::errors::CliError;
 
 fn main() -> ExitCode {
+    alloc::configure();
     // Packaging's internal `__generate-docs DIR` is handled before clap, so that the
     // generated completions and man pages cannot offer it.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
