@@ -54,6 +54,35 @@ pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
     })
 }
 
+/// [`decompress`] into `out` (cleared first), reusing its allocation: readers that
+/// decode many frames keep a few buffers instead of allocating one per frame.
+pub fn decompress_into(data: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result<()> {
+    let want = match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(n)) if n <= max_len as u64 => n as usize,
+        Ok(Some(n)) => {
+            return Err(Error::of_kind(
+                ErrorKind::TooLarge,
+                code::VERIFY_DECOMPRESS_FAILED,
+                format!("compressed data declares {n} bytes, more than the {max_len} allowed"),
+            ))
+        }
+        _ => max_len,
+    };
+    out.clear();
+    out.reserve_exact(want);
+    let corrupt = |e: std::io::Error| {
+        Error::of_kind(
+            ErrorKind::Corrupt,
+            code::VERIFY_DECOMPRESS_FAILED,
+            format!("compressed data is corrupt or larger than {max_len} bytes"),
+        )
+        .with_source(e)
+    };
+    let mut d = zstd::bulk::Decompressor::new().map_err(corrupt)?;
+    d.decompress_to_buffer(data, out).map_err(corrupt)?;
+    Ok(())
+}
+
 /// A reusable zstd compression context (one per worker thread).
 pub struct Compressor {
     ctx: zstd::bulk::Compressor<'static>,
@@ -114,6 +143,27 @@ mod tests {
             decompress(b"not zstd at all", 100).unwrap_err().code(),
             "verify.decompress_failed"
         );
+    }
+
+    #[test]
+    fn decompress_into_reuses_the_buffer_and_keeps_the_limits() {
+        let data = b"hello hello hello hello hello hello hello hello".repeat(100);
+        let c = compress(&data, DEFAULT_LEVEL);
+        let mut out = vec![7u8; 3];
+        decompress_into(&c, data.len(), &mut out).unwrap();
+        assert_eq!(out, data);
+        let (ptr, cap) = (out.as_ptr(), out.capacity());
+        let small = compress(
+            b"abc abc abc abc abc abc abc abc abc abc abc abc abc",
+            DEFAULT_LEVEL,
+        );
+        decompress_into(&small, 100, &mut out).unwrap();
+        assert_eq!(out, b"abc abc abc abc abc abc abc abc abc abc abc abc abc");
+        assert_eq!((out.as_ptr(), out.capacity()), (ptr, cap));
+        for (input, max) in [(&c[..], data.len() - 1), (&b"not zstd at all"[..], 100)] {
+            let e = decompress_into(input, max, &mut out).unwrap_err();
+            assert_eq!(e.code(), "verify.decompress_failed");
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ mod id;
 mod pack;
 
 pub use chunker::{Chunker, ChunkerConfig, FileClass};
-pub use compress::{compress, decompress, Compressor, DEFAULT_LEVEL};
+pub use compress::{compress, decompress, decompress_into, Compressor, DEFAULT_LEVEL};
 pub use error::{Error, ErrorKind, Result};
 pub use id::ChunkId;
 pub use pack::{

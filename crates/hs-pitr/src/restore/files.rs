@@ -248,8 +248,12 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<u64> {
     );
     // Consecutive chunks are joined into writes of about 1 MiB: one pwrite per
     // 8 KiB page made the restore syscall-bound.
+    // The buffer is sized to the unit (512 KiB for 64 pages): a fresh 1 MiB one per
+    // unit was mapped and faulted in page by page (allocations of 1 MiB and more are
+    // mapped on their own, see hs-cli's alloc.rs).
     const WRITE_BATCH: usize = 1 << 20;
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+    let unit_bytes: usize = u.chunks.iter().map(|c| c.len as usize).sum();
+    let mut buf: Vec<u8> = Vec::with_capacity(unit_bytes.min(WRITE_BATCH));
     let mut buf_off = u.offset;
     let mut off = u.offset;
     for c in &u.chunks {
