@@ -14,7 +14,8 @@
 //! compresses a frame's chunks together as one zstd frame (reusing one zstd
 //! context and its buffers), seals it as one blob, and appends it to the pack;
 //! a full pack is sealed and handed to an
-//! uploader task that keeps up to four uploads in flight. Index objects only
+//! uploader task that keeps up to four uploads, and at most
+//! [`UPLOAD_BYTES_IN_FLIGHT`] bytes of packs, in flight. Index objects only
 //! ever name packs whose upload has completed: one every
 //! [`DEFAULT_INDEX_INTERVAL`] packs while the session runs, and one for the
 //! rest in [`ChunkWriter::finish`], after the last pack is durable.
@@ -68,6 +69,11 @@ pub const SESSION_MEMORY: usize = (1 << 17) / 8 * 7;
 pub const RECENT_INDEX_CHUNKS: usize = (1 << 19) / 8 * 7;
 
 const UPLOADS_IN_FLIGHT: usize = 4;
+/// Bytes of sealed packs being uploaded at once (one pack always may be): three
+/// default packs. With the packs the workers fill and the one handed to the
+/// uploader, this bounds the pack bytes in memory whatever the pack size and
+/// the backend's speed.
+const UPLOAD_BYTES_IN_FLIGHT: u64 = 64 << 20;
 /// Default for [`ChunkWriter::set_index_interval`]: 32 packs, about 512 MiB stored.
 /// The entries of packs not yet written to an index object are held in memory
 /// (about 56 bytes per chunk), so this also bounds that.
@@ -551,10 +557,14 @@ fn send_pack(
             let id = header
                 .pack_id
                 .unwrap_or_else(|| *blake3::hash(&bytes).as_bytes());
+            // The entries wait in memory until an index object names the pack:
+            // without their growth slack (up to half).
+            let mut entries = header.entries;
+            entries.shrink_to_fit();
             let p = FinishedPack {
                 id,
                 bytes: Bytes::from(bytes),
-                entries: header.entries,
+                entries,
             };
             if out.blocking_send(p).is_err() && !shared.cancelled.load(Ordering::SeqCst) {
                 shared.fail(Error::new(
@@ -575,7 +585,9 @@ async fn write_index(repo: &Repository, mut packs: Vec<IndexedPack>) -> Result<u
     }
     packs.sort_by_key(|p| p.id);
     let plain = index::encode(&packs);
+    drop(packs);
     let sealed = repo.inner.master.seal(Domain::Index, &plain);
+    drop(plain);
     let name = index_name(blake3::hash(&sealed).to_hex().as_str());
     let n = sealed.len() as u64;
     let created = repo
@@ -587,19 +599,30 @@ async fn write_index(repo: &Repository, mut packs: Vec<IndexedPack>) -> Result<u
 }
 
 async fn uploader(repo: Repository, mut rx: mpsc::Receiver<FinishedPack>, shared: Arc<Shared>) {
-    let mut set: JoinSet<()> = JoinSet::new();
-    let reap = |r: std::result::Result<(), tokio::task::JoinError>, shared: &Shared| {
-        if let Err(e) = r {
+    // Each upload task returns its pack's size.
+    let mut set: JoinSet<u64> = JoinSet::new();
+    let mut in_flight: u64 = 0;
+    let reap = |r: std::result::Result<u64, tokio::task::JoinError>, shared: &Shared| match r {
+        Ok(size) => size,
+        Err(e) => {
             shared.fail(
                 Error::new(code::ABORTED_TASK_FAILED, "a pack upload task failed").with_source(e),
             );
+            0
         }
     };
     while let Some(p) = rx.recv().await {
-        while set.len() >= UPLOADS_IN_FLIGHT {
-            if let Some(r) = set.join_next().await {
-                reap(r, &shared);
+        let size = p.bytes.len() as u64;
+        while !set.is_empty()
+            && (set.len() >= UPLOADS_IN_FLIGHT || in_flight + size > UPLOAD_BYTES_IN_FLIGHT)
+        {
+            match set.join_next().await {
+                Some(r) => in_flight = in_flight.saturating_sub(reap(r, &shared)),
+                None => in_flight = 0,
             }
+        }
+        if set.is_empty() {
+            in_flight = 0;
         }
         if shared.failed.load(Ordering::Relaxed) || shared.cancelled.load(Ordering::Relaxed) {
             continue;
@@ -623,9 +646,9 @@ async fn uploader(repo: Repository, mut rx: mpsc::Receiver<FinishedPack>, shared
         }
         let backend = repo.inner.backend.clone();
         let shared = shared.clone();
+        in_flight += size;
         set.spawn(async move {
             let name = pack_name(&p.id);
-            let size = p.bytes.len() as u64;
             match backend.put_if_absent(&name, p.bytes).await {
                 Ok(created) => {
                     if created {
@@ -639,6 +662,7 @@ async fn uploader(repo: Repository, mut rx: mpsc::Receiver<FinishedPack>, shared
                 }
                 Err(e) => shared.fail(e),
             }
+            size
         });
     }
     while let Some(r) = set.join_next().await {
