@@ -21,8 +21,9 @@
 //! CPU (user + system; the wall time depends on what else runs on the machine, the CPU time
 //! much less). Dedup lookups are the `add_hinted` calls (one per page); lookups/s is their
 //! number over the time of the add loop (ids, dedup, chunk lists; not `finish` nor the
-//! manifest). After the curve, a least-squares line per phase projects RSS and wall to
-//! 130 million ids (1 TB of 8 KiB pages) and 1.3 billion (10 TB).
+//! manifest). After the curve, RSS is projected along the line through its two largest
+//! points and wall/CPU in proportion to the ids, to 130 million ids (1 TB of 8 KiB pages)
+//! and 1.3 billion (10 TB).
 //!
 //! Disk: about 140 bytes per id (pack headers, index objects and chunk lists hold each id;
 //! the pages are tiny): 100M ids need about 14 GB. Each N runs in its own directory, deleted
@@ -327,18 +328,20 @@ fn parse_result(stdout: &str) -> Option<Vec<(String, String)>> {
     )
 }
 
-/// Least squares `y = a + b x`; `None` with fewer than two distinct x.
-fn fit(points: &[(f64, f64)]) -> Option<(f64, f64)> {
-    let n = points.len() as f64;
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    if points.len() < 2 || sxx == 0.0 {
+/// The line through the two largest-x points: (x and y of the largest, slope); `None` with
+/// fewer than two distinct x. Bounded tables (session ids, recent index ids, pending index
+/// entries) fill up in the first millions of ids, so the top of the curve is what
+/// extrapolates; a line over every point would count their filling as growth.
+fn marginal(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
+    let mut p = points.to_vec();
+    p.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let [.., (x1, y1), (x2, y2)] = p[..] else {
+        return None;
+    };
+    if x2 == x1 {
         return None;
     }
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    let b = sxy / sxx;
-    Some((my - b * mx, b))
+    Some((x2, y2, (y2 - y1) / (x2 - x1)))
 }
 
 fn millions(n: u64) -> String {
@@ -413,44 +416,44 @@ fn report(o: &Opts, rows: &[Row], disk: &[(u64, u64)], total: Duration) {
         );
     }
     println!(
-        "\n### Projection (least-squares line over the curve: RSS = a + b x ids, wall = c + d x \
-         ids)\n"
+        "\n### Projection\n\nRSS: the line through the two largest points of the curve (a \
+         negative slope is projected as flat). Wall and CPU: proportional to the ids, at the \
+         largest point's rate.\n"
     );
     let head: Vec<String> = PROJECT
         .iter()
-        .map(|(l, _)| format!("RSS at {l} MiB | wall at {l}"))
+        .map(|(l, _)| format!("RSS at {l} MiB | wall at {l} | CPU at {l}"))
         .collect();
     println!(
-        "| phase | RSS a MiB | RSS growth MiB per 100M ids | {} |",
+        "| phase | RSS at the largest point MiB | RSS growth MiB per 100M ids | {} |",
         head.join(" | ")
     );
-    println!("|---|---:|---:|{}", "---:|---:|".repeat(PROJECT.len()));
+    println!("|---|---:|---:|{}", "---:|---:|---:|".repeat(PROJECT.len()));
     for (phase, label) in PHASES {
         let pts: Vec<&Row> = rows.iter().filter(|r| r.phase == phase).collect();
-        let rss = fit(&pts
-            .iter()
-            .map(|r| (r.ids as f64, r.rss_mib()))
-            .collect::<Vec<_>>());
-        let wall = fit(&pts
-            .iter()
-            .map(|r| (r.ids as f64, r.wall.as_secs_f64()))
-            .collect::<Vec<_>>());
-        let (Some((a, b)), Some((c, d))) = (rss, wall) else {
-            println!("| {label} | (one point: no projection) |");
+        let rss = marginal(
+            &pts.iter()
+                .map(|r| (r.ids as f64, r.rss_mib()))
+                .collect::<Vec<_>>(),
+        );
+        let (Some((x, y, b)), Some(top)) = (rss, pts.iter().max_by_key(|r| r.ids)) else {
+            println!("| {label} | (fewer than two points: no projection) |");
             continue;
         };
+        let per_id = |v: f64| v / top.ids as f64;
         let cols: Vec<String> = PROJECT
             .iter()
-            .map(|(_, x)| {
+            .map(|(_, at)| {
                 format!(
-                    "{:.0} | {:.0} min",
-                    (a + b * x).max(0.0),
-                    (c + d * x).max(0.0) / 60.0
+                    "{:.0} | {:.0} min | {:.0} min",
+                    y + b.max(0.0) * (at - x),
+                    per_id(top.wall.as_secs_f64()) * at / 60.0,
+                    per_id(top.cpu) * at / 60.0,
                 )
             })
             .collect();
         println!(
-            "| {label} | {a:.0} | {:+.1} | {} |",
+            "| {label} | {y:.0} | {:+.1} | {} |",
             b * 1e8,
             cols.join(" | ")
         );
@@ -491,10 +494,11 @@ mod tests {
     }
 
     #[test]
-    fn fit_is_least_squares() {
-        let (a, b) = fit(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]).unwrap();
-        assert!((a - 1.0).abs() < 1e-9 && (b - 2.0).abs() < 1e-9);
-        assert!(fit(&[(1.0, 1.0)]).is_none());
-        assert!(fit(&[(1.0, 1.0), (1.0, 2.0)]).is_none());
+    fn marginal_is_the_line_through_the_top_two_points() {
+        let (x, y, b) = marginal(&[(30.0, 5.0), (1.0, 100.0), (10.0, 3.0)]).unwrap();
+        assert_eq!((x, y), (30.0, 5.0));
+        assert!((b - 0.1).abs() < 1e-9);
+        assert!(marginal(&[(1.0, 1.0)]).is_none());
+        assert!(marginal(&[(1.0, 1.0), (1.0, 2.0)]).is_none());
     }
 }
