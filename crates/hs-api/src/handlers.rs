@@ -139,7 +139,7 @@ fn manifest_row(m: &hs_repo::BackupManifest) -> Value {
 async fn backups_list(state: &State, deployment: &str) -> Result<Reply> {
     let d = state.deployment(deployment)?;
     let repo = state.repo(&d.repo).await?;
-    let backups = repo.list_backup_summaries(deployment).await?;
+    let backups = repo.backup_summaries_cataloged(deployment).await?;
     Ok(ok(json!({
         "deployment": deployment,
         "backups": backups.iter().map(manifest_row).collect::<Vec<_>>(),

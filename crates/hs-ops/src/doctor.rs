@@ -664,7 +664,7 @@ async fn backup_check(t: &DoctorTarget, repo: &hs_repo::Repository) -> Check {
         "run `pg_hardstorage backup {dep}` now, and schedule it (cron, systemd timer) at least every {}",
         format_age(t.backup_max_age)
     );
-    match repo.list_backup_summaries(dep).await {
+    match repo.backup_summaries_cataloged(dep).await {
         Err(e) => Check::issue(
             "last_backup",
             format!("cannot list backups [{}]: {e}", e.code()),

@@ -85,7 +85,7 @@ pub async fn deployment_status(
     timeout: Duration,
 ) -> Result<DeploymentStatus> {
     hs_backup::validate_deployment(deployment)?;
-    let backups = repo.list_backup_summaries(deployment).await?;
+    let backups = repo.backup_summaries_cataloged(deployment).await?;
     let last_backup = backups
         .iter()
         .max_by(|a, b| a.stop_time.cmp(&b.stop_time))
@@ -135,7 +135,7 @@ pub async fn repo_usage(repo: &hs_repo::Repository, deployments: &[String]) -> R
     let pack_bytes = repo.list_packs().await?.iter().map(|p| p.size).sum();
     let mut logical_bytes = 0;
     for d in deployments {
-        for m in repo.list_backup_summaries(d).await? {
+        for m in repo.backup_summaries_cataloged(d).await? {
             logical_bytes += m.stats.logical_bytes;
         }
     }

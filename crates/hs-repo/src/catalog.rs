@@ -99,6 +99,26 @@ impl Repository {
         Ok(r.listing)
     }
 
+    /// [`list_backup_summaries`](Self::list_backup_summaries) from the catalog (see
+    /// [`list_backup_summaries_cataloged`](Self::list_backup_summaries_cataloged)): a
+    /// backup whose manifest does not open fails the call with that manifest's error.
+    /// For `status`, `doctor` and the API, which run often and need only the summaries.
+    pub async fn backup_summaries_cataloged(
+        &self,
+        deployment: &str,
+    ) -> Result<Vec<BackupManifest>> {
+        let listing = self.list_backup_summaries_cataloged(deployment).await?;
+        if let Some(d) = listing.damaged.first() {
+            return Err(
+                Error::new(d.code, d.message.clone()).with_suggestion(format!(
+                    "this backup cannot be used: `pg_hardstorage list --check {deployment}` shows \
+                 every damaged backup; see runbook 4 in docs/runbooks.md"
+                )),
+            );
+        }
+        Ok(listing.backups)
+    }
+
     /// Adds backup `m`, whose sealed manifest is `manifest_bytes` long and was just
     /// stored, to its deployment's catalog: reads the catalog and the listing (repairing
     /// what is missing from manifests), writes a new catalog object and deletes the ones
