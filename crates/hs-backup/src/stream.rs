@@ -154,8 +154,6 @@ pub(crate) struct SegmentAssembler {
     seg: SegmentName,
     seg_size: u64,
     buf: Vec<u8>,
-    /// A committed segment's buffer, for the next segment (see [`Self::recycle`]).
-    spare: Option<Vec<u8>>,
     /// Bytes added since the last partial write.
     dirty: bool,
 }
@@ -172,20 +170,8 @@ impl SegmentAssembler {
             seg: SegmentName::from_lsn(tli, start, seg_size)?,
             seg_size,
             buf: Vec::new(),
-            spare: None,
             dirty: false,
         })
-    }
-
-    /// Takes back the buffer of a segment [`push`](Self::push) handed out, once it is
-    /// committed: the next segment is assembled in it. A fresh segment-sized buffer is
-    /// mapped on its own by the allocator (hs-cli's alloc.rs) and faulted in page by
-    /// page, which doubled the stream's system time.
-    pub(crate) fn recycle(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() as u64 >= self.seg_size {
-            buf.clear();
-            self.spare = Some(buf);
-        }
     }
 
     /// The segment being filled.
@@ -219,10 +205,7 @@ impl SegmentAssembler {
         let mut done = Vec::new();
         while !data.is_empty() {
             if self.buf.capacity() == 0 {
-                match self.spare.take() {
-                    Some(spare) => self.buf = spare,
-                    None => self.buf.reserve_exact(self.seg_size as usize),
-                }
+                self.buf.reserve_exact(self.seg_size as usize);
             }
             let room = self.seg_size as usize - self.buf.len();
             let take = room.min(data.len());
@@ -885,7 +868,6 @@ impl Follow<'_, '_> {
         let done = self.asm.push(wal_start, data)?;
         for (seg, bytes) in done {
             self.committer.segment(seg, &bytes).await?;
-            self.asm.recycle(bytes);
             self.totals.segments += 1;
             self.pos.flushed = self.pos.flushed.max(seg.end_lsn());
             // Tell the server at once, so the slot advances promptly.
@@ -1005,22 +987,6 @@ mod tests {
         let done = a.push(a.received(), &vec![3u8; 2 * seg as usize]).unwrap();
         assert_eq!(done.len(), 2);
         assert_eq!(a.received(), Lsn(6 * seg + 20));
-    }
-
-    #[test]
-    fn assembler_reuses_a_recycled_segment_buffer() {
-        let seg = 1024 * 1024;
-        let mut a = SegmentAssembler::new(TimelineId(1), Lsn(3 * seg), seg).unwrap();
-        let mut done = a.push(Lsn(3 * seg), &vec![1u8; seg as usize]).unwrap();
-        let (_, full) = done.pop().unwrap();
-        let ptr = full.as_ptr();
-        a.recycle(full);
-        a.recycle(Vec::with_capacity(10)); // too small: ignored
-        let done = a.push(a.received(), &[2u8; 30]).unwrap();
-        assert!(done.is_empty());
-        assert_eq!((a.buf.as_ptr(), a.buf.len()), (ptr, 30));
-        let done = a.push(a.received(), &vec![3u8; seg as usize - 30]).unwrap();
-        assert_eq!(&done[0].1[..31], &[[2u8; 30].as_slice(), &[3]].concat()[..]);
     }
 
     #[test]
