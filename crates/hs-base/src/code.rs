@@ -393,6 +393,8 @@ pub const UNREACHABLE_TOO_MANY_CONNECTIONS: Code = Code("unreachable.too_many_co
 pub const VERIFY_AUTH_TAG_MISMATCH: Code = Code("verify.auth_tag_mismatch");
 /// `verify.backup_incomplete`
 pub const VERIFY_BACKUP_INCOMPLETE: Code = Code("verify.backup_incomplete");
+/// `verify.catalog_invalid`
+pub const VERIFY_CATALOG_INVALID: Code = Code("verify.catalog_invalid");
 /// `verify.chunk_corrupt`
 pub const VERIFY_CHUNK_CORRUPT: Code = Code("verify.chunk_corrupt");
 /// `verify.chunk_id_mismatch`

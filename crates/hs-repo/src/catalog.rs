@@ -240,10 +240,15 @@ impl Repository {
         Ok((objects, entries))
     }
 
+    /// Whether a catalog object opens and belongs to `deployment` (`repo verify`).
+    pub(crate) fn check_catalog(&self, deployment: &str, name: &str, sealed: &[u8]) -> Result<()> {
+        self.open_catalog(deployment, name, sealed).map(|_| ())
+    }
+
     fn open_catalog(&self, deployment: &str, name: &str, sealed: &[u8]) -> Result<Body> {
         let bad = |what: &str| {
             Error::new(
-                code::VERIFY_MANIFEST_INVALID.as_str(),
+                code::VERIFY_CATALOG_INVALID.as_str(),
                 format!("backup catalog {name} {what}"),
             )
         };
@@ -252,7 +257,7 @@ impl Repository {
             CATALOG_MAGIC,
             name,
             sealed,
-            code::VERIFY_MANIFEST_INVALID.as_str(),
+            code::VERIFY_CATALOG_INVALID.as_str(),
         )?;
         let json = hs_chunk::decompress(&packed, CATALOG_MAX_BYTES)
             .map_err(|e| bad("does not decompress").with_source(e))?;

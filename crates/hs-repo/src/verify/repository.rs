@@ -110,6 +110,8 @@ struct DeploymentObjects {
     manifests: Vec<(String, String)>,
     /// Per deployment, the names of its WAL objects.
     wal: HashMap<String, Vec<String>>,
+    /// (deployment, object name) of every backup catalog object, sorted.
+    catalogs: Vec<(String, String)>,
 }
 
 fn entries_digest(entries: &[PackEntry]) -> [u8; 32] {
@@ -221,6 +223,7 @@ impl Repository {
         }
         report.absorb(index_report);
         report.absorb(manifest_report);
+        self.check_catalogs(&objects.catalogs, &mut report).await?;
 
         self.verify_all_wal(objects.wal, &mut report).await?;
         Ok(report)
@@ -484,6 +487,7 @@ impl Repository {
     /// Lists the manifests and the WAL objects of every deployment.
     async fn list_deployment_objects(&self) -> Result<DeploymentObjects> {
         let mut manifests = Vec::new();
+        let mut catalogs = Vec::new();
         let mut wal: HashMap<String, Vec<String>> = HashMap::new();
         for o in self.inner.backend.list("deployments/").await? {
             let parts: Vec<&str> = o.name.split('/').collect();
@@ -494,11 +498,17 @@ impl Repository {
                 ["deployments", d, "wal", ..] => {
                     wal.entry(d.to_string()).or_default().push(o.name.clone());
                 }
+                ["deployments", d, "catalog", _] => catalogs.push((d.to_string(), o.name.clone())),
                 _ => {}
             }
         }
         manifests.sort();
-        Ok(DeploymentObjects { manifests, wal })
+        catalogs.sort();
+        Ok(DeploymentObjects {
+            manifests,
+            wal,
+            catalogs,
+        })
     }
 
     /// Checks every manifest (opens, signature, chunk lists readable) one at a time,
@@ -562,6 +572,40 @@ impl Repository {
             "every manifest opens, its signature verifies, every chunk it references is stored",
         );
         Ok(affected)
+    }
+
+    /// Backup catalog objects open (a damaged one is a warning: readers ignore it and
+    /// read the manifests, and the next backup replaces it).
+    async fn check_catalogs(
+        &self,
+        catalogs: &[(String, String)],
+        report: &mut VerifyReport,
+    ) -> Result<()> {
+        let since = report.events;
+        for (d, name) in catalogs {
+            let Some(sealed) = self.get_listed(name).await? else {
+                continue;
+            };
+            report.bytes_read += sealed.len() as u64;
+            if let Err(e) = self.check_catalog(d, name, &sealed) {
+                report.warn(
+                    "verify.catalog_invalid",
+                    name,
+                    format!(
+                        "{e} ({}); `list` reads the manifests instead, and the next backup \
+                         replaces it",
+                        e.code()
+                    ),
+                );
+            }
+        }
+        report.check(
+            "catalogs",
+            catalogs.len() as u64,
+            since,
+            "every backup catalog opens (a damaged one is a warning)",
+        );
+        Ok(())
     }
 
     /// Every WAL object of every deployment.

@@ -103,6 +103,7 @@ fn objects(root: &Path, kind: &str) -> Vec<String> {
             "gap" => n.contains("/wal/gaps/"),
             "summary" => n.contains("/wal/summaries/"),
             "marker" => n == "config",
+            "catalog" => n.contains("/catalog/"),
             _ => false,
         })
         .collect()
@@ -133,7 +134,15 @@ async fn clean_repository_verifies_clean() {
     let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
-        ["marker", "keys", "packs", "index", "manifests", "wal"]
+        [
+            "marker",
+            "keys",
+            "packs",
+            "index",
+            "manifests",
+            "catalogs",
+            "wal"
+        ]
     );
     assert!(
         r.checks.iter().all(|c| c.failed == 0 && c.checked > 0),
@@ -353,6 +362,34 @@ async fn stored_chunk_check_merges_through_temp_files() {
         missing[0].message
     );
     assert_eq!(missing[0].backups, vec![format!("{DEP}/{BACKUP}")]);
+}
+
+/// A damaged backup catalog is a warning naming it (readers fall back to the manifests),
+/// and the listing still shows the backup.
+#[tokio::test]
+async fn damaged_catalog_is_a_warning_naming_it() {
+    let env = Env::new();
+    let (repo, _) = populated(&env).await;
+    let root = env.repo_path();
+    let catalogs = objects(&root, "catalog");
+    assert_eq!(catalogs.len(), 1, "{catalogs:?}");
+    let path = root.join(&catalogs[0]);
+    let mut data = std::fs::read(&path).unwrap();
+    let i = data.len() / 2;
+    data[i] ^= 0x20;
+    std::fs::write(&path, &data).unwrap();
+    let r = repo.verify_repo().await.unwrap();
+    assert!(r.is_ok(), "{:#?}", r.problems);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.code == "verify.catalog_invalid" && w.object == catalogs[0]),
+        "{:#?}",
+        r.warnings
+    );
+    let listing = repo.list_backup_summaries_cataloged(DEP).await.unwrap();
+    assert_eq!(listing.backups.len(), 1);
+    assert_eq!(listing.backups[0].backup_id, BACKUP);
 }
 
 /// The repository's master key, unwrapped the way `open` does (for forging).
