@@ -12,20 +12,28 @@
 //! A fixed threshold (which also turns glibc's adjustment off) puts every block of 1 MiB
 //! or more (pack buffers, decoded frames, WAL segments, index objects) in its own
 //! mapping, returned to the system when freed; smaller blocks stay in the arenas.
+//! A fixed threshold also fixes the trim threshold (free memory at an arena's top kept
+//! rather than returned) at its 128 KiB default, so an arena shrank and grew again all
+//! the time: a restore took six times the page faults (334,000 instead of 54,000 at
+//! scale 300) and a third more system time. [`TRIM_THRESHOLD`] sets it to 4 MiB: back to
+//! 61,000 faults, for about 6 MiB more RSS.
 //! Other C libraries are left alone.
 
 /// Blocks of this size or more are mapped on their own (glibc's `M_MMAP_THRESHOLD`).
 pub(crate) const MMAP_THRESHOLD: usize = 1 << 20;
+/// Free memory at the top of an arena kept for reuse (glibc's `M_TRIM_THRESHOLD`).
+pub(crate) const TRIM_THRESHOLD: usize = 4 << 20;
 
 /// Applies the settings above; call it before any other thread starts.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub(crate) fn configure() {
-    let threshold = libc::c_int::try_from(MMAP_THRESHOLD).unwrap_or(libc::c_int::MAX);
+    let int = |v: usize| libc::c_int::try_from(v).unwrap_or(libc::c_int::MAX);
     // SAFETY: mallopt only changes malloc's parameters; it is called before any other
     // thread exists, and a refused value (return 0) leaves the defaults in place.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, int(MMAP_THRESHOLD));
+        libc::mallopt(libc::M_TRIM_THRESHOLD, int(TRIM_THRESHOLD));
     }
 }
 
