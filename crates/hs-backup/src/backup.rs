@@ -213,6 +213,9 @@ async fn backup_leased(
         received.event(ev, &mut writer, progress).await?;
     }
     drop(stream);
+    // The parent's manifest is not needed any more: free it before this backup's own
+    // manifest is built and stored (both grow with the database).
+    drop(received.parent.take());
     let Received {
         start_lsn,
         end,

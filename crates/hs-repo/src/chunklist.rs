@@ -28,8 +28,12 @@ use crate::manifest::{BackupManifest, ChunkRef, FileEntry, FileKind, PackId};
 use crate::reader::ChunkReader;
 use crate::writer::ChunkWriter;
 
-/// References per list chunk (38 bytes each, plus a table of the distinct packs).
-pub const CHUNK_LIST_GROUP: usize = 1024;
+/// References per list chunk (38 bytes each, plus a table of the distinct packs: about
+/// 300 KiB). A manifest holds one reference per list chunk, so this sets how big a
+/// manifest grows with the database: 160 thousand list references for 10 TB of 8 KiB
+/// pages (it was 1024 until format 2, eight times as many). Readers take the group size
+/// from the lists themselves, so parents written with another size still give hints.
+pub const CHUNK_LIST_GROUP: usize = 8192;
 
 /// Files with at most this many chunks keep their references inline in the manifest.
 pub const INLINE_CHUNK_LIMIT: usize = 64;
@@ -203,6 +207,7 @@ impl ParentFiles {
             lists: entry.chunk_lists.clone(),
             group: Vec::new(),
             group_index: None,
+            group_len: None,
             reader: self.reader.clone(),
         })
     }
@@ -214,6 +219,9 @@ pub struct ParentCursor {
     lists: Vec<ChunkRef>,
     group: Vec<ChunkRef>,
     group_index: Option<usize>,
+    /// References per list chunk of this file (every list but the last is full), from
+    /// its first list chunk.
+    group_len: Option<usize>,
     reader: ChunkReader,
 }
 
@@ -224,27 +232,50 @@ impl ParentCursor {
         if self.lists.is_empty() {
             return self.inline.get(pos).copied();
         }
-        let gi = pos / CHUNK_LIST_GROUP;
+        let group_len = match self.group_len {
+            Some(n) => n,
+            None => {
+                self.load_group(0).await;
+                // A first list that does not read (or is empty) leaves the size unknown:
+                // assume this version's, which only costs hints if it is wrong.
+                let n = if self.group.is_empty() {
+                    CHUNK_LIST_GROUP
+                } else {
+                    self.group.len()
+                };
+                self.group_len = Some(n);
+                n
+            }
+        };
+        let gi = pos / group_len;
         if self.group_index != Some(gi) {
-            let list = self.lists.get(gi)?;
-            self.group = match self
-                .reader
-                .read(list)
-                .await
-                .and_then(|d| decode_chunk_list(&d))
-            {
-                Ok(g) => g,
-                Err(e) => {
-                    tracing::warn!(
-                        code = e.code(),
-                        "a list chunk of the parent backup does not read; its pages are stored again: {e}"
-                    );
-                    Vec::new()
-                }
-            };
-            self.group_index = Some(gi);
+            self.load_group(gi).await;
         }
-        self.group.get(pos % CHUNK_LIST_GROUP).copied()
+        self.group.get(pos % group_len).copied()
+    }
+
+    /// Reads list chunk `gi` into `group` (empty if it does not exist or read).
+    async fn load_group(&mut self, gi: usize) {
+        self.group_index = Some(gi);
+        let Some(list) = self.lists.get(gi) else {
+            self.group = Vec::new();
+            return;
+        };
+        self.group = match self
+            .reader
+            .read(list)
+            .await
+            .and_then(|d| decode_chunk_list(&d))
+        {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(
+                    code = e.code(),
+                    "a list chunk of the parent backup does not read; its pages are stored again: {e}"
+                );
+                Vec::new()
+            }
+        };
     }
 }
 

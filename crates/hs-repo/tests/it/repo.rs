@@ -490,3 +490,43 @@ async fn marker_changes_are_damage_unless_the_key_objects_seal_them() {
         v.warnings
     );
 }
+
+/// A parent whose list chunks hold another number of references than this version
+/// writes (1024, as version 1 did) still gives the right hint at every position: the
+/// cursor takes the group size from the parent's first list chunk.
+#[tokio::test]
+async fn parent_cursor_follows_the_parents_list_size() {
+    let env = Env::new();
+    let repo = env.small_pack_repo().await;
+    let mut w = repo.writer().await.unwrap();
+    let mut refs: Vec<ChunkRef> = Vec::new();
+    for i in 0..2500u64 {
+        refs.push(w.add(Bytes::from(page(i))).await.unwrap());
+    }
+    let mut entry = crate::support::file("base/1/16384", Vec::new());
+    for group in refs.chunks(1024) {
+        let l = w.add(hs_repo::encode_chunk_list(group)).await.unwrap();
+        entry.chunk_lists.push(l);
+    }
+    entry.size = 2500 * 8192;
+    w.finish().await.unwrap();
+    assert_ne!(hs_repo::CHUNK_LIST_GROUP, 1024);
+    let m = crate::support::manifest_of(
+        "demo",
+        "20261126T050000Z",
+        ("0/2000028", "0/2000100"),
+        (
+            "2026-11-26T05:00:00Z".to_string(),
+            "2026-11-26T05:00:01Z".to_string(),
+        ),
+        vec![entry],
+    );
+    let parent = hs_repo::ParentFiles::new(m, repo.reader().await.unwrap());
+    assert!(parent.cursor("base", "base/1/99").is_none());
+    let mut c = parent.cursor("base", "base/1/16384").unwrap();
+    for pos in [0usize, 1, 1023, 1024, 1500, 2047, 2048, 2499, 7, 1030] {
+        assert_eq!(c.at(pos).await, Some(refs[pos]), "position {pos}");
+    }
+    assert_eq!(c.at(2500).await, None);
+    assert_eq!(c.at(9000).await, None);
+}
