@@ -50,10 +50,14 @@ const DISK_PER_ID: u64 = 140;
 /// Projection points: 1 TB and 10 TB of 8 KiB pages.
 const PROJECT: [(&str, f64); 2] = [("1 TB", 1.3e8), ("10 TB", 1.3e9)];
 /// The malloc setting `pg_hardstorage` applies to itself at start (hs-cli's alloc.rs:
-/// `mallopt(M_MMAP_THRESHOLD, 1 MiB)`, which also turns glibc's threshold adjustment off),
+/// `mallopt(M_MMAP_THRESHOLD, 1 MiB)`, which also turns glibc's threshold adjustment off, and
+/// `mallopt(M_TRIM_THRESHOLD, 4 MiB)`),
 /// given to each phase as the equivalent glibc tunable, so that the example's RSS is the
 /// one the shipped binary would have. `--glibc-defaults` leaves it out.
-const CLI_MALLOC: (&str, &str) = ("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1048576");
+const CLI_MALLOC: (&str, &str) = (
+    "GLIBC_TUNABLES",
+    "glibc.malloc.mmap_threshold=1048576:glibc.malloc.trim_threshold=4194304",
+);
 /// The phases, in order, with their labels in the table.
 const PHASES: [(&str, &str); 5] = [
     ("full", "backup, fresh"),
