@@ -33,6 +33,8 @@ type Held = [u8; 37];
 /// reference) | backup ordinal (u32 BE)`.
 type Wanted = [u8; 40];
 const NO_PACK: u32 = u32::MAX;
+/// Frame cache of the reader of list chunks (read once each, in file order).
+const LIST_FRAME_CACHE: usize = 4 << 20;
 const FROM_INDEX: u8 = 0;
 const FROM_HEADER: u8 = 1;
 
@@ -524,7 +526,8 @@ impl Repository {
         manifest_report: &mut VerifyReport,
     ) -> Result<HashMap<u32, HashSet<String>>> {
         let manifests_since = manifest_report.events;
-        let reader = ChunkReader::lazy(self.clone(), crate::reader::DEFAULT_FRAME_CACHE_BYTES);
+        // Only list chunks are read here, each once, file by file: a few frames of cache.
+        let reader = ChunkReader::lazy(self.clone(), LIST_FRAME_CACHE);
         let mut affected: HashMap<u32, HashSet<String>> = HashMap::new();
         let mut wanted: ExternalSort<40> = ExternalSort::default();
         for (b, (d, id)) in manifests.iter().enumerate() {
