@@ -245,36 +245,7 @@ async fn backup(o: &Opts, repo: &Repository) -> Res<()> {
     let finish_secs = finish_start.elapsed().as_secs_f64();
     let manifest_start = Instant::now();
     if o.phase != "orphan" {
-        let now = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)?;
-        let nfiles = files.len() as u64;
-        let m = BackupManifest {
-            format: MANIFEST_FORMAT,
-            backup_id: if first { FIRST_ID } else { SECOND_ID }.to_string(),
-            deployment: DEPLOYMENT.to_string(),
-            system_identifier: "7000000000000000001".to_string(),
-            timeline: 1,
-            start_lsn: Lsn(0x1_0000_0028),
-            stop_lsn: Lsn(0x1_0000_0100),
-            start_time: now.clone(),
-            stop_time: now,
-            pg_version: 170_000,
-            label: "index_bench".to_string(),
-            archives: vec![ArchiveEntry {
-                name: "base".to_string(),
-                tablespace_oid: None,
-                tablespace_location: None,
-                files,
-            }],
-            pg_backup_manifest: String::new(),
-            stats: BackupStats {
-                logical_bytes: stats.logical_bytes,
-                stored_bytes: stats.stored_bytes,
-                chunks: stats.chunks,
-                new_chunks: stats.new_chunks,
-                files: nfiles,
-            },
-        };
+        let m = bench_manifest(first, files, &stats)?;
         lease.check()?;
         repo.put_manifest(&m).await?;
     }
@@ -292,6 +263,44 @@ async fn backup(o: &Opts, repo: &Repository) -> Res<()> {
         adds as f64 / loop_secs.max(1e-9),
     );
     Ok(())
+}
+
+/// The manifest of the bench's first or second backup, holding `files`.
+fn bench_manifest(
+    first: bool,
+    files: Vec<FileEntry>,
+    stats: &hs_repo::WriteStats,
+) -> Res<BackupManifest> {
+    let now =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
+    let nfiles = files.len() as u64;
+    Ok(BackupManifest {
+        format: MANIFEST_FORMAT,
+        backup_id: if first { FIRST_ID } else { SECOND_ID }.to_string(),
+        deployment: DEPLOYMENT.to_string(),
+        system_identifier: "7000000000000000001".to_string(),
+        timeline: 1,
+        start_lsn: Lsn(0x1_0000_0028),
+        stop_lsn: Lsn(0x1_0000_0100),
+        start_time: now.clone(),
+        stop_time: now,
+        pg_version: 170_000,
+        label: "index_bench".to_string(),
+        archives: vec![ArchiveEntry {
+            name: "base".to_string(),
+            tablespace_oid: None,
+            tablespace_location: None,
+            files,
+        }],
+        pg_backup_manifest: String::new(),
+        stats: BackupStats {
+            logical_bytes: stats.logical_bytes,
+            stored_bytes: stats.stored_bytes,
+            chunks: stats.chunks,
+            new_chunks: stats.new_chunks,
+            files: nfiles,
+        },
+    })
 }
 
 async fn finish(w: ChunkWriter) -> Res<hs_repo::WriteStats> {
