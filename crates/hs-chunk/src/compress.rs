@@ -31,27 +31,12 @@ pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
 /// Decompresses one zstd frame, refusing output larger than `max_len`.
 /// Corrupt input is an error with code `verify.decompress_failed`.
 pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
-    // Allocate what the frame header declares (our frames always declare
-    // it), not `max_len`, which may be a generous upper bound.
-    let capacity = match zstd::zstd_safe::get_frame_content_size(data) {
-        Ok(Some(n)) if n <= max_len as u64 => n as usize,
-        Ok(Some(n)) => {
-            return Err(Error::of_kind(
-                ErrorKind::TooLarge,
-                code::VERIFY_DECOMPRESS_FAILED,
-                format!("compressed data declares {n} bytes, more than the {max_len} allowed"),
-            ))
-        }
-        _ => max_len,
-    };
-    zstd::bulk::decompress(data, capacity).map_err(|e| {
-        Error::of_kind(
-            ErrorKind::Corrupt,
-            code::VERIFY_DECOMPRESS_FAILED,
-            format!("compressed data is corrupt or larger than {max_len} bytes"),
-        )
-        .with_source(e)
-    })
+    // A fresh buffer: `decompress_into` reserves exactly what the frame
+    // header declares (our frames always declare it), not `max_len`, which
+    // may be a generous upper bound.
+    let mut out = Vec::new();
+    decompress_into(data, max_len, &mut out)?;
+    Ok(out)
 }
 
 /// [`decompress`] into `out` (cleared first), reusing its allocation: readers that
