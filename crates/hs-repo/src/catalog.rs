@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::lock::{open_record, seal_record};
-use crate::manifest::{BackupListing, BackupManifest, DamagedBackup};
+use crate::manifest::{classify_manifest_error, BackupListing, BackupManifest};
 use crate::repo::{check_ident, manifest_prefix, Repository};
 
 /// Magic of a catalog object's plaintext (sealed like leases and gc records).
@@ -180,17 +180,7 @@ impl Repository {
                         summary,
                     });
                 }
-                // Deleted since the listing (retention): not a backup any more.
-                Err(e) if e.code() == code::NOTFOUND_BACKUP => {}
-                Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {
-                    out.damaged.push(DamagedBackup {
-                        backup_id: id,
-                        object,
-                        code: e.code(),
-                        message: e.to_string(),
-                    });
-                }
-                Err(e) => return Err(e),
+                Err(e) => out.damaged.extend(classify_manifest_error(object, id, e)?),
             }
         }
         // Left over: entries of backups no longer listed (deleted by retention).

@@ -304,6 +304,36 @@ pub(crate) fn name_manifest_error(
         .with_source(e)
 }
 
+/// Whether an error loading a listed manifest means the backup is damaged (its manifest
+/// does not open or verify: a `verify.*` or `usage.*` error), not that the storage or the
+/// keys failed.
+fn is_damaged_manifest_error(e: &Error) -> bool {
+    e.code().starts_with("verify.") || e.code().starts_with("usage.")
+}
+
+/// How a listing of backups takes the error `e` loading the manifest `object` of backup
+/// `backup_id`: a manifest deleted since the listing (retention) is no backup any more
+/// (`Ok(None)`); a damaged one (see [`is_damaged_manifest_error`]) is a damaged backup;
+/// any other error (storage, keys) fails the listing.
+pub(crate) fn classify_manifest_error(
+    object: String,
+    backup_id: String,
+    e: Error,
+) -> Result<Option<DamagedBackup>> {
+    if e.code() == code::NOTFOUND_BACKUP {
+        return Ok(None);
+    }
+    if !is_damaged_manifest_error(&e) {
+        return Err(e);
+    }
+    Ok(Some(DamagedBackup {
+        backup_id,
+        object,
+        code: e.code(),
+        message: e.to_string(),
+    }))
+}
+
 /// Sort key of a backup id: its time part, then its `-N` suffix as a number (a plain id
 /// is 1), then the id itself.
 pub(crate) fn backup_id_order(id: &str) -> (&str, u64, &str) {
@@ -358,17 +388,7 @@ impl Repository {
                     out.backups.push(m)
                 }
                 Err(e) if strict => return Err(e),
-                // Deleted since the listing (retention): not a backup any more.
-                Err(e) if e.code() == code::NOTFOUND_BACKUP => {}
-                Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {
-                    out.damaged.push(DamagedBackup {
-                        backup_id: id,
-                        object,
-                        code: e.code(),
-                        message: e.to_string(),
-                    });
-                }
-                Err(e) => return Err(e),
+                Err(e) => out.damaged.extend(classify_manifest_error(object, id, e)?),
             }
         }
         crate::repo::sort_backups(&mut out.backups);
@@ -386,9 +406,7 @@ impl Repository {
                 Ok(m) => return Ok(m),
                 // Deleted since the listing (retention): the next one is the newest.
                 Err(e) if e.code() == code::NOTFOUND_BACKUP => continue,
-                Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {
-                    break
-                }
+                Err(e) if is_damaged_manifest_error(&e) => break,
                 Err(e) => return Err(e),
             }
         }
@@ -406,7 +424,7 @@ impl Repository {
             match self.load_manifest(deployment, &id).await {
                 Ok(m) => return Ok(Some(m)),
                 Err(e) if e.code() == code::NOTFOUND_BACKUP => continue,
-                Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {
+                Err(e) if is_damaged_manifest_error(&e) => {
                     tracing::warn!(
                         code = e.code(),
                         "skipping damaged backup manifest {object}: {e}"
@@ -501,7 +519,7 @@ impl BackupsNewestFirst {
                     return Ok(Some(m));
                 }
                 Err(e) if e.code() == code::NOTFOUND_BACKUP => {}
-                Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {
+                Err(e) if is_damaged_manifest_error(&e) => {
                     if !self.read_one {
                         // The newest is damaged: the error `latest` gives, naming the
                         // newest intact backup (this reads the others).
@@ -534,7 +552,7 @@ impl BackupsNewestFirst {
                     return Ok(Some(m));
                 }
                 Err(e) if e.code() == code::NOTFOUND_BACKUP => {}
-                Err(e) if e.code().starts_with("verify.") || e.code().starts_with("usage.") => {}
+                Err(e) if is_damaged_manifest_error(&e) => {}
                 Err(e) => return Err(e),
             }
         }
