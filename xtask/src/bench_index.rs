@@ -119,7 +119,7 @@ pub fn run(args: &[String]) -> Result<()> {
         let started = Instant::now();
         for &n in &o.curve {
             let dir = work.join(format!("ids-{n}"));
-            let free = disk_free(work)?;
+            let free = util::disk_free(work)?;
             let need = n * DISK_PER_ID + (o.reserve_gib << 30);
             if free < need {
                 // The points measured so far are still reported.
@@ -220,14 +220,6 @@ fn build() -> Result<PathBuf> {
         bail!("built, but {} is not there", bin.display());
     }
     Ok(bin)
-}
-
-fn disk_free(dir: &Path) -> Result<u64> {
-    let out = util::run_capture(Command::new("df").args(["--output=avail", "-B1"]).arg(dir))?;
-    out.lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .with_context(|| format!("unexpected df output {out:?}"))
 }
 
 /// Every phase for `n` ids in `dir`.

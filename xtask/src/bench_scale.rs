@@ -81,7 +81,7 @@ pub fn run(args: &[String]) -> Result<()> {
         None => util::build_release_binary()?,
     };
     with_scratch("xtask bench scale", keep, |work| {
-        let (need, free) = (disk_needed(scale), disk_free(work)?);
+        let (need, free) = (disk_needed(scale), util::disk_free(work)?);
         if free < need {
             bail!(
                 "scale {scale} needs about {} of free disk at its peak (the cluster plus one full \
@@ -366,15 +366,6 @@ fn run_in(work: &Path, bin: &Path, scale: u32) -> Result<()> {
 fn disk_needed(scale: u32) -> u64 {
     const PGBENCH_BYTES_PER_SCALE: u64 = 16 << 20;
     2 * u64::from(scale) * PGBENCH_BYTES_PER_SCALE + (2 << 30)
-}
-
-/// Free bytes on the file system that holds `dir` (`df --output=avail`).
-fn disk_free(dir: &Path) -> Result<u64> {
-    let out = util::run_capture(Command::new("df").args(["--output=avail", "-B1"]).arg(dir))?;
-    out.lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .with_context(|| format!("unexpected df output {out:?}"))
 }
 
 /// pgbench -i leaves `pg_wal` full of segments recycled for future use, up to max_wal_size

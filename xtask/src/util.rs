@@ -118,6 +118,21 @@ pub fn run_capture(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Free bytes on the file system that holds `dir` (`df --output=avail -B1`), for the
+/// benches that check the disk before they start.
+pub fn disk_free(dir: &Path) -> Result<u64> {
+    let out = run_capture(Command::new("df").args(["--output=avail", "-B1"]).arg(dir))?;
+    parse_df_avail(&out)
+}
+
+/// The byte count in `df --output=avail -B1`'s output (a header line, then the number).
+fn parse_df_avail(out: &str) -> Result<u64> {
+    out.lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| format!("unexpected df output {out:?}"))
+}
+
 /// Whether `program args...` runs and exits 0 (quietly).
 pub fn succeeds(program: &str, args: &[&str]) -> bool {
     Command::new(program)
@@ -281,7 +296,17 @@ pub fn postgres_can_reach(path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{parse_df_avail, redact};
+
+    #[test]
+    fn df_avail_is_the_number_after_the_header() {
+        assert_eq!(
+            parse_df_avail("       Avail\n123456789012\n").unwrap(),
+            123_456_789_012
+        );
+        assert!(parse_df_avail("Avail\n").is_err());
+        assert!(parse_df_avail("Avail\n12G\n").is_err());
+    }
 
     #[test]
     fn redact_hides_url_passwords_only() {
