@@ -65,6 +65,15 @@ pub fn decompress_into(data: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result
     };
     let mut d = zstd::bulk::Decompressor::new().map_err(corrupt)?;
     d.decompress_to_buffer(data, out).map_err(corrupt)?;
+    // zstd fills `out` up to its capacity, which a reused buffer may have above
+    // `max_len`: a frame that does not declare its size is bounded only here.
+    if out.len() > max_len {
+        let n = out.len();
+        out.clear();
+        return Err(corrupt(std::io::Error::other(format!(
+            "{n} bytes decompressed"
+        ))));
+    }
     Ok(())
 }
 
@@ -149,6 +158,25 @@ mod tests {
             let e = decompress_into(input, max, &mut out).unwrap_err();
             assert_eq!(e.code(), "verify.decompress_failed");
         }
+    }
+
+    #[test]
+    fn a_frame_without_a_declared_size_keeps_the_limit_in_a_big_buffer() {
+        let data = vec![b'x'; 1000];
+        // A streamed frame does not declare its size.
+        let c = zstd::stream::encode_all(&data[..], DEFAULT_LEVEL).unwrap();
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&c),
+            Ok(None)
+        ));
+        assert_eq!(decompress(&c, 1000).unwrap(), data);
+        assert_eq!(
+            decompress(&c, 999).unwrap_err().code(),
+            "verify.decompress_failed"
+        );
+        let mut out = Vec::with_capacity(1 << 16);
+        let e = decompress_into(&c, 999, &mut out).unwrap_err();
+        assert_eq!(e.code(), "verify.decompress_failed");
     }
 
     #[test]
