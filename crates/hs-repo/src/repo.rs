@@ -618,17 +618,9 @@ impl Repository {
                 continue;
             };
             let plain = self.inner.master.open(Domain::Index, &sealed)?;
-            for p in index::decode(&plain)? {
-                let pack = PackId(p.id);
-                if dedup.excluded.contains(&pack) {
-                    continue;
-                }
-                let slot = dedup.slot(pack);
-                for e in &p.entries {
-                    dedup.known.entry(e.id).or_insert(slot);
-                }
-            }
+            dedup.learn(&index::decode(&plain)?, cap);
         }
+        dedup.seal_known();
         if skipped > 0 {
             tracing::info!(
                 skipped,

@@ -113,9 +113,12 @@ pub(crate) struct Dedup {
     pub known: HashMap<ChunkId, u32>,
     /// Chunks seen in this session (newer generation first).
     session: [HashMap<ChunkId, u32>; 2],
-    /// The pack table of `known` and `session`.
+    /// The pack table of `known` and `session`: `known`'s packs first (the
+    /// first `fixed` slots), then those of the session generations, rebuilt
+    /// when a generation is dropped so that it does not grow with the session.
     packs: Vec<PackId>,
     slots: HashMap<PackId, u32>,
+    fixed: usize,
 }
 
 impl Dedup {
@@ -137,12 +140,71 @@ impl Dedup {
         self.packs.get(*s as usize).copied()
     }
 
+    /// Adds the chunks of one index object's packs to `known` (packs in
+    /// `excluded` skipped), stopping at exactly `cap` chunks: one index object
+    /// holds up to [`INDEX_INTERVAL_CHUNKS`] ids, enough to double the table.
+    pub(crate) fn learn(&mut self, packs: &[IndexedPack], cap: usize) {
+        for p in packs {
+            let pack = PackId(p.id);
+            if self.excluded.contains(&pack) {
+                continue;
+            }
+            if self.known.len() >= cap {
+                return;
+            }
+            let slot = self.slot(pack);
+            for e in &p.entries {
+                if self.known.len() >= cap {
+                    return;
+                }
+                self.known.entry(e.id).or_insert(slot);
+            }
+        }
+    }
+
+    /// Ends the loading of `known`: its packs keep their slots for the whole session.
+    pub(crate) fn seal_known(&mut self) {
+        self.fixed = self.packs.len();
+    }
+
     fn remember(&mut self, id: ChunkId, p: PackId) {
-        let s = self.slot(p);
         if self.session[0].len() >= SESSION_MEMORY {
             self.session[1] = std::mem::take(&mut self.session[0]);
+            self.compact_packs();
         }
+        let s = self.slot(p);
         self.session[0].insert(id, s);
+    }
+
+    /// Drops the packs only the dropped generation named from the pack table
+    /// (every pack a session hints or writes gets a slot: without this, the
+    /// table would grow with the number of packs a backup touches).
+    fn compact_packs(&mut self) {
+        let old = std::mem::take(&mut self.packs);
+        let fixed = self.fixed.min(old.len());
+        self.slots.clear();
+        for p in &old[..fixed] {
+            self.slot(*p);
+        }
+        let mut remap: HashMap<u32, u32> = HashMap::new();
+        let mut session = std::mem::take(&mut self.session[1]);
+        for s in session.values_mut() {
+            let i = *s as usize;
+            if i < fixed {
+                continue;
+            }
+            *s = match remap.get(s) {
+                Some(n) => *n,
+                None => {
+                    let n = self.slot(old[i]);
+                    remap.insert(*s, n);
+                    n
+                }
+            };
+        }
+        self.session[1] = session;
+        self.slots.shrink_to_fit();
+        self.packs.shrink_to_fit();
     }
 }
 
@@ -667,5 +729,83 @@ async fn uploader(repo: Repository, mut rx: mpsc::Receiver<FinishedPack>, shared
     }
     while let Some(r) = set.join_next().await {
         reap(r, &shared);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: u64) -> ChunkId {
+        ChunkId::compute(&[7; 32], &i.to_le_bytes())
+    }
+
+    fn pack(i: u64) -> PackId {
+        let mut p = [0u8; 32];
+        p[..8].copy_from_slice(&i.to_le_bytes());
+        PackId(p)
+    }
+
+    #[test]
+    fn the_pack_table_keeps_known_packs_and_forgets_dropped_generations() {
+        let mut d = Dedup::default();
+        for k in 0..3u64 {
+            let s = d.slot(pack(1_000_000 + k));
+            d.known.insert(id(1_000_000 + k), s);
+        }
+        d.seal_known();
+        // Three generations and a bit, a new pack every 64 chunks.
+        let n = 3 * SESSION_MEMORY as u64 + 1000;
+        for i in 0..n {
+            d.remember(id(i), pack(i / 64));
+        }
+        // The table holds the known packs plus those of two generations at most.
+        let live = 3 + (2 * SESSION_MEMORY).div_ceil(64) + 2;
+        assert!(
+            d.packs.len() <= live,
+            "{} slots, {live} expected at most",
+            d.packs.len()
+        );
+        assert_eq!(d.slots.len(), d.packs.len());
+        // What is remembered still names the right pack; what was dropped is gone.
+        for i in (n - SESSION_MEMORY as u64..n).step_by(97) {
+            assert_eq!(d.lookup(&id(i)), Some(pack(i / 64)), "chunk {i}");
+        }
+        assert_eq!(d.lookup(&id(5)), None);
+        assert!(d.slots.values().all(|s| d.packs[*s as usize] != pack(0)));
+        for k in 0..3u64 {
+            assert_eq!(d.lookup(&id(1_000_000 + k)), Some(pack(1_000_000 + k)));
+        }
+    }
+
+    #[test]
+    fn known_chunks_stop_at_the_cap_exactly() {
+        let entry = |i: u64| PackEntry {
+            id: id(i),
+            frame_offset: 0,
+            frame_length: 1,
+            frame_raw_length: 1,
+            chunk_offset: 0,
+            raw_length: 1,
+            compressed: false,
+        };
+        let packs: Vec<IndexedPack> = (0..4u64)
+            .map(|p| IndexedPack {
+                id: pack(p).0,
+                entries: (0..10).map(|i| entry(p * 10 + i)).collect(),
+            })
+            .collect();
+        let mut d = Dedup::default();
+        d.excluded.insert(pack(0));
+        d.learn(&packs, 25);
+        assert_eq!(d.known.len(), 25);
+        assert_eq!(d.lookup(&id(3)), None, "excluded pack");
+        assert_eq!(d.lookup(&id(24)), Some(pack(2)));
+        assert_eq!(d.lookup(&id(35)), None, "past the cap");
+        assert_eq!(d.lookup(&id(34)), Some(pack(3)));
+        assert_eq!(d.packs.len(), 3);
+        // Once full, nothing more is learnt, and no pack gets a slot.
+        d.learn(&packs, 25);
+        assert_eq!((d.known.len(), d.packs.len()), (25, 3));
     }
 }
