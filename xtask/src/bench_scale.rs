@@ -1,4 +1,4 @@
-//! `cargo xtask bench scale [--scale N] [--bin PATH] [--keep]`: peak memory (RSS) and wall
+//! `cargo xtask bench scale [--scale N] [--bin PATH] [--baseline PATH] [--keep]`: peak memory (RSS) and wall
 //! time of every pg_hardstorage command on one pgbench cluster of scale N (default 100, about
 //! 1.5 GB), with pg_basebackup and pgBackRest measured in the same run for reference
 //! (issue 15: memory flat in database size).
@@ -34,7 +34,11 @@
 //!
 //! Needs GNU time (`apt-get install -y time`) and pgBackRest (`apt-get install -y pgbackrest`);
 //! the harness says so and stops when either is missing. `--bin` uses a prebuilt
-//! pg_hardstorage instead of building the release one; `--keep` keeps the scratch directory
+//! pg_hardstorage instead of building the release one; `--baseline` also measures another
+//! pg_hardstorage binary (an older build, say) on the same cluster: its fresh backup right
+//! after ours, into its own repository (deleted after its restore), and its restore right
+//! after ours, so that a change's before/after wall times come from one run; `--keep` keeps
+//! the scratch directory
 //! (both repositories and every command's log; not the cluster, the pg_basebackup copy or the
 //! restored directories).
 
@@ -60,12 +64,20 @@ const RSS_TARGET_MIB: f64 = 256.0;
 pub fn run(args: &[String]) -> Result<()> {
     let mut scale: u32 = 100;
     let mut bin: Option<PathBuf> = None;
+    let mut baseline: Option<PathBuf> = None;
     let mut keep = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--scale" => scale = util::flag_number(&mut it, "--scale")?,
             "--bin" => bin = Some(PathBuf::from(it.next().context("--bin needs a path")?)),
+            "--baseline" => {
+                let b = PathBuf::from(it.next().context("--baseline needs a path")?);
+                if !b.is_file() {
+                    bail!("--baseline {}: no such file", b.display());
+                }
+                baseline = Some(b);
+            }
             "--keep" => keep = true,
             other => bail!("cargo xtask bench scale: unknown argument {other:?}"),
         }
@@ -81,7 +93,9 @@ pub fn run(args: &[String]) -> Result<()> {
         None => util::build_release_binary()?,
     };
     with_scratch("xtask bench scale", keep, |work| {
-        let (need, free) = (disk_needed(scale), util::disk_free(work)?);
+        // The baseline's repository: at most the database's size.
+        let baseline_repo = baseline.as_ref().map_or(0, |_| disk_needed(scale) / 2);
+        let (need, free) = (disk_needed(scale) + baseline_repo, util::disk_free(work)?);
         if free < need {
             bail!(
                 "scale {scale} needs about {} of free disk at its peak (the cluster plus one full \
@@ -92,7 +106,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 human(free)
             );
         }
-        run_in(work, &bin, scale)
+        run_in(work, &bin, baseline.as_deref(), scale)
     })
 }
 
@@ -123,6 +137,10 @@ enum Kind {
     Backup,
     /// A pg_hardstorage restore: compared with pgBackRest's restore.
     Restore,
+    /// `--baseline`'s backup: compared with the references and with ours.
+    BaselineBackup,
+    /// `--baseline`'s restore: compared with pgBackRest's and with ours.
+    BaselineRestore,
     /// Everything else: no reference.
     Other,
 }
@@ -271,7 +289,7 @@ impl Bench {
     }
 }
 
-fn run_in(work: &Path, bin: &Path, scale: u32) -> Result<()> {
+fn run_in(work: &Path, bin: &Path, baseline: Option<&Path>, scale: u32) -> Result<()> {
     let (pg, pgbr_conf) = pgbackrest_cluster(work)?;
     let pgbackrest = |args: &[&str]| pgbackrest_cmd(&pgbr_conf, args);
     pgbench_init(&pg, scale)?;
@@ -304,6 +322,10 @@ fn run_in(work: &Path, bin: &Path, scale: u32) -> Result<()> {
         .stdout(init_log.try_clone()?)
         .stderr(init_log))?;
     b.measure("backup (fresh repo)", Kind::Backup, &hs.backup(&conninfo))?;
+    let base = match baseline {
+        Some(bin) => Some(baseline_backup(&mut b, bin, work, &conninfo)?),
+        None => None,
+    };
     b.measure("backup (unchanged)", Kind::Backup, &hs.backup(&conninfo))?;
     // The stream next, so that the repository holds WAL (and the server a slot) for what
     // follows: verify, gc, rotate, list, status and doctor all read the WAL too.
@@ -325,6 +347,15 @@ fn run_in(work: &Path, bin: &Path, scale: u32) -> Result<()> {
         &hs.restore(&target_s, &["--no-recovery", "--verify=skip"]),
     )?;
     remove_dir(&target)?;
+    if let Some(base) = &base {
+        b.measure(
+            "baseline: restore latest (same options)",
+            Kind::BaselineRestore,
+            &base.restore(&target_s, &["--no-recovery", "--verify=skip"]),
+        )?;
+        remove_dir(&target)?;
+        remove_dir(&base.dir)?;
+    }
 
     let repo = hs.url.as_str();
     let with_repo = |args: &[&str]| {
@@ -358,6 +389,24 @@ fn run_in(work: &Path, bin: &Path, scale: u32) -> Result<()> {
     }
 
     report(scale, db_bytes, wal_bytes, &b.rows)
+}
+
+/// `--baseline`: the other binary's fresh backup of the cluster into its own repository.
+fn baseline_backup(b: &mut Bench, bin: &Path, work: &Path, conninfo: &str) -> Result<Hs> {
+    let dir = work.join("baseline");
+    std::fs::create_dir_all(&dir)?;
+    let base = Hs::new(bin, &dir);
+    let init_log = std::fs::File::create(b.logs.join("baseline-repo-init.log"))?;
+    sh(base
+        .cmd(&["repo", "init", &base.url])
+        .stdout(init_log.try_clone()?)
+        .stderr(init_log))?;
+    b.measure(
+        "baseline: backup (fresh repo)",
+        Kind::BaselineBackup,
+        &base.backup(conninfo),
+    )?;
+    Ok(base)
 }
 
 /// Bytes of disk the run needs at its peak for a pgbench database of `scale`: the cluster,
@@ -594,6 +643,25 @@ fn ratio(a: Option<&Row>, b: Option<&Row>) -> String {
     }
 }
 
+/// With `--baseline`: our backup and restore wall times as ratios to the baseline's.
+fn print_baseline(rows: &[Row]) {
+    let find = |k: Kind| rows.iter().find(|r| r.kind == k);
+    let (Some(bb), Some(br)) = (find(Kind::BaselineBackup), find(Kind::BaselineRestore)) else {
+        return;
+    };
+    println!();
+    println!(
+        "against the baseline binary (wall, this build / baseline; below 1 is faster): \
+         fresh backup {} ({:.2} s vs {:.2} s), restore {} ({:.2} s vs {:.2} s)",
+        ratio(find(Kind::Backup), Some(bb)),
+        find(Kind::Backup).map_or(0.0, |r| r.wall.as_secs_f64()),
+        bb.wall.as_secs_f64(),
+        ratio(find(Kind::Restore), Some(br)),
+        find(Kind::Restore).map_or(0.0, |r| r.wall.as_secs_f64()),
+        br.wall.as_secs_f64(),
+    );
+}
+
 /// Prints the table; error if any command failed.
 fn report(scale: u32, db_bytes: u64, wal_bytes: u64, rows: &[Row]) -> Result<()> {
     let find = |k: Kind| rows.iter().find(|r| r.kind == k);
@@ -616,9 +684,9 @@ fn report(scale: u32, db_bytes: u64, wal_bytes: u64, rows: &[Row]) -> Result<()>
     );
     for r in rows {
         let (vs_pgbb, vs_pgbr) = match r.kind {
-            Kind::Backup => (ratio(Some(r), pgbb), ratio(Some(r), pgbr_b)),
+            Kind::Backup | Kind::BaselineBackup => (ratio(Some(r), pgbb), ratio(Some(r), pgbr_b)),
             Kind::PgbrBackup => (ratio(Some(r), pgbb), "-".into()),
-            Kind::Restore => ("-".into(), ratio(Some(r), pgbr_r)),
+            Kind::Restore | Kind::BaselineRestore => ("-".into(), ratio(Some(r), pgbr_r)),
             _ => ("-".into(), "-".into()),
         };
         let rss = r.rss_mib().map_or("?".to_string(), |m| format!("{m:.1}"));
@@ -635,6 +703,7 @@ fn report(scale: u32, db_bytes: u64, wal_bytes: u64, rows: &[Row]) -> Result<()>
         }
         println!("{line}");
     }
+    print_baseline(rows);
     let ours: Vec<&Row> = rows
         .iter()
         .filter(|r| matches!(r.kind, Kind::Backup | Kind::Restore | Kind::Other))
