@@ -49,9 +49,9 @@ pub use plan::{
 };
 pub use probe::{hand_over, probe_restore_command, verify_plan_wal, ServerUser};
 pub use recovery::{
-    apply_managed_block, quote_conf_value, render_block, restore_command, shell_quote_for_command,
-    write_recovery_config, RecoveryConfig, RecoveryTarget, RecoveryTargetAction, BLOCK_BEGIN,
-    BLOCK_END,
+    apply_managed_block, disable_standby_settings, quote_conf_value, remove_standby_config,
+    render_block, restore_command, shell_quote_for_command, write_recovery_config, RecoveryConfig,
+    RecoveryTarget, RecoveryTargetAction, StandbyConfigRemoved, BLOCK_BEGIN, BLOCK_END,
 };
 pub use restore::{
     find_pg_program, restore, restore_until, select_backup, BackupSelector, NoRestoreProgress,

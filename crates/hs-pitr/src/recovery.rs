@@ -14,6 +14,13 @@
 //! example left by an earlier point-in-time recovery of the backed-up
 //! cluster) are commented out, since PostgreSQL refuses to start with two
 //! recovery targets and the block must be the only source of them.
+//!
+//! A restored cluster is independent: a backup taken from a standby holds the
+//! standby's `standby.signal` and its `primary_conninfo` (often with a
+//! password) and `primary_slot_name`. [`remove_standby_config`] deletes the
+//! signal file and replaces those lines with a comment that keeps the setting's
+//! name but not its value, and the block sets both to `''` as well (the last
+//! setting of a name in the configuration files wins, and the block comes last).
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -28,6 +35,9 @@ pub const BLOCK_BEGIN: &str =
 /// Last line of the managed block.
 pub const BLOCK_END: &str = "# END pg_hardstorage managed block";
 const DISABLED_PREFIX: &str = "# disabled by pg_hardstorage: ";
+/// What replaces a standby setting's value in a disabled line.
+const STANDBY_VALUE_REMOVED: &str =
+    " (value removed: a restored cluster is not a standby of the backed-up server's primary)";
 
 /// Where recovery stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +222,9 @@ pub fn render_block(cfg: &RecoveryConfig) -> Result<String> {
     if let Some(a) = cfg.target_action {
         set("recovery_target_action", a.as_str())?;
     }
+    // Not a standby of whatever server the backup came from.
+    set("primary_conninfo", "")?;
+    set("primary_slot_name", "")?;
     lines.push(BLOCK_END.to_string());
     let mut out = lines.join("\n");
     out.push('\n');
@@ -236,6 +249,23 @@ fn is_recovery_setting(name: &str) -> bool {
         || name.starts_with("recovery_target")
 }
 
+/// Settings that make a server in standby mode follow another server.
+fn is_standby_setting(name: &str) -> bool {
+    name == "primary_conninfo" || name == "primary_slot_name"
+}
+
+/// The comment that replaces a stray recovery or standby setting's line (a
+/// standby setting's value is dropped: `primary_conninfo` may hold a password).
+fn disabled_line(name: &str, line: &str) -> Option<String> {
+    if is_standby_setting(name) {
+        Some(format!("{DISABLED_PREFIX}{name}{STANDBY_VALUE_REMOVED}"))
+    } else if is_recovery_setting(name) {
+        Some(format!("{DISABLED_PREFIX}{line}"))
+    } else {
+        None
+    }
+}
+
 /// `existing` (the contents of `postgresql.auto.conf`) with every managed
 /// block removed, stray recovery settings commented out, and the block for
 /// `cfg` appended. Applying it twice gives the same text as applying it once.
@@ -254,20 +284,16 @@ pub fn apply_managed_block(existing: &str, cfg: &RecoveryConfig) -> Result<Strin
             continue;
         }
         let name = setting_name(line);
-        let recovery = name.as_deref().is_some_and(is_recovery_setting);
+        let disabled = name.as_deref().and_then(|n| disabled_line(n, line));
         if in_block {
-            if name.is_none() || recovery {
+            if name.is_none() || disabled.is_some() {
                 continue; // our settings, comments and blank lines inside the block
             }
             // Someone else's setting: the block was not terminated (hand
             // edit); keep it and everything after it.
             in_block = false;
         }
-        if recovery {
-            kept.push(format!("{DISABLED_PREFIX}{line}"));
-        } else {
-            kept.push(line.to_string());
-        }
+        kept.push(disabled.unwrap_or_else(|| line.to_string()));
     }
     while kept.last().is_some_and(|l| l.trim().is_empty()) {
         kept.pop();
@@ -280,31 +306,111 @@ pub fn apply_managed_block(existing: &str, cfg: &RecoveryConfig) -> Result<Strin
     Ok(out)
 }
 
-/// Writes `recovery.signal` (empty, 0600, kept if present) and the managed
-/// block in `postgresql.auto.conf` (atomically replaced, 0600) in `data_dir`,
-/// both fsynced, then the directory.
-pub fn write_recovery_config(data_dir: &Path, cfg: &RecoveryConfig) -> Result<()> {
+/// What [`remove_standby_config`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StandbyConfigRemoved {
+    /// `standby.signal` was there and is deleted.
+    pub signal: bool,
+    /// `primary_conninfo` / `primary_slot_name` lines of `postgresql.auto.conf`
+    /// outside the managed block, now comments without their values.
+    pub settings: usize,
+}
+
+impl StandbyConfigRemoved {
+    /// Whether anything was removed.
+    pub fn any(&self) -> bool {
+        self.signal || self.settings > 0
+    }
+}
+
+/// `existing` with every `primary_conninfo` / `primary_slot_name` line outside
+/// the managed block replaced by a comment without its value, and how many.
+pub fn disable_standby_settings(existing: &str) -> (String, usize) {
+    let mut n = 0;
+    let mut in_block = false;
+    let mut out = String::with_capacity(existing.len());
+    for line in existing.split_inclusive('\n') {
+        let t = line.trim_end();
+        if t == BLOCK_BEGIN || t == BLOCK_END {
+            in_block = t == BLOCK_BEGIN;
+        }
+        match setting_name(line).filter(|n| !in_block && is_standby_setting(n)) {
+            Some(name) => {
+                n += 1;
+                out.push_str(&format!("{DISABLED_PREFIX}{name}{STANDBY_VALUE_REMOVED}"));
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    (out, n)
+}
+
+/// Makes a restored data directory independent of the server its backup came
+/// from: deletes `standby.signal` and disables `primary_conninfo` and
+/// `primary_slot_name` in `postgresql.auto.conf` (see the module docs). Changes
+/// nothing, and writes nothing, when neither is there.
+pub fn remove_standby_config(data_dir: &Path) -> Result<StandbyConfigRemoved> {
+    let mut removed = StandbyConfigRemoved::default();
     let auto = data_dir.join("postgresql.auto.conf");
-    let existing = match std::fs::read(&auto) {
-        Ok(b) => String::from_utf8(b).map_err(|_| {
+    if let Some(existing) = read_auto_conf(&auto)? {
+        let (text, n) = disable_standby_settings(&existing);
+        if n > 0 {
+            write_auto_conf(data_dir, &auto, &text)?;
+            removed.settings = n;
+        }
+    }
+    let signal = data_dir.join("standby.signal");
+    match std::fs::remove_file(&signal) {
+        Ok(()) => removed.signal = true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(crate::error::io(format!("remove {}", signal.display()), e)),
+    }
+    if removed.any() {
+        hs_base::fs::sync_dir(data_dir)
+            .map_err(|e| crate::error::io(format!("sync {}", data_dir.display()), e))?;
+    }
+    Ok(removed)
+}
+
+/// The text of `postgresql.auto.conf`, `None` if there is none.
+fn read_auto_conf(auto: &Path) -> Result<Option<String>> {
+    match std::fs::read(auto) {
+        Ok(b) => String::from_utf8(b).map(Some).map_err(|_| {
             Error::of_kind(
                 ErrorKind::Target,
                 code::USAGE_AUTO_CONF_NOT_UTF8,
                 format!("{} is not UTF-8 text", auto.display()),
             )
             .with_suggestion("fix or remove postgresql.auto.conf in the restored directory")
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(crate::error::io(format!("read {}", auto.display()), e)),
-    };
-    let text = apply_managed_block(&existing, cfg)?;
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::error::io(format!("read {}", auto.display()), e)),
+    }
+}
+
+/// Replaces `postgresql.auto.conf` atomically (0600, fsynced).
+fn write_auto_conf(data_dir: &Path, auto: &Path, text: &str) -> Result<()> {
     // A fixed temporary name: one left by a crash is replaced by the next write.
     let tmp = data_dir.join(".postgresql.auto.conf.hs-tmp");
     let _ = std::fs::remove_file(&tmp);
-    hs_base::fs::AtomicFile::new(&auto, &tmp)
+    hs_base::fs::AtomicFile::new(auto, &tmp)
         .mode(0o600)
         .write(text.as_bytes())
         .map_err(|e| crate::error::io(format!("write {}", auto.display()), e))?;
+    Ok(())
+}
+
+/// Writes `recovery.signal` (empty, 0600, kept if present) and the managed
+/// block in `postgresql.auto.conf` (atomically replaced, 0600) in `data_dir`,
+/// both fsynced, then the directory.
+pub fn write_recovery_config(data_dir: &Path, cfg: &RecoveryConfig) -> Result<()> {
+    let auto = data_dir.join("postgresql.auto.conf");
+    let existing = read_auto_conf(&auto)?.unwrap_or_default();
+    let text = apply_managed_block(&existing, cfg)?;
+    write_auto_conf(data_dir, &auto, &text)?;
     let signal = data_dir.join("recovery.signal");
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -367,10 +473,72 @@ mod tests {
         assert_eq!(
             once,
             format!(
-                "{BLOCK_BEGIN}\nrestore_command = '''/usr/bin/pg_hardstorage'' wal fetch main %f %p --repo file:///srv/r --keyring ''/var/lib/postgresql/kr'''\nrecovery_target_timeline = 'latest'\n{BLOCK_END}\n"
+                "{BLOCK_BEGIN}\nrestore_command = '''/usr/bin/pg_hardstorage'' wal fetch main %f %p --repo file:///srv/r --keyring ''/var/lib/postgresql/kr'''\nrecovery_target_timeline = 'latest'\nprimary_conninfo = ''\nprimary_slot_name = ''\n{BLOCK_END}\n"
             )
         );
         assert_eq!(apply_managed_block(&once, &cfg()).unwrap(), once);
+    }
+
+    /// What `pg_basebackup -R` leaves in a standby's postgresql.auto.conf.
+    const STANDBY_AUTO_CONF: &str = "work_mem = '8MB'\nprimary_conninfo = 'user=repl \
+        password=s3cret-pw host=10.0.0.1 port=5432'\nPrimary_Slot_Name = 'standby1'\n";
+
+    #[test]
+    fn standby_settings_are_disabled_without_their_values() {
+        let (text, n) = disable_standby_settings(STANDBY_AUTO_CONF);
+        assert_eq!(n, 2);
+        assert!(!text.contains("s3cret-pw"), "{text}");
+        assert!(!text.contains("standby1"), "{text}");
+        assert!(text.starts_with("work_mem = '8MB'\n"));
+        assert!(text.contains(&format!(
+            "{DISABLED_PREFIX}primary_conninfo{STANDBY_VALUE_REMOVED}\n"
+        )));
+        assert!(text.contains(&format!(
+            "{DISABLED_PREFIX}primary_slot_name{STANDBY_VALUE_REMOVED}\n"
+        )));
+        assert_eq!(disable_standby_settings(&text), (text.clone(), 0));
+        // The block's own empty settings are not touched; nor is a final line without newline.
+        let with_block = apply_managed_block(STANDBY_AUTO_CONF, &cfg()).unwrap();
+        assert!(!with_block.contains("s3cret-pw"), "{with_block}");
+        assert_eq!(
+            disable_standby_settings(&with_block),
+            (with_block.clone(), 0)
+        );
+        assert_eq!(
+            disable_standby_settings("primary_slot_name = 'x'"),
+            (
+                format!("{DISABLED_PREFIX}primary_slot_name{STANDBY_VALUE_REMOVED}"),
+                1
+            )
+        );
+    }
+
+    #[test]
+    fn standby_config_is_removed_from_a_restored_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let auto = d.path().join("postgresql.auto.conf");
+        std::fs::write(&auto, STANDBY_AUTO_CONF).unwrap();
+        std::fs::write(d.path().join("standby.signal"), "").unwrap();
+        let removed = remove_standby_config(d.path()).unwrap();
+        assert_eq!(
+            removed,
+            StandbyConfigRemoved {
+                signal: true,
+                settings: 2
+            }
+        );
+        assert!(!d.path().join("standby.signal").exists());
+        let text = std::fs::read_to_string(&auto).unwrap();
+        assert!(!text.contains("s3cret-pw"), "{text}");
+        // Nothing left to remove; a directory without either is left alone.
+        assert!(!remove_standby_config(d.path()).unwrap().any());
+        let plain = tempfile::tempdir().unwrap();
+        std::fs::write(plain.path().join("postgresql.auto.conf"), "port = '5433'\n").unwrap();
+        assert!(!remove_standby_config(plain.path()).unwrap().any());
+        assert_eq!(
+            std::fs::read_to_string(plain.path().join("postgresql.auto.conf")).unwrap(),
+            "port = '5433'\n"
+        );
     }
 
     #[test]

@@ -370,6 +370,34 @@ impl PgCluster {
         )
     }
 
+    /// A hot standby of this cluster, streaming from it: `pg_basebackup -R -X stream`
+    /// (so its `standby.signal` and its `postgresql.auto.conf` `primary_conninfo`, with
+    /// the replication password, are what that tool writes), started. It shares this
+    /// cluster's roles and passwords. The copy is in a directory of ours, removed on drop.
+    pub fn standby(&self) -> io::Result<PgCluster> {
+        let copy_root = make_root()?;
+        let started = (|| {
+            let copy = copy_root.join("data");
+            let mut basebackup = self.client_command("pg_basebackup");
+            basebackup
+                .arg("-d")
+                .arg(self.replication_conninfo())
+                .arg("-D")
+                .arg(&copy)
+                .args(["-X", "stream", "--checkpoint=fast", "-R"]);
+            run_checked(&mut basebackup, "pg_basebackup -R")?;
+            let mut c = PgCluster::start_existing(&copy)?;
+            c.copy_root = Some(copy_root.clone());
+            c.repl_password = self.repl_password.clone();
+            c.admin_password = self.admin_password.clone();
+            Ok(c)
+        })();
+        if started.is_err() {
+            let _ = fs::remove_dir_all(&copy_root);
+        }
+        started
+    }
+
     /// A copy of this cluster ([`PgCluster::write_promotable_copy`]), started and promoted
     /// onto the next timeline (waits up to 60 s). The copy is in a directory of ours,
     /// removed on drop.

@@ -413,6 +413,10 @@ fn restored_json(a: &crate::cli::RestoreArgs, restored: &hs_ops::Restored) -> se
         "bytes": r.bytes,
         "verified": r.verified,
         "recovery_configured": r.recovery_configured,
+        "standby_config_removed": {
+            "standby_signal": r.standby_config_removed.signal,
+            "settings": r.standby_config_removed.settings,
+        },
         "delta": a.delta,
         "files_kept": r.files_kept,
         "files_written": r.files_written,
@@ -424,6 +428,29 @@ fn restored_json(a: &crate::cli::RestoreArgs, restored: &hs_ops::Restored) -> se
         "warnings": restored.warnings,
         "seconds": restored.elapsed.as_secs_f64(),
     })
+}
+
+/// The line saying what standby configuration a restore removed (none: empty).
+fn standby_removed_human(removed: &hs_pitr::StandbyConfigRemoved) -> String {
+    let mut what = Vec::new();
+    if removed.signal {
+        what.push("standby.signal".to_owned());
+    }
+    if removed.settings > 0 {
+        what.push(format!(
+            "{} primary_conninfo/primary_slot_name line(s) of postgresql.auto.conf (now comments, \
+             values dropped)",
+            removed.settings
+        ));
+    }
+    if what.is_empty() {
+        return String::new();
+    }
+    format!(
+        "The backup was taken from a standby: removed {}, so the restored cluster is \
+         independent and does not follow the backed-up server's primary.\n",
+        what.join(" and ")
+    )
 }
 
 /// The human text of a completed restore; `asked` is `--to-time` as given.
@@ -468,8 +495,9 @@ fn restored_human(
             }
         ),
     };
+    let standby = standby_removed_human(&r.standby_config_removed);
     format!(
-        "Restored backup {} into {} ({} files, {} fetched{delta}) in {secs:.1}s, {verified}{recovery}{checked}{}\n",
+        "Restored backup {} into {} ({} files, {} fetched{delta}) in {secs:.1}s, {verified}{recovery}{standby}{checked}{}\n",
         r.backup_id,
         r.target.display(),
         r.files,

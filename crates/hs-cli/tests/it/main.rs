@@ -21,6 +21,7 @@ mod restore_signals;
 mod retention;
 mod secrets;
 mod ssh_backends;
+mod standby_source;
 mod support;
 mod tablespaces;
 mod verify;

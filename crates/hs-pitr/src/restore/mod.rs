@@ -7,7 +7,9 @@ use hs_base::code;
 use hs_repo::{ArchiveEntry, BackupManifest, ChunkReader, FileKind, Repository};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::recovery::{write_recovery_config, RecoveryConfig};
+use crate::recovery::{
+    remove_standby_config, write_recovery_config, RecoveryConfig, StandbyConfigRemoved,
+};
 
 mod files;
 mod layout;
@@ -139,6 +141,9 @@ pub struct RestoreSummary {
     pub verified: bool,
     /// Whether `recovery.signal` and the managed recovery block were written.
     pub recovery_configured: bool,
+    /// The standby configuration of a backup taken from a standby, removed so
+    /// that the restored cluster is independent.
+    pub standby_config_removed: StandbyConfigRemoved,
 }
 
 /// Picks the manifest `sel` names for `deployment`.
@@ -335,9 +340,10 @@ async fn restore_leased(
             true
         }
     };
-    // pg_verifybackup ignores recovery.signal and postgresql.auto.conf, but
-    // writing them last means a directory that failed verification is never
-    // set up to recover.
+    // pg_verifybackup ignores recovery.signal, standby.signal and
+    // postgresql.auto.conf, but writing them last means a directory that
+    // failed verification is never set up to recover.
+    let standby_config_removed = remove_standby_config(&opts.target)?;
     if let Some(rc) = &opts.recovery {
         write_recovery_config(&opts.target, rc)?;
     }
@@ -358,6 +364,7 @@ async fn restore_leased(
         bytes: written,
         verified,
         recovery_configured: opts.recovery.is_some(),
+        standby_config_removed,
         files_kept,
         files_written,
         removed,
