@@ -39,20 +39,106 @@ pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The size `data`'s zstd frame declares, checked against `max_len`.
+fn declared_len(data: &[u8], max_len: usize) -> Result<Option<usize>> {
+    match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(n)) if n <= max_len as u64 => Ok(Some(n as usize)),
+        Ok(Some(n)) => Err(Error::of_kind(
+            ErrorKind::TooLarge,
+            code::VERIFY_DECOMPRESS_FAILED,
+            format!("compressed data declares {n} bytes, more than the {max_len} allowed"),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// A reader of the plaintext of the zstd frame `data`, for decoding it as it is
+/// decompressed instead of holding it whole. A frame declaring more than `max_len`
+/// bytes is refused here; reading past `max_len` bytes of one that does not
+/// declare its size fails with [`std::io::ErrorKind::InvalidData`].
+pub fn decompress_reader(data: &[u8], max_len: usize) -> Result<impl std::io::Read + '_> {
+    declared_len(data, max_len)?;
+    let inner = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| {
+        Error::of_kind(
+            ErrorKind::Corrupt,
+            code::VERIFY_DECOMPRESS_FAILED,
+            "compressed data is corrupt",
+        )
+        .with_source(e)
+    })?;
+    Ok(Limited {
+        inner,
+        left: max_len,
+    })
+}
+
+/// A reader that fails instead of yielding more than `left` more bytes.
+struct Limited<R> {
+    inner: R,
+    left: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "compressed data holds more than the length allowed",
+                )),
+            };
+        }
+        let n = buf.len().min(self.left);
+        let got = self.inner.read(&mut buf[..n])?;
+        self.left -= got;
+        Ok(got)
+    }
+}
+
+/// Compresses what `write` writes into one zstd frame at `level`, appended to
+/// `out`: for encoding a large value (a manifest) without holding its plaintext.
+/// `write` is called twice, first to count the bytes (the frame declares its
+/// size, as [`compress`]'s do), so it must write the same bytes both times.
+pub fn compress_streamed<F>(level: i32, out: Vec<u8>, mut write: F) -> std::io::Result<Vec<u8>>
+where
+    F: FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+{
+    let mut count = Counter(0);
+    write(&mut count)?;
+    let mut enc = zstd::stream::write::Encoder::new(out, clamp_level(level))?;
+    enc.include_contentsize(true)?;
+    enc.set_pledged_src_size(Some(count.0))?;
+    {
+        let mut buffered = std::io::BufWriter::with_capacity(64 << 10, &mut enc);
+        write(&mut buffered)?;
+        std::io::Write::flush(&mut buffered)?;
+    }
+    enc.finish()
+}
+
+/// A writer that only counts.
+struct Counter(u64);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// [`decompress`] into `out` (cleared first), reusing its allocation: readers that
 /// decode many frames keep a few buffers instead of allocating one per frame.
 pub fn decompress_into(data: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result<()> {
-    let want = match zstd::zstd_safe::get_frame_content_size(data) {
-        Ok(Some(n)) if n <= max_len as u64 => n as usize,
-        Ok(Some(n)) => {
-            return Err(Error::of_kind(
-                ErrorKind::TooLarge,
-                code::VERIFY_DECOMPRESS_FAILED,
-                format!("compressed data declares {n} bytes, more than the {max_len} allowed"),
-            ))
-        }
-        _ => max_len,
-    };
+    let want = declared_len(data, max_len)?.unwrap_or(max_len);
     out.clear();
     out.reserve_exact(want);
     let corrupt = |e: std::io::Error| {
@@ -158,6 +244,50 @@ mod tests {
             let e = decompress_into(input, max, &mut out).unwrap_err();
             assert_eq!(e.code(), "verify.decompress_failed");
         }
+    }
+
+    #[test]
+    fn streamed_frames_declare_their_size_and_read_back_within_limits() {
+        use std::io::Read;
+        let data = b"manifest manifest manifest ".repeat(5000);
+        let prefix = vec![9u8; 65];
+        let framed = compress_streamed(DEFAULT_LEVEL, prefix.clone(), |w| {
+            for part in data.chunks(1000) {
+                w.write_all(part)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(&framed[..65], &prefix[..]);
+        let body = &framed[65..];
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(body),
+            Ok(Some(n)) if n == data.len() as u64
+        ));
+        assert_eq!(decompress(body, data.len()).unwrap(), data);
+        let mut back = Vec::new();
+        decompress_reader(body, data.len())
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        // Declared too large: refused up front; undeclared: fails past the limit.
+        assert!(decompress_reader(body, data.len() - 1).is_err());
+        let undeclared = zstd::stream::encode_all(&data[..], DEFAULT_LEVEL).unwrap();
+        let mut r = decompress_reader(&undeclared, 100).unwrap();
+        let e = r.read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        let mut r = decompress_reader(&undeclared, data.len()).unwrap();
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).unwrap();
+        assert_eq!(all, data);
+        // A writer that writes something else the second time fails.
+        let mut calls = 0;
+        let bad = compress_streamed(DEFAULT_LEVEL, Vec::new(), |w| {
+            calls += 1;
+            w.write_all(&data[..calls * 10])
+        });
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -37,7 +37,10 @@ mod id;
 mod pack;
 
 pub use chunker::{Chunker, ChunkerConfig, FileClass};
-pub use compress::{compress, decompress, decompress_into, Compressor, DEFAULT_LEVEL};
+pub use compress::{
+    compress, compress_streamed, decompress, decompress_into, decompress_reader, Compressor,
+    DEFAULT_LEVEL,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use id::ChunkId;
 pub use pack::{

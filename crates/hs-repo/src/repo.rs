@@ -796,20 +796,25 @@ impl Repository {
             )
             .with_suggestion("use the keyring the repository was initialised with"));
         }
-        let json = serde_json::to_vec(m).map_err(|e| {
+        // version, signature (filled in below), then the compressed JSON, encoded as
+        // it is compressed: a manifest's JSON is never held whole.
+        let mut head = Vec::with_capacity(64 << 10);
+        head.push(MANIFEST_OBJECT_VERSION);
+        head.extend_from_slice(&[0u8; 64]);
+        let mut plain = hs_chunk::compress_streamed(self.compression_level(), head, |w| {
+            serde_json::to_writer(w, m).map_err(std::io::Error::other)
+        })
+        .map_err(|e| {
             Error::new(code::IO_ENCODE_FAILED, "could not encode manifest").with_source(e)
         })?;
-        let body = hs_chunk::compress(&json, self.compression_level());
         let sig = self.inner.signer.signing_key().sign(&self.manifest_message(
             &m.deployment,
             &m.backup_id,
-            &body,
+            &plain[65..],
         ));
-        let mut plain = Vec::with_capacity(1 + 64 + body.len());
-        plain.push(MANIFEST_OBJECT_VERSION);
-        plain.extend_from_slice(&sig.to_bytes());
-        plain.extend_from_slice(&body);
+        plain[1..65].copy_from_slice(&sig.to_bytes());
         let sealed = self.inner.master.seal(Domain::Manifest, &plain);
+        drop(plain);
         let sealed_len = sealed.len() as u64;
         let name = format!("{}{}", manifest_prefix(&m.deployment), m.backup_id);
         if !self
@@ -884,13 +889,18 @@ impl Repository {
         self.inner
             .verifying
             .verify(&self.manifest_message(deployment, backup_id, body), &sig)?;
-        let json = hs_chunk::decompress(body, MAX_MANIFEST_LEN)?;
-        let m: BackupManifest = serde_json::from_slice(&json).map_err(|e| {
-            Error::new(
-                code::VERIFY_MANIFEST_INVALID,
-                format!("manifest {name} is not valid JSON"),
-            )
-            .with_source(e)
+        // Decoded as it is decompressed: the JSON is never held whole.
+        let json = std::io::BufReader::with_capacity(
+            64 << 10,
+            hs_chunk::decompress_reader(body, MAX_MANIFEST_LEN)?,
+        );
+        let m: BackupManifest = serde_json::from_reader(json).map_err(|e| {
+            let (c, what) = if e.is_io() {
+                (code::VERIFY_DECOMPRESS_FAILED, "could not be decompressed")
+            } else {
+                (code::VERIFY_MANIFEST_INVALID, "is not valid JSON")
+            };
+            Error::new(c, format!("manifest {name} {what}")).with_source(e)
         })?;
         if m.deployment != deployment || m.backup_id != backup_id {
             return Err(Error::new(
