@@ -93,3 +93,52 @@ fn backup_and_wal_from_a_standby_restore_as_an_independent_cluster() {
     drop(standby);
     drop(primary);
 }
+
+#[test]
+fn wal_stream_from_a_standby_follows_its_promotion_without_a_gap() {
+    let primary = cluster_with("CREATE TABLE marks (batch int NOT NULL)");
+    batch(&primary, 1);
+    let standby = primary.standby().expect("start a standby of the primary");
+    let s = Scratch::new();
+    let (url, conn) = init_repo(&s, &standby);
+    let streamer = Streamer::start(&s, "sb", &conn, &url, &[]);
+    wait_slot(&standby, "sb", Duration::from_secs(60));
+    backup(&s, "sb", &conn, &url).ok();
+    batch(&primary, 2);
+    let end = lsn(&primary.psql("SELECT pg_current_wal_lsn()").unwrap());
+    primary.psql("SELECT pg_switch_wal()").unwrap();
+    wait_durable(&standby, "sb", end, Duration::from_secs(60));
+
+    // The primary goes away and the standby is promoted onto timeline 2; the stream
+    // from it must go on there, and the rows written after the promotion be restorable.
+    drop(primary);
+    assert_eq!(standby.psql("SELECT pg_promote()").unwrap(), "t");
+    standby
+        .wait_for_promotion(Duration::from_secs(60))
+        .expect("the standby promotes");
+    batch(&standby, 3);
+    let end = lsn(&standby.psql("SELECT pg_current_wal_lsn()").unwrap());
+    standby.psql("SELECT pg_switch_wal()").unwrap();
+    wait_durable(&standby, "sb", end, Duration::from_secs(60));
+    let (status, log) = streamer.stop();
+    assert!(status.success(), "wal stream exit {status:?}\n{log}");
+    s.share_with_postgres(true);
+
+    let target = s.path("after-promotion");
+    let r = restore(&s, "sb", "latest", &target, &url, &[]).ok();
+    assert_eq!(r["recovery_configured"], true, "{r}");
+    let restored = start_restored(&target);
+    assert_eq!(
+        restored
+            .psql("SELECT string_agg(DISTINCT batch::text, ',' ORDER BY batch::text) || ' ' || count(*) FROM marks")
+            .unwrap(),
+        "1,2,3 30"
+    );
+    // Batch 3 exists only on timeline 2: the restore replayed across the switch.
+    let tli: u32 = restored
+        .psql("SELECT timeline_id FROM pg_control_checkpoint()")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(tli >= 2, "restored onto timeline {tli}");
+}
