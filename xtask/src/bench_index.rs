@@ -100,6 +100,13 @@ impl Row {
     fn rss_mib(&self) -> f64 {
         self.rss_kib as f64 / 1024.0
     }
+
+    /// The phase's peak heap in MiB (its `peak_heap` field), if it reported one.
+    fn heap_mib(&self) -> Option<f64> {
+        self.field("peak_heap")
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|b| b / (1024.0 * 1024.0))
+    }
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -365,10 +372,10 @@ fn report(o: &Opts, rows: &[Row], disk: &[(u64, u64)], total: Duration) {
         total.as_secs_f64()
     );
     println!(
-        "| ids | phase | wall s | CPU s | peak RSS MiB | dedup lookups | lookups/s | new chunks \
-         | packs | notes |"
+        "| ids | phase | wall s | CPU s | peak RSS MiB | peak heap MiB | dedup lookups | lookups/s \
+         | new chunks | packs | notes |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in rows {
         let label = PHASES
             .iter()
@@ -392,11 +399,12 @@ fn report(o: &Opts, rows: &[Row], disk: &[(u64, u64)], total: Duration) {
             f("packs")
         };
         println!(
-            "| {} | {label} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {packs} | {notes} |",
+            "| {} | {label} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {} | {packs} | {notes} |",
             millions(r.ids),
             r.wall.as_secs_f64(),
             r.cpu,
             r.rss_mib(),
+            r.heap_mib().map_or("-".to_string(), |h| format!("{h:.1}")),
             f("adds"),
             f("lookups_per_s"),
             f("new"),
@@ -411,8 +419,14 @@ fn report(o: &Opts, rows: &[Row], disk: &[(u64, u64)], total: Duration) {
             *b as f64 / *n as f64
         );
     }
+    print_projection(rows);
+}
+
+/// The projection table: RSS, wall and CPU of each phase at 1 TB and 10 TB.
+fn print_projection(rows: &[Row]) {
     println!(
-        "\n### Projection\n\nRSS: the line through the two largest points of the curve (a \
+        "\n### Projection\n\nRSS: from the largest point along the line through the two \
+         largest points of the curve, of RSS and (after the slash) of the peak heap (a \
          negative slope is projected as flat). Wall and CPU: proportional to the ids, at the \
          largest point's rate.\n"
     );
@@ -421,10 +435,14 @@ fn report(o: &Opts, rows: &[Row], disk: &[(u64, u64)], total: Duration) {
         .map(|(l, _)| format!("RSS at {l} MiB | wall at {l} | CPU at {l}"))
         .collect();
     println!(
-        "| phase | RSS at the largest point MiB | RSS growth MiB per 100M ids | {} |",
+        "| phase | RSS at the largest point MiB | RSS growth MiB per 100M ids | heap growth MiB \
+         per 100M ids | {} |",
         head.join(" | ")
     );
-    println!("|---|---:|---:|{}", "---:|---:|---:|".repeat(PROJECT.len()));
+    println!(
+        "|---|---:|---:|---:|{}",
+        "---:|---:|---:|".repeat(PROJECT.len())
+    );
     for (phase, label) in PHASES {
         let pts: Vec<&Row> = rows.iter().filter(|r| r.phase == phase).collect();
         let rss = marginal(
@@ -436,12 +454,21 @@ fn report(o: &Opts, rows: &[Row], disk: &[(u64, u64)], total: Duration) {
             println!("| {label} | (fewer than two points: no projection) |");
             continue;
         };
+        let heap = marginal(
+            &pts.iter()
+                .filter_map(|r| r.heap_mib().map(|h| (r.ids as f64, h)))
+                .collect::<Vec<_>>(),
+        )
+        .map(|(_, _, hb)| hb);
         let per_id = |v: f64| v / top.ids as f64;
         let cols: Vec<String> = PROJECT
             .iter()
             .map(|(_, at)| {
+                let by_heap = heap.map_or(String::new(), |hb| {
+                    format!(" / {:.0}", y + hb.max(0.0) * (at - x))
+                });
                 format!(
-                    "{:.0} | {:.0} min | {:.0} min",
+                    "{:.0}{by_heap} | {:.0} min | {:.0} min",
                     y + b.max(0.0) * (at - x),
                     per_id(top.wall.as_secs_f64()) * at / 60.0,
                     per_id(top.cpu) * at / 60.0,
@@ -449,15 +476,18 @@ fn report(o: &Opts, rows: &[Row], disk: &[(u64, u64)], total: Duration) {
             })
             .collect();
         println!(
-            "| {label} | {y:.0} | {:+.1} | {} |",
+            "| {label} | {y:.0} | {:+.1} | {} | {} |",
             b * 1e8,
+            heap.map_or("-".to_string(), |hb| format!("{:+.1}", hb * 1e8)),
             cols.join(" | ")
         );
     }
     println!(
-        "\nRSS is GNU time's peak resident set of the phase's process; a growth near 0 means \
-         memory flat in the number of ids. Wall times depend on the machine's load; CPU time \
-         less so."
+        "\nRSS is GNU time's peak resident set of the phase's process; the peak heap is the \
+         most the phase's heap held at once (the example's counting allocator). RSS also holds \
+         what malloc keeps for reuse, which grows with a run's length; the heap is what the \
+         data structures need. A growth near 0 means memory flat in the number of ids. Wall \
+         times depend on the machine's load; CPU time less so."
     );
 }
 

@@ -36,7 +36,8 @@
 //!
 //! Each phase prints one line `RESULT key=value ...` (the harness parses it): `adds` is
 //! the number of `add_hinted` calls (dedup lookups), `loop_secs` the time spent in the
-//! add loop (chunk ids, dedup, chunk lists; not opening, `finish` or the manifest).
+//! add loop (chunk ids, dedup, chunk lists; not opening, `finish` or the manifest),
+//! `peak_heap` the most bytes the heap held at once (a counting global allocator).
 //!
 //! `pg_hardstorage` fixes glibc's mmap threshold at 1 MiB when it starts (hs-cli's
 //! alloc.rs); the harness gives each phase the same setting as
@@ -44,7 +45,9 @@
 //! RSS grows with the run length: 162 instead of 72 MiB for `full` at 10M ids, same build;
 //! the fixed threshold costs system time instead, 5.0 instead of 1.5 s there).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -76,6 +79,66 @@ struct Opts {
 }
 
 type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The system allocator, counting the bytes allocated now and at the peak: the RESULT
+/// line's `peak_heap`. RSS also holds what malloc keeps for later (free lists, arena
+/// fragmentation), which grows with a run's length; the heap's peak is what the
+/// program's own data structures need, so its curve shows what grows with the ids.
+struct CountingAlloc;
+
+static HEAP_NOW: AtomicUsize = AtomicUsize::new(0);
+static HEAP_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn heap_grew(n: usize) {
+    let now = HEAP_NOW.fetch_add(n, Ordering::Relaxed) + n;
+    HEAP_PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every call is passed to the system allocator unchanged; only the counters are
+// added, and they never influence what is allocated.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            heap_grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            heap_grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        HEAP_NOW.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                heap_grew(new_size - layout.size());
+            } else {
+                HEAP_NOW.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// The heap's peak so far, for the RESULT line.
+fn peak_heap() -> usize {
+    HEAP_PEAK.load(Ordering::Relaxed)
+}
 
 #[tokio::main]
 async fn main() {
@@ -255,12 +318,13 @@ async fn backup(o: &Opts, repo: &Repository) -> Res<()> {
     println!(
         "RESULT phase={} adds={adds} new={} packs={} stored={} index_objects={indexes} \
          open_secs={open_secs:.3} loop_secs={loop_secs:.3} finish_secs={finish_secs:.3} \
-         manifest_secs={manifest_secs:.3} lookups_per_s={:.0}",
+         manifest_secs={manifest_secs:.3} lookups_per_s={:.0} peak_heap={}",
         o.phase,
         stats.new_chunks,
         stats.packs,
         stats.stored_bytes,
         adds as f64 / loop_secs.max(1e-9),
+        peak_heap(),
     );
     Ok(())
 }
@@ -317,7 +381,7 @@ async fn gc(repo: &Repository, apply: bool) -> Res<()> {
         .await?;
     println!(
         "RESULT phase=gc apply={apply} packs={} referenced={} condemned={} deleted={} \
-         reprieved={} index_objects_replaced={} gc_secs={:.3}",
+         reprieved={} index_objects_replaced={} gc_secs={:.3} peak_heap={}",
         r.packs_total,
         r.packs_referenced,
         r.condemned.len(),
@@ -325,6 +389,7 @@ async fn gc(repo: &Repository, apply: bool) -> Res<()> {
         r.reprieved.len(),
         r.index_objects_replaced,
         start.elapsed().as_secs_f64(),
+        peak_heap(),
     );
     Ok(())
 }
