@@ -53,19 +53,53 @@ fn assert_standalone(restored: &PgCluster, dir: &Path) {
     assert_eq!(receivers, "0", "{} streams from a server", dir.display());
 }
 
-#[test]
-fn backup_and_wal_from_a_standby_restore_as_an_independent_cluster() {
+/// A primary with batch 1, a standby of it, `wal stream` from the standby and one
+/// backup taken from the standby (deployment `sb`).
+struct FromStandby {
+    primary: PgCluster,
+    standby: PgCluster,
+    s: Scratch,
+    url: String,
+    streamer: Streamer,
+}
+
+fn from_standby() -> FromStandby {
     let primary = cluster_with("CREATE TABLE marks (batch int NOT NULL)");
     batch(&primary, 1);
     let standby = primary.standby().expect("start a standby of the primary");
-    let secret = standby.replication_password().to_string();
     assert!(standby.data_dir().join("standby.signal").is_file());
     let s = Scratch::new();
     let (url, conn) = init_repo(&s, &standby);
     let streamer = Streamer::start(&s, "sb", &conn, &url, &[]);
     wait_slot(&standby, "sb", Duration::from_secs(60));
     backup(&s, "sb", &conn, &url).ok();
+    FromStandby {
+        primary,
+        standby,
+        s,
+        url,
+        streamer,
+    }
+}
 
+/// Completes the segment on `writer` (the primary, or the promoted standby) and waits
+/// until the standby's streamer stored it.
+fn archive_through_standby(writer: &PgCluster, standby: &PgCluster) {
+    let end = lsn(&writer.psql("SELECT pg_current_wal_lsn()").unwrap());
+    writer.psql("SELECT pg_switch_wal()").unwrap();
+    wait_durable(standby, "sb", end, Duration::from_secs(60));
+}
+
+#[test]
+fn backup_and_wal_from_a_standby_restore_as_an_independent_cluster() {
+    let FromStandby {
+        primary,
+        standby,
+        s,
+        url,
+        streamer,
+    } = from_standby();
+    let secret = standby.replication_password().to_string();
     batch(&primary, 2);
     std::thread::sleep(Duration::from_millis(1500));
     let t_after_2 = primary
@@ -73,10 +107,7 @@ fn backup_and_wal_from_a_standby_restore_as_an_independent_cluster() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     batch(&primary, 3);
-    // Complete the segment on the primary; the standby's streamer stores it.
-    let end = lsn(&primary.psql("SELECT pg_current_wal_lsn()").unwrap());
-    primary.psql("SELECT pg_switch_wal()").unwrap();
-    wait_durable(&standby, "sb", end, Duration::from_secs(60));
+    archive_through_standby(&primary, &standby);
     let (status, _) = streamer.stop();
     assert!(status.success(), "wal stream exit {status:?}");
     // The primary stays up: a copy that still followed it would connect and stream.
@@ -96,18 +127,15 @@ fn backup_and_wal_from_a_standby_restore_as_an_independent_cluster() {
 
 #[test]
 fn wal_stream_from_a_standby_follows_its_promotion_without_a_gap() {
-    let primary = cluster_with("CREATE TABLE marks (batch int NOT NULL)");
-    batch(&primary, 1);
-    let standby = primary.standby().expect("start a standby of the primary");
-    let s = Scratch::new();
-    let (url, conn) = init_repo(&s, &standby);
-    let streamer = Streamer::start(&s, "sb", &conn, &url, &[]);
-    wait_slot(&standby, "sb", Duration::from_secs(60));
-    backup(&s, "sb", &conn, &url).ok();
+    let FromStandby {
+        primary,
+        standby,
+        s,
+        url,
+        streamer,
+    } = from_standby();
     batch(&primary, 2);
-    let end = lsn(&primary.psql("SELECT pg_current_wal_lsn()").unwrap());
-    primary.psql("SELECT pg_switch_wal()").unwrap();
-    wait_durable(&standby, "sb", end, Duration::from_secs(60));
+    archive_through_standby(&primary, &standby);
 
     // The primary goes away and the standby is promoted onto timeline 2; the stream
     // from it must go on there, and the rows written after the promotion be restorable.
@@ -117,9 +145,7 @@ fn wal_stream_from_a_standby_follows_its_promotion_without_a_gap() {
         .wait_for_promotion(Duration::from_secs(60))
         .expect("the standby promotes");
     batch(&standby, 3);
-    let end = lsn(&standby.psql("SELECT pg_current_wal_lsn()").unwrap());
-    standby.psql("SELECT pg_switch_wal()").unwrap();
-    wait_durable(&standby, "sb", end, Duration::from_secs(60));
+    archive_through_standby(&standby, &standby);
     let (status, log) = streamer.stop();
     assert!(status.success(), "wal stream exit {status:?}\n{log}");
     s.share_with_postgres(true);
