@@ -143,23 +143,26 @@ impl Dedup {
     /// Adds the chunks of one index object's packs to `known` (packs in
     /// `excluded` skipped), stopping at exactly `cap` chunks: one index object
     /// holds up to [`INDEX_INTERVAL_CHUNKS`] ids, enough to double the table.
+    /// Called before the session remembers anything.
     pub(crate) fn learn(&mut self, packs: &[IndexedPack], cap: usize) {
-        for p in packs {
+        'packs: for p in packs {
             let pack = PackId(p.id);
             if self.excluded.contains(&pack) {
                 continue;
             }
             if self.known.len() >= cap {
-                return;
+                break;
             }
             let slot = self.slot(pack);
             for e in &p.entries {
                 if self.known.len() >= cap {
-                    return;
+                    break 'packs;
                 }
                 self.known.entry(e.id).or_insert(slot);
             }
         }
+        // Every slot so far is `known`'s: compaction must keep them all.
+        self.seal_known();
     }
 
     /// Ends the loading of `known`: its packs keep their slots for the whole session.
