@@ -102,11 +102,12 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     println!("  repo verify:           clean after the kills (every pack and manifest checked)");
     println!(
-        "  corruptions detected:  {} of {} (reads of damaged data refused: {}; reads that did not need the object: {})",
+        "  corruptions detected:  {} of {} (reads of damaged data refused: {}; reads that did not need the object: {}; healed from another copy: {})",
         report.corruptions_detected,
         corruptions,
         report.damaged_reads_refused,
-        report.damaged_reads_unaffected
+        report.damaged_reads_unaffected,
+        report.damaged_reads_healed
     );
     let f = &faults.faults;
     println!(

@@ -127,6 +127,10 @@ pub struct CrashReport {
     /// `wal fetch`es of a segment whose damaged `.partial` is superseded by the complete
     /// segment.
     pub damaged_reads_unaffected: u32,
+    /// Restores of the backup that wrote a damaged pack that succeeded (and passed
+    /// pg_verifybackup) by reading an intact copy of each damaged chunk from another
+    /// pack, through the index.
+    pub damaged_reads_healed: u32,
 }
 
 impl CrashReport {
@@ -1126,8 +1130,12 @@ fn corrupt_and_detect(
         ));
     }
     ctx.log(format!(
-        "corruption phase: {} detected, {} reads refused, {} reads unaffected",
-        report.corruptions_detected, report.damaged_reads_refused, report.damaged_reads_unaffected
+        "corruption phase: {} detected, {} reads refused, {} reads unaffected, {} healed from \
+         another copy",
+        report.corruptions_detected,
+        report.damaged_reads_refused,
+        report.damaged_reads_unaffected,
+        report.damaged_reads_healed
     ));
     Ok(())
 }
@@ -1217,7 +1225,9 @@ fn judge_damaged_read(
         (Expect::Refused, (s, true)) if s == outcome.refused_exit => {
             report.damaged_reads_refused += 1
         }
-        (Expect::RefusedOrUnaffected, (s, true)) if s == outcome.refused_exit => {
+        (Expect::RefusedOrUnaffected | Expect::RefusedOrHealed, (s, true))
+            if s == outcome.refused_exit =>
+        {
             report.damaged_reads_refused += 1
         }
         // A read that does not need the damaged object succeeds; a restore ran
@@ -1225,6 +1235,7 @@ fn judge_damaged_read(
         (Expect::RefusedOrUnaffected | Expect::Unaffected, (0, _)) if outcome.good => {
             report.damaged_reads_unaffected += 1
         }
+        (Expect::RefusedOrHealed, (0, _)) if outcome.good => report.damaged_reads_healed += 1,
         _ => {
             return Err(fail(
                 seed,
@@ -1233,7 +1244,7 @@ fn judge_damaged_read(
                     r.status,
                     match outcome.expect {
                         Expect::Refused => format!("{} with a verify.* code", outcome.refused_exit),
-                        Expect::RefusedOrUnaffected => format!(
+                        Expect::RefusedOrUnaffected | Expect::RefusedOrHealed => format!(
                             "{} with a verify.* code, or 0 with verified data",
                             outcome.refused_exit
                         ),
@@ -1255,6 +1266,12 @@ enum Expect {
     Refused,
     /// It may or may not need them: refused, or a success with verified data.
     RefusedOrUnaffected,
+    /// A restore of the backup that wrote the damaged pack: refused, or healed. A chunk
+    /// can be stored twice (a killed backup's pack, indexed, and the next backup's,
+    /// when that backup does not see the first copy's index object), and a reader that
+    /// finds a frame damaged falls back to the copy the index names; then the restore
+    /// succeeds, and pg_verifybackup must have passed on what it wrote.
+    RefusedOrHealed,
     /// It does not need them: a success.
     Unaffected,
 }
@@ -1338,7 +1355,7 @@ fn read_damaged(
                 .find(|(p, _)| p == name)
                 .map(|(_, b)| b.clone())
                 .ok_or_else(|| fail(seed, format!("{name}: no owner")))?;
-            (owner, Expect::Refused)
+            (owner, Expect::RefusedOrHealed)
         }
         // Every object is read with the key.
         "key" => (
