@@ -900,7 +900,12 @@ impl Repository {
             } else {
                 (code::VERIFY_MANIFEST_INVALID, "is not valid JSON")
             };
-            Error::new(c, format!("manifest {name} {what}")).with_source(e)
+            Error::new(c, format!("manifest {name} {what}"))
+                .with_source(e)
+                .with_suggestion(
+                    "run `pg_hardstorage repo verify`, then restore another backup; \
+                     the manifest is signed, so its writer produced it this way",
+                )
         })?;
         if m.deployment != deployment || m.backup_id != backup_id {
             return Err(Error::new(

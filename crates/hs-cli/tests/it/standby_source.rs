@@ -92,37 +92,30 @@ fn archive_through_standby(writer: &PgCluster, standby: &PgCluster) {
 
 #[test]
 fn backup_and_wal_from_a_standby_restore_as_an_independent_cluster() {
-    let FromStandby {
-        primary,
-        standby,
-        s,
-        url,
-        streamer,
-    } = from_standby();
+    let f = from_standby();
+    let (primary, standby, s, url) = (&f.primary, &f.standby, &f.s, &f.url);
     let secret = standby.replication_password().to_string();
-    batch(&primary, 2);
+    batch(primary, 2);
     std::thread::sleep(Duration::from_millis(1500));
     let t_after_2 = primary
         .psql(r#"SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#)
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    batch(&primary, 3);
-    archive_through_standby(&primary, &standby);
-    let (status, _) = streamer.stop();
+    batch(primary, 3);
+    archive_through_standby(primary, standby);
+    let (status, _) = f.streamer.stop();
     assert!(status.success(), "wal stream exit {status:?}");
     // The primary stays up: a copy that still followed it would connect and stream.
     s.share_with_postgres(true);
 
     assert_eq!(
-        restore_independent(&s, &url, "latest", &[], &secret),
+        restore_independent(s, url, "latest", &[], &secret),
         "1,2,3 30"
     );
     assert_eq!(
-        restore_independent(&s, &url, "to-time", &["--to", &t_after_2], &secret),
+        restore_independent(s, url, "to-time", &["--to", &t_after_2], &secret),
         "1,2 20"
     );
-    drop(standby);
-    drop(primary);
 }
 
 #[test]
