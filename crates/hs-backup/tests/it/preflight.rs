@@ -141,3 +141,87 @@ async fn preflight_reports_what_it_cannot_see() -> R {
     assert_eq!(r.setting("wal_level"), Some("replica"));
     Ok(())
 }
+
+/// Waits until a new session sees `name = want` (after `ALTER SYSTEM` and a reload).
+fn wait_for_setting(pg: &PgCluster, name: &str, want: &str) -> std::io::Result<()> {
+    for _ in 0..100 {
+        if pg.psql(&format!("SHOW {name}"))? == want {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(std::io::Error::other(format!(
+        "{name} never became {want:?}"
+    )))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_reports_summarize_wal_on_17_and_later() -> R {
+    let pg = PgCluster::start(PgOptions::default())?;
+    let major = pg.major()?;
+    let conn = cfg(&pg.replication_conninfo());
+    let info = |r: &hs_backup::PreflightReport| {
+        r.findings
+            .iter()
+            .find(|f| f.code == "preflight.summarize_wal")
+            .cloned()
+    };
+    let r = preflight(&conn, "main").await?;
+    if major < 17 {
+        eprintln!("skipped: summarize_wal exists from PostgreSQL 17 on; this server is {major}");
+        assert_eq!(info(&r), None, "{r:?}");
+        assert_eq!(r.setting("summarize_wal"), None);
+        return Ok(());
+    }
+    let f = info(&r).ok_or("no summarize_wal finding")?;
+    assert_eq!(f.severity, Severity::Info);
+    assert!(f.message.starts_with("summarize_wal is off"), "{f:?}");
+    assert!(!r.has_fatal(), "{r:?}");
+    blocking(|| -> std::io::Result<()> {
+        pg.psql("ALTER SYSTEM SET summarize_wal = on")?;
+        pg.psql("SELECT pg_reload_conf()")?;
+        wait_for_setting(&pg, "summarize_wal", "on")
+    })?;
+    let r = preflight(&conn, "main").await?;
+    let f = info(&r).ok_or("no summarize_wal finding")?;
+    assert!(f.message.starts_with("summarize_wal is on"), "{f:?}");
+    assert_eq!(r.setting("summarize_wal"), Some("on"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_warns_of_idle_replication_slot_timeout_on_18_and_later() -> R {
+    let pg = PgCluster::start(PgOptions::default())?;
+    let major = pg.major()?;
+    let conn = cfg(&pg.replication_conninfo());
+    let code = "preflight.idle_replication_slot_timeout.set";
+    let r = preflight(&conn, "main").await?;
+    assert!(!r.findings.iter().any(|f| f.code == code), "{r:?}");
+    if major < 18 {
+        eprintln!(
+            "skipped: idle_replication_slot_timeout exists from PostgreSQL 18 on; this server is {major}"
+        );
+        assert_eq!(r.setting("idle_replication_slot_timeout"), None);
+        return Ok(());
+    }
+    // The default (0) is fine; a timeout is a warning, not fatal.
+    assert!(
+        r.setting("idle_replication_slot_timeout").is_some(),
+        "{r:?}"
+    );
+    blocking(|| -> std::io::Result<()> {
+        pg.psql("ALTER SYSTEM SET idle_replication_slot_timeout = '1h'")?;
+        pg.psql("SELECT pg_reload_conf()")?;
+        wait_for_setting(&pg, "idle_replication_slot_timeout", "1h")
+    })?;
+    let r = preflight(&conn, "main").await?;
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.code == code)
+        .ok_or("no idle_replication_slot_timeout warning")?;
+    assert_eq!(f.severity, Severity::Warning);
+    assert!(f.message.contains("1h"), "{f:?}");
+    assert!(!r.has_fatal(), "{r:?}");
+    Ok(())
+}
