@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask ci|demo|bench`.
+//! Project automation: `cargo xtask ci|integration|demo|bench`.
 //!
 //! Run `cargo xtask help` for the list. Everything here shells out with
 //! `std::process::Command` and prints each command before it runs it.
@@ -27,7 +27,7 @@ cargo xtask <task>
 
 tasks:
   ci                 what CI runs: fmt, clippy, examples, cargo-deny, cargo package, tests,
-                     doc tests
+                     doc tests, integration --pg 16,17,18
                      (installs PostgreSQL 15 server binaries and cargo-deny if missing)
   integration [--pg 15,16,17,18] [--install-only] [--no-install]
                      the end-to-end subset (backup, stream kill -9, PITR, standby source,
