@@ -146,7 +146,10 @@ fn frame_groups(entries: &[PackEntry]) -> Vec<&[PackEntry]> {
 /// is given, that every frame lies inside the first `blobs_len` bytes.
 pub fn decode_entries(b: &mut &[u8], blobs_len: Option<u64>) -> Result<Vec<PackEntry>> {
     let frames = u32_at(take(b, 4)?, 0) as usize;
-    let mut entries = Vec::with_capacity(frames.min(b.len() / PACK_FRAME_DESC_LEN));
+    // Sized exactly: a pack of 8 KiB pages lists tens of thousands of chunks, and
+    // readers keep several headers, so growth slack and regrowth copies would be
+    // megabytes each.
+    let mut entries = Vec::with_capacity(count_entries(b, frames));
     for _ in 0..frames {
         let d = take(b, PACK_FRAME_DESC_LEN)?;
         let (frame_offset, frame_length, frame_raw_length) =
@@ -193,6 +196,24 @@ pub fn decode_entries(b: &mut &[u8], blobs_len: Option<u64>) -> Result<Vec<PackE
         }
     }
     Ok(entries)
+}
+
+/// The chunks that the `frames` frame descriptions at the front of `b` list, counting
+/// only those whose descriptions are all present (so at most `b.len() / 36`); what
+/// is malformed is left for [`decode_entries`] to report.
+fn count_entries(mut b: &[u8], frames: usize) -> usize {
+    let mut n = 0usize;
+    for _ in 0..frames {
+        let Ok(d) = take(&mut b, PACK_FRAME_DESC_LEN) else {
+            break;
+        };
+        let count = u32_at(d, 13) as usize;
+        match count.checked_mul(PACK_CHUNK_DESC_LEN) {
+            Some(len) if take(&mut b, len).is_ok() => n += count,
+            _ => break,
+        }
+    }
+    n
 }
 
 /// The list of frames and chunks in a pack (the header's plaintext).
@@ -486,7 +507,23 @@ mod tests {
         let h = PackHeader::decode(&plain, blobs.len() as u64).unwrap();
         assert_eq!(h, header);
         assert_eq!(h.entries, [f1, f2].concat());
+        assert_eq!(
+            h.entries.capacity(),
+            h.entries.len(),
+            "decoded without slack"
+        );
         assert_eq!(plain.len(), 1 + encoded_entries_len(&h.entries));
+        // A frame count larger than the descriptions present, or a chunk count larger
+        // than its body: refused, after a capacity bounded by what is there.
+        let mut bad = plain.clone();
+        bad[1] = 200;
+        assert!(PackHeader::decode(&bad, 100).is_err());
+        let mut bad = plain.clone();
+        bad[1 + 4 + 13..1 + 4 + 17].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(PackHeader::decode(&bad, 100).is_err());
+        assert_eq!(count_entries(&plain[1 + 4..], 2), 4);
+        assert_eq!(count_entries(&plain[1 + 4..], 3), 4);
+        assert_eq!(count_entries(&bad[1 + 4..], 2), 0);
         // Frames outside the blob area are refused.
         assert_eq!(
             PackHeader::decode(&plain, 5).unwrap_err().code(),

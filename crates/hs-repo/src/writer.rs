@@ -14,8 +14,11 @@
 //! compresses a frame's chunks together as one zstd frame (reusing one zstd
 //! context and its buffers), seals it as one blob, and appends it to the pack;
 //! a full pack is sealed and handed to an
-//! uploader task that keeps up to four uploads, and at most
-//! [`UPLOAD_BYTES_IN_FLIGHT`] bytes of packs, in flight. Index objects only
+//! uploader task. Sealed packs not yet stored (handed over or uploading) are at
+//! most [`UPLOAD_BYTES_IN_FLIGHT`] bytes' worth of target-size packs, and at
+//! least one: a worker with a full pack waits for a free slot before it hands
+//! the pack over and starts the next, so pack memory is bounded by the workers
+//! plus those slots whatever the backend's speed. Index objects only
 //! ever name packs whose upload has completed: one every
 //! [`DEFAULT_INDEX_INTERVAL`] packs while the session runs, and one for the
 //! rest in [`ChunkWriter::finish`], after the last pack is durable.
@@ -34,7 +37,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hs_base::code;
@@ -69,18 +73,21 @@ pub const SESSION_MEMORY: usize = (1 << 17) / 8 * 7;
 pub const RECENT_INDEX_CHUNKS: usize = (1 << 19) / 8 * 7;
 
 const UPLOADS_IN_FLIGHT: usize = 4;
-/// Bytes of sealed packs being uploaded at once (one pack always may be): three
-/// default packs. With the packs the workers fill and the one handed to the
-/// uploader, this bounds the pack bytes in memory whatever the pack size and
-/// the backend's speed.
-const UPLOAD_BYTES_IN_FLIGHT: u64 = 64 << 20;
+/// Sealed packs that are handed to the uploader or uploading: this many bytes of
+/// target-size packs (two default packs), at least one and at most
+/// [`UPLOADS_IN_FLIGHT`]. With one pack per worker being filled, this bounds the
+/// pack bytes in memory whatever the backend's speed: four default packs with
+/// two workers.
+const UPLOAD_BYTES_IN_FLIGHT: u64 = 32 << 20;
 /// Default for [`ChunkWriter::set_index_interval`]: 32 packs, about 512 MiB stored.
 /// The entries of packs not yet written to an index object are held in memory
 /// (about 56 bytes per chunk), so this also bounds that.
 pub const DEFAULT_INDEX_INTERVAL: usize = 32;
 /// An index object is also written once the durable packs not yet in one hold this
-/// many chunks (about 14 MiB of entries): well-compressed packs hold 30,000 or more.
-pub const INDEX_INTERVAL_CHUNKS: usize = 1 << 18;
+/// many chunks (about 7 MiB of entries): well-compressed packs hold 30,000 to
+/// 50,000, so this is what closes index objects of 8 KiB pages. Measured at pgbench
+/// scale 1000: 2^18 let the entries waiting for an index object reach 28 MB.
+pub const INDEX_INTERVAL_CHUNKS: usize = 1 << 17;
 
 /// Counters of one writer session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -258,6 +265,44 @@ struct FinishedPack {
     id: [u8; 32],
     bytes: Bytes,
     entries: Vec<PackEntry>,
+    /// Released when the upload ends (or the pack is dropped unstored).
+    _slot: UploadSlot,
+}
+
+/// One of the writer's upload slots, held by a sealed pack until it is stored.
+struct UploadSlot(Arc<Shared>);
+
+impl UploadSlot {
+    /// Waits (on a worker thread) for a free slot; `None` once the session failed
+    /// or was cancelled, so a waiting worker never outlives its writer.
+    fn take(shared: &Arc<Shared>) -> Option<UploadSlot> {
+        let mut used = lock(&shared.slots_used);
+        loop {
+            if shared.failed.load(Ordering::SeqCst) || shared.cancelled.load(Ordering::SeqCst) {
+                return None;
+            }
+            if *used < shared.slots_max.load(Ordering::Relaxed).max(1) {
+                *used += 1;
+                return Some(UploadSlot(shared.clone()));
+            }
+            used = match shared
+                .slot_freed
+                .wait_timeout(used, Duration::from_millis(100))
+            {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut used = lock(&self.0.slots_used);
+        *used = used.saturating_sub(1);
+        drop(used);
+        self.0.slot_freed.notify_one();
+    }
 }
 
 #[derive(Default)]
@@ -269,6 +314,10 @@ struct Shared {
     done: Mutex<Vec<IndexedPack>>,
     stored_bytes: AtomicU64,
     packs: AtomicU64,
+    /// Upload slots in use and their number; see [`UploadSlot`].
+    slots_used: Mutex<usize>,
+    slot_freed: Condvar,
+    slots_max: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -326,6 +375,9 @@ impl ChunkWriter {
             .unwrap_or(2)
             .clamp(1, 4);
         let target = usize::try_from(repo.pack_target_size()).unwrap_or(16 << 20);
+        let slots = (UPLOAD_BYTES_IN_FLIGHT / repo.pack_target_size().max(1))
+            .clamp(1, UPLOADS_IN_FLIGHT as u64) as usize;
+        shared.slots_max.store(slots, Ordering::Relaxed);
         let mut workers = Vec::with_capacity(n);
         let mut lanes = Vec::with_capacity(n);
         for i in 0..n {
@@ -614,8 +666,11 @@ fn send_pack(
     repo: &Repository,
     pack: PackBuilder,
     out: &mpsc::Sender<FinishedPack>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) {
+    let Some(slot) = UploadSlot::take(shared) else {
+        return; // failed or cancelled: the pack is dropped, as are queued frames
+    };
     match pack.finish(|h| repo.inner.master.seal(Domain::PackHeader, h)) {
         Ok((bytes, header)) => {
             // Version 2 packs carry the id the writer gave them; it is their name.
@@ -630,6 +685,7 @@ fn send_pack(
                 id,
                 bytes: Bytes::from(bytes),
                 entries,
+                _slot: slot,
             };
             if out.blocking_send(p).is_err() && !shared.cancelled.load(Ordering::SeqCst) {
                 shared.fail(Error::new(
@@ -664,30 +720,24 @@ async fn write_index(repo: &Repository, mut packs: Vec<IndexedPack>) -> Result<u
 }
 
 async fn uploader(repo: Repository, mut rx: mpsc::Receiver<FinishedPack>, shared: Arc<Shared>) {
-    // Each upload task returns its pack's size.
-    let mut set: JoinSet<u64> = JoinSet::new();
-    let mut in_flight: u64 = 0;
-    let reap = |r: std::result::Result<u64, tokio::task::JoinError>, shared: &Shared| match r {
-        Ok(size) => size,
-        Err(e) => {
+    // Each upload task returns whether it ended; the packs' upload slots bound how
+    // many run at once (see `UploadSlot`), the count here only reaps them.
+    let mut set: JoinSet<()> = JoinSet::new();
+    let reap = |r: std::result::Result<(), tokio::task::JoinError>, shared: &Shared| {
+        if let Err(e) = r {
             shared.fail(
                 Error::new(code::ABORTED_TASK_FAILED, "a pack upload task failed").with_source(e),
             );
-            0
         }
     };
     while let Some(p) = rx.recv().await {
-        let size = p.bytes.len() as u64;
-        while !set.is_empty()
-            && (set.len() >= UPLOADS_IN_FLIGHT || in_flight + size > UPLOAD_BYTES_IN_FLIGHT)
-        {
-            match set.join_next().await {
-                Some(r) => in_flight = in_flight.saturating_sub(reap(r, &shared)),
-                None => in_flight = 0,
-            }
+        while let Some(r) = set.try_join_next() {
+            reap(r, &shared);
         }
-        if set.is_empty() {
-            in_flight = 0;
+        while set.len() >= UPLOADS_IN_FLIGHT {
+            if let Some(r) = set.join_next().await {
+                reap(r, &shared);
+            }
         }
         if shared.failed.load(Ordering::Relaxed) || shared.cancelled.load(Ordering::Relaxed) {
             continue;
@@ -711,23 +761,26 @@ async fn uploader(repo: Repository, mut rx: mpsc::Receiver<FinishedPack>, shared
         }
         let backend = repo.inner.backend.clone();
         let shared = shared.clone();
-        in_flight += size;
         set.spawn(async move {
-            let name = pack_name(&p.id);
-            match backend.put_if_absent(&name, p.bytes).await {
+            let FinishedPack {
+                id,
+                bytes,
+                entries,
+                _slot,
+            } = p;
+            let size = bytes.len() as u64;
+            let name = pack_name(&id);
+            match backend.put_if_absent(&name, bytes).await {
                 Ok(created) => {
                     if created {
                         shared.stored_bytes.fetch_add(size, Ordering::SeqCst);
                         shared.packs.fetch_add(1, Ordering::SeqCst);
                     }
-                    lock(&shared.done).push(IndexedPack {
-                        id: p.id,
-                        entries: p.entries,
-                    });
+                    lock(&shared.done).push(IndexedPack { id, entries });
                 }
                 Err(e) => shared.fail(e),
             }
-            size
+            // The pack's bytes are gone; its slot frees here.
         });
     }
     while let Some(r) = set.join_next().await {
@@ -747,6 +800,42 @@ mod tests {
         let mut p = [0u8; 32];
         p[..8].copy_from_slice(&i.to_le_bytes());
         PackId(p)
+    }
+
+    #[test]
+    fn a_full_pack_waits_for_an_upload_slot_and_a_cancelled_session_releases_it() {
+        let shared = Arc::new(Shared::default());
+        shared.slots_max.store(2, Ordering::Relaxed);
+        let a = UploadSlot::take(&shared).expect("first slot");
+        let _b = UploadSlot::take(&shared).expect("second slot");
+        // A third waits until a slot is freed.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sh = shared.clone();
+        let waiter = std::thread::spawn(move || {
+            let got = UploadSlot::take(&sh);
+            tx.send(got.is_some()).unwrap();
+            got
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "a third slot was given while two were held"
+        );
+        drop(a);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(true));
+        let c = waiter.join().unwrap();
+        assert_eq!(*lock(&shared.slots_used), 2);
+        drop(c);
+        assert_eq!(*lock(&shared.slots_used), 1);
+        // A worker waiting when the session is cancelled gets no slot and returns.
+        let _d = UploadSlot::take(&shared).expect("slot freed by c");
+        let sh = shared.clone();
+        let waiter = std::thread::spawn(move || UploadSlot::take(&sh).is_none());
+        std::thread::sleep(Duration::from_millis(150));
+        shared.cancelled.store(true, Ordering::SeqCst);
+        assert!(
+            waiter.join().unwrap(),
+            "a cancelled session still gave a slot"
+        );
     }
 
     #[test]
