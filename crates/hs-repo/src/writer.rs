@@ -720,8 +720,8 @@ async fn write_index(repo: &Repository, mut packs: Vec<IndexedPack>) -> Result<u
 }
 
 async fn uploader(repo: Repository, mut rx: mpsc::Receiver<FinishedPack>, shared: Arc<Shared>) {
-    // Each upload task returns whether it ended; the packs' upload slots bound how
-    // many run at once (see `UploadSlot`), the count here only reaps them.
+    // The packs' upload slots bound how many uploads run at once (see `UploadSlot`):
+    // each running task holds one, so here finished tasks are only reaped.
     let mut set: JoinSet<()> = JoinSet::new();
     let reap = |r: std::result::Result<(), tokio::task::JoinError>, shared: &Shared| {
         if let Err(e) = r {
@@ -733,11 +733,6 @@ async fn uploader(repo: Repository, mut rx: mpsc::Receiver<FinishedPack>, shared
     while let Some(p) = rx.recv().await {
         while let Some(r) = set.try_join_next() {
             reap(r, &shared);
-        }
-        while set.len() >= UPLOADS_IN_FLIGHT {
-            if let Some(r) = set.join_next().await {
-                reap(r, &shared);
-            }
         }
         if shared.failed.load(Ordering::Relaxed) || shared.cancelled.load(Ordering::Relaxed) {
             continue;

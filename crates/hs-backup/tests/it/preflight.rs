@@ -142,8 +142,10 @@ async fn preflight_reports_what_it_cannot_see() -> R {
     Ok(())
 }
 
-/// Waits until a new session sees `name = want` (after `ALTER SYSTEM` and a reload).
-fn wait_for_setting(pg: &PgCluster, name: &str, want: &str) -> std::io::Result<()> {
+/// `ALTER SYSTEM SET name = 'want'`, a reload, then waits until a new session sees it.
+fn set_and_reload(pg: &PgCluster, name: &str, want: &str) -> std::io::Result<()> {
+    pg.psql(&format!("ALTER SYSTEM SET {name} = '{want}'"))?;
+    pg.psql("SELECT pg_reload_conf()")?;
     for _ in 0..100 {
         if pg.psql(&format!("SHOW {name}"))? == want {
             return Ok(());
@@ -177,11 +179,7 @@ async fn preflight_reports_summarize_wal_on_17_and_later() -> R {
     assert_eq!(f.severity, Severity::Info);
     assert!(f.message.starts_with("summarize_wal is off"), "{f:?}");
     assert!(!r.has_fatal(), "{r:?}");
-    blocking(|| -> std::io::Result<()> {
-        pg.psql("ALTER SYSTEM SET summarize_wal = on")?;
-        pg.psql("SELECT pg_reload_conf()")?;
-        wait_for_setting(&pg, "summarize_wal", "on")
-    })?;
+    blocking(|| set_and_reload(&pg, "summarize_wal", "on"))?;
     let r = preflight(&conn, "main").await?;
     let f = info(&r).ok_or("no summarize_wal finding")?;
     assert!(f.message.starts_with("summarize_wal is on"), "{f:?}");
@@ -209,11 +207,7 @@ async fn preflight_warns_of_idle_replication_slot_timeout_on_18_and_later() -> R
         r.setting("idle_replication_slot_timeout").is_some(),
         "{r:?}"
     );
-    blocking(|| -> std::io::Result<()> {
-        pg.psql("ALTER SYSTEM SET idle_replication_slot_timeout = '1h'")?;
-        pg.psql("SELECT pg_reload_conf()")?;
-        wait_for_setting(&pg, "idle_replication_slot_timeout", "1h")
-    })?;
+    blocking(|| set_and_reload(&pg, "idle_replication_slot_timeout", "1h"))?;
     let r = preflight(&conn, "main").await?;
     let f = r
         .findings
