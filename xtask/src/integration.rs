@@ -33,7 +33,7 @@ pub const ALL_MAJORS: [u32; 4] = [15, 16, 17, 18];
 
 /// The end-to-end subset: backup, stream with kill -9, PITR to time/LSN/name, standby
 /// source (and its promotion), timeline switch, the WAL decoder vs pg_waldump, preflight.
-const FILTER: &str = "(package(hs-cli) & test(/^(backup_restore::backup_restore_round_trip_on_file_repo|wal_stream::stream_survives_kill_9|pitr::restore_to_time_ago_lsn_and_restore_point|pitr_timeline::restore_plans_and_replays_across_a_timeline_switch|standby_source::)/)) \
+const FILTER: &str = "(package(hs-cli) & test(/^(backup_restore::backup_restore_round_trip_on_file_repo|wal_stream::stream_survives_kill_9|pitr::restore_to_time_ago_lsn_and_restore_point|pitr_timeline::restore_plans_and_replays_across_a_timeline_switch|standby_source::|incremental::)/)) \
 | (package(hs-proto) & test(/^waldecode::/)) \
 | (package(hs-backup) & test(/^preflight::preflight_(clean_server|reports_summarize_wal|warns_of_idle)/))";
 

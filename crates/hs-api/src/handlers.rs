@@ -133,6 +133,9 @@ fn manifest_row(m: &hs_repo::BackupManifest) -> Value {
         "logical_bytes": s.logical_bytes,
         "stored_bytes": s.stored_bytes,
         "files": s.files,
+        "type": if m.incremental.is_some() { "incremental" } else { "full" },
+        "incremental_from": m.incremental.as_ref().map(|i| &i.parent_backup_id),
+        "sent_bytes": s.sent_bytes,
     })
 }
 
@@ -197,6 +200,9 @@ struct BackupRequest {
     /// Accept a server whose system identifier differs from the deployment's.
     #[serde(default)]
     allow_system_id_change: bool,
+    /// Take a full backup even where an incremental one is possible.
+    #[serde(default)]
+    full: bool,
 }
 
 async fn backup_trigger(state: &Arc<State>, deployment: &str, body: &Bytes) -> Result<Reply> {
@@ -227,6 +233,7 @@ async fn backup_trigger(state: &Arc<State>, deployment: &str, body: &Bytes) -> R
     opts.fast_checkpoint = !req.spread_checkpoint;
     opts.max_rate_kbps = req.max_rate_kbps;
     opts.allow_system_id_change = req.allow_system_id_change;
+    opts.full = req.full;
     let (id, progress) = state.jobs.start("backup", deployment, None)?;
     let task = tokio::spawn(async move {
         match hs_backup::run_backup(&conn, &repo, &opts, &*progress).await {

@@ -1,18 +1,22 @@
 //! One base backup: `BASE_BACKUP` over a replication connection, every file chunked,
 //! deduplicated and sealed into the repository, the manifest written last.
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use bytes::Bytes;
 use hs_base::code;
 use hs_chunk::{Chunker, FileClass};
-use hs_proto::{BackupEvent, BaseBackupOptions, ConnConfig, EntryKind, ReplicationClient};
+use hs_proto::{
+    BackupEvent, BaseBackupOptions, ConnConfig, EntryKind, ReplicationClient, SqlState,
+};
 use hs_repo::{
-    ArchiveEntry, BackupManifest, BackupStats, ChunkWriter, FileEntry, FileKind, Lease, LeaseKind,
-    LeaseOptions, ParentCursor, ParentFiles, Repository,
+    ArchiveEntry, BackupManifest, BackupStats, ChunkReader, ChunkWriter, FileEntry, FileKind,
+    IncrementalFrom, Lease, LeaseKind, LeaseOptions, ParentCursor, ParentFiles, Repository,
 };
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::incremental::{self, FullEntry, IncrementalFile, ParentFile};
 use crate::names::{backup_id_for, rfc3339, validate_deployment};
 
 /// What to back up and how.
@@ -29,6 +33,9 @@ pub struct BackupOptions {
     /// cluster was re-created, e.g. by pg_upgrade). Without it such a backup fails with
     /// `conflict.system_identifier_mismatch` before anything is written.
     pub allow_system_id_change: bool,
+    /// Take a full backup even where an incremental one is possible (PostgreSQL 17+
+    /// with `summarize_wal = on` and a usable parent backup).
+    pub full: bool,
 }
 
 impl BackupOptions {
@@ -39,6 +46,7 @@ impl BackupOptions {
             fast_checkpoint: true,
             max_rate_kbps: None,
             allow_system_id_change: false,
+            full: false,
         }
     }
 }
@@ -72,6 +80,11 @@ struct OpenFile {
     chunker: Option<Chunker>,
     /// The same file in the parent backup: its references are the writer's hints.
     parent: Option<ParentCursor>,
+    /// An `INCREMENTAL.*` member: the changed blocks of `entry.path`.
+    incremental: Option<Box<IncrementalFile>>,
+    /// `backup_label` of an incremental backup, held until complete (its
+    /// `INCREMENTAL FROM` lines are dropped before it is stored).
+    label: Option<Vec<u8>>,
 }
 
 /// Decoded-frame cache of the reader of the parent backup's list chunks.
@@ -189,7 +202,94 @@ async fn backup_leased(
     .await?;
 
     let mut writer = repo.writer_for(parent.as_ref()).await?;
-    let parent = match parent {
+    let base = match &parent {
+        Some(m) if !opts.full => {
+            incremental_base(&mut client, m, pg_version, &ident.system_id).await?
+        }
+        _ => None,
+    };
+    let parent = parent_files(repo, parent).await?;
+    let mut bb_opts = BaseBackupOptions {
+        label: format!("pg_hardstorage {} {}", opts.deployment, backup_id),
+        fast_checkpoint: opts.fast_checkpoint,
+        wal: true,
+        manifest: true,
+        max_rate_kbps: opts.max_rate_kbps,
+        progress: true,
+        incremental: base.is_some(),
+    };
+    let mut stream = client.base_backup(&bb_opts).await?;
+    // An incremental backup the server refuses at its start (WAL summaries missing or
+    // incomplete, the parent's timeline not in the server's history, ...) becomes a
+    // full one on the same connection, with one log line saying why.
+    let first = match stream.next().await {
+        Ok(Some(ev)) => ev,
+        Err(e) if bb_opts.incremental && e.sqlstate().is_some() => {
+            drop(stream);
+            tracing::warn!("taking a full backup, not an incremental one: the server refused: {e}");
+            bb_opts.incremental = false;
+            stream = client.base_backup(&bb_opts).await?;
+            stream
+                .next()
+                .await?
+                .ok_or_else(|| stream_error("the stream ended before it started"))?
+        }
+        Err(e) => return Err(e),
+        Ok(None) => return Err(stream_error("the stream ended before it started")),
+    };
+    let mut received = Received::new(repo.chunker_config().clone(), parent);
+    if bb_opts.incremental {
+        let base = base.expect("incremental only with a base");
+        received.incremental = Some(Incremental {
+            parent_files: base.files,
+            parent_id: base.backup_id,
+            reader: repo.reader_with_frame_cache(PARENT_FRAME_CACHE).await?,
+            changed: HashMap::new(),
+            files: 0,
+        });
+    }
+    received.event(first, &mut writer, progress).await?;
+    while let Some(ev) = stream.next().await? {
+        received.event(ev, &mut writer, progress).await?;
+    }
+    drop(stream);
+    // The parent's manifest is not needed any more: free it before this backup's own
+    // manifest is built and stored (both grow with the database).
+    drop(received.parent.take());
+    let stats = writer.finish().await?;
+    progress.dedup(stats.logical_bytes, stats.stored_bytes);
+    let manifest = received.into_manifest(BackupManifest {
+        format: hs_repo::MANIFEST_FORMAT,
+        backup_id,
+        deployment: opts.deployment.clone(),
+        system_identifier: ident.system_id.clone(),
+        timeline: 0,
+        start_lsn: hs_proto::Lsn(0),
+        stop_lsn: hs_proto::Lsn(0),
+        start_time: rfc3339(started),
+        stop_time: rfc3339(time::OffsetDateTime::now_utc()),
+        pg_version,
+        label: bb_opts.label.clone(),
+        archives: Vec::new(),
+        pg_backup_manifest: String::new(),
+        stats: BackupStats {
+            stored_bytes: stats.stored_bytes,
+            chunks: stats.chunks,
+            new_chunks: stats.new_chunks,
+            ..BackupStats::default()
+        },
+        incremental: None,
+    })?;
+    lease.check()?;
+    put_manifest_numbered(repo, manifest, started).await
+}
+
+/// The parent backup's files, for hints and reuse by position.
+async fn parent_files(
+    repo: &Repository,
+    parent: Option<BackupManifest>,
+) -> Result<Option<ParentFiles>> {
+    Ok(match parent {
         // A format 1 parent's references name no pack: nothing to reuse by position
         // (the writer loaded the whole index for that backup instead).
         // List chunks are read in file order: a small frame cache is enough.
@@ -198,66 +298,84 @@ async fn backup_leased(
             repo.reader_with_frame_cache(PARENT_FRAME_CACHE).await?,
         )),
         _ => None,
-    };
-    let bb_opts = BaseBackupOptions {
-        label: format!("pg_hardstorage {} {}", opts.deployment, backup_id),
-        fast_checkpoint: opts.fast_checkpoint,
-        wal: true,
-        manifest: true,
-        max_rate_kbps: opts.max_rate_kbps,
-        progress: true,
-    };
-    let mut stream = client.base_backup(&bb_opts).await?;
-    let mut received = Received::new(repo.chunker_config().clone(), parent);
-    while let Some(ev) = stream.next().await? {
-        received.event(ev, &mut writer, progress).await?;
+    })
+}
+
+/// The parent an incremental backup is taken against: its id and file list.
+struct IncrementalBase {
+    backup_id: String,
+    files: HashMap<String, (u64, Option<u32>)>,
+}
+
+/// Decides whether this backup can be incremental against `parent` (the deployment's
+/// newest backup) and, if so, uploads the parent's `backup_manifest` on `client`.
+/// `None` (after one log line saying why, where it is not the plain "needs PostgreSQL
+/// 17") means a full backup. Errors only when the connection itself fails.
+async fn incremental_base(
+    client: &mut ReplicationClient,
+    parent: &BackupManifest,
+    pg_version: u32,
+    system_id: &str,
+) -> Result<Option<IncrementalBase>> {
+    if pg_version < 170_000 {
+        return Ok(None);
     }
-    drop(stream);
-    // The parent's manifest is not needed any more: free it before this backup's own
-    // manifest is built and stored (both grow with the database).
-    drop(received.parent.take());
-    let Received {
-        start_lsn,
-        end,
-        archives,
-        pg_manifest,
-        logical,
-        ..
-    } = received;
-
-    let start_lsn = start_lsn.ok_or_else(|| stream_error("no start position"))?;
-    let (end_lsn, timeline) = end.ok_or_else(|| stream_error("no end position"))?;
-    let pg_manifest = pg_manifest.ok_or_else(|| stream_error("no backup_manifest"))?;
-    let pg_backup_manifest = String::from_utf8(pg_manifest.to_vec())
-        .map_err(|_| stream_error("backup_manifest is not UTF-8"))?;
-
-    let stats = writer.finish().await?;
-    progress.dedup(stats.logical_bytes, stats.stored_bytes);
-    let files = archives.iter().map(|a| a.files.len() as u64).sum();
-    let manifest = BackupManifest {
-        format: hs_repo::MANIFEST_FORMAT,
-        backup_id,
-        deployment: opts.deployment.clone(),
-        system_identifier: ident.system_id.clone(),
-        timeline: timeline.0,
-        start_lsn,
-        stop_lsn: end_lsn,
-        start_time: rfc3339(started),
-        stop_time: rfc3339(time::OffsetDateTime::now_utc()),
-        pg_version,
-        label: bb_opts.label.clone(),
-        archives,
-        pg_backup_manifest,
-        stats: BackupStats {
-            logical_bytes: logical,
-            stored_bytes: stats.stored_bytes,
-            chunks: stats.chunks,
-            new_chunks: stats.new_chunks,
-            files,
-        },
+    let why_not = if parent.pg_version / 10_000 != pg_version / 10_000 {
+        Some(format!(
+            "the parent backup {} is of PostgreSQL {}, the server runs {}",
+            parent.backup_id,
+            parent.pg_version / 10_000,
+            pg_version / 10_000
+        ))
+    } else if parent.system_identifier != system_id {
+        Some(format!(
+            "the parent backup {} is of another cluster",
+            parent.backup_id
+        ))
+    } else if parent.format < 2 {
+        Some(format!(
+            "the parent backup {} is in repository format 1",
+            parent.backup_id
+        ))
+    } else {
+        match client.show("summarize_wal").await {
+            Ok(v) if v == "on" => None,
+            Ok(_) => Some("summarize_wal is off on the server".to_string()),
+            Err(e) if e.sqlstate().is_some() => Some(format!("SHOW summarize_wal failed: {e}")),
+            Err(e) => return Err(e),
+        }
     };
-    lease.check()?;
-    put_manifest_numbered(repo, manifest, started).await
+    if let Some(why) = why_not {
+        tracing::warn!("taking a full backup, not an incremental one: {why}");
+        return Ok(None);
+    }
+    let files = match incremental::manifest_files(&parent.pg_backup_manifest) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(
+                "taking a full backup, not an incremental one: the parent backup {}'s manifest is not usable: {e}",
+                parent.backup_id
+            );
+            return Ok(None);
+        }
+    };
+    match client
+        .upload_manifest(parent.pg_backup_manifest.as_bytes())
+        .await
+    {
+        Ok(()) => Ok(Some(IncrementalBase {
+            backup_id: parent.backup_id.clone(),
+            files,
+        })),
+        Err(e) if e.sqlstate().is_some() => {
+            tracing::warn!(
+                "taking a full backup, not an incremental one: the server refused the manifest of the parent backup {}: {e}",
+                parent.backup_id
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Stores the manifest. Ids have one-second resolution: a second backup of the same
@@ -293,6 +411,22 @@ struct Received {
     pending: Vec<Bytes>,
     logical: u64,
     parent: Option<ParentFiles>,
+    /// Set for an incremental backup.
+    incremental: Option<Incremental>,
+}
+
+/// The state of an incremental backup.
+struct Incremental {
+    /// The parent's id.
+    parent_id: String,
+    /// The parent's `backup_manifest` files: path -> (size, CRC-32C).
+    parent_files: HashMap<String, (u64, Option<u32>)>,
+    /// Reads the parent's chunks an incremental file needs.
+    reader: ChunkReader,
+    /// Manifest entries to rewrite: manifest path -> (full file's path, entry).
+    changed: HashMap<String, (String, FullEntry)>,
+    /// `INCREMENTAL.*` members received.
+    files: u64,
 }
 
 impl Received {
@@ -308,6 +442,7 @@ impl Received {
             pending: Vec::new(),
             logical: 0,
             parent,
+            incremental: None,
         }
     }
 
@@ -348,12 +483,22 @@ impl Received {
                     files: Vec::new(),
                 });
             }
-            BackupEvent::Entry(h) => self.current = Some(self.open_file(&h)),
+            BackupEvent::Entry(h) => self.current = Some(self.open_file(&h).await?),
             BackupEvent::Data(data) => {
                 let f = self
                     .current
                     .as_mut()
                     .ok_or_else(|| stream_error("file data outside a file"))?;
+                if f.incremental.is_some() || f.label.is_some() {
+                    self.logical += data.len() as u64;
+                    progress.advance(data.len() as u64);
+                    if let Some(inc) = f.incremental.as_mut() {
+                        inc.push(&data, writer).await?;
+                    } else if let Some(label) = f.label.as_mut() {
+                        label.extend_from_slice(&data);
+                    }
+                    return Ok(());
+                }
                 let chunker = f
                     .chunker
                     .as_mut()
@@ -374,7 +519,7 @@ impl Received {
     }
 
     /// A new member of the archive: a file gets a chunker.
-    fn open_file(&self, h: &hs_proto::TarEntryHeader) -> OpenFile {
+    async fn open_file(&self, h: &hs_proto::TarEntryHeader) -> Result<OpenFile> {
         let kind = match &h.kind {
             EntryKind::File => FileKind::File,
             EntryKind::Dir => FileKind::Dir,
@@ -388,7 +533,7 @@ impl Received {
             (Some(p), Some(a)) if chunker.is_some() => p.cursor(&a.name, &h.path),
             _ => None,
         };
-        OpenFile {
+        let mut f = OpenFile {
             entry: FileEntry {
                 path: h.path.clone(),
                 kind,
@@ -400,7 +545,60 @@ impl Received {
             },
             chunker,
             parent,
+            incremental: None,
+            label: None,
+        };
+        if f.chunker.is_some() {
+            self.open_incremental(&mut f).await?;
         }
+        Ok(f)
+    }
+
+    /// In an incremental backup: an `INCREMENTAL.*` member becomes its full file, read
+    /// against the parent's copy; `backup_label` is held to be rewritten.
+    async fn open_incremental(&self, f: &mut OpenFile) -> Result<()> {
+        let (Some(inc), Some(archive)) = (&self.incremental, self.archives.last()) else {
+            return Ok(());
+        };
+        if f.entry.path == "backup_label" && archive.tablespace_oid.is_none() {
+            f.label = Some(Vec::new());
+            return Ok(());
+        }
+        let Some(full) = incremental::full_path_of(&f.entry.path) else {
+            return Ok(());
+        };
+        let missing = || {
+            stream_error(&format!(
+                "the server sent only the changed blocks of {full}, but the parent backup has no such file"
+            ))
+        };
+        let pf = self
+            .parent
+            .as_ref()
+            .and_then(|p| p.file(&archive.name, &full))
+            .ok_or_else(missing)?;
+        let refs = inc.reader.file_chunks(pf).await?;
+        let block = incremental::BLCKSZ as u64;
+        if refs.len() as u64 * block != pf.size || refs.iter().any(|r| u64::from(r.len) != block) {
+            return Err(stream_error(&format!(
+                "the parent backup's copy of {full} is not stored as 8 KiB pages"
+            )));
+        }
+        let crc = inc
+            .parent_files
+            .get(&manifest_path(archive, &full))
+            .filter(|(size, _)| *size == pf.size)
+            .and_then(|(_, crc)| *crc);
+        let member = std::mem::replace(&mut f.entry.path, full.clone());
+        f.chunker = None;
+        f.parent = None;
+        f.incremental = Some(Box::new(IncrementalFile::new(
+            member,
+            full,
+            ParentFile { refs, crc },
+            inc.reader.clone(),
+        )));
+        Ok(())
     }
 
     /// The end of a member: its last chunk stored, its length checked, its entry added
@@ -415,6 +613,7 @@ impl Received {
             chunker.finish(&mut |c| pending.push(Bytes::copy_from_slice(c)));
             store_pending(pending, writer, &mut f).await?;
         }
+        self.end_incremental(&mut f, writer).await?;
         let stored: u64 = f.entry.chunks.iter().map(|c| u64::from(c.len)).sum();
         if matches!(f.entry.kind, FileKind::File) && stored != f.entry.size {
             return Err(stream_error(&format!(
@@ -452,6 +651,109 @@ async fn store_pending(
         f.entry.chunks.push(r);
     }
     Ok(())
+}
+
+impl Received {
+    /// Completes `m` (identity, times and the writer's counts filled in) with what the
+    /// stream delivered: positions, archives, PostgreSQL's manifest (for an incremental
+    /// backup, rewritten to describe the full files) and the sizes.
+    fn into_manifest(self, mut m: BackupManifest) -> Result<BackupManifest> {
+        let start_lsn = self
+            .start_lsn
+            .ok_or_else(|| stream_error("no start position"))?;
+        let (end_lsn, timeline) = self.end.ok_or_else(|| stream_error("no end position"))?;
+        let pg_manifest = self
+            .pg_manifest
+            .ok_or_else(|| stream_error("no backup_manifest"))?;
+        let mut pg_backup_manifest = String::from_utf8(pg_manifest.to_vec())
+            .map_err(|_| stream_error("backup_manifest is not UTF-8"))?;
+        if let Some(inc) = self.incremental {
+            pg_backup_manifest =
+                incremental::full_files_manifest(&pg_backup_manifest, &inc.changed)?;
+            m.incremental = Some(IncrementalFrom {
+                parent_backup_id: inc.parent_id,
+                incremental_files: inc.files,
+            });
+        }
+        m.stats.files = self.archives.iter().map(|a| a.files.len() as u64).sum();
+        m.stats.logical_bytes = self
+            .archives
+            .iter()
+            .flat_map(|a| &a.files)
+            .filter(|f| f.kind == FileKind::File)
+            .map(|f| f.size)
+            .sum();
+        m.stats.sent_bytes = self.logical;
+        m.start_lsn = start_lsn;
+        m.stop_lsn = end_lsn;
+        m.timeline = timeline.0;
+        m.archives = self.archives;
+        m.pg_backup_manifest = pg_backup_manifest;
+        Ok(m)
+    }
+
+    /// The end of an `INCREMENTAL.*` member or of the held `backup_label`: the full
+    /// file's chunks and its entry for the full-files manifest.
+    async fn end_incremental(&mut self, f: &mut OpenFile, writer: &mut ChunkWriter) -> Result<()> {
+        let (Some(inc), Some(archive)) = (self.incremental.as_mut(), self.archives.last()) else {
+            return Ok(());
+        };
+        if let Some(mut file) = f.incremental.take() {
+            let done = file.finish(writer).await?;
+            if done.member_size != f.entry.size {
+                return Err(stream_error(&format!(
+                    "{} announced {} bytes but carried {}",
+                    file.full_path, f.entry.size, done.member_size
+                )));
+            }
+            let member = manifest_path(archive, &incremental_member(&f.entry.path));
+            f.entry.chunks = std::mem::take(&mut file.chunks);
+            f.entry.size = done.size;
+            inc.files += 1;
+            let entry = FullEntry {
+                size: done.size,
+                crc: done.crc,
+                sent: Some((done.member_size, done.member_crc)),
+            };
+            inc.changed
+                .insert(member, (manifest_path(archive, &f.entry.path), entry));
+        } else if let Some(label) = f.label.take() {
+            let content = incremental::full_backup_label(&label);
+            let mut chunker = Chunker::new(FileClass::Other, &self.chunker_cfg);
+            let pending = &mut self.pending;
+            chunker.push(&content, &mut |c| pending.push(Bytes::copy_from_slice(c)));
+            chunker.finish(&mut |c| pending.push(Bytes::copy_from_slice(c)));
+            store_pending(pending, writer, f).await?;
+            f.entry.size = content.len() as u64;
+            let entry = FullEntry {
+                size: f.entry.size,
+                crc: hs_pg::crc32c(&content),
+                sent: None,
+            };
+            inc.changed.insert(
+                "backup_label".to_string(),
+                ("backup_label".to_string(), entry),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A file's path in PostgreSQL's `backup_manifest`: tablespace members live under
+/// `pg_tblspc/<oid>/`.
+fn manifest_path(archive: &ArchiveEntry, path: &str) -> String {
+    match archive.tablespace_oid {
+        Some(oid) => format!("pg_tblspc/{oid}/{path}"),
+        None => path.to_string(),
+    }
+}
+
+/// `dir/INCREMENTAL.name` for `dir/name`.
+fn incremental_member(full: &str) -> String {
+    match full.rsplit_once('/') {
+        Some((d, n)) => format!("{d}/INCREMENTAL.{n}"),
+        None => format!("INCREMENTAL.{full}"),
+    }
 }
 
 fn stream_error(what: &str) -> Error {

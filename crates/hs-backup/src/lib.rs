@@ -18,6 +18,7 @@
 
 mod backup;
 mod error;
+mod incremental;
 mod metrics;
 mod names;
 mod preflight;

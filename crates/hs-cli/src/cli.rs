@@ -271,6 +271,10 @@ pub struct BackupArgs {
     /// Accept a server whose system identifier differs from the deployment's.
     #[arg(long)]
     pub allow_system_id_change: bool,
+    /// Take a full backup: without it, a PostgreSQL 17+ server with summarize_wal = on
+    /// sends only the blocks changed since the deployment's newest backup.
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Args)]

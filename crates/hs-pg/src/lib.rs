@@ -8,6 +8,8 @@
 //! - [`SegmentDecoder`] / [`decode_segment`]: a sans-IO WAL segment decoder (PostgreSQL
 //!   15-18) summarising commits, commit times and restore points per segment
 //!   ([`SegmentSummary`]) for point-in-time recovery.
+//! - CRC-32C arithmetic ([`crc32c_shift`], [`crc32c_combine`], [`crc32c_raw`]): a file's
+//!   manifest checksum derived from its parts' checksums (incremental backups).
 //! - [`DeploymentName`]: the one rule for deployment names (and the repository's laxer
 //!   check, [`is_repository_name`]); backup ids ([`backup_id_for`]).
 //!
@@ -31,11 +33,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod crc32c;
 mod lsn;
 mod names;
 mod wal;
 mod waldecode;
 
+pub use crc32c::{
+    crc32c, crc32c_combine, crc32c_from_raw, crc32c_raw, crc32c_shift, crc32c_to_raw,
+};
 pub use hs_base::{Error, Result};
 pub use lsn::{Lsn, TimelineId};
 pub use names::{

@@ -357,12 +357,14 @@ fn bench_manifest(
             files,
         }],
         pg_backup_manifest: String::new(),
+        incremental: None,
         stats: BackupStats {
             logical_bytes: stats.logical_bytes,
             stored_bytes: stats.stored_bytes,
             chunks: stats.chunks,
             new_chunks: stats.new_chunks,
             files: nfiles,
+            sent_bytes: 0,
         },
     })
 }

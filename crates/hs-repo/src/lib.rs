@@ -87,7 +87,7 @@ pub use lock::{Lease, LeaseInfo, LeaseKind, LeaseOptions, DEFAULT_LEASE_TTL};
 pub use manifest::fuzz_manifest;
 pub use manifest::{
     ArchiveEntry, BackupListing, BackupManifest, BackupStats, BackupsNewestFirst, ChunkRef,
-    DamagedBackup, FileEntry, FileKind, PackId, MANIFEST_FORMAT,
+    DamagedBackup, FileEntry, FileKind, IncrementalFrom, PackId, MANIFEST_FORMAT,
 };
 pub use quarantine::QuarantineRecord;
 pub use reader::{ChunkReader, DEFAULT_FRAME_CACHE_BYTES, HEADER_CACHE_PACKS};

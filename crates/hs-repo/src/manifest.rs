@@ -108,10 +108,27 @@ pub struct BackupManifest {
     pub label: String,
     /// `"base"` plus one archive per tablespace.
     pub archives: Vec<ArchiveEntry>,
-    /// PostgreSQL's `backup_manifest`, verbatim.
+    /// PostgreSQL's `backup_manifest`: verbatim for a full backup; for an incremental
+    /// one, the manifest of the full files the backup restores to (each changed
+    /// relation file with its whole size and CRC-32C, `backup_label` without its
+    /// `INCREMENTAL FROM` lines), as `pg_combinebackup` would write it.
     pub pg_backup_manifest: String,
     /// Sizes and counts.
     pub stats: BackupStats,
+    /// Set when the server sent only what changed since a parent backup (PostgreSQL
+    /// 17+ incremental `BASE_BACKUP`). The backup is still complete on its own: the
+    /// unchanged blocks are references to the parent's chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalFrom>,
+}
+
+/// How an incremental backup was taken.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IncrementalFrom {
+    /// The backup whose `backup_manifest` was uploaded to the server (`UPLOAD_MANIFEST`).
+    pub parent_backup_id: String,
+    /// Relation files the server sent as changed blocks only (`INCREMENTAL.*` members).
+    pub incremental_files: u64,
 }
 
 /// One tar archive of a base backup (the base directory or a tablespace).
@@ -177,6 +194,11 @@ pub struct BackupStats {
     pub new_chunks: u64,
     /// Number of regular files.
     pub files: u64,
+    /// Bytes of file content the server sent: `logical_bytes` for a full backup, the
+    /// changed blocks (and the other files) for an incremental one. 0 in manifests
+    /// written before this was recorded.
+    #[serde(default)]
+    pub sent_bytes: u64,
 }
 
 /// Fuzzing entry point: parses `data` as a manifest body the way loading one does after

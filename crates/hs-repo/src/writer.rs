@@ -487,6 +487,28 @@ impl ChunkWriter {
         })
     }
 
+    /// Takes a chunk this backup did not receive but knows by reference: an unchanged
+    /// block of an incremental backup, which is the parent backup's chunk at the same
+    /// place. Returns the reference to record (counted like a deduplicated chunk), or
+    /// `None` when no usable pack holds the chunk any more (its pack was condemned by
+    /// `repo gc` or quarantined): the caller then reads the chunk and [`add`]s it.
+    ///
+    /// [`add`]: Self::add
+    pub fn reuse(&mut self, r: &ChunkRef) -> Option<ChunkRef> {
+        let pack = r
+            .pack
+            .filter(|p| !self.dedup.excluded.contains(p))
+            .or_else(|| self.dedup.lookup(&r.id))?;
+        self.dedup.remember(r.id, pack);
+        self.stats.chunks += 1;
+        self.stats.logical_bytes += u64::from(r.len);
+        Some(ChunkRef {
+            id: r.id,
+            len: r.len,
+            pack: Some(pack),
+        })
+    }
+
     async fn flush_batch(&mut self) -> Result<()> {
         if self.batch.is_empty() {
             return Ok(());

@@ -170,6 +170,7 @@ fn manifest(round: u32, id: &str, refs: &[ChunkRef]) -> BackupManifest {
             }],
         }],
         pg_backup_manifest: "{}".to_owned(),
+        incremental: None,
         stats: BackupStats::default(),
     }
 }

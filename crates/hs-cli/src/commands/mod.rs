@@ -120,6 +120,7 @@ async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
     opts.fast_checkpoint = !a.spread_checkpoint;
     opts.max_rate_kbps = a.max_rate;
     opts.allow_system_id_change = a.allow_system_id_change;
+    opts.full = a.full;
     // SIGTERM / SIGINT: stop at once, release the lease, record nothing (aborted.signal).
     // Installed before the backup starts, so a signal at any point is ours to handle.
     let stop = stop_signal()?;
@@ -132,8 +133,17 @@ async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
     let m = done?.manifest;
     let secs = started.elapsed().as_secs_f64();
     let s = &m.stats;
+    let kind = match &m.incremental {
+        Some(i) => format!(
+            "incremental from {}: {} changed files, {} sent by the server",
+            i.parent_backup_id,
+            i.incremental_files,
+            human_bytes(s.sent_bytes)
+        ),
+        None => "full".to_owned(),
+    };
     let human = format!(
-        "Backup {id} of {dep} done in {secs:.1}s\n  start LSN {start}, stop LSN {stop}, timeline {tli}\n  {files} files, {logical} read, {stored} new in the repository (dedup {ratio})\n",
+        "Backup {id} of {dep} done in {secs:.1}s ({kind})\n  start LSN {start}, stop LSN {stop}, timeline {tli}\n  {files} files, {logical} read, {stored} new in the repository (dedup {ratio})\n",
         id = m.backup_id,
         dep = m.deployment,
         start = m.start_lsn,
@@ -161,6 +171,9 @@ async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
             "stored_bytes": s.stored_bytes,
             "chunks": s.chunks,
             "new_chunks": s.new_chunks,
+            "sent_bytes": s.sent_bytes,
+            "incremental_from": m.incremental.as_ref().map(|i| &i.parent_backup_id),
+            "incremental_files": m.incremental.as_ref().map(|i| i.incremental_files),
             "seconds": secs,
         }),
         human,
@@ -207,13 +220,23 @@ async fn list(g: &GlobalArgs, deployment: &str, url: &str, check: bool) -> Resul
     for m in &listing.backups {
         let s = &m.stats;
         let line = format!(
-            "{:<18} {:<21} {:>3} {:>12} {:>12} {:>10} {:>10} {:>8}\n",
+            "{:<18} {:<21} {:>3} {:>12} {:>12} {:<5} {:>10} {:>10} {:>10} {:>8}\n",
             m.backup_id,
             m.start_time,
             m.timeline,
             m.start_lsn,
             m.stop_lsn,
+            if m.incremental.is_some() {
+                "incr"
+            } else {
+                "full"
+            },
             human_bytes(s.logical_bytes),
+            if s.sent_bytes == 0 {
+                "-".to_owned()
+            } else {
+                human_bytes(s.sent_bytes)
+            },
             human_bytes(s.stored_bytes),
             if s.stored_bytes == 0 {
                 "-".to_owned()
@@ -233,6 +256,9 @@ async fn list(g: &GlobalArgs, deployment: &str, url: &str, check: bool) -> Resul
             "logical_bytes": s.logical_bytes,
             "stored_bytes": s.stored_bytes,
             "files": s.files,
+            "type": if m.incremental.is_some() { "incremental" } else { "full" },
+            "incremental_from": m.incremental.as_ref().map(|i| &i.parent_backup_id),
+            "sent_bytes": s.sent_bytes,
         });
         rows.push((m.backup_id.clone(), row, line));
     }
@@ -256,8 +282,8 @@ async fn list(g: &GlobalArgs, deployment: &str, url: &str, check: bool) -> Resul
         rows.insert(at, (d.backup_id.clone(), row, line));
     }
     let mut human = format!(
-        "{:<18} {:<21} {:>3} {:>12} {:>12} {:>10} {:>10} {:>8}\n",
-        "BACKUP", "STARTED", "TLI", "START LSN", "STOP LSN", "SIZE", "NEW", "DEDUP"
+        "{:<18} {:<21} {:>3} {:>12} {:>12} {:<5} {:>10} {:>10} {:>10} {:>8}\n",
+        "BACKUP", "STARTED", "TLI", "START LSN", "STOP LSN", "TYPE", "SIZE", "SENT", "NEW", "DEDUP"
     );
     for (_, _, line) in &rows {
         human.push_str(line);

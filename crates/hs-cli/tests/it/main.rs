@@ -11,6 +11,7 @@ mod damage_reports;
 mod format_v1;
 mod fuzz_corpus;
 mod gendocs;
+mod incremental;
 mod ops;
 mod pitr;
 mod pitr_timeline;

@@ -486,12 +486,14 @@ mod tests {
                 archive("base.tar", None, None),
             ],
             pg_backup_manifest: String::new(),
+            incremental: None,
             stats: hs_repo::BackupStats {
                 logical_bytes: 0,
                 stored_bytes: 0,
                 chunks: 0,
                 new_chunks: 0,
                 files: 0,
+                sent_bytes: 0,
             },
         }
     }

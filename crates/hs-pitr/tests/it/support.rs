@@ -65,6 +65,7 @@ pub fn manifest(id: &str, stop_lsn: &str, stop_time: &str, label: &str) -> Backu
         label: label.into(),
         archives: vec![],
         pg_backup_manifest: String::new(),
+        incremental: None,
         stats: BackupStats::default(),
     }
 }

@@ -27,6 +27,11 @@ pub struct BaseBackupOptions {
     pub max_rate_kbps: Option<u32>,
     /// Ask for size estimates and progress messages (`PROGRESS`).
     pub progress: bool,
+    /// Send only the blocks changed since the backup whose manifest was uploaded on
+    /// this connection first (`INCREMENTAL`, PostgreSQL 17+ with `summarize_wal = on`;
+    /// see [`ReplicationClient::upload_manifest`]). Changed relation files then arrive
+    /// as `INCREMENTAL.<name>` members.
+    pub incremental: bool,
 }
 
 impl Default for BaseBackupOptions {
@@ -38,6 +43,7 @@ impl Default for BaseBackupOptions {
             manifest: true,
             max_rate_kbps: None,
             progress: false,
+            incremental: false,
         }
     }
 }
@@ -57,6 +63,9 @@ impl BaseBackupOptions {
         }
         if self.manifest {
             opts.push("MANIFEST 'yes'".to_string());
+        }
+        if self.incremental {
+            opts.push("INCREMENTAL".to_string());
         }
         if let Some(r) = self.max_rate_kbps {
             if !(32..=1_048_576).contains(&r) {
@@ -522,7 +531,68 @@ impl ReplicationClient {
             machine: BackupMachine::new(),
         })
     }
+
+    /// `UPLOAD_MANIFEST` (PostgreSQL 17+): hands the server the `backup_manifest` of an
+    /// earlier backup of this cluster, so that the next `BASE_BACKUP` with
+    /// [`BaseBackupOptions::incremental`] on this connection sends only what changed
+    /// since then. The server checks the manifest's checksum and WAL ranges now or at
+    /// `BASE_BACKUP`; its errors come back as `server.*`/`preflight.*` errors and leave
+    /// the connection usable.
+    pub async fn upload_manifest(&mut self, manifest: &[u8]) -> Result<()> {
+        self.check_idle()?;
+        if self.server_version_num != 0 && self.server_version_num < 170_000 {
+            return Err(Error::of_kind(
+                ErrorKind::Server,
+                code::PREFLIGHT_SERVER_TOO_OLD,
+                format!(
+                    "server version {} has no incremental backups (PostgreSQL 17 or newer has)",
+                    self.server_version_num
+                ),
+            ));
+        }
+        frontend::query("UPLOAD_MANIFEST", &mut self.conn.wbuf)?;
+        self.busy = true;
+        self.conn.flush().await?;
+        let mut err: Option<Error> = None;
+        let mut sent = false;
+        loop {
+            match self.conn.recv().await? {
+                BackendMessage::CopyInResponse if !sent => {
+                    for piece in manifest.chunks(UPLOAD_PIECE) {
+                        frontend::copy_data(piece, &mut self.conn.wbuf)?;
+                        self.conn.flush().await?;
+                    }
+                    frontend::copy_done(&mut self.conn.wbuf);
+                    self.conn.flush().await?;
+                    sent = true;
+                }
+                BackendMessage::CommandComplete { .. }
+                | BackendMessage::RowDescription(_)
+                | BackendMessage::DataRow(_) => {}
+                BackendMessage::ParameterStatus { name, value } => {
+                    self.params.insert(name, value);
+                }
+                BackendMessage::NoticeResponse(n) => log_notice(&n),
+                BackendMessage::ErrorResponse(e) => {
+                    err.get_or_insert_with(|| server_error(&e, ""));
+                }
+                BackendMessage::ReadyForQuery { .. } => break,
+                other => return Err(unexpected("in the UPLOAD_MANIFEST response", &other)),
+            }
+        }
+        self.busy = false;
+        match err {
+            Some(e) => Err(e),
+            None if !sent => Err(crate::error::protocol(
+                "UPLOAD_MANIFEST finished without asking for the manifest",
+            )),
+            None => Ok(()),
+        }
+    }
 }
+
+/// CopyData size when uploading a manifest.
+const UPLOAD_PIECE: usize = 64 << 10;
 
 #[cfg(test)]
 mod tests {
@@ -748,10 +818,11 @@ mod tests {
             manifest: true,
             max_rate_kbps: Some(1024),
             progress: true,
+            incremental: true,
         };
         assert_eq!(
             o.to_command().unwrap(),
-            "BASE_BACKUP ( LABEL 'it''s', PROGRESS, CHECKPOINT 'fast', WAL, MANIFEST 'yes', MAX_RATE 1024 )"
+            "BASE_BACKUP ( LABEL 'it''s', PROGRESS, CHECKPOINT 'fast', WAL, MANIFEST 'yes', INCREMENTAL, MAX_RATE 1024 )"
         );
         let o = BaseBackupOptions {
             max_rate_kbps: Some(1),

@@ -20,6 +20,7 @@ async fn base_backup_checks(client: &mut ReplicationClient, tablespace: &str) ->
         manifest: true,
         max_rate_kbps: None,
         progress: true,
+        incremental: false,
     };
     let mut stream = client.base_backup(&opts).await?;
     let mut files: BTreeMap<String, u64> = BTreeMap::new();

@@ -58,12 +58,14 @@ pub fn sample_manifest(dep: &str, id: &str, refs: &[ChunkRef]) -> BackupManifest
             ],
         }],
         pg_backup_manifest: "{ \"PostgreSQL-Backup-Manifest-Version\": 1 }".into(),
+        incremental: None,
         stats: BackupStats {
             logical_bytes: 10,
             stored_bytes: 5,
             chunks: 1,
             new_chunks: 1,
             files: 1,
+            sent_bytes: 0,
         },
     }
 }

@@ -156,6 +156,7 @@ pub fn manifest_of(
             files,
         }],
         pg_backup_manifest: "{}".to_string(),
+        incremental: None,
         stats: BackupStats::default(),
     }
 }
