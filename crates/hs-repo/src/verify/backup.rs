@@ -260,6 +260,10 @@ impl Repository {
         }
 
         let since = report.events;
+        let (listed, label) = pg_manifest_matches_files(&m, &mut report);
+        report.check("backup_manifest", listed, since, label);
+
+        let since = report.events;
         let checked = self.verify_backup_wal(&m, &mut report).await?;
         report.check(
             "wal",
@@ -431,4 +435,79 @@ impl Repository {
         );
         Ok(())
     }
+}
+
+/// PostgreSQL's `backup_manifest` as stored (for an incremental backup, the one of the
+/// full files) against the stored file list: every file it lists is stored with that
+/// size, and no `INCREMENTAL.*` member is stored as such. This is what
+/// `pg_verifybackup` will check first after a restore; the checksums it checks then
+/// need the restored bytes. Returns the files checked and the check's description.
+fn pg_manifest_matches_files(m: &BackupManifest, report: &mut VerifyReport) -> (u64, String) {
+    let object = manifest_name(&m.deployment, &m.backup_id);
+    if m.pg_backup_manifest.trim().is_empty() {
+        return (0, "no PostgreSQL backup_manifest to compare".to_string());
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&m.pg_backup_manifest) else {
+        report.problem(
+            code::VERIFY_MANIFEST_INVALID.as_str(),
+            &object,
+            format!(
+                "backup {}: its backup_manifest is not valid JSON",
+                m.backup_id
+            ),
+        );
+        return (0, "backup_manifest parses".to_string());
+    };
+    let Some(files) = v["Files"].as_array() else {
+        return (
+            0,
+            "no PostgreSQL backup_manifest file list to compare".to_string(),
+        );
+    };
+    let mut stored = HashMap::new();
+    for a in &m.archives {
+        for f in a.files.iter().filter(|f| f.kind == FileKind::File) {
+            let path = file_label(a, &f.path);
+            if path
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("INCREMENTAL."))
+            {
+                report.problem(
+                    code::VERIFY_MANIFEST_INVALID.as_str(),
+                    &object,
+                    format!(
+                        "backup {}: stores the incremental member {path} instead of the full file",
+                        m.backup_id
+                    ),
+                );
+            }
+            stored.insert(path, f.size);
+        }
+    }
+    let mut checked = 0u64;
+    for f in files {
+        let Some(path) = f["Path"].as_str() else {
+            continue;
+        };
+        checked += 1;
+        let size = f["Size"].as_u64();
+        match stored.get(path) {
+            Some(s) if Some(*s) == size => {}
+            found => report.problem(
+                code::VERIFY_MANIFEST_INVALID.as_str(),
+                &object,
+                format!(
+                    "backup {}: backup_manifest lists {path} with {} bytes, the backup stores {}",
+                    m.backup_id,
+                    size.map_or("no size".to_string(), |s| s.to_string()),
+                    found.map_or("no such file".to_string(), |s| format!("{s} bytes"))
+                ),
+            ),
+        }
+    }
+    (
+        checked,
+        format!("{checked} files of PostgreSQL's backup_manifest stored with their sizes"),
+    )
 }

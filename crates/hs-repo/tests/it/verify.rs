@@ -165,6 +165,70 @@ async fn clean_repository_verifies_clean() {
     );
 }
 
+/// `verify` compares PostgreSQL's `backup_manifest` with the stored files (what
+/// `pg_verifybackup` checks first after a restore): a size that differs, a listed
+/// file that is not stored, an `INCREMENTAL.*` member stored as such.
+#[tokio::test]
+async fn a_backup_manifest_that_disagrees_with_the_files_is_reported() {
+    let env = Env::new();
+    let repo = env.small_pack_repo().await;
+    let mut w = repo.writer().await.unwrap();
+    let data = vec![w.add(Bytes::from(noise(1, 8192))).await.unwrap()];
+    w.finish().await.unwrap();
+    let files = vec![
+        file("base/1/16384", data.clone()),
+        file("base/1/INCREMENTAL.16385", data),
+    ];
+    let times = (
+        "2026-11-26T05:00:00Z".to_string(),
+        "2026-11-26T05:00:01Z".to_string(),
+    );
+    let listing = |size: u64, extra: &str| {
+        format!(
+            "{{ \"PostgreSQL-Backup-Manifest-Version\": 2, \"Files\": [{{ \"Path\": \"base/1/16384\", \"Size\": {size} }}{extra}] }}"
+        )
+    };
+    let cases = [
+        ("20261126T050000Z", listing(8192, ""), 1),
+        ("20261126T050001Z", listing(8191, ""), 2),
+        (
+            "20261126T050002Z",
+            listing(8192, ", { \"Path\": \"global/1262\", \"Size\": 0 }"),
+            2,
+        ),
+    ];
+    for (id, pg, problems) in cases {
+        let mut m = manifest_of(
+            DEP,
+            id,
+            ("0/200028", "0/200100"),
+            times.clone(),
+            files.clone(),
+        );
+        m.pg_backup_manifest = pg;
+        repo.put_manifest(&m).await.unwrap();
+        let b = repo.verify_backup(DEP, id).await.unwrap();
+        let bad: Vec<_> = b
+            .problems
+            .iter()
+            .filter(|p| p.code == "verify.manifest_invalid")
+            .collect();
+        // Problems of one code and object are counted in one entry.
+        let count: u64 = bad.iter().map(|p| p.count).sum();
+        assert_eq!(count, problems, "{id}: {:#?}", b.problems);
+        assert!(
+            bad.iter().any(|p| p.message.contains("INCREMENTAL.16385")),
+            "{bad:#?}"
+        );
+        let check = b
+            .checks
+            .iter()
+            .find(|c| c.name == "backup_manifest")
+            .unwrap();
+        assert_eq!(check.failed, problems, "{check:#?}");
+    }
+}
+
 #[tokio::test]
 async fn random_damage_in_any_object_is_always_reported_by_name() {
     let env = Env::new();
