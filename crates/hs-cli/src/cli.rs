@@ -7,12 +7,21 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// PostgreSQL backups built on continuous WAL streaming, into a deduplicated,
 /// compressed, encrypted repository.
 #[derive(Debug, Parser)]
-#[command(name = "pg_hardstorage", disable_version_flag = true)]
+#[command(name = "pg_hardstorage")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The clap command with `--version` / `-V`, whose line is the `version` command's
+/// (the build's git commit and time are known only at run time).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    // clap takes a `&'static str` here; the line is made once per process.
+    let line: &'static str = Box::leak(crate::commands::version_line().into_boxed_str());
+    Cli::command().version(line)
 }
 
 /// Flags every command takes.

@@ -10,7 +10,7 @@ mod progress;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use hs_base::code;
 
 use crate::cli::Cli;
@@ -34,7 +34,11 @@ fn main() -> ExitCode {
             std::process::exit(i32::from(errors::RESTORE_COMMAND_FATAL_BASE + 1));
         }));
     }
-    let cli = match Cli::try_parse_from(&args) {
+    // `--version` / `-V` print the same line as the `version` command.
+    let parsed = cli::command()
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => return output::usage_error(e, restore_command),
     };

@@ -10,11 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
 use hs_base::code;
 use serde_json::json;
 
-use crate::cli::{Cli, OutputFormat};
+use crate::cli::OutputFormat;
 use crate::errors::CliError;
 use crate::output::{self, Output};
 
@@ -45,7 +44,9 @@ pub fn generate(dir: &Path) -> Result<Output> {
     for d in [&man_dir, &comp_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    let mut cmd = Cli::command().bin_name(BIN).disable_help_subcommand(true);
+    let mut cmd = crate::cli::command()
+        .bin_name(BIN)
+        .disable_help_subcommand(true);
     cmd.build();
 
     let mut pages = Vec::new();

@@ -65,16 +65,26 @@ pub async fn run(mut cli: Cli) -> Result<Output> {
     }
 }
 
-fn version() -> Output {
-    let version = env!("CARGO_PKG_VERSION");
-    let sha = env!("HS_GIT_SHA");
+/// The build's time as RFC 3339 (`unknown` when the build script recorded none).
+fn built() -> String {
     let epoch: i64 = env!("HS_BUILD_EPOCH").parse().unwrap_or(0);
-    let built = time::OffsetDateTime::from_unix_timestamp(epoch)
+    time::OffsetDateTime::from_unix_timestamp(epoch)
         .map(hs_backup::rfc3339)
-        .unwrap_or_else(|_| "unknown".to_owned());
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// What follows `pg_hardstorage ` in the `version` command's line and in `--version`:
+/// `vX.Y.Z (<git sha>, built <time>)`.
+pub(crate) fn version_line() -> String {
+    let (version, sha) = (env!("CARGO_PKG_VERSION"), env!("HS_GIT_SHA"));
+    format!("v{version} ({sha}, built {})", built())
+}
+
+fn version() -> Output {
+    let (version, sha) = (env!("CARGO_PKG_VERSION"), env!("HS_GIT_SHA"));
     Output::new(
-        json!({"version": version, "git_sha": sha, "built": built}),
-        format!("pg_hardstorage v{version} ({sha}, built {built})\n"),
+        json!({"version": version, "git_sha": sha, "built": built()}),
+        format!("pg_hardstorage {}\n", version_line()),
     )
 }
 

@@ -126,6 +126,12 @@ fn version_names_commit_and_build_time() {
     let line = String::from_utf8(out.stdout).unwrap();
     assert!(line.starts_with("pg_hardstorage v0."), "{line}");
     assert!(line.contains(", built "), "{line}");
+    // `--version` and `-V` print the same line, exit 0, and need no command.
+    for flag in ["--version", "-V"] {
+        let out = crate::support::bin().arg(flag).output().unwrap();
+        assert!(out.status.success(), "{flag}: {out:?}");
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), line, "{flag}");
+    }
 }
 
 /// When the restore starts writing: records the live leases, then does what `rotate
