@@ -108,8 +108,12 @@ pub enum StreamExit {
     Shutdown {
         /// Timeline being streamed at the end.
         timeline: TimelineId,
-        /// Last position reported flushed (durable in the repository).
+        /// Last position reported flushed to the server (whole segments, or with
+        /// `synchronous` the partial too): the slot keeps the WAL after it.
         flushed: Lsn,
+        /// Everything before it is in the repository, counting the stored `.partial`
+        /// of the segment in progress (at least `flushed`).
+        durable: Lsn,
         /// Last position received.
         received: Lsn,
         /// Full segments committed by this call.
@@ -374,7 +378,11 @@ pub async fn wal_stream(
     } else {
         let report = preflight_for_slot(conn, &opts.deployment, opts.slot.name()).await?;
         for f in &report.findings {
-            tracing::info!(code = f.code, severity = ?f.severity, "preflight: {}", f.message);
+            if f.severity == crate::Severity::Warning {
+                tracing::warn!(code = f.code, "preflight: {}", f.message);
+            } else {
+                tracing::info!(code = f.code, "preflight: {}", f.message);
+            }
         }
         if let Some(e) = report.to_error() {
             return Err(e);
@@ -456,6 +464,7 @@ async fn stream_until_stopped(
 struct Totals {
     timeline: TimelineId,
     flushed: Lsn,
+    durable: Lsn,
     received: Lsn,
     segments: u64,
 }
@@ -465,6 +474,7 @@ impl Totals {
         StreamExit::Shutdown {
             timeline: self.timeline,
             flushed: self.flushed,
+            durable: self.durable.max(self.flushed),
             received: self.received,
             segments: self.segments,
         }
@@ -501,7 +511,7 @@ impl Committer<'_> {
             .put_wal_segment(self.deployment, &name, data)
             .await?;
         self.repo.delete_wal_partial(self.deployment, &name).await?;
-        tracing::debug!(segment = %name, "segment committed");
+        tracing::info!(bytes = data.len(), "segment {name} archived");
         self.observer.segment_archived(&name, data.len() as u64);
         Ok(())
     }
@@ -526,10 +536,8 @@ impl Committer<'_> {
             reason,
             recorded_at: rfc3339(time::OffsetDateTime::now_utc()),
         };
-        tracing::warn!(
+        tracing::error!(
             deployment = %self.deployment,
-            from = %gap.from_segment,
-            to = %gap.to_segment,
             "WAL GAP: segments {} .. {} are gone from the server and were recorded as missing: {}",
             gap.from_segment, gap.to_segment, gap.reason
         );
@@ -590,7 +598,10 @@ async fn session(
         totals.timeline = tli;
         let mut asm = SegmentAssembler::new(tli, start, seg_size)?;
         observer.streaming(tli, start);
-        tracing::info!(timeline = tli.0, start = %start, slot = slot.unwrap_or("-"), "streaming WAL");
+        tracing::info!(
+            slot = slot.unwrap_or("-"),
+            "streaming timeline {tli} from {start}"
+        );
         let mut stream = match client.start_physical(slot, start, tli).await {
             Ok(s) => s,
             Err(e) if e.code() == code::NOTFOUND_WAL_REMOVED => {
@@ -641,7 +652,7 @@ async fn session(
         let (_, content) = client.timeline_history(next_tli).await?;
         repo.put_timeline_history(&opts.deployment, next_tli.0, &content)
             .await?;
-        tracing::info!(from = tli.0, to = next_tli.0, at = %next_start, "timeline switch");
+        tracing::info!("timeline switch {tli} -> {next_tli} at {next_start}");
         observer.timeline_switch(tli, next_tli, next_start);
         tli = next_tli;
         start = next_start.segment_start(seg_size);
@@ -661,7 +672,11 @@ async fn open_slot(
         Some(s) => Ok((s.restart_lsn, true)),
         None => {
             let created = client.create_physical_slot(name, true).await?;
-            tracing::info!(slot = name, restart_lsn = ?created.restart_lsn, "replication slot created");
+            let restart = created.restart_lsn.map(|l| l.to_string());
+            tracing::info!(
+                "replication slot {name} created, restart_lsn {}",
+                restart.as_deref().unwrap_or("-")
+            );
             Ok((created.restart_lsn, false))
         }
     }
@@ -856,6 +871,8 @@ impl Follow<'_, '_> {
             .send_status(received, flushed, flushed, false)
             .await?;
         self.totals.flushed = flushed;
+        // The partial was written: all that was received is in the repository.
+        self.totals.durable = received;
         self.totals.received = received;
         Ok(())
     }

@@ -42,10 +42,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return output::usage_error(e, restore_command),
     };
-    // A long-running streamer logs what it archives by default.
+    // Long-running processes (the streamer, the API server) log what they do by default.
     let base = u8::from(matches!(
         cli.command,
-        cli::Command::Wal(cli::WalCommand::Stream(_))
+        cli::Command::Wal(cli::WalCommand::Stream(_)) | cli::Command::Serve(_)
     ));
     init_tracing(cli.global.verbose.max(base));
     let format = cli.global.output;
@@ -79,6 +79,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Colour in log lines only on a terminal, and never when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+fn log_colours() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
+}
+
 fn init_tracing(verbose: u8) {
     let level = match verbose {
         0 => "warn",
@@ -92,5 +100,6 @@ fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(output::log_writer)
         .with_target(false)
+        .with_ansi(log_colours())
         .try_init();
 }

@@ -45,7 +45,7 @@ pub async fn serve(g: &GlobalArgs, a: ServeArgs) -> Result<Output> {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
-            tracing::warn!("stop requested: no longer accepting connections");
+            tracing::info!("stop requested: no longer accepting connections");
         })
         .await?;
     Ok(Output::new(

@@ -75,40 +75,6 @@ pub async fn preflight(g: &GlobalArgs, a: WalPreflightArgs) -> Result<Output> {
     })
 }
 
-/// Logs what the streamer does on stderr.
-struct LogObserver;
-
-impl hs_backup::StreamObserver for LogObserver {
-    fn streaming(&self, timeline: hs_proto::TimelineId, start: hs_proto::Lsn) {
-        tracing::warn!("streaming timeline {timeline} from {start}");
-    }
-    fn segment_archived(&self, segment: &str, bytes: u64) {
-        tracing::info!(segment, bytes, "segment archived");
-    }
-    fn gap(&self, gap: &hs_repo::WalGap) {
-        tracing::error!(
-            from = %gap.from_segment,
-            to = %gap.to_segment,
-            "WAL GAP recorded: {}",
-            gap.reason
-        );
-    }
-    fn timeline_switch(
-        &self,
-        from: hs_proto::TimelineId,
-        to: hs_proto::TimelineId,
-        at: hs_proto::Lsn,
-    ) {
-        tracing::warn!("timeline switch {from} -> {to} at {at}");
-    }
-    fn reconnecting(&self, error: &hs_backup::Error, delay: Duration) {
-        tracing::warn!(
-            code = error.code(),
-            "connection lost ({error}); reconnecting in {delay:?}"
-        );
-    }
-}
-
 pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
     let conn = g
@@ -147,9 +113,7 @@ pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
     opts.skip_preflight = a.skip_preflight;
     opts.allow_system_id_change = a.allow_system_id_change;
     if a.no_slot {
-        tracing::warn!(
-            "streaming WITHOUT a replication slot (--no-slot): the server may remove WAL before it is archived, leaving a gap"
-        );
+        // hs_backup::wal_stream warns about it (once).
         opts.slot = hs_backup::SlotMode::None;
     }
 
@@ -161,7 +125,7 @@ pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        tracing::warn!("stop requested: committing received WAL and ending the stream");
+        tracing::info!("stop requested: committing received WAL and ending the stream");
         let _ = tx.send(true);
     });
 
@@ -170,11 +134,11 @@ pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
     let mut metrics_server = None;
     if let Some(addr) = a.metrics_listen {
         let (bound, serve) = hs_ops::bind_metrics(addr, metrics.clone(), rx.clone()).await?;
-        tracing::warn!("Prometheus metrics at http://{bound}/metrics");
+        tracing::info!("Prometheus metrics at http://{bound}/metrics");
         metrics_server = Some(tokio::spawn(serve));
     }
-    let observer = hs_backup::Tee(&LogObserver, &*metrics);
-    let result = hs_backup::wal_stream(&conn, &repo, &opts, rx, &observer).await;
+    // hs_backup::wal_stream logs each event itself (once); the observer only counts.
+    let result = hs_backup::wal_stream(&conn, &repo, &opts, rx, &*metrics).await;
     if let Some(server) = metrics_server {
         server.abort();
     }
@@ -182,8 +146,10 @@ pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
     let hs_backup::StreamExit::Shutdown {
         timeline,
         flushed,
+        durable,
         received,
         segments,
+        ..
     } = exit
     else {
         return Err(CliError::new(
@@ -197,11 +163,12 @@ pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
             "deployment": a.deployment,
             "timeline": timeline.0,
             "flushed_lsn": flushed.to_string(),
+            "durable_lsn": durable.to_string(),
             "received_lsn": received.to_string(),
             "segments_archived": segments,
         }),
         format!(
-            "Stopped cleanly: timeline {timeline}, received up to {received}, durable up to {flushed}, {segments} segments archived.\n"
+            "Stopped cleanly: timeline {timeline}, received up to {received}, durable up to {durable} (the last segment as a .partial), {segments} segments archived.\n"
         ),
     ))
 }

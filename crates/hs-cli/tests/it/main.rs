@@ -12,6 +12,7 @@ mod format_v1;
 mod fuzz_corpus;
 mod gendocs;
 mod incremental;
+mod logs;
 mod ops;
 mod pitr;
 mod pitr_timeline;
