@@ -284,6 +284,10 @@ pub struct BackupArgs {
     /// sends only the blocks changed since the deployment's newest backup.
     #[arg(long)]
     pub full: bool,
+    /// The deployment is new although its name is close to one the repository or
+    /// config knows (without it, such a name is refused as a likely typo).
+    #[arg(long)]
+    pub new_deployment: bool,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,7 @@ mod error;
 mod init;
 mod listen;
 mod metrics;
+mod names;
 mod restore;
 mod settings;
 mod status;
@@ -50,6 +51,7 @@ pub use listen::{serve_connections, until_true};
 pub use metrics::{
     bind_metrics, serve_metrics, MAX_CONNECTIONS, MAX_REQUEST_HEAD, REQUEST_TIMEOUT,
 };
+pub use names::{check_deployment_name, near_miss, NameUse};
 pub use restore::{plan_restore, restore, PlanRequest, RestoreOutcome, RestoreRequest, Restored};
 pub use settings::{Deployment, Settings};
 pub use status::{

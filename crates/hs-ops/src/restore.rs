@@ -221,6 +221,7 @@ where
     let target = req.plan.target()?;
     let timeline = req.plan.timeline()?;
     let repo = settings.open_url(&url).await?;
+    crate::check_deployment_name(settings, &repo, &req.deployment, crate::NameUse::Read).await?;
     let sel = req.plan.selector();
     // Plan (and check the archived WAL) unless recovery is off: then no WAL is needed.
     let plan = if req.no_recovery && !req.preview {

@@ -211,6 +211,10 @@ pub async fn status(settings: &Settings, req: &StatusRequest) -> Result<StatusRe
             continue;
         };
         deps.push(name.clone());
+        // A name typed on the command line must be one the repository or config knows.
+        if req.deployment.is_some() {
+            crate::check_deployment_name(settings, repo, name, crate::NameUse::Read).await?;
+        }
         // A missing or invalid connection string only means the server is not probed.
         let conn = settings
             .resolve_pg_connection(name, req.pg_connection.as_deref())

@@ -916,6 +916,36 @@ impl Repository {
         Ok(m)
     }
 
+    /// Whether the repository holds anything of `deployment`: a backup manifest, a
+    /// backup catalog or WAL. Lists `backups/` first (a few objects), so for a deployment
+    /// with backups it costs one small listing; only a deployment without backups has
+    /// its WAL listed.
+    pub async fn has_deployment(&self, deployment: &str) -> Result<bool> {
+        check_deployment(deployment)?;
+        for part in ["backups/", "catalog/", "wal/"] {
+            let prefix = format!("deployments/{deployment}/{part}");
+            if !self.inner.backend.list(&prefix).await?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The names of the deployments the repository holds anything of, sorted. It lists
+    /// every object under `deployments/` (the store has no cheaper way to name them), so
+    /// it is for error paths and rare checks, not for every command.
+    pub async fn deployment_names(&self) -> Result<Vec<String>> {
+        let mut names = std::collections::BTreeSet::new();
+        for o in self.inner.backend.list("deployments/").await? {
+            if let Some(name) = o.name.split('/').nth(1) {
+                if !names.contains(name) {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
     /// All backups of a deployment, verified, sorted by start time (then id).
     pub async fn list_backups(&self, deployment: &str) -> Result<Vec<BackupManifest>> {
         let mut out = Vec::new();

@@ -126,6 +126,10 @@ async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
         .settings
         .open_repo(Some(&a.deployment), Some(&a.repo.repo))
         .await?;
+    let name_use = hs_ops::NameUse::Backup {
+        new_deployment: a.new_deployment,
+    };
+    hs_ops::check_deployment_name(&g.settings, &repo, &a.deployment, name_use).await?;
     let mut opts = hs_backup::BackupOptions::new(&a.deployment);
     opts.fast_checkpoint = !a.spread_checkpoint;
     opts.max_rate_kbps = a.max_rate;
@@ -224,6 +228,10 @@ async fn list(g: &GlobalArgs, deployment: &str, url: &str, check: bool) -> Resul
     } else {
         repo.list_backup_summaries_cataloged(deployment).await?
     };
+    if listing.backups.is_empty() && listing.damaged.is_empty() {
+        let read = hs_ops::NameUse::Read;
+        hs_ops::check_deployment_name(&g.settings, &repo, deployment, read).await?;
+    }
     // (sort key, JSON row, human line): intact backups by start time, each damaged one
     // placed by its id (ids sort by start time).
     let mut rows: Vec<(String, serde_json::Value, String)> = Vec::new();

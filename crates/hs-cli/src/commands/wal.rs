@@ -58,6 +58,10 @@ pub async fn list(g: &GlobalArgs, a: WalListArgs) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
     let repo = g.settings.open_url(&url).await?;
     let mut listing = repo.list_wal(&a.deployment).await?;
+    if listing.segments.is_empty() && listing.partials.is_empty() && listing.histories.is_empty() {
+        let read = hs_ops::NameUse::Read;
+        hs_ops::check_deployment_name(&g.settings, &repo, &a.deployment, read).await?;
+    }
     // The segment size is the size of any complete segment (re-listing when one has gone).
     let seg_size = hs_pitr::wal_segment_size(&repo, &a.deployment, &mut listing, None)
         .await?

@@ -8,6 +8,7 @@ mod backup_sysid;
 mod bad_input;
 mod crash;
 mod damage_reports;
+mod deployment_names;
 mod format_v1;
 mod fuzz_corpus;
 mod gendocs;
