@@ -41,6 +41,16 @@ pub struct GlobalArgs {
     /// The loaded config file and the resolved keyring (filled in before a command runs).
     #[arg(skip)]
     pub settings: hs_ops::Settings,
+    /// Without a terminal, `backup` and `restore` print a progress line on stderr every
+    /// SECS seconds (0: none); on a terminal they show a progress bar instead.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "PG_HARDSTORAGE_PROGRESS_INTERVAL",
+        default_value_t = 30,
+        global = true
+    )]
+    pub progress_interval: u64,
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,

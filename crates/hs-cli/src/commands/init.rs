@@ -176,7 +176,7 @@ async fn first_backup(
     deployment: &str,
 ) -> Result<(serde_json::Value, String)> {
     let opts = hs_backup::BackupOptions::new(deployment);
-    let bar = Bar::new(g.output == OutputFormat::Human);
+    let bar = Bar::new(g, "backup");
     // SIGTERM / SIGINT: as `backup` (exit 5, lease released, nothing recorded).
     let done =
         hs_backup::run_backup_until(&setup.conn, &setup.repo, &opts, &bar, super::stop_signal()?)

@@ -4,9 +4,7 @@
 use anyhow::Result;
 use serde_json::json;
 
-use crate::cli::{
-    Cli, Command, GlobalArgs, OutputFormat, RepoCommand, TargetActionArg, VerifyArg, WalCommand,
-};
+use crate::cli::{Cli, Command, GlobalArgs, RepoCommand, TargetActionArg, VerifyArg, WalCommand};
 use crate::output::{human_bytes, Output};
 use crate::progress::Bar;
 
@@ -138,7 +136,7 @@ async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
     // SIGTERM / SIGINT: stop at once, release the lease, record nothing (aborted.signal).
     // Installed before the backup starts, so a signal at any point is ours to handle.
     let stop = stop_signal()?;
-    let bar = Bar::new(g.output == OutputFormat::Human);
+    let bar = Bar::new(g, "backup");
     let started = std::time::Instant::now();
     let done = hs_backup::run_backup_until(&conn, &repo, &opts, &bar, stop).await;
     if done.is_err() {
@@ -384,7 +382,7 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
     // The progress bar, and SIGTERM / SIGINT: stop, release the lease, exit 5
     // (aborted.signal); both made just before the restore starts.
     let begin = || -> Result<_> {
-        let bar = Bar::new(g.output == OutputFormat::Human);
+        let bar = Bar::new(g, "restore");
         Ok((bar, stop_signal()?))
     };
     let outcome = hs_ops::restore(&g.settings, &req, begin).await?;
