@@ -111,6 +111,16 @@ pub fn conninfo_has_password(conninfo: &str) -> bool {
         .unwrap_or(true)
 }
 
+/// What `partial_interval` (and `wal stream --partial-interval`) accepts, as messages
+/// say it.
+pub const PARTIAL_INTERVAL_RULE: &str =
+    "more than 0 and at most 3600 seconds (for example 0.5, 5 or 60)";
+
+/// Whether `secs` is a valid partial interval ([`PARTIAL_INTERVAL_RULE`]).
+pub fn partial_interval_ok(secs: f64) -> bool {
+    secs.is_finite() && secs > 0.0 && secs <= 3600.0
+}
+
 fn invalid(path: &Path, line: Option<usize>, what: impl fmt::Display) -> Error {
     let at = match line {
         Some(l) => format!("{}:{l}", path.display()),
@@ -160,6 +170,8 @@ impl Config {
                 Some(i) if line.is_some() => msg[..i].to_owned(),
                 _ => msg,
             };
+            // The one number field, partial_interval, in words rather than Rust's type.
+            let msg = msg.replace("expected f64", "expected a number of seconds");
             invalid(origin, line, msg)
         })?;
         config.check(text, origin)?;
@@ -217,14 +229,15 @@ impl Config {
                     ));
                 }
             }
-            if let Some(p) = d.partial_interval {
-                if !(p.is_finite() && p > 0.0 && p <= 3600.0) {
-                    return Err(invalid(
-                        origin,
-                        field("partial_interval"),
-                        format!("deployments.{name}.partial_interval: {p} is not between 0 and 3600 seconds"),
-                    ));
-                }
+            if let Some(p) = d.partial_interval.filter(|p| !partial_interval_ok(*p)) {
+                return Err(invalid(
+                    origin,
+                    field("partial_interval"),
+                    format!(
+                        "deployments.{name}.partial_interval: {p} is out of range: it must be \
+                         {PARTIAL_INTERVAL_RULE}"
+                    ),
+                ));
             }
             for (key, v) in [
                 ("backup_max_age", &d.backup_max_age),
@@ -734,6 +747,31 @@ deployments:
         assert!(e.to_string().contains("/p.yaml:2"), "{e}");
         let e = Config::from_yaml("repo: /no/scheme\n", Path::new("/p.yaml")).unwrap_err();
         assert_eq!(e.code(), "usage.config_invalid");
+    }
+
+    #[test]
+    fn partial_interval_errors_say_what_is_allowed() {
+        for bad in ["0", "-1", "3601", ".nan"] {
+            let text = format!("deployments:\n  main:\n    partial_interval: {bad}\n");
+            let e = Config::from_yaml(&text, Path::new("/p.yaml")).unwrap_err();
+            let m = e.to_string();
+            assert!(m.contains("/p.yaml:3"), "{m}");
+            assert!(
+                m.contains("must be more than 0 and at most 3600 seconds"),
+                "{bad}: {m}"
+            );
+            assert!(!m.contains("between 0 and"), "{m}");
+        }
+        let text = "deployments:\n  main:\n    partial_interval: fast\n";
+        let e = Config::from_yaml(text, Path::new("/p.yaml")).unwrap_err();
+        assert!(
+            e.to_string().contains("expected a number of seconds"),
+            "{e}"
+        );
+        for good in ["0.01", "5", "3600"] {
+            let text = format!("deployments:\n  main:\n    partial_interval: {good}\n");
+            Config::from_yaml(&text, Path::new("/p.yaml")).unwrap();
+        }
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub use config::{
     DeploymentConfig, Overrides, Resolved, Source, CONFIG_FILE_NAME, DEFAULT_BACKUP_MAX_AGE,
     DEFAULT_WAL_MAX_AGE, ENV_CONFIG, ENV_PG_CONNECTION, ENV_REPO,
 };
+pub use config::{partial_interval_ok, PARTIAL_INTERVAL_RULE};
 pub use doctor::{
     diagnose, doctor, format_age, human_bytes, probe_slot, Check, CheckState, DeploymentReport,
     DoctorRequest, DoctorTarget, SlotProbe,

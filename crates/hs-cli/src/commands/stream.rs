@@ -98,14 +98,20 @@ pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
                 .and_then(|d| d.partial_interval)
         })
         .unwrap_or(default_partial);
-    if !(partial.is_finite() && partial > 0.0 && partial <= 3600.0) {
+    if !hs_ops::partial_interval_ok(partial) {
+        let from = if a.partial_interval.is_some() {
+            "--partial-interval".to_owned()
+        } else {
+            format!("deployments.{}.partial_interval", a.deployment)
+        };
         return Err(CliError::new(
             code::USAGE_PARTIAL_INTERVAL_INVALID,
-            format!("--partial-interval {partial} is out of range"),
+            format!(
+                "{from} {partial} is out of range: it must be {}",
+                hs_ops::PARTIAL_INTERVAL_RULE
+            ),
         )
-        .with_suggestion(
-            "give a number of seconds between 0.01 and 3600, e.g. --partial-interval 5",
-        )
+        .with_suggestion("e.g. --partial-interval 5 (seconds between uploads of the .partial)")
         .into());
     }
     opts.partial_interval = Duration::from_secs_f64(partial);

@@ -262,6 +262,35 @@ fn malformed_deployment_names_and_backup_ids_are_usage_errors() {
         ],
         "usage.invalid_arguments",
     );
+    // A partial interval out of range says what is allowed ("0 is not between 0 and
+    // 3600" read as if 0 were allowed).
+    for bad in [
+        "--partial-interval=0",
+        "--partial-interval=-1",
+        "--partial-interval=4000",
+    ] {
+        let args = [
+            "wal",
+            "stream",
+            "demo",
+            "--pg-connection",
+            "host=127.0.0.1 port=1",
+            "--repo",
+            &f.url,
+            bad,
+        ];
+        expect_code(
+            &f.s,
+            "partial interval",
+            &args,
+            "usage.partial_interval_invalid",
+        );
+        let message = hs(&f.s, &args).json()["error"]["message"].to_string();
+        assert!(
+            message.contains("must be more than 0 and at most 3600 seconds"),
+            "{message}"
+        );
+    }
 }
 
 #[test]
