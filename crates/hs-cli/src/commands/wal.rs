@@ -90,6 +90,7 @@ pub async fn list(g: &GlobalArgs, a: WalListArgs) -> Result<Output> {
         prev = Some((s.timeline, segno));
     }
 
+    let partial_states = partial_states(&listing);
     let mut human = String::new();
     if !a.gaps_only {
         if ranges.is_empty() {
@@ -104,8 +105,8 @@ pub async fn list(g: &GlobalArgs, a: WalListArgs) -> Result<Output> {
                 human_bytes(*bytes)
             ));
         }
-        for p in &listing.partials {
-            human.push_str(&format!("partial: {} (in progress)\n", p.name));
+        for (p, state) in listing.partials.iter().zip(&partial_states) {
+            human.push_str(&format!("partial: {} ({})\n", p.name, state.human()));
         }
         for h in &listing.histories {
             human.push_str(&format!("history: {h:08X}.history\n"));
@@ -131,6 +132,12 @@ pub async fn list(g: &GlobalArgs, a: WalListArgs) -> Result<Output> {
         .map(|(from, to)| json!({"from": from, "to": to}))
         .collect();
     let partials: Vec<_> = listing.partials.iter().map(|p| p.name.clone()).collect();
+    let partial_json: Vec<_> = listing
+        .partials
+        .iter()
+        .zip(&partial_states)
+        .map(|(p, state)| state.json(p))
+        .collect();
     let json = if a.gaps_only {
         json!({"deployment": a.deployment, "gaps": json_gaps})
     } else {
@@ -139,9 +146,107 @@ pub async fn list(g: &GlobalArgs, a: WalListArgs) -> Result<Output> {
             "segment_size": seg_size,
             "ranges": json_ranges,
             "partials": partials,
+            "partial_states": partial_json,
             "histories": listing.histories,
             "gaps": json_gaps,
         })
     };
     Ok(Output::new(json, human))
+}
+
+/// What a stored `.partial` is: the segment in progress on the newest timeline, or the
+/// last, incomplete segment of a timeline that ended (a failover or promotion switched
+/// to `next`; that segment continues on the next timeline under its number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartialState {
+    InProgress,
+    TimelineEnded { next: u32 },
+}
+
+impl PartialState {
+    fn human(self) -> String {
+        match self {
+            PartialState::InProgress => "in progress".to_owned(),
+            PartialState::TimelineEnded { next } => {
+                format!("end of its timeline, WAL continues on timeline {next}")
+            }
+        }
+    }
+
+    fn json(self, p: &hs_repo::WalSegmentInfo) -> serde_json::Value {
+        match self {
+            PartialState::InProgress => {
+                json!({"name": p.name, "timeline": p.timeline, "state": "in_progress"})
+            }
+            PartialState::TimelineEnded { next } => json!({
+                "name": p.name,
+                "timeline": p.timeline,
+                "state": "timeline_ended",
+                "next_timeline": next,
+            }),
+        }
+    }
+}
+
+/// The state of each partial of `listing`, in its order: only a partial on the newest
+/// timeline the repository knows (segments, partials, history files) is in progress.
+fn partial_states(listing: &hs_repo::WalListing) -> Vec<PartialState> {
+    let timelines: std::collections::BTreeSet<u32> = listing
+        .segments
+        .iter()
+        .chain(&listing.partials)
+        .map(|s| s.timeline)
+        .chain(listing.histories.iter().copied())
+        .collect();
+    listing
+        .partials
+        .iter()
+        .map(|p| match timelines.range(p.timeline + 1..).next() {
+            Some(&next) => PartialState::TimelineEnded { next },
+            None => PartialState::InProgress,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str) -> hs_repo::WalSegmentInfo {
+        hs_repo::WalSegmentInfo {
+            name: name.into(),
+            timeline: u32::from_str_radix(&name[..8], 16).unwrap(),
+            log: 0,
+            seg: u32::from_str_radix(&name[16..], 16).unwrap(),
+            stored_bytes: 1,
+        }
+    }
+
+    #[test]
+    fn only_the_newest_timelines_partial_is_in_progress() {
+        // Two failovers: the partials of timelines 1 and 2 ended their timelines.
+        let mut l = hs_repo::WalListing::default();
+        l.segments.push(info("000000010000000000000003"));
+        l.partials.push(info("000000010000000000000004"));
+        l.partials.push(info("000000020000000000000004"));
+        l.partials.push(info("000000030000000000000005"));
+        l.histories = vec![2, 3];
+        assert_eq!(
+            partial_states(&l),
+            vec![
+                PartialState::TimelineEnded { next: 2 },
+                PartialState::TimelineEnded { next: 3 },
+                PartialState::InProgress,
+            ]
+        );
+        // A history file alone (the new timeline has no WAL yet) ends the old one too.
+        l.partials.truncate(1);
+        l.histories = vec![2];
+        assert_eq!(
+            partial_states(&l),
+            vec![PartialState::TimelineEnded { next: 2 }]
+        );
+        l.histories.clear();
+        assert_eq!(partial_states(&l), vec![PartialState::InProgress]);
+    }
 }

@@ -29,4 +29,5 @@ mod standby_source;
 mod support;
 mod tablespaces;
 mod verify;
+mod wal_list;
 mod wal_stream;
