@@ -30,7 +30,7 @@ pub use backup::{
 pub use error::{Error, ErrorKind, Result};
 pub use metrics::{StreamMetrics, Tee};
 pub use names::{backup_id_for, rfc3339, validate_deployment, MAX_DEPLOYMENT_LEN};
-pub use preflight::{preflight, Finding, PreflightReport, Severity};
+pub use preflight::{preflight, Check, CheckState, Finding, PreflightReport, Severity};
 pub use stream::{
     lag_bytes, slot_name_for, wal_stream, NoObserver, SlotMode, StreamExit, StreamObserver,
     StreamOptions,

@@ -47,6 +47,49 @@ pub struct Finding {
     pub suggestion: Option<String>,
 }
 
+/// How one check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckState {
+    /// Fine for streaming.
+    Pass,
+    /// Streaming cannot work until it is fixed (a fatal finding).
+    Fail,
+    /// Streaming works, but this may bite later (a warning finding).
+    Warn,
+    /// The role could not see it, or the server version has no such setting.
+    Unknown,
+}
+
+impl CheckState {
+    /// `"pass"`, `"fail"`, `"warn"` or `"unknown"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckState::Pass => "pass",
+            CheckState::Fail => "fail",
+            CheckState::Warn => "warn",
+            CheckState::Unknown => "unknown",
+        }
+    }
+}
+
+/// One check [`preflight`] made, with the value it saw: what `wal preflight` prints as
+/// one line (`✓ wal_level: replica`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked: `server version`, `wal_level`, `WAL senders`, `replication
+    /// slots`, `role`, `max_slot_wal_keep_size`, `idle_replication_slot_timeout`,
+    /// `summarize_wal`.
+    pub name: &'static str,
+    /// What was seen, e.g. `replica`, `1 of 10 in use, 9 free`, `hs_repl (LOGIN, REPLICATION)`.
+    pub value: String,
+    /// How it came out.
+    pub state: CheckState,
+    /// The finding behind a state other than pass, if any.
+    pub code: Option<&'static str>,
+    /// The fix, when the state is not pass.
+    pub suggestion: Option<String>,
+}
+
 /// Everything [`preflight`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreflightReport {
@@ -60,6 +103,8 @@ pub struct PreflightReport {
     pub settings: Vec<(String, String)>,
     /// Findings, most serious first.
     pub findings: Vec<Finding>,
+    /// Every check made, in a fixed order, with the value it saw.
+    pub checks: Vec<Check>,
 }
 
 impl PreflightReport {
@@ -139,6 +184,7 @@ pub(crate) async fn preflight_for_slot(
         server_version_num: None,
         settings: Vec::new(),
         findings: Vec::new(),
+        checks: Vec::new(),
     };
     // 1. The replication connection: SHOW settings, our slot.
     let mut seen = replication_connection(conn, slot_name, &mut report).await?;
@@ -158,12 +204,16 @@ pub(crate) async fn preflight_for_slot(
         }
     }
 
-    check_senders(sql.as_mut(), seen.senders_refused, &mut report).await;
-    check_slots(sql.as_mut(), slot_name, &mut seen.slot_exists, &mut report).await;
+    let mut counts = Counts {
+        senders_used: check_senders(sql.as_mut(), seen.senders_refused, &mut report).await,
+        ..Counts::default()
+    };
+    counts.slots_used =
+        check_slots(sql.as_mut(), slot_name, &mut seen.slot_exists, &mut report).await;
     // The role, seen from SQL (a superuser may replicate without the attribute).
     if !seen.role_refused {
         if let Some(c) = sql.as_mut() {
-            check_role(c, &user, &mut report).await;
+            counts.role_attributes = check_role(c, &user, &mut report).await;
         }
     }
     warnings(version, &mut report);
@@ -171,7 +221,134 @@ pub(crate) async fn preflight_for_slot(
         let _ = c.close().await;
     }
     report.findings.sort_by_key(|f| f.severity);
+    report.checks = checks(&report, &counts, &seen, &user);
     Ok(report)
+}
+
+/// What the SQL connection counted, for [`checks`] (`None`: not visible).
+#[derive(Default)]
+struct Counts {
+    senders_used: Option<u64>,
+    slots_used: Option<u64>,
+    /// `LOGIN, REPLICATION`, ... of the role.
+    role_attributes: Option<String>,
+}
+
+/// `"170002"` as `17.2` (`15.4`, ...).
+fn version_text(v: u32) -> String {
+    format!("{}.{}", v / 10000, v % 10000)
+}
+
+/// `used of max in use, free free`, or what is known of it.
+fn usage_text(max: Option<&str>, used: Option<u64>, setting: &str) -> String {
+    let max_n = max.and_then(|m| m.parse::<u64>().ok());
+    match (max_n, used) {
+        (Some(m), Some(u)) => format!(
+            "{u} of {m} in use, {} free ({setting} = {m})",
+            m.saturating_sub(u)
+        ),
+        (Some(m), None) => format!("{setting} = {m}; usage not visible to this role"),
+        _ => "not visible to this role".to_owned(),
+    }
+}
+
+/// The checks of `report`, each with its value; a check's state and fix come from the
+/// finding of its code.
+fn checks(
+    report: &PreflightReport,
+    counts: &Counts,
+    seen: &ReplicationSeen,
+    user: &str,
+) -> Vec<Check> {
+    let version = report.server_version_num.unwrap_or(0);
+    let setting = |n: &str| report.setting(n).map(str::to_owned);
+    let mut out = Vec::new();
+    let mut push = |name: &'static str, value: Option<String>, codes: &[&'static str]| {
+        let hit = report.findings.iter().find(|f| codes.contains(&f.code));
+        let state = match (hit.map(|f| f.severity), &value) {
+            (Some(Severity::Fatal), _) => CheckState::Fail,
+            (Some(Severity::Warning), _) => CheckState::Warn,
+            (_, None) => CheckState::Unknown,
+            _ => CheckState::Pass,
+        };
+        out.push(Check {
+            name,
+            value: value.unwrap_or_else(|| "not visible to this role".to_owned()),
+            state,
+            code: hit.map(|f| f.code),
+            suggestion: hit.and_then(|f| f.suggestion.clone()),
+        });
+    };
+    push(
+        "server version",
+        report.server_version_num.map(version_text),
+        &["preflight.pg_version_unsupported"],
+    );
+    push(
+        "wal_level",
+        setting("wal_level"),
+        &["preflight.wal_level.too_low"],
+    );
+    let senders = usage_text(
+        report.setting("max_wal_senders"),
+        counts.senders_used,
+        "max_wal_senders",
+    );
+    let senders = if seen.senders_refused {
+        format!("{senders}; the server refused a replication connection")
+    } else {
+        senders
+    };
+    push(
+        "WAL senders",
+        Some(senders),
+        &["preflight.max_wal_senders.saturated"],
+    );
+    let slots = usage_text(
+        report.setting("max_replication_slots"),
+        counts.slots_used,
+        "max_replication_slots",
+    );
+    let slots = match (report.slot.as_str(), seen.slot_exists) {
+        ("", _) => format!("{slots}; none needed (streaming without a slot)"),
+        (s, Some(true)) => format!("{slots}; slot {s} exists"),
+        (s, _) => format!("{slots}; slot {s} will be created"),
+    };
+    push(
+        "replication slots",
+        Some(slots),
+        &["preflight.max_replication_slots.full"],
+    );
+    let role = match (&counts.role_attributes, seen.role_refused) {
+        (_, true) => Some(format!(
+            "{user} (no REPLICATION: replication connection refused)"
+        )),
+        (Some(a), _) => Some(format!("{user} ({a})")),
+        (None, _) => None,
+    };
+    push("role", role, &["preflight.role.no_replication"]);
+    push(
+        "max_slot_wal_keep_size",
+        setting("max_slot_wal_keep_size").map(|v| {
+            if v == "-1" {
+                "-1 (unlimited)".to_owned()
+            } else {
+                v
+            }
+        }),
+        &["preflight.max_slot_wal_keep_size.set"],
+    );
+    if version >= 180_000 {
+        push(
+            "idle_replication_slot_timeout",
+            setting("idle_replication_slot_timeout"),
+            &["preflight.idle_replication_slot_timeout.set"],
+        );
+    }
+    if version >= 170_000 {
+        push("summarize_wal", setting("summarize_wal"), &[]);
+    }
+    out
 }
 
 /// What the replication connection showed besides settings.
@@ -267,7 +444,7 @@ async fn check_senders(
     sql: Option<&mut ReplicationClient>,
     senders_refused: bool,
     report: &mut PreflightReport,
-) {
+) -> Option<u64> {
     let max_senders = report
         .setting("max_wal_senders")
         .and_then(|v| v.parse::<u64>().ok());
@@ -305,6 +482,7 @@ async fn check_senders(
         )),
         _ => {}
     }
+    senders_used
 }
 
 /// max_replication_slots: a slot must be free when ours does not exist yet.
@@ -313,7 +491,7 @@ async fn check_slots(
     slot_name: Option<&str>,
     slot_exists: &mut Option<bool>,
     report: &mut PreflightReport,
-) {
+) -> Option<u64> {
     let slot = slot_name.unwrap_or("");
     let max_slots = report
         .setting("max_replication_slots")
@@ -351,25 +529,41 @@ async fn check_slots(
             ));
         }
     }
+    slots_used
 }
 
-/// The role's REPLICATION attribute, seen from SQL.
-async fn check_role(c: &mut ReplicationClient, user: &str, report: &mut PreflightReport) {
+/// The role's REPLICATION attribute, seen from SQL; returns the role's attributes that
+/// matter here (`LOGIN, REPLICATION`, `SUPERUSER`, ...) when visible.
+async fn check_role(
+    c: &mut ReplicationClient,
+    user: &str,
+    report: &mut PreflightReport,
+) -> Option<String> {
     let q = format!(
-        "SELECT (rolreplication OR rolsuper)::text FROM pg_roles WHERE rolname = '{}'",
+        "SELECT (rolreplication OR rolsuper)::text, concat_ws(', ', \
+         CASE WHEN rolcanlogin THEN 'LOGIN' END, CASE WHEN rolreplication THEN 'REPLICATION' END, \
+         CASE WHEN rolsuper THEN 'SUPERUSER' END) FROM pg_roles WHERE rolname = '{}'",
         user.replace('\'', "''")
     );
-    if let Ok(rows) = c.simple_query(&q).await {
-        let v = rows.first().and_then(|r| r.first().cloned().flatten());
-        if v.as_deref() == Some("false") {
-            report.findings.push(finding(
-                "preflight.role.no_replication",
-                Severity::Fatal,
-                format!("role {user:?} lacks the REPLICATION attribute"),
-                Some(format!("ALTER ROLE {} REPLICATION;", quote_ident(user))),
-            ));
-        }
+    let rows = c.simple_query(&q).await.ok()?;
+    let row = rows.first()?;
+    let may = row.first().cloned().flatten();
+    let attributes = row.get(1).cloned().flatten();
+    if may.as_deref() == Some("false") {
+        report.findings.push(finding(
+            "preflight.role.no_replication",
+            Severity::Fatal,
+            format!("role {user:?} lacks the REPLICATION attribute"),
+            Some(format!("ALTER ROLE {} REPLICATION;", quote_ident(user))),
+        ));
     }
+    attributes.map(|a| {
+        if a.is_empty() {
+            "no LOGIN, no REPLICATION".to_owned()
+        } else {
+            a
+        }
+    })
 }
 
 /// Settings that let the server drop WAL the stream still needs, and the version.
@@ -497,6 +691,7 @@ mod tests {
             server_version_num: Some(150004),
             settings: vec![("wal_level".into(), "minimal".into())],
             findings: vec![finding("preflight.x.warn", Severity::Warning, "w", None)],
+            checks: Vec::new(),
         };
         assert!(!r.has_fatal() && r.to_error().is_none());
         assert_eq!(r.setting("wal_level"), Some("minimal"));

@@ -20,24 +20,24 @@ pub async fn preflight(g: &GlobalArgs, a: WalPreflightArgs) -> Result<Output> {
         "Preflight for deployment {} (slot {}):\n",
         report.deployment, report.slot
     );
+    human.push_str(&checks_human(&report));
+    // Findings no check line shows (what the role could not see, ...).
+    let shown: Vec<&str> = report.checks.iter().filter_map(|c| c.code).collect();
     let mut findings = Vec::new();
     for f in &report.findings {
-        let mark = match f.severity {
-            hs_backup::Severity::Fatal => "✗",
-            hs_backup::Severity::Warning => "!",
-            _ => "·",
-        };
-        human.push_str(&format!(
-            "{mark} {} [{}]: {}\n",
-            f.severity.as_str(),
-            f.code,
-            f.message
-        ));
-        if let Some(s) = &f.suggestion {
+        if !shown.contains(&f.code) {
             human.push_str(&format!(
-                "  Suggestion:\n    {}\n",
-                s.replace('\n', "\n    ")
+                "· {} [{}]: {}\n",
+                f.severity.as_str(),
+                f.code,
+                f.message
             ));
+            if let Some(s) = &f.suggestion {
+                human.push_str(&format!(
+                    "    Suggested fix: {}\n",
+                    s.replace('\n', "\n    ")
+                ));
+            }
         }
         findings.push(json!({
             "code": f.code,
@@ -46,6 +46,19 @@ pub async fn preflight(g: &GlobalArgs, a: WalPreflightArgs) -> Result<Output> {
             "suggestion": f.suggestion,
         }));
     }
+    let checks: Vec<_> = report
+        .checks
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "value": c.value,
+                "state": c.state.as_str(),
+                "code": c.code,
+                "suggestion": c.suggestion,
+            })
+        })
+        .collect();
     let settings: serde_json::Map<String, serde_json::Value> = report
         .settings
         .iter()
@@ -59,7 +72,7 @@ pub async fn preflight(g: &GlobalArgs, a: WalPreflightArgs) -> Result<Output> {
         }
     });
     if failure.is_none() {
-        human.push_str("✓ ready for `pg_hardstorage wal stream`\n");
+        human.push_str("Ready for `pg_hardstorage wal stream`.\n");
     }
     Ok(Output {
         json: json!({
@@ -67,12 +80,42 @@ pub async fn preflight(g: &GlobalArgs, a: WalPreflightArgs) -> Result<Output> {
             "slot": report.slot,
             "server_version_num": report.server_version_num,
             "settings": settings,
+            "checks": checks,
             "findings": findings,
             "ready": failure.is_none(),
         }),
         human,
         failure,
     })
+}
+
+/// One line per check, `✓ name: value` or `✗ name: value`, and under each ✗ the
+/// finding and its fix; `?` marks a check the role could not see.
+fn checks_human(report: &hs_backup::PreflightReport) -> String {
+    let mut h = String::new();
+    for c in &report.checks {
+        let mark = match c.state {
+            hs_backup::CheckState::Pass => "✓",
+            hs_backup::CheckState::Fail | hs_backup::CheckState::Warn => "✗",
+            _ => "?",
+        };
+        let note = match c.state {
+            hs_backup::CheckState::Fail => " (fatal)",
+            hs_backup::CheckState::Warn => " (warning)",
+            _ => "",
+        };
+        h.push_str(&format!("{mark} {}: {}{note}\n", c.name, c.value));
+        if let Some(f) = report.findings.iter().find(|f| Some(f.code) == c.code) {
+            h.push_str(&format!("    {} [{}]\n", f.message, f.code));
+        }
+        if let Some(s) = &c.suggestion {
+            h.push_str(&format!(
+                "    Suggested fix: {}\n",
+                s.replace('\n', "\n    ")
+            ));
+        }
+    }
+    h
 }
 
 pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {

@@ -17,6 +17,7 @@ mod logs;
 mod ops;
 mod pitr;
 mod pitr_timeline;
+mod preflight;
 mod progress;
 mod recovery_stops;
 mod redaction;
