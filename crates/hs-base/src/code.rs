@@ -267,6 +267,8 @@ pub const PREFLIGHT_SSH_NO_SFTP: Code = Code("preflight.ssh_no_sftp");
 pub const PREFLIGHT_SSH_REMOTE_TOOLS: Code = Code("preflight.ssh_remote_tools");
 /// `preflight.ssh_sftp_extension`
 pub const PREFLIGHT_SSH_SFTP_EXTENSION: Code = Code("preflight.ssh_sftp_extension");
+/// `preflight.target_space_insufficient`
+pub const PREFLIGHT_TARGET_SPACE_INSUFFICIENT: Code = Code("preflight.target_space_insufficient");
 /// `preflight.visibility.limited`
 pub const PREFLIGHT_VISIBILITY_LIMITED: Code = Code("preflight.visibility.limited");
 /// `preflight.visibility.sql_refused`

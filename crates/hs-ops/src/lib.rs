@@ -32,6 +32,7 @@ mod metrics;
 mod names;
 mod restore;
 mod settings;
+mod space;
 mod status;
 
 pub use config::{
@@ -55,6 +56,7 @@ pub use metrics::{
 pub use names::{check_deployment_name, near_miss, NameUse};
 pub use restore::{plan_restore, restore, PlanRequest, RestoreOutcome, RestoreRequest, Restored};
 pub use settings::{Deployment, Settings};
+pub use space::{check_space, restore_space, SpaceNeed};
 pub use status::{
     deployment_status, repo_usage, status, DeploymentStatus, LastBackup, RepoUsage,
     RepositoryStatus, StatusReport, StatusRequest, StreamPosition,

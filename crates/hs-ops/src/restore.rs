@@ -172,6 +172,9 @@ pub enum RestoreOutcome {
     Preview {
         /// The plan.
         plan: Option<RestorePlan>,
+        /// The space the restore needs and what is free, per file system (the data
+        /// directory's first).
+        space: Vec<crate::SpaceNeed>,
     },
     /// The restore ran.
     Restored(Restored),
@@ -233,19 +236,28 @@ where
         (Some(p), true) => Some(hs_pitr::verify_plan_wal(&repo, p).await?),
         _ => None,
     };
-    if req.preview {
-        return Ok(RestoreOutcome::Preview { plan });
-    }
     let sel = plan.as_ref().map_or(sel, |p| p.backup_selector());
-    let mut opts = RestoreOptions::new(&req.deployment, sel, req.data_dir.clone());
-    opts.verify = req.verify;
-    opts.pg_bin_dir = req.pg_bin_dir.clone();
-    opts.delta = req.delta;
-    opts.tablespace_mapping = req
+    let tablespace_mapping: Vec<hs_pitr::TablespaceMapping> = req
         .tablespace_mapping
         .iter()
         .map(|m| m.parse())
         .collect::<std::result::Result<_, hs_pitr::Error>>()?;
+    // Whether it fits, before anything is written (a delta restore keeps what matches,
+    // so it needs at most this much; it is shown, not enforced).
+    let manifest = hs_pitr::select_backup(&repo, &req.deployment, &sel).await?;
+    let space = crate::space::restore_space(&manifest, &req.data_dir, &tablespace_mapping);
+    drop(manifest);
+    if !req.delta {
+        crate::space::check_space(&space)?;
+    }
+    if req.preview {
+        return Ok(RestoreOutcome::Preview { plan, space });
+    }
+    let mut opts = RestoreOptions::new(&req.deployment, sel, req.data_dir.clone());
+    opts.verify = req.verify;
+    opts.pg_bin_dir = req.pg_bin_dir.clone();
+    opts.delta = req.delta;
+    opts.tablespace_mapping = tablespace_mapping;
     // Any archived segment serves to check restore_command after the restore.
     let probe_file = repo
         .list_wal(&req.deployment)

@@ -388,15 +388,21 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
     let outcome = hs_ops::restore(&g.settings, &req, begin).await?;
     let asked = a.to_time.as_deref();
     let r = match outcome {
-        hs_ops::RestoreOutcome::Preview { plan } => {
+        hs_ops::RestoreOutcome::Preview { plan, space } => {
             let plan_text = plan
                 .as_ref()
                 .map(|p| plan_human(p, asked))
                 .unwrap_or_default();
+            let (space_text, space_json) = space_preview(&space, a.delta);
             return Ok(Output {
                 failure: None,
-                json: json!({"preview": true, "deployment": a.deployment, "plan": plan.as_ref().map(hs_pitr::RestorePlan::to_json)}),
-                human: format!("Restore plan (nothing written):\n{plan_text}"),
+                json: json!({
+                    "preview": true,
+                    "deployment": a.deployment,
+                    "plan": plan.as_ref().map(hs_pitr::RestorePlan::to_json),
+                    "space": space_json,
+                }),
+                human: format!("Restore plan (nothing written):\n{plan_text}{space_text}"),
             });
         }
         hs_ops::RestoreOutcome::Restored(r) => r,
@@ -406,6 +412,35 @@ async fn restore(g: &GlobalArgs, a: crate::cli::RestoreArgs) -> Result<Output> {
         json: restored_json(&a, &r),
         human: restored_human(&a, &r, asked),
     })
+}
+
+/// The preview's space lines (`Space:   1.2 GiB needed at /x, 40.0 GiB free`) and JSON.
+fn space_preview(space: &[hs_ops::SpaceNeed], delta: bool) -> (String, serde_json::Value) {
+    let mut h = String::new();
+    let mut rows = Vec::new();
+    for n in space {
+        let at = n
+            .locations
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let free = n.free.map_or("free space unknown".to_owned(), |f| {
+            format!("{} free", human_bytes(f))
+        });
+        h.push_str(&format!(
+            "Space:   {}{} needed at {at}, {free}\n",
+            if delta { "up to " } else { "" },
+            human_bytes(n.needed)
+        ));
+        rows.push(json!({
+            "locations": n.locations.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "needed_bytes": n.needed,
+            "free_bytes": n.free,
+            "fits": !n.short(),
+        }));
+    }
+    (h, serde_json::Value::Array(rows))
 }
 
 /// The `restore` flags as an [`hs_ops::RestoreRequest`].

@@ -23,6 +23,7 @@ mod recovery_stops;
 mod redaction;
 mod restore_delta;
 mod restore_signals;
+mod restore_space;
 mod retention;
 mod secrets;
 mod ssh_backends;
