@@ -217,7 +217,12 @@ pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
             "segments_archived": segments,
         }),
         format!(
-            "Stopped cleanly: timeline {timeline}, received up to {received}, durable up to {durable} (the last segment as a .partial), {segments} segments archived.\n"
+            "Stopped cleanly: timeline {timeline}, received up to {received}, durable up to {durable}{partial}, {segments} segments archived.\n",
+            partial = if durable > flushed {
+                " (the last segment as a .partial)"
+            } else {
+                ""
+            },
         ),
     ))
 }

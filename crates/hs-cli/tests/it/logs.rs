@@ -104,6 +104,12 @@ fn log_colour_only_on_a_terminal_and_never_with_no_color() {
     let tty = stream_on_a_terminal(&s, &conn, &url, None);
     assert!(tty.contains("streaming timeline 1"), "{tty}");
     assert!(tty.contains("\u{1b}["), "a terminal gets colour:\n{tty}");
+    // The human stop summary (stdout, on the same terminal).
+    let stop = tty
+        .lines()
+        .find(|l| l.starts_with("Stopped cleanly: timeline 1, received up to "))
+        .unwrap_or_else(|| panic!("no stop summary:\n{tty}"));
+    assert!(stop.contains(", durable up to "), "{stop}");
     let plain = stream_on_a_terminal(&s, &conn, &url, Some("1"));
     assert!(plain.contains("streaming timeline 1"), "{plain}");
     assert!(
