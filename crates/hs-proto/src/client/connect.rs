@@ -46,6 +46,30 @@ fn connect_error(target: &str, e: std::io::Error) -> Error {
     .with_suggestion(suggestion)
 }
 
+/// The socket addresses of `host`, from the system resolver (getaddrinfo). When that fails
+/// for `localhost` or a name under `.localhost`, the loopback addresses 127.0.0.1 and ::1
+/// (RFC 6761, section 6.3): a statically linked binary in a root without `/etc/hosts` (a
+/// minimal container, a chroot) has no other way to know them (docs/packaging.md).
+async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(found) => Ok(found.collect()),
+        Err(_) if is_localhost(host) => {
+            tracing::debug!("{host} did not resolve; using the loopback addresses (RFC 6761)");
+            Ok(vec![
+                (std::net::Ipv4Addr::LOCALHOST, port).into(),
+                (std::net::Ipv6Addr::LOCALHOST, port).into(),
+            ])
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `localhost`, `localhost.` or a name under `.localhost`, in any case.
+fn is_localhost(host: &str) -> bool {
+    let h = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    h == "localhost" || h.ends_with(".localhost")
+}
+
 fn tls_handshake_error(cfg: &ConnConfig, e: std::io::Error) -> Error {
     let cert_problem = e
         .get_ref()
@@ -162,7 +186,10 @@ impl ReplicationClient {
         }
         let addr = cfg.hostaddr().unwrap_or(host);
         let target = format!("{addr}:{port}");
-        let s = TcpStream::connect((addr, port))
+        let addrs = resolve(addr, port)
+            .await
+            .map_err(|e| connect_error(&target, e))?;
+        let s = TcpStream::connect(addrs.as_slice())
             .await
             .map_err(|e| connect_error(&target, e))?;
         let _ = s.set_nodelay(true);
@@ -438,5 +465,41 @@ impl ReplicationClient {
                 other => return Err(unexpected("during SCRAM authentication", &other)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn localhost_names_are_recognized() {
+        for h in [
+            "localhost",
+            "LocalHost",
+            "localhost.",
+            "db.localhost",
+            "a.b.LOCALHOST.",
+        ] {
+            assert!(is_localhost(h), "{h}");
+        }
+        for h in [
+            "localhost.example.com",
+            "mylocalhost",
+            "127.0.0.1",
+            "",
+            "localhostx",
+        ] {
+            assert!(!is_localhost(h), "{h}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ip_address_resolves_to_itself() {
+        let found = resolve("127.0.0.1", 5432).await.expect("resolve");
+        assert_eq!(
+            found,
+            vec![std::net::SocketAddr::from(([127, 0, 0, 1], 5432))]
+        );
     }
 }
