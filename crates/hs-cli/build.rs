@@ -24,13 +24,17 @@ fn main() {
     println!("cargo:rustc-env=HS_GIT_SHA={sha}");
     println!("cargo:rustc-env=HS_BUILD_EPOCH={epoch}");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
-    for p in [
-        "../../.git/HEAD",
-        "../../.git/refs/heads",
-        "../../.git/packed-refs",
-    ] {
-        if std::path::Path::new(p).exists() {
-            println!("cargo:rerun-if-changed={p}");
+    // Where git keeps them: in a worktree `.git` is a file, HEAD is per worktree and the
+    // refs are shared, so ask git instead of assuming `../../.git/`.
+    for p in ["HEAD", "refs/heads", "packed-refs"] {
+        let path = Command::new("git")
+            .args(["rev-parse", "--git-path", p])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        if let Some(path) = path.filter(|p| std::path::Path::new(p).exists()) {
+            println!("cargo:rerun-if-changed={path}");
         }
     }
 }
