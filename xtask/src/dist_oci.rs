@@ -543,3 +543,17 @@ fn run_rootfs(rel: &Release, rootfs: &Path, env: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_revision_label_is_the_version_lines_commit() {
+        assert_eq!(
+            commit("pg_hardstorage v0.1.0 (5a636c5c3d1e, built 2026-12-06T04:23:13Z)"),
+            "5a636c5c3d1e"
+        );
+        assert_eq!(commit("pg_hardstorage v0.1.0"), "");
+    }
+}

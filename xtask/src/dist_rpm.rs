@@ -358,3 +358,21 @@ mount -t proc proc \"$M/proc\"
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     Ok(stdout)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpm_paths_move_units_and_zsh_only() {
+        assert_eq!(
+            rpm_path("lib/systemd/system/pg_hardstorage.service"),
+            "usr/lib/systemd/system/pg_hardstorage.service"
+        );
+        assert_eq!(
+            rpm_path("usr/share/zsh/vendor-completions/_pg_hardstorage"),
+            "usr/share/zsh/site-functions/_pg_hardstorage"
+        );
+        assert_eq!(rpm_path("usr/bin/pg_hardstorage"), "usr/bin/pg_hardstorage");
+    }
+}
