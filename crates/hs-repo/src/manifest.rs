@@ -196,9 +196,14 @@ pub struct BackupStats {
     pub files: u64,
     /// Bytes of file content the server sent: `logical_bytes` for a full backup, the
     /// changed blocks (and the other files) for an incremental one. 0 in manifests
-    /// written before this was recorded.
-    #[serde(default)]
+    /// written before this was recorded (and then not written back, so such a manifest
+    /// serializes as it was).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub sent_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Fuzzing entry point: parses `data` as a manifest body the way loading one does after
