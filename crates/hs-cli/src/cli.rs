@@ -71,7 +71,7 @@ pub enum Command {
     Repo(RepoCommand),
     /// Take a base backup of a deployment into the repository.
     Backup(BackupArgs),
-    /// List a deployment's backups with sizes and dedup ratio.
+    /// List a deployment's backups: times, duration, WAL range, sizes, reused share.
     List(ListArgs),
     /// Restore a backup into an empty data directory and verify it.
     Restore(RestoreArgs),

@@ -14,6 +14,7 @@ mod doctor;
 pub(crate) mod gendocs;
 mod init;
 mod key;
+mod list;
 mod retention;
 mod serve;
 mod status;
@@ -50,7 +51,7 @@ pub async fn run(mut cli: Cli) -> Result<Output> {
         Command::Key(crate::cli::KeyCommand::List(a)) => key::list(g, a).await,
         Command::Key(crate::cli::KeyCommand::Rotate(a)) => key::rotate(g, a).await,
         Command::Backup(a) => backup(g, a).await,
-        Command::List(a) => list(g, &a.deployment, &a.repo.repo, a.check).await,
+        Command::List(a) => list::list(g, &a.deployment, &a.repo.repo, a.check).await,
         Command::Restore(a) => restore(g, a).await,
         Command::Wal(WalCommand::Preflight(a)) => stream::preflight(g, a).await,
         Command::Wal(WalCommand::Stream(a)) => stream::stream(g, a).await,
@@ -88,9 +89,16 @@ fn version() -> Output {
 
 async fn repo_init(g: &GlobalArgs, url: &str) -> Result<Output> {
     let path = g.settings.keyring_path();
+    let started = std::time::Instant::now();
     let (keyring, created) = hs_crypt::Keyring::load_or_create(&path)?;
     let repo = hs_repo::Repository::init(url, &keyring).await?;
-    let mut human = format!("Initialized repository {} at {}\n", repo.id(), repo.url());
+    let secs = started.elapsed().as_secs_f64();
+    let mut human = format!(
+        "Initialized repository {} at {} in {}\n",
+        repo.id(),
+        repo.url(),
+        list::human_duration(secs)
+    );
     if created {
         human.push_str(&format!(
             "Created keyring {} (0600). Back it up: without it the repository cannot be read.\n",
@@ -110,6 +118,7 @@ async fn repo_init(g: &GlobalArgs, url: &str) -> Result<Output> {
             "keyring": path.display().to_string(),
             "keyring_created": created,
             "warnings": repo.init_warnings(),
+            "seconds": secs,
         }),
         human,
     })
@@ -155,16 +164,18 @@ async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
         None => "full".to_owned(),
     };
     let human = format!(
-        "Backup {id} of {dep} done in {secs:.1}s ({kind})\n  start LSN {start}, stop LSN {stop}, timeline {tli}\n  {files} files, {logical} read, {stored} new in the repository (dedup {ratio})\n",
+        "Backup {id} of {dep} done in {took} ({kind})\n  start LSN {start}, stop LSN {stop}, timeline {tli}\n  {files} files, {logical} read at {rate}, {stored} new in the repository ({reused} of its chunks reused)\n",
         id = m.backup_id,
         dep = m.deployment,
+        took = list::human_duration(secs),
         start = m.start_lsn,
         stop = m.stop_lsn,
         tli = m.timeline,
         files = s.files,
         logical = human_bytes(s.logical_bytes),
+        rate = list::human_rate(s.logical_bytes, secs),
         stored = human_bytes(s.stored_bytes),
-        ratio = dedup_ratio(s.logical_bytes, s.stored_bytes),
+        reused = list::reused_text(s.chunks, s.new_chunks),
     );
     Ok(Output {
         failure: None,
@@ -186,10 +197,17 @@ async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
             "sent_bytes": s.sent_bytes,
             "incremental_from": m.incremental.as_ref().map(|i| &i.parent_backup_id),
             "incremental_files": m.incremental.as_ref().map(|i| i.incremental_files),
+            "reused_percent": list::reused_percent(s.chunks, s.new_chunks),
             "seconds": secs,
+            "bytes_per_second": per_second(s.logical_bytes, secs),
         }),
         human,
     })
+}
+
+/// Bytes per second, whole; `None` when no time passed.
+fn per_second(bytes: u64, secs: f64) -> Option<u64> {
+    (secs > 0.0).then(|| (bytes as f64 / secs) as u64)
 }
 
 /// Resolves to the name of the first SIGTERM or SIGINT received from now on.
@@ -202,130 +220,6 @@ fn stop_signal() -> Result<impl std::future::Future<Output = String>> {
             _ = term.recv() => "SIGTERM".to_owned(),
             _ = int.recv() => "SIGINT".to_owned(),
         }
-    })
-}
-
-fn dedup_ratio(logical: u64, stored: u64) -> String {
-    if stored == 0 {
-        "all chunks already stored".to_owned()
-    } else {
-        format!("{:.1}x", logical as f64 / stored as f64)
-    }
-}
-
-/// Every backup of the deployment, oldest first. A backup whose manifest does not open or
-/// verify is listed as `damaged` (its object and error code) among the others, and the
-/// command still exits 0: `list` is an inventory; `verify` and `repo verify` are the
-/// checks that exit 9 (see docs/exit-codes.md). The summaries come from the deployment's
-/// catalog (a few requests however many backups there are); `check` opens every manifest.
-async fn list(g: &GlobalArgs, deployment: &str, url: &str, check: bool) -> Result<Output> {
-    hs_backup::validate_deployment(deployment)?;
-    let repo = g.settings.open_repo(Some(deployment), Some(url)).await?;
-    let listing = if check {
-        repo.list_backup_summaries_checked(deployment).await?
-    } else {
-        repo.list_backup_summaries_cataloged(deployment).await?
-    };
-    if listing.backups.is_empty() && listing.damaged.is_empty() {
-        let read = hs_ops::NameUse::Read;
-        hs_ops::check_deployment_name(&g.settings, &repo, deployment, read).await?;
-    }
-    // (sort key, JSON row, human line): intact backups by start time, each damaged one
-    // placed by its id (ids sort by start time).
-    let mut rows: Vec<(String, serde_json::Value, String)> = Vec::new();
-    for m in &listing.backups {
-        let s = &m.stats;
-        let line = format!(
-            "{:<18} {:<21} {:>3} {:>12} {:>12} {:<5} {:>10} {:>10} {:>10} {:>8}\n",
-            m.backup_id,
-            m.start_time,
-            m.timeline,
-            m.start_lsn,
-            m.stop_lsn,
-            if m.incremental.is_some() {
-                "incr"
-            } else {
-                "full"
-            },
-            human_bytes(s.logical_bytes),
-            if s.sent_bytes == 0 {
-                "-".to_owned()
-            } else {
-                human_bytes(s.sent_bytes)
-            },
-            human_bytes(s.stored_bytes),
-            if s.stored_bytes == 0 {
-                "-".to_owned()
-            } else {
-                format!("{:.1}x", s.logical_bytes as f64 / s.stored_bytes as f64)
-            }
-        );
-        let row = json!({
-            "backup_id": m.backup_id,
-            "status": "ok",
-            "start_time": m.start_time,
-            "stop_time": m.stop_time,
-            "timeline": m.timeline,
-            "start_lsn": m.start_lsn,
-            "stop_lsn": m.stop_lsn,
-            "pg_version": m.pg_version,
-            "logical_bytes": s.logical_bytes,
-            "stored_bytes": s.stored_bytes,
-            "files": s.files,
-            "type": if m.incremental.is_some() { "incremental" } else { "full" },
-            "incremental_from": m.incremental.as_ref().map(|i| &i.parent_backup_id),
-            "sent_bytes": s.sent_bytes,
-        });
-        rows.push((m.backup_id.clone(), row, line));
-    }
-    for d in &listing.damaged {
-        let line = format!(
-            "{:<18} DAMAGED [{}] {}: cannot be restored; see runbook 4 in docs/runbooks.md\n",
-            d.backup_id, d.code, d.object
-        );
-        let row = json!({
-            "backup_id": d.backup_id,
-            "status": "damaged",
-            "object": d.object,
-            "error_code": d.code,
-            "error": d.message,
-        });
-        // Before the first intact backup with a larger id.
-        let at = rows
-            .iter()
-            .position(|(id, _, _)| id.as_str() > d.backup_id.as_str())
-            .unwrap_or(rows.len());
-        rows.insert(at, (d.backup_id.clone(), row, line));
-    }
-    let mut human = format!(
-        "{:<18} {:<21} {:>3} {:>12} {:>12} {:<5} {:>10} {:>10} {:>10} {:>8}\n",
-        "BACKUP", "STARTED", "TLI", "START LSN", "STOP LSN", "TYPE", "SIZE", "SENT", "NEW", "DEDUP"
-    );
-    for (_, _, line) in &rows {
-        human.push_str(line);
-    }
-    if rows.is_empty() {
-        human = format!("No backups of deployment {deployment} in this repository.\n");
-    }
-    if !listing.damaged.is_empty() {
-        human.push_str(&format!(
-            "{} backup(s) damaged: their manifest does not open or verify; `pg_hardstorage \
-             repo verify` checks everything\n",
-            listing.damaged.len()
-        ));
-    }
-    let total = repo.stored_bytes().await?;
-    let damaged = listing.damaged.len();
-    let rows: Vec<serde_json::Value> = rows.into_iter().map(|(_, r, _)| r).collect();
-    Ok(Output {
-        failure: None,
-        json: json!({
-            "deployment": deployment,
-            "backups": rows,
-            "damaged": damaged,
-            "repository_bytes": total,
-        }),
-        human,
     })
 }
 
@@ -504,6 +398,7 @@ fn restored_json(a: &crate::cli::RestoreArgs, restored: &hs_ops::Restored) -> se
         "restore_command_checked_as": restored.restore_command_checked_as,
         "warnings": restored.warnings,
         "seconds": restored.elapsed.as_secs_f64(),
+        "bytes_per_second": per_second(r.bytes, restored.elapsed.as_secs_f64()),
     })
 }
 
@@ -574,11 +469,13 @@ fn restored_human(
     };
     let standby = standby_removed_human(&r.standby_config_removed);
     format!(
-        "Restored backup {} into {} ({} files, {} fetched{delta}) in {secs:.1}s, {verified}{recovery}{standby}{checked}{}\n",
+        "Restored backup {} into {} ({} files, {} fetched{delta}) in {}, {}, {verified}{recovery}{standby}{checked}{}\n",
         r.backup_id,
         r.target.display(),
         r.files,
         human_bytes(r.bytes),
+        list::human_duration(secs),
+        list::human_rate(r.bytes, secs),
         warnings.iter().map(|w| format!("Warning: {w}\n")).collect::<String>(),
         checked = checked_as
             .as_ref()

@@ -109,7 +109,15 @@ fn a_damaged_manifest_is_listed_as_damaged_and_latest_never_falls_back_silently(
         "{text}"
     );
     assert!(text.contains(&manifest_object(&b2)), "{text}");
-    assert!(text.lines().any(|l| l.starts_with(&b3) && l.contains('/')));
+    // b3's row is intact: the line under it gives its WAL range (LSNs `X/Y`).
+    let mut lines = text.lines().skip_while(|l| !l.starts_with(&b3));
+    assert!(lines.next().is_some_and(|l| l.contains("full")), "{text}");
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.contains(" WAL ") && l.contains('/')),
+        "{text}"
+    );
 
     // `latest` is the newest backup, intact: the damaged older one does not stop it.
     let v = hs(&s, &["verify", DEP, "latest", "--repo", &url]).ok();
