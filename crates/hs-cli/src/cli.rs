@@ -111,6 +111,7 @@ impl Command {
             Command::Verify(_) => "verify",
             Command::Key(KeyCommand::Add(_)) => "key add",
             Command::Key(KeyCommand::List(_)) => "key list",
+            Command::Key(KeyCommand::Generate(_)) => "key generate",
             Command::Key(KeyCommand::Rotate(_)) => "key rotate",
             Command::Backup(_) => "backup",
             Command::List(_) => "list",
@@ -219,6 +220,9 @@ pub struct VerifyBackupArgs {
 pub enum KeyCommand {
     /// Wrap the master key for another age recipient (age1...), e.g. a second operator.
     Add(KeyAddArgs),
+    /// Write a new keyring (0600) to keep offline for recovery: a fresh age identity and a
+    /// copy of this keyring's signing key; prints its recipient for `key add`.
+    Generate(KeyGenerateArgs),
     /// List the key objects: recipient, creation time, whether this keyring opens them.
     List(KeyListArgs),
     /// New keyring identity: re-wrap the master key for it, keep the old keyring file,
@@ -232,6 +236,12 @@ pub struct KeyAddArgs {
     pub recipient: String,
     #[command(flatten)]
     pub repo: RepoArg,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyGenerateArgs {
+    /// Where to write the new keyring; must not exist.
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,13 @@
 //!
 //! Format (JSON, mode 0600):
 //! `{"version":1,"age_identity":"AGE-SECRET-KEY-1...","signing_key":"<64 hex>"}`.
+//!
+//! An identity file as `age-keygen` writes it (`#` comment lines and one
+//! `AGE-SECRET-KEY-1...` line) is read as a keyring too. It has no signing key, so one
+//! is derived from the identity (BLAKE3 `derive_key`, context `AGE_FILE_SIGNING_CONTEXT`):
+//! such a keyring opens every repository that has a key object for its recipient (list,
+//! verify, restore), and writing backups with it is refused with
+//! `auth.signing_key_mismatch` unless the repository was initialised with it.
 
 use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -73,7 +80,9 @@ impl Keyring {
                     format!("no keyring at {}", path.display()),
                 )
                 .with_suggestion(
-                    "run `pg_hardstorage repo init` to create one, or pass --keyring <path>",
+                    "pass --keyring <path> (or set PG_HARDSTORAGE_KEYRING) to a keyring that \
+                     opens the repository; only a new repository gets one from \
+                     `pg_hardstorage repo init`",
                 )
                 .with_source(e)
             } else {
@@ -129,6 +138,9 @@ impl Keyring {
     }
 
     fn parse(path: &Path, text: &str) -> Result<Keyring> {
+        if !text.trim_start().starts_with('{') {
+            return Keyring::parse_age_file(path, text);
+        }
         // serde_json's messages can quote string values (secrets), so report
         // only the category and position.
         let f: KeyringFile = serde_json::from_str(text).map_err(|e| {
@@ -156,6 +168,36 @@ impl Keyring {
         let mut secret = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(&f.signing_key, secret.as_mut())
             .map_err(|_| invalid(path, "signing_key is not 64 hex digits"))?;
+        Ok(Keyring {
+            path: path.to_path_buf(),
+            identity,
+            signing_key: SigningKey::from_secret(&secret),
+        })
+    }
+
+    /// An `age-keygen` identity file: blank and `#` lines, exactly one
+    /// `AGE-SECRET-KEY-1...` line. The signing key is derived from the identity.
+    fn parse_age_file(path: &Path, text: &str) -> Result<Keyring> {
+        let mut lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let (Some(line), None) = (lines.next(), lines.next()) else {
+            return Err(not_a_keyring(path));
+        };
+        if !line.starts_with("AGE-SECRET-KEY-1") {
+            return Err(not_a_keyring(path));
+        }
+        let identity = age::x25519::Identity::from_str(line).map_err(|_| {
+            invalid(
+                path,
+                "its AGE-SECRET-KEY-1 line is not a valid age identity",
+            )
+        })?;
+        let secret = Zeroizing::new(blake3::derive_key(
+            AGE_FILE_SIGNING_CONTEXT,
+            line.as_bytes(),
+        ));
         Ok(Keyring {
             path: path.to_path_buf(),
             identity,
@@ -344,6 +386,27 @@ impl fmt::Debug for Keyring {
     }
 }
 
+/// The BLAKE3 `derive_key` context of the signing key of an `age-keygen` identity file.
+const AGE_FILE_SIGNING_CONTEXT: &str =
+    "pg_hardstorage 2026-12-06 signing key of an age-keygen identity file";
+
+/// Neither JSON nor an age identity file.
+fn not_a_keyring(path: &Path) -> Error {
+    Error::of_kind(
+        ErrorKind::KeyringInvalid,
+        code::USAGE_KEYRING_INVALID,
+        format!(
+            "keyring {} is invalid: it is neither a pg_hardstorage keyring (JSON) nor an age \
+             identity file (one AGE-SECRET-KEY-1 line, as age-keygen writes it)",
+            path.display()
+        ),
+    )
+    .with_suggestion(
+        "pass the keyring file `repo init` or `key generate` wrote, or an age-keygen identity \
+         file; make a new recovery keyring with `pg_hardstorage key generate PATH`",
+    )
+}
+
 fn invalid(path: &Path, why: &str) -> Error {
     Error::of_kind(
         ErrorKind::KeyringInvalid,
@@ -399,6 +462,34 @@ mod tests {
             default_path_from(None, None, os("/h")),
             PathBuf::from("/h/.config/pg_hardstorage/keyring")
         );
+    }
+
+    #[test]
+    fn an_age_keygen_identity_file_is_a_keyring_with_a_derived_signing_key() {
+        let id = age::x25519::Identity::generate();
+        let secret = id.to_string().expose_secret().to_owned();
+        let public = id.to_public().to_string();
+        let text = format!("# created: 2026-12-06T04:00:00Z\n# public key: {public}\n{secret}\n");
+        let p = Path::new("/k");
+        let a = Keyring::parse(p, &text).unwrap();
+        assert_eq!(a.recipient(), public);
+        // The same file gives the same signing key every time.
+        let b = Keyring::parse(p, &text).unwrap();
+        assert_eq!(
+            a.signing_key().verifying_key(),
+            b.signing_key().verifying_key()
+        );
+        // Two identities, or none, or something else: refused, without echoing secrets.
+        for bad in [
+            format!("{secret}\n{secret}\n"),
+            "# nothing\n".to_owned(),
+            "age1notasecret\n".to_owned(),
+        ] {
+            let e = Keyring::parse(p, &bad).unwrap_err();
+            assert_eq!(e.code(), "usage.keyring_invalid");
+            assert!(e.to_string().contains("age identity file"), "{e}");
+            assert!(!e.to_string().contains(&secret));
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! `key add`, `key list`, `key rotate`: who can open the repository. The master key is
+//! `key add`, `key generate`, `key list`, `key rotate`: who can open the repository. The master key is
 //! re-wrapped, never changed; data is never re-encrypted.
 
 use anyhow::Result;
 use serde_json::json;
+
+use std::path::Path;
 
 use crate::cli::GlobalArgs;
 use crate::cli::{KeyAddArgs, KeyListArgs, KeyRotateArgs};
@@ -18,6 +20,46 @@ pub async fn add(g: &GlobalArgs, a: KeyAddArgs) -> Result<Output> {
         k.recipient.as_deref().unwrap_or("?")
     );
     Ok(Output::new(serde_json::to_value(&k)?, human))
+}
+
+/// A keyring to keep offline: a fresh age identity plus a copy of the current keyring's
+/// signing key (when there is a current keyring), so that after `key add` it restores,
+/// verifies and also takes backups should every other keyring be lost.
+pub fn generate(g: &GlobalArgs, path: &Path) -> Result<Output> {
+    let current = g.settings.keyring_path();
+    let (k, from) = match hs_crypt::Keyring::load(&current) {
+        Ok(cur) => (cur.create_with_new_identity(path)?, Some(current.clone())),
+        Err(e) if e.kind() == hs_crypt::ErrorKind::KeyringNotFound => {
+            (hs_crypt::Keyring::create(path)?, None)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let recipient = k.recipient();
+    let signing = match &from {
+        Some(c) => format!(
+            "a copy of the signing key of {}, so once added it restores, verifies and takes \
+             backups",
+            c.display()
+        ),
+        None => format!(
+            "a new signing key (there is no keyring at {}), so once added it restores and \
+             verifies; backups need the keyring the repository was initialised with",
+            current.display()
+        ),
+    };
+    let human = format!(
+        "Created keyring {} (0600) with a new age identity and {signing}.\n  recipient {recipient}\n\
+         Next: pg_hardstorage key add {recipient} --repo URL\n\
+         Then keep {} offline (two places); it opens the repository on its own.\n",
+        path.display(),
+        path.display()
+    );
+    let json = json!({
+        "path": path.display().to_string(),
+        "recipient": recipient,
+        "signing_key_from": from.map(|p| p.display().to_string()),
+    });
+    Ok(Output::new(json, human))
 }
 
 pub async fn list(g: &GlobalArgs, a: KeyListArgs) -> Result<Output> {

@@ -49,6 +49,7 @@ pub async fn run(mut cli: Cli) -> Result<Output> {
         Command::Verify(a) => verify::verify_backup(g, a).await,
         Command::Key(crate::cli::KeyCommand::Add(a)) => key::add(g, a).await,
         Command::Key(crate::cli::KeyCommand::List(a)) => key::list(g, a).await,
+        Command::Key(crate::cli::KeyCommand::Generate(a)) => key::generate(g, &a.path),
         Command::Key(crate::cli::KeyCommand::Rotate(a)) => key::rotate(g, a).await,
         Command::Backup(a) => backup(g, a).await,
         Command::List(a) => list::list(g, &a.deployment, &a.repo.repo, a.check).await,

@@ -13,6 +13,7 @@ mod format_v1;
 mod fuzz_corpus;
 mod gendocs;
 mod incremental;
+mod keyring_recovery;
 mod list_columns;
 mod logs;
 mod ops;
