@@ -386,6 +386,7 @@ async fn doctor(state: &State, deployment: &str) -> Result<Reply> {
                 "ok": c.state != hs_ops::CheckState::Issue,
                 "detail": c.detail,
                 "fix": c.fix,
+                "values": c.values_map(),
             })
         })
         .collect();

@@ -46,15 +46,29 @@ pub struct Check {
     pub detail: String,
     /// For an issue: what to do about it (may span lines).
     pub fix: Option<String>,
+    /// What was measured, as numbers (`doctor -o json`): e.g. `lag_bytes`,
+    /// `age_seconds`, `limit_seconds`. Empty when nothing was measured.
+    pub values: Vec<(&'static str, u64)>,
 }
 
 impl Check {
+    /// [`values`](Check::values) by name, for JSON.
+    pub fn values_map(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.values.iter().copied().collect()
+    }
+
+    /// Adds a measured value.
+    fn with(mut self, name: &'static str, value: u64) -> Check {
+        self.values.push((name, value));
+        self
+    }
     fn ok(name: &'static str, detail: impl Into<String>) -> Check {
         Check {
             name,
             state: CheckState::Ok,
             detail: detail.into(),
             fix: None,
+            values: Vec::new(),
         }
     }
     fn issue(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
@@ -63,6 +77,7 @@ impl Check {
             state: CheckState::Issue,
             detail: detail.into(),
             fix: Some(fix.into()),
+            values: Vec::new(),
         }
     }
     fn skipped(name: &'static str, why: impl Into<String>) -> Check {
@@ -71,6 +86,7 @@ impl Check {
             state: CheckState::Skipped,
             detail: why.into(),
             fix: None,
+            values: Vec::new(),
         }
     }
 }
@@ -134,6 +150,21 @@ pub struct DeploymentReport {
     pub deployment: String,
     /// Checks in a fixed order.
     pub checks: Vec<Check>,
+    /// The server, when it answered: for the report's header.
+    pub server: Option<ServerInfo>,
+}
+
+/// Who answered for a deployment (`doctor`'s header: `main — PG 17.2 — primary @ host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// `server_version` as reported.
+    pub version: String,
+    /// `primary`, `standby`, or `unknown` (a server before 14 does not say).
+    pub role: &'static str,
+    /// Host and port connected to.
+    pub host: String,
+    /// The port.
+    pub port: u16,
 }
 
 impl DeploymentReport {
@@ -180,6 +211,9 @@ pub struct SlotProbe {
     pub slot_restart_lsn: Option<Option<Lsn>>,
     /// Whether a stream holds the slot; `None` when a SQL connection was refused.
     pub slot_active: Option<bool>,
+    /// The server's `in_hot_standby` (reported at connect, PostgreSQL 14+): whether it
+    /// is a standby; `None` when it did not say.
+    pub in_hot_standby: Option<bool>,
 }
 
 impl SlotProbe {
@@ -222,6 +256,7 @@ pub async fn probe_slot(
         .await
         .map_err(|_| timed_out())??;
     let server_version = c.parameter("server_version").unwrap_or("?").to_owned();
+    let in_hot_standby = c.parameter("in_hot_standby").map(|v| v == "on");
     let read = tokio::time::timeout(timeout, c.read_replication_slot(&slot))
         .await
         .map_err(|_| timed_out())??;
@@ -232,6 +267,7 @@ pub async fn probe_slot(
         server_lsn: ident.xlogpos,
         slot_restart_lsn: read.map(|r| r.restart_lsn),
         slot_active: None,
+        in_hot_standby,
     };
     if probe.slot_restart_lsn.is_some() {
         let sql = async {
@@ -319,6 +355,7 @@ pub async fn diagnose(t: &DoctorTarget) -> DeploymentReport {
     // 2. PostgreSQL and the slot
     let slot = slot_name_for(dep);
     let mut probe = None;
+    let mut server = None;
     match &t.pg_connection {
         Err(_) => {
             checks.push(Check::skipped(
@@ -361,18 +398,32 @@ pub async fn diagnose(t: &DoctorTarget) -> DeploymentReport {
                     checks.push(Check::skipped("slot", "PostgreSQL not reachable"));
                 }
                 Ok(p) => {
-                    checks.push(Check::ok(
-                        "pg_reachable",
-                        format!(
-                            "PostgreSQL {} at {}:{}, timeline {}, WAL at {}",
-                            p.server_version,
-                            conn.host(),
-                            conn.port(),
-                            p.timeline,
-                            p.server_lsn
-                        ),
-                    ));
+                    checks.push(
+                        Check::ok(
+                            "pg_reachable",
+                            format!(
+                                "PostgreSQL {} at {}:{}, timeline {}, WAL at {}",
+                                p.server_version,
+                                conn.host(),
+                                conn.port(),
+                                p.timeline,
+                                p.server_lsn
+                            ),
+                        )
+                        .with("timeline", u64::from(p.timeline))
+                        .with("wal_lsn", p.server_lsn.0),
+                    );
                     checks.push(slot_check(dep, &slot, &p));
+                    server = Some(ServerInfo {
+                        version: p.server_version.clone(),
+                        role: match p.in_hot_standby {
+                            Some(true) => "standby",
+                            Some(false) => "primary",
+                            None => "unknown",
+                        },
+                        host: conn.host().to_string(),
+                        port: conn.port(),
+                    });
                     probe = Some(p);
                 }
             },
@@ -396,10 +447,19 @@ pub async fn diagnose(t: &DoctorTarget) -> DeploymentReport {
     DeploymentReport {
         deployment: dep.to_owned(),
         checks,
+        server,
     }
 }
 
 fn slot_check(dep: &str, slot: &str, p: &SlotProbe) -> Check {
+    let c = slot_state_check(dep, slot, p);
+    match p.lag_bytes() {
+        Some(l) => c.with("lag_bytes", l),
+        None => c,
+    }
+}
+
+fn slot_state_check(dep: &str, slot: &str, p: &SlotProbe) -> Check {
     let start = format!(
         "start `pg_hardstorage wal stream {dep}` and keep it running (systemd, k8s); it creates the slot if absent"
     );
@@ -570,39 +630,48 @@ async fn wal_check(
             format!("no WAL archived for {dep}"),
             format!("start `pg_hardstorage wal stream {dep}` and keep it running"),
         ),
-        Ok((Some((name, at)), _)) => {
+        Ok((Some((name, at)), segments)) => {
             let age = Duration::from_secs(u64::try_from(now_unix() - at).unwrap_or(0));
-            let idle = probe
-                .and_then(|p| p.lag_bytes())
-                .is_some_and(|l| l < hs_repo::DEFAULT_WAL_SEGMENT_SIZE)
-                && probe.and_then(|p| p.slot_active) != Some(false);
-            if age <= t.wal_max_age {
-                Check::ok(
-                    "last_wal",
-                    format!("{name} archived {} ago", format_age(age)),
-                )
-            } else if idle {
-                Check::ok(
-                    "last_wal",
-                    format!(
-                        "{name} archived {} ago; the stream has confirmed all but the server's newest WAL (server idle)",
-                        format_age(age)
-                    ),
-                )
-            } else {
-                Check::issue(
-                    "last_wal",
-                    format!(
-                        "newest archived WAL {name} is {} old (limit {})",
-                        format_age(age),
-                        format_age(t.wal_max_age)
-                    ),
-                    format!(
-                        "check that `pg_hardstorage wal stream {dep}` is running and read its log (-v); raise wal_max_age in pg_hardstorage.yaml if this server is often idle"
-                    ),
-                )
-            }
+            wal_age_check(t, probe, &name, age)
+                .with("age_seconds", age.as_secs())
+                .with("limit_seconds", t.wal_max_age.as_secs())
+                .with("segments", segments as u64)
         }
+    }
+}
+
+/// `last_wal` once the newest WAL object is known: `age` old.
+fn wal_age_check(t: &DoctorTarget, probe: Option<&SlotProbe>, name: &str, age: Duration) -> Check {
+    let dep = t.deployment.as_str();
+    let idle = probe
+        .and_then(|p| p.lag_bytes())
+        .is_some_and(|l| l < hs_repo::DEFAULT_WAL_SEGMENT_SIZE)
+        && probe.and_then(|p| p.slot_active) != Some(false);
+    if age <= t.wal_max_age {
+        Check::ok(
+            "last_wal",
+            format!("{name} archived {} ago", format_age(age)),
+        )
+    } else if idle {
+        Check::ok(
+            "last_wal",
+            format!(
+                "{name} archived {} ago; the stream has confirmed all but the server's newest WAL (server idle)",
+                format_age(age)
+            ),
+        )
+    } else {
+        Check::issue(
+            "last_wal",
+            format!(
+                "newest archived WAL {name} is {} old (limit {})",
+                format_age(age),
+                format_age(t.wal_max_age)
+            ),
+            format!(
+                "check that `pg_hardstorage wal stream {dep}` is running and read its log (-v); raise wal_max_age in pg_hardstorage.yaml if this server is often idle"
+            ),
+        )
     }
 }
 
@@ -695,7 +764,7 @@ async fn backup_check(t: &DoctorTarget, repo: &hs_repo::Repository) -> Check {
                         ),
                     );
                 }
-                if age <= t.backup_max_age {
+                let c = if age <= t.backup_max_age {
                     Check::ok(
                         "last_backup",
                         format!("{} finished {} ago", m.backup_id, format_age(age)),
@@ -711,7 +780,9 @@ async fn backup_check(t: &DoctorTarget, repo: &hs_repo::Repository) -> Check {
                         ),
                         run,
                     )
-                }
+                };
+                c.with("age_seconds", age.as_secs())
+                    .with("limit_seconds", t.backup_max_age.as_secs())
             }
         },
     }
@@ -776,6 +847,7 @@ where
             reports.push(DeploymentReport {
                 deployment: "-".to_owned(),
                 checks: vec![Check::issue("config", m.clone(), f.clone())],
+                server: None,
             });
         }
     }
@@ -828,6 +900,7 @@ mod tests {
             server_lsn: Lsn(0x3000000),
             slot_restart_lsn: None,
             slot_active: None,
+            in_hot_standby: Some(false),
         };
         assert_eq!(
             slot_check("d", "pg_hardstorage_d", &p).state,
@@ -842,6 +915,7 @@ mod tests {
         let c = slot_check("d", "pg_hardstorage_d", &p);
         assert_eq!(c.state, CheckState::Ok);
         assert!(c.detail.contains("lag 16.0 MiB"), "{}", c.detail);
+        assert_eq!(c.values_map().get("lag_bytes"), Some(&(16 << 20)));
     }
 
     #[tokio::test]

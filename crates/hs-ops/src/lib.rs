@@ -43,7 +43,7 @@ pub use config::{
 pub use config::{partial_interval_ok, PARTIAL_INTERVAL_RULE};
 pub use doctor::{
     diagnose, doctor, format_age, human_bytes, probe_slot, Check, CheckState, DeploymentReport,
-    DoctorRequest, DoctorTarget, SlotProbe,
+    DoctorRequest, DoctorTarget, ServerInfo, SlotProbe,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use init::{

@@ -223,6 +223,8 @@ async fn doctor_reports_issues_as_findings() -> R {
     };
     assert_eq!(state("repo_writable").as_deref(), Some("ok"), "{j}");
     assert_eq!(state("keyring").as_deref(), Some("ok"), "{j}");
+    // Every check carries its measured numbers (none measured here: an empty object).
+    assert!(checks.iter().all(|c| c["values"].is_object()), "{j}");
     assert!(
         checks
             .iter()

@@ -1,5 +1,7 @@
 //! `doctor`: run the health checks of hs_ops::doctor for each deployment and
-//! render them: `✓ name: detail`, `✗ name: detail` with a `Suggested fix:` block.
+//! render them under a `main — PG 17.2 — primary @ host:port` header: `✓ name: detail`,
+//! `✗ name: detail` with a `Suggested fix:` block; `-o json` adds each check's measured
+//! `values` (lag bytes, ages in seconds) and the server.
 
 use anyhow::Result;
 use hs_base::code;
@@ -23,7 +25,7 @@ pub async fn doctor(g: &GlobalArgs, a: DoctorArgs) -> Result<Output> {
     let mut human = String::new();
     let mut json_reports = Vec::new();
     for r in &reports {
-        human.push_str(&format!("Deployment {}:\n", r.deployment));
+        human.push_str(&header(r));
         let mut checks = Vec::new();
         for c in &r.checks {
             let mark = match c.state {
@@ -48,11 +50,18 @@ pub async fn doctor(g: &GlobalArgs, a: DoctorArgs) -> Result<Output> {
                 "ok": c.state != hs_ops::CheckState::Issue,
                 "detail": c.detail,
                 "fix": c.fix,
+                "values": c.values_map(),
             }));
         }
         json_reports.push(json!({
             "deployment": r.deployment,
             "healthy": r.healthy(),
+            "server": r.server.as_ref().map(|s| json!({
+                "version": s.version,
+                "role": s.role,
+                "host": s.host,
+                "port": s.port,
+            })),
             "checks": checks,
         }));
     }
@@ -79,4 +88,16 @@ pub async fn doctor(g: &GlobalArgs, a: DoctorArgs) -> Result<Output> {
         human,
         failure,
     })
+}
+
+/// `main — PG 17.2 — primary @ db1:5432`, or `main — PostgreSQL not reached` when the
+/// server did not answer.
+fn header(r: &hs_ops::DeploymentReport) -> String {
+    match &r.server {
+        Some(s) => format!(
+            "{} — PG {} — {} @ {}:{}\n",
+            r.deployment, s.version, s.role, s.host, s.port
+        ),
+        None => format!("{} — PostgreSQL not reached\n", r.deployment),
+    }
 }

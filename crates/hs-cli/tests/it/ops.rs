@@ -282,8 +282,50 @@ fn seed_order_repo_init_preflight_stream_init_backup_restore() {
     ] {
         assert_eq!(check(&doc, name)["state"], "ok", "{name}: {doc}");
     }
+    // Numbers, not only prose: what was measured, in bytes and seconds.
+    let version = pg.psql("SHOW server_version").unwrap();
+    let server = &doc["deployments"][0]["server"];
+    assert_eq!(server["version"], version.as_str(), "{doc}");
+    assert_eq!(server["role"], "primary", "{doc}");
+    let lag = check(&doc, "slot")["values"]["lag_bytes"].as_u64();
+    assert!(lag.is_some_and(|l| l < 64 << 20), "{doc}");
+    let wal_lsn = check(&doc, "pg_reachable")["values"]["wal_lsn"]
+        .as_u64()
+        .unwrap();
+    let now = crate::support::lsn(&pg.psql("SELECT pg_current_wal_lsn()").unwrap());
+    assert!(wal_lsn > 0 && wal_lsn <= now, "{doc}");
+    for name in ["last_backup", "last_wal"] {
+        let v = &check(&doc, name)["values"];
+        let (age, limit) = (v["age_seconds"].as_u64(), v["limit_seconds"].as_u64());
+        assert!(
+            age.is_some_and(|a| a < 600) && limit.is_some_and(|l| l > 0),
+            "{doc}"
+        );
+    }
+    assert!(
+        check(&doc, "last_wal")["values"]["segments"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
     let human = hs_in(&s, &["doctor", "demo", "--exit-on-issues"], &[], false);
     assert_eq!(human.status, 0, "{}\n{}", human.stdout, human.stderr);
+    let host = &pg.replication_conninfo();
+    let first = human.stdout.lines().next().unwrap_or_default().to_owned();
+    assert!(
+        first.starts_with(&format!("demo — PG {version} — primary @ "))
+            && host.contains(
+                first
+                    .rsplit(" @ ")
+                    .next()
+                    .unwrap()
+                    .split(':')
+                    .next()
+                    .unwrap()
+            ),
+        "{}",
+        human.stdout
+    );
     assert!(human.stdout.contains("✓ slot:"), "{}", human.stdout);
     assert!(!human.stdout.contains('✗'), "{}", human.stdout);
     assert!(

@@ -9,8 +9,8 @@ use std::time::Duration;
 use hs_testkit::PgCluster;
 
 use crate::support::{
-    backup, cluster_with, init_repo, lsn, restore, start_restored, wait_durable, wait_slot,
-    Scratch, Streamer,
+    backup, cluster_with, hs, human, init_repo, lsn, restore, start_restored, wait_durable,
+    wait_slot, Scratch, Streamer,
 };
 
 fn batch(pg: &PgCluster, n: u32) {
@@ -103,6 +103,23 @@ fn backup_and_wal_from_a_standby_restore_as_an_independent_cluster() {
     std::thread::sleep(Duration::from_millis(1500));
     batch(primary, 3);
     archive_through_standby(primary, standby);
+    // doctor's header and JSON say the server is a standby.
+    let conn = standby.replication_conninfo();
+    let doc = hs(
+        s,
+        &["doctor", "sb", "--pg-connection", &conn, "--repo", url],
+    )
+    .ok();
+    assert_eq!(doc["deployments"][0]["server"]["role"], "standby", "{doc}");
+    let out = human(
+        s,
+        &["doctor", "sb", "--pg-connection", &conn, "--repo", url],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("sb — PG ") && text.lines().next().unwrap().contains(" — standby @ "),
+        "{text}"
+    );
     let (status, _) = f.streamer.stop();
     assert!(status.success(), "wal stream exit {status:?}");
     // The primary stays up: a copy that still followed it would connect and stream.
