@@ -374,6 +374,7 @@ async fn doctor(state: &State, deployment: &str) -> Result<Reply> {
         backup_max_age: hs_ops::DEFAULT_BACKUP_MAX_AGE,
         wal_max_age: hs_ops::DEFAULT_WAL_MAX_AGE,
         timeout: std::time::Duration::from_secs(5),
+        systemd_dir: hs_ops::systemd_dir(),
     };
     let report = hs_ops::diagnose(&target).await;
     let checks: Vec<Value> = report

@@ -113,6 +113,8 @@ pub struct DoctorTarget {
     pub wal_max_age: Duration,
     /// Limit for each PostgreSQL connection attempt and query.
     pub timeout: Duration,
+    /// Where systemd units are installed, for the `schedule` check ([`crate::systemd_dir`]).
+    pub systemd_dir: PathBuf,
 }
 
 impl std::fmt::Debug for DoctorTarget {
@@ -139,6 +141,7 @@ impl DoctorTarget {
             backup_max_age: DEFAULT_BACKUP_MAX_AGE,
             wal_max_age: DEFAULT_WAL_MAX_AGE,
             timeout: Duration::from_secs(10),
+            systemd_dir: crate::systemd_dir(),
         }
     }
 }
@@ -443,11 +446,47 @@ pub async fn diagnose(t: &DoctorTarget) -> DeploymentReport {
         }
         Ok(url) => repo_checks(t, url, keyring, probe.as_ref()).await,
     };
-    checks.extend([backup, wal, writable, key]);
+    checks.extend([backup, wal, writable, key, schedule_check(t)]);
     DeploymentReport {
         deployment: dep.to_owned(),
         checks,
         server,
+    }
+}
+
+/// `schedule`: the enabled backup timer and when it fires (never an issue: cron works too).
+fn schedule_check(t: &DoctorTarget) -> Check {
+    match crate::backup_schedule(&t.systemd_dir, &t.deployment) {
+        crate::Schedule::NotInstalled { unit } => Check::skipped(
+            "schedule",
+            format!(
+                "no {unit} enabled in {}; backups scheduled by cron are not seen here",
+                t.systemd_dir.display()
+            ),
+        ),
+        crate::Schedule::Enabled {
+            unit,
+            calendar,
+            delay,
+            next,
+        } => {
+            let when = match &next {
+                Some(n) => format!("next at {n}"),
+                None => "next run not known (systemd is not running here)".to_owned(),
+            };
+            let delay = delay.map(|d| format!(" + up to {d}")).unwrap_or_default();
+            Check::ok(
+                "schedule",
+                format!(
+                    "{when}; {unit} OnCalendar={}{delay}",
+                    if calendar.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        calendar.join(", ")
+                    }
+                ),
+            )
+        }
     }
 }
 

@@ -31,6 +31,7 @@ mod listen;
 mod metrics;
 mod names;
 mod restore;
+mod schedule;
 mod settings;
 mod space;
 mod status;
@@ -55,6 +56,7 @@ pub use metrics::{
 };
 pub use names::{check_deployment_name, near_miss, NameUse};
 pub use restore::{plan_restore, restore, PlanRequest, RestoreOutcome, RestoreRequest, Restored};
+pub use schedule::{backup_schedule, systemd_dir, Schedule};
 pub use settings::{Deployment, Settings};
 pub use space::{check_space, restore_space, SpaceNeed};
 pub use status::{

@@ -334,6 +334,50 @@ fn seed_order_repo_init_preflight_stream_init_backup_restore() {
         human.stdout
     );
 
+    // schedule: the packaged backup timer, enabled as `systemctl enable` does (a link in
+    // timers.target.wants) and edited as `systemctl edit` does (a drop-in).
+    let units = s.path("systemd");
+    let env = [("PG_HARDSTORAGE_SYSTEMD_DIR", units.to_str().unwrap())];
+    std::fs::create_dir_all(units.join("timers.target.wants")).unwrap();
+    let sched = |s: &Scratch| {
+        let r = hs_in(s, &["doctor", "demo"], &env, true).ok();
+        check(&r, "schedule").clone()
+    };
+    let none = sched(&s);
+    assert_eq!(none["state"], "skipped", "{none}");
+    assert!(none["detail"]
+        .as_str()
+        .unwrap()
+        .contains("pg_hardstorage-backup@demo.timer"));
+    let packaged = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../packaging/systemd/pg_hardstorage-backup@.timer");
+    std::fs::copy(&packaged, units.join("pg_hardstorage-backup@.timer")).unwrap();
+    std::os::unix::fs::symlink(
+        "../pg_hardstorage-backup@.timer",
+        units.join("timers.target.wants/pg_hardstorage-backup@demo.timer"),
+    )
+    .unwrap();
+    let packaged_sched = sched(&s);
+    assert_eq!(packaged_sched["state"], "ok", "{packaged_sched}");
+    let detail = packaged_sched["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("OnCalendar=*-*-* 01:30:00 + up to 30min"),
+        "{detail}"
+    );
+    std::fs::create_dir_all(units.join("pg_hardstorage-backup@demo.timer.d")).unwrap();
+    write(
+        &units.join("pg_hardstorage-backup@demo.timer.d/override.conf"),
+        "[Timer]\nOnCalendar=\nOnCalendar=*-*-* 03:15:00\n",
+    );
+    let edited = sched(&s);
+    let detail = edited["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("OnCalendar=*-*-* 03:15:00 +") && !detail.contains("01:30"),
+        "{detail}"
+    );
+    let human = hs_in(&s, &["doctor", "demo"], &env, false);
+    assert!(human.stdout.contains("✓ schedule: "), "{}", human.stdout);
+
     // status: the last backup and the stream's position.
     let st = hs_in(&s, &["status"], &[], true).ok();
     let d = &st["deployments"][0];
