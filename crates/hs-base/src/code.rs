@@ -371,6 +371,8 @@ pub const UNREACHABLE_CONNECT_FAILED: Code = Code("unreachable.connect_failed");
 pub const UNREACHABLE_CONNECTION_LOST: Code = Code("unreachable.connection_lost");
 /// `unreachable.connection_refused`
 pub const UNREACHABLE_CONNECTION_REFUSED: Code = Code("unreachable.connection_refused");
+/// `unreachable.no_matching_server`
+pub const UNREACHABLE_NO_MATCHING_SERVER: Code = Code("unreachable.no_matching_server");
 /// `unreachable.network`
 pub const UNREACHABLE_NETWORK: Code = Code("unreachable.network");
 /// `unreachable.repository`

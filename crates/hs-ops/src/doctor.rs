@@ -217,6 +217,8 @@ pub struct SlotProbe {
     /// The server's `in_hot_standby` (reported at connect, PostgreSQL 14+): whether it
     /// is a standby; `None` when it did not say.
     pub in_hot_standby: Option<bool>,
+    /// The host and port that answered (of a multi-host string, the one chosen).
+    pub server: (String, u16),
 }
 
 impl SlotProbe {
@@ -260,6 +262,7 @@ pub async fn probe_slot(
         .map_err(|_| timed_out())??;
     let server_version = c.parameter("server_version").unwrap_or("?").to_owned();
     let in_hot_standby = c.parameter("in_hot_standby").map(|v| v == "on");
+    let server = (c.server().0.to_owned(), c.server().1);
     let read = tokio::time::timeout(timeout, c.read_replication_slot(&slot))
         .await
         .map_err(|_| timed_out())??;
@@ -271,6 +274,7 @@ pub async fn probe_slot(
         slot_restart_lsn: read.map(|r| r.restart_lsn),
         slot_active: None,
         in_hot_standby,
+        server,
     };
     if probe.slot_restart_lsn.is_some() {
         let sql = async {
@@ -406,11 +410,7 @@ pub async fn diagnose(t: &DoctorTarget) -> DeploymentReport {
                             "pg_reachable",
                             format!(
                                 "PostgreSQL {} at {}:{}, timeline {}, WAL at {}",
-                                p.server_version,
-                                conn.host(),
-                                conn.port(),
-                                p.timeline,
-                                p.server_lsn
+                                p.server_version, p.server.0, p.server.1, p.timeline, p.server_lsn
                             ),
                         )
                         .with("timeline", u64::from(p.timeline))
@@ -424,8 +424,8 @@ pub async fn diagnose(t: &DoctorTarget) -> DeploymentReport {
                             Some(false) => "primary",
                             None => "unknown",
                         },
-                        host: conn.host().to_string(),
-                        port: conn.port(),
+                        host: p.server.0.clone(),
+                        port: p.server.1,
                     });
                     probe = Some(p);
                 }
@@ -940,6 +940,7 @@ mod tests {
             slot_restart_lsn: None,
             slot_active: None,
             in_hot_standby: Some(false),
+            server: ("db1".into(), 5432),
         };
         assert_eq!(
             slot_check("d", "pg_hardstorage_d", &p).state,

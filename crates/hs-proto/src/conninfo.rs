@@ -93,6 +93,73 @@ pub struct ConnConfig {
     connect_timeout: Option<Duration>,
     channel_binding: ChannelBindingMode,
     passfile: Option<PathBuf>,
+    /// The hosts after the first of a multi-host string (`host=a,b`): (host, hostaddr,
+    /// port), tried in order after the first.
+    more_hosts: Vec<(String, Option<String>, u16)>,
+    target_session_attrs: TargetSessionAttrs,
+}
+
+/// libpq's `target_session_attrs`: which of the listed servers a connection accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetSessionAttrs {
+    /// The first that answers.
+    Any,
+    /// Not a hot standby and not `default_transaction_read_only`.
+    ReadWrite,
+    /// Hot standby, or `default_transaction_read_only`.
+    ReadOnly,
+    /// Not a hot standby.
+    Primary,
+    /// A hot standby.
+    Standby,
+    /// A hot standby if one answers, else any.
+    PreferStandby,
+}
+
+impl TargetSessionAttrs {
+    fn parse(s: &str) -> Result<TargetSessionAttrs> {
+        Ok(match s {
+            "any" => TargetSessionAttrs::Any,
+            "read-write" => TargetSessionAttrs::ReadWrite,
+            "read-only" => TargetSessionAttrs::ReadOnly,
+            "primary" => TargetSessionAttrs::Primary,
+            "standby" => TargetSessionAttrs::Standby,
+            "prefer-standby" => TargetSessionAttrs::PreferStandby,
+            other => {
+                return Err(invalid(format!("invalid target_session_attrs {other:?}"))
+                    .with_suggestion(
+                        "use one of any, read-write, read-only, primary, standby, prefer-standby",
+                    ))
+            }
+        })
+    }
+
+    /// The libpq spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetSessionAttrs::Any => "any",
+            TargetSessionAttrs::ReadWrite => "read-write",
+            TargetSessionAttrs::ReadOnly => "read-only",
+            TargetSessionAttrs::Primary => "primary",
+            TargetSessionAttrs::Standby => "standby",
+            TargetSessionAttrs::PreferStandby => "prefer-standby",
+        }
+    }
+
+    /// Whether a server that reported `in_hot_standby` and `default_transaction_read_only`
+    /// (`None`: not reported) is acceptable; `strict` is the first pass of prefer-standby.
+    pub fn accepts(self, hot_standby: Option<bool>, read_only: Option<bool>, strict: bool) -> bool {
+        let standby = hot_standby.unwrap_or(false);
+        let ro = standby || read_only.unwrap_or(false);
+        match self {
+            TargetSessionAttrs::Any => true,
+            TargetSessionAttrs::ReadWrite => !ro,
+            TargetSessionAttrs::ReadOnly => ro,
+            TargetSessionAttrs::Primary => !standby,
+            TargetSessionAttrs::Standby => standby,
+            TargetSessionAttrs::PreferStandby => !strict || standby,
+        }
+    }
 }
 
 const EXAMPLE: &str = "use a URL like postgresql://user@host:5432/postgres?sslmode=require \
@@ -126,7 +193,6 @@ const IGNORED_KEYS: &[&str] = &[
     "requirepeer",
     "krbsrvname",
     "gsslib",
-    "target_session_attrs",
     "load_balance_hosts",
 ];
 
@@ -143,6 +209,7 @@ const KNOWN_KEYS: &[&str] = &[
     "connect_timeout",
     "channel_binding",
     "passfile",
+    "target_session_attrs",
 ];
 
 impl ConnConfig {
@@ -187,21 +254,12 @@ impl ConnConfig {
                 .filter(|v| !v.is_empty())
         };
         let hostaddr = get("hostaddr", "PGHOSTADDR");
-        let host = get("host", "PGHOST")
-            .or_else(|| hostaddr.clone())
-            .unwrap_or_else(|| "localhost".to_string());
-        if host.contains(',') {
-            return Err(
-                invalid("multiple hosts in one connection string are not supported")
-                    .with_suggestion("give exactly one host, e.g. host=db1.example.com"),
-            );
-        }
-        let port = match get("port", "PGPORT") {
-            None => 5432,
-            Some(p) => match p.parse::<u16>() {
-                Ok(p) if p != 0 => p,
-                _ => return Err(invalid(format!("invalid port {p:?}"))),
-            },
+        let hosts = host_list(get("host", "PGHOST"), hostaddr, get("port", "PGPORT"))?;
+        let (host, hostaddr, port) = hosts[0].clone();
+        let more_hosts = hosts[1..].to_vec();
+        let target_session_attrs = match get("target_session_attrs", "PGTARGETSESSIONATTRS") {
+            None => TargetSessionAttrs::Any,
+            Some(a) => TargetSessionAttrs::parse(&a)?,
         };
         let user = get("user", "PGUSER")
             .or_else(|| env("USER"))
@@ -254,7 +312,38 @@ impl ConnConfig {
             connect_timeout,
             channel_binding,
             passfile,
+            more_hosts,
+            target_session_attrs,
         })
+    }
+
+    /// One single-host configuration per listed host, in order (libpq's multi-host
+    /// `host=a,b port=1,2`); just this one when a single host was given.
+    pub fn candidates(&self) -> Vec<ConnConfig> {
+        let first = ConnConfig {
+            more_hosts: Vec::new(),
+            ..self.clone()
+        };
+        let mut out = vec![first.clone()];
+        for (host, hostaddr, port) in &self.more_hosts {
+            out.push(ConnConfig {
+                host: host.clone(),
+                hostaddr: hostaddr.clone(),
+                port: *port,
+                ..first.clone()
+            });
+        }
+        out
+    }
+
+    /// `target_session_attrs` (default `any`).
+    pub fn target_session_attrs(&self) -> TargetSessionAttrs {
+        self.target_session_attrs
+    }
+
+    /// Whether connecting may try several servers or must check the server's role.
+    pub fn is_multi(&self) -> bool {
+        !self.more_hosts.is_empty() || self.target_session_attrs != TargetSessionAttrs::Any
     }
 
     /// Host name, IP address, or (starting with `/`) a Unix socket directory.
@@ -318,14 +407,27 @@ impl ConnConfig {
 
     /// A `key=value` rendering safe to log: everything but the password.
     pub fn redacted(&self) -> String {
+        let hosts: Vec<&str> = std::iter::once(self.host.as_str())
+            .chain(self.more_hosts.iter().map(|h| h.0.as_str()))
+            .collect();
+        let ports: Vec<String> = std::iter::once(self.port)
+            .chain(self.more_hosts.iter().map(|h| h.2))
+            .map(|p| p.to_string())
+            .collect();
         let mut s = format!(
             "host={} port={} user={}",
-            quote(&self.host),
-            self.port,
+            quote(&hosts.join(",")),
+            ports.join(","),
             quote(&self.user)
         );
         if let Some(a) = &self.hostaddr {
             s.push_str(&format!(" hostaddr={}", quote(a)));
+        }
+        if self.target_session_attrs != TargetSessionAttrs::Any {
+            s.push_str(&format!(
+                " target_session_attrs={}",
+                self.target_session_attrs.as_str()
+            ));
         }
         if let Some(db) = &self.dbname {
             s.push_str(&format!(" dbname={}", quote(db)));
@@ -510,6 +612,83 @@ fn percent_decode(s: &str) -> Result<String> {
     String::from_utf8(out).map_err(|_| invalid("percent-decoded value is not valid UTF-8"))
 }
 
+/// The (host, hostaddr, port) list of `host`, `hostaddr` and `port` values, each
+/// comma-separated as libpq has them: one port applies to every host, otherwise there
+/// is one per host (an empty one is 5432); `hostaddr` is absent or one per host.
+fn host_list(
+    host: Option<String>,
+    hostaddr: Option<String>,
+    port: Option<String>,
+) -> Result<Vec<(String, Option<String>, u16)>> {
+    let addrs: Vec<Option<String>> = match &hostaddr {
+        None => Vec::new(),
+        Some(a) => a
+            .split(',')
+            .map(|x| Some(x.trim().to_owned()).filter(|x| !x.is_empty()))
+            .collect(),
+    };
+    let hosts: Vec<String> = match host {
+        Some(h) => h.split(',').map(|x| x.trim().to_owned()).collect(),
+        None => addrs
+            .iter()
+            .map(|a| a.clone().unwrap_or_else(|| "localhost".to_owned()))
+            .collect(),
+    };
+    let hosts: Vec<String> = if hosts.is_empty() {
+        vec!["localhost".to_owned()]
+    } else {
+        hosts
+            .into_iter()
+            .map(|h| {
+                if h.is_empty() {
+                    "localhost".to_owned()
+                } else {
+                    h
+                }
+            })
+            .collect()
+    };
+    let parse_port = |p: &str| -> Result<u16> {
+        if p.trim().is_empty() {
+            return Ok(5432);
+        }
+        match p.trim().parse::<u16>() {
+            Ok(p) if p != 0 => Ok(p),
+            _ => Err(invalid(format!("invalid port {p:?}"))),
+        }
+    };
+    let ports: Vec<u16> = match &port {
+        None => vec![5432; hosts.len()],
+        Some(p) => {
+            let list = p.split(',').map(parse_port).collect::<Result<Vec<u16>>>()?;
+            match list.len() {
+                1 => vec![list[0]; hosts.len()],
+                n if n == hosts.len() => list,
+                n => {
+                    return Err(invalid(format!(
+                        "{n} ports for {} hosts in the connection string",
+                        hosts.len()
+                    ))
+                    .with_suggestion("give one port for all hosts, or one per host"))
+                }
+            }
+        }
+    };
+    if !addrs.is_empty() && addrs.len() != hosts.len() {
+        return Err(invalid(format!(
+            "{} hostaddr values for {} hosts in the connection string",
+            addrs.len(),
+            hosts.len()
+        )));
+    }
+    Ok(hosts
+        .into_iter()
+        .zip(ports)
+        .enumerate()
+        .map(|(i, (h, p))| (h, addrs.get(i).cloned().flatten(), p))
+        .collect())
+}
+
 fn parse_url(s: &str) -> Result<Vec<(String, String)>> {
     let rest = s
         .strip_prefix("postgresql://")
@@ -544,7 +723,32 @@ fn parse_url(s: &str) -> Result<Vec<(String, String)>> {
         }
         None => authority,
     };
-    let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
+    // libpq's multi-host URLs: `host1:5432,host2:5433`; joined as `host=h1,h2 port=p1,p2`.
+    let mut hosts = Vec::new();
+    let mut ports = Vec::new();
+    for one in hostport.split(',') {
+        let (h, p) = url_host_port(one)?;
+        hosts.push(percent_decode(h)?);
+        ports.push(p.map(percent_decode).transpose()?.unwrap_or_default());
+    }
+    if hosts.iter().any(|h| !h.is_empty()) {
+        out.push(("host".to_string(), hosts.join(",")));
+    }
+    if ports.iter().any(|p| !p.is_empty()) {
+        out.push(("port".to_string(), ports.join(",")));
+    }
+    if let Some(db) = path {
+        if !db.is_empty() {
+            out.push(("dbname".to_string(), percent_decode(db)?));
+        }
+    }
+    parse_url_query(query, &mut out)?;
+    Ok(out)
+}
+
+/// One `host[:port]` or `[v6][:port]` of a URL's authority.
+fn url_host_port(hostport: &str) -> Result<(&str, Option<&str>)> {
+    Ok(if let Some(r) = hostport.strip_prefix('[') {
         let end = r
             .find(']')
             .ok_or_else(|| invalid("missing ']' after IPv6 host address in URL"))?;
@@ -562,20 +766,10 @@ fn parse_url(s: &str) -> Result<Vec<(String, String)>> {
             Some((h, p)) => (h, Some(p)),
             None => (hostport, None),
         }
-    };
-    if !host.is_empty() {
-        out.push(("host".to_string(), percent_decode(host)?));
-    }
-    if let Some(p) = port {
-        if !p.is_empty() {
-            out.push(("port".to_string(), percent_decode(p)?));
-        }
-    }
-    if let Some(db) = path {
-        if !db.is_empty() {
-            out.push(("dbname".to_string(), percent_decode(db)?));
-        }
-    }
+    })
+}
+
+fn parse_url_query(query: Option<&str>, out: &mut Vec<(String, String)>) -> Result<()> {
     if let Some(q) = query {
         for kv in q.split('&').filter(|kv| !kv.is_empty()) {
             let (k, v) = kv
@@ -590,7 +784,7 @@ fn parse_url(s: &str) -> Result<Vec<(String, String)>> {
             out.push((k, percent_decode(v)?));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn parse_kv(s: &str) -> Result<Vec<(String, String)>> {
@@ -674,6 +868,90 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    fn hosts(c: &ConnConfig) -> Vec<(String, u16)> {
+        c.candidates()
+            .iter()
+            .map(|x| (x.host().to_owned(), x.port()))
+            .collect()
+    }
+
+    #[test]
+    fn multi_host_strings_list_their_servers_in_order() {
+        let kv = ConnConfig::parse_with_env(
+            "host=db1,db2 port=5433,5434 target_session_attrs=read-write user=u",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(hosts(&kv), [("db1".into(), 5433), ("db2".into(), 5434)]);
+        assert_eq!(kv.target_session_attrs(), TargetSessionAttrs::ReadWrite);
+        assert!(kv.is_multi());
+        assert!(kv
+            .candidates()
+            .iter()
+            .all(|c| !c.is_multi() || c.target_session_attrs() != TargetSessionAttrs::Any));
+        assert!(
+            kv.redacted().contains("host=db1,db2 port=5433,5434"),
+            "{}",
+            kv.redacted()
+        );
+        let url = ConnConfig::parse_with_env(
+            "postgresql://u:pw@db1:5433,db2,[::1]:7/x?target_session_attrs=prefer-standby",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            hosts(&url),
+            [
+                ("db1".into(), 5433),
+                ("db2".into(), 5432),
+                ("::1".into(), 7)
+            ]
+        );
+        assert_eq!(
+            url.target_session_attrs(),
+            TargetSessionAttrs::PreferStandby
+        );
+        // One port for every host; a single host is not multi.
+        let one = ConnConfig::parse_with_env("host=a,b port=6000", &no_env).unwrap();
+        assert_eq!(hosts(&one), [("a".into(), 6000), ("b".into(), 6000)]);
+        assert!(!ConnConfig::parse_with_env("host=a", &no_env)
+            .unwrap()
+            .is_multi());
+        for bad in [
+            "host=a,b port=1,2,3",
+            "host=a,b hostaddr=127.0.0.1",
+            "host=a target_session_attrs=leader",
+        ] {
+            let e = ConnConfig::parse_with_env(bad, &no_env).unwrap_err();
+            assert_eq!(e.code(), "usage.conninfo_invalid", "{bad}");
+        }
+    }
+
+    #[test]
+    fn session_attrs_accept_what_libpq_does() {
+        use TargetSessionAttrs as T;
+        let (primary, standby, ro_primary) = (
+            (Some(false), Some(false)),
+            (Some(true), Some(true)),
+            (Some(false), Some(true)),
+        );
+        let ok = |t: T, (h, r): (Option<bool>, Option<bool>)| t.accepts(h, r, true);
+        assert!(
+            ok(T::ReadWrite, primary)
+                && !ok(T::ReadWrite, standby)
+                && !ok(T::ReadWrite, ro_primary)
+        );
+        assert!(ok(T::Primary, ro_primary) && !ok(T::Primary, standby));
+        assert!(ok(T::Standby, standby) && !ok(T::Standby, primary));
+        assert!(
+            ok(T::ReadOnly, ro_primary) && ok(T::ReadOnly, standby) && !ok(T::ReadOnly, primary)
+        );
+        assert!(
+            !ok(T::PreferStandby, primary) && T::PreferStandby.accepts(Some(false), None, false)
+        );
+        assert!(ok(T::Any, primary) && ok(T::Any, standby));
     }
 
     #[test]

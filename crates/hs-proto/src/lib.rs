@@ -65,7 +65,7 @@ pub use codec::{
     frontend, pg_now_micros, AuthRequest, BackendMessage, FieldDescription, ServerMessage,
     StandbyStatusUpdate, StreamMessage, MAX_MESSAGE_LEN, PG_EPOCH_OFFSET_MICROS,
 };
-pub use conninfo::{ChannelBindingMode, ConnConfig, SslMode};
+pub use conninfo::{ChannelBindingMode, ConnConfig, SslMode, TargetSessionAttrs};
 pub use error::{Error, ErrorKind, Result, SqlState};
 /// The fuzz targets' entry point (feature `fuzz`, for fuzz/ and the corpus replay test).
 #[cfg(feature = "fuzz")]

@@ -16,6 +16,7 @@ mod incremental;
 mod keyring_recovery;
 mod list_columns;
 mod logs;
+mod multi_host;
 mod ops;
 mod pitr;
 mod pitr_timeline;

@@ -114,7 +114,76 @@ impl ReplicationClient {
         ReplicationClient::connect_mode(cfg, Mode::Sql).await
     }
 
+    /// libpq's multi-host rule: each listed host in order, keeping the first whose
+    /// server has the `target_session_attrs` asked for (read from the `in_hot_standby`
+    /// and `default_transaction_read_only` parameters the server reports at connect,
+    /// PostgreSQL 14+); `prefer-standby` first looks for a standby, then takes any.
     async fn connect_mode(cfg: &ConnConfig, mode: Mode) -> Result<ReplicationClient> {
+        if !cfg.is_multi() {
+            return ReplicationClient::connect_one(cfg, mode).await;
+        }
+        let attrs = cfg.target_session_attrs();
+        let passes: &[bool] = if attrs == crate::TargetSessionAttrs::PreferStandby {
+            &[true, false]
+        } else {
+            &[true]
+        };
+        let mut last_err = None;
+        let mut refused = Vec::new();
+        for &strict in passes {
+            for c in cfg.candidates() {
+                let client = match ReplicationClient::connect_one(&c, mode).await {
+                    Ok(client) => client,
+                    Err(e) => {
+                        tracing::debug!(host = c.host(), port = c.port(), "connect failed: {e}");
+                        last_err = Some(e);
+                        continue;
+                    }
+                };
+                let flag = |name: &str| client.parameter(name).map(|v| v == "on");
+                let (standby, ro) = (
+                    flag("in_hot_standby"),
+                    flag("default_transaction_read_only"),
+                );
+                if attrs.accepts(standby, ro, strict) {
+                    return Ok(client);
+                }
+                refused.push(format!(
+                    "{}:{} ({})",
+                    c.host(),
+                    c.port(),
+                    if standby == Some(true) {
+                        "standby"
+                    } else if ro == Some(true) {
+                        "read-only"
+                    } else {
+                        "primary"
+                    }
+                ));
+                let _ = client.close().await;
+            }
+        }
+        if refused.is_empty() {
+            if let Some(e) = last_err {
+                return Err(e);
+            }
+        }
+        Err(Error::of_kind(
+            ErrorKind::Unreachable,
+            code::UNREACHABLE_NO_MATCHING_SERVER,
+            format!(
+                "no server in the connection string is {} (answered: {})",
+                attrs.as_str(),
+                refused.join(", ")
+            ),
+        )
+        .temporary(true)
+        .with_suggestion(
+            "wait for the failover to finish, or change target_session_attrs or the host list",
+        ))
+    }
+
+    async fn connect_one(cfg: &ConnConfig, mode: Mode) -> Result<ReplicationClient> {
         let fut = ReplicationClient::connect_inner(cfg, mode);
         match cfg.connect_timeout() {
             None => fut.await,
@@ -226,6 +295,7 @@ impl ReplicationClient {
             tls: tls_on,
             replication: mode == Mode::Replication,
             busy: false,
+            server: (cfg.host().to_owned(), cfg.port()),
         };
         client.authenticate(cfg).await?;
         // Collect ParameterStatus / BackendKeyData until ReadyForQuery.

@@ -43,6 +43,8 @@ pub struct ReplicationClient {
     tls: bool,
     replication: bool,
     pub(crate) busy: bool,
+    /// The host and port connected to (of a multi-host string: the one chosen).
+    server: (String, u16),
 }
 
 impl std::fmt::Debug for ReplicationClient {
@@ -133,6 +135,12 @@ impl ReplicationClient {
     /// Whether this is a replication connection (`false` for [`ReplicationClient::connect_sql`]).
     pub fn is_replication(&self) -> bool {
         self.replication
+    }
+
+    /// The host and port this connection went to: with a multi-host connection string,
+    /// the one that answered with the `target_session_attrs` asked for.
+    pub fn server(&self) -> (&str, u16) {
+        (&self.server.0, self.server.1)
     }
 
     /// The server's version as a number, e.g. `150004` for 15.4.
