@@ -24,6 +24,15 @@ pub struct SpaceNeed {
 }
 
 impl SpaceNeed {
+    /// The directories, comma-separated, as messages and the preview name them.
+    pub fn locations_text(&self) -> String {
+        self.locations
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Whether the restore does not fit here (unknown free space fits).
     pub fn short(&self) -> bool {
         self.free.is_some_and(|f| self.needed > f)
@@ -94,12 +103,7 @@ pub fn check_space(needs: &[SpaceNeed]) -> Result<()> {
     let Some(n) = needs.iter().find(|n| n.short()) else {
         return Ok(());
     };
-    let at = n
-        .locations
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let at = n.locations_text();
     Err(Error::new(
         code::PREFLIGHT_TARGET_SPACE_INSUFFICIENT,
         format!(

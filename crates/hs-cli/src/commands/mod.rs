@@ -314,12 +314,7 @@ fn space_preview(space: &[hs_ops::SpaceNeed], delta: bool) -> (String, serde_jso
     let mut h = String::new();
     let mut rows = Vec::new();
     for n in space {
-        let at = n
-            .locations
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let at = n.locations_text();
         let free = n.free.map_or("free space unknown".to_owned(), |f| {
             format!("{} free", human_bytes(f))
         });

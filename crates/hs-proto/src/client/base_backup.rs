@@ -556,7 +556,11 @@ impl ReplicationClient {
         let mut err: Option<Error> = None;
         let mut sent = false;
         loop {
-            match self.conn.recv().await? {
+            let msg = self.conn.recv().await?;
+            let Some(msg) = self.absorb(msg, &mut err) else {
+                continue;
+            };
+            match msg {
                 BackendMessage::CopyInResponse if !sent => {
                     for piece in manifest.chunks(UPLOAD_PIECE) {
                         frontend::copy_data(piece, &mut self.conn.wbuf)?;
@@ -569,13 +573,6 @@ impl ReplicationClient {
                 BackendMessage::CommandComplete { .. }
                 | BackendMessage::RowDescription(_)
                 | BackendMessage::DataRow(_) => {}
-                BackendMessage::ParameterStatus { name, value } => {
-                    self.params.insert(name, value);
-                }
-                BackendMessage::NoticeResponse(n) => log_notice(&n),
-                BackendMessage::ErrorResponse(e) => {
-                    err.get_or_insert_with(|| server_error(&e, ""));
-                }
                 BackendMessage::ReadyForQuery { .. } => break,
                 other => return Err(unexpected("in the UPLOAD_MANIFEST response", &other)),
             }

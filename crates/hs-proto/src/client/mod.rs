@@ -207,18 +207,15 @@ impl ReplicationClient {
         let mut rows = Vec::new();
         let mut err: Option<Error> = None;
         loop {
-            match self.conn.recv().await? {
+            let msg = self.conn.recv().await?;
+            let Some(msg) = self.absorb(msg, &mut err) else {
+                continue;
+            };
+            match msg {
                 BackendMessage::DataRow(vals) => rows.push(vals),
                 BackendMessage::RowDescription(_)
                 | BackendMessage::CommandComplete { .. }
                 | BackendMessage::EmptyQueryResponse => {}
-                BackendMessage::ParameterStatus { name, value } => {
-                    self.params.insert(name, value);
-                }
-                BackendMessage::NoticeResponse(n) => log_notice(&n),
-                BackendMessage::ErrorResponse(e) => {
-                    err.get_or_insert_with(|| server_error(&e, ""));
-                }
                 BackendMessage::ReadyForQuery { .. } => break,
                 BackendMessage::CopyOutResponse
                 | BackendMessage::CopyInResponse
@@ -234,6 +231,31 @@ impl ReplicationClient {
         match err {
             Some(e) => Err(e),
             None => Ok(rows),
+        }
+    }
+
+    /// Takes the messages any command's response may carry: a ParameterStatus (kept), a
+    /// notice (logged), an error (the first one kept in `err`, reported after
+    /// ReadyForQuery). Any other message is handed back.
+    pub(crate) fn absorb(
+        &mut self,
+        msg: BackendMessage,
+        err: &mut Option<Error>,
+    ) -> Option<BackendMessage> {
+        match msg {
+            BackendMessage::ParameterStatus { name, value } => {
+                self.params.insert(name, value);
+                None
+            }
+            BackendMessage::NoticeResponse(n) => {
+                log_notice(&n);
+                None
+            }
+            BackendMessage::ErrorResponse(e) => {
+                err.get_or_insert_with(|| server_error(&e, ""));
+                None
+            }
+            other => Some(other),
         }
     }
 
