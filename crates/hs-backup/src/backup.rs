@@ -304,7 +304,7 @@ async fn parent_files(
 /// The parent an incremental backup is taken against: its id and file list.
 struct IncrementalBase {
     backup_id: String,
-    files: HashMap<String, (u64, Option<u32>)>,
+    files: HashMap<String, hs_pg::ManifestFile>,
 }
 
 /// Decides whether this backup can be incremental against `parent` (the deployment's
@@ -349,7 +349,7 @@ async fn incremental_base(
         tracing::warn!("taking a full backup, not an incremental one: {why}");
         return Ok(None);
     }
-    let files = match incremental::manifest_files(&parent.pg_backup_manifest) {
+    let files = match hs_pg::backup_manifest_files(&parent.pg_backup_manifest) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(
@@ -419,8 +419,8 @@ struct Received {
 struct Incremental {
     /// The parent's id.
     parent_id: String,
-    /// The parent's `backup_manifest` files: path -> (size, CRC-32C).
-    parent_files: HashMap<String, (u64, Option<u32>)>,
+    /// The parent's `backup_manifest` files by path.
+    parent_files: HashMap<String, hs_pg::ManifestFile>,
     /// Reads the parent's chunks an incremental file needs.
     reader: ChunkReader,
     /// Manifest entries to rewrite: manifest path -> (full file's path, entry).
@@ -586,9 +586,9 @@ impl Received {
         }
         let crc = inc
             .parent_files
-            .get(&manifest_path(archive, &full))
-            .filter(|(size, _)| *size == pf.size)
-            .and_then(|(_, crc)| *crc);
+            .get(&archive.pg_path(&full))
+            .filter(|m| m.size == pf.size)
+            .and_then(|m| m.crc32c);
         let member = std::mem::replace(&mut f.entry.path, full.clone());
         f.chunker = None;
         f.parent = None;
@@ -706,7 +706,7 @@ impl Received {
                     file.full_path, f.entry.size, done.member_size
                 )));
             }
-            let member = manifest_path(archive, &incremental_member(&f.entry.path));
+            let member = archive.pg_path(&incremental_member(&f.entry.path));
             f.entry.chunks = std::mem::take(&mut file.chunks);
             f.entry.size = done.size;
             inc.files += 1;
@@ -716,7 +716,7 @@ impl Received {
                 sent: Some((done.member_size, done.member_crc)),
             };
             inc.changed
-                .insert(member, (manifest_path(archive, &f.entry.path), entry));
+                .insert(member, (archive.pg_path(&f.entry.path), entry));
         } else if let Some(label) = f.label.take() {
             let content = incremental::full_backup_label(&label);
             let mut chunker = Chunker::new(FileClass::Other, &self.chunker_cfg);
@@ -736,15 +736,6 @@ impl Received {
             );
         }
         Ok(())
-    }
-}
-
-/// A file's path in PostgreSQL's `backup_manifest`: tablespace members live under
-/// `pg_tblspc/<oid>/`.
-fn manifest_path(archive: &ArchiveEntry, path: &str) -> String {
-    match archive.tablespace_oid {
-        Some(oid) => format!("pg_tblspc/{oid}/{path}"),
-        None => path.to_string(),
     }
 }
 

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
 use hs_base::code;
-use hs_pg::{crc32c_from_raw, crc32c_raw, crc32c_shift, crc32c_to_raw, crc32c_update};
+use hs_pg::{crc32c_from_raw, crc32c_hex, crc32c_raw, crc32c_shift, crc32c_to_raw, crc32c_update};
 use hs_repo::{ChunkReader, ChunkRef, ChunkWriter};
 use serde_json::Value;
 
@@ -358,14 +358,6 @@ pub(crate) struct FullEntry {
     pub sent: Option<(u64, u32)>,
 }
 
-/// The manifest's text form of a CRC-32C: its four bytes in memory (little-endian) order.
-fn crc_hex(crc: u32) -> String {
-    crc.to_le_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// The bytes `Manifest-Checksum` covers: everything before its own line (up to and
 /// including the newline that ends the line before it).
 fn checksummed_part(text: &str) -> Option<&str> {
@@ -452,14 +444,14 @@ pub(crate) fn full_files_manifest(
         seen += 1;
         if let Some((size, crc)) = entry.sent {
             let listed = (v["Size"].as_u64(), v["Checksum"].as_str());
-            if listed != (Some(size), Some(crc_hex(crc).as_str()))
+            if listed != (Some(size), Some(crc32c_hex(crc).as_str()))
                 || v["Checksum-Algorithm"].as_str() != Some("CRC32C")
             {
                 return Err(manifest_error(format!(
                     "{path}: the manifest lists size {:?} checksum {:?}, but {size} bytes with CRC-32C {} arrived",
                     listed.0,
                     listed.1,
-                    crc_hex(crc)
+                    crc32c_hex(crc)
                 )));
             }
         }
@@ -468,7 +460,7 @@ pub(crate) fn full_files_manifest(
             Value::String(full.clone()),
             entry.size,
             v["Last-Modified"],
-            crc_hex(entry.crc)
+            crc32c_hex(entry.crc)
         ));
     }
     if seen != changed.len() {
@@ -480,38 +472,6 @@ pub(crate) fn full_files_manifest(
     let sum = sha256_hex(out.as_bytes());
     out.push_str(&format!("\"Manifest-Checksum\": \"{sum}\"}}\n"));
     Ok(out)
-}
-
-/// Parses a manifest's file list: path -> (size, CRC-32C if that is its checksum).
-pub(crate) fn manifest_files(text: &str) -> Result<HashMap<String, (u64, Option<u32>)>> {
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| manifest_error(format!("the parent's manifest does not parse: {e}")))?;
-    let files = v["Files"]
-        .as_array()
-        .ok_or_else(|| manifest_error("the parent's manifest has no Files"))?;
-    let mut out = HashMap::with_capacity(files.len());
-    for f in files {
-        let (Some(path), Some(size)) = (f["Path"].as_str(), f["Size"].as_u64()) else {
-            continue;
-        };
-        let crc = (f["Checksum-Algorithm"].as_str() == Some("CRC32C"))
-            .then(|| f["Checksum"].as_str())
-            .flatten()
-            .and_then(parse_crc_hex);
-        out.insert(path.to_string(), (size, crc));
-    }
-    Ok(out)
-}
-
-fn parse_crc_hex(s: &str) -> Option<u32> {
-    if s.len() != 8 {
-        return None;
-    }
-    let mut b = [0u8; 4];
-    for (i, out) in b.iter_mut().enumerate() {
-        *out = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(u32::from_le_bytes(b))
 }
 
 #[cfg(test)]
@@ -700,7 +660,7 @@ mod tests {
             let sep = if i + 1 == files.len() { " ],\n" } else { ",\n" };
             m.push_str(&format!(
                 "{{ \"Path\": \"{p}\", \"Size\": {size}, \"Last-Modified\": \"2026-12-06 03:00:00 GMT\", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"{}\" }}{sep}",
-                crc_hex(*crc)
+                crc32c_hex(*crc)
             ));
         }
         m.push_str("\"WAL-Ranges\": [\n{ \"Timeline\": 1, \"Start-LSN\": \"0/2000028\", \"End-LSN\": \"0/2000100\" }\n],\n");
@@ -742,10 +702,11 @@ mod tests {
         );
         let full = full_files_manifest(&server, &changed).unwrap();
         assert!(manifest_checksum_ok(&full), "{full}");
-        let files = manifest_files(&full).unwrap();
-        assert_eq!(files["base/5/16384"], (81920, Some(0x0102_0304)));
-        assert_eq!(files["backup_label"], (150, Some(9)));
-        assert_eq!(files["base/5/16385"], (8192, Some(3)));
+        let files = hs_pg::backup_manifest_files(&full).unwrap();
+        let got = |p: &str| (files[p].size, files[p].crc32c);
+        assert_eq!(got("base/5/16384"), (81920, Some(0x0102_0304)));
+        assert_eq!(got("backup_label"), (150, Some(9)));
+        assert_eq!(got("base/5/16385"), (8192, Some(3)));
         assert!(!files.contains_key("base/5/INCREMENTAL.16384"));
 
         // What arrived must be what the server listed.

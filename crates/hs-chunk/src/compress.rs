@@ -149,8 +149,25 @@ pub fn decompress_into(data: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result
         )
         .with_source(e)
     };
-    let mut d = zstd::bulk::Decompressor::new().map_err(corrupt)?;
-    d.decompress_to_buffer(data, out).map_err(corrupt)?;
+    // One decompression context per thread, reused: creating one per frame was 1.5% of
+    // a restore's CPU.
+    thread_local! {
+        static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    DCTX.with(|cell| -> Result<()> {
+        let mut slot = cell.borrow_mut();
+        let d = match &mut *slot {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new().map_err(corrupt)?),
+        };
+        let res = d.decompress_to_buffer(data, out).map(drop);
+        if res.is_err() {
+            // Not reused after a failure: the next frame starts from a fresh context.
+            *slot = None;
+        }
+        res.map_err(corrupt)
+    })?;
     // zstd fills `out` up to its capacity, which a reused buffer may have above
     // `max_len`: a frame that does not declare its size is bounded only here.
     if out.len() > max_len {

@@ -325,8 +325,11 @@ pub struct ListArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum VerifyArg {
-    /// Run pg_verifybackup on the restored directory (default).
+    /// Check every file's CRC-32C against backup_manifest as it is written, then run
+    /// pg_verifybackup --skip-checksums (default).
     Run,
+    /// As run, and pg_verifybackup's checksum pass too: every file read back from disk.
+    Full,
     /// Do not verify.
     Skip,
 }
@@ -362,7 +365,8 @@ pub struct RestoreArgs {
     /// location, which must be absent or empty.
     #[arg(long, short = 'T', value_name = "OLDDIR=NEWDIR")]
     pub tablespace_mapping: Vec<String>,
-    /// Check the result with pg_verifybackup (`--verify=skip` to skip).
+    /// Check the result: each file's CRC-32C as it is written, then pg_verifybackup
+    /// (`--verify=full` to also read every file back, `--verify=skip` to skip).
     #[arg(long, value_enum, default_value_t = VerifyArg::Run)]
     pub verify: VerifyArg,
     /// Replay all archived WAL after the backup (the default when the repository

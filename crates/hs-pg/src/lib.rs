@@ -33,14 +33,16 @@
 //! ```
 #![deny(missing_docs)]
 
+mod backup_manifest;
 mod crc32c;
 mod lsn;
 mod names;
 mod wal;
 mod waldecode;
 
+pub use backup_manifest::{backup_manifest_files, crc32c_hex, ManifestFile};
 pub use crc32c::{
-    crc32c, crc32c_combine, crc32c_from_raw, crc32c_raw, crc32c_shift, crc32c_to_raw,
+    crc32c, crc32c_combine, crc32c_from_raw, crc32c_raw, crc32c_shift, crc32c_to_raw, crc32c_update,
 };
 pub use hs_base::{Error, Result};
 pub use lsn::{Lsn, TimelineId};
@@ -57,6 +59,6 @@ pub use wal::{
 #[cfg(feature = "fuzz")]
 pub use waldecode::fuzz_decode;
 pub use waldecode::{
-    crc32c_update, decode_segment, pg_time_to_unix_micros, segment_system_identifier, RestorePoint,
+    decode_segment, pg_time_to_unix_micros, segment_system_identifier, RestorePoint,
     SegmentDecoder, SegmentEnd, SegmentSummary, PG_EPOCH_OFFSET_MICROS,
 };

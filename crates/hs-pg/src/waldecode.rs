@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 
+use crate::crc32c::crc32c_update;
 use crate::lsn::Lsn;
 use crate::wal::SegmentName;
 use hs_base::{code, Error, ErrorKind, Result};
@@ -1120,62 +1121,6 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     let mut x = [0u8; 8];
     x.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(x)
-}
-
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), slicing-by-8 tables.
-const CRC_TABLES: [[u32; 256]; 8] = crc_tables();
-
-const fn crc_tables() -> [[u32; 256]; 8] {
-    let mut t = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[0][i] = c;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 256 {
-        let mut s = 1;
-        while s < 8 {
-            let prev = t[s - 1][i];
-            t[s][i] = (prev >> 8) ^ t[0][(prev & 0xFF) as usize];
-            s += 1;
-        }
-        i += 1;
-    }
-    t
-}
-
-/// Continues a CRC-32C (Castagnoli, as PostgreSQL's WAL uses) over `data`; start with
-/// `!0` and invert the result at the end. Public for tools that build WAL (the fuzz
-/// targets' record writer).
-pub fn crc32c_update(mut crc: u32, data: &[u8]) -> u32 {
-    let t = &CRC_TABLES;
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let lo = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) ^ crc;
-        crc = t[7][(lo & 0xFF) as usize]
-            ^ t[6][((lo >> 8) & 0xFF) as usize]
-            ^ t[5][((lo >> 16) & 0xFF) as usize]
-            ^ t[4][(lo >> 24) as usize]
-            ^ t[3][c[4] as usize]
-            ^ t[2][c[5] as usize]
-            ^ t[1][c[6] as usize]
-            ^ t[0][c[7] as usize];
-    }
-    for &b in chunks.remainder() {
-        crc = (crc >> 8) ^ t[0][((crc ^ u32::from(b)) & 0xFF) as usize];
-    }
-    crc
 }
 
 /// Fuzz helper: decodes `data` as a segment on its own, and again behind a valid long page

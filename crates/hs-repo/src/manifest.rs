@@ -144,6 +144,17 @@ pub struct ArchiveEntry {
     pub files: Vec<FileEntry>,
 }
 
+impl ArchiveEntry {
+    /// The path PostgreSQL's `backup_manifest` gives the archive member `path`:
+    /// relative to the data directory, `pg_tblspc/<oid>/...` for a tablespace's files.
+    pub fn pg_path(&self, path: &str) -> String {
+        match self.tablespace_oid {
+            Some(oid) => format!("pg_tblspc/{oid}/{path}"),
+            None => path.to_string(),
+        }
+    }
+}
+
 /// One entry of an archive.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {

@@ -103,9 +103,61 @@ struct Located {
     entry: PackEntry,
 }
 
-/// A pack's header entries sorted by chunk id (binary search; a third of a hash map's
-/// memory).
-type PackMap = Arc<Vec<PackEntry>>;
+/// A pack's header entries sorted by chunk id, with a directory of where each range of
+/// id prefixes starts. Ids are keyed hashes, spread evenly, so the bucket of an id's
+/// top bits holds about one entry: a lookup reads the directory and one or two
+/// entries, where a binary search over a pack of tens of thousands of entries missed
+/// the cache some fifteen times (9% of a restore's CPU). The directory costs at most
+/// 8 bytes per entry, against 56 for the entry; less than half a hash map's memory.
+struct PackTable {
+    entries: Vec<PackEntry>,
+    /// `starts[b]..starts[b + 1]` are the entries whose top bits are `b`.
+    starts: Vec<u32>,
+    /// How far an id's 64-bit prefix is shifted to give its bucket (64: one bucket).
+    shift: u32,
+}
+
+impl PackTable {
+    fn new(mut entries: Vec<PackEntry>) -> PackTable {
+        entries.sort_unstable_by(|a, b| a.id.as_bytes().cmp(b.id.as_bytes()));
+        entries.shrink_to_fit();
+        let bits = entries.len().max(1).next_power_of_two().trailing_zeros();
+        let shift = 64 - bits;
+        let buckets = 1usize << bits;
+        let mut starts = Vec::with_capacity(buckets + 1);
+        let mut i = 0usize;
+        for b in 0..buckets {
+            while i < entries.len() && bucket(id_prefix(entries[i].id.as_bytes()), shift) < b {
+                i += 1;
+            }
+            starts.push(i as u32);
+        }
+        starts.push(entries.len() as u32);
+        PackTable {
+            entries,
+            starts,
+            shift,
+        }
+    }
+
+    fn find(&self, id: &ChunkId) -> Option<&PackEntry> {
+        let b = bucket(id_prefix(id.as_bytes()), self.shift);
+        let range = self.starts[b] as usize..self.starts[b + 1] as usize;
+        let within = &self.entries[range];
+        find_entry(within, id).ok().map(|i| &within[i])
+    }
+}
+
+/// An id's first eight bytes as one big-endian integer: ordered as the ids are.
+fn id_prefix(b: &[u8; 32]) -> u64 {
+    u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+fn bucket(prefix: u64, shift: u32) -> usize {
+    prefix.checked_shr(shift).unwrap_or(0) as usize
+}
+
+type PackMap = Arc<PackTable>;
 type HeaderCell = Arc<OnceCell<Option<PackMap>>>;
 
 /// Recently used pack headers, at most [`HEADER_CACHE_PACKS`]. A cell holds
@@ -329,18 +381,26 @@ impl ChunkReader {
     /// open and decompress), slice the chunk out, and check that its keyed id
     /// matches (`verify.chunk_id_mismatch`). Unknown ids are `notfound.chunk`.
     pub async fn read(&self, r: &ChunkRef) -> Result<Bytes> {
+        self.read_with(r, Bytes::copy_from_slice).await
+    }
+
+    /// [`ChunkReader::read`] that hands the checked bytes to `f` in place, within their
+    /// frame, instead of copying them into a buffer of their own (a restore appends
+    /// them to its write buffer).
+    pub async fn read_with<T>(&self, r: &ChunkRef, f: impl FnOnce(&[u8]) -> T) -> Result<T> {
         let at = self.locate(r).await?;
-        match self.read_at(r, &at).await {
+        let (frame, range) = match self.read_at(r, &at).await {
             // The named pack's copy is damaged: read another copy if the index
             // knows one (as a format 1 reference would have).
             Err(e) if r.pack.is_some() && e.code().starts_with("verify.") => {
                 match self.locate_indexed(r).await {
-                    Ok(other) if other.pack != at.pack => self.read_at(r, &other).await,
-                    _ => Err(e),
+                    Ok(other) if other.pack != at.pack => self.read_at(r, &other).await?,
+                    _ => return Err(e),
                 }
             }
-            other => other,
-        }
+            other => other?,
+        };
+        Ok(f(&frame[range]))
     }
 
     /// Where `r`'s chunk is: in the pack the reference names when that pack's
@@ -348,11 +408,8 @@ impl ChunkReader {
     async fn locate(&self, r: &ChunkRef) -> Result<Located> {
         if let Some(pack) = r.pack {
             if let Some(map) = self.pack_map(pack).await? {
-                if let Ok(i) = find_entry(&map, &r.id) {
-                    return Ok(Located {
-                        pack,
-                        entry: map[i],
-                    });
+                if let Some(e) = map.find(&r.id) {
+                    return Ok(Located { pack, entry: *e });
                 }
             }
             tracing::debug!(
@@ -399,11 +456,7 @@ impl ChunkReader {
         let got = cell
             .get_or_try_init(|| async {
                 match self.inner.repo.read_pack_header_of(pack).await {
-                    Ok(mut entries) => {
-                        entries.sort_unstable_by(|a, b| a.id.as_bytes().cmp(b.id.as_bytes()));
-                        entries.shrink_to_fit();
-                        Ok(Some(Arc::new(entries)))
-                    }
+                    Ok(entries) => Ok(Some(Arc::new(PackTable::new(entries)))),
                     Err(e) if e.code() == code::NOTFOUND_OBJECT || e.code().starts_with("verify.") => {
                         tracing::debug!(pack = %pack, code = e.code(), "pack header unavailable: {e}");
                         Ok(None)
@@ -415,7 +468,9 @@ impl ChunkReader {
         Ok(got.clone())
     }
 
-    async fn read_at(&self, r: &ChunkRef, at: &Located) -> Result<Bytes> {
+    /// The frame that holds `r`'s chunk and where in it the chunk is, after checking
+    /// the chunk against its id.
+    async fn read_at(&self, r: &ChunkRef, at: &Located) -> Result<(Bytes, std::ops::Range<usize>)> {
         let inner = &self.inner;
         let loc = &at.entry;
         // The pack's object name is only needed on a cache miss or an error: not
@@ -474,7 +529,7 @@ impl ChunkReader {
             )
             .with_suggestion("run a repository check; the pack or index was damaged"));
         }
-        Ok(Bytes::copy_from_slice(data))
+        Ok((frame, start..end))
     }
 
     /// Range-reads, opens and decompresses one frame (errors are named by the caller).
@@ -524,13 +579,11 @@ impl ChunkReader {
 /// their first eight bytes order them almost always: comparing those as one
 /// integer first saves a 32-byte `memcmp` per step (6% of a restore's CPU).
 fn find_entry(entries: &[PackEntry], id: &ChunkId) -> std::result::Result<usize, usize> {
-    let prefix =
-        |b: &[u8; 32]| u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
     let key = id.as_bytes();
-    let want = prefix(key);
+    let want = id_prefix(key);
     entries.binary_search_by(|e| {
         let have = e.id.as_bytes();
-        prefix(have).cmp(&want).then_with(|| have.cmp(key))
+        id_prefix(have).cmp(&want).then_with(|| have.cmp(key))
     })
 }
 
@@ -591,6 +644,49 @@ mod tests {
             let id = ChunkId::compute(&[9; 32], &probe.to_le_bytes());
             let full = entries.binary_search_by(|e| e.id.as_bytes().cmp(id.as_bytes()));
             assert_eq!(find_entry(&entries, &id), full);
+        }
+    }
+
+    #[test]
+    fn the_pack_table_finds_every_entry_and_nothing_else() {
+        let entry = |b: [u8; 32], n: u32| PackEntry {
+            id: ChunkId::from_bytes(b),
+            frame_offset: n,
+            frame_length: 0,
+            frame_raw_length: 0,
+            chunk_offset: 0,
+            raw_length: 0,
+            compressed: false,
+        };
+        for n in [0u64, 1, 2, 3, 5, 64, 1000, 4097] {
+            let mut ids: Vec<[u8; 32]> = (0..n)
+                .map(|i| *ChunkId::compute(&[4; 32], &i.to_le_bytes()).as_bytes())
+                .collect();
+            // Uneven ids too: a run that shares the top bits, and the extremes.
+            if n > 3 {
+                ids[1] = [0; 32];
+                ids[2] = [0xff; 32];
+                for k in 3..(n as usize / 2).max(4).min(ids.len()) {
+                    ids[k][..4].copy_from_slice(&[0x80, 0, 0, 0]);
+                }
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            let entries: Vec<PackEntry> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, b)| entry(*b, i as u32))
+                .rev()
+                .collect();
+            let t = PackTable::new(entries);
+            for (i, b) in ids.iter().enumerate() {
+                let e = t.find(&ChunkId::from_bytes(*b)).expect("present");
+                assert_eq!((e.id.as_bytes(), e.frame_offset), (b, i as u32));
+            }
+            for probe in 0..200u64 {
+                let id = ChunkId::compute(&[8; 32], &probe.to_le_bytes());
+                assert!(t.find(&id).is_none());
+            }
         }
     }
 

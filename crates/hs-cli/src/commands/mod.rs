@@ -355,6 +355,7 @@ fn restore_request(a: &crate::cli::RestoreArgs) -> hs_ops::RestoreRequest {
     req.verify_wal = a.verify_wal;
     req.verify = match a.verify {
         VerifyArg::Run => hs_pitr::VerifyMode::Run,
+        VerifyArg::Full => hs_pitr::VerifyMode::Full,
         VerifyArg::Skip => hs_pitr::VerifyMode::Skip,
     };
     req.pg_bin_dir = a.pg_bin_dir.clone();
@@ -379,6 +380,8 @@ fn restored_json(a: &crate::cli::RestoreArgs, restored: &hs_ops::Restored) -> se
         "files": r.files,
         "bytes": r.bytes,
         "verified": r.verified,
+        "checksums_checked": r.checksums_checked,
+        "checksums_read_back": r.checksums_read_back,
         "recovery_configured": r.recovery_configured,
         "standby_config_removed": {
             "standby_signal": r.standby_config_removed.signal,
@@ -437,10 +440,17 @@ fn restored_human(
     let secs = restored.elapsed.as_secs_f64();
     let target = &restored.target;
     let r = &restored.summary;
-    let verified = if r.verified {
-        "verified by pg_verifybackup"
-    } else {
-        "NOT verified (--verify=skip)"
+    let verified = match (r.verified, r.checksums_checked, r.checksums_read_back) {
+        (false, _, _) => "NOT verified (--verify=skip)".to_string(),
+        (true, 0, _) => "verified by pg_verifybackup".to_string(),
+        (true, n, false) => format!(
+            "verified ({n} files' CRC-32C checked against backup_manifest as written, then \
+             pg_verifybackup --skip-checksums)"
+        ),
+        (true, n, true) => format!(
+            "verified ({n} files' CRC-32C checked against backup_manifest as written, then \
+             pg_verifybackup in full)"
+        ),
     };
     let delta = if a.delta {
         format!(

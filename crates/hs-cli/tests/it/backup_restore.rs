@@ -55,10 +55,32 @@ fn backup_restore_round_trip_on_file_repo() {
     assert_eq!(ids.len(), 2);
     assert_eq!(ids[0], first_id);
 
-    // Restore the first backup by id and check it with pg_verifybackup (default).
+    // Restore the first backup by id and check it (default): every file's CRC-32C as
+    // written against the server's backup_manifest, then pg_verifybackup without its
+    // second read.
     let target = s.path("restored");
     let r = restore(&s, "demo", &first_id, &target, &url, &[]).ok();
     assert_eq!(r["verified"], true);
+    let listed = std::fs::read_to_string(target.join("backup_manifest"))
+        .expect("backup_manifest")
+        .matches("\"Path\":")
+        .count() as u64;
+    assert!(listed > 900, "{listed}");
+    assert_eq!(r["checksums_checked"], listed, "{r}");
+    assert_eq!(r["checksums_read_back"], false, "{r}");
+
+    // --verify=full reads every file back with pg_verifybackup as well.
+    let full = restore(
+        &s,
+        "demo",
+        "latest",
+        &s.path("full"),
+        &url,
+        &["--verify=full"],
+    )
+    .ok();
+    assert_eq!(full["checksums_read_back"], true, "{full}");
+    assert_eq!(full["checksums_checked"], listed, "{full}");
 
     // Restoring onto a non-empty directory is refused with a conflict.
     let again = restore(&s, "demo", "latest", &target, &url, &[]);

@@ -10,6 +10,7 @@ use hs_base::code;
 use hs_repo::{BackupManifest, ChunkReader, ChunkRef, Repository};
 use tokio::task::JoinSet;
 
+use super::checksums::{Checks, UnitCrc};
 use super::{named, RestoreProgress};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -17,6 +18,8 @@ pub(super) struct Unit {
     pub(super) path: PathBuf,
     pub(super) offset: u64,
     pub(super) chunks: Vec<ChunkRef>,
+    /// The file's id in [`Checks`] when its bytes are checked as they are written.
+    pub(super) check: Option<u64>,
 }
 
 /// A file of the backup that already exists in a `--delta` target and is compared
@@ -43,13 +46,15 @@ pub(super) struct NewFile {
 const UNIT_CHUNKS: usize = 64;
 
 /// Units written by up to `parallelism` tasks, fed one at a time, so that only the
-/// units in flight are in memory.
+/// units in flight are in memory. With [`Checks`], every finished unit's CRC-32C is
+/// folded into its file's check.
 pub(super) struct UnitRun<'a> {
     reader: &'a ChunkReader,
     parallelism: usize,
     progress: &'a dyn RestoreProgress,
-    set: JoinSet<Result<u64>>,
+    set: JoinSet<Result<(u64, Option<UnitCrc>)>>,
     written: u64,
+    checks: Option<Checks>,
 }
 
 impl<'a> UnitRun<'a> {
@@ -57,6 +62,7 @@ impl<'a> UnitRun<'a> {
         reader: &'a ChunkReader,
         parallelism: usize,
         progress: &'a dyn RestoreProgress,
+        checks: Option<Checks>,
     ) -> UnitRun<'a> {
         UnitRun {
             reader,
@@ -64,11 +70,24 @@ impl<'a> UnitRun<'a> {
             progress,
             set: JoinSet::new(),
             written: 0,
+            checks,
         }
     }
 
-    /// Writes the whole file at `path` from its `chunks`, in units.
-    pub(super) async fn file(&mut self, path: &Path, chunks: &[ChunkRef]) -> Result<()> {
+    /// Writes the whole file at `path` from its `chunks`, in units; `pg_path` is its
+    /// path in PostgreSQL's `backup_manifest`, against which it is checked when this
+    /// run has [`Checks`].
+    pub(super) async fn file(
+        &mut self,
+        path: &Path,
+        pg_path: &str,
+        chunks: &[ChunkRef],
+    ) -> Result<()> {
+        let size = chunks.iter().map(|c| u64::from(c.len)).sum();
+        let check = match &mut self.checks {
+            Some(c) => c.begin(pg_path, path, size)?,
+            None => None,
+        };
         let mut offset = 0;
         for group in chunks.chunks(UNIT_CHUNKS) {
             let len: u64 = group.iter().map(|c| u64::from(c.len)).sum();
@@ -76,6 +95,7 @@ impl<'a> UnitRun<'a> {
                 path: path.to_path_buf(),
                 offset,
                 chunks: group.to_vec(),
+                check,
             })
             .await?;
             offset += len;
@@ -97,22 +117,26 @@ impl<'a> UnitRun<'a> {
         let Some(res) = self.set.join_next().await else {
             return Ok(false);
         };
-        let n = res.map_err(|e| {
+        let (n, crc) = res.map_err(|e| {
             Error::of_kind(
                 ErrorKind::Io,
                 code::IO_RESTORE_TASK_FAILED,
                 format!("restore task failed: {e}"),
             )
         })??;
+        if let (Some(c), Some(u)) = (&mut self.checks, crc) {
+            c.unit_done(u)?;
+        }
         self.written += n;
         self.progress.advance(n);
         Ok(true)
     }
 
-    /// Waits for every unit; returns the bytes written.
-    pub(super) async fn finish(mut self) -> Result<u64> {
+    /// Waits for every unit; returns the bytes written and the checks (every file
+    /// begun is then checked).
+    pub(super) async fn finish(mut self) -> Result<(u64, Option<Checks>)> {
         while self.join_one().await? {}
-        Ok(self.written)
+        Ok((self.written, self.checks))
     }
 }
 
@@ -229,6 +253,7 @@ pub(super) fn delta_units(
                         path: e.path.clone(),
                         offset: off,
                         chunks: vec![*c],
+                        check: None,
                     });
                 }
             }
@@ -239,7 +264,9 @@ pub(super) fn delta_units(
     Ok(units)
 }
 
-pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<u64> {
+/// Writes one unit; returns the bytes written and, when its file is checked, the
+/// CRC-32C of those bytes.
+pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<(u64, Option<UnitCrc>)> {
     let file = Arc::new(
         std::fs::OpenOptions::new()
             .write(true)
@@ -256,33 +283,41 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<u64> {
     let mut buf: Vec<u8> = Vec::with_capacity(unit_bytes.min(WRITE_BATCH));
     let mut buf_off = u.offset;
     let mut off = u.offset;
+    let mut reg = !0u32;
+    let check = u.check.is_some();
     for c in &u.chunks {
-        let data = reader.read(c).await.map_err(|e| {
-            named(
-                e,
-                format!("restoring {}", u.path.display()),
-                "the pack named is damaged: restore another backup (`pg_hardstorage repo \
-                 verify` lists the backups that read it; see runbook 4 in docs/runbooks.md)",
-            )
-        })?;
-        if data.len() != c.len as usize {
+        let n = reader
+            .read_with(c, |data| {
+                if data.len() == c.len as usize {
+                    if check {
+                        reg = hs_pg::crc32c_update(reg, data);
+                    }
+                    buf.extend_from_slice(data);
+                }
+                data.len()
+            })
+            .await
+            .map_err(|e| {
+                named(
+                    e,
+                    format!("restoring {}", u.path.display()),
+                    "the pack named is damaged: restore another backup (`pg_hardstorage repo \
+                     verify` lists the backups that read it; see runbook 4 in docs/runbooks.md)",
+                )
+            })?;
+        if n != c.len as usize {
             return Err(Error::of_kind(
                 ErrorKind::Repository,
                 code::VERIFY_CHUNK_LENGTH_MISMATCH,
-                format!(
-                    "chunk {} is {} bytes, the manifest says {}",
-                    c.id,
-                    data.len(),
-                    c.len
-                ),
+                format!("chunk {} is {n} bytes, the manifest says {}", c.id, c.len),
             )
             .with_suggestion("run `pg_hardstorage repo verify` and restore another backup"));
         }
-        buf.extend_from_slice(&data);
-        off += data.len() as u64;
+        off += n as u64;
         if buf.len() >= WRITE_BATCH {
             file.write_all_at(&buf, buf_off)
                 .map_err(|e| crate::error::io(format!("write {}", u.path.display()), e))?;
+            start_writeback(&file, buf_off, buf.len());
             buf.clear();
             buf_off = off;
         }
@@ -290,9 +325,43 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<u64> {
     if !buf.is_empty() {
         file.write_all_at(&buf, buf_off)
             .map_err(|e| crate::error::io(format!("write {}", u.path.display()), e))?;
+        start_writeback(&file, buf_off, buf.len());
     }
-    Ok(off - u.offset)
+    let len = off - u.offset;
+    let crc = u.check.map(|id| UnitCrc {
+        id,
+        offset: u.offset,
+        len,
+        crc: !reg,
+    });
+    Ok((len, crc))
 }
+
+/// Asks the kernel to start writing `len` bytes at `offset` of `file` to disk now,
+/// without waiting for it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Left alone, the
+/// kernel starts writeback only once a tenth of memory is dirty: the disk idled for
+/// the first seconds of a restore and the final fsyncs then waited for all of it. The
+/// data is made durable by the fsync of every file at the end, as before; an error
+/// here would show there too, so it is not reported twice.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn start_writeback(file: &std::fs::File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
+        return;
+    };
+    // SAFETY: a plain system call on a file descriptor `file` keeps open for the call;
+    // it reads and writes no memory of ours.
+    let _ = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &std::fs::File, _offset: u64, _len: usize) {}
 
 /// Joins an archive path onto a root, refusing anything that could escape it.
 pub(super) fn safe_join(root: &Path, rel: &str) -> Result<PathBuf> {

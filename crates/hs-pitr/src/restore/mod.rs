@@ -1,4 +1,5 @@
-//! Restore of a base backup into a data directory, then `pg_verifybackup`.
+//! Restore of a base backup into a data directory, checked against PostgreSQL's
+//! `backup_manifest` as it is written, then `pg_verifybackup`.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -11,6 +12,7 @@ use crate::recovery::{
     remove_standby_config, write_recovery_config, RecoveryConfig, StandbyConfigRemoved,
 };
 
+mod checksums;
 mod files;
 mod layout;
 mod pg_programs;
@@ -47,12 +49,22 @@ impl FromStr for BackupSelector {
     }
 }
 
-/// Whether to check the restored directory with `pg_verifybackup`.
+/// How the restored directory is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyMode {
-    /// Run `pg_verifybackup` and fail with `verify.pg_verifybackup_failed` if it objects.
+    /// The default: each file's CRC-32C is computed from the bytes as they are written
+    /// and compared with the server's `backup_manifest`
+    /// (`verify.restored_checksum_mismatch`), then `pg_verifybackup --skip-checksums`
+    /// makes its other checks (every file present with its size, nothing extra, the
+    /// WAL the backup needs parses). When the manifest has no CRC-32C checksums, or
+    /// for a `delta` restore (whose kept files are not rewritten), `pg_verifybackup`
+    /// runs in full and reads every file back. Rejections are
+    /// `verify.pg_verifybackup_failed`.
     Run,
-    /// Do not run it.
+    /// [`VerifyMode::Run`], and `pg_verifybackup` in full also when the checksums
+    /// were checked as written: a second read of every file from disk.
+    Full,
+    /// No checks beyond those of every chunk read (its keyed id).
     Skip,
 }
 
@@ -139,6 +151,12 @@ pub struct RestoreSummary {
     pub tablespaces: Vec<(u32, PathBuf)>,
     /// Whether `pg_verifybackup` ran and accepted the result.
     pub verified: bool,
+    /// Files whose CRC-32C was checked against `backup_manifest` from the bytes as
+    /// they were written (0 when that check was not made: `--verify=skip`, a `delta`
+    /// restore, a manifest without CRC-32C checksums).
+    pub checksums_checked: u64,
+    /// Whether `pg_verifybackup` read every file back to check its checksum.
+    pub checksums_read_back: bool,
     /// Whether `recovery.signal` and the managed recovery block were written.
     pub recovery_configured: bool,
     /// The standby configuration of a backup taken from a standby, removed so
@@ -301,30 +319,34 @@ async fn restore_leased(
         compare_existing(repo, &reader, &manifest, existing, progress).await?;
     let files_written = (files.len() as u64 - files_kept) + 1;
 
+    let checks = inline_checks(&manifest, opts);
     // File by file: only the references of the files being written are in memory.
-    let mut units = UnitRun::new(&reader, opts.parallelism.max(1), progress);
+    let mut units = UnitRun::new(&reader, opts.parallelism.max(1), progress, checks);
     for nf in &new_files {
-        let f = &manifest.archives[nf.archive].files[nf.file];
+        let a = &manifest.archives[nf.archive];
+        let f = &a.files[nf.file];
         let chunks = reader
             .file_chunks(f)
             .await
             .map_err(|e| reading(e, &manifest, &f.path))?;
         check_chunk_total(&f.path, f.size, &chunks)?;
         units
-            .file(&nf.path, &chunks)
+            .file(&nf.path, &a.pg_path(&f.path), &chunks)
             .await
             .map_err(|e| of_backup(e, &manifest))?;
     }
     for u in delta_units {
         units.unit(u).await.map_err(|e| of_backup(e, &manifest))?;
     }
-    let written = units.finish().await.map_err(|e| of_backup(e, &manifest))?;
+    let (written, checks) = units.finish().await.map_err(|e| of_backup(e, &manifest))?;
 
     // One sync per file at the end, then the control file, then the directories.
     for p in &files {
         sync_path(p)?;
     }
-    let written = written + write_control(&reader, &manifest, opts, control, progress).await?;
+    let (control_written, checks) =
+        write_control(&reader, &manifest, opts, control, progress, checks).await?;
+    let written = written + control_written;
 
     let manifest_path = opts.target.join(PG_MANIFEST_FILE);
     write_new_file(&manifest_path, manifest.pg_backup_manifest.as_bytes())?;
@@ -333,13 +355,8 @@ async fn restore_leased(
     }
     progress.finish();
 
-    let verified = match opts.verify {
-        VerifyMode::Skip => false,
-        VerifyMode::Run => {
-            run_pg_verifybackup(opts, &manifest).await?;
-            true
-        }
-    };
+    let (checksums_checked, read_back) = verify_restored(opts, &manifest, checks.as_ref()).await?;
+    let verified = read_back.is_some();
     // pg_verifybackup ignores recovery.signal, standby.signal and
     // postgresql.auto.conf, but writing them last means a directory that
     // failed verification is never set up to recover.
@@ -363,6 +380,8 @@ async fn restore_leased(
         files: files.len() as u64 + 1,
         bytes: written,
         verified,
+        checksums_checked,
+        checksums_read_back: read_back == Some(true),
         recovery_configured: opts.recovery.is_some(),
         standby_config_removed,
         files_kept,
@@ -486,7 +505,8 @@ async fn write_control(
     opts: &RestoreOptions,
     control: Option<hs_repo::FileEntry>,
     progress: &dyn RestoreProgress,
-) -> Result<u64> {
+    checks: Option<checksums::Checks>,
+) -> Result<(u64, Option<checksums::Checks>)> {
     let control = control.ok_or_else(|| {
         Error::of_kind(
             ErrorKind::Repository,
@@ -501,14 +521,71 @@ async fn write_control(
         .file_chunks(&control)
         .await
         .map_err(|e| reading(e, manifest, CONTROL_FILE))?;
-    let mut units = UnitRun::new(reader, 1, progress);
+    let mut units = UnitRun::new(reader, 1, progress, checks);
     units
-        .file(&control_path, &chunks)
+        .file(&control_path, CONTROL_FILE, &chunks)
         .await
         .map_err(|e| of_backup(e, manifest))?;
-    let written = units.finish().await.map_err(|e| of_backup(e, manifest))?;
+    let done = units.finish().await.map_err(|e| of_backup(e, manifest))?;
     sync_path(&control_path)?;
-    Ok(written)
+    Ok(done)
+}
+
+/// The checks after the files are written and synced: that every file begun was
+/// checked as written, then `pg_verifybackup` (without its checksum pass when the
+/// checksums were checked). Returns the files checked as written and whether
+/// `pg_verifybackup` ran with (`Some(true)`) or without its checksum pass.
+async fn verify_restored(
+    opts: &RestoreOptions,
+    manifest: &BackupManifest,
+    checks: Option<&checksums::Checks>,
+) -> Result<(u64, Option<bool>)> {
+    let checked = match checks {
+        Some(c) if !c.all_complete() => {
+            return Err(Error::of_kind(
+                ErrorKind::Io,
+                code::IO_RESTORE_TASK_FAILED,
+                "a restored file was not completely checked".to_string(),
+            ))
+        }
+        Some(c) => {
+            tracing::debug!(
+                checked = c.checked(),
+                listed = c.listed(),
+                "restored files checked against backup_manifest as written"
+            );
+            c.checked()
+        }
+        None => 0,
+    };
+    let read_back = match opts.verify {
+        VerifyMode::Skip => None,
+        VerifyMode::Full => Some(true),
+        VerifyMode::Run => Some(checks.is_none()),
+    };
+    if let Some(read_back) = read_back {
+        run_pg_verifybackup(opts, manifest, read_back).await?;
+    }
+    Ok((checked, read_back))
+}
+
+/// The checks made as the files are written, unless verification is skipped, the
+/// restore is a `delta` one (kept files are not rewritten, so `pg_verifybackup` reads
+/// them all), or the manifest cannot serve (no CRC-32C checksums): then `None`, and
+/// `pg_verifybackup` reads every file back.
+fn inline_checks(manifest: &BackupManifest, opts: &RestoreOptions) -> Option<checksums::Checks> {
+    if opts.verify == VerifyMode::Skip || opts.delta {
+        return None;
+    }
+    match checksums::Checks::new(&manifest.pg_backup_manifest) {
+        Ok(c) => Some(c),
+        Err(why) => {
+            tracing::info!(
+                "pg_verifybackup will read the restored files back to check them: {why}"
+            );
+            None
+        }
+    }
 }
 
 /// A damaged or missing object (`verify.*`, `notfound.*`) met while restoring: the

@@ -27,10 +27,12 @@ pub fn find_pg_program(bin_dir: Option<&Path>, major: u32, name: &str) -> Option
 }
 
 /// Runs `pg_verifybackup` without blocking the runtime; dropping the future (a restore
-/// stopped by a signal) kills it.
+/// stopped by a signal) kills it. Without `read_back` it skips its checksum pass
+/// (`--skip-checksums`): the checksums were checked as the files were written.
 pub(super) async fn run_pg_verifybackup(
     opts: &RestoreOptions,
     manifest: &BackupManifest,
+    read_back: bool,
 ) -> Result<()> {
     let major = manifest.pg_version / 10000;
     let prog =
@@ -44,7 +46,11 @@ pub(super) async fn run_pg_verifybackup(
             "install PostgreSQL {major}'s client programs, pass --pg-bin-dir, or use --verify=skip"
         ))
         })?;
-    let out = tokio::process::Command::new(&prog)
+    let mut cmd = tokio::process::Command::new(&prog);
+    if !read_back {
+        cmd.arg("--skip-checksums");
+    }
+    let out = cmd
         .arg(&opts.target)
         .kill_on_drop(true)
         .output()

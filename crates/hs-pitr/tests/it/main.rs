@@ -3,6 +3,7 @@
 
 mod moved_on;
 mod plan;
+mod restore_checks;
 mod support;
 mod target_props;
 mod wal;

@@ -6,7 +6,7 @@ use hs_base::code;
 use hs_chunk::ChunkId;
 use tokio::task::JoinSet;
 
-use super::{chunk_code, file_label, manifest_name, VerifyReport, CHUNK_BATCH, PARALLEL};
+use super::{chunk_code, manifest_name, VerifyReport, CHUNK_BATCH, PARALLEL};
 use crate::error::{Error, Result};
 use crate::manifest::{BackupManifest, ChunkRef, FileKind};
 use crate::reader::ChunkReader;
@@ -300,7 +300,7 @@ impl Repository {
                 run.submit(&reader, (ai, fi), &f.chunks, report).await?;
                 for l in &f.chunk_lists {
                     list_count += 1;
-                    let what = format!("file {} of backup {backup}", file_label(a, &f.path));
+                    let what = format!("file {} of backup {backup}", a.pg_path(&f.path));
                     let refs = self
                         .expand_lists(&reader, &what, &backup, std::slice::from_ref(l), report)
                         .await;
@@ -318,7 +318,7 @@ impl Repository {
         run.drain(report).await?;
         for (r, (ai, fi), e) in std::mem::take(&mut run.failed) {
             let a = &m.archives[ai];
-            let file = file_label(a, &a.files[fi].path);
+            let file = a.pg_path(&a.files[fi].path);
             let pack = r
                 .pack
                 .map(|p| p.object_name())
@@ -376,7 +376,7 @@ impl Repository {
                 if f.kind != FileKind::File {
                     continue;
                 }
-                let path = file_label(a, &f.path);
+                let path = a.pg_path(&f.path);
                 let start = content.len();
                 content.extend_from_slice(&f.chunks);
                 if !f.chunk_lists.is_empty() {
@@ -467,7 +467,7 @@ fn pg_manifest_matches_files(m: &BackupManifest, report: &mut VerifyReport) -> (
     let mut stored = HashMap::new();
     for a in &m.archives {
         for f in a.files.iter().filter(|f| f.kind == FileKind::File) {
-            let path = file_label(a, &f.path);
+            let path = a.pg_path(&f.path);
             if path
                 .rsplit('/')
                 .next()

@@ -15,7 +15,6 @@
 //! [`VerifyReport::to_error`] (the first problem's code, exit 9).
 
 use crate::error::Error;
-use crate::manifest::ArchiveEntry;
 
 mod backup;
 mod keys;
@@ -50,15 +49,6 @@ fn chunk_code(e: &Error) -> &'static str {
 
 fn manifest_name(deployment: &str, backup_id: &str) -> String {
     format!("deployments/{deployment}/backups/{backup_id}")
-}
-
-/// A file of a backup as restored: its path in the base archive, or under
-/// `pg_tblspc/<oid>/` for a tablespace's archive.
-fn file_label(a: &ArchiveEntry, path: &str) -> String {
-    match a.tablespace_oid {
-        Some(oid) => format!("pg_tblspc/{oid}/{path}"),
-        None => path.to_string(),
-    }
 }
 
 /// The last `/`-separated part of an object name.
