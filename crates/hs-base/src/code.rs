@@ -548,6 +548,10 @@ pub const PROTOCOL_WAL_VERSION_UNSUPPORTED: Code = Code("protocol.wal_version_un
 /// `server.error`
 pub const SERVER_ERROR: Code = Code("server.error");
 
+// ---- `notify.*` (logged only: a notification never decides a command's exit code)
+/// `notify.delivery_failed`
+pub const NOTIFY_DELIVERY_FAILED: Code = Code("notify.delivery_failed");
+
 // ---- `internal.*`
 /// `internal.config_encode_failed`
 pub const INTERNAL_CONFIG_ENCODE_FAILED: Code = Code("internal.config_encode_failed");

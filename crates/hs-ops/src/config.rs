@@ -13,6 +13,7 @@ use hs_base::code;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::notify::{SinkConfig, DEFAULT_WAL_STALL_AFTER, EVENT_NAMES};
 use hs_backup::validate_deployment;
 
 /// The file name looked for in each search directory.
@@ -34,6 +35,10 @@ pub struct Config {
     /// Keyring file (default: `~/.config/pg_hardstorage/keyring`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyring: Option<PathBuf>,
+    /// Notification sinks for every deployment without its own `notifications:` list
+    /// (and for `repo verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Vec<SinkConfig>>,
     /// Deployments by name.
     #[serde(default)]
     pub deployments: BTreeMap<String, DeploymentConfig>,
@@ -59,6 +64,14 @@ pub struct DeploymentConfig {
     /// while the server has WAL the repository lacks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_max_age: Option<String>,
+    /// `wal stream` notifies a stall when no WAL became durable for this long (e.g.
+    /// `5m`) while the server has more or while it is not connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_stall_after: Option<String>,
+    /// This deployment's notification sinks; they replace the top-level list (`[]`:
+    /// none for this deployment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Vec<SinkConfig>>,
 }
 
 impl fmt::Debug for DeploymentConfig {
@@ -73,6 +86,8 @@ impl fmt::Debug for DeploymentConfig {
             .field("partial_interval", &self.partial_interval)
             .field("backup_max_age", &self.backup_max_age)
             .field("wal_max_age", &self.wal_max_age)
+            .field("wal_stall_after", &self.wal_stall_after)
+            .field("notifications", &self.notifications)
             .finish()
     }
 }
@@ -94,12 +109,42 @@ impl DeploymentConfig {
             .unwrap_or(DEFAULT_WAL_MAX_AGE)
     }
 
-    /// Whether the connection string carries a password of its own.
+    /// [`DeploymentConfig::wal_stall_after`] parsed, or [`DEFAULT_WAL_STALL_AFTER`].
+    pub fn wal_stall_after(&self) -> Duration {
+        self.wal_stall_after
+            .as_deref()
+            .and_then(|s| humantime::parse_duration(s).ok())
+            .unwrap_or(DEFAULT_WAL_STALL_AFTER)
+    }
+
+    /// Whether the connection string carries a password of its own, or a notification
+    /// sink a secret written into the file.
     pub fn has_password(&self) -> bool {
         self.pg_connection
             .as_deref()
             .is_some_and(conninfo_has_password)
+            || has_inline_secret(&self.notifications)
     }
+}
+
+fn has_inline_secret(sinks: &Option<Vec<SinkConfig>>) -> bool {
+    sinks.iter().flatten().any(SinkConfig::has_inline_secret)
+}
+
+/// Checks a `notifications:` list; `at` is where it is (`notifications`,
+/// `deployments.main.notifications`).
+fn check_sinks(
+    sinks: &Option<Vec<SinkConfig>>,
+    at: &str,
+    origin: &Path,
+    line: Option<usize>,
+) -> Result<()> {
+    for (i, sink) in sinks.iter().flatten().enumerate() {
+        if let Err(e) = sink.check(&EVENT_NAMES) {
+            return Err(invalid(origin, line, format!("{at}[{i}].{e}")));
+        }
+    }
+    Ok(())
 }
 
 /// Whether a connection string spells out a password (environment and password files
@@ -193,6 +238,12 @@ impl Config {
                 "keyring: is empty",
             ));
         }
+        check_sinks(
+            &self.notifications,
+            "notifications",
+            origin,
+            line_of(text, "notifications"),
+        )?;
         for (name, d) in &self.deployments {
             let line = line_of(text, name);
             if validate_deployment(name).is_err() {
@@ -239,9 +290,16 @@ impl Config {
                     ),
                 ));
             }
+            check_sinks(
+                &d.notifications,
+                &format!("deployments.{name}.notifications"),
+                origin,
+                field("notifications"),
+            )?;
             for (key, v) in [
                 ("backup_max_age", &d.backup_max_age),
                 ("wal_max_age", &d.wal_max_age),
+                ("wal_stall_after", &d.wal_stall_after),
             ] {
                 if let Some(v) = v {
                     if humantime::parse_duration(v).is_err() {
@@ -272,11 +330,24 @@ impl Config {
         ))
     }
 
-    /// Whether any deployment's connection string holds a password.
+    /// Whether any deployment's connection string holds a password, or a notification
+    /// sink a secret written into the file (then the file is saved 0600).
     pub fn has_password(&self) -> bool {
-        self.deployments
-            .values()
-            .any(DeploymentConfig::has_password)
+        has_inline_secret(&self.notifications)
+            || self
+                .deployments
+                .values()
+                .any(DeploymentConfig::has_password)
+    }
+
+    /// The notification sinks of `deployment`: its own list when it has one, else the
+    /// top-level list (also what `None`, e.g. `repo verify`, gets).
+    pub fn notifications_for(&self, deployment: Option<&str>) -> &[SinkConfig] {
+        deployment
+            .and_then(|d| self.deployments.get(d))
+            .and_then(|d| d.notifications.as_deref())
+            .or(self.notifications.as_deref())
+            .unwrap_or(&[])
     }
 
     /// The deployment's entry, if the file has one.
@@ -772,6 +843,106 @@ deployments:
             let text = format!("deployments:\n  main:\n    partial_interval: {good}\n");
             Config::from_yaml(&text, Path::new("/p.yaml")).unwrap();
         }
+    }
+
+    const SINKS: &str = "\
+notifications:
+  - type: webhook
+    name: ops
+    url: https://hooks.example.com/hs?token=UrlTokenZQX
+    secret: HmacSecretZQX
+    on: [failure, warning, backup.succeeded]
+    timeout: 3s
+  - type: email
+    host: smtp.example.com
+    from: hs@example.com
+    to: [dba@example.com, oncall@example.com]
+    username: hs
+    password_file: smtp.password
+deployments:
+  main:
+    repo: file:///r
+    wal_stall_after: 2m
+  quiet:
+    repo: file:///r
+    notifications: []
+  own:
+    repo: file:///r
+    notifications:
+      - type: slack
+        url_env: HS_SLACK_URL
+        on: [all]
+";
+
+    #[test]
+    fn notification_sinks_parse_and_deployments_replace_the_top_level_list() {
+        let c = Config::from_yaml(SINKS, Path::new("/etc/p.yaml")).unwrap();
+        let top = c.notifications_for(None);
+        assert_eq!(top.len(), 2);
+        assert_eq!(c.notifications_for(Some("main")), top);
+        assert_eq!(c.notifications_for(Some("nosuch")), top);
+        assert!(c.notifications_for(Some("quiet")).is_empty());
+        let own = c.notifications_for(Some("own"));
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].kind(), crate::notify::SinkKind::Slack);
+        use crate::notify::Severity;
+        assert!(top[0].wants("backup.succeeded", Severity::Success));
+        assert!(!top[0].wants("verify.succeeded", Severity::Success));
+        assert!(top[1].wants("backup.failed", Severity::Failure));
+        assert!(!top[1].wants("backup.succeeded", Severity::Success));
+        assert_eq!(top[0].timeout(), Duration::from_secs(3));
+        assert_eq!(
+            c.deployment("main").unwrap().wal_stall_after(),
+            Duration::from_secs(120)
+        );
+        // Inline secrets make the file 0600, and never show in Debug.
+        assert!(c.has_password());
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("UrlTokenZQX") && !dbg.contains("HmacSecretZQX"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn bad_sinks_name_the_key_and_never_the_secret() {
+        let cases = [
+            ("- type: webhook\n    url: ftp://x/TokenZQX1\n", "notifications[0].url: is not an http"),
+            ("- type: webhook\n    url: https://x/\n    url_env: X\n", "only one of url, url_file and url_env"),
+            ("- url: https://x/\n", "notifications[0].type: is missing"),
+            ("- type: slack\n    url: https://x/\n    secret: TokenZQX1\n", "secret: is not a key of a slack sink"),
+            ("- type: webhook\n    url: https://x/\n    to: [a@b]\n", "to: is not a key of a webhook sink"),
+            ("- type: webhook\n    url: https://x/\n    on: [failures]\n", "\"failures\" is neither"),
+            ("- type: webhook\n    url: https://x/\n    timeout: 2h\n", "at most 60s"),
+            ("- type: email\n    host: h\n    from: a@b\n", "to: is missing"),
+            ("- type: email\n    host: h\n    from: Alice <a@b>\n    to: [c@d]\n", "not an e-mail address"),
+            (
+                "- type: email\n    host: h\n    from: a@b\n    to: [c@d]\n    starttls: off\n    username: u\n    password: TokenZQX1\n",
+                "never sent unencrypted",
+            ),
+            ("- type: email\n    host: h\n    from: a@b\n    to: [c@d]\n    password: TokenZQX1\n", "without username"),
+            ("- type: email\n    host: h\n    from: a@b\n    to: [c@d]\n    starttls: maybe\n", "starttls"),
+            ("- type: pager\n", "unknown variant"),
+        ];
+        for (sink, want) in cases {
+            let text = format!("repo: file:///r\nnotifications:\n  {sink}");
+            let e = Config::from_yaml(&text, Path::new("/p.yaml")).unwrap_err();
+            assert_eq!(e.code(), "usage.config_invalid", "{sink}");
+            let m = e.to_string();
+            assert!(m.contains(want), "{sink}: {m}");
+            assert!(m.contains("/p.yaml:"), "{m}");
+            assert!(!m.contains("TokenZQX1"), "{m}");
+        }
+        let text = "deployments:\n  main:\n    notifications:\n      - type: slack\n";
+        let e = Config::from_yaml(text, Path::new("/p.yaml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("deployments.main.notifications[0].url: is missing"),
+            "{e}"
+        );
+        let text = "deployments:\n  main:\n    wal_stall_after: never\n";
+        let e = Config::from_yaml(text, Path::new("/p.yaml")).unwrap_err();
+        assert!(e.to_string().contains("wal_stall_after"), "{e}");
     }
 
     #[test]

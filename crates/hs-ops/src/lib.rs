@@ -7,6 +7,8 @@
 //! - [`diagnose`] (doctor) and [`deployment_status`] (status) report on a deployment.
 //! - [`restore`] runs a restore end to end (plan, recovery settings, restore, verify,
 //!   a restore_command probe); the API's restore preview plans with [`plan_restore`].
+//! - [`notify`] sends events (backup, verify, WAL stream) to the webhook, Slack and
+//!   e-mail sinks configured under `notifications:`.
 //! - [`add_init_entry`] and [`init_repository`] are `init`'s work once its questions are
 //!   answered: the config entry, preflight, keyring and repository.
 //!
@@ -30,6 +32,7 @@ mod init;
 mod listen;
 mod metrics;
 mod names;
+pub mod notify;
 mod restore;
 mod schedule;
 mod settings;

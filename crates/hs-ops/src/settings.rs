@@ -57,6 +57,28 @@ impl Settings {
         }
     }
 
+    /// The notification sinks of `deployment` (its own list, else the top level; `None`:
+    /// the top level), relative `*_file` paths read relative to the config file.
+    pub fn notifier(&self, deployment: Option<&str>) -> crate::notify::Notifier {
+        let Some(f) = &self.file else {
+            return crate::notify::Notifier::default();
+        };
+        crate::notify::Notifier::new(
+            f.config.notifications_for(deployment).to_vec(),
+            f.path.parent().map(Path::to_path_buf),
+        )
+    }
+
+    /// The stall and lag limits of `deployment`'s stream notifications
+    /// (`wal_stall_after`, `wal_max_age`; defaults without an entry).
+    pub fn stream_thresholds(&self, deployment: &str) -> crate::notify::StreamThresholds {
+        let d = self.deployment(deployment).cloned().unwrap_or_default();
+        crate::notify::StreamThresholds {
+            stall_after: d.wal_stall_after(),
+            max_lag: d.wal_max_age(),
+        }
+    }
+
     /// The keyring file: flag or environment, else the config's, else
     /// [`hs_crypt::Keyring::default_path`].
     pub fn keyring_path(&self) -> PathBuf {

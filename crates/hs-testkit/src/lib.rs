@@ -13,6 +13,9 @@
 //! directories are handed to that user. Client programs (`psql`, `pgbench`) run as the
 //! calling user through the unix socket, where `pg_hba.conf` says `trust`.
 //!
+//! For notification tests, [`HttpSink`] records HTTP requests (or never answers) and
+//! [`SmtpServer`] runs aiosmtpd with optional STARTTLS and AUTH.
+//!
 //! On drop the server is stopped (`pg_ctl stop -m immediate`) and the directory removed,
 //! unless `HS_KEEP_TEST_DIRS` is set: then its path is printed and it stays.
 //!
@@ -42,6 +45,10 @@ pub use rng::{noise, SeededRng};
 pub mod faults;
 mod sshd;
 pub use sshd::{sshd_available, sshd_or_skip, Sshd, SshdOptions, SSHD_PATH};
+mod sinks;
+pub use sinks::{
+    smtp_or_skip, HttpBehaviour, HttpRequest, HttpSink, SmtpMessage, SmtpOptions, SmtpServer,
+};
 mod storage;
 pub use storage::{
     http_request, skip_or_fail, Bucket, StorageKind, StorageServer, AZURITE_ACCOUNT, AZURITE_KEY,
@@ -803,7 +810,7 @@ fn run_checked(cmd: &mut Command, what: &str) -> io::Result<Output> {
 
 /// Make a throwaway CA and a server certificate for 127.0.0.1/localhost in `dir` with the
 /// `openssl` CLI; returns the CA certificate path. The key is 0600 and belongs to postgres.
-fn make_certs(dir: &Path) -> io::Result<PathBuf> {
+pub(crate) fn make_certs(dir: &Path) -> io::Result<PathBuf> {
     let ca_key = dir.join("ca.key");
     let ca_crt = dir.join("ca.crt");
     let key = dir.join("server.key");
