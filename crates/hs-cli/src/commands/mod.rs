@@ -15,6 +15,7 @@ pub(crate) mod gendocs;
 mod init;
 mod key;
 mod list;
+mod notify;
 mod retention;
 mod serve;
 mod status;
@@ -40,7 +41,34 @@ pub async fn run(mut cli: Cli) -> Result<Output> {
         hs_ops::Settings::load(cli.global.config.as_deref(), keyring)?
     };
     let g = &cli.global;
-    match cli.command {
+    // The commands whose outcome is a notification (`wal stream` sends its own).
+    let target = match &cli.command {
+        Command::Backup(a) => Some(notify::Target {
+            events: ("backup.succeeded", "backup.failed"),
+            deployment: Some(a.deployment.clone()),
+            summary_last: false,
+        }),
+        Command::Verify(a) => Some(notify::Target {
+            events: ("verify.succeeded", "verify.failed"),
+            deployment: Some(a.deployment.clone()),
+            summary_last: true,
+        }),
+        Command::Repo(RepoCommand::Verify(_)) => Some(notify::Target {
+            events: ("repo_verify.succeeded", "repo_verify.failed"),
+            deployment: None,
+            summary_last: true,
+        }),
+        _ => None,
+    };
+    let result = dispatch(g, cli.command).await;
+    match target {
+        Some(t) => notify::after(g, &t, result).await,
+        None => result,
+    }
+}
+
+async fn dispatch(g: &GlobalArgs, command: Command) -> Result<Output> {
+    match command {
         Command::Version => Ok(version()),
         Command::Repo(RepoCommand::Init(a)) => repo_init(g, &a.url).await,
         Command::Repo(RepoCommand::Verify(a)) => verify::verify_repo(g, a).await,

@@ -118,7 +118,36 @@ fn checks_human(report: &hs_backup::PreflightReport) -> String {
     h
 }
 
+/// `wal stream`, with its notifications: a gap, a stall and lag over `wal_max_age` while
+/// it runs (hs_ops::notify::StreamNotifier), and at its end `wal_stream.failed` or
+/// `wal_stream.stopped`.
 pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
+    let metrics = std::sync::Arc::new(hs_backup::StreamMetrics::new(&a.deployment));
+    let notifier = hs_ops::notify::StreamNotifier::start(
+        g.settings.notifier(Some(&a.deployment)),
+        &a.deployment,
+        g.settings.stream_thresholds(&a.deployment),
+        metrics.clone(),
+    );
+    let deployment = a.deployment.clone();
+    let result = run_stream(g, a, &metrics, &notifier).await;
+    let target = super::notify::Target {
+        events: ("wal_stream.stopped", "wal_stream.failed"),
+        deployment: Some(deployment),
+        summary_last: false,
+    };
+    notifier
+        .finish(super::notify::event_for(&target, &result))
+        .await;
+    result
+}
+
+async fn run_stream(
+    g: &GlobalArgs,
+    a: WalStreamArgs,
+    metrics: &std::sync::Arc<hs_backup::StreamMetrics>,
+    notifier: &hs_ops::notify::StreamNotifier,
+) -> Result<Output> {
     hs_backup::validate_deployment(&a.deployment)?;
     let conn = g
         .settings
@@ -178,16 +207,17 @@ pub async fn stream(g: &GlobalArgs, a: WalStreamArgs) -> Result<Output> {
         let _ = tx.send(true);
     });
 
-    // --metrics-listen: count what the streamer does and serve it until the stream ends.
-    let metrics = std::sync::Arc::new(hs_backup::StreamMetrics::new(&a.deployment));
+    // --metrics-listen: serve what the streamer counts until the stream ends.
     let mut metrics_server = None;
     if let Some(addr) = a.metrics_listen {
         let (bound, serve) = hs_ops::bind_metrics(addr, metrics.clone(), rx.clone()).await?;
         tracing::info!("Prometheus metrics at http://{bound}/metrics");
         metrics_server = Some(tokio::spawn(serve));
     }
-    // hs_backup::wal_stream logs each event itself (once); the observer only counts.
-    let result = hs_backup::wal_stream(&conn, &repo, &opts, rx, &*metrics).await;
+    // hs_backup::wal_stream logs each event itself (once); the observers count and
+    // notify.
+    let observer = hs_backup::Tee(&**metrics, notifier);
+    let result = hs_backup::wal_stream(&conn, &repo, &opts, rx, &observer).await;
     if let Some(server) = metrics_server {
         server.abort();
     }

@@ -17,6 +17,7 @@ mod keyring_recovery;
 mod list_columns;
 mod logs;
 mod multi_host;
+mod notify;
 mod ops;
 mod pitr;
 mod pitr_timeline;
