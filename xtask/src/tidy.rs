@@ -690,7 +690,7 @@ mod tests {
         assert_eq!(check(t, &body).len(), 0);
     }
 
-    const NAMESPACES: [&str; 13] = [
+    const NAMESPACES: [&str; 14] = [
         "usage",
         "auth",
         "preflight",
@@ -703,6 +703,7 @@ mod tests {
         "io",
         "protocol",
         "server",
+        "notify",
         "internal",
     ];
 

@@ -887,7 +887,7 @@ deployments:
         assert_eq!(own[0].kind(), crate::notify::SinkKind::Slack);
         use crate::notify::Severity;
         assert!(top[0].wants("backup.succeeded", Severity::Success));
-        assert!(!top[0].wants("verify.succeeded", Severity::Success));
+        assert!(!top[0].wants("backup_verify.succeeded", Severity::Success));
         assert!(top[1].wants("backup.failed", Severity::Failure));
         assert!(!top[1].wants("backup.succeeded", Severity::Success));
         assert_eq!(top[0].timeout(), Duration::from_secs(3));

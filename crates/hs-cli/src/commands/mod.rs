@@ -49,7 +49,7 @@ pub async fn run(mut cli: Cli) -> Result<Output> {
             summary_last: false,
         }),
         Command::Verify(a) => Some(notify::Target {
-            events: ("verify.succeeded", "verify.failed"),
+            events: ("backup_verify.succeeded", "backup_verify.failed"),
             deployment: Some(a.deployment.clone()),
             summary_last: true,
         }),

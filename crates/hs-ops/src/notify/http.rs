@@ -2,8 +2,6 @@
 //! Slack-compatible incoming webhook. Messages name the endpoint by scheme, host and
 //! port only: the path and query of such URLs are often the token.
 
-use std::time::Duration;
-
 use ring::hmac;
 
 use super::{Event, SIGNATURE_HEADER};
@@ -26,12 +24,13 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(hmac::sign(&key, body).as_ref()))
 }
 
-fn client(timeout: Duration) -> Result<reqwest::Client, String> {
+fn client() -> Result<reqwest::Client, String> {
     // The one TLS stack of the workspace: rustls with ring (as hs-repo's HTTP client).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // No timeout here: the whole delivery is bounded by the sink's timeout in
+    // Notifier::send, which then says so; a second, racing limit would only blur the
+    // message.
     reqwest::Client::builder()
-        .connect_timeout(timeout)
-        .timeout(timeout)
         // A redirect would send the body (and its signature) somewhere not configured.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("pg_hardstorage/", env!("CARGO_PKG_VERSION")))
@@ -54,18 +53,13 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn post(
-    url: &str,
-    body: Vec<u8>,
-    headers: &[(&str, String)],
-    timeout: Duration,
-) -> Result<(), String> {
+async fn post(url: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Result<(), String> {
     let at = endpoint(url);
     let parsed = reqwest::Url::parse(url).map_err(|_| "the URL does not parse".to_owned())?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err("the URL is not http:// or https://".to_owned());
     }
-    let mut req = client(timeout)?
+    let mut req = client()?
         .post(parsed)
         .header("Content-Type", "application/json");
     for (k, v) in headers {
@@ -103,14 +97,13 @@ pub(super) async fn post_webhook(
     url: &str,
     secret: Option<&str>,
     event: &Event,
-    timeout: Duration,
 ) -> Result<(), String> {
     let body = event.to_json().to_string().into_bytes();
     let mut headers = vec![("X-Hardstorage-Event", event.name.to_owned())];
     if let Some(s) = secret {
         headers.push((SIGNATURE_HEADER, signature(s, &body)));
     }
-    post(url, body, &headers, timeout).await
+    post(url, body, &headers).await
 }
 
 /// The Slack message: a marker, the title in bold, then the text.
@@ -134,11 +127,11 @@ pub(super) fn slack_text(event: &Event) -> String {
 }
 
 /// POSTs `{"text": ...}` ([`slack_text`]).
-pub(super) async fn post_slack(url: &str, event: &Event, timeout: Duration) -> Result<(), String> {
+pub(super) async fn post_slack(url: &str, event: &Event) -> Result<(), String> {
     let body = serde_json::json!({ "text": slack_text(event) })
         .to_string()
         .into_bytes();
-    post(url, body, &[], timeout).await
+    post(url, body, &[]).await
 }
 
 #[cfg(test)]

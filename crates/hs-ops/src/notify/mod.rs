@@ -35,8 +35,8 @@ pub const SIGNATURE_HEADER: &str = "X-Hardstorage-Signature";
 pub const EVENT_NAMES: [&str; 12] = [
     "backup.succeeded",
     "backup.failed",
-    "verify.succeeded",
-    "verify.failed",
+    "backup_verify.succeeded",
+    "backup_verify.failed",
     "repo_verify.succeeded",
     "repo_verify.failed",
     "wal_stream.failed",
@@ -124,6 +124,7 @@ impl Event {
             _ => Severity::Success,
         };
         let command = match name.split('.').next().unwrap_or("") {
+            "backup_verify" => "verify",
             "repo_verify" => "repo verify",
             "wal_stream" => "wal stream",
             other => other,
@@ -342,11 +343,11 @@ async fn deliver(sink: &SinkConfig, event: &Event, base: Option<PathBuf>) -> Res
         SinkKind::Webhook => {
             let url = sink.resolve_url(base, &env)?;
             let secret = sink.resolve_secret(base, &env)?;
-            http::post_webhook(&url, secret.as_deref(), event, sink.timeout()).await
+            http::post_webhook(&url, secret.as_deref(), event).await
         }
         SinkKind::Slack => {
             let url = sink.resolve_url(base, &env)?;
-            http::post_slack(&url, event, sink.timeout()).await
+            http::post_slack(&url, event).await
         }
         SinkKind::Email => {
             let password = sink.resolve_password(base, &env)?;

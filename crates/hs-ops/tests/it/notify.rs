@@ -145,10 +145,8 @@ fn a_failing_or_dead_webhook_is_a_logged_failure_within_its_timeout() {
     let rt = rt();
     let status = HttpSink::start(HttpBehaviour::Status(500)).unwrap();
     let dead = HttpSink::start(HttpBehaviour::Hang).unwrap();
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Port 1 (tcpmux): nothing listens there, and no other test can take it.
+    let closed = 1;
     let mut hang = webhook(dead.url("/hang/HangTok-ZQX"));
     hang.timeout = Some("1s".into());
     let sinks = vec![
@@ -160,7 +158,7 @@ fn a_failing_or_dead_webhook_is_a_logged_failure_within_its_timeout() {
     let t = Instant::now();
     let d = rt.block_on(n.send(&failed_event()));
     let took = t.elapsed();
-    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     assert_eq!(d.len(), 3);
     let msgs: Vec<String> = d
         .iter()
