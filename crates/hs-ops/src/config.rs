@@ -905,6 +905,34 @@ deployments:
     }
 
     #[test]
+    fn saving_keeps_the_sinks_and_an_inline_secret_makes_the_file_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = ConfigFile {
+            path: dir.path().join("pg_hardstorage.yaml"),
+            config: Config::from_yaml(SINKS, Path::new("/etc/p.yaml")).unwrap(),
+        };
+        // What init does: add a deployment, save.
+        let entry = DeploymentConfig {
+            repo: Some("file:///other".into()),
+            ..Default::default()
+        };
+        assert!(f.add_deployment("added", entry).unwrap());
+        f.save().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&f.path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let back = ConfigFile::load(&f.path).unwrap();
+        assert_eq!(back.config, f.config);
+        assert_eq!(back.config.notifications_for(Some("added")).len(), 2);
+        // Secrets only in *_file and *_env: 0644 as before.
+        let text = "notifications:\n  - type: slack\n    url_file: /etc/slack.url\n";
+        f.config = Config::from_yaml(text, Path::new("/p.yaml")).unwrap();
+        f.save().unwrap();
+        let mode = std::fs::metadata(&f.path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+    }
+
+    #[test]
     fn bad_sinks_name_the_key_and_never_the_secret() {
         let cases = [
             ("- type: webhook\n    url: ftp://x/TokenZQX1\n", "notifications[0].url: is not an http"),

@@ -321,3 +321,55 @@ fn wal_stream_reports_a_stall_its_stop_and_a_failure() {
         .any(|t| t.contains("wal stream of demo failed")));
     no_secrets(&r, "wal stream");
 }
+
+#[test]
+fn sink_secrets_in_the_config_never_appear_in_output() {
+    let s = Scratch::new();
+    let hooks = HttpSink::start(HttpBehaviour::Status(200)).unwrap();
+    // Secrets written into the file itself, the riskiest way to give them.
+    let config = s.path("pg_hardstorage.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "repo: {repo}\nnotifications:\n\
+             \x20 - type: slack\n    url: https://hooks.example.com/services/T0/B0/{SLACK_TOKEN}\n\
+             \x20 - type: webhook\n    url: {hook}\n    secret: {HMAC_SECRET}\n\
+             \x20 - type: email\n    host: 127.0.0.1\n    port: 1\n    from: a@example.com\n    to: [b@example.com]\n    username: u\n    password: {SMTP_PASSWORD}\n\
+             deployments:\n  demo:\n    pg_connection: host=127.0.0.1 port=1 user=x\n",
+            repo = s.repo_url(),
+            hook = hooks.url(&format!("/hook/{URL_TOKEN}")),
+        ),
+    )
+    .unwrap();
+    for args in [
+        &["doctor", "demo"][..],
+        &["status", "demo"],
+        &["list", "demo"],
+        &["backup", "demo"],
+        &["repo", "verify"],
+    ] {
+        for verbose in [false, true] {
+            let r = run(&s, &hooks, &config, args, verbose);
+            no_secrets(&r, &args.join(" "));
+        }
+    }
+
+    // A sink the file gets wrong: refused (usage.config_invalid, exit 2) without
+    // echoing the value.
+    for bad in [
+        format!("  - type: webhook\n    url: ftp://hooks.example.com/{URL_TOKEN}\n"),
+        format!("  - type: slack\n    url: https://x.example.com/\n    secret: {HMAC_SECRET}\n"),
+        format!(
+            "  - type: email\n    host: h\n    from: a@b.c\n    to: [d@e.f]\n    starttls: off\n    username: u\n    password: {SMTP_PASSWORD}\n"
+        ),
+        format!("  - type: webhook\n    url: https://x.example.com/\n    secret: [{HMAC_SECRET}]\n"),
+    ] {
+        std::fs::write(&config, format!("notifications:\n{bad}")).unwrap();
+        let r = run(&s, &hooks, &config, &["list", "demo"], false);
+        assert_eq!(r.status, 2, "{bad}: {}", r.stdout);
+        assert_eq!(r.err_code(), "usage.config_invalid");
+        no_secrets(&r, &bad);
+        let d = run(&s, &hooks, &config, &["doctor", "demo"], false);
+        no_secrets(&d, &bad);
+    }
+}
