@@ -235,6 +235,11 @@ async fn backup_trigger(state: &Arc<State>, deployment: &str, body: &Bytes) -> R
     opts.allow_system_id_change = req.allow_system_id_change;
     opts.full = req.full;
     let (id, progress) = state.jobs.start("backup", deployment, None)?;
+    let notify = JobNotify {
+        notifier: d.notifier.clone(),
+        events: ("backup.succeeded", "backup.failed"),
+        deployment: deployment.to_owned(),
+    };
     let task = tokio::spawn(async move {
         match hs_backup::run_backup(&conn, &repo, &opts, &*progress).await {
             Ok(done) => {
@@ -249,7 +254,7 @@ async fn backup_trigger(state: &Arc<State>, deployment: &str, body: &Bytes) -> R
             Err(e) => (None, Some(e)),
         }
     });
-    watch_job(state, &id, task);
+    watch_job(state, &id, task, notify);
     let job = state.jobs.get(&id)?;
     Ok(Reply::Accepted(format!("/v1/jobs/{id}"), job))
 }
@@ -273,22 +278,76 @@ async fn verify_trigger(
         .jobs
         .start("verify", deployment, Some(backup_id.clone()))?;
     let dep = deployment.to_owned();
+    let notify = JobNotify {
+        notifier: d.notifier.clone(),
+        events: ("backup_verify.succeeded", "backup_verify.failed"),
+        deployment: dep.clone(),
+    };
     let task = tokio::spawn(async move {
         match repo.verify_backup(&dep, &backup_id).await {
             Ok(report) => (serde_json::to_value(&report).ok(), report.to_error()),
             Err(e) => (None, Some(e)),
         }
     });
-    watch_job(state, &id, task);
+    watch_job(state, &id, task, notify);
     let job = state.jobs.get(&id)?;
     Ok(Reply::Accepted(format!("/v1/jobs/{id}"), job))
+}
+
+/// Where a job's outcome is sent, as the CLI's `backup` and `verify` send theirs.
+struct JobNotify {
+    notifier: hs_ops::notify::Notifier,
+    /// The `.succeeded` / `.failed` event names.
+    events: (&'static str, &'static str),
+    deployment: String,
+}
+
+impl JobNotify {
+    /// The event of a finished job: failed with the error, else succeeded; the result's
+    /// numbers and ids as figures.
+    fn event(
+        &self,
+        job: &str,
+        result: Option<&Value>,
+        error: Option<&Error>,
+    ) -> hs_ops::notify::Event {
+        let dep = Some(self.deployment.as_str());
+        let mut e =
+            match error {
+                Some(err) => hs_ops::notify::Event::new(self.events.1, dep, err.message())
+                    .with_error(err.code(), err.message(), err.suggestion()),
+                None => hs_ops::notify::Event::new(
+                    self.events.0,
+                    dep,
+                    format!(
+                        "API job {job} ({}) of {} succeeded",
+                        self.events.0, self.deployment
+                    ),
+                ),
+            };
+        if let Some(Value::Object(m)) = result {
+            for (k, v) in m {
+                if !(v.is_object() || v.is_array() || v.is_null()) {
+                    e.figures.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        e.figures.insert("job".to_owned(), json!(job));
+        e
+    }
 }
 
 /// What a job's task ends with: a result, an error, or (a verify with problems) both.
 type JobOutcome = (Option<Value>, Option<Error>);
 
-/// Waits for a job's task and records its outcome (a panic fails the job).
-fn watch_job(state: &Arc<State>, id: &str, task: tokio::task::JoinHandle<JobOutcome>) {
+/// Waits for a job's task, records its outcome (a panic fails the job), then sends it to
+/// the deployment's notification sinks.
+fn watch_job(
+    state: &Arc<State>,
+    id: &str,
+    task: tokio::task::JoinHandle<JobOutcome>,
+    notify: JobNotify,
+) {
     let state = state.clone();
     let id = id.to_owned();
     tokio::spawn(async move {
@@ -296,7 +355,11 @@ fn watch_job(state: &Arc<State>, id: &str, task: tokio::task::JoinHandle<JobOutc
             Ok(outcome) => outcome,
             Err(join) => (None, Some(task_died(&join))),
         };
+        let event = notify.event(&id, result.as_ref(), error.as_ref());
         state.jobs.finish(&id, result, error);
+        if !notify.notifier.is_empty() {
+            notify.notifier.send(&event).await;
+        }
     });
 }
 

@@ -160,6 +160,8 @@ pub struct Deployment {
     pub repo: String,
     /// libpq connection string or URL; `None` means backups cannot be triggered.
     pub pg_connection: Option<String>,
+    /// Where the outcome of a backup or verify job is sent ([`Settings::notifier`]).
+    pub notifier: crate::notify::Notifier,
 }
 
 impl Deployment {
@@ -169,6 +171,7 @@ impl Deployment {
             name: name.into(),
             repo: repo.into(),
             pg_connection: None,
+            notifier: crate::notify::Notifier::default(),
         }
     }
 }
@@ -182,6 +185,7 @@ impl std::fmt::Debug for Deployment {
                 "pg_connection",
                 &self.pg_connection.as_ref().map(|_| "<redacted>"),
             )
+            .field("notifier", &self.notifier)
             .finish()
     }
 }
@@ -215,6 +219,7 @@ impl Settings {
                 name: name.clone(),
                 repo,
                 pg_connection,
+                notifier: self.notifier(Some(name)),
             });
         }
         Ok(deployments)

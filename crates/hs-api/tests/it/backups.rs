@@ -1,11 +1,12 @@
 //! Backups through the API against a real PostgreSQL cluster: trigger a backup, poll the
 //! job to its end, list and show the backup, preview a restore, read the WAL status,
-//! verify the backup as a job, and see the jobs in /metrics.
+//! verify the backup as a job, and see the jobs in /metrics; each job's outcome reaches
+//! the deployment's webhook sink.
 
 use std::time::Duration;
 
 use hs_api::Deployment;
-use hs_testkit::{PgCluster, PgOptions};
+use hs_testkit::{HttpBehaviour, HttpSink, PgCluster, PgOptions};
 
 use crate::support::{config, repo_env, request, run_job, start, wait_job, R, TOKEN};
 
@@ -30,8 +31,21 @@ async fn trigger_a_backup_then_list_show_preview_and_verify_it() -> R {
     let env = repo_env().await?;
     let mut main = Deployment::new("main", &env.url);
     main.pg_connection = Some(pg.replication_conninfo());
+    let hooks = HttpSink::start(HttpBehaviour::Status(200))?;
+    let sink = hs_ops::notify::SinkConfig {
+        kind: Some(hs_ops::notify::SinkKind::Webhook),
+        url: Some(hooks.url("/hook")),
+        on: Some(vec!["all".to_owned()]),
+        ..Default::default()
+    };
+    main.notifier = hs_ops::notify::Notifier::new(vec![sink], None);
     let srv = start(config(&env, vec![main], true)).await?;
     let t = Some(TOKEN);
+    let event = |n: usize| -> serde_json::Value {
+        let reqs = tokio::task::block_in_place(|| hooks.wait_for(n, Duration::from_secs(10)));
+        assert!(reqs.len() >= n, "{reqs:?}");
+        serde_json::from_slice(&reqs[n - 1].body).expect("webhook JSON")
+    };
 
     let r = request(
         srv.addr,
@@ -61,6 +75,11 @@ async fn trigger_a_backup_then_list_show_preview_and_verify_it() -> R {
         .to_owned();
     assert!(done["result"]["logical_bytes"].as_u64().ok_or("bytes")? > 1_000_000);
     assert!(done["progress"]["bytes_done"].as_u64().ok_or("progress")? > 0);
+    let e = event(1);
+    assert_eq!(e["event"], "backup.succeeded", "{e}");
+    assert_eq!(e["deployment"], "main");
+    assert_eq!(e["figures"]["backup_id"], backup_id.as_str());
+    assert_eq!(e["figures"]["job"], id.as_str());
 
     // The backup is listed and can be shown, by id and as `latest`.
     let r = request(srv.addr, "GET", "/v1/deployments/main/backups", t, None).await?;
@@ -135,6 +154,9 @@ async fn trigger_a_backup_then_list_show_preview_and_verify_it() -> R {
         v["result"]["bytes_read"].as_u64().ok_or("bytes_read")? > 0,
         "{v}"
     );
+    let e = event(2);
+    assert_eq!(e["event"], "backup_verify.succeeded", "{e}");
+    assert_eq!(e["command"], "verify");
 
     let r = request(srv.addr, "GET", "/v1/jobs", t, None).await?;
     assert_eq!(r.json()["result"]["jobs"].as_array().map(Vec::len), Some(2));
