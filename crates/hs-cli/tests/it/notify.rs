@@ -1,5 +1,5 @@
 //! Issue 19, notifications, end to end with a real PostgreSQL cluster: `backup` success
-//! and failure (an unreachable server), `verify`, and `wal stream` (a stall while the
+//! and failure (an unreachable server), `verify`, `repo verify`, and `wal stream` (a stall while the
 //! server is down, the clean stop, and a failure) each deliver to a signed webhook, a
 //! Slack-compatible webhook and e-mail over STARTTLS (aiosmtpd) configured in
 //! pg_hardstorage.yaml; a dead sink is one WARN line with `notify.delivery_failed` and
@@ -185,6 +185,13 @@ fn backup_success_and_failure_each_deliver_a_notification() {
         "{}",
         got[0]
     );
+    // repo verify: the top-level sinks, no deployment.
+    run(&s, &hooks, &config, &["repo", "verify"], false).ok();
+    let reqs = hooks.wait_for(3, Duration::from_secs(5));
+    let got = hook_events(&s, &reqs, "repo_verify.succeeded");
+    assert_eq!(got.len(), 1, "{reqs:?}");
+    assert_eq!(got[0]["deployment"], Value::Null);
+    assert_eq!(got[0]["command"], "repo verify");
 
     // Failure: a server that is not there. The exit code is the backup's own.
     let bad = "host=127.0.0.1 port=1 user=hs_repl connect_timeout=3";
@@ -200,7 +207,7 @@ fn backup_success_and_failure_each_deliver_a_notification() {
     assert!(code.starts_with("unreachable."), "{code}");
     no_secrets(&failed, "failed backup");
     one_delivery_warning(&failed, "failed backup");
-    let reqs = hooks.wait_for(4, Duration::from_secs(5));
+    let reqs = hooks.wait_for(5, Duration::from_secs(5));
     let got = hook_events(&s, &reqs, "backup.failed");
     assert_eq!(got.len(), 1, "{reqs:?}");
     assert_eq!(got[0]["severity"], "failure");
