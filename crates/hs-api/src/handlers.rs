@@ -438,6 +438,7 @@ async fn doctor(state: &State, deployment: &str) -> Result<Reply> {
         wal_max_age: hs_ops::DEFAULT_WAL_MAX_AGE,
         timeout: std::time::Duration::from_secs(5),
         systemd_dir: hs_ops::systemd_dir(),
+        notifier: d.notifier.clone(),
     };
     let report = hs_ops::diagnose(&target).await;
     let checks: Vec<Value> = report

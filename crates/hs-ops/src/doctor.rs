@@ -115,6 +115,9 @@ pub struct DoctorTarget {
     pub timeout: Duration,
     /// Where systemd units are installed, for the `schedule` check ([`crate::systemd_dir`]).
     pub systemd_dir: PathBuf,
+    /// The deployment's notification sinks, for the `notifications` check (nothing is
+    /// sent: only their secrets are read).
+    pub notifier: crate::notify::Notifier,
 }
 
 impl std::fmt::Debug for DoctorTarget {
@@ -142,6 +145,7 @@ impl DoctorTarget {
             wal_max_age: DEFAULT_WAL_MAX_AGE,
             timeout: Duration::from_secs(10),
             systemd_dir: crate::systemd_dir(),
+            notifier: crate::notify::Notifier::default(),
         }
     }
 }
@@ -446,12 +450,53 @@ pub async fn diagnose(t: &DoctorTarget) -> DeploymentReport {
         }
         Ok(url) => repo_checks(t, url, keyring, probe.as_ref()).await,
     };
-    checks.extend([backup, wal, writable, key, schedule_check(t)]);
+    checks.extend([
+        backup,
+        wal,
+        writable,
+        key,
+        schedule_check(t),
+        notifications_check(t),
+    ]);
     DeploymentReport {
         deployment: dep.to_owned(),
         checks,
         server,
     }
+}
+
+/// `notifications`: the sinks and whether each one's URL and secrets can be read now
+/// (nothing is sent). None configured is not an issue.
+fn notifications_check(t: &DoctorTarget) -> Check {
+    let sinks = t.notifier.sinks();
+    if sinks.is_empty() {
+        return Check::skipped(
+            "notifications",
+            "no notification sinks configured (notifications: in pg_hardstorage.yaml)",
+        );
+    }
+    let problems: Vec<String> = t
+        .notifier
+        .check_secrets()
+        .into_iter()
+        .filter_map(|(label, r)| r.err().map(|e| format!("{label}: {e}")))
+        .collect();
+    let count = sinks.len() as u64;
+    if !problems.is_empty() {
+        return Check::issue(
+            "notifications",
+            problems.join("; "),
+            "make each *_file readable by the user pg_hardstorage runs as (and 0600), or set \
+             each *_env variable in its environment (systemd: Environment= or \
+             LoadCredential=)",
+        )
+        .with("sinks", count);
+    }
+    let list: Vec<String> = sinks
+        .iter()
+        .map(|s| format!("{} (on {})", s.label(), s.on_text()))
+        .collect();
+    Check::ok("notifications", list.join(", ")).with("sinks", count)
 }
 
 /// `schedule`: the enabled backup timer and when it fires (never an issue: cron works too).
@@ -906,6 +951,7 @@ where
             t.backup_max_age = e.backup_max_age();
             t.wal_max_age = e.wal_max_age();
         }
+        t.notifier = settings.notifier(Some(name));
         reports.push(diagnose(&t).await);
     }
     Ok(reports)

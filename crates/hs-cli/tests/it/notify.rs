@@ -361,6 +361,44 @@ fn sink_secrets_in_the_config_never_appear_in_output() {
         }
     }
 
+    // doctor lists the sinks, and says when a secret cannot be read (nothing is sent).
+    let notifications = |r: &Run| -> Value {
+        let v = r.json();
+        v["result"]["deployments"][0]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "notifications")
+            .cloned()
+            .unwrap_or_else(|| panic!("no notifications check: {v}"))
+    };
+    let n0 = hooks.requests().len();
+    let c = notifications(&run(&s, &hooks, &config, &["doctor", "demo"], false));
+    assert_eq!(c["state"], "ok", "{c}");
+    assert_eq!(c["values"]["sinks"], 3, "{c}");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("slack sink (on failure, warning)"),
+        "{detail}"
+    );
+    assert!(detail.contains("email sink"), "{detail}");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("secret: {HMAC_SECRET}"),
+        "secret_file: /nonexistent/hook.secret",
+    );
+    std::fs::write(&config, text).unwrap();
+    let c = notifications(&run(&s, &hooks, &config, &["doctor", "demo"], false));
+    assert_eq!(c["state"], "issue", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read secret_file /nonexistent/hook.secret"),
+        "{c}"
+    );
+    assert!(c["fix"].as_str().unwrap().contains("*_file"), "{c}");
+    assert_eq!(hooks.requests().len(), n0, "doctor sends nothing");
+
     // A sink the file gets wrong: refused (usage.config_invalid, exit 2) without
     // echoing the value.
     for bad in [

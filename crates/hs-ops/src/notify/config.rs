@@ -263,6 +263,14 @@ impl SinkConfig {
         }
     }
 
+    /// `on:` as a short text: `failure, warning` (the default) or the list given.
+    pub fn on_text(&self) -> String {
+        match &self.on {
+            None => "failure, warning".to_owned(),
+            Some(l) => l.join(", "),
+        }
+    }
+
     /// Whether a secret is written into the file itself (then the file is saved 0600).
     pub fn has_inline_secret(&self) -> bool {
         self.url.is_some() || self.secret.is_some() || self.password.is_some()

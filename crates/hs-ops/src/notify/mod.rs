@@ -285,6 +285,26 @@ impl Notifier {
         &self.sinks
     }
 
+    /// Whether each sink's URL and secrets can be read now (files, variables); nothing
+    /// is sent. `(label, Err(why))` names the key and the file or variable, never a value.
+    pub fn check_secrets(&self) -> Vec<(String, Result<(), String>)> {
+        let env = |k: &str| std::env::var(k).ok();
+        let base = self.base.as_deref();
+        self.sinks
+            .iter()
+            .map(|s| {
+                let r = match s.kind() {
+                    SinkKind::Webhook => s
+                        .resolve_url(base, &env)
+                        .and_then(|_| s.resolve_secret(base, &env).map(|_| ())),
+                    SinkKind::Slack => s.resolve_url(base, &env).map(|_| ()),
+                    SinkKind::Email => s.resolve_password(base, &env).map(|_| ()),
+                };
+                (s.label(), r)
+            })
+            .collect()
+    }
+
     /// Sends `event` to every sink that wants it, all at once, each within its timeout.
     /// A failed delivery is logged once at WARN (`notify.delivery_failed`) and returned;
     /// it is never an error of the caller.
