@@ -890,6 +890,15 @@ deployments:
         assert!(!top[0].wants("backup_verify.succeeded", Severity::Success));
         assert!(top[1].wants("backup.failed", Severity::Failure));
         assert!(!top[1].wants("backup.succeeded", Severity::Success));
+        // The all-clear of a warning goes where the warning went.
+        assert!(top[1].wants("wal_stream.recovered", Severity::Success));
+        assert!(top[0].wants("wal_stream.recovered", Severity::Success));
+        let failures_only = crate::notify::SinkConfig {
+            on: Some(vec!["failure".into()]),
+            ..top[0].clone()
+        };
+        assert!(!failures_only.wants("wal_stream.recovered", Severity::Success));
+        assert!(!failures_only.wants("wal_stream.stalled", Severity::Warning));
         assert_eq!(top[0].timeout(), Duration::from_secs(3));
         assert_eq!(
             c.deployment("main").unwrap().wal_stall_after(),

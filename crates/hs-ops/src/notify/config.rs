@@ -253,14 +253,19 @@ impl SinkConfig {
             .unwrap_or(DEFAULT_SINK_TIMEOUT)
     }
 
-    /// Whether this sink wants an event of `name` and `severity`.
+    /// Whether this sink wants an event of `name` and `severity`. A sink that gets a
+    /// stall or lag warning also gets its all-clear, `wal_stream.recovered`.
     pub fn wants(&self, name: &str, severity: Severity) -> bool {
-        match &self.on {
+        let on = |name: &str, severity: Severity| match &self.on {
             None => matches!(severity, Severity::Failure | Severity::Warning),
             Some(list) => list
                 .iter()
                 .any(|w| w == name || w == severity.as_str() || w == "all"),
-        }
+        };
+        on(name, severity)
+            || (name == "wal_stream.recovered"
+                && (on("wal_stream.stalled", Severity::Warning)
+                    || on("wal_stream.lagging", Severity::Warning)))
     }
 
     /// `on:` as a short text: `failure, warning` (the default) or the list given.

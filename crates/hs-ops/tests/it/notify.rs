@@ -333,3 +333,49 @@ fn an_untrusted_certificate_or_a_wrong_password_fails_clearly() {
     assert!(!m.contains("Wrong-ZQX"), "{m}");
     assert!(server.messages().is_empty());
 }
+
+#[test]
+fn the_stream_notifier_sends_a_gap_at_once_and_the_end_last() {
+    use hs_backup::StreamObserver;
+    let server = HttpSink::start(HttpBehaviour::Status(200)).unwrap();
+    let n = Notifier::new(vec![webhook(server.url("/w"))], None);
+    let rt = rt();
+    rt.block_on(async {
+        let metrics = std::sync::Arc::new(hs_backup::StreamMetrics::new("main"));
+        let t = hs_ops::notify::StreamThresholds {
+            stall_after: Duration::from_secs(3600),
+            max_lag: Duration::from_secs(3600),
+        };
+        let sn = hs_ops::notify::StreamNotifier::start(n, "main", t, metrics);
+        sn.gap(&hs_repo::WalGap {
+            from_segment: "000000010000000000000003".into(),
+            to_segment: "000000010000000000000005".into(),
+            reason: "requested WAL segment has already been removed".into(),
+            recorded_at: "2026-12-06T07:00:00Z".into(),
+        });
+        let last = Event::new("wal_stream.failed", Some("main"), "slot is gone").with_error(
+            "notfound.slot",
+            "slot is gone",
+            None,
+        );
+        sn.finish(last).await;
+    });
+    let reqs = server.wait_for(2, Duration::from_secs(5));
+    let events: Vec<serde_json::Value> = reqs
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["event"], "wal_stream.gap");
+    assert_eq!(events[0]["severity"], "warning");
+    assert_eq!(
+        events[0]["figures"]["from_segment"],
+        "000000010000000000000003"
+    );
+    assert!(events[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("recorded as a gap"));
+    assert_eq!(events[1]["event"], "wal_stream.failed");
+    assert_eq!(events[1]["error"]["code"], "notfound.slot");
+}
