@@ -405,6 +405,24 @@ mod tests {
     }
 
     #[test]
+    fn a_non_ascii_body_goes_as_base64_in_short_lines() {
+        let e = Event::new(
+            "backup.failed",
+            Some("main"),
+            "cannot read /srv/données: denied",
+        );
+        let m = message("a@b.c", &["d@e.f".to_owned()], &e);
+        let (head, body) = m.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("Content-Transfer-Encoding: base64"), "{head}");
+        assert!(body.lines().all(|l| l.len() <= 76 && l.is_ascii()));
+        let plain = Event::new("backup.failed", Some("main"), "refused");
+        let m = message("a@b.c", &["d@e.f".to_owned()], &plain);
+        assert!(m.contains("Content-Transfer-Encoding: 7bit\r\n"), "{m}");
+        assert!(m.contains("\r\n\r\nrefused\r\n"), "{m}");
+        assert!(m.split("\r\n").all(|l| !l.contains('\n')));
+    }
+
+    #[test]
     fn non_ascii_subjects_are_encoded_words() {
         let h = encode_header("backup of main failed on höst");
         assert!(h.starts_with("=?utf-8?B?"), "{h}");
