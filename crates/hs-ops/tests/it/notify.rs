@@ -379,3 +379,25 @@ fn the_stream_notifier_sends_a_gap_at_once_and_the_end_last() {
     assert_eq!(events[1]["event"], "wal_stream.failed");
     assert_eq!(events[1]["error"]["code"], "notfound.slot");
 }
+
+#[test]
+fn an_smtp_server_that_never_greets_is_a_timeout_not_a_hang() {
+    // Accepts the connection and says nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let sink = SinkConfig {
+        kind: Some(SinkKind::Email),
+        host: Some("127.0.0.1".into()),
+        port: Some(port),
+        from: Some("a@example.com".into()),
+        to: vec!["b@example.com".into()],
+        timeout: Some("1s".into()),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let d = rt().block_on(Notifier::new(vec![sink], None).send(&failed_event()));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let m = d[0].result.as_ref().unwrap_err().to_string();
+    assert!(m.contains("to email sink failed: no answer within 1s"), "{m}");
+    drop(silent);
+}
