@@ -84,14 +84,18 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|e| format!("sending {what} failed: {e}"))?;
     let reply = read_reply(r).await?;
     if ok.contains(&reply.code) {
-        Ok(reply)
-    } else {
-        Err(format!(
-            "the server refused {what}: {} {}",
-            reply.code,
-            truncate(&reply.text())
-        ))
+        return Ok(reply);
     }
+    // A server that echoes the command must not echo the credentials into our log.
+    let mut text = reply.text();
+    if let Some(token) = line.strip_prefix("AUTH PLAIN ") {
+        text = text.replace(token, "***");
+    }
+    Err(format!(
+        "the server refused {what}: {} {}",
+        reply.code,
+        truncate(&text)
+    ))
 }
 
 /// The EHLO keywords the server announced (upper case, each with its parameters).

@@ -398,6 +398,9 @@ fn an_smtp_server_that_never_greets_is_a_timeout_not_a_hang() {
     let d = rt().block_on(Notifier::new(vec![sink], None).send(&failed_event()));
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     let m = d[0].result.as_ref().unwrap_err().to_string();
-    assert!(m.contains("to email sink failed: no answer within 1s"), "{m}");
+    assert!(
+        m.contains("to email sink failed: no answer within 1s"),
+        "{m}"
+    );
     drop(silent);
 }
