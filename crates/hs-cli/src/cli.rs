@@ -150,7 +150,16 @@ pub struct RepoGcArgs {
     /// Condemn and delete; without it, only report what would happen.
     #[arg(long)]
     pub apply: bool,
+    /// Repack packs that still hold some live chunks while the bytes no backup
+    /// references are more than this share of the repository (a percentage, e.g. 5
+    /// or 5%; `unlimited` never repacks). Largest unused share first.
+    #[arg(long, default_value = "5%", value_name = "PERCENT", value_parser = crate::commands::parse_max_unused)]
+    pub max_unused: MaxUnused,
 }
+
+/// `repo gc --max-unused`: a percentage, or no repacking at all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaxUnused(pub Option<f64>);
 
 /// A retention policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

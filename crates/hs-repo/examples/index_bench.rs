@@ -379,6 +379,7 @@ async fn gc(repo: &Repository, apply: bool) -> Res<()> {
         .gc(&GcOptions {
             grace: Duration::ZERO,
             apply,
+            max_unused: None,
         })
         .await?;
     println!(

@@ -32,10 +32,15 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::index::{self, IndexedPack};
 use crate::lock::{now_unix, open_record, seal_record, LeaseKind, LeaseOptions};
+use crate::manifest::PackId;
 use crate::repo::{index_name, pack_name, Repository};
 
+mod moved;
+mod repack;
 mod view;
 
+pub(crate) use moved::MAX_MOVES;
+pub use repack::{GcKept, DEFAULT_MAX_UNUSED_PERCENT};
 use view::View;
 
 const CONDEMNED_PREFIX: &str = "gc/condemned/";
@@ -58,6 +63,9 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Write and delete; `false` only reports what would happen.
     pub apply: bool,
+    /// Repack partly dead packs while their unused bytes are more than this percentage
+    /// of the repository's bytes (`None`: never repack; see repack.rs).
+    pub max_unused: Option<f64>,
 }
 
 impl Default for GcOptions {
@@ -65,6 +73,7 @@ impl Default for GcOptions {
         GcOptions {
             grace: DEFAULT_GC_GRACE,
             apply: false,
+            max_unused: Some(DEFAULT_MAX_UNUSED_PERCENT),
         }
     }
 }
@@ -112,6 +121,26 @@ pub struct GcReport {
     /// Temporary files of writes whose writer died, removed (older than an hour and
     /// than the grace period).
     pub temporaries_removed: u64,
+    /// Bytes stored by the packs that may be repacked, no backup references (an
+    /// estimate, before this run's repacking).
+    pub unused_bytes: u64,
+    /// Bytes of live chunks in referenced packs (an estimate; packs not measured count
+    /// whole).
+    pub used_bytes: u64,
+    /// Packs repacked by this run (their live chunks copied into new packs, then
+    /// condemned); without `apply`, the packs that would be.
+    pub repacked: Vec<String>,
+    /// Their total size.
+    pub repacked_bytes: u64,
+    /// The new packs the live chunks were copied into.
+    pub repack_new_packs: Vec<String>,
+    /// Their total size (the live bytes copied).
+    pub repack_copied_bytes: u64,
+    /// Referenced packs kept as they are, grouped by why.
+    pub kept: Vec<GcKept>,
+    /// Moved records removed: of packs no backup names any more, or left by a crashed
+    /// repack of a pack that was not condemned.
+    pub moved_records_removed: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -119,6 +148,11 @@ struct CondemnedRecord {
     id: String,
     created: i64,
     packs: Vec<String>,
+    /// The packs of `packs` that were repacked (each has a moved record): deleted only
+    /// if the pack their moved record names holds every chunk a backup then reaches
+    /// through them, although references name them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    repacked: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -133,7 +167,7 @@ struct Record {
     holders: Option<HoldersRecord>,
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| {
         Error::new(code::IO_ENCODE_FAILED, "could not encode a gc record").with_source(e)
     })
@@ -251,12 +285,13 @@ impl Repository {
 
         // Phase 1: condemn what no manifest references.
         let mut records = self.load_gc_records().await?;
-        let view = View::load(self).await?;
+        let mut view = View::load(self).await?;
         if opts.apply {
             report.quarantine_records_removed = self
                 .drop_stale_quarantine(&|p| view.packs.contains_key(p))
                 .await?;
         }
+        report.moved_records_removed = self.drop_stale_moves(opts, &mut view, &records).await?;
         report.packs_total = view.packs.len();
         report.bytes_total = view.packs.values().map(|p| p.size).sum();
         report.packs_referenced = view.packs.keys().filter(|p| view.is_referenced(p)).count();
@@ -265,6 +300,14 @@ impl Repository {
             .await?
         {
             records.push(r);
+        }
+        if let Some(max_unused) = opts.max_unused {
+            if let Some(r) = self
+                .repack_phase(opts, max_unused, now - grace, &view, &records, &mut report)
+                .await?
+            {
+                records.push(r);
+            }
         }
 
         // Phase 2: delete what is due. Leases first, then (re)load manifests
@@ -290,7 +333,18 @@ impl Repository {
         } else {
             view
         };
-        let doomed = doom(&view, &due, &mut report);
+        let repacked_due: HashSet<PackId> = due
+            .iter()
+            .flat_map(|r| r.repacked.iter())
+            .filter(|p| view.packs.contains_key(*p))
+            .filter_map(|p| PackId::from_object_name(p))
+            .collect();
+        let uncovered = if repacked_due.is_empty() {
+            HashSet::new()
+        } else {
+            self.uncovered(&view, &repacked_due).await?
+        };
+        let doomed = doom(&view, &due, &uncovered, &mut report);
         if !opts.apply {
             return Ok(report);
         }
@@ -299,6 +353,17 @@ impl Repository {
             b.delete(p).await?;
         }
         report.index_objects_replaced = self.replace_index_objects(&doomed).await?;
+        // A repacked pack that stays keeps no moved record (readers use it directly).
+        for p in report
+            .reprieved
+            .iter()
+            .filter_map(|p| PackId::from_object_name(p))
+        {
+            if let Some(to) = view.moved.get(&p) {
+                b.delete(&moved::moved_name(&p, to)).await?;
+                report.moved_records_removed += 1;
+            }
+        }
         for r in &due {
             b.delete(&format!("{CONDEMNED_PREFIX}{}", r.id)).await?;
             b.delete(&format!("{HOLDERS_PREFIX}{}", r.id)).await?;
@@ -342,6 +407,14 @@ impl Repository {
             })
             .cloned()
             .collect();
+        for (p, i) in &view.packs {
+            if !already.contains(p)
+                && !view.is_referenced(p)
+                && i.modified.is_some_and(|m| m > now - grace)
+            {
+                repack::add_kept(&mut report.kept, "grace_unreferenced", i.size, i.size);
+            }
+        }
         drop(already);
         let mut candidates = candidates;
         candidates.sort();
@@ -354,6 +427,7 @@ impl Repository {
                 id: hex::encode(rid),
                 created: now,
                 packs: candidates,
+                repacked: Vec::new(),
             };
             let holders = if opts.apply {
                 let name = format!("{CONDEMNED_PREFIX}{}", condemned.id);
@@ -371,6 +445,101 @@ impl Repository {
             return Ok(Some(Record { condemned, holders }));
         }
         Ok(None)
+    }
+
+    /// Removes moved records that nothing needs: of a pack that is gone and that no
+    /// backup names (directly or through another moved record), or of a pack that is
+    /// still there and not condemned (a repack that crashed before its condemnation
+    /// record, or a repacked pack that was kept). Dropped from `view` too; deleted
+    /// only when applying.
+    async fn drop_stale_moves(
+        &self,
+        opts: &GcOptions,
+        view: &mut View,
+        records: &[Record],
+    ) -> Result<usize> {
+        let condemned: HashSet<&String> = records
+            .iter()
+            .flat_map(|r| r.condemned.packs.iter())
+            .collect();
+        let stale: Vec<(PackId, PackId)> = view
+            .moved
+            .iter()
+            .filter(|(from, _)| {
+                let name = from.object_name();
+                if view.packs.contains_key(&name) {
+                    !condemned.contains(&name)
+                } else {
+                    !view.named.contains(*from)
+                }
+            })
+            .map(|(f, t)| (*f, *t))
+            .collect();
+        for (from, to) in &stale {
+            view.moved.remove(from);
+            if opts.apply {
+                self.inner
+                    .backend
+                    .delete(&moved::moved_name(from, to))
+                    .await?;
+            }
+        }
+        Ok(stale.len())
+    }
+
+    /// Phase 1, second part: measures the referenced packs, chooses those to repack
+    /// (see repack.rs) and, when applying, repacks them and condemns them in a record
+    /// of its own (with its holders), which is returned.
+    async fn repack_phase(
+        &self,
+        opts: &GcOptions,
+        max_unused: f64,
+        cutoff: i64,
+        view: &View,
+        records: &[Record],
+        report: &mut GcReport,
+    ) -> Result<Option<Record>> {
+        let condemned: HashSet<String> = records
+            .iter()
+            .flat_map(|r| r.condemned.packs.iter().cloned())
+            .collect();
+        let mut plan = self.pack_usage(view, &condemned, cutoff).await?;
+        report.unused_bytes = plan.usages.iter().map(|u| u.unused()).sum();
+        report.used_bytes = plan.other_used + plan.usages.iter().map(|u| u.live_bytes).sum::<u64>();
+        let chosen = repack::choose(&mut plan, max_unused);
+        report.kept.append(&mut plan.kept);
+        if !opts.apply {
+            report.repacked = chosen
+                .iter()
+                .map(|i| plan.usages[*i].name.clone())
+                .collect();
+            report.repacked_bytes = chosen.iter().map(|i| plan.usages[*i].size).sum();
+            return Ok(None);
+        }
+        if chosen.is_empty() {
+            return Ok(None);
+        }
+        let done = self.repack(&mut plan, &chosen, report).await?;
+        report.repacked = done.clone();
+        if done.is_empty() {
+            return Ok(None);
+        }
+        let mut rid = [0u8; 16];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut rid);
+        let condemned = CondemnedRecord {
+            id: hex::encode(rid),
+            created: now_unix(),
+            packs: done.clone(),
+            repacked: done,
+        };
+        let name = format!("{CONDEMNED_PREFIX}{}", condemned.id);
+        let sealed = seal_record(self, CONDEMNED_MAGIC, &name, &encode(&condemned)?)?;
+        self.inner
+            .backend
+            .put_if_absent(&name, Bytes::from(sealed))
+            .await?;
+        let holders = Some(self.write_holders(&condemned.id).await?);
+        Ok(Some(Record { condemned, holders }))
     }
 
     /// Phase 2: the condemnation records that are due (past the grace period, no
@@ -500,9 +669,22 @@ impl Repository {
 
 /// The packs of the due records that can go (see [`view::reprieve`]). Fills the
 /// report's deleted and reprieved lists.
-fn doom(view: &View, due: &[CondemnedRecord], report: &mut GcReport) -> HashSet<String> {
+fn doom(
+    view: &View,
+    due: &[CondemnedRecord],
+    uncovered: &HashSet<String>,
+    report: &mut GcReport,
+) -> HashSet<String> {
     let mut doomed: HashSet<String> = due.iter().flat_map(|r| r.packs.iter().cloned()).collect();
-    report.reprieved = view::reprieve(view, &mut doomed);
+    // A repacked pack is named by the backups that used it; what they reach through
+    // it is in the pack its moved record names, unless it is `uncovered`.
+    let moved_away: HashSet<String> = due
+        .iter()
+        .flat_map(|r| r.repacked.iter())
+        .filter(|p| !uncovered.contains(*p))
+        .cloned()
+        .collect();
+    report.reprieved = view::reprieve(view, &mut doomed, &moved_away);
     let mut deleted: Vec<String> = doomed
         .iter()
         .filter(|p| view.packs.contains_key(*p))

@@ -73,7 +73,9 @@ pub use chunklist::{
     INLINE_CHUNK_LIMIT,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use gc::{GcOptions, GcReport, GcWaiting, DEFAULT_GC_GRACE};
+pub use gc::{
+    GcKept, GcOptions, GcReport, GcWaiting, DEFAULT_GC_GRACE, DEFAULT_MAX_UNUSED_PERCENT,
+};
 pub use hs_chunk::{ChunkId, Chunker, ChunkerConfig, FileClass, PackEntry};
 /// The keyring [`Repository::init`] and [`Repository::open`] take (from hs-crypt).
 pub use hs_crypt::Keyring;

@@ -46,6 +46,9 @@ pub const DEFAULT_FRAME_CACHE_BYTES: usize = 64 << 20;
 /// about 2 MiB for a 16 MiB pack of pgbench pages, which compress 17 to 1).
 pub const HEADER_CACHE_PACKS: usize = 8;
 
+/// Missing packs whose moved record a [`ChunkReader`] remembers (then it forgets all).
+const MOVED_CACHE: usize = 4096;
+
 /// Free decoded-frame buffers kept for reuse, at most this many bytes (or a quarter
 /// of the frame cache, if that is less).
 const FRAME_POOL_BYTES: usize = 16 << 20;
@@ -205,6 +208,8 @@ struct ReaderInner {
     /// The repository index, loaded on first need (see the module docs).
     index: OnceCell<Index>,
     headers: Mutex<HeaderCache>,
+    /// Missing packs looked up in the moved records, and where they went.
+    moves: Mutex<HashMap<PackId, Option<PackId>>>,
     cache: Mutex<FrameCache>,
     pool: Arc<Mutex<FramePool>>,
     frames_decoded: AtomicU64,
@@ -313,6 +318,7 @@ impl ChunkReader {
                 repo,
                 index,
                 headers: Mutex::new(HeaderCache::default()),
+                moves: Mutex::new(HashMap::new()),
                 cache: Mutex::new(FrameCache::new(cache_bytes)),
                 pool: Arc::new(Mutex::new(FramePool {
                     free: Vec::new(),
@@ -406,12 +412,24 @@ impl ChunkReader {
     /// Where `r`'s chunk is: in the pack the reference names when that pack's
     /// header lists it, else wherever the index says.
     async fn locate(&self, r: &ChunkRef) -> Result<Located> {
-        if let Some(pack) = r.pack {
-            if let Some(map) = self.pack_map(pack).await? {
-                if let Some(e) = map.find(&r.id) {
-                    return Ok(Located { pack, entry: *e });
+        if let Some(named) = r.pack {
+            // The named pack, or (gc repacked it) the pack its moved record names.
+            let mut pack = named;
+            for _ in 0..=crate::gc::MAX_MOVES {
+                match self.pack_map(pack).await? {
+                    Some(map) => {
+                        if let Some(e) = map.find(&r.id) {
+                            return Ok(Located { pack, entry: *e });
+                        }
+                        break;
+                    }
+                    None => match self.moved_target(pack).await? {
+                        Some(to) => pack = to,
+                        None => break,
+                    },
                 }
             }
+            let pack = named;
             tracing::debug!(
                 chunk = %r.id,
                 pack = %pack,
@@ -445,6 +463,21 @@ impl ChunkReader {
             )
             .with_suggestion("run a repository check; a backup references a chunk that is missing")
         })
+    }
+
+    /// Where gc moved the live chunks of the missing pack `from` (its moved record),
+    /// remembered for the reader's life (at most [`MOVED_CACHE`] packs).
+    async fn moved_target(&self, from: PackId) -> Result<Option<PackId>> {
+        if let Some(to) = lock(&self.inner.moves).get(&from) {
+            return Ok(*to);
+        }
+        let to = self.inner.repo.moved_target(from).await?;
+        let mut moves = lock(&self.inner.moves);
+        if moves.len() >= MOVED_CACHE {
+            moves.clear();
+        }
+        moves.insert(from, to);
+        Ok(to)
     }
 
     /// The header of `pack` as a map by chunk id, from the cache or read now;

@@ -8,7 +8,7 @@ use crate::cli::{Cli, Command, GlobalArgs, RepoCommand, TargetActionArg, VerifyA
 use crate::output::{human_bytes, Output};
 use crate::progress::Bar;
 
-pub(crate) use retention::parse_duration;
+pub(crate) use retention::{parse_duration, parse_max_unused};
 
 mod doctor;
 pub(crate) mod gendocs;

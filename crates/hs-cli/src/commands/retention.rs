@@ -7,9 +7,23 @@ use anyhow::Result;
 use hs_base::code;
 use serde_json::json;
 
-use crate::cli::{GlobalArgs, PolicyArg, RepoGcArgs, RotateArgs};
+use crate::cli::{GlobalArgs, MaxUnused, PolicyArg, RepoGcArgs, RotateArgs};
 use crate::errors::CliError;
 use crate::output::{human_bytes, Output};
+
+/// Parses `repo gc --max-unused`: `5`, `5%`, `12.5%` (0 to 100), or `unlimited`.
+pub fn parse_max_unused(s: &str) -> std::result::Result<MaxUnused, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("unlimited") {
+        return Ok(MaxUnused(None));
+    }
+    match t.trim_end_matches('%').trim().parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(MaxUnused(Some(p))),
+        _ => Err(format!(
+            "{s:?} is not a percentage from 0 to 100 (e.g. 5%) or `unlimited`"
+        )),
+    }
+}
 
 /// Parses `90s`, `30m`, `12h`, `7d`, `2w` or combinations such as `1h30m`
 /// (a bare number is seconds).
@@ -189,24 +203,128 @@ pub async fn gc(g: &GlobalArgs, a: RepoGcArgs) -> Result<Output> {
         .gc(&hs_repo::GcOptions {
             grace: a.grace,
             apply: a.apply,
+            max_unused: a.max_unused.0,
         })
         .await?;
-    let (cond, del) = if a.apply {
-        ("Condemned", "Deleted")
+    let human = gc_human(repo.url(), &a, &r);
+    Ok(Output {
+        failure: None,
+        json: json!({
+            "url": repo.url(),
+            "applied": r.applied,
+            "grace_seconds": a.grace.as_secs(),
+            "max_unused_percent": a.max_unused.0,
+            "packs_total": r.packs_total,
+            "bytes_total": r.bytes_total,
+            "packs_referenced": r.packs_referenced,
+            "used_bytes": r.used_bytes,
+            "unused_bytes": r.unused_bytes,
+            "condemned": r.condemned,
+            "condemned_bytes": r.condemned_bytes,
+            "repacked": r.repacked,
+            "repacked_bytes": r.repacked_bytes,
+            "repack_new_packs": r.repack_new_packs,
+            "repack_copied_bytes": r.repack_copied_bytes,
+            "deleted": r.deleted,
+            "deleted_bytes": r.deleted_bytes,
+            "reprieved": r.reprieved,
+            "waiting": r.waiting,
+            "kept": r.kept,
+            "index_objects_replaced": r.index_objects_replaced,
+            "moved_records_removed": r.moved_records_removed,
+            "expired_leases_removed": r.expired_leases_removed,
+            "quarantine_records_removed": r.quarantine_records_removed,
+            "temporaries_removed": r.temporaries_removed,
+        }),
+        human,
+    })
+}
+
+/// Why packs were kept, in words (see `hs_repo::GcKept::reason`).
+fn kept_reason(reason: &str, a: &RepoGcArgs) -> String {
+    let grace = humantime_secs(a.grace.as_secs());
+    match reason {
+        "grace" => format!("written within the {grace} grace period (not measured yet)"),
+        "grace_unreferenced" => {
+            format!("no backup references them, but written within the {grace} grace period")
+        }
+        "below_threshold" => match a.max_unused.0 {
+            Some(p) => format!("the repository's unused share is within --max-unused {p}%"),
+            None => "--max-unused unlimited: no repacking".to_string(),
+        },
+        "no_unused" => "every chunk in them is live".to_string(),
+        "indexed_chunks" => "they hold chunks a format 1 backup references by id".to_string(),
+        "quarantined" => "quarantined (see `repo verify`)".to_string(),
+        "not_indexed" => "no index object lists them (see `repo verify`)".to_string(),
+        "damaged" => "their copy failed a check (see `repo verify`)".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn humantime_secs(s: u64) -> String {
+    match s {
+        0 => "0s".to_string(),
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+fn gc_human(url: &str, a: &RepoGcArgs, r: &hs_repo::GcReport) -> String {
+    let (cond, del, rep) = if a.apply {
+        ("Condemned", "Deleted", "Repacked")
     } else {
-        ("Would condemn", "Would delete")
+        ("Would condemn", "Would delete", "Would repack")
     };
     let mut human = format!(
-        "Repository {}: {} packs ({}), {} referenced by backups\n",
-        repo.url(),
+        "Repository {url}: {} packs ({}), {} referenced by backups\n",
         r.packs_total,
         human_bytes(r.bytes_total),
         r.packs_referenced
     );
+    if a.max_unused.0.is_some() {
+        let total = (r.used_bytes + r.unused_bytes).max(1);
+        human.push_str(&format!(
+            "Live data about {}; unused in referenced packs about {} ({:.1}%)\n",
+            human_bytes(r.used_bytes),
+            human_bytes(r.unused_bytes),
+            100.0 * r.unused_bytes as f64 / total as f64
+        ));
+    }
     human.push_str(&format!(
-        "{cond} {} unreferenced pack(s) ({})\n{del} {} pack(s) ({}), {} index object(s) rewritten\n",
+        "{cond} {} unreferenced pack(s) ({})\n",
         r.condemned.len(),
-        human_bytes(r.condemned_bytes),
+        human_bytes(r.condemned_bytes)
+    ));
+    if !r.repacked.is_empty() {
+        if a.apply {
+            human.push_str(&format!(
+                "{rep} {} pack(s) ({}): {} live copied into {} new pack(s), {} to free once they are deleted\n",
+                r.repacked.len(),
+                human_bytes(r.repacked_bytes),
+                human_bytes(r.repack_copied_bytes),
+                r.repack_new_packs.len(),
+                human_bytes(r.repacked_bytes.saturating_sub(r.repack_copied_bytes)),
+            ));
+        } else {
+            human.push_str(&format!(
+                "{rep} {} partly dead pack(s) ({})\n",
+                r.repacked.len(),
+                human_bytes(r.repacked_bytes)
+            ));
+        }
+    }
+    for k in &r.kept {
+        human.push_str(&format!(
+            "Kept {} pack(s) ({}, about {} unused): {}\n",
+            k.packs,
+            human_bytes(k.bytes),
+            human_bytes(k.unused_bytes),
+            kept_reason(&k.reason, a)
+        ));
+    }
+    human.push_str(&format!(
+        "{del} {} pack(s) ({}), {} index object(s) rewritten\n",
         r.deleted.len(),
         human_bytes(r.deleted_bytes),
         r.index_objects_replaced
@@ -223,54 +341,41 @@ pub async fn gc(g: &GlobalArgs, a: RepoGcArgs) -> Result<Output> {
             w.packs, w.record, w.reason
         ));
     }
-    if r.expired_leases_removed > 0 {
-        human.push_str(&format!(
-            "Removed {} expired lease(s)\n",
-            r.expired_leases_removed
-        ));
-    }
-    if r.quarantine_records_removed > 0 {
-        human.push_str(&format!(
-            "Removed {} quarantine record(s) of deleted packs\n",
-            r.quarantine_records_removed
-        ));
-    }
-    if r.temporaries_removed > 0 {
-        human.push_str(&format!(
-            "Removed {} temporary file(s) left by killed writers\n",
-            r.temporaries_removed
-        ));
+    for (n, what) in [
+        (r.expired_leases_removed, "expired lease(s)"),
+        (
+            r.quarantine_records_removed,
+            "quarantine record(s) of deleted packs",
+        ),
+        (
+            r.temporaries_removed as usize,
+            "temporary file(s) left by killed writers",
+        ),
+        (r.moved_records_removed, "moved record(s) nothing needs"),
+    ] {
+        if n > 0 {
+            human.push_str(&format!("Removed {n} {what}\n"));
+        }
     }
     if !a.apply {
-        human.push_str("Dry run: nothing was changed; --apply condemns and deletes.\n");
+        human.push_str("Dry run: nothing was changed; --apply condemns, repacks and deletes.\n");
     }
-    Ok(Output {
-        failure: None,
-        json: json!({
-            "url": repo.url(),
-            "applied": r.applied,
-            "grace_seconds": a.grace.as_secs(),
-            "packs_total": r.packs_total,
-            "bytes_total": r.bytes_total,
-            "packs_referenced": r.packs_referenced,
-            "condemned": r.condemned,
-            "condemned_bytes": r.condemned_bytes,
-            "deleted": r.deleted,
-            "deleted_bytes": r.deleted_bytes,
-            "reprieved": r.reprieved,
-            "waiting": r.waiting,
-            "index_objects_replaced": r.index_objects_replaced,
-            "expired_leases_removed": r.expired_leases_removed,
-            "quarantine_records_removed": r.quarantine_records_removed,
-            "temporaries_removed": r.temporaries_removed,
-        }),
-        human,
-    })
+    human
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_unused_values() {
+        assert_eq!(parse_max_unused("5%").unwrap(), MaxUnused(Some(5.0)));
+        assert_eq!(parse_max_unused("12.5").unwrap(), MaxUnused(Some(12.5)));
+        assert_eq!(parse_max_unused("unlimited").unwrap(), MaxUnused(None));
+        for bad in ["", "-1", "101%", "five"] {
+            assert!(parse_max_unused(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

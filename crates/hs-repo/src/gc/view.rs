@@ -33,7 +33,7 @@ use crate::repo::{pack_name, Repository};
 pub(crate) const GC_LIST_MEMORY: usize = 1 << 17;
 
 /// Frame cache of the reader that reads list chunks during the walk.
-const WALK_FRAME_CACHE: usize = 8 << 20;
+pub(super) const WALK_FRAME_CACHE: usize = 8 << 20;
 
 /// A listed pack: size and modification time.
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +57,8 @@ pub(super) struct View {
     pub locations: HashMap<ChunkId, Vec<String>>,
     /// Pack -> the indexed ids it holds (the inverse of `locations`).
     pub holds: HashMap<String, Vec<ChunkId>>,
+    /// Moved records: repacked pack -> the pack its live chunks were copied to.
+    pub moved: HashMap<PackId, PackId>,
 }
 
 impl View {
@@ -83,12 +85,18 @@ impl View {
                 (o.name, info)
             })
             .collect();
+        // A named pack that gc repacked names, through its moved record, the pack that
+        // holds its live chunks now: that one is named too (and so on down the chain).
+        let moved = repo.moved_map().await?;
+        close_over_moves(&mut walk.named, &moved);
         let suspect: HashSet<PackId> = walk
             .named
             .iter()
             .filter(|p| {
                 let name = p.object_name();
-                quarantined.contains(&name) || !packs.contains_key(&name)
+                quarantined.contains(&name)
+                    || (!packs.contains_key(&name)
+                        && !packs.contains_key(&super::moved::chain_end(&moved, **p).object_name()))
             })
             .copied()
             .collect();
@@ -100,6 +108,7 @@ impl View {
             again.ids = std::mem::take(&mut walk.ids);
             repo.walk_manifests(&reader, &mut again).await?;
             walk = again;
+            close_over_moves(&mut walk.named, &moved);
         }
         let RefWalk { named, ids, .. } = walk;
         tracing::debug!(
@@ -125,6 +134,7 @@ impl View {
             quarantined,
             locations,
             holds,
+            moved,
         })
     }
 
@@ -153,6 +163,24 @@ impl View {
                 })
         })
     }
+}
+
+/// Adds to `named` every pack a moved record leads to from a named pack.
+fn close_over_moves(named: &mut HashSet<PackId>, moved: &HashMap<PackId, PackId>) {
+    let mut through = Vec::new();
+    for p in named.iter().filter(|p| moved.contains_key(p)) {
+        let mut at = *p;
+        for _ in 0..super::moved::MAX_MOVES {
+            match moved.get(&at) {
+                Some(to) => {
+                    through.push(*to);
+                    at = *to;
+                }
+                None => break,
+            }
+        }
+    }
+    named.extend(through);
 }
 
 /// Ids seen recently, in two generations of at most `cap` each.
@@ -197,6 +225,15 @@ struct RefWalk {
     lists: RecentIds,
 }
 
+/// What a walk over every manifest does with each reference (see
+/// `Repository::walk_manifests`).
+pub(super) trait Visit {
+    /// One reference (inline, a list chunk, or inside a list chunk).
+    fn visit(&mut self, r: &ChunkRef) -> Result<()>;
+    /// The list chunks expanded recently (one seen again is not read again).
+    fn lists(&mut self) -> &mut RecentIds;
+}
+
 impl RefWalk {
     fn new(suspect: HashSet<PackId>) -> RefWalk {
         RefWalk {
@@ -206,8 +243,14 @@ impl RefWalk {
             lists: RecentIds::new(GC_LIST_MEMORY),
         }
     }
+}
 
-    fn visit(&mut self, r: &ChunkRef) {
+impl Visit for RefWalk {
+    fn lists(&mut self) -> &mut RecentIds {
+        &mut self.lists
+    }
+
+    fn visit(&mut self, r: &ChunkRef) -> Result<()> {
         match r.pack {
             None => {
                 self.ids.insert(r.id);
@@ -219,6 +262,7 @@ impl RefWalk {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -246,7 +290,11 @@ impl Repository {
     /// Every reference of every manifest of every deployment (inline, list chunks
     /// and the references inside list chunks), one manifest and one list chunk at a
     /// time, into `walk`.
-    async fn walk_manifests(&self, reader: &ChunkReader, walk: &mut RefWalk) -> Result<()> {
+    pub(super) async fn walk_manifests<V: Visit>(
+        &self,
+        reader: &ChunkReader,
+        walk: &mut V,
+    ) -> Result<()> {
         for d in self.deployments_with_backups().await? {
             let prefix = format!("deployments/{d}/backups/");
             for o in self.inner.backend.list(&prefix).await? {
@@ -261,13 +309,15 @@ impl Repository {
                     Err(e) => return Err(e),
                 };
                 for f in m.archives.iter().flat_map(|a| a.files.iter()) {
-                    f.chunks.iter().for_each(|r| walk.visit(r));
+                    for r in &f.chunks {
+                        walk.visit(r)?;
+                    }
                     for l in &f.chunk_lists {
-                        walk.visit(l);
+                        walk.visit(l)?;
                         // The same id is the same content, pack table included.
-                        if walk.lists.first_time(l.id) {
+                        if walk.lists().first_time(l.id) {
                             for r in decode_chunk_list(&reader.read(l).await?)? {
-                                walk.visit(&r);
+                                walk.visit(&r)?;
                             }
                         }
                     }
@@ -319,13 +369,17 @@ impl Repository {
 /// quarantined), or that holds the only remaining copy of an indexed id, is
 /// reprieved; a copy in a quarantined pack does not count. Returns the reprieved
 /// packs, sorted.
-pub(super) fn reprieve(view: &View, doomed: &mut HashSet<String>) -> Vec<String> {
+pub(super) fn reprieve(
+    view: &View,
+    doomed: &mut HashSet<String>,
+    moved_away: &HashSet<String>,
+) -> Vec<String> {
     let mut reprieved = Vec::new();
     loop {
         let keep: Vec<String> = doomed
             .iter()
             .filter(|p| {
-                (view.is_named(p) && !view.quarantined.contains(*p))
+                (view.is_named(p) && !view.quarantined.contains(*p) && !moved_away.contains(*p))
                     || view.holds.get(*p).is_some_and(|ids| {
                         ids.iter().any(|id| {
                             view.locations.get(id).is_none_or(|l| {

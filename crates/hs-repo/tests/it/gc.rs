@@ -20,12 +20,13 @@ fn gc_now() -> GcOptions {
     GcOptions {
         grace: Duration::ZERO,
         apply: true,
+        max_unused: None,
     }
 }
 
 /// A manifest `id` of deployment `dep` whose file lists `refs` in its
 /// manifest and `listed` through list chunks, at position `n` (LSN, time).
-fn manifest_at(dep: &str, id: &str, n: u64, entry: FileEntry) -> BackupManifest {
+pub(crate) fn manifest_at(dep: &str, id: &str, n: u64, entry: FileEntry) -> BackupManifest {
     let mut m = sample_manifest(dep, id, &[]);
     m.archives[0].files[1] = entry;
     m.start_lsn = hs_repo::Lsn(n * 0x100_0000 + 0x28);
@@ -35,7 +36,7 @@ fn manifest_at(dep: &str, id: &str, n: u64, entry: FileEntry) -> BackupManifest 
     m
 }
 
-fn file(refs: Vec<ChunkRef>) -> FileEntry {
+pub(crate) fn file(refs: Vec<ChunkRef>) -> FileEntry {
     FileEntry {
         mtime: 1,
         ..crate::support::file("base/1/16384", refs)
@@ -43,7 +44,7 @@ fn file(refs: Vec<ChunkRef>) -> FileEntry {
 }
 
 /// Reads every chunk of every file of `m` with a fresh reader.
-async fn read_all(repo: &Repository, m: &BackupManifest) -> hs_repo::Result<usize> {
+pub(crate) async fn read_all(repo: &Repository, m: &BackupManifest) -> hs_repo::Result<usize> {
     let reader = repo.reader().await?;
     let mut n = 0;
     for a in &m.archives {
@@ -123,6 +124,7 @@ async fn rotate_then_gc_frees_space_and_kept_backups_read_back() {
         .gc(&GcOptions {
             grace: Duration::ZERO,
             apply: false,
+            max_unused: None,
         })
         .await
         .unwrap();
@@ -273,6 +275,7 @@ async fn leases_exclusive_conflict_expiry_and_grace() {
         .gc(&GcOptions {
             grace: Duration::from_secs(3600),
             apply: true,
+            max_unused: None,
         })
         .await
         .unwrap();

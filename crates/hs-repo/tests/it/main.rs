@@ -8,6 +8,7 @@ mod faults;
 mod gc;
 mod manifest;
 mod props;
+mod repack;
 mod repo;
 mod retention;
 mod ssh;
