@@ -368,6 +368,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn gc_says_what_it_kept_and_why() {
+        let a = RepoGcArgs {
+            repo: crate::cli::RepoArg {
+                repo: "file:///r".into(),
+            },
+            grace: Duration::from_secs(3600),
+            apply: true,
+            max_unused: MaxUnused(Some(5.0)),
+        };
+        let r = hs_repo::GcReport {
+            applied: true,
+            used_bytes: 40 << 20,
+            unused_bytes: 1 << 20,
+            repacked: vec!["data/aa/x".into(), "data/bb/y".into()],
+            repacked_bytes: 8 << 20,
+            repack_copied_bytes: 3 << 20,
+            repack_new_packs: vec!["data/cc/z".into()],
+            kept: vec![
+                hs_repo::GcKept {
+                    reason: "grace".into(),
+                    packs: 12,
+                    bytes: 3 << 20,
+                    unused_bytes: 0,
+                },
+                hs_repo::GcKept {
+                    reason: "below_threshold".into(),
+                    packs: 4,
+                    bytes: 30 << 20,
+                    unused_bytes: 1 << 20,
+                },
+            ],
+            ..hs_repo::GcReport::default()
+        };
+        let h = gc_human("file:///r", &a, &r);
+        for want in [
+            "Repacked 2 pack(s) (8.0 MiB): 3.0 MiB live copied into 1 new pack(s), 5.0 MiB to free",
+            "Kept 12 pack(s) (3.0 MiB, about 0 B unused): written within the 1 h grace period",
+            "Kept 4 pack(s) (30.0 MiB, about 1.0 MiB unused): the repository's unused share is \
+             within --max-unused 5%",
+        ] {
+            assert!(h.contains(want), "{want:?} not in:\n{h}");
+        }
+    }
+
+    #[test]
     fn max_unused_values() {
         assert_eq!(parse_max_unused("5%").unwrap(), MaxUnused(Some(5.0)));
         assert_eq!(parse_max_unused("12.5").unwrap(), MaxUnused(Some(12.5)));

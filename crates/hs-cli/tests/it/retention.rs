@@ -75,8 +75,26 @@ fn rotate_keep_one_then_gc_frees_space_and_latest_restores() {
 
     // gc with the default grace period leaves the fresh packs alone; with none,
     // it deletes what only the old backups used, while the streamer runs.
+    // It says why it kept them, in numbers.
     let gc = hs(&s, &["repo", "gc", "--repo", &url, "--apply"]).ok();
     assert!(gc["deleted"].as_array().unwrap().is_empty(), "{gc}");
+    assert!(gc["repacked"].as_array().unwrap().is_empty(), "{gc}");
+    let kept = gc["kept"].as_array().unwrap();
+    assert!(
+        kept.iter()
+            .any(|k| k["reason"] == "grace" && k["packs"].as_u64().unwrap() > 0),
+        "{gc}"
+    );
+    let names = |v: &serde_json::Value, key: &str| -> Vec<String> {
+        let mut n: Vec<String> = v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
     let dry = hs(&s, &["repo", "gc", "--repo", &url, "--grace", "0s"]).ok();
     assert_eq!(dry["applied"], false);
     let gc = hs(
@@ -85,8 +103,26 @@ fn rotate_keep_one_then_gc_frees_space_and_latest_restores() {
     )
     .ok();
     assert!(gc["deleted_bytes"].as_u64().unwrap() > 0, "{gc}");
-    assert_eq!(gc["deleted"], dry["deleted"], "{gc}\n{dry}");
+    // With no grace and no backup lease, the unreferenced packs and the packs it
+    // repacked all go in this run.
+    assert_eq!(
+        names(&gc, "repacked"),
+        names(&dry, "repacked"),
+        "{gc}\n{dry}"
+    );
+    let mut want = names(&dry, "deleted");
+    want.extend(names(&dry, "repacked"));
+    want.sort();
+    assert_eq!(names(&gc, "deleted"), want, "{gc}\n{dry}");
     assert!(gc["waiting"].as_array().unwrap().is_empty(), "{gc}");
+    let again = hs(
+        &s,
+        &["repo", "gc", "--repo", &url, "--grace", "0s", "--apply"],
+    )
+    .ok();
+    assert!(again["repacked"].as_array().unwrap().is_empty(), "{again}");
+    assert!(again["deleted"].as_array().unwrap().is_empty(), "{again}");
+    hs(&s, &["repo", "verify", "--repo", &url]).ok();
     let bytes_after = dir_bytes(&s.repo_dir());
     assert!(
         bytes_after < bytes_before,
