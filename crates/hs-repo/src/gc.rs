@@ -39,7 +39,7 @@ mod moved;
 mod repack;
 mod view;
 
-pub(crate) use moved::MAX_MOVES;
+pub(crate) use moved::{leads_to, MAX_MOVES};
 pub use repack::{GcKept, DEFAULT_MAX_UNUSED_PERCENT};
 use view::View;
 

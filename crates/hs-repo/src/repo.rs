@@ -557,12 +557,22 @@ impl Repository {
     /// A format 1 parent has no packs in its references, so the first backup
     /// after it loads the whole index once (as every backup did before format 2).
     pub async fn writer_for(&self, parent: Option<&BackupManifest>) -> Result<ChunkWriter> {
-        let excluded = self
+        let mut excluded: std::collections::HashSet<PackId> = self
             .condemned_or_quarantined()
             .await?
             .iter()
             .filter_map(|n| PackId::from_object_name(n))
             .collect();
+        // A hint may name a pack gc repacked and deleted: readers follow its moved
+        // record, so it must not lead to a pack that is condemned now.
+        let moves = self.moved_map().await?;
+        let through: Vec<PackId> = moves
+            .keys()
+            .filter(|p| crate::gc::leads_to(&moves, **p, &excluded))
+            .copied()
+            .collect();
+        drop(moves);
+        excluded.extend(through);
         let mut dedup = Dedup::default();
         dedup.excluded = excluded;
         match parent {

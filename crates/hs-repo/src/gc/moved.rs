@@ -63,6 +63,25 @@ pub(crate) fn chain_end(moves: &HashMap<PackId, PackId>, pack: PackId) -> PackId
     p
 }
 
+/// Whether the moved records lead from `pack` to a pack in `excluded` (condemned or
+/// quarantined), or further than [`MAX_MOVES`]: a writer must not name `pack` then, as
+/// it must not name the condemned pack itself (the chunk may be in no pack that stays).
+pub(crate) fn leads_to(
+    moves: &HashMap<PackId, PackId>,
+    pack: PackId,
+    excluded: &std::collections::HashSet<PackId>,
+) -> bool {
+    let mut at = pack;
+    for _ in 0..MAX_MOVES {
+        match moves.get(&at) {
+            Some(to) if excluded.contains(to) => return true,
+            Some(to) => at = *to,
+            None => return false,
+        }
+    }
+    moves.contains_key(&at)
+}
+
 impl Repository {
     /// Every moved record, from the listing: source pack -> target pack (of two
     /// records for one source, left by a crashed run, the first listed).
@@ -121,5 +140,15 @@ mod tests {
         assert_eq!(chain_end(&moves, p(1)), p(3));
         assert_eq!(chain_end(&moves, p(3)), p(3));
         assert_eq!(chain_end(&moves, p(7)), p(7));
+        let excluded: std::collections::HashSet<PackId> = [p(3)].into();
+        assert!(leads_to(&moves, p(1), &excluded));
+        assert!(!leads_to(&moves, p(3), &excluded));
+        assert!(!leads_to(&moves, p(5), &excluded));
+        let long: HashMap<PackId, PackId> = (0..40u8).map(|i| (p(i), p(i + 1))).collect();
+        assert!(
+            leads_to(&long, p(0), &Default::default()),
+            "too long to follow"
+        );
+        assert!(!leads_to(&long, p(30), &Default::default()));
     }
 }

@@ -104,7 +104,29 @@ async fn assert_verifies(repo: &Repository) {
 #[tokio::test]
 async fn gc_repacks_partly_dead_packs_and_kept_backups_read_back_through_moved_records() {
     let env = Env::new();
-    let repo = env.small_pack_repo().await;
+    repack_and_read_back(env.small_pack_repo().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_gc_repacks_partly_dead_packs_and_kept_backups_read_back() {
+    let Some((_server, bucket)) =
+        crate::conformance::server_bucket(hs_testkit::StorageKind::S3, "s3_repack", "repack")
+    else {
+        return;
+    };
+    let env = Env::new();
+    let repo = Repository::builder(&bucket.url)
+        .pack_target_size(1 << 20)
+        .init(&env.keyring)
+        .await
+        .unwrap();
+    repack_and_read_back(repo).await;
+}
+
+/// Two backups, rotate to the newer, gc: its partly dead packs are repacked and
+/// deleted, it reads back through the moved records and verifies, and a second gc
+/// has nothing to do.
+async fn repack_and_read_back(repo: Repository) {
     let s = two_backups(&repo).await;
     let named: BTreeSet<String> = s
         .live
@@ -336,5 +358,69 @@ async fn a_backup_that_names_a_pack_being_repacked_keeps_what_it_references() {
     }
     assert_eq!(read_all(&repo, &m).await.unwrap(), 2);
     assert_eq!(read_all(&repo, &s.new).await.unwrap(), chunks);
+    assert_verifies(&repo).await;
+}
+
+/// A hint that names a repacked, deleted pack P leads, through its moved record, to
+/// the new pack Q. Once Q is repacked in turn (condemned), a backup that starts after
+/// that must not name P either (its lease is not among the record's holders): it finds
+/// the chunk in Q's successor through gc's index object instead.
+#[tokio::test]
+async fn a_hint_through_a_moved_record_to_a_condemned_pack_is_not_taken() {
+    let env = Env::new();
+    let repo = env.small_pack_repo().await;
+    let s = two_backups(&repo).await;
+    rotate_to_newest(&repo).await;
+    let r = repo.gc(&repack_now()).await.unwrap();
+    let via_p: Vec<ChunkRef> = s
+        .live
+        .iter()
+        .filter(|c| r.deleted.contains(&c.pack.unwrap().object_name()))
+        .take(20)
+        .copied()
+        .collect();
+    let x = via_p[0];
+    let data = Bytes::from(noise(
+        7_000 + s.live.iter().position(|c| *c == x).unwrap() as u64,
+        8192,
+    ));
+    // Taken as it is while Q stands.
+    let mut w = repo.writer().await.unwrap();
+    assert_eq!(w.add_hinted(data.clone(), Some(&x)).await.unwrap(), x);
+    drop(w);
+
+    // A newer backup keeps 20 of Q's chunks (still naming P); rotate drops b1, so Q
+    // is mostly dead and gc repacks it. A lease keeps gc from deleting Q.
+    let m = manifest_at("db1", "b2", 3, file(via_p.clone()));
+    repo.put_manifest(&m).await.unwrap();
+    rotate_to_newest(&repo).await;
+    let held = repo
+        .acquire_lease(LeaseKind::Shared, "backup db1", &LeaseOptions::backup())
+        .await
+        .unwrap();
+    let r2 = repo.gc(&repack_now()).await.unwrap();
+    assert!(!r2.repacked.is_empty() && r2.deleted.is_empty(), "{r2:?}");
+    assert!(
+        r.repack_new_packs.iter().any(|q| r2.repacked.contains(q)),
+        "{r2:?}"
+    );
+
+    let mut w = repo.writer().await.unwrap();
+    let got = w.add_hinted(data, Some(&x)).await.unwrap();
+    assert_ne!(
+        got.pack, x.pack,
+        "named a pack that leads to a condemned one"
+    );
+    assert!(
+        r2.repack_new_packs
+            .contains(&got.pack.unwrap().object_name()),
+        "{got:?} is not in the newest pack: {r2:?}"
+    );
+    assert_eq!(w.stats().new_chunks, 0, "found through gc's index object");
+    w.finish().await.unwrap();
+    held.release().await.unwrap();
+    let r3 = repo.gc(&repack_now()).await.unwrap();
+    assert!(r3.deleted.iter().any(|p| r2.repacked.contains(p)), "{r3:?}");
+    assert!(read_all(&repo, &m).await.unwrap() >= 20);
     assert_verifies(&repo).await;
 }
