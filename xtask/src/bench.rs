@@ -52,6 +52,12 @@ benchmarks (cargo xtask bench <name>):
                                 storage requests (moto's log) and bytes read per command
                                 (backup, restore --preview, wal fetch, list) on an S3 repository
                                 after 10, 100 and N backups (default 400) of a tiny cluster
+  gc [--scale N] [--backups B] [--keep-last K] [--transactions T] [--max-unused PCT]
+     [--bin PATH] [--keep]
+                                repository bytes after B backups (default 30) of pgbench -s N
+                                (default 10) with pgbench -t T (default 5000) between,
+                                rotate --keep K (default 7) and repo gc --grace 0s, against a
+                                fresh repository of the same K backups (issue 16: <= 1.10x)
 ";
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -67,6 +73,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some((name, rest)) if name == "scale" => crate::bench_scale::run(rest),
         Some((name, rest)) if name == "index" => crate::bench_index::run(rest),
         Some((name, rest)) if name == "requests" => crate::bench_requests::run(rest),
+        Some((name, rest)) if name == "gc" => crate::bench_gc::run(rest),
         Some((name, _)) => bail!("unknown benchmark {name:?}\n\n{LIST}"),
     }
 }

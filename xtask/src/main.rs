@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_backends;
+mod bench_gc;
 mod bench_index;
 mod bench_replay;
 mod bench_requests;
