@@ -8,7 +8,7 @@
 //!
 //! The name carries the mapping, so gc and readers need only a listing; the body is
 //! a sealed record (magic `HSGCMOV1`, bound to the name) with the same two ids and
-//! the time, for `repo verify` and for people.
+//! the time (nothing reads it yet; `repo verify` does not check moved records).
 
 use std::collections::HashMap;
 
