@@ -4,7 +4,6 @@
 
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use hs_base::code;
 use hs_repo::{BackupManifest, ChunkReader, ChunkRef, Repository};
@@ -266,23 +265,26 @@ pub(super) fn delta_units(
 
 /// Writes one unit; returns the bytes written and, when its file is checked, the
 /// CRC-32C of those bytes.
+///
+/// The unit's chunks (512 KiB for 64 pages) are gathered into one buffer and written
+/// with one call. When the unit starts and ends on 4 KiB boundaries (every unit of a
+/// relation file), that write bypasses the page cache (`O_DIRECT`): at scale 1000 the
+/// copy into the page cache and the writers' contention on the file's lock were most of
+/// a restore's CPU, and the cache filled memory with pages no one reads before the
+/// server starts. Other units, and file systems that refuse `O_DIRECT`, are written
+/// through the page cache with the disk write started at once.
 pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<(u64, Option<UnitCrc>)> {
-    let file = Arc::new(
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&u.path)
-            .map_err(|e| crate::error::io(format!("open {}", u.path.display()), e))?,
-    );
-    // Consecutive chunks are joined into writes of about 1 MiB: one pwrite per
-    // 8 KiB page made the restore syscall-bound.
-    // The buffer is sized to the unit (512 KiB for 64 pages): a fresh 1 MiB one per
-    // unit was mapped and faulted in page by page (allocations of 1 MiB and more are
-    // mapped on their own, see hs-cli's alloc.rs).
-    const WRITE_BATCH: usize = 1 << 20;
     let unit_bytes: usize = u.chunks.iter().map(|c| c.len as usize).sum();
-    let mut buf: Vec<u8> = Vec::with_capacity(unit_bytes.min(WRITE_BATCH));
-    let mut buf_off = u.offset;
-    let mut off = u.offset;
+    let direct =
+        u.offset.is_multiple_of(DIRECT_ALIGN as u64) && unit_bytes.is_multiple_of(DIRECT_ALIGN);
+    // Room to start the data on a 4 KiB boundary.
+    let mut store: Vec<u8> = Vec::with_capacity(unit_bytes + if direct { DIRECT_ALIGN } else { 0 });
+    let lead = if direct {
+        store.as_ptr().align_offset(DIRECT_ALIGN)
+    } else {
+        0
+    };
+    store.resize(lead, 0);
     let mut reg = !0u32;
     let check = u.check.is_some();
     for c in &u.chunks {
@@ -292,7 +294,7 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<(u64, Op
                     if check {
                         reg = hs_pg::crc32c_update(reg, data);
                     }
-                    buf.extend_from_slice(data);
+                    store.extend_from_slice(data);
                 }
                 data.len()
             })
@@ -313,21 +315,10 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<(u64, Op
             )
             .with_suggestion("run `pg_hardstorage repo verify` and restore another backup"));
         }
-        off += n as u64;
-        if buf.len() >= WRITE_BATCH {
-            file.write_all_at(&buf, buf_off)
-                .map_err(|e| crate::error::io(format!("write {}", u.path.display()), e))?;
-            start_writeback(&file, buf_off, buf.len());
-            buf.clear();
-            buf_off = off;
-        }
     }
-    if !buf.is_empty() {
-        file.write_all_at(&buf, buf_off)
-            .map_err(|e| crate::error::io(format!("write {}", u.path.display()), e))?;
-        start_writeback(&file, buf_off, buf.len());
-    }
-    let len = off - u.offset;
+    let data = &store[lead..];
+    write_at(&u.path, data, u.offset, direct)?;
+    let len = data.len() as u64;
     let crc = u.check.map(|id| UnitCrc {
         id,
         offset: u.offset,
@@ -335,6 +326,54 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<(u64, Op
         crc: !reg,
     });
     Ok((len, crc))
+}
+
+/// The alignment `O_DIRECT` writes need (of memory, offset and length); 4 KiB covers
+/// the logical block sizes of the file systems a data directory lives on.
+const DIRECT_ALIGN: usize = 4096;
+
+/// Set once a file system refused `O_DIRECT` (tmpfs): later units go through the page
+/// cache without trying again.
+static DIRECT_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes `data` at `offset` of the existing file `path`; with `direct` (aligned
+/// memory, offset and length) through `O_DIRECT` when the file system allows it.
+fn write_at(path: &Path, data: &[u8], offset: u64, direct: bool) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let io = |what: &str, e| crate::error::io(format!("{what} {}", path.display()), e);
+    if direct && !DIRECT_REFUSED.load(Ordering::Relaxed) {
+        match open_direct(path) {
+            Ok(f) => return f.write_all_at(data, offset).map_err(|e| io("write", e)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!(
+                    "O_DIRECT refused for {}: writing through the page cache",
+                    path.display()
+                );
+                DIRECT_REFUSED.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(io("open", e)),
+        }
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| io("open", e))?;
+    f.write_all_at(data, offset).map_err(|e| io("write", e))?;
+    start_writeback(&f, offset, data.len());
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn open_direct(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_path: &Path) -> std::io::Result<std::fs::File> {
+    Err(std::io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// Asks the kernel to start writing `len` bytes at `offset` of `file` to disk now,
@@ -453,6 +492,40 @@ pub(super) fn sync_dirs(root: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An aligned buffer of `len` bytes of a pattern.
+    fn aligned(len: usize, seed: u8) -> (Vec<u8>, usize) {
+        let mut v: Vec<u8> = Vec::with_capacity(len + DIRECT_ALIGN);
+        let lead = v.as_ptr().align_offset(DIRECT_ALIGN);
+        v.resize(lead, 0);
+        v.extend((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
+        (v, lead)
+    }
+
+    #[test]
+    fn direct_and_buffered_writes_land_where_asked() {
+        // A directory on the disk (O_DIRECT where the file system has it) and one on
+        // tmpfs when there is one (O_DIRECT refused: the page cache path).
+        let disk = tempfile::tempdir().unwrap();
+        let mut dirs = vec![disk.path().to_path_buf()];
+        let shm = Path::new("/dev/shm");
+        let tmpfs = shm.is_dir().then(|| tempfile::tempdir_in(shm).unwrap());
+        dirs.extend(tmpfs.as_ref().map(|d| d.path().to_path_buf()));
+        for dir in dirs {
+            let p = dir.join("f");
+            create_file(&p, 0o600, 3 * 8192 + 100).unwrap();
+            let (a, lead) = aligned(8192, 1);
+            write_at(&p, &a[lead..], 8192, true).unwrap();
+            let (b, _) = aligned(100, 2);
+            write_at(&p, &b[..100], 3 * 8192, false).unwrap();
+            let got = std::fs::read(&p).unwrap();
+            assert_eq!(got.len(), 3 * 8192 + 100);
+            assert!(got[..8192].iter().all(|&x| x == 0), "{}", dir.display());
+            assert_eq!(&got[8192..16384], &a[lead..], "{}", dir.display());
+            assert!(got[16384..3 * 8192].iter().all(|&x| x == 0));
+            assert_eq!(&got[3 * 8192..], &b[..100]);
+        }
+    }
 
     #[test]
     fn safe_join_refuses_escapes() {
