@@ -29,6 +29,7 @@ mod restore_delta;
 mod restore_signals;
 mod restore_space;
 mod retention;
+mod runbooks;
 mod secrets;
 mod ssh_backends;
 mod standby_source;
