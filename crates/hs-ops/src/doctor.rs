@@ -310,14 +310,21 @@ fn fix_or(e: &Error, default: &str) -> String {
         .map_or_else(|| default.to_owned(), str::to_owned)
 }
 
-/// Newest modification time (Unix seconds) of the deployment's WAL segments and
-/// partial segments, and how many complete segments there are.
+/// The deployment's newest WAL object (segment or partial segment) with its
+/// modification time (Unix seconds), and how many complete segments there are.
+///
+/// Newest is furthest in WAL order: highest timeline, then segment, and a complete
+/// segment after its own `.partial`; not the latest modification time. Objects written
+/// in the same second (a streamer catching up, a backup storing its own WAL) tied on
+/// time, and the first listed (the lowest) won: `status` said "last segment ...04;
+/// newest ...01" (issue 19).
 pub(crate) async fn newest_wal(
     backend: &dyn hs_repo::Backend,
     deployment: &str,
 ) -> hs_repo::Result<(Option<(String, i64)>, usize)> {
     let prefix = format!("deployments/{deployment}/wal/");
-    let mut newest: Option<(String, i64)> = None;
+    type Position = ((u32, u32, u32), bool);
+    let mut newest: Option<(Position, String, i64)> = None;
     let mut segments = 0;
     for o in backend.list(&prefix).await? {
         let rel = &o.name[prefix.len()..];
@@ -327,20 +334,22 @@ pub(crate) async fn newest_wal(
         if matches!(dir, "history" | "gaps" | "summaries") || file.contains('/') {
             continue;
         }
+        let complete = !file.ends_with(".partial");
         let seg = file.strip_suffix(".partial").unwrap_or(file);
-        if hs_repo::parse_wal_segment_name(seg).is_none() {
+        let Some(at) = hs_repo::parse_wal_segment_name(seg) else {
             continue;
-        }
-        if !file.ends_with(".partial") {
+        };
+        if complete {
             segments += 1;
         }
         if let Some(m) = o.modified {
-            if newest.as_ref().is_none_or(|(_, t)| m > *t) {
-                newest = Some((file.to_owned(), m));
+            let position = (at, complete);
+            if newest.as_ref().is_none_or(|(p, _, _)| position > *p) {
+                newest = Some((position, file.to_owned(), m));
             }
         }
     }
-    Ok((newest, segments))
+    Ok((newest.map(|(_, name, m)| (name, m)), segments))
 }
 
 /// Runs every check for one deployment. Never fails: what goes wrong is a check's issue.
@@ -1002,6 +1011,33 @@ mod tests {
         assert_eq!(c.state, CheckState::Ok);
         assert!(c.detail.contains("lag 16.0 MiB"), "{}", c.detail);
         assert_eq!(c.values_map().get("lag_bytes"), Some(&(16 << 20)));
+    }
+
+    /// Regression (issue 19): the demo's `status` said "last segment ...04; newest ...01"
+    /// because the segments were written in the same second.
+    #[tokio::test]
+    async fn newest_wal_is_the_furthest_in_wal_order_not_the_first_of_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = hs_repo::open_backend(&format!("file://{}", dir.path().display())).unwrap();
+        let put = |name: &str| {
+            let b = b.clone();
+            let name = format!("deployments/d/wal/{}/{name}", &name[..8]);
+            async move { b.put(&name, bytes::Bytes::from_static(b"x")).await.unwrap() }
+        };
+        for n in 1..=4 {
+            put(&format!("0000000100000000000000{n:02}")).await;
+        }
+        let (newest, segments) = newest_wal(b.as_ref(), "d").await.unwrap();
+        assert_eq!(newest.unwrap().0, "000000010000000000000004");
+        assert_eq!(segments, 4);
+        // The in-progress segment after them, then a newer timeline.
+        put("000000010000000000000005.partial").await;
+        let (newest, _) = newest_wal(b.as_ref(), "d").await.unwrap();
+        assert_eq!(newest.unwrap().0, "000000010000000000000005.partial");
+        put("000000020000000000000005").await;
+        let (newest, segments) = newest_wal(b.as_ref(), "d").await.unwrap();
+        assert_eq!(newest.unwrap().0, "000000020000000000000005");
+        assert_eq!(segments, 5);
     }
 
     #[tokio::test]
