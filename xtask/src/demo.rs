@@ -27,6 +27,11 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     util::ensure_postgres()?;
+    eprintln!(
+        "==> building pg_hardstorage (cargo build --release); cargo shows what it compiles.\n    \
+         The first build compiles about 300 crates: about 6 minutes on 2 cores (README);\n    \
+         later runs rebuild only what changed."
+    );
     let bin = util::build_release_binary()?;
     let dir = match dir {
         Some(d) => d,

@@ -21,6 +21,7 @@ mod dist_sign;
 mod dist_tarball;
 mod fuzz;
 mod integration;
+#[cfg(feature = "soak")]
 mod soak;
 mod tidy;
 mod util;
@@ -96,7 +97,7 @@ fn run() -> Result<()> {
             bench_backends::run(&rest[1..])
         }
         "bench" => bench::run(rest),
-        "soak" => soak::run(rest),
+        "soak" => soak(rest),
         "fuzz" => fuzz::run(rest),
         "integration" => integration::run(rest),
         "help" | "-h" | "--help" => {
@@ -104,5 +105,31 @@ fn run() -> Result<()> {
             Ok(())
         }
         other => bail!("unknown task {other:?}\n\n{HELP}"),
+    }
+}
+
+/// `soak` needs xtask's `soak` feature (hs-repo and its HTTP stack); without it, xtask
+/// runs itself again with the feature, so the other tasks never compile those crates.
+fn soak(args: &[String]) -> Result<()> {
+    #[cfg(feature = "soak")]
+    return soak::run(args);
+    #[cfg(not(feature = "soak"))]
+    {
+        eprintln!(
+            "==> building xtask with its `soak` feature (the storage-fault suite needs hs-repo)"
+        );
+        util::sh(
+            util::cargo()
+                .args([
+                    "run",
+                    "--package",
+                    "xtask",
+                    "--features",
+                    "soak",
+                    "--",
+                    "soak",
+                ])
+                .args(args),
+        )
     }
 }
