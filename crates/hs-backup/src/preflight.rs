@@ -389,7 +389,7 @@ async fn replication_connection(
                 "preflight.role.no_replication",
                 Severity::Fatal,
                 format!("role {user:?} may not open replication connections: {e}"),
-                Some(format!("ALTER ROLE {} REPLICATION;", quote_ident(user))),
+                Some(no_replication_fix(user)),
             ));
         }
         Err(e) if e.code() == code::UNREACHABLE_TOO_MANY_CONNECTIONS => {
@@ -532,6 +532,17 @@ async fn check_slots(
     slots_used
 }
 
+/// The fix for a role without REPLICATION, and where it cannot be applied.
+fn no_replication_fix(user: &str) -> String {
+    format!(
+        "ALTER ROLE {} REPLICATION; (as a superuser). Managed services such as Amazon RDS \
+         and Aurora do not grant this: their most privileged role is NOREPLICATION, and they \
+         offer no physical replication to customers, so no tool of this kind can back them \
+         up (docs/operator-guide.md, \"Managed PostgreSQL services\")",
+        quote_ident(user)
+    )
+}
+
 /// The role's REPLICATION attribute, seen from SQL; returns the role's attributes that
 /// matter here (`LOGIN, REPLICATION`, `SUPERUSER`, ...) when visible.
 async fn check_role(
@@ -554,7 +565,7 @@ async fn check_role(
             "preflight.role.no_replication",
             Severity::Fatal,
             format!("role {user:?} lacks the REPLICATION attribute"),
-            Some(format!("ALTER ROLE {} REPLICATION;", quote_ident(user))),
+            Some(no_replication_fix(user)),
         ));
     }
     attributes.map(|a| {

@@ -111,6 +111,12 @@ async fn preflight_slots_full_role_and_warnings() -> R {
         .as_deref()
         .unwrap_or("")
         .contains("ALTER ROLE norepl REPLICATION"));
+    // The hint for operators of managed services that cannot grant it.
+    assert!(f
+        .suggestion
+        .as_deref()
+        .unwrap_or("")
+        .contains("Managed services such as Amazon RDS"));
     assert_eq!(
         r.to_error().map(|e| e.code()),
         Some("preflight.role.no_replication")

@@ -77,14 +77,20 @@ pub(crate) fn server_error(m: &ServerMessage, user: &str) -> Error {
                 code::AUTH_REJECTED,
                 false,
                 Some(format!(
-                    "allow this client in pg_hba.conf, e.g. `host replication {user} <client-ip>/32 scram-sha-256`, then reload PostgreSQL"
+                    "allow this client in pg_hba.conf, e.g. `host replication {user} <client-ip>/32 scram-sha-256`, then reload PostgreSQL \
+                     (a managed service that offers no physical replication connections cannot; see \
+                     \"Managed PostgreSQL services\" in docs/operator-guide.md)"
                 )),
             ),
             "42501" => (
                 ErrorKind::Auth,
                 code::AUTH_REPLICATION_NOT_PERMITTED,
                 false,
-                Some(format!("grant the role replication rights: ALTER ROLE {user} REPLICATION")),
+                Some(format!(
+                    "grant the role replication rights: ALTER ROLE {user} REPLICATION \
+                     (managed services such as Amazon RDS and Aurora do not grant it; see \
+                     \"Managed PostgreSQL services\" in docs/operator-guide.md)"
+                )),
             ),
             "53300" => (
                 ErrorKind::Unreachable,
