@@ -24,6 +24,10 @@ pub struct LastBackup {
     pub logical_bytes: u64,
     /// Bytes this backup added to the repository.
     pub stored_bytes: u64,
+    /// Chunks the backup references.
+    pub chunks: u64,
+    /// Of those, chunks the repository did not hold before it.
+    pub new_chunks: u64,
     /// Stop LSN.
     pub stop_lsn: String,
 }
@@ -95,6 +99,8 @@ pub async fn deployment_status(
             age: age_of(&m.stop_time),
             logical_bytes: m.stats.logical_bytes,
             stored_bytes: m.stats.stored_bytes,
+            chunks: m.stats.chunks,
+            new_chunks: m.stats.new_chunks,
             stop_lsn: m.stop_lsn.to_string(),
         });
     let listing = repo.list_wal(deployment).await?;

@@ -384,6 +384,16 @@ fn seed_order_repo_init_preflight_stream_init_backup_restore() {
     assert_eq!(d["deployment"], "demo");
     assert_eq!(d["last_backup"]["backup_id"], backup_id.as_str(), "{st}");
     assert!(d["stream"]["newest"].is_string(), "{st}");
+    // The newest WAL object is the last segment or the partial after it (issue 19: the
+    // demo said "last segment ...04; newest ...01").
+    assert!(
+        [&d["stream"]["last_segment"], &d["stream"]["partial"]].contains(&&d["stream"]["newest"]),
+        "{st}"
+    );
+    assert!(
+        d["last_backup"]["reused_percent"].as_f64().is_some(),
+        "{st}"
+    );
     assert_eq!(d["server"]["reachable"], true, "{st}");
     assert_eq!(d["server"]["slot_active"], true, "{st}");
     assert!(
@@ -393,6 +403,11 @@ fn seed_order_repo_init_preflight_stream_init_backup_restore() {
     let human = hs_in(&s, &["status"], &[], false);
     assert!(human.stdout.contains(&backup_id), "{}", human.stdout);
     assert!(human.stdout.contains("stream:"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains(" of its chunks reused); "),
+        "{}",
+        human.stdout
+    );
 
     // Rows committed after the backup reach the repository through the stream only.
     pg.psql("INSERT INTO seed SELECT generate_series(2001, 2500)")
