@@ -382,7 +382,12 @@ fn runbook_1_primary_lost_restores_as_written_as_root_and_as_postgres() {
     pg.psql("INSERT INTO orders SELECT g, 'newest' FROM generate_series(1001, 1010) g")
         .unwrap();
     archive_current_wal(&pg, "main");
-    streamer.stop();
+    // The last rows only in the segment in progress: "including the last .partial".
+    pg.psql("INSERT INTO orders SELECT g, 'partial' FROM generate_series(1011, 1015) g")
+        .unwrap();
+    wait_received(&pg, Duration::from_secs(60));
+    let (stopped, _) = streamer.stop(); // SIGTERM: it stores the .partial, then exits
+    assert!(stopped.success());
     pg.stop().unwrap(); // the primary is lost
     let (sock, port) = (pg.socket_dir().to_path_buf(), pg.port());
 
@@ -410,8 +415,34 @@ fn runbook_1_primary_lost_restores_as_written_as_root_and_as_postgres() {
             Some("10"),
             "{who:?}: the newest rows are there"
         );
+        assert_eq!(
+            psql_at(
+                &sock,
+                port,
+                "select count(*) from orders where note = 'partial'"
+            )
+            .as_deref(),
+            Some("5"),
+            "{who:?}: the rows only the .partial held are there"
+        );
         let backup = sh.run("runbook-1-backup", &block(&doc, "runbook-1-backup"));
         assert!(backup.contains("Backup "), "{who:?}: {backup}");
+    }
+}
+
+/// Waits until the streamer reported the server's current WAL position received
+/// (`write_lsn`; without --synchronous it reports flushes by whole segments only).
+fn wait_received(pg: &PgCluster, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let sql = "SELECT count(*) FROM pg_stat_replication WHERE write_lsn >= pg_current_wal_lsn()";
+    while pg.psql(sql).unwrap() != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the streamer did not report the current WAL received: {}",
+            pg.psql("SELECT write_lsn, pg_current_wal_lsn() FROM pg_stat_replication")
+                .unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
