@@ -588,11 +588,17 @@ fn runbook_6_failover_follows_the_new_primary_as_written() {
     standby.psql("INSERT INTO orders VALUES (1002)").unwrap();
     archive_current_wal(&standby, "main");
 
-    let mut sh = host.session(Operator::Root, &standby);
-    let check = sh.run("runbook-6-check", &block(&doc, "runbook-6-check"));
-    assert!(check.contains("history: 00000002.history"), "{check}");
-    let backup = sh.run("runbook-6-do", &block(&doc, "runbook-6-do"));
-    assert!(backup.contains("Backup "), "{backup}");
+    for who in [Operator::Root, Operator::Postgres] {
+        let mut sh = host.session(who, &standby);
+        let check = sh.run("runbook-6-check", &block(&doc, "runbook-6-check"));
+        assert!(
+            check.contains("history: 00000002.history"),
+            "{who:?}: {check}"
+        );
+        assert!(!check.contains('✗'), "{who:?}: {check}");
+        let backup = sh.run("runbook-6-do", &block(&doc, "runbook-6-do"));
+        assert!(backup.contains("Backup "), "{who:?}: {backup}");
+    }
 
     // It worked when: segments on the new timeline are being added, and doctor shows
     // no issue, having reached the promoted server as the primary.
