@@ -342,8 +342,11 @@ fn write_at(path: &Path, data: &[u8], offset: u64, direct: bool) -> Result<()> {
     use std::sync::atomic::Ordering;
     let io = |what: &str, e| crate::error::io(format!("{what} {}", path.display()), e);
     if direct && !DIRECT_REFUSED.load(Ordering::Relaxed) {
-        match open_direct(path) {
-            Ok(f) => return f.write_all_at(data, offset).map_err(|e| io("write", e)),
+        // EINVAL at open: the file system has no O_DIRECT (tmpfs); at the write: it
+        // needs a larger alignment. Either way the same bytes go through the page
+        // cache instead (a write that failed wrote nothing the retry does not cover).
+        match open_direct(path).and_then(|f| f.write_all_at(data, offset)) {
+            Ok(()) => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::debug!(
                     "O_DIRECT refused for {}: writing through the page cache",
@@ -351,7 +354,7 @@ fn write_at(path: &Path, data: &[u8], offset: u64, direct: bool) -> Result<()> {
                 );
                 DIRECT_REFUSED.store(true, Ordering::Relaxed);
             }
-            Err(e) => return Err(io("open", e)),
+            Err(e) => return Err(io("write", e)),
         }
     }
     let f = std::fs::OpenOptions::new()
