@@ -181,8 +181,11 @@ fn mismatch(target: &Path, why: String) -> Error {
     )
 }
 
-fn internal(what: String) -> Error {
-    Error::of_kind(ErrorKind::Io, code::IO_RESTORE_TASK_FAILED, what)
+/// A check that lost track of a file's units: a bug of ours, never a pass.
+pub(super) fn internal(what: String) -> Error {
+    Error::of_kind(ErrorKind::Io, code::IO_RESTORE_TASK_FAILED, what).with_suggestion(
+        "do not start this directory; restore again with --verify=full and report this",
+    )
 }
 
 #[cfg(test)]

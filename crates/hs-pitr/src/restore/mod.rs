@@ -542,9 +542,7 @@ async fn verify_restored(
 ) -> Result<(u64, Option<bool>)> {
     let checked = match checks {
         Some(c) if !c.all_complete() => {
-            return Err(Error::of_kind(
-                ErrorKind::Io,
-                code::IO_RESTORE_TASK_FAILED,
+            return Err(checksums::internal(
                 "a restored file was not completely checked".to_string(),
             ))
         }

@@ -14,9 +14,14 @@ use crate::support::{manifest, segment, Env};
 
 /// Chunks of `data` in 8 KiB pages, stored in the repository.
 async fn store(repo: &Repository, data: &[u8]) -> Vec<ChunkRef> {
+    store_in(repo, data, 8192).await
+}
+
+/// Chunks of `data` of `size` bytes each (the last one shorter), stored.
+async fn store_in(repo: &Repository, data: &[u8], size: usize) -> Vec<ChunkRef> {
     let mut w = repo.writer().await.unwrap();
     let mut refs = Vec::new();
-    for page in data.chunks(8192) {
+    for page in data.chunks(size) {
         refs.push(w.add(Bytes::copy_from_slice(page)).await.unwrap());
     }
     w.finish().await.unwrap();
@@ -58,8 +63,13 @@ fn pg_manifest(files: &[(&str, &[u8])]) -> String {
 /// Stores a backup of `relation` (listed in its manifest as `listed`) and a control
 /// file, under id `id`.
 async fn backup(env: &Env, id: &str, relation: &[u8], listed: &[u8]) {
+    backup_chunked(env, id, relation, listed, 8192).await
+}
+
+/// [`backup`] with `relation` in chunks of `chunk` bytes.
+async fn backup_chunked(env: &Env, id: &str, relation: &[u8], listed: &[u8], chunk: usize) {
     let control = segment(7, 8192);
-    let refs = store(&env.repo, relation).await;
+    let refs = store_in(&env.repo, relation, chunk).await;
     let control_refs = store(&env.repo, &control).await;
     let mut m = manifest(id, "0/3000028", "2026-12-06T07:00:00Z", "checks");
     m.archives = vec![ArchiveEntry {
@@ -127,4 +137,38 @@ async fn a_size_that_differs_from_its_manifest_entry_is_refused() {
         .unwrap_err();
     assert_eq!(e.code(), "verify.restored_checksum_mismatch", "{e}");
     assert!(e.to_string().contains("24576 bytes"), "{e}");
+}
+
+#[tokio::test]
+async fn large_unaligned_chunks_are_written_in_batches_and_checked() {
+    // Chunks of 300001 bytes (as content-defined chunks of a non-relation file can
+    // be): neither they nor the writes are 4 KiB aligned, a unit spans several 1 MiB
+    // writes, and the file's checksum still matches.
+    let env = Env::new().await;
+    let data = segment(3, 70 * 300_001 + 12_345);
+    backup_chunked(&env, "20261206T070200Z", &data, &data, 300_001).await;
+    // The checks as written pass; what stops this restore is pg_verifybackup, run
+    // after them on a directory that is no real cluster (or missing).
+    let run = options(&env, "20261206T070200Z", "r1", VerifyMode::Run);
+    let e = restore(&env.repo, &run, &NoRestoreProgress)
+        .await
+        .unwrap_err();
+    assert!(
+        [
+            "verify.pg_verifybackup_failed",
+            "preflight.pg_verifybackup_missing"
+        ]
+        .contains(&e.code()),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(run.target.join("base/5/16384")).unwrap(),
+        data
+    );
+    let skip = options(&env, "20261206T070200Z", "r2", VerifyMode::Skip);
+    restore(&env.repo, &skip, &NoRestoreProgress).await.unwrap();
+    assert_eq!(
+        std::fs::read(skip.target.join("base/5/16384")).unwrap(),
+        data
+    );
 }
