@@ -429,10 +429,9 @@ impl ChunkReader {
                     },
                 }
             }
-            let pack = named;
             tracing::debug!(
                 chunk = %r.id,
-                pack = %pack,
+                pack = %named,
                 "the pack a reference names does not hold the chunk; looking it up in the index"
             );
         }

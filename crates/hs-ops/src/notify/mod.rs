@@ -331,8 +331,17 @@ impl Notifier {
         }
         let mut out = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            let Ok((i, sink, result)) = joined else {
-                continue;
+            let (i, sink, result) = match joined {
+                Ok(done) => done,
+                Err(e) => {
+                    // A sink task that panicked: said once, like a failed delivery.
+                    tracing::warn!(
+                        code = code::NOTIFY_DELIVERY_FAILED.as_str(),
+                        "notification {}: a sink's task failed: {e}",
+                        event.name
+                    );
+                    continue;
+                }
             };
             let result = result.map_err(|detail| {
                 let e = Error::new(
@@ -341,8 +350,16 @@ impl Notifier {
                         "notification {} to {sink} failed: {detail}",
                         event.name
                     )),
+                )
+                .with_suggestion(
+                    "check the sink's address and credentials in pg_hardstorage.yaml; \
+                     `pg_hardstorage doctor` checks that each sink's secrets can be read",
                 );
-                tracing::warn!(code = e.code(), "{e}");
+                tracing::warn!(
+                    code = e.code(),
+                    suggestion = e.suggestion().unwrap_or_default(),
+                    "{e}"
+                );
                 e
             });
             if result.is_ok() {
