@@ -12,7 +12,8 @@
 //! `--others-only` skips pg_hardstorage (to check the harness while it does not build);
 //! `--keep` keeps the scratch directory with every tool's output.
 //!
-//! `bench wal`: see [`crate::bench_wal`]; `bench restore`: see [`crate::bench_restore`].
+//! `bench wal`: see [`crate::bench_wal`]; `bench restore`: see [`crate::bench_restore`];
+//! `bench replay`: see [`crate::bench_replay`].
 
 use crate::util::{self, dir_bytes, sh};
 use anyhow::{bail, Context, Result};
@@ -36,8 +37,10 @@ benchmarks (cargo xtask bench <name>):
                                 pg_basebackup tar, page cache dropped before each;
                                 median of R interleaved rounds (default 3)
   replay [--wal-mb N] [--scale S] [--runs R] [--bin PATH] [--keep]
-                                recovery of N MiB of WAL (default 1024) archived by wal stream:
-                                restore_command `wal fetch` (+ prefetch) vs `cp` from local disk
+                                whole recovery time (restore + replay of N MiB of WAL, default
+                                1024, until promoted) on pgbench -s S (default 100): ours (wal
+                                fetch) vs pgBackRest (archive-get, async) vs ours + cp from local
+                                disk (floor); median of R rotated rounds (default 3)
   scale [--scale N] [--bin PATH] [--keep]
                                 peak RSS and wall of every pg_hardstorage command (backup x2,
                                 restore, verify, repo verify/gc, rotate, list, status, doctor,

@@ -75,7 +75,7 @@ fn drop_caches() -> bool {
 
 /// Run `cmd` under `/usr/bin/time -f %M` after dropping the page cache, then `sync`;
 /// returns (tool wall, wall incl. sync, peak RSS in KiB).
-fn measure(
+pub(crate) fn measure(
     cmd: &Command,
     caches_dropped: &mut bool,
     rss_file: &Path,
@@ -317,7 +317,7 @@ fn report(
 }
 
 /// The median of `v` (the upper one for an even count); zero when empty.
-fn median(v: &[Duration]) -> Duration {
+pub(crate) fn median(v: &[Duration]) -> Duration {
     let mut s = v.to_vec();
     s.sort();
     s.get(s.len() / 2).copied().unwrap_or_default()
