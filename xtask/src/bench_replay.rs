@@ -6,7 +6,7 @@
 //! One run: a pgbench database (scale S, default 100) whose WAL is archived twice, by
 //! `pg_hardstorage wal stream` and by pgBackRest's `archive_command` (`archive-push`, zst);
 //! a `pg_hardstorage backup` and a pgBackRest full backup taken back to back; then pgbench writes
-//! (TPC-B rounds alternating with a script that updates every account) until N MiB of WAL lie
+//! (TPC-B rounds alternating with a script that updates the next 200,000 accounts) until N MiB of WAL lie
 //! past the backups, and the source's own copies of the segments (kept by `wal_keep_size`) are
 //! copied into a local directory. Three rows, each from a fresh directory with the page cache
 //! dropped before its restore, in R rounds (default 3) whose order rotates:
@@ -153,10 +153,8 @@ fn run_in(work: &Path, built: &Path, wal_mb: u64, scale: u32, runs: u32) -> Resu
     let hs = Hs::new(&bin, work);
 
     let (pg, pgbr_conf) = pgbackrest_cluster(work)?;
-    pg.psql(&format!(
-        "ALTER SYSTEM SET wal_keep_size = '{}MB'",
-        wal_mb + 512
-    ))?;
+    // Keep every segment for the floor's local copy (the source is thrown away after).
+    pg.psql("ALTER SYSTEM SET wal_keep_size = '1TB'")?;
     pg.psql("SELECT pg_reload_conf()")?;
     pgbench_init(&pg, scale)?;
 
@@ -168,7 +166,7 @@ fn run_in(work: &Path, built: &Path, wal_mb: u64, scale: u32, runs: u32) -> Resu
     let start = lsn(&pg.psql("SELECT pg_current_wal_lsn()")?)?;
 
     let streamer = spawn_streamer(work, &hs, &conninfo)?;
-    let generated = generate_wal(work, &pg, start, wal_mb)?;
+    let generated = generate_wal(work, &pg, scale, start, wal_mb)?;
     let switched = pg.psql("SELECT pg_switch_wal()")?;
     let end = lsn(&switched)?;
     let last_seg = pg.psql(&format!("SELECT pg_walfile_name('{switched}')"))?;
@@ -232,21 +230,36 @@ fn spawn_streamer(work: &Path, hs: &Hs, conninfo: &str) -> Result<Child> {
     .context("start wal stream")
 }
 
+/// Account rows one bulk update touches: about 80 MiB of WAL (heap, index and full-page
+/// images), so the WAL written overshoots the target by little.
+const BULK_ROWS: u64 = 200_000;
+
 /// Runs pgbench until `wal_mb` MiB of WAL lie past `start`; returns how long that took.
-fn generate_wal(work: &Path, pg: &PgCluster, start: u64, wal_mb: u64) -> Result<Duration> {
+fn generate_wal(
+    work: &Path,
+    pg: &PgCluster,
+    scale: u32,
+    start: u64,
+    wal_mb: u64,
+) -> Result<Duration> {
     eprintln!("\n==> pgbench until {wal_mb} MiB of WAL past the backup");
     // pgbench's TPC-B transactions write about 1 KiB of WAL each, far too slowly on a
-    // small machine; a pgbench script that updates every account row writes hundreds
-    // of MiB per run (heap, index and full-page images), so alternate the two.
-    let script = work.join("update-all.sql");
+    // small machine; a script that updates the next BULK_ROWS accounts (wrapping around)
+    // writes tens of MiB per run, so alternate the two.
+    let script = work.join("update-range.sql");
     std::fs::write(
         &script,
-        "UPDATE pgbench_accounts SET abalance = abalance + 1;\n",
+        format!(
+            "UPDATE pgbench_accounts SET abalance = abalance + 1 \
+             WHERE aid > :lo AND aid <= :lo + {BULK_ROWS};\n"
+        ),
     )?;
     hs_testkit::chown_to_postgres(&script)?;
     let script_s = script.display().to_string();
+    let accounts = u64::from(scale) * 100_000;
     let target = start + (wal_mb << 20);
     let t = Instant::now();
+    let mut lo = 0;
     loop {
         let now = lsn(&pg.psql("SELECT pg_current_wal_lsn()")?)?;
         if now >= target {
@@ -258,8 +271,11 @@ fn generate_wal(work: &Path, pg: &PgCluster, start: u64, wal_mb: u64) -> Result<
         sh(&mut load)?;
         let mut bulk = pg.client_command("pgbench");
         bulk.args(["-n", "-c", "1", "-t", "1", "-f", &script_s])
+            .arg("-D")
+            .arg(format!("lo={lo}"))
             .stdout(Stdio::null());
         sh(&mut bulk)?;
+        lo = (lo + BULK_ROWS) % accounts;
     }
     Ok(t.elapsed())
 }
