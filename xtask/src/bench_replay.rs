@@ -124,9 +124,24 @@ struct Row {
     restore: Vec<Duration>,
     replay: Vec<Duration>,
     total: Vec<Duration>,
+    /// Per round: restore_command calls, the wall time the server spent waiting on them, and
+    /// their CPU time (user + system; detached helpers not included).
+    calls: Vec<usize>,
+    wait: Vec<Duration>,
+    cpu: Vec<Duration>,
     /// Peak RSS in KiB over the rounds: the restore command, and the replay's helpers.
     restore_rss: u64,
     replay_rss: u64,
+}
+
+/// One replay: its wall time, and what its restore_command calls cost.
+struct Replay {
+    wall: Duration,
+    calls: usize,
+    wait: Duration,
+    cpu: Duration,
+    /// KiB: the largest restore_command or helper process.
+    rss: u64,
 }
 
 /// What every round needs.
@@ -334,6 +349,9 @@ fn rounds(s: &Setup<'_>, runs: u32) -> Result<(Vec<Row>, bool)> {
             restore: Vec::new(),
             replay: Vec::new(),
             total: Vec::new(),
+            calls: Vec::new(),
+            wait: Vec::new(),
+            cpu: Vec::new(),
             restore_rss: 0,
             replay_rss: 0,
         })
@@ -344,19 +362,26 @@ fn rounds(s: &Setup<'_>, runs: u32) -> Result<(Vec<Row>, bool)> {
             let row = &mut rows[(round + k) % Way::ALL.len()];
             eprintln!("\n==> round {}/{runs}: {}", round + 1, row.way.label());
             let (restore, restore_rss) = restore_once(s, row.way, &mut caches)?;
-            let (replay, replay_rss) = replay_once(s, row.way)?;
+            let r = replay_once(s, row.way)?;
             eprintln!(
-                "    restore {:.2}s + replay {:.2}s = {:.2}s; replay peak RSS {} MiB",
+                "    restore {:.2}s + replay {:.2}s = {:.2}s; {} restore_command calls: {:.2}s \
+                 waited, {:.2}s CPU; replay peak RSS {} MiB",
                 restore.as_secs_f64(),
-                replay.as_secs_f64(),
-                (restore + replay).as_secs_f64(),
-                replay_rss / 1024
+                r.wall.as_secs_f64(),
+                (restore + r.wall).as_secs_f64(),
+                r.calls,
+                r.wait.as_secs_f64(),
+                r.cpu.as_secs_f64(),
+                r.rss / 1024
             );
             row.restore.push(restore);
-            row.replay.push(replay);
-            row.total.push(restore + replay);
+            row.replay.push(r.wall);
+            row.total.push(restore + r.wall);
+            row.calls.push(r.calls);
+            row.wait.push(r.wait);
+            row.cpu.push(r.cpu);
             row.restore_rss = row.restore_rss.max(restore_rss);
-            row.replay_rss = row.replay_rss.max(replay_rss);
+            row.replay_rss = row.replay_rss.max(r.rss);
         }
     }
     let dir = s.dir();
@@ -399,9 +424,7 @@ fn restore_once(s: &Setup<'_>, way: Way, caches: &mut bool) -> Result<(Duration,
 }
 
 /// Starts the restored cluster and waits until it is out of recovery; checks what it holds.
-/// Returns the replay's wall time and the largest peak RSS (KiB) of its restore_command
-/// processes and helpers.
-fn replay_once(s: &Setup<'_>, way: Way) -> Result<(Duration, u64)> {
+fn replay_once(s: &Setup<'_>, way: Way) -> Result<Replay> {
     let dir = s.dir();
     let rss_log = s.work.join("rss-restore-command");
     std::fs::write(&rss_log, b"")?;
@@ -439,16 +462,32 @@ fn replay_once(s: &Setup<'_>, way: Way) -> Result<(Duration, u64)> {
         );
     }
     drop(restored);
-    let commands = std::fs::read_to_string(&rss_log)?
-        .lines()
-        .filter_map(|l| l.trim().parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
-    Ok((took, commands.max(helpers)))
+    let mut r = Replay {
+        wall: took,
+        calls: 0,
+        wait: Duration::ZERO,
+        cpu: Duration::ZERO,
+        rss: helpers,
+    };
+    for line in std::fs::read_to_string(&rss_log)?.lines() {
+        // `%e,%U,%S,%M`; GNU time adds a line of its own when a command exits non-zero.
+        let f: Vec<f64> = line
+            .split(',')
+            .filter_map(|v| v.trim().parse().ok())
+            .collect();
+        if let [e, u, sys, m] = f[..] {
+            r.calls += 1;
+            r.wait += Duration::from_secs_f64(e);
+            r.cpu += Duration::from_secs_f64(u + sys);
+            r.rss = r.rss.max(m as u64);
+        }
+    }
+    Ok(r)
 }
 
 /// `conf` (a postgresql.auto.conf) with its last `restore_command` run under
-/// `/usr/bin/time -a -o <log> -f %M`, so that each call appends its peak RSS to `log`.
+/// `/usr/bin/time -a -o <log> -f %e,%U,%S,%M`, so that each call appends its wall time, CPU
+/// times and peak RSS to `log`.
 /// Fails unless that command contains `expect`.
 fn with_rss_wrapper(conf: &str, log: &Path, expect: &str) -> Result<String> {
     let mut lines: Vec<String> = conf.lines().map(str::to_string).collect();
@@ -466,7 +505,7 @@ fn with_rss_wrapper(conf: &str, log: &Path, expect: &str) -> Result<String> {
     // `%%` is PostgreSQL's escape for a literal `%`.
     line.insert_str(
         quote + 1,
-        &format!("/usr/bin/time -a -o {} -f %%M ", log.display()),
+        &format!("/usr/bin/time -a -o {} -f %%e,%%U,%%S,%%M ", log.display()),
     );
     Ok(lines.join("\n") + "\n")
 }
@@ -565,6 +604,21 @@ fn report(facts: &str, rows: &[Row]) {
                 .as_secs_f64(),
         );
     }
+    println!(
+        "{:<38} {:>9} {:>15} {:>13}",
+        "restore_command during replay", "calls", "server waited s", "their CPU s"
+    );
+    for r in rows {
+        let mut calls = r.calls.clone();
+        calls.sort_unstable();
+        println!(
+            "{:<38} {:>9} {:>15.2} {:>13.2}",
+            r.way.label(),
+            calls.get(calls.len() / 2).copied().unwrap_or(0),
+            secs(&r.wait),
+            secs(&r.cpu)
+        );
+    }
     let ratio = |a: &[Duration], b: &[Duration]| {
         let b = secs(b);
         if b > 0.0 {
@@ -589,7 +643,9 @@ fn report(facts: &str, rows: &[Row]) {
         ratio(&ours.replay, &floor.replay)
     );
     println!(
-        "notes: total is the median of each round's restore + replay; restore RSS is GNU time's \
+        "notes: total is the median of each round's restore + replay; \"server waited\" sums \
+         the wall time of every restore_command call (the startup process waits for each), CPU \
+         excludes detached helpers (our prefetcher, pgBackRest's async archive-get); restore RSS is GNU time's \
          %M of the restore command; replay RSS is the largest restore_command (time -f %M) or \
          helper process (VmHWM sampled every 100 ms). pgBackRest's backup starts a few MB of \
          WAL after ours (taken right after it)."
@@ -613,7 +669,7 @@ mod tests {
         let got = with_rss_wrapper(conf, Path::new("/t/rss"), "wal fetch").unwrap();
         assert_eq!(
             got,
-            "restore_command = 'old'\nport = 5\nrestore_command = '/usr/bin/time -a -o /t/rss -f %%M ''/x/pg_hardstorage'' wal fetch b %f %p'\n"
+            "restore_command = 'old'\nport = 5\nrestore_command = '/usr/bin/time -a -o /t/rss -f %%e,%%U,%%S,%%M ''/x/pg_hardstorage'' wal fetch b %f %p'\n"
         );
         assert!(with_rss_wrapper(conf, Path::new("/t/rss"), "archive-get").is_err());
         assert!(with_rss_wrapper("port = 5\n", Path::new("/t/rss"), "cp ").is_err());
