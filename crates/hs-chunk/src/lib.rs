@@ -39,7 +39,7 @@ mod pack;
 pub use chunker::{Chunker, ChunkerConfig, FileClass};
 pub use compress::{
     compress, compress_streamed, decompress, decompress_into, decompress_reader, Compressor,
-    DEFAULT_LEVEL,
+    FrameBuilder, DEFAULT_LEVEL,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use id::ChunkId;

@@ -50,10 +50,17 @@ fn main() -> ExitCode {
     init_tracing(cli.global.verbose.max(base));
     let format = cli.global.output;
     let command = cli.command.name();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The streamer runs on one thread: under a write load the server sends thousands of
+    // small WAL messages a second, and on the multi-threaded runtime each one woke the
+    // main thread from a worker that had polled the socket (two context switches per
+    // message, most of the streamer's CPU). Compression, sealing and storage still run
+    // on tokio's blocking pool.
+    let mut builder = if matches!(cli.command, cli::Command::Wal(cli::WalCommand::Stream(_))) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             let mut err = CliError::new(

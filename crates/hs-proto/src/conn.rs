@@ -76,6 +76,8 @@ pub(crate) struct Connection {
     pub(crate) stream: Stream,
     rbuf: BytesMut,
     pub(crate) wbuf: BytesMut,
+    /// A read error met by [`Connection::ready_now`], reported by the next `recv`.
+    read_error: Option<io::Error>,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -86,6 +88,7 @@ impl Connection {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::new(),
+            read_error: None,
         }
     }
 
@@ -126,6 +129,9 @@ impl Connection {
             if let Some(m) = BackendMessage::parse(&mut self.rbuf)? {
                 return Ok(m);
             }
+            if let Some(e) = self.read_error.take() {
+                return Err(crate::error::io("reading from the server failed", e));
+            }
             if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
                 self.rbuf.reserve(READ_CHUNK);
             }
@@ -143,6 +149,28 @@ impl Connection {
         }
     }
 
+    /// Whether [`Connection::recv`] would return without waiting: a whole message is
+    /// buffered, or the socket had bytes (or an error, or the end) to read at once; what
+    /// was read is buffered. Never waits.
+    pub(crate) fn ready_now(&mut self) -> bool {
+        if whole_message(&self.rbuf) || self.read_error.is_some() {
+            return true;
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let read = std::pin::pin!(self.stream.read_buf(&mut self.rbuf));
+        match std::future::Future::poll(read, &mut cx) {
+            Poll::Pending => false,
+            Poll::Ready(Ok(_)) => true,
+            Poll::Ready(Err(e)) => {
+                self.read_error = Some(e);
+                true
+            }
+        }
+    }
+
     /// Reads exactly one raw byte (the answer to SSLRequest). Must be called with an empty
     /// read buffer, so that nothing sent before the TLS handshake can be mistaken for
     /// encrypted data.
@@ -156,5 +184,17 @@ impl Connection {
 
     pub(crate) fn into_stream(self) -> Stream {
         self.stream
+    }
+}
+
+/// Whether `buf` starts with a whole backend message (type byte, then a 32-bit length
+/// that counts itself).
+fn whole_message(buf: &[u8]) -> bool {
+    match buf.get(1..5) {
+        Some(len) => {
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            buf.len() > len
+        }
+        None => false,
     }
 }

@@ -564,6 +564,20 @@ impl PhysicalStream<'_> {
 
     /// Flushes what is queued for the server; `Ok(true)` once the command is over and the
     /// connection idle again (`Err` with the server's error, once, if it reported one).
+    /// Whether [`PhysicalStream::next`] has something to do without waiting for the
+    /// server: a whole message is buffered, bytes (or the end, or an error) could be read
+    /// at once, something is waiting to be sent, or the stream has ended. Never waits;
+    /// bytes read are kept for `next`.
+    ///
+    /// A consumer that is caught up with the server can pause briefly when this is
+    /// `false`, so that one wakeup then reads everything that arrived meanwhile instead
+    /// of waking once per message.
+    pub fn ready_now(&mut self) -> bool {
+        !self.client.conn.wbuf.is_empty()
+            || self.machine.phase == Phase::Done
+            || self.client.conn.ready_now()
+    }
+
     async fn flush_until_done(&mut self) -> Result<bool> {
         if !self.client.conn.wbuf.is_empty() {
             self.client.conn.flush().await?;
@@ -895,7 +909,17 @@ mod tests {
         let mut pos = START;
         let mut expected_len = (0..MSGS).map(|i| (i * 37 % 500 + 1) as u64);
         let (mut msgs, mut ticks) = (0, 0);
+        // `ready_now` between messages (as the streamer uses it) must lose nothing either.
+        let (mut ready, mut waited) = (0, 0);
         while msgs < MSGS {
+            if msgs % 2 == 1 {
+                if stream.ready_now() {
+                    ready += 1;
+                } else {
+                    waited += 1;
+                    tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+                }
+            }
             tokio::select! {
                 m = stream.next() => match m.unwrap().unwrap() {
                     StreamMessage::XLogData { wal_start, data, .. } => {
@@ -918,6 +942,7 @@ mod tests {
         let (server_end, updates) = server.await.unwrap();
         assert_eq!(pos, server_end);
         assert!(ticks > 5, "only {ticks} timer ticks");
+        assert!(ready > 0 && waited > 0, "ready {ready}, waited {waited}");
         assert_eq!(updates.len(), ticks);
         assert!(updates.windows(2).all(|w| w[0].write <= w[1].write));
         assert!(updates.iter().all(|u| u.flush == u.write && u.clock > 0));

@@ -17,7 +17,8 @@
 //!   bounded shared cache) and checks their keyed ids.
 //! - [`Repository::put_manifest`] stores a signed, sealed [`BackupManifest`],
 //!   create-if-absent, and is meant to be the last write of a backup.
-//! - WAL: [`Repository::put_wal_segment`], [`Repository::put_wal_partial`],
+//! - WAL: [`Repository::put_wal_segment`], [`Repository::put_wal_partial`] (and their
+//!   `_encoded` forms, fed by a [`WalSegmentEncoder`] as the segment arrives),
 //!   [`Repository::put_timeline_history`], [`Repository::put_wal_gap`],
 //!   [`Repository::get_wal`] and [`Repository::list_wal`] store and read
 //!   sealed, compressed WAL objects under `deployments/<d>/wal/`.
@@ -101,8 +102,8 @@ pub use retention::{
 pub use verify::{VerifyCheck, VerifyProblem, VerifyReport, MAX_PROBLEMS};
 pub use wal::{
     is_valid_wal_segment_size, parse_wal_segment_name, segs_per_xlogid, timeline_history_name,
-    wal_segment_name, WalGap, WalListing, WalSegmentInfo, DEFAULT_WAL_SEGMENT_SIZE,
-    MAX_WAL_SEGMENT_SIZE, MIN_WAL_SEGMENT_SIZE, WAL_ZSTD_LEVEL,
+    wal_segment_name, WalGap, WalListing, WalSegmentEncoder, WalSegmentInfo,
+    DEFAULT_WAL_SEGMENT_SIZE, MAX_WAL_SEGMENT_SIZE, MIN_WAL_SEGMENT_SIZE, WAL_ZSTD_LEVEL,
 };
 pub use writer::{
     ChunkWriter, WriteStats, DEFAULT_INDEX_INTERVAL, FRAME_BYTES, MAX_CHUNK_LEN,

@@ -114,6 +114,19 @@ fn check_segment(name: &str) -> Result<(u32, u32, u32)> {
     parse_wal_segment_name(name).ok_or_else(|| invalid_segment(name))
 }
 
+/// A whole segment is a power of two from 1 MiB to 1 GiB.
+fn check_segment_size(segment: &str, len: usize) -> Result<()> {
+    if is_valid_wal_segment_size(len as u64) {
+        return Ok(());
+    }
+    Err(Error::new(
+        code::USAGE_WAL_SEGMENT_SIZE_INVALID,
+        format!(
+            "segment {segment} is {len} bytes; a WAL segment is a power of two from 1 MiB to 1 GiB"
+        ),
+    ))
+}
+
 /// The object name and kind for a name PostgreSQL asks for.
 fn object_for(deployment: &str, name: &str) -> Result<(String, Kind)> {
     let prefix = wal_prefix(deployment);
@@ -159,6 +172,24 @@ fn encode_frame(kind: Kind, object: &str, raw: &[u8]) -> Result<Vec<u8>> {
     let mut body = Vec::new();
     let compressed = raw.len() >= 64
         && hs_chunk::Compressor::new(WAL_ZSTD_LEVEL)?.compress_if_smaller(raw, &mut body);
+    let body: &[u8] = if compressed { &body } else { raw };
+    let hash = blake3::hash(raw);
+    let mut out = frame_head(kind, object, raw.len() as u64, hash.as_bytes(), body.len())?;
+    if compressed {
+        out[2] = FLAG_ZSTD;
+    }
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+/// A frame up to its body (flags 0), with room for `body_len` more bytes.
+fn frame_head(
+    kind: Kind,
+    object: &str,
+    raw_len: u64,
+    hash: &[u8; HASH_LEN],
+    body_len: usize,
+) -> Result<Vec<u8>> {
     let name = object.as_bytes();
     let name_len = u16::try_from(name.len()).map_err(|_| {
         Error::new(
@@ -166,17 +197,105 @@ fn encode_frame(kind: Kind, object: &str, raw: &[u8]) -> Result<Vec<u8>> {
             format!("object name {object:?} is too long"),
         )
     })?;
-    let body: &[u8] = if compressed { &body } else { raw };
-    let mut out = Vec::with_capacity(5 + name.len() + 8 + HASH_LEN + body.len());
+    let mut out = Vec::with_capacity(5 + name.len() + 8 + HASH_LEN + body_len);
     out.push(WAL_OBJECT_VERSION);
     out.push(kind as u8);
-    out.push(if compressed { FLAG_ZSTD } else { 0 });
+    out.push(0);
     out.extend_from_slice(&name_len.to_le_bytes());
     out.extend_from_slice(name);
-    out.extend_from_slice(&(raw.len() as u64).to_le_bytes());
-    out.extend_from_slice(blake3::hash(raw).as_bytes());
-    out.extend_from_slice(body);
+    out.extend_from_slice(&raw_len.to_le_bytes());
+    out.extend_from_slice(hash);
     Ok(out)
+}
+
+/// A WAL segment's stored form, built as its bytes arrive.
+///
+/// `wal stream` pushes every message it receives into the encoder of the segment
+/// being filled. Storing the `.partial` ([`Repository::put_wal_partial_encoded`]) then
+/// compresses only what arrived since the previous store (and seals the whole), and
+/// storing the completed segment ([`Repository::put_wal_segment_encoded`]) compresses
+/// nothing again. Without it, every partial store compressed and hashed the whole
+/// prefix once more. The object written is the same format: one zstd frame (which
+/// does not declare its size) and the BLAKE3 hash of the content.
+pub struct WalSegmentEncoder {
+    frame: hs_chunk::FrameBuilder,
+    hasher: blake3::Hasher,
+}
+
+impl WalSegmentEncoder {
+    /// An empty encoder.
+    pub fn new() -> Result<WalSegmentEncoder> {
+        Ok(WalSegmentEncoder {
+            frame: hs_chunk::FrameBuilder::new(WAL_ZSTD_LEVEL)?,
+            hasher: blake3::Hasher::new(),
+        })
+    }
+
+    /// Appends the segment's next bytes.
+    pub fn push(&mut self, data: &[u8]) -> Result<()> {
+        self.frame.push(data)?;
+        self.hasher.update(data);
+        Ok(())
+    }
+
+    /// How many bytes were pushed.
+    pub fn len(&self) -> u64 {
+        self.frame.fed()
+    }
+
+    /// Whether nothing was pushed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame of `raw`, which must be exactly what was pushed, as a partial (the
+    /// encoder goes on) or as the finished segment (`finish`: the frame is ended).
+    fn encode(this: EncoderUse<'_>, kind: Kind, object: &str, raw: &[u8]) -> Result<Vec<u8>> {
+        let (hasher, fed) = match &this {
+            EncoderUse::Snapshot(e) => (&e.hasher, e.len()),
+            EncoderUse::Finish(e) => (&e.hasher, e.len()),
+        };
+        if fed != raw.len() as u64 || raw.len() < 64 {
+            // Not what the encoder holds (the caller's bug), or too small to compress:
+            // encoded from the bytes themselves, as `put_wal_*` always did.
+            if fed != raw.len() as u64 {
+                tracing::warn!(
+                    object,
+                    pushed = fed,
+                    len = raw.len(),
+                    "WAL encoder out of step with its segment; compressing the segment whole"
+                );
+            }
+            return encode_frame(kind, object, raw);
+        }
+        let hash = *hasher.clone().finalize().as_bytes();
+        let mut out = frame_head(kind, object, fed, &hash, raw.len() / 2)?;
+        let head = out.len();
+        match this {
+            EncoderUse::Snapshot(e) => e.frame.snapshot(&mut out)?,
+            EncoderUse::Finish(e) => out.extend_from_slice(&e.frame.finish()?),
+        }
+        if out.len() - head < raw.len() {
+            out[2] = FLAG_ZSTD;
+        } else {
+            out.truncate(head);
+            out.extend_from_slice(raw);
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Debug for WalSegmentEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalSegmentEncoder")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+enum EncoderUse<'a> {
+    Snapshot(&'a mut WalSegmentEncoder),
+    Finish(Box<WalSegmentEncoder>),
 }
 
 /// A parsed frame (before decompression).
@@ -265,6 +384,12 @@ impl Repository {
         self.inner.master.seal(Domain::Wal, frame)
     }
 
+    /// Seals a frame off the async threads.
+    async fn seal_wal_blocking(&self, frame: Vec<u8>) -> Result<Bytes> {
+        let repo = self.clone();
+        blocking(move || Ok(Bytes::from(repo.seal_wal(&frame)))).await
+    }
+
     /// Builds the sealed object off the async threads.
     async fn wal_object(&self, kind: Kind, object: &str, data: &[u8]) -> Result<Bytes> {
         let repo = self.clone();
@@ -317,21 +442,27 @@ impl Repository {
     ) -> Result<bool> {
         check_deployment(deployment)?;
         check_segment(segment)?;
-        if !is_valid_wal_segment_size(data.len() as u64) {
-            return Err(Error::new(
-                code::USAGE_WAL_SEGMENT_SIZE_INVALID,
-                format!(
-                    "segment {segment} is {} bytes; a WAL segment is a power of two from 1 MiB to 1 GiB",
-                    data.len()
-                ),
-            ));
-        }
+        check_segment_size(segment, data.len())?;
         let (object, kind) = object_for(deployment, segment)?;
         let sealed = self.wal_object(kind, &object, data).await?;
-        if self.inner.backend.put_if_absent(&object, sealed).await? {
+        self.put_segment_object(deployment, segment, &object, kind, sealed, data)
+            .await
+    }
+
+    /// Stores a segment's sealed object create-if-absent; an existing copy must hold `data`.
+    async fn put_segment_object(
+        &self,
+        deployment: &str,
+        segment: &str,
+        object: &str,
+        kind: Kind,
+        sealed: Bytes,
+        data: &[u8],
+    ) -> Result<bool> {
+        if self.inner.backend.put_if_absent(object, sealed).await? {
             return Ok(true);
         }
-        let (len, hash, _) = self.open_wal(kind, &object, false).await?;
+        let (len, hash, _) = self.open_wal(kind, object, false).await?;
         if len == data.len() as u64 && &hash == blake3::hash(data).as_bytes() {
             Ok(false)
         } else {
@@ -369,6 +500,51 @@ impl Repository {
         let (object, kind) = object_for(deployment, &format!("{segment}.partial"))?;
         let sealed = self.wal_object(kind, &object, data).await?;
         self.inner.backend.put(&object, sealed).await
+    }
+
+    /// [`Repository::put_wal_partial`] of `data`, which must be exactly what was pushed
+    /// into `enc`: only the bytes pushed since the encoder's last use are compressed.
+    pub async fn put_wal_partial_encoded(
+        &self,
+        deployment: &str,
+        segment: &str,
+        enc: &mut WalSegmentEncoder,
+        data: &[u8],
+    ) -> Result<()> {
+        check_deployment(deployment)?;
+        check_segment(segment)?;
+        if data.len() as u64 > MAX_WAL_SEGMENT_SIZE {
+            return Err(Error::new(
+                code::USAGE_WAL_SEGMENT_SIZE_INVALID,
+                format!("partial segment {segment} is larger than 1 GiB"),
+            ));
+        }
+        let (object, kind) = object_for(deployment, &format!("{segment}.partial"))?;
+        // Compresses at most what arrived since the last partial (the push already
+        // compressed all but zstd's last input block).
+        let frame = WalSegmentEncoder::encode(EncoderUse::Snapshot(enc), kind, &object, data)?;
+        let sealed = self.seal_wal_blocking(frame).await?;
+        self.inner.backend.put(&object, sealed).await
+    }
+
+    /// [`Repository::put_wal_segment`] of `data`, which must be exactly what was pushed
+    /// into `enc`: nothing is compressed again.
+    pub async fn put_wal_segment_encoded(
+        &self,
+        deployment: &str,
+        segment: &str,
+        enc: WalSegmentEncoder,
+        data: &[u8],
+    ) -> Result<bool> {
+        check_deployment(deployment)?;
+        check_segment(segment)?;
+        check_segment_size(segment, data.len())?;
+        let (object, kind) = object_for(deployment, segment)?;
+        let frame =
+            WalSegmentEncoder::encode(EncoderUse::Finish(Box::new(enc)), kind, &object, data)?;
+        let sealed = self.seal_wal_blocking(frame).await?;
+        self.put_segment_object(deployment, segment, &object, kind, sealed, data)
+            .await
     }
 
     /// Removes `<segment>.partial` (call after the full segment is stored).

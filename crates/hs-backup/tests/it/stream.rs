@@ -23,10 +23,16 @@ async fn stream_under_load_shutdown_and_resume() -> R {
     let obs = Arc::new(Counter::default());
 
     let (tx, h) = spawn_stream(conn.clone(), env.repo.clone(), opts(dep), obs.clone());
-    blocking(|| -> std::io::Result<()> {
-        pg.pgbench(&["-i", "-s", "2", "-q"])?;
-        pg.pgbench(&["-T", "5", "-c", "2"])
-    })?;
+    blocking(|| pg.pgbench(&["-i", "-s", "2", "-q"]))?;
+    let partials_before = obs.partials.load(Ordering::Relaxed);
+    blocking(|| pg.pgbench(&["-T", "5", "-c", "2"]))?;
+    // The in-progress segment is stored every partial interval (500 ms) while WAL keeps
+    // arriving, not only when the stream goes quiet.
+    let partials = obs.partials.load(Ordering::Relaxed) - partials_before;
+    assert!(
+        partials >= 5,
+        "only {partials} partial writes in 5 s of load"
+    );
     let end = current_lsn(&pg)?;
     wait_committed(&pg, &env.repo, dep, end).await?;
     let exit = stop_stream(tx, h).await?;

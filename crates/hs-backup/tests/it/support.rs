@@ -40,6 +40,7 @@ pub async fn repo_env() -> Result<Env, Box<dyn std::error::Error>> {
 pub struct Counter {
     pub segments: AtomicU64,
     pub gaps: AtomicU64,
+    pub partials: AtomicU64,
 }
 
 impl StreamObserver for Counter {
@@ -48,6 +49,9 @@ impl StreamObserver for Counter {
     }
     fn gap(&self, _gap: &WalGap) {
         self.gaps.fetch_add(1, Ordering::Relaxed);
+    }
+    fn partial_written(&self, _segment: &str, _bytes: u64) {
+        self.partials.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -1,6 +1,6 @@
 //! WAL objects: round trips, idempotent re-put, conflicts, tampering, listing.
 
-use hs_repo::{Repository, WalGap};
+use hs_repo::{Repository, WalGap, WalSegmentEncoder};
 
 use crate::support::{files_under, noise, Env};
 
@@ -48,6 +48,75 @@ async fn segment_round_trip_idempotent_conflict() {
     );
     let again = Repository::open(&env.url, &env.keyring).await.unwrap();
     assert_eq!(&again.get_wal("db1", S1).await.unwrap()[..], &data[..]);
+}
+
+/// The streamer's path: the segment pushed into an encoder as it arrives, the partial
+/// stored several times as it grows, then the whole segment. Each stored object reads
+/// back as exactly the bytes so far, and the completed segment is the same object
+/// content as `put_wal_segment` stores (an identical re-put is idempotent across the
+/// two paths; a differing one is a conflict).
+#[tokio::test]
+async fn encoded_partials_and_segment() {
+    let env = Env::new();
+    let repo = Repository::init(&env.url, &env.keyring).await.unwrap();
+    let data = segment(3);
+    let partial = format!("{S1}.partial");
+    let mut enc = WalSegmentEncoder::new().unwrap();
+    let mut at = 0;
+    // Uneven pieces, a store after most of them, some stores with nothing new.
+    for (i, step) in [10usize, 100, 5000, 1 << 20, 3 << 20, 77, 8 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        enc.push(&data[at..at + step]).unwrap();
+        at += step;
+        for _ in 0..1 + i % 2 {
+            repo.put_wal_partial_encoded("db1", S1, &mut enc, &data[..at])
+                .await
+                .unwrap();
+            let back = repo.get_wal("db1", &partial).await.unwrap();
+            assert_eq!(back.len(), at);
+            assert!(back[..] == data[..at], "partial of {at} bytes differs");
+        }
+    }
+    let stored = std::fs::read(
+        env.repo_path()
+            .join("deployments/db1/wal/00000001")
+            .join(&partial),
+    )
+    .unwrap();
+    assert!(stored.len() < at / 2, "{} of {at}", stored.len());
+    enc.push(&data[at..]).unwrap();
+    assert_eq!(enc.len(), SEG as u64);
+    assert!(repo
+        .put_wal_segment_encoded("db1", S1, enc, &data)
+        .await
+        .unwrap());
+    assert!(repo.get_wal("db1", S1).await.unwrap()[..] == data[..]);
+    assert!(!repo.put_wal_segment("db1", S1, &data).await.unwrap());
+    let mut other = data.clone();
+    other[SEG - 1] ^= 1;
+    let mut enc = WalSegmentEncoder::new().unwrap();
+    enc.push(&other).unwrap();
+    let e = repo
+        .put_wal_segment_encoded("db1", S1, enc, &other)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "conflict.wal_segment_differs");
+    // An encoder out of step with the bytes given (a caller's bug) still stores the
+    // bytes given, never what the encoder holds.
+    let mut enc = WalSegmentEncoder::new().unwrap();
+    enc.push(&other[..1000]).unwrap();
+    repo.put_wal_partial_encoded("db1", S2, &mut enc, &data[..999])
+        .await
+        .unwrap();
+    let back = repo.get_wal("db1", &format!("{S2}.partial")).await.unwrap();
+    assert!(back[..] == data[..999]);
+    assert!(repo
+        .put_wal_segment_encoded("db1", S2, enc, &data)
+        .await
+        .unwrap());
+    assert!(repo.get_wal("db1", S2).await.unwrap()[..] == data[..]);
 }
 
 #[tokio::test]
