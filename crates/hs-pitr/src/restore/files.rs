@@ -316,13 +316,13 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<(u64, Op
         }
         off += n as u64;
         if store.len() - lead >= WRITE_BATCH {
-            write_at(&u.path, &store[lead..], store_off)?;
+            store = write_off_runtime(&u.path, store, lead, store_off).await?;
             store.truncate(lead);
             store_off = off;
         }
     }
     if store.len() > lead {
-        write_at(&u.path, &store[lead..], store_off)?;
+        write_off_runtime(&u.path, store, lead, store_off).await?;
     }
     let len = off - u.offset;
     let crc = u.check.map(|id| UnitCrc {
@@ -333,6 +333,40 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<(u64, Op
     });
     Ok((len, crc))
 }
+
+/// [`write_at`] of `store[lead..]` on a thread of the blocking pool; returns the buffer
+/// (its memory, and so its alignment, unchanged) for the next batch.
+///
+/// The runtime has a worker thread per core and they do the CPU work of a restore
+/// (decompression, the chunk id and CRC-32C checks). A write waits for the disk, an
+/// `O_DIRECT` one until the device has the data: made on a worker, it left that core
+/// idle meanwhile, so decoding and writing took turns instead of overlapping. The unit
+/// still waits for its write, so no more buffers are in flight than before. At most
+/// [`WRITES_AT_ONCE`] writes are in flight: more did not write faster, and each added
+/// blocking thread kept an allocator arena of its own (5 MiB more peak RSS at 8).
+async fn write_off_runtime(
+    path: &Path,
+    store: Vec<u8>,
+    lead: usize,
+    offset: u64,
+) -> Result<Vec<u8>> {
+    let path = path.to_path_buf();
+    // The semaphore is never closed, so acquiring cannot fail.
+    let _permit = WRITES.acquire().await.ok();
+    tokio::task::spawn_blocking(move || write_at(&path, &store[lead..], offset).map(|()| store))
+        .await
+        .map_err(|e| {
+            Error::of_kind(
+                ErrorKind::Io,
+                code::IO_RESTORE_TASK_FAILED,
+                format!("restore write task failed: {e}"),
+            )
+        })?
+}
+
+/// Writes of restored data in flight at once (see [`write_off_runtime`]).
+const WRITES_AT_ONCE: usize = 2;
+static WRITES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(WRITES_AT_ONCE);
 
 /// The alignment `O_DIRECT` writes need (of memory, offset and length); 4 KiB covers
 /// the logical block sizes of the file systems a data directory lives on.
@@ -483,6 +517,45 @@ pub(super) fn sync_path(p: &Path) -> Result<()> {
         .map_err(|e| crate::error::io(format!("sync {}", p.display()), e))
 }
 
+/// Files synced at once at the end (see [`sync_paths`]).
+const SYNC_PARALLEL: usize = 8;
+
+/// Syncs every file of `paths` (each with `fsync`, as [`sync_path`] does), up to
+/// [`SYNC_PARALLEL`] at once on the runtime's blocking threads (those the writes used,
+/// so no thread, and no allocator arena, is added for this); returns when all are
+/// synced, or the first failure once the syncs in flight are done. One after the
+/// other, a thousand small files cost a thousand journal commits and disk cache
+/// flushes, each waited for in turn; syncs that wait at the same time share them.
+pub(super) async fn sync_paths(paths: &[PathBuf]) -> Result<()> {
+    let mut set: JoinSet<Result<()>> = JoinSet::new();
+    let mut first_error = None;
+    let mut next = paths.iter();
+    loop {
+        while first_error.is_none() && set.len() < SYNC_PARALLEL {
+            let Some(p) = next.next() else { break };
+            let p = p.clone();
+            set.spawn_blocking(move || sync_path(&p));
+        }
+        let Some(res) = set.join_next().await else {
+            break;
+        };
+        let res = res.map_err(|e| {
+            Error::of_kind(
+                ErrorKind::Io,
+                code::IO_RESTORE_TASK_FAILED,
+                format!("restore sync task failed: {e}"),
+            )
+        });
+        if let Err(e) = res.and_then(|r| r) {
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 pub(super) fn sync_dirs(root: &Path) -> Result<()> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -537,6 +610,30 @@ mod tests {
             assert_eq!(&got[8192..16384], &a[lead_a..], "{}", dir.display());
             assert!(got[16384..3 * 8192].iter().all(|&x| x == 0));
             assert_eq!(&got[3 * 8192..], &b[lead_b..]);
+        }
+    }
+
+    #[test]
+    fn sync_paths_syncs_every_file_and_reports_a_failure() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = (0..3 * SYNC_PARALLEL)
+            .map(|i| dir.path().join(format!("f{i}")))
+            .collect();
+        for p in &paths {
+            std::fs::write(p, b"x").unwrap();
+        }
+        rt.block_on(sync_paths(&paths)).unwrap();
+        rt.block_on(sync_paths(&[])).unwrap();
+        // A file that cannot be synced (it is gone) fails the whole call, wherever it is.
+        for at in [0, paths.len() / 2, paths.len() - 1] {
+            let mut with_missing = paths.clone();
+            with_missing[at] = dir.path().join("missing");
+            let e = rt.block_on(sync_paths(&with_missing)).unwrap_err();
+            assert!(e.to_string().contains("missing"), "{e}");
         }
     }
 

@@ -19,7 +19,7 @@ mod pg_programs;
 
 use files::{
     check_chunk_total, compare_existing, create_file, make_parent, safe_join, set_mode, sync_dirs,
-    sync_path, write_new_file, Existing, NewFile, UnitRun,
+    sync_path, sync_paths, write_new_file, Existing, NewFile, UnitRun,
 };
 pub use layout::TablespaceMapping;
 use layout::{
@@ -295,7 +295,9 @@ async fn restore_leased(
     opts: &RestoreOptions,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreSummary> {
+    let started = std::time::Instant::now();
     let manifest = select_backup(repo, &opts.deployment, &opts.backup).await?;
+    phase(started, "backup manifest loaded");
     let roots = archive_roots(&manifest, opts)?;
 
     let removed = prepare_roots(&manifest, opts, &roots)?;
@@ -315,6 +317,7 @@ async fn restore_leased(
         existing,
         control,
     } = lay_out(&manifest, opts, &roots)?;
+    phase(started, "directories and empty files laid out");
     let (files_kept, delta_units) =
         compare_existing(repo, &reader, &manifest, existing, progress).await?;
     let files_written = (files.len() as u64 - files_kept) + 1;
@@ -340,10 +343,10 @@ async fn restore_leased(
     }
     let (written, checks) = units.finish().await.map_err(|e| of_backup(e, &manifest))?;
 
-    // One sync per file at the end, then the control file, then the directories.
-    for p in &files {
-        sync_path(p)?;
-    }
+    phase(started, "file contents written");
+    // Every file synced at the end, then the control file, then the directories.
+    sync_paths(&files).await?;
+    phase(started, "files synced");
     let (control_written, checks) =
         write_control(&reader, &manifest, opts, control, progress, checks).await?;
     let written = written + control_written;
@@ -354,8 +357,10 @@ async fn restore_leased(
         sync_dirs(root)?;
     }
     progress.finish();
+    phase(started, "control file and directories synced");
 
     let (checksums_checked, read_back) = verify_restored(opts, &manifest, checks.as_ref()).await?;
+    phase(started, "checked");
     let verified = read_back.is_some();
     // pg_verifybackup ignores recovery.signal, standby.signal and
     // postgresql.auto.conf, but writing them last means a directory that
@@ -389,6 +394,15 @@ async fn restore_leased(
         removed,
         tablespaces,
     })
+}
+
+/// Logs (at debug level, `-vv`) that a step of the restore ended, with the time since
+/// `started`: where a restore's time goes.
+fn phase(started: std::time::Instant, step: &str) {
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "restore: {step}"
+    );
 }
 
 /// Checks every restore root before creating any, so a refusal leaves nothing behind;
