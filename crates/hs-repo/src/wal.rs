@@ -114,17 +114,33 @@ fn check_segment(name: &str) -> Result<(u32, u32, u32)> {
     parse_wal_segment_name(name).ok_or_else(|| invalid_segment(name))
 }
 
-/// A whole segment is a power of two from 1 MiB to 1 GiB.
-fn check_segment_size(segment: &str, len: usize) -> Result<()> {
-    if is_valid_wal_segment_size(len as u64) {
-        return Ok(());
+/// The object name and kind of completed segment `segment` holding `len` bytes, checked:
+/// a whole segment is a power of two from 1 MiB to 1 GiB.
+fn segment_object(deployment: &str, segment: &str, len: usize) -> Result<(String, Kind)> {
+    check_deployment(deployment)?;
+    check_segment(segment)?;
+    if !is_valid_wal_segment_size(len as u64) {
+        return Err(Error::new(
+            code::USAGE_WAL_SEGMENT_SIZE_INVALID,
+            format!(
+                "segment {segment} is {len} bytes; a WAL segment is a power of two from 1 MiB to 1 GiB"
+            ),
+        ));
     }
-    Err(Error::new(
-        code::USAGE_WAL_SEGMENT_SIZE_INVALID,
-        format!(
-            "segment {segment} is {len} bytes; a WAL segment is a power of two from 1 MiB to 1 GiB"
-        ),
-    ))
+    object_for(deployment, segment)
+}
+
+/// The object name and kind of `<segment>.partial` holding `len` bytes, checked.
+fn partial_object(deployment: &str, segment: &str, len: usize) -> Result<(String, Kind)> {
+    check_deployment(deployment)?;
+    check_segment(segment)?;
+    if len as u64 > MAX_WAL_SEGMENT_SIZE {
+        return Err(Error::new(
+            code::USAGE_WAL_SEGMENT_SIZE_INVALID,
+            format!("partial segment {segment} is larger than 1 GiB"),
+        ));
+    }
+    object_for(deployment, &format!("{segment}.partial"))
 }
 
 /// The object name and kind for a name PostgreSQL asks for.
@@ -440,10 +456,7 @@ impl Repository {
         segment: &str,
         data: &[u8],
     ) -> Result<bool> {
-        check_deployment(deployment)?;
-        check_segment(segment)?;
-        check_segment_size(segment, data.len())?;
-        let (object, kind) = object_for(deployment, segment)?;
+        let (object, kind) = segment_object(deployment, segment, data.len())?;
         let sealed = self.wal_object(kind, &object, data).await?;
         self.put_segment_object(deployment, segment, &object, kind, sealed, data)
             .await
@@ -489,15 +502,7 @@ impl Repository {
         segment: &str,
         data: &[u8],
     ) -> Result<()> {
-        check_deployment(deployment)?;
-        check_segment(segment)?;
-        if data.len() as u64 > MAX_WAL_SEGMENT_SIZE {
-            return Err(Error::new(
-                code::USAGE_WAL_SEGMENT_SIZE_INVALID,
-                format!("partial segment {segment} is larger than 1 GiB"),
-            ));
-        }
-        let (object, kind) = object_for(deployment, &format!("{segment}.partial"))?;
+        let (object, kind) = partial_object(deployment, segment, data.len())?;
         let sealed = self.wal_object(kind, &object, data).await?;
         self.inner.backend.put(&object, sealed).await
     }
@@ -511,15 +516,7 @@ impl Repository {
         enc: &mut WalSegmentEncoder,
         data: &[u8],
     ) -> Result<()> {
-        check_deployment(deployment)?;
-        check_segment(segment)?;
-        if data.len() as u64 > MAX_WAL_SEGMENT_SIZE {
-            return Err(Error::new(
-                code::USAGE_WAL_SEGMENT_SIZE_INVALID,
-                format!("partial segment {segment} is larger than 1 GiB"),
-            ));
-        }
-        let (object, kind) = object_for(deployment, &format!("{segment}.partial"))?;
+        let (object, kind) = partial_object(deployment, segment, data.len())?;
         // Compresses at most what arrived since the last partial (the push already
         // compressed all but zstd's last input block).
         let frame = WalSegmentEncoder::encode(EncoderUse::Snapshot(enc), kind, &object, data)?;
@@ -536,10 +533,7 @@ impl Repository {
         enc: WalSegmentEncoder,
         data: &[u8],
     ) -> Result<bool> {
-        check_deployment(deployment)?;
-        check_segment(segment)?;
-        check_segment_size(segment, data.len())?;
-        let (object, kind) = object_for(deployment, segment)?;
+        let (object, kind) = segment_object(deployment, segment, data.len())?;
         let frame =
             WalSegmentEncoder::encode(EncoderUse::Finish(Box::new(enc)), kind, &object, data)?;
         let sealed = self.seal_wal_blocking(frame).await?;
