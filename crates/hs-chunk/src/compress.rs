@@ -176,7 +176,8 @@ impl FrameBuilder {
                 ErrorKind::Internal,
                 code::INTERNAL_UNEXPECTED,
                 "a frame snapshot was asked for before any data",
-            ));
+            )
+            .with_suggestion("this is a bug in pg_hardstorage: report it"));
         }
         std::io::Write::flush(&mut self.enc).map_err(stream_failed)?;
         out.extend_from_slice(self.enc.get_ref());
@@ -196,6 +197,7 @@ fn stream_failed(e: std::io::Error) -> Error {
         code::IO_COMPRESSOR_INIT_FAILED,
         "zstd stream compression failed (out of memory?)",
     )
+    .with_suggestion("check the memory available to this process (ulimit -v, cgroup limits)")
     .with_source(e)
 }
 

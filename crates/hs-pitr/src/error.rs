@@ -18,6 +18,20 @@ pub(crate) fn io(what: String, e: std::io::Error) -> Error {
     .with_source(e)
 }
 
+/// A restore task (a unit's write, a file's sync, a delta comparison) that panicked or
+/// was cancelled: the restore stops, and nothing it wrote is presented as restored.
+pub(crate) fn task_failed(what: &str, e: tokio::task::JoinError) -> Error {
+    Error::of_kind(
+        ErrorKind::Io,
+        code::IO_RESTORE_TASK_FAILED,
+        format!("restore {what} task failed: {e}"),
+    )
+    .with_suggestion(
+        "do not start this directory; restore again (--delta keeps what was written), and \
+         report this if it repeats",
+    )
+}
+
 /// `e` (a `notfound.wal_segment` for the very file asked for) as absence. Only
 /// [`crate::wal_fetch`] says so: every other failure, even another `notfound.*`
 /// (repository, keyring), is not absence, and a `restore_command` must then make

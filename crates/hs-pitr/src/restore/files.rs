@@ -116,13 +116,7 @@ impl<'a> UnitRun<'a> {
         let Some(res) = self.set.join_next().await else {
             return Ok(false);
         };
-        let (n, crc) = res.map_err(|e| {
-            Error::of_kind(
-                ErrorKind::Io,
-                code::IO_RESTORE_TASK_FAILED,
-                format!("restore task failed: {e}"),
-            )
-        })??;
+        let (n, crc) = res.map_err(|e| crate::error::task_failed("unit", e))??;
         if let (Some(c), Some(u)) = (&mut self.checks, crc) {
             c.unit_done(u)?;
         }
@@ -190,13 +184,7 @@ pub(super) async fn compare_existing(
         let Some(res) = set.join_next().await else {
             break;
         };
-        let (same, u) = res.map_err(|e| {
-            Error::of_kind(
-                ErrorKind::Io,
-                code::IO_RESTORE_TASK_FAILED,
-                format!("restore task failed: {e}"),
-            )
-        })??;
+        let (same, u) = res.map_err(|e| crate::error::task_failed("comparison", e))??;
         progress.advance(same);
         if u.is_empty() {
             kept += 1;
@@ -355,13 +343,7 @@ async fn write_off_runtime(
     let _permit = WRITES.acquire().await.ok();
     tokio::task::spawn_blocking(move || write_at(&path, &store[lead..], offset).map(|()| store))
         .await
-        .map_err(|e| {
-            Error::of_kind(
-                ErrorKind::Io,
-                code::IO_RESTORE_TASK_FAILED,
-                format!("restore write task failed: {e}"),
-            )
-        })?
+        .map_err(|e| crate::error::task_failed("write", e))?
 }
 
 /// Writes of restored data in flight at once (see [`write_off_runtime`]).
@@ -539,13 +521,7 @@ pub(super) async fn sync_paths(paths: &[PathBuf]) -> Result<()> {
         let Some(res) = set.join_next().await else {
             break;
         };
-        let res = res.map_err(|e| {
-            Error::of_kind(
-                ErrorKind::Io,
-                code::IO_RESTORE_TASK_FAILED,
-                format!("restore sync task failed: {e}"),
-            )
-        });
+        let res = res.map_err(|e| crate::error::task_failed("sync", e));
         if let Err(e) = res.and_then(|r| r) {
             first_error.get_or_insert(e);
         }
