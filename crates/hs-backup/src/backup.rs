@@ -217,6 +217,9 @@ async fn backup_leased(
         max_rate_kbps: opts.max_rate_kbps,
         progress: true,
         incremental: base.is_some(),
+        // The stream carries the WAL the backup needs (`wal`), so the end of the
+        // backup does not wait for the server's archiver.
+        wait_for_archive: false,
     };
     let mut stream = client.base_backup(&bb_opts).await?;
     // An incremental backup the server refuses at its start (WAL summaries missing or

@@ -32,6 +32,11 @@ pub struct BaseBackupOptions {
     /// see [`ReplicationClient::upload_manifest`]). Changed relation files then arrive
     /// as `INCREMENTAL.<name>` members.
     pub incremental: bool,
+    /// Let the server wait, at the end, until its archiver has archived the last WAL
+    /// segment the backup needs (`WAIT`, the server's default). Only worth it when the
+    /// backup relies on the server's WAL archive; with `wal` the stream already carries
+    /// that WAL, so [`Default`] turns the wait off, as `pg_basebackup` does.
+    pub wait_for_archive: bool,
 }
 
 impl Default for BaseBackupOptions {
@@ -44,6 +49,7 @@ impl Default for BaseBackupOptions {
             max_rate_kbps: None,
             progress: false,
             incremental: false,
+            wait_for_archive: false,
         }
     }
 }
@@ -66,6 +72,9 @@ impl BaseBackupOptions {
         }
         if self.incremental {
             opts.push("INCREMENTAL".to_string());
+        }
+        if !self.wait_for_archive {
+            opts.push("WAIT false".to_string());
         }
         if let Some(r) = self.max_rate_kbps {
             if !(32..=1_048_576).contains(&r) {
@@ -816,10 +825,19 @@ mod tests {
             max_rate_kbps: Some(1024),
             progress: true,
             incremental: true,
+            wait_for_archive: true,
         };
         assert_eq!(
             o.to_command().unwrap(),
             "BASE_BACKUP ( LABEL 'it''s', PROGRESS, CHECKPOINT 'fast', WAL, MANIFEST 'yes', INCREMENTAL, MAX_RATE 1024 )"
+        );
+        let o = BaseBackupOptions {
+            label: "plain".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            o.to_command().unwrap(),
+            "BASE_BACKUP ( LABEL 'plain', WAL, MANIFEST 'yes', WAIT false )"
         );
         let o = BaseBackupOptions {
             max_rate_kbps: Some(1),

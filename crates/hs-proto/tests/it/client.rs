@@ -21,6 +21,7 @@ async fn base_backup_checks(client: &mut ReplicationClient, tablespace: &str) ->
         max_rate_kbps: None,
         progress: true,
         incremental: false,
+        wait_for_archive: false,
     };
     let mut stream = client.base_backup(&opts).await?;
     let mut files: BTreeMap<String, u64> = BTreeMap::new();
