@@ -1,13 +1,24 @@
 //! `cargo xtask bench`: benchmark harnesses that compare pg_hardstorage with other tools on
 //! the same cluster in the same run. Not timed unit tests: numbers come from real tools.
 //!
-//! `bench backup [--scale N] [--keep] [--others-only]`: a pgbench database of scale N
-//! (default 100, about 1.5 GB), then wall time and output bytes of
-//! (a) `pg_basebackup -Ft -X none --checkpoint=fast` to local disk,
+//! `bench backup [--scale N] [--runs R] [--warm] [--keep] [--others-only]`: a pgbench database
+//! of scale N (default 100, about 1.5 GB) on a cluster that archives its WAL with pgBackRest's
+//! `archive-push`, then R rounds (default 3) of these rows:
+//! (a) `pg_basebackup -Ft -X none --checkpoint=fast` to local disk (removed after the run),
 //! (b) a pgBackRest full backup (zst, process-max=2, start-fast),
-//! (c) a first `pg_hardstorage backup` into a fresh file:// repository,
-//! (d) a second `pg_hardstorage backup` of the unchanged cluster (bytes added).
-//! pg_basebackup and pg_hardstorage run as the calling user over TCP as `hs_repl`; pgBackRest
+//! (c) a first `pg_hardstorage backup` into a fresh file:// repository over TCP,
+//! (d) the same over the unix socket (`host=<socket dir> user=hs_repl`, trust), into another
+//!     fresh repository,
+//! (e) a second `pg_hardstorage backup` of the unchanged cluster into (c)'s repository.
+//! Each round runs every row once; the order rotates from round to round ((e) always right
+//! after (c)). Before every run the archiver is idle and the page cache is synced and dropped,
+//! so every tool reads the cluster from disk like a backup of a database larger than RAM;
+//! with `--warm` the data directory is read once instead, so every tool reads it from the
+//! cache. Every run is under GNU time. The table gives per row the median, min and max wall
+//! time, the median CPU (user + system) of the tool's processes and of the server processes
+//! that served it, the largest peak RSS and the median bytes written (output, or what the
+//! repository grew by); then the ratios of the medians of (c) and (d) to (a) and (b).
+//! pg_basebackup and pg_hardstorage run as the calling user as `hs_repl`; pgBackRest
 //! must read the data directory, so it runs as the `postgres` OS user over the unix socket.
 //! `--others-only` skips pg_hardstorage (to check the harness while it does not build);
 //! `--keep` keeps the scratch directory with every tool's output.
@@ -24,9 +35,12 @@ use std::time::{Duration, Instant};
 
 const LIST: &str = "\
 benchmarks (cargo xtask bench <name>):
-  backup [--scale N] [--keep] [--others-only]
-                                pg_basebackup vs pgBackRest vs pg_hardstorage on pgbench -i -s N
-                                (default N = 100, about 1.5 GB); wall time and bytes written
+  backup [--scale N] [--runs R] [--warm] [--keep] [--others-only]
+                                pg_basebackup vs pgBackRest vs pg_hardstorage (TCP, unix socket,
+                                2nd backup) on pgbench -i -s N (default N = 100, about 1.5 GB):
+                                wall, CPU, peak RSS and bytes written; median of R rotated
+                                rounds (default 3), page cache dropped before each run
+                                (--warm: read once before each run instead)
   wal [--seconds N] [--scale N] [--partial-interval S] [--keep]
                                 pg_hardstorage wal stream vs pg_receivewal under pgbench -c 4 -j 2
                                 for N seconds (default 60, scale 20): lag bytes/seconds, CPU;
@@ -81,33 +95,92 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 }
 
+/// The rows of `bench backup`, in the table's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Tool {
+    PgBasebackup,
+    PgBackRest,
+    /// pg_hardstorage's first backup into a fresh repository, over TCP.
+    OursTcp,
+    /// The same over the unix socket, into another fresh repository.
+    OursSocket,
+    /// pg_hardstorage's second backup of the unchanged cluster, into [`Tool::OursTcp`]'s
+    /// repository.
+    OursSecond,
+}
+
+impl Tool {
+    fn label(self) -> &'static str {
+        match self {
+            Tool::PgBasebackup => "(a) pg_basebackup -Ft -X none",
+            Tool::PgBackRest => "(b) pgBackRest full (zst, 2 procs)",
+            Tool::OursTcp => "(c) ours, 1st backup (TCP)",
+            Tool::OursSocket => "(d) ours, 1st backup (unix socket)",
+            Tool::OursSecond => "(e) ours, 2nd backup (unchanged)",
+        }
+    }
+}
+
+/// What a round runs, slot by slot; the slots' order rotates from round to round. (e) backs
+/// up into the repository (c) has just made, so the two share a slot.
+const SLOTS: [&[Tool]; 4] = [
+    &[Tool::PgBasebackup],
+    &[Tool::PgBackRest],
+    &[Tool::OursTcp, Tool::OursSecond],
+    &[Tool::OursSocket],
+];
+
+/// One row's measurements, one entry per round.
 struct Row {
-    what: &'static str,
-    wall: Duration,
-    bytes: u64,
+    tool: Tool,
+    walls: Vec<Duration>,
+    /// User + system CPU of the tool's processes (GNU time).
+    cpus: Vec<Duration>,
+    /// CPU of the server processes that served it (backends and walsenders that exited).
+    server_cpus: Vec<Duration>,
+    /// Peak RSS in KiB, the largest over the rounds.
+    rss_kib: u64,
+    /// What the tool wrote: its output, or what its repository grew by.
+    bytes: Vec<u64>,
+}
+
+/// `bench backup`'s flags.
+struct BackupOpts {
+    scale: u32,
+    runs: u32,
+    warm: bool,
+    keep: bool,
+    others_only: bool,
 }
 
 fn backup(args: &[String]) -> Result<()> {
-    let mut scale: u32 = 100;
-    let mut keep = false;
-    let mut others_only = false;
+    let mut o = BackupOpts {
+        scale: 100,
+        runs: 3,
+        warm: false,
+        keep: false,
+        others_only: false,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--scale" => scale = util::flag_number(&mut it, "--scale")?,
-            "--keep" => keep = true,
-            "--others-only" => others_only = true,
+            "--scale" => o.scale = util::flag_number(&mut it, "--scale")?,
+            "--runs" => o.runs = util::flag_number(&mut it, "--runs")?,
+            "--warm" => o.warm = true,
+            "--keep" => o.keep = true,
+            "--others-only" => o.others_only = true,
             other => bail!("cargo xtask bench backup: unknown argument {other:?}"),
         }
     }
-    if scale == 0 {
-        bail!("--scale must be at least 1");
+    if o.scale == 0 || o.runs == 0 {
+        bail!("--scale and --runs must be at least 1");
     }
     util::ensure_postgres()?;
+    util::ensure_gnu_time()?;
     if !util::succeeds("pgbackrest", &["version"]) {
         util::apt_install(&["pgbackrest"])?;
     }
-    let bin = if others_only {
+    let bin = if o.others_only {
         None
     } else {
         Some(util::build_release_binary()?)
@@ -115,149 +188,416 @@ fn backup(args: &[String]) -> Result<()> {
 
     // One scratch directory for every tool's output, reachable by the postgres user
     // (pgBackRest writes its repository as postgres).
-    with_scratch("xtask bench", keep, |work| {
-        backup_in(work, bin.as_deref(), scale)
+    with_scratch("xtask bench", o.keep, |work| {
+        backup_in(work, bin.as_deref(), &o)
     })
 }
 
-fn backup_in(work: &Path, bin: Option<&Path>, scale: u32) -> Result<()> {
+fn backup_in(work: &Path, bin: Option<&Path>, o: &BackupOpts) -> Result<()> {
     let (pg, pgbr_conf) = pgbackrest_cluster(work)?;
-    let pgbr_dir = work.join("pgbackrest");
-    let pgbackrest = |args: &[&str]| pgbackrest_cmd(&pgbr_conf, args);
-
+    allow_socket_replication(&pg)?;
     let t = Instant::now();
-    pgbench_init(&pg, scale)?;
+    pgbench_init(&pg, o.scale)?;
     let db_bytes = database_bytes(&pg)?;
     eprintln!(
         "pgbench -i took {:.1}s; databases hold {}",
         t.elapsed().as_secs_f64(),
         human(db_bytes)
     );
-
-    let mut rows = Vec::new();
-
-    eprintln!("\n==> (a) pg_basebackup -Ft -X none --checkpoint=fast");
-    let pgbb_dir = work.join("pg_basebackup");
-    let mut cmd = pg.client_command("pg_basebackup");
-    cmd.arg("-d")
-        .arg(pg.replication_conninfo())
-        .arg("-D")
-        .arg(&pgbb_dir)
-        .args(["-Ft", "-X", "none", "--checkpoint=fast"]);
-    let wall = timed(&mut cmd)?;
-    rows.push(Row {
-        what: "pg_basebackup -Ft -X none",
-        wall,
-        bytes: dir_bytes(&pgbb_dir)?,
-    });
-
-    eprintln!("\n==> (b) pgBackRest full backup (zst, process-max=2)");
-    let wall = timed(&mut pgbackrest(&["--type=full", "backup"]))?;
-    rows.push(Row {
-        what: "pgBackRest full (zst, 2 procs)",
-        wall,
-        bytes: dir_bytes(&pgbr_dir.join("repo").join("backup"))?,
-    });
-    sh(&mut pgbackrest(&["info"]))?;
-
-    if let Some(bin) = bin {
-        let hs = Hs::new(bin, work);
-        let conninfo = pg.replication_conninfo();
-        for (i, (heading, what)) in [
+    let b = BackupBench {
+        work,
+        pg: &pg,
+        pgbr_conf: &pgbr_conf,
+        ours: bin.map(|bin| {
             (
-                "(c) pg_hardstorage backup (first, into a fresh repository)",
-                "pg_hardstorage backup (1st)",
-            ),
-            (
-                "(d) pg_hardstorage backup (2nd, cluster unchanged)",
-                "pg_hardstorage backup (2nd)",
-            ),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            eprintln!("\n==> {heading}");
-            if i == 0 {
-                hs.init_repo()?;
+                Hs::named(bin, work, "hs-repo"),
+                Hs::named(bin, work, "hs-repo-socket"),
+            )
+        }),
+        warm: o.warm,
+        ticks: clock_ticks()?,
+    };
+    let slots: &[&[Tool]] = if b.ours.is_some() {
+        &SLOTS
+    } else {
+        &SLOTS[..2]
+    };
+    let mut rows: Vec<Row> = slots
+        .iter()
+        .flat_map(|s| s.iter())
+        .map(|&tool| Row {
+            tool,
+            walls: Vec::new(),
+            cpus: Vec::new(),
+            server_cpus: Vec::new(),
+            rss_kib: 0,
+            bytes: Vec::new(),
+        })
+        .collect();
+    rows.sort_by_key(|r| r.tool);
+    let mut cold = true;
+    for round in 0..o.runs as usize {
+        for slot in util::rotation(round, slots.len()) {
+            for &tool in slots[slot] {
+                eprintln!("\n==> round {}/{}: {}", round + 1, o.runs, tool.label());
+                let (t, server_cpu, bytes) = b.run_once(tool, &mut cold)?;
+                let row = rows
+                    .iter_mut()
+                    .find(|r| r.tool == tool)
+                    .context("a row for every tool")?;
+                row.walls.push(t.wall);
+                row.cpus.push(t.cpu);
+                row.server_cpus.push(server_cpu);
+                row.rss_kib = row.rss_kib.max(t.rss_kib);
+                row.bytes.push(bytes);
             }
-            let before = dir_bytes(&hs.dir)?;
-            let wall = timed(&mut hs.backup(&conninfo))?;
-            let after = dir_bytes(&hs.dir)?;
-            rows.push(Row {
-                what,
-                wall,
-                bytes: after - before.min(after),
-            });
         }
+    }
+    sh(&mut pgbackrest_cmd(&pgbr_conf, &["info"]))?;
+    if let Some((hs, _)) = &b.ours {
         sh(&mut hs.cmd(&["list", "bench", "--repo", &hs.url]))?;
     }
-    backup_report(scale, db_bytes, &rows);
+    let cache = if o.warm {
+        "warm: the data directory read once (to /dev/null) before every run".to_string()
+    } else if cold {
+        "cold: synced and dropped before every run".to_string()
+    } else {
+        "NOT dropped (drop_caches failed; later runs may read a warm cache)".to_string()
+    };
+    let facts = format!(
+        "pgbench scale {}, databases {} ({db_bytes} bytes), {} cores, {} round(s) in rotated \
+         order (medians shown); page cache {cache}",
+        o.scale,
+        human(db_bytes),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        o.runs
+    );
+    backup_report(&facts, &rows);
     Ok(())
 }
 
-/// Prints the backup table and the ratios between the tools.
-fn backup_report(scale: u32, db_bytes: u64, rows: &[Row]) {
-    println!();
-    println!(
-        "backup benchmark: pgbench scale {scale}, databases {} ({} bytes), 2 cores",
-        human(db_bytes),
-        db_bytes
-    );
-    println!(
-        "{:<34} {:>10} {:>16} {:>12}",
-        "tool", "wall s", "bytes written", "size"
-    );
-    for r in rows {
-        println!(
-            "{:<34} {:>10.2} {:>16} {:>12}",
-            r.what,
-            r.wall.as_secs_f64(),
-            r.bytes,
-            human(r.bytes)
-        );
-    }
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-    println!();
-    println!(
-        "pgBackRest/pg_basebackup: wall {:.2}, bytes {:.2}",
-        ratio(rows[1].wall.as_secs_f64(), rows[0].wall.as_secs_f64()),
-        ratio(rows[1].bytes as f64, rows[0].bytes as f64)
-    );
-    let Some(ours) = rows.get(2) else {
-        println!("(pg_hardstorage not measured: --others-only)");
-        return;
-    };
-    println!(
-        "ours/pg_basebackup wall:  {:.2}",
-        ratio(ours.wall.as_secs_f64(), rows[0].wall.as_secs_f64())
-    );
-    println!(
-        "ours/pgBackRest wall:     {:.2}",
-        ratio(ours.wall.as_secs_f64(), rows[1].wall.as_secs_f64())
-    );
-    println!(
-        "ours/pgBackRest bytes:    {:.2}",
-        ratio(ours.bytes as f64, rows[1].bytes as f64)
-    );
-    println!(
-        "2nd backup added:         {} ({:.2}% of the 1st)",
-        human(rows[3].bytes),
-        100.0 * ratio(rows[3].bytes as f64, ours.bytes as f64)
-    );
-    println!(
-        "notes: pg_basebackup output is uncompressed tar without WAL; pgBackRest bytes are its \
-         backup/ directory (WAL goes to archive/ separately; no encryption); pg_hardstorage bytes are what the \
-         repository grew by, including any WAL the backup stores itself."
-    );
+/// Lets replication connections in over the unix socket (`local replication all trust`):
+/// hs-testkit's `pg_hba.conf` trusts the socket for databases only.
+fn allow_socket_replication(pg: &PgCluster) -> Result<()> {
+    use std::io::Write;
+    let hba = pg.data_dir().join("pg_hba.conf");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&hba)
+        .with_context(|| format!("open {}", hba.display()))?;
+    writeln!(f, "local replication all trust")?;
+    pg.psql("SELECT pg_reload_conf()")?;
+    Ok(())
 }
 
-/// Run `cmd` (printed), returning its wall time.
-fn timed(cmd: &mut Command) -> Result<Duration> {
-    let t = Instant::now();
-    sh(cmd)?;
-    let d = t.elapsed();
-    eprintln!("    wall {:.2}s", d.as_secs_f64());
-    Ok(d)
+/// `getconf CLK_TCK`: the unit of the CPU times in `/proc/<pid>/stat`.
+fn clock_ticks() -> Result<u64> {
+    let out = util::run_capture(Command::new("getconf").arg("CLK_TCK"))?;
+    out.trim().parse().context("getconf CLK_TCK")
+}
+
+/// What every run of `bench backup` needs.
+struct BackupBench<'a> {
+    work: &'a Path,
+    pg: &'a PgCluster,
+    pgbr_conf: &'a Path,
+    /// pg_hardstorage over TCP (rows c and e) and over the unix socket (row d), each with its
+    /// own repository; none with `--others-only`.
+    ours: Option<(Hs, Hs)>,
+    warm: bool,
+    /// Clock ticks per second (`/proc` CPU times).
+    ticks: u64,
+}
+
+impl BackupBench<'_> {
+    fn pgbb_dir(&self) -> PathBuf {
+        self.work.join("pg_basebackup")
+    }
+
+    fn pgbr_backups(&self) -> PathBuf {
+        self.work.join("pgbackrest").join("repo").join("backup")
+    }
+
+    fn ours(&self) -> Result<&(Hs, Hs)> {
+        self.ours.as_ref().context("pg_hardstorage is not measured")
+    }
+
+    /// `host=<socket dir> port=<port> user=hs_repl dbname=postgres`.
+    fn socket_conninfo(&self) -> String {
+        format!(
+            "host={} port={} user={} dbname=postgres",
+            self.pg.socket_dir().display(),
+            self.pg.port(),
+            hs_testkit::REPLICATION_USER
+        )
+    }
+
+    /// Gets `tool`'s output place ready (a fresh repository for a first backup); returns the
+    /// bytes it holds before the run and the command to measure.
+    fn prepare(&self, tool: Tool) -> Result<(u64, Command)> {
+        let conninfo = self.pg.replication_conninfo();
+        Ok(match tool {
+            Tool::PgBasebackup => {
+                let dir = self.pgbb_dir();
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir)?;
+                }
+                let mut cmd = self.pg.client_command("pg_basebackup");
+                cmd.arg("-d").arg(&conninfo).arg("-D").arg(&dir).args([
+                    "-Ft",
+                    "-X",
+                    "none",
+                    "--checkpoint=fast",
+                ]);
+                (0, cmd)
+            }
+            Tool::PgBackRest => (
+                dir_bytes(&self.pgbr_backups())?,
+                pgbackrest_cmd(self.pgbr_conf, &["--type=full", "backup"]),
+            ),
+            Tool::OursTcp | Tool::OursSocket => {
+                let (tcp, socket) = self.ours()?;
+                let (hs, conninfo) = if tool == Tool::OursTcp {
+                    (tcp, conninfo)
+                } else {
+                    (socket, self.socket_conninfo())
+                };
+                if hs.dir.exists() {
+                    std::fs::remove_dir_all(&hs.dir)?;
+                }
+                hs.init_repo()?;
+                (dir_bytes(&hs.dir)?, hs.backup(&conninfo))
+            }
+            Tool::OursSecond => {
+                let hs = &self.ours()?.0;
+                (dir_bytes(&hs.dir)?, hs.backup(&conninfo))
+            }
+        })
+    }
+
+    /// Where `tool`'s output goes.
+    fn output(&self, tool: Tool) -> Result<PathBuf> {
+        Ok(match tool {
+            Tool::PgBasebackup => self.pgbb_dir(),
+            Tool::PgBackRest => self.pgbr_backups(),
+            Tool::OursTcp | Tool::OursSecond => self.ours()?.0.dir.clone(),
+            Tool::OursSocket => self.ours()?.1.dir.clone(),
+        })
+    }
+
+    /// One measured run of `tool`: GNU time's figures, the server's CPU for it, and the
+    /// bytes written. `cold` turns false when the page cache could not be dropped.
+    fn run_once(&self, tool: Tool, cold: &mut bool) -> Result<(util::Timing, Duration, u64)> {
+        let (before, cmd) = self.prepare(tool)?;
+        wait_archiver_idle(self.pg)?;
+        if self.warm {
+            let _ = Command::new("sync").status();
+            let read = read_tree(self.pg.data_dir())?;
+            eprintln!(
+                "    read {} of the data directory to warm the cache",
+                human(read)
+            );
+        } else {
+            *cold &= util::drop_caches();
+        }
+        let server_before = self.server_cpu()?;
+        let t = util::timed(&cmd, &self.work.join("time"))?;
+        let server_cpu = self.server_cpu_settled(server_before)?;
+        let out = self.output(tool)?;
+        let bytes = dir_bytes(&out)?.saturating_sub(before);
+        if tool == Tool::PgBasebackup {
+            std::fs::remove_dir_all(&out)?;
+        }
+        eprintln!(
+            "    wall {:.2}s, CPU {:.2}s, server CPU {:.2}s, peak RSS {} MiB, {} written",
+            t.wall.as_secs_f64(),
+            t.cpu.as_secs_f64(),
+            server_cpu.as_secs_f64(),
+            t.rss_kib / 1024,
+            human(bytes)
+        );
+        Ok((t, server_cpu, bytes))
+    }
+
+    /// User + system CPU of the postmaster's reaped children (`cutime + cstime` in
+    /// `/proc/<postmaster>/stat`): every backend and walsender that has exited so far.
+    fn server_cpu(&self) -> Result<Duration> {
+        let pid_file = self.pg.data_dir().join("postmaster.pid");
+        let pids = std::fs::read_to_string(&pid_file)
+            .with_context(|| format!("read {}", pid_file.display()))?;
+        let pid = pids.lines().next().unwrap_or("").trim();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("read /proc/{pid}/stat (the postmaster)"))?;
+        let ticks = children_cpu_ticks(&stat).context("parse the postmaster's /proc stat")?;
+        Ok(Duration::from_secs_f64(ticks as f64 / self.ticks as f64))
+    }
+
+    /// [`Self::server_cpu`] since `before`, once the tool's server processes have exited and
+    /// been reaped (two equal readings 100 ms apart, for at most 5 s).
+    fn server_cpu_settled(&self, before: Duration) -> Result<Duration> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut last = self.server_cpu()?;
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.server_cpu()?;
+            if now == last || Instant::now() > deadline {
+                return Ok(now.saturating_sub(before));
+            }
+            last = now;
+        }
+    }
+}
+
+/// `cutime + cstime` (fields 16 and 17) of a `/proc/<pid>/stat` line, in clock ticks.
+fn children_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces; count from after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let cutime: u64 = f.get(13)?.parse().ok()?;
+    let cstime: u64 = f.get(14)?.parse().ok()?;
+    Some(cutime + cstime)
+}
+
+/// Waits (up to 2 minutes) until the archiver has no segment left to push (no `.ready` file in
+/// `pg_wal/archive_status`), so that the last backup's `archive-push` does not run during the
+/// next one.
+fn wait_archiver_idle(pg: &PgCluster) -> Result<()> {
+    let status = pg.data_dir().join("pg_wal").join("archive_status");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = std::fs::read_dir(&status)
+            .with_context(|| format!("read {}", status.display()))?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+            .count();
+        if ready == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{ready} WAL segment(s) still waiting for archive-push after 2 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Reads every regular file under `dir` to the end (into nothing), so that the page cache
+/// holds them; returns the bytes read. Files that vanish meanwhile are skipped.
+fn read_tree(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            total += read_tree(&entry.path())?;
+        } else if ft.is_file() {
+            match std::fs::File::open(entry.path()) {
+                Ok(mut f) => total += std::io::copy(&mut f, &mut std::io::sink())?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("read {}", entry.path().display()))
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Prints the backup table and the ratios of the medians.
+fn backup_report(facts: &str, rows: &[Row]) {
+    let secs = |v: &[Duration]| util::median(v).as_secs_f64();
+    println!();
+    println!("backup benchmark: {facts}");
+    println!(
+        "{:<36} {:>7} {:>7} {:>7} {:>7} {:>10} {:>8} {:>14} {:>10}",
+        "row", "wall s", "min s", "max s", "CPU s", "server CPU", "RSS MiB", "bytes", "size"
+    );
+    for r in rows {
+        let bytes = util::median(&r.bytes);
+        println!(
+            "{:<36} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>10.2} {:>8} {:>14} {:>10}",
+            r.tool.label(),
+            secs(&r.walls),
+            r.walls
+                .iter()
+                .min()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64(),
+            r.walls
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64(),
+            secs(&r.cpus),
+            secs(&r.server_cpus),
+            r.rss_kib / 1024,
+            bytes,
+            human(bytes)
+        );
+    }
+    let row = |tool| rows.iter().find(|r| r.tool == tool);
+    let (Some(pgbb), Some(pgbr)) = (row(Tool::PgBasebackup), row(Tool::PgBackRest)) else {
+        return;
+    };
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let met = |r: f64, goal: f64| if r <= goal { "met" } else { "NOT met" };
+    println!();
+    println!(
+        "ratios of the medians (issue 16 goals: wall <= 0.75x pgBackRest and <= 0.90x \
+         pg_basebackup, bytes <= 0.95x pgBackRest):"
+    );
+    println!(
+        "  pgBackRest      / pg_basebackup: wall {:.2}",
+        ratio(secs(&pgbr.walls), secs(&pgbb.walls))
+    );
+    for ours in [row(Tool::OursTcp), row(Tool::OursSocket)]
+        .into_iter()
+        .flatten()
+    {
+        let (w_br, w_bb) = (
+            ratio(secs(&ours.walls), secs(&pgbr.walls)),
+            ratio(secs(&ours.walls), secs(&pgbb.walls)),
+        );
+        let b_br = ratio(
+            util::median(&ours.bytes) as f64,
+            util::median(&pgbr.bytes) as f64,
+        );
+        let name = if ours.tool == Tool::OursTcp {
+            "(c) ours TCP"
+        } else {
+            "(d) ours socket"
+        };
+        println!(
+            "  {name:<15} / pgBackRest: wall {w_br:.2} ({}), CPU {:.2}, bytes {b_br:.2} ({}); \
+             / pg_basebackup: wall {w_bb:.2} ({})",
+            met(w_br, 0.75),
+            ratio(secs(&ours.cpus), secs(&pgbr.cpus)),
+            met(b_br, 0.95),
+            met(w_bb, 0.9)
+        );
+    }
+    if let (Some(first), Some(second)) = (row(Tool::OursTcp), row(Tool::OursSecond)) {
+        let (a, b) = (util::median(&second.bytes), util::median(&first.bytes));
+        println!(
+            "  (e) 2nd backup added {} ({:.2}% of the 1st)",
+            human(a),
+            100.0 * ratio(a as f64, b as f64)
+        );
+    }
+    if row(Tool::OursTcp).is_none() {
+        println!("(pg_hardstorage not measured: --others-only)");
+    }
+    println!(
+        "notes: pg_basebackup output is uncompressed tar without WAL (removed after each run); \
+         pgBackRest bytes are what its backup/ directory grew by (WAL goes to archive/ \
+         separately; no encryption); pg_hardstorage bytes are what the repository grew by, \
+         including any WAL the backup stores itself. CPU s is user + system of the tool's \
+         processes (GNU time; pgBackRest's includes its 2 local processes); server CPU is that of \
+         the backends and walsenders that served the run (the postmaster's reaped children), \
+         which for pg_basebackup and ours includes reading and sending every file; RSS is the \
+         largest process's peak over the rounds. Before every run the archiver is idle."
+    );
 }
 
 /// Runs `f` in a fresh scratch directory (announced with `label`), then removes the
@@ -307,7 +647,7 @@ pub(crate) fn database_bytes(pg: &PgCluster) -> Result<u64> {
 }
 
 /// A benchmark's pg_hardstorage: the binary with the keyring `<work>/keyring`, and its
-/// file:// repository `<work>/hs-repo`.
+/// file:// repository (`<work>/hs-repo` unless [`Hs::named`]).
 pub(crate) struct Hs {
     bin: PathBuf,
     keyring: PathBuf,
@@ -319,7 +659,12 @@ pub(crate) struct Hs {
 
 impl Hs {
     pub(crate) fn new(bin: &Path, work: &Path) -> Self {
-        let dir = work.join("hs-repo");
+        Self::named(bin, work, "hs-repo")
+    }
+
+    /// As [`Hs::new`], with the repository in `<work>/<name>`.
+    pub(crate) fn named(bin: &Path, work: &Path, name: &str) -> Self {
+        let dir = work.join(name);
         Hs {
             bin: bin.to_path_buf(),
             keyring: work.join("keyring"),
@@ -450,4 +795,35 @@ pub(crate) fn pgbackrest_cmd(conf: &Path, args: &[&str]) -> Command {
         .arg("--stanza=bench")
         .args(args);
     cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{children_cpu_ticks, Tool, SLOTS};
+
+    #[test]
+    fn children_cpu_is_cutime_plus_cstime() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+        // utime stime cutime cstime ...
+        let stat = "4242 (postgres: a) b) S 1 4242 4242 0 -1 4194560 900 8000 0 3 12 7 \
+                    1500 260 20 0 1 0 123 1000 200";
+        assert_eq!(children_cpu_ticks(stat), Some(1760));
+        assert_eq!(children_cpu_ticks("4242 (x) S 1 2"), None);
+        assert_eq!(children_cpu_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn every_tool_has_one_slot_and_the_2nd_backup_follows_the_1st() {
+        let all: Vec<Tool> = SLOTS.iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(all.len(), 5);
+        for t in &all {
+            assert_eq!(all.iter().filter(|u| *u == t).count(), 1, "{t:?}");
+        }
+        assert!(SLOTS.contains(&&[Tool::OursTcp, Tool::OursSecond][..]));
+        // --others-only keeps the first two slots: the reference tools alone.
+        assert_eq!(
+            SLOTS[..2],
+            [&[Tool::PgBasebackup][..], &[Tool::PgBackRest][..]]
+        );
+    }
 }

@@ -29,8 +29,8 @@
 //! `--bin PATH` uses an existing `pg_hardstorage` binary instead of a release build.
 
 use crate::bench::{human, pgbackrest_cluster, pgbackrest_cmd, pgbench_init, with_scratch, Hs};
-use crate::bench_restore::{measure, median};
-use crate::util::{self, sh};
+use crate::bench_restore::measure;
+use crate::util::{self, median, sh};
 use anyhow::{bail, Context, Result};
 use hs_testkit::PgCluster;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,7 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("--wal-mb must be at least 32; --scale and --runs at least 1");
     }
     util::ensure_postgres()?;
+    util::ensure_gnu_time()?;
     if !util::succeeds("pgbackrest", &["version"]) {
         util::apt_install(&["pgbackrest"])?;
     }
@@ -358,8 +359,8 @@ fn rounds(s: &Setup<'_>, runs: u32) -> Result<(Vec<Row>, bool)> {
         .collect();
     let mut caches = true;
     for round in 0..runs as usize {
-        for k in 0..rows.len() {
-            let row = &mut rows[(round + k) % Way::ALL.len()];
+        for k in util::rotation(round, rows.len()) {
+            let row = &mut rows[k];
             eprintln!("\n==> round {}/{runs}: {}", round + 1, row.way.label());
             let (restore, restore_rss) = restore_once(s, row.way, &mut caches)?;
             let r = replay_once(s, row.way)?;

@@ -19,7 +19,7 @@
 //! (d) `tar -xf base.tar -C DIR` (a copy baseline).
 
 use crate::bench::{database_bytes, human, pgbackrest_cmd, pgbench_init, with_scratch, Hs};
-use crate::util::{self, dir_bytes, sh};
+use crate::util::{self, dir_bytes, median, sh};
 use anyhow::{bail, Result};
 use hs_testkit::PgCluster;
 use std::path::{Path, PathBuf};
@@ -53,6 +53,7 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("--scale and --runs must be at least 1");
     }
     util::ensure_postgres()?;
+    util::ensure_gnu_time()?;
     if !util::succeeds("pgbackrest", &["version"]) {
         util::apt_install(&["pgbackrest"])?;
     }
@@ -61,60 +62,26 @@ pub fn run(args: &[String]) -> Result<()> {
     with_scratch("xtask bench", keep, |work| run_in(work, &bin, scale, runs))
 }
 
-/// `sync` then drop the page cache; false (with a message) when that is not allowed.
-fn drop_caches() -> bool {
-    let _ = Command::new("sync").status();
-    match std::fs::write("/proc/sys/vm/drop_caches", "3\n") {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!("xtask bench: could not drop the page cache: {e}");
-            false
-        }
-    }
-}
-
-/// Run `cmd` under `/usr/bin/time -f %M` after dropping the page cache, then `sync`;
+/// Run `cmd` under GNU time after dropping the page cache, then `sync`;
 /// returns (tool wall, wall incl. sync, peak RSS in KiB).
 pub(crate) fn measure(
     cmd: &Command,
     caches_dropped: &mut bool,
     rss_file: &Path,
 ) -> Result<(Duration, Duration, u64)> {
-    let mut timed = Command::new("/usr/bin/time");
-    timed
-        .arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(rss_file)
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    if let Some(d) = cmd.get_current_dir() {
-        timed.current_dir(d);
-    }
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => timed.env(k, v),
-            None => timed.env_remove(k),
-        };
-    }
-    *caches_dropped &= drop_caches();
+    *caches_dropped &= util::drop_caches();
     let t = Instant::now();
-    sh(&mut timed)?;
-    let wall = t.elapsed();
+    let timing = util::timed(cmd, rss_file)?;
+    let wall = timing.wall;
     let _ = Command::new("sync").status();
     let with_sync = t.elapsed();
-    let rss = std::fs::read_to_string(rss_file)?
-        .lines()
-        .rev()
-        .find_map(|l| l.trim().parse::<u64>().ok())
-        .unwrap_or(0);
     eprintln!(
         "    wall {:.2}s, {:.2}s including a final sync, peak RSS {} MiB",
         wall.as_secs_f64(),
         with_sync.as_secs_f64(),
-        rss / 1024
+        timing.rss_kib / 1024
     );
-    Ok((wall, with_sync, rss))
+    Ok((wall, with_sync, timing.rss_kib))
 }
 
 fn run_in(work: &Path, bin: &Path, scale: u32, runs: u32) -> Result<()> {
@@ -314,24 +281,4 @@ fn report(
          --type=none); the pg_basebackup tar includes the backup's WAL (-X fetch); pgBackRest's \
          backup has none (archive-copy off). \"+ sync\" adds a `sync` after the tool exits."
     );
-}
-
-/// The median of `v` (the upper one for an even count); zero when empty.
-pub(crate) fn median(v: &[Duration]) -> Duration {
-    let mut s = v.to_vec();
-    s.sort();
-    s.get(s.len() / 2).copied().unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median;
-    use std::time::Duration;
-
-    #[test]
-    fn median_picks_the_middle() {
-        let s = Duration::from_secs;
-        assert_eq!(median(&[s(5), s(1), s(3)]), s(3));
-        assert_eq!(median(&[]), Duration::ZERO);
-    }
 }

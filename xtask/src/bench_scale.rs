@@ -52,8 +52,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// GNU time, which reports the peak RSS (`%M`, KiB) of what it runs.
-const GNU_TIME: &str = "/usr/bin/time";
 /// How long pgbench writes while `wal stream` is measured.
 const STREAM_LOAD_SECS: u32 = 30;
 /// The `application_name` of the measured `wal stream`, to find it in `pg_stat_replication`.
@@ -113,8 +111,11 @@ pub fn run(args: &[String]) -> Result<()> {
 
 /// GNU time and pgBackRest must be installed; say how to install whichever is missing.
 fn check_tools() -> Result<()> {
-    if !Path::new(GNU_TIME).is_file() {
-        bail!("{GNU_TIME} (GNU time) is missing: install it with `sudo apt-get install -y time`");
+    if !Path::new(util::GNU_TIME).is_file() {
+        bail!(
+            "{} (GNU time) is missing: install it with `sudo apt-get install -y time`",
+            util::GNU_TIME
+        );
     }
     if !util::succeeds("pgbackrest", &["version"]) {
         bail!(
@@ -161,26 +162,6 @@ impl Row {
     fn rss_mib(&self) -> Option<f64> {
         self.rss_kib.map(|k| k as f64 / 1024.0)
     }
-}
-
-/// `cmd` wrapped as `/usr/bin/time -f %M -o <rss_file> <cmd>`, keeping its environment
-/// changes and working directory.
-fn under_time(cmd: &Command, rss_file: &Path) -> Command {
-    let mut t = Command::new(GNU_TIME);
-    t.args(["-f", "%M", "-o"])
-        .arg(rss_file)
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => t.env(k, v),
-            None => t.env_remove(k),
-        };
-    }
-    if let Some(d) = cmd.get_current_dir() {
-        t.current_dir(d);
-    }
-    t
 }
 
 /// The peak RSS (KiB) in what GNU time wrote with `-f %M`: its last line that is a number
@@ -233,7 +214,7 @@ impl Bench {
     fn measure(&mut self, what: &str, kind: Kind, cmd: &Command) -> Result<bool> {
         eprintln!("\n==> {what}");
         let (log, rss_file) = self.files(what);
-        let mut timed = under_time(cmd, &rss_file);
+        let mut timed = util::under_time(cmd, "%M", &rss_file);
         let out = std::fs::File::create(&log)?;
         timed
             .stdin(Stdio::null())
@@ -493,7 +474,7 @@ fn measure_wal_stream(
     ]);
     let (log, rss_file) = b.files(&what);
     let out = std::fs::File::create(&log)?;
-    let mut timed = under_time(&cmd, &rss_file);
+    let mut timed = util::under_time(&cmd, "%M", &rss_file);
     timed
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -749,9 +730,7 @@ fn report(scale: u32, db_bytes: u64, wal_bytes: u64, rows: &[Row]) -> Result<()>
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_rss_kib, under_time};
-    use std::path::Path;
-    use std::process::Command;
+    use super::parse_rss_kib;
 
     #[test]
     fn rss_is_the_last_number_line() {
@@ -762,20 +741,5 @@ mod tests {
         );
         assert_eq!(parse_rss_kib("Command terminated by signal 9\n"), None);
         assert_eq!(parse_rss_kib(""), None);
-    }
-
-    #[test]
-    fn under_time_wraps_program_args_and_env() {
-        let mut cmd = Command::new("prog");
-        cmd.args(["a", "b c"]).env("X", "1").current_dir("/");
-        let t = under_time(&cmd, Path::new("/tmp/r"));
-        assert_eq!(t.get_program(), "/usr/bin/time");
-        let args: Vec<_> = t
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(args, ["-f", "%M", "-o", "/tmp/r", "prog", "a", "b c"]);
-        assert_eq!(t.get_envs().count(), 1);
-        assert_eq!(t.get_current_dir(), Some(Path::new("/")));
     }
 }

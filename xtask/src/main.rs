@@ -53,8 +53,9 @@ tasks:
   fuzz [--time N] [TARGET...]
                      run the cargo-fuzz targets in fuzz/ N seconds each (default 60)
   bench              list the benchmarks
-  bench backup [--scale N] [--keep] [--others-only]
-                     pg_basebackup vs pgBackRest vs pg_hardstorage on a pgbench database
+  bench backup [--scale N] [--runs R] [--warm] [--keep] [--others-only]
+                     pg_basebackup vs pgBackRest vs pg_hardstorage on a pgbench database:
+                     median wall, CPU, peak RSS, bytes of R rotated rounds, page cache cold
   bench wal [--seconds N] [--scale N] [--partial-interval S] [--keep]
                      wal stream vs pg_receivewal under pgbench load (lag, CPU); wal fetch latency
   bench restore [--scale N] [--runs R] [--keep]

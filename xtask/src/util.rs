@@ -1,9 +1,12 @@
-//! Helpers shared by the tasks: running and printing commands, paths, sizes, installs.
+//! Helpers shared by the tasks: running and printing commands, paths, sizes, installs, and
+//! the measuring helpers the benchmarks share (GNU time, dropping the page cache, medians,
+//! rotated round order).
 
 use anyhow::{bail, Context, Result};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The workspace root (the parent of `xtask/`).
 pub fn workspace_root() -> PathBuf {
@@ -299,9 +302,111 @@ pub fn postgres_can_reach(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// GNU time, which the benchmarks run their commands under.
+pub const GNU_TIME: &str = "/usr/bin/time";
+
+/// Make sure [`GNU_TIME`] is there (Debian's `time` package, installed when missing).
+pub fn ensure_gnu_time() -> Result<()> {
+    if !Path::new(GNU_TIME).is_file() {
+        apt_install(&["time"])?;
+    }
+    Ok(())
+}
+
+/// `cmd` wrapped as `/usr/bin/time -f <format> -o <out> <cmd>` (GNU time), keeping its
+/// environment changes and working directory.
+pub fn under_time(cmd: &Command, format: &str, out: &Path) -> Command {
+    let mut t = Command::new(GNU_TIME);
+    t.arg("-f")
+        .arg(format)
+        .arg("-o")
+        .arg(out)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => t.env(k, v),
+            None => t.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        t.current_dir(d);
+    }
+    t
+}
+
+/// What one command cost, as GNU time saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timing {
+    /// Wall time, from our own clock.
+    pub wall: Duration,
+    /// User plus system CPU time of the command and the children it waited for.
+    pub cpu: Duration,
+    /// Peak RSS in KiB of the largest process among them.
+    pub rss_kib: u64,
+}
+
+/// GNU time's format for [`timed`]: elapsed, user, system seconds and peak RSS (KiB).
+const TIMING_FORMAT: &str = "%e %U %S %M";
+
+/// Print and run `cmd` under `/usr/bin/time` (its report goes to `out`); error if it exits
+/// non-zero.
+pub fn timed(cmd: &Command, out: &Path) -> Result<Timing> {
+    let t = Instant::now();
+    sh(&mut under_time(cmd, TIMING_FORMAT, out))?;
+    let wall = t.elapsed();
+    let text = std::fs::read_to_string(out).with_context(|| format!("read {}", out.display()))?;
+    let (cpu, rss_kib) =
+        parse_timing(&text).with_context(|| format!("unexpected /usr/bin/time output {text:?}"))?;
+    Ok(Timing { wall, cpu, rss_kib })
+}
+
+/// (user + system CPU, peak RSS KiB) from GNU time's [`TIMING_FORMAT`] output: its last line
+/// with four numbers (a line like "Command exited with non-zero status 9" may come first).
+fn parse_timing(text: &str) -> Option<(Duration, u64)> {
+    text.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let [_, user, sys, rss] = f[..] else {
+            return None;
+        };
+        let (user, sys): (f64, f64) = (user.parse().ok()?, sys.parse().ok()?);
+        Some((Duration::from_secs_f64(user + sys), rss.parse().ok()?))
+    })
+}
+
+/// `sync`, then drop the page cache (`echo 3 > /proc/sys/vm/drop_caches`, root only), so that
+/// what runs next reads from disk; false (with a message) when that is not allowed.
+pub fn drop_caches() -> bool {
+    let _ = Command::new("sync").status();
+    match std::fs::write("/proc/sys/vm/drop_caches", "3\n") {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("xtask bench: could not drop the page cache: {e}");
+            false
+        }
+    }
+}
+
+/// The median of `v` (the upper one for an even count); the default (zero) when empty.
+pub fn median<T: Ord + Copy + Default>(v: &[T]) -> T {
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    s.get(s.len() / 2).copied().unwrap_or_default()
+}
+
+/// The order of `n` rows in round `round` (from 0): the first round runs 0, 1, .., n-1, and
+/// each later round starts one row further on, so that no row always runs first or after the
+/// same neighbour.
+pub fn rotation(round: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (round + k) % n)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{parse_df_avail, redact};
+    use super::{median, parse_df_avail, parse_timing, redact, rotation, under_time};
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::Duration;
 
     #[test]
     fn df_avail_is_the_number_after_the_header() {
@@ -321,5 +426,53 @@ mod tests {
         );
         assert_eq!(redact("file:///tmp/repo"), "file:///tmp/repo");
         assert_eq!(redact("postgresql://u@h:5/db"), "postgresql://u@h:5/db");
+    }
+
+    #[test]
+    fn timing_reads_the_last_line_of_four_numbers() {
+        let s = Duration::from_secs_f64;
+        assert_eq!(
+            parse_timing("3.10 2.50 0.75 148176\n"),
+            Some((s(3.25), 148176))
+        );
+        assert_eq!(
+            parse_timing("Command exited with non-zero status 9\n0.01 0.00 0.01 900\n"),
+            Some((s(0.01), 900))
+        );
+        assert_eq!(parse_timing("Command terminated by signal 9\n"), None);
+        assert_eq!(parse_timing(""), None);
+    }
+
+    #[test]
+    fn under_time_wraps_program_args_and_env() {
+        let mut cmd = Command::new("prog");
+        cmd.args(["a", "b c"]).env("X", "1").current_dir("/");
+        let t = under_time(&cmd, "%M", Path::new("/tmp/r"));
+        assert_eq!(t.get_program(), "/usr/bin/time");
+        let args: Vec<_> = t
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args, ["-f", "%M", "-o", "/tmp/r", "prog", "a", "b c"]);
+        assert_eq!(t.get_envs().count(), 1);
+        assert_eq!(t.get_current_dir(), Some(Path::new("/")));
+    }
+
+    #[test]
+    fn median_picks_the_middle() {
+        let s = Duration::from_secs;
+        assert_eq!(median(&[s(5), s(1), s(3)]), s(3));
+        assert_eq!(median(&[s(4), s(1), s(3), s(2)]), s(3));
+        assert_eq!(median::<Duration>(&[]), Duration::ZERO);
+        assert_eq!(median(&[7_u64]), 7);
+    }
+
+    #[test]
+    fn rotation_starts_each_round_one_row_later() {
+        let order = |r| rotation(r, 4).collect::<Vec<_>>();
+        assert_eq!(order(0), [0, 1, 2, 3]);
+        assert_eq!(order(1), [1, 2, 3, 0]);
+        assert_eq!(order(5), [1, 2, 3, 0]);
+        assert_eq!(rotation(0, 0).count(), 0);
     }
 }
