@@ -1,9 +1,9 @@
 //! `cargo xtask bench`: benchmark harnesses that compare pg_hardstorage with other tools on
 //! the same cluster in the same run. Not timed unit tests: numbers come from real tools.
 //!
-//! `bench backup [--scale N] [--runs R] [--warm] [--keep] [--others-only]`: a pgbench database
-//! of scale N (default 100, about 1.5 GB) on a cluster that archives its WAL with pgBackRest's
-//! `archive-push`, then R rounds (default 3) of these rows:
+//! `bench backup [--scale N] [--runs R] [--warm] [--bin PATH] [--keep] [--others-only]`: a
+//! pgbench database of scale N (default 100, about 1.5 GB) on a cluster that archives its WAL
+//! with pgBackRest's `archive-push`, then R rounds (default 3) of these rows:
 //! (a) `pg_basebackup -Ft -X none --checkpoint=fast` to local disk (removed after the run),
 //! (b) a pgBackRest full backup (zst, process-max=2, start-fast),
 //! (c) a first `pg_hardstorage backup` into a fresh file:// repository over TCP,
@@ -20,6 +20,7 @@
 //! repository grew by); then the ratios of the medians of (c) and (d) to (a) and (b).
 //! pg_basebackup and pg_hardstorage run as the calling user as `hs_repl`; pgBackRest
 //! must read the data directory, so it runs as the `postgres` OS user over the unix socket.
+//! `--bin PATH` uses an existing `pg_hardstorage` binary instead of a release build;
 //! `--others-only` skips pg_hardstorage (to check the harness while it does not build);
 //! `--keep` keeps the scratch directory with every tool's output.
 //!
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 
 const LIST: &str = "\
 benchmarks (cargo xtask bench <name>):
-  backup [--scale N] [--runs R] [--warm] [--keep] [--others-only]
+  backup [--scale N] [--runs R] [--warm] [--bin PATH] [--keep] [--others-only]
                                 pg_basebackup vs pgBackRest vs pg_hardstorage (TCP, unix socket,
                                 2nd backup) on pgbench -i -s N (default N = 100, about 1.5 GB):
                                 wall, CPU, peak RSS and bytes written; median of R rotated
@@ -149,6 +150,7 @@ struct BackupOpts {
     scale: u32,
     runs: u32,
     warm: bool,
+    bin: Option<PathBuf>,
     keep: bool,
     others_only: bool,
 }
@@ -158,6 +160,7 @@ fn backup(args: &[String]) -> Result<()> {
         scale: 100,
         runs: 3,
         warm: false,
+        bin: None,
         keep: false,
         others_only: false,
     };
@@ -167,6 +170,7 @@ fn backup(args: &[String]) -> Result<()> {
             "--scale" => o.scale = util::flag_number(&mut it, "--scale")?,
             "--runs" => o.runs = util::flag_number(&mut it, "--runs")?,
             "--warm" => o.warm = true,
+            "--bin" => o.bin = Some(it.next().context("--bin needs a path")?.into()),
             "--keep" => o.keep = true,
             "--others-only" => o.others_only = true,
             other => bail!("cargo xtask bench backup: unknown argument {other:?}"),
@@ -180,10 +184,10 @@ fn backup(args: &[String]) -> Result<()> {
     if !util::succeeds("pgbackrest", &["version"]) {
         util::apt_install(&["pgbackrest"])?;
     }
-    let bin = if o.others_only {
-        None
-    } else {
-        Some(util::build_release_binary()?)
+    let bin = match (&o.bin, o.others_only) {
+        (_, true) => None,
+        (Some(b), false) => Some(b.clone()),
+        (None, false) => Some(util::build_release_binary()?),
     };
 
     // One scratch directory for every tool's output, reachable by the postgres user

@@ -53,7 +53,7 @@ tasks:
   fuzz [--time N] [TARGET...]
                      run the cargo-fuzz targets in fuzz/ N seconds each (default 60)
   bench              list the benchmarks
-  bench backup [--scale N] [--runs R] [--warm] [--keep] [--others-only]
+  bench backup [--scale N] [--runs R] [--warm] [--bin PATH] [--keep] [--others-only]
                      pg_basebackup vs pgBackRest vs pg_hardstorage on a pgbench database:
                      median wall, CPU, peak RSS, bytes of R rotated rounds, page cache cold
   bench wal [--seconds N] [--scale N] [--partial-interval S] [--keep]
