@@ -11,10 +11,10 @@
 //!     fresh repository,
 //! (e) a second `pg_hardstorage backup` of the unchanged cluster into (c)'s repository.
 //! Each round runs every row once; the order rotates from round to round ((e) always right
-//! after (c)). Before every run the archiver is idle and the page cache is synced and dropped,
-//! so every tool reads the cluster from disk like a backup of a database larger than RAM;
-//! with `--warm` the data directory is read once instead, so every tool reads it from the
-//! cache. Every run is under GNU time. The table gives per row the median, min and max wall
+//! after (c)). Before every run the archiver and autovacuum are idle, and the page cache is
+//! synced and dropped, so every tool reads the cluster from disk like a backup of a database
+//! larger than RAM; with `--warm` the data directory is read once instead, so every tool reads
+//! it from the cache. Every run is under GNU time. The table gives per row the median, min and max wall
 //! time, the median CPU (user + system) of the tool's processes and of the server processes
 //! that served it, the largest peak RSS and the median bytes written (output, or what the
 //! repository grew by); then the ratios of the medians of (c) and (d) to (a) and (b).
@@ -393,7 +393,7 @@ impl BackupBench<'_> {
     /// bytes written. `cold` turns false when the page cache could not be dropped.
     fn run_once(&self, tool: Tool, cold: &mut bool) -> Result<(util::Timing, Duration, u64)> {
         let (before, cmd) = self.prepare(tool)?;
-        wait_archiver_idle(self.pg)?;
+        wait_server_idle(self.pg)?;
         if self.warm {
             let _ = Command::new("sync").status();
             let read = read_tree(self.pg.data_dir())?;
@@ -462,23 +462,37 @@ fn children_cpu_ticks(stat: &str) -> Option<u64> {
     Some(cutime + cstime)
 }
 
-/// Waits (up to 2 minutes) until the archiver has no segment left to push (no `.ready` file in
-/// `pg_wal/archive_status`), so that the last backup's `archive-push` does not run during the
-/// next one.
-fn wait_archiver_idle(pg: &PgCluster) -> Result<()> {
+/// Waits (up to 5 minutes) until the server is idle: the archiver has no segment left to push
+/// (no `.ready` file in `pg_wal/archive_status`) and no autovacuum worker runs, so that neither
+/// the last backup's `archive-push` nor a vacuum after the load runs during the next backup.
+/// Says how long it waited, when it did.
+fn wait_server_idle(pg: &PgCluster) -> Result<()> {
     let status = pg.data_dir().join("pg_wal").join("archive_status");
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let t = Instant::now();
     loop {
         let ready = std::fs::read_dir(&status)
             .with_context(|| format!("read {}", status.display()))?
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
             .count();
-        if ready == 0 {
+        let vacuums: u32 = pg
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")?
+            .parse()
+            .context("count autovacuum workers")?;
+        if ready == 0 && vacuums == 0 {
+            if t.elapsed() > Duration::from_millis(500) {
+                eprintln!(
+                    "    waited {:.1}s for archive-push and autovacuum to finish",
+                    t.elapsed().as_secs_f64()
+                );
+            }
             return Ok(());
         }
-        if Instant::now() > deadline {
-            bail!("{ready} WAL segment(s) still waiting for archive-push after 2 minutes");
+        if t.elapsed() > Duration::from_secs(300) {
+            bail!(
+                "the server is not idle after 5 minutes: {ready} WAL segment(s) waiting for \
+                 archive-push, {vacuums} autovacuum worker(s)"
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -600,7 +614,7 @@ fn backup_report(facts: &str, rows: &[Row]) {
          processes (GNU time; pgBackRest's includes its 2 local processes); server CPU is that of \
          the backends and walsenders that served the run (the postmaster's reaped children), \
          which for pg_basebackup and ours includes reading and sending every file; RSS is the \
-         largest process's peak over the rounds. Before every run the archiver is idle."
+         largest process's peak over the rounds. Before every run the archiver and autovacuum are idle."
     );
 }
 
