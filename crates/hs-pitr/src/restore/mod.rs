@@ -317,7 +317,7 @@ async fn restore_leased(
         existing,
         control,
     } = lay_out(&manifest, opts, &roots)?;
-    phase(started, "directories and empty files laid out");
+    phase(started, "directories laid out");
     let (files_kept, delta_units) =
         compare_existing(repo, &reader, &manifest, existing, progress).await?;
     let files_written = (files.len() as u64 - files_kept) + 1;
@@ -333,6 +333,9 @@ async fn restore_leased(
             .await
             .map_err(|e| reading(e, &manifest, &f.path))?;
         check_chunk_total(&f.path, f.size, &chunks)?;
+        // Created here rather than when laying out, so that the first file's data is
+        // on its way while the others are created (see [`lay_out`]).
+        create_file(&nf.path, f.mode, f.size)?;
         units
             .file(&nf.path, &a.pg_path(&f.path), &chunks)
             .await
@@ -438,7 +441,7 @@ fn prepare_roots(
 
 /// What [`lay_out`] leaves to write.
 struct Layout {
-    /// Files to write whole (created empty, at their size).
+    /// Files to create (at their size) and write whole.
     new_files: Vec<NewFile>,
     /// Every regular file but the control file (synced at the end).
     files: Vec<PathBuf>,
@@ -448,13 +451,20 @@ struct Layout {
     control: Option<hs_repo::FileEntry>,
 }
 
-/// Creates directories and symlinks, and the regular files (sized, empty) with the
-/// units that write their content; file contents come after, in parallel units.
+/// Creates directories (with the parents of every file) and symlinks, and lists the
+/// regular files: those to create and write whole, and with `--delta` those that exist.
+///
+/// The files themselves are created just before their content is written: at scale 100
+/// creating ~980 files (a metadata transaction each) took 50-90 ms on one core, before
+/// the first chunk was read; interleaved with the writes, it runs while the other
+/// worker decodes. Consecutive files of one directory ensure their parent once.
 fn lay_out(manifest: &BackupManifest, opts: &RestoreOptions, roots: &[PathBuf]) -> Result<Layout> {
     let mut new_files = Vec::new();
     let mut files = Vec::new();
     let mut existing = Vec::new();
     let mut control = None;
+    // The parent directory last ensured for a file (files come grouped by directory).
+    let mut parent_made: Option<PathBuf> = None;
     for (ai, (a, root)) in manifest.archives.iter().zip(roots).enumerate() {
         for (fi, f) in a.files.iter().enumerate() {
             let path = safe_join(root, &f.path)?;
@@ -475,7 +485,11 @@ fn lay_out(manifest: &BackupManifest, opts: &RestoreOptions, roots: &[PathBuf]) 
                     }
                 }
                 FileKind::File => {
-                    make_parent(&path)?;
+                    let parent = path.parent();
+                    if parent != parent_made.as_deref() {
+                        make_parent(&path)?;
+                        parent_made = parent.map(Path::to_path_buf);
+                    }
                     if !is_tablespace(a) && f.path == CONTROL_FILE {
                         control = Some(f.clone());
                         continue;
@@ -493,7 +507,6 @@ fn lay_out(manifest: &BackupManifest, opts: &RestoreOptions, roots: &[PathBuf]) 
                         });
                         continue;
                     }
-                    create_file(&path, f.mode, f.size)?;
                     new_files.push(NewFile {
                         path,
                         archive: ai,

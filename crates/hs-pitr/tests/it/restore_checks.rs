@@ -3,6 +3,7 @@
 //! backup whose manifest and content disagree is refused with
 //! `verify.restored_checksum_mismatch`, and the directory is not set up for recovery.
 //! Files of many units (written by parallel tasks, out of order) are checked whole.
+//! Files are created as they are written, with their sizes, modes and parent directories.
 
 use bytes::Bytes;
 use hs_pitr::{
@@ -171,4 +172,69 @@ async fn large_unaligned_chunks_are_written_in_batches_and_checked() {
         std::fs::read(skip.target.join("base/5/16384")).unwrap(),
         data
     );
+}
+
+#[tokio::test]
+async fn files_are_created_as_written_with_their_sizes_modes_and_parents() {
+    // The files are created when their content is written, not when the directories
+    // are laid out (a parent is ensured once per run of files in one directory): every
+    // file is there afterwards with its content, size and mode, empty files included,
+    // in directories the manifest lists and in ones it only implies, and in a
+    // directory the file order comes back to.
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new().await;
+    let id = "20261206T070300Z";
+    let relation = segment(4, 400 * 8192);
+    let snap = segment(5, 3 * 8192 + 1500);
+    let small = segment(6, 8192);
+    let control = segment(7, 8192);
+    let dir = |path: &str| FileEntry {
+        path: path.into(),
+        kind: FileKind::Dir,
+        mode: 0o700,
+        mtime: 0,
+        size: 0,
+        chunks: Vec::new(),
+        chunk_lists: Vec::new(),
+    };
+    let with_mode = |mut e: FileEntry, mode: u32| {
+        e.mode = mode;
+        e
+    };
+    let files: Vec<(&str, &[u8], u32)> = vec![
+        ("base/5/16384", &relation, 0o600),
+        ("base/5/16384_fsm", b"", 0o600),
+        ("pg_logical/snapshots/0-16B3740.snap", &snap, 0o640),
+        ("global/pg_control", &control, 0o600),
+        ("base/5/16385", &small, 0o640),
+        ("PG_VERSION_EMPTY", b"", 0o640),
+    ];
+    let mut entries = vec![dir("base"), dir("base/5"), dir("global")];
+    for (path, data, mode) in &files {
+        let refs = store(&env.repo, data).await;
+        entries.push(with_mode(entry(path, data, refs), *mode));
+    }
+    let mut m = manifest(id, "0/3000028", "2026-12-06T07:03:00Z", "layout");
+    m.archives = vec![ArchiveEntry {
+        name: "base".into(),
+        tablespace_oid: None,
+        tablespace_location: None,
+        files: entries,
+    }];
+    let listed: Vec<(&str, &[u8])> = files.iter().map(|(p, d, _)| (*p, *d)).collect();
+    m.pg_backup_manifest = pg_manifest(&listed);
+    env.repo.put_manifest(&m).await.unwrap();
+
+    let mut opts = options(&env, id, "r1", VerifyMode::Skip);
+    opts.recovery = None;
+    let done = restore(&env.repo, &opts, &NoRestoreProgress).await.unwrap();
+    assert_eq!(done.files, files.len() as u64);
+    assert_eq!(done.files_written, files.len() as u64);
+    for (path, data, mode) in &files {
+        let p = opts.target.join(path);
+        let meta = std::fs::metadata(&p).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(meta.len(), data.len() as u64, "{path}");
+        assert_eq!(meta.permissions().mode() & 0o777, *mode, "{path}");
+        assert_eq!(&std::fs::read(&p).unwrap(), data, "{path}");
+    }
 }
