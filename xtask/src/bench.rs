@@ -530,23 +530,14 @@ fn backup_report(facts: &str, rows: &[Row]) {
         "row", "wall s", "min s", "max s", "CPU s", "server CPU", "RSS MiB", "bytes", "size"
     );
     for r in rows {
+        let (lo, hi) = util::min_max_secs(&r.walls);
         let bytes = util::median(&r.bytes);
         println!(
             "{:<36} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>10.2} {:>8} {:>14} {:>10}",
             r.tool.label(),
             secs(&r.walls),
-            r.walls
-                .iter()
-                .min()
-                .copied()
-                .unwrap_or_default()
-                .as_secs_f64(),
-            r.walls
-                .iter()
-                .max()
-                .copied()
-                .unwrap_or_default()
-                .as_secs_f64(),
+            lo,
+            hi,
             secs(&r.cpus),
             secs(&r.server_cpus),
             r.rss_kib / 1024,

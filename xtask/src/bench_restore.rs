@@ -225,23 +225,14 @@ fn report(
         "tool", "wall s", "+ sync s", "min s", "max s", "peak RSS MiB", "bytes restored"
     );
     for r in rows {
+        let (lo, hi) = util::min_max_secs(&r.walls);
         println!(
             "{:<36} {:>9.2} {:>10.2} {:>9.2} {:>9.2} {:>13} {:>16}",
             r.what,
             median(&r.walls).as_secs_f64(),
             median(&r.syncs).as_secs_f64(),
-            r.walls
-                .iter()
-                .min()
-                .copied()
-                .unwrap_or_default()
-                .as_secs_f64(),
-            r.walls
-                .iter()
-                .max()
-                .copied()
-                .unwrap_or_default()
-                .as_secs_f64(),
+            lo,
+            hi,
             r.rss.iter().max().copied().unwrap_or(0) / 1024,
             r.bytes,
         );

@@ -394,6 +394,12 @@ pub fn median<T: Ord + Copy + Default>(v: &[T]) -> T {
     s.get(s.len() / 2).copied().unwrap_or_default()
 }
 
+/// The shortest and the longest of `v`, in seconds (0 for none).
+pub fn min_max_secs(v: &[std::time::Duration]) -> (f64, f64) {
+    let secs = |d: Option<&std::time::Duration>| d.map_or(0.0, |d| d.as_secs_f64());
+    (secs(v.iter().min()), secs(v.iter().max()))
+}
+
 /// The order of `n` rows in round `round` (from 0): the first round runs 0, 1, .., n-1, and
 /// each later round starts one row further on, so that no row always runs first or after the
 /// same neighbour.
