@@ -400,8 +400,10 @@ pub fn pack_header(data: &[u8]) -> usize {
     // As an opened header, with a frame area of a size taken from the input's length.
     let blobs_len = (data.len() as u64).saturating_mul(97);
     n += hs_chunk::PackHeader::decode(data, blobs_len).map_or(0, |h| h.entries.len());
-    let mut b = data;
-    n += hs_chunk::decode_entries(&mut b, None).map_or(0, |e| e.len());
+    for ids in [hs_chunk::IdWidth::Short, hs_chunk::IdWidth::Long] {
+        let mut b = data;
+        n += hs_chunk::decode_entries(&mut b, ids, None).map_or(0, |e| e.len());
+    }
     n
 }
 

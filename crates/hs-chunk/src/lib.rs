@@ -44,7 +44,7 @@ pub use compress::{
 pub use error::{Error, ErrorKind, Result};
 pub use id::ChunkId;
 pub use pack::{
-    decode_entries, encode_entries, encoded_entries_len, parse_trailer, split_pack, PackBuilder,
-    PackEntry, PackHeader, PACK_CHUNK_DESC_LEN, PACK_FRAME_DESC_LEN, PACK_MAGIC, PACK_MAGIC_V2,
-    PACK_TRAILER_LEN,
+    decode_entries, encode_entries, encoded_entries_len, parse_trailer, split_pack, IdWidth,
+    PackBuilder, PackEntry, PackFormat, PackHeader, PACK_CHUNK_DESC_LEN, PACK_FRAME_DESC_LEN,
+    PACK_MAGIC, PACK_MAGIC_V2, PACK_MAGIC_V3, PACK_TRAILER_LEN,
 };

@@ -4,12 +4,15 @@
 //! pack       = frame* sealed_header header_len magic
 //! frame      = sealed (zstd-compressed or raw) concatenation of chunks
 //! header_len = u32 little-endian, length of sealed_header
-//! magic      = "HSPACK01" or "HSPACK02" (8 bytes; the pack format version)
+//! magic      = "HSPACK01", "HSPACK02" or "HSPACK03" (8 bytes; the pack format version)
 //! header plaintext = version:u8 (=1) frames                     (HSPACK01)
 //!                  | version:u8 (=2) pack_id:[u8;32] frames     (HSPACK02)
+//!                  | version:u8 (=3) pack_id:[u8;32] frames     (HSPACK03)
 //! frames     = frame_count:u32le frame_desc*frame_count
 //! frame_desc = offset:u32le length:u32le raw_length:u32le flags:u8
-//!              chunk_count:u32le (chunk_id:[u8;32] chunk_raw_length:u32le)*chunk_count
+//!              chunk_count:u32le (chunk_id chunk_raw_length:u32le)*chunk_count
+//! chunk_id   = [u8;16] (version 3) | [u8;32] (versions 1 and 2: the whole keyed
+//!              BLAKE3, of which readers keep the first 16 bytes)
 //! flags      = bit 0: the opened frame is one zstd frame; other bits zero
 //! ```
 //!
@@ -24,7 +27,8 @@
 //! once the pack is complete. Version 2 packs get a random id when they are
 //! opened ([`PackBuilder::with_id`]), so a writer can tell where a chunk will
 //! live before the pack is finished; the sealed header repeats the id, which
-//! binds the pack to its name.
+//! binds the pack to its name. Version 3 is version 2 with 16-byte chunk ids
+//! ([`ChunkId::LEN`]); writers write only version 3.
 //!
 //! This module neither encrypts nor does I/O: sealing of the header is a
 //! closure supplied by the caller, and opening is done by the caller before
@@ -39,15 +43,88 @@ use crate::id::ChunkId;
 pub const PACK_MAGIC: [u8; 8] = *b"HSPACK01";
 /// The 8 bytes every version 2 pack (one with an id in its header) ends with.
 pub const PACK_MAGIC_V2: [u8; 8] = *b"HSPACK02";
+/// The 8 bytes every version 3 pack (an id in its header, 16-byte chunk ids) ends with.
+pub const PACK_MAGIC_V3: [u8; 8] = *b"HSPACK03";
 /// Length of the trailer: 4-byte header length plus [`PACK_MAGIC`].
 pub const PACK_TRAILER_LEN: usize = 12;
 /// Encoded length of one frame description without its chunks.
 pub const PACK_FRAME_DESC_LEN: usize = 17;
-/// Encoded length of one chunk inside a frame description.
-pub const PACK_CHUNK_DESC_LEN: usize = 36;
-const HEADER_VERSION: u8 = 1;
-const HEADER_VERSION_ID: u8 = 2;
+/// Encoded length of one chunk inside a frame description of version 3.
+pub const PACK_CHUNK_DESC_LEN: usize = ChunkId::LEN + 4;
 const FLAG_COMPRESSED: u8 = 1;
+
+/// How wide the chunk ids of a frame list are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdWidth {
+    /// 32 bytes, the whole keyed BLAKE3: pack headers of versions 1 and 2 and index
+    /// objects of version 1. Readers keep the first [`ChunkId::LEN`] bytes. Writing
+    /// this width (only tests do, to make such objects) pads the ids with zeros.
+    Long,
+    /// [`ChunkId::LEN`] (16) bytes: pack headers of version 3, index objects of
+    /// version 2.
+    Short,
+}
+
+impl IdWidth {
+    /// Bytes of one chunk id.
+    pub const fn id_len(self) -> usize {
+        match self {
+            IdWidth::Long => ChunkId::LONG_LEN,
+            IdWidth::Short => ChunkId::LEN,
+        }
+    }
+
+    /// Bytes of one chunk inside a frame description (id and raw length).
+    pub const fn chunk_desc_len(self) -> usize {
+        self.id_len() + 4
+    }
+}
+
+/// The version of a pack, from its trailer magic and header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PackFormat {
+    /// `HSPACK01`: named by the BLAKE3 hash of its bytes, 32-byte chunk ids.
+    V1,
+    /// `HSPACK02`: an id in its header (its name), 32-byte chunk ids.
+    V2,
+    /// `HSPACK03`: an id in its header, 16-byte chunk ids. What writers write.
+    #[default]
+    V3,
+}
+
+impl PackFormat {
+    /// The trailer magic.
+    pub const fn magic(self) -> [u8; 8] {
+        match self {
+            PackFormat::V1 => PACK_MAGIC,
+            PackFormat::V2 => PACK_MAGIC_V2,
+            PackFormat::V3 => PACK_MAGIC_V3,
+        }
+    }
+
+    /// The format whose trailer magic is `magic`.
+    pub fn from_magic(magic: &[u8]) -> Option<PackFormat> {
+        [PackFormat::V1, PackFormat::V2, PackFormat::V3]
+            .into_iter()
+            .find(|f| f.magic() == magic)
+    }
+
+    /// The width of the chunk ids in its header.
+    pub const fn ids(self) -> IdWidth {
+        match self {
+            PackFormat::V1 | PackFormat::V2 => IdWidth::Long,
+            PackFormat::V3 => IdWidth::Short,
+        }
+    }
+
+    const fn header_version(self) -> u8 {
+        match self {
+            PackFormat::V1 => 1,
+            PackFormat::V2 => 2,
+            PackFormat::V3 => 3,
+        }
+    }
+}
 
 /// Where one chunk lives: its frame inside a pack, and its place inside the
 /// decompressed frame. This is the flat, per-chunk view of a pack header.
@@ -101,10 +178,11 @@ fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
 }
 
 /// Appends the `frames` encoding (frame count, then each frame with its
-/// chunks) of `entries` to `out`. Entries must be grouped by frame, in
-/// frame order, with each frame's chunks in order of their offsets, as
-/// [`PackBuilder`] produces them and [`decode_entries`] returns them.
-pub fn encode_entries(entries: &[PackEntry], out: &mut Vec<u8>) {
+/// chunks, ids `ids` wide) of `entries` to `out`. Entries must be grouped by
+/// frame, in frame order, with each frame's chunks in order of their offsets,
+/// as [`PackBuilder`] produces them and [`decode_entries`] returns them.
+pub fn encode_entries(entries: &[PackEntry], ids: IdWidth, out: &mut Vec<u8>) {
+    let pad = [0u8; ChunkId::LONG_LEN - ChunkId::LEN];
     let groups = frame_groups(entries);
     out.extend_from_slice(&(groups.len() as u32).to_le_bytes());
     for g in groups {
@@ -116,14 +194,17 @@ pub fn encode_entries(entries: &[PackEntry], out: &mut Vec<u8>) {
         out.extend_from_slice(&(g.len() as u32).to_le_bytes());
         for e in g {
             out.extend_from_slice(e.id.as_bytes());
+            if ids == IdWidth::Long {
+                out.extend_from_slice(&pad);
+            }
             out.extend_from_slice(&e.raw_length.to_le_bytes());
         }
     }
 }
 
 /// Length of [`encode_entries`]' output for `entries`.
-pub fn encoded_entries_len(entries: &[PackEntry]) -> usize {
-    4 + frame_groups(entries).len() * PACK_FRAME_DESC_LEN + entries.len() * PACK_CHUNK_DESC_LEN
+pub fn encoded_entries_len(entries: &[PackEntry], ids: IdWidth) -> usize {
+    4 + frame_groups(entries).len() * PACK_FRAME_DESC_LEN + entries.len() * ids.chunk_desc_len()
 }
 
 fn frame_groups(entries: &[PackEntry]) -> Vec<&[PackEntry]> {
@@ -141,15 +222,21 @@ fn frame_groups(entries: &[PackEntry]) -> Vec<&[PackEntry]> {
 }
 
 /// Reads one `frames` encoding from the front of `b` (advancing it) and
-/// returns the flat entries. Checks that every frame has at least one chunk,
-/// that its chunks' lengths add up to its raw length, and, when `blobs_len`
-/// is given, that every frame lies inside the first `blobs_len` bytes.
-pub fn decode_entries(b: &mut &[u8], blobs_len: Option<u64>) -> Result<Vec<PackEntry>> {
+/// returns the flat entries; chunk ids are `ids` wide. Checks that every
+/// frame has at least one chunk, that its chunks' lengths add up to its raw
+/// length, and, when `blobs_len` is given, that every frame lies inside the
+/// first `blobs_len` bytes.
+pub fn decode_entries(
+    b: &mut &[u8],
+    ids: IdWidth,
+    blobs_len: Option<u64>,
+) -> Result<Vec<PackEntry>> {
+    let desc_len = ids.chunk_desc_len();
     let frames = u32_at(take(b, 4)?, 0) as usize;
     // Sized exactly: a pack of 8 KiB pages lists tens of thousands of chunks, and
     // readers keep several headers, so growth slack and regrowth copies would be
     // megabytes each.
-    let mut entries = Vec::with_capacity(count_entries(b, frames));
+    let mut entries = Vec::with_capacity(count_entries(b, frames, desc_len));
     for _ in 0..frames {
         let d = take(b, PACK_FRAME_DESC_LEN)?;
         let (frame_offset, frame_length, frame_raw_length) =
@@ -170,14 +257,14 @@ pub fn decode_entries(b: &mut &[u8], blobs_len: Option<u64>) -> Result<Vec<PackE
         let body = take(
             b,
             count
-                .checked_mul(PACK_CHUNK_DESC_LEN)
+                .checked_mul(desc_len)
                 .ok_or_else(|| corrupt("a pack frame has too many chunks"))?,
         )?;
         let mut chunk_offset: u64 = 0;
-        for c in body.chunks_exact(PACK_CHUNK_DESC_LEN) {
-            let mut id = [0u8; 32];
-            id.copy_from_slice(&c[..32]);
-            let raw_length = u32_at(c, 32);
+        for c in body.chunks_exact(desc_len) {
+            let mut id = [0u8; ChunkId::LEN];
+            id.copy_from_slice(&c[..ChunkId::LEN]);
+            let raw_length = u32_at(c, ids.id_len());
             entries.push(PackEntry {
                 id: ChunkId::from_bytes(id),
                 frame_offset,
@@ -199,16 +286,16 @@ pub fn decode_entries(b: &mut &[u8], blobs_len: Option<u64>) -> Result<Vec<PackE
 }
 
 /// The chunks that the `frames` frame descriptions at the front of `b` list, counting
-/// only those whose descriptions are all present (so at most `b.len() / 36`); what
-/// is malformed is left for [`decode_entries`] to report.
-fn count_entries(mut b: &[u8], frames: usize) -> usize {
+/// only those whose descriptions are all present (so at most `b.len() / desc_len`);
+/// what is malformed is left for [`decode_entries`] to report.
+fn count_entries(mut b: &[u8], frames: usize, desc_len: usize) -> usize {
     let mut n = 0usize;
     for _ in 0..frames {
         let Ok(d) = take(&mut b, PACK_FRAME_DESC_LEN) else {
             break;
         };
         let count = u32_at(d, 13) as usize;
-        match count.checked_mul(PACK_CHUNK_DESC_LEN) {
+        match count.checked_mul(desc_len) {
             Some(len) if take(&mut b, len).is_ok() => n += count,
             _ => break,
         }
@@ -221,32 +308,43 @@ fn count_entries(mut b: &[u8], frames: usize) -> usize {
 pub struct PackHeader {
     /// One entry per chunk, grouped by frame, in the order written.
     pub entries: Vec<PackEntry>,
-    /// The pack's id (its object name) for version 2 packs; `None` for
+    /// The pack's id (its object name) for version 2 and 3 packs; `None` for
     /// version 1 packs, which are named by the hash of their bytes.
     pub pack_id: Option<[u8; 32]>,
+    /// The pack's version. [`encode`](Self::encode) writes an all-zero id for a
+    /// version 2 or 3 header without `pack_id`.
+    pub format: PackFormat,
 }
 
 impl PackHeader {
     /// The header plaintext (to be sealed by the caller).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(33 + encoded_entries_len(&self.entries));
-        match &self.pack_id {
-            None => out.push(HEADER_VERSION),
-            Some(id) => {
-                out.push(HEADER_VERSION_ID);
-                out.extend_from_slice(id);
-            }
+        let ids = self.format.ids();
+        let mut out = Vec::with_capacity(33 + encoded_entries_len(&self.entries, ids));
+        out.push(self.format.header_version());
+        if self.format != PackFormat::V1 {
+            out.extend_from_slice(&self.pack_id.unwrap_or_default());
         }
-        encode_entries(&self.entries, &mut out);
+        encode_entries(&self.entries, ids, &mut out);
         out
     }
 
     /// The trailer magic of a pack with this header.
     pub fn magic(&self) -> [u8; 8] {
-        if self.pack_id.is_some() {
-            PACK_MAGIC_V2
+        self.format.magic()
+    }
+
+    /// Checks that the pack's trailer `magic` is the one of this header's version
+    /// (`verify.pack_corrupt` otherwise). The header is sealed and the magic is not, so
+    /// readers take the version from the header; a magic that disagrees means the pack
+    /// was altered in storage.
+    pub fn check_magic(&self, magic: &[u8]) -> Result<()> {
+        if magic == self.format.magic() {
+            Ok(())
         } else {
-            PACK_MAGIC
+            Err(corrupt(
+                "the pack's trailer magic and its header's version disagree",
+            ))
         }
     }
 
@@ -255,20 +353,29 @@ impl PackHeader {
     /// inside it.
     pub fn decode(plain: &[u8], blobs_len: u64) -> Result<PackHeader> {
         let mut b = plain;
-        let pack_id = match take(&mut b, 1)?[0] {
-            HEADER_VERSION => None,
-            HEADER_VERSION_ID => {
+        let format = match take(&mut b, 1)?[0] {
+            1 => PackFormat::V1,
+            2 => PackFormat::V2,
+            3 => PackFormat::V3,
+            _ => return Err(corrupt("the pack header has an unknown version")),
+        };
+        let pack_id = match format {
+            PackFormat::V1 => None,
+            PackFormat::V2 | PackFormat::V3 => {
                 let mut id = [0u8; 32];
                 id.copy_from_slice(take(&mut b, 32)?);
                 Some(id)
             }
-            _ => return Err(corrupt("the pack header has an unknown version")),
         };
-        let entries = decode_entries(&mut b, Some(blobs_len))?;
+        let entries = decode_entries(&mut b, format.ids(), Some(blobs_len))?;
         if !b.is_empty() {
             return Err(corrupt("the pack header has trailing bytes"));
         }
-        Ok(PackHeader { entries, pack_id })
+        Ok(PackHeader {
+            entries,
+            pack_id,
+            format,
+        })
     }
 }
 
@@ -278,11 +385,11 @@ pub fn parse_trailer(pack_len: u64, trailer: &[u8]) -> Result<(u64, u32)> {
     if trailer.len() != PACK_TRAILER_LEN || pack_len < PACK_TRAILER_LEN as u64 {
         return Err(corrupt("the pack is too short to hold a trailer"));
     }
-    if trailer[4..] != PACK_MAGIC && trailer[4..] != PACK_MAGIC_V2 {
+    if PackFormat::from_magic(&trailer[4..]).is_none() {
         return Err(Error::of_kind(
             ErrorKind::Corrupt,
             code::VERIFY_PACK_MAGIC_MISMATCH,
-            "the object does not end with the pack magic HSPACK01 or HSPACK02",
+            "the object does not end with the pack magic HSPACK01, HSPACK02 or HSPACK03",
         )
         .with_suggestion("the object is not a pack of this format version, or it was truncated"));
     }
@@ -312,21 +419,21 @@ pub struct PackBuilder {
 }
 
 impl PackBuilder {
-    /// An empty version 1 pack whose buffer has room for `capacity` bytes.
-    pub fn with_capacity(capacity: usize) -> PackBuilder {
-        PackBuilder {
-            buf: Vec::with_capacity(capacity),
-            header: PackHeader::default(),
-        }
+    /// An empty version 3 pack with the id `id` (its name once stored), whose buffer
+    /// has room for `capacity` bytes.
+    pub fn with_id(capacity: usize, id: [u8; 32]) -> PackBuilder {
+        PackBuilder::with_format(capacity, PackFormat::V3, Some(id))
     }
 
-    /// An empty version 2 pack with the id `id` (its name once stored).
-    pub fn with_id(capacity: usize, id: [u8; 32]) -> PackBuilder {
+    /// An empty pack of an older `format` (for tests that make old repositories;
+    /// see [`IdWidth::Long`]). `id` is ignored for version 1.
+    pub fn with_format(capacity: usize, format: PackFormat, id: Option<[u8; 32]>) -> PackBuilder {
         PackBuilder {
             buf: Vec::with_capacity(capacity),
             header: PackHeader {
                 entries: Vec::new(),
-                pack_id: Some(id),
+                pack_id: if format == PackFormat::V1 { None } else { id },
+                format,
             },
         }
     }
@@ -425,14 +532,94 @@ mod tests {
     use super::*;
 
     fn id(b: u8) -> ChunkId {
-        ChunkId::from_bytes([b; 32])
+        ChunkId::from_bytes([b; ChunkId::LEN])
+    }
+
+    /// The bytes of one chunk description: `id(b)`, zero-padded to `ids`, and `len`.
+    fn desc(b: u8, ids: IdWidth, len: u32) -> Vec<u8> {
+        let mut d = vec![b; ChunkId::LEN];
+        d.resize(ids.id_len(), 0);
+        d.extend_from_slice(&len.to_le_bytes());
+        d
     }
 
     /// Golden bytes of a small pack with an identity "seal": the format of
-    /// version 1 must not change silently.
+    /// version 3 must not change silently.
+    #[test]
+    fn golden_pack_v3() {
+        let mut b = PackBuilder::with_id(0, [0x5a; 32]);
+        b.add_frame(b"XY", true, &[(id(0xab), 7), (id(0xcd), 3)])
+            .unwrap();
+        b.add_frame(b"Z", false, &[(id(0xef), 1)]).unwrap();
+        let (pack, _) = b.finish(|p| p.to_vec()).unwrap();
+        let mut want = b"XYZ".to_vec();
+        want.push(3); // header version
+        want.extend_from_slice(&[0x5a; 32]); // pack id
+        want.extend_from_slice(&2u32.to_le_bytes()); // frame count
+        want.extend_from_slice(&0u32.to_le_bytes()); // frame offset
+        want.extend_from_slice(&2u32.to_le_bytes()); // frame length
+        want.extend_from_slice(&10u32.to_le_bytes()); // frame raw length
+        want.push(1); // flags: compressed
+        want.extend_from_slice(&2u32.to_le_bytes()); // chunk count
+        want.extend_from_slice(&[0xab; 16]);
+        want.extend_from_slice(&7u32.to_le_bytes());
+        want.extend_from_slice(&[0xcd; 16]);
+        want.extend_from_slice(&3u32.to_le_bytes());
+        want.extend_from_slice(&2u32.to_le_bytes()); // frame offset
+        want.extend_from_slice(&1u32.to_le_bytes()); // frame length
+        want.extend_from_slice(&1u32.to_le_bytes()); // frame raw length
+        want.push(0); // flags: raw
+        want.extend_from_slice(&1u32.to_le_bytes()); // chunk count
+        want.extend_from_slice(&[0xef; 16]);
+        want.extend_from_slice(&1u32.to_le_bytes());
+        let header_len = 1 + 32 + 4 + 2 * PACK_FRAME_DESC_LEN + 3 * PACK_CHUNK_DESC_LEN;
+        assert_eq!(header_len, 131);
+        want.extend_from_slice(&(header_len as u32).to_le_bytes()); // header length
+        want.extend_from_slice(b"HSPACK03");
+        assert_eq!(pack, want);
+    }
+
+    /// A version 2 header written by a format 2 build holds whole 32-byte ids; the
+    /// reader keeps their first 16 bytes, the id this build computes.
+    #[test]
+    fn version_2_headers_decode_to_16_byte_ids() {
+        let long = |b: u8| -> Vec<u8> { (0..32).map(|i| b.wrapping_add(i)).collect() };
+        let mut plain = vec![2u8];
+        plain.extend_from_slice(&[0x77; 32]); // pack id
+        plain.extend_from_slice(&1u32.to_le_bytes()); // one frame
+        plain.extend_from_slice(&0u32.to_le_bytes());
+        plain.extend_from_slice(&5u32.to_le_bytes());
+        plain.extend_from_slice(&12u32.to_le_bytes());
+        plain.push(1);
+        plain.extend_from_slice(&2u32.to_le_bytes());
+        for (b, len) in [(0x10u8, 8u32), (0x90, 4)] {
+            plain.extend_from_slice(&long(b));
+            plain.extend_from_slice(&len.to_le_bytes());
+        }
+        let h = PackHeader::decode(&plain, 5).unwrap();
+        assert_eq!(h.format, PackFormat::V2);
+        assert_eq!(h.pack_id, Some([0x77; 32]));
+        let want: Vec<(ChunkId, u32, u32)> = vec![
+            (ChunkId::from_long(&long(0x10).try_into().unwrap()), 0, 8),
+            (ChunkId::from_long(&long(0x90).try_into().unwrap()), 8, 4),
+        ];
+        let got: Vec<(ChunkId, u32, u32)> = h
+            .entries
+            .iter()
+            .map(|e| (e.id, e.chunk_offset, e.raw_length))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(h.entries[0].id.as_bytes()[..], long(0x10)[..16]);
+        // The same bytes read as version 3 are refused: the widths disagree.
+        plain[0] = 3;
+        assert!(PackHeader::decode(&plain, 5).is_err());
+    }
+
+    /// Golden bytes of version 1 as written by tests that make old repositories
+    /// (ids zero-padded to 32 bytes).
     #[test]
     fn golden_pack_v1() {
-        let mut b = PackBuilder::with_capacity(0);
+        let mut b = PackBuilder::with_format(0, PackFormat::V1, None);
         b.add_frame(b"XY", true, &[(id(0xab), 7), (id(0xcd), 3)])
             .unwrap();
         b.add_frame(b"Z", false, &[(id(0xef), 1)]).unwrap();
@@ -445,18 +632,15 @@ mod tests {
         want.extend_from_slice(&10u32.to_le_bytes()); // frame raw length
         want.push(1); // flags: compressed
         want.extend_from_slice(&2u32.to_le_bytes()); // chunk count
-        want.extend_from_slice(&[0xab; 32]);
-        want.extend_from_slice(&7u32.to_le_bytes());
-        want.extend_from_slice(&[0xcd; 32]);
-        want.extend_from_slice(&3u32.to_le_bytes());
+        want.extend_from_slice(&desc(0xab, IdWidth::Long, 7));
+        want.extend_from_slice(&desc(0xcd, IdWidth::Long, 3));
         want.extend_from_slice(&2u32.to_le_bytes()); // frame offset
         want.extend_from_slice(&1u32.to_le_bytes()); // frame length
         want.extend_from_slice(&1u32.to_le_bytes()); // frame raw length
         want.push(0); // flags: raw
         want.extend_from_slice(&1u32.to_le_bytes()); // chunk count
-        want.extend_from_slice(&[0xef; 32]);
-        want.extend_from_slice(&1u32.to_le_bytes());
-        let header_len = 1 + 4 + 2 * PACK_FRAME_DESC_LEN + 3 * PACK_CHUNK_DESC_LEN;
+        want.extend_from_slice(&desc(0xef, IdWidth::Long, 1));
+        let header_len = 1 + 4 + 2 * PACK_FRAME_DESC_LEN + 3 * IdWidth::Long.chunk_desc_len();
         assert_eq!(header_len, 147);
         want.extend_from_slice(&(header_len as u32).to_le_bytes()); // header length
         want.extend_from_slice(b"HSPACK01");
@@ -464,25 +648,37 @@ mod tests {
     }
 
     #[test]
-    fn version_2_packs_carry_their_id() {
-        let mut b = PackBuilder::with_id(0, [0x5a; 32]);
-        assert_eq!(b.id(), Some([0x5a; 32]));
-        b.add_frame(b"XY", true, &[(id(1), 7)]).unwrap();
-        let (pack, header) = b.finish(|p| p.to_vec()).unwrap();
-        assert!(pack.ends_with(b"HSPACK02"));
-        let (blobs, plain) = split_pack(&pack).unwrap();
-        assert_eq!(plain[0], 2);
-        assert_eq!(&plain[1..33], &[0x5a; 32]);
-        let h = PackHeader::decode(plain, blobs.len() as u64).unwrap();
-        assert_eq!(h, header);
-        assert_eq!(h.pack_id, Some([0x5a; 32]));
-        // A version 2 header cut inside its id is refused.
-        assert!(PackHeader::decode(&plain[..20], blobs.len() as u64).is_err());
+    fn version_2_and_3_packs_carry_their_id() {
+        for (format, magic) in [(PackFormat::V2, b"HSPACK02"), (PackFormat::V3, b"HSPACK03")] {
+            let mut b = PackBuilder::with_format(0, format, Some([0x5a; 32]));
+            assert_eq!(b.id(), Some([0x5a; 32]));
+            b.add_frame(b"XY", true, &[(id(1), 7)]).unwrap();
+            let (pack, header) = b.finish(|p| p.to_vec()).unwrap();
+            assert!(pack.ends_with(magic));
+            assert_eq!(PackFormat::from_magic(magic), Some(format));
+            let (blobs, plain) = split_pack(&pack).unwrap();
+            assert_eq!(plain[0], format.header_version());
+            assert_eq!(&plain[1..33], &[0x5a; 32]);
+            let h = PackHeader::decode(plain, blobs.len() as u64).unwrap();
+            assert_eq!(h, header);
+            assert_eq!((h.pack_id, h.format), (Some([0x5a; 32]), format));
+            assert_eq!(
+                plain.len(),
+                33 + encoded_entries_len(&h.entries, format.ids())
+            );
+            h.check_magic(&pack[pack.len() - 8..]).unwrap();
+            assert_eq!(
+                h.check_magic(b"HSPACK01").unwrap_err().code(),
+                "verify.pack_corrupt"
+            );
+            // A header cut inside its id is refused.
+            assert!(PackHeader::decode(&plain[..20], blobs.len() as u64).is_err());
+        }
     }
 
     #[test]
     fn build_split_decode() {
-        let mut b = PackBuilder::with_capacity(100);
+        let mut b = PackBuilder::with_format(100, PackFormat::V1, None);
         let f1 = b
             .add_frame(b"aaaa", true, &[(id(1), 10), (id(2), 0), (id(3), 5)])
             .unwrap()
@@ -512,7 +708,10 @@ mod tests {
             h.entries.len(),
             "decoded without slack"
         );
-        assert_eq!(plain.len(), 1 + encoded_entries_len(&h.entries));
+        assert_eq!(
+            plain.len(),
+            1 + encoded_entries_len(&h.entries, IdWidth::Long)
+        );
         // A frame count larger than the descriptions present, or a chunk count larger
         // than its body: refused, after a capacity bounded by what is there.
         let mut bad = plain.clone();
@@ -521,9 +720,9 @@ mod tests {
         let mut bad = plain.clone();
         bad[1 + 4 + 13..1 + 4 + 17].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(PackHeader::decode(&bad, 100).is_err());
-        assert_eq!(count_entries(&plain[1 + 4..], 2), 4);
-        assert_eq!(count_entries(&plain[1 + 4..], 3), 4);
-        assert_eq!(count_entries(&bad[1 + 4..], 2), 0);
+        assert_eq!(count_entries(&plain[1 + 4..], 2, 36), 4);
+        assert_eq!(count_entries(&plain[1 + 4..], 3, 36), 4);
+        assert_eq!(count_entries(&bad[1 + 4..], 2, 36), 0);
         // Frames outside the blob area are refused.
         assert_eq!(
             PackHeader::decode(&plain, 5).unwrap_err().code(),

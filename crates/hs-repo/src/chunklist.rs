@@ -11,7 +11,10 @@
 //! version 2: "HSCL" 2 pack_count:u16le pack_id:[u8;32]*pack_count
 //!            (chunk_id:[u8;32] len:u32le pack:u16le)*
 //!            pack: index into the pack table, 0xFFFF for "no pack recorded"
+//! version 3: as version 2 with chunk_id:[u8;16]
 //! ```
+//! Readers keep the first 16 bytes of the ids of versions 1 and 2 (see
+//! [`ChunkId::from_long`]).
 //! Version 2 (written since manifest format 2) names the pack of every chunk, so
 //! a reader finds a chunk from its pack's header without the repository index.
 //! A backup that keeps a page where its parent had it keeps the parent's pack,
@@ -28,7 +31,7 @@ use crate::manifest::{BackupManifest, ChunkRef, FileEntry, FileKind, PackId};
 use crate::reader::ChunkReader;
 use crate::writer::ChunkWriter;
 
-/// References per list chunk (38 bytes each, plus a table of the distinct packs: about
+/// References per list chunk (22 bytes each, plus a table of the distinct packs: about
 /// 300 KiB). A manifest holds one reference per list chunk, so this sets how big a
 /// manifest grows with the database: 160 thousand list references for 10 TB of 8 KiB
 /// pages (it was 1024 until format 2, eight times as many). Readers take the group size
@@ -41,11 +44,13 @@ pub const INLINE_CHUNK_LIMIT: usize = 64;
 const MAGIC: &[u8; 4] = b"HSCL";
 const VERSION_1: u8 = 1;
 const VERSION_2: u8 = 2;
-const ENTRY_LEN_1: usize = 36;
-const ENTRY_LEN_2: usize = 38;
+const VERSION_3: u8 = 3;
+const ENTRY_LEN_1: usize = ChunkId::LONG_LEN + 4;
+const ENTRY_LEN_2: usize = ChunkId::LONG_LEN + 6;
+const ENTRY_LEN_3: usize = ChunkId::LEN + 6;
 const NO_PACK: u16 = u16::MAX;
 
-/// Encodes one group of references (at most 65535 distinct packs) as a version 2
+/// Encodes one group of references (at most 65535 distinct packs) as a version 3
 /// list chunk.
 pub fn encode_chunk_list(refs: &[ChunkRef]) -> Bytes {
     let mut packs: Vec<PackId> = Vec::new();
@@ -64,9 +69,9 @@ pub fn encode_chunk_list(refs: &[ChunkRef]) -> Bytes {
         };
         slots.push(slot);
     }
-    let mut b = BytesMut::with_capacity(7 + packs.len() * 32 + refs.len() * ENTRY_LEN_2);
+    let mut b = BytesMut::with_capacity(7 + packs.len() * 32 + refs.len() * ENTRY_LEN_3);
     b.put_slice(MAGIC);
-    b.put_u8(VERSION_2);
+    b.put_u8(VERSION_3);
     b.put_u16_le(packs.len() as u16);
     for p in &packs {
         b.put_slice(&p.0);
@@ -79,7 +84,7 @@ pub fn encode_chunk_list(refs: &[ChunkRef]) -> Bytes {
     b.freeze()
 }
 
-/// Decodes a list chunk of version 1 or 2 (see the module documentation).
+/// Decodes a list chunk of version 1, 2 or 3 (see the module documentation).
 pub fn decode_chunk_list(data: &[u8]) -> Result<Vec<ChunkRef>> {
     let bad = || {
         Error::new(
@@ -93,7 +98,7 @@ pub fn decode_chunk_list(data: &[u8]) -> Result<Vec<ChunkRef>> {
     }
     let (packs, body, entry_len) = match data[4] {
         VERSION_1 => (Vec::new(), &data[5..], ENTRY_LEN_1),
-        VERSION_2 => {
+        v @ (VERSION_2 | VERSION_3) => {
             let n = data.get(5..7).ok_or_else(bad)?;
             let n = usize::from(u16::from_le_bytes([n[0], n[1]]));
             let table = data.get(7..7 + n * 32).ok_or_else(bad)?;
@@ -105,7 +110,12 @@ pub fn decode_chunk_list(data: &[u8]) -> Result<Vec<ChunkRef>> {
                     PackId(id)
                 })
                 .collect();
-            (packs, &data[7 + n * 32..], ENTRY_LEN_2)
+            let entry_len = if v == VERSION_2 {
+                ENTRY_LEN_2
+            } else {
+                ENTRY_LEN_3
+            };
+            (packs, &data[7 + n * 32..], entry_len)
         }
         _ => return Err(bad()),
     };
@@ -114,11 +124,16 @@ pub fn decode_chunk_list(data: &[u8]) -> Result<Vec<ChunkRef>> {
     }
     body.chunks_exact(entry_len)
         .map(|e| {
-            let mut id = [0u8; 32];
-            id.copy_from_slice(&e[..32]);
-            let len = u32::from_le_bytes([e[32], e[33], e[34], e[35]]);
-            let pack = if entry_len == ENTRY_LEN_2 {
-                match u16::from_le_bytes([e[36], e[37]]) {
+            let id_len = if entry_len == ENTRY_LEN_3 {
+                ChunkId::LEN
+            } else {
+                ChunkId::LONG_LEN
+            };
+            let mut id = [0u8; ChunkId::LEN];
+            id.copy_from_slice(&e[..ChunkId::LEN]);
+            let len = u32::from_le_bytes([e[id_len], e[id_len + 1], e[id_len + 2], e[id_len + 3]]);
+            let pack = if entry_len != ENTRY_LEN_1 {
+                match u16::from_le_bytes([e[id_len + 4], e[id_len + 5]]) {
                     NO_PACK => None,
                     i => Some(*packs.get(usize::from(i)).ok_or_else(bad)?),
                 }
@@ -318,7 +333,18 @@ mod tests {
         assert!(decode_chunk_list(b"nope!").is_err());
         assert_eq!(decode_chunk_list(&encode_chunk_list(&[])).unwrap(), vec![]);
         // Two distinct packs, stored once each in the table.
-        assert_eq!(enc.len(), 7 + 2 * 32 + 100 * 38);
+        assert_eq!(enc[4], 3);
+        assert_eq!(enc.len(), 7 + 2 * 32 + 100 * 22);
+        // The same list in version 2 (32-byte ids, as format 2 wrote it) reads to the
+        // same references.
+        let mut v2 = enc[..7 + 2 * 32].to_vec();
+        v2[4] = 2;
+        for e in enc[7 + 2 * 32..].chunks(22) {
+            v2.extend_from_slice(&e[..16]);
+            v2.extend_from_slice(&[0xee; 16]);
+            v2.extend_from_slice(&e[16..]);
+        }
+        assert_eq!(decode_chunk_list(&v2).unwrap(), refs);
         // A pack slot past the table is refused.
         let mut bad = enc.to_vec();
         let n = bad.len();
@@ -330,7 +356,7 @@ mod tests {
         v1.extend_from_slice(&9u32.to_le_bytes());
         assert_eq!(
             decode_chunk_list(&v1).unwrap(),
-            vec![ChunkRef::unplaced(ChunkId::from_bytes([3; 32]), 9)]
+            vec![ChunkRef::unplaced(ChunkId::from_bytes([3; 16]), 9)]
         );
     }
 }

@@ -2,21 +2,24 @@
 //!
 //! Plaintext (sealed with `Domain::Index` before storing):
 //! ```text
-//! version:u8 (=1) pack_count:u32le
+//! version:u8 (=2; 1 is read) pack_count:u32le
 //! per pack: pack_id:[u8;32] frames
 //! frames = the pack header's frame list (see hs_chunk's pack module):
 //!   frame_count:u32le, per frame offset, length, raw_length, flags and its
-//!   chunks (id, raw_length)
+//!   chunks (id, raw_length); ids are 16 bytes in version 2, 32 in version 1
 //! ```
 
 use std::collections::HashMap;
 
 use hs_base::code;
-use hs_chunk::{ChunkId, PackEntry};
+use hs_chunk::{ChunkId, IdWidth, PackEntry};
 
 use crate::error::{Error, Result};
 
-const INDEX_VERSION: u8 = 1;
+/// The version this build writes: 16-byte chunk ids.
+const INDEX_VERSION: u8 = 2;
+/// The version of format 1 and 2 repositories: 32-byte chunk ids.
+const INDEX_VERSION_LONG_IDS: u8 = 1;
 
 /// The entries of one pack as recorded in an index object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,16 +34,25 @@ fn corrupt(msg: &str) -> Error {
 }
 
 pub(crate) fn encode(packs: &[IndexedPack]) -> Vec<u8> {
+    encode_with(packs, IdWidth::Short)
+}
+
+/// [`encode`] with ids `ids` wide: [`IdWidth::Long`] makes a version 1 object (tests
+/// that make old repositories).
+pub(crate) fn encode_with(packs: &[IndexedPack], ids: IdWidth) -> Vec<u8> {
     let n: usize = packs
         .iter()
-        .map(|p| 32 + hs_chunk::encoded_entries_len(&p.entries))
+        .map(|p| 32 + hs_chunk::encoded_entries_len(&p.entries, ids))
         .sum();
     let mut out = Vec::with_capacity(5 + n);
-    out.push(INDEX_VERSION);
+    out.push(match ids {
+        IdWidth::Short => INDEX_VERSION,
+        IdWidth::Long => INDEX_VERSION_LONG_IDS,
+    });
     out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
     for p in packs {
         out.extend_from_slice(&p.id);
-        hs_chunk::encode_entries(&p.entries, &mut out);
+        hs_chunk::encode_entries(&p.entries, ids, &mut out);
     }
     out
 }
@@ -56,16 +68,18 @@ fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
 
 pub(crate) fn decode(mut b: &[u8]) -> Result<Vec<IndexedPack>> {
     let b = &mut b;
-    if take(b, 1)?[0] != INDEX_VERSION {
-        return Err(corrupt("an index object has an unknown version"));
-    }
+    let ids = match take(b, 1)?[0] {
+        INDEX_VERSION => IdWidth::Short,
+        INDEX_VERSION_LONG_IDS => IdWidth::Long,
+        _ => return Err(corrupt("an index object has an unknown version")),
+    };
     let c = take(b, 4)?;
     let count = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
     let mut packs = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
         let mut id = [0u8; 32];
         id.copy_from_slice(take(b, 32)?);
-        let entries = hs_chunk::decode_entries(b, None)
+        let entries = hs_chunk::decode_entries(b, ids, None)
             .map_err(|e| corrupt(&format!("an index object is malformed: {e}")))?;
         packs.push(IndexedPack { id, entries });
     }
@@ -133,7 +147,7 @@ mod tests {
                 entries: [(1u8, 0u32, 8192u32), (2, 8192, 100)]
                     .iter()
                     .map(|&(b, chunk_offset, raw_length)| PackEntry {
-                        id: ChunkId::from_bytes([b; 32]),
+                        id: ChunkId::from_bytes([b; ChunkId::LEN]),
                         frame_offset: 0,
                         frame_length: 40,
                         frame_raw_length: 8292,
@@ -149,7 +163,14 @@ mod tests {
             },
         ];
         let b = encode(&packs);
+        assert_eq!(b[0], 2);
         assert_eq!(decode(&b).unwrap(), packs);
+        // 16-byte ids: 20 bytes per chunk.
+        assert_eq!(b.len(), 5 + 2 * 32 + 4 + 17 + 2 * 20 + 4);
+        // Version 1 (32-byte ids, as format 1 and 2 wrote them) reads to the same.
+        let long = encode_with(&packs, IdWidth::Long);
+        assert_eq!((long[0], long.len()), (1, b.len() + 2 * 16));
+        assert_eq!(decode(&long).unwrap(), packs);
         assert_eq!(
             decode(&b[..b.len() - 1]).unwrap_err().code(),
             "verify.index_corrupt"

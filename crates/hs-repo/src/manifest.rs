@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 
-/// The current manifest format number ([`BackupManifest::format`]): 2, whose
-/// chunk references name the pack that holds each chunk. Format 1 manifests
-/// (no packs in references) are still read.
-pub const MANIFEST_FORMAT: u32 = 2;
+/// The current manifest format number ([`BackupManifest::format`]): 3, whose
+/// chunk ids are 16 bytes (32 hex digits) and whose list chunks are version 3.
+/// Format 2 (references name the pack that holds each chunk; 32-byte ids) and
+/// format 1 (no packs in references) manifests are still read.
+pub const MANIFEST_FORMAT: u32 = 3;
 
 /// The id of a pack: its object name is `data/<first two hex digits>/<64 hex digits>`.
 /// Serialised as the 64 hex digits.
@@ -623,7 +624,8 @@ mod tests {
     }
 
     /// A manifest body as the format has stored it since its first version, when the LSNs
-    /// were plain strings: it must read back, and write back byte for byte.
+    /// were plain strings: it must read back, and write back byte for byte but for its
+    /// chunk ids, of which format 3 keeps the first 16 bytes (32 hex digits).
     const OLD_FORMAT: &str = concat!(
         r#"{"format":1,"backup_id":"20260102T030405Z","deployment":"main","#,
         r#""system_identifier":"7312345678901234567","timeline":2,"#,
@@ -644,7 +646,11 @@ mod tests {
         assert_eq!(m.start_lsn, Lsn(0x16_B374_D848));
         assert_eq!(m.stop_lsn, Lsn(0x16_B500_0100));
         assert_eq!(m.start_lsn.to_string(), "16/B374D848");
-        assert_eq!(serde_json::to_string(&m).unwrap(), OLD_FORMAT);
+        let long_id = "0".repeat(64);
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            OLD_FORMAT.replace(&long_id, &long_id[..32])
+        );
         // What the CLI and the API print of it (`json!` of the fields) is the text too.
         assert_eq!(
             serde_json::json!({ "stop_lsn": m.stop_lsn }).to_string(),

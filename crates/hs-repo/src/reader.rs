@@ -152,7 +152,7 @@ impl PackTable {
 }
 
 /// An id's first eight bytes as one big-endian integer: ordered as the ids are.
-fn id_prefix(b: &[u8; 32]) -> u64 {
+fn id_prefix(b: &[u8; ChunkId::LEN]) -> u64 {
     u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
@@ -609,7 +609,7 @@ impl ChunkReader {
 
 /// The position of `id` in a pack's entries sorted by id. Ids are keyed hashes, so
 /// their first eight bytes order them almost always: comparing those as one
-/// integer first saves a 32-byte `memcmp` per step (6% of a restore's CPU).
+/// integer first saves a 16-byte `memcmp` per step (6% of a restore's CPU).
 fn find_entry(entries: &[PackEntry], id: &ChunkId) -> std::result::Result<usize, usize> {
     let key = id.as_bytes();
     let want = id_prefix(key);
@@ -647,7 +647,7 @@ mod tests {
 
     #[test]
     fn find_entry_agrees_with_a_full_comparison() {
-        let entry = |b: [u8; 32]| PackEntry {
+        let entry = |b: [u8; ChunkId::LEN]| PackEntry {
             id: ChunkId::from_bytes(b),
             frame_offset: 0,
             frame_length: 0,
@@ -656,13 +656,13 @@ mod tests {
             raw_length: 0,
             compressed: false,
         };
-        let mut ids: Vec<[u8; 32]> = (0..200u64)
+        let mut ids: Vec<[u8; ChunkId::LEN]> = (0..200u64)
             .map(|i| *ChunkId::compute(&[3; 32], &i.to_le_bytes()).as_bytes())
             .collect();
         // Ids that share their first eight bytes and differ after.
         for last in [0u8, 7, 255] {
             let mut b = ids[0];
-            b[31] = last;
+            b[ChunkId::LEN - 1] = last;
             b[8] ^= last;
             ids.push(b);
         }
@@ -681,7 +681,7 @@ mod tests {
 
     #[test]
     fn the_pack_table_finds_every_entry_and_nothing_else() {
-        let entry = |b: [u8; 32], n: u32| PackEntry {
+        let entry = |b: [u8; ChunkId::LEN], n: u32| PackEntry {
             id: ChunkId::from_bytes(b),
             frame_offset: n,
             frame_length: 0,
@@ -691,13 +691,13 @@ mod tests {
             compressed: false,
         };
         for n in [0u64, 1, 2, 3, 5, 64, 1000, 4097] {
-            let mut ids: Vec<[u8; 32]> = (0..n)
+            let mut ids: Vec<[u8; ChunkId::LEN]> = (0..n)
                 .map(|i| *ChunkId::compute(&[4; 32], &i.to_le_bytes()).as_bytes())
                 .collect();
             // Uneven ids too: a run that shares the top bits, and the extremes.
             if n > 3 {
-                ids[1] = [0; 32];
-                ids[2] = [0xff; 32];
+                ids[1] = [0; ChunkId::LEN];
+                ids[2] = [0xff; ChunkId::LEN];
                 for k in 3..(n as usize / 2).max(4).min(ids.len()) {
                     ids[k][..4].copy_from_slice(&[0x80, 0, 0, 0]);
                 }

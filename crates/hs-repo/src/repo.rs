@@ -21,11 +21,11 @@ use crate::writer::Dedup;
 pub const MARKER_NAME: &str = "config";
 /// Value of the marker's `format` field.
 pub const MARKER_FORMAT: &str = "pg_hardstorage";
-/// The repository format version this build writes into new repositories (2:
-/// references name their packs). It reads every version from
-/// [`MIN_REPO_VERSION`] up, and writes format 2 objects into a version 1
-/// repository too (see docs/repository-format.md, "Changes").
-pub const REPO_VERSION: u32 = 2;
+/// The repository format version this build writes into new repositories (3:
+/// 16-byte chunk ids; 2: references name their packs). It reads every version
+/// from [`MIN_REPO_VERSION`] up, and writes format 3 objects into version 1 and
+/// 2 repositories too (see docs/repository-format.md, "Changes").
+pub const REPO_VERSION: u32 = 3;
 /// The oldest repository format version this build reads.
 pub const MIN_REPO_VERSION: u32 = 1;
 /// Default target size of a pack.
@@ -40,7 +40,7 @@ pub(crate) fn pack_name(id: &[u8; 32]) -> String {
     format!("data/{}/{}", &h[..2], h)
 }
 
-/// A version 2 pack header names its pack; it must be the object it was read from.
+/// A version 2 or 3 pack header names its pack; it must be the object it was read from.
 pub(crate) fn check_pack_binding(pack: &str, header: &PackHeader) -> Result<()> {
     match header.pack_id {
         Some(id) if pack_name(&id) != pack => Err(Error::new(
@@ -748,8 +748,9 @@ impl Repository {
         self.read_pack_header(&id.object_name()).await
     }
 
-    /// The whole header of a pack. A version 2 header must name the pack it is in
-    /// (`verify.pack_corrupt` otherwise: a pack copied to another name).
+    /// The whole header of a pack. Its version must be the trailer's, and a version 2
+    /// or 3 header must name the pack it is in (`verify.pack_corrupt` otherwise: a pack
+    /// altered, or copied to another name).
     pub(crate) async fn read_pack_header_full(&self, pack: &str) -> Result<PackHeader> {
         let b = &self.inner.backend;
         let Some(info) = b.stat(pack).await? else {
@@ -772,6 +773,7 @@ impl Repository {
         let sealed = b.get_range(pack, off, u64::from(len)).await?;
         let plain = self.inner.master.open(Domain::PackHeader, &sealed)?;
         let header = PackHeader::decode(&plain, off)?;
+        header.check_magic(&trailer[4..])?;
         check_pack_binding(pack, &header)?;
         Ok(header)
     }

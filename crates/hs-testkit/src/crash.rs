@@ -1036,7 +1036,8 @@ fn object_kind(name: &str) -> Option<&'static str> {
 /// before it belongs to a blob, a sealed frame a reader opens whole.
 fn pack_blob_end(pack: &[u8]) -> Option<usize> {
     let n = pack.len();
-    if n < 12 || (&pack[n - 8..] != b"HSPACK01" && &pack[n - 8..] != b"HSPACK02") {
+    let magics: [&[u8]; 3] = [b"HSPACK01", b"HSPACK02", b"HSPACK03"];
+    if n < 12 || !magics.contains(&&pack[n - 8..]) {
         return None;
     }
     let header = u32::from_le_bytes(pack[n - 12..n - 8].try_into().ok()?) as usize;
@@ -1423,6 +1424,8 @@ mod tests {
         pack[n - 1] = b'2';
         assert_eq!(pack_blob_end(&pack), Some(10), "a version 2 pack");
         pack[n - 1] = b'3';
+        assert_eq!(pack_blob_end(&pack), Some(10), "a version 3 pack");
+        pack[n - 1] = b'4';
         assert_eq!(pack_blob_end(&pack), None, "not a pack of a known version");
         assert_eq!(pack_blob_end(b"HSPACK01"), None);
     }

@@ -1,6 +1,6 @@
 //! A repository written by pg_hardstorage 0.1 (repository format version 1), as the
-//! release built at commit a1c735a wrote it, stays readable and takes format 2 backups
-//! next to its old ones (docs/repository-format.md, "Changes").
+//! release built at commit a1c735a wrote it, stays readable and takes backups in this
+//! build's format (3) next to its old ones (docs/repository-format.md, "Changes").
 //!
 //! The fixture `tests/fixtures/repo-v1.tar.gz` holds that release's file://
 //! repository (`repo/`, one backup of deployment `demo`), its keyring (`keyring`) and
@@ -15,16 +15,17 @@ use hs_testkit::PgCluster;
 
 use crate::support::{backup_ids, cluster_with, dir_bytes, files_under, hs, restore, Scratch};
 
-const TABLE_SQL: &str = "CREATE TABLE t (id int primary key, payload text);
+pub(crate) const TABLE_SQL: &str = "CREATE TABLE t (id int primary key, payload text);
      INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g;
      CHECKPOINT;";
-const CHECKSUM_SQL: &str = "SELECT count(*), md5(string_agg(payload, ',' ORDER BY id)) FROM t";
+pub(crate) const CHECKSUM_SQL: &str =
+    "SELECT count(*), md5(string_agg(payload, ',' ORDER BY id)) FROM t";
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1.tar.gz")
 }
 
-fn run(cmd: &mut Command) {
+pub(crate) fn run(cmd: &mut Command) {
     let out = cmd.output().expect("run");
     assert!(
         out.status.success(),
@@ -33,13 +34,13 @@ fn run(cmd: &mut Command) {
     );
 }
 
-/// Whether `path` is a version 2 pack (its trailer magic).
-fn is_v2_pack(path: &Path) -> bool {
-    std::fs::read(path).unwrap().ends_with(b"HSPACK02")
+/// Whether `path` is a pack this build wrote (version 3, its trailer magic).
+fn is_new_pack(path: &Path) -> bool {
+    std::fs::read(path).unwrap().ends_with(b"HSPACK03")
 }
 
 #[test]
-fn a_format_1_repository_reads_verifies_and_takes_format_2_backups() {
+fn a_format_1_repository_reads_verifies_and_takes_new_backups() {
     let s = Scratch::new();
     run(Command::new("tar")
         .arg("-xzf")
@@ -51,7 +52,7 @@ fn a_format_1_repository_reads_verifies_and_takes_format_2_backups() {
     let marker = std::fs::read_to_string(s.repo_dir().join("config")).unwrap();
     assert!(marker.contains("\"version\": 1"), "{marker}");
     let packs = |s: &Scratch| files_under(&s.repo_dir().join("data"));
-    assert!(packs(&s).iter().all(|p| !is_v2_pack(p)));
+    assert!(packs(&s).iter().all(|p| !is_new_pack(p)));
 
     // The old backup lists, verifies and restores.
     let list = hs(&s, &["list", "demo", "--repo", &url]).ok();
@@ -65,7 +66,7 @@ fn a_format_1_repository_reads_verifies_and_takes_format_2_backups() {
     assert_eq!(restored.psql(CHECKSUM_SQL).unwrap(), expected.trim());
     drop(restored);
 
-    // A backup by this build into the same repository: format 2 objects next to the
+    // A backup by this build into the same repository: format 3 objects next to the
     // old ones (another cluster, so the system identifier change is allowed).
     let pg = cluster_with(&format!(
         "{TABLE_SQL} INSERT INTO t SELECT g, 'new' FROM generate_series(20001, 30000) g;"
@@ -87,9 +88,9 @@ fn a_format_1_repository_reads_verifies_and_takes_format_2_backups() {
     )
     .ok();
     let new_id = b["backup_id"].as_str().unwrap().to_owned();
-    assert!(packs(&s).iter().any(|p| is_v2_pack(p)), "no format 2 pack");
+    assert!(packs(&s).iter().any(|p| is_new_pack(p)), "no format 3 pack");
     assert!(
-        packs(&s).iter().any(|p| !is_v2_pack(p)),
+        packs(&s).iter().any(|p| !is_new_pack(p)),
         "the old packs stay"
     );
     // The marker is never rewritten.
@@ -97,12 +98,12 @@ fn a_format_1_repository_reads_verifies_and_takes_format_2_backups() {
         std::fs::read_to_string(s.repo_dir().join("config")).unwrap(),
         marker
     );
-    // initdb's catalogs are mostly the same pages: the first format 2 backup
+    // initdb's catalogs are mostly the same pages: the first format 3 backup
     // deduplicated against the format 1 index (its parent names no packs).
     let added = dir_bytes(&s.repo_dir()) - before;
     assert!(
         added < before,
-        "the first format 2 backup added {added} bytes to a {before}-byte repository"
+        "the first format 3 backup added {added} bytes to a {before}-byte repository"
     );
 
     // Both backups verify, the whole repository verifies, both restore.
@@ -112,7 +113,7 @@ fn a_format_1_repository_reads_verifies_and_takes_format_2_backups() {
     let target = s.path("new-restored");
     restore(&s, "demo", &new_id, &target, &url, &[]).ok();
     drop(pg);
-    let restored = PgCluster::start_existing(&target).expect("start the restored format 2 backup");
+    let restored = PgCluster::start_existing(&target).expect("start the restored format 3 backup");
     assert_eq!(restored.psql(CHECKSUM_SQL).unwrap(), want);
     drop(restored);
     let target = s.path("old-again");

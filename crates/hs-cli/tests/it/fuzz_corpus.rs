@@ -6,8 +6,10 @@
 //! The seed corpora come from real artifacts, made by the ignored test
 //! `write_fuzz_seed_corpus` (run it with `cargo nextest run -p hs-cli --run-ignored only
 //! fuzz_corpus`): server bytes of a real replication session, GNU tar and
-//! `pg_basebackup -Ft` archives, WAL segments of a real cluster, a pack and index built by
-//! hs-chunk, and a manifest of a real backup.
+//! `pg_basebackup -Ft` archives, WAL segments of a real cluster, packs and index objects
+//! built by hs-chunk, and a manifest of a real backup. Seeds of older formats, still read,
+//! keep a `-v1` suffix: those of packs and index objects come from the generator, the
+//! manifest and list chunk `-v1` files are the seeds an earlier generator wrote.
 
 use std::path::{Path, PathBuf};
 
@@ -47,7 +49,7 @@ mod seeds {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use hs_chunk::{ChunkId, PackBuilder};
+    use hs_chunk::{ChunkId, IdWidth, PackBuilder, PackFormat};
     use hs_testkit::{PgCluster, PgOptions};
 
     use super::corpus_dir;
@@ -236,27 +238,33 @@ mod seeds {
         );
         put("wal_segment", "setting", b"16MB");
 
-        // pack_header and index: a pack built by hs-chunk (header left unsealed).
+        // pack_header and index: packs built by hs-chunk (headers left unsealed), in
+        // version 3 (what writers write) and version 1 (32-byte ids, still read).
         let ids: Vec<ChunkId> = (0u8..5)
             .map(|i| ChunkId::compute(&[i; 32], &[i; 100]))
             .collect();
-        let mut b = PackBuilder::with_capacity(4096);
-        b.add_frame(&[1u8; 300], true, &[(ids[0], 8192), (ids[1], 8192)])
-            .expect("frame");
-        b.add_frame(&[2u8; 120], false, &[(ids[2], 120)])
-            .expect("frame");
-        b.add_frame(&[3u8; 200], true, &[(ids[3], 4000), (ids[4], 5)])
-            .expect("frame");
-        let (pack, header) = b.finish(|h| h.to_vec()).expect("finish");
-        put("pack_header", "pack", &pack);
-        put("pack_header", "header", &header.encode());
-        let mut index = vec![1u8];
-        index.extend_from_slice(&2u32.to_le_bytes());
-        for p in 0u8..2 {
-            index.extend_from_slice(&[p; 32]);
-            hs_chunk::encode_entries(&header.entries, &mut index);
+        for (format, suffix, index_version, width) in [
+            (PackFormat::V3, "", 2u8, IdWidth::Short),
+            (PackFormat::V1, "-v1", 1, IdWidth::Long),
+        ] {
+            let mut b = PackBuilder::with_format(4096, format, Some([0x42; 32]));
+            b.add_frame(&[1u8; 300], true, &[(ids[0], 8192), (ids[1], 8192)])
+                .expect("frame");
+            b.add_frame(&[2u8; 120], false, &[(ids[2], 120)])
+                .expect("frame");
+            b.add_frame(&[3u8; 200], true, &[(ids[3], 4000), (ids[4], 5)])
+                .expect("frame");
+            let (pack, header) = b.finish(|h| h.to_vec()).expect("finish");
+            put("pack_header", &format!("pack{suffix}"), &pack);
+            put("pack_header", &format!("header{suffix}"), &header.encode());
+            let mut index = vec![index_version];
+            index.extend_from_slice(&2u32.to_le_bytes());
+            for p in 0u8..2 {
+                index.extend_from_slice(&[p; 32]);
+                hs_chunk::encode_entries(&header.entries, width, &mut index);
+            }
+            put("index", &format!("two-packs{suffix}"), &index);
         }
-        put("index", "two-packs", &index);
         put("index", "empty", &[1, 0, 0, 0, 0]);
 
         // manifest: a real backup's manifest, cut down to a few files.

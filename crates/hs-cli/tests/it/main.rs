@@ -10,6 +10,7 @@ mod crash;
 mod damage_reports;
 mod deployment_names;
 mod format_v1;
+mod format_v2;
 mod fuzz_corpus;
 mod gendocs;
 mod incremental;

@@ -45,9 +45,12 @@ use crate::writer::FRAME_BYTES;
 /// `prune --max-unused` default).
 pub const DEFAULT_MAX_UNUSED_PERCENT: f64 = 5.0;
 
+/// A reference's record: pack id | chunk id.
+const REF_REC: usize = 32 + ChunkId::LEN;
 /// An index entry: pack id | chunk id | frame length | frame raw length | raw length
 /// (u32 big-endian each).
-type HeldRec = [u8; 76];
+const HELD_REC: usize = REF_REC + 12;
+type HeldRec = [u8; HELD_REC];
 
 /// Why a pack was kept as it is, with how many and how large (see [`GcReport`]).
 ///
@@ -103,7 +106,7 @@ pub(super) struct UsagePlan {
 struct LiveWalk<'a> {
     moved: &'a HashMap<PackId, PackId>,
     candidates: &'a HashSet<PackId>,
-    sort: ExternalSort<64>,
+    sort: ExternalSort<REF_REC>,
     lists: RecentIds,
 }
 
@@ -112,7 +115,7 @@ impl Visit for LiveWalk<'_> {
         if let Some(p) = r.pack {
             let at = chain_end(self.moved, p);
             if self.candidates.contains(&at) {
-                let mut rec = [0u8; 64];
+                let mut rec = [0u8; REF_REC];
                 rec[..32].copy_from_slice(&at.0);
                 rec[32..].copy_from_slice(r.id.as_bytes());
                 self.sort.push(rec)?;
@@ -131,7 +134,7 @@ impl Visit for LiveWalk<'_> {
 struct CoverWalk<'a> {
     moved: &'a HashMap<PackId, PackId>,
     due: &'a HashSet<PackId>,
-    sort: ExternalSort<64>,
+    sort: ExternalSort<REF_REC>,
     lists: RecentIds,
 }
 
@@ -142,7 +145,7 @@ impl Visit for CoverWalk<'_> {
         };
         for _ in 0..=MAX_MOVES {
             if self.due.contains(&at) {
-                let mut rec = [0u8; 64];
+                let mut rec = [0u8; REF_REC];
                 rec[..32].copy_from_slice(&at.0);
                 rec[32..].copy_from_slice(r.id.as_bytes());
                 return self.sort.push(rec);
@@ -252,8 +255,8 @@ impl Repository {
     }
 
     /// Every index entry of a candidate pack, sorted by pack and chunk id.
-    async fn held_entries(&self, candidates: &HashSet<PackId>) -> Result<ExternalSort<76>> {
-        let mut held: ExternalSort<76> = ExternalSort::default();
+    async fn held_entries(&self, candidates: &HashSet<PackId>) -> Result<ExternalSort<HELD_REC>> {
+        let mut held: ExternalSort<HELD_REC> = ExternalSort::default();
         for o in self.inner.backend.list("index/").await? {
             // Only gc deletes index objects, and this run holds the exclusive lease.
             let Some(sealed) = self.get_listed(&o.name).await? else {
@@ -263,12 +266,13 @@ impl Repository {
             drop(sealed);
             for p in packs.iter().filter(|p| candidates.contains(&PackId(p.id))) {
                 for e in &p.entries {
-                    let mut rec = [0u8; 76];
+                    let mut rec = [0u8; HELD_REC];
                     rec[..32].copy_from_slice(&p.id);
-                    rec[32..64].copy_from_slice(e.id.as_bytes());
-                    rec[64..68].copy_from_slice(&e.frame_length.to_be_bytes());
-                    rec[68..72].copy_from_slice(&e.frame_raw_length.to_be_bytes());
-                    rec[72..76].copy_from_slice(&e.raw_length.to_be_bytes());
+                    rec[32..REF_REC].copy_from_slice(e.id.as_bytes());
+                    rec[REF_REC..REF_REC + 4].copy_from_slice(&e.frame_length.to_be_bytes());
+                    rec[REF_REC + 4..REF_REC + 8]
+                        .copy_from_slice(&e.frame_raw_length.to_be_bytes());
+                    rec[REF_REC + 8..].copy_from_slice(&e.raw_length.to_be_bytes());
                     held.push(rec)?;
                 }
             }
@@ -426,7 +430,7 @@ impl Repository {
                 };
                 target = Some((to, ids));
             }
-            let mut id = [0u8; 32];
+            let mut id = [0u8; ChunkId::LEN];
             id.copy_from_slice(&rec[32..]);
             let held = target
                 .as_ref()
@@ -480,8 +484,8 @@ pub(super) fn choose(plan: &mut UsagePlan, max_unused: f64) -> Vec<usize> {
 /// references: per pack, its usage; the live ids go to a temporary file.
 fn merge_usage(
     view: &View,
-    held: ExternalSort<76>,
-    live: ExternalSort<64>,
+    held: ExternalSort<HELD_REC>,
+    live: ExternalSort<REF_REC>,
 ) -> Result<(Vec<Usage>, File)> {
     let mut held = held.finish()?;
     let mut live = live.finish()?;
@@ -492,7 +496,7 @@ fn merge_usage(
     let mut next_live = live.next_record()?;
     let mut last: Option<HeldRec> = None;
     while let Some(h) = held.next_record()? {
-        if last.as_ref().is_some_and(|l| l[..64] == h[..64]) {
+        if last.as_ref().is_some_and(|l| l[..REF_REC] == h[..REF_REC]) {
             continue; // the same pack in two index objects
         }
         last = Some(h);
@@ -512,19 +516,23 @@ fn merge_usage(
                 live_at: (written, 0),
             });
         }
-        while next_live.as_ref().is_some_and(|l| l[..] < h[..64]) {
+        while next_live.as_ref().is_some_and(|l| l[..] < h[..REF_REC]) {
             next_live = live.next_record()?;
         }
         let u = usages.last_mut().expect("pushed above");
-        let (flen, fraw, raw) = (be32(&h[64..]), be32(&h[68..]), be32(&h[72..]));
+        let (flen, fraw, raw) = (
+            be32(&h[REF_REC..]),
+            be32(&h[REF_REC + 4..]),
+            be32(&h[REF_REC + 8..]),
+        );
         let share = flen * raw / fraw.max(1);
-        if next_live.as_ref().is_none_or(|l| l[..] != h[..64]) {
+        if next_live.as_ref().is_none_or(|l| l[..] != h[..REF_REC]) {
             u.dead_bytes += share;
         } else {
             u.live_bytes += share;
             u.live_chunks += 1;
             u.live_at.1 += 1;
-            w.write_all(&h[32..64]).map_err(temp_error)?;
+            w.write_all(&h[32..REF_REC]).map_err(temp_error)?;
             written += 1;
         }
     }
@@ -535,13 +543,14 @@ fn merge_usage(
 
 /// The live chunk ids of one pack (sorted), read back from the live file.
 fn read_live(f: &mut File, (first, count): (u64, u64)) -> Result<Vec<ChunkId>> {
-    f.seek(SeekFrom::Start(first * 32)).map_err(temp_error)?;
-    let mut buf = vec![0u8; (count * 32) as usize];
+    const ID: u64 = ChunkId::LEN as u64;
+    f.seek(SeekFrom::Start(first * ID)).map_err(temp_error)?;
+    let mut buf = vec![0u8; (count * ID) as usize];
     f.read_exact(&mut buf).map_err(temp_error)?;
     Ok(buf
-        .chunks_exact(32)
+        .chunks_exact(ChunkId::LEN)
         .map(|c| {
-            let mut id = [0u8; 32];
+            let mut id = [0u8; ChunkId::LEN];
             id.copy_from_slice(c);
             ChunkId::from_bytes(id)
         })

@@ -412,7 +412,7 @@ mod tests {
 
     #[test]
     fn recent_ids_remember_two_generations() {
-        let id = |i: u8| ChunkId::from_bytes([i; 32]);
+        let id = |i: u8| ChunkId::from_bytes([i; ChunkId::LEN]);
         let mut r = RecentIds::new(4);
         assert!(r.first_time(id(1)));
         assert!(!r.first_time(id(1)));

@@ -11,13 +11,14 @@ use crate::index::{self, Index};
 use crate::repo::{pack_name, Repository};
 
 /// Checks a whole pack in memory: its name is the BLAKE3 hash of its bytes
-/// (version 1) or the id its header names (version 2), its header opens and
-/// parses, and every frame opens, decompresses to its recorded length and
-/// holds chunks that match their ids. Returns the header entries (if the
-/// header is readable), the problems found and the chunks found damaged.
+/// (version 1) or the id its header names (versions 2 and 3), its header opens,
+/// parses and has the trailer's version, and every frame opens, decompresses to
+/// its recorded length and holds chunks that match their ids. Returns the header
+/// entries (if the header is readable), the problems found and the chunks found
+/// damaged.
 pub(super) fn check_pack(repo: &Repository, name: &str, data: &[u8]) -> PackCheck {
     let mut c = check_pack_content(repo, data);
-    if data.ends_with(&hs_chunk::PACK_MAGIC_V2) {
+    if !data.ends_with(&hs_chunk::PACK_MAGIC) {
         if let Some(id) = c.pack_id {
             if pack_name(&id) != name {
                 c.problems.push((
@@ -56,7 +57,8 @@ fn check_pack_content(repo: &Repository, data: &[u8]) -> PackCheck {
         .inner
         .master
         .open(Domain::PackHeader, sealed)
-        .and_then(|plain| PackHeader::decode(&plain, blobs.len() as u64));
+        .and_then(|plain| PackHeader::decode(&plain, blobs.len() as u64))
+        .and_then(|h| h.check_magic(&data[data.len() - 8..]).map(|()| h));
     let (entries, pack_id) = match header {
         Ok(h) => (h.entries, h.pack_id),
         Err(e) => {

@@ -28,10 +28,13 @@ use crate::repo::{pack_name, Repository};
 /// A chunk some pack holds: `id | pack ordinal (u32 BE) | source` where source 0 is
 /// an index object's entry and 1 a pack header's (written only for packs whose header
 /// no index object repeats exactly).
-type Held = [u8; 37];
+type Held = [u8; HELD];
+const ID: usize = ChunkId::LEN;
+const HELD: usize = ID + 5;
+const WANTED: usize = ID + 8;
 /// A chunk a backup references: `id | pack ordinal (u32 BE, NO_PACK for a format 1
 /// reference) | backup ordinal (u32 BE)`.
-type Wanted = [u8; 40];
+type Wanted = [u8; WANTED];
 const NO_PACK: u32 = u32::MAX;
 /// Frame cache of the reader of list chunks (read once each, in file order).
 const LIST_FRAME_CACHE: usize = 4 << 20;
@@ -117,16 +120,21 @@ struct DeploymentObjects {
 }
 
 fn entries_digest(entries: &[PackEntry]) -> [u8; 32] {
-    let mut b = Vec::with_capacity(hs_chunk::encoded_entries_len(entries));
-    hs_chunk::encode_entries(entries, &mut b);
+    let ids = hs_chunk::IdWidth::Short;
+    let mut b = Vec::with_capacity(hs_chunk::encoded_entries_len(entries, ids));
+    hs_chunk::encode_entries(entries, ids, &mut b);
     *blake3::hash(&b).as_bytes()
 }
 
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
 fn held(id: &ChunkId, pack: u32, source: u8) -> Held {
-    let mut r = [0u8; 37];
-    r[..32].copy_from_slice(id.as_bytes());
-    r[32..36].copy_from_slice(&pack.to_be_bytes());
-    r[36] = source;
+    let mut r = [0u8; HELD];
+    r[..ID].copy_from_slice(id.as_bytes());
+    r[ID..ID + 4].copy_from_slice(&pack.to_be_bytes());
+    r[ID + 4] = source;
     r
 }
 
@@ -157,7 +165,7 @@ impl Repository {
             let i = packs.ordinal(&o.name) as usize;
             packs.info[i].listed = true;
         }
-        let mut held_sort: ExternalSort<37> = ExternalSort::default();
+        let mut held_sort: ExternalSort<HELD> = ExternalSort::default();
 
         // Index objects first (their problems are reported after the packs').
         let mut index_report = VerifyReport::default();
@@ -256,7 +264,7 @@ impl Repository {
     async fn scan_index_objects(
         &self,
         packs: &mut Packs,
-        held_sort: &mut ExternalSort<37>,
+        held_sort: &mut ExternalSort<HELD>,
         index_report: &mut VerifyReport,
     ) -> Result<Vec<String>> {
         let mut names = self.index_object_names().await?;
@@ -315,7 +323,7 @@ impl Repository {
         &self,
         listing: Vec<crate::ObjectInfo>,
         packs: &mut Packs,
-        held_sort: &mut ExternalSort<37>,
+        held_sort: &mut ExternalSort<HELD>,
         index_objects: &[String],
         report: &mut VerifyReport,
         index_report: &mut VerifyReport,
@@ -522,14 +530,14 @@ impl Repository {
         manifests: &[(String, String)],
         damage: &Damage,
         packs: &mut Packs,
-        held_sort: ExternalSort<37>,
+        held_sort: ExternalSort<HELD>,
         manifest_report: &mut VerifyReport,
     ) -> Result<HashMap<u32, HashSet<String>>> {
         let manifests_since = manifest_report.events;
         // Only list chunks are read here, each once, file by file: a few frames of cache.
         let reader = ChunkReader::lazy(self.clone(), LIST_FRAME_CACHE);
         let mut affected: HashMap<u32, HashSet<String>> = HashMap::new();
-        let mut wanted: ExternalSort<40> = ExternalSort::default();
+        let mut wanted: ExternalSort<WANTED> = ExternalSort::default();
         for (b, (d, id)) in manifests.iter().enumerate() {
             let backup = format!("{d}/{id}");
             let Some(m) = self.load_manifest_checked(d, id, manifest_report).await? else {
@@ -540,10 +548,10 @@ impl Repository {
                 for o in damage.read_by(r, named) {
                     affected.entry(o).or_default().insert(backup.clone());
                 }
-                let mut w = [0u8; 40];
-                w[..32].copy_from_slice(r.id.as_bytes());
-                w[32..36].copy_from_slice(&named.unwrap_or(NO_PACK).to_be_bytes());
-                w[36..].copy_from_slice(&(b as u32).to_be_bytes());
+                let mut w = [0u8; WANTED];
+                w[..ID].copy_from_slice(r.id.as_bytes());
+                w[ID..ID + 4].copy_from_slice(&named.unwrap_or(NO_PACK).to_be_bytes());
+                w[ID + 4..].copy_from_slice(&(b as u32).to_be_bytes());
                 wanted.push(w)
             };
             let (content, lists) = manifest_refs(&m);
@@ -665,8 +673,8 @@ fn report_unindexed(packs: &Packs, index_objects: usize, index_report: &mut Veri
 /// format 2 reference) the header of the pack it names does. One problem per backup
 /// and missing chunk.
 fn check_references(
-    held_sort: ExternalSort<37>,
-    wanted: ExternalSort<40>,
+    held_sort: ExternalSort<HELD>,
+    wanted: ExternalSort<WANTED>,
     manifests: &[(String, String)],
     packs: &Packs,
     report: &mut VerifyReport,
@@ -676,7 +684,7 @@ fn check_references(
     let mut next_held = held.next_record()?;
     // The records of the current id: (pack, source).
     let mut group: Vec<(u32, u8)> = Vec::new();
-    let mut group_id = [0u8; 32];
+    let mut group_id = [0u8; ID];
     let mut have_group = false;
     let mut last: Option<Wanted> = None;
     while let Some(w) = wanted.next_record()? {
@@ -684,27 +692,26 @@ fn check_references(
             continue;
         }
         last = Some(w);
-        let id = &w[..32];
+        let id = &w[..ID];
         if !have_group || group_id != id {
             group.clear();
             group_id.copy_from_slice(id);
             have_group = true;
-            while let Some(h) = next_held.filter(|h| h[..32] <= *id) {
-                if h[..32] == *id {
-                    let pack = u32::from_be_bytes([h[32], h[33], h[34], h[35]]);
-                    group.push((pack, h[36]));
+            while let Some(h) = next_held.filter(|h| h[..ID] <= *id) {
+                if h[..ID] == *id {
+                    group.push((be_u32(&h[ID..]), h[ID + 4]));
                 }
                 next_held = held.next_record()?;
             }
         }
-        let pack = u32::from_be_bytes([w[32], w[33], w[34], w[35]]);
+        let pack = be_u32(&w[ID..]);
         let stored = group
             .iter()
             .any(|&(p, source)| source == FROM_INDEX || p == pack);
         if stored {
             continue;
         }
-        let b = u32::from_be_bytes([w[36], w[37], w[38], w[39]]) as usize;
+        let b = be_u32(&w[ID + 4..]) as usize;
         let (d, backup_id) = &manifests[b];
         let chunk = ChunkId::from_bytes(group_id);
         let message = if pack == NO_PACK {

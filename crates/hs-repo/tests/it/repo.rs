@@ -30,7 +30,7 @@ async fn init_twice_is_conflict_and_open_needs_marker() {
     let marker: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.repo_path().join("config")).unwrap()).unwrap();
     assert_eq!(marker["format"], "pg_hardstorage");
-    assert_eq!(marker["version"], 2);
+    assert_eq!(marker["version"], 3);
     assert_eq!(marker["repo_id"], repo.id());
     assert_eq!(marker["chunker"]["page_size"], 8192);
     assert_eq!(marker["pack_target_size"], 16 * MIB);
@@ -443,7 +443,7 @@ async fn marker_changes_are_damage_unless_the_key_objects_seal_them() {
     );
 
     // A changed version against the key object init wrote: damage.
-    let newer = original.replacen("\"version\": 2", "\"version\": 3", 1);
+    let newer = original.replacen("\"version\": 3", "\"version\": 4", 1);
     assert_ne!(newer, original);
     std::fs::write(&marker_path, &newer).unwrap();
     let e = Repository::open(&env.url, &env.keyring).await.unwrap_err();

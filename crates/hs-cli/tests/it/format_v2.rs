@@ -1,0 +1,148 @@
+//! A repository written by pg_hardstorage 0.2 (repository format version 2), as the build
+//! at commit 30ba891 wrote it, stays readable, and a backup of the same cluster by this
+//! build deduplicates against it (docs/repository-format.md, "Changes").
+//!
+//! The fixture `tests/fixtures/repo-v2.tar.gz` holds that build's file:// repository
+//! (`repo/`, one backup of deployment `demo`), its keyring (`keyring`) and what the
+//! backed-up table held (`expected.txt`). `make_format_v2_fixture` (ignored) made it:
+//! `HS_V2_BIN=<binary at 30ba891> cargo nextest run -p hs-cli --run-ignored only
+//! make_format_v2_fixture`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hs_testkit::PgCluster;
+
+use crate::format_v1::{run, CHECKSUM_SQL, TABLE_SQL};
+use crate::support::{backup_ids, cluster_with, dir_bytes, files_under, hs, restore, Scratch};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v2.tar.gz")
+}
+
+/// The trailer magic of the pack at `path`.
+fn pack_magic(path: &Path) -> Vec<u8> {
+    let b = std::fs::read(path).unwrap();
+    b[b.len() - 8..].to_vec()
+}
+
+#[test]
+fn a_format_2_repository_reads_and_its_cluster_backs_up_incrementally_in_format_3() {
+    let s = Scratch::new();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(fixture())
+        .arg("-C")
+        .arg(s.dir.path()));
+    let url = s.repo_url();
+    let expected = std::fs::read_to_string(s.path("expected.txt")).unwrap();
+    let marker = std::fs::read_to_string(s.repo_dir().join("config")).unwrap();
+    assert!(marker.contains("\"version\": 2"), "{marker}");
+    let packs = |s: &Scratch| files_under(&s.repo_dir().join("data"));
+    let old_packs = packs(&s);
+    assert!(!old_packs.is_empty());
+    assert!(old_packs.iter().all(|p| pack_magic(p) == b"HSPACK02"));
+
+    // The old backup lists, verifies and restores.
+    let list = hs(&s, &["list", "demo", "--repo", &url]).ok();
+    assert_eq!(backup_ids(&list).len(), 1);
+    let old_id = backup_ids(&list)[0].to_owned();
+    hs(&s, &["verify", "demo", &old_id, "--repo", &url]).ok();
+    let target = s.path("old-restored");
+    let r = restore(&s, "demo", &old_id, &target, &url, &[]).ok();
+    assert_eq!(r["verified"], true);
+
+    // The restored cluster is the one the old backup was taken of (same system
+    // identifier): a few rows more, then a backup by this build into the same
+    // repository, whose parent is the format 2 backup.
+    let pg = PgCluster::start_existing(&target).expect("start the restored 0.2 backup");
+    assert_eq!(pg.psql(CHECKSUM_SQL).unwrap(), expected.trim());
+    pg.psql("INSERT INTO t SELECT g, 'new' FROM generate_series(20001, 20100) g; CHECKPOINT;")
+        .unwrap();
+    let want = pg.psql(CHECKSUM_SQL).unwrap();
+    let before = dir_bytes(&s.repo_dir());
+    let b = hs(
+        &s,
+        &[
+            "backup",
+            "demo",
+            "--pg-connection",
+            &pg.replication_conninfo(),
+            "--repo",
+            &url,
+        ],
+    )
+    .ok();
+    let new_id = b["backup_id"].as_str().unwrap().to_owned();
+    let now = packs(&s);
+    assert!(
+        now.iter().any(|p| pack_magic(p) == b"HSPACK03"),
+        "no format 3 pack"
+    );
+    assert!(
+        old_packs.iter().all(|p| now.contains(p)),
+        "the old packs stay"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.repo_dir().join("config")).unwrap(),
+        marker,
+        "the marker is never rewritten"
+    );
+    // Unchanged pages keep their format 2 references: the 32-byte ids of the old
+    // backup's lists, cut to 16 bytes, match the new ids. What is stored again is what
+    // changed, the WAL and the new lists and manifest.
+    let added = dir_bytes(&s.repo_dir()) - before;
+    assert!(
+        added * 10 < before,
+        "the format 3 backup added {added} bytes to a {before}-byte repository"
+    );
+
+    // Both backups verify, the whole repository verifies, the new one restores.
+    hs(&s, &["verify", "demo", &new_id, "--repo", &url]).ok();
+    hs(&s, &["verify", "demo", &old_id, "--repo", &url]).ok();
+    hs(&s, &["repo", "verify", "--repo", &url]).ok();
+    drop(pg);
+    let target = s.path("new-restored");
+    restore(&s, "demo", &new_id, &target, &url, &[]).ok();
+    let restored = PgCluster::start_existing(&target).expect("start the restored format 3 backup");
+    assert_eq!(restored.psql(CHECKSUM_SQL).unwrap(), want);
+    drop(restored);
+
+    // gc keeps everything: both backups reference their packs.
+    let gc = hs(&s, &["repo", "gc", "--repo", &url, "--grace", "0s"]).ok();
+    assert_eq!(gc["condemned"].as_array().map_or(0, Vec::len), 0, "{gc}");
+}
+
+/// Makes `tests/fixtures/repo-v2.tar.gz` with the binary `$HS_V2_BIN` (built at 30ba891).
+#[test]
+#[ignore = "run by hand with HS_V2_BIN set, to remake the fixture"]
+fn make_format_v2_fixture() {
+    let bin = std::env::var("HS_V2_BIN").expect("HS_V2_BIN: a format 2 binary");
+    let s = Scratch::new();
+    let url = s.repo_url();
+    let old = |args: &[&str]| {
+        run(Command::new(&bin)
+            .args(args)
+            .arg("--keyring")
+            .arg(s.keyring()))
+    };
+    let pg = cluster_with(TABLE_SQL);
+    std::fs::write(s.path("expected.txt"), pg.psql(CHECKSUM_SQL).unwrap()).unwrap();
+    old(&["repo", "init", &url]);
+    old(&[
+        "backup",
+        "demo",
+        "--pg-connection",
+        &pg.replication_conninfo(),
+        "--repo",
+        &url,
+    ]);
+    let out = fixture();
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(&out)
+        .arg("-C")
+        .arg(s.dir.path())
+        .args(["repo", "keyring", "expected.txt"]));
+}
