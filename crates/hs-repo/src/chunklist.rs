@@ -32,7 +32,7 @@ use crate::reader::ChunkReader;
 use crate::writer::ChunkWriter;
 
 /// References per list chunk (22 bytes each, plus a table of the distinct packs: about
-/// 300 KiB). A manifest holds one reference per list chunk, so this sets how big a
+/// 180 KiB). A manifest holds one reference per list chunk, so this sets how big a
 /// manifest grows with the database: 160 thousand list references for 10 TB of 8 KiB
 /// pages (it was 1024 until format 2, eight times as many). Readers take the group size
 /// from the lists themselves, so parents written with another size still give hints.

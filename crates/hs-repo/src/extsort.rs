@@ -41,7 +41,7 @@ fn temp_error(e: std::io::Error) -> Error {
     .with_source(e)
     .with_suggestion(
         "make room in the temp dir, or point TMPDIR at a file system with space \
-         (a whole-repository check needs about 40 bytes per chunk reference)",
+         (a whole-repository check needs about 24 bytes per chunk reference)",
     )
 }
 

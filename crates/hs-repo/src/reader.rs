@@ -14,7 +14,7 @@
 //! (RSS grew with the run) or, mapped on its own, cost a page fault per
 //! 4 KiB.
 //!
-//! Finding a chunk: a reference that names its pack (manifest format 2) is
+//! Finding a chunk: a reference that names its pack (manifest format 2 or 3) is
 //! looked up in that pack's header, read once and kept in a small cache of
 //! recently used headers ([`HEADER_CACHE_PACKS`]). So a reader's memory does
 //! not grow with the repository. The repository index is loaded only when a
@@ -42,8 +42,8 @@ use hs_chunk::PackEntry;
 /// Default bound of the decoded-frame cache of a [`ChunkReader`] (64 MiB).
 pub const DEFAULT_FRAME_CACHE_BYTES: usize = 64 << 20;
 
-/// Pack headers a [`ChunkReader`] keeps, as sorted entry lists (56 bytes per chunk:
-/// about 2 MiB for a 16 MiB pack of pgbench pages, which compress 17 to 1).
+/// Pack headers a [`ChunkReader`] keeps, as sorted entry lists (40 bytes per chunk:
+/// about 1.4 MiB for a 16 MiB pack of pgbench pages, which compress 17 to 1).
 pub const HEADER_CACHE_PACKS: usize = 8;
 
 /// Missing packs whose moved record a [`ChunkReader`] remembers (then it forgets all).
@@ -111,7 +111,7 @@ struct Located {
 /// top bits holds about one entry: a lookup reads the directory and one or two
 /// entries, where a binary search over a pack of tens of thousands of entries missed
 /// the cache some fifteen times (9% of a restore's CPU). The directory costs at most
-/// 8 bytes per entry, against 56 for the entry; less than half a hash map's memory.
+/// 8 bytes per entry, against 40 for the entry; less than half a hash map's memory.
 struct PackTable {
     entries: Vec<PackEntry>,
     /// `starts[b]..starts[b + 1]` are the entries whose top bits are `b`.

@@ -81,10 +81,10 @@ const UPLOADS_IN_FLIGHT: usize = 4;
 const UPLOAD_BYTES_IN_FLIGHT: u64 = 32 << 20;
 /// Default for [`ChunkWriter::set_index_interval`]: 32 packs, about 512 MiB stored.
 /// The entries of packs not yet written to an index object are held in memory
-/// (about 56 bytes per chunk), so this also bounds that.
+/// (40 bytes per chunk), so this also bounds that.
 pub const DEFAULT_INDEX_INTERVAL: usize = 32;
 /// An index object is also written once the durable packs not yet in one hold this
-/// many chunks (about 7 MiB of entries): well-compressed packs hold 30,000 to
+/// many chunks (about 5 MiB of entries): well-compressed packs hold 30,000 to
 /// 50,000, so this is what closes index objects of 8 KiB pages. Measured at pgbench
 /// scale 1000: 2^18 let the entries waiting for an index object reach 28 MB.
 pub const INDEX_INTERVAL_CHUNKS: usize = 1 << 17;

@@ -111,6 +111,48 @@ fn a_format_2_repository_reads_and_its_cluster_backs_up_incrementally_in_format_
     // gc keeps everything: both backups reference their packs.
     let gc = hs(&s, &["repo", "gc", "--repo", &url, "--grace", "0s"]).ok();
     assert_eq!(gc["condemned"].as_array().map_or(0, Vec::len), 0, "{gc}");
+
+    // Without the old backup, its packs hold the pages the new backup took by position
+    // and chunks no backup needs (the old WAL, changed pages): gc repacks them, reading
+    // version 2 packs and version 1 index objects and writing version 3 packs.
+    let rotate = [
+        "rotate", "demo", "--repo", &url, "--policy", "count", "--keep", "1", "--apply",
+    ];
+    hs(&s, &rotate).ok();
+    let gc = hs(
+        &s,
+        &[
+            "repo",
+            "gc",
+            "--repo",
+            &url,
+            "--grace",
+            "0s",
+            "--max-unused",
+            "0",
+            "--apply",
+        ],
+    )
+    .ok();
+    assert!(
+        !gc["repacked"].as_array().unwrap().is_empty(),
+        "nothing repacked: {gc}"
+    );
+    let after = packs(&s);
+    assert!(
+        old_packs.iter().any(|p| !after.contains(p)),
+        "no old pack was deleted: {gc}"
+    );
+    assert!(after
+        .iter()
+        .filter(|p| !old_packs.contains(p))
+        .all(|p| pack_magic(p) == b"HSPACK03"));
+    hs(&s, &["verify", "demo", &new_id, "--repo", &url]).ok();
+    hs(&s, &["repo", "verify", "--repo", &url]).ok();
+    let target = s.path("after-gc");
+    restore(&s, "demo", &new_id, &target, &url, &[]).ok();
+    let restored = PgCluster::start_existing(&target).expect("start the backup restored after gc");
+    assert_eq!(restored.psql(CHECKSUM_SQL).unwrap(), want);
 }
 
 /// Makes `tests/fixtures/repo-v2.tar.gz` with the binary `$HS_V2_BIN` (built at 30ba891).

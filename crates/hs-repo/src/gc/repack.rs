@@ -324,6 +324,7 @@ impl Repository {
         let (blobs, sealed_header) = hs_chunk::split_pack(&bytes)?;
         let plain = self.inner.master.open(Domain::PackHeader, sealed_header)?;
         let header = PackHeader::decode(&plain, blobs.len() as u64)?;
+        header.check_magic(&bytes[bytes.len() - 8..])?;
         check_pack_binding(&u.name, &header)?;
         let mut comp = Compressor::new(self.compression_level())?;
         let mut pending = Reframe::default();

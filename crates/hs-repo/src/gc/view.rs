@@ -28,7 +28,7 @@ use crate::reader::ChunkReader;
 use crate::repo::{pack_name, Repository};
 
 /// List chunks whose ids the manifest walk remembers, per generation (two
-/// generations: the newest 131072 to 262144 expanded list chunks, about 12 MiB).
+/// generations: the newest 131072 to 262144 expanded list chunks, about 6 MiB).
 /// Consecutive backups share most list chunks; one seen again is not read again.
 pub(crate) const GC_LIST_MEMORY: usize = 1 << 17;
 

@@ -170,7 +170,7 @@ pub(super) struct PackCheck {
     /// The header's entries, `None` if the header (or the trailer) is unreadable:
     /// then every chunk the index lists for the pack counts as damaged.
     pub(super) entries: Option<Vec<PackEntry>>,
-    /// The id a version 2 header names (its pack's name).
+    /// The id a version 2 or 3 header names (its pack's name).
     pub(super) pack_id: Option<[u8; 32]>,
     /// Each finding: its code and message, in pack order.
     pub(super) problems: Vec<(&'static str, String)>,
