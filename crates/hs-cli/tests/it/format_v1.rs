@@ -21,8 +21,60 @@ pub(crate) const TABLE_SQL: &str = "CREATE TABLE t (id int primary key, payload 
 pub(crate) const CHECKSUM_SQL: &str =
     "SELECT count(*), md5(string_agg(payload, ',' ORDER BY id)) FROM t";
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1.tar.gz")
+/// `tests/fixtures/<name>` of this crate.
+pub(crate) fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Unpacks the fixture `name` (a repository, its keyring, the table's contents) into `s`.
+pub(crate) fn unpack_fixture(s: &Scratch, name: &str) {
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(fixture(name))
+        .arg("-C")
+        .arg(s.dir.path()));
+}
+
+/// The fixture makers: the binary named by the environment variable `bin_var` makes a
+/// repository, backs up a cluster holding `TABLE_SQL` into it, and the repository, its
+/// keyring and the table's checksum go into the fixture `name`.
+pub(crate) fn make_fixture(bin_var: &str, name: &str) {
+    let bin = std::env::var(bin_var).unwrap_or_else(|_| panic!("{bin_var}: the old binary"));
+    let s = Scratch::new();
+    let url = s.repo_url();
+    let old = |args: &[&str]| {
+        run(Command::new(&bin)
+            .args(args)
+            .arg("--keyring")
+            .arg(s.keyring()))
+    };
+    let pg = cluster_with(TABLE_SQL);
+    std::fs::write(s.path("expected.txt"), pg.psql(CHECKSUM_SQL).unwrap()).unwrap();
+    old(&["repo", "init", &url]);
+    old(&[
+        "backup",
+        "demo",
+        "--pg-connection",
+        &pg.replication_conninfo(),
+        "--repo",
+        &url,
+    ]);
+    let out = fixture(name);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(&out)
+        .arg("-C")
+        .arg(s.dir.path())
+        .args(["repo", "keyring", "expected.txt"]));
+}
+
+/// The trailer magic of the pack at `path` (`HSPACK01` to `HSPACK03`).
+pub(crate) fn pack_magic(path: &Path) -> Vec<u8> {
+    let b = std::fs::read(path).unwrap();
+    b[b.len() - 8..].to_vec()
 }
 
 pub(crate) fn run(cmd: &mut Command) {
@@ -36,17 +88,13 @@ pub(crate) fn run(cmd: &mut Command) {
 
 /// Whether `path` is a pack this build wrote (version 3, its trailer magic).
 fn is_new_pack(path: &Path) -> bool {
-    std::fs::read(path).unwrap().ends_with(b"HSPACK03")
+    pack_magic(path) == b"HSPACK03"
 }
 
 #[test]
 fn a_format_1_repository_reads_verifies_and_takes_new_backups() {
     let s = Scratch::new();
-    run(Command::new("tar")
-        .arg("-xzf")
-        .arg(fixture())
-        .arg("-C")
-        .arg(s.dir.path()));
+    unpack_fixture(&s, "repo-v1.tar.gz");
     let url = s.repo_url();
     let expected = std::fs::read_to_string(s.path("expected.txt")).unwrap();
     let marker = std::fs::read_to_string(s.repo_dir().join("config")).unwrap();
@@ -128,32 +176,5 @@ fn a_format_1_repository_reads_verifies_and_takes_new_backups() {
 #[test]
 #[ignore = "run by hand with HS_V1_BIN set, to remake the fixture"]
 fn make_format_v1_fixture() {
-    let bin = std::env::var("HS_V1_BIN").expect("HS_V1_BIN: the 0.1 release binary");
-    let s = Scratch::new();
-    let url = s.repo_url();
-    let old = |args: &[&str]| {
-        run(Command::new(&bin)
-            .args(args)
-            .arg("--keyring")
-            .arg(s.keyring()))
-    };
-    let pg = cluster_with(TABLE_SQL);
-    std::fs::write(s.path("expected.txt"), pg.psql(CHECKSUM_SQL).unwrap()).unwrap();
-    old(&["repo", "init", &url]);
-    old(&[
-        "backup",
-        "demo",
-        "--pg-connection",
-        &pg.replication_conninfo(),
-        "--repo",
-        &url,
-    ]);
-    let out = fixture();
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    run(Command::new("tar")
-        .arg("-czf")
-        .arg(&out)
-        .arg("-C")
-        .arg(s.dir.path())
-        .args(["repo", "keyring", "expected.txt"]));
+    make_fixture("HS_V1_BIN", "repo-v1.tar.gz");
 }

@@ -8,32 +8,15 @@
 //! `HS_V2_BIN=<binary at 30ba891> cargo nextest run -p hs-cli --run-ignored only
 //! make_format_v2_fixture`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use hs_testkit::PgCluster;
 
-use crate::format_v1::{run, CHECKSUM_SQL, TABLE_SQL};
-use crate::support::{backup_ids, cluster_with, dir_bytes, files_under, hs, restore, Scratch};
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v2.tar.gz")
-}
-
-/// The trailer magic of the pack at `path`.
-fn pack_magic(path: &Path) -> Vec<u8> {
-    let b = std::fs::read(path).unwrap();
-    b[b.len() - 8..].to_vec()
-}
+use crate::format_v1::{make_fixture, pack_magic, unpack_fixture, CHECKSUM_SQL};
+use crate::support::{backup_ids, dir_bytes, files_under, hs, restore, Scratch};
 
 #[test]
 fn a_format_2_repository_reads_and_its_cluster_backs_up_incrementally_in_format_3() {
     let s = Scratch::new();
-    run(Command::new("tar")
-        .arg("-xzf")
-        .arg(fixture())
-        .arg("-C")
-        .arg(s.dir.path()));
+    unpack_fixture(&s, "repo-v2.tar.gz");
     let url = s.repo_url();
     let expected = std::fs::read_to_string(s.path("expected.txt")).unwrap();
     let marker = std::fs::read_to_string(s.repo_dir().join("config")).unwrap();
@@ -159,32 +142,5 @@ fn a_format_2_repository_reads_and_its_cluster_backs_up_incrementally_in_format_
 #[test]
 #[ignore = "run by hand with HS_V2_BIN set, to remake the fixture"]
 fn make_format_v2_fixture() {
-    let bin = std::env::var("HS_V2_BIN").expect("HS_V2_BIN: a format 2 binary");
-    let s = Scratch::new();
-    let url = s.repo_url();
-    let old = |args: &[&str]| {
-        run(Command::new(&bin)
-            .args(args)
-            .arg("--keyring")
-            .arg(s.keyring()))
-    };
-    let pg = cluster_with(TABLE_SQL);
-    std::fs::write(s.path("expected.txt"), pg.psql(CHECKSUM_SQL).unwrap()).unwrap();
-    old(&["repo", "init", &url]);
-    old(&[
-        "backup",
-        "demo",
-        "--pg-connection",
-        &pg.replication_conninfo(),
-        "--repo",
-        &url,
-    ]);
-    let out = fixture();
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    run(Command::new("tar")
-        .arg("-czf")
-        .arg(&out)
-        .arg("-C")
-        .arg(s.dir.path())
-        .args(["repo", "keyring", "expected.txt"]));
+    make_fixture("HS_V2_BIN", "repo-v2.tar.gz");
 }
