@@ -28,13 +28,30 @@ pub(crate) fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Unpacks the fixture `name` (a repository, its keyring, the table's contents) into `s`.
-pub(crate) fn unpack_fixture(s: &Scratch, name: &str) {
+/// Unpacks the fixture `name` (a repository, its keyring, the table's contents) into `s`
+/// and checks that its marker says `version` and that every pack ends in `magic`; returns
+/// the repository's URL and the table's checksum at backup time.
+pub(crate) fn unpack_fixture(
+    s: &Scratch,
+    name: &str,
+    version: u32,
+    magic: &[u8],
+) -> (String, String) {
     run(Command::new("tar")
         .arg("-xzf")
         .arg(fixture(name))
         .arg("-C")
         .arg(s.dir.path()));
+    let marker = std::fs::read_to_string(s.repo_dir().join("config")).unwrap();
+    assert!(
+        marker.contains(&format!("\"version\": {version},")),
+        "{marker}"
+    );
+    let packs = files_under(&s.repo_dir().join("data"));
+    assert!(!packs.is_empty());
+    assert!(packs.iter().all(|p| pack_magic(p) == magic));
+    let expected = std::fs::read_to_string(s.path("expected.txt")).unwrap();
+    (s.repo_url(), expected)
 }
 
 /// The fixture makers: the binary named by the environment variable `bin_var` makes a
@@ -71,6 +88,19 @@ pub(crate) fn make_fixture(bin_var: &str, name: &str) {
         .args(["repo", "keyring", "expected.txt"]));
 }
 
+/// The fixture's one backup lists, verifies and restores (verified) into `old-restored`;
+/// returns its id and that directory.
+pub(crate) fn restore_the_old_backup(s: &Scratch, url: &str) -> (String, PathBuf) {
+    let list = hs(s, &["list", "demo", "--repo", url]).ok();
+    assert_eq!(backup_ids(&list).len(), 1, "{list}");
+    let old_id = backup_ids(&list)[0].to_owned();
+    hs(s, &["verify", "demo", &old_id, "--repo", url]).ok();
+    let target = s.path("old-restored");
+    let r = restore(s, "demo", &old_id, &target, url, &[]).ok();
+    assert_eq!(r["verified"], true);
+    (old_id, target)
+}
+
 /// The trailer magic of the pack at `path` (`HSPACK01` to `HSPACK03`).
 pub(crate) fn pack_magic(path: &Path) -> Vec<u8> {
     let b = std::fs::read(path).unwrap();
@@ -94,22 +124,11 @@ fn is_new_pack(path: &Path) -> bool {
 #[test]
 fn a_format_1_repository_reads_verifies_and_takes_new_backups() {
     let s = Scratch::new();
-    unpack_fixture(&s, "repo-v1.tar.gz");
-    let url = s.repo_url();
-    let expected = std::fs::read_to_string(s.path("expected.txt")).unwrap();
+    let (url, expected) = unpack_fixture(&s, "repo-v1.tar.gz", 1, b"HSPACK01");
     let marker = std::fs::read_to_string(s.repo_dir().join("config")).unwrap();
-    assert!(marker.contains("\"version\": 1"), "{marker}");
     let packs = |s: &Scratch| files_under(&s.repo_dir().join("data"));
-    assert!(packs(&s).iter().all(|p| !is_new_pack(p)));
 
-    // The old backup lists, verifies and restores.
-    let list = hs(&s, &["list", "demo", "--repo", &url]).ok();
-    let old_id = backup_ids(&list)[0].to_owned();
-    assert_eq!(backup_ids(&list).len(), 1);
-    hs(&s, &["verify", "demo", &old_id, "--repo", &url]).ok();
-    let target = s.path("old-restored");
-    let r = restore(&s, "demo", &old_id, &target, &url, &[]).ok();
-    assert_eq!(r["verified"], true);
+    let (old_id, target) = restore_the_old_backup(&s, &url);
     let restored = PgCluster::start_existing(&target).expect("start the restored 0.1 backup");
     assert_eq!(restored.psql(CHECKSUM_SQL).unwrap(), expected.trim());
     drop(restored);

@@ -10,30 +10,20 @@
 
 use hs_testkit::PgCluster;
 
-use crate::format_v1::{make_fixture, pack_magic, unpack_fixture, CHECKSUM_SQL};
-use crate::support::{backup_ids, dir_bytes, files_under, hs, restore, Scratch};
+use crate::format_v1::{
+    make_fixture, pack_magic, restore_the_old_backup, unpack_fixture, CHECKSUM_SQL,
+};
+use crate::support::{dir_bytes, files_under, hs, restore, Scratch};
 
 #[test]
 fn a_format_2_repository_reads_and_its_cluster_backs_up_incrementally_in_format_3() {
     let s = Scratch::new();
-    unpack_fixture(&s, "repo-v2.tar.gz");
-    let url = s.repo_url();
-    let expected = std::fs::read_to_string(s.path("expected.txt")).unwrap();
+    let (url, expected) = unpack_fixture(&s, "repo-v2.tar.gz", 2, b"HSPACK02");
     let marker = std::fs::read_to_string(s.repo_dir().join("config")).unwrap();
-    assert!(marker.contains("\"version\": 2"), "{marker}");
     let packs = |s: &Scratch| files_under(&s.repo_dir().join("data"));
     let old_packs = packs(&s);
-    assert!(!old_packs.is_empty());
-    assert!(old_packs.iter().all(|p| pack_magic(p) == b"HSPACK02"));
 
-    // The old backup lists, verifies and restores.
-    let list = hs(&s, &["list", "demo", "--repo", &url]).ok();
-    assert_eq!(backup_ids(&list).len(), 1);
-    let old_id = backup_ids(&list)[0].to_owned();
-    hs(&s, &["verify", "demo", &old_id, "--repo", &url]).ok();
-    let target = s.path("old-restored");
-    let r = restore(&s, "demo", &old_id, &target, &url, &[]).ok();
-    assert_eq!(r["verified"], true);
+    let (old_id, target) = restore_the_old_backup(&s, &url);
 
     // The restored cluster is the one the old backup was taken of (same system
     // identifier): a few rows more, then a backup by this build into the same
