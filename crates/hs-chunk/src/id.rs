@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// the id this build computes for the same plaintext).
 ///
 /// 128 bits: without the key no one can search for a collision, and by chance
-/// one is about as likely as 1 in 10^20 among the 10^9 pages of 10 TB.
+/// one has a probability of about 3 in 10^21 among the 1.3 * 10^9 pages of 10 TB.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChunkId([u8; ChunkId::LEN]);
 

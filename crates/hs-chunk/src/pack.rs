@@ -50,7 +50,7 @@ pub const PACK_TRAILER_LEN: usize = 12;
 /// Encoded length of one frame description without its chunks.
 pub const PACK_FRAME_DESC_LEN: usize = 17;
 /// Encoded length of one chunk inside a frame description of version 3.
-pub const PACK_CHUNK_DESC_LEN: usize = ChunkId::LEN + 4;
+pub const PACK_CHUNK_DESC_LEN: usize = IdWidth::Short.chunk_desc_len();
 const FLAG_COMPRESSED: u8 = 1;
 
 /// How wide the chunk ids of a frame list are.
@@ -102,11 +102,16 @@ impl PackFormat {
         }
     }
 
+    const ALL: [PackFormat; 3] = [PackFormat::V1, PackFormat::V2, PackFormat::V3];
+
     /// The format whose trailer magic is `magic`.
     pub fn from_magic(magic: &[u8]) -> Option<PackFormat> {
-        [PackFormat::V1, PackFormat::V2, PackFormat::V3]
-            .into_iter()
-            .find(|f| f.magic() == magic)
+        Self::ALL.into_iter().find(|f| f.magic() == magic)
+    }
+
+    /// The format whose header starts with the version byte `v`.
+    fn from_header_version(v: u8) -> Option<PackFormat> {
+        Self::ALL.into_iter().find(|f| f.header_version() == v)
     }
 
     /// The width of the chunk ids in its header.
@@ -353,12 +358,8 @@ impl PackHeader {
     /// inside it.
     pub fn decode(plain: &[u8], blobs_len: u64) -> Result<PackHeader> {
         let mut b = plain;
-        let format = match take(&mut b, 1)?[0] {
-            1 => PackFormat::V1,
-            2 => PackFormat::V2,
-            3 => PackFormat::V3,
-            _ => return Err(corrupt("the pack header has an unknown version")),
-        };
+        let format = PackFormat::from_header_version(take(&mut b, 1)?[0])
+            .ok_or_else(|| corrupt("the pack header has an unknown version"))?;
         let pack_id = match format {
             PackFormat::V1 => None,
             PackFormat::V2 | PackFormat::V3 => {

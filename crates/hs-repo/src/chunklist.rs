@@ -22,7 +22,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hs_base::code;
-use hs_chunk::ChunkId;
+use hs_chunk::{ChunkId, IdWidth};
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -45,9 +45,6 @@ const MAGIC: &[u8; 4] = b"HSCL";
 const VERSION_1: u8 = 1;
 const VERSION_2: u8 = 2;
 const VERSION_3: u8 = 3;
-const ENTRY_LEN_1: usize = ChunkId::LONG_LEN + 4;
-const ENTRY_LEN_2: usize = ChunkId::LONG_LEN + 6;
-const ENTRY_LEN_3: usize = ChunkId::LEN + 6;
 const NO_PACK: u16 = u16::MAX;
 
 /// Encodes one group of references (at most 65535 distinct packs) as a version 3
@@ -69,7 +66,9 @@ pub fn encode_chunk_list(refs: &[ChunkRef]) -> Bytes {
         };
         slots.push(slot);
     }
-    let mut b = BytesMut::with_capacity(7 + packs.len() * 32 + refs.len() * ENTRY_LEN_3);
+    let mut b = BytesMut::with_capacity(
+        7 + packs.len() * 32 + refs.len() * (IdWidth::Short.chunk_desc_len() + 2),
+    );
     b.put_slice(MAGIC);
     b.put_u8(VERSION_3);
     b.put_u16_le(packs.len() as u16);
@@ -96,8 +95,9 @@ pub fn decode_chunk_list(data: &[u8]) -> Result<Vec<ChunkRef>> {
     if data.len() < 5 || &data[..4] != MAGIC {
         return Err(bad());
     }
-    let (packs, body, entry_len) = match data[4] {
-        VERSION_1 => (Vec::new(), &data[5..], ENTRY_LEN_1),
+    // Version 1 has no pack table and no pack slots; versions 1 and 2 hold 32-byte ids.
+    let (packs, body, ids) = match data[4] {
+        VERSION_1 => (None, &data[5..], IdWidth::Long),
         v @ (VERSION_2 | VERSION_3) => {
             let n = data.get(5..7).ok_or_else(bad)?;
             let n = usize::from(u16::from_le_bytes([n[0], n[1]]));
@@ -110,35 +110,31 @@ pub fn decode_chunk_list(data: &[u8]) -> Result<Vec<ChunkRef>> {
                     PackId(id)
                 })
                 .collect();
-            let entry_len = if v == VERSION_2 {
-                ENTRY_LEN_2
+            let ids = if v == VERSION_2 {
+                IdWidth::Long
             } else {
-                ENTRY_LEN_3
+                IdWidth::Short
             };
-            (packs, &data[7 + n * 32..], entry_len)
+            (Some(packs), &data[7 + n * 32..], ids)
         }
         _ => return Err(bad()),
     };
+    let id_len = ids.id_len();
+    let entry_len = ids.chunk_desc_len() + if packs.is_some() { 2 } else { 0 };
     if !body.len().is_multiple_of(entry_len) {
         return Err(bad());
     }
     body.chunks_exact(entry_len)
         .map(|e| {
-            let id_len = if entry_len == ENTRY_LEN_3 {
-                ChunkId::LEN
-            } else {
-                ChunkId::LONG_LEN
-            };
             let mut id = [0u8; ChunkId::LEN];
             id.copy_from_slice(&e[..ChunkId::LEN]);
             let len = u32::from_le_bytes([e[id_len], e[id_len + 1], e[id_len + 2], e[id_len + 3]]);
-            let pack = if entry_len != ENTRY_LEN_1 {
-                match u16::from_le_bytes([e[id_len + 4], e[id_len + 5]]) {
+            let pack = match &packs {
+                Some(packs) => match u16::from_le_bytes([e[id_len + 4], e[id_len + 5]]) {
                     NO_PACK => None,
                     i => Some(*packs.get(usize::from(i)).ok_or_else(bad)?),
-                }
-            } else {
-                None
+                },
+                None => None,
             };
             Ok(ChunkRef {
                 id: ChunkId::from_bytes(id),

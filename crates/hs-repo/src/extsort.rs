@@ -19,6 +19,12 @@ use crate::error::{Error, Result};
 
 /// Bytes of records held in memory before they are sorted and written out as a run.
 pub(crate) const RUN_BYTES: usize = 16 << 20;
+
+/// The big-endian `u32` at the front of `b`: records keep their numbers big-endian, so
+/// that comparing records byte by byte orders those numbers too.
+pub(crate) fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
 /// Runs merged at once (each with its own read buffer of [`READ_BUFFER`] bytes).
 const FAN_IN: usize = 64;
 /// The read buffer of each run being merged.

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 /// The version this build writes: 16-byte chunk ids.
 const INDEX_VERSION: u8 = 2;
-/// The version of format 1 and 2 repositories: 32-byte chunk ids.
+/// The version format 1 and 2 builds wrote: 32-byte chunk ids.
 const INDEX_VERSION_LONG_IDS: u8 = 1;
 
 /// The entries of one pack as recorded in an index object.

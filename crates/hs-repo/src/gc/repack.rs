@@ -34,7 +34,7 @@ use super::moved::{chain_end, MAX_MOVES};
 use super::view::{RecentIds, View, Visit, GC_LIST_MEMORY, WALK_FRAME_CACHE};
 use super::REWRITE_ENTRIES;
 use crate::error::{Error, Result};
-use crate::extsort::ExternalSort;
+use crate::extsort::{be_u32, ExternalSort};
 use crate::index::{self, IndexedPack};
 use crate::manifest::{ChunkRef, PackId};
 use crate::repo::{check_pack_binding, pack_name, Repository};
@@ -169,10 +169,6 @@ fn temp_error(e: std::io::Error) -> Error {
         "a temporary file of gc's live chunk list failed",
     )
     .with_source(e)
-}
-
-fn be32(b: &[u8]) -> u64 {
-    u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 pub(super) fn add_kept(kept: &mut Vec<GcKept>, reason: &str, size: u64, unused: u64) {
@@ -521,11 +517,9 @@ fn merge_usage(
             next_live = live.next_record()?;
         }
         let u = usages.last_mut().expect("pushed above");
-        let (flen, fraw, raw) = (
-            be32(&h[REF_REC..]),
-            be32(&h[REF_REC + 4..]),
-            be32(&h[REF_REC + 8..]),
-        );
+        // In u64: the product below overflows a u32 for frames over 64 KiB.
+        let field = |at: usize| u64::from(be_u32(&h[at..]));
+        let (flen, fraw, raw) = (field(REF_REC), field(REF_REC + 4), field(REF_REC + 8));
         let share = flen * raw / fraw.max(1);
         if next_live.as_ref().is_none_or(|l| l[..] != h[..REF_REC]) {
             u.dead_bytes += share;

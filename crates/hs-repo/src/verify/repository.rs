@@ -18,7 +18,7 @@ use super::backup::manifest_refs;
 use super::packs::{check_pack, PackCheck};
 use super::{base_name, manifest_name, VerifyReport, MESSAGE_BACKUPS, PARALLEL};
 use crate::error::{Error, Result};
-use crate::extsort::ExternalSort;
+use crate::extsort::{be_u32, ExternalSort};
 use crate::index::{self, IndexedPack};
 use crate::manifest::ChunkRef;
 use crate::quarantine::QUARANTINE_PREFIX;
@@ -124,10 +124,6 @@ fn entries_digest(entries: &[PackEntry]) -> [u8; 32] {
     let mut b = Vec::with_capacity(hs_chunk::encoded_entries_len(entries, ids));
     hs_chunk::encode_entries(entries, ids, &mut b);
     *blake3::hash(&b).as_bytes()
-}
-
-fn be_u32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
 fn held(id: &ChunkId, pack: u32, source: u8) -> Held {
