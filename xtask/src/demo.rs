@@ -109,7 +109,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
     eprintln!("\n==> restore");
     let restored_s = restored.display().to_string();
-    sh(&mut hs(&[
+    let mut restore = vec![
         "restore",
         DEPLOYMENT,
         "latest",
@@ -117,15 +117,19 @@ pub fn run(args: &[String]) -> Result<()> {
         &restored_s,
         "--repo",
         &repo_url,
-    ]))?;
-
-    drop(pg); // the source cluster goes away: what follows uses only the restored copy
+    ];
     if hs_testkit::is_root() {
-        // The restored server runs `restore_command` as the postgres OS user.
+        // The restored server runs `restore_command` as the postgres OS user: it must read
+        // the repository and the keyring, and restore hands it the directory and checks
+        // the command as that user (as README step 5 does as root).
         for p in [dir.join("repo"), keyring.clone()] {
             hs_testkit::chown_to_postgres(&p)?;
         }
+        restore.extend(["--restore-user", "postgres"]);
     }
+    sh(&mut hs(&restore))?;
+
+    drop(pg); // the source cluster goes away: what follows uses only the restored copy
 
     check_restored(&restored, &note, &note2)?;
     eprintln!(
