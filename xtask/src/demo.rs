@@ -17,7 +17,8 @@ use std::process::Command;
 
 const DEPLOYMENT: &str = "demo";
 
-pub fn run(args: &[String]) -> Result<()> {
+/// `--dir PATH`, the only argument.
+fn parse_args(args: &[String]) -> Result<Option<PathBuf>> {
     let mut dir: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -26,6 +27,11 @@ pub fn run(args: &[String]) -> Result<()> {
             other => bail!("cargo xtask demo: unknown argument {other:?}"),
         }
     }
+    Ok(dir)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let dir = parse_args(args)?;
     util::ensure_postgres()?;
     eprintln!(
         "==> building pg_hardstorage (cargo build --release); cargo shows what it compiles.\n    \
