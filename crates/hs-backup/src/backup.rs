@@ -8,7 +8,8 @@ use bytes::Bytes;
 use hs_base::code;
 use hs_chunk::{Chunker, FileClass};
 use hs_proto::{
-    BackupEvent, BaseBackupOptions, ConnConfig, EntryKind, ReplicationClient, SqlState,
+    BackupEvent, BaseBackupOptions, ConnConfig, EntryKind, ReplicationClient, ServerCompression,
+    SqlState,
 };
 use hs_repo::{
     ArchiveEntry, BackupManifest, BackupStats, ChunkReader, ChunkWriter, FileEntry, FileKind,
@@ -209,36 +210,31 @@ async fn backup_leased(
         _ => None,
     };
     let parent = parent_files(repo, parent).await?;
-    let mut bb_opts = BaseBackupOptions {
-        label: format!("pg_hardstorage {} {}", opts.deployment, backup_id),
-        fast_checkpoint: opts.fast_checkpoint,
-        wal: true,
-        manifest: true,
-        max_rate_kbps: opts.max_rate_kbps,
-        progress: true,
-        incremental: base.is_some(),
-        // The stream carries the WAL the backup needs (`wal`), so the end of the
-        // backup does not wait for the server's archiver.
-        wait_for_archive: false,
-    };
-    let mut stream = client.base_backup(&bb_opts).await?;
-    // An incremental backup the server refuses at its start (WAL summaries missing or
-    // incomplete, the parent's timeline not in the server's history, ...) becomes a
-    // full one on the same connection, with one log line saying why.
-    let first = match stream.next().await {
-        Ok(Some(ev)) => ev,
-        Err(e) if bb_opts.incremental && e.sqlstate().is_some() => {
-            drop(stream);
-            tracing::warn!("taking a full backup, not an incremental one: the server refused: {e}");
-            bb_opts.incremental = false;
-            stream = client.base_backup(&bb_opts).await?;
-            stream
-                .next()
-                .await?
-                .ok_or_else(|| stream_error("the stream ended before it started"))?
+    let mut bb_opts = base_backup_options(opts, &backup_id, base.is_some());
+    // What the server refuses at the start, before its checkpoint, is asked again on the
+    // same connection without it, with one log line saying why: a server built without
+    // lz4 gets the plain stream; an incremental backup it cannot take (WAL summaries
+    // missing or incomplete, the parent's timeline not in its history, ...) becomes a
+    // full one.
+    let (mut stream, first) = loop {
+        let mut stream = client.base_backup(&bb_opts).await?;
+        match stream.next().await {
+            Ok(Some(ev)) => break (stream, ev),
+            Err(e) if bb_opts.compression != ServerCompression::None && refuses_compression(&e) => {
+                tracing::info!(
+                    "the server sends its archives uncompressed: it refused lz4 compression: {e}"
+                );
+                bb_opts.compression = ServerCompression::None;
+            }
+            Err(e) if bb_opts.incremental && e.sqlstate().is_some() => {
+                tracing::warn!(
+                    "taking a full backup, not an incremental one: the server refused: {e}"
+                );
+                bb_opts.incremental = false;
+            }
+            Err(e) => return Err(e),
+            Ok(None) => return Err(stream_error("the stream ended before it started")),
         }
-        Err(e) => return Err(e),
-        Ok(None) => return Err(stream_error("the stream ended before it started")),
     };
     let mut received = Received::new(repo.chunker_config().clone(), parent);
     if bb_opts.incremental {
@@ -285,6 +281,38 @@ async fn backup_leased(
     })?;
     lease.check()?;
     put_manifest_numbered(repo, manifest, started).await
+}
+
+/// `BASE_BACKUP`'s options for a backup with `opts` (`incremental`: against the parent).
+fn base_backup_options(
+    opts: &BackupOptions,
+    backup_id: &str,
+    incremental: bool,
+) -> BaseBackupOptions {
+    BaseBackupOptions {
+        label: format!("pg_hardstorage {} {}", opts.deployment, backup_id),
+        fast_checkpoint: opts.fast_checkpoint,
+        wal: true,
+        manifest: true,
+        max_rate_kbps: opts.max_rate_kbps,
+        progress: true,
+        incremental,
+        // The stream carries the WAL the backup needs (`wal`), so the end of the
+        // backup does not wait for the server's archiver.
+        wait_for_archive: false,
+        // The server sends its archives lz4-compressed: a ninth of the bytes on the
+        // connection at pgbench scale 1000, and less CPU for the server's sender than
+        // the plain stream (docs/ARCHITECTURE.md, "Backup stream").
+        compression: ServerCompression::Lz4,
+    }
+}
+
+/// Whether the server refused `BASE_BACKUP`'s `COMPRESSION` option (a build without lz4
+/// says "this build does not support compression with LZ4", SQLSTATE 42601; a server
+/// that cannot compress at all, 0A000), not the backup itself.
+fn refuses_compression(e: &Error) -> bool {
+    matches!(e.sqlstate(), Some("42601" | "0A000"))
+        && e.to_string().to_ascii_lowercase().contains("compression")
 }
 
 /// The parent backup's files, for hints and reuse by position.

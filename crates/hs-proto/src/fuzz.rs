@@ -3,32 +3,44 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::client::BackupMachine;
+use crate::client::{BackupMachine, ServerCompression};
 use crate::codec::{BackendMessage, StreamMessage};
 use crate::lsn::TimelineId;
+use crate::lz4::Lz4FrameDecoder;
 use crate::stream::WalStreamMachine;
 use crate::tar::TarParser;
 
-/// Parses `data` as a sequence of backend messages, drives the BASE_BACKUP and WAL
-/// streaming state machines with whatever messages parsed, then parses it as a tar stream and
-/// decodes it as a WAL segment. Returns the number of events
+/// Parses `data` as a sequence of backend messages, drives the BASE_BACKUP (plain and lz4)
+/// and WAL streaming state machines with whatever messages parsed, then decodes it as an
+/// lz4 frame, parses it as a tar stream and decodes it as a WAL segment. Returns the number of events
 /// produced (so the optimizer cannot drop the work). Never panics.
 pub fn fuzz_input(data: &[u8]) -> usize {
     let mut events = 0;
-    let mut buf = BytesMut::from(data);
-    let mut machine = BackupMachine::new();
-    let mut machine_ok = true;
-    while let Ok(Some(msg)) = BackendMessage::parse(&mut buf) {
-        events += 1;
-        if machine_ok {
-            machine_ok = machine.feed(msg).is_ok();
-            while machine_ok {
-                match machine.poll_event() {
-                    Ok(Some(_)) => events += 1,
-                    Ok(None) => break,
-                    Err(_) => machine_ok = false,
+    // The BASE_BACKUP machine, with plain and with lz4-compressed archives.
+    for compression in [ServerCompression::None, ServerCompression::Lz4] {
+        let mut buf = BytesMut::from(data);
+        let mut machine = BackupMachine::new(compression);
+        let mut machine_ok = true;
+        while let Ok(Some(msg)) = BackendMessage::parse(&mut buf) {
+            events += 1;
+            if machine_ok {
+                machine_ok = machine.feed(msg).is_ok();
+                while machine_ok {
+                    match machine.poll_event() {
+                        Ok(Some(_)) => events += 1,
+                        Ok(None) => break,
+                        Err(_) => machine_ok = false,
+                    }
                 }
             }
+        }
+    }
+    // The lz4 frame decoder on its own, fed in two pieces.
+    let mut lz4 = Lz4FrameDecoder::new();
+    for piece in [&data[..data.len() / 2], &data[data.len() / 2..]] {
+        lz4.push(piece);
+        while let Ok(Some(_)) = lz4.next_block() {
+            events += 1;
         }
     }
     // The WAL streaming state machine, and the replication CopyData parser.

@@ -53,13 +53,14 @@ mod error;
 #[cfg(any(test, feature = "fuzz"))]
 mod fuzz;
 mod lsn;
+mod lz4;
 mod stream;
 mod tar;
 mod tls;
 
 pub use client::{
-    BackupEvent, BaseBackupOptions, BaseBackupStream, ReplicationClient, SystemIdentity,
-    TablespaceInfo,
+    BackupEvent, BaseBackupOptions, BaseBackupStream, ReplicationClient, ServerCompression,
+    SystemIdentity, TablespaceInfo,
 };
 pub use codec::{
     frontend, pg_now_micros, AuthRequest, BackendMessage, FieldDescription, ServerMessage,

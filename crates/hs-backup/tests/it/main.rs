@@ -2,6 +2,7 @@
 //! file:// repository: WAL streaming under load, shutdown and resume, gaps, preflight.
 
 mod archive_wait;
+mod compression;
 mod lease;
 mod name_props;
 mod preflight;

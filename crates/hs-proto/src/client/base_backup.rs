@@ -10,6 +10,7 @@ use super::{log_notice, server_error, unexpected, ReplicationClient};
 use crate::codec::{frontend, BackendMessage};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lsn::{Lsn, TimelineId};
+use crate::lz4::Lz4FrameDecoder;
 use crate::tar::{TarEntryHeader, TarEvent, TarParser};
 
 /// Options of `BASE_BACKUP` (PostgreSQL 15+ syntax).
@@ -37,6 +38,25 @@ pub struct BaseBackupOptions {
     /// backup relies on the server's WAL archive; with `wal` the stream already carries
     /// that WAL, so [`Default`] turns the wait off, as `pg_basebackup` does.
     pub wait_for_archive: bool,
+    /// How the server compresses the archives it sends (`COMPRESSION`). The stream's
+    /// events carry the archives' plain content either way; the manifest is never
+    /// compressed.
+    pub compression: ServerCompression,
+}
+
+/// Compression the server applies to the archives of a base backup before it sends them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ServerCompression {
+    /// Plain tar: every byte of the data directory crosses the connection.
+    #[default]
+    None,
+    /// `COMPRESSION 'lz4'` at its default (fastest) level. On a pgbench database the
+    /// stream is about a ninth of the data directory, and the server's sender spends less
+    /// time compressing than it saves in sending; the client decodes it (about 7 GB/s of
+    /// output per core). Needs a server built with lz4 (PGDG's packages are); one without
+    /// refuses the command before the backup starts.
+    Lz4,
 }
 
 impl Default for BaseBackupOptions {
@@ -50,6 +70,7 @@ impl Default for BaseBackupOptions {
             progress: false,
             incremental: false,
             wait_for_archive: false,
+            compression: ServerCompression::None,
         }
     }
 }
@@ -75,6 +96,10 @@ impl BaseBackupOptions {
         }
         if !self.wait_for_archive {
             opts.push("WAIT false".to_string());
+        }
+        match self.compression {
+            ServerCompression::None => {}
+            ServerCompression::Lz4 => opts.push("COMPRESSION 'lz4'".to_string()),
         }
         if let Some(r) = self.max_rate_kbps {
             if !(32..=1_048_576).contains(&r) {
@@ -182,6 +207,10 @@ pub(crate) struct BackupMachine {
     target: Target,
     tar: TarParser,
     tar_done: bool,
+    /// Set for every archive when the server compresses them with lz4.
+    lz4: bool,
+    /// The current archive's lz4 frame; its blocks become `pending` one at a time.
+    decoder: Option<Lz4FrameDecoder>,
     pending: Bytes,
     manifest: BytesMut,
     queue: VecDeque<BackupEvent>,
@@ -189,7 +218,7 @@ pub(crate) struct BackupMachine {
 }
 
 impl BackupMachine {
-    pub(crate) fn new() -> BackupMachine {
+    pub(crate) fn new(compression: ServerCompression) -> BackupMachine {
         BackupMachine {
             phase: Phase::Header,
             result_sets: Vec::new(),
@@ -197,6 +226,8 @@ impl BackupMachine {
             target: Target::None,
             tar: TarParser::new(),
             tar_done: false,
+            lz4: compression == ServerCompression::Lz4,
+            decoder: None,
             pending: Bytes::new(),
             manifest: BytesMut::new(),
             queue: VecDeque::new(),
@@ -211,6 +242,16 @@ impl BackupMachine {
     }
 
     fn end_archive(&mut self) -> Result<()> {
+        if let Some(d) = self.decoder.take() {
+            if !d.is_done() {
+                return Err(Error::of_kind(
+                    ErrorKind::Protocol,
+                    code::PROTOCOL_TAR_INVALID,
+                    "an lz4-compressed archive in the base backup stream ended before its \
+                     LZ4 frame did",
+                ));
+            }
+        }
         if self.target == Target::Archive && !self.tar_done {
             if !self.tar.at_member_boundary() {
                 return Err(Error::of_kind(
@@ -230,7 +271,11 @@ impl BackupMachine {
         if let Some(e) = self.queue.pop_front() {
             return Ok(Some(e));
         }
-        if self.target == Target::Archive && !self.tar_done {
+        while self.target == Target::Archive {
+            self.decode()?;
+            if self.tar_done {
+                break;
+            }
             if let Some(ev) = self.tar.next_event(&mut self.pending)? {
                 return Ok(Some(match ev {
                     TarEvent::Entry(h) => BackupEvent::Entry(h),
@@ -244,8 +289,33 @@ impl BackupMachine {
                     }
                 }));
             }
+            // Go on only if the parser took all of `pending` and the frame holds another
+            // whole block.
+            if !self.pending.is_empty() {
+                break;
+            }
+            self.decode()?;
+            if self.pending.is_empty() {
+                break;
+            }
         }
         Ok(None)
+    }
+
+    /// With lz4, refills `pending` from the frame once the tar parser consumed it; after
+    /// the tar end marker, decodes the rest of the frame (padding) only to check it.
+    fn decode(&mut self) -> Result<()> {
+        let Some(d) = self.decoder.as_mut() else {
+            return Ok(());
+        };
+        while self.tar_done || self.pending.is_empty() {
+            match d.next_block()? {
+                Some(b) if self.tar_done => drop(b),
+                Some(b) => self.pending = b,
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -356,8 +426,18 @@ impl BackupMachine {
         match kind {
             b'n' => {
                 self.end_archive()?;
-                let name = take_cstr(&mut d)?;
+                let mut name = take_cstr(&mut d)?;
                 let loc = take_cstr(&mut d)?;
+                // The server names a compressed archive `base.tar.lz4`; the events carry
+                // the plain archive, under its plain name.
+                if self.lz4 {
+                    let plain = name.strip_suffix(".lz4").ok_or_else(|| {
+                        crate::error::protocol(format!(
+                            "the server named an archive {name:?}, not *.lz4, when asked for lz4"
+                        ))
+                    })?;
+                    name = plain.to_string();
+                }
                 self.queue.push_back(BackupEvent::ArchiveStart {
                     name,
                     tablespace_location: (!loc.is_empty()).then_some(loc),
@@ -365,8 +445,14 @@ impl BackupMachine {
                 self.target = Target::Archive;
                 self.tar = TarParser::new();
                 self.tar_done = false;
+                self.decoder = self.lz4.then(Lz4FrameDecoder::new);
             }
             b'd' => match self.target {
+                Target::Archive if self.decoder.is_some() => {
+                    if let Some(dec) = self.decoder.as_mut() {
+                        dec.push(&d);
+                    }
+                }
                 Target::Archive if self.tar_done => {}
                 Target::Archive => {
                     if !self.pending.is_empty() {
@@ -537,7 +623,7 @@ impl ReplicationClient {
         self.conn.flush().await?;
         Ok(BaseBackupStream {
             client: self,
-            machine: BackupMachine::new(),
+            machine: BackupMachine::new(opts.compression),
         })
     }
 
@@ -649,6 +735,12 @@ mod tests {
 
     /// A whole BASE_BACKUP response as PostgreSQL 15 sends it.
     fn server_stream(tar: &[u8], chunk: usize) -> BytesMut {
+        server_stream_with(tar, &[0u8; 1024], chunk, "")
+    }
+
+    /// [`server_stream`] with the tablespace archive's bytes given too, and a suffix of
+    /// the archive names (`.lz4` when the server compresses them).
+    fn server_stream_with(tar: &[u8], ts_tar: &[u8], chunk: usize, suffix: &str) -> BytesMut {
         let mut s = BytesMut::new();
         row_desc(&["recptr", "tli"], &mut s);
         data_row(&[Some("0/2000028"), Some("1")], &mut s);
@@ -658,13 +750,19 @@ mod tests {
         data_row(&[Some("16400"), Some("/srv/ts1"), Some("8")], &mut s);
         backend(b'C', b"SELECT\0", &mut s);
         backend(b'H', &[0, 0, 0], &mut s);
-        copy_data(b'n', b"base.tar\0\0", &mut s);
+        copy_data(b'n', format!("base.tar{suffix}\0\0").as_bytes(), &mut s);
         for c in tar.chunks(chunk) {
             copy_data(b'd', c, &mut s);
         }
         copy_data(b'p', &123i64.to_be_bytes(), &mut s);
-        copy_data(b'n', b"16400.tar\0/srv/ts1\0", &mut s);
-        copy_data(b'd', &[0u8; 1024], &mut s);
+        copy_data(
+            b'n',
+            format!("16400.tar{suffix}\0/srv/ts1\0").as_bytes(),
+            &mut s,
+        );
+        for c in ts_tar.chunks(chunk) {
+            copy_data(b'd', c, &mut s);
+        }
         copy_data(b'm', b"", &mut s);
         copy_data(b'd', b"{\"PostgreSQL-Backup-Manifest-Version\": 1,", &mut s);
         copy_data(b'd', b" \"Files\": []}\n", &mut s);
@@ -677,8 +775,12 @@ mod tests {
         s
     }
 
-    fn run(mut s: BytesMut) -> Result<Vec<BackupEvent>> {
-        let mut m = BackupMachine::new();
+    fn run(s: BytesMut) -> Result<Vec<BackupEvent>> {
+        run_with(ServerCompression::None, s)
+    }
+
+    fn run_with(compression: ServerCompression, mut s: BytesMut) -> Result<Vec<BackupEvent>> {
+        let mut m = BackupMachine::new(compression);
         let mut out = Vec::new();
         loop {
             while let Some(ev) = m.poll_event()? {
@@ -826,10 +928,11 @@ mod tests {
             progress: true,
             incremental: true,
             wait_for_archive: true,
+            compression: ServerCompression::Lz4,
         };
         assert_eq!(
             o.to_command().unwrap(),
-            "BASE_BACKUP ( LABEL 'it''s', PROGRESS, CHECKPOINT 'fast', WAL, MANIFEST 'yes', INCREMENTAL, MAX_RATE 1024 )"
+            "BASE_BACKUP ( LABEL 'it''s', PROGRESS, CHECKPOINT 'fast', WAL, MANIFEST 'yes', INCREMENTAL, COMPRESSION 'lz4', MAX_RATE 1024 )"
         );
         let o = BaseBackupOptions {
             label: "plain".into(),
@@ -846,7 +949,82 @@ mod tests {
         assert_eq!(o.to_command().unwrap_err().code(), "usage.max_rate_invalid");
     }
 
+    /// `data` as one LZ4 frame with linked blocks of at most 64 KiB, as PostgreSQL's
+    /// server-side lz4 sends an archive (it uses 256 KiB blocks).
+    fn lz4_frame(data: &[u8]) -> Vec<u8> {
+        use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
+        use std::io::Write;
+        let info = FrameInfo::new()
+            .block_mode(BlockMode::Linked)
+            .block_size(BlockSize::Max64KB);
+        let mut enc = FrameEncoder::with_frame_info(info, Vec::new());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// A tar whose file spans several 64 KiB blocks, with repeats a linked block refers to.
+    fn big_tar() -> Vec<u8> {
+        let mut data = Vec::new();
+        for i in 0..40u32 {
+            data.extend_from_slice(&[(i % 7) as u8; 8192]);
+            data.extend(i.to_le_bytes().iter().cycle().take(1000));
+        }
+        build(
+            &[Member {
+                path: "base/5/16384",
+                kind: EntryKind::File,
+                data: &data,
+            }],
+            false,
+            false,
+        )
+    }
+
+    #[test]
+    fn lz4_archives_yield_the_plain_events() {
+        for tar in [sample_tar(), big_tar()] {
+            let ts = [0u8; 1024];
+            let plain = normalize(run(server_stream_with(&tar, &ts, 700, "")).unwrap());
+            let lz4 = server_stream_with(&lz4_frame(&tar), &lz4_frame(&ts), 700, ".lz4");
+            let decoded = normalize(run_with(ServerCompression::Lz4, lz4).unwrap());
+            assert_eq!(decoded, plain);
+        }
+    }
+
+    #[test]
+    fn lz4_archive_cut_short_is_an_error() {
+        let tar = sample_tar();
+        let frame = lz4_frame(&tar);
+        // Everything but the frame's end mark: the tar is complete, the frame is not.
+        let cut = server_stream_with(
+            &frame[..frame.len() - 4],
+            &lz4_frame(&[0u8; 1024]),
+            700,
+            ".lz4",
+        );
+        let e = run_with(ServerCompression::Lz4, cut).unwrap_err();
+        assert_eq!(e.code(), "protocol.tar_invalid");
+        assert!(e.to_string().contains("LZ4 frame"), "{e}");
+        // A plain archive where lz4 was asked for.
+        let plain = server_stream_with(&tar, &[0u8; 1024], 700, ".lz4");
+        let e = run_with(ServerCompression::Lz4, plain).unwrap_err();
+        assert!(e.to_string().contains("LZ4 frame magic"), "{e}");
+        // An archive not named *.lz4.
+        let unnamed = server_stream_with(&frame, &lz4_frame(&[0u8; 1024]), 700, "");
+        let e = run_with(ServerCompression::Lz4, unnamed).unwrap_err();
+        assert!(e.to_string().contains("not *.lz4"), "{e}");
+    }
+
     proptest! {
+        #[test]
+        fn chunking_of_lz4_copy_data_does_not_matter(chunk in 1usize..70000) {
+            let tar = big_tar();
+            let ts = [0u8; 1024];
+            let plain = normalize(run(server_stream_with(&tar, &ts, 512, "")).unwrap());
+            let lz4 = server_stream_with(&lz4_frame(&tar), &lz4_frame(&ts), chunk, ".lz4");
+            prop_assert_eq!(normalize(run_with(ServerCompression::Lz4, lz4).unwrap()), plain);
+        }
+
         #[test]
         fn chunking_of_copy_data_does_not_matter(chunk in 1usize..5000) {
             let tar = sample_tar();

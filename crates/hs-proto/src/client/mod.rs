@@ -18,7 +18,9 @@ mod connect;
 
 #[cfg(any(test, feature = "fuzz"))]
 pub(crate) use base_backup::BackupMachine;
-pub use base_backup::{BackupEvent, BaseBackupOptions, BaseBackupStream, TablespaceInfo};
+pub use base_backup::{
+    BackupEvent, BaseBackupOptions, BaseBackupStream, ServerCompression, TablespaceInfo,
+};
 
 /// Result of `IDENTIFY_SYSTEM`.
 #[derive(Debug, Clone, PartialEq, Eq)]

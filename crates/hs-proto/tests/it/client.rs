@@ -5,14 +5,19 @@
 use std::collections::BTreeMap;
 
 use hs_proto::{
-    BackupEvent, BaseBackupOptions, ConnConfig, EntryKind, Lsn, ReplicationClient, SqlState,
-    SslMode,
+    BackupEvent, BaseBackupOptions, ConnConfig, EntryKind, Lsn, ReplicationClient,
+    ServerCompression, SqlState, SslMode,
 };
 use hs_testkit::{PgCluster, PgOptions};
 
 use crate::support::{cfg, R};
 
-async fn base_backup_checks(client: &mut ReplicationClient, tablespace: &str) -> R {
+/// Takes a base backup and checks its events; returns the files and their sizes.
+async fn base_backup_checks(
+    client: &mut ReplicationClient,
+    tablespace: &str,
+    compression: ServerCompression,
+) -> Result<BTreeMap<String, u64>, Box<dyn std::error::Error>> {
     let opts = BaseBackupOptions {
         label: "hs-proto it".into(),
         fast_checkpoint: true,
@@ -22,6 +27,7 @@ async fn base_backup_checks(client: &mut ReplicationClient, tablespace: &str) ->
         progress: true,
         incremental: false,
         wait_for_archive: false,
+        compression,
     };
     let mut stream = client.base_backup(&opts).await?;
     let mut files: BTreeMap<String, u64> = BTreeMap::new();
@@ -104,7 +110,7 @@ async fn base_backup_checks(client: &mut ReplicationClient, tablespace: &str) ->
     let start = start.expect("Started");
     let end = end.expect("Finished");
     assert!(end >= start && start > Lsn(0));
-    Ok(())
+    Ok(files)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,9 +136,17 @@ async fn scram_identify_backup_and_errors() -> R {
     let e = client.show("no_such_setting").await.unwrap_err();
     assert_eq!(e.sqlstate(), Some("42704"));
 
-    base_backup_checks(&mut client, &ts).await?;
+    let plain = base_backup_checks(&mut client, &ts, ServerCompression::None).await?;
     // The connection is reusable after a finished backup.
     assert_eq!(client.identify_system().await?.system_id, sysid);
+    // The archives compressed by the server (lz4) give the same events: the same files
+    // (but the WAL each backup includes and its archive status) with the same sizes.
+    let lz4 = base_backup_checks(&mut client, &ts, ServerCompression::Lz4).await?;
+    let but_wal = |files: &BTreeMap<String, u64>| -> Vec<(String, u64)> {
+        let files = files.iter().filter(|(k, _)| !k.starts_with("pg_wal/"));
+        files.map(|(k, v)| (k.clone(), *v)).collect()
+    };
+    assert_eq!(but_wal(&lz4), but_wal(&plain));
 
     // Wrong password.
     let mut bad = cfg(&conninfo);
