@@ -537,7 +537,7 @@ impl Received {
                 self.logical += data.len() as u64;
                 progress.advance(data.len() as u64);
                 let pending = &mut self.pending;
-                chunker.push(&data, &mut |c| pending.push(Bytes::copy_from_slice(c)));
+                chunker.push(&data, &mut |c| pending.push(share_or_copy(&data, c)));
                 store_pending(pending, writer, f).await?;
             }
             BackupEvent::EntryEnd => self.end_file(writer).await?,
@@ -663,6 +663,20 @@ impl Received {
         writer.store_chunk_list_hinted(&mut f.entry, parent).await?;
         archive.files.push(f.entry);
         Ok(())
+    }
+}
+
+/// `chunk` as `Bytes`: a slice sharing `data`'s buffer when the chunker cut it straight
+/// from `data` (most pages), else a copy (pieces it gathered across calls). Saves copying
+/// every byte of the backup once more; a shared chunk keeps its block of the stream
+/// (at most 256 KiB) alive only until the writer has compressed it.
+fn share_or_copy(data: &Bytes, chunk: &[u8]) -> Bytes {
+    let start = data.as_ptr() as usize;
+    let at = chunk.as_ptr() as usize;
+    if at >= start && at + chunk.len() <= start + data.len() {
+        data.slice(at - start..at - start + chunk.len())
+    } else {
+        Bytes::copy_from_slice(chunk)
     }
 }
 
