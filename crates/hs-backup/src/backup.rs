@@ -28,7 +28,8 @@ pub struct BackupOptions {
     /// Ask the server for an immediate checkpoint (`CHECKPOINT 'fast'`) instead of
     /// waiting for the next scheduled one.
     pub fast_checkpoint: bool,
-    /// Throttle the server's send rate, in kB/s (`MAX_RATE`).
+    /// Throttle the server's send rate, in kB/s (`MAX_RATE`). The server then sends its
+    /// archives uncompressed, so the rate bounds what it reads from its disks.
     pub max_rate_kbps: Option<u32>,
     /// Accept a server whose system identifier differs from the deployment's (the
     /// cluster was re-created, e.g. by pg_upgrade). Without it such a backup fails with
@@ -302,17 +303,25 @@ fn base_backup_options(
         wait_for_archive: false,
         // The server sends its archives lz4-compressed: a ninth of the bytes on the
         // connection at pgbench scale 1000, and less CPU for the server's sender than
-        // the plain stream (docs/ARCHITECTURE.md, "Backup stream").
-        compression: ServerCompression::Lz4,
+        // the plain stream (docs/ARCHITECTURE.md, bird's-eye view). Not with a rate
+        // limit: the server applies MAX_RATE to what it sends, so compressed it would
+        // read about nine times the rate from its disks.
+        compression: if opts.max_rate_kbps.is_some() {
+            ServerCompression::None
+        } else {
+            ServerCompression::Lz4
+        },
     }
 }
 
-/// Whether the server refused `BASE_BACKUP`'s `COMPRESSION` option (a build without lz4
-/// says "this build does not support compression with LZ4", SQLSTATE 42601; a server
-/// that cannot compress at all, 0A000), not the backup itself.
+/// Whether the server refused `BASE_BACKUP`'s options, as a build without lz4 refuses
+/// `COMPRESSION 'lz4'`: SQLSTATE 42601, "invalid compression specification: this build
+/// does not support compression with LZ4" (in the server's `lc_messages`, so the text is
+/// not matched). The server parses the options before anything else, and every other
+/// option we send is one it accepts, so the retry without compression either starts or
+/// reports what else the server refuses.
 fn refuses_compression(e: &Error) -> bool {
-    matches!(e.sqlstate(), Some("42601" | "0A000"))
-        && e.to_string().to_ascii_lowercase().contains("compression")
+    e.sqlstate() == Some("42601")
 }
 
 /// The parent backup's files, for hints and reuse by position.
@@ -668,8 +677,9 @@ impl Received {
 
 /// `chunk` as `Bytes`: a slice sharing `data`'s buffer when the chunker cut it straight
 /// from `data` (most pages), else a copy (pieces it gathered across calls). Saves copying
-/// every byte of the backup once more; a shared chunk keeps its block of the stream
-/// (at most 256 KiB) alive only until the writer has compressed it.
+/// every byte of the backup once more. The writer holds no chunk past `add` (it copies a
+/// new chunk into its frame), so a shared slice keeps the stream's buffer alive no longer
+/// than `data` itself.
 fn share_or_copy(data: &Bytes, chunk: &[u8]) -> Bytes {
     let start = data.as_ptr() as usize;
     let at = chunk.as_ptr() as usize;
@@ -900,4 +910,44 @@ pub(crate) async fn check_system_identifier_with(
     .with_suggestion(
         "check the connection points at the right cluster; to keep another cluster use another deployment name; if this cluster was re-created (pg_upgrade, restored from elsewhere), allow the change with --allow-system-id-change (REST API: allow_system_id_change)",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archives_come_lz4_compressed_unless_the_rate_is_limited() {
+        let mut opts = BackupOptions::new("main");
+        let bb = base_backup_options(&opts, "20261206T120000Z", false);
+        assert_eq!(bb.compression, ServerCompression::Lz4);
+        assert!(bb.to_command().unwrap().contains("COMPRESSION 'lz4'"));
+        opts.max_rate_kbps = Some(1024);
+        let bb = base_backup_options(&opts, "20261206T120000Z", true);
+        assert_eq!(bb.compression, ServerCompression::None);
+        let cmd = bb.to_command().unwrap();
+        assert!(
+            cmd.contains("MAX_RATE 1024") && !cmd.contains("COMPRESSION"),
+            "{cmd}"
+        );
+        assert!(bb.incremental && bb.label.contains("main 20261206T120000Z"));
+    }
+
+    #[test]
+    fn a_chunk_cut_from_the_data_shares_it_and_another_is_copied() {
+        let data = Bytes::from((0..=255u8).cycle().take(20_000).collect::<Vec<u8>>());
+        let inside = share_or_copy(&data, &data[8192..16384]);
+        assert_eq!(inside, data.slice(8192..16384));
+        assert_eq!(inside.as_ptr(), data[8192..].as_ptr(), "not shared");
+        let gathered = data[100..300].to_vec();
+        let copied = share_or_copy(&data, &gathered);
+        assert_eq!(copied, gathered);
+        assert_ne!(copied.as_ptr(), gathered.as_ptr());
+        // Starting inside a piece of `data` but running past its end: copied.
+        let head = data.slice(..10_000);
+        let straddling = share_or_copy(&head, &data[9_000..11_000]);
+        assert_eq!(straddling, data.slice(9_000..11_000));
+        assert_ne!(straddling.as_ptr(), data[9_000..].as_ptr());
+        assert_eq!(share_or_copy(&data, &[]), Bytes::new());
+    }
 }

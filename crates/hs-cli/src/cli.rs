@@ -303,7 +303,8 @@ pub struct BackupArgs {
     /// Wait for the next scheduled checkpoint instead of requesting an immediate one.
     #[arg(long)]
     pub spread_checkpoint: bool,
-    /// Limit the server's send rate, in kB/s (32..1048576).
+    /// Limit the server's send rate, in kB/s (32..1048576); the server then sends its
+    /// archives uncompressed, so the rate bounds what it reads.
     #[arg(long, value_parser = clap::value_parser!(u32).range(32..=1_048_576))]
     pub max_rate: Option<u32>,
     /// Accept a server whose system identifier differs from the deployment's.

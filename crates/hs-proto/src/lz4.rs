@@ -187,7 +187,8 @@ impl Lz4FrameDecoder {
         if flags & FLAG_CONTENT_SIZE != 0 {
             let mut size = [0u8; 8];
             size.copy_from_slice(&self.input[6..14]);
-            self.content_size = Some(u64::from_le_bytes(size));
+            // 0 means "unknown", as lz4's own decoder reads it.
+            self.content_size = Some(u64::from_le_bytes(size)).filter(|&n| n != 0);
         }
         self.flags = flags;
         if flags & FLAG_CONTENT_CHECKSUM != 0 {
@@ -358,6 +359,27 @@ mod tests {
                 assert_eq!(out, plain);
             }
         }
+    }
+
+    #[test]
+    fn a_linked_block_copies_from_a_stored_one() {
+        // Random bytes fill one block, stored uncompressed; the next block repeats most of
+        // them (from 1000 bytes in: a copy reaches back at most 65535 bytes), which the
+        // encoder writes as a copy from the window: the stored block must be in it.
+        let random = sample(5)[3][..64 << 10].to_vec();
+        let pieces = [random.clone(), random[1000..].to_vec()];
+        let info = FrameInfo::new()
+            .block_mode(BlockMode::Linked)
+            .block_size(BlockSize::Max64KB);
+        let frame = encode(&pieces, info);
+        assert!(
+            frame.len() < (64 << 10) + (8 << 10),
+            "the second block was not written as a copy: {} bytes",
+            frame.len()
+        );
+        let (out, done) = decode(&frame, 5000).unwrap();
+        assert!(done);
+        assert_eq!(out, pieces.concat());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Data flow: [`ChunkWriter::add`] hashes the chunk on the caller's task and
 //! drops it if it is already stored (see "Deduplication" below); new chunks
 //! are grouped into frames (consecutive new chunks, up to [`FRAME_BYTES`] of
-//! plaintext). Each worker thread has a lane: a bounded queue (backpressure)
+//! plaintext), copied into the frame's buffer as they come, so `add` keeps no
+//! reference to the caller's bytes (frame buffers go back and forth between the
+//! caller and the workers, at most [`SPARE_FRAMES`] kept idle). Each worker thread has a lane: a bounded queue (backpressure)
 //! and the pack it fills. Frames go to the lanes in turn; the caller decides
 //! which pack each frame goes into (a random pack id, chosen when the lane
 //! starts a pack), so every reference `add` returns names its pack at once.
@@ -12,7 +14,7 @@
 //! did not compress), reach `pack_target_size`: packs stay at or just
 //! under the target whatever the data's compressibility. A worker
 //! compresses a frame's chunks together as one zstd frame (reusing one zstd
-//! context and its buffers), seals it as one blob, and appends it to the pack;
+//! context and its output buffer), seals it as one blob, and appends it to the pack;
 //! a full pack is sealed and handed to an
 //! uploader task. Sealed packs not yet stored (handed over or uploading) are at
 //! most [`UPLOAD_BYTES_IN_FLIGHT`] bytes' worth of target-size packs, and at
@@ -106,10 +108,16 @@ pub struct WriteStats {
     pub packs: u64,
 }
 
-struct Job {
-    id: ChunkId,
-    data: Bytes,
+/// The new chunks of one frame: their bytes back to back (copied in by `add`, so a
+/// chunk's own buffer is free as soon as `add` returns) and their ids and lengths.
+struct Frame {
+    raw: Vec<u8>,
+    chunks: Vec<(ChunkId, u32)>,
 }
+
+/// Frame buffers kept for reuse (each about [`FRAME_BYTES`]): a worker hands back the
+/// buffer of the frame it sealed, the caller fills it with the next frame.
+const SPARE_FRAMES: usize = 4;
 
 /// What a writer deduplicates against besides the hints (see the module docs).
 #[derive(Default)]
@@ -219,7 +227,7 @@ impl Dedup {
 }
 
 enum LaneMsg {
-    Frame { pack: PackId, jobs: Vec<Job> },
+    Frame { pack: PackId, frame: Frame },
 }
 
 /// One worker's queue and the pack the caller is filling through it.
@@ -318,6 +326,8 @@ struct Shared {
     slots_used: Mutex<usize>,
     slot_freed: Condvar,
     slots_max: AtomicUsize,
+    /// Emptied frame buffers, at most [`SPARE_FRAMES`].
+    spare_frames: Mutex<Vec<Vec<u8>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -331,6 +341,28 @@ impl Shared {
             *g = Some(e);
         }
         self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// An empty frame, its buffer reused when one is spare.
+    fn frame(&self) -> Frame {
+        let raw = lock(&self.spare_frames)
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(FRAME_BYTES));
+        Frame {
+            raw,
+            chunks: Vec::with_capacity(FRAME_JOBS),
+        }
+    }
+
+    /// Keeps `raw` for a later frame, unless enough are kept or one huge chunk grew it.
+    fn spare(&self, mut raw: Vec<u8>) {
+        if raw.capacity() <= 2 * FRAME_BYTES {
+            let mut spare = lock(&self.spare_frames);
+            if spare.len() < SPARE_FRAMES {
+                raw.clear();
+                spare.push(raw);
+            }
+        }
     }
 
     fn error(&self) -> Error {
@@ -352,8 +384,7 @@ pub struct ChunkWriter {
     dedup: Dedup,
     lanes: Vec<Lane>,
     next_lane: usize,
-    batch: Vec<Job>,
-    batch_bytes: usize,
+    batch: Frame,
     /// The lane the current batch goes to.
     batch_lane: usize,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -407,8 +438,7 @@ impl ChunkWriter {
             dedup,
             lanes,
             next_lane: 0,
-            batch: Vec::with_capacity(FRAME_JOBS),
-            batch_bytes: 0,
+            batch: shared.frame(),
             batch_lane: 0,
             workers,
             uploader: Some(uploader),
@@ -462,11 +492,11 @@ impl ChunkWriter {
         }
         self.stats.new_chunks += 1;
         self.stats.new_logical_bytes += u64::from(len);
-        if !self.batch.is_empty() && self.batch_bytes + data.len() > FRAME_BYTES {
+        if !self.batch.chunks.is_empty() && self.batch.raw.len() + data.len() > FRAME_BYTES {
             // Frames stay at most FRAME_BYTES unless one chunk is larger.
             self.flush_batch().await?;
         }
-        if self.batch.is_empty() {
+        if self.batch.chunks.is_empty() {
             self.batch_lane = self.next_lane;
             self.next_lane = (self.next_lane + 1) % self.lanes.len().max(1);
         }
@@ -474,10 +504,10 @@ impl ChunkWriter {
             return Err(self.shared.error());
         };
         let pack = lane.pack;
-        self.batch_bytes += data.len();
-        self.batch.push(Job { id, data });
+        self.batch.raw.extend_from_slice(&data);
+        self.batch.chunks.push((id, len));
         self.dedup.remember(id, pack);
-        if self.batch.len() >= FRAME_JOBS || self.batch_bytes >= FRAME_BYTES {
+        if self.batch.chunks.len() >= FRAME_JOBS || self.batch.raw.len() >= FRAME_BYTES {
             self.flush_batch().await?;
         }
         Ok(ChunkRef {
@@ -510,11 +540,11 @@ impl ChunkWriter {
     }
 
     async fn flush_batch(&mut self) -> Result<()> {
-        if self.batch.is_empty() {
+        if self.batch.chunks.is_empty() {
             return Ok(());
         }
-        let jobs = std::mem::replace(&mut self.batch, Vec::with_capacity(FRAME_JOBS));
-        let bytes = std::mem::take(&mut self.batch_bytes) as u64;
+        let frame = std::mem::replace(&mut self.batch, self.shared.frame());
+        let bytes = frame.raw.len() as u64;
         let target = self.repo.pack_target_size().max(1);
         let Some(lane) = self.lanes.get_mut(self.batch_lane) else {
             return Err(self.shared.error());
@@ -529,7 +559,7 @@ impl ChunkWriter {
         let Some(tx) = &lane.tx else {
             return Err(self.shared.error());
         };
-        if tx.send(LaneMsg::Frame { pack, jobs }).await.is_err() {
+        if tx.send(LaneMsg::Frame { pack, frame }).await.is_err() {
             return Err(self.shared.error());
         }
         Ok(())
@@ -628,12 +658,10 @@ fn worker(
         Err(e) => return shared.fail(e),
     };
     let cap = target + target / 16 + (2 << 20);
-    let mut raw = Vec::new();
     let mut cbuf = Vec::new();
-    let mut chunks: Vec<(ChunkId, u32)> = Vec::with_capacity(FRAME_JOBS);
     let mut pack: Option<PackBuilder> = None;
     let master = &repo.inner.master;
-    while let Some(LaneMsg::Frame { pack: id, jobs }) = rx.blocking_recv() {
+    while let Some(LaneMsg::Frame { pack: id, frame }) = rx.blocking_recv() {
         if shared.cancelled.load(Ordering::Relaxed) || shared.failed.load(Ordering::Relaxed) {
             continue; // keep receiving (and dropping) so senders are released
         }
@@ -644,14 +672,8 @@ fn worker(
             }
         }
         let builder = pack.get_or_insert_with(|| PackBuilder::with_id(cap, id.0));
-        // One frame: the batch's chunks concatenated, compressed together.
-        raw.clear();
-        chunks.clear();
-        for job in &jobs {
-            raw.extend_from_slice(&job.data);
-            chunks.push((job.id, job.data.len() as u32));
-        }
-        drop(jobs);
+        // One frame: the batch's chunks, back to back, compressed together.
+        let Frame { raw, chunks } = frame;
         let compressed = comp.compress_if_smaller(&raw, &mut cbuf);
         let payload: &[u8] = if compressed { &cbuf } else { &raw };
         let sealed = master.seal(Domain::Chunk, payload);
@@ -667,14 +689,14 @@ fn worker(
             d.plain += raw.len() as u64;
             d.sealed += sealed.len() as u64;
         }
-        if let Err(e) = builder.add_frame(&sealed, compressed, &chunks) {
-            shared.fail(e);
-            continue;
-        }
-        if raw.capacity() > 4 * FRAME_BYTES {
-            // One huge chunk passed through; do not keep its buffers.
-            raw = Vec::new();
+        let added = builder.add_frame(&sealed, compressed, &chunks);
+        if cbuf.capacity() > 4 * FRAME_BYTES {
+            // One huge chunk passed through; do not keep its buffer.
             cbuf = Vec::new();
+        }
+        shared.spare(raw);
+        if let Err(e) = added {
+            shared.fail(e);
         }
     }
     if let Some(p) = pack {
