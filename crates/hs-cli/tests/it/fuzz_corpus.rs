@@ -9,7 +9,10 @@
 //! `pg_basebackup -Ft` archives, WAL segments of a real cluster, packs and index objects
 //! built by hs-chunk, and a manifest of a real backup. Seeds of older formats, still read,
 //! keep a `-v1` suffix: those of packs and index objects come from the generator, the
-//! manifest and list chunk `-v1` files are the seeds an earlier generator wrote.
+//! manifest and list chunk `-v1` files are the seeds an earlier generator wrote. The
+//! `backup` session (`session0-*`) is lz4-compressed since the server compresses its
+//! archives; `session0-plain-*` are the plain stream (a server without lz4, `--max-rate`),
+//! as an earlier generator recorded it.
 
 use std::path::{Path, PathBuf};
 
