@@ -681,10 +681,9 @@ impl Received {
 /// new chunk into its frame), so a shared slice keeps the stream's buffer alive no longer
 /// than `data` itself.
 fn share_or_copy(data: &Bytes, chunk: &[u8]) -> Bytes {
-    let start = data.as_ptr() as usize;
-    let at = chunk.as_ptr() as usize;
+    let (start, at) = (data.as_ptr() as usize, chunk.as_ptr() as usize);
     if at >= start && at + chunk.len() <= start + data.len() {
-        data.slice(at - start..at - start + chunk.len())
+        data.slice_ref(chunk)
     } else {
         Bytes::copy_from_slice(chunk)
     }

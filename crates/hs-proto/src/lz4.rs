@@ -279,7 +279,13 @@ fn invalid(what: impl std::fmt::Display) -> crate::error::Error {
     crate::error::protocol(format!(
         "the server's lz4-compressed archive is not a valid LZ4 frame: {what}"
     ))
+    .with_suggestion(UNCOMPRESSED_HINT)
 }
+
+/// What to do when a compressed archive is damaged in transit or not what PostgreSQL
+/// sends: `backup --max-rate` asks for the plain stream.
+pub(crate) const UNCOMPRESSED_HINT: &str = "retry the backup; if it fails the same way, take it \
+     with `--max-rate` (the server then sends its archives uncompressed) and report the error";
 
 #[cfg(test)]
 mod tests {

@@ -5,8 +5,8 @@
 //! are grouped into frames (consecutive new chunks, up to [`FRAME_BYTES`] of
 //! plaintext), copied into the frame's buffer as they come, so `add` keeps no
 //! reference to the caller's bytes (frame buffers go back and forth between the
-//! caller and the workers, at most [`SPARE_FRAMES`] kept idle). Each worker thread has a lane: a bounded queue (backpressure)
-//! and the pack it fills. Frames go to the lanes in turn; the caller decides
+//! caller and the workers, at most [`SPARE_FRAMES`] kept idle). Each worker
+//! thread has a lane: a bounded queue (backpressure) and the pack it fills. Frames go to the lanes in turn; the caller decides
 //! which pack each frame goes into (a random pack id, chosen when the lane
 //! starts a pack), so every reference `add` returns names its pack at once.
 //! A lane starts a new pack once the frames its worker sealed into the

@@ -249,7 +249,8 @@ impl BackupMachine {
                     code::PROTOCOL_TAR_INVALID,
                     "an lz4-compressed archive in the base backup stream ended before its \
                      LZ4 frame did",
-                ));
+                )
+                .with_suggestion(crate::lz4::UNCOMPRESSED_HINT));
             }
         }
         if self.target == Target::Archive && !self.tar_done {
@@ -271,11 +272,7 @@ impl BackupMachine {
         if let Some(e) = self.queue.pop_front() {
             return Ok(Some(e));
         }
-        while self.target == Target::Archive {
-            self.decode()?;
-            if self.tar_done {
-                break;
-            }
+        while self.target == Target::Archive && !self.tar_done {
             if let Some(ev) = self.tar.next_event(&mut self.pending)? {
                 return Ok(Some(match ev {
                     TarEvent::Entry(h) => BackupEvent::Entry(h),
@@ -289,33 +286,24 @@ impl BackupMachine {
                     }
                 }));
             }
-            // Go on only if the parser took all of `pending` and the frame holds another
-            // whole block.
-            if !self.pending.is_empty() {
-                break;
+            // The parser took all of `pending`: with lz4, go on with the frame's next
+            // whole block, if it holds one.
+            match self.decoder.as_mut() {
+                Some(d) if self.pending.is_empty() => match d.next_block()? {
+                    Some(block) => self.pending = block,
+                    None => break,
+                },
+                _ => break,
             }
-            self.decode()?;
-            if self.pending.is_empty() {
-                break;
+        }
+        // After the tar end marker, the rest of the frame (padding) is decoded only to
+        // check it; `end_archive` then requires the frame's end.
+        if self.tar_done {
+            if let Some(d) = self.decoder.as_mut() {
+                while d.next_block()?.is_some() {}
             }
         }
         Ok(None)
-    }
-
-    /// With lz4, refills `pending` from the frame once the tar parser consumed it; after
-    /// the tar end marker, decodes the rest of the frame (padding) only to check it.
-    fn decode(&mut self) -> Result<()> {
-        let Some(d) = self.decoder.as_mut() else {
-            return Ok(());
-        };
-        while self.tar_done || self.pending.is_empty() {
-            match d.next_block()? {
-                Some(b) if self.tar_done => drop(b),
-                Some(b) => self.pending = b,
-                None => break,
-            }
-        }
-        Ok(())
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -435,6 +423,7 @@ impl BackupMachine {
                         crate::error::protocol(format!(
                             "the server named an archive {name:?}, not *.lz4, when asked for lz4"
                         ))
+                        .with_suggestion(crate::lz4::UNCOMPRESSED_HINT)
                     })?;
                     name = plain.to_string();
                 }
@@ -1005,10 +994,13 @@ mod tests {
         let e = run_with(ServerCompression::Lz4, cut).unwrap_err();
         assert_eq!(e.code(), "protocol.tar_invalid");
         assert!(e.to_string().contains("LZ4 frame"), "{e}");
+        assert!(e.suggestion().is_some_and(|s| s.contains("--max-rate")), "{e:?}");
         // A plain archive where lz4 was asked for.
         let plain = server_stream_with(&tar, &[0u8; 1024], 700, ".lz4");
         let e = run_with(ServerCompression::Lz4, plain).unwrap_err();
         assert!(e.to_string().contains("LZ4 frame magic"), "{e}");
+        assert_eq!(e.code(), "protocol.unexpected_message");
+        assert!(e.suggestion().is_some_and(|s| s.contains("--max-rate")), "{e:?}");
         // An archive not named *.lz4.
         let unnamed = server_stream_with(&frame, &lz4_frame(&[0u8; 1024]), 700, "");
         let e = run_with(ServerCompression::Lz4, unnamed).unwrap_err();
