@@ -994,13 +994,19 @@ mod tests {
         let e = run_with(ServerCompression::Lz4, cut).unwrap_err();
         assert_eq!(e.code(), "protocol.tar_invalid");
         assert!(e.to_string().contains("LZ4 frame"), "{e}");
-        assert!(e.suggestion().is_some_and(|s| s.contains("--max-rate")), "{e:?}");
+        assert!(
+            e.suggestion().is_some_and(|s| s.contains("--max-rate")),
+            "{e:?}"
+        );
         // A plain archive where lz4 was asked for.
         let plain = server_stream_with(&tar, &[0u8; 1024], 700, ".lz4");
         let e = run_with(ServerCompression::Lz4, plain).unwrap_err();
         assert!(e.to_string().contains("LZ4 frame magic"), "{e}");
         assert_eq!(e.code(), "protocol.unexpected_message");
-        assert!(e.suggestion().is_some_and(|s| s.contains("--max-rate")), "{e:?}");
+        assert!(
+            e.suggestion().is_some_and(|s| s.contains("--max-rate")),
+            "{e:?}"
+        );
         // An archive not named *.lz4.
         let unnamed = server_stream_with(&frame, &lz4_frame(&[0u8; 1024]), 700, "");
         let e = run_with(ServerCompression::Lz4, unnamed).unwrap_err();
