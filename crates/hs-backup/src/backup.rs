@@ -19,6 +19,7 @@ use hs_repo::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::incremental::{self, FullEntry, IncrementalFile, ParentFile};
 use crate::names::{backup_id_for, rfc3339, validate_deployment};
+use crate::sent::{self, Sent};
 
 /// What to back up and how.
 #[derive(Debug, Clone)]
@@ -75,6 +76,11 @@ impl Progress for NoProgress {}
 pub struct BackupSummary {
     /// The manifest as written to the repository.
     pub manifest: BackupManifest,
+    /// Files whose size and CRC-32C, computed from the bytes as they arrived, matched
+    /// the server's `backup_manifest` (every file the manifest lists arrived, or the
+    /// backup fails with `verify.received_checksum_mismatch`). The WAL segments the
+    /// backup carries are not listed there and not counted here.
+    pub files_checked: u64,
 }
 
 struct OpenFile {
@@ -87,6 +93,10 @@ struct OpenFile {
     /// `backup_label` of an incremental backup, held until complete (its
     /// `INCREMENTAL FROM` lines are dropped before it is stored).
     label: Option<Vec<u8>>,
+    /// Bytes of the member received so far, and the CRC-32C register over them: what
+    /// [`sent::check`] compares with the server's `backup_manifest`.
+    sent_size: u64,
+    sent_crc: u32,
 }
 
 /// Decoded-frame cache of the reader of the parent backup's list chunks.
@@ -258,7 +268,7 @@ async fn backup_leased(
     drop(received.parent.take());
     let stats = writer.finish().await?;
     progress.dedup(stats.logical_bytes, stats.stored_bytes);
-    let manifest = received.into_manifest(BackupManifest {
+    let (manifest, checked) = received.into_manifest(BackupManifest {
         format: hs_repo::MANIFEST_FORMAT,
         backup_id,
         deployment: opts.deployment.clone(),
@@ -281,7 +291,11 @@ async fn backup_leased(
         incremental: None,
     })?;
     lease.check()?;
-    put_manifest_numbered(repo, manifest, started).await
+    let manifest = put_manifest_numbered(repo, manifest, started).await?;
+    Ok(BackupSummary {
+        manifest,
+        files_checked: checked.crc_checked + checked.size_only,
+    })
 }
 
 /// `BASE_BACKUP`'s options for a backup with `opts` (`incremental`: against the parent).
@@ -425,7 +439,7 @@ async fn put_manifest_numbered(
     repo: &Repository,
     mut manifest: BackupManifest,
     started: time::OffsetDateTime,
-) -> Result<BackupSummary> {
+) -> Result<BackupManifest> {
     let mut n = 1;
     loop {
         match repo.put_manifest(&manifest).await {
@@ -436,7 +450,7 @@ async fn put_manifest_numbered(
             other => break other?,
         }
     }
-    Ok(BackupSummary { manifest })
+    Ok(manifest)
 }
 
 /// What the `BASE_BACKUP` stream delivered so far, with every file's chunks stored.
@@ -450,6 +464,8 @@ struct Received {
     tablespace_locations: Vec<(Option<u32>, Option<String>)>,
     pending: Vec<Bytes>,
     logical: u64,
+    /// Every regular file's size and CRC-32C as received, in order.
+    sent: Vec<Sent>,
     parent: Option<ParentFiles>,
     /// Set for an incremental backup.
     incremental: Option<Incremental>,
@@ -481,6 +497,7 @@ impl Received {
             tablespace_locations: Vec::new(),
             pending: Vec::new(),
             logical: 0,
+            sent: Vec::new(),
             parent,
             incremental: None,
         }
@@ -529,6 +546,8 @@ impl Received {
                     .current
                     .as_mut()
                     .ok_or_else(|| stream_error("file data outside a file"))?;
+                f.sent_size += data.len() as u64;
+                f.sent_crc = hs_pg::crc32c_update(f.sent_crc, &data);
                 if f.incremental.is_some() || f.label.is_some() {
                     self.logical += data.len() as u64;
                     progress.advance(data.len() as u64);
@@ -587,6 +606,8 @@ impl Received {
             parent,
             incremental: None,
             label: None,
+            sent_size: 0,
+            sent_crc: !0,
         };
         if f.chunker.is_some() {
             self.open_incremental(&mut f).await?;
@@ -653,6 +674,7 @@ impl Received {
             chunker.finish(&mut |c| pending.push(Bytes::copy_from_slice(c)));
             store_pending(pending, writer, &mut f).await?;
         }
+        let incremental_member = f.incremental.is_some();
         self.end_incremental(&mut f, writer).await?;
         let stored: u64 = f.entry.chunks.iter().map(|c| u64::from(c.len)).sum();
         if matches!(f.entry.kind, FileKind::File) && stored != f.entry.size {
@@ -670,6 +692,13 @@ impl Received {
             .as_ref()
             .and_then(|p| p.file(&archive.name, &f.entry.path));
         writer.store_chunk_list_hinted(&mut f.entry, parent).await?;
+        if f.entry.kind == FileKind::File {
+            self.sent.push(Sent {
+                size: f.sent_size,
+                crc: !f.sent_crc,
+                incremental_member,
+            });
+        }
         archive.files.push(f.entry);
         Ok(())
     }
@@ -710,8 +739,9 @@ async fn store_pending(
 impl Received {
     /// Completes `m` (identity, times and the writer's counts filled in) with what the
     /// stream delivered: positions, archives, PostgreSQL's manifest (for an incremental
-    /// backup, rewritten to describe the full files) and the sizes.
-    fn into_manifest(self, mut m: BackupManifest) -> Result<BackupManifest> {
+    /// backup, rewritten to describe the full files) and the sizes, once every file as
+    /// received is checked against the server's manifest ([`sent::check`]).
+    fn into_manifest(self, mut m: BackupManifest) -> Result<(BackupManifest, sent::SentCheck)> {
         let start_lsn = self
             .start_lsn
             .ok_or_else(|| stream_error("no start position"))?;
@@ -721,6 +751,13 @@ impl Received {
             .ok_or_else(|| stream_error("no backup_manifest"))?;
         let mut pg_backup_manifest = String::from_utf8(pg_manifest.to_vec())
             .map_err(|_| stream_error("backup_manifest is not UTF-8"))?;
+        let checked = sent::check(&pg_backup_manifest, &self.archives, &self.sent)?;
+        tracing::info!(
+            "checked the files as received against the server's backup_manifest: {} by size and CRC-32C, {} by size only; {} WAL files (not listed there)",
+            checked.crc_checked,
+            checked.size_only,
+            checked.wal
+        );
         if let Some(inc) = self.incremental {
             pg_backup_manifest =
                 incremental::full_files_manifest(&pg_backup_manifest, &inc.changed)?;
@@ -743,7 +780,7 @@ impl Received {
         m.timeline = timeline.0;
         m.archives = self.archives;
         m.pg_backup_manifest = pg_backup_manifest;
-        Ok(m)
+        Ok((m, checked))
     }
 
     /// The end of an `INCREMENTAL.*` member or of the held `backup_label`: the full
@@ -760,7 +797,7 @@ impl Received {
                     file.full_path, f.entry.size, done.member_size
                 )));
             }
-            let member = archive.pg_path(&incremental_member(&f.entry.path));
+            let member = archive.pg_path(&incremental::member_of(&f.entry.path));
             f.entry.chunks = std::mem::take(&mut file.chunks);
             f.entry.size = done.size;
             inc.files += 1;
@@ -790,14 +827,6 @@ impl Received {
             );
         }
         Ok(())
-    }
-}
-
-/// `dir/INCREMENTAL.name` for `dir/name`.
-fn incremental_member(full: &str) -> String {
-    match full.rsplit_once('/') {
-        Some((d, n)) => format!("{d}/INCREMENTAL.{n}"),
-        None => format!("INCREMENTAL.{full}"),
     }
 }
 

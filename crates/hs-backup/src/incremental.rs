@@ -366,12 +366,21 @@ fn checksummed_part(text: &str) -> Option<&str> {
     Some(&text[..=cut])
 }
 
-fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(data)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// `dir/INCREMENTAL.name` for `dir/name`: the member the server sends in place of a
+/// relation file it sends only the changed blocks of.
+pub(crate) fn member_of(full: &str) -> String {
+    match full.rsplit_once('/') {
+        Some((d, n)) => format!("{d}/INCREMENTAL.{n}"),
+        None => format!("INCREMENTAL.{full}"),
+    }
 }
 
 /// Checks a manifest's `Manifest-Checksum` line against its content.
@@ -475,7 +484,7 @@ pub(crate) fn full_files_manifest(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn header(blocks: &[u32], truncation: u32) -> Vec<u8> {
@@ -652,7 +661,8 @@ mod tests {
         );
     }
 
-    fn manifest_with(files: &[(&str, u64, u32)]) -> String {
+    /// A `backup_manifest` as the server writes it, with a correct checksum.
+    pub(crate) fn manifest_with(files: &[(&str, u64, u32)]) -> String {
         let mut m = String::from(
             "{ \"PostgreSQL-Backup-Manifest-Version\": 2,\n\"System-Identifier\": 7,\n\"Files\": [\n",
         );

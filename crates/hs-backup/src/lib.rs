@@ -22,6 +22,7 @@ mod incremental;
 mod metrics;
 mod names;
 mod preflight;
+mod sent;
 mod stream;
 
 pub use backup::{

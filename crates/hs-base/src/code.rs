@@ -457,6 +457,8 @@ pub const VERIFY_PACK_UNINDEXED: Code = Code("verify.pack_unindexed");
 pub const VERIFY_PG_VERIFYBACKUP_FAILED: Code = Code("verify.pg_verifybackup_failed");
 /// `verify.quarantine_record_invalid`
 pub const VERIFY_QUARANTINE_RECORD_INVALID: Code = Code("verify.quarantine_record_invalid");
+/// `verify.received_checksum_mismatch`
+pub const VERIFY_RECEIVED_CHECKSUM_MISMATCH: Code = Code("verify.received_checksum_mismatch");
 /// `verify.restored_checksum_mismatch`
 pub const VERIFY_RESTORED_CHECKSUM_MISMATCH: Code = Code("verify.restored_checksum_mismatch");
 /// `verify.signature_invalid`

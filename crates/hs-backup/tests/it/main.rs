@@ -6,6 +6,8 @@ mod compression;
 mod lease;
 mod name_props;
 mod preflight;
+mod proxy;
+mod received;
 mod stream;
 mod support;
 mod sysid;

@@ -180,7 +180,8 @@ async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
     if done.is_err() {
         hs_backup::Progress::finish(&bar);
     }
-    let m = done?.manifest;
+    let done = done?;
+    let (m, files_checked) = (done.manifest, done.files_checked);
     let secs = started.elapsed().as_secs_f64();
     let s = &m.stats;
     let kind = match &m.incremental {
@@ -193,7 +194,7 @@ async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
         None => "full".to_owned(),
     };
     let human = format!(
-        "Backup {id} of {dep} done in {took} ({kind})\n  start LSN {start}, stop LSN {stop}, timeline {tli}\n  {files} files, {logical} read at {rate}, {stored} new in the repository ({reused} of its chunks reused)\n",
+        "Backup {id} of {dep} done in {took} ({kind})\n  start LSN {start}, stop LSN {stop}, timeline {tli}\n  {files} files, {logical} read at {rate}, {stored} new in the repository ({reused} of its chunks reused)\n  {files_checked} files checked as received against the server's backup_manifest\n",
         id = m.backup_id,
         dep = m.deployment,
         took = list::human_duration(secs),
@@ -224,6 +225,7 @@ async fn backup(g: &GlobalArgs, a: crate::cli::BackupArgs) -> Result<Output> {
             "chunks": s.chunks,
             "new_chunks": s.new_chunks,
             "sent_bytes": s.sent_bytes,
+            "files_checked": files_checked,
             "incremental_from": m.incremental.as_ref().map(|i| &i.parent_backup_id),
             "incremental_files": m.incremental.as_ref().map(|i| i.incremental_files),
             "reused_percent": list::reused_percent(s.chunks, s.new_chunks),
