@@ -273,6 +273,26 @@ pub async fn restore_until(
     summary
 }
 
+/// Removes the control file a failed restore wrote (or began to write), so that the
+/// directory cannot be started; a removal that fails is logged, next to the error the
+/// restore reports.
+fn remove_control_file(target: &Path) {
+    let path = target.join(CONTROL_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                let _ = sync_path(dir);
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            "could not remove {} after the restore failed ({e}): remove it before anyone \
+             starts this directory",
+            path.display()
+        ),
+    }
+}
+
 /// A restore stopped by `what`.
 fn aborted(opts: &RestoreOptions, what: &str) -> Error {
     Error::of_kind(
@@ -350,20 +370,31 @@ async fn restore_leased(
     // Every file synced at the end, then the control file, then the directories.
     sync_paths(&files).await?;
     phase(started, "files synced");
-    let (control_written, checks) =
-        write_control(&reader, &manifest, opts, control, progress, checks).await?;
+    // From here on the directory has a control file: a failure removes it, so that a
+    // directory whose control file, or any file, did not read or verify cannot be
+    // started (a damaged chunk of pg_control itself left it behind, zero-filled).
+    let last_steps = async {
+        let (control_written, checks) =
+            write_control(&reader, &manifest, opts, control, progress, checks).await?;
+        let manifest_path = opts.target.join(PG_MANIFEST_FILE);
+        write_new_file(&manifest_path, manifest.pg_backup_manifest.as_bytes())?;
+        for root in &roots {
+            sync_dirs(root)?;
+        }
+        progress.finish();
+        phase(started, "control file and directories synced");
+        let checked = verify_restored(opts, &manifest, checks.as_ref()).await?;
+        phase(started, "checked");
+        Ok::<_, Error>((control_written, checked))
+    };
+    let (control_written, (checksums_checked, read_back)) = match last_steps.await {
+        Ok(done) => done,
+        Err(e) => {
+            remove_control_file(&opts.target);
+            return Err(e);
+        }
+    };
     let written = written + control_written;
-
-    let manifest_path = opts.target.join(PG_MANIFEST_FILE);
-    write_new_file(&manifest_path, manifest.pg_backup_manifest.as_bytes())?;
-    for root in &roots {
-        sync_dirs(root)?;
-    }
-    progress.finish();
-    phase(started, "control file and directories synced");
-
-    let (checksums_checked, read_back) = verify_restored(opts, &manifest, checks.as_ref()).await?;
-    phase(started, "checked");
     let verified = read_back.is_some();
     // pg_verifybackup ignores recovery.signal, standby.signal and
     // postgresql.auto.conf, but writing them last means a directory that

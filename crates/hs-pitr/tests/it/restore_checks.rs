@@ -128,6 +128,48 @@ async fn a_file_that_differs_from_its_manifest_entry_is_refused_before_recovery_
 }
 
 #[tokio::test]
+async fn a_control_file_that_does_not_read_is_not_left_behind() {
+    // pg_control is created at its size before its chunks are read: a chunk that does
+    // not read (here: not in the repository at all) must not leave it there,
+    // zero-filled, in a directory someone could start.
+    let env = Env::new().await;
+    let id = "20261206T070050Z";
+    let relation = segment(8, 4 * 8192);
+    backup(&env, id, &relation, &relation).await;
+    let mut m = env.repo.load_manifest("main", id).await.unwrap();
+    let control = m.archives[0]
+        .files
+        .iter_mut()
+        .find(|f| f.path == "global/pg_control")
+        .unwrap();
+    control.chunks[0].id = hs_repo::ChunkId::from_bytes([0x5A; 16]);
+    control.chunks[0].pack = None;
+    let lost = "20261206T070051Z";
+    m.backup_id = lost.into();
+    env.repo.put_manifest(&m).await.unwrap();
+
+    for verify in [VerifyMode::Run, VerifyMode::Skip] {
+        let opts = options(&env, lost, &format!("r-{verify:?}"), verify);
+        let e = restore(&env.repo, &opts, &NoRestoreProgress)
+            .await
+            .unwrap_err();
+        assert!(
+            e.code().starts_with("notfound.") || e.code().starts_with("verify."),
+            "{e}"
+        );
+        assert!(
+            opts.target.join("base/5/16384").exists(),
+            "it failed at the end"
+        );
+        assert!(
+            !opts.target.join("global/pg_control").exists(),
+            "a failed restore left a pg_control ({e})"
+        );
+        assert!(!opts.target.join("recovery.signal").exists());
+    }
+}
+
+#[tokio::test]
 async fn a_size_that_differs_from_its_manifest_entry_is_refused() {
     let env = Env::new().await;
     let relation = segment(2, 3 * 8192);
@@ -166,6 +208,8 @@ async fn large_unaligned_chunks_are_written_in_batches_and_checked() {
         std::fs::read(run.target.join("base/5/16384")).unwrap(),
         data
     );
+    // It failed after the control file was written: that is removed again.
+    assert!(!run.target.join("global/pg_control").exists());
     let skip = options(&env, "20261206T070200Z", "r2", VerifyMode::Skip);
     restore(&env.repo, &skip, &NoRestoreProgress).await.unwrap();
     assert_eq!(
