@@ -218,9 +218,30 @@ impl std::io::Write for Counter {
 /// [`decompress`] into `out` (cleared first), reusing its allocation: readers that
 /// decode many frames keep a few buffers instead of allocating one per frame.
 pub fn decompress_into(data: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result<()> {
+    decompress_at(data, max_len, out, 1).map(drop)
+}
+
+/// [`decompress_into`] with the result starting at an address that is a multiple of
+/// `align` (a power of two): returns where in `out` it starts (the bytes before it are
+/// zeros). A restore writes decoded pages straight from such a buffer with `O_DIRECT`,
+/// which needs aligned memory, instead of copying them into an aligned one.
+pub fn decompress_into_aligned(
+    data: &[u8],
+    max_len: usize,
+    out: &mut Vec<u8>,
+    align: usize,
+) -> Result<usize> {
+    decompress_at(data, max_len, out, align)
+}
+
+fn decompress_at(data: &[u8], max_len: usize, out: &mut Vec<u8>, align: usize) -> Result<usize> {
+    let align = align.max(1);
     let want = declared_len(data, max_len)?.unwrap_or(max_len);
     out.clear();
-    out.reserve_exact(want);
+    out.reserve_exact(want + (align - 1));
+    // The allocation does not move while zstd writes (it writes within the capacity),
+    // so the offset found now stays aligned.
+    let lead = out.as_ptr().align_offset(align).min(align - 1);
     let corrupt = |e: std::io::Error| {
         Error::of_kind(
             ErrorKind::Corrupt,
@@ -241,7 +262,9 @@ pub fn decompress_into(data: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result
             Some(d) => d,
             None => slot.insert(zstd::bulk::Decompressor::new().map_err(corrupt)?),
         };
-        let res = d.decompress_to_buffer(data, out).map(drop);
+        let mut at = std::io::Cursor::new(&mut *out);
+        at.set_position(lead as u64);
+        let res = d.decompress_to_buffer(data, &mut at).map(drop);
         if res.is_err() {
             // Not reused after a failure: the next frame starts from a fresh context.
             *slot = None;
@@ -250,14 +273,14 @@ pub fn decompress_into(data: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result
     })?;
     // zstd fills `out` up to its capacity, which a reused buffer may have above
     // `max_len`: a frame that does not declare its size is bounded only here.
-    if out.len() > max_len {
-        let n = out.len();
+    if out.len() - lead > max_len {
+        let n = out.len() - lead;
         out.clear();
         return Err(corrupt(std::io::Error::other(format!(
             "{n} bytes decompressed"
         ))));
     }
-    Ok(())
+    Ok(lead)
 }
 
 /// A reusable zstd compression context (one per worker thread).
@@ -404,6 +427,33 @@ mod tests {
         let mut out = Vec::with_capacity(1 << 16);
         let e = decompress_into(&c, 999, &mut out).unwrap_err();
         assert_eq!(e.code(), "verify.decompress_failed");
+    }
+
+    #[test]
+    fn aligned_decoding_starts_on_the_boundary_and_keeps_the_limit() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i / 700) as u8).collect();
+        let c = compress(&data, DEFAULT_LEVEL);
+        let undeclared = zstd::stream::encode_all(&data[..], DEFAULT_LEVEL).unwrap();
+        // A reused buffer, holding other data and of other sizes each time.
+        let mut out = vec![7u8; 5000];
+        for frame in [&c, &undeclared, &c] {
+            let at = decompress_into_aligned(frame, data.len(), &mut out, 4096).unwrap();
+            assert_eq!(out[at..].as_ptr().align_offset(4096), 0);
+            assert!(at < 4096);
+            assert!(out[..at].iter().all(|b| *b == 0));
+            assert_eq!(&out[at..], &data[..]);
+        }
+        // One byte over the limit: refused, whatever the alignment.
+        for frame in [&c, &undeclared] {
+            let e = decompress_into_aligned(frame, data.len() - 1, &mut out, 4096).unwrap_err();
+            assert_eq!(e.code(), "verify.decompress_failed");
+        }
+        // Alignment 1 is decompress_into.
+        assert_eq!(
+            decompress_into_aligned(&c, data.len(), &mut out, 1).unwrap(),
+            0
+        );
+        assert_eq!(out, data);
     }
 
     #[test]

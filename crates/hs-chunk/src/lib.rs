@@ -38,8 +38,8 @@ mod pack;
 
 pub use chunker::{Chunker, ChunkerConfig, FileClass};
 pub use compress::{
-    compress, compress_streamed, decompress, decompress_into, decompress_reader, Compressor,
-    FrameBuilder, DEFAULT_LEVEL,
+    compress, compress_streamed, decompress, decompress_into, decompress_into_aligned,
+    decompress_reader, Compressor, FrameBuilder, DEFAULT_LEVEL,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use id::ChunkId;

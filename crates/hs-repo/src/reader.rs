@@ -79,17 +79,23 @@ impl FramePool {
 }
 
 /// A decoded frame whose buffer returns to its reader's pool when dropped (the
-/// owner of the frame's `Bytes`, which the cache and the chunks read share).
+/// owner of the frame's `Bytes`, which the cache and the chunks read share). The
+/// frame is `buf[start..]`, which starts on a [`FRAME_ALIGN`] boundary.
 struct PooledFrame {
     buf: Vec<u8>,
+    start: usize,
     pool: Weak<Mutex<FramePool>>,
 }
 
 impl AsRef<[u8]> for PooledFrame {
     fn as_ref(&self) -> &[u8] {
-        &self.buf
+        &self.buf[self.start..]
     }
 }
+
+/// Decoded frames start at addresses that are multiples of this (4 KiB), so pages
+/// read with [`ChunkReader::read_in_frame`] can be written with `O_DIRECT` as they are.
+pub const FRAME_ALIGN: usize = 4096;
 
 impl Drop for PooledFrame {
     fn drop(&mut self) {
@@ -394,6 +400,17 @@ impl ChunkReader {
     /// frame, instead of copying them into a buffer of their own (a restore appends
     /// them to its write buffer).
     pub async fn read_with<T>(&self, r: &ChunkRef, f: impl FnOnce(&[u8]) -> T) -> Result<T> {
+        let (frame, range) = self.read_in_frame(r).await?;
+        Ok(f(&frame[range]))
+    }
+
+    /// [`ChunkReader::read`] without a copy: the decoded frame that holds `r`'s chunk
+    /// (kept in memory while the `Bytes` lives) and where in it the checked chunk is.
+    /// Consecutive chunks of one frame are then one run of memory (a restore writes
+    /// such runs as they are). A compressed frame starts on a [`FRAME_ALIGN`] boundary,
+    /// so a page at a multiple of 4 KiB in it is aligned too (a frame stored
+    /// uncompressed has no such guarantee).
+    pub async fn read_in_frame(&self, r: &ChunkRef) -> Result<(Bytes, std::ops::Range<usize>)> {
         let at = self.locate(r).await?;
         let (frame, range) = match self.read_at(r, &at).await {
             // The named pack's copy is damaged: read another copy if the index
@@ -406,7 +423,7 @@ impl ChunkReader {
             }
             other => other?,
         };
-        Ok(f(&frame[range]))
+        Ok((frame, range))
     }
 
     /// Where `r`'s chunk is: in the pack the reference names when that pack's
@@ -580,20 +597,25 @@ impl ChunkReader {
             .await?;
         let plain = inner.repo.inner.master.open(Domain::Chunk, &sealed)?;
         drop(sealed);
-        let data = if loc.compressed {
+        let (data, start) = if loc.compressed {
             let mut buf = lock(&inner.pool).take();
-            hs_chunk::decompress_into(&plain, loc.frame_raw_length as usize, &mut buf)?;
-            buf
+            let start = hs_chunk::decompress_into_aligned(
+                &plain,
+                loc.frame_raw_length as usize,
+                &mut buf,
+                FRAME_ALIGN,
+            )?;
+            (buf, start)
         } else {
-            plain
+            (plain, 0)
         };
-        if data.len() != loc.frame_raw_length as usize {
+        if data.len() - start != loc.frame_raw_length as usize {
             return Err(Error::new(
                 code::VERIFY_CHUNK_LENGTH_MISMATCH,
                 format!(
                     "a frame in {pack} at offset {} holds {} bytes, not the {} recorded",
                     loc.frame_offset,
-                    data.len(),
+                    data.len() - start,
                     loc.frame_raw_length
                 ),
             )
@@ -602,6 +624,7 @@ impl ChunkReader {
         inner.frames_decoded.fetch_add(1, Ordering::Relaxed);
         Ok(Bytes::from_owner(PooledFrame {
             buf: data,
+            start,
             pool: Arc::downgrade(&inner.pool),
         }))
     }
@@ -732,6 +755,7 @@ mod tests {
         let frame = |cap: usize| {
             Bytes::from_owner(PooledFrame {
                 buf: vec![1u8; cap],
+                start: 0,
                 pool: Arc::downgrade(&pool),
             })
         };

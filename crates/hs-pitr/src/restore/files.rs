@@ -2,9 +2,11 @@
 //! chunk comparison of a `--delta` target's existing files, and the file system steps
 //! (safe paths, modes, sync).
 
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use hs_base::code;
 use hs_repo::{BackupManifest, ChunkReader, ChunkRef, Repository};
 use tokio::task::JoinSet;
@@ -255,45 +257,36 @@ pub(super) fn delta_units(
 /// CRC-32C of those bytes.
 ///
 /// Consecutive chunks are gathered into writes of about 1 MiB (one pwrite per 8 KiB
-/// page made the restore syscall-bound; and the buffer stays at most 1 MiB plus one
-/// chunk, whatever the unit holds: 64 content-defined chunks can be 64 MiB). A write of
-/// at least [`DIRECT_MIN_LEN`] that starts and ends on 4 KiB boundaries (nearly every
-/// write of a relation file) bypasses the page cache (`O_DIRECT`): at scale 1000 the copy into the page cache and the
-/// writers' contention on the file's lock were most of a restore's CPU, and the cache
-/// filled memory with pages no one reads before the server starts. Other writes, and
-/// file systems that refuse `O_DIRECT`, go through the page cache with the disk write
-/// started at once.
+/// page made the restore syscall-bound; and a write holds at most 1 MiB plus one chunk,
+/// whatever the unit holds: 64 content-defined chunks can be 64 MiB). A write of at
+/// least [`DIRECT_MIN_LEN`] that starts and ends on 4 KiB boundaries (nearly every
+/// write of a relation file) bypasses the page cache (`O_DIRECT`): at scale 1000 the
+/// copy into the page cache and the writers' contention on the file's lock were most of
+/// a restore's CPU, and the cache filled memory with pages no one reads before the
+/// server starts. Other writes, and file systems that refuse `O_DIRECT`, go through the
+/// page cache with the disk write started at once.
+///
+/// The chunks are not copied: a write takes them where the reader decoded them, as runs
+/// of consecutive chunks of one frame ([`ChunkReader::read_in_frame`]), several runs in
+/// one `pwritev`. Decoded frames start on 4 KiB boundaries, so pages are aligned for
+/// `O_DIRECT` as they lie. Only a write whose runs are not all aligned is gathered into
+/// one aligned buffer first.
 pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<(u64, Option<UnitCrc>)> {
     const WRITE_BATCH: usize = 1 << 20;
-    let unit_bytes: usize = u.chunks.iter().map(|c| c.len as usize).sum();
-    // Room to start the data on a 4 KiB boundary.
-    let mut store: Vec<u8> = Vec::with_capacity(unit_bytes.min(WRITE_BATCH) + DIRECT_ALIGN);
-    let lead = store.as_ptr().align_offset(DIRECT_ALIGN);
-    store.resize(lead, 0);
-    let mut store_off = u.offset;
+    let mut batch = Runs::default();
+    let mut batch_off = u.offset;
     let mut off = u.offset;
     let mut reg = !0u32;
-    let check = u.check.is_some();
     for c in &u.chunks {
-        let n = reader
-            .read_with(c, |data| {
-                if data.len() == c.len as usize {
-                    if check {
-                        reg = hs_pg::crc32c_update(reg, data);
-                    }
-                    store.extend_from_slice(data);
-                }
-                data.len()
-            })
-            .await
-            .map_err(|e| {
-                named(
-                    e,
-                    format!("restoring {}", u.path.display()),
-                    "the pack named is damaged: restore another backup (`pg_hardstorage repo \
-                     verify` lists the backups that read it; see runbook 4 in docs/runbooks.md)",
-                )
-            })?;
+        let (frame, range) = reader.read_in_frame(c).await.map_err(|e| {
+            named(
+                e,
+                format!("restoring {}", u.path.display()),
+                "the pack named is damaged: restore another backup (`pg_hardstorage repo \
+                 verify` lists the backups that read it; see runbook 4 in docs/runbooks.md)",
+            )
+        })?;
+        let n = range.len();
         if n != c.len as usize {
             return Err(Error::of_kind(
                 ErrorKind::Repository,
@@ -302,15 +295,18 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<(u64, Op
             )
             .with_suggestion("run `pg_hardstorage repo verify` and restore another backup"));
         }
+        if u.check.is_some() {
+            reg = hs_pg::crc32c_update(reg, &frame[range.clone()]);
+        }
         off += n as u64;
-        if store.len() - lead >= WRITE_BATCH {
-            store = write_off_runtime(&u.path, store, lead, store_off).await?;
-            store.truncate(lead);
-            store_off = off;
+        batch.push(frame, range);
+        if batch.bytes >= WRITE_BATCH {
+            write_off_runtime(&u.path, std::mem::take(&mut batch), batch_off).await?;
+            batch_off = off;
         }
     }
-    if store.len() > lead {
-        write_off_runtime(&u.path, store, lead, store_off).await?;
+    if batch.bytes > 0 {
+        write_off_runtime(&u.path, batch, batch_off).await?;
     }
     let len = off - u.offset;
     let crc = u.check.map(|id| UnitCrc {
@@ -322,28 +318,150 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<(u64, Op
     Ok((len, crc))
 }
 
-/// [`write_at`] of `store[lead..]` on a thread of the blocking pool; returns the buffer
-/// (its memory, and so its alignment, unchanged) for the next batch.
+/// The data of one write: runs of consecutive chunks, each a range of the decoded frame
+/// that holds it, in file order.
+#[derive(Default)]
+struct Runs {
+    runs: Vec<(Bytes, Range<usize>)>,
+    bytes: usize,
+}
+
+impl Runs {
+    /// Appends a chunk: to the last run when it follows it in the same frame.
+    fn push(&mut self, frame: Bytes, range: Range<usize>) {
+        self.bytes += range.len();
+        if let Some((last, r)) = self.runs.last_mut() {
+            if last.as_ptr() == frame.as_ptr() && last.len() == frame.len() && r.end == range.start
+            {
+                r.end = range.end;
+                return;
+            }
+        }
+        self.runs.push((frame, range));
+    }
+
+    fn slices(&self) -> Vec<&[u8]> {
+        self.runs.iter().map(|(f, r)| &f[r.clone()]).collect()
+    }
+}
+
+/// [`write_runs`] on a thread of the blocking pool.
 ///
 /// The runtime has a worker thread per core and they do the CPU work of a restore
 /// (decompression, the chunk id and CRC-32C checks). A write waits for the disk, an
 /// `O_DIRECT` one until the device has the data: made on a worker, it left that core
 /// idle meanwhile, so decoding and writing took turns instead of overlapping. The unit
-/// still waits for its write, so no more buffers are in flight than before. At most
+/// still waits for its write, so no more data is in flight than before. At most
 /// [`WRITES_AT_ONCE`] writes are in flight: more did not write faster, and each added
 /// blocking thread kept an allocator arena of its own (5 MiB more peak RSS at 8).
-async fn write_off_runtime(
-    path: &Path,
-    store: Vec<u8>,
-    lead: usize,
-    offset: u64,
-) -> Result<Vec<u8>> {
+async fn write_off_runtime(path: &Path, runs: Runs, offset: u64) -> Result<()> {
     let path = path.to_path_buf();
     // The semaphore is never closed, so acquiring cannot fail.
     let _permit = WRITES.acquire().await.ok();
-    tokio::task::spawn_blocking(move || write_at(&path, &store[lead..], offset).map(|()| store))
+    tokio::task::spawn_blocking(move || write_runs(&path, &runs, offset))
         .await
         .map_err(|e| crate::error::task_failed("write", e))?
+}
+
+/// Writes `runs` one after the other at `offset` of the existing file `path`: as they
+/// lie when [`direct_write`] allows every run (one `O_DIRECT` `pwritev`), else gathered
+/// into one aligned buffer and written by [`write_at`].
+fn write_runs(path: &Path, runs: &Runs, offset: u64) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let slices = runs.slices();
+    if let [one] = slices[..] {
+        return write_at(path, one, offset);
+    }
+    let direct = runs.bytes >= DIRECT_MIN_LEN
+        && offset.is_multiple_of(DIRECT_ALIGN as u64)
+        && slices.iter().all(|s| is_aligned(s))
+        && !DIRECT_REFUSED.load(Ordering::Relaxed);
+    if direct {
+        match open_direct(path).and_then(|f| write_all_vectored_at(&f, &slices, offset)) {
+            Ok(()) => return Ok(()),
+            // As in `write_at`: the file system has no O_DIRECT, or wants a larger
+            // alignment; the gathered write below goes through the page cache then.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => {
+                return Err(crate::error::io(format!("write {}", path.display()), e));
+            }
+        }
+    }
+    let mut store: Vec<u8> = Vec::with_capacity(runs.bytes + DIRECT_ALIGN);
+    let lead = store.as_ptr().align_offset(DIRECT_ALIGN);
+    store.resize(lead, 0);
+    for s in &slices {
+        store.extend_from_slice(s);
+    }
+    write_at(path, &store[lead..], offset)
+}
+
+/// Whether `s`'s memory and length are 4 KiB aligned (as `O_DIRECT` needs of each buffer
+/// of a vectored write).
+fn is_aligned(s: &[u8]) -> bool {
+    s.as_ptr().align_offset(DIRECT_ALIGN) == 0 && s.len().is_multiple_of(DIRECT_ALIGN)
+}
+
+/// `pwritev` of all of `bufs` at `offset`, continuing after a short write.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn write_all_vectored_at(file: &std::fs::File, bufs: &[&[u8]], offset: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut iov: Vec<libc::iovec> = bufs
+        .iter()
+        .map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut first = 0;
+    let mut offset = offset;
+    while first < iov.len() {
+        let count = (iov.len() - first).min(1024) as libc::c_int;
+        let at = libc::off64_t::try_from(offset)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+        // SAFETY: every iovec points into a slice of `bufs`, which outlive the call, with
+        // its length; the kernel only reads them. `first..first + count` is in bounds.
+        let n = unsafe { libc::pwritev64(file.as_raw_fd(), iov[first..].as_ptr(), count, at) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut done = n as usize;
+        offset += done as u64;
+        while done > 0 {
+            let v = &mut iov[first];
+            if done >= v.iov_len {
+                done -= v.iov_len;
+                first += 1;
+            } else {
+                // SAFETY: `done < iov_len`, so the new start stays within the same slice.
+                v.iov_base = unsafe { (v.iov_base as *mut u8).add(done) } as *mut libc::c_void;
+                v.iov_len -= done;
+                done = 0;
+            }
+        }
+        while first < iov.len() && iov[first].iov_len == 0 {
+            first += 1;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn write_all_vectored_at(file: &std::fs::File, bufs: &[&[u8]], offset: u64) -> std::io::Result<()> {
+    let mut at = offset;
+    for b in bufs {
+        file.write_all_at(b, at)?;
+        at += b.len() as u64;
+    }
+    Ok(())
 }
 
 /// Writes of restored data in flight at once (see [`write_off_runtime`]).
@@ -618,6 +736,70 @@ mod tests {
             assert!(got[2 * l + 8192..3 * l].iter().all(|&x| x == 0));
             assert_eq!(&got[3 * l..], &b[lead_b..]);
         }
+    }
+
+    #[test]
+    fn runs_of_decoded_frames_are_written_in_place_or_gathered() {
+        let l = DIRECT_MIN_LEN;
+        // Two frames, aligned as the reader decodes them.
+        let (a, lead_a) = aligned(2 * l, 5);
+        let frame_a = Bytes::from(a).slice(lead_a..);
+        let (b, lead_b) = aligned(l, 9);
+        let frame_b = Bytes::from(b).slice(lead_b..);
+        // Consecutive pages of one frame are one run.
+        let mut runs = Runs::default();
+        for i in 0..4 {
+            runs.push(frame_a.clone(), i * 8192..(i + 1) * 8192);
+        }
+        assert_eq!(runs.runs.len(), 1);
+        // A page further on in the frame, then another frame: three runs.
+        runs.push(frame_a.clone(), l..l + 8192);
+        runs.push(frame_b.clone(), 0..l);
+        assert_eq!(runs.runs.len(), 3);
+        assert_eq!(runs.bytes, 5 * 8192 + l);
+        let mut want = frame_a[..4 * 8192].to_vec();
+        want.extend_from_slice(&frame_a[l..l + 8192]);
+        want.extend_from_slice(&frame_b[..]);
+        // Runs that start inside a page: not aligned, so gathered first.
+        let mut odd = Runs::default();
+        odd.push(frame_a.clone(), 100..100 + l);
+        odd.push(frame_b.clone(), 0..8192);
+        let mut want_odd = frame_a[100..100 + l].to_vec();
+        want_odd.extend_from_slice(&frame_b[..8192]);
+
+        let disk = tempfile::tempdir().unwrap();
+        let mut dirs = vec![disk.path().to_path_buf()];
+        let shm = Path::new("/dev/shm");
+        let tmpfs = shm.is_dir().then(|| tempfile::tempdir_in(shm).unwrap());
+        dirs.extend(tmpfs.as_ref().map(|d| d.path().to_path_buf()));
+        for dir in dirs {
+            let p = dir.join("f");
+            let size = 8 * l as u64;
+            create_file(&p, 0o600, size).unwrap();
+            write_runs(&p, &runs, l as u64).unwrap();
+            write_runs(&p, &odd, 5 * l as u64).unwrap();
+            let got = std::fs::read(&p).unwrap();
+            assert_eq!(got.len() as u64, size);
+            assert!(got[..l].iter().all(|&x| x == 0));
+            assert_eq!(&got[l..l + want.len()], &want[..], "{}", dir.display());
+            assert!(got[l + want.len()..5 * l].iter().all(|&x| x == 0));
+            assert_eq!(&got[5 * l..5 * l + want_odd.len()], &want_odd[..]);
+        }
+    }
+
+    #[test]
+    fn a_vectored_write_continues_after_each_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let f = std::fs::File::create(&p).unwrap();
+        let parts: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| vec![i + 1; 1000 + 777 * i as usize])
+            .collect();
+        let slices: Vec<&[u8]> = parts.iter().map(|v| &v[..]).collect();
+        write_all_vectored_at(&f, &slices, 10).unwrap();
+        let got = std::fs::read(&p).unwrap();
+        assert!(got[..10].iter().all(|&x| x == 0));
+        assert_eq!(&got[10..], &parts.concat()[..]);
     }
 
     #[test]

@@ -227,6 +227,19 @@ async fn chunks_are_stored_in_shared_frames() {
         assert_eq!(&reader.read(r).await.unwrap()[..], &page(i as u64)[..]);
     }
     assert_eq!(reader.frames_decoded(), frames.len() as u64);
+    // Shared reads: the same bytes, in place in their frame, each page (at a multiple of
+    // 8 KiB of a compressed frame) on a 4 KiB boundary, so it can be written O_DIRECT.
+    for (i, r) in refs.iter().enumerate() {
+        let (frame, range) = reader.read_in_frame(r).await.unwrap();
+        let shared = frame.slice(range);
+        assert_eq!(&shared[..], &page(i as u64)[..]);
+        assert_eq!(
+            shared.as_ptr().align_offset(hs_repo::FRAME_ALIGN),
+            0,
+            "page {i}"
+        );
+    }
+    assert_eq!(reader.frames_decoded(), frames.len() as u64);
     // Without a cache, every read decodes its frame.
     let uncached = repo.reader_with_frame_cache(0).await.unwrap();
     for r in &refs[..10] {
