@@ -38,9 +38,8 @@ pub(crate) struct SentCheck {
     /// Files the manifest lists with another checksum (or none): only their size was
     /// compared.
     pub(crate) size_only: u64,
-    /// Files under `pg_wal/` the manifest does not list: the WAL segments the backup
-    /// carries (their `archive_status` files are listed). A restore checks them by
-    /// parsing them.
+    /// WAL segments in `pg_wal/`, which the manifest does not list (their
+    /// `archive_status` files are listed). `pg_verifybackup` parses them at a restore.
     pub(crate) wal: u64,
 }
 
@@ -50,7 +49,8 @@ pub(crate) struct SentCheck {
 ///
 /// Every file the manifest lists must have arrived with its size and, when the
 /// manifest's checksum is CRC-32C, its CRC; every file that arrived must be listed,
-/// except the WAL segments in the base archive's `pg_wal/`.
+/// except the WAL segments in the base archive's `pg_wal/` (any other unlisted file
+/// there is refused too).
 pub(crate) fn check(manifest: &str, archives: &[ArchiveEntry], sent: &[Sent]) -> Result<SentCheck> {
     if !incremental::manifest_checksum_ok(manifest) {
         return Err(mismatch(
@@ -78,7 +78,7 @@ pub(crate) fn check(manifest: &str, archives: &[ArchiveEntry], sent: &[Sent]) ->
         };
         let path = archive.pg_path(&member);
         let Some(m) = listed.remove(&path) else {
-            if archive.tablespace_oid.is_none() && path.starts_with("pg_wal/") {
+            if archive.tablespace_oid.is_none() && is_wal_segment(&path) {
                 done.wal += 1;
                 continue;
             }
@@ -131,6 +131,13 @@ fn internal(what: String) -> Error {
         .with_suggestion("take the backup again and report this with the server version")
 }
 
+/// `pg_wal/<segment file name>`: a WAL segment the backup carries, which the server does
+/// not list in its manifest.
+fn is_wal_segment(path: &str) -> bool {
+    path.strip_prefix("pg_wal/")
+        .is_some_and(|name| hs_pg::parse_wal_segment_name(name).is_some())
+}
+
 fn mismatch(what: String) -> Error {
     Error::of_kind(
         ErrorKind::Verify,
@@ -138,9 +145,9 @@ fn mismatch(what: String) -> Error {
         format!("what arrived is not what the server's backup_manifest says it sent: {what}"),
     )
     .with_suggestion(
-        "nothing was recorded; take the backup again. If it fails the same way, take it with \
-         --max-rate (the server then sends its archives uncompressed) and report it with the \
-         server version",
+        "nothing was recorded (the packs it uploaded are unreferenced; `repo gc` reclaims \
+         them); take the backup again. If it fails the same way, take it with --max-rate (the \
+         server then sends its archives uncompressed) and report it with the server version",
     )
 }
 
@@ -263,6 +270,24 @@ mod tests {
             &[sent(3, 7), sent(8192, 0xDEAD_BEEF), sent(0, 0)],
         ));
         assert!(unlisted.contains("base/5/99999 arrived"), "{unlisted}");
+        // In pg_wal/, only WAL segments may be unlisted.
+        let other = [archive(
+            None,
+            &[
+                ("PG_VERSION", FileKind::File),
+                ("base/5/16384", FileKind::File),
+                ("pg_wal/000000010000000000000002.partial", FileKind::File),
+            ],
+        )];
+        let in_wal = error_of(check(
+            &m,
+            &other,
+            &[sent(3, 7), sent(8192, 0xDEAD_BEEF), sent(5, 5)],
+        ));
+        assert!(
+            in_wal.contains("pg_wal/000000010000000000000002.partial arrived"),
+            "{in_wal}"
+        );
         // pg_wal/ is exempt in the base archive only.
         let ts = [
             archive(
@@ -272,14 +297,20 @@ mod tests {
                     ("base/5/16384", FileKind::File),
                 ],
             ),
-            archive(Some(16400), &[("pg_wal/x", FileKind::File)]),
+            archive(
+                Some(16400),
+                &[("pg_wal/000000010000000000000002", FileKind::File)],
+            ),
         ];
         let in_ts = error_of(check(
             &m,
             &ts,
             &[sent(3, 7), sent(8192, 0xDEAD_BEEF), sent(1, 1)],
         ));
-        assert!(in_ts.contains("pg_tblspc/16400/pg_wal/x"), "{in_ts}");
+        assert!(
+            in_ts.contains("pg_tblspc/16400/pg_wal/000000010000000000000002 arrived"),
+            "{in_ts}"
+        );
     }
 
     #[test]

@@ -242,6 +242,9 @@ fn decompress_at(data: &[u8], max_len: usize, out: &mut Vec<u8>, align: usize) -
     // The allocation does not move while zstd writes (it writes within the capacity),
     // so the offset found now stays aligned.
     let lead = out.as_ptr().align_offset(align).min(align - 1);
+    // The bytes before the frame are zeros the Vec knows of (within the capacity just
+    // reserved, so the allocation stays where it is).
+    out.resize(lead, 0);
     let corrupt = |e: std::io::Error| {
         Error::of_kind(
             ErrorKind::Corrupt,
@@ -273,8 +276,8 @@ fn decompress_at(data: &[u8], max_len: usize, out: &mut Vec<u8>, align: usize) -
     })?;
     // zstd fills `out` up to its capacity, which a reused buffer may have above
     // `max_len`: a frame that does not declare its size is bounded only here.
-    if out.len() - lead > max_len {
-        let n = out.len() - lead;
+    if out.len().saturating_sub(lead) > max_len {
+        let n = out.len().saturating_sub(lead);
         out.clear();
         return Err(corrupt(std::io::Error::other(format!(
             "{n} bytes decompressed"

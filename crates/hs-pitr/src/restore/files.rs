@@ -257,8 +257,9 @@ pub(super) fn delta_units(
 /// CRC-32C of those bytes.
 ///
 /// Consecutive chunks are gathered into writes of about 1 MiB (one pwrite per 8 KiB
-/// page made the restore syscall-bound; and a write holds at most 1 MiB plus one chunk,
-/// whatever the unit holds: 64 content-defined chunks can be 64 MiB). A write of at
+/// page made the restore syscall-bound; and a write holds at most [`PINNED_FRAMES`]
+/// decoded frames or 1 MiB plus one chunk, whatever the unit holds: 64 content-defined
+/// chunks can be 64 MiB). A write of at
 /// least [`DIRECT_MIN_LEN`] that starts and ends on 4 KiB boundaries (nearly every
 /// write of a relation file) bypasses the page cache (`O_DIRECT`): at scale 1000 the
 /// copy into the page cache and the writers' contention on the file's lock were most of
@@ -266,11 +267,14 @@ pub(super) fn delta_units(
 /// server starts. Other writes, and file systems that refuse `O_DIRECT`, go through the
 /// page cache with the disk write started at once.
 ///
-/// The chunks are not copied: a write takes them where the reader decoded them, as runs
-/// of consecutive chunks of one frame ([`ChunkReader::read_in_frame`]), several runs in
-/// one `pwritev`. Decoded frames start on 4 KiB boundaries, so pages are aligned for
-/// `O_DIRECT` as they lie. Only a write whose runs are not all aligned is gathered into
-/// one aligned buffer first.
+/// The chunks are usually not copied: a write takes them where the reader decoded them,
+/// as runs of consecutive chunks of one frame ([`ChunkReader::read_in_frame`]), several
+/// runs in one `pwritev`. Decoded frames start on 4 KiB boundaries, so pages are aligned
+/// for `O_DIRECT` as they lie, unless a chunk of another size comes before them in the
+/// frame. A write whose runs are not all aligned is gathered into one aligned buffer
+/// first, and so is one whose chunks come from more than [`PINNED_FRAMES`] frames (a
+/// backup whose pages were stored at different times), so that a write never holds
+/// more than that many frames in memory.
 pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<(u64, Option<UnitCrc>)> {
     const WRITE_BATCH: usize = 1 << 20;
     let mut batch = Runs::default();
@@ -318,31 +322,69 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<(u64, Op
     Ok((len, crc))
 }
 
-/// The data of one write: runs of consecutive chunks, each a range of the decoded frame
-/// that holds it, in file order.
+/// Decoded frames one write may hold (see [`write_unit`]): two, as 64 consecutive pages
+/// span at most two frames of `FRAME_BYTES` (1 MiB).
+const PINNED_FRAMES: usize = 2;
+
+/// The data of one write, in file order: runs of consecutive chunks, each a range of the
+/// decoded frame that holds it; or, once its chunks came from more than
+/// [`PINNED_FRAMES`] frames, all of them copied into one aligned buffer.
 #[derive(Default)]
 struct Runs {
     runs: Vec<(Bytes, Range<usize>)>,
+    /// The distinct frames `runs` hold, at most [`PINNED_FRAMES`].
+    frames: Vec<Bytes>,
+    /// `(buffer, lead)`: the gathered bytes are `buffer[lead..]`, 4 KiB aligned.
+    gathered: Option<(Vec<u8>, usize)>,
     bytes: usize,
 }
 
 impl Runs {
-    /// Appends a chunk: to the last run when it follows it in the same frame.
+    /// Appends a chunk: to the last run when it follows it in the same frame, else as a
+    /// new run, or copied when the runs would hold more than [`PINNED_FRAMES`] frames.
     fn push(&mut self, frame: Bytes, range: Range<usize>) {
         self.bytes += range.len();
+        if let Some((buf, _)) = &mut self.gathered {
+            buf.extend_from_slice(&frame[range]);
+            return;
+        }
         if let Some((last, r)) = self.runs.last_mut() {
-            if last.as_ptr() == frame.as_ptr() && last.len() == frame.len() && r.end == range.start
-            {
+            if same_frame(last, &frame) && r.end == range.start {
                 r.end = range.end;
                 return;
             }
         }
-        self.runs.push((frame, range));
+        if self.frames.iter().any(|f| same_frame(f, &frame)) {
+            self.runs.push((frame, range));
+            return;
+        }
+        if self.frames.len() < PINNED_FRAMES {
+            self.frames.push(frame.clone());
+            self.runs.push((frame, range));
+            return;
+        }
+        self.frames.clear();
+        let mut buf: Vec<u8> = Vec::with_capacity(self.bytes.max(1 << 20) + DIRECT_ALIGN);
+        let lead = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        buf.resize(lead, 0);
+        for (f, r) in self.runs.drain(..) {
+            buf.extend_from_slice(&f[r]);
+        }
+        buf.extend_from_slice(&frame[range]);
+        self.gathered = Some((buf, lead));
     }
 
     fn slices(&self) -> Vec<&[u8]> {
-        self.runs.iter().map(|(f, r)| &f[r.clone()]).collect()
+        match &self.gathered {
+            Some((buf, lead)) => vec![&buf[*lead..]],
+            None => self.runs.iter().map(|(f, r)| &f[r.clone()]).collect(),
+        }
     }
+}
+
+/// Whether `a` and `b` are the same decoded frame (clones of one `Bytes`).
+fn same_frame(a: &Bytes, b: &Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
 }
 
 /// [`write_runs`] on a thread of the blocking pool.
@@ -375,13 +417,21 @@ fn write_runs(path: &Path, runs: &Runs, offset: u64) -> Result<()> {
     let direct = runs.bytes >= DIRECT_MIN_LEN
         && offset.is_multiple_of(DIRECT_ALIGN as u64)
         && slices.iter().all(|s| is_aligned(s))
-        && !DIRECT_REFUSED.load(Ordering::Relaxed);
+        && !DIRECT_REFUSED.load(Ordering::Relaxed)
+        && !VECTORED_REFUSED.load(Ordering::Relaxed);
     if direct {
         match open_direct(path).and_then(|f| write_all_vectored_at(&f, &slices, offset)) {
             Ok(()) => return Ok(()),
             // As in `write_at`: the file system has no O_DIRECT, or wants a larger
-            // alignment; the gathered write below goes through the page cache then.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            // alignment (or refuses it for vectored writes only). Not tried again; the
+            // gathered write below tries a single O_DIRECT write, as `write_at` does.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!(
+                    "a vectored O_DIRECT write was refused for {}: gathering writes",
+                    path.display()
+                );
+                VECTORED_REFUSED.store(true, Ordering::Relaxed);
+            }
             Err(e) => {
                 return Err(crate::error::io(format!("write {}", path.display()), e));
             }
@@ -395,6 +445,10 @@ fn write_runs(path: &Path, runs: &Runs, offset: u64) -> Result<()> {
     }
     write_at(path, &store[lead..], offset)
 }
+
+/// Set once a vectored `O_DIRECT` write was refused: later writes with several runs are
+/// gathered first without trying again.
+static VECTORED_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether `s`'s memory and length are 4 KiB aligned (as `O_DIRECT` needs of each buffer
 /// of a vectored write).
@@ -757,6 +811,7 @@ mod tests {
         runs.push(frame_b.clone(), 0..l);
         assert_eq!(runs.runs.len(), 3);
         assert_eq!(runs.bytes, 5 * 8192 + l);
+        assert!(runs.gathered.is_none(), "two frames are held as they are");
         let mut want = frame_a[..4 * 8192].to_vec();
         want.extend_from_slice(&frame_a[l..l + 8192]);
         want.extend_from_slice(&frame_b[..]);
@@ -785,6 +840,52 @@ mod tests {
             assert!(got[l + want.len()..5 * l].iter().all(|&x| x == 0));
             assert_eq!(&got[5 * l..5 * l + want_odd.len()], &want_odd[..]);
         }
+    }
+
+    #[test]
+    fn a_write_holds_at_most_two_frames_then_gathers() {
+        // Pages from four frames (a backup whose pages were stored at different times):
+        // the first two frames are held, the third makes the write copy everything.
+        let frames: Vec<Bytes> = (0..4u8)
+            .map(|i| {
+                let (v, lead) = aligned(4 * 8192, 10 + i);
+                Bytes::from(v).slice(lead..)
+            })
+            .collect();
+        let mut runs = Runs::default();
+        let mut want = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            for p in [1, 3] {
+                let r = p * 8192..(p + 1) * 8192;
+                want.extend_from_slice(&f[r.clone()]);
+                runs.push(f.clone(), r);
+            }
+            let held = runs
+                .runs
+                .iter()
+                .map(|(f, _)| f.as_ptr())
+                .collect::<Vec<_>>();
+            if i < 2 {
+                assert!(runs.gathered.is_none());
+                assert_eq!(held.len(), 2 * (i + 1));
+            } else {
+                assert!(held.is_empty(), "frame {i} still held");
+            }
+        }
+        assert_eq!(runs.bytes, want.len());
+        let slices = runs.slices();
+        assert_eq!(slices.len(), 1);
+        assert_eq!(slices[0], &want[..]);
+        assert!(is_aligned(slices[0]));
+        // The write holds no frame: dropping the caller's copies frees them.
+        for f in &frames {
+            assert!(f.is_unique(), "a frame is still shared");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        create_file(&p, 0o600, want.len() as u64).unwrap();
+        write_runs(&p, &runs, 0).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), want);
     }
 
     #[test]

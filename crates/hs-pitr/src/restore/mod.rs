@@ -268,7 +268,7 @@ pub async fn restore_until(
     {
         // Written before `pg_verifybackup` runs: removed (once the work in flight was
         // dropped), so the unverified, unconfigured directory cannot be started.
-        let _ = std::fs::remove_file(opts.target.join(CONTROL_FILE));
+        remove_control_file(&opts.target);
     }
     summary
 }
@@ -371,8 +371,9 @@ async fn restore_leased(
     sync_paths(&files).await?;
     phase(started, "files synced");
     // From here on the directory has a control file: a failure removes it, so that a
-    // directory whose control file, or any file, did not read or verify cannot be
-    // started (a damaged chunk of pg_control itself left it behind, zero-filled).
+    // directory whose control file, or any file, did not read or verify, or whose
+    // recovery could not be configured, cannot be started (a damaged chunk of
+    // pg_control itself left it behind, zero-filled).
     let last_steps = async {
         let (control_written, checks) =
             write_control(&reader, &manifest, opts, control, progress, checks).await?;
@@ -385,24 +386,25 @@ async fn restore_leased(
         phase(started, "control file and directories synced");
         let checked = verify_restored(opts, &manifest, checks.as_ref()).await?;
         phase(started, "checked");
-        Ok::<_, Error>((control_written, checked))
-    };
-    let (control_written, (checksums_checked, read_back)) = match last_steps.await {
-        Ok(done) => done,
-        Err(e) => {
-            remove_control_file(&opts.target);
-            return Err(e);
+        // pg_verifybackup ignores recovery.signal, standby.signal and
+        // postgresql.auto.conf, but writing them last means a directory that
+        // failed verification is never set up to recover.
+        let standby_config_removed = remove_standby_config(&opts.target)?;
+        if let Some(rc) = &opts.recovery {
+            write_recovery_config(&opts.target, rc)?;
         }
+        Ok::<_, Error>((control_written, checked, standby_config_removed))
     };
+    let (control_written, (checksums_checked, read_back), standby_config_removed) =
+        match last_steps.await {
+            Ok(done) => done,
+            Err(e) => {
+                remove_control_file(&opts.target);
+                return Err(e);
+            }
+        };
     let written = written + control_written;
     let verified = read_back.is_some();
-    // pg_verifybackup ignores recovery.signal, standby.signal and
-    // postgresql.auto.conf, but writing them last means a directory that
-    // failed verification is never set up to recover.
-    let standby_config_removed = remove_standby_config(&opts.target)?;
-    if let Some(rc) = &opts.recovery {
-        write_recovery_config(&opts.target, rc)?;
-    }
     let tablespaces = manifest
         .archives
         .iter()

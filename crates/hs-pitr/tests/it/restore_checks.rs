@@ -170,6 +170,47 @@ async fn a_control_file_that_does_not_read_is_not_left_behind() {
 }
 
 #[tokio::test]
+async fn a_recovery_configuration_that_fails_leaves_no_control_file() {
+    // Every file restores and verifies, but postgresql.auto.conf is not UTF-8, so the
+    // recovery settings cannot be written into it: the restore fails, and the directory
+    // it leaves must not start (it would come up without the recovery asked for).
+    let env = Env::new().await;
+    let id = "20261206T070060Z";
+    let relation = segment(9, 2 * 8192);
+    let control = segment(7, 8192);
+    let auto_conf = b"primary_conninfo = '\xff\xfe'\n".to_vec();
+    let rel_refs = store(&env.repo, &relation).await;
+    let control_refs = store(&env.repo, &control).await;
+    let auto_refs = store(&env.repo, &auto_conf).await;
+    let mut m = manifest(id, "0/3000028", "2026-12-06T07:00:00Z", "checks");
+    m.archives = vec![ArchiveEntry {
+        name: "base".into(),
+        tablespace_oid: None,
+        tablespace_location: None,
+        files: vec![
+            entry("base/5/16384", &relation, rel_refs),
+            entry("postgresql.auto.conf", &auto_conf, auto_refs),
+            entry("global/pg_control", &control, control_refs),
+        ],
+    }];
+    m.pg_backup_manifest = pg_manifest(&[
+        ("base/5/16384", &relation),
+        ("postgresql.auto.conf", &auto_conf),
+        ("global/pg_control", &control),
+    ]);
+    env.repo.put_manifest(&m).await.unwrap();
+
+    let opts = options(&env, id, "r1", VerifyMode::Skip);
+    let e = restore(&env.repo, &opts, &NoRestoreProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "usage.auto_conf_not_utf8", "{e}");
+    assert!(opts.target.join("base/5/16384").exists());
+    assert!(!opts.target.join("global/pg_control").exists());
+    assert!(!opts.target.join("recovery.signal").exists());
+}
+
+#[tokio::test]
 async fn a_size_that_differs_from_its_manifest_entry_is_refused() {
     let env = Env::new().await;
     let relation = segment(2, 3 * 8192);
