@@ -273,6 +273,45 @@ pub async fn restore_until(
     summary
 }
 
+/// What a restore does once every file but the control file is written and synced:
+/// the control file, PostgreSQL's `backup_manifest`, the directories synced, the checks
+/// and `pg_verifybackup`, then the recovery configuration. The caller removes the
+/// control file when this fails, so that a directory whose control file, or any file,
+/// did not read or verify, or whose recovery could not be configured, cannot be started
+/// (a damaged chunk of pg_control itself once left it behind, zero-filled). Returns the
+/// control file's bytes, the checks' result and what standby settings were removed.
+#[allow(clippy::too_many_arguments)]
+async fn last_steps(
+    reader: &ChunkReader,
+    manifest: &BackupManifest,
+    opts: &RestoreOptions,
+    control: Option<hs_repo::FileEntry>,
+    progress: &dyn RestoreProgress,
+    checks: Option<checksums::Checks>,
+    roots: &[PathBuf],
+    started: std::time::Instant,
+) -> Result<(u64, (u64, Option<bool>), StandbyConfigRemoved)> {
+    let (control_written, checks) =
+        write_control(reader, manifest, opts, control, progress, checks).await?;
+    let manifest_path = opts.target.join(PG_MANIFEST_FILE);
+    write_new_file(&manifest_path, manifest.pg_backup_manifest.as_bytes())?;
+    for root in roots {
+        sync_dirs(root)?;
+    }
+    progress.finish();
+    phase(started, "control file and directories synced");
+    let checked = verify_restored(opts, manifest, checks.as_ref()).await?;
+    phase(started, "checked");
+    // pg_verifybackup ignores recovery.signal, standby.signal and
+    // postgresql.auto.conf, but writing them last means a directory that
+    // failed verification is never set up to recover.
+    let standby_config_removed = remove_standby_config(&opts.target)?;
+    if let Some(rc) = &opts.recovery {
+        write_recovery_config(&opts.target, rc)?;
+    }
+    Ok((control_written, checked, standby_config_removed))
+}
+
 /// Removes the control file a failed restore wrote (or began to write), so that the
 /// directory cannot be started; a removal that fails is logged, next to the error the
 /// restore reports.
@@ -370,39 +409,18 @@ async fn restore_leased(
     // Every file synced at the end, then the control file, then the directories.
     sync_paths(&files).await?;
     phase(started, "files synced");
-    // From here on the directory has a control file: a failure removes it, so that a
-    // directory whose control file, or any file, did not read or verify, or whose
-    // recovery could not be configured, cannot be started (a damaged chunk of
-    // pg_control itself left it behind, zero-filled).
-    let last_steps = async {
-        let (control_written, checks) =
-            write_control(&reader, &manifest, opts, control, progress, checks).await?;
-        let manifest_path = opts.target.join(PG_MANIFEST_FILE);
-        write_new_file(&manifest_path, manifest.pg_backup_manifest.as_bytes())?;
-        for root in &roots {
-            sync_dirs(root)?;
+    // From here on the directory has a control file: a failure removes it.
+    let last = last_steps(
+        &reader, &manifest, opts, control, progress, checks, &roots, started,
+    );
+    let (control_written, (checksums_checked, read_back), standby_config_removed) = match last.await
+    {
+        Ok(done) => done,
+        Err(e) => {
+            remove_control_file(&opts.target);
+            return Err(e);
         }
-        progress.finish();
-        phase(started, "control file and directories synced");
-        let checked = verify_restored(opts, &manifest, checks.as_ref()).await?;
-        phase(started, "checked");
-        // pg_verifybackup ignores recovery.signal, standby.signal and
-        // postgresql.auto.conf, but writing them last means a directory that
-        // failed verification is never set up to recover.
-        let standby_config_removed = remove_standby_config(&opts.target)?;
-        if let Some(rc) = &opts.recovery {
-            write_recovery_config(&opts.target, rc)?;
-        }
-        Ok::<_, Error>((control_written, checked, standby_config_removed))
     };
-    let (control_written, (checksums_checked, read_back), standby_config_removed) =
-        match last_steps.await {
-            Ok(done) => done,
-            Err(e) => {
-                remove_control_file(&opts.target);
-                return Err(e);
-            }
-        };
     let written = written + control_written;
     let verified = read_back.is_some();
     let tablespaces = manifest
