@@ -804,7 +804,6 @@ impl Received {
             let entry = FullEntry {
                 size: done.size,
                 crc: done.crc,
-                sent: Some((done.member_size, done.member_crc)),
             };
             inc.changed
                 .insert(member, (archive.pg_path(&f.entry.path), entry));
@@ -819,7 +818,6 @@ impl Received {
             let entry = FullEntry {
                 size: f.entry.size,
                 crc: hs_pg::crc32c(&content),
-                sent: None,
             };
             inc.changed.insert(
                 "backup_label".to_string(),

@@ -335,6 +335,13 @@ mod tests {
             incremental_member: true,
         };
         assert_eq!(check(&m, &archives, &[member]).unwrap().crc_checked, 1);
+        // The member must have arrived as listed.
+        let changed = Sent { crc: 1, ..member };
+        let e = error_of(check(&m, &archives, &[changed]));
+        assert!(
+            e.contains("base/5/INCREMENTAL.16384: the manifest lists 8204 bytes"),
+            "{e}"
+        );
         let as_full = error_of(check(&m, &archives, &[sent(8204, 0xAABB_CCDD)]));
         assert!(as_full.contains("base/5/16384 arrived"), "{as_full}");
     }

@@ -364,9 +364,7 @@ impl Runs {
             return;
         }
         self.frames.clear();
-        let mut buf: Vec<u8> = Vec::with_capacity(self.bytes.max(1 << 20) + DIRECT_ALIGN);
-        let lead = buf.as_ptr().align_offset(DIRECT_ALIGN);
-        buf.resize(lead, 0);
+        let (mut buf, lead) = aligned_buffer(self.bytes.max(1 << 20));
         for (f, r) in self.runs.drain(..) {
             buf.extend_from_slice(&f[r]);
         }
@@ -405,50 +403,11 @@ async fn write_off_runtime(path: &Path, runs: Runs, offset: u64) -> Result<()> {
         .map_err(|e| crate::error::task_failed("write", e))?
 }
 
-/// Writes `runs` one after the other at `offset` of the existing file `path`: as they
-/// lie when [`direct_write`] allows every run (one `O_DIRECT` `pwritev`), else gathered
-/// into one aligned buffer and written by [`write_at`].
+/// Writes `runs` one after the other at `offset` of the existing file `path` (see
+/// [`write_slices_at`]).
 fn write_runs(path: &Path, runs: &Runs, offset: u64) -> Result<()> {
-    use std::sync::atomic::Ordering;
-    let slices = runs.slices();
-    if let [one] = slices[..] {
-        return write_at(path, one, offset);
-    }
-    let direct = runs.bytes >= DIRECT_MIN_LEN
-        && offset.is_multiple_of(DIRECT_ALIGN as u64)
-        && slices.iter().all(|s| is_aligned(s))
-        && !DIRECT_REFUSED.load(Ordering::Relaxed)
-        && !VECTORED_REFUSED.load(Ordering::Relaxed);
-    if direct {
-        match open_direct(path).and_then(|f| write_all_vectored_at(&f, &slices, offset)) {
-            Ok(()) => return Ok(()),
-            // As in `write_at`: the file system has no O_DIRECT, or wants a larger
-            // alignment (or refuses it for vectored writes only). Not tried again; the
-            // gathered write below tries a single O_DIRECT write, as `write_at` does.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                tracing::debug!(
-                    "a vectored O_DIRECT write was refused for {}: gathering writes",
-                    path.display()
-                );
-                VECTORED_REFUSED.store(true, Ordering::Relaxed);
-            }
-            Err(e) => {
-                return Err(crate::error::io(format!("write {}", path.display()), e));
-            }
-        }
-    }
-    let mut store: Vec<u8> = Vec::with_capacity(runs.bytes + DIRECT_ALIGN);
-    let lead = store.as_ptr().align_offset(DIRECT_ALIGN);
-    store.resize(lead, 0);
-    for s in &slices {
-        store.extend_from_slice(s);
-    }
-    write_at(path, &store[lead..], offset)
+    write_slices_at(path, &runs.slices(), offset)
 }
-
-/// Set once a vectored `O_DIRECT` write was refused: later writes with several runs are
-/// gathered first without trying again.
-static VECTORED_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether `s`'s memory and length are 4 KiB aligned (as `O_DIRECT` needs of each buffer
 /// of a vectored write).
@@ -538,30 +497,43 @@ const DIRECT_ALIGN: usize = 4096;
 /// pages (512 KiB), so their writes stay direct.
 const DIRECT_MIN_LEN: usize = 256 << 10;
 
-/// Whether `data` is written at `offset` with `O_DIRECT`: long enough, and its memory,
-/// offset and length 4 KiB aligned.
-fn direct_write(data: &[u8], offset: u64) -> bool {
-    data.len() >= DIRECT_MIN_LEN
-        && data.as_ptr().align_offset(DIRECT_ALIGN) == 0
+/// Whether `len` bytes are written at `offset` with `O_DIRECT`: long enough, and the
+/// offset and length 4 KiB aligned (memory that is not is gathered into a buffer that
+/// is, see [`write_slices_at`]).
+fn direct_write(len: usize, offset: u64) -> bool {
+    len >= DIRECT_MIN_LEN
         && offset.is_multiple_of(DIRECT_ALIGN as u64)
-        && data.len().is_multiple_of(DIRECT_ALIGN)
+        && len.is_multiple_of(DIRECT_ALIGN)
 }
 
 /// Set once a file system refused `O_DIRECT` (tmpfs): later units go through the page
 /// cache without trying again.
 static DIRECT_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Writes `data` at `offset` of the existing file `path`: through `O_DIRECT` when
-/// [`direct_write`] says so and the file system allows it, else through the page cache
-/// with the disk write started at once.
-fn write_at(path: &Path, data: &[u8], offset: u64) -> Result<()> {
+/// Writes `slices` one after the other at `offset` of the existing file `path`, in one
+/// `pwritev`: through `O_DIRECT` when [`direct_write`] says so and the file system allows
+/// it (slices not all aligned in memory are first gathered into one aligned buffer),
+/// else through the page cache with the disk write started at once.
+fn write_slices_at(path: &Path, slices: &[&[u8]], offset: u64) -> Result<()> {
     use std::sync::atomic::Ordering;
     let io = |what: &str, e| crate::error::io(format!("{what} {}", path.display()), e);
-    if direct_write(data, offset) && !DIRECT_REFUSED.load(Ordering::Relaxed) {
+    let len: usize = slices.iter().map(|s| s.len()).sum();
+    if direct_write(len, offset) && !DIRECT_REFUSED.load(Ordering::Relaxed) {
+        let gathered;
+        let direct: Vec<&[u8]> = if slices.iter().all(|s| is_aligned(s)) {
+            slices.to_vec()
+        } else {
+            let (mut buf, lead) = aligned_buffer(len);
+            for s in slices {
+                buf.extend_from_slice(s);
+            }
+            gathered = (buf, lead);
+            vec![&gathered.0[gathered.1..]]
+        };
         // EINVAL at open: the file system has no O_DIRECT (tmpfs); at the write: it
         // needs a larger alignment. Either way the same bytes go through the page
         // cache instead (a write that failed wrote nothing the retry does not cover).
-        match open_direct(path).and_then(|f| f.write_all_at(data, offset)) {
+        match open_direct(path).and_then(|f| write_all_vectored_at(&f, &direct, offset)) {
             Ok(()) => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::debug!(
@@ -577,9 +549,18 @@ fn write_at(path: &Path, data: &[u8], offset: u64) -> Result<()> {
         .write(true)
         .open(path)
         .map_err(|e| io("open", e))?;
-    f.write_all_at(data, offset).map_err(|e| io("write", e))?;
-    start_writeback(&f, offset, data.len());
+    write_all_vectored_at(&f, slices, offset).map_err(|e| io("write", e))?;
+    start_writeback(&f, offset, len);
     Ok(())
+}
+
+/// An empty buffer with room for `len` bytes that start on a [`DIRECT_ALIGN`] boundary:
+/// `(buffer, lead)`, the data going at `buffer[lead..]` (the lead bytes are zeros).
+fn aligned_buffer(len: usize) -> (Vec<u8>, usize) {
+    let mut buf: Vec<u8> = Vec::with_capacity(len + DIRECT_ALIGN);
+    let lead = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    buf.resize(lead, 0);
+    (buf, lead)
 }
 
 #[cfg(target_os = "linux")]
@@ -774,14 +755,14 @@ mod tests {
             create_file(&p, 0o600, 3 * l as u64 + 100).unwrap();
             // Aligned and long: direct. Aligned and short, and unaligned: buffered.
             let (a, lead_a) = aligned(l, 1);
-            assert!(direct_write(&a[lead_a..], l as u64));
-            write_at(&p, &a[lead_a..], l as u64).unwrap();
+            assert!(direct_write(l, l as u64));
+            write_slices_at(&p, &[&a[lead_a..]], l as u64).unwrap();
             let (c, lead_c) = aligned(8192, 3);
-            assert!(!direct_write(&c[lead_c..], 2 * l as u64));
-            write_at(&p, &c[lead_c..], 2 * l as u64).unwrap();
+            assert!(!direct_write(8192, 2 * l as u64));
+            write_slices_at(&p, &[&c[lead_c..]], 2 * l as u64).unwrap();
             let (b, lead_b) = aligned(100, 2);
-            assert!(!direct_write(&b[lead_b..], 3 * l as u64));
-            write_at(&p, &b[lead_b..], 3 * l as u64).unwrap();
+            assert!(!direct_write(100, 3 * l as u64));
+            write_slices_at(&p, &[&b[lead_b..]], 3 * l as u64).unwrap();
             let got = std::fs::read(&p).unwrap();
             assert_eq!(got.len(), 3 * l + 100);
             assert!(got[..l].iter().all(|&x| x == 0), "{}", dir.display());
@@ -906,16 +887,26 @@ mod tests {
     #[test]
     fn only_long_aligned_writes_are_direct() {
         let l = DIRECT_MIN_LEN;
+        assert!(direct_write(l, 0));
+        assert!(direct_write(2 * l, 8192));
+        // Small (a catalog file's page or a few), or unaligned in offset or length.
+        assert!(!direct_write(8192, 0));
+        assert!(!direct_write(l - DIRECT_ALIGN, 0));
+        assert!(!direct_write(l, 512));
+        assert!(!direct_write(l + 100, 0));
+        // Memory: a buffer that is not aligned is gathered into one that is before an
+        // O_DIRECT write.
         let (a, lead) = aligned(2 * l, 1);
         let a = &a[lead..];
-        assert!(direct_write(&a[..l], 0));
-        assert!(direct_write(a, 8192));
-        // Small (a catalog file's page or a few), or unaligned in memory, offset or length.
-        assert!(!direct_write(&a[..8192], 0));
-        assert!(!direct_write(&a[..l - DIRECT_ALIGN], 0));
-        assert!(!direct_write(&a[..l], 512));
-        assert!(!direct_write(&a[DIRECT_ALIGN / 2..DIRECT_ALIGN / 2 + l], 0));
-        assert!(!direct_write(&a[..l + 100], 0));
+        assert!(is_aligned(&a[..l]));
+        assert!(!is_aligned(&a[DIRECT_ALIGN / 2..DIRECT_ALIGN / 2 + l]));
+        assert!(!is_aligned(&a[..l + 100]));
+        let (g, g_lead) = aligned_buffer(l);
+        assert_eq!(
+            (g.len(), g[g_lead..].as_ptr().align_offset(DIRECT_ALIGN)),
+            (g_lead, 0)
+        );
+        assert!(g.capacity() >= g_lead + l);
     }
 
     #[test]

@@ -70,20 +70,33 @@ async fn backup(env: &Env, id: &str, relation: &[u8], listed: &[u8]) {
 /// [`backup`] with `relation` in chunks of `chunk` bytes.
 async fn backup_chunked(env: &Env, id: &str, relation: &[u8], listed: &[u8], chunk: usize) {
     let control = segment(7, 8192);
-    let refs = store_in(&env.repo, relation, chunk).await;
-    let control_refs = store(&env.repo, &control).await;
+    put_backup(
+        env,
+        id,
+        &[
+            ("base/5/16384", relation, listed, chunk),
+            ("global/pg_control", &control, &control, 8192),
+        ],
+    )
+    .await
+}
+
+/// Stores a backup of one archive holding `files`: (path, content, the content its
+/// manifest entry describes, chunk size).
+async fn put_backup(env: &Env, id: &str, files: &[(&str, &[u8], &[u8], usize)]) {
+    let mut entries = Vec::new();
+    for (path, data, _, chunk) in files {
+        entries.push(entry(path, data, store_in(&env.repo, data, *chunk).await));
+    }
     let mut m = manifest(id, "0/3000028", "2026-12-06T07:00:00Z", "checks");
     m.archives = vec![ArchiveEntry {
         name: "base".into(),
         tablespace_oid: None,
         tablespace_location: None,
-        files: vec![
-            entry("base/5/16384", relation, refs),
-            entry("global/pg_control", &control, control_refs),
-        ],
+        files: entries,
     }];
-    m.pg_backup_manifest =
-        pg_manifest(&[("base/5/16384", listed), ("global/pg_control", &control)]);
+    let listed: Vec<(&str, &[u8])> = files.iter().map(|(p, _, l, _)| (*p, *l)).collect();
+    m.pg_backup_manifest = pg_manifest(&listed);
     env.repo.put_manifest(&m).await.unwrap();
 }
 
@@ -179,26 +192,16 @@ async fn a_recovery_configuration_that_fails_leaves_no_control_file() {
     let relation = segment(9, 2 * 8192);
     let control = segment(7, 8192);
     let auto_conf = b"primary_conninfo = '\xff\xfe'\n".to_vec();
-    let rel_refs = store(&env.repo, &relation).await;
-    let control_refs = store(&env.repo, &control).await;
-    let auto_refs = store(&env.repo, &auto_conf).await;
-    let mut m = manifest(id, "0/3000028", "2026-12-06T07:00:00Z", "checks");
-    m.archives = vec![ArchiveEntry {
-        name: "base".into(),
-        tablespace_oid: None,
-        tablespace_location: None,
-        files: vec![
-            entry("base/5/16384", &relation, rel_refs),
-            entry("postgresql.auto.conf", &auto_conf, auto_refs),
-            entry("global/pg_control", &control, control_refs),
+    put_backup(
+        &env,
+        id,
+        &[
+            ("base/5/16384", &relation, &relation, 8192),
+            ("postgresql.auto.conf", &auto_conf, &auto_conf, 8192),
+            ("global/pg_control", &control, &control, 8192),
         ],
-    }];
-    m.pg_backup_manifest = pg_manifest(&[
-        ("base/5/16384", &relation),
-        ("postgresql.auto.conf", &auto_conf),
-        ("global/pg_control", &control),
-    ]);
-    env.repo.put_manifest(&m).await.unwrap();
+    )
+    .await;
 
     let opts = options(&env, id, "r1", VerifyMode::Skip);
     let e = restore(&env.repo, &opts, &NoRestoreProgress)
