@@ -93,7 +93,9 @@ pub use manifest::{
     DamagedBackup, FileEntry, FileKind, IncrementalFrom, PackId, MANIFEST_FORMAT,
 };
 pub use quarantine::QuarantineRecord;
-pub use reader::{ChunkReader, DEFAULT_FRAME_CACHE_BYTES, FRAME_ALIGN, HEADER_CACHE_PACKS};
+pub use reader::{
+    ChunkReader, ReadCursor, DEFAULT_FRAME_CACHE_BYTES, FRAME_ALIGN, HEADER_CACHE_PACKS,
+};
 pub use redact::{redact_text, redact_url, REDACTED};
 pub use repo::{Repository, DEFAULT_PACK_TARGET_SIZE, MARKER_NAME, MIN_REPO_VERSION, REPO_VERSION};
 pub use retention::{

@@ -42,8 +42,9 @@ use hs_chunk::PackEntry;
 /// Default bound of the decoded-frame cache of a [`ChunkReader`] (64 MiB).
 pub const DEFAULT_FRAME_CACHE_BYTES: usize = 64 << 20;
 
-/// Pack headers a [`ChunkReader`] keeps, as sorted entry lists (40 bytes per chunk:
-/// about 1.4 MiB for a 16 MiB pack of pgbench pages, which compress 17 to 1).
+/// Pack headers a [`ChunkReader`] keeps, as tables of their entries (40 bytes per chunk,
+/// and at most 12 more to look ids up: about 1.8 MiB for a 16 MiB pack of pgbench
+/// pages, which compress 17 to 1).
 pub const HEADER_CACHE_PACKS: usize = 8;
 
 /// Missing packs whose moved record a [`ChunkReader`] remembers (then it forgets all).
@@ -112,48 +113,130 @@ struct Located {
     entry: PackEntry,
 }
 
-/// A pack's header entries sorted by chunk id, with a directory of where each range of
-/// id prefixes starts. Ids are keyed hashes, spread evenly, so the bucket of an id's
-/// top bits holds about one entry: a lookup reads the directory and one or two
-/// entries, where a binary search over a pack of tens of thousands of entries missed
-/// the cache some fifteen times (9% of a restore's CPU). The directory costs at most
-/// 8 bytes per entry, against 40 for the entry; less than half a hash map's memory.
+/// A chunk found in a pack header: the pack its reference names, the pack that holds
+/// it (another one when gc repacked the named pack), that pack's table and the
+/// chunk's position in it.
+struct InPack {
+    named: PackId,
+    pack: PackId,
+    map: PackMap,
+    pos: usize,
+}
+
+impl InPack {
+    fn located(&self) -> Located {
+        Located {
+            pack: self.pack,
+            entry: self.map.entries[self.pos],
+        }
+    }
+}
+
+/// Entries of a pack a [`ReadCursor`] copies from the header, from the chunk it looked
+/// up on: the chunks that follow it in the pack (256 pages: two frames). 40 bytes each.
+const CURSOR_RUN: usize = 256;
+
+/// What [`ChunkReader::read_next`] remembers of the chunks it read last: the pack
+/// entries that follow the last chunk looked up, and the decoded frame of the last
+/// chunk read. The next reference, when it names the same pack and its chunk is the
+/// next of those entries, is found without a lookup, and read from the same frame
+/// without going through the shared cache. One per sequence of references (a file, or
+/// part of one). It holds one decoded frame and at most [`CURSOR_RUN`] entries (10 KiB),
+/// never a whole pack header, so the header cache's bound holds whatever the number of
+/// cursors.
+#[derive(Default)]
+pub struct ReadCursor {
+    last: Option<CursorAt>,
+}
+
+struct CursorAt {
+    /// The pack the references name, and the pack that holds their chunks (another
+    /// one when gc repacked the named pack).
+    named: PackId,
+    pack: PackId,
+    /// Entries of `pack` in pack order; `run[at]` is the last chunk's.
+    run: Vec<PackEntry>,
+    at: usize,
+    /// The decoded frame of the last chunk, and where it is (pack and offset).
+    frame: Option<(FrameKey, Bytes)>,
+}
+
+impl CursorAt {
+    fn located(&self) -> Located {
+        Located {
+            pack: self.pack,
+            entry: self.run[self.at],
+        }
+    }
+}
+
+impl ReadCursor {
+    /// Moves to `r`'s chunk if it is the one after the last in the pack `r` names.
+    fn follow(&mut self, r: &ChunkRef) -> bool {
+        let Some(last) = &mut self.last else {
+            return false;
+        };
+        if r.pack != Some(last.named) || last.run.get(last.at + 1).is_none_or(|e| e.id != r.id) {
+            return false;
+        }
+        last.at += 1;
+        true
+    }
+}
+
+/// A pack's header entries, in pack order, with their positions ordered by chunk id and
+/// a directory of where each range of id prefixes starts in that order. Ids are keyed
+/// hashes, spread evenly, so the bucket of an id's top bits holds about one entry: a
+/// lookup reads the directory, one or two positions and their entries, where a binary
+/// search over a pack of tens of thousands of entries missed the cache some fifteen
+/// times (9% of a restore's CPU). Kept in pack order, the entry after a chunk is the
+/// next one in memory: a reader of consecutive chunks ([`ReadCursor`]) finds each
+/// there without a lookup. Positions and directory cost at most 12 bytes per entry,
+/// against 40 for the entry; less than half a hash map's memory.
 struct PackTable {
     entries: Vec<PackEntry>,
-    /// `starts[b]..starts[b + 1]` are the entries whose top bits are `b`.
+    /// Positions in `entries`, ordered by chunk id.
+    by_id: Vec<u32>,
+    /// `starts[b]..starts[b + 1]` are the positions in `by_id` of the ids whose top
+    /// bits are `b`.
     starts: Vec<u32>,
     /// How far an id's 64-bit prefix is shifted to give its bucket (64: one bucket).
     shift: u32,
 }
 
 impl PackTable {
+    /// The table of a pack's header entries, given in pack order.
     fn new(mut entries: Vec<PackEntry>) -> PackTable {
-        entries.sort_unstable_by(|a, b| a.id.as_bytes().cmp(b.id.as_bytes()));
         entries.shrink_to_fit();
+        let mut by_id: Vec<u32> = (0..entries.len() as u32).collect();
+        let id_at = |p: u32| entries[p as usize].id.as_bytes();
+        by_id.sort_unstable_by(|&a, &b| id_at(a).cmp(id_at(b)));
         let bits = entries.len().max(1).next_power_of_two().trailing_zeros();
         let shift = 64 - bits;
         let buckets = 1usize << bits;
         let mut starts = Vec::with_capacity(buckets + 1);
         let mut i = 0usize;
         for b in 0..buckets {
-            while i < entries.len() && bucket(id_prefix(entries[i].id.as_bytes()), shift) < b {
+            while i < by_id.len() && bucket(id_prefix(id_at(by_id[i])), shift) < b {
                 i += 1;
             }
             starts.push(i as u32);
         }
-        starts.push(entries.len() as u32);
+        starts.push(by_id.len() as u32);
         PackTable {
             entries,
+            by_id,
             starts,
             shift,
         }
     }
 
-    fn find(&self, id: &ChunkId) -> Option<&PackEntry> {
+    /// Where `id`'s entry is in `entries`.
+    fn position(&self, id: &ChunkId) -> Option<usize> {
         let b = bucket(id_prefix(id.as_bytes()), self.shift);
-        let range = self.starts[b] as usize..self.starts[b + 1] as usize;
-        let within = &self.entries[range];
-        find_entry(within, id).ok().map(|i| &within[i])
+        let within = &self.by_id[self.starts[b] as usize..self.starts[b + 1] as usize];
+        let i = find_entry(within, &self.entries, id).ok()?;
+        Some(within[i] as usize)
     }
 }
 
@@ -426,33 +509,110 @@ impl ChunkReader {
         Ok((frame, range))
     }
 
+    /// [`ChunkReader::read_in_frame`] of the next reference of a sequence, read with
+    /// the sequence's `cursor`. It checks each chunk as `read_in_frame` does. A chunk that
+    /// follows the last one in its pack, the common case for the pages of a file
+    /// written by one backup, is found without looking its id up, and when it is in the
+    /// same frame, that frame is used again without the shared cache.
+    pub async fn read_next(
+        &self,
+        cursor: &mut ReadCursor,
+        r: &ChunkRef,
+    ) -> Result<(Bytes, std::ops::Range<usize>)> {
+        if !cursor.follow(r) {
+            let kept = cursor.last.take().and_then(|l| l.frame);
+            cursor.last = self.locate_named(r).await?.map(|found| {
+                let end = found.map.entries.len().min(found.pos + CURSOR_RUN);
+                CursorAt {
+                    named: found.named,
+                    pack: found.pack,
+                    run: found.map.entries[found.pos..end].to_vec(),
+                    at: 0,
+                    frame: kept,
+                }
+            });
+        }
+        let Some(last) = &mut cursor.last else {
+            // Found through the index, or not at all: the usual path says which.
+            return self.read_in_frame(r).await;
+        };
+        let located = last.located();
+        let key = (located.pack, located.entry.frame_offset);
+        let kept = last.frame.take().filter(|(k, _)| *k == key).map(|(_, f)| f);
+        match self.read_located(r, &located, kept).await {
+            Ok((frame, range)) => {
+                last.frame = Some((key, frame.clone()));
+                Ok((frame, range))
+            }
+            Err(e) => {
+                cursor.last = None;
+                if e.code().starts_with("verify.") {
+                    // A damaged copy: the usual path looks for another one.
+                    self.read_in_frame(r).await
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// [`ChunkReader::read_at`], with the decoded frame when the caller has it.
+    async fn read_located(
+        &self,
+        r: &ChunkRef,
+        at: &Located,
+        frame: Option<Bytes>,
+    ) -> Result<(Bytes, std::ops::Range<usize>)> {
+        let Some(frame) = frame else {
+            return self.read_at(r, at).await;
+        };
+        check_length(r, at)?;
+        let range = self.check_in_frame(r, at, &frame)?;
+        Ok((frame, range))
+    }
+
     /// Where `r`'s chunk is: in the pack the reference names when that pack's
     /// header lists it, else wherever the index says.
     async fn locate(&self, r: &ChunkRef) -> Result<Located> {
-        if let Some(named) = r.pack {
-            // The named pack, or (gc repacked it) the pack its moved record names.
-            let mut pack = named;
-            for _ in 0..=crate::gc::MAX_MOVES {
-                match self.pack_map(pack).await? {
-                    Some(map) => {
-                        if let Some(e) = map.find(&r.id) {
-                            return Ok(Located { pack, entry: *e });
-                        }
-                        break;
-                    }
-                    None => match self.moved_target(pack).await? {
-                        Some(to) => pack = to,
-                        None => break,
-                    },
-                }
-            }
-            tracing::debug!(
-                chunk = %r.id,
-                pack = %named,
-                "the pack a reference names does not hold the chunk; looking it up in the index"
-            );
+        match self.locate_named(r).await? {
+            Some(found) => Ok(found.located()),
+            None => self.locate_indexed(r).await,
         }
-        self.locate_indexed(r).await
+    }
+
+    /// `r`'s chunk in the header of the pack its reference names, or (gc repacked that
+    /// pack) of the pack its moved record names; `None` when the reference names no
+    /// pack or neither header lists the chunk.
+    async fn locate_named(&self, r: &ChunkRef) -> Result<Option<InPack>> {
+        let Some(named) = r.pack else {
+            return Ok(None);
+        };
+        let mut pack = named;
+        for _ in 0..=crate::gc::MAX_MOVES {
+            match self.pack_map(pack).await? {
+                Some(map) => {
+                    if let Some(pos) = map.position(&r.id) {
+                        return Ok(Some(InPack {
+                            named,
+                            pack,
+                            map,
+                            pos,
+                        }));
+                    }
+                    break;
+                }
+                None => match self.moved_target(pack).await? {
+                    Some(to) => pack = to,
+                    None => break,
+                },
+            }
+        }
+        tracing::debug!(
+            chunk = %r.id,
+            pack = %named,
+            "the pack a reference names does not hold the chunk; looking it up in the index"
+        );
+        Ok(None)
     }
 
     async fn locate_indexed(&self, r: &ChunkRef) -> Result<Located> {
@@ -520,23 +680,19 @@ impl ChunkReader {
     /// The frame that holds `r`'s chunk and where in it the chunk is, after checking
     /// the chunk against its id.
     async fn read_at(&self, r: &ChunkRef, at: &Located) -> Result<(Bytes, std::ops::Range<usize>)> {
+        check_length(r, at)?;
+        let frame = self.frame_of(r, at).await?;
+        let range = self.check_in_frame(r, at, &frame)?;
+        Ok((frame, range))
+    }
+
+    /// The decoded frame that holds `at`, from the cache or loaded now.
+    async fn frame_of(&self, r: &ChunkRef, at: &Located) -> Result<Bytes> {
         let inner = &self.inner;
         let loc = &at.entry;
         // The pack's object name is only needed on a cache miss or an error: not
         // formatted for every chunk.
         let pack = at.pack;
-        if loc.raw_length != r.len {
-            return Err(Error::new(
-                code::VERIFY_CHUNK_LENGTH_MISMATCH,
-                format!(
-                    "chunk {} is {} bytes in {} but {} in the reference",
-                    r.id,
-                    loc.raw_length,
-                    pack.object_name(),
-                    r.len
-                ),
-            ));
-        }
         let key = (at.pack, loc.frame_offset);
         let slot = lock(&inner.cache).slot(key, loc.frame_raw_length as usize);
         let frame = match slot {
@@ -552,6 +708,18 @@ impl ChunkReader {
                 .await
                 .map_err(|e| name_frame_error(e, r, &pack.object_name(), loc))?,
         };
+        Ok(frame)
+    }
+
+    /// Where `at`'s chunk is in its decoded `frame`, after checking it against `r`'s
+    /// id (and that it lies within the frame).
+    fn check_in_frame(
+        &self,
+        r: &ChunkRef,
+        at: &Located,
+        frame: &Bytes,
+    ) -> Result<std::ops::Range<usize>> {
+        let (loc, pack) = (&at.entry, at.pack);
         let start = loc.chunk_offset as usize;
         let end = start + loc.raw_length as usize;
         let data = match frame.get(start..end) {
@@ -567,7 +735,7 @@ impl ChunkReader {
                 ))
             }
         };
-        if inner.repo.chunk_id(data) != r.id {
+        if self.inner.repo.chunk_id(data) != r.id {
             return Err(Error::new(
                 code::VERIFY_CHUNK_ID_MISMATCH,
                 format!(
@@ -578,7 +746,7 @@ impl ChunkReader {
             )
             .with_suggestion("run a repository check; the pack or index was damaged"));
         }
-        Ok((frame, start..end))
+        Ok(start..end)
     }
 
     /// Range-reads, opens and decompresses one frame (errors are named by the caller).
@@ -630,14 +798,35 @@ impl ChunkReader {
     }
 }
 
-/// The position of `id` in a pack's entries sorted by id. Ids are keyed hashes, so
+/// `verify.chunk_length_mismatch` unless the pack's entry at `at` has the length `r` says.
+fn check_length(r: &ChunkRef, at: &Located) -> Result<()> {
+    if at.entry.raw_length == r.len {
+        return Ok(());
+    }
+    Err(Error::new(
+        code::VERIFY_CHUNK_LENGTH_MISMATCH,
+        format!(
+            "chunk {} is {} bytes in {} but {} in the reference",
+            r.id,
+            at.entry.raw_length,
+            at.pack.object_name(),
+            r.len
+        ),
+    ))
+}
+
+/// Where `id` is in `by_id`, positions in `entries` ordered by id. Ids are keyed hashes, so
 /// their first eight bytes order them almost always: comparing those as one
 /// integer first saves a 16-byte `memcmp` per step (6% of a restore's CPU).
-fn find_entry(entries: &[PackEntry], id: &ChunkId) -> std::result::Result<usize, usize> {
+fn find_entry(
+    by_id: &[u32],
+    entries: &[PackEntry],
+    id: &ChunkId,
+) -> std::result::Result<usize, usize> {
     let key = id.as_bytes();
     let want = id_prefix(key);
-    entries.binary_search_by(|e| {
-        let have = e.id.as_bytes();
+    by_id.binary_search_by(|&p| {
+        let have = entries[p as usize].id.as_bytes();
         id_prefix(have).cmp(&want).then_with(|| have.cmp(key))
     })
 }
@@ -691,14 +880,19 @@ mod tests {
         }
         ids.sort_unstable();
         ids.dedup();
-        let entries: Vec<PackEntry> = ids.iter().map(|b| entry(*b)).collect();
+        // Entries in another order than their ids', as in a pack.
+        let entries: Vec<PackEntry> = ids.iter().rev().map(|b| entry(*b)).collect();
+        let by_id: Vec<u32> = (0..entries.len() as u32).rev().collect();
         for (i, b) in ids.iter().enumerate() {
-            assert_eq!(find_entry(&entries, &ChunkId::from_bytes(*b)), Ok(i));
+            assert_eq!(
+                find_entry(&by_id, &entries, &ChunkId::from_bytes(*b)),
+                Ok(i)
+            );
         }
         for probe in 0..300u64 {
             let id = ChunkId::compute(&[9; 32], &probe.to_le_bytes());
-            let full = entries.binary_search_by(|e| e.id.as_bytes().cmp(id.as_bytes()));
-            assert_eq!(find_entry(&entries, &id), full);
+            let full = ids.binary_search_by(|b| b.as_slice().cmp(id.as_bytes()));
+            assert_eq!(find_entry(&by_id, &entries, &id), full);
         }
     }
 
@@ -733,14 +927,22 @@ mod tests {
                 .map(|(i, b)| entry(*b, i as u32))
                 .rev()
                 .collect();
-            let t = PackTable::new(entries);
+            let t = PackTable::new(entries.clone());
             for (i, b) in ids.iter().enumerate() {
-                let e = t.find(&ChunkId::from_bytes(*b)).expect("present");
+                let e = &t.entries[t.position(&ChunkId::from_bytes(*b)).expect("present")];
                 assert_eq!((e.id.as_bytes(), e.frame_offset), (b, i as u32));
             }
             for probe in 0..200u64 {
                 let id = ChunkId::compute(&[8; 32], &probe.to_le_bytes());
-                assert!(t.find(&id).is_none());
+                assert!(t.position(&id).is_none());
+            }
+            // The entries stay in pack order, and each lookup gives a position in it.
+            assert_eq!(
+                t.entries.iter().map(|e| e.id).collect::<Vec<_>>(),
+                entries.iter().map(|e| e.id).collect::<Vec<_>>()
+            );
+            for (p, e) in entries.iter().enumerate() {
+                assert_eq!(t.position(&e.id), Some(p));
             }
         }
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use hs_base::code;
-use hs_repo::{BackupManifest, ChunkReader, ChunkRef, Repository};
+use hs_repo::{BackupManifest, ChunkReader, ChunkRef, ReadCursor, Repository};
 use tokio::task::JoinSet;
 
 use super::checksums::{Checks, UnitCrc};
@@ -268,7 +268,7 @@ pub(super) fn delta_units(
 /// page cache with the disk write started at once.
 ///
 /// The chunks are usually not copied: a write takes them where the reader decoded them,
-/// as runs of consecutive chunks of one frame ([`ChunkReader::read_in_frame`]), several
+/// as runs of consecutive chunks of one frame ([`ChunkReader::read_next`], one [`ReadCursor`] per unit), several
 /// runs in one `pwritev`. Decoded frames start on 4 KiB boundaries, so pages are aligned
 /// for `O_DIRECT` as they lie, unless a chunk of another size comes before them in the
 /// frame. A write whose runs are not all aligned is gathered into one aligned buffer
@@ -281,8 +281,9 @@ pub(super) async fn write_unit(reader: &ChunkReader, u: Unit) -> Result<(u64, Op
     let mut batch_off = u.offset;
     let mut off = u.offset;
     let mut reg = !0u32;
+    let mut cursor = ReadCursor::default();
     for c in &u.chunks {
-        let (frame, range) = reader.read_in_frame(c).await.map_err(|e| {
+        let (frame, range) = reader.read_next(&mut cursor, c).await.map_err(|e| {
             named(
                 e,
                 format!("restoring {}", u.path.display()),

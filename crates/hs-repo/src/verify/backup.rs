@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use super::{chunk_code, manifest_name, VerifyReport, CHUNK_BATCH, PARALLEL};
 use crate::error::{Error, Result};
 use crate::manifest::{BackupManifest, ChunkRef, FileKind};
-use crate::reader::ChunkReader;
+use crate::reader::{ChunkReader, ReadCursor};
 use crate::repo::Repository;
 
 /// Chunk ids [`ChunkRun`] remembers per generation (two generations): a chunk
@@ -63,10 +63,11 @@ impl ChunkRun {
             let (reader, batch) = (reader.clone(), batch.to_vec());
             self.set.spawn(async move {
                 let (mut n, mut bytes, mut errs) = (0u64, 0u64, Vec::new());
+                let mut cursor = ReadCursor::default();
                 for r in batch {
                     n += 1;
-                    match reader.read(&r).await {
-                        Ok(d) => bytes += d.len() as u64,
+                    match reader.read_next(&mut cursor, &r).await {
+                        Ok((_, range)) => bytes += range.len() as u64,
                         Err(e) => errs.push((r, at, e)),
                     }
                 }
@@ -140,9 +141,10 @@ impl Repository {
                 set.spawn(async move {
                     let mut n = 0u64;
                     let mut errs = Vec::new();
+                    let mut cursor = ReadCursor::default();
                     for r in batch {
-                        match reader.read(&r).await {
-                            Ok(d) => n += d.len() as u64,
+                        match reader.read_next(&mut cursor, &r).await {
+                            Ok((_, range)) => n += range.len() as u64,
                             Err(e) => errs.push((r.id, e)),
                         }
                     }

@@ -1,7 +1,7 @@
 //! Repository init/open, write/read round trips, dedup, confidentiality, tamper and crash tests.
 
 use bytes::Bytes;
-use hs_repo::{ChunkRef, Repository};
+use hs_repo::{ChunkRef, ReadCursor, Repository};
 
 use crate::support::{files_under, noise, page, Env};
 
@@ -319,6 +319,70 @@ async fn flipped_byte_in_a_frame_fails_exactly_its_chunks() {
         }
     }
     assert_eq!(failed, damaged);
+    // A cursor fails exactly the same chunks, with the same code, and reads on past them.
+    let mut failed = std::collections::HashSet::new();
+    let mut cursor = ReadCursor::default();
+    for r in &refs {
+        match reader.read_next(&mut cursor, r).await {
+            Ok((frame, range)) => assert_eq!(repo.chunk_id(&frame[range]), r.id),
+            Err(e) => {
+                assert_eq!(e.code(), "verify.auth_tag_mismatch");
+                failed.insert(r.id);
+            }
+        }
+    }
+    assert_eq!(failed, damaged);
+}
+
+#[tokio::test]
+async fn a_cursor_reads_what_single_reads_do_in_any_order() {
+    let env = Env::new();
+    let repo = env.small_pack_repo().await;
+    let refs = write_pages(&repo, 300).await;
+    let packs: std::collections::HashSet<_> = refs.iter().map(|r| r.pack).collect();
+    assert!(packs.len() > 1, "{packs:?}");
+    let frames = (300usize).div_ceil(hs_repo::FRAME_BYTES / 8192) as u64;
+
+    // In order, without a frame cache: each frame is decoded once, as the cursor keeps
+    // the frame of the last chunk.
+    let reader = repo.reader_with_frame_cache(0).await.unwrap();
+    let mut cursor = ReadCursor::default();
+    for (i, r) in refs.iter().enumerate() {
+        let (frame, range) = reader.read_next(&mut cursor, r).await.unwrap();
+        assert_eq!(&frame[range], &page(i as u64)[..], "page {i}");
+    }
+    assert_eq!(reader.frames_decoded(), frames);
+
+    // Out of order: repeats, jumps back, backwards, across packs, and a reference that
+    // names a pack without its chunk (found through the index).
+    let wrong_pack = refs.iter().find(|r| r.pack != refs[7].pack).unwrap().pack;
+    let mut misplaced = refs[7];
+    misplaced.pack = wrong_pack;
+    let mut order: Vec<(u64, ChunkRef)> = Vec::new();
+    for i in [5u64, 5, 6, 0, 299, 298, 150, 151, 152, 10, 9, 8, 160, 299] {
+        order.push((i, refs[i as usize]));
+    }
+    order.insert(8, (7, misplaced));
+    order.push((7, misplaced));
+    order.push((8, refs[8]));
+    let reader = repo.reader().await.unwrap();
+    let mut cursor = ReadCursor::default();
+    for (i, r) in &order {
+        let (frame, range) = reader.read_next(&mut cursor, r).await.unwrap();
+        assert_eq!(&frame[range], &page(*i)[..], "page {i}");
+    }
+    assert!(reader.loaded_index());
+
+    // A reference whose length is not the chunk's fails as a single read does, and the
+    // cursor reads on.
+    let mut bad = refs[11];
+    bad.len += 1;
+    let mut cursor = ReadCursor::default();
+    reader.read_next(&mut cursor, &refs[10]).await.unwrap();
+    let e = reader.read_next(&mut cursor, &bad).await.unwrap_err();
+    assert_eq!(e.code(), reader.read(&bad).await.unwrap_err().code());
+    let (frame, range) = reader.read_next(&mut cursor, &refs[12]).await.unwrap();
+    assert_eq!(&frame[range], &page(12)[..]);
 }
 
 #[tokio::test]
