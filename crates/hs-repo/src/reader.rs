@@ -314,8 +314,10 @@ struct Slot {
     tick: u64,
 }
 
-/// Least-recently-used frames, bounded by the sum of their plaintext sizes
-/// (counted when a slot is reserved, before the decode finishes).
+/// Least-recently-used frames, bounded by the sum of the memory they hold: a frame's
+/// plaintext size is counted when its slot is reserved, before the decode finishes,
+/// and replaced by its buffer's capacity once it is decoded (a buffer from the pool can
+/// be larger than the frame, and a decoded frame starts up to 4 KiB into its buffer).
 struct FrameCache {
     limit: usize,
     used: usize,
@@ -369,6 +371,32 @@ impl FrameCache {
             },
         );
         Some(cell)
+    }
+
+    /// Counts `held` bytes for `key`'s slot if it is still `cell` (its frame decoded
+    /// into a buffer of that capacity), evicting older frames as the bound requires.
+    fn hold(&mut self, key: FrameKey, cell: &FrameCell, held: usize) {
+        let Some(s) = self.slots.get_mut(&key) else {
+            return;
+        };
+        if !Arc::ptr_eq(&s.cell, cell) || s.size == held {
+            return;
+        }
+        self.used = self.used - s.size + held;
+        s.size = held;
+        let newest = s.tick;
+        while self.used > self.limit {
+            let Some((&tick, &old)) = self.by_age.first_key_value() else {
+                break;
+            };
+            if tick == newest {
+                break;
+            }
+            self.by_age.pop_first();
+            if let Some(s) = self.slots.remove(&old) {
+                self.used -= s.size;
+            }
+        }
     }
 
     /// Drops `key`'s slot if it is still `cell` (its decode failed).
@@ -696,17 +724,34 @@ impl ChunkReader {
         let key = (at.pack, loc.frame_offset);
         let slot = lock(&inner.cache).slot(key, loc.frame_raw_length as usize);
         let frame = match slot {
-            Some(cell) => match cell.get_or_try_init(|| self.load_frame(pack, loc)).await {
-                Ok(f) => f.clone(),
-                Err(e) => {
-                    lock(&inner.cache).forget(key, &cell);
-                    return Err(name_frame_error(e, r, &pack.object_name(), loc));
+            Some(cell) => {
+                let mut held = None;
+                let loaded = cell
+                    .get_or_try_init(|| async {
+                        let (frame, capacity) = self.load_frame(pack, loc).await?;
+                        held = Some(capacity);
+                        Ok::<_, Error>(frame)
+                    })
+                    .await
+                    .cloned();
+                match (loaded, held) {
+                    (Ok(f), Some(capacity)) => {
+                        lock(&inner.cache).hold(key, &cell, capacity);
+                        f
+                    }
+                    (Ok(f), None) => f,
+                    (Err(e), _) => {
+                        lock(&inner.cache).forget(key, &cell);
+                        return Err(name_frame_error(e, r, &pack.object_name(), loc));
+                    }
                 }
-            },
-            None => self
-                .load_frame(pack, loc)
-                .await
-                .map_err(|e| name_frame_error(e, r, &pack.object_name(), loc))?,
+            }
+            None => {
+                self.load_frame(pack, loc)
+                    .await
+                    .map_err(|e| name_frame_error(e, r, &pack.object_name(), loc))?
+                    .0
+            }
         };
         Ok(frame)
     }
@@ -749,8 +794,9 @@ impl ChunkReader {
         Ok(start..end)
     }
 
-    /// Range-reads, opens and decompresses one frame (errors are named by the caller).
-    async fn load_frame(&self, pack: PackId, loc: &PackEntry) -> Result<Bytes> {
+    /// Range-reads, opens and decompresses one frame (errors are named by the caller);
+    /// returns it with the capacity of the buffer that holds it.
+    async fn load_frame(&self, pack: PackId, loc: &PackEntry) -> Result<(Bytes, usize)> {
         let inner = &self.inner;
         let pack = pack.object_name();
         let sealed = inner
@@ -790,11 +836,13 @@ impl ChunkReader {
             .with_suggestion("run a repository check; the pack or index was damaged"));
         }
         inner.frames_decoded.fetch_add(1, Ordering::Relaxed);
-        Ok(Bytes::from_owner(PooledFrame {
+        let capacity = data.capacity();
+        let frame = Bytes::from_owner(PooledFrame {
             buf: data,
             start,
             pool: Arc::downgrade(&inner.pool),
-        }))
+        });
+        Ok((frame, capacity))
     }
 }
 
@@ -945,6 +993,28 @@ mod tests {
                 assert_eq!(t.position(&e.id), Some(p));
             }
         }
+    }
+
+    #[test]
+    fn the_frame_cache_counts_what_a_decoded_frame_holds() {
+        let pack = |b: u8| PackId([b; 32]);
+        let mut cache = FrameCache::new(100);
+        let a = cache.slot((pack(1), 0), 40).unwrap();
+        let b = cache.slot((pack(2), 0), 40).unwrap();
+        assert_eq!(cache.used, 80);
+        // `b` decoded into a buffer of 70 bytes: `a`, the older, goes.
+        cache.hold((pack(2), 0), &b, 70);
+        assert_eq!(cache.used, 70);
+        assert!(!cache.slots.contains_key(&(pack(1), 0)));
+        // A cell that is no longer the slot's changes nothing.
+        cache.hold((pack(1), 0), &a, 10);
+        assert_eq!(cache.used, 70);
+        // The newest frame is never evicted for its own size, and the next slot makes room.
+        cache.hold((pack(2), 0), &b, 120);
+        assert_eq!(cache.used, 120);
+        assert!(cache.slots.contains_key(&(pack(2), 0)));
+        cache.slot((pack(3), 0), 30).unwrap();
+        assert_eq!(cache.used, 30);
     }
 
     #[test]
