@@ -56,6 +56,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Where the objects live, for messages (a URL without credentials).
     fn location(&self) -> &str;
 
+    /// How many bytes of a pack a reader fetches in one range read when it reads the
+    /// pack's frames (restore, verification): a frame is read with the frames that
+    /// start in the same window of this many bytes. 0 (the default, and `file://`)
+    /// reads each frame on its own. Stores that pay a round trip per request (object
+    /// stores, SSH) return [`REMOTE_READ_WINDOW`].
+    fn read_window(&self) -> u32 {
+        0
+    }
+
     /// Stores `data` under `name` only if no object of that name exists.
     /// Returns `false` (and changes nothing) if one does. When this returns
     /// `true` the object is durable.
@@ -88,6 +97,11 @@ pub trait Backend: Send + Sync + 'static {
         Ok(0)
     }
 }
+
+/// [`Backend::read_window`] of the stores with a round trip per request (1 MiB): a
+/// restore from one makes about one request per twenty frames of pages, where it made
+/// one per frame.
+pub const REMOTE_READ_WINDOW: u32 = 1 << 20;
 
 /// Opens the backend for a repository URL: `file:///absolute/path`,
 /// `s3://`, `gcs://`, `azblob://` (see [`ObjectBackend`]), `sftp://` and

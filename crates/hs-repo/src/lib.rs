@@ -66,7 +66,7 @@ mod writer;
 pub use backend::{
     open_backend, probe_conditional_writes, Backend, FaultBackend, FaultConfig, FaultCounts,
     FsBackend, ObjectBackend, ObjectInfo, RetryBackend, RetryPolicy, MULTIPART_THRESHOLD,
-    PROBE_NAME,
+    PROBE_NAME, REMOTE_READ_WINDOW,
 };
 pub use builder::RepositoryBuilder;
 pub use chunklist::{

@@ -50,6 +50,22 @@ pub const HEADER_CACHE_PACKS: usize = 8;
 /// Missing packs whose moved record a [`ChunkReader`] remembers (then it forgets all).
 const MOVED_CACHE: usize = 4096;
 
+/// Sealed bytes of read windows a [`ChunkReader`] keeps until their frames are decoded,
+/// at most (or a quarter of the frame cache, if that is less); only for stores with a
+/// [`Backend::read_window`](crate::Backend::read_window).
+const READ_WINDOWS_BYTES: usize = 4 << 20;
+
+/// A window longer than this many times the store's read window (frames larger than
+/// the window) is not read whole.
+const READ_WINDOW_MAX_FACTOR: u32 = 4;
+
+/// A read window of a pack: its number and the byte range its frames cover.
+struct Window {
+    index: u32,
+    start: u32,
+    end: u32,
+}
+
 /// Free decoded-frame buffers kept for reuse, at most this many bytes (or a quarter
 /// of the frame cache, if that is less).
 const FRAME_POOL_BYTES: usize = 16 << 20;
@@ -202,6 +218,9 @@ struct PackTable {
     starts: Vec<u32>,
     /// How far an id's 64-bit prefix is shifted to give its bucket (64: one bucket).
     shift: u32,
+    /// Whether the frames lie in the pack in the order the header lists them (as
+    /// writers store them); only then are they read a window at a time.
+    frames_in_order: bool,
 }
 
 impl PackTable {
@@ -223,12 +242,38 @@ impl PackTable {
             starts.push(i as u32);
         }
         starts.push(by_id.len() as u32);
+        let frames_in_order = entries
+            .windows(2)
+            .all(|w| w[0].frame_offset <= w[1].frame_offset);
         PackTable {
             entries,
             by_id,
             starts,
             shift,
+            frames_in_order,
         }
+    }
+
+    /// The read window of `size` bytes that holds the frame at `frame_offset`: from the
+    /// first frame that starts in that window of the pack to the end of the last one.
+    /// `None` if the frames are not in order, no frame starts at `frame_offset`'s window,
+    /// or the window would pass [`READ_WINDOW_MAX_FACTOR`] times `size`.
+    fn window(&self, frame_offset: u32, size: u32) -> Option<Window> {
+        if !self.frames_in_order || size == 0 {
+            return None;
+        }
+        let index = frame_offset / size;
+        let lo = index * size;
+        let hi = lo.saturating_add(size);
+        let first = self.entries.partition_point(|e| e.frame_offset < lo);
+        let past = self.entries.partition_point(|e| e.frame_offset < hi);
+        let last = self.entries.get(past.checked_sub(1)?)?;
+        let start = self.entries.get(first)?.frame_offset;
+        let end = last.frame_offset.checked_add(last.frame_length)?;
+        (start <= frame_offset
+            && frame_offset < end
+            && end - start <= size.saturating_mul(READ_WINDOW_MAX_FACTOR))
+        .then_some(Window { index, start, end })
     }
 
     /// Where `id`'s entry is in `entries`.
@@ -300,9 +345,13 @@ struct ReaderInner {
     /// Missing packs looked up in the moved records, and where they went.
     moves: Mutex<HashMap<PackId, Option<PackId>>>,
     cache: Mutex<FrameCache>,
+    /// Sealed frames read a window at a time, until decoded (see
+    /// [`Backend::read_window`](crate::Backend::read_window)).
+    windows: Mutex<FrameCache>,
     pool: Arc<Mutex<FramePool>>,
     frames_decoded: AtomicU64,
     index_loads: AtomicU64,
+    range_reads: AtomicU64,
 }
 
 type FrameKey = (PackId, u32);
@@ -430,13 +479,21 @@ impl ChunkReader {
     }
 
     fn build(repo: Repository, index: OnceCell<Index>, cache_bytes: usize) -> ChunkReader {
+        // On a store with a read window, the windows' sealed bytes come out of the
+        // cache's bound: decoded frames and windows together hold at most `cache_bytes`.
+        let windows = if repo.inner.backend.read_window() > 0 {
+            READ_WINDOWS_BYTES.min(cache_bytes / 4)
+        } else {
+            0
+        };
         ChunkReader {
             inner: Arc::new(ReaderInner {
                 repo,
                 index,
                 headers: Mutex::new(HeaderCache::default()),
                 moves: Mutex::new(HashMap::new()),
-                cache: Mutex::new(FrameCache::new(cache_bytes)),
+                cache: Mutex::new(FrameCache::new(cache_bytes - windows)),
+                windows: Mutex::new(FrameCache::new(windows)),
                 pool: Arc::new(Mutex::new(FramePool {
                     free: Vec::new(),
                     bytes: 0,
@@ -444,6 +501,7 @@ impl ChunkReader {
                 })),
                 frames_decoded: AtomicU64::new(0),
                 index_loads: AtomicU64::new(0),
+                range_reads: AtomicU64::new(0),
             }),
         }
     }
@@ -481,7 +539,8 @@ impl ChunkReader {
         lock(&self.inner.cache).used
     }
 
-    /// The bound of the decoded-frame cache in bytes.
+    /// The bound of the decoded-frame cache in bytes (the bound asked for, less the read
+    /// windows' share on a store that has them).
     pub fn frame_cache_limit(&self) -> usize {
         lock(&self.inner.cache).limit
     }
@@ -497,6 +556,12 @@ impl ChunkReader {
     /// How many frames this reader (and its clones) fetched and decoded so far.
     pub fn frames_decoded(&self) -> u64 {
         self.inner.frames_decoded.load(Ordering::Relaxed)
+    }
+
+    /// How many range reads of frames this reader and its clones made so far (one per
+    /// frame, or one per read window on a store that has one).
+    pub fn range_reads(&self) -> u64 {
+        self.inner.range_reads.load(Ordering::Relaxed)
     }
 
     /// Reads one chunk: find it (in the pack its reference names, else through
@@ -794,21 +859,69 @@ impl ChunkReader {
         Ok(start..end)
     }
 
+    /// `loc`'s sealed frame, read with the frames around it in one range read of its
+    /// pack's read window, or taken from that window when it was read already. `None`
+    /// when the frame is to be read on its own: the store has no read window, the
+    /// pack's header is not at hand (a chunk found through the index),
+    /// [`PackTable::window`] gives none, or the window could not be read.
+    async fn sealed_in_window(&self, pack: PackId, loc: &PackEntry) -> Option<Bytes> {
+        let backend = &self.inner.repo.inner.backend;
+        let size = backend.read_window();
+        if size == 0 {
+            return None;
+        }
+        let map = self.cached_pack_map(pack)?;
+        let w = map.window(loc.frame_offset, size)?;
+        let (start, len) = (u64::from(w.start), u64::from(w.end - w.start));
+        let key = (pack, w.index);
+        let read = || async {
+            self.inner.range_reads.fetch_add(1, Ordering::Relaxed);
+            backend.get_range(&pack.object_name(), start, len).await
+        };
+        let slot = lock(&self.inner.windows).slot(key, len as usize);
+        let read = match slot {
+            Some(cell) => {
+                let got = cell.get_or_try_init(read).await.cloned();
+                if got.is_err() {
+                    lock(&self.inner.windows).forget(key, &cell);
+                }
+                got
+            }
+            None => read().await,
+        };
+        // A window that cannot be read (a pack cut short, say) is no reason to fail a
+        // frame that may be whole: the frame is then read on its own, and fails alone.
+        let bytes = read.ok()?;
+        let from = (loc.frame_offset - w.start) as usize;
+        let to = from + loc.frame_length as usize;
+        (to <= bytes.len()).then(|| bytes.slice(from..to))
+    }
+
+    /// The header of `pack` if the header cache holds it (without reading it).
+    fn cached_pack_map(&self, pack: PackId) -> Option<PackMap> {
+        let headers = lock(&self.inner.headers);
+        let (cell, _) = headers.slots.get(&pack)?;
+        cell.get().cloned().flatten()
+    }
+
     /// Range-reads, opens and decompresses one frame (errors are named by the caller);
     /// returns it with the capacity of the buffer that holds it.
-    async fn load_frame(&self, pack: PackId, loc: &PackEntry) -> Result<(Bytes, usize)> {
+    async fn load_frame(&self, pack_id: PackId, loc: &PackEntry) -> Result<(Bytes, usize)> {
         let inner = &self.inner;
-        let pack = pack.object_name();
-        let sealed = inner
-            .repo
-            .inner
-            .backend
-            .get_range(
-                &pack,
-                u64::from(loc.frame_offset),
-                u64::from(loc.frame_length),
-            )
-            .await?;
+        let pack = pack_id.object_name();
+        let sealed = match self.sealed_in_window(pack_id, loc).await {
+            Some(sealed) => sealed,
+            None => {
+                inner.range_reads.fetch_add(1, Ordering::Relaxed);
+                let (offset, len) = (u64::from(loc.frame_offset), u64::from(loc.frame_length));
+                inner
+                    .repo
+                    .inner
+                    .backend
+                    .get_range(&pack, offset, len)
+                    .await?
+            }
+        };
         let plain = inner.repo.inner.master.open(Domain::Chunk, &sealed)?;
         drop(sealed);
         let (data, start) = if loc.compressed {

@@ -253,6 +253,10 @@ impl Backend for FaultBackend {
         self.inner.location()
     }
 
+    fn read_window(&self) -> u32 {
+        self.inner.read_window()
+    }
+
     async fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool> {
         self.write(name, data, false).await
     }

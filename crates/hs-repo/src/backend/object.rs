@@ -479,6 +479,10 @@ impl Backend for ObjectBackend {
         &self.url
     }
 
+    fn read_window(&self) -> u32 {
+        super::REMOTE_READ_WINDOW
+    }
+
     async fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool> {
         check_name(name)?;
         let res = if data.len() > MULTIPART_THRESHOLD {

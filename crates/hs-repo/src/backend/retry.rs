@@ -146,6 +146,10 @@ impl Backend for RetryBackend {
         self.inner.location()
     }
 
+    fn read_window(&self) -> u32 {
+        self.inner.read_window()
+    }
+
     async fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool> {
         let len = data.len() as u64;
         let mut n = 1;

@@ -239,6 +239,10 @@ impl Backend for ScpBackend {
         &self.t.location
     }
 
+    fn read_window(&self) -> u32 {
+        super::REMOTE_READ_WINDOW
+    }
+
     async fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool> {
         check_name(name)?;
         let script = self.write_script(name, data.len(), false);

@@ -331,6 +331,10 @@ impl Backend for SftpBackend {
         &self.t.location
     }
 
+    fn read_window(&self) -> u32 {
+        super::REMOTE_READ_WINDOW
+    }
+
     async fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool> {
         self.write(name, data, Publish::IfAbsent).await
     }

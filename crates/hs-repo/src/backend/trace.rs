@@ -71,6 +71,10 @@ impl Backend for TraceBackend {
         self.inner.location()
     }
 
+    fn read_window(&self) -> u32 {
+        self.inner.read_window()
+    }
+
     async fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool> {
         let len = data.len() as u64;
         let r = self.inner.put_if_absent(name, data).await;

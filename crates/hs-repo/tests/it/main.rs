@@ -17,3 +17,4 @@ mod throughput;
 mod url_props;
 mod verify;
 mod wal;
+mod windows;
