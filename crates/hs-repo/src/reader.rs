@@ -129,11 +129,10 @@ struct Located {
     entry: PackEntry,
 }
 
-/// A chunk found in a pack header: the pack its reference names, the pack that holds
-/// it (another one when gc repacked the named pack), that pack's table and the
-/// chunk's position in it.
+/// A chunk found in a pack header: the pack that holds it (the one its reference names,
+/// or another when gc repacked that one), that pack's table and the chunk's position in
+/// it.
 struct InPack {
-    named: PackId,
     pack: PackId,
     map: PackMap,
     pos: usize,
@@ -148,9 +147,14 @@ impl InPack {
     }
 }
 
-/// Entries of a pack a [`ReadCursor`] copies from the header, from the chunk it looked
-/// up on: the chunks that follow it in the pack (256 pages: two frames). 40 bytes each.
+/// Entries of a pack a [`ReadCursor`] copies from the header at most, from the chunk it
+/// looked up on: the chunks that follow it in the pack (256 pages: two frames). 40 bytes
+/// each. It copies [`CURSOR_RUN_FIRST`] at first, and twice as many as were followed in
+/// the last run after that, so that references that do not follow each other (pages
+/// deduplicated from many backups) cost a short copy per lookup, not 10 KiB.
 const CURSOR_RUN: usize = 256;
+/// The entries a [`ReadCursor`] copies at a lookup that follows no run of followed ones.
+const CURSOR_RUN_FIRST: usize = 16;
 
 /// What [`ChunkReader::read_next`] remembers of the chunks it read last: the pack
 /// entries that follow the last chunk looked up, and the decoded frame of the last
@@ -400,14 +404,7 @@ impl FrameCache {
             self.by_age.insert(tick, key);
             return Some(s.cell.clone());
         }
-        while self.used + size > self.limit {
-            let Some((_, old)) = self.by_age.pop_first() else {
-                break;
-            };
-            if let Some(s) = self.slots.remove(&old) {
-                self.used -= s.size;
-            }
-        }
+        self.evict(size, None);
         let cell: FrameCell = Arc::new(OnceCell::new());
         self.used += size;
         self.by_age.insert(tick, key);
@@ -434,11 +431,17 @@ impl FrameCache {
         self.used = self.used - s.size + held;
         s.size = held;
         let newest = s.tick;
-        while self.used > self.limit {
+        self.evict(0, Some(newest));
+    }
+
+    /// Evicts the least recently used frames until `room` more bytes fit, stopping at
+    /// the frame of tick `keep`.
+    fn evict(&mut self, room: usize, keep: Option<u64>) {
+        while self.used + room > self.limit {
             let Some((&tick, &old)) = self.by_age.first_key_value() else {
                 break;
             };
-            if tick == newest {
+            if Some(tick) == keep {
                 break;
             }
             self.by_age.pop_first();
@@ -613,17 +616,24 @@ impl ChunkReader {
         r: &ChunkRef,
     ) -> Result<(Bytes, std::ops::Range<usize>)> {
         if !cursor.follow(r) {
-            let kept = cursor.last.take().and_then(|l| l.frame);
-            cursor.last = self.locate_named(r).await?.map(|found| {
-                let end = found.map.entries.len().min(found.pos + CURSOR_RUN);
-                CursorAt {
-                    named: found.named,
-                    pack: found.pack,
-                    run: found.map.entries[found.pos..end].to_vec(),
-                    at: 0,
-                    frame: kept,
+            let last = cursor.last.take();
+            // Twice the chunks followed in the last run, within the bounds.
+            let want = last.as_ref().map_or(0, |l| 2 * (l.at + 1));
+            let want = want.clamp(CURSOR_RUN_FIRST, CURSOR_RUN);
+            let kept = last.and_then(|l| l.frame);
+            cursor.last = match (r.pack, self.locate_named(r).await?) {
+                (Some(named), Some(found)) => {
+                    let end = found.map.entries.len().min(found.pos + want);
+                    Some(CursorAt {
+                        named,
+                        pack: found.pack,
+                        run: found.map.entries[found.pos..end].to_vec(),
+                        at: 0,
+                        frame: kept,
+                    })
                 }
-            });
+                _ => None,
+            };
         }
         let Some(last) = &mut cursor.last else {
             // Found through the index, or not at all: the usual path says which.
@@ -685,12 +695,7 @@ impl ChunkReader {
             match self.pack_map(pack).await? {
                 Some(map) => {
                     if let Some(pos) = map.position(&r.id) {
-                        return Ok(Some(InPack {
-                            named,
-                            pack,
-                            map,
-                            pos,
-                        }));
+                        return Ok(Some(InPack { pack, map, pos }));
                     }
                     break;
                 }

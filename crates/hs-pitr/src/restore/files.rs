@@ -268,8 +268,8 @@ pub(super) fn delta_units(
 /// page cache with the disk write started at once.
 ///
 /// The chunks are usually not copied: a write takes them where the reader decoded them,
-/// as runs of consecutive chunks of one frame ([`ChunkReader::read_next`], one [`ReadCursor`] per unit), several
-/// runs in one `pwritev`. Decoded frames start on 4 KiB boundaries, so pages are aligned
+/// as runs of consecutive chunks of one frame ([`ChunkReader::read_next`], one
+/// [`ReadCursor`] per unit), several runs in one `pwritev`. Decoded frames start on 4 KiB boundaries, so pages are aligned
 /// for `O_DIRECT` as they lie, unless a chunk of another size comes before them in the
 /// frame. A write whose runs are not all aligned is gathered into one aligned buffer
 /// first, and so is one whose chunks come from more than [`PINNED_FRAMES`] frames (a
@@ -332,9 +332,8 @@ const PINNED_FRAMES: usize = 2;
 /// [`PINNED_FRAMES`] frames, all of them copied into one aligned buffer.
 #[derive(Default)]
 struct Runs {
+    /// At most [`PINNED_FRAMES`] distinct frames among them.
     runs: Vec<(Bytes, Range<usize>)>,
-    /// The distinct frames `runs` hold, at most [`PINNED_FRAMES`].
-    frames: Vec<Bytes>,
     /// `(buffer, lead)`: the gathered bytes are `buffer[lead..]`, 4 KiB aligned.
     gathered: Option<(Vec<u8>, usize)>,
     bytes: usize,
@@ -355,22 +354,26 @@ impl Runs {
                 return;
             }
         }
-        if self.frames.iter().any(|f| same_frame(f, &frame)) {
+        if self.runs.iter().any(|(f, _)| same_frame(f, &frame))
+            || self.frames_held() < PINNED_FRAMES
+        {
             self.runs.push((frame, range));
             return;
         }
-        if self.frames.len() < PINNED_FRAMES {
-            self.frames.push(frame.clone());
-            self.runs.push((frame, range));
-            return;
-        }
-        self.frames.clear();
         let (mut buf, lead) = aligned_buffer(self.bytes.max(1 << 20));
         for (f, r) in self.runs.drain(..) {
             buf.extend_from_slice(&f[r]);
         }
         buf.extend_from_slice(&frame[range]);
         self.gathered = Some((buf, lead));
+    }
+
+    /// The distinct frames the runs hold.
+    fn frames_held(&self) -> usize {
+        let runs = &self.runs;
+        (0..runs.len())
+            .filter(|&i| !runs[..i].iter().any(|(f, _)| same_frame(f, &runs[i].0)))
+            .count()
     }
 
     fn slices(&self) -> Vec<&[u8]> {
@@ -386,7 +389,7 @@ fn same_frame(a: &Bytes, b: &Bytes) -> bool {
     a.as_ptr() == b.as_ptr() && a.len() == b.len()
 }
 
-/// [`write_runs`] on a thread of the blocking pool.
+/// [`write_slices_at`] of `runs` on a thread of the blocking pool.
 ///
 /// The runtime has a worker thread per core and they do the CPU work of a restore
 /// (decompression, the chunk id and CRC-32C checks). A write waits for the disk, an
@@ -399,15 +402,9 @@ async fn write_off_runtime(path: &Path, runs: Runs, offset: u64) -> Result<()> {
     let path = path.to_path_buf();
     // The semaphore is never closed, so acquiring cannot fail.
     let _permit = WRITES.acquire().await.ok();
-    tokio::task::spawn_blocking(move || write_runs(&path, &runs, offset))
+    tokio::task::spawn_blocking(move || write_slices_at(&path, &runs.slices(), offset))
         .await
         .map_err(|e| crate::error::task_failed("write", e))?
-}
-
-/// Writes `runs` one after the other at `offset` of the existing file `path` (see
-/// [`write_slices_at`]).
-fn write_runs(path: &Path, runs: &Runs, offset: u64) -> Result<()> {
-    write_slices_at(path, &runs.slices(), offset)
 }
 
 /// Whether `s`'s memory and length are 4 KiB aligned (as `O_DIRECT` needs of each buffer
@@ -813,8 +810,8 @@ mod tests {
             let p = dir.join("f");
             let size = 8 * l as u64;
             create_file(&p, 0o600, size).unwrap();
-            write_runs(&p, &runs, l as u64).unwrap();
-            write_runs(&p, &odd, 5 * l as u64).unwrap();
+            write_slices_at(&p, &runs.slices(), l as u64).unwrap();
+            write_slices_at(&p, &odd.slices(), 5 * l as u64).unwrap();
             let got = std::fs::read(&p).unwrap();
             assert_eq!(got.len() as u64, size);
             assert!(got[..l].iter().all(|&x| x == 0));
@@ -866,7 +863,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         create_file(&p, 0o600, want.len() as u64).unwrap();
-        write_runs(&p, &runs, 0).unwrap();
+        write_slices_at(&p, &runs.slices(), 0).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), want);
     }
 

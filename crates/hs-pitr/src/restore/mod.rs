@@ -280,19 +280,15 @@ pub async fn restore_until(
 /// did not read or verify, or whose recovery could not be configured, cannot be started
 /// (a damaged chunk of pg_control itself once left it behind, zero-filled). Returns the
 /// control file's bytes, the checks' result and what standby settings were removed.
-#[allow(clippy::too_many_arguments)]
 async fn last_steps(
-    reader: &ChunkReader,
-    manifest: &BackupManifest,
-    opts: &RestoreOptions,
+    r: &Restoring<'_>,
     control: Option<hs_repo::FileEntry>,
-    progress: &dyn RestoreProgress,
     checks: Option<checksums::Checks>,
     roots: &[PathBuf],
     started: std::time::Instant,
 ) -> Result<(u64, (u64, Option<bool>), StandbyConfigRemoved)> {
-    let (control_written, checks) =
-        write_control(reader, manifest, opts, control, progress, checks).await?;
+    let (manifest, opts, progress) = (r.manifest, r.opts, r.progress);
+    let (control_written, checks) = write_control(r, control, checks).await?;
     let manifest_path = opts.target.join(PG_MANIFEST_FILE);
     write_new_file(&manifest_path, manifest.pg_backup_manifest.as_bytes())?;
     for root in roots {
@@ -410,9 +406,13 @@ async fn restore_leased(
     sync_paths(&files).await?;
     phase(started, "files synced");
     // From here on the directory has a control file: a failure removes it.
-    let last = last_steps(
-        &reader, &manifest, opts, control, progress, checks, &roots, started,
-    );
+    let restoring = Restoring {
+        reader: &reader,
+        manifest: &manifest,
+        opts,
+        progress,
+    };
+    let last = last_steps(&restoring, control, checks, &roots, started);
     let (control_written, (checksums_checked, read_back), standby_config_removed) = match last.await
     {
         Ok(done) => done,
@@ -575,16 +575,22 @@ fn lay_out(manifest: &BackupManifest, opts: &RestoreOptions, roots: &[PathBuf]) 
     })
 }
 
+/// What the last steps of a restore read and report to.
+struct Restoring<'a> {
+    reader: &'a ChunkReader,
+    manifest: &'a BackupManifest,
+    opts: &'a RestoreOptions,
+    progress: &'a dyn RestoreProgress,
+}
+
 /// Writes the control file (after every other file is synced) and syncs it; returns
 /// the bytes written.
 async fn write_control(
-    reader: &ChunkReader,
-    manifest: &BackupManifest,
-    opts: &RestoreOptions,
+    r: &Restoring<'_>,
     control: Option<hs_repo::FileEntry>,
-    progress: &dyn RestoreProgress,
     checks: Option<checksums::Checks>,
 ) -> Result<(u64, Option<checksums::Checks>)> {
+    let (reader, manifest, opts, progress) = (r.reader, r.manifest, r.opts, r.progress);
     let control = control.ok_or_else(|| {
         Error::of_kind(
             ErrorKind::Repository,

@@ -62,16 +62,9 @@ impl ChunkRun {
             }
             let (reader, batch) = (reader.clone(), batch.to_vec());
             self.set.spawn(async move {
-                let (mut n, mut bytes, mut errs) = (0u64, 0u64, Vec::new());
-                let mut cursor = ReadCursor::default();
-                for r in batch {
-                    n += 1;
-                    match reader.read_next(&mut cursor, &r).await {
-                        Ok((_, range)) => bytes += range.len() as u64,
-                        Err(e) => errs.push((r, at, e)),
-                    }
-                }
-                (n, bytes, errs)
+                let (bytes, errs) = read_batch(&reader, &batch).await;
+                let errs = errs.into_iter().map(|(r, e)| (r, at, e)).collect();
+                (batch.len() as u64, bytes, errs)
             });
         }
         Ok(())
@@ -99,6 +92,20 @@ impl ChunkRun {
         while self.join_one(report).await? {}
         Ok(())
     }
+}
+
+/// Reads the chunks of `batch` in order, with one cursor (consecutive pages are found
+/// without a lookup); returns the bytes read and the chunks that failed, with the error.
+async fn read_batch(reader: &ChunkReader, batch: &[ChunkRef]) -> (u64, Vec<(ChunkRef, Error)>) {
+    let (mut bytes, mut errs) = (0u64, Vec::new());
+    let mut cursor = ReadCursor::default();
+    for r in batch {
+        match reader.read_next(&mut cursor, r).await {
+            Ok((_, range)) => bytes += range.len() as u64,
+            Err(e) => errs.push((*r, e)),
+        }
+    }
+    (bytes, errs)
 }
 
 /// Every chunk reference of a manifest: content chunks inline, and list
@@ -139,16 +146,8 @@ impl Repository {
                 let Some(batch) = batches.next() else { break };
                 let reader = reader.clone();
                 set.spawn(async move {
-                    let mut n = 0u64;
-                    let mut errs = Vec::new();
-                    let mut cursor = ReadCursor::default();
-                    for r in batch {
-                        match reader.read_next(&mut cursor, &r).await {
-                            Ok((_, range)) => n += range.len() as u64,
-                            Err(e) => errs.push((r.id, e)),
-                        }
-                    }
-                    (n, errs)
+                    let (n, errs) = read_batch(&reader, &batch).await;
+                    (n, errs.into_iter().map(|(r, e)| (r.id, e)).collect())
                 });
             }
             let Some(res) = set.join_next().await else {
